@@ -1,0 +1,95 @@
+/**
+ * What every command receives: the parsed global options, the output, and the configuration
+ * (loaded on first use so that `--help` and `--version` never read it).
+ */
+import { loadConfig, type Config, type ServerConfig } from '../config/config.js';
+import { BarmanError } from '../util/errors.js';
+import { configureLog } from '../util/log.js';
+import type { Output } from './output.js';
+
+export interface GlobalOptions {
+  config?: string;
+  quiet?: boolean;
+  debug?: boolean;
+  format?: 'console' | 'json';
+  color?: 'never' | 'always' | 'auto';
+  logLevel?: string;
+}
+
+export class CliContext {
+  private loaded: Config | null = null;
+
+  constructor(
+    readonly opts: GlobalOptions,
+    readonly out: Output,
+  ) {}
+
+  get config(): Config {
+    if (!this.loaded) {
+      const cfg = loadConfig(this.opts.config);
+      configureLog({ file: cfg.global.log_file, level: this.opts.logLevel ?? cfg.global.log_level, stderr: this.opts.debug === true && !cfg.global.log_file });
+      for (const w of cfg.warnings) this.out.warning(w);
+      this.loaded = cfg;
+    }
+    return this.loaded;
+  }
+
+  /** Global errors (e.g. conflicting paths across servers) stop every command. */
+  private checkGlobalErrors(): void {
+    if (this.config.errors.length > 0) {
+      for (const e of this.config.errors) this.out.error(e);
+      throw new BarmanError('Please fix the configuration errors above', 1);
+    }
+  }
+
+  /** One server, for single-server commands; `all` is refused. */
+  server(name: string, opts: { allowInactive?: boolean; allowDisabled?: boolean } = {}): ServerConfig {
+    this.checkGlobalErrors();
+    if (name === 'all') throw new BarmanError("You cannot use 'all' in a single server context");
+    const srv = this.config.servers.get(name);
+    if (!srv) throw new BarmanError(`Unknown server '${name}'`);
+    if (srv.disabled && !opts.allowDisabled) {
+      throw new BarmanError(`Server '${name}' is disabled by configuration errors: ${srv.errors.join('; ')}`);
+    }
+    if (!srv.active && !opts.allowInactive) {
+      throw new BarmanError(`Inactive server: ${name}`);
+    }
+    return srv;
+  }
+
+  /**
+   * Several servers (or `all`). Unknown names are errors; inactive or disabled servers are
+   * reported and skipped unless the command allows them.
+   */
+  servers(names: readonly string[], opts: { allowInactive?: boolean; allowDisabled?: boolean; skipPassive?: boolean } = {}): ServerConfig[] {
+    this.checkGlobalErrors();
+    const all = names.length === 0 || names.includes('all');
+    const picked: ServerConfig[] = [];
+    if (all) {
+      picked.push(...this.config.servers.values());
+    } else {
+      for (const n of names) {
+        const srv = this.config.servers.get(n);
+        if (!srv) this.out.error(`Unknown server '${n}'`);
+        else picked.push(srv);
+      }
+    }
+    const result: ServerConfig[] = [];
+    for (const srv of picked) {
+      if (srv.disabled && !opts.allowDisabled) {
+        for (const e of srv.errors) this.out.error(`${srv.name}: ${e}`);
+        continue;
+      }
+      if (!srv.active && !opts.allowInactive) {
+        if (!all) this.out.warning(`Skipping inactive server '${srv.name}'`);
+        continue;
+      }
+      if (opts.skipPassive && srv.passive) {
+        this.out.warning(`Skipping passive server '${srv.name}'`);
+        continue;
+      }
+      result.push(srv);
+    }
+    return result;
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * `barman` entry point: global options, then one subcommand. Only the subcommand that runs is
+ * loaded (see registry.ts), which keeps `barman --version` and `barman list-servers` fast.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { BarmanError } from '../util/errors.js';
+import { logger } from '../util/log.js';
+import { BARMAN_TS_VERSION, VERSION } from '../version.js';
+import { CliContext, type GlobalOptions } from './context.js';
+import { Output } from './output.js';
+import { COMMANDS, type CommandEntry } from './registry.js';
+
+const GLOBAL_WITH_VALUE = new Set(['-c', '--config', '-f', '--format', '--log-level', '--color', '--colour']);
+
+/** Find which subcommand the user asked for, without parsing everything. */
+function requestedCommands(argv: readonly string[]): CommandEntry[] {
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? '';
+    if (GLOBAL_WITH_VALUE.has(a)) {
+      i++;
+      continue;
+    }
+    if (a.startsWith('-')) continue;
+    positional.push(a);
+    if (positional.length === 2) break;
+  }
+  const find = (n: string | undefined) => COMMANDS.find((c) => c.name === n || c.aliases?.includes(n ?? ''));
+  const first = find(positional[0]);
+  if (first) return [first];
+  if (positional[0] === 'help') {
+    const second = find(positional[1]);
+    return second ? [second] : [];
+  }
+  return [];
+}
+
+export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
+  const program = new Command('barman');
+  program
+    .description('Backup and recovery manager for PostgreSQL (barman-ts, compatible with Barman)')
+    .version(`${VERSION}\n\nbarman-ts ${BARMAN_TS_VERSION}, a drop-in replacement for Barman by EnterpriseDB (www.enterprisedb.com)`, '-v, --version', 'show the version and exit')
+    .option('-c, --config <file>', 'configuration file (default: ~/.barman.conf, /etc/barman.conf, /etc/barman/barman.conf)')
+    .addOption(new Option('--color, --colour <when>', 'use colours in the output').choices(['never', 'always', 'auto']).default('auto'))
+    .addOption(new Option('--log-level <level>', 'override the log level of the configuration').choices(['NOTSET', 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL']))
+    .option('-q, --quiet', 'be quiet: print only warnings and errors')
+    .option('-d, --debug', 'print debug messages (and send the log to stderr if no log_file is set)')
+    .addOption(new Option('-f, --format <format>', 'output format').choices(['console', 'json']).default('console'))
+    .exitOverride()
+    .showSuggestionAfterError(true);
+
+  let exitCode = 0;
+  const wanted = new Set(requestedCommands(argv).map((c) => c.name));
+  for (const entry of COMMANDS) {
+    const cmd = program.command(entry.name).description(entry.summary);
+    if (entry.aliases) cmd.aliases(entry.aliases);
+    if (!wanted.has(entry.name)) continue;
+    const mod = await entry.load();
+    mod.define(cmd);
+    cmd.action(async () => {
+      const g = program.opts() as GlobalOptions;
+      const out = new Output(g.format, g.quiet, g.debug, g.color);
+      const ctx = new CliContext(g, out);
+      const positional = (cmd.processedArgs as unknown[]).flat().filter((a): a is string => typeof a === 'string');
+      try {
+        await mod.run(ctx, positional, cmd.opts());
+      } catch (err) {
+        reportError(out, err);
+      }
+      exitCode = out.close();
+    });
+  }
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return 2;
+    }
+    throw err;
+  }
+  return exitCode;
+}
+
+function reportError(out: Output, err: unknown): void {
+  if (err instanceof BarmanError) {
+    out.error(err.message, err.exitCode);
+    return;
+  }
+  const e = err instanceof Error ? err : new Error(String(err));
+  logger('cli').error(e.stack ?? e.message);
+  out.error(`${e.message}\nSee log file for more details.`);
+}

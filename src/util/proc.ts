@@ -1,0 +1,66 @@
+import { spawn, type SpawnOptions } from 'node:child_process';
+import { BarmanError } from './errors.js';
+
+export interface RunResult {
+  code: number;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  input?: string | Uint8Array;
+  /** Kill the child after this many milliseconds. */
+  timeoutMs?: number;
+}
+
+/**
+ * Run a program with an argument array (never a shell string) and collect its output.
+ * Never throws for a non-zero exit: callers decide what a failure means.
+ */
+export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const spawnOpts: SpawnOptions = {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    };
+    const child = spawn(cmd, [...args], spawnOpts);
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    let timer: NodeJS.Timeout | undefined;
+    if (opts.timeoutMs) timer = setTimeout(() => child.kill('SIGTERM'), opts.timeoutMs);
+    child.on('error', (err) => {
+      if (timer) clearTimeout(timer);
+      reject(new BarmanError(`cannot run ${cmd}: ${err.message}`));
+    });
+    child.on('close', (code, signal) => {
+      if (timer) clearTimeout(timer);
+      resolve({ code: code ?? -1, signal, stdout, stderr });
+    });
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(opts.input ?? undefined);
+  });
+}
+
+/** Run and throw a BarmanError naming the command when it exits non-zero. */
+export async function runChecked(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const res = await run(cmd, args, opts);
+  if (res.code !== 0) {
+    const detail = (res.stderr.trim() || res.stdout.trim()).split('\n').slice(-1)[0] ?? '';
+    throw new BarmanError(`${cmd} failed with exit code ${res.code}${detail ? `: ${detail}` : ''}`);
+  }
+  return res;
+}
+
+/**
+ * Run an admin-configured shell command (hook scripts, `*_command` options): the only
+ * place where a shell string is allowed, because the administrator wrote it.
+ */
+export function runShell(command: string, opts: RunOptions = {}): Promise<RunResult> {
+  return run('/bin/sh', ['-c', command], opts);
+}
