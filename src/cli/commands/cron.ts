@@ -1,12 +1,24 @@
 import type { Command } from 'commander';
-import { BarmanError } from '../../util/errors.js';
+import { runCron } from '../../maintenance/cron.js';
 import type { CliContext } from '../context.js';
 
-// Placeholder until the command is implemented.
 export function define(cmd: Command): void {
-  cmd.argument('[args...]');
+  cmd
+    .option('--keep-descriptors', 'let the background processes write to this terminal (debugging)')
+    .addHelpText(
+      'after',
+      `
+Runs the periodic maintenance of every active server; run it every minute from the barman
+user's crontab:  * * * * * barman cron
+For each server it keeps 'receive-wal' running when streaming_archiver = on (restarting it after
+PostgreSQL restarts), starts 'archive-wal' in the background when WAL files are waiting in
+incoming/ or streaming/, marks backups whose process died as FAILED, and turns a
+WAITING_FOR_WALS backup into DONE once its WAL files are archived. Two crons never work on the
+same server at the same time. It returns quickly.`,
+    );
 }
 
-export async function run(_ctx: CliContext): Promise<void> {
-  throw new BarmanError('not implemented yet');
+export async function run(ctx: CliContext, _args: string[], opts: { keepDescriptors?: boolean }): Promise<void> {
+  const servers = ctx.servers([], { skipPassive: false });
+  await runCron(ctx.config, servers, { info: (m) => ctx.out.info(m), warning: (m) => ctx.out.warning(m), error: (m) => ctx.out.error(m) }, opts.keepDescriptors === true);
 }

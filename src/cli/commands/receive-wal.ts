@@ -1,12 +1,64 @@
 import type { Command } from 'commander';
+import { createSlot, dropSlot, receiveWal, resetReceiveWal, stopReceiveWal } from '../../wal/receive-wal.js';
 import { BarmanError } from '../../util/errors.js';
 import type { CliContext } from '../context.js';
 
-// Placeholder until the command is implemented.
-export function define(cmd: Command): void {
-  cmd.argument('[args...]');
+interface Opts {
+  stop?: boolean;
+  reset?: boolean;
+  createSlot?: boolean;
+  ifNotExists?: boolean;
+  dropSlot?: boolean;
 }
 
-export async function run(_ctx: CliContext): Promise<void> {
-  throw new BarmanError('not implemented yet');
+export function define(cmd: Command): void {
+  cmd
+    .argument('<server>', 'server name')
+    .option('--stop', 'stop the receive-wal process running for the server')
+    .option('--reset', 'reset the streaming position (removes .partial files in streaming/)')
+    .option('--create-slot', "create the replication slot named by 'slot_name'")
+    .option('--if-not-exists', 'with --create-slot: do not fail if the slot exists')
+    .option('--drop-slot', "drop the replication slot named by 'slot_name'")
+    .addHelpText(
+      'after',
+      `
+Streams WAL from the server with pg_receivewal into its streaming/ directory, using the
+replication slot 'slot_name' (created automatically when create_slot = auto). It runs in the
+foreground until PostgreSQL goes away or it is stopped; 'barman cron' starts it for every server
+with streaming_archiver = on and restarts it when it has exited.`,
+    );
+}
+
+export async function run(ctx: CliContext, [name]: string[], opts: Opts): Promise<void> {
+  const srv = ctx.server(name ?? '');
+  const { out } = ctx;
+  const actions = [opts.stop, opts.reset, opts.createSlot, opts.dropSlot].filter(Boolean).length;
+  if (actions > 1) throw new BarmanError('--stop, --reset, --create-slot and --drop-slot are mutually exclusive', 2);
+  if (opts.ifNotExists && !opts.createSlot) throw new BarmanError('--if-not-exists needs --create-slot', 2);
+  if (opts.createSlot) {
+    out.info(`Creating physical replication slot '${srv.slot_name ?? ''}' on server '${srv.name}'`);
+    await createSlot(srv, opts.ifNotExists === true);
+    out.info(`Replication slot '${srv.slot_name ?? ''}' created`);
+    return;
+  }
+  if (opts.dropSlot) {
+    out.info(`Dropping physical replication slot '${srv.slot_name ?? ''}' on server '${srv.name}'`);
+    await dropSlot(srv);
+    out.info(`Replication slot '${srv.slot_name ?? ''}' dropped`);
+    return;
+  }
+  if (opts.stop) {
+    const stopped = await stopReceiveWal(srv);
+    out.info(stopped ? `Stopped receive-wal for server '${srv.name}'` : `No receive-wal process running for server '${srv.name}'`);
+    return;
+  }
+  if (opts.reset) {
+    const removed = await resetReceiveWal(srv);
+    out.info(`Resetting receive-wal directory status for server '${srv.name}'${removed.length ? ` (removed ${removed.join(', ')})` : ''}`);
+    return;
+  }
+  if (!srv.streaming_archiver) throw new BarmanError(`Unable to start receive-wal process: streaming_archiver option set to 'off' in barman configuration file`);
+  out.info(`Starting receive-wal for server ${srv.name}`);
+  const code = await receiveWal(srv, { onLine: (l) => out.info(`${srv.name}: ${l}`) });
+  if (code !== 0) out.error(`receive-wal for server '${srv.name}' ended: pg_receivewal exited with code ${code}`);
 }

@@ -1,12 +1,32 @@
 import type { Command } from 'commander';
-import { BarmanError } from '../../util/errors.js';
+import { switchWal } from '../../wal/switch-wal.js';
 import type { CliContext } from '../context.js';
 
-// Placeholder until the command is implemented.
-export function define(cmd: Command): void {
-  cmd.argument('[args...]');
+interface Opts {
+  force?: boolean;
+  archive?: boolean;
+  archiveTimeout?: string;
 }
 
-export async function run(_ctx: CliContext): Promise<void> {
-  throw new BarmanError('not implemented yet');
+export function define(cmd: Command): void {
+  cmd
+    .argument('<server...>', "server names, or 'all'")
+    .option('--force', 'run a CHECKPOINT first, so that the switch happens even with no new WAL')
+    .option('--archive', 'wait until the closed WAL file is archived')
+    .option('--archive-timeout <seconds>', 'how long --archive waits (default 30)', '30')
+    .addHelpText('after', '\nAsks PostgreSQL to close the current WAL file (pg_switch_wal), so that it can be archived.');
+}
+
+export async function run(ctx: CliContext, names: string[], opts: Opts): Promise<void> {
+  const timeout = Number(opts.archiveTimeout ?? 30);
+  for (const srv of ctx.servers(names, { skipPassive: true })) {
+    const res = await switchWal(srv, { force: opts.force === true, archive: opts.archive === true, archiveTimeoutSec: timeout });
+    if (res.closed) ctx.out.info(`The WAL file ${res.closed} has been closed on server '${srv.name}'`);
+    else ctx.out.info(`No switch required for server '${srv.name}'`);
+    if (opts.archive && res.closed) {
+      if (res.archived) ctx.out.info(`The WAL file ${res.closed} has been archived for server '${srv.name}'`);
+      else ctx.out.error(`The WAL file ${res.closed} has not been received in ${timeout} seconds`);
+    }
+    ctx.out.set([srv.name], { closed: res.closed, archived: res.archived });
+  }
 }

@@ -1,0 +1,321 @@
+/**
+ * Taking a backup (spec §2.4): EMPTY → STARTED → WAITING_FOR_WALS → DONE, or FAILED with `error`
+ * set. A backup is only DONE when every WAL segment from begin_wal to end_wal is archived.
+ * One backup per server at a time (`.<srv>-backup.lock`). An interrupted backup (SIGINT/SIGTERM,
+ * lost connection, dead pg_basebackup) is recorded FAILED; one whose process was SIGKILLed is
+ * found STARTED without a lock holder and marked FAILED by `markStaleBackups` (cron, list).
+ */
+import { promises as fsp } from 'node:fs';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ServerConfig } from '../config/config.js';
+import {
+  EMPTY,
+  FAILED,
+  STARTED,
+  WAITING_FOR_WALS,
+  newBackupId,
+  newBackupInfo,
+  type BackupInfo,
+} from '../catalog/backup-info.js';
+import { backupDir, loadCatalog, saveBackupInfo, validateBackupName, type BackupEntry } from '../catalog/catalog.js';
+import { acquireLock, isLockHeld } from '../catalog/lock.js';
+import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.js';
+import { pyDict, pyFloat } from '../catalog/pyliteral.js';
+import { manifestWalRanges, parseBackupLabel } from '../postgres/backup-label.js';
+import { PgConnection, type Tablespace } from '../postgres/connection.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { treeSize, writeFileAtomic } from '../util/fsutil.js';
+import { logger } from '../util/log.js';
+import { localNowPyDateTime } from '../util/pytime.js';
+import { run } from '../util/proc.js';
+import { lsnToWal, parseLsn, walOffset, formatLsn, previousSegment } from '../wal/names.js';
+import { checkBackup } from './check-backup.js';
+import { runBasebackup } from './postgres-executor.js';
+
+const log = logger('backup');
+
+export interface BackupOptions {
+  immediateCheckpoint?: boolean;
+  name?: string;
+  wait?: boolean;
+  waitTimeoutSec?: number;
+}
+
+export interface BackupEvents {
+  info?: (msg: string) => void;
+  warning?: (msg: string) => void;
+  progress?: (doneKb: number, totalKb: number) => void;
+  /** Run the archiver once (cron's archive-wal), used by --wait and to settle the status. */
+  archive?: () => Promise<void>;
+}
+
+interface ServerFacts {
+  version: number;
+  pgdata: string;
+  systemid: string;
+  tablespaces: Tablespace[];
+  configFile: string | null;
+  hbaFile: string | null;
+  identFile: string | null;
+  dataChecksums: string;
+  segSize: number;
+  clusterSize: number;
+  inRecovery: boolean;
+}
+
+async function gatherFacts(pg: PgConnection): Promise<ServerFacts> {
+  const s = async (n: string) => pg.setting(n);
+  return {
+    version: await pg.serverVersion(),
+    pgdata: (await s('data_directory')) ?? '',
+    systemid: await pg.systemId(),
+    tablespaces: await pg.tablespaces(),
+    configFile: await s('config_file'),
+    hbaFile: await s('hba_file'),
+    identFile: await s('ident_file'),
+    dataChecksums: (await s('data_checksums')) ?? 'off',
+    segSize: Number((await s('wal_segment_size')) ?? 16777216),
+    clusterSize: await pg.clusterSize(),
+    inRecovery: await pg.isInRecovery(),
+  };
+}
+
+/** identity.json: `{"systemid": ..., "version": "<major>"}`, written once; a different system id later is refused. */
+async function checkIdentity(srv: ServerConfig, facts: ServerFacts): Promise<void> {
+  const file = path.join(serverPaths(srv).backupDir, 'identity.json');
+  const major = facts.version >= 100000 ? String(Math.floor(facts.version / 10000)) : `${Math.floor(facts.version / 10000)}.${Math.floor(facts.version / 100) % 100}`;
+  if (fs.existsSync(file)) {
+    const known = JSON.parse(await fsp.readFile(file, 'utf8')) as { systemid?: string };
+    if (known.systemid && known.systemid !== facts.systemid) {
+      throw new BarmanError(
+        `systemid coherence: the server's system identifier ${facts.systemid} differs from the one of the catalog (${known.systemid}, ${file})`,
+      );
+    }
+    return;
+  }
+  const text = `${JSON.stringify({ systemid: facts.systemid, version: major }, null, 4)}\n`;
+  await writeFileAtomic(file, text);
+}
+
+async function freshBackupId(srv: ServerConfig): Promise<string> {
+  // IDs have one-second resolution: never reuse one (two quick backups in a row).
+  for (;;) {
+    const id = newBackupId(new Date());
+    if (!fs.existsSync(backupDir(srv, id))) return id;
+    await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 5));
+  }
+}
+
+/** End LSN from backup_manifest (exact), else from pg_basebackup's verbose output. */
+async function backupEnd(dataDir: string, fallback: string | null): Promise<string> {
+  try {
+    const ranges = manifestWalRanges(await fsp.readFile(path.join(dataDir, 'backup_manifest'), 'utf8'));
+    const last = ranges.at(-1);
+    if (last) return last.endLsn;
+  } catch {
+    /* no manifest: fall back */
+  }
+  if (fallback) return fallback;
+  throw new BarmanError('cannot determine the end of the backup (no backup_manifest and no end point reported)');
+}
+
+async function readLabel(dataDir: string, format: 'plain' | 'tar'): Promise<string> {
+  if (format === 'plain') return fsp.readFile(path.join(dataDir, 'backup_label'), 'utf8');
+  const tarFile = (await fsp.readdir(dataDir)).find((n) => n.startsWith('base.tar'));
+  if (!tarFile) throw new BarmanError('base.tar not found in the backup');
+  const res = await run('tar', ['-xOf', path.join(dataDir, tarFile), 'backup_label']);
+  if (res.code !== 0) throw new BarmanError(`cannot read backup_label from ${tarFile}: ${res.stderr.trim()}`);
+  return res.stdout;
+}
+
+/** The WAL file that holds the byte just before `lsn` (as pg_walfile_name does for an end LSN). */
+function endWalOf(lsn: bigint, tli: number, segSize: number): string {
+  const name = lsnToWal(lsn, tli, segSize);
+  return walOffset(lsn, segSize) === 0 ? previousSegment(name, segSize) : name;
+}
+
+/** Take one backup of a server. Returns the final entry (status DONE, WAITING_FOR_WALS or FAILED). */
+export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev: BackupEvents = {}): Promise<BackupEntry> {
+  if (srv.passive) throw new BarmanError(`Backup not allowed on the passive node '${srv.name}'`);
+  if (srv.backup_method !== 'postgres') {
+    throw new BarmanError(`backup_method = ${srv.backup_method} is not supported yet (use backup_method = postgres)`);
+  }
+  if (opts.name !== undefined) validateBackupName(opts.name);
+  const lock = await acquireLock(lockPath(srv, 'backup'), 'backup');
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let entry: BackupEntry | null = null;
+  let phase = 'connecting to PostgreSQL';
+  const started = Date.now();
+  try {
+    await ensureServerDirs(srv);
+    const pg = await PgConnection.connect(srv.conninfo ?? '', 'barman');
+    let facts: ServerFacts;
+    try {
+      facts = await gatherFacts(pg);
+    } finally {
+      await pg.close();
+    }
+    phase = 'checking the catalog';
+    await checkIdentity(srv, facts);
+    const id = await freshBackupId(srv);
+    const dir = backupDir(srv, id);
+    entry = {
+      id,
+      infoFile: '',
+      info: newBackupInfo({
+        status: EMPTY,
+        server_name: srv.name,
+        backup_name: opts.name ?? null,
+        mode: 'postgres',
+        pgdata: facts.pgdata,
+        systemid: facts.systemid,
+        version: facts.version,
+        xlog_segment_size: facts.segSize,
+        tablespaces: facts.tablespaces.length ? facts.tablespaces.map((t) => ({ ...t })) : null,
+        config_file: facts.configFile,
+        hba_file: facts.hbaFile,
+        ident_file: facts.identFile,
+        data_checksums: facts.dataChecksums,
+        cluster_size: facts.clusterSize,
+      }),
+    };
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    entry.infoFile = await saveBackupInfo(srv, id, entry.info);
+    ev.info?.(`Starting backup using postgres method for server ${srv.name} in ${dir}`);
+
+    phase = 'starting the backup';
+    entry.info = { ...entry.info, status: STARTED, begin_time: localNowPyDateTime() };
+    await saveBackupInfo(srv, id, entry.info);
+
+    phase = 'copying files';
+    ev.info?.(`Starting backup copy via pg_basebackup for ${id}`);
+    const copyStart = Date.now();
+    const result = await runBasebackup({
+      srv,
+      destDir: dir,
+      tablespaces: facts.tablespaces,
+      immediateCheckpoint: opts.immediateCheckpoint ?? srv.immediate_checkpoint,
+      label: srv.streaming_backup_name,
+      onProgress: ev.progress,
+      signal: abort.signal,
+    });
+    const copySeconds = (Date.now() - copyStart) / 1000;
+    ev.info?.(`Copy done (time: ${copySeconds.toFixed(1)} seconds)`);
+
+    phase = 'finalising the backup';
+    const dataDir = path.join(dir, 'data');
+    const labelText = await readLabel(dataDir, result.format);
+    const label = parseBackupLabel(labelText);
+    const beginLsn = parseLsn(label.startLsn);
+    const endLsn = parseLsn(await backupEnd(dataDir, result.endLsn));
+    const tli = label.timeline;
+    const endWal = endWalOf(endLsn, tli, facts.segSize);
+    ev.info?.(`Backup start at LSN: ${formatLsn(beginLsn)} (${label.startWal}, ${walOffset(beginLsn, facts.segSize).toString(16).padStart(8, '0')})`);
+    ev.info?.(`Backup end at LSN: ${formatLsn(endLsn)} (${endWal}, ${walOffset(endLsn, facts.segSize).toString(16).padStart(8, '0')})`);
+    const size = await treeSize(dir);
+    const endTime = localNowPyDateTime();
+    const totalSeconds = (Date.now() - started) / 1000;
+    entry.info = {
+      ...entry.info,
+      status: WAITING_FOR_WALS,
+      backup_label: labelText,
+      begin_xlog: formatLsn(beginLsn),
+      begin_wal: label.startWal,
+      begin_offset: walOffset(beginLsn, facts.segSize),
+      end_xlog: formatLsn(endLsn),
+      end_wal: endWal,
+      end_offset: walOffset(endLsn, facts.segSize),
+      end_time: endTime,
+      timeline: tli,
+      size,
+      deduplicated_size: size,
+      compression: result.format === 'tar' ? result.compression : null,
+      copy_stats: pyDict({ copy_time: pyFloat(copySeconds), total_time: pyFloat(totalSeconds) }),
+    };
+    await saveBackupInfo(srv, id, entry.info);
+    ev.info?.(`Backup size: ${size} bytes`);
+    ev.info?.(`Backup completed (start time: ${entry.info.begin_time?.format() ?? ''}, elapsed time: ${totalSeconds.toFixed(1)} seconds)`);
+
+    phase = 'closing the backup WAL';
+    await closeEndWal(srv, endWal).catch((err: unknown) => ev.warning?.(`could not switch WAL after the backup: ${errorMessage(err)}`));
+    await settle(srv, entry, opts, ev);
+    return entry;
+  } catch (err) {
+    const msg = abort.signal.aborted ? 'interrupted by signal' : errorMessage(err);
+    log.error(`backup of ${srv.name} failed while ${phase}: ${msg}`);
+    if (entry) {
+      entry.info = { ...entry.info, status: FAILED, error: `failure ${phase} (${msg})`, end_time: entry.info.end_time ?? localNowPyDateTime() };
+      await saveBackupInfo(srv, entry.id, entry.info).catch(() => undefined);
+      throw new BarmanError(`Backup failed ${phase}: ${msg}`);
+    }
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    lock.release();
+  }
+}
+
+/**
+ * If the backup ended in the WAL file the server is still writing, ask for a switch so that the
+ * file is completed and archived now rather than whenever the server fills it.
+ */
+async function closeEndWal(srv: ServerConfig, endWal: string): Promise<void> {
+  const pg = await PgConnection.connect(srv.conninfo ?? '', 'barman');
+  try {
+    if (await pg.isInRecovery()) return;
+    if ((await pg.currentWalFile()) === endWal) await pg.switchWal();
+  } finally {
+    await pg.close();
+  }
+}
+
+/** Archive what arrived and check the WALs; with --wait, loop until DONE or the timeout. */
+async function settle(srv: ServerConfig, entry: BackupEntry, opts: BackupOptions, ev: BackupEvents): Promise<void> {
+  const deadline = opts.waitTimeoutSec ? Date.now() + opts.waitTimeoutSec * 1000 : Infinity;
+  let announced = false;
+  for (;;) {
+    await ev.archive?.().catch((err: unknown) => ev.warning?.(`archive-wal: ${errorMessage(err)}`));
+    await checkBackup(srv, entry);
+    if (entry.info.status !== WAITING_FOR_WALS || !opts.wait) break;
+    if (!announced) {
+      ev.info?.(`Waiting for the WAL file ${entry.info.end_wal ?? ''} to be archived`);
+      announced = true;
+    }
+    if (Date.now() > deadline) {
+      ev.warning?.(`The backup ${entry.id} is still waiting for WAL files after ${opts.waitTimeoutSec} seconds`);
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  if (entry.info.status === WAITING_FOR_WALS) {
+    ev.warning?.(
+      'IMPORTANT: this backup is classified as WAITING_FOR_WALS, meaning that Barman has not received yet all the required WAL files for the backup consistency.',
+    );
+    ev.info?.('This is a common behaviour in concurrent backup scenarios, and Barman automatically set the backup as DONE once all the required WAL files have been archived.');
+  } else if (entry.info.status === FAILED) {
+    ev.warning?.(`Backup ${entry.id} FAILED: ${entry.info.error ?? ''}`);
+  }
+}
+
+/**
+ * A backup left STARTED/EMPTY by a process that no longer holds the backup lock died without
+ * cleaning up (kill -9, power loss): record it as FAILED so that it is never taken for good.
+ */
+export async function markStaleBackups(srv: ServerConfig): Promise<string[]> {
+  const inProgress = (await loadCatalog(srv)).filter((e) => e.info.status === STARTED || e.info.status === EMPTY);
+  if (inProgress.length === 0 || (await isLockHeld(lockPath(srv, 'backup')))) return [];
+  const fixed: string[] = [];
+  for (const e of inProgress) {
+    const info: BackupInfo = { ...e.info, status: FAILED, error: 'failure copying files (the backup process died before completing the backup)' };
+    await saveBackupInfo(srv, e.id, info);
+    log.warning(`backup ${e.id} of ${srv.name} was left ${e.info.status} by a dead process: marked FAILED`);
+    fixed.push(e.id);
+  }
+  return fixed;
+}
+

@@ -1,0 +1,120 @@
+/**
+ * backup_method = postgres: pg_basebackup over the streaming replication protocol (no SSH), plain
+ * format by default, tablespaces mapped into `base/<id>/<oid>`, WAL left to the archiver
+ * (`-X none`), which is what makes the WAITING_FOR_WALS → DONE step necessary.
+ */
+import { spawn } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { ServerConfig } from '../config/config.js';
+import { withParams } from '../postgres/conninfo.js';
+import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
+import type { Tablespace } from '../postgres/connection.js';
+import { BarmanError } from '../util/errors.js';
+import { logger } from '../util/log.js';
+
+const log = logger('backup.postgres');
+
+export interface BasebackupRequest {
+  srv: ServerConfig;
+  /** `base/<id>` */
+  destDir: string;
+  tablespaces: readonly Tablespace[];
+  immediateCheckpoint: boolean;
+  label: string;
+  /** Called with (done bytes, total bytes) while pg_basebackup reports progress. */
+  onProgress?: (doneKb: number, totalKb: number) => void;
+  /** Set by the caller to abort (e.g. on SIGTERM). */
+  signal?: AbortSignal;
+}
+
+export interface BasebackupResult {
+  /** From pg_basebackup's verbose output; the manifest is preferred when present. */
+  endLsn: string | null;
+  format: 'plain' | 'tar';
+  compression: string | null;
+}
+
+/** pg_basebackup arguments for the server's configuration (pure, unit-tested). */
+export function basebackupArgs(req: Pick<BasebackupRequest, 'srv' | 'destDir' | 'tablespaces' | 'immediateCheckpoint' | 'label'>, progress: boolean): {
+  args: string[];
+  format: 'plain' | 'tar';
+  compression: string | null;
+} {
+  const { srv } = req;
+  const conninfo = withParams(srv.streaming_conninfo ?? srv.conninfo ?? '', { application_name: srv.streaming_backup_name });
+  const compression = srv.backup_compression && srv.backup_compression !== 'none' ? srv.backup_compression : null;
+  const format: 'plain' | 'tar' = compression && srv.backup_compression_format !== 'plain' ? 'tar' : 'plain';
+  if (compression && format === 'plain' && srv.backup_compression_location !== 'server') {
+    throw new BarmanError('backup_compression_format = plain requires backup_compression_location = server');
+  }
+  const args = [
+    `--dbname=${conninfo}`,
+    `--pgdata=${path.join(req.destDir, 'data')}`,
+    `--format=${format === 'tar' ? 'tar' : 'plain'}`,
+    '--wal-method=none',
+    '--no-password',
+    '--verbose',
+    `--checkpoint=${req.immediateCheckpoint ? 'fast' : 'spread'}`,
+    `--label=${req.label}`,
+  ];
+  if (progress) args.push('--progress');
+  if (compression) {
+    const loc = srv.backup_compression_location ?? 'client';
+    let spec = `${loc}-${compression}`;
+    const detail: string[] = [];
+    if (srv.backup_compression_level !== null) detail.push(`level=${srv.backup_compression_level}`);
+    if (compression === 'zstd' && srv.backup_compression_workers > 0) detail.push(`workers=${srv.backup_compression_workers}`);
+    if (detail.length) spec += `:${detail.join(',')}`;
+    args.push(`--compress=${spec}`);
+  }
+  if (format === 'plain') {
+    for (const ts of req.tablespaces) args.push(`--tablespace-mapping=${ts.location}=${path.join(req.destDir, String(ts.oid))}`);
+  }
+  return { args, format, compression };
+}
+
+const PROGRESS_RE = /(\d+)\/(\d+) kB/;
+const END_RE = /write-ahead log end point: ([0-9A-F]+\/[0-9A-F]+)/i;
+
+/** Run pg_basebackup. Throws BarmanError with pg_basebackup's last error line on failure. */
+export async function runBasebackup(req: BasebackupRequest): Promise<BasebackupResult> {
+  const { args, format, compression } = basebackupArgs(req, req.onProgress !== undefined);
+  await fsp.mkdir(path.join(req.destDir, 'data'), { recursive: true, mode: 0o700 });
+  const bin = findPgBinary('pg_basebackup', req.srv.path_prefix);
+  log.info(`running ${bin} ${args.map((a) => (a.startsWith('--dbname=') ? '--dbname=***' : a)).join(' ')}`);
+  return new Promise<BasebackupResult>((resolve, reject) => {
+    const child = spawn(bin, args, { env: subprocessEnv(req.srv.path_prefix), stdio: ['ignore', 'ignore', 'pipe'] });
+    const onAbort = () => child.kill('SIGTERM');
+    req.signal?.addEventListener('abort', onAbort);
+    let endLsn: string | null = null;
+    const errors: string[] = [];
+    let buf = '';
+    child.stderr.on('data', (d: Buffer) => {
+      buf += d.toString('utf8');
+      const parts = buf.split(/[\r\n]/);
+      buf = parts.pop() ?? '';
+      for (const line of parts) {
+        if (line === '') continue;
+        const pm = PROGRESS_RE.exec(line);
+        if (pm && req.onProgress) {
+          req.onProgress(Number(pm[1]), Number(pm[2]));
+          continue;
+        }
+        log.info(`pg_basebackup: ${line}`);
+        const em = END_RE.exec(line);
+        if (em?.[1]) endLsn = em[1];
+        if (/error|fatal|could not/i.test(line)) errors.push(line.replace(/^pg_basebackup: (error: )?/, ''));
+      }
+    });
+    child.on('error', (err) => reject(new BarmanError(`cannot run pg_basebackup: ${err.message}`)));
+    child.on('close', (code, signal) => {
+      req.signal?.removeEventListener('abort', onAbort);
+      if (code === 0) resolve({ endLsn, format, compression });
+      else {
+        const why = errors.at(-1) ?? (signal ? `killed by ${signal}` : `exit code ${code}`);
+        reject(new BarmanError(`pg_basebackup: ${why}`));
+      }
+    });
+  });
+}

@@ -1,0 +1,109 @@
+/**
+ * `barman cron`: the only maintenance entry point (no daemon). For each server, under its cron
+ * lock: mark backups whose process died as FAILED, keep `receive-wal` running for streaming
+ * servers (it exits when PostgreSQL goes away, and is started again here), start `archive-wal` in
+ * the background, and move the oldest WAITING_FOR_WALS backup forward. It returns quickly: the
+ * long-running work happens in the background processes it starts.
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import type { Config, ServerConfig } from '../config/config.js';
+import { WAITING_FOR_WALS } from '../catalog/backup-info.js';
+import { loadCatalog } from '../catalog/catalog.js';
+import { acquireLock, isLockHeld, LockBusyError } from '../catalog/lock.js';
+import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.js';
+import { checkBackup } from '../backup/check-backup.js';
+import { markStaleBackups } from '../backup/backup.js';
+import { barmanCommand } from '../util/self.js';
+import { errorMessage } from '../util/errors.js';
+import { logger } from '../util/log.js';
+
+const log = logger('cron');
+
+export interface CronEvents {
+  info(msg: string): void;
+  warning(msg: string): void;
+  error(msg: string): void;
+}
+
+/** Start `barman -c CONF -q <args>` detached from us, its output going to the log only. */
+export function spawnBackground(config: Config, args: string[], keepDescriptors = false): number | undefined {
+  const [exe, pre] = barmanCommand();
+  const child = spawn(exe, [...pre, '-c', config.configFile, '-q', ...args], {
+    detached: true,
+    stdio: keepDescriptors ? 'inherit' : 'ignore',
+  });
+  child.unref();
+  return child.pid;
+}
+
+async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, keepDescriptors: boolean): Promise<void> {
+  await ensureServerDirs(srv);
+  for (const id of await markStaleBackups(srv)) {
+    ev.warning(`Backup ${id} of server ${srv.name} was interrupted (its process is gone): marked FAILED`);
+  }
+  if (srv.streaming_archiver && !srv.passive) {
+    if (!(await isLockHeld(lockPath(srv, 'receiveWal')))) {
+      ev.info(`Starting streaming archiver for server ${srv.name}`);
+      spawnBackground(config, ['receive-wal', srv.name], keepDescriptors);
+    }
+  }
+  if (hasWalToArchive(srv) && !(await isLockHeld(lockPath(srv, 'archiveWal')))) {
+    ev.info(`Starting WAL archiving for server ${srv.name}`);
+    spawnBackground(config, ['archive-wal', srv.name], keepDescriptors);
+  }
+  const oldestWaiting = (await loadCatalog(srv)).find((e) => e.info.status === WAITING_FOR_WALS);
+  if (oldestWaiting) {
+    const outcome = await checkBackup(srv, oldestWaiting);
+    if (outcome === 'done') ev.info(`Backup ${oldestWaiting.id} of server ${srv.name} is now DONE`);
+    if (outcome === 'failed') ev.error(`Backup ${oldestWaiting.id} of server ${srv.name} FAILED: ${oldestWaiting.info.error ?? ''}`);
+  }
+}
+
+/** Is there anything in incoming/ or streaming/ for archive-wal to do? (cheap check) */
+function hasWalToArchive(srv: ServerConfig): boolean {
+  const p = serverPaths(srv);
+  const has = (dir: string, enabled: boolean) => {
+    if (!enabled) return false;
+    try {
+      return fs.readdirSync(dir).some((n) => !n.endsWith('.tmp') && !n.startsWith('.'));
+    } catch {
+      return false;
+    }
+  };
+  // In streaming/ a lone .partial is pg_receivewal's current file: nothing to archive yet.
+  const streaming = (() => {
+    if (!srv.streaming_archiver) return false;
+    try {
+      const names = fs.readdirSync(p.streamingDir).filter((n) => !n.endsWith('.tmp'));
+      return names.some((n) => !n.endsWith('.partial')) || names.filter((n) => n.endsWith('.partial')).length > 1;
+    } catch {
+      return false;
+    }
+  })();
+  return streaming || has(p.incomingDir, srv.archiver);
+}
+
+export async function runCron(config: Config, servers: readonly ServerConfig[], ev: CronEvents, keepDescriptors = false): Promise<void> {
+  for (const srv of servers) {
+    let lock;
+    try {
+      lock = await acquireLock(lockPath(srv, 'cron'), 'cron');
+    } catch (err) {
+      if (err instanceof LockBusyError) {
+        ev.info(`Another cron process is already running on server ${srv.name}. Skipping to the next server`);
+        continue;
+      }
+      throw err;
+    }
+    try {
+      await cronServer(config, srv, ev, keepDescriptors);
+    } catch (err) {
+      // One broken server must never stop maintenance (WAL archiving!) of the others.
+      log.error(`cron on ${srv.name}: ${errorMessage(err)}`);
+      ev.error(`${srv.name}: ${errorMessage(err)}`);
+    } finally {
+      lock.release();
+    }
+  }
+}
