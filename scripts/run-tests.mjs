@@ -1,0 +1,143 @@
+#!/usr/bin/env node
+// Test runner behind `npm test` (run after `npm run build`):
+//   1. unit tests        dist/test/unit/**/*.test.js
+//   2. integration tests dist/test/integration/**/*.test.js, 2 files at a time (real PostgreSQL)
+//
+//   npm test                     everything
+//   npm test -- backup wal       only files whose path (under dist/test/) contains "backup" or "wal"
+//   npm test -- --test-name-pattern=foo   options starting with "-" go to `node --test`
+//
+// Integration tests need root (to run PostgreSQL as postgres and the CLI as barman). Off CI,
+// they are skipped with a message when that is impossible; with CI=true they always run.
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const distTest = path.join(root, 'dist', 'test');
+const isCI = !!process.env.CI && process.env.CI !== 'false' && process.env.CI !== '0';
+const isRoot = process.getuid?.() === 0;
+
+const cliArgs = process.argv.slice(2);
+const nodeOpts = cliArgs.filter((a) => a.startsWith('-'));
+const filters = cliArgs.filter((a) => !a.startsWith('-'));
+
+function banner(text) {
+  process.stdout.write(`\n==== ${text} ====\n`);
+}
+
+/** Compiled test files under dist/test/<kind>, skipping stale ones whose .ts source is gone. */
+function testFiles(kind) {
+  const dir = path.join(distTest, kind);
+  const out = [];
+  const walk = (d) => {
+    if (!existsSync(d)) return;
+    for (const ent of readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, ent.name);
+      if (ent.isDirectory()) walk(p);
+      else if (ent.name.endsWith('.test.js')) out.push(p);
+    }
+  };
+  walk(dir);
+  return out
+    .filter((f) => {
+      const src = path.join(root, path.relative(path.join(root, 'dist'), f)).replace(/\.js$/, '.ts');
+      if (existsSync(src)) return true;
+      process.stdout.write(`(skipping stale ${path.relative(root, f)}: no ${path.relative(root, src)})\n`);
+      return false;
+    })
+    .filter((f) => filters.length === 0 || filters.some((s) => path.relative(distTest, f).includes(s)))
+    .sort();
+}
+
+function userExists(name) {
+  try {
+    execFileSync('getent', ['passwd', name], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** True when this node is at least major.minor (test runner flags arrived during Node 20). */
+function nodeAtLeast(major, minor) {
+  const [ma, mi] = process.versions.node.split('.').map(Number);
+  return ma > major || (ma === major && mi >= minor);
+}
+
+function runNodeTest(files, extra) {
+  const args = ['--test'];
+  if (process.stdout.isTTY) args.push('--test-reporter=spec');
+  // A test file that leaves a handle open (socket, timer) must not hang the run.
+  if (nodeAtLeast(20, 14)) args.push('--test-force-exit');
+  args.push(...extra, ...nodeOpts, ...files);
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args, { stdio: 'inherit', cwd: root });
+    const forward = (sig) => child.kill(sig);
+    process.on('SIGINT', forward).on('SIGTERM', forward);
+    child.on('close', (code, signal) => {
+      process.off('SIGINT', forward).off('SIGTERM', forward);
+      resolve(code ?? (signal ? 128 : 1));
+    });
+  });
+}
+
+function seconds(since) {
+  return `${((Date.now() - since) / 1000).toFixed(1)}s`;
+}
+
+const results = [];
+
+async function phase(name, files, extra) {
+  banner(`${name} tests (${files.length} file${files.length === 1 ? '' : 's'})`);
+  if (files.length === 0) {
+    process.stdout.write(filters.length ? `no ${name} test file matches ${filters.join(', ')}\n` : `no ${name} test files\n`);
+    results.push({ name, status: 'none' });
+    return;
+  }
+  const t0 = Date.now();
+  const code = await runNodeTest(files, extra);
+  results.push({ name, status: code === 0 ? 'passed' : `FAILED (exit ${code})`, time: seconds(t0) });
+}
+
+if (!existsSync(distTest)) {
+  process.stderr.write(`no ${path.relative(root, distTest)}: run \`npm run build\` first\n`);
+  process.exit(1);
+}
+
+await phase('unit', testFiles('unit'), []);
+
+const integration = testFiles('integration');
+let skipReason;
+if (!isRoot && !userExists('barman')) {
+  skipReason = 'not running as root and the `barman` system user does not exist (run as root, or create it: useradd --system --home-dir /var/lib/barman --shell /bin/bash barman)';
+} else if (!isRoot) {
+  skipReason = 'not running as root: the harness needs root to run PostgreSQL as postgres and barman as barman';
+} else if (!existsSync('/usr/lib/postgresql/15/bin/initdb') && !process.env.PG_BINDIR) {
+  skipReason = 'PostgreSQL 15 server binaries not found in /usr/lib/postgresql/15/bin (apt-get install postgresql-15, or set PG_BINDIR)';
+}
+if (skipReason && isCI) {
+  banner('integration tests');
+  process.stderr.write(`ERROR: integration tests cannot run in CI: ${skipReason}\n`);
+  results.push({ name: 'integration', status: 'FAILED (cannot run)' });
+} else if (skipReason && integration.length > 0) {
+  banner('integration tests');
+  process.stdout.write(`SKIPPED integration tests: ${skipReason}\n`);
+  results.push({ name: 'integration', status: 'SKIPPED' });
+} else {
+  // Two files at a time (CI has 2 cores); a hung test fails after 5 minutes instead of stalling CI.
+  const extra = nodeAtLeast(20, 10) ? ['--test-concurrency=2'] : [];
+  if (!nodeOpts.some((o) => o.startsWith('--test-timeout'))) extra.push('--test-timeout=300000');
+  await phase('integration', integration, extra);
+}
+
+banner('summary');
+for (const r of results) process.stdout.write(`${r.name.padEnd(12)} ${r.status}${r.time ? ` in ${r.time}` : ''}\n`);
+const failed = results.some((r) => r.status.startsWith('FAILED'));
+const ranNothing = results.every((r) => r.status === 'none');
+if (ranNothing && filters.length) {
+  process.stderr.write(`no test file matches ${filters.join(', ')}\n`);
+  process.exit(1);
+}
+process.exit(failed ? 1 : 0);
