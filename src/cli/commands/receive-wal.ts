@@ -59,6 +59,6 @@ export async function run(ctx: CliContext, [name]: string[], opts: Opts): Promis
   }
   if (!srv.streaming_archiver) throw new BarmanError(`Unable to start receive-wal process: streaming_archiver option set to 'off' in barman configuration file`);
   out.info(`Starting receive-wal for server ${srv.name}`);
-  const code = await receiveWal(srv, { onLine: (l) => out.info(`${srv.name}: ${l}`) });
+  const code = await receiveWal(srv, { onLine: (l) => out.line(`${srv.name}: ${l}`) });
   if (code !== 0) out.error(`receive-wal for server '${srv.name}' ended: pg_receivewal exited with code ${code}`);
 }

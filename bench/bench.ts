@@ -1,0 +1,130 @@
+/**
+ * `npm run bench [-- --scale N]`: backup and recovery speed of barman-ts beside the plain tools,
+ * on the same data in the same run. Builds a pgbench database (scale 100 by default) plus a table
+ * of random text (so that compression figures are honest), then measures:
+ *   - plain `pg_basebackup -X none` vs `barman backup` (postgres method)
+ *   - `cp -a` + `sync` of the same data vs `barman recover`
+ *   - CLI start-up: `barman --version`, `barman list-servers`
+ * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { as, BARMAN_USER, BIN, chownTo, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
+import { treeSize } from '../src/util/fsutil.js';
+import { BARMAN_SCRIPT } from '../src/util/self.js';
+
+const arg = (name: string, def: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : Number(process.env[`BENCH_${name.toUpperCase()}`] ?? def);
+};
+const SCALE = arg('scale', 100);
+const ROUNDS = arg('rounds', 2);
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t) / 1e9;
+}
+
+const MB = 1024 * 1024;
+const fmt = (s: number) => `${s.toFixed(2)} s`;
+const rate = (bytes: number, s: number) => `${(bytes / MB / s).toFixed(0)} MB/s`;
+
+async function main(): Promise<void> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'barman-bench-'));
+  fs.chmodSync(root, 0o755);
+  const pgDir = path.join(root, 'pg');
+  const home = path.join(root, 'barman');
+  const scratch = path.join(root, 'scratch');
+  for (const d of [pgDir, home, scratch]) fs.mkdirSync(d, { mode: 0o755 });
+  chownTo(PG_USER, pgDir);
+  chownTo(BARMAN_USER, home);
+  chownTo(BARMAN_USER, scratch);
+  const conf = path.join(root, 'barman.conf');
+  const barman = (...a: string[]) => must(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, ...a]);
+  let pg: LocalCluster | null = null;
+  try {
+    console.log(`barman-ts benchmark: pgbench scale ${SCALE}, ${ROUNDS} rounds, ${os.cpus().length} CPUs`);
+    pg = await LocalCluster.create(path.join(pgDir, 'data'), pgDir, 'shared_buffers = 256MB\nmax_wal_size = 8GB\nsynchronous_commit = off\n');
+    const tBuild = await timed(async () => {
+      await must(PG_USER, path.join(BIN, 'pgbench'), ['-i', '-q', '-s', String(SCALE), '-h', pgDir, '-p', String(pg?.port), 'postgres']);
+      await pg?.psql(
+        `CREATE TABLE random_text AS SELECT g AS id, string_agg(md5(random()::text), '') AS body FROM generate_series(1, ${SCALE * 2000}) g, generate_series(1, 16) x GROUP BY g; CHECKPOINT;`,
+      );
+    });
+    const dbSize = Number(await pg.psql('SELECT sum(pg_database_size(oid)) FROM pg_database'));
+    console.log(`database built in ${fmt(tBuild)}: ${(dbSize / MB).toFixed(0)} MiB\n`);
+
+    fs.writeFileSync(
+      conf,
+      `[barman]\nbarman_home = ${home}\nbarman_user = ${BARMAN_USER}\nlog_file = ${home}/barman.log\n\n[bench]\nconninfo = ${pg.conninfo}\nstreaming_conninfo = ${pg.conninfo}\nbackup_method = postgres\nstreaming_archiver = on\nslot_name = barman\ncreate_slot = auto\n`,
+      { mode: 0o644 },
+    );
+    await barman('cron');
+
+    const results: Record<string, number[]> = { pgbb: [], barman: [], cp: [], recover: [] };
+    let backupBytes = 0;
+    for (let round = 0; round < ROUNDS; round++) {
+      const plain = path.join(scratch, `plain-${round}`);
+      results.pgbb?.push(
+        await timed(() => must(BARMAN_USER, path.join(BIN, 'pg_basebackup'), ['-d', pg?.conninfo ?? '', '-D', plain, '-X', 'none', '-c', 'fast', '--no-password'])),
+      );
+      fs.rmSync(plain, { recursive: true, force: true });
+      results.barman?.push(await timed(() => barman('backup', '--immediate-checkpoint', 'bench')));
+    }
+    const ids = (await barman('list-backups', '--minimal', 'bench')).trim().split('\n');
+    const latest = ids[0] ?? '';
+    const backupData = path.join(home, 'bench', 'base', latest, 'data');
+    backupBytes = await treeSize(backupData);
+    for (let round = 0; round < ROUNDS; round++) {
+      const cpDest = path.join(scratch, `cp-${round}`);
+      results.cp?.push(
+        await timed(async () => {
+          await must(BARMAN_USER, 'cp', ['-a', backupData, cpDest]);
+          await must(BARMAN_USER, 'sync', ['-f', cpDest]);
+        }),
+      );
+      fs.rmSync(cpDest, { recursive: true, force: true });
+      const dest = path.join(scratch, `restore-${round}`);
+      results.recover?.push(await timed(() => barman('recover', 'bench', latest, dest)));
+      fs.rmSync(dest, { recursive: true, force: true });
+    }
+    const best = (k: string) => Math.min(...(results[k] ?? [Infinity]));
+    const pgbb = best('pgbb');
+    const bk = best('barman');
+    const cp = best('cp');
+    const rec = best('recover');
+    console.log('BACKUP (same data, best of rounds)');
+    console.log(`  pg_basebackup -X none   ${fmt(pgbb).padStart(9)}  ${rate(backupBytes, pgbb)}`);
+    console.log(`  barman backup           ${fmt(bk).padStart(9)}  ${rate(backupBytes, bk)}   ratio ${(bk / pgbb).toFixed(2)}x (target <= 1.10x)`);
+    console.log('RECOVER');
+    console.log(`  cp -a + sync            ${fmt(cp).padStart(9)}  ${rate(backupBytes, cp)}`);
+    console.log(`  barman recover          ${fmt(rec).padStart(9)}  ${rate(backupBytes, rec)}   ratio ${(rec / cp).toFixed(2)}x (target <= 2x)`);
+
+    const startup = async (...a: string[]) => {
+      const n = 10;
+      let total = 0;
+      for (let i = 0; i < n; i++) total += await timed(() => as(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, ...a]));
+      return (total / n) * 1000;
+    };
+    const nodeBase = await (async () => {
+      let total = 0;
+      for (let i = 0; i < 10; i++) total += await timed(() => as(BARMAN_USER, process.execPath, ['-e', '']));
+      return (total / 10) * 1000;
+    })();
+    console.log('CLI START-UP (mean of 10, includes runuser)');
+    console.log(`  node -e ''              ${nodeBase.toFixed(0).padStart(6)} ms`);
+    console.log(`  barman --version        ${(await startup('--version')).toFixed(0).padStart(6)} ms   (target < 100 ms: a third of Barman 3.4's 0.3 s)`);
+    console.log(`  barman list-servers     ${(await startup('list-servers')).toFixed(0).padStart(6)} ms`);
+  } finally {
+    await as(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, 'receive-wal', '--stop', 'bench']).catch(() => undefined);
+    await pg?.stop('immediate').catch(() => undefined);
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
+  process.exitCode = 1;
+});
