@@ -239,13 +239,14 @@ function resolveServer(doc: IniDocument, name: string, global: GlobalConfig, con
         src = { file: chosen.iv.file, line: chosen.iv.line };
       }
       if (value === null && def.default !== undefined) {
-        const text = interpolate(def.default, (k) => attrs.get(k) ?? doc.raw(name, k)?.value, `default of ${def.name}`);
-        value = def.parse(text);
+        // A default that refers to an unset option (streaming_conninfo = %(conninfo)s on a
+        // passive node) is simply unset too.
+        value = defaultValue(def, (k) => attrs.get(k) ?? doc.raw(name, k)?.value);
         src = 'default';
       }
     } catch (err) {
       errors.push((err as Error).message);
-      value = def.default !== undefined ? safeDefault(def, attrs) : null;
+      value = defaultValue(def, (k) => attrs.get(k));
     }
     values[def.name] = value;
     sources[def.name] = src;
@@ -266,9 +267,10 @@ function resolveServer(doc: IniDocument, name: string, global: GlobalConfig, con
   };
 }
 
-function safeDefault(def: OptionDef, attrs: Map<string, string>): unknown {
+function defaultValue(def: OptionDef, lookup: (k: string) => string | undefined): unknown {
+  if (def.default === undefined) return null;
   try {
-    return def.parse(interpolate(def.default ?? '', (k) => attrs.get(k), def.name));
+    return def.parse(interpolate(def.default, lookup, def.name));
   } catch {
     return null;
   }

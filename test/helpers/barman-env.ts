@@ -1,0 +1,92 @@
+/**
+ * A barman installation for integration tests: a barman_home owned by the `barman` user, a
+ * configuration file, and a runner for our CLI as that user (as in production).
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { BARMAN_SCRIPT } from '../../src/util/self.js';
+import { BARMAN_USER, ensureBarmanUser, makeTempDir, runAs, sleep, type ExecResult } from './system.js';
+import type { PgCluster } from './pg-cluster.js';
+
+export interface BarmanEnv {
+  root: string;
+  home: string;
+  configFile: string;
+  server: string;
+  /** Run `barman -c CONF ...args` as the barman user. */
+  run(...args: string[]): Promise<ExecResult>;
+  /** Same, throwing with stdout/stderr when the exit code is not 0. */
+  ok(...args: string[]): Promise<string>;
+  /** A directory the barman user may write into (recovery destinations). */
+  newDir(prefix: string): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function createBarmanEnv(
+  cluster: PgCluster,
+  opts: { server?: string; extra?: Record<string, string>; global?: Record<string, string> } = {},
+): Promise<BarmanEnv> {
+  await ensureBarmanUser();
+  const root = await makeTempDir('barman-', { owner: BARMAN_USER, mode: 0o755 });
+  const home = path.join(root, 'home');
+  const server = opts.server ?? 'pg';
+  const configFile = path.join(root, 'barman.conf');
+  const serverConf: Record<string, string> = {
+    description: '"integration test server"',
+    conninfo: cluster.conninfo,
+    streaming_conninfo: cluster.conninfo,
+    backup_method: 'postgres',
+    streaming_archiver: 'on',
+    slot_name: 'barman',
+    create_slot: 'auto',
+    ...(opts.extra ?? {}),
+  };
+  const globalConf: Record<string, string> = {
+    barman_home: home,
+    barman_user: BARMAN_USER,
+    log_file: path.join(root, 'barman.log'),
+    log_level: 'DEBUG',
+    ...(opts.global ?? {}),
+  };
+  const ini = (section: string, kv: Record<string, string>) => `[${section}]\n${Object.entries(kv).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`;
+  await runAs(BARMAN_USER, 'mkdir', ['-m', '0700', home], { check: true });
+  await runAs(BARMAN_USER, 'tee', [configFile], { input: `${ini('barman', globalConf)}\n${ini(server, serverConf)}`, check: true });
+  const run = (...args: string[]) => runAs(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', configFile, ...args]);
+  const env: BarmanEnv = {
+    root,
+    home,
+    configFile,
+    server,
+    run,
+    async ok(...args) {
+      const r = await run(...args);
+      if (r.code !== 0) throw new Error(`barman ${args.join(' ')} exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+      return r.stdout;
+    },
+    async newDir(prefix) {
+      const d = await makeTempDir(prefix, { owner: BARMAN_USER, mode: 0o755 });
+      const dest = path.join(d, 'data');
+      return dest;
+    },
+    async stop() {
+      await run('receive-wal', '--stop', server);
+    },
+  };
+  return env;
+}
+
+/** Run `barman cron` until `check` says receive-wal runs and the slot is active. */
+export async function startStreaming(env: BarmanEnv, timeoutMs = 30000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  await env.ok('cron');
+  while (Date.now() < deadline) {
+    const r = await env.run('check', env.server);
+    if (/receive-wal running: OK/.test(r.stdout) && /replication slot: OK/.test(r.stdout)) return;
+    await sleep(250);
+  }
+  throw new Error('receive-wal did not start');
+}
+
+export async function readLog(env: BarmanEnv): Promise<string> {
+  return fs.readFile(path.join(env.root, 'barman.log'), 'utf8').catch(() => '');
+}
