@@ -1,12 +1,30 @@
 import type { Command } from 'commander';
-import { BarmanError } from '../../util/errors.js';
+import { listBackupsRows, loadBackupsReport } from '../../reporting/backups.js';
 import type { CliContext } from '../context.js';
 
-// Placeholder until the command is implemented.
 export function define(cmd: Command): void {
-  cmd.argument('[args...]');
+  cmd
+    .argument('<server...>', "server names, or 'all'")
+    .option('--minimal', 'print only the backup IDs')
+    .addHelpText(
+      'after',
+      `
+Lists the backups of each server, newest first:
+  SRV ID['NAME'] - TYPE - END TIME - Size: SIZE - WAL Size: WAL_SIZE[ - WAITING_FOR_WALS]
+Size includes the WAL files needed by the backup; WAL Size is the WAL archived after it, up to the
+next backup. Backups not completed show their status instead. TYPE: F full, I incremental,
+R rsync, S snapshot.`,
+    );
 }
 
-export async function run(_ctx: CliContext): Promise<void> {
-  throw new BarmanError('not implemented yet');
+export async function run(ctx: CliContext, names: string[], opts: { minimal?: boolean }): Promise<void> {
+  const { out } = ctx;
+  for (const srv of ctx.servers(names)) {
+    const report = await loadBackupsReport(srv);
+    for (const p of report.problems) out.warning(p);
+    // TODO(retention): pass the retention statuses when a policy is enforced.
+    const rows = listBackupsRows(report, null);
+    out.set([srv.name], rows.map((r) => r.json));
+    for (const r of rows) out.line(opts.minimal ? r.id : r.line);
+  }
 }

@@ -1,12 +1,24 @@
 import type { Command } from 'commander';
-import { BarmanError } from '../../util/errors.js';
+import { resolveBackupId } from '../../catalog/catalog.js';
+import { loadBackupsReport, showBackupView } from '../../reporting/backups.js';
 import type { CliContext } from '../context.js';
 
-// Placeholder until the command is implemented.
 export function define(cmd: Command): void {
-  cmd.argument('[args...]');
+  cmd
+    .argument('<server>', 'server name')
+    .argument('<backup_id>', 'backup ID, name, or latest|last, oldest|first, last-failed, latest-full|last-full')
+    .addHelpText('after', '\nShows the details of a backup: PostgreSQL and base backup information, its WAL files and its neighbours in the catalog.');
 }
 
-export async function run(_ctx: CliContext): Promise<void> {
-  throw new BarmanError('not implemented yet');
+export async function run(ctx: CliContext, args: string[]): Promise<void> {
+  const { out } = ctx;
+  const [name = '', backupArg = ''] = args;
+  const srv = ctx.server(name, { allowInactive: true });
+  const report = await loadBackupsReport(srv);
+  const entry = resolveBackupId(srv, report.entries, backupArg);
+  // TODO(retention): pass the retention statuses when a policy is enforced.
+  const view = showBackupView(report, entry, null);
+  for (const w of view.warnings) out.warning(w);
+  out.set([srv.name], view.json);
+  for (const l of view.lines) out.line(l);
 }

@@ -1,12 +1,26 @@
 import type { Command } from 'commander';
-import { BarmanError } from '../../util/errors.js';
+import { serverStatusRows } from '../../reporting/server-status.js';
 import type { CliContext } from '../context.js';
 
-// Placeholder until the command is implemented.
 export function define(cmd: Command): void {
-  cmd.argument('[args...]');
+  cmd
+    .argument('<server...>', "server names, or 'all'")
+    .addHelpText(
+      'after',
+      `
+Shows the status of each server: PostgreSQL version, cluster state, data size and directory,
+current WAL and archive_command (when PostgreSQL answers), the last archived WAL, retention
+policies, the available backups and the minimum redundancy requirements.`,
+    );
 }
 
-export async function run(_ctx: CliContext): Promise<void> {
-  throw new BarmanError('not implemented yet');
+export async function run(ctx: CliContext, names: string[]): Promise<void> {
+  const { out } = ctx;
+  for (const srv of ctx.servers(names, { allowInactive: true })) {
+    out.line(`Server ${srv.name}:`);
+    for (const r of await serverStatusRows(srv)) {
+      out.line(`\t${r.description}: ${r.message}`);
+      out.set([srv.name, r.key], { description: r.description, message: r.message });
+    }
+  }
 }

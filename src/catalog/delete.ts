@@ -1,0 +1,356 @@
+/**
+ * Deleting a backup (spec §8, delete algorithm) and the WAL files nobody needs any more.
+ *
+ * Crash safety: before any data goes, the backup is marked with the `delete_this` annotation
+ * (Barman's marker, which its retention code finishes) and its backup.info is rewritten as
+ * FAILED, so an interrupted delete never leaves a backup that claims DONE with missing data;
+ * running `delete` again finishes the job. xlog.db is rewritten before the WAL files it stops
+ * listing are unlinked, so it never lists files that are gone. Every removal is followed by an
+ * fsync of the directory that held the entry.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { ServerConfig } from '../config/config.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { ensureDir, fsyncDir, pathExists, writeFileAtomic } from '../util/fsutil.js';
+import { humanDuration } from '../util/format.js';
+import { ctime } from '../util/pytime.js';
+import { hashDir, walNameKind } from '../wal/names.js';
+import { ARCHIVING, COPY_DONE, DONE, FAILED, isFull, type BackupInfo } from './backup-info.js';
+import { backupDir, loadCatalog, resolveBackupId, saveBackupInfo, type BackupEntry } from './catalog.js';
+import { LockBusyError, acquireLock, type HeldLock } from './lock.js';
+import { backupLockPath, lockPath, serverPaths } from './server-dirs.js';
+import { withXlogDb, type XlogDbEntry } from './xlogdb.js';
+
+export type KeepTarget = 'full' | 'standalone';
+
+/** Text Barman writes in the `delete_this` annotation. */
+const DELETE_MARK = 'delete';
+/** `error` of a backup whose deletion started (visible if the delete is interrupted). */
+export const DELETE_IN_PROGRESS_ERROR = "delete in progress (if it was interrupted, run 'barman delete' again)";
+
+function metaDir(srv: ServerConfig): string {
+  return path.join(serverPaths(srv).backupDir, 'meta');
+}
+
+function annotationFile(srv: ServerConfig, id: string, key: string): string {
+  return path.join(metaDir(srv), `${id}-${key}`);
+}
+
+async function readTextIfExists(file: string): Promise<string | null> {
+  try {
+    return await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
+    throw new BarmanError(`cannot read ${file}: ${errorMessage(err)}`);
+  }
+}
+
+/** The keep request of a backup: `meta/<id>-keep`, or the legacy `base/<id>/annotations/keep`. */
+export async function readKeep(srv: ServerConfig, id: string): Promise<KeepTarget | null> {
+  const text =
+    (await readTextIfExists(annotationFile(srv, id, 'keep'))) ??
+    (await readTextIfExists(path.join(backupDir(srv, id), 'annotations', 'keep')));
+  if (text === null) return null;
+  const t = text.trim();
+  // Any other content is still a keep request: treat it as the stricter "standalone".
+  return t === 'full' ? 'full' : 'standalone';
+}
+
+/** Has a delete of this backup been started (the `delete_this` annotation exists)? */
+export async function hasDeleteMark(srv: ServerConfig, id: string): Promise<boolean> {
+  return pathExists(annotationFile(srv, id, 'delete_this'));
+}
+
+/** A refusal: nothing was changed (the CLI prints it as a warning and exits 1). */
+export class DeleteRefusedError extends BarmanError {}
+
+// ---------------------------------------------------------------------------------------------
+// WAL cleanup decision (pure)
+
+export interface WalCleanupPolicy {
+  /** WALs at or after this backup's begin_wal stay; null = no such bound ("remove everything"). */
+  removeUntil: { id: string; beginWal: string; timeline: number | null } | null;
+  /** Timelines other remaining backups live on (their WALs stay, remove_until's timeline aside). */
+  protectedTimelines: Set<number>;
+  /** begin..end ranges of older standalone-kept backups. */
+  protectedRanges: [string, string][];
+  /** No WAL at or after this name is ever removed (earliest begin_wal of newer remaining backups). */
+  floor: string | null;
+}
+
+export interface CleanupOptions {
+  /** Manual `delete`: any older backup, kept or not, means no cleanup at all. */
+  manual: boolean;
+  /** Concurrent backups: deleting the last backup keeps the WALs from its begin_wal on. */
+  concurrent: boolean;
+  keeps?: ReadonlyMap<string, KeepTarget>;
+  /** IDs deleted in the same operation (incremental descendants). */
+  alsoDeleted?: ReadonlySet<string>;
+}
+
+const tliOf = (name: string): number => parseInt(name.slice(0, 8), 16);
+
+/**
+ * Decide whether deleting `target` cleans WALs and within which bounds; null = no cleanup.
+ * `entries` is the catalog, oldest first.
+ */
+export function decideWalCleanup(entries: readonly BackupEntry[], target: BackupEntry, opts: CleanupOptions): WalCleanupPolicy | null {
+  const gone = (e: BackupEntry) => e.id === target.id || (opts.alsoDeleted?.has(e.id) ?? false);
+  const remaining = entries.filter((e) => !gone(e) && ARCHIVING.has(e.info.status));
+  const older = remaining.filter((e) => e.id < target.id).reverse(); // newest first
+  const protectedRanges: [string, string][] = [];
+  for (const e of older) {
+    if (opts.manual) return null;
+    if (opts.keeps?.get(e.id) === 'standalone' && e.info.begin_wal && e.info.end_wal) {
+      protectedRanges.push([e.info.begin_wal.toUpperCase(), e.info.end_wal.toUpperCase()]);
+      continue;
+    }
+    return null;
+  }
+  const newer = remaining.filter((e) => e.id > target.id);
+  const next = newer.find((e) => COPY_DONE.has(e.info.status)) ?? null;
+  let until: BackupEntry | null = next;
+  if (!until && opts.concurrent) until = target;
+  let removeUntil: WalCleanupPolicy['removeUntil'] = null;
+  if (until) {
+    // Without a begin_wal there is no bound to trust: keep everything.
+    if (!until.info.begin_wal) return null;
+    removeUntil = { id: until.id, beginWal: until.info.begin_wal.toUpperCase(), timeline: until.info.timeline ?? tliOf(until.info.begin_wal) };
+  }
+  const protectedTimelines = new Set<number>();
+  for (const e of remaining) {
+    const t = e.info.timeline ?? (e.info.begin_wal ? tliOf(e.info.begin_wal) : null);
+    if (t !== null && t !== removeUntil?.timeline) protectedTimelines.add(t);
+  }
+  let floor: string | null = null;
+  for (const e of newer) {
+    const b = e.info.begin_wal?.toUpperCase();
+    if (b && (floor === null || b < floor)) floor = b;
+  }
+  return { removeUntil, protectedTimelines, protectedRanges, floor };
+}
+
+/** The xlog.db entries the policy removes (history files and unknown names never). */
+export function selectWalsToRemove(policy: WalCleanupPolicy, wals: readonly XlogDbEntry[]): string[] {
+  const out: string[] = [];
+  for (const w of wals) {
+    const kind = walNameKind(w.name);
+    if (kind === null || kind === 'history') continue;
+    const seg = w.name.slice(0, 24).toUpperCase();
+    if (policy.removeUntil && seg >= policy.removeUntil.beginWal) continue;
+    if (policy.floor !== null && seg >= policy.floor) continue;
+    if (policy.protectedTimelines.has(tliOf(seg))) continue;
+    if (policy.protectedRanges.some(([b, e]) => seg >= b && seg <= e)) continue;
+    out.push(w.name);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delete
+
+export interface DeleteEvents {
+  info?(msg: string): void;
+  warning?(msg: string): void;
+}
+
+export interface DeleteResult {
+  /** Deleted backups, in deletion order (incremental descendants first). */
+  deletedIds: string[];
+  removedWals: string[];
+}
+
+/** Backups whose parent chain leads to `id`, deepest and newest first. */
+function descendantsOf(entries: readonly BackupEntry[], id: string): BackupEntry[] {
+  const out: BackupEntry[] = [];
+  const visit = (parent: string, depth: number, seen: Set<string>) => {
+    for (const e of entries) {
+      if (e.info.parent_backup_id !== parent || seen.has(e.id)) continue;
+      seen.add(e.id);
+      visit(e.id, depth + 1, seen);
+      out.push(e);
+    }
+  };
+  visit(id, 0, new Set([id]));
+  // children were pushed after their own descendants; newest siblings first
+  return out.reverse().sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+}
+
+/** Concurrent unless exclusive backups are configured or this one was taken exclusively. */
+function isConcurrent(srv: ServerConfig, info: BackupInfo): boolean {
+  const opts = (srv.backup_options as string[] | null) ?? [];
+  return !opts.includes('exclusive_backup') && info.mode !== 'rsync-exclusive';
+}
+
+async function removeTree(p: string): Promise<void> {
+  await fsp.rm(p, { recursive: true, force: true });
+}
+
+async function unlinkIfExists(file: string): Promise<boolean> {
+  try {
+    await fsp.unlink(file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+async function fsyncDirIfExists(dir: string): Promise<void> {
+  if (await pathExists(dir)) await fsyncDir(dir);
+}
+
+/** Refusals that leave everything untouched. */
+async function checkDeletable(srv: ServerConfig, entries: readonly BackupEntry[], target: BackupEntry): Promise<void> {
+  if (await readKeep(srv, target.id)) {
+    throw new DeleteRefusedError(
+      `Skipping delete of backup ${target.id} for server ${srv.name} as it has a current keep request. ` +
+        'In order to delete the backup please release the keep and try again.',
+    );
+  }
+  if (target.info.status === DONE && isFull(target.info)) {
+    const redundancy = entries.filter((e) => e.info.status === DONE && isFull(e.info)).length;
+    if (srv.minimum_redundancy >= redundancy) {
+      throw new DeleteRefusedError(
+        `Skipping delete of backup ${target.id} for server ${srv.name} due to minimum redundancy requirements ` +
+          `(minimum redundancy = ${srv.minimum_redundancy}, current redundancy = ${redundancy})`,
+      );
+    }
+  }
+}
+
+/** Remove the WALs the policy selects: xlog.db first, then the files, then emptied hash dirs. */
+async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy): Promise<string[]> {
+  const walsDir = serverPaths(srv).walsDir;
+  return withXlogDb(srv, async (db) => {
+    const wals = await db.read();
+    const remove = selectWalsToRemove(policy, wals);
+    if (remove.length === 0) return [];
+    const drop = new Set(remove);
+    await db.rewrite(wals.filter((w) => !drop.has(w.name)));
+    const touched = new Set<string>();
+    for (const name of remove) {
+      const dir = path.join(walsDir, hashDir(name));
+      await unlinkIfExists(path.join(dir, name));
+      touched.add(dir);
+    }
+    for (const dir of [...touched].sort()) {
+      try {
+        await fsp.rmdir(dir); // only when nothing else (an unlisted .partial, say) is left in it
+      } catch {
+        await fsyncDirIfExists(dir);
+      }
+    }
+    await fsyncDir(walsDir);
+    return remove;
+  });
+}
+
+async function deleteOne(
+  srv: ServerConfig,
+  entries: readonly BackupEntry[],
+  target: BackupEntry,
+  alsoDeleted: ReadonlySet<string>,
+  ev: DeleteEvents,
+): Promise<string[]> {
+  const start = new Date();
+  ev.info?.(`Deleting backup ${target.id} for server ${srv.name}`);
+  const keeps = new Map<string, KeepTarget>();
+  for (const e of entries) {
+    const k = await readKeep(srv, e.id);
+    if (k) keeps.set(e.id, k);
+  }
+  const policy = decideWalCleanup(entries, target, { manual: true, concurrent: isConcurrent(srv, target.info), keeps, alsoDeleted });
+
+  // 1. Mark: annotation, then backup.info no longer claims a usable backup.
+  await ensureDir(metaDir(srv));
+  await writeFileAtomic(annotationFile(srv, target.id, 'delete_this'), DELETE_MARK);
+  if (target.info.status !== FAILED || target.info.error !== DELETE_IN_PROGRESS_ERROR) {
+    await saveBackupInfo(srv, target.id, { ...target.info, status: FAILED, error: DELETE_IN_PROGRESS_ERROR });
+  }
+
+  // 2. Data (everything of base/<id> but a legacy backup.info).
+  const dir = backupDir(srv, target.id);
+  const items = await fsp.readdir(dir).catch(() => [] as string[]);
+  for (const item of items) {
+    if (item !== 'backup.info') await removeTree(path.join(dir, item));
+  }
+  if (items.length > 0) await fsyncDirIfExists(dir);
+
+  // 3. WALs.
+  const removed = policy ? await cleanWals(srv, policy) : [];
+  if (removed.length > 0) {
+    ev.info?.('Delete associated WAL segments:');
+    for (const w of removed) ev.info?.(`\t${w}`);
+  }
+
+  // 4. Catalog entry: base dir (with a legacy backup.info), meta backup.info, annotations.
+  await removeTree(dir);
+  await fsyncDirIfExists(path.dirname(dir));
+  await unlinkIfExists(path.join(metaDir(srv), `${target.id}-backup.info`));
+  await unlinkIfExists(annotationFile(srv, target.id, 'delete_this'));
+  await fsyncDirIfExists(metaDir(srv));
+
+  // 5. The parent (incremental backups) no longer lists it as a child.
+  const parentId = target.info.parent_backup_id;
+  const parent = parentId ? entries.find((e) => e.id === parentId && !alsoDeleted.has(e.id)) : undefined;
+  if (parent?.info.children_backup_ids?.includes(target.id)) {
+    const children = parent.info.children_backup_ids.filter((c) => c !== target.id);
+    parent.info = { ...parent.info, children_backup_ids: children.length > 0 ? children : null };
+    await saveBackupInfo(srv, parent.id, parent.info);
+  }
+  // TODO: pre/post delete hook scripts; recompute sizes of the next rsync backup (reuse_backup=link).
+
+  const elapsed = (Date.now() - start.getTime()) / 1000;
+  ev.info?.(`Deleted backup ${target.id} (start time: ${ctime(start)}, elapsed time: ${humanDuration(elapsed)})`);
+  return removed;
+}
+
+/**
+ * `barman delete SRV BACKUP_ID`: under the per-backup lock and the server's backup lock,
+ * refuse kept backups and DONE full backups needed for minimum_redundancy
+ * (DeleteRefusedError, nothing changed), else delete the backup, its incremental descendants
+ * first, and the WALs that only it needed.
+ */
+export async function deleteBackup(srv: ServerConfig, backupArg: string, ev: DeleteEvents = {}): Promise<DeleteResult> {
+  const entries0 = await loadCatalog(srv);
+  const target0 = resolveBackupId(srv, entries0, backupArg);
+  // Refuse before taking the locks (no lock file left behind), and again under them.
+  await checkDeletable(srv, entries0, target0);
+  const locks: HeldLock[] = [];
+  try {
+    try {
+      locks.push(await acquireLock(backupLockPath(srv, target0.id), 'backup action'));
+    } catch (err) {
+      if (!(err instanceof LockBusyError)) throw err;
+      throw new BarmanError(`Another action is in progress for the backup ${target0.id} of server ${srv.name}, skipping delete`);
+    }
+    try {
+      locks.push(await acquireLock(lockPath(srv, 'backup'), 'backup'));
+    } catch (err) {
+      if (!(err instanceof LockBusyError)) throw err;
+      const pid = err.holderPid ? ` (PID ${err.holderPid})` : '';
+      throw new BarmanError(`A backup of server ${srv.name} is running${pid}: cannot delete backup ${target0.id} now, try again later`);
+    }
+    // Fresh view under the locks.
+    const entries = await loadCatalog(srv);
+    const target = entries.find((e) => e.id === target0.id);
+    if (!target) throw new BarmanError(`Unknown backup '${target0.id}' for server '${srv.name}'`);
+    await checkDeletable(srv, entries, target);
+    const descendants = descendantsOf(entries, target.id);
+    const alsoDeleted = new Set(descendants.map((d) => d.id));
+    const result: DeleteResult = { deletedIds: [], removedWals: [] };
+    for (const d of descendants) {
+      result.removedWals.push(...(await deleteOne(srv, entries, d, new Set([...alsoDeleted, target.id]), ev)));
+      result.deletedIds.push(d.id);
+    }
+    result.removedWals.push(...(await deleteOne(srv, entries, target, alsoDeleted, ev)));
+    result.deletedIds.push(target.id);
+    // The per-backup lock file goes with the backup (we still hold it: unlinking is safe).
+    await unlinkIfExists(backupLockPath(srv, target.id));
+    return result;
+  } finally {
+    for (const l of locks.reverse()) l.release();
+  }
+}

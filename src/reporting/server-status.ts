@@ -1,0 +1,280 @@
+/**
+ * What `status` and `show-servers` report about a server (spec §4.4): facts from PostgreSQL
+ * (gathered without ever throwing: a server that does not answer gives FAILED / missing
+ * values), from the WAL catalog and from the backup catalog.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ServerConfig } from '../config/config.js';
+import { SERVER_OPTIONS, type OptionDef } from '../config/options.js';
+import type { RetentionPolicy } from '../config/values.js';
+import { DONE } from '../catalog/backup-info.js';
+import { loadCatalog } from '../catalog/catalog.js';
+import { pyRepr, pyFromJs } from '../catalog/pyliteral.js';
+import { readXlogDb } from '../catalog/xlogdb.js';
+import { PgConnection } from '../postgres/connection.js';
+import { parseConninfo } from '../postgres/conninfo.js';
+import { errorMessage } from '../util/errors.js';
+import { prettySize, pyFixed } from '../util/format.js';
+import { PyDateTime, ctime } from '../util/pytime.js';
+
+export interface PgArchiverStats {
+  archivedCount: number;
+  failedCount: number;
+  lastFailedWal: string | null;
+  lastFailedTime: Date | null;
+  statsReset: Date | null;
+}
+
+/** What PostgreSQL told us; `error` set (and the rest missing) when it could not be reached. */
+export interface PgFacts {
+  error?: string;
+  /** `server_version`, first word (e.g. `16.4`). */
+  version?: string;
+  versionNum?: number;
+  inRecovery?: boolean;
+  /** Sum of pg_database_size over all databases. */
+  dataSize?: number;
+  dataDirectory?: string;
+  currentWal?: string | null;
+  archiveCommand?: string | null;
+  archiveMode?: string | null;
+  walLevel?: string | null;
+  archiver?: PgArchiverStats;
+}
+
+/** Connect timeout: the conninfo's own, else the server's check_timeout (capped at 30 s). */
+function connectTimeoutMs(srv: ServerConfig): number {
+  try {
+    const ci = parseConninfo(srv.conninfo ?? '');
+    if (ci.connect_timeout) return Math.max(1, Number(ci.connect_timeout)) * 1000;
+  } catch {
+    /* the connection attempt reports the bad conninfo */
+  }
+  return Math.min(Math.max(srv.check_timeout || 30, 1), 30) * 1000;
+}
+
+/** Ask PostgreSQL for the facts status needs. Never throws. */
+export async function fetchPgFacts(srv: ServerConfig): Promise<PgFacts> {
+  if (!srv.conninfo) return { error: 'no conninfo configured' };
+  let conn: PgConnection;
+  try {
+    conn = await PgConnection.connect(srv.conninfo, 'barman', connectTimeoutMs(srv));
+  } catch (err) {
+    return { error: errorMessage(err) };
+  }
+  const facts: PgFacts = {};
+  // Each fact on its own: a missing privilege costs one line, not the whole report.
+  const get = async <T>(fn: () => Promise<T>): Promise<T | undefined> => {
+    try {
+      return await fn();
+    } catch {
+      return undefined;
+    }
+  };
+  try {
+    facts.version = await get(async () => String(await conn.value<string>("SELECT current_setting('server_version')")).split(' ')[0] ?? '');
+    if (facts.version === undefined) return { error: 'cannot read the PostgreSQL version' };
+    facts.versionNum = await get(() => conn.serverVersion());
+    facts.inRecovery = await get(() => conn.isInRecovery());
+    facts.dataSize = await get(() => conn.clusterSize());
+    facts.dataDirectory = (await get(() => conn.setting('data_directory'))) ?? undefined;
+    facts.currentWal = await get(() => conn.currentWalFile());
+    facts.archiveCommand = await get(() => conn.setting('archive_command'));
+    facts.archiveMode = await get(() => conn.setting('archive_mode'));
+    facts.walLevel = await get(() => conn.setting('wal_level'));
+    facts.archiver = await get(async () => {
+      const rows = await conn.query<{ archived_count: string; failed_count: string; last_failed_wal: string | null; last_failed_time: Date | null; stats_reset: Date | null }>(
+        'SELECT archived_count, failed_count, last_failed_wal, last_failed_time, stats_reset FROM pg_stat_archiver',
+      );
+      const r = rows[0];
+      if (!r) throw new Error('no pg_stat_archiver row');
+      return {
+        archivedCount: Number(r.archived_count),
+        failedCount: Number(r.failed_count),
+        lastFailedWal: r.last_failed_wal,
+        lastFailedTime: r.last_failed_time,
+        statsReset: r.stats_reset,
+      };
+    });
+  } finally {
+    await conn.close();
+  }
+  return facts;
+}
+
+export interface StatusRow {
+  /** JSON key. */
+  key: string;
+  description: string;
+  message: string;
+}
+
+const pyBool = (b: boolean): string => (b ? 'True' : 'False');
+
+/** `enforced (mode: auto, retention: REDUNDANCY 2, WAL retention: MAIN)` or `not enforced`. */
+export function retentionPoliciesText(srv: ServerConfig): string {
+  const policy = srv.retention_policy as RetentionPolicy | null;
+  if (!policy) return 'not enforced';
+  return `enforced (mode: ${srv.retention_policy_mode}, retention: ${policy.text}, WAL retention: ${String(srv.wal_retention_policy).toUpperCase()})`;
+}
+
+/** The last line of xlog.db: `name, at <ctime>` (or Barman's text for an empty archive). */
+async function lastArchivedWal(srv: ServerConfig): Promise<string> {
+  let wals;
+  try {
+    wals = await readXlogDb(srv);
+  } catch (err) {
+    return `FAILED (${errorMessage(err)})`;
+  }
+  const last = wals.at(-1);
+  if (!last) return 'No WAL segment shipped yet';
+  if (last.time === null) return last.name;
+  return `${last.name}, at ${PyDateTime.fromEpochMicros(Math.round(last.time * 1e6)).ctime()}`;
+}
+
+/**
+ * The rows of `barman status`, in Barman's order. `facts` defaults to asking PostgreSQL;
+ * when it cannot be reached the version row says FAILED and the other PostgreSQL rows are left
+ * out, as Barman does.
+ */
+export async function serverStatusRows(srv: ServerConfig, facts?: PgFacts, now: Date = new Date()): Promise<StatusRow[]> {
+  const rows: StatusRow[] = [];
+  const add = (key: string, description: string, message: unknown) => rows.push({ key, description, message: String(message) });
+  add('description', 'Description', srv.description ?? 'None');
+  add('active', 'Active', pyBool(srv.active));
+  add('disabled', 'Disabled', pyBool(srv.disabled));
+  const model = activeModel(srv);
+  if (model) add('active_model', 'Active configuration model', model);
+
+  const pg = facts ?? (srv.passive ? { error: 'passive node' } : await fetchPgFacts(srv));
+  if (!srv.passive) {
+    if (pg.error || pg.version === undefined) {
+      add('server_txt_version', 'PostgreSQL version', 'FAILED trying to get PostgreSQL version');
+    } else {
+      add('server_txt_version', 'PostgreSQL version', pg.version);
+      if (pg.inRecovery !== undefined) add('cluster_state', 'Cluster state', pg.inRecovery ? 'in archive recovery' : 'in production');
+      if (pg.dataSize !== undefined) add('current_size', 'Current data size', prettySize(pg.dataSize));
+      if (pg.dataDirectory !== undefined) add('data_directory', 'PostgreSQL Data directory', pg.dataDirectory);
+      if (pg.currentWal) add('current_xlog', 'Current WAL segment', pg.currentWal);
+    }
+  }
+
+  // Archiver
+  if (!srv.passive && pg.archiveCommand !== undefined) {
+    add('archive_command', "PostgreSQL 'archive_command' setting", pg.archiveCommand ?? 'None');
+  }
+  add('last_archived_wal', 'Last archived WAL', await lastArchivedWal(srv));
+  if (pg.archiver) {
+    const a = pg.archiver;
+    let failures = String(a.failedCount);
+    if (a.failedCount > 0 && a.lastFailedWal) {
+      failures += ` (${a.lastFailedWal} at ${a.lastFailedTime ? ctime(a.lastFailedTime) : 'None'})`;
+    }
+    add('failed_count', 'Failures of WAL archiver', failures);
+    if (a.statsReset) {
+      const seconds = (now.getTime() - a.statsReset.getTime()) / 1000;
+      if (seconds > 0) add('server_archived_wals_per_hour', 'Server WAL archiving rate', `${pyFixed((a.archivedCount / seconds) * 3600, 2)}/hour`);
+    }
+  }
+
+  add('passive_node', 'Passive node', pyBool(srv.passive));
+  add('retention_policies', 'Retention policies', retentionPoliciesText(srv));
+
+  const entries = await loadCatalog(srv).catch(() => []);
+  const done = entries.filter((e) => e.info.status === DONE);
+  add('backups_number', 'No. of available backups', done.length);
+  add('first_backup', 'First available backup', done[0]?.id ?? 'None');
+  add('last_backup', 'Last available backup', done.at(-1)?.id ?? 'None');
+  const min = srv.minimum_redundancy;
+  add('minimum_redundancy', 'Minimum redundancy requirements', `${done.length >= min ? 'satisfied' : 'FAILED'} (${done.length}/${min})`);
+  if (srv.primary_ssh_command) add('primary_ssh_command', 'SSH command to primary server', srv.primary_ssh_command);
+  return rows;
+}
+
+/** Name of the model applied by `config-switch`, if any (`<backup_directory>/.active-model.auto`). */
+export function activeModel(srv: ServerConfig): string | null {
+  try {
+    const text = fs.readFileSync(path.join(srv.backup_directory, '.active-model.auto'), 'utf8').trim();
+    return text === '' ? null : text;
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// show-servers
+
+/** Options measured in seconds that Barman shows as a Python timedelta. */
+const INTERVAL_KEYS = new Set(['last_backup_maximum_age', 'last_wal_maximum_age']);
+
+/** Python `str(timedelta(seconds=n))` for whole seconds: `1 day, 0:00:00`, `2:30:00`. */
+export function pyTimedelta(seconds: number): string {
+  const days = Math.floor(seconds / 86400);
+  const rest = seconds - days * 86400;
+  const h = Math.floor(rest / 3600);
+  const m = Math.floor((rest % 3600) / 60);
+  const s = rest % 60;
+  const clock = `${h}:${String(m).padStart(2, '0')}:${String(s).padStart(2, '0')}`;
+  return days === 0 ? clock : `${days} day${days === 1 ? '' : 's'}, ${clock}`;
+}
+
+function isRetentionPolicy(v: unknown): v is RetentionPolicy {
+  return typeof v === 'object' && v !== null && 'text' in v && 'kind' in v;
+}
+
+/** Console text of a configuration value, Python style (`None`, `True`, lists comma-joined). */
+export function configValueText(key: string, value: unknown): string {
+  if (value === null || value === undefined) return 'None';
+  if (typeof value === 'boolean') return pyBool(value);
+  if (INTERVAL_KEYS.has(key) && typeof value === 'number') return pyTimedelta(value);
+  if (key === 'custom_compression_magic' && typeof value === 'string') return `0x${value}`;
+  if (Array.isArray(value)) return value.join(',');
+  if (isRetentionPolicy(value)) return value.text;
+  if (typeof value === 'object') return pyRepr(pyFromJs(value));
+  return String(value);
+}
+
+/** JSON value of a configuration value (plain types; structured ones as their text). */
+function configValueJson(key: string, value: unknown): unknown {
+  if (value === null || value === undefined || typeof value === 'boolean' || typeof value === 'number' && !INTERVAL_KEYS.has(key)) {
+    return value ?? null;
+  }
+  return configValueText(key, value);
+}
+
+export interface ServerSettings {
+  /** Sorted by key. */
+  entries: { key: string; text: string; json: unknown }[];
+}
+
+/**
+ * Every configuration key of the server plus the facts Barman adds (passive node, active model
+ * and, when PostgreSQL answers, its status), sorted by key. Passwords are redacted by the output.
+ */
+export function serverSettings(srv: ServerConfig, facts: PgFacts = {}): ServerSettings {
+  const values = new Map<string, unknown>();
+  const options = srv as unknown as Record<string, unknown>; // option values are keyed by option name
+  for (const def of SERVER_OPTIONS as readonly OptionDef[]) {
+    if (def.name === 'model') continue;
+    values.set(def.name, options[def.name]);
+  }
+  values.set('barman_home', srv.global.barman_home);
+  values.set('barman_lock_directory', srv.global.barman_lock_directory ?? srv.global.barman_home);
+  values.set('passive_node', srv.passive);
+  values.set('active_model', activeModel(srv));
+  if (!facts.error) {
+    if (facts.version !== undefined) values.set('server_txt_version', facts.version);
+    if (facts.versionNum !== undefined) values.set('server_version', facts.versionNum);
+    if (facts.dataDirectory !== undefined) values.set('data_directory', facts.dataDirectory);
+    if (facts.currentWal !== undefined) values.set('current_xlog', facts.currentWal);
+    if (facts.archiveCommand !== undefined) values.set('archive_command', facts.archiveCommand);
+    if (facts.archiveMode !== undefined) values.set('archive_mode', facts.archiveMode);
+    if (facts.walLevel !== undefined) values.set('wal_level', facts.walLevel);
+    if (facts.inRecovery !== undefined) values.set('is_in_recovery', facts.inRecovery);
+  }
+  const keys = [...values.keys()].sort();
+  return {
+    entries: keys.map((key) => ({ key, text: configValueText(key, values.get(key)), json: configValueJson(key, values.get(key)) })),
+  };
+}
