@@ -4,6 +4,7 @@
  * point name and `immediate`, each proven by the rows present after the recovered server starts.
  */
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { cleanupAll, PgCluster, startRecoveredCluster } from '../helpers/pg-cluster.js';
 import { createBarmanEnv, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
@@ -33,7 +34,7 @@ describe('streaming backup and point-in-time recovery', () => {
   });
 
   it('takes a backup that ends DONE with --wait', async () => {
-    const out = await env.ok('backup', '--wait', '--wait-timeout', '60', '--immediate-checkpoint', '--name', 'first', env.server);
+    const out = await env.ok('backup', '--wait', '--wait-timeout', '60', '--immediate-checkpoint', '--name', 'nightly', env.server);
     assert.match(out, /Starting backup using postgres method/);
     const list = await env.ok('list-backups', '--minimal', env.server);
     backupId = list.trim().split('\n')[0] ?? '';
@@ -100,8 +101,9 @@ describe('streaming backup and point-in-time recovery', () => {
 
   it('refuses a target time before the end of the backup, changing nothing', async () => {
     const dest = await env.newDir('restore-bad-');
-    const r = await env.run('recover', env.server, backupId, dest, '--target-time', '2000-01-01 00:00:00');
+    const r = await env.run('recover', env.server, backupId, dest, '--target-time', '2000-01-01 00:00:00+00:00');
     assert.equal(r.code, 1);
+    assert.equal(fs.existsSync(dest), false, 'nothing written on disk');
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     assert.match(r.stderr, /^ERROR: /);
   });
