@@ -1,12 +1,100 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { BarmanError } from '../../util/errors.js';
+import { fetchWalToDirectory, peekWals, sendWal, type GetWalOptions } from '../../wal/get-wal.js';
+import { assertSafeWalName } from '../../wal/names.js';
 import type { CliContext } from '../context.js';
 
-// Placeholder until the command is implemented.
-export function define(cmd: Command): void {
-  cmd.argument('[args...]');
+interface Opts {
+  outputDirectory?: string;
+  partial?: boolean;
+  gzip?: boolean;
+  x?: boolean;
+  bzip2?: boolean;
+  keepCompression?: boolean;
+  peek?: string;
+  test?: boolean;
 }
 
-export async function run(_ctx: CliContext): Promise<void> {
-  throw new BarmanError('not implemented yet');
+export function define(cmd: Command): void {
+  cmd
+    .argument('<server>', 'server name')
+    .argument('<wal_name>', 'name of the WAL file (as PostgreSQL passes it in %f)')
+    .option('-o, --output-directory <dir>', 'write the file as DIR/WAL_NAME instead of sending it to standard output')
+    .option('-P, --partial', 'also look for .partial files (the segment pg_receivewal is writing)')
+    .option('-z, --gzip', 'send the file compressed with gzip')
+    .addOption(new Option('-x', 'same as -z/--gzip').hideHelp())
+    .option('-j, --bzip2', 'send the file compressed with bzip2')
+    .option('--keep-compression', 'send the file as it is stored in the archive (compressed or not)')
+    .option('-p, --peek <n>', 'print the names of up to N consecutive WAL files in the archive, starting with WAL_NAME, instead of sending data')
+    .option('-t, --test', 'only check that the server can serve WAL files (WAL_NAME is ignored)')
+    .addHelpText(
+      'after',
+      `
+Sends one WAL file of SERVER to standard output, uncompressed: this is the restore_command side,
+  restore_command = 'barman get-wal SERVER %f > %p'
+(or, from another host, barman-wal-restore, which uses --peek, -o and -z).
+
+The file is looked for in the archive (wals/), then in incoming/ and streaming/, where the
+archiver has not picked it up yet. With -P/--partial, .partial files count too (streaming/ first,
+then the archive, then incoming/); their content is sent as it is.
+
+Standard output carries the WAL data only: every message goes to standard error.
+
+Exit status: 0 when the file was sent; 1 when it was not found ("ERROR: WAL file 'X' not found
+in server 'S'") or could not be read; 2 for invalid options; 3 when WAL_NAME is not a WAL file
+name or the output file cannot be written.
+
+Examples:
+  barman get-wal pg 000000010000000A000000FF > /tmp/wal
+  barman get-wal -o /var/spool/wal -z pg 000000010000000A000000FF
+  barman get-wal --peek 10 pg 000000010000000A000000FF`,
+    );
+}
+
+/** When run through SSH (barman-wal-restore), messages name the client. */
+function sshSuffix(): string {
+  const conn = process.env.SSH_CONNECTION;
+  const host = conn?.trim().split(/\s+/)[0];
+  return host ? ` (SSH host: ${host})` : '';
+}
+
+export async function run(ctx: CliContext, [serverName, walName]: string[], opts: Opts): Promise<void> {
+  const { out } = ctx;
+  const srv = ctx.server(serverName ?? '', { allowInactive: true });
+  if (opts.test) {
+    out.info(`Ready to retrieve WAL files from the server ${srv.name}`);
+    return;
+  }
+  const gzip = opts.gzip === true || opts.x === true;
+  const chosen = [gzip, opts.bzip2 === true, opts.keepCompression === true].filter(Boolean).length;
+  if (chosen > 1) throw new BarmanError('-z/--gzip, -j/--bzip2 and --keep-compression are mutually exclusive', 2);
+  let peek = 0;
+  if (opts.peek !== undefined) {
+    if (!/^[-+]?\d+$/.test(opts.peek.trim())) throw new BarmanError(`invalid --peek value '${opts.peek}': expected an integer`, 2);
+    peek = Number(opts.peek);
+  }
+
+  const suffix = sshSuffix();
+  try {
+    assertSafeWalName(walName, 3);
+    if (peek !== 0) {
+      for (const name of peekWals(srv, walName, peek)) out.info(name);
+      return;
+    }
+    const getOpts: GetWalOptions = {
+      partial: opts.partial === true,
+      compression: gzip ? 'gzip' : opts.bzip2 ? 'bzip2' : null,
+      keepCompression: opts.keepCompression === true,
+    };
+    if (opts.outputDirectory !== undefined) {
+      await fetchWalToDirectory(srv, walName, opts.outputDirectory, getOpts);
+      return;
+    }
+    // A reader that goes away must give an error message, not an unhandled 'error' event.
+    process.stdout.on('error', () => undefined);
+    await sendWal(srv, walName, process.stdout, getOpts);
+  } catch (err) {
+    if (err instanceof BarmanError && suffix) throw new BarmanError(`${err.message}${suffix}`, err.exitCode);
+    throw err;
+  }
 }

@@ -1,0 +1,526 @@
+/**
+ * `archive-wal` (spec §5.2): move the WAL files that pg_receivewal left in `streaming/` and that
+ * archive_command / put-wal left in `incoming/` into the archive `wals/`, compressing them with
+ * the configured algorithm and recording each one in xlog.db.
+ *
+ * Durability, per group of files (see COMMIT_GROUP):
+ *   1. prepare, in parallel: compress into `<dst>.tmp` (fsynced by compressFile), or, when the
+ *      file is stored as it is, fsync the source itself;
+ *   2. under the xlogdb lock: put every file in place (rename of the .tmp, or a hard link of the
+ *      source), fsync the destination directories, append the group's xlog.db lines, fsync;
+ *   3. remove the sources, fsync the source directory; only now are the files reported.
+ * A crash between 2 and 3 leaves the source next to an identical archived copy: the next run
+ * sees a matching duplicate, drops the source, and adds the xlog.db line if it is missing. So a
+ * file is never reported archived before it and its catalog line are on disk, and a source is
+ * never removed before that either.
+ *
+ * With compression off this is a link + unlink within one file system (no data copied); with
+ * compression the in-process streaming compressors of wal/compression.ts do the work.
+ */
+import * as fs from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { ServerConfig } from '../config/config.js';
+import { acquireLock } from '../catalog/lock.js';
+import { lockPath } from '../catalog/server-dirs.js';
+import { customCompressionOf, withXlogDb, type XlogDbEntry } from '../catalog/xlogdb.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
+import { pyStatMtime } from '../util/pytime.js';
+import {
+  canonicalCompression,
+  compressFile,
+  decompressBuffer,
+  identifyCompression,
+  type CompressionLevel,
+  type CompressionName,
+  type CustomCompressionConfig,
+} from './compression.js';
+import { hashDir, walNameKind, type WalNameKind } from './names.js';
+
+export type ArchiveSource = 'file archival' | 'streaming';
+
+export interface ArchiveEvents {
+  /** An archiver starts (streaming first); batchSize 0 = no limit. */
+  onSource?(source: ArchiveSource, batchSize: number): void;
+  /** A file is archived (durably, catalog line included). */
+  onFile?(name: string): void;
+  /** A file could not be archived; duplicates say "... File moved to errors directory." */
+  onError?(msg: string): void;
+  onWarning?(msg: string): void;
+}
+
+export interface ArchiveSourceReport {
+  source: ArchiveSource;
+  /** Configured batch size (0 = all files in one run). */
+  batchSize: number;
+  /** Archived in this run, in order. */
+  archived: string[];
+  /** Already archived with the same content: the source was removed. */
+  matchingDuplicates: string[];
+  /** Already archived with a different content: moved to errors/ as `.duplicate`. */
+  duplicates: string[];
+  /** Not WAL files: moved to errors/ as `.unknown`. */
+  unknown: string[];
+  /** Left in place because of an error (see ArchiveReport.errors). */
+  failed: string[];
+  /** Valid files left for a later run by the batch size. */
+  remaining: number;
+}
+
+export interface ArchiveReport {
+  server: string;
+  /** One per archiver that ran, streaming first. */
+  sources: ArchiveSourceReport[];
+  /** Total of archived files over all sources. */
+  archivedCount: number;
+  errors: string[];
+  warnings: string[];
+  /** A pre-archive retry hook asked to stop (ABORT_STOP). */
+  stopped: boolean;
+}
+
+/** Where a WAL file lives in the archive: `wals/<hashdir>/<name>`, history files in `wals/`. */
+export function walArchivePath(srv: ServerConfig, name: string): string {
+  return path.join(srv.wals_directory, hashDir(name), name);
+}
+
+/** Files put in place per xlog.db append (one fsync of the catalog per group). */
+const COMMIT_GROUP = 128;
+
+/**
+ * Take `.<srv>-archive-wal.lock` (LockBusyError when another archive-wal runs), then run the
+ * streaming archiver (if streaming_archiver) and the file archiver (if archiver).
+ */
+export async function archiveWal(srv: ServerConfig, events: ArchiveEvents = {}): Promise<ArchiveReport> {
+  const lock = await acquireLock(lockPath(srv, 'archiveWal'), 'archive-wal', false);
+  try {
+    const run = new ArchiveRun(srv, events);
+    if (srv.streaming_archiver) await run.archiveSource('streaming');
+    if (srv.archiver && !run.report.stopped) await run.archiveSource('file archival');
+    return run.report;
+  } finally {
+    lock.release();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hook point
+
+/** What a hook sees of the file being archived (spec §9: BARMAN_SEGMENT, BARMAN_FILE, ...). */
+export interface ArchiveHookInfo {
+  segment: string;
+  file: string;
+  size: number;
+  timestamp: number;
+  compression: string | null;
+}
+
+/**
+ * HOOK POINT (pre/post archive scripts, spec §9; a later issue). Called before each file is
+ * archived (phase 'pre', file = source path) and after it is archived (phase 'post', file =
+ * archive path). It must run the standard script then the retry script (pre), or the retry
+ * script then the standard one (post), and return 'stop' when the pre retry script exits with
+ * ABORT_STOP (63): the run then stops before that file. Currently a no-op.
+ * Note: 'pre' is called from the parallel prepare step (PARALLELISM files at once); scripts
+ * should run one at a time, so when hooks are configured the prepare pool must be 1 wide.
+ */
+async function runArchiveHooks(_srv: ServerConfig, _phase: 'pre' | 'post', _info: ArchiveHookInfo): Promise<'continue' | 'stop'> {
+  // TODO(hooks): pre_archive_script, pre_archive_retry_script, post_archive_retry_script, post_archive_script.
+  return 'continue';
+}
+
+// ---------------------------------------------------------------------------------------------
+// One run
+
+interface Candidate {
+  name: string;
+  src: string;
+  kind: WalNameKind;
+}
+
+/** A file ready to be put in place by the commit. */
+interface Placement {
+  type: 'place';
+  name: string;
+  src: string;
+  dst: string;
+  /** Compressed copy to rename into place; null: hard link (or copy) the source itself. */
+  tmp: string | null;
+  entry: XlogDbEntry;
+  hook: ArchiveHookInfo;
+}
+
+/** An identical copy is already archived: drop the source (and make sure the catalog knows it). */
+interface MatchingDuplicate {
+  type: 'matching';
+  name: string;
+  src: string;
+  dst: string;
+}
+
+type Prepared = Placement | MatchingDuplicate | null;
+
+function utcStamp(d = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}T${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}Z`;
+}
+
+function isCode(err: unknown, ...codes: string[]): boolean {
+  return codes.includes((err as NodeJS.ErrnoException | null)?.code ?? '');
+}
+
+async function listDir(dir: string): Promise<fs.Dirent[]> {
+  try {
+    const list = await fsp.readdir(dir, { withFileTypes: true });
+    return list.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  } catch (err) {
+    if (isCode(err, 'ENOENT')) return [];
+    throw new BarmanError(`cannot read ${dir}: ${errorMessage(err)}`);
+  }
+}
+
+/** Copy `src` to `dst` through `<dst>.tmp` (fsynced, mode 0600): for moves across file systems. */
+async function copyDurably(src: string, dst: string): Promise<void> {
+  const tmp = `${dst}.tmp`;
+  await fsp.copyFile(src, tmp);
+  const fh = await fsp.open(tmp, 'r+');
+  try {
+    await fh.chmod(FILE_MODE);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  const st = await fsp.stat(src);
+  await fsp.utimes(tmp, st.atime, st.mtime);
+  await fsp.rename(tmp, dst);
+}
+
+/** Move a file (rename, or copy + unlink across file systems). */
+async function moveFile(src: string, dst: string): Promise<void> {
+  try {
+    await fsp.rename(src, dst);
+  } catch (err) {
+    if (!isCode(err, 'EXDEV')) throw err;
+    await copyDurably(src, dst);
+    await fsp.unlink(src);
+  }
+}
+
+/** Run `fn` over `items` with at most `limit` in flight; results keep the input order. */
+async function mapPool<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+const PARALLELISM = Math.max(2, Math.min(8, typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length));
+
+class ArchiveRun {
+  readonly report: ArchiveReport;
+  private readonly configured: CompressionName | null;
+  private readonly level: CompressionLevel;
+  /** Magic bytes only: an unrecognised incoming file is uncompressed, whatever the config. */
+  private readonly incomingCustom: CustomCompressionConfig;
+  /** For files already in the archive (compression=custom without magic: unrecognised = custom). */
+  private readonly archiveCustom: CustomCompressionConfig;
+  private readonly createdDirs = new Set<string>();
+  private catalogNames: Set<string> | null = null;
+
+  constructor(
+    private readonly srv: ServerConfig,
+    private readonly events: ArchiveEvents,
+  ) {
+    this.report = { server: srv.name, sources: [], archivedCount: 0, errors: [], warnings: [], stopped: false };
+    const c = srv.compression;
+    this.configured = c == null || c === 'none' ? null : canonicalCompression(c);
+    this.level = (srv.compression_level ?? 'medium') as CompressionLevel;
+    this.archiveCustom = customCompressionOf(srv);
+    this.incomingCustom = { ...this.archiveCustom, unidentifiedIsCustom: false };
+  }
+
+  private error(msg: string): void {
+    this.report.errors.push(msg);
+    this.events.onError?.(msg);
+  }
+
+  private warning(msg: string): void {
+    this.report.warnings.push(msg);
+    this.events.onWarning?.(msg);
+  }
+
+  async archiveSource(source: ArchiveSource): Promise<void> {
+    const srv = this.srv;
+    const streaming = source === 'streaming';
+    const dir = streaming ? srv.streaming_wals_directory : srv.incoming_wals_directory;
+    const batchSize = (streaming ? srv.streaming_archiver_batch_size : srv.archiver_batch_size) ?? 0;
+    const rep: ArchiveSourceReport = {
+      source,
+      batchSize,
+      archived: [],
+      matchingDuplicates: [],
+      duplicates: [],
+      unknown: [],
+      failed: [],
+      remaining: 0,
+    };
+    this.report.sources.push(rep);
+    this.events.onSource?.(source, batchSize);
+
+    const queue = await this.select(dir, streaming, rep);
+    const batch = batchSize > 0 ? queue.slice(0, batchSize) : queue;
+    rep.remaining = queue.length - batch.length;
+
+    for (let i = 0; i < batch.length && !this.report.stopped; i += COMMIT_GROUP) {
+      const group = batch.slice(i, i + COMMIT_GROUP);
+      const prepared = await mapPool(group, PARALLELISM, (c) => this.prepare(c, streaming, rep));
+      await this.commit(prepared, dir, rep);
+    }
+    if (this.report.stopped) rep.remaining = queue.length - rep.archived.length - rep.matchingDuplicates.length - rep.duplicates.length - rep.failed.length;
+  }
+
+  /**
+   * Sorted listing: `.tmp` skipped, anything that is not a regular file with a WAL archive name
+   * moved to errors/ as `.unknown`. In streaming/, the last `.partial` is the segment
+   * pg_receivewal is writing: skipped (older partials, left by a timeline switch, are archived).
+   */
+  private async select(dir: string, streaming: boolean, rep: ArchiveSourceReport): Promise<Candidate[]> {
+    const queue: Candidate[] = [];
+    for (const d of await listDir(dir)) {
+      if (d.name.endsWith('.tmp')) continue;
+      const kind = walNameKind(d.name);
+      const src = path.join(dir, d.name);
+      if (kind === null || !d.isFile()) {
+        await this.reject(src, d.name, 'unknown', rep);
+        continue;
+      }
+      queue.push({ name: d.name, src, kind });
+    }
+    if (!streaming) return queue;
+    // pg_receivewal (every version we support) writes the segment in progress as `.partial`
+    // and renames it only once complete, so every plain segment is safe to archive at once:
+    // holding the newest one back (as Barman does for very old pg_receivexlog) would delay the
+    // end of a backup until the server writes the next segment.
+    const held = queue.filter((c) => c.kind === 'partial').pop();
+    return queue.filter((c) => c !== held);
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.createdDirs.has(dir)) return;
+    const first = await fsp.mkdir(dir, { recursive: true, mode: DIR_MODE });
+    // A directory created now needs its parent fsynced for the entry to survive a crash.
+    if (first !== undefined) await fsyncDir(path.dirname(dir));
+    this.createdDirs.add(dir);
+  }
+
+  /** Move a file to errors/<name>.<UTC stamp>.<kind>. */
+  private async reject(src: string, name: string, kind: 'unknown' | 'duplicate', rep: ArchiveSourceReport): Promise<boolean> {
+    const errorsDir = this.srv.errors_directory;
+    try {
+      await this.ensureDir(errorsDir);
+      const stamp = utcStamp();
+      let dst = path.join(errorsDir, `${name}.${stamp}.${kind}`);
+      // Never overwrite an earlier rejected file with the same name and second.
+      for (let n = 1; fs.existsSync(dst); n++) dst = path.join(errorsDir, `${name}.${stamp}.${n}.${kind}`);
+      await moveFile(src, dst);
+      // The errors directory is part of the catalog: keep what lands there private too.
+      if (fs.lstatSync(dst).isFile()) await fsp.chmod(dst, FILE_MODE);
+      await fsyncDir(errorsDir);
+      await fsyncDir(path.dirname(src));
+    } catch (err) {
+      this.error(`Cannot move ${src} to the errors directory of server '${this.srv.name}': ${errorMessage(err)}`);
+      rep.failed.push(name);
+      return false;
+    }
+    if (kind === 'unknown') {
+      rep.unknown.push(name);
+      this.warning(`Unknown file '${name}' found in ${path.dirname(src)} of server '${this.srv.name}': moved to the errors directory`);
+    } else {
+      rep.duplicates.push(name);
+      this.error(`${name} is already present in server ${this.srv.name}. File moved to errors directory.`);
+    }
+    return true;
+  }
+
+  /** Content of a file with its compression undone (null algo: as stored). */
+  private async plainContent(file: string, algo: CompressionName | null, custom: CustomCompressionConfig): Promise<Buffer> {
+    const data = await fsp.readFile(file);
+    return algo === null ? data : decompressBuffer(data, algo, custom);
+  }
+
+  private async sameContent(c: Candidate, dst: string, srcAlgo: CompressionName | null): Promise<boolean> {
+    try {
+      // Partial files are stored as they are, never decompressed.
+      const dstAlgo = c.kind === 'partial' ? null : await identifyCompression(dst, this.archiveCustom);
+      const [a, b] = await Promise.all([
+        this.plainContent(c.src, srcAlgo, this.incomingCustom),
+        this.plainContent(dst, dstAlgo, this.archiveCustom),
+      ]);
+      return a.equals(b);
+    } catch {
+      // Unreadable or undecodable: not provably the same file.
+      return false;
+    }
+  }
+
+  private async prepare(c: Candidate, streaming: boolean, rep: ArchiveSourceReport): Promise<Prepared> {
+    if (this.report.stopped) return null;
+    const dst = walArchivePath(this.srv, c.name);
+    try {
+      const st = await fsp.stat(c.src, { bigint: true });
+      // streaming/ holds pg_receivewal output, uncompressed; incoming/ files may arrive compressed.
+      const detected = streaming || c.kind === 'partial' ? null : await identifyCompression(c.src, this.incomingCustom);
+      // Partial segments are stored as they are (get-wal never decompresses them).
+      const target = c.kind === 'partial' || detected !== null ? null : this.configured;
+
+      if (fs.existsSync(dst)) {
+        if (await this.sameContent(c, dst, detected)) return { type: 'matching', name: c.name, src: c.src, dst };
+        await this.reject(c.src, c.name, 'duplicate', rep);
+        return null;
+      }
+
+      const hook: ArchiveHookInfo = {
+        segment: c.name,
+        file: c.src,
+        size: Number(st.size),
+        timestamp: pyStatMtime(st.mtimeNs),
+        compression: detected,
+      };
+      if ((await runArchiveHooks(this.srv, 'pre', hook)) === 'stop') {
+        this.report.stopped = true;
+        return null;
+      }
+
+      await this.ensureDir(path.dirname(dst));
+      let size: number;
+      let tmp: string | null = null;
+      if (target === null) {
+        // Stored as it is: make the source itself durable (and private) before it is linked in.
+        const fh = await fsp.open(c.src, 'r');
+        try {
+          await fh.chmod(FILE_MODE);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        size = Number(st.size);
+      } else {
+        tmp = `${dst}.tmp`;
+        await compressFile(c.src, tmp, target, this.level, this.archiveCustom);
+        await fsp.utimes(tmp, Number(st.atimeNs) / 1e9, Number(st.mtimeNs) / 1e9);
+        size = (await fsp.stat(tmp)).size;
+      }
+      const entry: XlogDbEntry = {
+        name: c.name,
+        size,
+        time: pyStatMtime(st.mtimeNs),
+        compression: target ?? detected,
+        encryption: null,
+      };
+      return { type: 'place', name: c.name, src: c.src, dst, tmp, entry, hook: { ...hook, compression: entry.compression } };
+    } catch (err) {
+      await fsp.unlink(`${dst}.tmp`).catch(() => undefined);
+      rep.failed.push(c.name);
+      this.error(`Cannot archive ${c.name} for server ${this.srv.name}: ${errorMessage(err)}`);
+      return null;
+    }
+  }
+
+  /** Put the source itself at `dst`: hard link, or a durable copy where links are impossible. */
+  private async linkInto(src: string, dst: string): Promise<void> {
+    try {
+      await fsp.link(src, dst);
+    } catch (err) {
+      if (!isCode(err, 'EXDEV', 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK')) throw err;
+      await copyDurably(src, dst);
+    }
+  }
+
+  private async commit(prepared: readonly Prepared[], srcDir: string, rep: ArchiveSourceReport): Promise<void> {
+    const items = prepared.filter((p): p is Placement | MatchingDuplicate => p !== null);
+    if (items.length === 0) return;
+    const placed: Placement[] = [];
+    const matching: MatchingDuplicate[] = [];
+
+    await withXlogDb(this.srv, async (db) => {
+      // A missing catalog is rebuilt before anything new lands in wals/.
+      await db.ensure();
+      const dirs = new Set<string>();
+      for (const it of items) {
+        if (it.type === 'matching') {
+          matching.push(it);
+          continue;
+        }
+        try {
+          if (it.tmp !== null) {
+            if (fs.existsSync(it.dst)) throw new BarmanError(`${it.dst} appeared while archiving`);
+            await fsp.rename(it.tmp, it.dst);
+          } else {
+            await this.linkInto(it.src, it.dst);
+          }
+        } catch (err) {
+          if (it.tmp !== null) await fsp.unlink(it.tmp).catch(() => undefined);
+          rep.failed.push(it.name);
+          this.error(`Cannot archive ${it.name} for server ${this.srv.name}: ${errorMessage(isCode(err, 'EEXIST') ? `${it.dst} appeared while archiving` : err)}`);
+          continue;
+        }
+        placed.push(it);
+        dirs.add(path.dirname(it.dst));
+      }
+      for (const d of dirs) await fsyncDir(d);
+
+      const lines = placed.map((p) => p.entry);
+      if (matching.length > 0) lines.push(...(await this.missingCatalogEntries(db, matching)));
+      await db.append(lines);
+      if (this.catalogNames) for (const e of lines) this.catalogNames.add(e.name);
+    });
+
+    // Everything is durable in the archive: the sources can go.
+    let unlinked = false;
+    for (const it of [...placed, ...matching]) {
+      try {
+        await fsp.unlink(it.src);
+        unlinked = true;
+      } catch (err) {
+        if (!isCode(err, 'ENOENT')) this.warning(`Cannot remove ${it.src} after archiving it: ${errorMessage(err)}`);
+      }
+    }
+    if (unlinked) await fsyncDir(srcDir);
+
+    for (const m of matching) rep.matchingDuplicates.push(m.name);
+    for (const p of placed) {
+      rep.archived.push(p.name);
+      this.report.archivedCount++;
+      this.events.onFile?.(p.name);
+      await runArchiveHooks(this.srv, 'post', { ...p.hook, file: p.dst, size: p.entry.size ?? 0 });
+    }
+  }
+
+  /**
+   * Catalog lines for matching duplicates whose archived copy has none: what a crash between
+   * putting a file in place and appending its line leaves behind.
+   */
+  private async missingCatalogEntries(db: { read(): Promise<XlogDbEntry[]> }, matching: readonly MatchingDuplicate[]): Promise<XlogDbEntry[]> {
+    if (!this.catalogNames) this.catalogNames = new Set((await db.read()).map((e) => e.name));
+    const out: XlogDbEntry[] = [];
+    for (const m of matching) {
+      if (this.catalogNames.has(m.name)) continue;
+      try {
+        const st = await fsp.stat(m.dst, { bigint: true });
+        const compression = walNameKind(m.name) === 'partial' ? null : await identifyCompression(m.dst, this.archiveCustom);
+        out.push({ name: m.name, size: Number(st.size), time: pyStatMtime(st.mtimeNs), compression, encryption: null });
+      } catch (err) {
+        this.warning(`Cannot index ${m.dst}: ${errorMessage(err)}`);
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * `get-wal` (spec §5.3): find a WAL file of a server and send it, plain (or recompressed, or as
+ * stored) to a stream or into a directory. This is the restore_command side
+ * (`barman get-wal SRV %f > %p`), so it streams: nothing is buffered beyond a chunk, and the
+ * destination stream carries WAL data only (the domain never prints anything).
+ */
+import { createReadStream, promises as fsp } from 'node:fs';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Transform, Writable, type Duplex } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ServerConfig } from '../config/config.js';
+import { customCompressionOf } from '../catalog/xlogdb.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { FILE_MODE } from '../util/fsutil.js';
+import { walArchivePath } from './archiver.js';
+import {
+  compressStream,
+  decompressStream,
+  identifyCompression,
+  type CompressionName,
+  type CustomCompressionConfig,
+} from './compression.js';
+import { hashDir, parseWalName, walName, walNameKind } from './names.js';
+
+export type WalLocation = 'wals' | 'incoming' | 'streaming';
+
+export interface WalCandidate {
+  path: string;
+  location: WalLocation;
+  /** A `.partial` file: always sent as it is stored. */
+  partial: boolean;
+}
+
+export interface FoundWal extends WalCandidate {
+  /** Compression of the file as stored (null: none, or a partial file). */
+  compression: CompressionName | null;
+}
+
+export interface GetWalOptions {
+  /** Also look for `.partial` files (`-P/--partial`). */
+  partial?: boolean;
+  /** Recompress the plain content (`-z/--gzip`, `-j/--bzip2`). */
+  compression?: 'gzip' | 'bzip2' | null;
+  /** Send the file as it is stored (`--keep-compression`). */
+  keepCompression?: boolean;
+}
+
+export interface GetWalResult {
+  name: string;
+  source: FoundWal;
+  /** Bytes written to the destination. */
+  bytes: number;
+}
+
+const IO_CHUNK = 1 << 20;
+
+/**
+ * The places where `name` may be, in lookup order: the archive, incoming/, streaming/; with
+ * `partial` also streaming/<name>.partial, streaming/<name>, wals/<hash>/<name>.partial,
+ * incoming/<name>.partial; finally the archive again, for a file the archiver moved meanwhile.
+ */
+export function walLookupPaths(srv: ServerConfig, name: string, partial = false): WalCandidate[] {
+  const archived = walArchivePath(srv, name);
+  const incoming = path.join(srv.incoming_wals_directory, name);
+  const streaming = path.join(srv.streaming_wals_directory, name);
+  const isPartial = (p: string) => p.endsWith('.partial');
+  const list: Array<[string, WalLocation]> = [
+    [archived, 'wals'],
+    [incoming, 'incoming'],
+    [streaming, 'streaming'],
+  ];
+  if (partial) {
+    list.push(
+      [`${streaming}.partial`, 'streaming'],
+      [streaming, 'streaming'],
+      [path.join(srv.wals_directory, hashDir(name), `${name}.partial`), 'wals'],
+      [`${incoming}.partial`, 'incoming'],
+    );
+  }
+  list.push([archived, 'wals']);
+  return list.map(([p, location]) => ({ path: p, location, partial: isPartial(p) }));
+}
+
+function isRegularFile(p: string): boolean {
+  try {
+    return fs.statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Compression settings to identify a file found at `location`. */
+function customFor(srv: ServerConfig, location: WalLocation): CustomCompressionConfig {
+  const custom = customCompressionOf(srv);
+  // Only the archive holds files compressed by us; elsewhere an unrecognised file is plain.
+  return location === 'wals' ? custom : { ...custom, unidentifiedIsCustom: false };
+}
+
+/** First existing candidate (see walLookupPaths), with its compression; null if none. */
+export async function findWal(srv: ServerConfig, name: string, opts: { partial?: boolean } = {}): Promise<FoundWal | null> {
+  for (const c of walLookupPaths(srv, name, opts.partial === true)) {
+    if (!isRegularFile(c.path)) continue;
+    let compression: CompressionName | null = null;
+    if (!c.partial) {
+      try {
+        compression = await identifyCompression(c.path, customFor(srv, c.location));
+      } catch (err) {
+        // Gone between the stat and the read (archived meanwhile): try the next place.
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw new BarmanError(`cannot read ${c.path}: ${errorMessage(err)}`);
+      }
+    }
+    return { ...c, compression };
+  }
+  return null;
+}
+
+function notFound(srv: ServerConfig, name: string): BarmanError {
+  return new BarmanError(`WAL file '${name}' not found in server '${srv.name}'`);
+}
+
+/** The transforms between the stored file and the destination. */
+function transformsFor(srv: ServerConfig, found: FoundWal, opts: GetWalOptions): Duplex[] {
+  if (opts.keepCompression) return [];
+  const out = opts.compression ?? null;
+  const stored = found.partial ? null : found.compression;
+  const storedCanonical = stored === 'pygzip' || stored === 'pigz' ? 'gzip' : stored === 'pybzip2' ? 'bzip2' : stored;
+  // Already in the requested format: send it as it is.
+  if (out !== null && storedCanonical === out) return [];
+  const list: Duplex[] = [];
+  if (stored !== null) list.push(decompressStream(stored, customFor(srv, found.location)));
+  if (out !== null) list.push(compressStream(out, 'medium'));
+  return list;
+}
+
+/** A pass-through that counts the bytes going to the destination. */
+function byteCounter(onBytes: (n: number) => void): Transform {
+  return new Transform({
+    readableHighWaterMark: IO_CHUNK,
+    writableHighWaterMark: IO_CHUNK,
+    transform(chunk: Buffer, _enc, cb) {
+      onBytes(chunk.length);
+      cb(null, chunk);
+    },
+  });
+}
+
+/**
+ * Send WAL `name` of `srv` to `dest` (e.g. process.stdout). `dest` is ended when done.
+ * Throws BarmanError when not found, and on read, decompression or write failures
+ * (EPIPE included: the reader went away).
+ */
+export async function sendWal(srv: ServerConfig, name: string, dest: NodeJS.WritableStream, opts: GetWalOptions = {}): Promise<GetWalResult> {
+  const found = await findWal(srv, name, opts);
+  if (!found) throw notFound(srv, name);
+  let bytes = 0;
+  const source = createReadStream(found.path, { highWaterMark: IO_CHUNK });
+  const counted = byteCounter((n) => (bytes += n));
+  try {
+    await pipeline([source, ...transformsFor(srv, found, opts), counted, dest]);
+  } catch (err) {
+    if (err instanceof BarmanError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ERR_STREAM_DESTROYED') {
+      throw new BarmanError(`cannot send WAL file '${name}': the receiving end closed the output`);
+    }
+    throw new BarmanError(`cannot send WAL file '${name}': ${errorMessage(err)}`);
+  }
+  return { name, source: found, bytes };
+}
+
+/** A Writable over an open FileHandle that leaves closing and fsync to us. */
+function fileSink(fh: fsp.FileHandle, onBytes: (n: number) => void, onFailure: () => void): Writable {
+  return new Writable({
+    highWaterMark: IO_CHUNK,
+    write(chunk: Buffer, _enc, cb) {
+      (async () => {
+        for (let off = 0; off < chunk.length; ) {
+          const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
+          off += bytesWritten;
+        }
+        onBytes(chunk.length);
+      })().then(
+        () => cb(),
+        (err: Error) => {
+          onFailure();
+          cb(err);
+        },
+      );
+    },
+  });
+}
+
+/**
+ * Write WAL `name` of `srv` as `<dir>/<name>` (temp file, fsync, rename: the name never shows a
+ * half-written file). An output that cannot be written is a BarmanError with exit code 3.
+ */
+export async function fetchWalToDirectory(srv: ServerConfig, name: string, dir: string, opts: GetWalOptions = {}): Promise<GetWalResult & { file: string }> {
+  const found = await findWal(srv, name, opts);
+  if (!found) throw notFound(srv, name);
+  const file = path.join(dir, name);
+  const tmp = path.join(dir, `.${name}.tmp`);
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(tmp, 'w', FILE_MODE);
+  } catch (err) {
+    throw new BarmanError(`cannot write the output file ${file}: ${errorMessage(err)}`, 3);
+  }
+  let bytes = 0;
+  let ok = false;
+  let outputFailed = false;
+  try {
+    await pipeline([
+      createReadStream(found.path, { highWaterMark: IO_CHUNK }),
+      ...transformsFor(srv, found, opts),
+      fileSink(fh, (n) => (bytes += n), () => (outputFailed = true)),
+    ]);
+    outputFailed = true; // from here on, every failure is about the output file
+    await fh.sync();
+    await fh.close();
+    await fsp.rename(tmp, file);
+    ok = true;
+  } catch (err) {
+    if (err instanceof BarmanError) throw err;
+    if (outputFailed) throw new BarmanError(`cannot write the output file ${file}: ${errorMessage(err)}`, 3);
+    throw new BarmanError(`cannot read WAL file '${name}' from ${found.path}: ${errorMessage(err)}`);
+  } finally {
+    if (!ok) {
+      await fh.close().catch(() => undefined);
+      await fsp.unlink(tmp).catch(() => undefined);
+    }
+  }
+  return { name, source: found, bytes, file };
+}
+
+/**
+ * `--peek N`: up to `count` names of consecutive files present in the archive, from `name` on.
+ * A name that is not a plain segment yields just itself (if archived). When a segment is missing and its
+ * number is a power of two, the walk jumps to segment 0 of the next log: with an unknown segment
+ * size, the segment after the last of a log (0xFF for 16 MiB) is such a number.
+ */
+export function peekWals(srv: ServerConfig, name: string, count: number): string[] {
+  if (count <= 0) return [];
+  const exists = (n: string) => isRegularFile(walArchivePath(srv, n));
+  if (walNameKind(name) !== 'segment') return exists(name) ? [name] : [];
+  const out: string[] = [];
+  let { tli, log, seg } = parseWalName(name);
+  while (out.length < count) {
+    const current = walName(tli, log, seg);
+    if (exists(current)) {
+      out.push(current);
+      seg += 1;
+      if (seg > 0xffffffff) break;
+      continue;
+    }
+    const powerOfTwo = seg > 0 && Number.isInteger(Math.log2(seg));
+    if (!powerOfTwo || log >= 0xffffffff) break;
+    log += 1;
+    seg = 0;
+    if (!exists(walName(tli, log, seg))) break;
+  }
+  return out;
+}
