@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import {
+  ARCHIVING,
   EMPTY,
   FAILED,
   STARTED,
@@ -19,6 +20,7 @@ import {
   type BackupInfo,
 } from '../catalog/backup-info.js';
 import { backupDir, loadCatalog, saveBackupInfo, validateBackupName, type BackupEntry } from '../catalog/catalog.js';
+import { cleanWals } from '../catalog/delete.js';
 import { acquireLock, isLockHeld } from '../catalog/lock.js';
 import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.js';
 import { pyDict, pyFloat } from '../catalog/pyliteral.js';
@@ -238,6 +240,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     };
     await saveBackupInfo(srv, id, entry.info);
     ev.info?.(`Backup size: ${size} bytes`);
+    await purgeWalsBeforeFirstBackup(srv, entry, ev);
     ev.info?.(`Backup completed (start time: ${entry.info.begin_time?.format() ?? ''}, elapsed time: ${totalSeconds.toFixed(1)} seconds)`);
 
     phase = 'closing the backup WAL';
@@ -258,6 +261,24 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     process.off('SIGTERM', onSignal);
     lock.release();
   }
+}
+
+/**
+ * WAL archived before the first backup can never be used by a recovery: drop it (as Barman
+ * does), unless the storage is WORM.
+ */
+async function purgeWalsBeforeFirstBackup(srv: ServerConfig, entry: BackupEntry, ev: BackupEvents): Promise<void> {
+  const beginWal = entry.info.begin_wal;
+  if (srv.worm_mode || !beginWal) return;
+  const others = (await loadCatalog(srv)).filter((e) => e.id !== entry.id && ARCHIVING.has(e.info.status));
+  if (others.length > 0) return;
+  const removed = await cleanWals(srv, {
+    removeUntil: { id: entry.id, beginWal, timeline: entry.info.timeline },
+    protectedTimelines: new Set(),
+    protectedRanges: [],
+    floor: null,
+  });
+  if (removed.length > 0) ev.info?.(`Removed ${removed.length} WAL files archived before the first backup`);
 }
 
 /**

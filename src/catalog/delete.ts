@@ -221,7 +221,8 @@ async function checkDeletable(srv: ServerConfig, entries: readonly BackupEntry[]
 }
 
 /** Remove the WALs the policy selects: xlog.db first, then the files, then emptied hash dirs. */
-async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy): Promise<string[]> {
+/** Remove the archived WALs a policy selects: xlog.db first, then the files (durably). */
+export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy): Promise<string[]> {
   const walsDir = serverPaths(srv).walsDir;
   return withXlogDb(srv, async (db) => {
     const wals = await db.read();
