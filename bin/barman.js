@@ -1,12 +1,21 @@
 #!/usr/bin/env node
-import { main } from '../dist/src/cli/main.js';
-
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err) => {
+// `barman --version` is called by monitoring and packaging scripts: answer it without loading
+// the CLI at all.
+const args = process.argv.slice(2);
+// A reader that goes away (`barman list-backups | head -1`) is not an error worth a stack trace.
+process.stdout.on('error', (err) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
+  const { versionText } = await import('../dist/src/version.js');
+  process.stdout.write(`${versionText()}\n`);
+} else {
+  const { main } = await import('../dist/src/cli/main.js');
+  try {
+    process.exitCode = await main();
+  } catch (err) {
     process.stderr.write(`EXCEPTION: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exitCode = 1;
-  },
-);
+  }
+}

@@ -5,7 +5,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { BarmanError } from '../util/errors.js';
 import { logger } from '../util/log.js';
-import { BARMAN_TS_VERSION, VERSION } from '../version.js';
+import { versionText } from '../version.js';
 import { CliContext, type GlobalOptions } from './context.js';
 import { Output } from './output.js';
 import { COMMANDS, type CommandEntry } from './registry.js';
@@ -39,7 +39,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
   const program = new Command('barman');
   program
     .description('Backup and recovery manager for PostgreSQL (barman-ts, compatible with Barman)')
-    .version(`${VERSION}\n\nbarman-ts ${BARMAN_TS_VERSION}, a drop-in replacement for Barman by EnterpriseDB (www.enterprisedb.com)`, '-v, --version', 'show the version and exit')
+    .version(versionText(), '-v, --version', 'show the version and exit')
     .option('-c, --config <file>', 'configuration file (default: ~/.barman.conf, /etc/barman.conf, /etc/barman/barman.conf)')
     .addOption(new Option('--color, --colour <when>', 'use colours in the output').choices(['never', 'always', 'auto']).default('auto'))
     .addOption(new Option('--log-level <level>', 'override the log level of the configuration').choices(['NOTSET', 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL']))
