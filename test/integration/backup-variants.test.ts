@@ -1,0 +1,91 @@
+/**
+ * Backup variants of the postgres method on real PostgreSQL 15: a cluster with a tablespace
+ * (plain format, tablespace mapped into the backup and remapped on recovery) and a compressed
+ * tar backup (backup_compression = gzip), each recovered and started.
+ */
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { cleanupAll, PgCluster, startRecoveredCluster } from '../helpers/pg-cluster.js';
+import { createBarmanEnv, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
+import { BARMAN_USER, makeTempDir, POSTGRES_USER } from '../helpers/system.js';
+
+describe('backup variants', () => {
+  let pg: PgCluster;
+  let plain: BarmanEnv;
+  let gzip: BarmanEnv;
+  let tsDir = '';
+
+  before(async () => {
+    pg = await PgCluster.create();
+    tsDir = path.join(await makeTempDir('ts-', { owner: POSTGRES_USER, mode: 0o755 }), 'space');
+    await fs.mkdir(tsDir, { mode: 0o700 });
+    await fs.chown(tsDir, (await fs.stat(path.dirname(tsDir))).uid, (await fs.stat(path.dirname(tsDir))).gid);
+    await pg.psql(`CREATE TABLESPACE extra LOCATION '${tsDir}'`);
+    await pg.psql("CREATE TABLE in_ts (v int) TABLESPACE extra; INSERT INTO in_ts SELECT generate_series(1, 1234); CREATE TABLE plain_t AS SELECT generate_series(1, 99) v;");
+    plain = await createBarmanEnv(pg, { server: 'plainsrv', extra: { slot_name: 'barman_plain' } });
+    gzip = await createBarmanEnv(pg, {
+      server: 'gzsrv',
+      extra: { slot_name: 'barman_gz', backup_compression: 'gzip', backup_compression_format: 'tar', backup_compression_level: '1' },
+    });
+    await startStreaming(plain);
+    await startStreaming(gzip);
+  });
+
+  after(async () => {
+    await plain?.stop();
+    await gzip?.stop();
+    await cleanupAll();
+  });
+
+  it('backs up a tablespace into base/<id>/<oid> and recovers it to a new location', async () => {
+    await plain.ok('backup', '--wait', '--wait-timeout', '60', '--immediate-checkpoint', plain.server);
+    const show = JSON.parse(await plain.ok('-f', 'json', 'show-backup', plain.server, 'latest')) as Record<string, { tablespaces: { name: string; oid: number }[] }>;
+    const ts = show[plain.server]?.tablespaces?.[0];
+    assert.equal(ts?.name, 'extra');
+    const oid = String(ts?.oid);
+    const id = (await plain.ok('list-backups', '--minimal', plain.server)).trim().split('\n')[0] ?? '';
+    await fs.access(path.join(plain.home, plain.server, 'base', id, oid));
+
+    const dest = await plain.newDir('restore-ts-');
+    const newTs = path.join(await makeTempDir('newts-', { owner: BARMAN_USER, mode: 0o755 }), 'space');
+    await plain.ok('recover', plain.server, 'latest', dest, '--tablespace', `extra:${newTs}`);
+    assert.equal(await fs.readlink(path.join(dest, 'pg_tblspc', oid)), newTs);
+    const { cluster } = await startRecoveredCluster(dest);
+    try {
+      assert.equal(await cluster.psql('SELECT count(*) FROM in_ts'), '1234');
+      assert.equal(await cluster.psql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'extra'"), newTs);
+    } finally {
+      await cluster.destroy();
+    }
+  });
+
+  it('rejects a tablespace rule for an unknown tablespace, writing nothing', async () => {
+    const dest = await plain.newDir('restore-bad-ts-');
+    const r = await plain.run('recover', plain.server, 'latest', dest, '--tablespace', 'nosuch:/tmp/x');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^ERROR: .*nosuch/m);
+    await assert.rejects(fs.access(dest));
+  });
+
+  it('takes a gzip-compressed tar backup and recovers it', async () => {
+    await gzip.ok('backup', '--wait', '--wait-timeout', '60', '--immediate-checkpoint', gzip.server);
+    const id = (await gzip.ok('list-backups', '--minimal', gzip.server)).trim().split('\n')[0] ?? '';
+    const files = await fs.readdir(path.join(gzip.home, gzip.server, 'base', id, 'data'));
+    assert.ok(files.includes('base.tar.gz'), files.join(','));
+    const info = await fs.readFile(path.join(gzip.home, gzip.server, 'base', id, 'backup.info'), 'utf8');
+    assert.match(info, /^compression=gzip$/m);
+    assert.match(info, /^status=DONE$/m);
+    const dest = await gzip.newDir('restore-gz-');
+    const newTs = path.join(await makeTempDir('gzts-', { owner: BARMAN_USER, mode: 0o755 }), 'space');
+    await gzip.ok('recover', gzip.server, id, dest, '--tablespace', `extra:${newTs}`);
+    const { cluster } = await startRecoveredCluster(dest);
+    try {
+      assert.equal(await cluster.psql('SELECT count(*) FROM plain_t'), '99');
+      assert.equal(await cluster.psql('SELECT count(*) FROM in_ts'), '1234');
+    } finally {
+      await cluster.destroy();
+    }
+  });
+});
