@@ -65,6 +65,23 @@ export async function hasDeleteMark(srv: ServerConfig, id: string): Promise<bool
 /** A refusal: nothing was changed (the CLI prints it as a warning and exits 1). */
 export class DeleteRefusedError extends BarmanError {}
 
+/** Another process works on the backup or the server (a lock is busy): nothing was changed. */
+export class DeleteBusyError extends BarmanError {
+  /** `backup`: the per-backup lock is busy; `server`: a backup of the server is running. */
+  constructor(message: string, readonly busy: 'backup' | 'server') {
+    super(message);
+  }
+}
+
+export interface DeleteOptions {
+  /**
+   * Deletion by the retention policy (cron): WAL cleanup goes past older standalone-kept
+   * backups, protecting only their own WAL range. A manual delete (default) cleans WALs only
+   * when no older backup is left at all.
+   */
+  retention?: boolean;
+}
+
 // ---------------------------------------------------------------------------------------------
 // WAL cleanup decision (pure)
 
@@ -254,6 +271,7 @@ async function deleteOne(
   target: BackupEntry,
   alsoDeleted: ReadonlySet<string>,
   ev: DeleteEvents,
+  manual: boolean,
 ): Promise<string[]> {
   const start = new Date();
   ev.info?.(`Deleting backup ${target.id} for server ${srv.name}`);
@@ -262,7 +280,7 @@ async function deleteOne(
     const k = await readKeep(srv, e.id);
     if (k) keeps.set(e.id, k);
   }
-  const policy = decideWalCleanup(entries, target, { manual: true, concurrent: isConcurrent(srv, target.info), keeps, alsoDeleted });
+  const policy = decideWalCleanup(entries, target, { manual, concurrent: isConcurrent(srv, target.info), keeps, alsoDeleted });
 
   // 1. Mark: annotation, then backup.info no longer claims a usable backup.
   await ensureDir(metaDir(srv));
@@ -314,7 +332,8 @@ async function deleteOne(
  * (DeleteRefusedError, nothing changed), else delete the backup, its incremental descendants
  * first, and the WALs that only it needed.
  */
-export async function deleteBackup(srv: ServerConfig, backupArg: string, ev: DeleteEvents = {}): Promise<DeleteResult> {
+export async function deleteBackup(srv: ServerConfig, backupArg: string, ev: DeleteEvents = {}, opts: DeleteOptions = {}): Promise<DeleteResult> {
+  const manual = opts.retention !== true;
   const entries0 = await loadCatalog(srv);
   const target0 = resolveBackupId(srv, entries0, backupArg);
   // Refuse before taking the locks (no lock file left behind), and again under them.
@@ -325,14 +344,14 @@ export async function deleteBackup(srv: ServerConfig, backupArg: string, ev: Del
       locks.push(await acquireLock(backupLockPath(srv, target0.id), 'backup action'));
     } catch (err) {
       if (!(err instanceof LockBusyError)) throw err;
-      throw new BarmanError(`Another action is in progress for the backup ${target0.id} of server ${srv.name}, skipping delete`);
+      throw new DeleteBusyError(`Another action is in progress for the backup ${target0.id} of server ${srv.name}, skipping delete`, 'backup');
     }
     try {
       locks.push(await acquireLock(lockPath(srv, 'backup'), 'backup'));
     } catch (err) {
       if (!(err instanceof LockBusyError)) throw err;
       const pid = err.holderPid ? ` (PID ${err.holderPid})` : '';
-      throw new BarmanError(`A backup of server ${srv.name} is running${pid}: cannot delete backup ${target0.id} now, try again later`);
+      throw new DeleteBusyError(`A backup of server ${srv.name} is running${pid}: cannot delete backup ${target0.id} now, try again later`, 'server');
     }
     // Fresh view under the locks.
     const entries = await loadCatalog(srv);
@@ -343,10 +362,10 @@ export async function deleteBackup(srv: ServerConfig, backupArg: string, ev: Del
     const alsoDeleted = new Set(descendants.map((d) => d.id));
     const result: DeleteResult = { deletedIds: [], removedWals: [] };
     for (const d of descendants) {
-      result.removedWals.push(...(await deleteOne(srv, entries, d, new Set([...alsoDeleted, target.id]), ev)));
+      result.removedWals.push(...(await deleteOne(srv, entries, d, new Set([...alsoDeleted, target.id]), ev, manual)));
       result.deletedIds.push(d.id);
     }
-    result.removedWals.push(...(await deleteOne(srv, entries, target, alsoDeleted, ev)));
+    result.removedWals.push(...(await deleteOne(srv, entries, target, alsoDeleted, ev, manual)));
     result.deletedIds.push(target.id);
     // The per-backup lock file goes with the backup (we still hold it: unlinking is safe).
     await unlinkIfExists(backupLockPath(srv, target.id));

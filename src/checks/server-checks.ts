@@ -7,13 +7,14 @@ import { promises as fsp } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
-import { DONE, FAILED } from '../catalog/backup-info.js';
+import { COPY_DONE, DONE, FAILED } from '../catalog/backup-info.js';
 import { loadCatalog } from '../catalog/catalog.js';
 import { isLockHeld } from '../catalog/lock.js';
 import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.js';
 import { findPgBinary } from '../postgres/binaries.js';
 import { PgConnection } from '../postgres/connection.js';
 import { errorMessage } from '../util/errors.js';
+import { humanDuration } from '../util/format.js';
 import { run } from '../util/proc.js';
 
 export interface CheckResult {
@@ -126,20 +127,29 @@ export async function runChecks(srv: ServerConfig): Promise<CheckResult[]> {
     add('directories', false, errorMessage(err));
   }
 
+  // An invalid retention_policy disables the server (its checks are then the configuration
+  // errors), so a server that gets here has either no policy or a valid one.
   add('retention policy settings', true);
   const catalog = await loadCatalog(srv).catch(() => []);
   const done = catalog.filter((e) => e.info.status === DONE);
   if (srv.last_backup_maximum_age !== null) {
-    const last = done.at(-1)?.info.end_time;
+    // The last available backup, DONE or WAITING_FOR_WALS, as Barman's default status filter.
+    const last = catalog.filter((e) => COPY_DONE.has(e.info.status)).at(-1)?.info.end_time;
     const age = last ? Date.now() / 1000 - last.epochSeconds : Infinity;
-    add('backup maximum age', age <= srv.last_backup_maximum_age, last ? `interval provided: ${srv.last_backup_maximum_age} seconds, latest backup age: ${Math.round(age)} seconds` : 'No available backups');
+    add(
+      'backup maximum age',
+      last !== undefined && last !== null && age <= srv.last_backup_maximum_age,
+      `interval provided: ${humanDuration(srv.last_backup_maximum_age)}, latest backup age: ${last ? humanDuration(age) : 'No available backups'}`,
+    );
   } else {
     add('backup maximum age', true, 'no last_backup_maximum_age provided');
   }
   add('compression settings', true);
   const failed = catalog.filter((e) => e.info.status === FAILED).length;
   add('failed backups', failed === 0, `there are ${failed} failed backups`);
-  add('minimum redundancy requirements', done.length >= srv.minimum_redundancy, `have ${done.length} backups, expected at least ${srv.minimum_redundancy}`);
+  // Only full backups count (an incremental backup is nothing without its chain), as in Barman 3.11+.
+  const doneFull = done.filter((e) => !e.info.parent_backup_id).length;
+  add('minimum redundancy requirements', doneFull >= srv.minimum_redundancy, `have ${doneFull} non-incremental backups, expected at least ${srv.minimum_redundancy}`);
 
   if (srv.backup_method === 'postgres') {
     let bb: string | null = null;

@@ -14,6 +14,7 @@ import { acquireLock, isLockHeld, LockBusyError } from '../catalog/lock.js';
 import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.js';
 import { checkBackup } from '../backup/check-backup.js';
 import { markStaleBackups } from '../backup/backup.js';
+import { enforceRetention } from '../retention/enforce.js';
 import { barmanCommand } from '../util/self.js';
 import { errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
@@ -57,6 +58,15 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
     const outcome = await checkBackup(srv, oldestWaiting);
     if (outcome === 'done') ev.info(`Backup ${oldestWaiting.id} of server ${srv.name} is now DONE`);
     if (outcome === 'failed') ev.error(`Backup ${oldestWaiting.id} of server ${srv.name} FAILED: ${oldestWaiting.info.error ?? ''}`);
+  }
+  if (srv.retention_policy && srv.retention_policy_mode === 'auto') {
+    // Obsolete backups go last; a failure is reported and the cron goes on.
+    try {
+      await enforceRetention(srv, ev);
+    } catch (err) {
+      log.error(`retention policy on ${srv.name}: ${errorMessage(err)}`);
+      ev.error(`${srv.name}: retention policy: ${errorMessage(err)}`);
+    }
   }
 }
 

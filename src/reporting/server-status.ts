@@ -187,7 +187,9 @@ export async function serverStatusRows(srv: ServerConfig, facts?: PgFacts, now: 
   add('first_backup', 'First available backup', done[0]?.id ?? 'None');
   add('last_backup', 'Last available backup', done.at(-1)?.id ?? 'None');
   const min = srv.minimum_redundancy;
-  add('minimum_redundancy', 'Minimum redundancy requirements', `${done.length >= min ? 'satisfied' : 'FAILED'} (${done.length}/${min})`);
+  // Only full backups count toward minimum_redundancy (Barman 3.11+).
+  const doneFull = done.filter((e) => !e.info.parent_backup_id).length;
+  add('minimum_redundancy', 'Minimum redundancy requirements', `${doneFull >= min ? 'satisfied' : 'FAILED'} (${doneFull}/${min})`);
   if (srv.primary_ssh_command) add('primary_ssh_command', 'SSH command to primary server', srv.primary_ssh_command);
   return rows;
 }

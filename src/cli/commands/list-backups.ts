@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { listBackupsRows, loadBackupsReport } from '../../reporting/backups.js';
+import { retentionStatusesOf } from '../../retention/enforce.js';
 import type { CliContext } from '../context.js';
 
 export function define(cmd: Command): void {
@@ -10,10 +11,12 @@ export function define(cmd: Command): void {
       'after',
       `
 Lists the backups of each server, newest first:
-  SRV ID['NAME'] - TYPE - END TIME - Size: SIZE - WAL Size: WAL_SIZE[ - WAITING_FOR_WALS]
+  SRV ID['NAME'] - TYPE - END TIME - Size: SIZE - WAL Size: WAL_SIZE[ - WAITING_FOR_WALS][ - RETENTION]
 Size includes the WAL files needed by the backup; WAL Size is the WAL archived after it, up to the
 next backup. Backups not completed show their status instead. TYPE: F full, I incremental,
-R rsync, S snapshot.`,
+R rsync, S snapshot. With a retention_policy, RETENTION shows what the policy thinks of a backup
+when it is not VALID: OBSOLETE (cron deletes it), OBSOLETE* (kept for minimum_redundancy),
+KEEP:FULL or KEEP:STANDALONE (see 'barman keep').`,
     );
 }
 
@@ -22,8 +25,7 @@ export async function run(ctx: CliContext, names: string[], opts: { minimal?: bo
   for (const srv of ctx.servers(names)) {
     const report = await loadBackupsReport(srv);
     for (const p of report.problems) out.warning(p);
-    // TODO(retention): pass the retention statuses when a policy is enforced.
-    const rows = listBackupsRows(report, null);
+    const rows = listBackupsRows(report, await retentionStatusesOf(srv, report.entries));
     out.set([srv.name], rows.map((r) => r.json));
     for (const r of rows) out.line(opts.minimal ? r.id : r.line);
   }

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { resolveBackupId } from '../../catalog/catalog.js';
 import { loadBackupsReport, showBackupView } from '../../reporting/backups.js';
+import { retentionStatusesOf } from '../../retention/enforce.js';
 import type { CliContext } from '../context.js';
 
 export function define(cmd: Command): void {
@@ -16,8 +17,7 @@ export async function run(ctx: CliContext, args: string[]): Promise<void> {
   const srv = ctx.server(name, { allowInactive: true });
   const report = await loadBackupsReport(srv);
   const entry = resolveBackupId(srv, report.entries, backupArg);
-  // TODO(retention): pass the retention statuses when a policy is enforced.
-  const view = showBackupView(report, entry, null);
+  const view = showBackupView(report, entry, await retentionStatusesOf(srv, report.entries));
   for (const w of view.warnings) out.warning(w);
   out.set([srv.name], view.json);
   for (const l of view.lines) out.line(l);
