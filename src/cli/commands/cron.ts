@@ -12,9 +12,11 @@ Runs the periodic maintenance of every active server; run it every minute from t
 user's crontab:  * * * * * barman cron
 For each server it keeps 'receive-wal' running when streaming_archiver = on (restarting it after
 PostgreSQL restarts), starts 'archive-wal' in the background when WAL files are waiting in
-incoming/ or streaming/, marks backups whose process died as FAILED, and turns a
-WAITING_FOR_WALS backup into DONE once its WAL files are archived. Two crons never work on the
-same server at the same time. It returns quickly.`,
+incoming/ or streaming/, marks backups whose process died as FAILED, turns a
+WAITING_FOR_WALS backup into DONE once its WAL files are archived, and enforces the retention
+policy (deleting OBSOLETE backups and the WAL only they needed; never a kept backup, never
+below minimum_redundancy). Two crons never work on the same server at the same time. It
+returns quickly.`,
     );
 }
 
