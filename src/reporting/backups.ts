@@ -14,7 +14,7 @@ import { readXlogDb, type XlogDbEntry } from '../catalog/xlogdb.js';
 import { humanDuration, percent, prettySize, pyFixed } from '../util/format.js';
 import type { PyDateTime } from '../util/pytime.js';
 import { isHistoryName } from '../wal/names.js';
-import { childTimelinesFromHistories, computeWalStats, type BackupWalStats } from './wal-stats.js';
+import { childTimelinesFromHistories, computeWalStats, EMPTY_STATS, type BackupWalStats } from './wal-stats.js';
 
 /**
  * Retention status per backup ID (VALID, OBSOLETE, KEEP:FULL, ...) when a retention policy is
@@ -55,23 +55,9 @@ export async function loadBackupsReport(srv: ServerConfig): Promise<BackupsRepor
   return { server: srv, entries, wals, stats: computeWalStats(entries, wals, children), problems };
 }
 
-const NO_STATS: BackupWalStats = {
-  walNum: 0,
-  walSize: 0,
-  walUntilNextNum: 0,
-  walUntilNextSize: 0,
-  walFirst: null,
-  walLast: null,
-  walFirstTime: null,
-  walLastTime: null,
-  walRatePerSecond: 0,
-  walCompressionRatio: 0,
-  walUntilNextCompressionRatio: 0,
-  childTimelines: [],
-};
 
 function statsOf(report: BackupsReport, id: string): BackupWalStats {
-  return report.stats.get(id) ?? NO_STATS;
+  return report.stats.get(id) ?? EMPTY_STATS;
 }
 
 /** `F`, `I`, `R` or `S`. */

@@ -171,7 +171,7 @@ function compressionRatio(bytes: number, count: number, segSize: number): number
   return 1 - bytes / (count * segSize);
 }
 
-const EMPTY_STATS: BackupWalStats = {
+export const EMPTY_STATS: BackupWalStats = {
   walNum: 0,
   walSize: 0,
   walUntilNextNum: 0,

@@ -560,9 +560,10 @@ async function writeDestination(dst: string, what: string, fill: (fh: fsp.FileHa
 /**
  * A Writable over an open FileHandle that leaves the handle to us (for fsync and close).
  * Not FileHandle.createWriteStream: with autoClose off it keeps a reference on the handle
- * and FileHandle.close() then never resolves.
+ * and FileHandle.close() then never resolves. `onBytes` counts what was written, `onFailure`
+ * tells a write error (the output) from a read or decompression error.
  */
-function fileSink(fh: fsp.FileHandle): Writable {
+export function fileSink(fh: fsp.FileHandle, onBytes?: (n: number) => void, onFailure?: () => void): Writable {
   return new Writable({
     highWaterMark: IO_CHUNK,
     write(chunk: Buffer, _enc, cb) {
@@ -571,7 +572,14 @@ function fileSink(fh: fsp.FileHandle): Writable {
           const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
           off += bytesWritten;
         }
-      })().then(() => cb(), cb);
+        onBytes?.(chunk.length);
+      })().then(
+        () => cb(),
+        (err: Error) => {
+          onFailure?.();
+          cb(err);
+        },
+      );
     },
   });
 }

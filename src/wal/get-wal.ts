@@ -20,6 +20,7 @@ import {
   identifyCompression,
   type CompressionName,
   type CustomCompressionConfig,
+  fileSink,
 } from './compression.js';
 import { hashDir, parseWalName, walName, walNameKind } from './names.js';
 
@@ -168,28 +169,6 @@ export async function sendWal(srv: ServerConfig, name: string, dest: NodeJS.Writ
     throw new BarmanError(`cannot send WAL file '${name}': ${errorMessage(err)}`);
   }
   return { name, source: found, bytes };
-}
-
-/** A Writable over an open FileHandle that leaves closing and fsync to us. */
-function fileSink(fh: fsp.FileHandle, onBytes: (n: number) => void, onFailure: () => void): Writable {
-  return new Writable({
-    highWaterMark: IO_CHUNK,
-    write(chunk: Buffer, _enc, cb) {
-      (async () => {
-        for (let off = 0; off < chunk.length; ) {
-          const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
-          off += bytesWritten;
-        }
-        onBytes(chunk.length);
-      })().then(
-        () => cb(),
-        (err: Error) => {
-          onFailure();
-          cb(err);
-        },
-      );
-    },
-  });
 }
 
 /**
