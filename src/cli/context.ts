@@ -5,6 +5,7 @@
 import { loadConfig, type Config, type ServerConfig } from '../config/config.js';
 import { BarmanError } from '../util/errors.js';
 import { configureLog } from '../util/log.js';
+import { becomeBarmanUser } from '../util/run-as.js';
 import type { Output } from './output.js';
 
 export interface GlobalOptions {
@@ -22,11 +23,15 @@ export class CliContext {
   constructor(
     readonly opts: GlobalOptions,
     readonly out: Output,
+    /** Read-only commands that another user (PostgreSQL's restore_command) may run. */
+    private readonly anyUser = false,
   ) {}
 
   get config(): Config {
     if (!this.loaded) {
       const cfg = loadConfig(this.opts.config);
+      // Before anything is created on disk (log file, locks, directories).
+      becomeBarmanUser(cfg.global.barman_user ?? 'barman', this.anyUser);
       configureLog({ file: cfg.global.log_file, level: this.opts.logLevel ?? cfg.global.log_level, stderr: this.opts.debug === true && !cfg.global.log_file });
       for (const w of cfg.warnings) this.out.warning(w);
       this.loaded = cfg;

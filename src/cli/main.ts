@@ -10,6 +10,8 @@ import { CliContext, type GlobalOptions } from './context.js';
 import { Output } from './output.js';
 import { COMMANDS, type CommandEntry } from './registry.js';
 
+/** Commands PostgreSQL may run as its own user (restore_command). */
+const ANY_USER_COMMANDS = new Set(['get-wal']);
 const GLOBAL_WITH_VALUE = new Set(['-c', '--config', '-f', '--format', '--log-level', '--color', '--colour']);
 
 /** Find which subcommand the user asked for, without parsing everything. */
@@ -60,7 +62,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     cmd.action(async () => {
       const g = program.opts() as GlobalOptions;
       const out = new Output(g.format, g.quiet, g.debug, g.color);
-      const ctx = new CliContext(g, out);
+      const ctx = new CliContext(g, out, ANY_USER_COMMANDS.has(entry.name));
       const positional = (cmd.processedArgs as unknown[]).flat().filter((a): a is string => typeof a === 'string');
       try {
         await mod.run(ctx, positional, cmd.opts());

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import { cleanupAll, PgCluster, pgBin } from '../helpers/pg-cluster.js';
 import { createBarmanEnv, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
-import { BARMAN_USER, freePort, runAs, sleep, waitFor } from '../helpers/system.js';
+import { BARMAN_USER, freePort, POSTGRES_USER, runAs, sleep, waitFor } from '../helpers/system.js';
 
 interface ListedBackup {
   backup_id: string;
@@ -121,6 +121,18 @@ describe('backup lifecycle', () => {
     await env.ok('cron');
     const after = (await listBackups(env)).find((b) => b.backup_id === started.backup_id);
     assert.equal(after?.status, 'FAILED');
+  });
+
+  it('started as root, barman drops to barman_user; another user is refused', async () => {
+    const r = await runAs('root', process.execPath, [BARMAN_SCRIPT, '-c', env.configFile, 'rebuild-xlogdb', env.server]);
+    assert.equal(r.code, 0, r.stderr);
+    const barmanUid = (await fs.stat(env.home)).uid;
+    for (const f of [path.join(env.home, env.server, 'wals', 'xlog.db'), path.join(env.home, `.${env.server}-xlogdb.lock`), path.join(env.root, 'barman.log')]) {
+      assert.equal((await fs.stat(f)).uid, barmanUid, `${f} owned by the barman user`);
+    }
+    const other = await runAs(POSTGRES_USER, process.execPath, [BARMAN_SCRIPT, '-c', env.configFile, 'list-backups', env.server]);
+    assert.equal(other.code, 1);
+    assert.match(other.stderr, /^ERROR: barman must run as user 'barman'/);
   });
 
   it('get-wal works as a real restore_command', async () => {

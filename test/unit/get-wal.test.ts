@@ -79,6 +79,7 @@ before(async () => {
     [
       '[barman]',
       `barman_home = ${tmpRoot}/home`,
+      `barman_user = ${os.userInfo().username}`,
       '',
       '[pg]',
       'conninfo = host=127.0.0.1',

@@ -56,7 +56,7 @@ async function makeFixture(serverOptions: Record<string, string> = {}): Promise<
   };
   await fsp.writeFile(
     conf,
-    `[barman]\nbarman_home = ${home}\nlog_level = ERROR\n\n[pg]\n${Object.entries(opts)
+    `[barman]\nbarman_home = ${home}\nbarman_user = ${os.userInfo().username}\nlog_level = ERROR\n\n[pg]\n${Object.entries(opts)
       .map(([k, v]) => `${k} = ${v}`)
       .join('\n')}\n`,
   );

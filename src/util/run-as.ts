@@ -1,0 +1,40 @@
+/**
+ * Barman runs as `barman_user`: started as root it drops to that user (so that a `sudo barman`
+ * never leaves root-owned files that the barman user cannot write, which would stop WAL
+ * archiving); started as anyone else it must already be that user.
+ */
+import { execFileSync } from 'node:child_process';
+import * as os from 'node:os';
+import { BarmanError } from './errors.js';
+
+function ids(user: string): { uid: number; gid: number; groups: number[]; home: string } {
+  try {
+    const uid = Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim());
+    const gid = Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }).trim());
+    const groups = execFileSync('id', ['-G', user], { encoding: 'utf8' }).trim().split(/\s+/).map(Number);
+    const home = execFileSync('getent', ['passwd', user], { encoding: 'utf8' }).split(':')[5] ?? '/';
+    return { uid, gid, groups, home };
+  } catch {
+    throw new BarmanError(`barman_user '${user}' does not exist on this system`);
+  }
+}
+
+/**
+ * Become `user` if we are root, else check that we are `user`. `allowOtherUsers` is for
+ * read-only commands that PostgreSQL itself may run (get-wal as a restore_command).
+ */
+export function becomeBarmanUser(user: string, allowOtherUsers = false): void {
+  const me = os.userInfo();
+  if (me.username === user) return;
+  if (me.uid === 0) {
+    const target = ids(user);
+    process.setgroups?.(target.groups);
+    process.setgid?.(target.gid);
+    process.setuid?.(target.uid);
+    process.env.HOME = target.home;
+    process.env.USER = user;
+    process.env.LOGNAME = user;
+    return;
+  }
+  if (!allowOtherUsers) throw new BarmanError(`barman must run as user '${user}' (barman_user), not '${me.username}'`);
+}
