@@ -53,8 +53,10 @@ export class CliContext {
     if (name === 'all') throw new BarmanError("You cannot use 'all' in a single server context");
     const srv = this.config.servers.get(name);
     if (!srv) throw new BarmanError(`Unknown server '${name}'`);
-    if (srv.disabled && !opts.allowDisabled) {
-      throw new BarmanError(`Server '${name}' is disabled by configuration errors: ${srv.errors.join('; ')}`);
+    if (srv.disabled) {
+      if (!opts.allowDisabled) throw new BarmanError(`Server '${name}' is disabled by configuration errors: ${srv.errors.join('; ')}`);
+      // Still serve (get-wal during a recovery must not fail over a typo elsewhere), but say so.
+      for (const e of srv.errors) this.out.warning(`${name}: ${e}`);
     }
     if (!srv.active && !opts.allowInactive) {
       throw new BarmanError(`Inactive server: ${name}`);
@@ -70,6 +72,9 @@ export class CliContext {
     this.checkGlobalErrors();
     const all = names.length === 0 || names.includes('all');
     const picked: ServerConfig[] = [];
+    for (const n of names) {
+      if (n !== 'all' && !this.config.servers.has(n) && all) this.out.error(`Unknown server '${n}'`);
+    }
     if (all) {
       picked.push(...this.config.servers.values());
     } else {

@@ -135,7 +135,7 @@ export function loadConfig(explicitFile?: string): Config {
     }
   }
 
-  const global = resolveGlobal(doc, configFile);
+  const global = resolveGlobal(doc, configFile, warnings);
   const autoConf = path.join(global.barman_home, '.barman.auto.conf');
   if (fs.existsSync(autoConf)) doc.merge(readIni(autoConf));
 
@@ -166,7 +166,12 @@ function parseWith(def: OptionDef, text: string, whereText: string): unknown {
   }
 }
 
-function resolveGlobal(doc: IniDocument, configFile: string): GlobalConfig {
+/**
+ * [barman] values. A bad value there would stop every command, cron included, and with it WAL
+ * archiving of every server: it is reported (file and line) and the default is used instead.
+ * Only a missing or bad barman_home is fatal.
+ */
+function resolveGlobal(doc: IniDocument, configFile: string, warnings: string[]): GlobalConfig {
   const values: Record<string, unknown> = {};
   const sources: Record<string, ValueSource> = {};
   const lookup = (k: string): string | undefined => {
@@ -177,15 +182,25 @@ function resolveGlobal(doc: IniDocument, configFile: string): GlobalConfig {
     const iv = doc.raw(GLOBAL_SECTION, def.name);
     let text: string | null = null;
     let src: ValueSource = 'default';
-    if (iv) {
-      text = cleanValue(interpolate(iv.value, lookup, where(iv, GLOBAL_SECTION, def.name)));
-      src = { file: iv.file, line: iv.line };
+    const fallback = () => defaultValue(def, (k) => (values[k] === undefined || values[k] === null ? undefined : String(values[k])));
+    let value: unknown = null;
+    try {
+      if (iv) {
+        const w = where(iv, GLOBAL_SECTION, def.name);
+        text = cleanValue(interpolate(iv.value, lookup, w));
+        src = { file: iv.file, line: iv.line };
+        if (text !== null) value = parseWith(def, text, w);
+      }
+    } catch (err) {
+      if (def.name === 'barman_home') throw err;
+      warnings.push(`${(err as Error).message} (using the default instead)`);
+      text = null;
     }
-    if (text === null && def.default !== undefined) {
-      text = interpolate(def.default, (k) => (values[k] === undefined || values[k] === null ? undefined : String(values[k])), `default of ${def.name}`);
-      src = 'default';
+    if (value === null) {
+      value = fallback();
+      if (text === null) src = 'default';
     }
-    values[def.name] = text === null ? null : parseWith(def, text, iv ? where(iv, GLOBAL_SECTION, def.name) : `default of ${def.name}`);
+    values[def.name] = value;
     sources[def.name] = src;
   }
   if (!values.barman_home) {

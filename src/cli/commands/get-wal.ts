@@ -60,7 +60,7 @@ function sshSuffix(): string {
 
 export async function run(ctx: CliContext, [serverName, walName]: string[], opts: Opts): Promise<void> {
   const { out } = ctx;
-  const srv = ctx.server(serverName ?? '', { allowInactive: true });
+  const srv = ctx.server(serverName ?? '', { allowInactive: true, allowDisabled: true });
   if (opts.test) {
     out.info(`Ready to retrieve WAL files from the server ${srv.name}`);
     return;
