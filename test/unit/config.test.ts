@@ -148,6 +148,13 @@ describe('loading a configuration', () => {
     assert.throws(() => loadConfig(tmpConf(`${BASE}[all]\nconninfo = x\n`)), /reserved word/);
   });
 
+  it('reports a bad [barman] value with file and line and uses the default', () => {
+    const cfg = loadConfig(tmpConf(`${BASE}log_level = VERBOSE\n[pg]\nconninfo = x\nbackup_method = postgres\n`));
+    assert.equal(cfg.global.log_level, 'INFO');
+    assert.ok(cfg.warnings.some((w) => /barman\.conf:3: \[barman\] log_level: invalid value 'VERBOSE'.*using the default/.test(w)), cfg.warnings.join('\n'));
+    assert.equal(cfg.servers.get('pg')?.disabled, false);
+  });
+
   it('requires barman_home', () => {
     assert.throws(() => loadConfig(tmpConf('[barman]\nlog_level = INFO\n')), /barman_home/);
   });
