@@ -4,10 +4,40 @@
  * archiving); started as anyone else it must already be that user.
  */
 import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { BarmanError } from './errors.js';
 
-function ids(user: string): { uid: number; gid: number; groups: number[]; home: string } {
+interface UserIds {
+  uid: number;
+  gid: number;
+  groups: number[];
+  home: string;
+}
+
+/** From /etc/passwd and /etc/group (no process to spawn: this runs on every command as root). */
+function idsFromFiles(user: string): UserIds | null {
+  try {
+    const pw = fs
+      .readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .map((l) => l.split(':'))
+      .find((f) => f[0] === user);
+    if (!pw) return null;
+    const gid = Number(pw[3]);
+    const groups = new Set<number>([gid]);
+    for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
+      const f = line.split(':');
+      if ((f[3] ?? '').split(',').includes(user)) groups.add(Number(f[2]));
+    }
+    return { uid: Number(pw[2]), gid, groups: [...groups], home: pw[5] ?? '/' };
+  } catch {
+    return null;
+  }
+}
+
+/** Through NSS (LDAP and friends), when the files do not know the user. */
+function idsFromNss(user: string): UserIds {
   try {
     const uid = Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim());
     const gid = Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }).trim());
@@ -27,7 +57,7 @@ export function becomeBarmanUser(user: string, allowOtherUsers = false): void {
   const me = os.userInfo();
   if (me.username === user) return;
   if (me.uid === 0) {
-    const target = ids(user);
+    const target = idsFromFiles(user) ?? idsFromNss(user);
     process.setgroups?.(target.groups);
     process.setgid?.(target.gid);
     process.setuid?.(target.uid);
