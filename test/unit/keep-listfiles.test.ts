@@ -4,67 +4,29 @@
  * catalog in a temporary barman_home. PostgreSQL is not needed: conninfo points at a port where
  * nothing listens, and nothing is waiting in incoming/ so cron starts no background process.
  */
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { DONE, FAILED, newBackupInfo, writeBackupInfoFile, type BackupInfo } from '../../src/catalog/backup-info.js';
 import { PyDateTime } from '../../src/util/pytime.js';
 import { walName } from '../../src/wal/names.js';
+import { makeCliFixture, type CliFixture } from '../helpers/cli-fixture.js';
 
-const BARMAN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/barman.js');
 const MiB = 1024 * 1024;
 /** 2024-01-01 10:00:00 UTC */
 const T0 = 1704103200;
 
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+type Fixture = CliFixture;
 
-interface Fixture {
-  home: string;
-  srvDir: string;
-  run(...args: string[]): Promise<RunResult>;
-}
-
-const roots: string[] = [];
-after(async () => {
-  for (const r of roots) await fsp.rm(r, { recursive: true, force: true });
-});
-
-async function makeFixture(serverOptions: Record<string, string> = {}): Promise<Fixture> {
-  const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'barman-keep-'));
-  roots.push(root);
-  const home = path.join(root, 'home');
-  const srvDir = path.join(home, 'pg');
-  await fsp.mkdir(path.join(srvDir, 'base'), { recursive: true });
-  const conf = path.join(root, 'barman.conf');
-  const opts: Record<string, string> = {
-    description: '"Retention test"',
-    conninfo: 'host=127.0.0.1 port=1 user=barman connect_timeout=5',
-    backup_method: 'postgres',
-    archiver: 'on',
-    ...serverOptions,
-  };
-  await fsp.writeFile(
-    conf,
-    `[barman]\nbarman_home = ${home}\nbarman_user = ${os.userInfo().username}\nlog_level = DEBUG\nlog_file = ${path.join(root, 'barman.log')}\n\n[pg]\n${Object.entries(opts)
-      .map(([k, v]) => `${k} = ${v}`)
-      .join('\n')}\n`,
-  );
-  const run = (...args: string[]) =>
-    new Promise<RunResult>((resolve) => {
-      execFile(process.execPath, [BARMAN, '-c', conf, ...args], { env: { ...process.env, TZ: 'UTC' } }, (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      });
-    });
-  return { home, srvDir, run };
+function makeFixture(serverOptions: Record<string, string> = {}): Promise<Fixture> {
+  return makeCliFixture({
+    prefix: 'barman-keep-',
+    global: { log_level: 'DEBUG' },
+    logFile: true,
+    server: { description: '"Retention test"', conninfo: 'host=127.0.0.1 port=1 user=barman connect_timeout=5', ...serverOptions },
+  });
 }
 
 const utc = (day: number, hour: number, minute: number) => PyDateTime.fromFields({ year: 2024, month: 1, day, hour, minute }, 0);

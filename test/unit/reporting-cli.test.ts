@@ -3,71 +3,31 @@
  * (`node bin/barman.js -c CONF ...`) against a synthetic catalog in a temporary barman_home.
  * PostgreSQL is not needed: conninfo points at a port where nothing listens.
  */
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { DONE, FAILED, STARTED, WAITING_FOR_WALS, newBackupInfo, readBackupInfoFile, writeBackupInfoFile, type BackupInfo } from '../../src/catalog/backup-info.js';
 import type { BackupEntry } from '../../src/catalog/catalog.js';
 import { DELETE_IN_PROGRESS_ERROR, decideWalCleanup, selectWalsToRemove } from '../../src/catalog/delete.js';
 import { pyDict, pyFloat } from '../../src/catalog/pyliteral.js';
 import { PyDateTime } from '../../src/util/pytime.js';
 import { walName } from '../../src/wal/names.js';
+import { makeCliFixture, type CliFixture } from '../helpers/cli-fixture.js';
 
-const BARMAN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/barman.js');
 const MiB = 1024 * 1024;
 /** 2024-01-01 10:00:00 UTC */
 const T0 = 1704103200;
 
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+type Fixture = CliFixture;
 
-interface Fixture {
-  home: string;
-  srvDir: string;
-  run(...args: string[]): Promise<RunResult>;
-}
-
-const roots: string[] = [];
-after(async () => {
-  for (const r of roots) await fsp.rm(r, { recursive: true, force: true });
-});
-
-async function makeFixture(serverOptions: Record<string, string> = {}): Promise<Fixture> {
-  const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'barman-reporting-'));
-  roots.push(root);
-  const home = path.join(root, 'home');
-  const srvDir = path.join(home, 'pg');
-  await fsp.mkdir(path.join(srvDir, 'base'), { recursive: true });
-  const conf = path.join(root, 'barman.conf');
-  const opts: Record<string, string> = {
-    description: '"Reporting test"',
-    conninfo: 'host=127.0.0.1 port=1 user=barman password=secret connect_timeout=5',
-    backup_method: 'postgres',
-    archiver: 'on',
-    minimum_redundancy: '0',
-    ...serverOptions,
-  };
-  await fsp.writeFile(
-    conf,
-    `[barman]\nbarman_home = ${home}\nbarman_user = ${os.userInfo().username}\nlog_level = ERROR\n\n[pg]\n${Object.entries(opts)
-      .map(([k, v]) => `${k} = ${v}`)
-      .join('\n')}\n`,
-  );
-  const run = (...args: string[]) =>
-    new Promise<RunResult>((resolve) => {
-      execFile(process.execPath, [BARMAN, '-c', conf, ...args], { env: { ...process.env, TZ: 'UTC' } }, (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      });
-    });
-  return { home, srvDir, run };
+function makeFixture(serverOptions: Record<string, string> = {}): Promise<Fixture> {
+  return makeCliFixture({
+    prefix: 'barman-reporting-',
+    global: { log_level: 'ERROR' },
+    server: { description: '"Reporting test"', conninfo: 'host=127.0.0.1 port=1 user=barman password=secret connect_timeout=5', minimum_redundancy: '0', ...serverOptions },
+  });
 }
 
 const utc = (day: number, hour: number, minute: number, second = 0) => PyDateTime.fromFields({ year: 2024, month: 1, day, hour, minute, second }, 0);
