@@ -85,7 +85,7 @@ export class LocalCluster {
   }
 
   psql(sql: string): Promise<string> {
-    return must(PG_USER, path.join(BIN, 'psql'), ['-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1', '-h', this.sockDir, '-p', String(this.port), '-d', 'postgres'], sql).then((s) => s.trim());
+    return must(PG_USER, path.join(BIN, 'psql'), ['-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1', '-h', this.sockDir, '-p', String(this.port), '-U', 'postgres', '-d', 'postgres'], sql).then((s) => s.trim());
   }
 
   start(): Promise<string> {
