@@ -4,6 +4,8 @@
  * One backup per server at a time (`.<srv>-backup.lock`). An interrupted backup (SIGINT/SIGTERM,
  * lost connection, dead pg_basebackup) is recorded FAILED; one whose process was SIGKILLed is
  * found STARTED without a lock holder and marked FAILED by `markStaleBackups` (cron, list).
+ * A signal once the copy is complete (during `--wait`) leaves the backup WAITING_FOR_WALS and
+ * ends with BackupWaitInterruptedError: cron makes it DONE when its WAL files arrive.
  */
 import { promises as fsp } from 'node:fs';
 import * as fs from 'node:fs';
@@ -19,9 +21,19 @@ import {
   newBackupInfo,
   type BackupInfo,
 } from '../catalog/backup-info.js';
-import { backupDir, loadCatalog, saveBackupInfo, validateBackupName, type BackupEntry } from '../catalog/catalog.js';
+import {
+  BackupGoneError,
+  UnreadableCatalogError,
+  backupDir,
+  loadCatalog,
+  loadCatalogStrict,
+  readBackupEntry,
+  saveBackupInfo,
+  validateBackupName,
+  type BackupEntry,
+} from '../catalog/catalog.js';
 import { cleanWals } from '../catalog/delete.js';
-import { acquireLock, isLockHeld } from '../catalog/lock.js';
+import { LockBusyError, acquireLock, type HeldLock } from '../catalog/lock.js';
 import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.js';
 import { pyDict, pyFloat } from '../catalog/pyliteral.js';
 import { manifestWalRanges, parseBackupLabel } from '../postgres/backup-label.js';
@@ -137,6 +149,11 @@ function endWalOf(lsn: bigint, tli: number, segSize: number): string {
   return walOffset(lsn, segSize) === 0 ? previousSegment(name, segSize) : name;
 }
 
+/** A signal stopped the wait for a backup's WAL files: the copy is complete, it stays WAITING_FOR_WALS. */
+export class BackupWaitInterruptedError extends BarmanError {}
+
+const INTERRUPTED = 'interrupted by signal';
+
 /** Take one backup of a server. Returns the final entry (status DONE, WAITING_FOR_WALS or FAILED). */
 export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev: BackupEvents = {}): Promise<BackupEntry> {
   if (srv.passive) throw new BarmanError(`Backup not allowed on the passive node '${srv.name}'`);
@@ -145,8 +162,12 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
   }
   if (opts.name !== undefined) validateBackupName(opts.name);
   const lock = await acquireLock(lockPath(srv, 'backup'), 'backup');
+  // These handlers replace Node's exit on SIGINT/SIGTERM: every wait below must watch `abort`.
   const abort = new AbortController();
   const onSignal = () => abort.abort();
+  const stopIfAborted = () => {
+    if (abort.signal.aborted) throw new BarmanError(INTERRUPTED);
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   let entry: BackupEntry | null = null;
@@ -161,6 +182,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     } finally {
       await pg.close();
     }
+    stopIfAborted();
     phase = 'checking the catalog';
     await checkIdentity(srv, facts);
     const id = await freshBackupId(srv);
@@ -186,7 +208,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
       }),
     };
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    entry.infoFile = await saveBackupInfo(srv, id, entry.info);
+    entry.infoFile = await saveBackupInfo(srv, id, entry.info, { create: true });
     ev.info?.(`Starting backup using postgres method for server ${srv.name} in ${dir}`);
 
     phase = 'starting the backup';
@@ -194,6 +216,8 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     await saveBackupInfo(srv, id, entry.info);
 
     phase = 'copying files';
+    // A signal that came before pg_basebackup exists would never reach it (runBasebackup checks too).
+    stopIfAborted();
     ev.info?.(`Starting backup copy via pg_basebackup for ${id}`);
     const copyStart = Date.now();
     const result = await runBasebackup({
@@ -245,10 +269,14 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
 
     phase = 'closing the backup WAL';
     await closeEndWal(srv, endWal).catch((err: unknown) => ev.warning?.(`could not switch WAL after the backup: ${errorMessage(err)}`));
-    await settle(srv, entry, opts, ev);
+    await settle(srv, entry, opts, ev, abort.signal);
     return entry;
   } catch (err) {
-    const msg = abort.signal.aborted ? 'interrupted by signal' : errorMessage(err);
+    if (err instanceof BackupWaitInterruptedError) {
+      log.warning(`backup ${entry?.id ?? ''} of ${srv.name}: ${err.message}`);
+      throw err;
+    }
+    const msg = abort.signal.aborted ? INTERRUPTED : errorMessage(err);
     log.error(`backup of ${srv.name} failed while ${phase}: ${msg}`);
     if (entry) {
       entry.info = { ...entry.info, status: FAILED, error: `failure ${phase} (${msg})`, end_time: entry.info.end_time ?? localNowPyDateTime() };
@@ -265,12 +293,21 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
 
 /**
  * WAL archived before the first backup can never be used by a recovery: drop it (as Barman
- * does), unless the storage is WORM.
+ * does), unless the storage is WORM. With a backup.info that cannot be read, this may not be
+ * the first backup at all: the WALs are kept (with a warning) and the backup goes on.
  */
-async function purgeWalsBeforeFirstBackup(srv: ServerConfig, entry: BackupEntry, ev: BackupEvents): Promise<void> {
+export async function purgeWalsBeforeFirstBackup(srv: ServerConfig, entry: BackupEntry, ev: BackupEvents): Promise<void> {
   const beginWal = entry.info.begin_wal;
   if (srv.worm_mode || !beginWal) return;
-  const others = (await loadCatalog(srv)).filter((e) => e.id !== entry.id && ARCHIVING.has(e.info.status));
+  let catalog: BackupEntry[];
+  try {
+    catalog = await loadCatalogStrict(srv);
+  } catch (err) {
+    if (!(err instanceof UnreadableCatalogError)) throw err;
+    ev.warning?.(`WAL files archived before this backup are kept: ${err.message}`);
+    return;
+  }
+  const others = catalog.filter((e) => e.id !== entry.id && ARCHIVING.has(e.info.status));
   if (others.length > 0) return;
   const removed = await cleanWals(srv, {
     removeUntil: { id: entry.id, beginWal, timeline: entry.info.timeline },
@@ -295,12 +332,39 @@ async function closeEndWal(srv: ServerConfig, endWal: string): Promise<void> {
   }
 }
 
-/** Archive what arrived and check the WALs; with --wait, loop until DONE or the timeout. */
-async function settle(srv: ServerConfig, entry: BackupEntry, opts: BackupOptions, ev: BackupEvents): Promise<void> {
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/**
+ * Archive what arrived and check the WALs of a backup whose copy is complete; with --wait, loop
+ * until DONE or the timeout. `signal` (SIGINT/SIGTERM) stops it on any pass with
+ * BackupWaitInterruptedError, leaving the backup as it is (WAITING_FOR_WALS).
+ */
+export async function settle(srv: ServerConfig, entry: BackupEntry, opts: BackupOptions, ev: BackupEvents, signal?: AbortSignal): Promise<void> {
   const deadline = opts.waitTimeoutSec ? Date.now() + opts.waitTimeoutSec * 1000 : Infinity;
   let announced = false;
+  const stopIfAborted = () => {
+    if (!signal?.aborted) return;
+    throw new BackupWaitInterruptedError(
+      `Interrupted while waiting for the WAL files of backup ${entry.id} of server ${srv.name}: ` +
+        `the copy is complete and the backup stays ${entry.info.status} (cron completes it once its WAL files are archived)`,
+    );
+  };
   for (;;) {
+    stopIfAborted();
     await ev.archive?.().catch((err: unknown) => ev.warning?.(`archive-wal: ${errorMessage(err)}`));
+    stopIfAborted();
     await checkBackup(srv, entry);
     if (entry.info.status !== WAITING_FOR_WALS || !opts.wait) break;
     if (!announced) {
@@ -311,7 +375,7 @@ async function settle(srv: ServerConfig, entry: BackupEntry, opts: BackupOptions
       ev.warning?.(`The backup ${entry.id} is still waiting for WAL files after ${opts.waitTimeoutSec} seconds`);
       break;
     }
-    await new Promise((r) => setTimeout(r, 1000));
+    await pause(1000, signal);
   }
   if (entry.info.status === WAITING_FOR_WALS) {
     ev.warning?.(
@@ -326,17 +390,44 @@ async function settle(srv: ServerConfig, entry: BackupEntry, opts: BackupOptions
 /**
  * A backup left STARTED/EMPTY by a process that no longer holds the backup lock died without
  * cleaning up (kill -9, power loss): record it as FAILED so that it is never taken for good.
+ * The server's backup lock is acquired (not just probed) while marking, and each backup.info is
+ * read again under it: a backup that finished meanwhile is left alone, never overwritten by the
+ * stale STARTED copy. A busy lock means a backup is running: nothing is done.
  */
 export async function markStaleBackups(srv: ServerConfig): Promise<string[]> {
-  const inProgress = (await loadCatalog(srv)).filter((e) => e.info.status === STARTED || e.info.status === EMPTY);
-  if (inProgress.length === 0 || (await isLockHeld(lockPath(srv, 'backup')))) return [];
+  const inProgress = (e: BackupEntry) => e.info.status === STARTED || e.info.status === EMPTY;
+  const candidates = (await loadCatalog(srv)).filter(inProgress);
+  if (candidates.length === 0) return [];
+  let lock: HeldLock;
+  try {
+    lock = await acquireLock(lockPath(srv, 'backup'), 'backup');
+  } catch (err) {
+    if (err instanceof LockBusyError) return [];
+    throw err;
+  }
   const fixed: string[] = [];
-  for (const e of inProgress) {
-    const info: BackupInfo = { ...e.info, status: FAILED, error: 'failure copying files (the backup process died before completing the backup)' };
-    await saveBackupInfo(srv, e.id, info);
-    log.warning(`backup ${e.id} of ${srv.name} was left ${e.info.status} by a dead process: marked FAILED`);
-    fixed.push(e.id);
+  try {
+    for (const c of candidates) {
+      let e: BackupEntry | null;
+      try {
+        e = await readBackupEntry(srv, c.id);
+      } catch (err) {
+        log.warning(`backup ${c.id} of ${srv.name}: cannot read its backup.info again: ${errorMessage(err)}`);
+        continue;
+      }
+      if (!e || !inProgress(e)) continue;
+      const info: BackupInfo = { ...e.info, status: FAILED, error: 'failure copying files (the backup process died before completing the backup)' };
+      try {
+        await saveBackupInfo(srv, e.id, info);
+      } catch (err) {
+        if (err instanceof BackupGoneError) continue;
+        throw err;
+      }
+      log.warning(`backup ${e.id} of ${srv.name} was left ${e.info.status} by a dead process: marked FAILED`);
+      fixed.push(e.id);
+    }
+  } finally {
+    lock.release();
   }
   return fixed;
 }
-

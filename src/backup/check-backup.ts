@@ -7,8 +7,9 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { DONE, FAILED, WAITING_FOR_WALS, type BackupInfo } from '../catalog/backup-info.js';
-import { saveBackupInfo, type BackupEntry } from '../catalog/catalog.js';
-import { serverPaths } from '../catalog/server-dirs.js';
+import { BackupGoneError, readBackupEntry, saveBackupInfo, type BackupEntry } from '../catalog/catalog.js';
+import { LockBusyError, acquireLock, type HeldLock } from '../catalog/lock.js';
+import { backupLockPath, serverPaths } from '../catalog/server-dirs.js';
 import { generateSegments, hashDir, isWalName } from '../wal/names.js';
 
 /** Newest archived segment of a timeline (by name), looking only at that timeline's hash dirs. */
@@ -36,7 +37,11 @@ export async function isArchived(srv: ServerConfig, wal: string): Promise<boolea
   }
 }
 
-export type CheckOutcome = 'unchanged' | 'done' | 'failed';
+/**
+ * `busy`: another process works on the backup (its per-backup lock is held), nothing was done;
+ * `gone`: the backup was deleted since `entry` was loaded.
+ */
+export type CheckOutcome = 'unchanged' | 'done' | 'failed' | 'busy' | 'gone';
 
 /** Decide the new status of a WAITING_FOR_WALS backup. Pure apart from the archive lookups. */
 export async function evaluateBackup(srv: ServerConfig, info: BackupInfo): Promise<{ status: string; error?: string }> {
@@ -52,11 +57,42 @@ export async function evaluateBackup(srv: ServerConfig, info: BackupInfo): Promi
   return { status: info.end_wal <= latest ? DONE : WAITING_FOR_WALS };
 }
 
-/** Run check-backup on one backup and persist the change. */
+/**
+ * Run check-backup on one backup and persist the change. `entry` may have been loaded long ago:
+ * under the per-backup lock (non-blocking, as delete takes it) the backup.info is read again,
+ * so that neither a deleted backup is brought back nor a newer state overwritten. `entry.info`
+ * is refreshed with what was found (and written).
+ */
 export async function checkBackup(srv: ServerConfig, entry: BackupEntry): Promise<CheckOutcome> {
-  const res = await evaluateBackup(srv, entry.info);
-  if (res.status === entry.info.status) return 'unchanged';
-  entry.info = { ...entry.info, status: res.status, error: res.error ?? entry.info.error };
-  await saveBackupInfo(srv, entry.id, entry.info);
-  return res.status === DONE ? 'done' : 'failed';
+  const lockFile = backupLockPath(srv, entry.id);
+  let lock: HeldLock;
+  try {
+    lock = await acquireLock(lockFile, 'backup action');
+  } catch (err) {
+    if (err instanceof LockBusyError) return 'busy';
+    throw err;
+  }
+  try {
+    const current = await readBackupEntry(srv, entry.id);
+    if (!current) {
+      // The lock file goes with the backup, as delete does (we hold it: unlinking is safe).
+      await fsp.unlink(lockFile).catch(() => undefined);
+      return 'gone';
+    }
+    entry.info = current.info;
+    entry.infoFile = current.infoFile;
+    const res = await evaluateBackup(srv, entry.info);
+    if (res.status === entry.info.status) return 'unchanged';
+    const info: BackupInfo = { ...entry.info, status: res.status, error: res.error ?? entry.info.error };
+    try {
+      await saveBackupInfo(srv, entry.id, info);
+    } catch (err) {
+      if (err instanceof BackupGoneError) return 'gone';
+      throw err;
+    }
+    entry.info = info;
+    return res.status === DONE ? 'done' : 'failed';
+  } finally {
+    lock.release();
+  }
 }

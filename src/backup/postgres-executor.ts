@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
-import { withParams } from '../postgres/conninfo.js';
+import { conninfoForChild } from '../postgres/conninfo.js';
 import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
 import type { Tablespace } from '../postgres/connection.js';
 import { BarmanError } from '../util/errors.js';
@@ -35,14 +35,18 @@ export interface BasebackupResult {
   compression: string | null;
 }
 
-/** pg_basebackup arguments for the server's configuration (pure, unit-tested). */
+/**
+ * pg_basebackup arguments for the server's configuration (pure, unit-tested), and the extra
+ * environment of the child (`PGPASSWORD`: a password never goes on the command line).
+ */
 export function basebackupArgs(req: Pick<BasebackupRequest, 'srv' | 'destDir' | 'tablespaces' | 'immediateCheckpoint' | 'label'>, progress: boolean): {
   args: string[];
+  env: Record<string, string>;
   format: 'plain' | 'tar';
   compression: string | null;
 } {
   const { srv } = req;
-  const conninfo = withParams(srv.streaming_conninfo ?? srv.conninfo ?? '', { application_name: srv.streaming_backup_name });
+  const { conninfo, env } = conninfoForChild(srv.streaming_conninfo ?? srv.conninfo ?? '', { application_name: srv.streaming_backup_name });
   const compression = srv.backup_compression && srv.backup_compression !== 'none' ? srv.backup_compression : null;
   const format: 'plain' | 'tar' = compression && srv.backup_compression_format !== 'plain' ? 'tar' : 'plain';
   if (compression && format === 'plain' && srv.backup_compression_location !== 'server') {
@@ -71,20 +75,32 @@ export function basebackupArgs(req: Pick<BasebackupRequest, 'srv' | 'destDir' | 
   if (format === 'plain') {
     for (const ts of req.tablespaces) args.push(`--tablespace-mapping=${ts.location}=${path.join(req.destDir, String(ts.oid))}`);
   }
-  return { args, format, compression };
+  return { args, env, format, compression };
 }
 
 const PROGRESS_RE = /(\d+)\/(\d+) kB/;
 const END_RE = /write-ahead log end point: ([0-9A-F]+\/[0-9A-F]+)/i;
 
-/** Run pg_basebackup. Throws BarmanError with pg_basebackup's last error line on failure. */
+/** The copy did not start: the abort signal (SIGINT/SIGTERM) came first. */
+function abortedBeforeStart(): BarmanError {
+  return new BarmanError('interrupted by signal before pg_basebackup started');
+}
+
+/**
+ * Run pg_basebackup. Throws BarmanError with pg_basebackup's last error line on failure. An
+ * already aborted `signal` means pg_basebackup is never started ('abort' fired before we listen
+ * would never reach the child).
+ */
 export async function runBasebackup(req: BasebackupRequest): Promise<BasebackupResult> {
-  const { args, format, compression } = basebackupArgs(req, req.onProgress !== undefined);
+  if (req.signal?.aborted) throw abortedBeforeStart();
+  const { args, env, format, compression } = basebackupArgs(req, req.onProgress !== undefined);
   await fsp.mkdir(path.join(req.destDir, 'data'), { recursive: true, mode: 0o700 });
   const bin = findPgBinary('pg_basebackup', req.srv.path_prefix);
   log.info(`running ${bin} ${args.map((a) => (a.startsWith('--dbname=') ? '--dbname=***' : a)).join(' ')}`);
   return new Promise<BasebackupResult>((resolve, reject) => {
-    const child = spawn(bin, args, { env: subprocessEnv(req.srv.path_prefix), stdio: ['ignore', 'ignore', 'pipe'] });
+    // Checked and listened to in the same synchronous run: no signal can fall in between.
+    if (req.signal?.aborted) return reject(abortedBeforeStart());
+    const child = spawn(bin, args, { env: subprocessEnv(req.srv.path_prefix, env), stdio: ['ignore', 'ignore', 'pipe'] });
     const onAbort = () => child.kill('SIGTERM');
     req.signal?.addEventListener('abort', onAbort);
     let endLsn: string | null = null;

@@ -46,8 +46,32 @@ export function infoFileFor(srv: ServerConfig, id: string): string {
   return fs.existsSync(meta) ? meta : classicInfoFile(srv, id);
 }
 
-/** All backups of the server, sorted by ID (oldest first). Unreadable files are skipped with a note. */
-export async function loadCatalog(srv: ServerConfig, problems?: string[]): Promise<BackupEntry[]> {
+/** A backup.info that could not be read made the catalog incomplete: nothing may be removed. */
+export class UnreadableCatalogError extends BarmanError {
+  constructor(
+    srv: ServerConfig,
+    readonly files: readonly string[],
+  ) {
+    super(
+      `Cannot read ${files.length === 1 ? 'a backup.info file' : `${files.length} backup.info files`} of server '${srv.name}' ` +
+        `(${files.join(', ')}): nothing is removed while the catalog is incomplete (fix or move the file(s) away)`,
+    );
+  }
+}
+
+export interface LoadCatalogOptions {
+  /**
+   * Throw UnreadableCatalogError when any backup.info cannot be read. Every path that removes
+   * data (delete, WAL cleanup, retention) needs this: a backup it cannot see may need the WALs
+   * or the parent it would remove. Reporting commands skip unreadable files instead.
+   */
+  strict?: boolean;
+  /** Lenient load: receives one note per skipped file. */
+  problems?: string[];
+}
+
+/** Where each backup's info is: meta/ (Barman >= 3.13) over base/<id>/backup.info. */
+async function findInfoFiles(srv: ServerConfig): Promise<Map<string, string>> {
   const found = new Map<string, string>();
   const base = serverPaths(srv).baseDir;
   for (const d of await fsp.readdir(base).catch(() => [] as string[])) {
@@ -58,21 +82,74 @@ export async function loadCatalog(srv: ServerConfig, problems?: string[]): Promi
     const m = /^(.+?)-backup\.info$/.exec(n);
     if (m?.[1]) found.set(m[1], path.join(metaDir(srv), n));
   }
+  return found;
+}
+
+/**
+ * All backups of the server, sorted by ID (oldest first). Unreadable files are skipped with a
+ * note, or make the load fail with `strict` (see LoadCatalogOptions). A `string[]` argument is
+ * the `problems` list (older call style).
+ */
+export async function loadCatalog(srv: ServerConfig, opts: LoadCatalogOptions | string[] = {}): Promise<BackupEntry[]> {
+  const { strict = false, problems } = Array.isArray(opts) ? { problems: opts } : opts;
   const entries: BackupEntry[] = [];
-  for (const [id, infoFile] of found) {
+  const unreadable: string[] = [];
+  for (const [id, infoFile] of await findInfoFiles(srv)) {
     try {
       entries.push({ id, info: await readBackupInfoFile(infoFile), infoFile });
     } catch (err) {
+      unreadable.push(infoFile);
       problems?.push(`Skipping backup ${id}: ${(err as Error).message}`);
     }
   }
+  if (strict && unreadable.length > 0) throw new UnreadableCatalogError(srv, unreadable.sort());
   return entries.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
-/** Write a backup's info where it belongs (creating `base/<id>/` with catalog permissions). */
-export async function saveBackupInfo(srv: ServerConfig, id: string, info: BackupInfo): Promise<string> {
+/** `loadCatalog(srv, { strict: true })`: for the paths that remove data. */
+export async function loadCatalogStrict(srv: ServerConfig): Promise<BackupEntry[]> {
+  return loadCatalog(srv, { strict: true });
+}
+
+/** The current info of one backup, read now (meta/ over classic); null when the backup is gone. */
+export async function readBackupEntry(srv: ServerConfig, id: string): Promise<BackupEntry | null> {
+  for (const infoFile of [path.join(metaDir(srv), `${id}-backup.info`), classicInfoFile(srv, id)]) {
+    try {
+      return { id, info: await readBackupInfoFile(infoFile), infoFile };
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+      throw err;
+    }
+  }
+  return null;
+}
+
+/** saveBackupInfo refused to write: the backup was deleted meanwhile (nothing was written). */
+export class BackupGoneError extends BarmanError {
+  constructor(srv: ServerConfig, id: string) {
+    super(`Backup ${id} of server ${srv.name} no longer exists: its backup.info is not written back`);
+  }
+}
+
+export interface SaveBackupInfoOptions {
+  /**
+   * A new backup (only takeBackup): create `base/<id>/` if needed. Otherwise (the default) this
+   * is an update, refused with BackupGoneError when the backup's backup.info is gone, so that a
+   * stale copy of a deleted backup is never written back (that would resurrect it with no data).
+   */
+  create?: boolean;
+}
+
+/** Write a backup's info where it belongs (see SaveBackupInfoOptions; 0700 dirs, 0600 file). */
+export async function saveBackupInfo(srv: ServerConfig, id: string, info: BackupInfo, opts: SaveBackupInfoOptions = {}): Promise<string> {
   const file = infoFileFor(srv, id);
-  await ensureDir(path.dirname(file));
+  if (opts.create === true) {
+    await ensureDir(path.dirname(file));
+  } else if (!(await pathExists(file))) {
+    throw new BackupGoneError(srv, id);
+  }
+  // Without `create` no directory is made: if base/<id>/ goes away now, the write fails.
   await writeBackupInfoFile(file, info);
   return file;
 }

@@ -17,7 +17,7 @@ import { humanDuration } from '../util/format.js';
 import { ctime } from '../util/pytime.js';
 import { hashDir, walNameKind } from '../wal/names.js';
 import { ARCHIVING, COPY_DONE, DONE, FAILED, isFull, type BackupInfo } from './backup-info.js';
-import { backupDir, loadCatalog, resolveBackupId, saveBackupInfo, type BackupEntry } from './catalog.js';
+import { backupDir, loadCatalogStrict, resolveBackupId, saveBackupInfo, type BackupEntry } from './catalog.js';
 import { LockBusyError, acquireLock, type HeldLock } from './lock.js';
 import { backupLockPath, lockPath, serverPaths } from './server-dirs.js';
 import { withXlogDb, type XlogDbEntry } from './xlogdb.js';
@@ -330,11 +330,13 @@ async function deleteOne(
  * `barman delete SRV BACKUP_ID`: under the per-backup lock and the server's backup lock,
  * refuse kept backups and DONE full backups needed for minimum_redundancy
  * (DeleteRefusedError, nothing changed), else delete the backup, its incremental descendants
- * first, and the WALs that only it needed.
+ * first, and the WALs that only it needed. An unreadable backup.info anywhere in the catalog
+ * stops it before anything changes (UnreadableCatalogError).
  */
 export async function deleteBackup(srv: ServerConfig, backupArg: string, ev: DeleteEvents = {}, opts: DeleteOptions = {}): Promise<DeleteResult> {
   const manual = opts.retention !== true;
-  const entries0 = await loadCatalog(srv);
+  // Strict: a backup we cannot read may need the WALs (or be the child) of the one deleted.
+  const entries0 = await loadCatalogStrict(srv);
   const target0 = resolveBackupId(srv, entries0, backupArg);
   // Refuse before taking the locks (no lock file left behind), and again under them.
   await checkDeletable(srv, entries0, target0);
@@ -354,7 +356,7 @@ export async function deleteBackup(srv: ServerConfig, backupArg: string, ev: Del
       throw new DeleteBusyError(`A backup of server ${srv.name} is running${pid}: cannot delete backup ${target0.id} now, try again later`, 'server');
     }
     // Fresh view under the locks.
-    const entries = await loadCatalog(srv);
+    const entries = await loadCatalogStrict(srv);
     const target = entries.find((e) => e.id === target0.id);
     if (!target) throw new BarmanError(`Unknown backup '${target0.id}' for server '${srv.name}'`);
     await checkDeletable(srv, entries, target);

@@ -129,22 +129,24 @@ export function parseXlogDbLine(line: string): XlogDbEntry | null {
 }
 
 /**
- * Parse a whole catalog. Blank lines are ignored. A last line without its newline is an
- * append torn by a crash: it is kept if it parses, dropped otherwise. Any other malformed line
- * throws a BarmanError naming `source` and the line number.
+ * Parse a whole catalog. Blank lines are ignored. A last line without its newline is an append
+ * torn by a crash (or one still being written): it is never returned, even if it parses, because
+ * the next append truncates it. Callers must not believe a name catalogued that the next write
+ * drops (the archiver re-adds the line of such a file when it meets it again). Any other
+ * malformed line throws a BarmanError naming `source` and the line number.
  */
 export function parseXlogDb(text: string, source = 'xlog.db'): XlogDbEntry[] {
   const lines = text.split('\n');
   const entries: XlogDbEntry[] = [];
-  const last = lines.length - 1; // text after the final '\n' ('' for a complete file)
-  for (let i = 0; i <= last; i++) {
+  // The text after the final '\n' ('' for a complete file) is the torn line, if any: skipped.
+  const complete = lines.length - 1;
+  for (let i = 0; i < complete; i++) {
     const line = lines[i] as string;
     if (line.length === 0) continue;
     try {
       const e = parseXlogDbLine(line);
       if (e) entries.push(e);
     } catch (err) {
-      if (i === last) break; // torn final append
       throw new BarmanError(`${source}, line ${i + 1}: ${errorMessage(err)}`);
     }
   }

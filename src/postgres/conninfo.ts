@@ -85,3 +85,21 @@ export function formatConninfo(ci: Conninfo): string {
 export function withParams(text: string, params: Conninfo): string {
   return formatConninfo({ ...parseConninfo(text), ...params });
 }
+
+/** A conninfo for a child program's command line, and the environment that goes with it. */
+export interface ChildConninfo {
+  /** Without `password`: safe to show in `ps`. */
+  conninfo: string;
+  /** `PGPASSWORD` when the conninfo had a password (for that child's environment only). */
+  env: Record<string, string>;
+}
+
+/**
+ * Prepare a conninfo (with `params` overriding or adding keywords) for pg_basebackup,
+ * pg_receivewal and friends: every user can read a process's arguments, so the password moves
+ * from the `--dbname` argument to the child's `PGPASSWORD`.
+ */
+export function conninfoForChild(text: string, params: Conninfo = {}): ChildConninfo {
+  const { password, ...rest } = { ...parseConninfo(text), ...params };
+  return { conninfo: formatConninfo(rest), env: password !== undefined ? { PGPASSWORD: password } : {} };
+}

@@ -8,13 +8,14 @@
  * Never deleted: OBSOLETE* backups, kept backups, backups whose chain has a backup in progress,
  * and anything that would leave fewer than minimum_redundancy DONE backups (`delete` checks
  * again under its locks). A backup another process works on (busy per-backup lock) is skipped
- * until the next cron; while a backup of the server runs nothing is deleted.
+ * until the next cron; while a backup of the server runs nothing is deleted. Nor is anything
+ * while a backup.info of the server cannot be read (UnreadableCatalogError).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import type { RetentionPolicy } from '../config/values.js';
-import { backupDir, loadCatalog, type BackupEntry } from '../catalog/catalog.js';
+import { backupDir, loadCatalogStrict, type BackupEntry } from '../catalog/catalog.js';
 import { DeleteBusyError, DeleteRefusedError, deleteBackup, hasDeleteMark } from '../catalog/delete.js';
 import { serverPaths } from '../catalog/server-dirs.js';
 import { errorMessage } from '../util/errors.js';
@@ -83,7 +84,9 @@ export async function enforceRetention(srv: ServerConfig, ev: RetentionEvents, n
     log.debug(`Retention policy not enforced for server ${srv.name}`);
     return result;
   }
-  const entries = await loadCatalog(srv);
+  // Strict: with a backup.info we cannot read, the policy would count (and clean WALs) as if
+  // that backup did not exist. UnreadableCatalogError: nothing is deleted until it is fixed.
+  const entries = await loadCatalogStrict(srv);
   const keeps = await readKeeps(srv, entries);
   const input = { entries, keeps, policy, minimumRedundancy: srv.minimum_redundancy, now };
   const report = retentionReport(input);

@@ -16,12 +16,19 @@
  *
  * With compression off this is a link + unlink within one file system (no data copied); with
  * compression the in-process streaming compressors of wal/compression.ts do the work.
+ *
+ * Not archived: dot-files (rsync's temporary `.<name>.XXXXXX`; Barman's glob never sees them),
+ * and uncompressed segments whose size is not the server's WAL segment size (a copy still
+ * arriving, or a truncated one): left in place while younger than SIZE_GRACE_MS, then moved to
+ * errors/ as `.unknown`.
  */
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
+import { DEFAULT_XLOG_SEGMENT_SIZE } from '../catalog/backup-info.js';
+import { loadCatalog } from '../catalog/catalog.js';
 import { acquireLock } from '../catalog/lock.js';
 import { lockPath } from '../catalog/server-dirs.js';
 import { customCompressionOf, withXlogDb, type XlogDbEntry } from '../catalog/xlogdb.js';
@@ -61,8 +68,10 @@ export interface ArchiveSourceReport {
   matchingDuplicates: string[];
   /** Already archived with a different content: moved to errors/ as `.duplicate`. */
   duplicates: string[];
-  /** Not WAL files: moved to errors/ as `.unknown`. */
+  /** Not WAL files (or segments of the wrong size, see `waiting`): moved to errors/ as `.unknown`. */
   unknown: string[];
+  /** Uncompressed segments of the wrong size, younger than a minute (maybe still arriving): left in place. */
+  waiting: string[];
   /** Left in place because of an error (see ArchiveReport.errors). */
   failed: string[];
   /** Valid files left for a later run by the batch size. */
@@ -88,6 +97,9 @@ export function walArchivePath(srv: ServerConfig, name: string): string {
 
 /** Files put in place per xlog.db append (one fsync of the catalog per group). */
 const COMMIT_GROUP = 128;
+
+/** How long a segment of the wrong size may still be arriving before it goes to errors/. */
+export const SIZE_GRACE_MS = 60_000;
 
 /**
  * Take `.<srv>-archive-wal.lock` (LockBusyError when another archive-wal runs), then run the
@@ -234,6 +246,7 @@ class ArchiveRun {
   private readonly archiveCustom: CustomCompressionConfig;
   private readonly createdDirs = new Set<string>();
   private catalogNames: Set<string> | null = null;
+  private segmentSizeOnce: Promise<number> | null = null;
 
   constructor(
     private readonly srv: ServerConfig,
@@ -269,6 +282,7 @@ class ArchiveRun {
       matchingDuplicates: [],
       duplicates: [],
       unknown: [],
+      waiting: [],
       failed: [],
       remaining: 0,
     };
@@ -284,18 +298,23 @@ class ArchiveRun {
       const prepared = await mapPool(group, PARALLELISM, (c) => this.prepare(c, streaming, rep));
       await this.commit(prepared, dir, rep);
     }
-    if (this.report.stopped) rep.remaining = queue.length - rep.archived.length - rep.matchingDuplicates.length - rep.duplicates.length - rep.failed.length;
+    if (this.report.stopped) {
+      const queued = new Set(queue.map((c) => c.name));
+      const settled = [...rep.archived, ...rep.matchingDuplicates, ...rep.duplicates, ...rep.failed, ...rep.waiting, ...rep.unknown].filter((n) => queued.has(n));
+      rep.remaining = queue.length - settled.length;
+    }
   }
 
   /**
-   * Sorted listing: `.tmp` skipped, anything that is not a regular file with a WAL archive name
-   * moved to errors/ as `.unknown`. In streaming/, the last `.partial` is the segment
+   * Sorted listing: dot-files and `.tmp` skipped, anything that is not a regular file with a WAL
+   * archive name moved to errors/ as `.unknown`. In streaming/, the last `.partial` is the segment
    * pg_receivewal is writing: skipped (older partials, left by a timeline switch, are archived).
    */
   private async select(dir: string, streaming: boolean, rep: ArchiveSourceReport): Promise<Candidate[]> {
     const queue: Candidate[] = [];
     for (const d of await listDir(dir)) {
-      if (d.name.endsWith('.tmp')) continue;
+      // Files being written under a temporary dot-name (rsync's `.<name>.XXXXXX`) are not ours yet.
+      if (d.name.startsWith('.') || d.name.endsWith('.tmp')) continue;
       const kind = walNameKind(d.name);
       const src = path.join(dir, d.name);
       if (kind === null || !d.isFile()) {
@@ -321,8 +340,33 @@ class ArchiveRun {
     this.createdDirs.add(dir);
   }
 
-  /** Move a file to errors/<name>.<UTC stamp>.<kind>. */
-  private async reject(src: string, name: string, kind: 'unknown' | 'duplicate', rep: ArchiveSourceReport): Promise<boolean> {
+  /**
+   * The WAL segment size of the server: that of the newest backup (its xlog_segment_size), else
+   * PostgreSQL's default. Read once per run, and only when a segment needs it.
+   */
+  private segmentSize(): Promise<number> {
+    this.segmentSizeOnce ??= loadCatalog(this.srv)
+      .catch(() => [])
+      .then((entries) => {
+        const size = entries.at(-1)?.info.xlog_segment_size;
+        return typeof size === 'number' && size > 0 ? size : DEFAULT_XLOG_SEGMENT_SIZE;
+      });
+    return this.segmentSizeOnce;
+  }
+
+  /**
+   * An uncompressed segment must be exactly one WAL segment long. Otherwise: 'wait' while it is
+   * recent (a copy may still be arriving), else 'reject' (truncated or foreign: errors/).
+   */
+  private async checkSegmentSize(size: bigint, mtimeMs: bigint): Promise<{ verdict: 'ok' } | { verdict: 'wait' | 'reject'; expected: number }> {
+    const expected = await this.segmentSize();
+    if (size === BigInt(expected)) return { verdict: 'ok' };
+    const age = Date.now() - Number(mtimeMs);
+    return { verdict: age < SIZE_GRACE_MS ? 'wait' : 'reject', expected };
+  }
+
+  /** Move a file to errors/<name>.<UTC stamp>.<kind>; `why` replaces the usual unknown-file warning. */
+  private async reject(src: string, name: string, kind: 'unknown' | 'duplicate', rep: ArchiveSourceReport, why?: string): Promise<boolean> {
     const errorsDir = this.srv.errors_directory;
     try {
       await this.ensureDir(errorsDir);
@@ -342,7 +386,11 @@ class ArchiveRun {
     }
     if (kind === 'unknown') {
       rep.unknown.push(name);
-      this.warning(`Unknown file '${name}' found in ${path.dirname(src)} of server '${this.srv.name}': moved to the errors directory`);
+      this.warning(
+        why !== undefined
+          ? `${name} in ${path.dirname(src)} of server '${this.srv.name}' ${why}: moved to the errors directory`
+          : `Unknown file '${name}' found in ${path.dirname(src)} of server '${this.srv.name}': moved to the errors directory`,
+      );
     } else {
       rep.duplicates.push(name);
       this.error(`${name} is already present in server ${this.srv.name}. File moved to errors directory.`);
@@ -380,6 +428,18 @@ class ArchiveRun {
       const detected = streaming || c.kind === 'partial' ? null : await identifyCompression(c.src, this.incomingCustom);
       // Partial segments are stored as they are (get-wal never decompresses them).
       const target = c.kind === 'partial' || detected !== null ? null : this.configured;
+
+      if (c.kind === 'segment' && detected === null) {
+        const check = await this.checkSegmentSize(st.size, st.mtimeMs);
+        if (check.verdict === 'wait') {
+          rep.waiting.push(c.name);
+          return null;
+        }
+        if (check.verdict === 'reject') {
+          await this.reject(c.src, c.name, 'unknown', rep, `is ${st.size} bytes long, not a WAL segment of ${check.expected} bytes`);
+          return null;
+        }
+      }
 
       if (fs.existsSync(dst)) {
         if (await this.sameContent(c, dst, detected)) return { type: 'matching', name: c.name, src: c.src, dst };

@@ -4,7 +4,7 @@
  * (`barman get-wal SRV %f > %p`), so it streams: nothing is buffered beyond a chunk, and the
  * destination stream carries WAL data only (the domain never prints anything).
  */
-import { createReadStream, promises as fsp } from 'node:fs';
+import { promises as fsp, type ReadStream } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Transform, Writable, type Duplex } from 'node:stream';
@@ -98,23 +98,89 @@ function customFor(srv: ServerConfig, location: WalLocation): CustomCompressionC
   return location === 'wals' ? custom : { ...custom, unidentifiedIsCustom: false };
 }
 
-/** First existing candidate (see walLookupPaths), with its compression; null if none. */
-export async function findWal(srv: ServerConfig, name: string, opts: { partial?: boolean } = {}): Promise<FoundWal | null> {
-  for (const c of walLookupPaths(srv, name, opts.partial === true)) {
+/** A found WAL file, already open: reading it is immune to archive-wal moving the name meanwhile. */
+export interface OpenedWal extends FoundWal {
+  /** Opened during the lookup; the caller closes it. */
+  handle: fsp.FileHandle;
+}
+
+/** How many times the whole lookup is tried when a file vanishes between being seen and opened. */
+const LOOKUP_ATTEMPTS = 3;
+/** Enough for every built-in magic number; a longer custom magic is read whole. */
+const HEAD_BYTES = 64;
+
+function isGone(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+async function readHead(fh: fsp.FileHandle, want: number): Promise<Buffer> {
+  const head = Buffer.alloc(want);
+  let got = 0;
+  while (got < want) {
+    const { bytesRead } = await fh.read(head, got, want - got, got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return head.subarray(0, got);
+}
+
+/** One pass over the candidates; 'moved' when a file seen there was gone when opened. */
+async function lookupOnce(srv: ServerConfig, name: string, partial: boolean): Promise<OpenedWal | null | 'moved'> {
+  for (const c of walLookupPaths(srv, name, partial)) {
     if (!isRegularFile(c.path)) continue;
-    let compression: CompressionName | null = null;
-    if (!c.partial) {
-      try {
-        compression = await identifyCompression(c.path, customFor(srv, c.location));
-      } catch (err) {
-        // Gone between the stat and the read (archived meanwhile): try the next place.
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw new BarmanError(`cannot read ${c.path}: ${errorMessage(err)}`);
-      }
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(c.path, 'r');
+    } catch (err) {
+      // archive-wal moved it between the stat and the open: it is somewhere else now.
+      if (isGone(err)) return 'moved';
+      throw new BarmanError(`cannot read ${c.path}: ${errorMessage(err)}`);
     }
-    return { ...c, compression };
+    try {
+      let compression: CompressionName | null = null;
+      if (!c.partial) {
+        const custom = customFor(srv, c.location);
+        const magicLen = custom.magic ? Math.ceil(String(custom.magic).length / 2) : 0;
+        compression = identifyCompression(await readHead(handle, Math.max(HEAD_BYTES, magicLen)), custom);
+      }
+      return { ...c, compression, handle };
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      throw new BarmanError(`cannot read ${c.path}: ${errorMessage(err)}`);
+    }
   }
   return null;
+}
+
+/**
+ * First existing candidate (see walLookupPaths), opened, with its compression; null if none.
+ * The file is opened during the lookup and read through that descriptor, so archive-wal moving
+ * it from incoming/ or streaming/ into wals/ afterwards changes nothing (the inode stays). If it
+ * moves between being seen and being opened, the whole lookup starts again (bounded).
+ */
+export async function openWal(srv: ServerConfig, name: string, opts: { partial?: boolean } = {}): Promise<OpenedWal | null> {
+  for (let attempt = 1; ; attempt++) {
+    const res = await lookupOnce(srv, name, opts.partial === true);
+    if (res !== 'moved') return res;
+    if (attempt >= LOOKUP_ATTEMPTS) {
+      throw new BarmanError(`WAL file '${name}' of server '${srv.name}' kept moving while being looked up (${LOOKUP_ATTEMPTS} attempts)`);
+    }
+  }
+}
+
+/** First existing candidate (see walLookupPaths), with its compression; null if none. */
+export async function findWal(srv: ServerConfig, name: string, opts: { partial?: boolean } = {}): Promise<FoundWal | null> {
+  const opened = await openWal(srv, name, opts);
+  if (!opened) return null;
+  const { handle, ...found } = opened;
+  await handle.close();
+  return found;
+}
+
+/** Read an opened WAL from its start (the handle stays open: the caller closes it). */
+function readFromStart(opened: OpenedWal): ReadStream {
+  return opened.handle.createReadStream({ start: 0, highWaterMark: IO_CHUNK, autoClose: false });
 }
 
 function notFound(srv: ServerConfig, name: string): BarmanError {
@@ -153,13 +219,13 @@ function byteCounter(onBytes: (n: number) => void): Transform {
  * (EPIPE included: the reader went away).
  */
 export async function sendWal(srv: ServerConfig, name: string, dest: NodeJS.WritableStream, opts: GetWalOptions = {}): Promise<GetWalResult> {
-  const found = await findWal(srv, name, opts);
-  if (!found) throw notFound(srv, name);
+  const opened = await openWal(srv, name, opts);
+  if (!opened) throw notFound(srv, name);
+  const { handle, ...found } = opened;
   let bytes = 0;
-  const source = createReadStream(found.path, { highWaterMark: IO_CHUNK });
   const counted = byteCounter((n) => (bytes += n));
   try {
-    await pipeline([source, ...transformsFor(srv, found, opts), counted, dest]);
+    await pipeline([readFromStart(opened), ...transformsFor(srv, found, opts), counted, dest]);
   } catch (err) {
     if (err instanceof BarmanError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
@@ -167,6 +233,8 @@ export async function sendWal(srv: ServerConfig, name: string, dest: NodeJS.Writ
       throw new BarmanError(`cannot send WAL file '${name}': the receiving end closed the output`);
     }
     throw new BarmanError(`cannot send WAL file '${name}': ${errorMessage(err)}`);
+  } finally {
+    await handle.close().catch(() => undefined);
   }
   return { name, source: found, bytes };
 }
@@ -176,14 +244,16 @@ export async function sendWal(srv: ServerConfig, name: string, dest: NodeJS.Writ
  * half-written file). An output that cannot be written is a BarmanError with exit code 3.
  */
 export async function fetchWalToDirectory(srv: ServerConfig, name: string, dir: string, opts: GetWalOptions = {}): Promise<GetWalResult & { file: string }> {
-  const found = await findWal(srv, name, opts);
-  if (!found) throw notFound(srv, name);
+  const opened = await openWal(srv, name, opts);
+  if (!opened) throw notFound(srv, name);
+  const { handle, ...found } = opened;
   const file = path.join(dir, name);
   const tmp = path.join(dir, `.${name}.tmp`);
   let fh: fsp.FileHandle;
   try {
     fh = await fsp.open(tmp, 'w', FILE_MODE);
   } catch (err) {
+    await handle.close().catch(() => undefined);
     throw new BarmanError(`cannot write the output file ${file}: ${errorMessage(err)}`, 3);
   }
   let bytes = 0;
@@ -191,7 +261,7 @@ export async function fetchWalToDirectory(srv: ServerConfig, name: string, dir: 
   let outputFailed = false;
   try {
     await pipeline([
-      createReadStream(found.path, { highWaterMark: IO_CHUNK }),
+      readFromStart(opened),
       ...transformsFor(srv, found, opts),
       fileSink(fh, (n) => (bytes += n), () => (outputFailed = true)),
     ]);
@@ -205,6 +275,7 @@ export async function fetchWalToDirectory(srv: ServerConfig, name: string, dir: 
     if (outputFailed) throw new BarmanError(`cannot write the output file ${file}: ${errorMessage(err)}`, 3);
     throw new BarmanError(`cannot read WAL file '${name}' from ${found.path}: ${errorMessage(err)}`);
   } finally {
+    await handle.close().catch(() => undefined);
     if (!ok) {
       await fh.close().catch(() => undefined);
       await fsp.unlink(tmp).catch(() => undefined);

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { acquireLock, readLockPid, isLockHeld } from '../catalog/lock.js';
 import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.js';
-import { withParams } from '../postgres/conninfo.js';
+import { conninfoForChild } from '../postgres/conninfo.js';
 import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
 import { BarmanError } from '../util/errors.js';
 import { logger } from '../util/log.js';
@@ -31,16 +31,19 @@ function requireSlot(srv: ServerConfig): string {
 /** Create the server's replication slot (pg_receivewal --create-slot). */
 export async function createSlot(srv: ServerConfig, ifNotExists: boolean): Promise<void> {
   const slot = requireSlot(srv);
-  const args = ['--create-slot', `--slot=${slot}`, `--dbname=${streamingConninfo(srv)}`, '--no-password'];
+  // The password goes through the child's environment: arguments are visible in `ps`.
+  const { conninfo, env } = conninfoForChild(streamingConninfo(srv));
+  const args = ['--create-slot', `--slot=${slot}`, `--dbname=${conninfo}`, '--no-password'];
   if (ifNotExists) args.push('--if-not-exists');
-  await runChecked(findPgBinary('pg_receivewal', srv.path_prefix), args, { env: subprocessEnv(srv.path_prefix) });
+  await runChecked(findPgBinary('pg_receivewal', srv.path_prefix), args, { env: subprocessEnv(srv.path_prefix, env) });
   log.info(`created replication slot '${slot}' for server ${srv.name}`);
 }
 
 export async function dropSlot(srv: ServerConfig): Promise<void> {
   const slot = requireSlot(srv);
-  await runChecked(findPgBinary('pg_receivewal', srv.path_prefix), ['--drop-slot', `--slot=${slot}`, `--dbname=${streamingConninfo(srv)}`, '--no-password'], {
-    env: subprocessEnv(srv.path_prefix),
+  const { conninfo, env } = conninfoForChild(streamingConninfo(srv));
+  await runChecked(findPgBinary('pg_receivewal', srv.path_prefix), ['--drop-slot', `--slot=${slot}`, `--dbname=${conninfo}`, '--no-password'], {
+    env: subprocessEnv(srv.path_prefix, env),
   });
   log.info(`dropped replication slot '${slot}' for server ${srv.name}`);
 }
@@ -92,13 +95,14 @@ export async function receiveWal(srv: ServerConfig, events: ReceiveWalEvents = {
     await ensureServerDirs(srv);
     if (srv.slot_name && srv.create_slot === 'auto') await createSlot(srv, true);
     const dir = serverPaths(srv).streamingDir;
-    const conninfo = withParams(streamingConninfo(srv), { application_name: srv.streaming_archiver_name });
+    // The password goes through the child's environment: arguments are visible in `ps`.
+    const { conninfo, env } = conninfoForChild(streamingConninfo(srv), { application_name: srv.streaming_archiver_name });
     const args = [`--dbname=${conninfo}`, `--directory=${dir}`, '--verbose', '--no-loop', '--no-password'];
     if (srv.slot_name) args.push(`--slot=${srv.slot_name}`);
     const bin = findPgBinary('pg_receivewal', srv.path_prefix);
     log.info(`starting ${bin} for server ${srv.name} into ${dir}`);
     return await new Promise<number>((resolve, reject) => {
-      const child = spawn(bin, args, { env: subprocessEnv(srv.path_prefix), stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(bin, args, { env: subprocessEnv(srv.path_prefix, env), stdio: ['ignore', 'pipe', 'pipe'] });
       const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
       const onTerm = forward('SIGTERM');
       const onInt = forward('SIGINT');

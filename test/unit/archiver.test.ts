@@ -7,6 +7,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
+import { newBackupInfo } from '../../src/catalog/backup-info.js';
+import { saveBackupInfo } from '../../src/catalog/catalog.js';
 import { acquireLock, LockBusyError } from '../../src/catalog/lock.js';
 import { lockPath, serverPaths } from '../../src/catalog/server-dirs.js';
 import { parseXlogDb, readXlogDb, type XlogDbEntry } from '../../src/catalog/xlogdb.js';
@@ -98,6 +100,14 @@ function makeServer(extra: Record<string, string> = {}): TestServer {
   fs.mkdirSync(p.incomingDir, { recursive: true });
   fs.mkdirSync(p.streamingDir, { recursive: true });
   return { srv, conf, incoming: p.incomingDir, streaming: p.streamingDir, wals: p.walsDir, errors: p.errorsDir };
+}
+
+/**
+ * Small test segments: a backup with this xlog_segment_size makes it the server's segment size
+ * (segments of another size are not archived).
+ */
+async function segmentSize(t: TestServer, size: number): Promise<void> {
+  await saveBackupInfo(t.srv, '20240101T000000', newBackupInfo({ status: 'DONE', xlog_segment_size: size }), { create: true });
 }
 
 function put(dir: string, name: string, data: Buffer | string, mtime?: number): string {
@@ -226,6 +236,7 @@ describe('file archiver (incoming/)', () => {
 
   it('honours archiver_batch_size', async () => {
     const t = makeServer({ archiver_batch_size: '2' });
+    await segmentSize(t, 8192);
     for (const n of [S1, S2, S3, S4]) put(t.incoming, n, walLike(6, 8192));
     const r1 = await archive(t);
     assert.deepEqual(r1.sources, [['file archival', 2]]);
@@ -265,6 +276,7 @@ describe('file archiver (incoming/)', () => {
 
   it('compares a pre-compressed duplicate after decompression', async () => {
     const t = makeServer({ compression: 'zstd' });
+    await segmentSize(t, 65536);
     const data = walLike(10, 65536);
     put(t.incoming, S1, data);
     await archive(t);
@@ -278,6 +290,7 @@ describe('file archiver (incoming/)', () => {
   it('adds the missing catalog line of an archived file found again as a matching duplicate', async () => {
     // What a crash between putting the file in place and appending its line leaves behind.
     const t = makeServer();
+    await segmentSize(t, 65536);
     const data = walLike(11, 65536);
     put(t.incoming, S1, data);
     await archive(t);
@@ -300,6 +313,7 @@ describe('file archiver (incoming/)', () => {
 
   it('writes to <server>-xlog.db when it exists', async () => {
     const t = makeServer();
+    await segmentSize(t, 8192);
     fs.mkdirSync(t.wals, { recursive: true });
     fs.writeFileSync(path.join(t.wals, 'pg-xlog.db'), '');
     put(t.incoming, S1, walLike(13, 8192));
@@ -310,6 +324,7 @@ describe('file archiver (incoming/)', () => {
 
   it('rebuilds a missing catalog before adding to an existing archive', async () => {
     const t = makeServer();
+    await segmentSize(t, 8192);
     put(t.incoming, S1, walLike(14, 8192));
     await archive(t);
     fs.unlinkSync(path.join(t.wals, 'xlog.db'));
@@ -333,6 +348,7 @@ describe('file archiver (incoming/)', () => {
 describe('streaming archiver (streaming/)', () => {
   it('archives all but the last .partial file, then the file archiver runs', async () => {
     const t = makeServer({ streaming_archiver: 'on', slot_name: 'barman', streaming_conninfo: 'host=127.0.0.1' });
+    await segmentSize(t, 65536);
     put(t.streaming, S1, walLike(20, 65536));
     put(t.streaming, `${S2}.partial`, walLike(21, 65536)); // left by a timeline switch
     put(t.streaming, '00000002.history', '1\t0/3000000\treason\n');
@@ -352,6 +368,7 @@ describe('streaming archiver (streaming/)', () => {
 
   it('archives every complete segment when there is no .partial file (pg_receivewal renames only complete ones)', async () => {
     const t = makeServer({ streaming_archiver: 'on', slot_name: 'barman', streaming_conninfo: 'host=127.0.0.1', archiver: 'off', compression: 'gzip' });
+    await segmentSize(t, 65536);
     for (const n of [S1, S2, S3]) put(t.streaming, n, walLike(24, 65536));
     const r = await archive(t);
     assert.deepEqual(r.sources, [['streaming', 0]]);
@@ -367,6 +384,7 @@ describe('streaming archiver (streaming/)', () => {
 
   it('uses streaming_archiver_batch_size and drops segments already archived through incoming/', async () => {
     const t = makeServer({ streaming_archiver: 'on', slot_name: 'barman', streaming_conninfo: 'host=127.0.0.1', streaming_archiver_batch_size: '1' });
+    await segmentSize(t, 65536);
     const d1 = walLike(25, 65536);
     put(t.streaming, S1, d1);
     put(t.streaming, S2, walLike(26, 65536));
@@ -392,6 +410,7 @@ describe('compression', () => {
       const t = makeServer({ compression: algo, compression_level: 'low' });
       // external programs are slow: a smaller file is enough to check them
       const data = walLike(30, program ? 2 << 20 : SEG);
+      await segmentSize(t, data.length);
       put(t.incoming, S1, data);
       put(t.incoming, '00000002.history', '1\t0/3000000\treason\n');
       const r = await archive(t);
@@ -412,6 +431,7 @@ describe('compression', () => {
 
   it('runs a custom compression filter', { skip: hasProgram('gzip') ? false : 'gzip not installed' }, async () => {
     const t = makeServer({ compression: 'custom', custom_compression_filter: 'gzip -c', custom_decompression_filter: 'gzip -dc', custom_compression_magic: '0x1f8b' });
+    await segmentSize(t, 65536);
     const data = walLike(31, 65536);
     put(t.incoming, S1, data);
     const r = await archive(t);

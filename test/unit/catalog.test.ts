@@ -20,7 +20,7 @@ function server(extra = ''): ServerConfig {
 }
 
 async function addBackup(srv: ServerConfig, id: string, status: string, extra: Partial<Parameters<typeof newBackupInfo>[0]> = {}): Promise<void> {
-  await saveBackupInfo(srv, id, newBackupInfo({ status, mode: 'postgres', ...extra }));
+  await saveBackupInfo(srv, id, newBackupInfo({ status, mode: 'postgres', ...extra }), { create: true });
 }
 
 describe('backup ID shortcuts and names', () => {
@@ -78,7 +78,7 @@ describe('catalog layouts', () => {
 
   it('writes the classic layout with 0600 files in 0700 directories', async () => {
     const srv = server();
-    const file = await saveBackupInfo(srv, '20260101T000000', newBackupInfo({ status: 'DONE' }));
+    const file = await saveBackupInfo(srv, '20260101T000000', newBackupInfo({ status: 'DONE' }), { create: true });
     assert.equal(file, path.join(srv.basebackups_directory, '20260101T000000', 'backup.info'));
     assert.equal(fs.statSync(file).mode & 0o777, 0o600);
     assert.equal(fs.statSync(path.dirname(file)).mode & 0o777, 0o700);

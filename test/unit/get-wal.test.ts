@@ -103,13 +103,14 @@ before(async () => {
   assert.ok(srv && plainSrv);
 
   // Archive: 01..05 of log 0, a gap at 06, 07; FF of log 0 then 00 and 01 of log 1; a history file.
+  // Segments are full size: archive-wal leaves segments of another size alone.
   const names = [S(0, 1), S(0, 2), S(0, 3), S(0, 4), S(0, 5), S(0, 7), S(0, 0xff), S(1, 0), S(1, 1), '00000002.history'];
   for (const s of [srv, plainSrv]) {
     const p = serverPaths(s);
     fs.mkdirSync(p.incomingDir, { recursive: true });
     fs.mkdirSync(p.streamingDir, { recursive: true });
     names.forEach((n, i) => {
-      const content = n.endsWith('.history') ? Buffer.from('1\t0/5000000\tno recovery target specified\n') : segmentData(i + 1, n === S(0, 1) ? SEG : 1 << 20);
+      const content = n.endsWith('.history') ? Buffer.from('1\t0/5000000\tno recovery target specified\n') : segmentData(i + 1);
       data.set(n, content);
       fs.writeFileSync(path.join(p.incomingDir, n), content);
     });

@@ -105,7 +105,7 @@ before(async () => {
   const base = path.join(tmp, 'home', 'pg', 'base', ID);
   await fakePgdata(path.join(base, 'data'), { tablespace: path.join(base, '16385') });
   await write(path.join(base, '16385', 'PG_15_202209061', '5', '16400'), Buffer.alloc(8192, 5));
-  await saveBackupInfo(srv, ID, info({}));
+  await saveBackupInfo(srv, ID, info({}), { create: true });
 
   // tar-format backup (gzip base, zstd tablespace)
   const tarBase = path.join(tmp, 'home', 'pg', 'base', TAR_ID, 'data');
@@ -116,14 +116,14 @@ before(async () => {
   execFileSync('tar', ['-czf', path.join(tarBase, 'base.tar.gz'), '-C', stage, '--exclude=./backup_manifest', '.']);
   execFileSync('tar', ['--use-compress-program=zstd', '-cf', path.join(tarBase, '16385.tar.zst'), '-C', path.join(tmp, 'stage-tbs'), '.']);
   await fsp.copyFile(path.join(stage, 'backup_manifest'), path.join(tarBase, 'backup_manifest'));
-  await saveBackupInfo(srv, TAR_ID, info({ compression: 'gzip', begin_time: parsePyDatetime('2024-03-02 10:00:00+00:00'), end_time: parsePyDatetime('2024-03-02 10:05:00+00:00') }));
+  await saveBackupInfo(srv, TAR_ID, info({ compression: 'gzip', begin_time: parsePyDatetime('2024-03-02 10:00:00+00:00'), end_time: parsePyDatetime('2024-03-02 10:05:00+00:00') }), { create: true });
 
   // PostgreSQL 11 backup, no tablespace
   const v11 = path.join(tmp, 'home', 'pg', 'base', V11_ID, 'data');
   await fakePgdata(v11);
-  await saveBackupInfo(srv, V11_ID, info({ version: 110022, tablespaces: null, begin_time: parsePyDatetime('2024-03-03 10:00:00+00:00'), end_time: parsePyDatetime('2024-03-03 10:05:00+00:00') }));
+  await saveBackupInfo(srv, V11_ID, info({ version: 110022, tablespaces: null, begin_time: parsePyDatetime('2024-03-03 10:00:00+00:00'), end_time: parsePyDatetime('2024-03-03 10:05:00+00:00') }), { create: true });
 
-  await saveBackupInfo(srv, '20240304T100000', info({ status: FAILED, error: 'failure copy' }));
+  await saveBackupInfo(srv, '20240304T100000', info({ status: FAILED, error: 'failure copy' }), { create: true });
 
   // the archive: segments 02..06 on timeline 1 (some compressed), history of timeline 2, 2/06..07
   const t = (min: number) => new Date(Date.UTC(2024, 2, 1, 10, min));

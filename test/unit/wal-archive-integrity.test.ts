@@ -1,0 +1,272 @@
+/**
+ * WAL archive edge cases: a torn last xlog.db line, files that are not (yet) WAL segments in
+ * incoming/ and streaming/, and get-wal racing archive-wal.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
+import * as zlib from 'node:zlib';
+import { loadConfig, type ServerConfig } from '../../src/config/config.js';
+import { newBackupInfo } from '../../src/catalog/backup-info.js';
+import { saveBackupInfo } from '../../src/catalog/catalog.js';
+import { serverPaths } from '../../src/catalog/server-dirs.js';
+import { formatXlogDbLine, readXlogDb } from '../../src/catalog/xlogdb.js';
+import { BarmanError } from '../../src/util/errors.js';
+import { archiveWal, walArchivePath } from '../../src/wal/archiver.js';
+import { sendWal } from '../../src/wal/get-wal.js';
+
+const SEG = 16 << 20;
+const S1 = '000000010000000000000001';
+const S2 = '000000010000000000000002';
+const S3 = '000000010000000000000003';
+
+let tmpRoot = '';
+let serial = 0;
+
+before(() => {
+  tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'bts-walint-'));
+});
+
+after(() => {
+  fs.rmSync(tmpRoot, { recursive: true, force: true });
+});
+
+interface TestServer {
+  srv: ServerConfig;
+  incoming: string;
+  streaming: string;
+  errors: string;
+  xlogdb: string;
+}
+
+function makeServer(extra: Record<string, string> = {}): TestServer {
+  const dir = path.join(tmpRoot, `t${++serial}`);
+  fs.mkdirSync(dir, { recursive: true });
+  const conf = path.join(dir, 'barman.conf');
+  const opts: Record<string, string> = { conninfo: 'host=127.0.0.1', backup_method: 'postgres', archiver: 'on', ...extra };
+  fs.writeFileSync(conf, `[barman]\nbarman_home = ${dir}/home\n\n[pg]\n${Object.entries(opts).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`);
+  const srv = loadConfig(conf).servers.get('pg');
+  assert.ok(srv);
+  const p = serverPaths(srv);
+  fs.mkdirSync(p.incomingDir, { recursive: true });
+  fs.mkdirSync(p.streamingDir, { recursive: true });
+  return { srv, incoming: p.incomingDir, streaming: p.streamingDir, errors: p.errorsDir, xlogdb: p.xlogdbFile };
+}
+
+/** Segment-like content, `size` bytes, different per seed. */
+function segment(seed: number, size = SEG): Buffer {
+  const buf = Buffer.alloc(size);
+  for (let i = 0; i < size; i += 8192) buf.writeUInt32LE((seed * 2654435761 + i) >>> 0, i);
+  return buf;
+}
+
+function put(dir: string, name: string, data: Buffer | string, ageSeconds?: number): string {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, data);
+  if (ageSeconds !== undefined) {
+    const t = Date.now() / 1000 - ageSeconds;
+    fs.utimesSync(file, t, t);
+  }
+  return file;
+}
+
+const names = async (srv: ServerConfig) => (await readXlogDb(srv)).map((e) => e.name);
+const listErrors = (t: TestServer) => (fs.existsSync(t.errors) ? fs.readdirSync(t.errors) : []);
+
+describe('archive-wal and a torn last xlog.db line', () => {
+  it('re-adds the catalog line of an archived file whose line was torn', async () => {
+    const t = makeServer();
+    const d1 = segment(1);
+    const d2 = segment(2);
+    put(t.incoming, S1, d1);
+    put(t.incoming, S2, d2);
+    await archiveWal(t.srv);
+    // A crash during the append of S2's line: complete fields, no newline. The source of S2 was
+    // not removed yet, so the next run meets it as an identical duplicate.
+    const text = fs.readFileSync(t.xlogdb, 'latin1');
+    assert.ok(text.endsWith('\n'));
+    fs.writeFileSync(t.xlogdb, text.slice(0, -1));
+    put(t.incoming, S2, d2);
+    put(t.incoming, S3, segment(3)); // something new: this run appends to xlog.db
+    await archiveWal(t.srv);
+    assert.deepEqual((await names(t.srv)).sort(), [S1, S2, S3]);
+    assert.ok(fs.readFileSync(t.xlogdb, 'latin1').endsWith('\n'));
+    assert.deepEqual(fs.readdirSync(t.incoming), []);
+  });
+
+  it('never reports an unterminated last line as catalogued', async () => {
+    const t = makeServer();
+    fs.mkdirSync(path.dirname(t.xlogdb), { recursive: true });
+    const line = formatXlogDbLine({ name: S1, size: SEG, time: 1.5, compression: null, encryption: null });
+    fs.writeFileSync(t.xlogdb, `${line}${line.replace(S1, S2).trimEnd()}`);
+    assert.deepEqual(await names(t.srv), [S1]);
+  });
+});
+
+describe('archive-wal: files that are not WAL segments yet', () => {
+  it('skips dot-files (rsync temporary files) in incoming/ and streaming/', async () => {
+    const t = makeServer({ streaming_archiver: 'on', slot_name: 'barman', streaming_conninfo: 'host=127.0.0.1' });
+    put(t.incoming, `.${S1}.Xy12ab`, 'half of a segment', 3600);
+    put(t.streaming, `.${S2}.aB3dE4`, 'half of a segment', 3600);
+    put(t.incoming, S3, segment(3));
+    const warnings: string[] = [];
+    const report = await archiveWal(t.srv, { onWarning: (m) => warnings.push(m) });
+    assert.equal(report.archivedCount, 1);
+    assert.deepEqual(warnings, []);
+    assert.deepEqual(listErrors(t), []);
+    assert.deepEqual(fs.readdirSync(t.incoming), [`.${S1}.Xy12ab`]);
+    assert.deepEqual(fs.readdirSync(t.streaming), [`.${S2}.aB3dE4`]);
+  });
+
+  it('leaves a recent segment of the wrong size for a later run', async () => {
+    const t = makeServer({ streaming_archiver: 'on', slot_name: 'barman', streaming_conninfo: 'host=127.0.0.1' });
+    put(t.incoming, S1, segment(1, 8192)); // still being copied
+    put(t.streaming, S2, segment(2, 8192));
+    const warnings: string[] = [];
+    const report = await archiveWal(t.srv, { onWarning: (m) => warnings.push(m) });
+    assert.equal(report.archivedCount, 0);
+    assert.deepEqual(warnings, []);
+    assert.deepEqual(report.sources.flatMap((s) => s.waiting), [S2, S1]);
+    assert.deepEqual(fs.readdirSync(t.incoming), [S1]);
+    assert.deepEqual(fs.readdirSync(t.streaming), [S2]);
+    assert.deepEqual(listErrors(t), []);
+    assert.deepEqual(await names(t.srv), []);
+
+    // Complete now: archived.
+    put(t.incoming, S1, segment(1));
+    assert.equal((await archiveWal(t.srv)).archivedCount, 1);
+    assert.deepEqual(await names(t.srv), [S1]);
+  });
+
+  it('moves an old segment of the wrong size to errors/ as .unknown, with a warning', async () => {
+    const t = makeServer();
+    put(t.incoming, S1, segment(1, 8192), 120);
+    const warnings: string[] = [];
+    const report = await archiveWal(t.srv, { onWarning: (m) => warnings.push(m) });
+    assert.equal(report.archivedCount, 0);
+    assert.deepEqual(report.sources[0]?.unknown, [S1]);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0] ?? '', /8192 bytes.*16777216/);
+    assert.deepEqual(fs.readdirSync(t.incoming), []);
+    const errs = listErrors(t);
+    assert.equal(errs.length, 1);
+    assert.match(errs[0] ?? '', new RegExp(`^${S1}\\.\\d{8}T\\d{6}Z\\.unknown$`));
+    assert.ok(!fs.existsSync(walArchivePath(t.srv, S1)));
+  });
+
+  it("takes the segment size from the newest backup's xlog_segment_size", async () => {
+    const t = makeServer();
+    const MiB = 1 << 20;
+    await saveBackupInfo(t.srv, '20240101T000000', newBackupInfo({ status: 'DONE', xlog_segment_size: SEG }), { create: true });
+    await saveBackupInfo(t.srv, '20240102T000000', newBackupInfo({ status: 'DONE', xlog_segment_size: MiB }), { create: true });
+    put(t.incoming, S1, segment(1, MiB));
+    put(t.incoming, S2, segment(2, SEG)); // not a 1 MiB segment: waits
+    const report = await archiveWal(t.srv);
+    assert.deepEqual(report.sources[0]?.archived, [S1]);
+    assert.deepEqual(report.sources[0]?.waiting, [S2]);
+  });
+
+  it('does not size-check compressed segments, partial, history and backup files', async () => {
+    const t = makeServer();
+    put(t.incoming, S1, zlib.gzipSync(segment(1)), 120);
+    put(t.incoming, `${S2}.partial`, 'x', 120);
+    put(t.incoming, `${S2}.00000028.backup`, 'START WAL LOCATION: 0/2000028\n', 120);
+    put(t.incoming, '00000002.history', '1\t0/3000000\treason\n', 120);
+    const report = await archiveWal(t.srv);
+    assert.equal(report.archivedCount, 4);
+    assert.deepEqual(listErrors(t), []);
+  });
+});
+
+describe('get-wal while archive-wal moves the file', () => {
+  /** Run `fn` with fs.promises.open replaced (restored afterwards). */
+  async function withOpenHook<T>(hook: (file: string, realOpen: typeof fs.promises.open) => Promise<fs.promises.FileHandle> | null, fn: () => Promise<T>): Promise<T> {
+    const fsp = fs.promises;
+    const realOpen = fsp.open;
+    fsp.open = (async (file: fs.PathLike, ...rest: unknown[]) => {
+      const hooked = hook(String(file), realOpen);
+      if (hooked) return hooked;
+      return (realOpen as (...a: unknown[]) => Promise<fs.promises.FileHandle>)(file, ...rest);
+    }) as typeof fsp.open;
+    try {
+      return await fn();
+    } finally {
+      fsp.open = realOpen;
+    }
+  }
+
+  /** What archive-wal (compression none) does to a file of incoming/: hard link into wals/, unlink. */
+  function archiveByHand(t: TestServer, name: string): void {
+    const dst = walArchivePath(t.srv, name);
+    fs.mkdirSync(path.dirname(dst), { recursive: true });
+    fs.linkSync(path.join(t.incoming, name), dst);
+    fs.unlinkSync(path.join(t.incoming, name));
+  }
+
+  async function collect(srv: ServerConfig, name: string): Promise<Buffer> {
+    const sink = new PassThrough();
+    const chunks: Buffer[] = [];
+    sink.on('data', (c: Buffer) => chunks.push(c));
+    await sendWal(srv, name, sink);
+    return Buffer.concat(chunks);
+  }
+
+  it('streams the file it found even if it is archived right after being opened', async () => {
+    const t = makeServer();
+    const data = segment(7);
+    const src = put(t.incoming, S1, data);
+    let moved = false;
+    const out = await withOpenHook(
+      (file, realOpen) => {
+        if (file !== src || moved) return null;
+        return (async () => {
+          const fh = await realOpen(file, 'r');
+          moved = true;
+          archiveByHand(t, S1); // archive-wal runs now
+          return fh;
+        })();
+      },
+      () => collect(t.srv, S1),
+    );
+    assert.ok(moved);
+    assert.ok(out.equals(data));
+  });
+
+  it('looks again when the file moves between being seen and being opened', async () => {
+    const t = makeServer();
+    const data = segment(8);
+    const src = put(t.incoming, S1, data);
+    let moves = 0;
+    const out = await withOpenHook(
+      (file) => {
+        if (file === src && moves === 0) {
+          moves++;
+          archiveByHand(t, S1); // archive-wal ran between the lookup's stat and its open
+        }
+        return null;
+      },
+      () => collect(t.srv, S1),
+    );
+    assert.equal(moves, 1);
+    assert.ok(out.equals(data));
+  });
+
+  it('gives up after a bounded number of lookups', async () => {
+    const t = makeServer();
+    const src = put(t.incoming, S1, segment(9));
+    let opens = 0;
+    const enoent = () => Object.assign(new Error(`ENOENT: no such file or directory, open '${src}'`), { code: 'ENOENT' });
+    await withOpenHook(
+      (file) => {
+        if (file !== src) return null;
+        opens++;
+        return Promise.reject(enoent()); // the file keeps vanishing
+      },
+      () => assert.rejects(collect(t.srv, S1), BarmanError),
+    );
+    assert.equal(opens, 3);
+  });
+});
