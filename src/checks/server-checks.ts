@@ -75,6 +75,29 @@ function countErrors(srv: ServerConfig): Record<string, number> {
   return counts;
 }
 
+type AddCheck = (name: string, ok: boolean, hint?: string) => void;
+
+/**
+ * `<label>` (the program is found) and `<label> compatible` (its major version is at least the
+ * server's; only when the server answered). True when both hold.
+ */
+async function checkClientProgram(add: AddCheck, program: string, label: string, srv: ServerConfig, serverVersion: number): Promise<boolean> {
+  let bin: string;
+  try {
+    bin = findPgBinary(program, srv.path_prefix);
+    add(label, true);
+  } catch (err) {
+    add(label, false, errorMessage(err));
+    return false;
+  }
+  if (!serverVersion) return false;
+  const major = Math.floor(serverVersion / 10000);
+  const v = await pgClientVersion(bin);
+  const ok = v !== null && v >= major;
+  add(`${label} compatible`, ok, ok ? '' : `PostgreSQL version: ${major}, ${label} version: ${v ?? 'unknown'}`);
+  return ok;
+}
+
 export async function runChecks(srv: ServerConfig): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
   const add = (name: string, ok: boolean, hint = '') => results.push({ name, ok, hint });
@@ -152,19 +175,7 @@ export async function runChecks(srv: ServerConfig): Promise<CheckResult[]> {
   add('minimum redundancy requirements', doneFull >= srv.minimum_redundancy, `have ${doneFull} non-incremental backups, expected at least ${srv.minimum_redundancy}`);
 
   if (srv.backup_method === 'postgres') {
-    let bb: string | null = null;
-    try {
-      bb = findPgBinary('pg_basebackup', srv.path_prefix);
-      add('pg_basebackup', true);
-    } catch (err) {
-      add('pg_basebackup', false, errorMessage(err));
-    }
-    if (bb && version) {
-      const v = await pgClientVersion(bb);
-      const ok = v !== null && v >= Math.floor(version / 10000);
-      add('pg_basebackup compatible', ok, ok ? '' : `PostgreSQL version: ${Math.floor(version / 10000)}, pg_basebackup version: ${v ?? 'unknown'}`);
-      add('pg_basebackup supports tablespaces mapping', true);
-    }
+    if (await checkClientProgram(add, 'pg_basebackup', 'pg_basebackup', srv, version)) add('pg_basebackup supports tablespaces mapping', true);
   }
 
   const identity = path.join(p.backupDir, 'identity.json');
@@ -189,18 +200,7 @@ export async function runChecks(srv: ServerConfig): Promise<CheckResult[]> {
     add('continuous archiving', true);
   }
   if (srv.streaming_archiver) {
-    let rw: string | null = null;
-    try {
-      rw = findPgBinary('pg_receivewal', srv.path_prefix);
-      add('pg_receivexlog', true);
-    } catch (err) {
-      add('pg_receivexlog', false, errorMessage(err));
-    }
-    if (rw && version) {
-      const v = await pgClientVersion(rw);
-      const ok = v !== null && v >= Math.floor(version / 10000);
-      add('pg_receivexlog compatible', ok, ok ? '' : `PostgreSQL version: ${Math.floor(version / 10000)}, pg_receivexlog version: ${v ?? 'unknown'}`);
-    }
+    await checkClientProgram(add, 'pg_receivewal', 'pg_receivexlog', srv, version);
     const running = await isLockHeld(lockPath(srv, 'receiveWal'));
     add('receive-wal running', running, running ? '' : 'See the Barman log file for more details');
   }

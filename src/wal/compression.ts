@@ -128,21 +128,26 @@ export function identifyCompression(
 ): CompressionName | null | Promise<CompressionName | null> {
   if (typeof input !== 'string') return identifyBuffer(input, custom);
   return (async () => {
-    const want = Math.max(MAGIC_READ_LENGTH, customMagicBytes(custom)?.length ?? 0);
     const fh = await fsp.open(input, 'r');
     try {
-      const head = Buffer.alloc(want);
-      let got = 0;
-      while (got < want) {
-        const { bytesRead } = await fh.read(head, got, want - got, got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
-      }
-      return identifyBuffer(head.subarray(0, got), custom);
+      return await identifyOpenFile(fh, custom);
     } finally {
       await fh.close();
     }
   })();
+}
+
+/** Identify the compression of an already open file from its first bytes (position 0). */
+export async function identifyOpenFile(fh: fsp.FileHandle, custom?: CustomCompressionConfig): Promise<CompressionName | null> {
+  const want = Math.max(MAGIC_READ_LENGTH, customMagicBytes(custom)?.length ?? 0);
+  const head = Buffer.alloc(want);
+  let got = 0;
+  while (got < want) {
+    const { bytesRead } = await fh.read(head, got, want - got, got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return identifyBuffer(head.subarray(0, got), custom);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import { walArchivePath } from './archiver.js';
 import {
   compressStream,
   decompressStream,
-  identifyCompression,
+  identifyOpenFile,
   type CompressionName,
   type CustomCompressionConfig,
   fileSink,
@@ -106,23 +106,10 @@ export interface OpenedWal extends FoundWal {
 
 /** How many times the whole lookup is tried when a file vanishes between being seen and opened. */
 const LOOKUP_ATTEMPTS = 3;
-/** Enough for every built-in magic number; a longer custom magic is read whole. */
-const HEAD_BYTES = 64;
 
 function isGone(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | null)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR';
-}
-
-async function readHead(fh: fsp.FileHandle, want: number): Promise<Buffer> {
-  const head = Buffer.alloc(want);
-  let got = 0;
-  while (got < want) {
-    const { bytesRead } = await fh.read(head, got, want - got, got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
-  }
-  return head.subarray(0, got);
 }
 
 /** One pass over the candidates; 'moved' when a file seen there was gone when opened. */
@@ -140,9 +127,7 @@ async function lookupOnce(srv: ServerConfig, name: string, partial: boolean): Pr
     try {
       let compression: CompressionName | null = null;
       if (!c.partial) {
-        const custom = customFor(srv, c.location);
-        const magicLen = custom.magic ? Math.ceil(String(custom.magic).length / 2) : 0;
-        compression = identifyCompression(await readHead(handle, Math.max(HEAD_BYTES, magicLen)), custom);
+        compression = await identifyOpenFile(handle, customFor(srv, c.location));
       }
       return { ...c, compression, handle };
     } catch (err) {

@@ -90,3 +90,14 @@ export async function startStreaming(env: BarmanEnv, timeoutMs = 30000): Promise
 export async function readLog(env: BarmanEnv): Promise<string> {
   return fs.readFile(path.join(env.root, 'barman.log'), 'utf8').catch(() => '');
 }
+
+export interface ListedBackup {
+  backup_id: string;
+  status: string;
+}
+
+/** The server's backups, newest first, from `list-backups -f json`. */
+export async function listBackups(env: BarmanEnv): Promise<ListedBackup[]> {
+  const out = await env.ok('-f', 'json', 'list-backups', env.server);
+  return (JSON.parse(out) as Record<string, ListedBackup[]>)[env.server] ?? [];
+}

@@ -11,18 +11,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import { cleanupAll, PgCluster, pgBin } from '../helpers/pg-cluster.js';
-import { createBarmanEnv, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
+import { createBarmanEnv, listBackups, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
 import { BARMAN_USER, freePort, POSTGRES_USER, runAs, sleep, waitFor } from '../helpers/system.js';
-
-interface ListedBackup {
-  backup_id: string;
-  status: string;
-}
-
-async function listBackups(env: BarmanEnv): Promise<ListedBackup[]> {
-  const out = await env.ok('-f', 'json', 'list-backups', env.server);
-  return (JSON.parse(out) as Record<string, ListedBackup[]>)[env.server] ?? [];
-}
 
 describe('backup lifecycle', () => {
   let pg: PgCluster;

@@ -9,18 +9,8 @@ import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import { cleanupAll, PgCluster } from '../helpers/pg-cluster.js';
-import { createBarmanEnv, type BarmanEnv } from '../helpers/barman-env.js';
+import { createBarmanEnv, listBackups, type BarmanEnv } from '../helpers/barman-env.js';
 import { BARMAN_USER, runAs, sleep, waitFor } from '../helpers/system.js';
-
-interface ListedBackup {
-  backup_id: string;
-  status: string;
-}
-
-async function listBackups(env: BarmanEnv): Promise<ListedBackup[]> {
-  const out = await env.ok('-f', 'json', 'list-backups', env.server);
-  return (JSON.parse(out) as Record<string, ListedBackup[]>)[env.server] ?? [];
-}
 
 describe('signals during backup --wait', () => {
   let pg: PgCluster;
