@@ -11,6 +11,7 @@ import { promises as fsp } from 'node:fs';
 import type { Dirent, Stats } from 'node:fs';
 import * as path from 'node:path';
 import { BarmanError, errorMessage } from '../util/errors.js';
+import { runPool } from '../util/pool.js';
 import { run } from '../util/proc.js';
 
 export type EntryKind = 'dir' | 'file' | 'symlink';
@@ -139,23 +140,6 @@ export interface CopyStats {
   symlinks: number;
 }
 
-/** Run `fn` over `items` with at most `limit` in flight; the first failure stops new work. */
-export async function runPool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: unknown = null;
-  const worker = async (): Promise<void> => {
-    while (failed === null && next < items.length) {
-      const item = items[next++] as T;
-      try {
-        await fn(item);
-      } catch (err) {
-        failed ??= err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  if (failed !== null) throw failed;
-}
 
 const toSeconds = (ms: number): number => ms / 1000;
 

@@ -27,7 +27,6 @@ import {
   extractTar,
   isTarBackup,
   listTarArchives,
-  runPool,
   scanTree,
   syncFilesystems,
   type TreeScan,
@@ -63,6 +62,7 @@ import {
   timelineAncestry,
   writeDoneFiles,
 } from './wal.js';
+import { runPool } from '../util/pool.js';
 
 const log = logger('recovery');
 

@@ -18,7 +18,7 @@ import {
   parseWalName,
   timelineOf,
 } from '../wal/names.js';
-import { runPool } from './copy.js';
+import { runPool } from '../util/pool.js';
 import type { RecoveryTarget, TargetTli } from './options.js';
 
 export interface ArchivedWal {

@@ -45,6 +45,7 @@ import {
   type CustomCompressionConfig,
 } from './compression.js';
 import { hashDir, walNameKind, type WalNameKind } from './names.js';
+import { mapPool } from '../util/pool.js';
 
 export type ArchiveSource = 'file archival' | 'streaming';
 
@@ -220,19 +221,6 @@ async function moveFile(src: string, dst: string): Promise<void> {
   }
 }
 
-/** Run `fn` over `items` with at most `limit` in flight; results keep the input order. */
-async function mapPool<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
-}
 
 const PARALLELISM = Math.max(2, Math.min(8, typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length));
 

@@ -9,12 +9,12 @@ import {
   excluder,
   isTarBackup,
   parseTarName,
-  runPool,
   scanTree,
   syncFilesystems,
   tarExtractArgs,
 } from '../../src/recovery/copy.js';
 import { DATA_EXCLUDES } from '../../src/recovery/recover.js';
+import { runPool } from '../../src/util/pool.js';
 
 let tmp: string;
 before(async () => {
