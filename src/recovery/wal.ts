@@ -20,6 +20,7 @@ import {
 } from '../wal/names.js';
 import { runPool } from '../util/pool.js';
 import type { RecoveryTarget, TargetTli } from './options.js';
+import { parseXlogDb, xlogDbPath } from '../catalog/xlogdb.js';
 
 export interface ArchivedWal {
   name: string;
@@ -35,28 +36,16 @@ export interface ArchiveListing {
   segments: ArchivedWal[];
 }
 
-/** xlog.db content → name → encryption (spec §1.1; lines with fewer than 3 fields skipped). */
-export function parseXlogDb(text: string): Map<string, { encryption: string | null }> {
-  const out = new Map<string, { encryption: string | null }>();
-  for (const line of text.split('\n')) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 3 || !f[0]) continue;
-    const enc = f[4] && f[4] !== 'None' ? f[4] : null;
-    out.set(f[0], { encryption: enc });
+/** name → encryption from xlog.db (read-only, no lock: recovery never changes the catalog). */
+async function encryptionByName(srv: ServerConfig): Promise<Map<string, { encryption: string | null }>> {
+  const file = xlogDbPath(srv);
+  try {
+    const entries = parseXlogDb(await fsp.readFile(file, 'latin1'), file);
+    return new Map(entries.map((e) => [e.name, { encryption: e.encryption ?? null }]));
+  } catch {
+    // Without a readable xlog.db nothing is known to be encrypted.
+    return new Map();
   }
-  return out;
-}
-
-async function readXlogDb(srv: ServerConfig): Promise<Map<string, { encryption: string | null }>> {
-  const p = serverPaths(srv);
-  for (const file of [p.xlogdbFileNew, p.xlogdbFile]) {
-    try {
-      return parseXlogDb(await fsp.readFile(file, 'utf8'));
-    } catch {
-      /* try the other name; without xlog.db nothing is known to be encrypted */
-    }
-  }
-  return new Map();
 }
 
 /**
@@ -65,7 +54,7 @@ async function readXlogDb(srv: ServerConfig): Promise<Map<string, { encryption: 
  */
 export async function listArchive(srv: ServerConfig, beginWal: string, maxTli: number): Promise<ArchiveListing> {
   const walsDir = serverPaths(srv).walsDir;
-  const db = await readXlogDb(srv);
+  const db = await encryptionByName(srv);
   const names = await fsp.readdir(walsDir).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return [] as string[];
     throw new BarmanError(`cannot read the WAL archive ${walsDir}: ${errorMessage(err)}`);
