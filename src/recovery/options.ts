@@ -302,7 +302,12 @@ export async function checkEmptyOrAbsent(dir: string, what: string): Promise<voi
     throw new BarmanError(`Cannot access ${what} '${dir}': ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
   if (!st.isDirectory()) throw new BarmanError(`The ${what} '${dir}' exists and is not a directory`);
-  const names = await fsp.readdir(dir);
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch (err) {
+    throw new BarmanError(`Cannot read ${what} '${dir}': ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
   if (names.length > 0) {
     throw new BarmanError(`The ${what} '${dir}' is not empty (use an empty or new directory, or --delta-restore)`);
   }
