@@ -5,6 +5,7 @@
  *   - plain `pg_basebackup -X none` vs `barman backup` (postgres method)
  *   - `cp -a` + `sync` of the same data vs `barman recover`
  *   - CLI start-up: `barman --version`, `barman list-servers`
+ *   - catalog commands on 1,000 backups and 200,000 WALs (`-- --catalog-only` runs just that)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
  */
 import * as fs from 'node:fs';
@@ -14,6 +15,7 @@ import { as, BARMAN_USER, BIN, chownTo, LocalCluster, must, PG_USER } from '../s
 import { treeSize } from '../src/util/fsutil.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
+import { catalogScale } from './catalog-scale.js';
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -123,7 +125,8 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
+const only = process.argv.includes('--catalog-only');
+(only ? catalogScale() : main().then(catalogScale)).catch((err: unknown) => {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;
 });

@@ -5,10 +5,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import nodeFs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
-import { DONE, FAILED, STARTED, WAITING_FOR_WALS, newBackupInfo, readBackupInfoFile, writeBackupInfoFile, type BackupInfo } from '../../src/catalog/backup-info.js';
+import { DONE, FAILED, STARTED, WAITING_FOR_WALS, newBackupInfo, readBackupInfoFile, serializeBackupInfo, writeBackupInfoFile, type BackupInfo } from '../../src/catalog/backup-info.js';
 import { classicInfoFile, loadCatalog, saveBackupInfo } from '../../src/catalog/catalog.js';
 import { deleteBackup } from '../../src/catalog/delete.js';
 import { acquireLock } from '../../src/catalog/lock.js';
@@ -216,30 +218,32 @@ describe('no stale writes of backup.info', () => {
   });
 
   it('markStaleBackups never overwrites a backup that finished after the catalog was read', async () => {
+    const realWriteFileSync = nodeFs.writeFileSync;
     const srv = server();
     await addBackup(srv, B, STARTED, 2, 2);
     const infoFile = classicInfoFile(srv, B);
     const finished: BackupInfo = { ...(await readBackupInfoFile(infoFile)), status: WAITING_FOR_WALS };
     // The backup is running (it holds the server's backup lock)...
     const backupLock = await acquireLock(lockPath(srv, 'backup'), 'backup');
-    // ...and finishes just after markStaleBackups has read its backup.info: it writes the final
-    // backup.info and releases the lock.
-    const fsp = fs.promises;
-    const realReadFile = fsp.readFile;
+    // ...and finishes just after markStaleBackups has read its backup.info (the catalog is read
+    // with readFileSync): it writes the final backup.info and releases the lock.
+    const realReadFileSync = nodeFs.readFileSync;
     let finishedNow = false;
-    fsp.readFile = async function (this: unknown, ...args: Parameters<typeof realReadFile>) {
-      const res = await (realReadFile as (...a: unknown[]) => Promise<unknown>).apply(fsp, args);
+    nodeFs.readFileSync = function (this: unknown, ...args: Parameters<typeof realReadFileSync>) {
+      const res = (realReadFileSync as (...a: unknown[]) => unknown).apply(nodeFs, args);
       if (!finishedNow && String(args[0]) === infoFile) {
         finishedNow = true;
-        await writeBackupInfoFile(infoFile, finished);
+        realWriteFileSync(infoFile, serializeBackupInfo(finished));
         backupLock.release();
       }
       return res;
-    } as typeof realReadFile;
+    } as typeof realReadFileSync;
+    syncBuiltinESMExports();
     try {
       assert.deepEqual(await markStaleBackups(srv), []);
     } finally {
-      fsp.readFile = realReadFile;
+      nodeFs.readFileSync = realReadFileSync;
+      syncBuiltinESMExports();
       backupLock.release();
     }
     assert.ok(finishedNow);
