@@ -3,7 +3,7 @@
  * never leaves root-owned files that the barman user cannot write, which would stop WAL
  * archiving); started as anyone else it must already be that user.
  */
-import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { BarmanError } from './errors.js';
@@ -38,6 +38,8 @@ function idsFromFiles(user: string): UserIds | null {
 
 /** Through NSS (LDAP and friends), when the files do not know the user. */
 function idsFromNss(user: string): UserIds {
+  // Loaded only here: child_process costs milliseconds on every start-up otherwise.
+  const { execFileSync } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
   try {
     const uid = Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim());
     const gid = Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }).trim());
