@@ -27,6 +27,7 @@ import {
   backupDir,
   loadCatalog,
   loadCatalogStrict,
+  neighbours,
   readBackupEntry,
   saveBackupInfo,
   validateBackupName,
@@ -45,6 +46,7 @@ import { localNowPyDateTime } from '../util/pytime.js';
 import { run } from '../util/proc.js';
 import { lsnToWal, parseLsn, walOffset, formatLsn, previousSegment } from '../wal/names.js';
 import { checkBackup } from './check-backup.js';
+import { HookAbortError, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
 import { runBasebackup } from './postgres-executor.js';
 
 const log = logger('backup');
@@ -209,6 +211,9 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     };
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     entry.infoFile = await saveBackupInfo(srv, id, entry.info, { create: true });
+    // pre_backup hooks see the EMPTY backup on disk; ABORT_STOP fails the backup (HookAbortError).
+    phase = 'running the pre-backup hooks';
+    await runBackupHooks(srv, 'pre', entry, ev);
     ev.info?.(`Starting backup using postgres method for server ${srv.name} in ${dir}`);
 
     phase = 'starting the backup';
@@ -270,10 +275,12 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     phase = 'closing the backup WAL';
     await closeEndWal(srv, endWal).catch((err: unknown) => ev.warning?.(`could not switch WAL after the backup: ${errorMessage(err)}`));
     await settle(srv, entry, opts, ev, abort.signal);
+    await runPostBackupHooks(srv, entry, ev);
     return entry;
   } catch (err) {
     if (err instanceof BackupWaitInterruptedError) {
       log.warning(`backup ${entry?.id ?? ''} of ${srv.name}: ${err.message}`);
+      if (entry) await runPostBackupHooks(srv, entry, ev);
       throw err;
     }
     const msg = abort.signal.aborted ? INTERRUPTED : errorMessage(err);
@@ -281,6 +288,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     if (entry) {
       entry.info = { ...entry.info, status: FAILED, error: `failure ${phase} (${msg})`, end_time: entry.info.end_time ?? localNowPyDateTime() };
       await saveBackupInfo(srv, entry.id, entry.info).catch(() => undefined);
+      await runPostBackupHooks(srv, entry, ev);
       throw new BarmanError(`Backup failed ${phase}: ${msg}`);
     }
     throw err;
@@ -288,6 +296,35 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     lock.release();
+  }
+}
+
+/**
+ * Run the backup hook scripts of one phase for `entry` (spec §9): BARMAN_STATUS is its current
+ * status and BARMAN_ERROR its error. Throws HookAbortError when the pre retry script exits 63.
+ */
+export async function runBackupHooks(srv: ServerConfig, phase: HookPhase, entry: BackupEntry, ev: BackupEvents = {}, timing?: HookTiming): Promise<void> {
+  // Neighbours are informative only: an unreadable catalog must not stop a backup.
+  const catalog = await loadCatalog(srv).catch(() => [] as BackupEntry[]);
+  const { previous, next } = neighbours(catalog.some((e) => e.id === entry.id) ? catalog : [...catalog, entry].sort((a, b) => (a.id < b.id ? -1 : 1)), entry.id);
+  const vars = backupHookVars({
+    backupDir: backupDir(srv, entry.id),
+    backupInfoPath: entry.infoFile,
+    backupId: entry.id,
+    previousId: previous?.id ?? null,
+    nextId: next?.id ?? null,
+    status: entry.info.status,
+    backupError: entry.info.error,
+  });
+  await runHooks(srv, 'backup', phase, vars, { warning: ev.warning, timing });
+}
+
+/** Post hooks once the backup has its final status: a script that cannot run is only reported. */
+async function runPostBackupHooks(srv: ServerConfig, entry: BackupEntry, ev: BackupEvents): Promise<void> {
+  try {
+    await runBackupHooks(srv, 'post', entry, ev);
+  } catch (err) {
+    ev.warning?.(`post backup hooks failed: ${errorMessage(err)}`);
   }
 }
 
@@ -309,12 +346,19 @@ export async function purgeWalsBeforeFirstBackup(srv: ServerConfig, entry: Backu
   }
   const others = catalog.filter((e) => e.id !== entry.id && ARCHIVING.has(e.info.status));
   if (others.length > 0) return;
-  const removed = await cleanWals(srv, {
-    removeUntil: { id: entry.id, beginWal, timeline: entry.info.timeline },
-    protectedTimelines: new Set(),
-    protectedRanges: [],
-    floor: null,
-  });
+  let removed: string[];
+  try {
+    removed = await cleanWals(
+      srv,
+      { removeUntil: { id: entry.id, beginWal, timeline: entry.info.timeline }, protectedTimelines: new Set(), protectedRanges: [], floor: null },
+      ev,
+    );
+  } catch (err) {
+    // A wal_delete hook that stops the purge leaves the rest of the WALs: the backup is fine.
+    if (!(err instanceof HookAbortError)) throw err;
+    ev.warning?.(`WAL files archived before the first backup are kept: ${err.message}`);
+    return;
+  }
   if (removed.length > 0) ev.info?.(`Removed ${removed.length} WAL files archived before the first backup`);
 }
 

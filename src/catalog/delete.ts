@@ -17,10 +17,11 @@ import { humanDuration } from '../util/format.js';
 import { ctime } from '../util/pytime.js';
 import { hashDir, walNameKind } from '../wal/names.js';
 import { ARCHIVING, COPY_DONE, DONE, FAILED, isFull, type BackupInfo } from './backup-info.js';
-import { backupDir, loadCatalogStrict, resolveBackupId, saveBackupInfo, type BackupEntry } from './catalog.js';
+import { backupDir, loadCatalogStrict, neighbours, resolveBackupId, saveBackupInfo, type BackupEntry } from './catalog.js';
 import { LockBusyError, acquireLock, type HeldLock } from './lock.js';
 import { backupLockPath, lockPath, serverPaths } from './server-dirs.js';
 import { withXlogDb, type XlogDbEntry } from './xlogdb.js';
+import { backupHookVars, hasHooks, runHooks, walHookVars, type BackupHookInfo, type WalHookInfo } from '../hooks/hooks.js';
 
 export type KeepTarget = 'full' | 'standalone';
 
@@ -237,22 +238,18 @@ async function checkDeletable(srv: ServerConfig, entries: readonly BackupEntry[]
   }
 }
 
-/** Remove the WALs the policy selects: xlog.db first, then the files, then emptied hash dirs. */
-/** Remove the archived WALs a policy selects: xlog.db first, then the files (durably). */
-export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy): Promise<string[]> {
+/**
+ * Remove the archived WALs a policy selects: xlog.db first, then the files (durably), each
+ * between its pre and post wal_delete hooks. Hooks never run under the xlogdb lock (a hanging
+ * script must not block archiving): with wal_delete hooks configured, xlog.db is rewritten under
+ * the lock and the files are removed after it is released. If a hook stops the removal
+ * (HookAbortError) or fails, the lines of the files still on disk go back into xlog.db.
+ */
+export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy, ev: DeleteEvents = {}): Promise<string[]> {
   const walsDir = serverPaths(srv).walsDir;
-  return withXlogDb(srv, async (db) => {
-    const wals = await db.read();
-    const remove = selectWalsToRemove(policy, wals);
-    if (remove.length === 0) return [];
-    const drop = new Set(remove);
-    await db.rewrite(wals.filter((w) => !drop.has(w.name)));
-    const touched = new Set<string>();
-    for (const name of remove) {
-      const dir = path.join(walsDir, hashDir(name));
-      await unlinkIfExists(path.join(dir, name));
-      touched.add(dir);
-    }
+  const fileOf = (name: string) => path.join(walsDir, hashDir(name), name);
+  const tidy = async (removed: readonly string[]) => {
+    const touched = new Set(removed.map((name) => path.join(walsDir, hashDir(name))));
     for (const dir of [...touched].sort()) {
       try {
         await fsp.rmdir(dir); // only when nothing else (an unlisted .partial, say) is left in it
@@ -261,8 +258,54 @@ export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy): Pr
       }
     }
     await fsyncDir(walsDir);
-    return remove;
+  };
+
+  if (!hasHooks(srv, 'wal_delete')) {
+    return withXlogDb(srv, async (db) => {
+      const wals = await db.read();
+      const remove = selectWalsToRemove(policy, wals);
+      if (remove.length === 0) return [];
+      const drop = new Set(remove);
+      await db.rewrite(wals.filter((w) => !drop.has(w.name)));
+      for (const name of remove) await unlinkIfExists(fileOf(name));
+      await tidy(remove);
+      return remove;
+    });
+  }
+
+  const selected = await withXlogDb(srv, async (db) => {
+    const wals = await db.read();
+    const drop = new Set(selectWalsToRemove(policy, wals));
+    if (drop.size === 0) return [];
+    await db.rewrite(wals.filter((w) => !drop.has(w.name)));
+    return wals.filter((w) => drop.has(w.name));
   });
+  const removed: string[] = [];
+  try {
+    for (const w of selected) {
+      const info: WalHookInfo = { segment: w.name, file: fileOf(w.name), size: w.size ?? 0, timestamp: w.time, compression: w.compression };
+      await runHooks(srv, 'wal_delete', 'pre', walHookVars(info), { warning: ev.warning });
+      await unlinkIfExists(info.file);
+      removed.push(w.name);
+      await runHooks(srv, 'wal_delete', 'post', walHookVars(info), { warning: ev.warning });
+    }
+  } catch (err) {
+    const done = new Set(removed);
+    const back = selected.filter((w) => !done.has(w.name));
+    if (back.length > 0) {
+      await withXlogDb(srv, async (db) => {
+        const current = await db.read();
+        const known = new Set(current.map((w) => w.name));
+        const merged = [...current, ...back.filter((w) => !known.has(w.name))];
+        merged.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+        await db.rewrite(merged);
+      });
+    }
+    throw err;
+  } finally {
+    if (removed.length > 0) await tidy(removed);
+  }
+  return removed;
 }
 
 async function deleteOne(
@@ -282,6 +325,19 @@ async function deleteOne(
   }
   const policy = decideWalCleanup(entries, target, { manual, concurrent: isConcurrent(srv, target.info), keeps, alsoDeleted });
 
+  // 0. pre_delete hooks, before anything changes: ABORT_STOP (HookAbortError) leaves the backup as it is.
+  const { previous, next } = neighbours(entries, target.id);
+  const hookInfo: BackupHookInfo = {
+    backupDir: backupDir(srv, target.id),
+    backupInfoPath: target.infoFile,
+    backupId: target.id,
+    previousId: previous?.id ?? null,
+    nextId: next?.id ?? null,
+    status: target.info.status,
+    backupError: target.info.error,
+  };
+  await runHooks(srv, 'delete', 'pre', backupHookVars(hookInfo), { warning: ev.warning });
+
   // 1. Mark: annotation, then backup.info no longer claims a usable backup.
   await ensureDir(metaDir(srv));
   await writeFileAtomic(annotationFile(srv, target.id, 'delete_this'), DELETE_MARK);
@@ -298,7 +354,7 @@ async function deleteOne(
   if (items.length > 0) await fsyncDirIfExists(dir);
 
   // 3. WALs.
-  const removed = policy ? await cleanWals(srv, policy) : [];
+  const removed = policy ? await cleanWals(srv, policy, ev) : [];
   if (removed.length > 0) {
     ev.info?.('Delete associated WAL segments:');
     for (const w of removed) ev.info?.(`\t${w}`);
@@ -319,7 +375,10 @@ async function deleteOne(
     parent.info = { ...parent.info, children_backup_ids: children.length > 0 ? children : null };
     await saveBackupInfo(srv, parent.id, parent.info);
   }
-  // TODO: pre/post delete hook scripts; recompute sizes of the next rsync backup (reuse_backup=link).
+  // TODO: recompute sizes of the next rsync backup (reuse_backup=link).
+
+  // 6. post_delete hooks (the backup is gone; they see what it was).
+  await runHooks(srv, 'delete', 'post', backupHookVars(hookInfo), { warning: ev.warning });
 
   const elapsed = (Date.now() - start.getTime()) / 1000;
   ev.info?.(`Deleted backup ${target.id} (start time: ${ctime(start)}, elapsed time: ${humanDuration(elapsed)})`);

@@ -31,7 +31,7 @@ import {
   syncFilesystems,
   type TreeScan,
 } from './copy.js';
-import { runRecoveryHooks, type RecoveryHookEnv } from './hooks.js';
+import { runRecoveryHooks, type RecoveryHookInfo } from '../hooks/hooks.js';
 import {
   checkBackupForRestore,
   checkDestination,
@@ -380,7 +380,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     throw err;
   }
   const { previous, next } = neighbours(entries, id);
-  const hookEnv: RecoveryHookEnv = {
+  const hookEnv: RecoveryHookInfo = {
     backupDir: backupDir(srv, id),
     backupInfoPath: entry.infoFile,
     backupId: id,

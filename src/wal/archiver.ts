@@ -46,6 +46,7 @@ import {
 } from './compression.js';
 import { hashDir, walNameKind, type WalNameKind } from './names.js';
 import { mapPool } from '../util/pool.js';
+import { HookAbortError, hasHooks, runHooks, walHookVars } from '../hooks/hooks.js';
 
 export type ArchiveSource = 'file archival' | 'streaming';
 
@@ -131,16 +132,22 @@ export interface ArchiveHookInfo {
 }
 
 /**
- * HOOK POINT (pre/post archive scripts, spec §9; a later issue). Called before each file is
- * archived (phase 'pre', file = source path) and after it is archived (phase 'post', file =
- * archive path). It must run the standard script then the retry script (pre), or the retry
- * script then the standard one (post), and return 'stop' when the pre retry script exits with
- * ABORT_STOP (63): the run then stops before that file. Currently a no-op.
- * Note: 'pre' is called from the parallel prepare step (PARALLELISM files at once); scripts
- * should run one at a time, so when hooks are configured the prepare pool must be 1 wide.
+ * pre/post archive scripts (spec §9). Called before each file is archived (phase 'pre', file =
+ * source path) and after it is archived (phase 'post', file = archive path), never under the
+ * xlogdb lock. Returns 'stop' when the pre retry script exits with ABORT_STOP (63): the run then
+ * stops before that file. 'pre' is called from the prepare step: when hooks are configured the
+ * prepare pool is 1 wide so that scripts run one at a time, in order.
  */
-async function runArchiveHooks(_srv: ServerConfig, _phase: 'pre' | 'post', _info: ArchiveHookInfo): Promise<'continue' | 'stop'> {
-  // TODO(hooks): pre_archive_script, pre_archive_retry_script, post_archive_retry_script, post_archive_script.
+async function runArchiveHooks(srv: ServerConfig, phase: 'pre' | 'post', info: ArchiveHookInfo, warning?: (m: string) => void): Promise<'continue' | 'stop'> {
+  try {
+    await runHooks(srv, 'archive', phase, walHookVars(info), { warning });
+  } catch (err) {
+    if (err instanceof HookAbortError) {
+      warning?.(`${err.message}: archiving of server ${srv.name} stopped before ${info.segment}`);
+      return 'stop';
+    }
+    throw err;
+  }
   return 'continue';
 }
 
@@ -235,6 +242,8 @@ class ArchiveRun {
   private readonly createdDirs = new Set<string>();
   private catalogNames: Set<string> | null = null;
   private segmentSizeOnce: Promise<number> | null = null;
+  /** Archive hook scripts are configured: files are prepared one at a time. */
+  private readonly hooks: boolean;
 
   constructor(
     private readonly srv: ServerConfig,
@@ -246,6 +255,7 @@ class ArchiveRun {
     this.level = (srv.compression_level ?? 'medium') as CompressionLevel;
     this.archiveCustom = customCompressionOf(srv);
     this.incomingCustom = { ...this.archiveCustom, unidentifiedIsCustom: false };
+    this.hooks = hasHooks(srv, 'archive');
   }
 
   private error(msg: string): void {
@@ -283,7 +293,7 @@ class ArchiveRun {
 
     for (let i = 0; i < batch.length && !this.report.stopped; i += COMMIT_GROUP) {
       const group = batch.slice(i, i + COMMIT_GROUP);
-      const prepared = await mapPool(group, PARALLELISM, (c) => this.prepare(c, streaming, rep));
+      const prepared = await mapPool(group, this.hooks ? 1 : PARALLELISM, (c) => this.prepare(c, streaming, rep));
       await this.commit(prepared, dir, rep);
     }
     if (this.report.stopped) {
@@ -442,7 +452,7 @@ class ArchiveRun {
         timestamp: pyStatMtime(st.mtimeNs),
         compression: detected,
       };
-      if ((await runArchiveHooks(this.srv, 'pre', hook)) === 'stop') {
+      if ((await runArchiveHooks(this.srv, 'pre', hook, (m) => this.warning(m))) === 'stop') {
         this.report.stopped = true;
         return null;
       }
@@ -548,7 +558,12 @@ class ArchiveRun {
       rep.archived.push(p.name);
       this.report.archivedCount++;
       this.events.onFile?.(p.name);
-      await runArchiveHooks(this.srv, 'post', { ...p.hook, file: p.dst, size: p.entry.size ?? 0 });
+      try {
+        await runArchiveHooks(this.srv, 'post', { ...p.hook, file: p.dst, size: p.entry.size ?? 0 }, (m) => this.warning(m));
+      } catch (err) {
+        // The file is archived: a script that cannot even be started does not undo that.
+        this.warning(`post archive hooks of ${p.name} failed: ${errorMessage(err)}`);
+      }
     }
   }
 

@@ -4,7 +4,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
-import { runRecoveryHooks, type RecoveryHookEnv } from '../../src/recovery/hooks.js';
+import { runRecoveryHooks, type RecoveryHookInfo as RecoveryHookEnv } from '../../src/hooks/hooks.js';
 
 let tmp: string;
 const fast = { attemptPauseMs: 1, napMs: 1 };
