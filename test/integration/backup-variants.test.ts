@@ -15,6 +15,7 @@ describe('backup variants', () => {
   let pg: PgCluster;
   let plain: BarmanEnv;
   let gzip: BarmanEnv;
+  let hooks: BarmanEnv;
   let tsDir = '';
 
   before(async () => {
@@ -29,13 +30,21 @@ describe('backup variants', () => {
       server: 'gzsrv',
       extra: { slot_name: 'barman_gz', backup_compression: 'gzip', backup_compression_format: 'tar', backup_compression_level: '1' },
     });
+    const dump = (file: string) => `sh -c 'env | grep ^BARMAN_ | sort >> ${file}; echo ---- >> ${file}'`;
+    hooks = await createBarmanEnv(pg, { server: 'hooksrv', extra: { slot_name: 'barman_hooks' } });
+    const hookLog = path.join(hooks.root, 'hooks.log');
+    for (const k of ['pre_backup_script', 'pre_backup_retry_script', 'post_backup_retry_script', 'post_backup_script']) {
+      await fs.appendFile(hooks.configFile, `${k} = ${dump(hookLog)}\n`);
+    }
     await startStreaming(plain);
     await startStreaming(gzip);
+    await startStreaming(hooks);
   });
 
   after(async () => {
     await plain?.stop();
     await gzip?.stop();
+    await hooks?.stop();
     await cleanupAll();
   });
 
@@ -59,6 +68,27 @@ describe('backup variants', () => {
     } finally {
       await cluster.destroy();
     }
+  });
+
+  it('runs backup hook scripts around a real backup with the documented variables', async () => {
+    const log = path.join(hooks.root, 'hooks.log');
+    await hooks.ok('backup', '--wait', '--wait-timeout', '60', '--immediate-checkpoint', hooks.server);
+    const text = await fs.readFile(log, 'utf8');
+    const blocks = text.split('----\n').filter((b) => b.trim() !== '');
+    const vars = blocks.map((b) => Object.fromEntries(b.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])));
+    assert.deepEqual(vars.map((v) => `${v.BARMAN_HOOK}:${v.BARMAN_PHASE}`), ['backup_script:pre', 'backup_retry_script:pre', 'backup_retry_script:post', 'backup_script:post']);
+    const id = (await hooks.ok('list-backups', '--minimal', hooks.server)).trim().split('\n')[0] ?? '';
+    for (const v of vars) {
+      assert.equal(v.BARMAN_SERVER, hooks.server);
+      assert.equal(v.BARMAN_BACKUP_ID, id);
+      assert.equal(v.BARMAN_CONFIGURATION, hooks.configFile);
+      assert.equal(v.BARMAN_BACKUP_DIR, path.join(hooks.home, hooks.server, 'base', id));
+    }
+    assert.equal(vars[0]?.BARMAN_STATUS, 'EMPTY');
+    assert.equal(vars[0]?.BARMAN_RETRY, '0');
+    assert.equal(vars[1]?.BARMAN_RETRY, '1');
+    assert.equal(vars[3]?.BARMAN_STATUS, 'DONE');
+    assert.equal(vars[3]?.BARMAN_ERROR, '');
   });
 
   it('rejects a tablespace rule for an unknown tablespace, writing nothing', async () => {
