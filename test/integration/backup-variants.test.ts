@@ -36,6 +36,12 @@ describe('backup variants', () => {
     for (const k of ['pre_backup_script', 'pre_backup_retry_script', 'post_backup_retry_script', 'post_backup_script']) {
       await fs.appendFile(hooks.configFile, `${k} = ${dump(hookLog)}\n`);
     }
+    // The other families log to their own files, so that each test reads only its own.
+    for (const family of ['archive', 'delete', 'wal_delete', 'recovery']) {
+      for (const k of [`pre_${family}_script`, `post_${family}_script`]) {
+        await fs.appendFile(hooks.configFile, `${k} = ${dump(path.join(hooks.root, `${family}.log`))}\n`);
+      }
+    }
     await startStreaming(plain);
     await startStreaming(gzip);
     await startStreaming(hooks);
@@ -89,6 +95,75 @@ describe('backup variants', () => {
     assert.equal(vars[1]?.BARMAN_RETRY, '1');
     assert.equal(vars[3]?.BARMAN_STATUS, 'DONE');
     assert.equal(vars[3]?.BARMAN_ERROR, '');
+  });
+
+  const readHookLog = async (family: string): Promise<Record<string, string>[]> => {
+    const text = await fs.readFile(path.join(hooks.root, `${family}.log`), 'utf8').catch(() => '');
+    return text
+      .split('----\n')
+      .filter((b) => b.trim() !== '')
+      .map((b) => Object.fromEntries(b.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])));
+  };
+
+  it('runs archive hook scripts around every WAL archived from a real server', async () => {
+    await hooks.ok('switch-wal', '--archive', '--archive-timeout', '60', hooks.server);
+    const vars = await readHookLog('archive');
+    const pre = vars.filter((v) => v.BARMAN_PHASE === 'pre');
+    const post = vars.filter((v) => v.BARMAN_PHASE === 'post');
+    assert.ok(pre.length > 0 && pre.length === post.length, `${pre.length} pre / ${post.length} post`);
+    for (const v of vars) {
+      assert.equal(v.BARMAN_HOOK, 'archive_script');
+      assert.equal(v.BARMAN_SERVER, hooks.server);
+      assert.match(v.BARMAN_SEGMENT ?? '', /^[0-9A-F]{24}$/);
+      assert.equal(v.BARMAN_SIZE, '16777216');
+      assert.match(v.BARMAN_TIMESTAMP ?? '', /^\d+\.\d+$/);
+      assert.equal(v.BARMAN_COMPRESSION, '');
+      assert.equal(v.BARMAN_RETRY, '0');
+    }
+    assert.equal(pre[0]?.BARMAN_FILE, path.join(hooks.home, hooks.server, 'streaming', pre[0]?.BARMAN_SEGMENT ?? ''));
+    const seg = post[0]?.BARMAN_SEGMENT ?? '';
+    assert.equal(post[0]?.BARMAN_FILE, path.join(hooks.home, hooks.server, 'wals', seg.slice(0, 16), seg));
+  });
+
+  it('runs recovery hook scripts around a real recovery', async () => {
+    const dest = await hooks.newDir('restore-hooks-');
+    const newTs = path.join(await makeTempDir('hookts-', { owner: BARMAN_USER, mode: 0o755 }), 'space');
+    await hooks.ok('recover', hooks.server, 'latest', dest, '--tablespace', `extra:${newTs}`, '--target-immediate');
+    const vars = await readHookLog('recovery');
+    assert.deepEqual(vars.map((v) => v.BARMAN_PHASE), ['pre', 'post']);
+    const id = (await hooks.ok('list-backups', '--minimal', hooks.server)).trim().split('\n')[0] ?? '';
+    for (const v of vars) {
+      assert.equal(v.BARMAN_HOOK, 'recovery_script');
+      assert.equal(v.BARMAN_BACKUP_ID, id);
+      assert.equal(v.BARMAN_DESTINATION_DIRECTORY, dest);
+      assert.equal(v.BARMAN_TABLESPACES, JSON.stringify({ extra: newTs }));
+      assert.equal(v.BARMAN_REMOTE_COMMAND, '');
+      assert.match(v.BARMAN_RECOVER_OPTIONS ?? '', /"target_immediate":\s*true/);
+    }
+  });
+
+  it('runs delete and WAL delete hook scripts around a real delete', async () => {
+    // A second backup, then deleting the first one removes the WALs only it needed.
+    await hooks.ok('backup', '--wait', '--wait-timeout', '60', '--immediate-checkpoint', hooks.server);
+    const ids = (await hooks.ok('list-backups', '--minimal', hooks.server)).trim().split('\n');
+    const oldest = ids.at(-1) ?? '';
+    await hooks.ok('delete', hooks.server, oldest);
+    const del = await readHookLog('delete');
+    assert.deepEqual(del.map((v) => v.BARMAN_PHASE), ['pre', 'post']);
+    for (const v of del) {
+      assert.equal(v.BARMAN_HOOK, 'delete_script');
+      assert.equal(v.BARMAN_BACKUP_ID, oldest);
+      assert.equal(v.BARMAN_NEXT_ID, ids.at(-2));
+      assert.equal(v.BARMAN_PREVIOUS_ID, '');
+      assert.equal(v.BARMAN_BACKUP_DIR, path.join(hooks.home, hooks.server, 'base', oldest));
+    }
+    const wal = await readHookLog('wal_delete');
+    assert.ok(wal.length >= 2, `wal_delete hooks: ${wal.length}`);
+    for (const v of wal) {
+      assert.equal(v.BARMAN_HOOK, 'wal_delete_script');
+      assert.match(v.BARMAN_SEGMENT ?? '', /^[0-9A-F]{24}$/);
+      assert.ok(v.BARMAN_SEGMENT! < (await hooks.ok('-f', 'json', 'show-backup', hooks.server, ids.at(-2) ?? '')).match(/"begin_wal": ?"([0-9A-F]{24})"/)![1]!);
+    }
   });
 
   it('rejects a tablespace rule for an unknown tablespace, writing nothing', async () => {
