@@ -9,7 +9,9 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { cleanupAll, PgCluster, startRecoveredCluster } from '../helpers/pg-cluster.js';
 import { createBarmanEnv, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
-import { BARMAN_USER, makeTempDir, POSTGRES_USER } from '../helpers/system.js';
+import { spawn } from 'node:child_process';
+import { BARMAN_SCRIPT } from '../../src/util/self.js';
+import { BARMAN_USER, makeTempDir, POSTGRES_USER, runAs } from '../helpers/system.js';
 
 describe('backup variants', () => {
   let pg: PgCluster;
@@ -163,6 +165,35 @@ describe('backup variants', () => {
       assert.equal(v.BARMAN_HOOK, 'wal_delete_script');
       assert.match(v.BARMAN_SEGMENT ?? '', /^[0-9A-F]{24}$/);
       assert.ok(v.BARMAN_SEGMENT! < (await hooks.ok('-f', 'json', 'show-backup', hooks.server, ids.at(-2) ?? '')).match(/"begin_wal": ?"([0-9A-F]{24})"/)![1]!);
+    }
+  });
+
+  it('a hanging archive hook of one server does not hold up archiving of another', async () => {
+    const env = await createBarmanEnv(pg, { server: 'hang', extra: { streaming_archiver: 'off', archiver: 'on', pre_archive_script: 'sleep 60' } });
+    await fs.appendFile(env.configFile, `\n[quick]\nconninfo = ${pg.conninfo}\nbackup_method = postgres\narchiver = on\n`);
+    const seg = '0000000900000000000000A1';
+    for (const srv of ['hang', 'quick']) {
+      await env.ok('check', srv).catch(() => undefined); // creates the directories
+      const file = path.join(env.home, srv, 'incoming', seg);
+      await fs.writeFile(file, Buffer.alloc(16 * 1024 * 1024));
+      await fs.chown(file, (await fs.stat(env.home)).uid, (await fs.stat(env.home)).gid);
+    }
+    const hanging = spawn('runuser', ['-u', BARMAN_USER, '--', process.execPath, BARMAN_SCRIPT, '-c', env.configFile, 'archive-wal', 'hang'], { stdio: 'ignore', detached: true });
+    try {
+      await new Promise((r) => setTimeout(r, 1000));
+      const started = Date.now();
+      await env.ok('archive-wal', 'quick');
+      assert.ok(Date.now() - started < 10000, 'quick archived without waiting for the hung hook');
+      await fs.access(path.join(env.home, 'quick', 'wals', seg.slice(0, 16), seg));
+      // ...and cron is not held up either.
+      const cronStart = Date.now();
+      await env.ok('cron');
+      assert.ok(Date.now() - cronStart < 10000);
+      await assert.rejects(fs.access(path.join(env.home, 'hang', 'wals', seg.slice(0, 16), seg)));
+    } finally {
+      if (hanging.pid) process.kill(-hanging.pid, 'SIGKILL');
+      await runAs('root', 'pkill', ['-KILL', '-f', `${env.configFile} archive-wal`]);
+      await runAs('root', 'pkill', ['-KILL', '-f', 'sleep 60']);
     }
   });
 
