@@ -27,7 +27,6 @@ import {
   backupDir,
   loadCatalog,
   loadCatalogStrict,
-  neighbours,
   readBackupEntry,
   saveBackupInfo,
   validateBackupName,
@@ -46,7 +45,7 @@ import { localNowPyDateTime } from '../util/pytime.js';
 import { run } from '../util/proc.js';
 import { lsnToWal, parseLsn, walOffset, formatLsn, previousSegment } from '../wal/names.js';
 import { checkBackup } from './check-backup.js';
-import { HookAbortError, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
+import { HookAbortError, backupHookInfo, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
 import { runBasebackup } from './postgres-executor.js';
 
 const log = logger('backup');
@@ -306,16 +305,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
 export async function runBackupHooks(srv: ServerConfig, phase: HookPhase, entry: BackupEntry, ev: BackupEvents = {}, timing?: HookTiming): Promise<void> {
   // Neighbours are informative only: an unreadable catalog must not stop a backup.
   const catalog = await loadCatalog(srv).catch(() => [] as BackupEntry[]);
-  const { previous, next } = neighbours(catalog.some((e) => e.id === entry.id) ? catalog : [...catalog, entry].sort((a, b) => (a.id < b.id ? -1 : 1)), entry.id);
-  const vars = backupHookVars({
-    backupDir: backupDir(srv, entry.id),
-    backupInfoPath: entry.infoFile,
-    backupId: entry.id,
-    previousId: previous?.id ?? null,
-    nextId: next?.id ?? null,
-    status: entry.info.status,
-    backupError: entry.info.error,
-  });
+  const vars = backupHookVars(backupHookInfo(srv, entry, catalog));
   await runHooks(srv, 'backup', phase, vars, { warning: ev.warning, timing });
 }
 

@@ -17,11 +17,11 @@ import { humanDuration } from '../util/format.js';
 import { ctime } from '../util/pytime.js';
 import { hashDir, walNameKind } from '../wal/names.js';
 import { ARCHIVING, COPY_DONE, DONE, FAILED, isFull, type BackupInfo } from './backup-info.js';
-import { backupDir, loadCatalogStrict, neighbours, resolveBackupId, saveBackupInfo, type BackupEntry } from './catalog.js';
+import { backupDir, loadCatalogStrict, resolveBackupId, saveBackupInfo, type BackupEntry } from './catalog.js';
 import { LockBusyError, acquireLock, type HeldLock } from './lock.js';
 import { backupLockPath, lockPath, serverPaths } from './server-dirs.js';
 import { withXlogDb, type XlogDbEntry } from './xlogdb.js';
-import { backupHookVars, hasHooks, runHooks, walHookVars, type BackupHookInfo, type WalHookInfo } from '../hooks/hooks.js';
+import { backupHookInfo, backupHookVars, hasHooks, runHooks, walHookVars, type WalHookInfo } from '../hooks/hooks.js';
 
 export type KeepTarget = 'full' | 'standalone';
 
@@ -326,16 +326,7 @@ async function deleteOne(
   const policy = decideWalCleanup(entries, target, { manual, concurrent: isConcurrent(srv, target.info), keeps, alsoDeleted });
 
   // 0. pre_delete hooks, before anything changes: ABORT_STOP (HookAbortError) leaves the backup as it is.
-  const { previous, next } = neighbours(entries, target.id);
-  const hookInfo: BackupHookInfo = {
-    backupDir: backupDir(srv, target.id),
-    backupInfoPath: target.infoFile,
-    backupId: target.id,
-    previousId: previous?.id ?? null,
-    nextId: next?.id ?? null,
-    status: target.info.status,
-    backupError: target.info.error,
-  };
+  const hookInfo = backupHookInfo(srv, target, entries);
   await runHooks(srv, 'delete', 'pre', backupHookVars(hookInfo), { warning: ev.warning });
 
   // 1. Mark: annotation, then backup.info no longer claims a usable backup.

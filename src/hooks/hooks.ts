@@ -12,6 +12,7 @@
  * Callers must not hold the xlogdb lock while hooks run: a hanging hook would block archiving.
  */
 import type { ServerConfig } from '../config/config.js';
+import { backupDir, neighbours, type BackupEntry } from '../catalog/catalog.js';
 import { subprocessEnv } from '../postgres/binaries.js';
 import { BarmanError } from '../util/errors.js';
 import { logger } from '../util/log.js';
@@ -106,6 +107,24 @@ function sortedJson(obj: Record<string, unknown>): string {
   const out: Record<string, unknown> = {};
   for (const k of Object.keys(obj).sort()) out[k] = obj[k];
   return JSON.stringify(out);
+}
+
+/**
+ * The backup part of a hook environment for `entry`, its previous and next backups taken from
+ * `catalog` (the entry itself may not be in it yet: a backup being taken).
+ */
+export function backupHookInfo(srv: ServerConfig, entry: BackupEntry, catalog: readonly BackupEntry[]): BackupHookInfo {
+  const known = catalog.some((e) => e.id === entry.id) ? catalog : [...catalog, entry].sort((a, b) => (a.id < b.id ? -1 : 1));
+  const { previous, next } = neighbours(known, entry.id);
+  return {
+    backupDir: backupDir(srv, entry.id),
+    backupInfoPath: entry.infoFile,
+    backupId: entry.id,
+    previousId: previous?.id ?? null,
+    nextId: next?.id ?? null,
+    status: entry.info.status,
+    backupError: entry.info.error,
+  };
 }
 
 export function backupHookVars(e: BackupHookInfo): Record<string, string> {

@@ -9,7 +9,7 @@ import { existsSync, promises as fsp, realpathSync, accessSync, constants as fsc
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { backupType, serializeBackupInfo, type BackupInfo, type Tablespace } from '../catalog/backup-info.js';
-import { backupDataDir, backupDir, loadCatalog, neighbours, resolveBackupId, type BackupEntry } from '../catalog/catalog.js';
+import { backupDataDir, loadCatalog, resolveBackupId, type BackupEntry } from '../catalog/catalog.js';
 import { acquireLock, LockBusyError, type HeldLock } from '../catalog/lock.js';
 import { backupLockPath } from '../catalog/server-dirs.js';
 import { subprocessEnv } from '../postgres/binaries.js';
@@ -31,7 +31,7 @@ import {
   syncFilesystems,
   type TreeScan,
 } from './copy.js';
-import { runRecoveryHooks, type RecoveryHookInfo } from '../hooks/hooks.js';
+import { backupHookInfo, runRecoveryHooks, type RecoveryHookInfo } from '../hooks/hooks.js';
 import {
   checkBackupForRestore,
   checkDestination,
@@ -379,15 +379,8 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     if (err instanceof LockBusyError) throw new BarmanError(`Backup ${id} of server ${srv.name} is in use by another process${err.holderPid ? ` (PID ${err.holderPid})` : ''}`);
     throw err;
   }
-  const { previous, next } = neighbours(entries, id);
   const hookEnv: RecoveryHookInfo = {
-    backupDir: backupDir(srv, id),
-    backupInfoPath: entry.infoFile,
-    backupId: id,
-    previousId: previous?.id ?? null,
-    nextId: next?.id ?? null,
-    status: binfo.status,
-    backupError: binfo.error,
+    ...backupHookInfo(srv, entry, entries),
     destination: dest,
     tablespaces: tablespaces.length ? Object.fromEntries(tablespaces.map((t) => [t.name, t.location])) : null,
     remoteCommand: null,

@@ -1,6 +1,5 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { accessSync, constants as fsc } from 'node:fs';
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
@@ -15,6 +14,7 @@ import { parseXlogDb, readXlogDb, type XlogDbEntry } from '../../src/catalog/xlo
 import { archiveWal, walArchivePath, type ArchiveReport, type ArchiveSource } from '../../src/wal/archiver.js';
 import { decompressBuffer, identifyCompression, type CompressionName } from '../../src/wal/compression.js';
 import { pyFloatStr, pyStatMtime } from '../../src/util/pytime.js';
+import { hasProgram, prng } from '../helpers/testing.js';
 
 const SEG = 16 << 20;
 let tmpRoot = '';
@@ -27,28 +27,6 @@ before(async () => {
 after(async () => {
   await fsp.rm(tmpRoot, { recursive: true, force: true });
 });
-
-function hasProgram(name: string): boolean {
-  return (process.env.PATH ?? '').split(':').some((dir) => {
-    try {
-      accessSync(path.join(dir, name), fsc.X_OK);
-      return dir !== '';
-    } catch {
-      return false;
-    }
-  });
-}
-
-/** Deterministic xorshift32. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>>= 0);
-  };
-}
 
 /** A 16 MiB buffer that looks like a WAL segment: page headers, records, zero and random pages. */
 function walLike(seed: number, size = SEG): Buffer {

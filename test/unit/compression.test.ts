@@ -1,7 +1,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants as fsc, createReadStream, promises as fsp } from 'node:fs';
+import { createReadStream, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -26,33 +26,10 @@ import {
   type CompressionName,
   type CustomCompressionConfig,
 } from '../../src/wal/compression.js';
+import { hasProgram, prng } from '../helpers/testing.js';
 
 const MiB = 1 << 20;
 const isBarmanError = (err: unknown): boolean => err instanceof BarmanError;
-
-function hasProgram(name: string): boolean {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    if (!dir) continue;
-    try {
-      accessSync(path.join(dir, name), fsc.X_OK);
-      return true;
-    } catch {
-      // keep looking
-    }
-  }
-  return false;
-}
-
-/** Deterministic xorshift32 so failures reproduce. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>>= 0);
-  };
-}
 
 /**
  * 8 KiB pages that look like WAL: page headers, record headers, tuples of text, runs of

@@ -4,7 +4,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants as fsc } from 'node:fs';
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
@@ -16,6 +15,7 @@ import { serverPaths } from '../../src/catalog/server-dirs.js';
 import { archiveWal, walArchivePath } from '../../src/wal/archiver.js';
 import { identifyCompression } from '../../src/wal/compression.js';
 import { walLookupPaths } from '../../src/wal/get-wal.js';
+import { hasProgram } from '../helpers/testing.js';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/barman.js');
 const SEG = 16 << 20;
@@ -25,17 +25,6 @@ let conf = '';
 let srv: ServerConfig;
 let plainSrv: ServerConfig;
 const data = new Map<string, Buffer>();
-
-function hasProgram(name: string): boolean {
-  return (process.env.PATH ?? '').split(':').some((dir) => {
-    try {
-      accessSync(path.join(dir, name), fsc.X_OK);
-      return dir !== '';
-    } catch {
-      return false;
-    }
-  });
-}
 
 /** Segment-sized data with some structure (compressible) and a per-name signature. */
 function segmentData(seed: number, size = SEG): Buffer {
