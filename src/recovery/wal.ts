@@ -184,7 +184,10 @@ export async function copyWals(files: readonly ArchivedWal[], destDir: string, o
       } else {
         await decompressFile(w.path, dst, algo, opts.custom);
       }
-      bytes += (await fsp.stat(dst)).size;
+      // Read the size first: `bytes += await …` would add to a stale total while other
+      // workers finish in between.
+      const { size } = await fsp.stat(dst);
+      bytes += size;
     } catch (err) {
       throw new BarmanError(`cannot copy WAL file ${w.name} to ${destDir}: ${errorMessage(err)}`);
     }
