@@ -29,6 +29,7 @@ export const COMMANDS: readonly CommandEntry[] = [
   { name: 'cron', summary: 'Run maintenance: WAL streaming, archiving, backup checks', load: () => import('./commands/cron.js') },
   { name: 'delete', summary: 'Delete a backup and the WAL files no other backup needs', load: () => import('./commands/delete.js') },
   { name: 'diagnose', summary: 'Print one JSON document describing the installation, for support', load: () => import('./commands/diagnose.js') },
+  { name: 'generate-manifest', summary: 'Write a backup_manifest for a backup that has none', load: () => import('./commands/generate-manifest.js') },
   { name: 'get-wal', summary: 'Send a WAL file from the archive (restore_command side)', load: () => import('./commands/get-wal.js') },
   { name: 'keep', summary: 'Keep a backup whatever the retention policy says, show or release the keep', load: () => import('./commands/keep.js') },
   { name: 'list-backups', aliases: ['list-backup'], summary: 'List the backups of servers', load: () => import('./commands/list-backups.js') },
@@ -47,4 +48,5 @@ export const COMMANDS: readonly CommandEntry[] = [
   { name: 'status', summary: 'Show the status of servers', load: () => import('./commands/status.js') },
   { name: 'switch-wal', aliases: ['switch-xlog'], summary: 'Force PostgreSQL to switch to a new WAL file', load: () => import('./commands/switch-wal.js') },
   { name: 'terminate-process', summary: 'Stop a barman subprocess of a server (see list-processes)', load: () => import('./commands/terminate-process.js') },
+  { name: 'verify-backup', aliases: ['verify'], summary: 'Check a backup against its manifest with pg_verifybackup', load: () => import('./commands/verify-backup.js') },
 ];

@@ -1,0 +1,195 @@
+/**
+ * PostgreSQL backup manifests (`backup_manifest`, the format pg_basebackup writes and
+ * pg_verifybackup checks) for backups that were not taken with one (rsync backups, postgres
+ * backups taken with --no-manifest), and `verify-backup` through pg_verifybackup.
+ *
+ * The manifest is JSON with one file per line; its last line carries a SHA-256 of every byte
+ * before that line (pg_verifybackup recomputes it over the text up to the second-last newline),
+ * so the layout below is not cosmetic.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import path from 'node:path';
+import type { ServerConfig } from '../config/config.js';
+import type { BackupInfo } from '../catalog/backup-info.js';
+import { backupDataDir, type BackupEntry } from '../catalog/catalog.js';
+import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
+import { copyWals, customCompression, listArchive } from '../recovery/wal.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { writeFileAtomic } from '../util/fsutil.js';
+import { run } from '../util/proc.js';
+import { runPool } from '../util/pool.js';
+import { generateSegments, parseLsn } from '../wal/names.js';
+
+export const MANIFEST_NAME = 'backup_manifest';
+
+export interface ManifestFile {
+  /** Path relative to the data directory, `/`-separated (tablespaces under pg_tblspc/<oid>/). */
+  path: string;
+  size: number;
+  mtime: Date;
+  sha256: string;
+}
+
+export interface WalRange {
+  timeline: number;
+  startLsn: string;
+  endLsn: string;
+}
+
+/** `2026-11-30 12:00:00 GMT`, the timestamp format of backup manifests. */
+export function manifestTimestamp(d: Date): string {
+  return `${d.toISOString().slice(0, 19).replace('T', ' ')} GMT`;
+}
+
+/** The manifest text for these files and WAL range, Manifest-Checksum included. */
+export function renderManifest(files: readonly ManifestFile[], walRanges: readonly WalRange[]): string {
+  const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const fileLines = sorted.map(
+    (f) =>
+      `{ "Path": ${JSON.stringify(f.path)}, "Size": ${f.size}, "Last-Modified": "${manifestTimestamp(f.mtime)}", "Checksum-Algorithm": "SHA256", "Checksum": "${f.sha256}" }`,
+  );
+  const walLines = walRanges.map((r) => `{ "Timeline": ${r.timeline}, "Start-LSN": "${r.startLsn}", "End-LSN": "${r.endLsn}" }`);
+  const body =
+    '{ "PostgreSQL-Backup-Manifest-Version": 1,\n' +
+    '"Files": [\n' +
+    fileLines.join(',\n') +
+    (fileLines.length ? '\n' : '') +
+    '],\n' +
+    '"WAL-Ranges": [\n' +
+    walLines.join(',\n') +
+    (walLines.length ? '\n' : '') +
+    '],\n';
+  const checksum = createHash('sha256').update(body, 'utf8').digest('hex');
+  return `${body}"Manifest-Checksum": "${checksum}"}\n`;
+}
+
+/** Files pg_verifybackup never expects in a manifest (it skips them on disk too). */
+const NOT_IN_MANIFEST = new Set([MANIFEST_NAME]);
+
+/**
+ * Every regular file under the data directory, following the pg_tblspc/<oid> links into the
+ * tablespace directories (as pg_verifybackup does) and nothing else that is a link.
+ */
+async function walkDataDir(dataDir: string): Promise<{ rel: string; abs: string }[]> {
+  const out: { rel: string; abs: string }[] = [];
+  const walk = async (absDir: string, relDir: string, followLinks: boolean): Promise<void> => {
+    const entries = await fsp.readdir(absDir, { withFileTypes: true });
+    for (const e of entries) {
+      const abs = path.join(absDir, e.name);
+      const rel = relDir ? `${relDir}/${e.name}` : e.name;
+      if (e.isDirectory()) await walk(abs, rel, false);
+      else if (e.isSymbolicLink() && followLinks) {
+        const st = await fsp.stat(abs).catch(() => null);
+        if (st?.isDirectory()) await walk(abs, rel, false);
+      } else if (e.isFile() && !(relDir === '' && NOT_IN_MANIFEST.has(e.name))) out.push({ rel, abs });
+    }
+  };
+  const walkTop = async (): Promise<void> => {
+    const entries = await fsp.readdir(dataDir, { withFileTypes: true });
+    for (const e of entries) {
+      const abs = path.join(dataDir, e.name);
+      if (e.name === 'pg_tblspc' && e.isDirectory()) await walk(abs, 'pg_tblspc', true);
+      else if (e.isDirectory()) await walk(abs, e.name, false);
+      else if (e.isFile() && !NOT_IN_MANIFEST.has(e.name)) out.push({ rel: e.name, abs });
+    }
+  };
+  await walkTop();
+  return out;
+}
+
+async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** The WAL range of a backup, from its backup.info. */
+export function backupWalRange(id: string, info: BackupInfo): WalRange {
+  const timeline = info.timeline;
+  const start = info.begin_xlog;
+  const end = info.end_xlog;
+  if (timeline == null || !start || !end) throw new BarmanError(`backup ${id} has no complete WAL range (timeline, begin_xlog, end_xlog)`);
+  return { timeline: Number(timeline), startLsn: String(start), endLsn: String(end) };
+}
+
+export interface GenerateManifestOptions {
+  /** Hashing workers (files are hashed in parallel). */
+  workers?: number;
+  /** Replace an existing manifest instead of refusing. */
+  overwrite?: boolean;
+}
+
+/**
+ * Write `backup_manifest` into the data directory of a DONE backup taken in plain format.
+ * Returns the manifest path. Refuses when one exists already: the one pg_basebackup wrote is
+ * the better witness of what the server sent.
+ */
+export async function generateManifest(srv: ServerConfig, { id, info }: BackupEntry, opts: GenerateManifestOptions = {}): Promise<{ file: string; files: number; bytes: number }> {
+  if (info.status !== 'DONE') throw new BarmanError(`backup ${id} is ${info.status}: a manifest is generated for DONE backups only`);
+  if (info.compression) throw new BarmanError(`backup ${id} is compressed (${info.compression}): a manifest can only be generated for a plain backup`);
+  const dataDir = backupDataDir(srv, id);
+  const target = path.join(dataDir, MANIFEST_NAME);
+  if (!opts.overwrite && (await fsp.lstat(target).catch(() => null))) {
+    throw new BarmanError(`backup ${id} of server ${srv.name} already has a ${MANIFEST_NAME}`);
+  }
+  const range = backupWalRange(id, info);
+  const found = await walkDataDir(dataDir).catch((err: unknown) => {
+    throw new BarmanError(`cannot read backup ${id} data directory ${dataDir}: ${errorMessage(err)}`);
+  });
+  const files: ManifestFile[] = [];
+  await runPool(found, opts.workers ?? Math.max(1, Math.min(4, os.availableParallelism())), async (f) => {
+    const st = await fsp.stat(f.abs);
+    files.push({ path: f.rel, size: st.size, mtime: st.mtime, sha256: await sha256File(f.abs) });
+  });
+  await writeFileAtomic(target, renderManifest(files, [range]));
+  return { file: target, files: files.length, bytes: files.reduce((a, f) => a + f.size, 0) };
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  /** pg_verifybackup's own output (stdout + stderr), trimmed. */
+  output: string;
+  /** Whether WAL was parsed (the backup's WALs were found in the archive). */
+  walChecked: boolean;
+}
+
+/**
+ * Run pg_verifybackup on a plain backup: files against backup_manifest, and, when the WAL
+ * files of the backup are all in the archive, those too (decompressed into a scratch dir,
+ * because pg_verifybackup reads plain segments only).
+ */
+export async function verifyBackup(srv: ServerConfig, { id, info }: BackupEntry): Promise<VerifyResult> {
+  if (info.compression) throw new BarmanError(`backup ${id} is compressed (${info.compression}): pg_verifybackup checks plain backups only`);
+  const dataDir = backupDataDir(srv, id);
+  if (!(await fsp.stat(path.join(dataDir, MANIFEST_NAME)).catch(() => null))) {
+    throw new BarmanError(`backup ${id} of server ${srv.name} has no ${MANIFEST_NAME}: run 'barman generate-manifest ${srv.name} ${id}' first`);
+  }
+  const bin = findPgBinary('pg_verifybackup', srv.path_prefix);
+  const scratch = await fsp.mkdtemp(path.join(os.tmpdir(), `barman-verify-${srv.name}-`));
+  try {
+    const walDir = await stageBackupWals(srv, id, info, scratch);
+    const args = [...(walDir ? ['--wal-directory', walDir] : ['--no-parse-wal']), dataDir];
+    const res = await run(bin, args, { env: subprocessEnv(srv.path_prefix) });
+    const output = `${res.stdout}${res.stderr}`.trim();
+    return { ok: res.code === 0, output, walChecked: walDir !== null };
+  } finally {
+    await fsp.rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/** Copy the backup's WAL segments (begin..end) into `scratch/pg_wal`; null when one is missing. */
+async function stageBackupWals(srv: ServerConfig, id: string, info: BackupInfo, scratch: string): Promise<string | null> {
+  const range = backupWalRange(id, info);
+  if (!info.begin_wal || !info.end_wal) return null;
+  const needed = [...generateSegments(info.begin_wal, info.end_wal, info.xlog_segment_size, info.version)];
+  const listing = await listArchive(srv, info.begin_wal, range.timeline);
+  const byName = new Map(listing.segments.map((w) => [w.name, w]));
+  const files = needed.map((n) => byName.get(n));
+  if (files.some((f) => f === undefined)) return null;
+  parseLsn(range.endLsn); // validates the catalog value before pg_verifybackup sees it
+  const walDir = path.join(scratch, 'pg_wal');
+  await copyWals(files as NonNullable<(typeof files)[number]>[], walDir, { workers: 2, custom: customCompression(srv) });
+  return walDir;
+}
