@@ -1,72 +1,92 @@
 import type { Command } from 'commander';
+import { renderNagios, type NagiosServer } from '../../checks/nagios.js';
 import { runChecks, type CheckResult } from '../../checks/server-checks.js';
 import type { ServerConfig } from '../../config/config.js';
+import { BarmanError } from '../../util/errors.js';
 import type { CliContext } from '../context.js';
 
 export function define(cmd: Command): void {
   cmd
     .argument('<server...>', "server names, or 'all'")
     .option('--nagios', 'Nagios plugin output (one status line; exit 2 when critical)')
-    .option('--check-timeout <seconds>', 'give up a check after this many seconds')
+    .option('--check-timeout <seconds>', 'give up the checks of a server after this many seconds (0 = no limit; default check_timeout)')
     .addHelpText(
       'after',
       `
 Checks the connection to PostgreSQL (normal and streaming), its settings, the replication slot,
-receive-wal, the catalog directories, the backups (failed ones, minimum redundancy, maximum age)
-and the archiver errors, printing one line per check:  <name>: OK|FAILED (hint).
-Exit status 1 when any check fails on an active server. With --nagios: one line
-'BARMAN OK - …' or 'BARMAN CRITICAL - …' and exit status 0 or 2.`,
+receive-wal, WAL archiving, the catalog directories, the backups (failed ones, minimum redundancy,
+maximum age, minimum size), the WAL age, ssh, compression and the archiver errors, printing one
+line per check:  <name>: OK|FAILED (hint).  Exit status 1 when any check fails on an active
+server. With --nagios: 'BARMAN OK - …' or 'BARMAN CRITICAL - …' and exit status 0 or 2.`,
     );
 }
 
-const jsonKey = (name: string) => name.toLowerCase().replace(/[ -]/g, '_').replace(/\./g, '');
+/** JSON key of a check: lowercased, spaces and dashes to `_`, dots removed (as Barman). */
+export const jsonKey = (name: string): string => name.toLowerCase().replace(/[ -]/g, '_').replace(/\./g, '');
 
-export async function run(ctx: CliContext, names: string[], opts: { nagios?: boolean }): Promise<void> {
-  const { out } = ctx;
-  const servers = ctx.servers(names, { allowInactive: true, allowDisabled: true });
-  const results = new Map<ServerConfig, CheckResult[]>();
-  for (const srv of servers) {
-    const res = srv.disabled ? srv.errors.map((e) => ({ name: 'configuration', ok: false, hint: e })) : await runChecks(srv);
-    results.set(srv, res);
+function parseTimeout(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text.trim())) throw new BarmanError(`--check-timeout: expected a number of seconds, got '${text}'`, 2);
+  return Number(text.trim());
+}
+
+interface Checked {
+  srv: ServerConfig;
+  results: CheckResult[];
+}
+
+async function checkAll(servers: readonly ServerConfig[], checkTimeout: number | undefined): Promise<Checked[]> {
+  const out: Checked[] = [];
+  // Barman checks servers in name order, whatever the order on the command line or in the files.
+  for (const srv of [...servers].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    const results = srv.disabled ? [{ name: 'configuration', ok: false, hint: '' }] : await runChecks(srv, { checkTimeout });
+    out.push({ srv, results });
   }
+  return out;
+}
+
+export async function run(ctx: CliContext, names: string[], opts: { nagios?: boolean; checkTimeout?: string }): Promise<void> {
+  const checkTimeout = parseTimeout(opts.checkTimeout);
   if (opts.nagios) {
-    nagios(ctx, results);
+    await nagios(ctx, names, checkTimeout);
     return;
   }
-  for (const [srv, res] of results) {
+  const { out } = ctx;
+  const checked = await checkAll(ctx.servers(names, { allowInactive: true, allowDisabled: true }), checkTimeout);
+  for (const { srv, results } of checked) {
     const suffix = !srv.active ? ' (inactive)' : srv.disabled ? ' (WARNING: disabled)' : '';
     out.line(`Server ${srv.name}${suffix}:`);
-    for (const r of res) {
+    for (const r of results) {
       const status = r.ok ? out.ok('OK') : out.failed('FAILED');
       out.line(`\t${r.name}: ${status}${r.hint ? ` (${r.hint})` : ''}`);
       out.set([srv.name, jsonKey(r.name)], { status: r.ok ? 'OK' : 'FAILED', hint: r.hint });
       if (!r.ok && srv.active) out.exitCode = Math.max(out.exitCode, 1);
+      // The configuration problems themselves, one per line under the check (as Barman).
+      if (r.name === 'configuration') for (const e of srv.errors) out.line(`\t\t${e}`);
     }
   }
 }
 
-function nagios(ctx: CliContext, results: Map<ServerConfig, CheckResult[]>): void {
-  const active = [...results].filter(([s]) => s.active);
-  const inactive = [...results].filter(([s]) => !s.active).map(([s]) => s.name);
-  const failing = active.filter(([, r]) => r.some((c) => !c.ok));
-  const ignoring = inactive.length ? ` * IGNORING: ${inactive.join(', ')}` : '';
-  if (results.size === 0) {
-    process.stdout.write('BARMAN OK - No server configured\n');
-    return;
+/**
+ * Nagios mode prints nothing but the plugin output: unknown servers and configuration errors
+ * are not printed, they make the result `Global configuration errors` (CRITICAL).
+ */
+async function nagios(ctx: CliContext, names: string[], checkTimeout: number | undefined): Promise<void> {
+  const cfg = ctx.config;
+  let globalError = cfg.errors.length > 0;
+  const all = names.length === 0 || names.includes('all');
+  const picked: ServerConfig[] = [];
+  if (!globalError) {
+    for (const n of names) if (n !== 'all' && !cfg.servers.has(n)) globalError = true;
+    if (all) picked.push(...cfg.servers.values());
+    else for (const n of names) {
+      const s = cfg.servers.get(n);
+      if (s && !picked.includes(s)) picked.push(s);
+    }
   }
-  if (failing.length === 0) {
-    const what = active.length === 1 ? `for ${active[0]?.[0].name ?? ''}` : `for ${active.length} servers`;
-    process.stdout.write(`BARMAN OK - Ready to serve the Espresso backup ${what}${ignoring}\n`);
-    return;
-  }
-  const details = failing.map(([s, r]) => `${s.name} FAILED: ${r.filter((c) => !c.ok).map((c) => c.name).join(', ')}`).join(' * ');
-  const head =
-    failing.length === 1 && active.length === 1
-      ? `BARMAN CRITICAL - server ${failing[0]?.[0].name ?? ''} has issues`
-      : `BARMAN CRITICAL - ${failing.length} server out of ${active.length} have issues`;
-  process.stdout.write(`${head} * ${details}\n`);
-  for (const [s, r] of failing) {
-    for (const c of r.filter((x) => !x.ok)) process.stdout.write(`${s.name}.${c.name}: FAILED${c.hint ? ` (${c.hint})` : ''}\n`);
-  }
-  ctx.out.exitCode = 2;
+  const checked = await checkAll(picked, checkTimeout);
+  const servers: NagiosServer[] = checked.map(({ srv, results }) => ({ name: srv.name, active: srv.active, results }));
+  const report = renderNagios(servers, globalError);
+  process.stdout.write(report.text);
+  ctx.out.exitCode = report.exitCode;
 }

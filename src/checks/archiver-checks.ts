@@ -1,0 +1,123 @@
+/**
+ * WAL arrival checks: the incoming/streaming queues, archive_mode / archive_command /
+ * continuous archiving (from pg_stat_archiver, so a failing archive_command shows), pg_receivewal
+ * and receive-wal, and the files the archiver set aside in errors/.
+ */
+import { promises as fsp } from 'node:fs';
+import type { ServerConfig } from '../config/config.js';
+import { isLockHeld } from '../catalog/lock.js';
+import { lockPath } from '../catalog/server-dirs.js';
+import { findPgBinary } from '../postgres/binaries.js';
+import { run } from '../util/proc.js';
+import type { ArchiverStats, PgFacts } from './postgres-checks.js';
+import type { CheckCollector } from './types.js';
+
+type Line = { name: string; ok: boolean; hint: string };
+
+/** Files waiting in a queue directory (`.tmp` files are writes in progress). */
+export async function countQueue(dir: string): Promise<number> {
+  const names = await fsp.readdir(dir).catch(() => [] as string[]);
+  return names.filter((n) => !n.endsWith('.tmp')).length;
+}
+
+/**
+ * `empty <kind> directory` (archiver of that kind off but files there) and `<kind> WALs
+ * directory` (queue above max_incoming_wals_queue). Both lines appear only on failure. The
+ * streaming directory always holds one `.partial` file, which does not count.
+ */
+export function walQueueLine(kind: 'incoming' | 'streaming', dir: string, enabled: boolean, fileCount: number, max: number | null): Line | null {
+  const count = kind === 'streaming' ? fileCount - 1 : fileCount;
+  const option = kind === 'incoming' ? 'archiver' : 'streaming_archiver';
+  if (!enabled) return count > 0 ? { name: `empty ${kind} directory`, ok: false, hint: `'${dir}' must be empty when ${option}=off` } : null;
+  if (max === null) return null;
+  return count > max ? { name: `${kind} WALs directory`, ok: false, hint: `there are too many WALs in queue: ${count}, max ${max}` } : null;
+}
+
+/**
+ * Is archive_command working? It is not when its last failure is more recent than its last
+ * success (or it never succeeded). A failing `.history` file of a timeline not newer than the
+ * current one is ignored, as Barman does: PostgreSQL retries those after a promotion.
+ */
+export function continuousArchivingLine(stats: ArchiverStats | null, archiveMode: string | null, currentWal: string | null): Line {
+  const name = 'continuous archiving';
+  const on = archiveMode === 'on' || archiveMode === 'always';
+  if (!on) return { name, ok: false, hint: 'archive_mode is off' };
+  if (!stats || stats.lastFailedWal === null || stats.lastFailedTime === null) return { name, ok: true, hint: '' };
+  const failed = stats.lastFailedWal;
+  if (failed.endsWith('.history') && currentWal && failed.slice(0, 8) <= currentWal.slice(0, 8)) return { name, ok: true, hint: '' };
+  if (stats.lastArchivedTime && stats.lastFailedTime.getTime() <= stats.lastArchivedTime.getTime()) return { name, ok: true, hint: '' };
+  return { name, ok: false, hint: `archive_command failed for WAL ${failed} (failures: ${stats.failedCount})` };
+}
+
+/** archive_mode, archive_command, continuous archiving (archiver=on and the server answered). */
+export function fileArchiverLines(facts: Pick<PgFacts, 'archiveMode' | 'archiveCommand' | 'archiver' | 'currentWal'>): Line[] {
+  const lines: Line[] = [];
+  const modeOk = facts.archiveMode === 'on' || facts.archiveMode === 'always';
+  lines.push({ name: 'archive_mode', ok: modeOk, hint: modeOk ? '' : "please set it to 'on' or 'always'" });
+  const cmd = (facts.archiveCommand ?? '').trim();
+  if (cmd === '' || cmd === '(disabled)') {
+    lines.push({ name: 'archive_command', ok: false, hint: 'please set it accordingly to documentation' });
+    return lines;
+  }
+  lines.push({ name: 'archive_command', ok: true, hint: '' });
+  lines.push(continuousArchivingLine(facts.archiver, facts.archiveMode, facts.currentWal));
+  return lines;
+}
+
+/**
+ * The `archiver errors` hint: counts per kind, by file suffix (.duplicate, .unknown, .error =
+ * not relevant, anything else = unknown failure), kinds in order of first appearance among the
+ * sorted names, as Barman (whose order follows its directory listing). Empty with no files.
+ */
+export function summariseErrorFiles(names: readonly string[]): string {
+  const counts = new Map<string, number>();
+  for (const n of [...names].sort()) {
+    const kind = n.endsWith('.error') ? 'not relevant' : n.endsWith('.duplicate') ? 'duplicates' : n.endsWith('.unknown') ? 'unknown' : 'unknown failure';
+    counts.set(kind, (counts.get(kind) ?? 0) + 1);
+  }
+  return [...counts].map(([k, v]) => `${k}: ${v}`).join(', ');
+}
+
+export async function archiverErrorsCheck(col: CheckCollector, srv: ServerConfig): Promise<void> {
+  const names = await fsp.readdir(srv.errors_directory).catch(() => [] as string[]);
+  col.add('archiver errors', names.length === 0, summariseErrorFiles(names));
+}
+
+async function clientMajor(bin: string, col: CheckCollector): Promise<{ major: number; text: string } | null> {
+  const res = await run(bin, ['--version'], { timeoutMs: col.remainingMs() }).catch(() => null);
+  const m = res ? /(\d+)(?:\.(\d+))?/.exec(res.stdout) : null;
+  return m ? { major: Number(m[1]), text: m[2] !== undefined ? `${m[1]}.${m[2]}` : (m[1] ?? '') } : null;
+}
+
+/** pg_receivexlog, pg_receivexlog compatible, receive-wal running (streaming_archiver=on). */
+export async function streamingArchiverChecks(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
+  let bin: string | null = null;
+  try {
+    bin = findPgBinary('pg_receivewal', srv.path_prefix);
+    col.add('pg_receivexlog', true);
+  } catch {
+    col.add('pg_receivexlog', false);
+  }
+  const client = bin ? await clientMajor(bin, col) : null;
+  const serverMajor = facts.versionNum ? Math.floor(facts.versionNum / 10000) : null;
+  const compatible = client !== null && serverMajor !== null && client.major >= serverMajor;
+  col.add('pg_receivexlog compatible', compatible, compatible ? '' : `PostgreSQL version: ${serverMajor ?? 'None'}, pg_receivexlog version: ${client?.text ?? 'None'}`);
+  const running = await isLockHeld(lockPath(srv, 'receiveWal'));
+  col.add('receive-wal running', running, running ? '' : 'See the Barman log file for more details');
+}
+
+export async function pgBasebackupChecks(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
+  let bin: string | null = null;
+  try {
+    bin = findPgBinary('pg_basebackup', srv.path_prefix);
+    col.add('pg_basebackup', true);
+  } catch {
+    col.add('pg_basebackup', false);
+  }
+  const client = bin ? await clientMajor(bin, col) : null;
+  const serverMajor = facts.versionNum ? Math.floor(facts.versionNum / 10000) : null;
+  const compatible = client !== null && serverMajor !== null && client.major >= serverMajor;
+  col.add('pg_basebackup compatible', compatible, compatible ? '' : `PostgreSQL version: ${serverMajor ?? 'None'}, pg_basebackup version: ${client?.text ?? 'None'}`);
+  // Tablespace mapping (-T) exists in every pg_basebackup since 9.4, older than any we accept.
+  if (client !== null) col.add('pg_basebackup supports tablespaces mapping', true);
+}

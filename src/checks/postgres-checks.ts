@@ -1,0 +1,238 @@
+/**
+ * The checks that talk to PostgreSQL: the connection, backup privileges, the streaming
+ * (replication protocol) connection, wal_level, the standby checks and the replication slot.
+ * Facts are gathered once, with every connection bounded by the time left to the run, and
+ * handed to the later checks (systemid coherence, archiver checks) that need them too.
+ */
+import type { ServerConfig } from '../config/config.js';
+import { PgConnection } from '../postgres/connection.js';
+import { parseConninfo } from '../postgres/conninfo.js';
+import { errorMessage } from '../util/errors.js';
+import type { CheckCollector } from './types.js';
+
+export interface ArchiverStats {
+  failedCount: number;
+  lastFailedWal: string | null;
+  lastFailedTime: Date | null;
+  lastArchivedWal: string | null;
+  lastArchivedTime: Date | null;
+}
+
+/** What the checks know about the server; null where it could not be learnt. */
+export interface PgFacts {
+  connected: boolean;
+  connectionError: string | null;
+  versionNum: number | null;
+  hasBackupPrivileges: boolean | null;
+  walLevel: string | null;
+  systemId: string | null;
+  inRecovery: boolean | null;
+  archiveMode: string | null;
+  archiveCommand: string | null;
+  archiver: ArchiverStats | null;
+  /** Current WAL file name on the server (for the timeline of a failing .history file). */
+  currentWal: string | null;
+  slot: { active: boolean; restartLsn: string | null } | null;
+  /** Streaming connection, when one is configured (backup_method=postgres or streaming_archiver). */
+  streaming: { configured: boolean; ok: boolean; error: string | null; systemId: string | null };
+}
+
+const emptyFacts = (): PgFacts => ({
+  connected: false,
+  connectionError: null,
+  versionNum: null,
+  hasBackupPrivileges: null,
+  walLevel: null,
+  systemId: null,
+  inRecovery: null,
+  archiveMode: null,
+  archiveCommand: null,
+  archiver: null,
+  currentWal: null,
+  slot: null,
+  streaming: { configured: false, ok: false, error: null, systemId: null },
+});
+
+async function connectBounded(col: CheckCollector, conninfo: string): Promise<PgConnection> {
+  const conn = await PgConnection.connect(conninfo, 'barman_check', col.remainingMs());
+  col.onAbandon(() => void conn.close());
+  return conn;
+}
+
+const toDate = (v: unknown): Date | null => (v instanceof Date ? v : v ? new Date(String(v)) : null);
+
+async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
+  let pg: PgConnection;
+  try {
+    pg = await connectBounded(col, srv.conninfo ?? '');
+  } catch (err) {
+    facts.connectionError = errorMessage(err);
+    return;
+  }
+  try {
+    facts.connected = true;
+    facts.versionNum = await pg.serverVersion();
+    facts.hasBackupPrivileges = await pg.hasBackupPrivileges().catch(() => false);
+    facts.walLevel = await pg.setting('wal_level');
+    facts.systemId = await pg.systemId().catch(() => null);
+    facts.inRecovery = await pg.isInRecovery();
+    facts.archiveMode = await pg.setting('archive_mode');
+    facts.archiveCommand = await pg.setting('archive_command');
+    facts.currentWal = await pg.currentWalFile().catch(() => null);
+    const rows = await pg
+      .query<Record<string, unknown>>('SELECT failed_count, last_failed_wal, last_failed_time, last_archived_wal, last_archived_time FROM pg_stat_archiver')
+      .catch(() => []);
+    const r = rows[0];
+    if (r) {
+      facts.archiver = {
+        failedCount: Number(r.failed_count ?? 0),
+        lastFailedWal: (r.last_failed_wal as string | null) ?? null,
+        lastFailedTime: toDate(r.last_failed_time),
+        lastArchivedWal: (r.last_archived_wal as string | null) ?? null,
+        lastArchivedTime: toDate(r.last_archived_time),
+      };
+    }
+    if (srv.slot_name) facts.slot = await pg.replicationSlot(srv.slot_name);
+  } catch (err) {
+    facts.connectionError ??= errorMessage(err);
+  } finally {
+    await pg.close();
+  }
+}
+
+/** A replication-protocol handshake (IDENTIFY_SYSTEM) with streaming_conninfo. */
+async function gatherStreaming(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
+  const { default: pg } = await import('pg');
+  const c = parseConninfo(srv.streaming_conninfo ?? srv.conninfo ?? '');
+  const client = new pg.Client({
+    host: c.host ?? c.hostaddr ?? process.env.PGHOST ?? '/var/run/postgresql',
+    port: c.port ? Number(c.port) : undefined,
+    user: c.user,
+    password: c.password,
+    database: c.dbname ?? 'postgres',
+    application_name: 'barman_check',
+    replication: 'true',
+    connectionTimeoutMillis: col.remainingMs(),
+    // `replication` is a libpq startup parameter node-postgres passes through but does not type.
+  } as unknown as ConstructorParameters<typeof pg.Client>[0]);
+  client.on('error', () => undefined);
+  col.onAbandon(() => void client.end().catch(() => undefined));
+  facts.streaming.configured = true;
+  try {
+    await client.connect();
+    const res = await client.query('IDENTIFY_SYSTEM');
+    const row = res.rows[0] as { systemid?: string } | undefined;
+    facts.streaming.ok = true;
+    facts.streaming.systemId = row?.systemid != null ? String(row.systemid) : null;
+  } catch (err) {
+    facts.streaming.error = errorMessage(err);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export async function gatherPgFacts(col: CheckCollector, srv: ServerConfig): Promise<PgFacts> {
+  const facts = emptyFacts();
+  await gatherMain(col, srv, facts);
+  if (srv.backup_method === 'postgres' || srv.streaming_archiver) await gatherStreaming(col, srv, facts);
+  return facts;
+}
+
+export interface PrimaryFacts {
+  connected: boolean;
+  error: string | null;
+  inRecovery: boolean | null;
+  systemId: string | null;
+}
+
+export async function gatherPrimaryFacts(col: CheckCollector, primaryConninfo: string): Promise<PrimaryFacts> {
+  try {
+    const pg = await connectBounded(col, primaryConninfo);
+    try {
+      return { connected: true, error: null, inRecovery: await pg.isInRecovery(), systemId: await pg.systemId() };
+    } finally {
+      await pg.close();
+    }
+  } catch (err) {
+    return { connected: false, error: errorMessage(err), inRecovery: null, systemId: null };
+  }
+}
+
+type Line = { name: string; ok: boolean; hint: string };
+
+/**
+ * The standby checks (primary_conninfo set): conninfo must reach a server in recovery,
+ * primary_conninfo one that is not, and both must share the system identifier. An unreachable
+ * primary fails its checks rather than passing them unverified.
+ */
+export function standbyCheckLines(standby: { inRecovery: boolean | null; systemId: string | null }, primary: PrimaryFacts): Line[] {
+  const lines: Line[] = [];
+  lines.push(
+    standby.inRecovery === true
+      ? { name: 'PostgreSQL server is standby', ok: true, hint: '' }
+      : { name: 'PostgreSQL server is standby', ok: false, hint: 'conninfo should point to a standby server if primary_conninfo is set' },
+  );
+  if (!primary.connected) {
+    lines.push({ name: 'Primary server is not a standby', ok: false, hint: `cannot connect to the primary server: ${primary.error ?? 'unknown error'}` });
+    lines.push({ name: 'Primary and standby have same system ID', ok: false, hint: 'cannot read the system identifier of the primary server' });
+    return lines;
+  }
+  lines.push(
+    primary.inRecovery === false
+      ? { name: 'Primary server is not a standby', ok: true, hint: '' }
+      : { name: 'Primary server is not a standby', ok: false, hint: 'primary_conninfo should point to a primary server, not a standby' },
+  );
+  const same = standby.systemId !== null && standby.systemId === primary.systemId;
+  lines.push(
+    same
+      ? { name: 'Primary and standby have same system ID', ok: true, hint: '' }
+      : {
+          name: 'Primary and standby have same system ID',
+          ok: false,
+          hint: 'primary_conninfo and conninfo should point to primary and standby servers which share the same system identifier',
+        },
+  );
+  return lines;
+}
+
+/** `replication slot` (only when slot_name is set and the server answered). */
+export function slotCheckLine(srv: Pick<ServerConfig, 'name' | 'slot_name' | 'streaming_archiver'>, slot: PgFacts['slot']): Line | null {
+  const name = srv.slot_name;
+  if (!name) return null;
+  if (srv.streaming_archiver) {
+    if (!slot) return { name: 'replication slot', ok: false, hint: `replication slot '${name}' doesn't exist. Please execute 'barman receive-wal --create-slot ${srv.name}'` };
+    if (slot.restartLsn === null) return { name: 'replication slot', ok: false, hint: `slot '${name}' not initialised: is 'receive-wal' running?` };
+    if (!slot.active) return { name: 'replication slot', ok: false, hint: `slot '${name}' not active: is 'receive-wal' running?` };
+    return { name: 'replication slot', ok: true, hint: '' };
+  }
+  // Not an error, but a slot nobody consumes makes PostgreSQL keep WAL forever.
+  if (slot && slot.restartLsn !== null) {
+    return { name: 'replication slot', ok: true, hint: `WARNING: slot '${name}' is ${slot.active ? 'active' : 'initialised'} but not required by the current config` };
+  }
+  return null;
+}
+
+/** PostgreSQL, privileges, streaming, wal_level, standby checks, replication slot. */
+export async function postgresChecks(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
+  if (!facts.connected) {
+    // As Barman: the line carries no hint (monitoring matches it verbatim); the log has the cause.
+    col.add('PostgreSQL', false);
+  } else {
+    col.add('PostgreSQL', true);
+    if (facts.hasBackupPrivileges) col.add('superuser or standard user with backup privileges', true);
+    else col.add('no access to backup functions', false, 'privileges for PostgreSQL backup functions are required (see documentation)');
+  }
+  if (facts.streaming.configured) col.add('PostgreSQL streaming', facts.streaming.ok, facts.streaming.ok ? '' : (facts.streaming.error ?? ''));
+  if (facts.connected) {
+    const minimal = facts.walLevel === 'minimal';
+    col.add('wal_level', !minimal, minimal ? "please set it to a higher level than 'minimal'" : '');
+  }
+  if (srv.primary_conninfo) {
+    const primary = await gatherPrimaryFacts(col, srv.primary_conninfo);
+    for (const l of standbyCheckLines({ inRecovery: facts.inRecovery, systemId: facts.systemId }, primary)) col.add(l.name, l.ok, l.hint);
+  }
+  if (facts.connected) {
+    const line = slotCheckLine(srv, facts.slot);
+    if (line) col.add(line.name, line.ok, line.hint);
+  }
+}
