@@ -1,0 +1,557 @@
+/**
+ * `put-wal` (spec §6.1), the server side of barman-wal-archive: PostgreSQL's archive_command on
+ * the database host sends WAL files through `ssh barman@backup barman put-wal SERVER` as a PAX
+ * tar stream: the WAL members, then a `SHA256SUMS` (or `MD5SUMS`) member with one line
+ * `<hex> *<name>` per file. We store them in `incoming/`, where archive-wal picks them up.
+ *
+ * PostgreSQL deletes (or recycles) a WAL segment as soon as archive_command exits 0, so 0 must
+ * mean "durably stored": every file fsynced, renamed into place, and the directory fsynced.
+ * Anything doubtful (bad name, bad checksum, truncated stream, signal) stores nothing and throws:
+ * PostgreSQL then simply sends the segment again later.
+ *
+ * How, step by step:
+ *   1. every member is checked (regular file, a bare WAL name or the checksum file, not over
+ *      1 GiB) and streamed, as it arrives, into `incoming/.put-wal-<pid>-<name>.tmp` (a dot-file
+ *      ending in .tmp: both archive-wal and Barman's own archiver skip it), hashed on the way,
+ *      given the tar mtime and fsynced;
+ *   2. once the stream has ended properly (end-of-archive blocks included), every file must have
+ *      exactly the checksum the checksum file gives and every checksum line a file;
+ *   3. only then is each file put in place. A name already in the archive (`wals/`) or in
+ *      `incoming/` is compared by content (compression undone): the same content is success
+ *      without writing; a different content overwrites nothing, the received copy is kept as
+ *      `errors/<name>.<UTC stamp>.duplicate` and the whole call fails (PutWalDuplicateError).
+ *      New files are hard-linked to their final name, which never replaces an existing file even
+ *      when archive-wal or another put-wal races with us; then `incoming/` is fsynced once.
+ * Temporary files are removed on every path out, errors and signals (the caller's AbortSignal)
+ * included. A SIGKILL can leave a temporary dot-file behind: archive-wal ignores it, and the
+ * next put-wal removes it once its process is gone (see removeStaleTemps).
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import * as fs from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tar, { type Header } from 'tar-stream';
+import type { ServerConfig } from '../config/config.js';
+import { customCompressionOf } from '../catalog/xlogdb.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
+import { walArchivePath } from './archiver.js';
+import { decompressStream, identifyCompression, type CustomCompressionConfig } from './compression.js';
+import { walNameKind, type WalNameKind } from './names.js';
+
+/** PostgreSQL's largest WAL segment size: no WAL file can be bigger. */
+export const MAX_MEMBER_SIZE = 1 << 30;
+/** A checksum file lists a batch of names: a few KiB. Bigger is not from our client. */
+const MAX_CHECKSUM_FILE_SIZE = 1 << 20;
+/** Our client sends batches of about 64 files; far more is a runaway sender. */
+const MAX_MEMBERS = 4096;
+/** Temporary files of dead put-wal processes older than this are removed. */
+const STALE_TEMP_AGE_MS = 60 * 60 * 1000;
+const TAR_BLOCK = 512;
+
+export type ChecksumFileName = 'SHA256SUMS' | 'MD5SUMS';
+const CHECKSUM_ALGOS: Record<ChecksumFileName, { algo: 'sha256' | 'md5'; hexLength: number }> = {
+  SHA256SUMS: { algo: 'sha256', hexLength: 64 },
+  MD5SUMS: { algo: 'md5', hexLength: 32 },
+};
+
+export interface PutWalOptions {
+  /** Stops the transfer (SIGTERM/SIGINT in the CLI): nothing is stored, temp files removed. */
+  signal?: AbortSignal;
+  /** Largest accepted member (tests); default MAX_MEMBER_SIZE. */
+  maxMemberSize?: number;
+  /** Age (ctime) after which a dead put-wal's temporary file is removed (tests); default 1 hour. */
+  staleTempAgeMs?: number;
+}
+
+export interface PutWalDuplicate {
+  name: string;
+  /** Where the received copy was kept: errors/<name>.<stamp>.duplicate. */
+  keptAs: string;
+  /** Where the different copy already is (incoming/ or wals/). */
+  existing: string;
+}
+
+export interface PutWalReport {
+  /** New files now in incoming/, in stream order. */
+  stored: string[];
+  /** Already in incoming/ or in the archive with the same content: nothing written. */
+  alreadyPresent: string[];
+  /** Already present with a different content: see PutWalDuplicateError. */
+  duplicates: PutWalDuplicate[];
+  checksumFile: ChecksumFileName | null;
+}
+
+/**
+ * Some names were already present with a different content. Everything else of the stream was
+ * stored; nothing was overwritten. Carries the report for callers that want the details.
+ */
+export class PutWalDuplicateError extends BarmanError {
+  constructor(
+    message: string,
+    readonly report: PutWalReport,
+  ) {
+    super(message, 1);
+    this.name = 'PutWalDuplicateError';
+  }
+}
+
+/** A data member written to its temporary file and fsynced. */
+interface Received {
+  name: string;
+  kind: WalNameKind;
+  tmp: string;
+  size: number;
+  digests: { sha256: string; md5: string };
+}
+
+/** Member names come from the network: quote them with control characters escaped. */
+function q(name: string): string {
+  const text = name.length > 120 ? `${name.slice(0, 120)}...` : name;
+  return `'${text.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)}'`;
+}
+
+function isChecksumFileName(name: string): name is ChecksumFileName {
+  return name === 'SHA256SUMS' || name === 'MD5SUMS';
+}
+
+/**
+ * The bare name of a member (a leading `./` is what tar tools write for files of the current
+ * directory): a WAL file name or the checksum file, nothing that could leave incoming/.
+ */
+export function checkMemberName(raw: string): string {
+  const name = raw.startsWith('./') ? raw.slice(2) : raw;
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\') || name.includes('\0')) {
+    throw new BarmanError(`Invalid member name ${q(raw)} in the tar stream: only bare file names are accepted (no path separators, no '..')`);
+  }
+  if (!isChecksumFileName(name) && walNameKind(name) === null) {
+    throw new BarmanError(`Member ${q(raw)} of the tar stream is not a WAL file name (segment, .history, .backup or .partial)`);
+  }
+  return name;
+}
+
+const TYPE_WORDS: Record<string, string> = {
+  link: 'a hard link',
+  symlink: 'a symbolic link',
+  directory: 'a directory',
+  'character-device': 'a character device',
+  'block-device': 'a block device',
+  fifo: 'a FIFO',
+  'contiguous-file': 'a contiguous file',
+};
+
+function checkMemberType(raw: string, type: string | null | undefined): void {
+  if (type === 'file') return;
+  const what = (type && TYPE_WORDS[type]) ?? `of type ${q(String(type))}`;
+  throw new BarmanError(`Member ${q(raw)} of the tar stream is ${what}: only regular files are accepted`);
+}
+
+/**
+ * Checksum file lines: `<hex> *<name>` (binary mode, what barman-wal-archive and `sha256sum -b`
+ * write) or `<hex>  <name>` (text mode). Names may carry the same `./` as members.
+ */
+export function parseChecksumFile(text: string, file: ChecksumFileName): Map<string, string> {
+  const { hexLength } = CHECKSUM_ALGOS[file];
+  const sums = new Map<string, string>();
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = (lines[i] ?? '').replace(/\r$/, '');
+    if (line.trim() === '') continue;
+    const m = /^([0-9A-Fa-f]+)(?: \*|  )(.+)$/.exec(line);
+    if (!m || (m[1] ?? '').length !== hexLength) {
+      throw new BarmanError(`Invalid line ${i + 1} in ${file}: expected '<${hexLength} hex digits> *<file name>'`);
+    }
+    const digest = (m[1] ?? '').toLowerCase();
+    const raw = m[2] ?? '';
+    const name = raw.startsWith('./') ? raw.slice(2) : raw;
+    const earlier = sums.get(name);
+    if (earlier !== undefined && earlier !== digest) {
+      throw new BarmanError(`${file} gives two different checksums for ${q(name)}`);
+    }
+    sums.set(name, digest);
+  }
+  return sums;
+}
+
+function tempName(name: string, pid = process.pid): string {
+  return `.put-wal-${pid}-${name}.tmp`;
+}
+
+const TEMP_RE = /^\.put-wal-(\d+)-.*\.tmp$/;
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists but belongs to someone else.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Remove temporary files that a killed put-wal left behind (SIGKILL, power loss). Only those of
+ * processes that are gone and that were last changed long ago (ctime: the mtime comes from the
+ * tar header), in case the PID belongs to another PID namespace sharing this directory.
+ */
+async function removeStaleTemps(incoming: string, maxAgeMs: number): Promise<void> {
+  let names: string[];
+  try {
+    names = await fsp.readdir(incoming);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const m = TEMP_RE.exec(n);
+    if (!m || Number(m[1]) === process.pid || processAlive(Number(m[1]))) continue;
+    const file = path.join(incoming, n);
+    try {
+      const st = await fsp.lstat(file);
+      if (st.isFile() && Date.now() - st.ctimeMs >= maxAgeMs) await fsp.unlink(file);
+    } catch {
+      // Best effort: another put-wal may be cleaning too.
+    }
+  }
+}
+
+/**
+ * mkdir -p with catalog permissions; the entries of newly created directories are fsynced, or a
+ * crash could take a directory away together with the files we reported stored in it.
+ */
+async function ensureDurableDir(dir: string): Promise<void> {
+  const first = await fsp.mkdir(dir, { recursive: true, mode: DIR_MODE });
+  if (first === undefined) return;
+  for (let d = dir; ; d = path.dirname(d)) {
+    await fsyncDir(path.dirname(d));
+    if (d === first || path.dirname(d) === d) break;
+  }
+}
+
+function utcStamp(d = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}T${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}Z`;
+}
+
+function isCode(err: unknown, ...codes: string[]): boolean {
+  return codes.includes((err as NodeJS.ErrnoException | null)?.code ?? '');
+}
+
+/**
+ * mtime of a member in seconds: the PAX `mtime` record if any (sub-second, what Python's tarfile
+ * and GNU tar write), else the ustar header's whole seconds.
+ */
+function memberMtime(header: Header): number {
+  // tar-stream keeps the member's PAX records (string values) here; its types say unknown.
+  const pax = header.pax as Record<string, string> | null | undefined;
+  const fromPax = pax?.mtime !== undefined ? Number(pax.mtime) : NaN;
+  if (Number.isFinite(fromPax) && fromPax >= 0) return fromPax;
+  return (header.mtime ?? new Date()).getTime() / 1000;
+}
+
+async function writeFully(fh: fsp.FileHandle, chunk: Buffer): Promise<void> {
+  for (let off = 0; off < chunk.length; ) {
+    const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
+    off += bytesWritten;
+  }
+}
+
+/** sha256 of a file's content with its compression undone (raw for .partial, as archive-wal). */
+async function plainDigest(file: string, kind: WalNameKind, custom: CustomCompressionConfig): Promise<string> {
+  const algo = kind === 'partial' ? null : await identifyCompression(file, custom);
+  const hash = createHash('sha256');
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      cb();
+    },
+  });
+  const source = createReadStream(file);
+  if (algo === null) await pipeline(source, sink);
+  else await pipeline(source, decompressStream(algo, custom), sink);
+  return hash.digest('hex');
+}
+
+/**
+ * Receive one tar stream of WAL files for `srv` into its incoming/ directory (see the module
+ * comment). Resolves only when every new file is durable; throws BarmanError (nothing stored)
+ * on any invalid, unverifiable or incomplete input, and PutWalDuplicateError when a name was
+ * already present with a different content. `input` is consumed (and destroyed on failure).
+ */
+export async function receiveWalTar(srv: ServerConfig, input: Readable, opts: PutWalOptions = {}): Promise<PutWalReport> {
+  const incoming = srv.incoming_wals_directory;
+  await ensureDurableDir(incoming);
+  await removeStaleTemps(incoming, opts.staleTempAgeMs ?? STALE_TEMP_AGE_MS);
+
+  const temps = new Set<string>();
+  try {
+    const { received, checksumFile, sums } = await readTar(incoming, input, temps, opts);
+    verifyChecksums(received, checksumFile, sums);
+    if (opts.signal?.aborted) throw interrupted();
+    return await commit(srv, received, checksumFile);
+  } finally {
+    // Not fsynced: a temp name that comes back after a crash is a dot-file nobody archives.
+    for (const t of temps) await fsp.unlink(t).catch(() => undefined);
+  }
+}
+
+function interrupted(): BarmanError {
+  return new BarmanError('put-wal interrupted: no WAL file stored');
+}
+
+interface TarContent {
+  received: Received[];
+  checksumFile: ChecksumFileName | null;
+  sums: Map<string, string>;
+}
+
+/** Step 1: stream the members into fsynced temporary files. */
+async function readTar(incoming: string, input: Readable, temps: Set<string>, opts: PutWalOptions): Promise<TarContent> {
+  const maxSize = opts.maxMemberSize ?? MAX_MEMBER_SIZE;
+  const extract = tar.extract();
+  const received: Received[] = [];
+  const seen = new Set<string>();
+  let checksumFile: ChecksumFileName | null = null;
+  let sums = new Map<string, string>();
+  let totalBytes = 0;
+  /** Where the last member's data (padded to a block) ends: the end-of-archive blocks follow. */
+  let dataEnd = 0;
+
+  // Our own pump (rather than pipe) counts the bytes and stops cleanly whichever side fails.
+  let pumpError: unknown = null;
+  const pump = (async () => {
+    try {
+      for await (const chunk of input as AsyncIterable<Buffer>) {
+        if (extract.destroyed) break;
+        totalBytes += chunk.length;
+        if (!extract.write(chunk)) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              extract.off('drain', done);
+              extract.off('close', done);
+              resolve();
+            };
+            extract.on('drain', done);
+            extract.on('close', done);
+          });
+        }
+      }
+      // streamx declares end(data) but, like Node, treats undefined as "no last chunk".
+      if (!extract.destroyed) extract.end(undefined);
+    } catch (err) {
+      pumpError = err;
+      extract.destroy(new BarmanError(`cannot read the tar stream: ${errorMessage(err)}`));
+    }
+  })();
+
+  const onAbort = () => {
+    extract.destroy(interrupted());
+    input.destroy();
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) onAbort();
+
+  let ok = false;
+  try {
+    for await (const entry of extract) {
+      const h = entry.header;
+      const raw = h.name;
+      checkMemberType(raw, h.type);
+      const name = checkMemberName(raw);
+      const size = h.size ?? 0;
+      // tar-stream records where the member's data starts; its types do not declare it.
+      const offset = (h as Header & { byteOffset?: number }).byteOffset ?? 0;
+      dataEnd = offset + Math.ceil(size / TAR_BLOCK) * TAR_BLOCK;
+      if (seen.has(name)) throw new BarmanError(`Member ${q(name)} appears twice in the tar stream`);
+      seen.add(name);
+
+      if (isChecksumFileName(name)) {
+        if (checksumFile !== null) throw new BarmanError(`The tar stream holds two checksum files (${checksumFile} and ${name})`);
+        if (size > MAX_CHECKSUM_FILE_SIZE) throw new BarmanError(`Checksum file ${name} is too large (${size} bytes)`);
+        const chunks: Buffer[] = [];
+        for await (const chunk of entry as AsyncIterable<Buffer>) chunks.push(chunk);
+        checksumFile = name;
+        sums = parseChecksumFile(Buffer.concat(chunks).toString('utf8'), name);
+        continue;
+      }
+
+      if (size > maxSize) {
+        throw new BarmanError(`Member ${q(name)} of the tar stream is ${size} bytes long: more than ${maxSize} bytes, the largest possible WAL file`);
+      }
+      if (received.length >= MAX_MEMBERS) throw new BarmanError(`More than ${MAX_MEMBERS} files in one tar stream`);
+      // streamx types its chunks as unknown; tar-stream always emits Buffers.
+      received.push(await receiveMember(incoming, name, size, memberMtime(h), entry as AsyncIterable<Buffer>, temps));
+    }
+    if (pumpError !== null) throw new BarmanError(`cannot read the tar stream: ${errorMessage(pumpError)}`);
+    // A client that dies exactly between two members leaves a stream tar-stream accepts: the
+    // end-of-archive blocks (two zero blocks, written by every tar writer) prove it did not.
+    if (totalBytes < dataEnd + 2 * TAR_BLOCK) {
+      throw new BarmanError('Truncated tar stream (end-of-archive marker missing): the client stopped sending; no WAL file stored');
+    }
+    if (received.length === 0) throw new BarmanError('The tar stream holds no WAL file');
+    ok = true;
+    return { received, checksumFile, sums };
+  } catch (err) {
+    if (opts.signal?.aborted) throw interrupted();
+    if (err instanceof BarmanError) throw err;
+    const msg = errorMessage(err);
+    if (/unexpected end of data/i.test(msg)) {
+      throw new BarmanError('Truncated tar stream: the client stopped sending before the end; no WAL file stored');
+    }
+    throw new BarmanError(`Invalid tar stream: ${msg}`);
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+    if (!ok) {
+      extract.destroy(null);
+      input.destroy();
+    }
+    await pump;
+  }
+}
+
+/** Stream one member into its temporary file, hashing it; fsynced with the tar mtime. */
+async function receiveMember(incoming: string, name: string, size: number, mtime: number, entry: AsyncIterable<Buffer>, temps: Set<string>): Promise<Received> {
+  const tmp = path.join(incoming, tempName(name));
+  temps.add(tmp);
+  // A leftover of an earlier process with our PID: never ours to keep.
+  await fsp.unlink(tmp).catch(() => undefined);
+  const hashes: { sha256: Hash; md5: Hash } = { sha256: createHash('sha256'), md5: createHash('md5') };
+  let written = 0;
+  const fh = await fsp.open(tmp, 'wx', FILE_MODE);
+  try {
+    for await (const chunk of entry) {
+      written += chunk.length;
+      hashes.sha256.update(chunk);
+      hashes.md5.update(chunk);
+      await writeFully(fh, chunk);
+    }
+    if (written !== size) throw new BarmanError(`Truncated tar stream: ${q(name)} has ${written} of ${size} bytes`);
+    await fh.chmod(FILE_MODE);
+    await fh.utimes(mtime, mtime);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  const kind = walNameKind(name);
+  if (kind === null) throw new BarmanError(`${q(name)} is not a WAL file name`); // checked before; keeps the type exact
+  return { name, kind, tmp, size, digests: { sha256: hashes.sha256.digest('hex'), md5: hashes.md5.digest('hex') } };
+}
+
+/** Step 2: every file has its checksum, every checksum its file. */
+function verifyChecksums(received: readonly Received[], checksumFile: ChecksumFileName | null, sums: ReadonlyMap<string, string>): void {
+  const names = new Set(received.map((r) => r.name));
+  const orphans = [...sums.keys()].filter((n) => !names.has(n));
+  if (orphans.length > 0) throw new BarmanError(`Checksum without corresponding file: ${orphans.map(q).join(', ')}`);
+  const missing = received.filter((r) => !sums.has(r.name)).map((r) => r.name);
+  if (missing.length > 0 || checksumFile === null) {
+    throw new BarmanError(`Missing checksum for file: ${missing.map(q).join(', ')}${checksumFile === null ? ' (no SHA256SUMS or MD5SUMS member)' : ''}`);
+  }
+  const { algo } = CHECKSUM_ALGOS[checksumFile];
+  const bad = received.filter((r) => sums.get(r.name) !== r.digests[algo]);
+  if (bad.length > 0) {
+    const details = bad.map((r) => `${q(r.name)} (${checksumFile} says ${sums.get(r.name)}, received data has ${r.digests[algo]})`);
+    throw new BarmanError(`Bad file checksum: ${details.join(', ')}`);
+  }
+}
+
+/** Step 3: put the verified files in place, never over an existing file. */
+async function commit(srv: ServerConfig, received: readonly Received[], checksumFile: ChecksumFileName | null): Promise<PutWalReport> {
+  const incoming = srv.incoming_wals_directory;
+  const archiveCustom = customCompressionOf(srv);
+  // Files in incoming/ are identified by magic bytes only, as archive-wal does.
+  const incomingCustom: CustomCompressionConfig = { ...archiveCustom, unidentifiedIsCustom: false };
+  const report: PutWalReport = { stored: [], alreadyPresent: [], duplicates: [], checksumFile };
+
+  const receivedDigest = async (r: Received): Promise<string> => {
+    const algo = r.kind === 'partial' ? null : await identifyCompression(r.tmp, incomingCustom);
+    return algo === null ? r.digests.sha256 : plainDigest(r.tmp, r.kind, incomingCustom);
+  };
+  const sameContent = async (r: Received, existing: string, custom: CustomCompressionConfig): Promise<boolean> => {
+    try {
+      const [a, b] = await Promise.all([receivedDigest(r), plainDigest(existing, r.kind, custom)]);
+      return a === b;
+    } catch {
+      // Unreadable or undecodable: not provably the same file.
+      return false;
+    }
+  };
+  const settleExisting = async (r: Received, existing: string, custom: CustomCompressionConfig): Promise<void> => {
+    if (await sameContent(r, existing, custom)) report.alreadyPresent.push(r.name);
+    else report.duplicates.push({ name: r.name, existing, keptAs: await keepInErrors(srv, r) });
+  };
+
+  let linked = false;
+  try {
+    for (const r of received) {
+      const archived = walArchivePath(srv, r.name);
+      if (fs.existsSync(archived)) {
+        await settleExisting(r, archived, archiveCustom);
+        continue;
+      }
+      const dst = path.join(incoming, r.name);
+      try {
+        // link() fails when dst exists: a file that archive_command, rsync or another put-wal
+        // put there meanwhile is never replaced (rename would replace it).
+        await fsp.link(r.tmp, dst);
+        linked = true;
+        report.stored.push(r.name);
+      } catch (err) {
+        if (isCode(err, 'EEXIST')) {
+          await settleExisting(r, dst, incomingCustom);
+        } else if (isCode(err, 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK')) {
+          // File systems without hard links: check, then rename (a race window remains there).
+          if (fs.existsSync(dst)) {
+            await settleExisting(r, dst, incomingCustom);
+          } else {
+            await fsp.rename(r.tmp, dst);
+            linked = true;
+            report.stored.push(r.name);
+          }
+        } else {
+          throw new BarmanError(`Cannot store ${r.name} in ${incoming}: ${errorMessage(err)}`);
+        }
+      }
+    }
+  } finally {
+    // One fsync makes every new name durable; the caller then removes the temp names.
+    if (linked) await fsyncDir(incoming);
+  }
+
+  if (report.duplicates.length > 0) {
+    const names = report.duplicates.map((d) => d.name);
+    const kept = report.duplicates.map((d) => path.basename(d.keptAs));
+    throw new PutWalDuplicateError(
+      `${names.length === 1 ? 'WAL file' : 'WAL files'} ${names.join(', ')} already present in server ${srv.name} with a different content: ` +
+        `nothing was overwritten, the received ${names.length === 1 ? 'copy was' : 'copies were'} kept in the errors directory as ${kept.join(', ')}`,
+      report,
+    );
+  }
+  return report;
+}
+
+/** Keep a conflicting received file as errors/<name>.<UTC stamp>.duplicate, for the DBA. */
+async function keepInErrors(srv: ServerConfig, r: Received): Promise<string> {
+  const errorsDir = srv.errors_directory;
+  await ensureDurableDir(errorsDir);
+  const stamp = utcStamp();
+  let dst = path.join(errorsDir, `${r.name}.${stamp}.duplicate`);
+  // Never overwrite an earlier kept file of the same name and second.
+  for (let n = 1; fs.existsSync(dst); n++) dst = path.join(errorsDir, `${r.name}.${stamp}.${n}.duplicate`);
+  try {
+    await fsp.link(r.tmp, dst);
+  } catch (err) {
+    if (!isCode(err, 'EXDEV', 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK')) throw err;
+    await fsp.copyFile(r.tmp, dst, fs.constants.COPYFILE_EXCL);
+    const fh = await fsp.open(dst, 'r+');
+    try {
+      await fh.chmod(FILE_MODE);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+  await fsyncDir(errorsDir);
+  return dst;
+}
