@@ -39,6 +39,16 @@ function flockFd(fd: number, wait: boolean): Promise<boolean> {
   });
 }
 
+function sameFile(fd: number, file: string): boolean {
+  try {
+    const a = fs.fstatSync(fd);
+    const b = fs.statSync(file);
+    return a.ino === b.ino && a.dev === b.dev;
+  } catch {
+    return false;
+  }
+}
+
 export function readLockPid(file: string): number | null {
   try {
     const n = Number.parseInt(fs.readFileSync(file, 'utf8').trim(), 10);
@@ -54,17 +64,24 @@ export function readLockPid(file: string): number | null {
  */
 export async function acquireLock(file: string, what: string, wait = false): Promise<HeldLock> {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const fd = fs.openSync(file, 'a+', 0o600);
-  let ok: boolean;
-  try {
-    ok = await flockFd(fd, wait);
-  } catch (err) {
+  let fd: number;
+  for (;;) {
+    fd = fs.openSync(file, 'a+', 0o600);
+    let ok: boolean;
+    try {
+      ok = await flockFd(fd, wait);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    if (!ok) {
+      fs.closeSync(fd);
+      throw new LockBusyError(file, readLockPid(file), what);
+    }
+    // lock-directory-cleanup may have unlinked the file while we waited for it: a lock on a
+    // file that no longer has this name protects nothing (the next process locks a new file).
+    if (sameFile(fd, file)) break;
     fs.closeSync(fd);
-    throw err;
-  }
-  if (!ok) {
-    fs.closeSync(fd);
-    throw new LockBusyError(file, readLockPid(file), what);
   }
   fs.ftruncateSync(fd, 0);
   fs.writeSync(fd, `${process.pid}\n`, 0);
