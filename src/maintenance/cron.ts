@@ -15,6 +15,7 @@ import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.
 import { checkBackup } from '../backup/check-backup.js';
 import { markStaleBackups } from '../backup/backup.js';
 import { enforceRetention } from '../retention/enforce.js';
+import { cleanupLockDirectory } from '../operations/lock-cleanup.js';
 import { barmanCommand } from '../util/self.js';
 import { errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
@@ -115,5 +116,11 @@ export async function runCron(config: Config, servers: readonly ServerConfig[], 
     } finally {
       lock.release();
     }
+  }
+  if (config.global.lock_directory_cleanup) {
+    // Lock files of removed servers and finished one-off commands pile up otherwise; a lock
+    // that is held is never touched (and acquireLock retakes a lock whose file went away).
+    const dir = config.global.barman_lock_directory ?? config.global.barman_home;
+    await cleanupLockDirectory(dir).catch((err: unknown) => log.warning(`lock directory cleanup: ${errorMessage(err)}`));
   }
 }
