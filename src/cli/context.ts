@@ -4,7 +4,7 @@
  */
 import { loadConfig, type Config, type ServerConfig } from '../config/config.js';
 import { BarmanError } from '../util/errors.js';
-import { configureLog } from '../util/log.js';
+import { configureLog, setLogServer } from '../util/log.js';
 import { becomeBarmanUser } from '../util/run-as.js';
 import type { Output } from './output.js';
 
@@ -32,7 +32,14 @@ export class CliContext {
       const cfg = loadConfig(this.opts.config);
       // Before anything is created on disk (log file, locks, directories).
       becomeBarmanUser(cfg.global.barman_user ?? 'barman', this.anyUser);
-      configureLog({ file: cfg.global.log_file, level: this.opts.logLevel ?? cfg.global.log_level, stderr: this.opts.debug === true && !cfg.global.log_file });
+      configureLog({
+        file: cfg.global.log_file,
+        level: this.opts.logLevel ?? cfg.global.log_level,
+        format: cfg.global.log_format,
+        stderr: this.opts.debug === true && !cfg.global.log_file,
+        // An unwritable log file is worth one warning, not the operation.
+        onProblem: (m) => this.out.warning(m),
+      });
       for (const w of cfg.warnings) this.out.warning(w);
       this.loaded = cfg;
     }
@@ -61,6 +68,7 @@ export class CliContext {
     if (!srv.active && !opts.allowInactive) {
       throw new BarmanError(`Inactive server: ${name}`);
     }
+    setLogServer(srv.name);
     return srv;
   }
 
@@ -100,6 +108,8 @@ export class CliContext {
       }
       result.push(srv);
     }
+    // With several servers each line's server is only known where the domain names it.
+    setLogServer(result.length === 1 ? (result[0]?.name ?? null) : null);
     return result;
   }
 }

@@ -48,6 +48,29 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     .option('-q, --quiet', 'be quiet: print only warnings and errors')
     .option('-d, --debug', 'print debug messages (and send the log to stderr if no log_file is set)')
     .addOption(new Option('-f, --format <format>', 'output format').choices(['console', 'json']).default('console'))
+    .addHelpText(
+      'after',
+      `
+Run 'barman COMMAND --help' for the arguments and options of a command.
+
+Output: results and information go to stdout; WARNING:, ERROR:, EXCEPTION: and DEBUG: lines to
+stderr (-q hides information, not warnings or errors). With -f json everything is printed as one
+JSON object at the end. Passwords in conninfo strings and URIs are redacted. Events go to log_file
+(one line each: time, PID, module, level, server); a log file that cannot be written costs one
+warning, never the command.
+
+Exit status: 0 success; 1 an error was reported (failed check, unknown server, failed
+operation); 2 wrong usage (unknown option, missing argument) or Nagios CRITICAL; 3 get-wal with
+an invalid WAL name or an unwritable output file.
+
+Examples:
+  barman check all
+  barman -f json list-backups pg
+  barman --log-level DEBUG -c /etc/barman.conf backup --wait pg
+
+Shell completion (bash): source scripts/barman-completion.bash, or copy it to
+/etc/bash_completion.d/barman.`,
+    )
     .exitOverride()
     .showSuggestionAfterError(true);
 
@@ -60,7 +83,9 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     const mod = await entry.load();
     mod.define(cmd);
     cmd.action(async () => {
-      const g = program.opts() as GlobalOptions;
+      // Commander names `--color, --colour` after its last long flag.
+      const raw = program.opts() as GlobalOptions & { colour?: GlobalOptions['color'] };
+      const g: GlobalOptions = { ...raw, color: raw.color ?? raw.colour ?? 'auto' };
       const out = new Output(g.format, g.quiet, g.debug, g.color);
       const ctx = new CliContext(g, out, ANY_USER_COMMANDS.has(entry.name));
       const positional = (cmd.processedArgs as unknown[]).flat().filter((a): a is string => typeof a === 'string');
@@ -69,6 +94,9 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
       } catch (err) {
         reportError(out, err);
       }
+      // After the run (the log file is known once the command has read the configuration) but
+      // before close(): a log file failing now still gets its warning into the JSON document.
+      logger('cli').debug(`exit code ${out.exitCode} for: barman ${argv.join(' ')}`);
       exitCode = out.close();
     });
   }
@@ -91,6 +119,7 @@ function reportError(out: Output, err: unknown): void {
     return;
   }
   const e = err instanceof Error ? err : new Error(String(err));
+  // The stack goes to the log file only; the user gets the message and where to look.
   logger('cli').error(e.stack ?? e.message);
-  out.error(`${e.message}\nSee log file for more details.`);
+  out.exception(`${e.message}\nSee log file for more details.`);
 }

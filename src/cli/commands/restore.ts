@@ -221,8 +221,8 @@ export async function run(ctx: CliContext, [serverName, backupId, destination]: 
     snapshotRecoveryInstance: opts.snapshotRecoveryInstance ?? null,
   };
 
-  const dataBar = progressLine('Copying the base backup');
-  const walBar = progressLine('Copying WAL files');
+  const dataBar = progressLine('Copying the base backup', { enabled: out.progressAllowed });
+  const walBar = progressLine('Copying WAL files', { enabled: out.progressAllowed, unit: 'files' });
   const endBars = () => {
     dataBar.end();
     walBar.end();
