@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import {
   ARCHIVING,
+  DONE,
   EMPTY,
   FAILED,
   STARTED,
@@ -36,17 +37,19 @@ import { cleanWals } from '../catalog/delete.js';
 import { LockBusyError, acquireLock, type HeldLock } from '../catalog/lock.js';
 import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.js';
 import { pyDict, pyFloat } from '../catalog/pyliteral.js';
-import { manifestWalRanges, parseBackupLabel } from '../postgres/backup-label.js';
+import { parseBackupLabel } from '../postgres/backup-label.js';
 import { PgConnection, type Tablespace } from '../postgres/connection.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { treeSize, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { localNowPyDateTime } from '../util/pytime.js';
-import { run } from '../util/proc.js';
 import { lsnToWal, parseLsn, walOffset, formatLsn, previousSegment } from '../wal/names.js';
 import { checkBackup } from './check-backup.js';
 import { HookAbortError, backupHookInfo, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
-import { runBasebackup } from './postgres-executor.js';
+import { postgresCopy } from './postgres-executor.js';
+import { rsyncCopy } from './rsync-executor.js';
+import type { CopyOutcome } from './copy-outcome.js';
+import type { ReuseMode } from './rsync-plan.js';
 
 const log = logger('backup');
 
@@ -55,6 +58,12 @@ export interface BackupOptions {
   name?: string;
   wait?: boolean;
   waitTimeoutSec?: number;
+  /** rsync methods: `--reuse-backup` (else reuse_backup). */
+  reuseBackup?: ReuseMode;
+  /** rsync methods: `-j/--jobs` (else parallel_jobs). */
+  jobs?: number;
+  /** rsync methods: `--bwlimit` KB/s (else bandwidth_limit). */
+  bwlimit?: number;
 }
 
 export interface BackupEvents {
@@ -122,32 +131,35 @@ async function freshBackupId(srv: ServerConfig): Promise<string> {
   }
 }
 
-/** End LSN from backup_manifest (exact), else from pg_basebackup's verbose output. */
-async function backupEnd(dataDir: string, fallback: string | null): Promise<string> {
-  try {
-    const ranges = manifestWalRanges(await fsp.readFile(path.join(dataDir, 'backup_manifest'), 'utf8'));
-    const last = ranges.at(-1);
-    if (last) return last.endLsn;
-  } catch {
-    /* no manifest: fall back */
-  }
-  if (fallback) return fallback;
-  throw new BarmanError('cannot determine the end of the backup (no backup_manifest and no end point reported)');
-}
-
-async function readLabel(dataDir: string, format: 'plain' | 'tar'): Promise<string> {
-  if (format === 'plain') return fsp.readFile(path.join(dataDir, 'backup_label'), 'utf8');
-  const tarFile = (await fsp.readdir(dataDir)).find((n) => n.startsWith('base.tar'));
-  if (!tarFile) throw new BarmanError('base.tar not found in the backup');
-  const res = await run('tar', ['-xOf', path.join(dataDir, tarFile), 'backup_label']);
-  if (res.code !== 0) throw new BarmanError(`cannot read backup_label from ${tarFile}: ${res.stderr.trim()}`);
-  return res.stdout;
-}
-
 /** The WAL file that holds the byte just before `lsn` (as pg_walfile_name does for an end LSN). */
 function endWalOf(lsn: bigint, tli: number, segSize: number): string {
   const name = lsnToWal(lsn, tli, segSize);
   return walOffset(lsn, segSize) === 0 ? previousSegment(name, segSize) : name;
+}
+
+/** Exclusive backups (backup_options = exclusive_backup) are refused before anything is written. */
+function refuseExclusive(srv: ServerConfig, version: number): void {
+  if (!((srv.backup_options ?? []) as readonly string[]).includes('exclusive_backup')) return;
+  throw new BarmanError(
+    version >= 150000
+      ? 'backup_options = exclusive_backup: exclusive backups do not exist in PostgreSQL 15 and later (use concurrent_backup)'
+      : 'backup_options = exclusive_backup is not supported (use concurrent_backup)',
+  );
+}
+
+/**
+ * The backup reuse_backup takes unchanged files from: the newest DONE backup of an rsync mode
+ * (a pg_basebackup copy has other mtimes and maybe another format), with its begin time as the
+ * horizon after which size+mtime cannot be trusted.
+ */
+async function previousRsyncBackup(srv: ServerConfig, currentId: string): Promise<{ dir: string; beginTimeSec: number } | null> {
+  const catalog = await loadCatalog(srv);
+  const prev = catalog
+    .filter((e) => e.id !== currentId && e.id < currentId && e.info.status === DONE && (e.info.mode ?? '').startsWith('rsync') && e.info.begin_time)
+    .sort((a, b) => (a.id < b.id ? -1 : 1))
+    .at(-1);
+  if (!prev?.info.begin_time) return null;
+  return { dir: backupDir(srv, prev.id), beginTimeSec: Number(prev.info.begin_time.epochMicros / 1_000_000n) };
 }
 
 /** A signal stopped the wait for a backup's WAL files: the copy is complete, it stays WAITING_FOR_WALS. */
@@ -158,9 +170,11 @@ const INTERRUPTED = 'interrupted by signal';
 /** Take one backup of a server. Returns the final entry (status DONE, WAITING_FOR_WALS or FAILED). */
 export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev: BackupEvents = {}): Promise<BackupEntry> {
   if (srv.passive) throw new BarmanError(`Backup not allowed on the passive node '${srv.name}'`);
-  if (srv.backup_method !== 'postgres') {
-    throw new BarmanError(`backup_method = ${srv.backup_method} is not supported yet (use backup_method = postgres)`);
+  if (srv.backup_method === 'snapshot') {
+    throw new BarmanError(`backup_method = ${srv.backup_method} is not supported yet (use backup_method = postgres, rsync or local-rsync)`);
   }
+  const rsyncMethod = srv.backup_method === 'rsync' || srv.backup_method === 'local-rsync';
+  const mode = rsyncMethod ? 'rsync-concurrent' : 'postgres';
   if (opts.name !== undefined) validateBackupName(opts.name);
   const lock = await acquireLock(lockPath(srv, 'backup'), 'backup');
   // These handlers replace Node's exit on SIGINT/SIGTERM: every wait below must watch `abort`.
@@ -184,6 +198,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
       await pg.close();
     }
     stopIfAborted();
+    if (rsyncMethod) refuseExclusive(srv, facts.version);
     phase = 'checking the catalog';
     await checkIdentity(srv, facts);
     const id = await freshBackupId(srv);
@@ -195,7 +210,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
         status: EMPTY,
         server_name: srv.name,
         backup_name: opts.name ?? null,
-        mode: 'postgres',
+        mode,
         pgdata: facts.pgdata,
         systemid: facts.systemid,
         version: facts.version,
@@ -213,35 +228,57 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     // pre_backup hooks see the EMPTY backup on disk; ABORT_STOP fails the backup (HookAbortError).
     phase = 'running the pre-backup hooks';
     await runBackupHooks(srv, 'pre', entry, ev);
-    ev.info?.(`Starting backup using postgres method for server ${srv.name} in ${dir}`);
+    ev.info?.(`Starting backup using ${mode} method for server ${srv.name} in ${dir}`);
 
     phase = 'starting the backup';
     entry.info = { ...entry.info, status: STARTED, begin_time: localNowPyDateTime() };
     await saveBackupInfo(srv, id, entry.info);
 
     phase = 'copying files';
-    // A signal that came before pg_basebackup exists would never reach it (runBasebackup checks too).
+    // A signal that came before the copy process exists would never reach it (the executors check too).
     stopIfAborted();
-    ev.info?.(`Starting backup copy via pg_basebackup for ${id}`);
-    const copyStart = Date.now();
-    const result = await runBasebackup({
-      srv,
-      destDir: dir,
-      tablespaces: facts.tablespaces,
-      immediateCheckpoint: opts.immediateCheckpoint ?? srv.immediate_checkpoint,
-      label: srv.streaming_backup_name,
-      onProgress: ev.progress,
-      signal: abort.signal,
-    });
-    const copySeconds = (Date.now() - copyStart) / 1000;
+    const immediateCheckpoint = opts.immediateCheckpoint ?? srv.immediate_checkpoint;
+    let result: CopyOutcome;
+    if (rsyncMethod) {
+      const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
+      const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
+      const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
+      ev.info?.(`Starting backup copy via rsync for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''}${previous ? ` (reuse_backup = ${reuse} from ${path.basename(previous.dir)})` : ''}`);
+      result = await rsyncCopy({
+        srv,
+        destDir: dir,
+        version: facts.version,
+        pgdata: facts.pgdata,
+        tablespaces: facts.tablespaces,
+        immediateCheckpoint,
+        label: `Barman backup ${srv.name} ${id}`,
+        jobs,
+        reuse,
+        previous,
+        bwlimit: opts.bwlimit ?? srv.bandwidth_limit ?? null,
+        onProgress: ev.progress,
+        signal: abort.signal,
+      });
+    } else {
+      ev.info?.(`Starting backup copy via pg_basebackup for ${id}`);
+      result = await postgresCopy({
+        srv,
+        destDir: dir,
+        tablespaces: facts.tablespaces,
+        immediateCheckpoint,
+        label: srv.streaming_backup_name,
+        onProgress: ev.progress,
+        signal: abort.signal,
+      });
+    }
+    const copySeconds = result.copySeconds;
     ev.info?.(`Copy done (time: ${copySeconds.toFixed(1)} seconds)`);
 
     phase = 'finalising the backup';
-    const dataDir = path.join(dir, 'data');
-    const labelText = await readLabel(dataDir, result.format);
+    const labelText = result.labelText;
     const label = parseBackupLabel(labelText);
     const beginLsn = parseLsn(label.startLsn);
-    const endLsn = parseLsn(await backupEnd(dataDir, result.endLsn));
+    const endLsn = parseLsn(result.endLsn);
     const tli = label.timeline;
     const endWal = endWalOf(endLsn, tli, facts.segSize);
     ev.info?.(`Backup start at LSN: ${formatLsn(beginLsn)} (${label.startWal}, ${walOffset(beginLsn, facts.segSize).toString(16).padStart(8, '0')})`);
@@ -262,9 +299,9 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
       end_time: endTime,
       timeline: tli,
       size,
-      deduplicated_size: size,
+      deduplicated_size: result.deduplicatedSize ?? size,
       compression: result.format === 'tar' ? result.compression : null,
-      copy_stats: pyDict({ copy_time: pyFloat(copySeconds), total_time: pyFloat(totalSeconds) }),
+      copy_stats: pyDict([['copy_time', pyFloat(copySeconds)], ['total_time', pyFloat(totalSeconds)], ...result.extraCopyStats]),
     };
     await saveBackupInfo(srv, id, entry.info);
     ev.info?.(`Backup size: ${size} bytes`);

@@ -10,8 +10,11 @@ import type { ServerConfig } from '../config/config.js';
 import { conninfoForChild } from '../postgres/conninfo.js';
 import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
 import type { Tablespace } from '../postgres/connection.js';
+import { manifestWalRanges } from '../postgres/backup-label.js';
 import { BarmanError } from '../util/errors.js';
 import { logger } from '../util/log.js';
+import { run } from '../util/proc.js';
+import type { CopyOutcome } from './copy-outcome.js';
 
 const log = logger('backup.postgres');
 
@@ -133,4 +136,37 @@ export async function runBasebackup(req: BasebackupRequest): Promise<BasebackupR
       }
     });
   });
+}
+
+/** End LSN from backup_manifest (exact), else from pg_basebackup's verbose output. */
+async function backupEnd(dataDir: string, fallback: string | null): Promise<string> {
+  try {
+    const ranges = manifestWalRanges(await fsp.readFile(path.join(dataDir, 'backup_manifest'), 'utf8'));
+    const last = ranges.at(-1);
+    if (last) return last.endLsn;
+  } catch {
+    /* no manifest: fall back */
+  }
+  if (fallback) return fallback;
+  throw new BarmanError('cannot determine the end of the backup (no backup_manifest and no end point reported)');
+}
+
+async function readLabel(dataDir: string, format: 'plain' | 'tar'): Promise<string> {
+  if (format === 'plain') return fsp.readFile(path.join(dataDir, 'backup_label'), 'utf8');
+  const tarFile = (await fsp.readdir(dataDir)).find((n) => n.startsWith('base.tar'));
+  if (!tarFile) throw new BarmanError('base.tar not found in the backup');
+  const res = await run('tar', ['-xOf', path.join(dataDir, tarFile), 'backup_label']);
+  if (res.code !== 0) throw new BarmanError(`cannot read backup_label from ${tarFile}: ${res.stderr.trim()}`);
+  return res.stdout;
+}
+
+/** The postgres method's copy step for the backup frame: pg_basebackup, then its label and end. */
+export async function postgresCopy(req: BasebackupRequest): Promise<CopyOutcome> {
+  const copyStart = Date.now();
+  const result = await runBasebackup(req);
+  const copySeconds = (Date.now() - copyStart) / 1000;
+  const dataDir = path.join(req.destDir, 'data');
+  const labelText = await readLabel(dataDir, result.format);
+  const endLsn = await backupEnd(dataDir, result.endLsn);
+  return { labelText, endLsn, format: result.format, compression: result.compression, copySeconds, extraCopyStats: [], deduplicatedSize: null };
 }

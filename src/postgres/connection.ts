@@ -126,6 +126,30 @@ export class PgConnection {
     await this.query('CHECKPOINT');
   }
 
+  /**
+   * Start a concurrent (non-exclusive) backup: pg_backup_start on 15+, pg_start_backup(.., false)
+   * before. The backup belongs to this session: it must stay open until stopBackup, and closing
+   * it aborts the backup on the server. Returns the start LSN.
+   */
+  async startBackup(label: string, fast: boolean, version: number): Promise<string> {
+    const sql = version >= 150000 ? 'SELECT pg_backup_start($1, $2)::text AS lsn' : 'SELECT pg_start_backup($1, $2, false)::text AS lsn';
+    return this.value<string>(sql, [label, fast]);
+  }
+
+  /**
+   * Stop the concurrent backup of this session without waiting for the archiver (Barman archives
+   * the WAL itself). Returns the end LSN and the backup_label / tablespace_map contents.
+   */
+  async stopBackup(version: number): Promise<{ lsn: string; labelfile: string; spcmapfile: string }> {
+    const fn = version >= 150000 ? 'pg_backup_stop(false)' : version >= 100000 ? 'pg_stop_backup(false, false)' : 'pg_stop_backup(false)';
+    const rows = await this.query<{ lsn: string; labelfile: string | null; spcmapfile: string | null }>(
+      `SELECT lsn::text AS lsn, labelfile, spcmapfile FROM ${fn}`,
+    );
+    const r = rows[0];
+    if (!r) throw new BarmanError(`${fn} returned no row`);
+    return { lsn: r.lsn, labelfile: r.labelfile ?? '', spcmapfile: r.spcmapfile ?? '' };
+  }
+
   async replicationSlot(name: string): Promise<{ active: boolean; restartLsn: string | null } | null> {
     const rows = await this.query<{ active: boolean; restart_lsn: string | null }>(
       'SELECT active, restart_lsn::text AS restart_lsn FROM pg_replication_slots WHERE slot_name = $1',

@@ -5,6 +5,7 @@ import { LockBusyError } from '../../catalog/lock.js';
 import { BarmanError } from '../../util/errors.js';
 import type { CliContext } from '../context.js';
 import { progressLine } from '../progress.js';
+import type { ReuseMode } from '../../backup/rsync-plan.js';
 
 interface Opts {
   immediateCheckpoint?: boolean;
@@ -51,6 +52,11 @@ backup_compression is set), and the WAL is left to the archiver: the backup is W
 until every WAL file between its start and its end is archived, then DONE. 'barman cron' does that
 step; --wait does it now.
 
+With backup_method = rsync (over ssh_command) or local-rsync, PostgreSQL's concurrent backup API
+is used and rsync copies the data directory and tablespaces: -j/--jobs copy workers,
+--reuse-backup to hard-link (link) or locally copy (copy) unchanged files from the previous
+backup, --bwlimit to throttle.
+
 Exit status: 0 when every backup is DONE or WAITING_FOR_WALS, 1 when any failed.`,
     );
 }
@@ -60,12 +66,13 @@ export async function run(ctx: CliContext, names: string[], opts: Opts): Promise
   if (opts.incremental) throw new BarmanError('incremental backups are not supported yet');
   const waitTimeout = opts.waitTimeout !== undefined ? Number(opts.waitTimeout) : undefined;
   if (waitTimeout !== undefined && !(waitTimeout >= 0)) throw new BarmanError(`invalid --wait-timeout '${opts.waitTimeout}'`, 2);
+  const rsyncOpts = rsyncOptions(opts);
   for (const srv of ctx.servers(names, { skipPassive: true })) {
-    const bar = progressLine(`${srv.name}: copying`);
+    const bar = progressLine(`${srv.name}: copying`, { enabled: out.progressAllowed, scale: 1024 /* pg_basebackup counts kB */ });
     try {
       const entry = await takeBackup(
         srv,
-        { immediateCheckpoint: opts.immediateCheckpoint, name: opts.name, wait: opts.wait, waitTimeoutSec: waitTimeout },
+        { immediateCheckpoint: opts.immediateCheckpoint, name: opts.name, wait: opts.wait, waitTimeoutSec: waitTimeout, ...rsyncOpts },
         {
           info: (m) => {
             bar.end();
@@ -94,4 +101,23 @@ export async function run(ctx: CliContext, names: string[], opts: Opts): Promise
       else throw err;
     }
   }
+}
+
+/** --reuse-backup [off|copy|link] (bare = link), -j/--jobs N, --bwlimit KBPS: checked before any backup starts. */
+function rsyncOptions(opts: Opts): { reuseBackup?: ReuseMode; jobs?: number; bwlimit?: number } {
+  const res: { reuseBackup?: ReuseMode; jobs?: number; bwlimit?: number } = {};
+  if (opts.reuseBackup !== undefined) {
+    const mode = opts.reuseBackup === true ? 'link' : String(opts.reuseBackup);
+    if (mode !== 'off' && mode !== 'copy' && mode !== 'link') throw new BarmanError(`invalid --reuse-backup '${mode}' (expected off, copy or link)`, 2);
+    res.reuseBackup = mode;
+  }
+  if (opts.jobs !== undefined) {
+    if (!/^\d+$/.test(opts.jobs) || Number(opts.jobs) < 1) throw new BarmanError(`invalid --jobs '${opts.jobs}' (expected a positive integer)`, 2);
+    res.jobs = Number(opts.jobs);
+  }
+  if (opts.bwlimit !== undefined) {
+    if (!/^\d+$/.test(opts.bwlimit)) throw new BarmanError(`invalid --bwlimit '${opts.bwlimit}' (expected KB/s, 0 = unlimited)`, 2);
+    res.bwlimit = Number(opts.bwlimit);
+  }
+  return res;
 }

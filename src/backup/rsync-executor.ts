@@ -1,0 +1,269 @@
+/**
+ * backup_method = rsync (through `ssh_command`) and local-rsync (same host, run as the
+ * PostgreSQL user): PostgreSQL's concurrent backup API on one session kept open from start to
+ * stop, the data directory and each tablespace copied by rsync (`base/<id>/data`,
+ * `base/<id>/<oid>`), optionally in parallel and reusing the previous backup's unchanged files.
+ *
+ * Steps per tree: list it (`rsync --list-only`, the analysis), create its directories, then copy
+ * its files in buckets of similar size, one rsync per bucket, `jobs` at a time across all trees.
+ * The backup_label / tablespace_map returned by the stop call are written into `data/`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { ServerConfig } from '../config/config.js';
+import { pyDict, pyFloat, type PyValue } from '../catalog/pyliteral.js';
+import { subprocessEnv } from '../postgres/binaries.js';
+import { PgConnection, type Tablespace } from '../postgres/connection.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { writeFileAtomic } from '../util/fsutil.js';
+import { logger } from '../util/log.js';
+import { runPool } from '../util/pool.js';
+import type { CopyOutcome } from './copy-outcome.js';
+import {
+  PGDATA_EXCLUDES,
+  TABLESPACE_EXCLUDES,
+  copyArgs,
+  dirsArgs,
+  isAfterHorizon,
+  listArgs,
+  parseListOnly,
+  rsyncCopySucceeded,
+  rsyncErrorLine,
+  splitBuckets,
+  type ReuseMode,
+  type Transport,
+} from './rsync-plan.js';
+
+const log = logger('backup.rsync');
+
+export interface RsyncBackupRequest {
+  srv: ServerConfig;
+  /** `base/<id>` */
+  destDir: string;
+  version: number;
+  pgdata: string;
+  tablespaces: readonly Tablespace[];
+  immediateCheckpoint: boolean;
+  label: string;
+  jobs: number;
+  reuse: ReuseMode;
+  /** The previous DONE rsync backup (`base/<id>` and its begin time), for reuse_backup. */
+  previous: { dir: string; beginTimeSec: number } | null;
+  /** KB/s for the data directory (tablespaces: tablespace_bandwidth_limit first). */
+  bwlimit: number | null;
+  onProgress?: (doneKb: number, totalKb: number) => void;
+  signal?: AbortSignal;
+}
+
+/** One directory tree to copy: the data directory or a tablespace. */
+interface Tree {
+  /** copy_stats item name: `pgdata` or the tablespace name. */
+  item: string;
+  src: string;
+  dest: string;
+  excludes: readonly string[];
+  reuseDir: string | null;
+  transport: Transport;
+}
+
+interface Job {
+  tree: Tree;
+  names: string[];
+  bytes: number;
+  force: boolean;
+}
+
+/** Children of this backup, killed on abort or when one worker fails. */
+class RsyncRunner {
+  private readonly children = new Set<ChildProcess>();
+  private stopped = false;
+
+  constructor(
+    private readonly env: NodeJS.ProcessEnv,
+    signal?: AbortSignal,
+  ) {
+    signal?.addEventListener('abort', () => this.killAll(), { once: true });
+    if (signal?.aborted) this.stopped = true;
+  }
+
+  killAll(): void {
+    this.stopped = true;
+    for (const c of this.children) c.kill('SIGTERM');
+  }
+
+  run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    if (this.stopped) return Promise.reject(new BarmanError('interrupted by signal'));
+    log.debug(`running rsync ${args.join(' ')}`);
+    return new Promise((resolve, reject) => {
+      const child = spawn('rsync', args, { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      this.children.add(child);
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      child.on('error', (err) => {
+        this.children.delete(child);
+        reject(new BarmanError(`cannot run rsync: ${err.message}`));
+      });
+      child.on('close', (code, sig) => {
+        this.children.delete(child);
+        resolve({ code: code ?? (sig ? 128 : -1), stdout, stderr: sig && !stderr ? `killed by ${sig}` : stderr });
+      });
+    });
+  }
+
+  /** Run and throw a one-line BarmanError unless rsync succeeded (vanished files allowed). */
+  async check(args: string[], what: string): Promise<string> {
+    const r = await this.run(args);
+    if (!rsyncCopySucceeded(r.code, r.stderr)) {
+      if (this.stopped) throw new BarmanError('interrupted');
+      throw new BarmanError(`rsync ${what} failed with exit code ${r.code}: ${rsyncErrorLine(r.stderr)}`);
+    }
+    return r.stdout;
+  }
+}
+
+/** Sum of sizes of regular files with one link (not shared with another backup), and in all. */
+export async function dedupSizes(dirs: readonly string[]): Promise<{ size: number; deduplicated: number }> {
+  let size = 0;
+  let deduplicated = 0;
+  const walk = async (d: string): Promise<void> => {
+    const entries = await fsp.readdir(d, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) {
+        const st = await fsp.lstat(p);
+        size += st.size;
+        if (st.nlink === 1) deduplicated += st.size;
+      }
+    }
+  };
+  for (const d of dirs) await walk(d);
+  return { size, deduplicated };
+}
+
+async function existingDir(p: string): Promise<string | null> {
+  return (await fsp.stat(p).catch(() => null))?.isDirectory() ? p : null;
+}
+
+async function planTrees(req: RsyncBackupRequest): Promise<Tree[]> {
+  const { srv } = req;
+  const base: Transport = { sshCommand: srv.backup_method === 'rsync' ? srv.ssh_command : null, bwlimit: req.bwlimit, networkCompression: srv.network_compression };
+  const reuseFrom = async (sub: string) => (req.reuse !== 'off' && req.previous ? existingDir(path.join(req.previous.dir, sub)) : null);
+  const trees: Tree[] = [
+    { item: 'pgdata', src: req.pgdata, dest: path.join(req.destDir, 'data'), excludes: PGDATA_EXCLUDES, reuseDir: await reuseFrom('data'), transport: base },
+  ];
+  const tsLimits = (srv.tablespace_bandwidth_limit ?? {}) as Record<string, number>;
+  for (const ts of req.tablespaces) {
+    trees.push({
+      item: ts.name,
+      src: ts.location,
+      dest: path.join(req.destDir, String(ts.oid)),
+      excludes: TABLESPACE_EXCLUDES,
+      reuseDir: await reuseFrom(String(ts.oid)),
+      transport: { ...base, bwlimit: tsLimits[ts.name] ?? req.bwlimit },
+    });
+  }
+  return trees;
+}
+
+/** Copy every tree; returns the copy_stats entries. Throws on the first failed worker. */
+async function copyTrees(req: RsyncBackupRequest, trees: Tree[], runner: RsyncRunner, listDir: string): Promise<[string, PyValue][]> {
+  const jobs = Math.max(1, req.jobs);
+  const horizon = req.reuse !== 'off' && req.previous ? req.previous.beginTimeSec : null;
+  const analysisStart = Date.now();
+  const analysisPerItem: [string, PyValue][] = [];
+  const work: Job[] = [];
+  for (const tree of trees) {
+    const t0 = Date.now();
+    const listing = parseListOnly(await runner.check(listArgs(tree.transport, tree.src, tree.excludes), `listing of ${tree.src}`));
+    const items = listing.filter((e) => e.name !== '.' && (e.kind === 'file' || e.kind === 'symlink'));
+    const recent = items.filter((e) => tree.reuseDir !== null && isAfterHorizon(e, horizon));
+    const settled = items.filter((e) => !(tree.reuseDir !== null && isAfterHorizon(e, horizon)));
+    for (const b of splitBuckets(settled, jobs)) work.push({ tree, ...b, force: false });
+    for (const b of splitBuckets(recent, jobs)) work.push({ tree, ...b, force: true });
+    await fsp.mkdir(tree.dest, { recursive: true, mode: 0o700 });
+    await runner.check(dirsArgs(tree.transport, tree.src, tree.excludes, tree.dest), `of the directories of ${tree.src}`);
+    analysisPerItem.push([tree.item, pyFloat((Date.now() - t0) / 1000)]);
+    log.info(`${tree.item}: ${items.length} files (${recent.length} modified since the reused backup started), ${work.filter((w) => w.tree === tree).length} rsync jobs`);
+  }
+  const analysisTime = (Date.now() - analysisStart) / 1000;
+
+  const totalKb = Math.ceil(work.reduce((s, w) => s + w.bytes, 0) / 1024);
+  let doneBytes = 0;
+  req.onProgress?.(0, totalKb);
+  const serial = new Map<string, number>();
+  const span = new Map<string, { start: number; end: number }>();
+  // Largest buckets first: the pool then ends with the small ones, keeping every worker busy.
+  work.sort((a, b) => b.bytes - a.bytes);
+  let n = 0;
+  await runPool(work, jobs, async (job) => {
+    const listFile = path.join(listDir, `files-${n++}`);
+    await fsp.writeFile(listFile, job.names.map((f) => `${f}\0`).join(''), { mode: 0o600 });
+    const t0 = Date.now();
+    try {
+      await runner.check(copyArgs(job.tree.transport, job.tree.src, job.tree.dest, listFile, { reuse: req.reuse, reuseDir: job.tree.reuseDir, force: job.force }), `copy of ${job.tree.src}`);
+    } catch (err) {
+      runner.killAll(); // a dropped connection fails one worker: stop the others at once
+      throw err;
+    }
+    const t1 = Date.now();
+    serial.set(job.tree.item, (serial.get(job.tree.item) ?? 0) + (t1 - t0) / 1000);
+    const s = span.get(job.tree.item);
+    span.set(job.tree.item, { start: Math.min(s?.start ?? t0, t0), end: Math.max(s?.end ?? t1, t1) });
+    doneBytes += job.bytes;
+    req.onProgress?.(Math.floor(doneBytes / 1024), totalKb);
+  });
+  const items = trees.map((t) => t.item);
+  return [
+    ['number_of_workers', jobs],
+    ['analysis_time', pyFloat(analysisTime)],
+    ['analysis_time_per_item', pyDict(analysisPerItem)],
+    ['copy_time_per_item', pyDict(items.map((i) => [i, pyFloat(((span.get(i)?.end ?? 0) - (span.get(i)?.start ?? 0)) / 1000)]))],
+    ['serialized_copy_time_per_item', pyDict(items.map((i) => [i, pyFloat(serial.get(i) ?? 0)]))],
+    ['serialized_copy_time', pyFloat([...serial.values()].reduce((a, b) => a + b, 0))],
+  ];
+}
+
+/** The rsync methods' copy step for the backup frame. */
+export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
+  const { srv } = req;
+  if (req.signal?.aborted) throw new BarmanError('interrupted by signal before the backup started');
+  const trees = await planTrees(req);
+  const listDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'barman-rsync-'));
+  const runner = new RsyncRunner(subprocessEnv(srv.path_prefix, { TZ: 'UTC' }), req.signal);
+  // The concurrent backup belongs to this session: closing it (on any failure) aborts it.
+  const pg = await PgConnection.connect(srv.conninfo ?? '', 'barman');
+  try {
+    const startLsn = await pg.startBackup(req.label, req.immediateCheckpoint, req.version);
+    log.info(`backup started at ${startLsn} on ${req.pgdata}`);
+    const copyStart = Date.now();
+    const stats = await copyTrees(req, trees, runner, listDir);
+    const stop = await pg.stopBackup(req.version);
+    const copySeconds = (Date.now() - copyStart) / 1000;
+    const dataDir = path.join(req.destDir, 'data');
+    await writeFileAtomic(path.join(dataDir, 'backup_label'), stop.labelfile);
+    if (stop.spcmapfile.trim() !== '') await writeFileAtomic(path.join(dataDir, 'tablespace_map'), stop.spcmapfile);
+    // The whole backup directory, as `size` is measured.
+    const sizes = await dedupSizes([req.destDir]);
+    return {
+      labelText: stop.labelfile,
+      endLsn: stop.lsn,
+      format: 'plain',
+      compression: null,
+      copySeconds,
+      extraCopyStats: stats,
+      deduplicatedSize: sizes.deduplicated,
+    };
+  } catch (err) {
+    runner.killAll();
+    if (req.signal?.aborted) throw new BarmanError('interrupted by signal');
+    throw err instanceof BarmanError ? err : new BarmanError(errorMessage(err));
+  } finally {
+    await pg.close();
+    await fsp.rm(listDir, { recursive: true, force: true });
+  }
+}

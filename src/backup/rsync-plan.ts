@@ -1,0 +1,194 @@
+/**
+ * Pure planning for backup_method = rsync / local-rsync: what is excluded from a PGDATA copy,
+ * how `rsync --list-only` output is read, how files are split among parallel copy workers, and
+ * the rsync arguments of one worker. No I/O here, so that all of it is unit-tested.
+ */
+
+/**
+ * Left out of the PGDATA copy, anchored at the data directory (rsync filter syntax). These are
+ * what PostgreSQL documents as not to be copied by a base backup: runtime state recreated at
+ * start-up, WAL (the archiver has it), and the label files that the backup itself writes.
+ * `pg_tblspc/<oid>` symlinks are kept as symlinks; the tablespaces are copied separately.
+ */
+export const PGDATA_EXCLUDES: readonly string[] = [
+  '/postmaster.pid',
+  '/postmaster.opts',
+  '/pg_wal/*',
+  '/pg_xlog/*',
+  '/pg_replslot/*',
+  '/pg_dynshmem/*',
+  '/pg_notify/*',
+  '/pg_serial/*',
+  '/pg_snapshots/*',
+  '/pg_stat_tmp/*',
+  '/pg_subtrans/*',
+  '/backup_label',
+  '/backup_label.old',
+  '/tablespace_map',
+  '/recovery.signal',
+  '/standby.signal',
+  '/recovery.conf',
+  '/backup_manifest',
+  // Unanchored: temporary files of any database, and relation cache init files (rebuilt).
+  'pgsql_tmp*',
+  'pg_internal.init',
+];
+
+/** Left out of a tablespace copy (its directory holds PG_<ver>_<catversion>/<dboid>/...). */
+export const TABLESPACE_EXCLUDES: readonly string[] = ['pgsql_tmp*'];
+
+export type ListedKind = 'file' | 'dir' | 'symlink' | 'other';
+
+export interface ListedEntry {
+  /** Path relative to the listed root (`.` for the root itself). */
+  name: string;
+  kind: ListedKind;
+  size: number;
+  /** Modification time, seconds since the epoch (the listing must run with TZ=UTC). */
+  mtimeSec: number;
+}
+
+const LIST_RE = /^(.)\S{9}\s+([\d,]+)\s+(\d{4})\/(\d\d)\/(\d\d) (\d\d):(\d\d):(\d\d) (.*)$/;
+
+/** rsync prints unprintable bytes of names as `\#ooo` (octal). */
+function unescapeName(name: string): string {
+  return name.replace(/\\#([0-7]{3})/g, (_m, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+}
+
+/**
+ * Parse `rsync --list-only -r --no-h` output run with TZ=UTC (rsync formats the times on the
+ * client side, in the client's time zone). Symlinks lose their ` -> target` suffix.
+ */
+export function parseListOnly(text: string): ListedEntry[] {
+  const out: ListedEntry[] = [];
+  for (const line of text.split('\n')) {
+    const m = LIST_RE.exec(line);
+    if (!m) continue;
+    const [, type, size, y, mo, d, h, mi, s] = m;
+    let name = m[9] ?? '';
+    const kind: ListedKind = type === '-' ? 'file' : type === 'd' ? 'dir' : type === 'l' ? 'symlink' : 'other';
+    if (kind === 'symlink') {
+      const arrow = name.indexOf(' -> ');
+      if (arrow >= 0) name = name.slice(0, arrow);
+    }
+    const mtimeSec = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s)) / 1000;
+    out.push({ name: unescapeName(name), kind, size: Number((size ?? '0').replace(/,/g, '')), mtimeSec });
+  }
+  return out;
+}
+
+export interface Bucket {
+  names: string[];
+  bytes: number;
+}
+
+/**
+ * Split items into at most `n` buckets of similar total size: largest first, each into the
+ * lightest bucket so far (greedy LPT). Empty buckets are dropped; names in a bucket are sorted
+ * (rsync reads the directories in order).
+ */
+export function splitBuckets(items: readonly { name: string; size: number }[], n: number): Bucket[] {
+  const count = Math.max(1, Math.floor(n));
+  const buckets: Bucket[] = Array.from({ length: count }, () => ({ names: [], bytes: 0 }));
+  const sorted = [...items].sort((a, b) => b.size - a.size || (a.name < b.name ? -1 : 1));
+  for (const it of sorted) {
+    let best = buckets[0] as Bucket;
+    for (const b of buckets) if (b.bytes < best.bytes || (b.bytes === best.bytes && b.names.length < best.names.length)) best = b;
+    best.names.push(it.name);
+    best.bytes += it.size;
+  }
+  return buckets.filter((b) => b.names.length > 0).map((b) => ({ names: b.names.sort(), bytes: b.bytes }));
+}
+
+/**
+ * Files that the size+mtime check of rsync cannot trust: modified at or after the start of the
+ * backup we reuse (its "safe horizon"), a file may have changed again within the same second
+ * after it was copied, keeping its size and mtime. Those are copied again whatever rsync thinks.
+ * One second of margin for the listing's one-second resolution.
+ */
+export function isAfterHorizon(entry: Pick<ListedEntry, 'mtimeSec'>, horizonSec: number | null): boolean {
+  return horizonSec !== null && entry.mtimeSec >= Math.floor(horizonSec) - 1;
+}
+
+export type ReuseMode = 'off' | 'copy' | 'link';
+
+export interface Transport {
+  /** The admin's ssh_command (rsync splits it itself); null for local-rsync. */
+  sshCommand: string | null;
+  /** KB/s, 0 or null = unlimited. */
+  bwlimit: number | null;
+  networkCompression: boolean;
+}
+
+/** Options common to every rsync run of a backup (transport and throttling). */
+export function transportArgs(t: Transport): string[] {
+  const args: string[] = [];
+  if (t.sshCommand) args.push('-e', t.sshCommand);
+  if (t.bwlimit) args.push(`--bwlimit=${t.bwlimit}`);
+  if (t.networkCompression && t.sshCommand) args.push('-z');
+  return args;
+}
+
+/** The source of a tree: `:/path/` through the host named in ssh_command, or a local `/path/`. */
+export function sourceSpec(t: Pick<Transport, 'sshCommand'>, dir: string): string {
+  const d = dir.endsWith('/') ? dir : `${dir}/`;
+  return t.sshCommand ? `:${d}` : d;
+}
+
+/** `rsync --list-only` of a tree, with its excludes (run with TZ=UTC). */
+export function listArgs(t: Transport, dir: string, excludes: readonly string[]): string[] {
+  return ['--list-only', '-r', '--no-h', ...transportArgs(t), ...excludes.map((e) => `--exclude=${e}`), sourceSpec(t, dir)];
+}
+
+/** Create the directory skeleton (no files) of a tree in `dest`. */
+export function dirsArgs(t: Transport, dir: string, excludes: readonly string[], dest: string): string[] {
+  return [
+    '-a',
+    ...transportArgs(t),
+    ...excludes.map((e) => `--exclude=${e}`),
+    '--include=*/',
+    '--exclude=*',
+    sourceSpec(t, dir),
+    dest.endsWith('/') ? dest : `${dest}/`,
+  ];
+}
+
+/**
+ * One copy worker: the files named (NUL-separated) in `listFile`. `reuseDir` is the same tree of
+ * the previous backup: unchanged files are hard-linked (link) or copied locally (copy) from it.
+ * `force` re-copies files whatever their size and mtime (see isAfterHorizon). No --inplace: with
+ * --link-dest it would write into the previous backup's files.
+ */
+export function copyArgs(
+  t: Transport,
+  dir: string,
+  dest: string,
+  listFile: string,
+  opts: { reuse: ReuseMode; reuseDir: string | null; force: boolean },
+): string[] {
+  const args = ['-a', ...transportArgs(t), '--from0', `--files-from=${listFile}`];
+  if (opts.reuseDir && opts.reuse === 'link') args.push(`--link-dest=${opts.reuseDir}`);
+  if (opts.reuseDir && opts.reuse === 'copy') args.push(`--copy-dest=${opts.reuseDir}`);
+  if (opts.force) args.push('--ignore-times');
+  args.push(sourceSpec(t, dir), dest.endsWith('/') ? dest : `${dest}/`);
+  return args;
+}
+
+/**
+ * Exit status of a copy worker: 24 (files vanished) is normal for a live cluster (a dropped table,
+ * a finished temporary file); so is 23 when every error is a file that no longer exists, which is
+ * how a vanished file named in --files-from is reported. WAL replay recreates what is needed.
+ */
+export function rsyncCopySucceeded(code: number, stderr: string): boolean {
+  if (code === 0 || code === 24) return true;
+  if (code !== 23) return false;
+  const errors = stderr.split('\n').filter((l) => l.trim() !== '' && !/^rsync error: some files/.test(l));
+  return errors.length > 0 && errors.every((l) => /file has vanished|link_stat ".*" failed: No such file or directory/.test(l));
+}
+
+/** rsync's stderr, reduced to the line worth showing (the last real error). */
+export function rsyncErrorLine(stderr: string): string {
+  const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const real = lines.filter((l) => !/^rsync error: /.test(l));
+  return real.at(-1) ?? lines.at(-1) ?? '';
+}

@@ -1,0 +1,218 @@
+/**
+ * backup_method = rsync on real PostgreSQL 15, through a real sshd (barman logs in as postgres,
+ * as `ssh_command = ssh postgres@pg` does in production): the concurrent backup API with 1 and 4
+ * copy jobs (each recovered and compared with the source), a tablespace in base/<id>/<oid>,
+ * reuse_backup = link sharing unchanged files with the previous backup, and a copy killed
+ * mid-way leaving a FAILED backup, a free lock and the earlier backups as they were.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { BARMAN_SCRIPT } from '../../src/util/self.js';
+import { cleanupAll, PgCluster, startRecoveredCluster } from '../helpers/pg-cluster.js';
+import { createBarmanEnv, listBackups, readLog, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
+import { startSshd, type Sshd } from '../helpers/sshd.js';
+import { BARMAN_USER, ensureBarmanUser, makeTempDir, POSTGRES_USER, runAs, sleep, waitFor } from '../helpers/system.js';
+
+/** What must be identical between the source (at backup time) and a recovered copy. */
+const FINGERPRINT = `SELECT (SELECT count(*) FROM pgbench_accounts) || '|' ||
+  (SELECT md5(string_agg(aid::text || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts) || '|' ||
+  (SELECT sum(bbalance) FROM pgbench_branches) || '|' || (SELECT count(*) FROM in_ts) || '|' || (SELECT count(*) FROM marks)`;
+
+interface Walk {
+  files: number;
+  linked: number;
+}
+
+/** Regular files under a directory, and how many of them have other hard links. */
+async function walkLinks(dir: string): Promise<Walk> {
+  const res: Walk = { files: 0, linked: 0 };
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await fs.readdir(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) {
+        res.files += 1;
+        if ((await fs.lstat(p)).nlink >= 2) res.linked += 1;
+      }
+    }
+  };
+  await walk(dir);
+  return res;
+}
+
+describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
+  let sshd: Sshd;
+  let pg: PgCluster;
+  let env: BarmanEnv;
+  let tsOid = '';
+  const ids: string[] = [];
+
+  const info = async (id: string): Promise<string> => {
+    const meta = path.join(env.home, env.server, 'meta', `${id}-backup.info`);
+    return fs.readFile(meta, 'utf8').catch(() => fs.readFile(path.join(env.home, env.server, 'base', id, 'backup.info'), 'utf8'));
+  };
+  const field = (text: string, key: string): string => new RegExp(`^${key}=(.*)$`, 'm').exec(text)?.[1] ?? '';
+  const backupDir = (id: string) => path.join(env.home, env.server, 'base', id);
+
+  /** Back up, then return the new backup's id (status DONE required). */
+  const backup = async (...args: string[]): Promise<string> => {
+    await env.ok('backup', '--wait', '--wait-timeout', '120', '--immediate-checkpoint', ...args, env.server);
+    const list = await listBackups(env);
+    assert.equal(list[0]?.status, 'DONE', JSON.stringify(list));
+    const id = list[0]?.backup_id ?? '';
+    ids.push(id);
+    return id;
+  };
+
+  /** Recover `id` (tablespace relocated) into a new directory, start it, return its fingerprint. */
+  const recoverFingerprint = async (id: string): Promise<string> => {
+    const dest = await env.newDir('rsync-restore-');
+    const newTs = path.join(await makeTempDir('rsync-newts-', { owner: BARMAN_USER, mode: 0o755 }), 'space');
+    await env.ok('recover', env.server, id, dest, '--tablespace', `extra:${newTs}`);
+    const { cluster } = await startRecoveredCluster(dest, undefined, { extraConf: { archive_mode: 'off' } });
+    try {
+      return await cluster.psql(FINGERPRINT);
+    } finally {
+      await cluster.destroy();
+    }
+  };
+
+  before(async () => {
+    await ensureBarmanUser();
+    sshd = await startSshd();
+    // The barman user logs in as postgres: rsync reads PGDATA with the server's owner's rights.
+    const sshConfig = await sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
+    pg = await PgCluster.create();
+    const tsDir = path.join(await makeTempDir('rsync-ts-', { owner: POSTGRES_USER, mode: 0o755 }), 'space');
+    await runAs(POSTGRES_USER, 'mkdir', ['-m', '0700', tsDir], { check: true });
+    await pg.psql(`CREATE TABLESPACE extra LOCATION '${tsDir}'`);
+    await pg.psql('CREATE TABLE in_ts (v int) TABLESPACE extra; INSERT INTO in_ts SELECT generate_series(1, 5000); CREATE TABLE marks (v int); INSERT INTO marks VALUES (1);');
+    await pg.pgbench(['-i', '-s', '1', '-q']);
+    tsOid = await pg.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'extra'");
+    env = await createBarmanEnv(pg, {
+      server: 'rs',
+      extra: { backup_method: 'rsync', ssh_command: `ssh -F ${sshConfig} postgres@127.0.0.1`, slot_name: 'barman_rs' },
+    });
+    await startStreaming(env);
+    // Flush what pgbench -i and the fingerprint reads dirtied (hint bits), so that later backups
+    // see stable files.
+    await pg.psql(FINGERPRINT);
+    await pg.checkpoint();
+  });
+
+  after(async () => {
+    await env?.stop();
+    await cleanupAll();
+    await sshd?.stop();
+  });
+
+  it('backs up with 1 and with 4 jobs; both recover to the source data, the tablespace in base/<id>/<oid>', async () => {
+    const expected = await pg.psql(FINGERPRINT);
+    const one = await backup('-j', '1');
+    const four = await backup('--jobs', '4');
+    for (const id of [one, four]) {
+      const text = await info(id);
+      assert.equal(field(text, 'mode'), 'rsync-concurrent');
+      assert.match(field(text, 'backup_label'), /START WAL LOCATION/);
+      assert.match(field(text, 'tablespaces'), new RegExp(`\\('extra', ${tsOid}, `));
+      assert.match(field(text, 'copy_stats'), /'copy_time': [\d.]+, 'total_time': [\d.]+, 'number_of_workers': \d, 'analysis_time'/);
+      assert.equal(field(text, 'deduplicated_size'), field(text, 'size'), 'no reuse: nothing shared');
+      const data = path.join(backupDir(id), 'data');
+      assert.match(await fs.readFile(path.join(data, 'backup_label'), 'utf8'), /^LABEL: Barman backup rs /m);
+      assert.match(await fs.readFile(path.join(data, 'tablespace_map'), 'utf8'), new RegExp(`^${tsOid} `));
+      await fs.access(path.join(data, 'PG_VERSION'));
+      await assert.rejects(fs.access(path.join(data, 'postmaster.pid')));
+      assert.deepEqual(await fs.readdir(path.join(data, 'pg_wal')), []);
+      const tsContent = await fs.readdir(path.join(backupDir(id), tsOid));
+      assert.ok(tsContent.some((n) => n.startsWith('PG_15_')), tsContent.join(','));
+    }
+    assert.match(field(await info(four), 'copy_stats'), /'number_of_workers': 4/);
+    assert.equal(await recoverFingerprint(one), expected);
+    assert.equal(await recoverFingerprint(four), expected);
+  });
+
+  it('reuse_backup = link shares the unchanged files with the previous backup and recovers the change', async (t) => {
+    const previous = ids.at(-1) ?? '';
+    await pg.psql('UPDATE pgbench_branches SET bbalance = bbalance + 7; INSERT INTO marks VALUES (2), (3);');
+    await pg.pgbench(['-t', '20', '-c', '1', '-n']);
+    const expected = await pg.psql(FINGERPRINT);
+    const id = await backup('--reuse-backup', '-j', '2');
+    const text = await info(id);
+    const size = Number(field(text, 'size'));
+    const dedup = Number(field(text, 'deduplicated_size'));
+    const walk = await walkLinks(path.join(backupDir(id), 'data'));
+    const tsWalk = await walkLinks(path.join(backupDir(id), tsOid));
+    t.diagnostic(`data: ${walk.linked}/${walk.files} files linked, tablespace: ${tsWalk.linked}/${tsWalk.files}, deduplicated_size ${dedup} of ${size}`);
+    for (const line of (await readLog(env)).split('\n').filter((l) => /rsync jobs$/.test(l)).slice(-2)) t.diagnostic(line);
+    assert.ok(walk.linked > walk.files / 2, `only ${walk.linked} of ${walk.files} files are hard links`);
+    assert.ok(tsWalk.linked > 0, 'the tablespace files are linked too');
+    assert.ok(dedup < size / 2, `deduplicated_size ${dedup} vs size ${size}`);
+    // The linked files are those of the previous backup (same inode).
+    const pgVersion = path.join('data', 'PG_VERSION');
+    assert.equal((await fs.stat(path.join(backupDir(id), pgVersion))).ino, (await fs.stat(path.join(backupDir(previous), pgVersion))).ino);
+    assert.equal(await recoverFingerprint(id), expected);
+  });
+
+  it('a copy killed mid-way leaves the backup FAILED, the lock free and the previous backups untouched', async () => {
+    const before = await listBackups(env);
+    const last = ids.at(-1) ?? '';
+    const lastInfo = await info(last);
+    const lastWalk = await walkLinks(backupDir(last));
+    const child = spawn(
+      'runuser',
+      ['-u', BARMAN_USER, '--', process.execPath, BARMAN_SCRIPT, '-c', env.configFile, 'backup', '--bwlimit', '500', '-j', '2', '--reuse-backup', 'off', env.server],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+    const started = await waitFor(async () => (await listBackups(env)).find((b) => b.status === 'STARTED'), {
+      timeoutMs: 60_000,
+      intervalMs: 100,
+      what: 'backup STARTED',
+    });
+    // The copy workers: rsync processes writing into the new backup's data directory.
+    const target = path.join(backupDir(started.backup_id), 'data');
+    const pids = await waitFor(
+      async () => {
+        const r = await runAs('root', 'pgrep', ['-u', BARMAN_USER, '-f', '--', `--files-from=.* ${target}/`]);
+        const found = r.stdout.split('\n').filter((l) => l.trim() !== '');
+        return found.length > 0 ? found : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 100, what: 'rsync copy workers' },
+    );
+    await sleep(1000);
+    for (const pid of pids) await runAs('root', 'kill', ['-KILL', pid]);
+    const code = await exited;
+    assert.equal(code, 1, stderr);
+    const failed = (await listBackups(env)).find((b) => b.backup_id === started.backup_id);
+    assert.equal(failed?.status, 'FAILED');
+    assert.match(field(await info(started.backup_id), 'error'), /failure copying files/);
+    // Earlier backups as they were.
+    assert.deepEqual((await listBackups(env)).filter((b) => b.backup_id !== started.backup_id), before);
+    assert.equal(await info(last), lastInfo);
+    assert.deepEqual(await walkLinks(backupDir(last)), lastWalk);
+    // The lock was released: the next backup runs, and reuses the last DONE backup, not the failed one.
+    const next = await backup('--reuse-backup', 'link');
+    assert.ok(next > started.backup_id);
+    const w = await walkLinks(path.join(backupDir(next), 'data'));
+    assert.ok(w.linked > w.files / 2, `${w.linked} of ${w.files} linked`);
+  });
+
+  it('refuses exclusive_backup on PostgreSQL 15 with one clear line, recording nothing', async () => {
+    await fs.appendFile(env.configFile, 'backup_options = exclusive_backup\n');
+    try {
+      const count = (await listBackups(env)).length;
+      const r = await env.run('backup', env.server);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /exclusive backups do not exist in PostgreSQL 15/);
+      assert.equal((await listBackups(env)).length, count, 'nothing recorded');
+    } finally {
+      const text = await fs.readFile(env.configFile, 'utf8');
+      await fs.writeFile(env.configFile, text.replace('backup_options = exclusive_backup\n', ''));
+    }
+  });
+});

@@ -1,0 +1,77 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  copyArgs,
+  dirsArgs,
+  isAfterHorizon,
+  listArgs,
+  parseListOnly,
+  rsyncCopySucceeded,
+  splitBuckets,
+  transportArgs,
+} from '../../src/backup/rsync-plan.js';
+
+describe('rsync plan', () => {
+  it('parses rsync --list-only output (TZ=UTC), symlinks and grouped sizes', () => {
+    const text = [
+      'drwx------          4,096 2024/03/01 10:00:00 .',
+      '-rw-------      8,192 2024/03/01 10:00:01 base/1/112',
+      '-rw-------        123 2024/03/01 10:00:02 global/pg_control',
+      'lrwxrwxrwx         14 2024/03/01 10:00:03 pg_tblspc/16385 -> /srv/ts one',
+      '-rw-------          3 2024/03/01 10:00:04 odd\\#011name',
+      'garbage line',
+    ].join('\n');
+    const e = parseListOnly(text);
+    assert.equal(e.length, 5);
+    assert.deepEqual(e[1], { name: 'base/1/112', kind: 'file', size: 8192, mtimeSec: Date.UTC(2024, 2, 1, 10, 0, 1) / 1000 });
+    assert.equal(e[0]?.kind, 'dir');
+    assert.deepEqual([e[3]?.name, e[3]?.kind], ['pg_tblspc/16385', 'symlink']);
+    assert.equal(e[4]?.name, 'odd\tname');
+  });
+
+  it('splits files into at most N buckets of similar size, none empty', () => {
+    const files = [100, 90, 50, 40, 30, 20, 10, 5].map((size, i) => ({ name: `f${i}`, size }));
+    const b = splitBuckets(files, 3);
+    assert.equal(b.length, 3);
+    assert.deepEqual(b.flatMap((x) => x.names).sort(), files.map((f) => f.name).sort());
+    const sizes = b.map((x) => x.bytes);
+    assert.ok(Math.max(...sizes) - Math.min(...sizes) <= 20, sizes.join(','));
+    assert.equal(splitBuckets(files.slice(0, 2), 4).length, 2);
+    assert.deepEqual(splitBuckets([], 4), []);
+    assert.equal(splitBuckets(files, 1)[0]?.names.length, 8);
+  });
+
+  it('re-copies files modified at or after the reused backup started', () => {
+    assert.equal(isAfterHorizon({ mtimeSec: 1000 }, null), false);
+    assert.equal(isAfterHorizon({ mtimeSec: 1000 }, 1000.5), true);
+    assert.equal(isAfterHorizon({ mtimeSec: 999 }, 1000.5), true);
+    assert.equal(isAfterHorizon({ mtimeSec: 998 }, 1000.5), false);
+  });
+
+  it('builds transport, listing, skeleton and copy arguments', () => {
+    const ssh = { sshCommand: 'ssh -F /x postgres@pg', bwlimit: 500, networkCompression: true };
+    const local = { sshCommand: null, bwlimit: null, networkCompression: true };
+    assert.deepEqual(transportArgs(ssh), ['-e', 'ssh -F /x postgres@pg', '--bwlimit=500', '-z']);
+    assert.deepEqual(transportArgs(local), []);
+    assert.deepEqual(listArgs(ssh, '/pg/data', ['/postmaster.pid']), ['--list-only', '-r', '--no-h', '-e', 'ssh -F /x postgres@pg', '--bwlimit=500', '-z', '--exclude=/postmaster.pid', ':/pg/data/']);
+    assert.deepEqual(dirsArgs(local, '/pg/data', ['/pg_wal/*'], '/b/data'), ['-a', '--exclude=/pg_wal/*', '--include=*/', '--exclude=*', '/pg/data/', '/b/data/']);
+    const link = copyArgs(local, '/pg/data', '/b/data', '/tmp/l', { reuse: 'link', reuseDir: '/prev/data', force: false });
+    assert.deepEqual(link, ['-a', '--from0', '--files-from=/tmp/l', '--link-dest=/prev/data', '/pg/data/', '/b/data/']);
+    assert.ok(!link.includes('--inplace'));
+    const copy = copyArgs(ssh, '/pg/data', '/b/data', '/tmp/l', { reuse: 'copy', reuseDir: '/prev/data', force: true });
+    assert.ok(copy.includes('--copy-dest=/prev/data') && copy.includes('--ignore-times') && copy.at(-2) === ':/pg/data/');
+    assert.ok(!copyArgs(local, '/a', '/b', '/l', { reuse: 'link', reuseDir: null, force: false }).some((a) => a.startsWith('--link-dest')));
+  });
+
+  it('accepts vanished files but not other rsync failures', () => {
+    assert.equal(rsyncCopySucceeded(0, ''), true);
+    assert.equal(rsyncCopySucceeded(24, 'file has vanished: "/x"'), true);
+    assert.equal(
+      rsyncCopySucceeded(23, 'rsync: [sender] link_stat "/pg/base/1/2" failed: No such file or directory (2)\nrsync error: some files/attrs were not transferred (see previous errors) (code 23) at main.c(1338)'),
+      true,
+    );
+    assert.equal(rsyncCopySucceeded(23, 'rsync: [sender] change_dir "/pg" failed: No such file or directory (2)'), false);
+    assert.equal(rsyncCopySucceeded(23, 'rsync: [receiver] mkstemp "/b/x" failed: Permission denied (13)'), false);
+    assert.equal(rsyncCopySucceeded(255, 'Connection closed'), false);
+  });
+});
