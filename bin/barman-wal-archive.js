@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Placeholder: the WAL shipping client arrives with the SSH work. Failing loudly is the only
-// safe answer for an archive_command or restore_command (PostgreSQL retries; nothing is lost).
-process.stderr.write('ERROR: barman-wal-archive is not available yet in this barman-ts version\n');
-process.exitCode = 2;
+// barman-wal-archive for those who call it with node (`node bin/barman-wal-archive.js ...`).
+// The usual entry is bin/barman-wal-archive (sh), which answers already-pushed segments
+// without starting Node at all.
+const { main } = await import('../dist/src/walclient/archive-main.js');
+process.exitCode = await main();

@@ -1,5 +1,10 @@
 #!/usr/bin/env node
-// Placeholder: the WAL shipping client arrives with the SSH work. Failing loudly is the only
-// safe answer for an archive_command or restore_command (PostgreSQL retries; nothing is lost).
-process.stderr.write('ERROR: barman-wal-restore is not available yet in this barman-ts version\n');
-process.exitCode = 2;
+// Node entry of barman-wal-restore (npm's bin). bin/barman-wal-restore (sh) is the fast one: it
+// serves prefetched files without starting Node and execs dist/src/walclient/restore-main.js.
+const { main } = await import('../dist/src/walclient/restore-main.js');
+try {
+  process.exitCode = await main();
+} catch (err) {
+  process.stderr.write(`ERROR: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 2;
+}

@@ -4,11 +4,13 @@
  * (`barman get-wal SRV %f > %p`), so it streams: nothing is buffered beyond a chunk, and the
  * destination stream carries WAL data only (the domain never prints anything).
  */
+import { createHash, type Hash } from 'node:crypto';
 import { promises as fsp, type ReadStream } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Transform, Writable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
 import type { ServerConfig } from '../config/config.js';
 import { customCompressionOf } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
@@ -296,4 +298,137 @@ export function peekWals(srv: ServerConfig, name: string, count: number): string
     if (!exists(walName(tli, log, seg))) break;
   }
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// `--batch N` (barman-ts extension): WAL_NAME and the following archived WALs in one tar stream,
+// so that barman-wal-restore prefetches N segments with a single SSH session instead of N.
+
+/** Name of the checksum member that ends a batch (same format as barman-wal-archive's). */
+export const BATCH_CHECKSUM_MEMBER = 'SHA256SUMS';
+
+export interface BatchResult {
+  /** Members sent, in order (the checksum member excluded). */
+  names: string[];
+  bytes: number;
+}
+
+/** A pass-through that feeds a hash (the checksum member is computed while data streams). */
+function hashing(hash: Hash): Transform {
+  return new Transform({
+    readableHighWaterMark: IO_CHUNK,
+    writableHighWaterMark: IO_CHUNK,
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+  });
+}
+
+/** Bytes a stream of transforms produces from an opened file, by running them into nothing. */
+async function countTransformed(opened: OpenedWal, transforms: Duplex[]): Promise<number> {
+  let n = 0;
+  await pipeline([
+    readFromStart(opened),
+    ...transforms,
+    new Writable({
+      highWaterMark: IO_CHUNK,
+      write(chunk: Buffer, _enc, cb) {
+        n += chunk.length;
+        cb();
+      },
+    }),
+  ]);
+  return n;
+}
+
+/**
+ * Size of a member before sending it: a tar header carries the size up front. Stored bytes and
+ * plain files: the file size. gzip: the ISIZE trailer (size mod 2^32, exact for WAL files, which
+ * are at most 1 GiB, and for the single-member streams every gzip writer of the archive makes;
+ * should it lie, tar-stream fails the member with "Size mismatch" rather than sending a torn
+ * file). Other algorithms have no reliable size field: one decompression pass counts the bytes,
+ * which costs CPU but keeps memory bounded.
+ */
+async function memberSize(srv: ServerConfig, opened: OpenedWal, transforms: Duplex[], opts: GetWalOptions): Promise<number> {
+  const { size } = await opened.handle.stat();
+  if (transforms.length === 0) return size;
+  const stored = opened.compression;
+  if ((stored === 'gzip' || stored === 'pigz' || stored === 'pygzip') && transforms.length === 1 && size >= 18) {
+    const trailer = Buffer.alloc(4);
+    await opened.handle.read(trailer, 0, 4, size - 4);
+    return trailer.readUInt32LE(0);
+  }
+  // Fresh transforms: the ones given are for the real pass.
+  return countTransformed(opened, transformsFor(srv, opened, opts));
+}
+
+/** Send one opened WAL as a tar member; returns its SHA-256 (hex) and size. */
+async function packMember(srv: ServerConfig, pack: tar.Pack, name: string, opened: OpenedWal, opts: GetWalOptions): Promise<{ sha256: string; size: number }> {
+  const transforms = transformsFor(srv, opened, opts);
+  const size = await memberSize(srv, opened, transforms, opts);
+  const { mtime } = await opened.handle.stat();
+  const hash = createHash('sha256');
+  const entry = pack.entry({ name, size, mtime, mode: FILE_MODE, type: 'file' });
+  await pipeline([readFromStart(opened), ...transforms, hashing(hash), entry]);
+  return { sha256: hash.digest('hex'), size };
+}
+
+/**
+ * Write to `dest` a tar stream holding WAL `name` and then the next consecutive archived WALs
+ * (the `--peek` walk), up to `count` files, each as get-wal would send it (plain, or as stored
+ * with keepCompression; `.partial` only for the first name, with opts.partial), then a
+ * `SHA256SUMS` member (`<hex> *<name>` lines). `name` missing: the usual not-found BarmanError
+ * and nothing written. Data streams through: memory stays bounded by a few chunks.
+ */
+export async function sendWalBatch(srv: ServerConfig, name: string, count: number, dest: NodeJS.WritableStream, opts: GetWalOptions = {}): Promise<BatchResult> {
+  if (opts.compression) throw new BarmanError('--batch sends plain or stored files: it cannot be combined with -z/--gzip or -j/--bzip2', 2);
+  const first = await openWal(srv, name, { partial: opts.partial === true });
+  if (!first) throw notFound(srv, name);
+  // The walk only sees the archive; a first file still in incoming/ or streaming/ comes alone.
+  const walk = count > 1 ? peekWals(srv, name, count) : [];
+  const following = walk[0] === name ? walk.slice(1) : [];
+
+  const pack = tar.pack();
+  const sent = pipeline(pack, dest);
+  // Keep an early failure of `sent` from being unhandled while the producer still runs.
+  sent.catch(() => undefined);
+  const names: string[] = [];
+  let bytes = 0;
+  const sums: string[] = [];
+  let current: string = name;
+  try {
+    let opened: OpenedWal | null = first;
+    for (let i = 0; opened; i++) {
+      try {
+        const { sha256, size } = await packMember(srv, pack, current, opened, { ...opts, partial: i === 0 && opts.partial === true });
+        names.push(current);
+        bytes += size;
+        sums.push(`${sha256} *${current}\n`);
+      } finally {
+        await opened.handle.close().catch(() => undefined);
+      }
+      const next = following[i];
+      if (next === undefined) break;
+      current = next;
+      // Removed meanwhile (retention): the batch simply ends here, the client asks again later.
+      opened = await openWal(srv, next);
+    }
+    const sumText = Buffer.from(sums.join(''));
+    await new Promise<void>((resolve, reject) => {
+      pack.entry({ name: BATCH_CHECKSUM_MEMBER, size: sumText.length, mode: FILE_MODE, type: 'file' }, sumText, (err) => (err ? reject(err) : resolve()));
+    });
+    pack.finalize();
+    await sent;
+  } catch (err) {
+    pack.destroy();
+    await sent.catch(() => undefined);
+    if (err instanceof BarmanError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ERR_STREAM_DESTROYED') {
+      throw new BarmanError(`cannot send WAL file '${current}': the receiving end closed the output`);
+    }
+    throw new BarmanError(`cannot send WAL file '${current}': ${errorMessage(err)}`);
+  }
+  return { names, bytes };
 }

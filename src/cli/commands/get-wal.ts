@@ -1,8 +1,9 @@
 import { Option, type Command } from 'commander';
 import { BarmanError } from '../../util/errors.js';
-import { fetchWalToDirectory, peekWals, sendWal, type GetWalOptions } from '../../wal/get-wal.js';
+import { fetchWalToDirectory, peekWals, sendWal, sendWalBatch, type GetWalOptions } from '../../wal/get-wal.js';
 import { assertSafeWalName } from '../../wal/names.js';
 import type { CliContext } from '../context.js';
+import { sshSuffix } from '../ssh-client.js';
 
 interface Opts {
   outputDirectory?: string;
@@ -12,6 +13,7 @@ interface Opts {
   bzip2?: boolean;
   keepCompression?: boolean;
   peek?: string;
+  batch?: string;
   test?: boolean;
 }
 
@@ -26,6 +28,7 @@ export function define(cmd: Command): void {
     .option('-j, --bzip2', 'send the file compressed with bzip2')
     .option('--keep-compression', 'send the file as it is stored in the archive (compressed or not)')
     .option('-p, --peek <n>', 'print the names of up to N consecutive WAL files in the archive, starting with WAL_NAME, instead of sending data')
+    .option('--batch <n>', 'barman-ts extension: send WAL_NAME and up to N-1 following archived WAL files as one tar stream with a SHA256SUMS member (barman-wal-restore -p)')
     .option('-t, --test', 'only check that the server can serve WAL files (WAL_NAME is ignored)')
     .addHelpText(
       'after',
@@ -47,15 +50,15 @@ name or the output file cannot be written.
 Examples:
   barman get-wal pg 000000010000000A000000FF > /tmp/wal
   barman get-wal -o /var/spool/wal -z pg 000000010000000A000000FF
-  barman get-wal --peek 10 pg 000000010000000A000000FF`,
-    );
-}
+  barman get-wal --peek 10 pg 000000010000000A000000FF
+  barman get-wal --batch 8 pg 000000010000000A000000FF | tar -tvf -
 
-/** When run through SSH (barman-wal-restore), messages name the client. */
-function sshSuffix(): string {
-  const conn = process.env.SSH_CONNECTION;
-  const host = conn?.trim().split(/\s+/)[0];
-  return host ? ` (SSH host: ${host})` : '';
+--batch N (barman-ts extension, used by barman-ts's barman-wal-restore -p N to prefetch with one
+SSH session): standard output is a tar stream with WAL_NAME and then the next consecutive WAL
+files of the archive (the --peek walk), at most N files, each sent as get-wal would send it (plain,
+or as stored with --keep-compression), then a SHA256SUMS member with "<sha256> *<name>" lines.
+Barman's get-wal rejects --batch; barman-ts's client then falls back to --peek.`,
+    );
 }
 
 export async function run(ctx: CliContext, [serverName, walName]: string[], opts: Opts): Promise<void> {
@@ -73,6 +76,13 @@ export async function run(ctx: CliContext, [serverName, walName]: string[], opts
     if (!/^[-+]?\d+$/.test(opts.peek.trim())) throw new BarmanError(`invalid --peek value '${opts.peek}': expected an integer`, 2);
     peek = Number(opts.peek);
   }
+  let batch = 0;
+  if (opts.batch !== undefined) {
+    if (!/^\+?\d+$/.test(opts.batch.trim()) || Number(opts.batch) < 1) throw new BarmanError(`invalid --batch value '${opts.batch}': expected a positive integer`, 2);
+    if (opts.peek !== undefined || opts.outputDirectory !== undefined) throw new BarmanError('--batch cannot be combined with --peek or -o/--output-directory', 2);
+    if (gzip || opts.bzip2) throw new BarmanError('--batch cannot be combined with -z/--gzip or -j/--bzip2', 2);
+    batch = Number(opts.batch);
+  }
 
   const suffix = sshSuffix();
   try {
@@ -86,6 +96,11 @@ export async function run(ctx: CliContext, [serverName, walName]: string[], opts
       compression: gzip ? 'gzip' : opts.bzip2 ? 'bzip2' : null,
       keepCompression: opts.keepCompression === true,
     };
+    if (batch > 0) {
+      process.stdout.on('error', () => undefined);
+      await sendWalBatch(srv, walName, batch, process.stdout, getOpts);
+      return;
+    }
     if (opts.outputDirectory !== undefined) {
       await fetchWalToDirectory(srv, walName, opts.outputDirectory, getOpts);
       return;

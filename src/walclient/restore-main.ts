@@ -1,0 +1,184 @@
+/**
+ * `barman-wal-restore` command line (spec §6.2), Barman's options plus `--ssh-config`. Usually
+ * started by bin/barman-wal-restore (sh), which serves spool hits itself and only execs Node for
+ * the rest. Prints one `ERROR:` line (or the remote's own message) and exits with Barman's codes.
+ */
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError, Option } from 'commander';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { versionText } from '../version.js';
+import { RemoteError, restoreWal, testRemote, type RestoreOptions } from './restore.js';
+import { DEFAULT_SPOOL_DIR } from './spool.js';
+
+interface ParsedOpts {
+  user: string;
+  port?: string;
+  sleep?: string;
+  parallel?: string;
+  spoolDir: string;
+  partial?: boolean;
+  gzip?: boolean;
+  bzip2?: boolean;
+  keepCompression?: boolean;
+  config?: string;
+  sshConfig?: string;
+  test?: boolean;
+}
+
+export interface ParsedCommand {
+  options: RestoreOptions;
+  test: boolean;
+  /** Seconds to sleep before exiting on failure. */
+  sleep: number;
+}
+
+function program(): Command {
+  return new Command('barman-wal-restore')
+    .description("restore_command for PostgreSQL: fetch a WAL file from a Barman server over SSH (barman get-wal)")
+    .argument('<BARMAN_HOST>', 'the host of the Barman server')
+    .argument('<SERVER_NAME>', 'the server name configured in Barman from which WALs are taken')
+    .argument('<WAL_NAME>', "the name of the WAL file to fetch (PostgreSQL's %f)")
+    .argument('<WAL_DEST>', "where to put the WAL file (PostgreSQL's %p)")
+    .option('-U, --user <user>', 'the user used for the ssh connection to the Barman server', 'barman')
+    .option('--port <port>', 'the port used for the ssh connection to the Barman server')
+    .option('-s, --sleep <seconds>', 'sleep for SECONDS after a failure of get-wal request')
+    .option('-p, --parallel <jobs>', 'prefetch: fetch WAL_NAME and up to JOBS-1 following WAL files per request into the spool')
+    .option('--spool-dir <dir>', 'spool directory for prefetched WAL files', DEFAULT_SPOOL_DIR)
+    .option('-P, --partial', 'retrieve also partial WAL files (.partial)')
+    .option('-z, --gzip', 'transfer the WAL files compressed with gzip (deprecated)')
+    .option('-j, --bzip2', 'transfer the WAL files compressed with bzip2 (deprecated)')
+    .option('--keep-compression', 'keep the compression of the archived WAL files during transfer, decompress here')
+    .option('-c, --config <config>', 'configuration file on the Barman server')
+    .option('--ssh-config <file>', 'barman-ts extension: ssh client configuration file (ssh -F)')
+    .option('-t, --test', 'test both the connection and the configuration of the requested PostgreSQL server in Barman to make sure it is ready to receive WAL files; WAL_NAME and WAL_DEST are ignored')
+    .addOption(new Option('-V, --version', 'show the version and exit'))
+    .addHelpText(
+      'after',
+      `
+Exit status: 0 when WAL_DEST holds the file; 1 when the Barman server does not have it; 2 for an
+SSH or protocol failure (and invalid options); 3 when WAL_NAME or WAL_DEST is not valid.
+
+With -p N, barman-ts asks the Barman server for WAL_NAME and the next N-1 WAL files in one SSH
+session (get-wal --batch, checksummed); Barman's own server gets Barman's protocol (--peek and
+one get-wal per file). Prefetched files wait in the spool directory, from which the next calls
+take them without any SSH connection.
+
+Example (postgresql.conf):
+  restore_command = 'barman-wal-restore -U barman -p 8 backup.example.com pg %f %p'`,
+    )
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+}
+
+function parseCount(text: string | undefined, what: string, min: number): number {
+  if (text === undefined) return 0;
+  if (!/^\+?\d+$/.test(text.trim()) || Number(text) < min) throw new BarmanError(`invalid ${what} value '${text}'`, 2);
+  return Number(text);
+}
+
+/** Parse the command line; throws CommanderError (usage, help, version) or BarmanError. */
+export function parseArgs(argv: readonly string[]): ParsedCommand | 'version' {
+  const cmd = program();
+  let version = false;
+  cmd.on('option:version', () => (version = true));
+  // Version wins over missing positionals, as with argparse's action='version'.
+  if (argv.includes('-V') || argv.includes('--version')) return 'version';
+  cmd.parse([...argv], { from: 'user' });
+  if (version) return 'version';
+  const o = cmd.opts<ParsedOpts>();
+  const [host, server, walName, walDest] = cmd.args as [string, string, string, string];
+  if ([o.gzip, o.bzip2, o.keepCompression].filter(Boolean).length > 1) {
+    throw new BarmanError('-z/--gzip, -j/--bzip2 and --keep-compression are mutually exclusive', 2);
+  }
+  const sleepText = o.sleep;
+  let sleep = 0;
+  if (sleepText !== undefined) {
+    if (!/^\d+(\.\d+)?$/.test(sleepText.trim())) throw new BarmanError(`invalid --sleep value '${sleepText}'`, 2);
+    sleep = Number(sleepText);
+  }
+  return {
+    test: o.test === true,
+    sleep,
+    options: {
+      host,
+      server,
+      walName,
+      walDest,
+      user: o.user,
+      port: o.port,
+      sshConfig: o.sshConfig,
+      config: o.config,
+      parallel: parseCount(o.parallel, '--parallel', 0),
+      spoolDir: o.spoolDir,
+      partial: o.partial === true,
+      gzip: o.gzip === true,
+      bzip2: o.bzip2 === true,
+      keepCompression: o.keepCompression === true,
+    },
+  };
+}
+
+function sleepSeconds(s: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, s * 1000));
+}
+
+/** Run barman-wal-restore; resolves to the exit code. */
+export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<number> {
+  // `barman-wal-restore --help | head`: a reader that goes away is not worth a stack trace.
+  process.stdout.on('error', () => undefined);
+  let parsed: ParsedCommand | 'version';
+  try {
+    parsed = parseArgs(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.code === 'commander.helpDisplayed' || err.code === 'commander.help' ? 0 : 2;
+    }
+    process.stderr.write(`ERROR: ${errorMessage(err)}\n`);
+    return err instanceof BarmanError ? err.exitCode : 2;
+  }
+  if (parsed === 'version') {
+    process.stdout.write(`barman-wal-restore ${versionText().split('\n')[0]}\n`);
+    return 0;
+  }
+  const { options, test, sleep } = parsed;
+  let code: number;
+  try {
+    if (test) {
+      code = await testRemote(options, process.stdout, process.stderr);
+    } else {
+      await restoreWal(options);
+      code = 0;
+    }
+  } catch (err) {
+    if (err instanceof RemoteError && err.remoteStderr) {
+      process.stderr.write(`${err.remoteStderr}\n`);
+    } else {
+      process.stderr.write(`ERROR: ${errorMessage(err)}\n`);
+    }
+    code = err instanceof BarmanError ? err.exitCode : 2;
+  }
+  if (code !== 0 && sleep > 0) await sleepSeconds(sleep);
+  return code;
+}
+
+/** Run directly (`node restore-main.js ...`, as the sh launcher does): be the program. */
+function isEntryPoint(): boolean {
+  const script = process.argv[1];
+  if (!script) return false;
+  try {
+    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  main().then(
+    (code) => (process.exitCode = code),
+    (err: unknown) => {
+      process.stderr.write(`ERROR: ${errorMessage(err)}\n`);
+      process.exitCode = 2;
+    },
+  );
+}

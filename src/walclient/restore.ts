@@ -1,0 +1,397 @@
+/**
+ * barman-wal-restore, the restore_command client (spec §6.2): fetch WAL_NAME from the Barman
+ * server over SSH (`barman get-wal`) into WAL_DEST, optionally prefetching the following WAL
+ * files into a spool directory.
+ *
+ * Prefetch (-p N) first asks our server for `get-wal --batch N`: WAL_NAME and up to N-1 following
+ * files in one tar stream over one SSH session, with SHA-256 checksums. Barman's server rejects
+ * the option; the client then speaks Barman's protocol (`--peek N`, then one get-wal per name).
+ *
+ * PostgreSQL must never read a half file: everything is written under a temporary name next to
+ * its destination and renamed. Nothing is printed here; failures are BarmanErrors whose exit code
+ * is the one the command must end with (1 not found, 2 ssh/protocol, 3 bad destination/name).
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { FILE_MODE } from '../util/fsutil.js';
+import { mapPool } from '../util/pool.js';
+import { fileSink } from '../wal/compression.js';
+import { assertSafeWalName } from '../wal/names.js';
+import { quoteRemote, remoteConfigArgs, sshArgs, sshOutcome, type SshTarget } from './ssh.js';
+import { commitToSpool, ensureSpool, plainDownload, syncSpool, takeFromSpool, tempNameFor } from './spool.js';
+
+export interface RestoreOptions {
+  host: string;
+  server: string;
+  walName: string;
+  walDest: string;
+  user: string;
+  port?: string;
+  sshConfig?: string;
+  /** Remote barman configuration file (`-c`). */
+  config?: string;
+  /** Number of files to fetch per request (prefetch); 0 = no prefetch. */
+  parallel: number;
+  spoolDir: string;
+  partial: boolean;
+  gzip: boolean;
+  bzip2: boolean;
+  keepCompression: boolean;
+}
+
+export type RestoreSource = 'spool' | 'batch' | 'peek' | 'single';
+
+export interface RestoreResult {
+  source: RestoreSource;
+  /** Files left in the spool for the next calls. */
+  prefetched: string[];
+}
+
+/** A failure reported by the remote get-wal: its own stderr is the message to show. */
+export class RemoteError extends BarmanError {
+  constructor(
+    message: string,
+    exitCode: number,
+    /** What the remote command wrote on stderr (already `ERROR: ...` lines). */
+    readonly remoteStderr: string,
+  ) {
+    super(message, exitCode);
+    this.name = 'RemoteError';
+  }
+}
+
+/** Name of the checksum member that ends a --batch stream (see src/wal/get-wal.ts). */
+const CHECKSUM_MEMBER = 'SHA256SUMS';
+/** A SHA256SUMS member of a batch holds a few lines per file: more is not ours. */
+const MAX_CHECKSUM_BYTES = 1 << 20;
+
+function target(o: RestoreOptions): SshTarget {
+  return { host: o.host, user: o.user, port: o.port, sshConfig: o.sshConfig };
+}
+
+/**
+ * ssh argv running `barman [--config='C'] 'get-wal [flags] 'SERVER' 'WAL''`: Barman's client
+ * passes the get-wal part as one argument, each value single-quoted for the remote shell.
+ */
+export function getWalSshArgs(o: RestoreOptions, extra: { test?: boolean; peek?: number; batch?: number; walName?: string } = {}): string[] {
+  const words = ['get-wal'];
+  if (extra.test) words.push('--test');
+  if (extra.peek !== undefined) words.push('--peek', quoteRemote(String(extra.peek)));
+  if (extra.batch !== undefined) words.push('--batch', quoteRemote(String(extra.batch)));
+  // --batch sends plain or stored files: -z/-j only make sense for Barman's protocol.
+  if (extra.batch === undefined) {
+    if (o.gzip) words.push('--gzip');
+    else if (o.bzip2) words.push('--bzip2');
+  }
+  if (o.keepCompression) words.push('--keep-compression');
+  if (o.partial) words.push('--partial');
+  words.push(quoteRemote(o.server), quoteRemote(extra.walName ?? o.walName));
+  return sshArgs(target(o), ['barman', ...remoteConfigArgs(o.config), words.join(' ')]);
+}
+
+interface SshRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+}
+
+/**
+ * Run ssh with `args`; its stdout goes to `consume` (which must read it to the end or throw).
+ * A consumer failure kills ssh and is rethrown once ssh is gone (no process left behind).
+ */
+async function runSsh(args: string[], consume: (stdout: Readable) => Promise<void>): Promise<SshRun> {
+  const child = spawn('ssh', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    // Bounded: remote messages are a few lines; a flood must not grow memory.
+    if (stderr.length < 65536) stderr += d;
+  });
+  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
+    child.on('error', (error) => resolve({ code: null, signal: null, error }));
+    child.on('close', (code, signal) => resolve({ code, signal }));
+  });
+  let failure: { err: unknown } | null = null;
+  try {
+    await consume(child.stdout);
+  } catch (err) {
+    failure = { err };
+    child.kill('SIGTERM');
+    child.stdout.resume();
+  }
+  const end = await ended;
+  if (end.error) throw new BarmanError(`cannot run ssh: ${end.error.message}`, 2);
+  // A remote failure explains a broken stream better than the stream error does.
+  if (failure && end.code === 0) throw failure.err;
+  return { code: end.code, signal: end.signal, stderr };
+}
+
+/** Exit code and message for a failed remote get-wal (Barman's mapping; ssh 255 → 2). */
+function remoteFailure(run: SshRun, what: string): RemoteError {
+  const outcome = sshOutcome(run.code, run.signal, 2);
+  const text = run.stderr.trim();
+  return new RemoteError(outcome.message ?? (text.split('\n').pop()?.replace(/^ERROR: /, '') || `${what} failed with exit code ${outcome.exitCode}`), outcome.exitCode, outcome.message ? '' : text);
+}
+
+/** The remote is Barman's (or an older barman-ts): it does not know `--batch`. */
+function rejectsBatch(run: SshRun): boolean {
+  return run.code === 2 && /unrecognized arguments|unknown option/i.test(run.stderr);
+}
+
+/** A pass-through that feeds a SHA-256. */
+function hasher(onDigest: (hex: string) => void): Transform {
+  const hash = createHash('sha256');
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+    flush(cb) {
+      onDigest(hash.digest('hex'));
+      cb();
+    },
+  });
+}
+
+/** Stream `src` into a new file `file` (0600), optionally fsynced. */
+async function writeStreamToFile(src: Readable, file: string, transforms: Transform[], sync: boolean): Promise<void> {
+  const fh = await fsp.open(file, 'w', FILE_MODE);
+  try {
+    await pipeline([src, ...transforms, fileSink(fh)]);
+    if (sync) await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** `<hex> *<name>` / `<hex>  <name>` lines → map name → hex. */
+export function parseChecksums(text: string): Map<string, string> {
+  const sums = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    const m = /^([0-9a-fA-F]{64})(?: \*|  )(.+)$/.exec(line);
+    if (!m) throw new BarmanError(`invalid checksum line in the batch: '${line.slice(0, 100)}'`, 2);
+    sums.set(m[2] as string, (m[1] as string).toLowerCase());
+  }
+  return sums;
+}
+
+/**
+ * Destination checks (Barman: not a directory, openable, else exit 3) done by creating the
+ * temporary file we write into next to it: nothing ever appears at WAL_DEST before the rename.
+ */
+async function openDestTemp(dest: string): Promise<string> {
+  let isDir = false;
+  try {
+    isDir = fs.statSync(dest).isDirectory();
+  } catch {
+    // does not exist yet: fine
+  }
+  if (isDir) throw new BarmanError(`WAL_DEST cannot be a directory: ${dest}`, 3);
+  const tmp = tempNameFor(path.dirname(dest), path.basename(dest));
+  try {
+    const fh = await fsp.open(tmp, 'w', FILE_MODE);
+    await fh.close();
+  } catch (err) {
+    throw new BarmanError(`Cannot open '${dest}' (WAL_DEST) for writing: ${errorMessage(err)}`, 3);
+  }
+  return tmp;
+}
+
+/** Decompress if needed, then rename the download onto its final name. */
+async function finishDownload(tmp: string, finalPath: string): Promise<void> {
+  const plain = await plainDownload(tmp);
+  try {
+    await fsp.rename(plain, finalPath);
+  } catch (err) {
+    await fsp.unlink(plain).catch(() => undefined);
+    throw new BarmanError(`cannot write ${finalPath}: ${errorMessage(err)}`, 3);
+  }
+}
+
+/** One plain `get-wal` session writing `name` into the file `tmp`. */
+async function fetchOne(o: RestoreOptions, name: string, tmp: string, sync: boolean): Promise<void> {
+  const run = await runSsh(getWalSshArgs(o, { walName: name }), (stdout) => writeStreamToFile(stdout, tmp, [], sync));
+  if (run.code !== 0 || run.signal) throw remoteFailure(run, 'get-wal');
+}
+
+interface BatchOutcome {
+  /** Barman's server: no --batch. */
+  unsupported: boolean;
+  prefetched: string[];
+}
+
+/** `get-wal --batch N`: WAL_NAME into `destTmp`, the following files into the spool. */
+async function fetchBatch(o: RestoreOptions, destTmp: string): Promise<BatchOutcome> {
+  const received = new Map<string, { tmp: string; sha256: string }>();
+  let sumsText: string | null = null;
+  const consume = async (stdout: Readable): Promise<void> => {
+    const extract = tar.extract();
+    const feeding = pipeline(stdout, extract);
+    feeding.catch(() => undefined);
+    for await (const entry of extract) {
+      const name = entry.header.name.replace(/^\.\//, '');
+      if (entry.header.type !== 'file') throw new BarmanError(`unexpected member '${name}' in the batch`, 2);
+      if (name === CHECKSUM_MEMBER) {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        for await (const c of entry as AsyncIterable<Buffer>) {
+          size += c.length;
+          if (size > MAX_CHECKSUM_BYTES) throw new BarmanError('checksum member of the batch is too large', 2);
+          chunks.push(c);
+        }
+        sumsText = Buffer.concat(chunks).toString('utf8');
+        continue;
+      }
+      assertSafeWalName(name, 2);
+      if (received.has(name) || (received.size === 0 && name !== o.walName)) {
+        throw new BarmanError(`unexpected member '${name}' in the batch (asked for ${o.walName})`, 2);
+      }
+      const isMain = name === o.walName;
+      const tmp = isMain ? destTmp : tempNameFor(o.spoolDir, name);
+      const item = { tmp, sha256: '' };
+      received.set(name, item);
+      if (!isMain && received.size === 2) await ensureSpool(o.spoolDir);
+      // Spool files outlive this process (a crash must not leave a torn file under a WAL
+      // name); WAL_DEST does not: PostgreSQL asks again after a crash.
+      // tar-stream's typings call the entry a `Source`; at run time it is a Readable.
+      await writeStreamToFile(entry as unknown as Readable, tmp, [hasher((h) => (item.sha256 = h))], !isMain);
+    }
+    await feeding;
+  };
+  const cleanup = async () => {
+    for (const { tmp } of received.values()) if (tmp !== destTmp) await fsp.unlink(tmp).catch(() => undefined);
+  };
+  let run: SshRun;
+  try {
+    run = await runSsh(getWalSshArgs(o, { batch: o.parallel }), consume);
+  } catch (err) {
+    await cleanup();
+    throw err instanceof BarmanError ? err : new BarmanError(`invalid batch stream from the Barman server: ${errorMessage(err)}`, 2);
+  }
+  if (rejectsBatch(run)) {
+    await cleanup();
+    return { unsupported: true, prefetched: [] };
+  }
+  if (run.code !== 0 || run.signal) {
+    await cleanup();
+    throw remoteFailure(run, 'get-wal --batch');
+  }
+  try {
+    if (!received.has(o.walName)) throw new BarmanError(`the Barman server sent no ${o.walName}`, 2);
+    if (sumsText === null) throw new BarmanError('the batch from the Barman server has no checksums', 2);
+    const sums = parseChecksums(sumsText);
+    for (const [name, { sha256 }] of received) {
+      const want = sums.get(name);
+      if (want === undefined) throw new BarmanError(`Missing checksum for file ${name} in the batch`, 2);
+      if (want !== sha256) throw new BarmanError(`Bad file checksum for ${name} in the batch (transfer corrupted)`, 2);
+    }
+    const prefetched: string[] = [];
+    for (const [name, { tmp }] of received) {
+      if (name === o.walName) continue;
+      const plain = await plainDownload(tmp);
+      await commitToSpool(plain, o.spoolDir, name);
+      prefetched.push(name);
+    }
+    if (prefetched.length > 0) await syncSpool(o.spoolDir);
+    return { unsupported: false, prefetched };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
+
+/** Barman's protocol: `--peek N`, then one get-wal per name (main file into `destTmp`). */
+async function fetchPeek(o: RestoreOptions, destTmp: string): Promise<string[]> {
+  let listing = '';
+  const run = await runSsh(getWalSshArgs(o, { peek: o.parallel }), async (stdout) => {
+    stdout.setEncoding('utf8');
+    for await (const chunk of stdout as AsyncIterable<string>) if (listing.length < 1 << 20) listing += chunk;
+  });
+  if (run.code !== 0 || run.signal) throw remoteFailure(run, 'get-wal --peek');
+  const names = listing.split('\n').map((l) => l.trim()).filter(Boolean);
+  if (names[0] !== o.walName) throw new BarmanError(`The required file is not available: ${o.walName}`, 2);
+  const others = names.slice(1).filter((n) => {
+    try {
+      assertSafeWalName(n, 2);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (others.length > 0) await ensureSpool(o.spoolDir);
+  const prefetched: string[] = [];
+  // Barman starts one session per name at once; the same bound (N sessions) applies here.
+  const results = await mapPool([o.walName, ...others], Math.max(1, o.parallel), async (name) => {
+    if (name === o.walName) {
+      await fetchOne(o, name, destTmp, false);
+      return null;
+    }
+    const tmp = tempNameFor(o.spoolDir, name);
+    try {
+      await fetchOne(o, name, tmp, true);
+      await commitToSpool(await plainDownload(tmp), o.spoolDir, name);
+      prefetched.push(name);
+    } catch {
+      // A prefetch that failed is only a miss later: the file is asked for again then.
+      await fsp.unlink(tmp).catch(() => undefined);
+      await fsp.unlink(`${tmp}.plain`).catch(() => undefined);
+    }
+    return null;
+  });
+  void results;
+  if (prefetched.length > 0) await syncSpool(o.spoolDir);
+  return prefetched;
+}
+
+/** Fetch WAL_NAME into WAL_DEST (spool first, then the Barman server). */
+export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
+  assertSafeWalName(o.walName, 3);
+  const destTmp = await openDestTemp(o.walDest);
+  try {
+    if (await takeFromSpool(o.spoolDir, o.walName, o.walDest)) return { source: 'spool', prefetched: [] };
+    let source: RestoreSource = 'single';
+    let prefetched: string[] = [];
+    if (o.parallel > 0 && !o.gzip && !o.bzip2) {
+      const batch = await fetchBatch(o, destTmp);
+      if (!batch.unsupported) {
+        source = 'batch';
+        prefetched = batch.prefetched;
+      } else {
+        source = 'peek';
+        prefetched = await fetchPeek(o, destTmp);
+      }
+    } else if (o.parallel > 0) {
+      // -z/-j ask for a transfer encoding that --batch does not offer: Barman's protocol has it.
+      source = 'peek';
+      prefetched = await fetchPeek(o, destTmp);
+    } else {
+      await fetchOne(o, o.walName, destTmp, false);
+    }
+    await finishDownload(destTmp, o.walDest);
+    return { source, prefetched };
+  } finally {
+    await fsp.unlink(destTmp).catch(() => undefined);
+  }
+}
+
+/** `--test`: run `get-wal --test` remotely; its output goes to ours. Returns the exit code. */
+export async function testRemote(o: RestoreOptions, stdout: NodeJS.WritableStream, stderr: NodeJS.WritableStream): Promise<number> {
+  const child = spawn('ssh', getWalSshArgs(o, { test: true }), { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.pipe(stdout, { end: false });
+  child.stderr.pipe(stderr, { end: false });
+  const end = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
+    child.on('error', (error) => resolve({ code: null, signal: null, error }));
+    child.on('close', (code, signal) => resolve({ code, signal }));
+  });
+  if (end.error) throw new BarmanError(`cannot run ssh: ${end.error.message}`, 2);
+  const outcome = sshOutcome(end.code, end.signal, 2);
+  if (outcome.message) throw new BarmanError(outcome.message, outcome.exitCode);
+  return outcome.exitCode;
+}

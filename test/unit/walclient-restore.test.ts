@@ -1,0 +1,288 @@
+/**
+ * barman-wal-restore: option parsing, remote command lines, and the whole flow through the sh
+ * launcher with a fake `ssh` first in PATH that runs the remote command locally, where `barman`
+ * is barman-ts on a temporary archive (no sshd needed).
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as zlib from 'node:zlib';
+import { loadConfig, type ServerConfig } from '../../src/config/config.js';
+import { walArchivePath } from '../../src/wal/archiver.js';
+import { parseArgs } from '../../src/walclient/restore-main.js';
+import { getWalSshArgs, parseChecksums, type RestoreOptions } from '../../src/walclient/restore.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const LAUNCHER = path.join(ROOT, 'bin', 'barman-wal-restore');
+const S = (seg: number) => `0000000100000000${seg.toString(16).toUpperCase().padStart(8, '0')}`;
+
+let tmp = '';
+let conf = '';
+let fakeBin = '';
+const data = new Map<string, Buffer>();
+
+function content(seed: number, size = 128 * 1024): Buffer {
+  const b = Buffer.alloc(size);
+  for (let i = 0; i < size; i += 4) b.writeUInt32LE(((i * 2654435761 + seed) >>> 0) & 0xffff, i);
+  return b;
+}
+
+function write(file: string, text: string): void {
+  fs.writeFileSync(file, text, { mode: 0o755 });
+}
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run the sh launcher with the fake ssh/barman; `bins` are extra dirs put first in PATH. */
+function restore(args: string[], opts: { env?: NodeJS.ProcessEnv; barman?: string; path?: string } = {}): Run {
+  const env = {
+    ...process.env,
+    PATH: opts.path ?? `${fakeBin}:${path.dirname(process.execPath)}:${process.env.PATH ?? ''}`,
+    FAKE_BARMAN: opts.barman ?? path.join(fakeBin, 'barman-real'),
+    ...opts.env,
+  };
+  const r = spawnSync(LAUNCHER, args, { env, maxBuffer: 64 << 20 });
+  return { code: r.status, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+}
+
+const baseOpts = (over: Partial<RestoreOptions> = {}): RestoreOptions => ({
+  host: 'backup',
+  server: 'pg',
+  walName: S(1),
+  walDest: '/tmp/x',
+  user: 'barman',
+  parallel: 0,
+  spoolDir: '/var/tmp/walrestore',
+  partial: false,
+  gzip: false,
+  bzip2: false,
+  keepCompression: false,
+  ...over,
+});
+
+before(async () => {
+  tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'barman-walrestore-'));
+  conf = path.join(tmp, 'barman.conf');
+  fs.writeFileSync(conf, ['[barman]', `barman_home = ${tmp}/home`, `barman_user = ${os.userInfo().username}`, '', '[pg]', 'conninfo = host=127.0.0.1', 'backup_method = postgres', 'archiver = on', ''].join('\n'));
+  const srv = loadConfig(conf).servers.get('pg') as ServerConfig;
+  // 01..0A archived (every other one gzip-compressed), then a gap.
+  for (let seg = 1; seg <= 10; seg++) {
+    const d = content(seg);
+    data.set(S(seg), d);
+    const file = walArchivePath(srv, S(seg));
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, seg % 2 ? zlib.gzipSync(d, { level: 1 }) : d);
+  }
+  fakeBin = path.join(tmp, 'bin');
+  fs.mkdirSync(fakeBin);
+  // ssh: skip its options and USER@HOST, then hand the rest to a shell, as sshd does.
+  write(
+    path.join(fakeBin, 'ssh'),
+    `#!/bin/sh
+[ -n "$FAKE_SSH_FAIL" ] && exit 255
+echo "$*" >> "${tmp}/ssh.log"
+while [ $# -gt 0 ]; do case $1 in -F|-p) shift 2 ;; -q|-T) shift ;; *) break ;; esac; done
+shift
+PATH="${fakeBin}/remote:$PATH" exec sh -c "$*"
+`,
+  );
+  fs.mkdirSync(path.join(fakeBin, 'remote'));
+  write(path.join(fakeBin, 'remote', 'barman'), `#!/bin/sh\nexec "$FAKE_BARMAN" "$@"\n`);
+  write(path.join(fakeBin, 'barman-real'), `#!/bin/sh\nexec "${process.execPath}" "${ROOT}/bin/barman.js" -c "${conf}" "$@"\n`);
+  // Barman's server: argparse refuses --batch.
+  write(
+    path.join(fakeBin, 'barman-old'),
+    `#!/bin/sh
+case "$*" in *--batch*) echo "usage: barman get-wal [-h] SERVER_NAME WAL_NAME" >&2; echo "barman get-wal: error: unrecognized arguments: --batch 8" >&2; exit 2 ;; esac
+exec "${fakeBin}/barman-real" "$@"
+`,
+  );
+  // A transport that flips one byte of the first member's data.
+  write(
+    path.join(fakeBin, 'barman-corrupt'),
+    `#!/bin/sh
+"${fakeBin}/barman-real" "$@" | "${process.execPath}" -e 'const c=[];process.stdin.on("data",d=>c.push(d)).on("end",()=>{const b=Buffer.concat(c);if(b.length>2000)b[1500]^=0xff;process.stdout.write(b)})'
+`,
+  );
+  // node that must not run (proves the sh fast path).
+  fs.mkdirSync(path.join(tmp, 'nonode'));
+  write(path.join(tmp, 'nonode', 'node'), '#!/bin/sh\necho "node must not run" >&2\nexit 99\n');
+});
+
+after(async () => {
+  await fsp.rm(tmp, { recursive: true, force: true });
+});
+
+describe('barman-wal-restore options', () => {
+  it('parses Barman options anywhere on the line', () => {
+    const p = parseArgs(['-U', 'bob', 'host', '--port', '2222', 'pg', '-p', '8', '--spool-dir=/s', S(1), '/d', '-P', '--keep-compression', '-c', '/etc/b.conf', '-s', '1.5']);
+    assert.notEqual(p, 'version');
+    if (p === 'version') return;
+    assert.equal(p.test, false);
+    assert.equal(p.sleep, 1.5);
+    assert.deepEqual(
+      { ...p.options },
+      { host: 'host', server: 'pg', walName: S(1), walDest: '/d', user: 'bob', port: '2222', sshConfig: undefined, config: '/etc/b.conf', parallel: 8, spoolDir: '/s', partial: true, gzip: false, bzip2: false, keepCompression: true },
+    );
+    const d = parseArgs(['h', 'pg', S(1), '/d']);
+    assert.ok(d !== 'version' && d.options.user === 'barman' && d.options.spoolDir === '/var/tmp/walrestore' && d.options.parallel === 0);
+    assert.equal(parseArgs(['-V']), 'version');
+  });
+
+  it('refuses invalid values', () => {
+    assert.throws(() => parseArgs(['-p', 'x', 'h', 'pg', S(1), '/d']), /--parallel/);
+    assert.throws(() => parseArgs(['-z', '--keep-compression', 'h', 'pg', S(1), '/d']), /mutually exclusive/);
+    assert.throws(() => parseArgs(['-s', 'soon', 'h', 'pg', S(1), '/d']), /--sleep/);
+  });
+
+  it('usage errors exit 2, --help and -V exit 0', () => {
+    assert.equal(restore(['h', 'pg']).code, 2);
+    assert.equal(restore(['--bogus', 'h', 'pg', S(1), '/d']).code, 2);
+    assert.equal(restore(['--help']).code, 0);
+    const v = restore(['-V']);
+    assert.equal(v.code, 0);
+    assert.match(v.stdout, /^barman-wal-restore \d/);
+  });
+
+  it("builds Barman's remote command line, values quoted for the remote shell", () => {
+    assert.deepEqual(getWalSshArgs(baseOpts()), ['-q', '-T', 'barman@backup', 'barman', `get-wal 'pg' '${S(1)}'`]);
+    assert.deepEqual(
+      getWalSshArgs(baseOpts({ port: '2222', config: "/etc/it's.conf", gzip: true, partial: true, server: 'a b;c' }), { peek: 4 }),
+      ['-p', '2222', '-q', '-T', 'barman@backup', 'barman', `--config='/etc/it'\\''s.conf'`, `get-wal --peek '4' --gzip --partial 'a b;c' '${S(1)}'`],
+    );
+    assert.deepEqual(getWalSshArgs(baseOpts({ sshConfig: '/c', keepCompression: true }), { batch: 8 }), ['-F', '/c', '-q', '-T', 'barman@backup', 'barman', `get-wal --batch '8' --keep-compression 'pg' '${S(1)}'`]);
+    assert.deepEqual(getWalSshArgs(baseOpts(), { test: true }).slice(-1), [`get-wal --test 'pg' '${S(1)}'`]);
+  });
+
+  it('parses checksum lines in both formats', () => {
+    const h = 'a'.repeat(64);
+    assert.deepEqual([...parseChecksums(`${h} *A\n${h.toUpperCase()}  B\n`)], [['A', h], ['B', h]]);
+    assert.throws(() => parseChecksums('nope *A\n'));
+  });
+});
+
+describe('barman-wal-restore flow (fake ssh)', () => {
+  const dest = () => path.join(tmp, 'pg_wal', 'RECOVERYXLOG');
+  before(() => fs.mkdirSync(path.join(tmp, 'pg_wal'), { recursive: true }));
+
+  it('without -p: fetches one file, decompressed, no spool', () => {
+    const spool = path.join(tmp, 'spool0');
+    const r = restore(['--spool-dir', spool, 'backup', 'pg', S(1), dest()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(1)) as Buffer));
+    assert.equal(fs.existsSync(spool), false);
+    assert.deepEqual(fs.readdirSync(path.dirname(dest())), ['RECOVERYXLOG'], 'no temporary file left');
+  });
+
+  it('-p 8: WAL_NAME to dest and 7 files in the spool in one session; the sh fast path serves the next without node', () => {
+    const spool = path.join(tmp, 'spool8');
+    fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
+    const r = restore(['-p', '8', '--spool-dir', spool, 'backup', 'pg', S(1), dest()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(1)) as Buffer));
+    assert.deepEqual(fs.readdirSync(spool).sort(), [2, 3, 4, 5, 6, 7, 8].map(S));
+    assert.equal(fs.statSync(spool).mode & 0o777, 0o700);
+    for (const n of fs.readdirSync(spool)) assert.ok(fs.readFileSync(path.join(spool, n)).equals(data.get(n) as Buffer), n);
+    assert.equal(fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n').length, 1, 'one ssh session');
+
+    // Served from the spool with a PATH where node fails.
+    const noNode = `${path.join(tmp, 'nonode')}:/usr/bin:/bin`;
+    const hit = restore(['-p', '8', '--spool-dir', spool, 'backup', 'pg', S(2), dest()], { path: noNode });
+    assert.equal(hit.code, 0, hit.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(2)) as Buffer));
+    assert.equal(fs.existsSync(path.join(spool, S(2))), false);
+    // A miss does reach node (which fails here with 99): the fast path never invents success.
+    assert.equal(restore(['--spool-dir', spool, 'backup', 'pg', S(9), dest()], { path: noNode }).code, 99);
+    // A directory as WAL_DEST is never served by the fast path: node refuses it with 3.
+    const asDir = restore(['--spool-dir', spool, 'backup', 'pg', S(3), path.join(tmp, 'pg_wal')]);
+    assert.equal(asDir.code, 3);
+    assert.ok(fs.existsSync(path.join(spool, S(3))));
+  });
+
+  it("falls back to Barman's protocol (--peek + one get-wal per file) when --batch is refused", () => {
+    const spool = path.join(tmp, 'spool-old');
+    fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
+    const r = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(3), dest()], { barman: path.join(fakeBin, 'barman-old') });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(3)) as Buffer));
+    assert.deepEqual(fs.readdirSync(spool).sort(), [4, 5, 6].map(S));
+    for (const n of fs.readdirSync(spool)) assert.ok(fs.readFileSync(path.join(spool, n)).equals(data.get(n) as Buffer), n);
+    const log = fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8');
+    assert.match(log, /--batch/);
+    assert.match(log, /get-wal --peek '4'/);
+  });
+
+  it('-z with -p uses the peek protocol (the transfer encoding is honoured)', () => {
+    const spool = path.join(tmp, 'spool-z');
+    fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
+    const r = restore(['-z', '-p', '2', '--spool-dir', spool, 'backup', 'pg', S(5), dest()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(5)) as Buffer));
+    assert.deepEqual(fs.readdirSync(spool), [S(6)]);
+    assert.ok(fs.readFileSync(path.join(spool, S(6))).equals(data.get(S(6)) as Buffer));
+    assert.doesNotMatch(fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8'), /--batch/);
+  });
+
+  it('--keep-compression: stored bytes travel, the client decompresses', () => {
+    const spool = path.join(tmp, 'spool-keep');
+    const r = restore(['--keep-compression', '-p', '3', '--spool-dir', spool, 'backup', 'pg', S(7), dest()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(7)) as Buffer));
+    for (const n of [S(8), S(9)]) assert.ok(fs.readFileSync(path.join(spool, n)).equals(data.get(n) as Buffer), n);
+  });
+
+  it('not found → 1, with the remote message', () => {
+    fs.rmSync(dest(), { force: true });
+    for (const p of [[], ['-p', '4']]) {
+      const r = restore([...p, '--spool-dir', path.join(tmp, 'spool-nf'), 'backup', 'pg', S(0x20), dest()]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`WAL file '${S(0x20)}' not found in server 'pg'`));
+      assert.equal(fs.existsSync(dest()), false);
+    }
+  });
+
+  it('ssh connection failure → 2; --sleep waits first', () => {
+    const r = restore(['--spool-dir', path.join(tmp, 'spool-x'), 'backup', 'pg', S(1), dest()], { env: { FAKE_SSH_FAIL: '1' } });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /^ERROR: Connection problem with ssh\n$/);
+    const t0 = Date.now();
+    assert.equal(restore(['-s', '1', 'backup', 'pg', S(1), dest()], { env: { FAKE_SSH_FAIL: '1' } }).code, 2);
+    assert.ok(Date.now() - t0 >= 1000);
+  });
+
+  it('bad destination → 3, bad WAL name → 3', () => {
+    assert.equal(restore(['backup', 'pg', S(1), path.join(tmp, 'pg_wal')]).code, 3);
+    const r = restore(['backup', 'pg', S(1), path.join(tmp, 'no', 'such', 'dir', 'X')]);
+    assert.equal(r.code, 3);
+    assert.equal(r.stderr.split('\n').filter(Boolean).length, 1);
+    assert.equal(restore(['backup', 'pg', '../etc/passwd', dest()]).code, 3);
+  });
+
+  it('checksum mismatch → failure, nothing at WAL_DEST, nothing in the spool', () => {
+    fs.rmSync(dest(), { force: true });
+    const spool = path.join(tmp, 'spool-bad');
+    const r = restore(['-p', '3', '--spool-dir', spool, 'backup', 'pg', S(2), dest()], { barman: path.join(fakeBin, 'barman-corrupt') });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /checksum/i);
+    assert.equal(fs.existsSync(dest()), false);
+    assert.deepEqual(fs.existsSync(spool) ? fs.readdirSync(spool) : [], []);
+    assert.deepEqual(fs.readdirSync(path.dirname(dest())), []);
+  });
+
+  it('--test prints the remote answer and exits with its code', () => {
+    const r = restore(['-t', 'backup', 'pg', 'DUMMY', 'DUMMY']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'Ready to retrieve WAL files from the server pg\n');
+    assert.equal(restore(['-t', 'backup', 'nope', 'DUMMY', 'DUMMY']).code, 1);
+  });
+});
