@@ -358,7 +358,10 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
     if (await takeFromSpool(o.spoolDir, o.walName, o.walDest)) return { source: 'spool', prefetched: [] };
     let source: RestoreSource = 'single';
     let prefetched: string[] = [];
-    if (o.parallel > 0 && !o.gzip && !o.bzip2) {
+    // An unusable spool (someone else's, or too open) only turns prefetching off: failing here
+    // would read as "no such WAL" to PostgreSQL and end the recovery early.
+    const prefetch = o.parallel > 0 && (await ensureSpool(o.spoolDir).then(() => true, () => false));
+    if (prefetch && !o.gzip && !o.bzip2) {
       const batch = await fetchBatch(o, destTmp);
       if (!batch.unsupported) {
         source = 'batch';
@@ -367,7 +370,7 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
         source = 'peek';
         prefetched = await fetchPeek(o, destTmp);
       }
-    } else if (o.parallel > 0) {
+    } else if (prefetch) {
       // -z/-j ask for a transfer encoding that --batch does not offer: Barman's protocol has it.
       source = 'peek';
       prefetched = await fetchPeek(o, destTmp);

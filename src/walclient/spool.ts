@@ -19,12 +19,28 @@ export function tempNameFor(dir: string, base: string): string {
   return path.join(dir, `.${base}.${process.pid}.tmp`);
 }
 
+/**
+ * The spool is trusted only when it is a real directory of ours that nobody else can write:
+ * whatever sits in it is handed to PostgreSQL as WAL, and the default lives in world-writable
+ * /var/tmp, where another local user could have created it first and planted files.
+ */
+export async function spoolTrusted(dir: string): Promise<boolean> {
+  const st = await fsp.lstat(dir).catch(() => null);
+  if (!st || !st.isDirectory()) return false;
+  const uid = process.getuid?.();
+  return (uid === undefined || st.uid === uid) && (st.mode & 0o077) === 0;
+}
+
 /** Create the spool directory (0700: WAL files hold the whole database's changes). */
 export async function ensureSpool(dir: string): Promise<void> {
   try {
+    // Never tightened after the fact: files may already have been planted in an open one.
     await ensureDir(dir);
   } catch (err) {
     throw new BarmanError(`cannot create the spool directory ${dir}: ${errorMessage(err)}`, 2);
+  }
+  if (!(await spoolTrusted(dir))) {
+    throw new BarmanError(`the spool directory ${dir} is not a directory of this user with mode 0700: refusing to use it`, 2);
   }
 }
 
@@ -55,6 +71,7 @@ export async function moveFile(src: string, dest: string): Promise<void> {
  * file is false; any other failure (dest not writable) is an exit-3 error, as for a download.
  */
 export async function takeFromSpool(spool: string, name: string, dest: string): Promise<boolean> {
+  if (!(await spoolTrusted(spool))) return false;
   const src = path.join(spool, name);
   try {
     await moveFile(src, dest);

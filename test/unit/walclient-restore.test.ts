@@ -208,6 +208,23 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     assert.ok(fs.existsSync(path.join(spool, S(3))));
   });
 
+  it('never serves a planted file from a spool others can write; prefetching is then off', () => {
+    const spool = path.join(tmp, 'spool-open');
+    fs.mkdirSync(spool, { mode: 0o777 });
+    fs.chmodSync(spool, 0o777);
+    fs.writeFileSync(path.join(spool, S(4)), 'planted');
+    for (const p of [`${path.join(tmp, 'nonode')}:/usr/bin:/bin`, undefined]) {
+      const r = restore(['-p', '8', '--spool-dir', spool, 'backup', 'pg', S(4), dest()], p ? { path: p } : {});
+      if (p) {
+        assert.equal(r.code, 99, 'the sh fast path does not trust the spool: node is started');
+        continue;
+      }
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(fs.readFileSync(dest()).equals(data.get(S(4)) as Buffer), 'the real WAL, from the server');
+    }
+    assert.deepEqual(fs.readdirSync(spool), [S(4)], 'nothing prefetched into the open spool, the planted file left alone');
+  });
+
   it("falls back to Barman's protocol (--peek + one get-wal per file) when --batch is refused", () => {
     const spool = path.join(tmp, 'spool-old');
     fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
