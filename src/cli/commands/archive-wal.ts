@@ -30,7 +30,16 @@ Output:
   Processing xlog segments from streaming for SERVER
   \t000000010000000000000003
   Processing xlog segments from file archival for SERVER (batch size: 50)
-  \tno file found`,
+  \tno file found
+
+Exit status: 0 when the run completed (also when another archive-wal held the lock, and when
+a duplicate was moved to errors/, which 'barman check' then reports as archiver errors); 1 for
+an unknown, inactive or disabled server, or when a file could not be archived (an ERROR line
+names it; the file stays where it was for the next run).
+
+Examples:
+  barman archive-wal pg
+  barman -f json archive-wal pg`,
   );
 }
 

@@ -16,8 +16,23 @@ export function define(cmd: Command): void {
 Checks the connection to PostgreSQL (normal and streaming), its settings, the replication slot,
 receive-wal, WAL archiving, the catalog directories, the backups (failed ones, minimum redundancy,
 maximum age, minimum size), the WAL age, ssh, compression and the archiver errors, printing one
-line per check:  <name>: OK|FAILED (hint).  Exit status 1 when any check fails on an active
-server. With --nagios: 'BARMAN OK - …' or 'BARMAN CRITICAL - …' and exit status 0 or 2.`,
+line per check:  <name>: OK|FAILED (hint). The whole run of a server is bounded by
+--check-timeout / check_timeout (30 s by default): past it, the remaining checks are given up
+and a "check timeout: FAILED" line is printed. Nothing is changed, except that missing catalog
+directories are created. Run it after every configuration change and from monitoring.
+
+With --nagios: one status line, 'BARMAN OK - Ready to serve the Espresso backup for SERVER' or
+'BARMAN CRITICAL - server SERVER has issues * SERVER FAILED: check1, check2', then one
+'SERVER.check: FAILED (hint)' line per failure, with perfdata (last backup and WAL sizes).
+
+Exit status: 0 when every check passed (failures of inactive servers do not count); 1 when any
+check failed on an active server or a server is unknown; 2 for invalid options. With --nagios:
+0 OK, 2 CRITICAL (also for unknown servers and configuration errors).
+
+Examples:
+  barman check pg
+  barman check all
+  barman check --nagios all          (Nagios/Icinga plugin, as the barman user)`,
     );
 }
 

@@ -27,6 +27,10 @@ are kept (once it is the oldest backup left, older WALs and the WALs after it ar
 Only DONE full (not incremental) backups can be kept. One of --target, -s/--status or
 -r/--release is required.
 
+Exit status: 0 on success; 1 when the backup is not a DONE full backup, when none of --target,
+-s/--status and -r/--release is given, or for an unknown server or backup; 2 when more than
+one of them is given, or for an invalid --target.
+
 Examples:
   barman keep pg 20240901T103000 --target standalone
   barman keep pg latest --status

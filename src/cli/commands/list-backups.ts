@@ -11,12 +11,27 @@ export function define(cmd: Command): void {
       'after',
       `
 Lists the backups of each server, newest first:
-  SRV ID['NAME'] - TYPE - END TIME - Size: SIZE - WAL Size: WAL_SIZE[ - WAITING_FOR_WALS][ - RETENTION]
+  SRV ID['NAME'] - TYPE - END TIME - Size: SIZE - WAL Size: WAL_SIZE
+      [ - WAITING_FOR_WALS][ - RETENTION]
 Size includes the WAL files needed by the backup; WAL Size is the WAL archived after it, up to the
 next backup. Backups not completed show their status instead. TYPE: F full, I incremental,
 R rsync, S snapshot. With a retention_policy, RETENTION shows what the policy thinks of a backup
 when it is not VALID: OBSOLETE (cron deletes it), OBSOLETE* (kept for minimum_redundancy),
-KEEP:FULL or KEEP:STANDALONE (see 'barman keep').`,
+KEEP:FULL or KEEP:STANDALONE (see 'barman keep').
+
+Output example:
+  pg 20240901T103000 - F - Mon Sep  2 15:12:03 2024 - Size: 820.0 MiB - WAL Size: 22.0 MiB
+
+With -f json: {"SERVER": [{backup_id, backup_name, backup_type, end_time, size, size_bytes,
+wal_size, wal_size_bytes, status, retention_status, ...}]}.
+
+Exit status: 0 on success (also when a server has no backups); 1 for an unknown or disabled
+server (the other servers are still listed).
+
+Examples:
+  barman list-backups pg
+  barman list-backups --minimal all
+  barman -f json list-backups pg`,
     );
 }
 

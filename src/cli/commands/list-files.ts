@@ -27,7 +27,18 @@ Prints the absolute paths of the files of a backup, one per line:
   standalone  data + the WAL segments from its begin WAL to its end WAL (default)
   wal         the archived WAL segments from its begin WAL up to the end WAL of the next backup
               (or the end of the archive), and the timeline history files
-  full        data + wal`,
+  full        data + wal
+
+Use it to feed a copy or an integrity check of a backup to other tools (rsync --files-from,
+tar -T, sha256sum). Nothing is changed on disk. With -f json the paths are listed under
+_INFO.
+
+Exit status: 0 on success; 1 for an unknown server or backup; 2 for an invalid --target.
+
+Examples:
+  barman list-files pg latest
+  barman list-files --target wal pg 20240901T103000
+  barman list-files --target full pg latest | tar -czf /tmp/pg-backup.tar.gz -T -`,
     );
 }
 

@@ -19,7 +19,18 @@ wait for it.
 
 Output:
   Rebuilding xlogdb for server SERVER
-  Done rebuilding xlogdb for server SERVER (history: 1, backup_labels: 2, wal_file: 120)`,
+  Done rebuilding xlogdb for server SERVER (history: 1, backup_labels: 2, wal_file: 120)
+
+Use it after WAL files were added to or removed from wals/ by hand, or when xlog.db is lost or
+damaged (list-backups then shows wrong WAL sizes, get-wal and recovery still read the files).
+The new catalog is written to a temporary file and renamed into place.
+
+Exit status: 0 when every catalog was rebuilt; 1 when a server is unknown or disabled or its
+rebuild failed (the error names the server; the other servers are still rebuilt).
+
+Examples:
+  barman rebuild-xlogdb pg
+  barman rebuild-xlogdb all`,
   );
 }
 

@@ -25,7 +25,29 @@ export function define(cmd: Command): void {
 Streams WAL from the server with pg_receivewal into its streaming/ directory, using the
 replication slot 'slot_name' (created automatically when create_slot = auto). It runs in the
 foreground until PostgreSQL goes away or it is stopped; 'barman cron' starts it for every server
-with streaming_archiver = on and restarts it when it has exited.`,
+with streaming_archiver = on and restarts it when it has exited. pg_receivewal's output is
+printed with a "SERVER: " prefix. Only one receive-wal runs per server (it holds a lock).
+
+The WAL segment being written is streaming/<name>.partial; 'barman archive-wal' (run by cron)
+moves completed segments into the archive.
+
+With one of the options below, it does that instead of streaming, and returns:
+  --stop           stops the running receive-wal (SIGTERM; waits up to 10 seconds)
+  --reset          forgets the streaming position: removes the .partial files, so that the next
+                   start resumes from the slot's position (refused while receive-wal runs)
+  --create-slot    creates the physical replication slot 'slot_name' (pg_receivewal
+                   --create-slot); with --if-not-exists an existing slot is not an error
+  --drop-slot      drops it (a dropped slot no longer holds WAL on PostgreSQL for barman)
+
+Exit status: 0 on success (receive-wal: pg_receivewal ended normally; --stop: also when none
+ran); 1 when streaming_archiver is off, streaming_conninfo or slot_name is missing, another
+receive-wal runs, pg_receivewal failed (exit code printed), or the slot cannot be created or
+dropped; 2 for conflicting options.
+
+Examples:
+  barman receive-wal --create-slot pg
+  barman receive-wal pg                   (foreground; cron normally does this)
+  barman receive-wal --stop pg && barman receive-wal --reset pg`,
     );
 }
 

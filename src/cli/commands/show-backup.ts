@@ -8,7 +8,27 @@ export function define(cmd: Command): void {
   cmd
     .argument('<server>', 'server name')
     .argument('<backup_id>', 'backup ID, name, or latest|last, oldest|first, last-failed, latest-full|last-full')
-    .addHelpText('after', '\nShows the details of a backup: PostgreSQL and base backup information, its WAL files and its neighbours in the catalog.');
+    .addHelpText(
+      'after',
+      `
+Shows the details of a backup as recorded in its backup.info and the WAL catalog: status,
+PostgreSQL version, data directory, tablespaces; base backup information (method, size with
+and without the WAL it needs, resources saved by reuse_backup, timeline, begin/end WAL, LSN
+and time, copy time and throughput); WAL information (files archived after it up to the next
+backup, disk usage, rate, compression ratio, reachable timelines); catalog information
+(retention status, e.g. VALID, OBSOLETE or KEEP:FULL; previous and next backup). A backup
+that is not DONE or WAITING_FOR_WALS shows its status and error only. PostgreSQL is not
+contacted.
+
+With -f json every value is also given in machine units (*_bytes, *_timestamp, *_seconds).
+
+Exit status: 0 on success; 1 for an unknown server or backup.
+
+Examples:
+  barman show-backup pg latest
+  barman show-backup pg 20240901T103000
+  barman -f json show-backup pg last-failed`,
+    );
 }
 
 export async function run(ctx: CliContext, args: string[]): Promise<void> {

@@ -10,7 +10,17 @@ export function define(cmd: Command): void {
       `
 Shows the status of each server: PostgreSQL version, cluster state, data size and directory,
 current WAL and archive_command (when PostgreSQL answers), the last archived WAL, retention
-policies, the available backups and the minimum redundancy requirements.`,
+policies, the available backups and the minimum redundancy requirements, one indented
+"Description: value" line each. When PostgreSQL does not answer, "PostgreSQL version" says
+"FAILED trying to get PostgreSQL version" and its other rows are left out. For a
+verdict (OK/FAILED per check) use 'barman check'.
+
+Exit status: 0 on success (also when PostgreSQL does not answer); 1 for an unknown or disabled
+server (the other servers are still shown).
+
+Examples:
+  barman status pg
+  barman -f json status all`,
     );
 }
 

@@ -14,7 +14,29 @@ export function define(cmd: Command): void {
     .option('--force', 'run a CHECKPOINT first, so that the switch happens even with no new WAL')
     .option('--archive', 'wait until the closed WAL file is archived')
     .option('--archive-timeout <seconds>', 'how long --archive waits (default 30)', '30')
-    .addHelpText('after', '\nAsks PostgreSQL to close the current WAL file (pg_switch_wal), so that it can be archived.');
+    .addHelpText(
+      'after',
+      `
+Asks PostgreSQL to close the current WAL file (pg_switch_wal()), so that it can be archived
+now instead of when it is full: use it to check the archiving chain end to end, or before a
+planned failover. When nothing was written since the last switch, PostgreSQL does not switch
+("No switch required"); --force runs a CHECKPOINT first, which writes WAL, so that the switch
+happens. Standbys refuse it; passive servers are skipped.
+
+--archive then waits until the closed file is in the archive, running archive-wal itself
+meanwhile (so it works without cron), for at most --archive-timeout seconds.
+
+Output:
+  The WAL file 000000010000000000000007 has been closed on server 'pg'
+  The WAL file 000000010000000000000007 has been archived for server 'pg'
+
+Exit status: 0 on success; 1 when PostgreSQL cannot be reached or is a standby, a server is
+unknown, or (--archive) the file was not archived in time.
+
+Examples:
+  barman switch-wal pg
+  barman switch-wal --force --archive --archive-timeout 60 pg`,
+    );
 }
 
 export async function run(ctx: CliContext, names: string[], opts: Opts): Promise<void> {
