@@ -12,7 +12,7 @@ import { createReadStream, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
-import type { BackupInfo } from '../catalog/backup-info.js';
+import { COPY_DONE, type BackupInfo } from '../catalog/backup-info.js';
 import { backupDataDir, type BackupEntry } from '../catalog/catalog.js';
 import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
 import { copyWals, customCompression, listArchive } from '../recovery/wal.js';
@@ -71,8 +71,10 @@ const NOT_IN_MANIFEST = new Set([MANIFEST_NAME]);
 /**
  * Every regular file under the data directory, following the pg_tblspc/<oid> links into the
  * tablespace directories (as pg_verifybackup does) and nothing else that is a link.
+ * `ownCopy(oid)` is the backup's own copy of a tablespace when it has one: an rsync backup keeps
+ * the server's link targets, which are the live tablespaces, not what was backed up.
  */
-async function walkDataDir(dataDir: string): Promise<{ rel: string; abs: string }[]> {
+async function walkDataDir(dataDir: string, ownCopy: (oid: string) => Promise<string | null> = async () => null): Promise<{ rel: string; abs: string }[]> {
   const out: { rel: string; abs: string }[] = [];
   const walk = async (absDir: string, relDir: string, followLinks: boolean): Promise<void> => {
     const entries = await fsp.readdir(absDir, { withFileTypes: true });
@@ -81,6 +83,11 @@ async function walkDataDir(dataDir: string): Promise<{ rel: string; abs: string 
       const rel = relDir ? `${relDir}/${e.name}` : e.name;
       if (e.isDirectory()) await walk(abs, rel, false);
       else if (e.isSymbolicLink() && followLinks) {
+        const own = await ownCopy(e.name);
+        if (own) {
+          await walk(own, rel, false);
+          continue;
+        }
         const st = await fsp.stat(abs).catch(() => null);
         if (st?.isDirectory()) await walk(abs, rel, false);
       } else if (e.isFile() && !(relDir === '' && NOT_IN_MANIFEST.has(e.name))) out.push({ rel, abs });
@@ -119,15 +126,23 @@ export interface GenerateManifestOptions {
   workers?: number;
   /** Replace an existing manifest instead of refusing. */
   overwrite?: boolean;
+  /** Accept a backup still WAITING_FOR_WALS (autogenerate_manifest, right after the copy). */
+  copyDone?: boolean;
 }
 
 /**
- * Write `backup_manifest` into the data directory of a DONE backup taken in plain format.
+ * Write `backup_manifest` into the data directory of a DONE plain backup (or, with `copyDone`,
+ * of one WAITING_FOR_WALS).
  * Returns the manifest path. Refuses when one exists already: the one pg_basebackup wrote is
  * the better witness of what the server sent.
  */
 export async function generateManifest(srv: ServerConfig, { id, info }: BackupEntry, opts: GenerateManifestOptions = {}): Promise<{ file: string; files: number; bytes: number }> {
-  if (info.status !== 'DONE') throw new BarmanError(`backup ${id} is ${info.status}: a manifest is generated for DONE backups only`);
+  // The manifest needs the files and the WAL range only: a backup waiting for its WALs has both
+  // (the backup itself writes one then); `generate-manifest` keeps asking for DONE.
+  const accepted = opts.copyDone ? COPY_DONE.has(info.status) : info.status === 'DONE';
+  if (!accepted) {
+    throw new BarmanError(`backup ${id} is ${info.status}: a manifest is generated for ${opts.copyDone ? 'DONE or WAITING_FOR_WALS' : 'DONE'} backups only`);
+  }
   if (info.compression) throw new BarmanError(`backup ${id} is compressed (${info.compression}): a manifest can only be generated for a plain backup`);
   const dataDir = backupDataDir(srv, id);
   const target = path.join(dataDir, MANIFEST_NAME);
@@ -135,7 +150,13 @@ export async function generateManifest(srv: ServerConfig, { id, info }: BackupEn
     throw new BarmanError(`backup ${id} of server ${srv.name} already has a ${MANIFEST_NAME}`);
   }
   const range = backupWalRange(id, info);
-  const found = await walkDataDir(dataDir).catch((err: unknown) => {
+  const tablespaceOids = new Set((info.tablespaces ?? []).map((t) => String(t.oid)));
+  const ownCopy = async (oid: string): Promise<string | null> => {
+    if (!tablespaceOids.has(oid)) return null;
+    const dir = backupDataDir(srv, id, Number(oid));
+    return (await fsp.stat(dir).catch(() => null))?.isDirectory() ? dir : null;
+  };
+  const found = await walkDataDir(dataDir, ownCopy).catch((err: unknown) => {
     throw new BarmanError(`cannot read backup ${id} data directory ${dataDir}: ${errorMessage(err)}`);
   });
   const files: ManifestFile[] = [];

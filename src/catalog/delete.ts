@@ -17,7 +17,7 @@ import { humanDuration } from '../util/format.js';
 import { ctime } from '../util/pytime.js';
 import { hashDir, walNameKind } from '../wal/names.js';
 import { ARCHIVING, COPY_DONE, DONE, FAILED, isFull, type BackupInfo } from './backup-info.js';
-import { backupDir, loadCatalogStrict, resolveBackupId, saveBackupInfo, type BackupEntry } from './catalog.js';
+import { backupDir, loadCatalogStrict, readBackupEntry, resolveBackupId, saveBackupInfo, type BackupEntry } from './catalog.js';
 import { LockBusyError, acquireLock, type HeldLock } from './lock.js';
 import { backupLockPath, lockPath, serverPaths } from './server-dirs.js';
 import { withXlogDb, type XlogDbEntry } from './xlogdb.js';
@@ -308,6 +308,56 @@ export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy, ev:
   return removed;
 }
 
+/**
+ * Sizes of a backup directory as Barman measures them: every regular file (`size`), and those
+ * with a single link, not shared with another backup (`deduplicated`).
+ */
+export async function backupDirSizes(dir: string): Promise<{ size: number; deduplicated: number }> {
+  let size = 0;
+  let deduplicated = 0;
+  const walk = async (d: string): Promise<void> => {
+    const items = await fsp.readdir(d, { withFileTypes: true }).catch(() => []);
+    for (const e of items) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) {
+        const st = await fsp.lstat(p);
+        size += st.size;
+        if (st.nlink === 1) deduplicated += st.size;
+      }
+    }
+  };
+  await walk(dir);
+  return { size, deduplicated };
+}
+
+/**
+ * The first remaining backup after `target` whose copy is complete: if it is an rsync backup,
+ * measure it again and save its sizes. A failure is only a warning: the delete itself is done.
+ */
+async function recomputeNextRsyncSizes(
+  srv: ServerConfig,
+  entries: readonly BackupEntry[],
+  target: BackupEntry,
+  alsoDeleted: ReadonlySet<string>,
+  ev: DeleteEvents,
+): Promise<void> {
+  const next = entries.find((e) => e.id > target.id && !alsoDeleted.has(e.id) && COPY_DONE.has(e.info.status));
+  if (!next || !(next.info.mode ?? '').startsWith('rsync')) return;
+  try {
+    // Read it again: cron may have moved it from WAITING_FOR_WALS to DONE since the catalog was loaded.
+    const fresh = await readBackupEntry(srv, next.id);
+    if (!fresh || !COPY_DONE.has(fresh.info.status)) return;
+    const sizes = await backupDirSizes(backupDir(srv, next.id));
+    if (sizes.size === fresh.info.size && sizes.deduplicated === fresh.info.deduplicated_size) return;
+    fresh.info = { ...fresh.info, size: sizes.size, deduplicated_size: sizes.deduplicated };
+    await saveBackupInfo(srv, next.id, fresh.info);
+    next.info = fresh.info;
+  } catch (err) {
+    ev.warning?.(`could not update the sizes of backup ${next.id} of server ${srv.name}: ${errorMessage(err)}`);
+  }
+}
+
 async function deleteOne(
   srv: ServerConfig,
   entries: readonly BackupEntry[],
@@ -366,9 +416,11 @@ async function deleteOne(
     parent.info = { ...parent.info, children_backup_ids: children.length > 0 ? children : null };
     await saveBackupInfo(srv, parent.id, parent.info);
   }
-  // TODO: recompute sizes of the next rsync backup (reuse_backup=link).
+  // 6. The next rsync backup may have hard-linked files of this one (reuse_backup = link):
+  // those it now holds alone count in its deduplicated size.
+  await recomputeNextRsyncSizes(srv, entries, target, alsoDeleted, ev);
 
-  // 6. post_delete hooks (the backup is gone; they see what it was).
+  // 7. post_delete hooks (the backup is gone; they see what it was).
   await runHooks(srv, 'delete', 'post', backupHookVars(hookInfo), { warning: ev.warning });
 
   const elapsed = (Date.now() - start.getTime()) / 1000;

@@ -1,0 +1,108 @@
+/**
+ * show-backup of rsync backups: "Resources saved" is what reuse_backup spared against a full
+ * copy, `size − deduplicated_size`, with the ratio 1 − deduplicated_size / size (spec §4.4; the
+ * cluster size is the reference of incremental backups only). Synthetic catalog, no PostgreSQL.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { DONE, WAITING_FOR_WALS, newBackupInfo, writeBackupInfoFile, type BackupInfo } from '../../src/catalog/backup-info.js';
+import { pyDict, pyFloat } from '../../src/catalog/pyliteral.js';
+import { PyDateTime } from '../../src/util/pytime.js';
+import { makeCliFixture, type CliFixture } from '../helpers/cli-fixture.js';
+
+const MiB = 1024 * 1024;
+const ID = '20240101T100000';
+const utc = (minute: number) => PyDateTime.fromFields({ year: 2024, month: 1, day: 1, hour: 10, minute, second: 0 }, 0);
+
+async function fixture(extra: Partial<BackupInfo>): Promise<CliFixture> {
+  const f = await makeCliFixture({
+    prefix: 'barman-show-rsync-',
+    global: { log_level: 'ERROR' },
+    server: { conninfo: 'host=127.0.0.1 port=1 user=barman connect_timeout=5', backup_method: 'rsync', ssh_command: 'ssh pg' },
+  });
+  const dir = path.join(f.srvDir, 'base', ID);
+  await fsp.mkdir(path.join(dir, 'data'), { recursive: true });
+  await writeBackupInfoFile(
+    path.join(dir, 'backup.info'),
+    newBackupInfo({
+      status: DONE,
+      server_name: 'pg',
+      mode: 'rsync-concurrent',
+      version: 150004,
+      pgdata: '/srv/pgdata',
+      timeline: 1,
+      begin_wal: '000000010000000000000002',
+      end_wal: '000000010000000000000002',
+      begin_xlog: '0/2000028',
+      end_xlog: '0/2000100',
+      begin_offset: 40,
+      end_offset: 256,
+      begin_time: utc(0),
+      end_time: utc(5),
+      // The cluster size differs on purpose: rsync backups are measured against `size`.
+      cluster_size: 40 * MiB,
+      size: 1_000_000,
+      deduplicated_size: 13_900,
+      copy_stats: pyDict({ copy_time: pyFloat(10), total_time: pyFloat(12), number_of_workers: 2 }),
+      ...extra,
+    }),
+  );
+  return f;
+}
+
+const rowOf = (out: string, label: string): string | undefined =>
+  out.split('\n').find((l) => l.startsWith(`    ${label.padEnd(21)}: `))?.slice(4 + 21 + 2);
+
+describe('show-backup: Resources saved of rsync backups', () => {
+  it('shows size − deduplicated_size and the ratio against size, after WAL Size', async () => {
+    const f = await fixture({});
+    const r = await f.run('show-backup', 'pg', ID);
+    assert.equal(r.code, 0, r.stderr);
+    // 1 000 000 − 13 900 = 986 100 bytes = 963.0 KiB; 1 − 13 900 / 1 000 000 = 98.61 %.
+    assert.equal(rowOf(r.stdout, 'Resources saved'), '963.0 KiB (98.61%)');
+    assert.equal(rowOf(r.stdout, 'Backup Method'), 'rsync-concurrent');
+    assert.match(rowOf(r.stdout, 'Backup Size') ?? '', /^13\.6 KiB \(/);
+    const lines = r.stdout.split('\n');
+    const at = (label: string) => lines.findIndex((l) => l.startsWith(`    ${label.padEnd(21)}:`));
+    assert.equal(at('Resources saved'), at('WAL Size') + 1);
+    assert.equal(at('Timeline'), at('Resources saved') + 1);
+  });
+
+  it('JSON: resources_saved, resources_saved_bytes, resources_saved_percentage', async () => {
+    const f = await fixture({});
+    const r = await f.run('-f', 'json', 'show-backup', 'pg', ID);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout) as { pg: { backup_type: string; base_backup_information: Record<string, unknown> } };
+    assert.equal(doc.pg.backup_type, 'rsync');
+    const bb = doc.pg.base_backup_information;
+    assert.equal(bb.resources_saved, '963.0 KiB');
+    assert.equal(bb.resources_saved_bytes, 986_100);
+    assert.equal(bb.resources_saved_percentage, '98.61%');
+  });
+
+  it('a backup that shares nothing saved 0 B (0.00%); WAITING_FOR_WALS backups show it too', async () => {
+    const f = await fixture({ deduplicated_size: 1_000_000, status: WAITING_FOR_WALS });
+    const r = await f.run('show-backup', 'pg', ID);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(rowOf(r.stdout, 'Resources saved'), '0 B (0.00%)');
+  });
+
+  it('rsync-exclusive (and local-rsync) backups are rsync backups too', async () => {
+    const f = await fixture({ mode: 'rsync-exclusive', size: 100 * MiB, deduplicated_size: 25 * MiB });
+    const r = await f.run('show-backup', 'pg', ID);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(rowOf(r.stdout, 'Resources saved'), '75.0 MiB (75.00%)');
+  });
+
+  it('full postgres backups have no Resources saved row nor JSON keys', async () => {
+    const f = await fixture({ mode: 'postgres' });
+    const r = await f.run('show-backup', 'pg', ID);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(rowOf(r.stdout, 'Resources saved'), undefined);
+    const j = await f.run('-f', 'json', 'show-backup', 'pg', ID);
+    const bb = (JSON.parse(j.stdout) as { pg: { base_backup_information: Record<string, unknown> } }).pg.base_backup_information;
+    assert.equal('resources_saved' in bb, false);
+  });
+});
