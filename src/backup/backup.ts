@@ -48,6 +48,8 @@ import { checkBackup } from './check-backup.js';
 import { HookAbortError, backupHookInfo, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
 import { postgresCopy } from './postgres-executor.js';
 import { rsyncCopy } from './rsync-executor.js';
+import { generateManifest } from './manifest.js';
+import { requirePrimaryForStandby, switchWalAfterBackup } from './standby.js';
 import type { CopyOutcome } from './copy-outcome.js';
 import type { ReuseMode } from './rsync-plan.js';
 
@@ -64,6 +66,8 @@ export interface BackupOptions {
   jobs?: number;
   /** rsync methods: `--bwlimit` KB/s (else bandwidth_limit). */
   bwlimit?: number;
+  /** rsync methods: `--[no-]manifest`, write backup_manifest after the copy (else autogenerate_manifest). */
+  manifest?: boolean;
 }
 
 export interface BackupEvents {
@@ -189,7 +193,6 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
   let phase = 'connecting to PostgreSQL';
   const started = Date.now();
   try {
-    await ensureServerDirs(srv);
     const pg = await PgConnection.connect(srv.conninfo ?? '', 'barman');
     let facts: ServerFacts;
     try {
@@ -198,7 +201,10 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
       await pg.close();
     }
     stopIfAborted();
+    // Refusals come before anything is created on disk.
+    requirePrimaryForStandby(srv, facts.inRecovery);
     if (rsyncMethod) refuseExclusive(srv, facts.version);
+    await ensureServerDirs(srv);
     phase = 'checking the catalog';
     await checkIdentity(srv, facts);
     const id = await freshBackupId(srv);
@@ -229,6 +235,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     phase = 'running the pre-backup hooks';
     await runBackupHooks(srv, 'pre', entry, ev);
     ev.info?.(`Starting backup using ${mode} method for server ${srv.name} in ${dir}`);
+    if (facts.inRecovery) ev.info?.(`Backing up from a standby: the WAL switch at the end is asked of the primary (primary_conninfo)`);
 
     phase = 'starting the backup';
     entry.info = { ...entry.info, status: STARTED, begin_time: localNowPyDateTime() };
@@ -305,11 +312,17 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     };
     await saveBackupInfo(srv, id, entry.info);
     ev.info?.(`Backup size: ${size} bytes`);
+    if (rsyncMethod && (opts.manifest ?? srv.autogenerate_manifest)) await autogenerateManifest(srv, entry, ev);
     await purgeWalsBeforeFirstBackup(srv, entry, ev);
     ev.info?.(`Backup completed (start time: ${entry.info.begin_time?.format() ?? ''}, elapsed time: ${totalSeconds.toFixed(1)} seconds)`);
 
     phase = 'closing the backup WAL';
-    await closeEndWal(srv, endWal).catch((err: unknown) => ev.warning?.(`could not switch WAL after the backup: ${errorMessage(err)}`));
+    await switchWalAfterBackup(srv, endWal, facts.inRecovery).then(
+      (where) => {
+        if (where === 'primary') log.info(`backup ${id} of ${srv.name}: WAL switched on the primary to complete ${endWal}`);
+      },
+      (err: unknown) => ev.warning?.(`could not switch WAL${facts.inRecovery ? ' on the primary' : ''} after the backup: ${errorMessage(err)}`),
+    );
     await settle(srv, entry, opts, ev, abort.signal);
     await runPostBackupHooks(srv, entry, ev);
     return entry;
@@ -387,20 +400,6 @@ export async function purgeWalsBeforeFirstBackup(srv: ServerConfig, entry: Backu
     return;
   }
   if (removed.length > 0) ev.info?.(`Removed ${removed.length} WAL files archived before the first backup`);
-}
-
-/**
- * If the backup ended in the WAL file the server is still writing, ask for a switch so that the
- * file is completed and archived now rather than whenever the server fills it.
- */
-async function closeEndWal(srv: ServerConfig, endWal: string): Promise<void> {
-  const pg = await PgConnection.connect(srv.conninfo ?? '', 'barman');
-  try {
-    if (await pg.isInRecovery()) return;
-    if ((await pg.currentWalFile()) === endWal) await pg.switchWal();
-  } finally {
-    await pg.close();
-  }
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts. */
@@ -501,4 +500,21 @@ export async function markStaleBackups(srv: ServerConfig): Promise<string[]> {
     lock.release();
   }
   return fixed;
+}
+
+/**
+ * autogenerate_manifest / `backup --manifest` (rsync methods): write backup_manifest once the
+ * copy is complete, and count it in the backup's sizes (it is a file of the backup). As in
+ * Barman, a manifest that cannot be written is a warning: the backup itself is good.
+ */
+async function autogenerateManifest(srv: ServerConfig, entry: BackupEntry, ev: BackupEvents): Promise<void> {
+  try {
+    const res = await generateManifest(srv, entry, { copyDone: true });
+    const bytes = (await fsp.stat(res.file)).size;
+    entry.info = { ...entry.info, size: (entry.info.size ?? 0) + bytes, deduplicated_size: (entry.info.deduplicated_size ?? 0) + bytes };
+    await saveBackupInfo(srv, entry.id, entry.info);
+    ev.info?.(`Backup manifest for backup '${entry.id}' successfully generated for server ${srv.name}`);
+  } catch (err) {
+    ev.warning?.(`Cannot generate the backup manifest of backup ${entry.id} of server ${srv.name}: ${errorMessage(err)}`);
+  }
 }

@@ -9,7 +9,7 @@
  * The backup_label / tablespace_map returned by the stop call are written into `data/`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { constants as fsConstants, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
@@ -17,7 +17,7 @@ import { pyDict, pyFloat, type PyValue } from '../catalog/pyliteral.js';
 import { subprocessEnv } from '../postgres/binaries.js';
 import { PgConnection, type Tablespace } from '../postgres/connection.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fsutil.js';
+import { fsyncDir, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { runPool } from '../util/pool.js';
 import type { CopyOutcome } from './copy-outcome.js';
@@ -228,10 +228,50 @@ async function copyTrees(req: RsyncBackupRequest, trees: Tree[], runner: RsyncRu
   ];
 }
 
+/**
+ * local-rsync reads PGDATA on this host with barman's own rights: only the PostgreSQL OS user
+ * (barman_user = postgres) can. Said in one line before the server is asked to start a backup,
+ * rather than as an rsync permission error half-way.
+ */
+async function requireLocalAccess(pgdata: string, tablespaces: readonly Tablespace[]): Promise<void> {
+  for (const dir of [pgdata, ...tablespaces.map((t) => t.location)]) {
+    try {
+      await fsp.access(dir, fsConstants.R_OK | fsConstants.X_OK);
+      await fsp.readdir(dir);
+    } catch (err) {
+      throw new BarmanError(
+        `backup_method = local-rsync: user ${os.userInfo().username} cannot read ${dir} (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}): ` +
+          'barman must run on the database host as the PostgreSQL OS user (barman_user)',
+      );
+    }
+  }
+}
+
+/**
+ * rsync copied `data/pg_tblspc/<oid>` as the server's links, to the live tablespaces (on this
+ * very host with local-rsync): point them at the backup's own copies `base/<id>/<oid>`, as a
+ * pg_basebackup backup has them, so that pg_verifybackup and a manifest read the backup, not
+ * the server. Recovery re-creates these links anyway. New link + rename: never half-replaced.
+ */
+async function linkTablespaceCopies(destDir: string, tablespaces: readonly Tablespace[]): Promise<void> {
+  const tblspc = path.join(destDir, 'data', 'pg_tblspc');
+  for (const ts of tablespaces) {
+    const copy = path.join(destDir, String(ts.oid));
+    if (!(await fsp.stat(copy).catch(() => null))?.isDirectory()) continue;
+    const link = path.join(tblspc, String(ts.oid));
+    const tmp = `${link}.tmp`;
+    await fsp.rm(tmp, { force: true });
+    await fsp.symlink(copy, tmp);
+    await fsp.rename(tmp, link);
+  }
+  if (tablespaces.length > 0) await fsyncDir(tblspc).catch(() => undefined);
+}
+
 /** The rsync methods' copy step for the backup frame. */
 export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
   const { srv } = req;
   if (req.signal?.aborted) throw new BarmanError('interrupted by signal before the backup started');
+  if (srv.backup_method === 'local-rsync') await requireLocalAccess(req.pgdata, req.tablespaces);
   const trees = await planTrees(req);
   const listDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'barman-rsync-'));
   const runner = new RsyncRunner(subprocessEnv(srv.path_prefix, { TZ: 'UTC' }), req.signal);
@@ -247,6 +287,7 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
     const dataDir = path.join(req.destDir, 'data');
     await writeFileAtomic(path.join(dataDir, 'backup_label'), stop.labelfile);
     if (stop.spcmapfile.trim() !== '') await writeFileAtomic(path.join(dataDir, 'tablespace_map'), stop.spcmapfile);
+    await linkTablespaceCopies(req.destDir, req.tablespaces);
     // The whole backup directory, as `size` is measured.
     const sizes = await dedupSizes([req.destDir]);
     return {

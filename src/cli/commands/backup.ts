@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { takeBackup } from '../../backup/backup.js';
+import { BackupPrecheckError, failedCheckLine, precheckBackup } from '../../backup/precheck.js';
+import { redact } from '../../util/redact.js';
 import { archiveWal } from '../../wal/archiver.js';
 import { LockBusyError } from '../../catalog/lock.js';
 import { BarmanError } from '../../util/errors.js';
@@ -20,6 +22,7 @@ interface Opts {
   bwlimit?: string;
   manifest?: boolean;
   incremental?: string;
+  checkTimeout?: string;
 }
 
 export function define(cmd: Command): void {
@@ -30,19 +33,31 @@ export function define(cmd: Command): void {
     .option('--name <name>', 'a friendly name for the backup, usable wherever a backup ID is expected')
     .option('-w, --wait', 'wait until every WAL file the backup needs is archived (status DONE)')
     .option('--wait-timeout <seconds>', 'with --wait: give up waiting after this many seconds (the backup stays WAITING_FOR_WALS)')
-    .option('--reuse-backup [mode]', 'rsync only: off, copy or link (bare = link)')
-    .option('-j, --jobs <n>', 'rsync only: parallel copy workers')
-    .option('--jobs-start-batch-period <s>', 'rsync only')
-    .option('--jobs-start-batch-size <n>', 'rsync only')
-    .option('--bwlimit <kbps>', 'rsync only: bandwidth limit')
-    .option('--retry-times <n>', 'retries of the copy on failure')
-    .option('--retry-sleep <s>', 'seconds between retries')
-    .option('--no-retry', 'no retries')
-    .option('--manifest', 'rsync only: generate backup_manifest')
-    .option('--no-manifest', 'rsync only: no backup_manifest')
-    .option('--incremental <parent>', 'PostgreSQL 17 incremental backup (not supported yet)')
-    .option('--keepalive-interval <s>', 'keepalive interval on the PostgreSQL connection')
-    .option('--check-timeout <s>', 'timeout of the pre-backup checks')
+    .option(
+      '--reuse-backup [mode]',
+      'rsync methods: take unchanged files from the previous backup: off, copy (local copy) or link (hard link, saves space); bare = link; default: reuse_backup',
+    )
+    .option('-j, --jobs <n>', 'rsync methods: number of rsync copy workers running at once (default: parallel_jobs)')
+    .option(
+      '--jobs-start-batch-period <s>',
+      'rsync methods, Barman: seconds between starting two batches of copy workers (parallel_jobs_start_batch_period); accepted for compatibility: barman-ts starts all -j workers at once',
+    )
+    .option(
+      '--jobs-start-batch-size <n>',
+      'rsync methods, Barman: copy workers started per batch (parallel_jobs_start_batch_size); accepted for compatibility: barman-ts starts all -j workers at once',
+    )
+    .option('--bwlimit <kbps>', 'rsync methods: bandwidth limit in KB/s per rsync, 0 = none (default: bandwidth_limit)')
+    .option(
+      '--retry-times <n>',
+      'Barman: how many times a failed copy is retried (basebackup_retry_times); accepted for compatibility: barman-ts does not retry, a failed copy makes the backup FAILED',
+    )
+    .option('--retry-sleep <s>', 'Barman: seconds between two retries (basebackup_retry_sleep); accepted for compatibility, see --retry-times')
+    .option('--no-retry', 'Barman: do not retry a failed copy (--retry-times 0); barman-ts never retries, so this changes nothing')
+    .option('--manifest', 'rsync methods: write a backup_manifest once the copy is complete (default: autogenerate_manifest); a failure to write it is only a warning')
+    .option('--no-manifest', 'rsync methods: do not write a backup_manifest, whatever autogenerate_manifest says')
+    .option('--incremental <parent>', 'PostgreSQL 17 incremental backup on top of backup PARENT (not supported yet: refused with an error)')
+    .option('--keepalive-interval <s>', 'Barman: seconds between keepalive queries on the PostgreSQL connection (keepalive_interval); accepted for compatibility')
+    .option('--check-timeout <s>', 'seconds allowed for the checks run before the backup starts (default: check_timeout; 0 = no limit)')
     .addHelpText(
       'after',
       `
@@ -57,7 +72,26 @@ is used and rsync copies the data directory and tablespaces: -j/--jobs copy work
 --reuse-backup to hard-link (link) or locally copy (copy) unchanged files from the previous
 backup, --bwlimit to throttle.
 
-Exit status: 0 when every backup is DONE or WAITING_FOR_WALS, 1 when any failed.`,
+Before anything is written, the checks of 'barman check' run silently: a failing check stops
+the backup of that server ("Impossible to start the backup", the failed checks listed), except
+the checks that do not matter for a new backup (failed backups, backup age/size, minimum
+redundancy, archiver errors, WAL queues and age, standby), and the WAL-arrival checks (WAL
+archive, receive-wal running, replication slot), which only warn: the backup then waits for
+its WAL files.
+
+Passive and inactive servers are skipped with a warning; servers are backed up one after the
+other, and a failure of one does not stop the others. Hook scripts (pre/post_backup_script and
+their retry variants) run around each backup. The new backup ID (a timestamp such as
+20240901T103000) or --name can then be given to every command taking a BACKUP_ID.
+
+Exit status: 0 when every backup is DONE or WAITING_FOR_WALS; 1 when any failed (its status is
+FAILED with the error in show-backup) or a server is unknown; 2 for invalid options.
+
+Examples:
+  barman backup pg
+  barman backup --wait --name before-upgrade pg
+  barman backup -j 4 --reuse-backup link --bwlimit 20000 pg     (backup_method = rsync)
+  barman backup all                                            (nightly from cron)`,
     );
 }
 
@@ -67,12 +101,17 @@ export async function run(ctx: CliContext, names: string[], opts: Opts): Promise
   const waitTimeout = opts.waitTimeout !== undefined ? Number(opts.waitTimeout) : undefined;
   if (waitTimeout !== undefined && !(waitTimeout >= 0)) throw new BarmanError(`invalid --wait-timeout '${opts.waitTimeout}'`, 2);
   const rsyncOpts = rsyncOptions(opts);
+  const checkTimeout = parseCheckTimeout(opts.checkTimeout);
   for (const srv of ctx.servers(names, { skipPassive: true })) {
     const bar = progressLine(`${srv.name}: copying`, { enabled: out.progressAllowed, scale: 1024 /* pg_basebackup counts kB */ });
     try {
+      const pre = await precheckBackup(srv, { checkTimeout });
+      for (const w of pre.warnings) {
+        out.warning(`${srv.name}: check '${w.name}' failed${w.hint ? ` (${w.hint})` : ''}: the backup goes on and stays WAITING_FOR_WALS until its WAL files are archived`);
+      }
       const entry = await takeBackup(
         srv,
-        { immediateCheckpoint: opts.immediateCheckpoint, name: opts.name, wait: opts.wait, waitTimeoutSec: waitTimeout, ...rsyncOpts },
+        { immediateCheckpoint: opts.immediateCheckpoint, name: opts.name, wait: opts.wait, waitTimeoutSec: waitTimeout, manifest: opts.manifest, ...rsyncOpts },
         {
           info: (m) => {
             bar.end();
@@ -97,7 +136,12 @@ export async function run(ctx: CliContext, names: string[], opts: Opts): Promise
       if (entry.info.status === 'FAILED') out.error(`Backup ${entry.id} of server ${srv.name} FAILED: ${entry.info.error ?? ''}`);
     } catch (err) {
       bar.end();
-      if (err instanceof BarmanError) out.error(`${srv.name}: ${err.message}`);
+      if (err instanceof BackupPrecheckError) {
+        // Barman prints only the first line; the failing checks follow so that nobody has to dig.
+        out.error(err.message);
+        out.set([srv.name], { status: 'NOT STARTED', failed_checks: err.failed.map((r) => ({ name: r.name, hint: r.hint })) });
+        if (!out.isJson) for (const r of err.failed) process.stderr.write(`${redact(failedCheckLine(r))}\n`);
+      } else if (err instanceof BarmanError) out.error(`${srv.name}: ${err.message}`);
       else throw err;
     }
   }
@@ -120,4 +164,11 @@ function rsyncOptions(opts: Opts): { reuseBackup?: ReuseMode; jobs?: number; bwl
     res.bwlimit = Number(opts.bwlimit);
   }
   return res;
+}
+
+/** --check-timeout SECONDS for the pre-backup checks (0 = no limit; default check_timeout). */
+function parseCheckTimeout(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text.trim())) throw new BarmanError(`invalid --check-timeout '${text}' (expected seconds)`, 2);
+  return Number(text.trim());
 }
