@@ -1,11 +1,16 @@
 /**
- * `barman restore` (spec §7), local restores: validate everything, copy the base backup (and
- * tablespaces) into the destination, copy the WAL recovery needs, write the recovery settings,
+ * `barman restore` (spec §7), local and remote (`--remote-ssh-command`): validate everything,
+ * copy the base backup (and tablespaces) into the destination, copy the WAL recovery needs, write the recovery settings,
  * disable archive_command in the restored configuration, and make it all durable before
  * reporting success. The domain never prints: progress and messages go through `events`, the
  * outcome is returned as a RestoreResult for the CLI to render.
+ *
+ * One pipeline for both kinds: validation, target handling, WAL selection and the settings
+ * text live here; only the writing differs (destination.ts: LocalDestination,
+ * remote-destination.ts: RemoteDestination).
  */
-import { existsSync, promises as fsp, realpathSync, accessSync, constants as fsc } from 'node:fs';
+import { existsSync, realpathSync, accessSync, constants as fsc, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { backupType, serializeBackupInfo, type BackupInfo, type Tablespace } from '../catalog/backup-info.js';
@@ -20,22 +25,11 @@ import { run } from '../util/proc.js';
 import { localNowPyDateTime, type PyDateTime } from '../util/pytime.js';
 import { BARMAN_SCRIPT } from '../util/self.js';
 import { historyName } from '../wal/names.js';
-import {
-  copyTree,
-  EarlyWriteback,
-  excluder,
-  extractTar,
-  isTarBackup,
-  listTarArchives,
-  scanTree,
-  syncFilesystems,
-  type TreeScan,
-} from './copy.js';
+import { isTarBackup } from './copy.js';
+import { DATA_EXCLUDES, LocalDestination, type RestoreDestination, type RestoredFile } from './destination.js';
 import { backupHookInfo, runRecoveryHooks, type RecoveryHookInfo } from '../hooks/hooks.js';
 import {
   checkBackupForRestore,
-  checkDestination,
-  checkEmptyOrAbsent,
   chooseAutoBackup,
   isPitr,
   normalizeDestination,
@@ -45,6 +39,7 @@ import {
   type RecoveryTarget,
   type TargetOptions,
 } from './options.js';
+import { RemoteDestination } from './remote-destination.js';
 import {
   autoConfAppendix,
   mangleConfig,
@@ -54,33 +49,16 @@ import {
   type RecoverySettingsInput,
 } from './settings.js';
 import {
-  copyWals,
   customCompression,
   listArchive,
   resolveTargetTli,
   selectRequiredWals,
   timelineAncestry,
-  writeDoneFiles,
 } from './wal.js';
-import { runPool } from '../util/pool.js';
 
 const log = logger('recovery');
 
-/** Files and directories of the backup that are never restored (anchored at the data dir). */
-export const DATA_EXCLUDES: readonly string[] = [
-  'pg_log/*',
-  'log/*',
-  'pg_xlog/*',
-  'pg_wal/*',
-  'postmaster.pid',
-  'postmaster.opts',
-  'recovery.conf',
-  'recovery.signal',
-  'standby.signal',
-  'tablespace_map',
-  // tablespace links are recreated to the (possibly relocated) locations
-  'pg_tblspc/*',
-];
+export { DATA_EXCLUDES };
 
 /** Default number of concurrent file copies for a local restore. */
 export const DEFAULT_COPY_WORKERS = 4;
@@ -98,7 +76,11 @@ export interface RestoreRequest extends TargetOptions {
   getWal?: boolean;
   /** true/false from --delta-restore/--no-delta-restore; undefined = recovery_options. */
   deltaRestore?: boolean;
+  /** true/false from --network-compression/--no-network-compression; undefined = network_compression. */
   networkCompression?: boolean;
+  /** Retries of a failed remote copy (null = basebackup_retry_times) and seconds between them. */
+  retryTimes?: number | null;
+  retrySleep?: number | null;
   stagingLocation?: string | null;
   /** PostgreSQL >= 12: file (relative to the destination) receiving the recovery settings. */
   recoveryConfFilename?: string | null;
@@ -106,6 +88,10 @@ export interface RestoreRequest extends TargetOptions {
   jobs?: number | null;
   bwlimit?: number | null;
   snapshotRecoveryInstance?: string | null;
+  /** Local staging area of a remote restore (default /tmp). */
+  stagingPath?: string | null;
+  /** --recovery-option-port: SSH port of this host for barman-wal-restore (remote get-wal). */
+  recoveryOptionPort?: number | null;
   /** The words PostgreSQL's restore_command uses to call barman (see barmanInvocation). */
   barmanCommand?: readonly string[];
 }
@@ -123,6 +109,8 @@ export interface RestoreResult {
   serverName: string;
   backupId: string;
   destination: string;
+  /** The --remote-ssh-command of a remote restore, null for a local one. */
+  remoteSshCommand: string | null;
   startTime: PyDateTime;
   elapsedSeconds: number;
   pitr: boolean;
@@ -156,7 +144,8 @@ export interface RestoreResult {
   missingFiles: string[];
   /** The barman_wal directory (or staging dir) to delete after recovery, if any. */
   walDirectoryToRemove: string | null;
-  durability: 'syncfs' | 'fsync';
+  /** How the restore was made durable ('remote': flushed on the recovery host). */
+  durability: 'syncfs' | 'fsync' | 'remote';
   warnings: string[];
 }
 
@@ -248,36 +237,19 @@ export function missingConfigFiles(info: BackupInfo): string[] {
   return out;
 }
 
-async function writeSmallFile(file: string, text: string, mode = FILE_MODE): Promise<void> {
-  const fh = await fsp.open(file, 'w', mode);
-  try {
-    await fh.writeFile(text);
-  } finally {
-    await fh.close();
-  }
-}
-
-async function fileMode(file: string): Promise<number> {
-  return (await fsp.stat(file)).mode & 0o7777;
-}
-
-/** Delta restore: rsync with checksums into an existing directory. */
-async function rsyncInto(src: string, dst: string, excludes: readonly string[], env: NodeJS.ProcessEnv): Promise<void> {
-  await fsp.mkdir(dst, { recursive: true, mode: 0o700 });
-  const args = ['-rlpt', '--delete', '--delete-excluded', '--checksum', ...excludes.map((e) => `--exclude=/${e}`), `${src}/`, `${dst}/`];
-  const res = await run('rsync', args, { env });
-  if (res.code !== 0) {
-    const detail = (res.stderr.trim() || res.stdout.trim()).split('\n').slice(-1)[0] ?? '';
-    throw new BarmanError(`rsync of ${src} into ${dst} failed with exit code ${res.code}${detail ? `: ${detail}` : ''}`);
-  }
-}
-
 function gzipDecompressor(env: NodeJS.ProcessEnv): string | undefined {
   // pigz decompresses a little faster (separate read, write and check threads)
   return findOnPath('pigz', env.PATH ?? '') ? 'pigz' : undefined;
 }
 
-/** Restore a backup locally. See the module comment. */
+/** FQDN of this host, as barman-wal-restore on the recovery host must reach it. */
+async function barmanHostFqdn(env: NodeJS.ProcessEnv): Promise<string> {
+  const res = await run('hostname', ['-f'], { env, timeoutMs: 10_000 }).catch(() => null);
+  const name = res && res.code === 0 ? res.stdout.trim() : '';
+  return name !== '' && !/\s/.test(name) ? name : os.hostname();
+}
+
+/** Restore a backup, locally or on a remote host. See the module comment. */
 export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, events: RestoreEvents = {}): Promise<RestoreResult> {
   const started = Date.now();
   const startTime = localNowPyDateTime();
@@ -293,11 +265,14 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   };
 
   // ---- validation: nothing is written before all of it passes ----
-  if (req.remoteSshCommand) {
-    throw new BarmanError('Remote recovery (--remote-ssh-command) is not supported yet: restore locally and copy the directory');
+  const sshCommand = req.remoteSshCommand && req.remoteSshCommand.trim() !== '' ? req.remoteSshCommand.trim() : null;
+  const remote = sshCommand !== null;
+  if (req.networkCompression && !remote) throw new BarmanError('Network compression can only be used with remote recovery (--remote-ssh-command)');
+  if (req.stagingLocation === 'remote') {
+    throw new BarmanError(
+      remote ? '--staging-location remote is not supported yet: use the default (local)' : "--staging-location remote can only be used with remote recovery (--remote-ssh-command)",
+    );
   }
-  if (req.networkCompression) throw new BarmanError('Network compression can only be used with remote recovery (--remote-ssh-command)');
-  if (req.stagingLocation === 'remote') throw new BarmanError("--staging-location remote can only be used with remote recovery (--remote-ssh-command)");
   const { target, warnings: targetWarnings } = parseRecoveryTarget(req);
   for (const w of targetWarnings) warn(w);
   const dest = normalizeDestination(req.destination);
@@ -324,7 +299,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
 
   const recoveryOptions = (srv.recovery_options as readonly string[] | null) ?? [];
   let delta = req.deltaRestore ?? recoveryOptions.includes('delta-restore');
-  if (delta && tarFormat) {
+  if (delta && tarFormat && !remote) {
     if (req.deltaRestore) throw new BarmanError(`Delta restore is not possible for backup ${id}: it is compressed`);
     warn(`recovery_options 'delta-restore' ignored: backup ${id} is compressed`);
     delta = false;
@@ -332,10 +307,13 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
 
   const relocation = parseTablespaceRules(req.tablespaces ?? [], binfo.tablespaces);
   const tablespaces = tablespaceTargets(binfo.tablespaces, relocation);
-  const catalogDir = path.resolve(srv.backup_directory);
-  for (const [what, p] of [['destination directory', dest], ...tablespaces.map((t) => [`location of tablespace '${t.name}'`, t.location])] as [string, string][]) {
-    if (p === catalogDir || isInside(p, catalogDir) || isInside(catalogDir, p)) {
-      throw new BarmanError(`The ${what} '${p}' overlaps the backup directory of server ${srv.name} (${catalogDir})`);
+  // The catalog is on this host: a remote destination cannot overlap it.
+  if (!remote) {
+    const catalogDir = path.resolve(srv.backup_directory);
+    for (const [what, p] of [['destination directory', dest], ...tablespaces.map((t) => [`location of tablespace '${t.name}'`, t.location])] as [string, string][]) {
+      if (p === catalogDir || isInside(p, catalogDir) || isInside(catalogDir, p)) {
+        throw new BarmanError(`The ${what} '${p}' overlaps the backup directory of server ${srv.name} (${catalogDir})`);
+      }
     }
   }
   const seen = new Map<string, string>([[dest, 'the destination directory']]);
@@ -344,7 +322,6 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     if (other) throw new BarmanError(`The location of tablespace '${t.name}' (${t.location}) overlaps ${other}`);
     seen.set(t.location, `tablespace '${t.name}'`);
   }
-  await checkDestination(dest, tablespaces, { delta });
 
   const getWal = req.getWal ?? recoveryOptions.includes('get-wal');
   const standby = req.standbyMode === true;
@@ -355,7 +332,6 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     if (pitr && !getWal) {
       stagingWal = path.resolve(req.stagingWalDirectory);
       if (stagingWal.includes(':')) throw new BarmanError(`The staging WAL directory '${stagingWal}' cannot contain ':'`);
-      await checkEmptyOrAbsent(stagingWal, 'staging WAL directory');
     } else {
       warn('--staging-wal-directory is ignored: WAL files are only staged for a point-in-time recovery without get-wal');
     }
@@ -366,10 +342,29 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   if (recoveryConfFile !== null && version < 120000) {
     warn('--recovery-conf-filename is ignored for PostgreSQL < 12 (recovery.conf is used)');
   }
-  if (req.bwlimit) warn('--bwlimit is ignored by local restores');
+  const settingsName = version >= 120000 ? (recoveryConfFile ?? 'postgresql.auto.conf') : 'recovery.conf';
+  if (remote && !isInside(path.resolve(dest, settingsName), dest)) {
+    throw new BarmanError(`--recovery-conf-filename '${settingsName}' must name a file inside the destination directory for a remote restore`);
+  }
+  if (req.bwlimit && !remote) warn('--bwlimit is ignored by local restores');
   const workers = Math.max(1, req.jobs ?? Math.max(srv.parallel_jobs ?? 1, DEFAULT_COPY_WORKERS));
   const env = subprocessEnv(srv.path_prefix);
   const barmanCommand = req.barmanCommand ?? barmanInvocation(srv.global.configFile);
+  const layout = { dest, tablespaces, walName, backupId: id, stagingWal };
+  const destination: RestoreDestination = remote
+    ? new RemoteDestination(layout, {
+        sshCommand,
+        bwlimit: req.bwlimit ?? null,
+        networkCompression: req.networkCompression ?? srv.network_compression ?? false,
+        retryTimes: req.retryTimes ?? srv.basebackup_retry_times ?? 0,
+        retrySleepSeconds: req.retrySleep ?? srv.basebackup_retry_sleep ?? 30,
+        stagingBase: path.resolve(req.stagingPath ?? '/tmp'),
+        env,
+      })
+    : new LocalDestination(layout, env);
+  // last: on a remote host this is the first contact (ssh), after every local rule passed
+  await destination.check(delta);
+  const remoteGetWal = remote && getWal ? { barmanHost: await barmanHostFqdn(env), port: req.recoveryOptionPort ?? null, parallel: srv.parallel_jobs ?? 1 } : null;
 
   // ---- the restore ----
   let lock: HeldLock;
@@ -383,12 +378,13 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     ...backupHookInfo(srv, entry, entries),
     destination: dest,
     tablespaces: tablespaces.length ? Object.fromEntries(tablespaces.map((t) => [t.name, t.location])) : null,
-    remoteCommand: null,
+    remoteCommand: sshCommand,
     recoverOptions: recoverOptionsForHooks(target, req),
   };
   try {
-    info(`Starting local restore for server ${srv.name} using backup ${id}`);
+    info(`Starting ${destination.where} restore for server ${srv.name} using backup ${id}`);
     info(`Destination directory: ${dest}`);
+    if (remote) info(`Remote command: ${sshCommand}`);
     if (pitr) {
       const details = [
         target.time && `Recovery target time: '${target.time.format()}'`,
@@ -418,7 +414,11 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     try {
       result = await doRestore();
     } catch (err) {
-      throw new BarmanError(`Restore of backup ${id} into ${dest} failed: ${errorMessage(err)} (the destination is incomplete: empty it before trying again)`);
+      throw new BarmanError(
+        `Restore of backup ${id} into ${remote ? 'the remote directory ' : ''}${dest} failed: ${errorMessage(err)} (the destination is incomplete: empty it before trying again)`,
+      );
+    } finally {
+      await destination.cleanup();
     }
     await runRecoveryHooks(srv, 'post', hookEnv, { warning: warn });
     return result;
@@ -433,93 +433,14 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     // ---- base backup ----
     info(delta ? 'Copying the base backup (delta restore).' : 'Copying the base backup.');
     const copyStart = Date.now();
-    const copy = { method: (delta ? 'rsync' : tarFormat ? 'tar' : 'copy') as 'copy' | 'tar' | 'rsync', files: 0, bytes: 0, seconds: 0 };
-    if (tarFormat) {
-      const tars = await listTarArchives(srcData);
-      const jobs: { file: string; compression: 'gzip' | 'lz4' | 'zstd' | 'none'; dest: string; size: number; excludes: readonly string[] }[] = [];
-      const base = tars.get(null);
-      if (!base) throw new BarmanError(`No base.tar in ${srcData}`);
-      jobs.push({ ...base, dest, size: (await fsp.stat(base.file)).size, excludes: DATA_EXCLUDES });
-      for (const t of tablespaces) {
-        const tar = tars.get(t.oid);
-        if (!tar) throw new BarmanError(`No tar archive for tablespace ${t.name} (oid ${t.oid}) in ${srcData}`);
-        jobs.push({ ...tar, dest: t.location, size: (await fsp.stat(tar.file)).size, excludes: [] });
-      }
-      const total = jobs.reduce((s, j) => s + j.size, 0);
-      let done = 0;
-      events.progress?.(0, total, 'data');
-      await fsp.mkdir(dest, { recursive: true, mode: 0o700 });
-      await fsp.chmod(dest, 0o700);
-      const gz = gzipDecompressor(env);
-      await runPool(jobs, workers, async (j) => {
-        await extractTar(j.file, j.dest, j.compression, j.excludes, env, j.compression === 'gzip' ? gz : undefined);
-        done += j.size;
-        copy.files += 1;
-        copy.bytes += j.size;
-        events.progress?.(done, total, 'data');
-      });
-      // backup_manifest sits next to the tar files
-      const manifest = path.join(srcData, 'backup_manifest');
-      if (existsSync(manifest)) await fsp.copyFile(manifest, path.join(dest, 'backup_manifest'));
-      await fsp.mkdir(path.join(dest, walName), { recursive: true, mode: 0o700 });
-    } else {
-      const scans: { scan: TreeScan; dest: string }[] = [];
-      const dataExclude = excluder(DATA_EXCLUDES);
-      scans.push({ scan: await scanTree(srcData, dataExclude), dest });
-      for (const t of tablespaces) {
-        const src = backupDataDir(srv, id, t.oid);
-        if (!existsSync(src)) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
-        scans.push({ scan: await scanTree(src), dest: t.location });
-      }
-      const total = scans.reduce((s, x) => s + x.scan.totalBytes, 0);
-      let done = 0;
-      events.progress?.(0, total, 'data');
-      for (const { scan, dest: to } of scans) {
-        const writeback = new EarlyWriteback(to, env);
-        if (delta) {
-          await rsyncInto(scan.root, to, to === dest ? DATA_EXCLUDES : [], env);
-          done += scan.totalBytes;
-          copy.files += scan.fileCount;
-          copy.bytes += scan.totalBytes;
-          events.progress?.(done, total, 'data');
-          continue;
-        }
-        const st = await copyTree(scan, to, {
-          workers,
-          dirsInsteadOfLinks: new Set(['pg_wal', 'pg_xlog']),
-          onBytes: (n) => {
-            done += n;
-            writeback.add(n);
-            events.progress?.(done, total, 'data');
-          },
-        });
-        await writeback.drain();
-        copy.files += st.files;
-        copy.bytes += st.bytes;
-      }
-      await fsp.mkdir(path.join(dest, walName), { recursive: true, mode: 0o700 });
-    }
-    // tablespace links, to the restored locations
-    if (tablespaces.length > 0) {
-      const tblspc = path.join(dest, 'pg_tblspc');
-      await fsp.mkdir(tblspc, { recursive: true, mode: 0o700 });
-      for (const t of tablespaces) {
-        const link = path.join(tblspc, String(t.oid));
-        await fsp.rm(link, { force: true, recursive: false }).catch(() => undefined);
-        await fsp.symlink(t.location, link);
-      }
-    }
-    copy.seconds = (Date.now() - copyStart) / 1000;
-
-    // .barman-recover.info: the backup.info of what was restored (safe horizon of later deltas)
-    await writeSmallFile(path.join(dest, '.barman-recover.info'), serializeBackupInfo(binfo));
-    const manifest = path.join(dest, 'backup_manifest');
-    if (existsSync(manifest)) await fsp.rename(manifest, path.join(dest, `backup_manifest.${id}`));
+    const copied = await destination.copyBase(
+      { dataDir: srcData, tarFormat, tablespaceDir: (oid) => backupDataDir(srv, id, oid) },
+      { delta, workers, env, gzipProgram: gzipDecompressor(env), onProgress: (d, t) => events.progress?.(d, t, 'data') },
+    );
+    const copy: RestoreResult['copy'] = { ...copied, seconds: (Date.now() - copyStart) / 1000 };
 
     // ---- WAL ----
     const walStart = Date.now();
-    const pgWal = path.join(dest, walName);
-    await fsp.mkdir(path.join(pgWal, 'archive_status'), { recursive: true, mode: 0o700 });
     const wal: RestoreResult['wal'] = { destination: walDest, files: 0, bytes: 0, seconds: 0, targetTimeline: null, missing: [] };
     if (walDest !== null) {
       info('Copying required WAL segments.');
@@ -554,16 +475,15 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
       const files = [...sel.history, ...sel.segments];
       let n = 0;
       events.progress?.(0, files.length, 'wal');
-      wal.bytes = await copyWals(files, walDest, {
+      if (!pitr) info('Generating archive status files');
+      wal.bytes = await destination.placeWals(files, {
+        walDest,
+        doneFiles: !pitr,
         workers,
         custom: customCompression(srv),
         onFile: () => events.progress?.(++n, files.length, 'wal'),
       });
       wal.files = files.length;
-      if (!pitr) {
-        info('Generating archive status files');
-        await writeDoneFiles(pgWal, files.map((f) => f.name));
-      }
     }
     wal.seconds = (Date.now() - walStart) / 1000;
 
@@ -571,31 +491,32 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     const withSettings = needsRecoverySettings(pitr, getWal, standby);
     if (withSettings) info('Generating recovery configuration');
     info('Identify dangerous settings in destination directory.');
+    // .barman-recover.info: the backup.info of what was restored (safe horizon of later deltas)
+    const out: RestoredFile[] = [{ rel: '.barman-recover.info', text: serializeBackupInfo(binfo), mode: FILE_MODE }];
+    /** Current content of the files changed so far (rel → text/mode). */
+    const current = new Map<string, { text: string; mode: number }>();
+    const saveOrigin = (rel: string, orig: { text: string; mode: number }) => {
+      if (!out.some((f) => f.rel === `${rel}.origin`)) out.push({ rel: `${rel}.origin`, text: orig.text, mode: orig.mode, copyOf: rel });
+    };
     const changes: ConfigLine[] = [];
     const commented: ConfigLine[] = [];
     const dangerous: ConfigLine[] = [];
-    const originals = new Map<string, string>();
-    const confNames = ['postgresql.conf', ...(version >= 90400 ? ['postgresql.auto.conf'] : [])];
-    for (const name of confNames) {
-      const file = path.join(dest, name);
-      let text: string;
-      try {
-        text = await fsp.readFile(file, 'utf8');
-      } catch {
-        continue;
-      }
-      originals.set(name, text);
-      const m = mangleConfig(text, name, { commentRecoveryTargets: version >= 120000 });
+    let haveConf = false;
+    for (const name of ['postgresql.conf', ...(version >= 90400 ? ['postgresql.auto.conf'] : [])]) {
+      const orig = await destination.readRestored(name);
+      if (orig === null) continue;
+      if (name === 'postgresql.conf') haveConf = true;
+      const m = mangleConfig(orig.text, name, { commentRecoveryTargets: version >= 120000 });
       changes.push(...m.changes);
       commented.push(...m.commented);
       dangerous.push(...m.dangerous);
       if (m.modified) {
-        await fsp.copyFile(file, `${file}.origin`);
-        await writeSmallFile(file, m.text, await fileMode(file));
+        saveOrigin(name, orig);
+        current.set(name, { text: m.text, mode: orig.mode });
       }
     }
     const missingFiles = missingConfigFiles(binfo);
-    if (!originals.has('postgresql.conf')) {
+    if (!haveConf) {
       warn(`postgresql.conf is not in the restored data directory: make sure archive_command is disabled before starting the server`);
     }
 
@@ -611,38 +532,33 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
         walDir: pitr && !getWal ? walDest : null,
         barmanCommand,
         barmanUser: srv.global.barman_user ?? 'barman',
+        remoteGetWal,
       };
       if (version >= 120000) {
-        const name = recoveryConfFile ?? 'postgresql.auto.conf';
-        const file = path.resolve(dest, name);
-        let existing = '';
-        try {
-          existing = await fsp.readFile(file, 'utf8');
-        } catch {
-          existing = '';
-        }
+        const existing = current.get(settingsName) ?? (await destination.readRestored(settingsName));
         // keep the file as it was restored (mangling may already have saved it)
-        if (existing !== '' && !existsSync(`${file}.origin`)) await fsp.copyFile(file, `${file}.origin`);
-        const mode = existing !== '' ? await fileMode(file) : FILE_MODE;
-        await writeSmallFile(file, existing + autoConfAppendix(existing, settings), mode);
-        recoveryFiles.push(file);
-        signalFile = path.join(dest, standby ? 'standby.signal' : 'recovery.signal');
-        await writeSmallFile(signalFile, '');
+        if (existing !== null && existing.text !== '') {
+          const restored = await destination.readRestored(settingsName);
+          if (restored) saveOrigin(settingsName, restored);
+        }
+        const text = existing?.text ?? '';
+        current.set(settingsName, { text: text + autoConfAppendix(text, settings), mode: text !== '' && existing ? existing.mode : FILE_MODE });
+        signalFile = standby ? 'standby.signal' : 'recovery.signal';
       } else {
-        const file = path.join(dest, 'recovery.conf');
-        await writeSmallFile(file, recoveryConfText(settings));
-        recoveryFiles.push(file);
+        current.set(settingsName, { text: recoveryConfText(settings), mode: FILE_MODE });
       }
+      recoveryFiles.push(path.resolve(dest, settingsName));
     }
+    for (const [rel, f] of current) out.push({ rel, ...f });
 
-    // ---- durability: nothing is reported restored before it is on stable storage ----
-    const trees = [dest, ...tablespaces.map((t) => t.location), ...(stagingWal ? [stagingWal] : [])];
-    const durability = await syncFilesystems(trees, trees.map((t) => path.dirname(t)), env);
+    // ---- durability, then the signal file ----
+    const durability = await destination.finish(out, signalFile);
 
     return {
       serverName: srv.name,
       backupId: id,
       destination: dest,
+      remoteSshCommand: sshCommand,
       startTime,
       elapsedSeconds: (Date.now() - started) / 1000,
       pitr,
@@ -654,7 +570,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
       copy,
       wal,
       recoveryFiles,
-      signalFile,
+      signalFile: signalFile === null ? null : path.join(dest, signalFile),
       changes,
       commented,
       dangerous,

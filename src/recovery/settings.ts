@@ -32,6 +32,11 @@ export interface RecoverySettingsInput {
   /** The barman command as words, e.g. ['barman', '-c', '/etc/barman.conf']. */
   barmanCommand: readonly string[];
   barmanUser: string;
+  /**
+   * Remote restore with get-wal: PostgreSQL runs barman-wal-restore (barman-cli) on the
+   * recovery host, reaching this Barman host over ssh.
+   */
+  remoteGetWal?: { barmanHost: string; port: number | null; parallel: number } | null;
 }
 
 /** Are recovery settings written at all? Only for PITR, get-wal or standby restores. */
@@ -42,7 +47,13 @@ export function needsRecoverySettings(pitr: boolean, getWal: boolean, standbyMod
 /** One `key = value` line per recovery setting, in Barman's order (with its comment lines). */
 export function recoveryLines(s: RecoverySettingsInput): string[] {
   const lines: string[] = [];
-  if (s.getWal) {
+  if (s.getWal && s.remoteGetWal) {
+    const r = s.remoteGetWal;
+    const words = ['barman-wal-restore', '-P', '-U', s.barmanUser, ...(r.port ? ['--port', String(r.port)] : []), r.barmanHost, s.serverName, '%f', '%p'];
+    if (r.parallel > 1) words.push('-p', String(r.parallel));
+    lines.push("# The 'barman-wal-restore' command is provided in the 'barman-cli' package");
+    lines.push(`restore_command = ${confQuote(words.map(shellQuote).join(' '))}`);
+  } else if (s.getWal) {
     const cmd = [...s.barmanCommand, 'get-wal', ...(s.standbyMode ? [] : ['-P']), s.serverName].map(shellQuote).join(' ');
     lines.push(`# The 'barman get-wal' command must run as '${s.barmanUser}' user`);
     lines.push(`restore_command = ${confQuote(`${cmd} %f > %p`)}`);

@@ -164,7 +164,7 @@ describe('restoreBackup validation writes nothing', () => {
     ['bad tablespace name', { tablespaces: ['nope:/x'] }, /Invalid tablespace name 'nope'/],
     ['bad tablespace rule', { tablespaces: ['tbs1'] }, /Invalid tablespace relocation rule/],
     ['target time before the end', { targetTime: '2024-03-01 10:01:00+00:00' }, /before the backup end time/],
-    ['remote', { remoteSshCommand: 'ssh pg@host' }, /not supported yet/],
+    ['remote check fails', { remoteSshCommand: 'false' }, /Checking the destination on the remote host failed \(exit code 1\)/],
     ['network compression', { networkCompression: true }, /only be used with remote/],
     ['auto with xid', { backupId: 'auto', targetXid: '5' }, /only --target-time and --target-lsn/],
     ['exclusive with name', { exclusive: true, targetName: 'x' }, /--exclusive can only be used/],

@@ -66,7 +66,7 @@ export function define(cmd: Command): void {
     .addOption(new Option('--target-action <action>', 'what PostgreSQL does when the target is reached (needs a target)').choices(['pause', 'shutdown', 'promote']))
     .option('--standby-mode', 'start the restored server as a standby (standby.signal / standby_mode)')
     .option('--tablespace <NAME:LOCATION>', 'restore tablespace NAME into LOCATION instead of its original path (repeatable)', collect)
-    .option('--remote-ssh-command <command>', 'restore on a remote host through this SSH command (not supported yet)')
+    .option('--remote-ssh-command <command>', 'restore on the recovery host through this SSH command, e.g. "ssh postgres@db1" (checks and copy run there)')
     .option('--staging-wal-directory <dir>', 'for a point-in-time recovery, put the WAL files here instead of <destination>/barman_wal')
     .option('--get-wal', "make PostgreSQL fetch WAL with 'barman get-wal' instead of copying it now (default: recovery_options)")
     .option('--no-get-wal', 'copy the WAL files now even if recovery_options contains get-wal')
@@ -74,15 +74,15 @@ export function define(cmd: Command): void {
     .option('--no-delta-restore', 'ignore delta-restore in recovery_options')
     .option('-j, --jobs <n>', 'concurrent file copies (default: parallel_jobs, at least 4)')
     .option('--recovery-conf-filename <file>', 'PostgreSQL >= 12: file, relative to the destination, that receives the recovery settings (default postgresql.auto.conf)')
-    .option('--bwlimit <kbps>', 'bandwidth limit (remote restores only; ignored locally)')
-    .option('--retry-times <n>', 'retries of a failed copy (remote restores only)')
-    .option('--retry-sleep <seconds>', 'seconds between retries (remote restores only)')
+    .option('--bwlimit <kbps>', 'bandwidth limit of the rsync copies, in KB/s (remote restores only; ignored locally)')
+    .option('--retry-times <n>', 'retries of a failed rsync copy (remote restores only; default basebackup_retry_times)')
+    .option('--retry-sleep <seconds>', 'seconds between retries (remote restores only; default basebackup_retry_sleep)')
     .option('--no-retry', 'do not retry a failed copy')
     .option('--jobs-start-batch-period <seconds>', 'remote restores only')
     .option('--jobs-start-batch-size <n>', 'remote restores only')
-    .option('--network-compression', 'compress data in transit (remote restores only)')
+    .option('--network-compression', 'compress data in transit: rsync -z (remote restores only)')
     .option('--no-network-compression', 'do not compress data in transit')
-    .option('--staging-path <path>', 'staging area for incremental/encrypted backups (not needed by the restores supported now)')
+    .option('--staging-path <path>', 'local staging area of a remote restore (compressed backups are extracted there, WAL decompressed there); default /tmp')
     .addOption(new Option('--staging-location <where>', 'where the staging area is').choices(['local', 'remote']))
     .addOption(new Option('--combine-mode <mode>', 'pg_combinebackup mode for incremental backups').choices(['copy', 'link', 'clone', 'copy-file-range']))
     .option('--recovery-staging-path <path>', 'deprecated: use --staging-path')
@@ -100,6 +100,12 @@ Restores a backup of SERVER into DESTINATION_DIRECTORY on this host and prepares
 recovery. The destination (and every tablespace location) must be empty or absent, and no
 PostgreSQL server may be running on it. Files belong to the user running barman: make the
 directory owned by the PostgreSQL user before starting the server.
+
+With --remote-ssh-command "ssh postgres@HOST" the restore goes to HOST instead: the checks
+run there, files are sent with rsync over that command (-j parallel copies, --bwlimit,
+--network-compression) and belong to the ssh login user; compressed backups and WAL are
+prepared in a local staging directory (--staging-path, default /tmp) removed afterwards.
+The configuration files and the recovery signal file are written last.
 
 What is done:
   * the base backup is copied (pg_wal/, pg_log/, log/, postmaster.pid, recovery.conf,
@@ -129,6 +135,7 @@ Examples:
   barman restore pg latest /var/lib/postgresql/15/restore
   barman restore --target-time '2024-05-01 12:00:00+02:00' --target-action promote pg auto /srv/pitr
   barman restore --tablespace tbs1:/srv/tbs1_restored pg 20240501T020000 /srv/restore
+  barman recover --remote-ssh-command "ssh postgres@db2" -j 4 pg latest /var/lib/postgresql/15/main
 
 Exit status: 0 on success, 1 on any error (nothing is written when validation fails).`,
     );
@@ -148,6 +155,7 @@ export function resultToJson(r: RestoreResult): Record<string, unknown> {
   return {
     backup_id: r.backupId,
     destination_directory: r.destination,
+    remote_ssh_command: r.remoteSshCommand,
     start_time: r.startTime.format(),
     elapsed_time: humanDuration(r.elapsedSeconds),
     elapsed_seconds: r.elapsedSeconds,
@@ -190,11 +198,10 @@ export async function run(ctx: CliContext, [serverName, backupId, destination]: 
   const srv = ctx.server(serverName ?? '', { allowInactive: true });
   const jobs = intOption('--jobs', opts.jobs, 1);
   const bwlimit = intOption('--bwlimit', opts.bwlimit);
-  intOption('--retry-times', opts.retryTimes);
-  intOption('--retry-sleep', opts.retrySleep);
+  const retryTimes = opts.retry === false ? 0 : intOption('--retry-times', opts.retryTimes);
+  const retrySleep = intOption('--retry-sleep', opts.retrySleep);
   intOption('--jobs-start-batch-period', opts.jobsStartBatchPeriod, 1);
   intOption('--jobs-start-batch-size', opts.jobsStartBatchSize, 1);
-  intOption('--recovery-option-port', opts.recoveryOptionPort, 1);
 
   const req: RestoreRequest = {
     backupId: backupId ?? '',
@@ -213,12 +220,16 @@ export async function run(ctx: CliContext, [serverName, backupId, destination]: 
     stagingWalDirectory: opts.stagingWalDirectory ?? null,
     getWal: opts.getWal,
     deltaRestore: opts.deltaRestore,
-    networkCompression: opts.networkCompression === true,
+    networkCompression: opts.networkCompression,
     stagingLocation: opts.stagingLocation ?? null,
     recoveryConfFilename: opts.recoveryConfFilename ?? null,
     jobs,
     bwlimit,
     snapshotRecoveryInstance: opts.snapshotRecoveryInstance ?? null,
+    stagingPath: opts.stagingPath ?? opts.localStagingPath ?? srv.local_staging_path ?? null,
+    recoveryOptionPort: intOption('--recovery-option-port', opts.recoveryOptionPort, 1),
+    retryTimes,
+    retrySleep,
   };
 
   const dataBar = progressLine('Copying the base backup', { enabled: out.progressAllowed });

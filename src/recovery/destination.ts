@@ -1,0 +1,257 @@
+/**
+ * Where a restore writes: the one restore pipeline (recover.ts) validates, selects backup and
+ * WAL and computes every settings text, and hands the writing to a destination. A
+ * LocalDestination writes into directories of this host; a RemoteDestination
+ * (remote-destination.ts) checks and writes on the recovery host through the
+ * `--remote-ssh-command`.
+ */
+import { existsSync, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { Tablespace } from '../catalog/backup-info.js';
+import { FILE_MODE } from '../util/fsutil.js';
+import { run } from '../util/proc.js';
+import { BarmanError } from '../util/errors.js';
+import { runPool } from '../util/pool.js';
+import type { CustomCompressionConfig } from '../wal/compression.js';
+import { copyTree, EarlyWriteback, excluder, extractTar, listTarArchives, scanTree, syncFilesystems, type TreeScan } from './copy.js';
+import { checkDestination, checkEmptyOrAbsent } from './options.js';
+import { copyWals, writeDoneFiles, type ArchivedWal } from './wal.js';
+
+/** Files and directories of the backup that are never restored (anchored at the data dir). */
+export const DATA_EXCLUDES: readonly string[] = [
+  'pg_log/*',
+  'log/*',
+  'pg_xlog/*',
+  'pg_wal/*',
+  'postmaster.pid',
+  'postmaster.opts',
+  'recovery.conf',
+  'recovery.signal',
+  'standby.signal',
+  'tablespace_map',
+  // tablespace links are recreated to the (possibly relocated) locations
+  'pg_tblspc/*',
+];
+
+/** What is restored where (paths on the destination host). */
+export interface RestoreLayout {
+  dest: string;
+  /** Tablespaces with their (possibly relocated) locations. */
+  tablespaces: readonly Tablespace[];
+  /** `pg_wal` (>= 10) or `pg_xlog`. */
+  walName: string;
+  backupId: string;
+  /** --staging-wal-directory (PITR without get-wal), if any. */
+  stagingWal: string | null;
+}
+
+/** The base backup on this host. */
+export interface BackupSource {
+  /** base/<id>/data */
+  dataDir: string;
+  tarFormat: boolean;
+  /** Plain backups: base/<id>/<oid> per tablespace OID. */
+  tablespaceDir: (oid: number) => string;
+}
+
+export interface CopyOptions {
+  delta: boolean;
+  workers: number;
+  env: NodeJS.ProcessEnv;
+  /** Tar backups: gzip decompressor program (pigz) when available. */
+  gzipProgram?: string;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface BaseCopyStats {
+  method: 'copy' | 'tar' | 'rsync';
+  files: number;
+  bytes: number;
+}
+
+export interface WalPlacement {
+  /** Directory on the destination host. */
+  walDest: string;
+  /** Also create `<pg_wal>/archive_status/<name>.done` (WAL placed in pg_wal). */
+  doneFiles: boolean;
+  workers: number;
+  custom: CustomCompressionConfig;
+  onFile?: () => void;
+}
+
+/** A file written by the pipeline: path relative to the destination directory. */
+export interface RestoredFile {
+  rel: string;
+  text: string;
+  mode: number;
+  /** A byte-exact copy of this restored file (rel) instead of `text`: `.origin` copies. */
+  copyOf?: string;
+}
+
+export interface RestoreDestination {
+  readonly where: 'local' | 'remote';
+  /** Validation: running server, emptiness, permissions. Writes nothing. */
+  check(delta: boolean): Promise<void>;
+  /** Copy the base backup and tablespaces, link pg_tblspc (or leave it to finish()). */
+  copyBase(source: BackupSource, opts: CopyOptions): Promise<BaseCopyStats>;
+  /** A file of the restored data directory as restored (before any change), null if absent. */
+  readRestored(rel: string): Promise<{ text: string; mode: number } | null>;
+  /** Put WAL files (decompressed) where recovery reads them; returns their bytes. */
+  placeWals(files: readonly ArchivedWal[], p: WalPlacement): Promise<number>;
+  /**
+   * Write `files` (settings, .origin copies, .barman-recover.info), make everything durable,
+   * and only then the signal file (recovery.signal / standby.signal), if any.
+   */
+  finish(files: readonly RestoredFile[], signal: string | null): Promise<'syncfs' | 'fsync' | 'remote'>;
+  /** Remove temporary files (always called). */
+  cleanup(): Promise<void>;
+}
+
+async function writeSmallFile(file: string, text: string, mode = FILE_MODE): Promise<void> {
+  const fh = await fsp.open(file, 'w', mode);
+  try {
+    await fh.writeFile(text);
+  } finally {
+    await fh.close();
+  }
+  // open() only applies the mode to a new file
+  await fsp.chmod(file, mode);
+}
+
+/** Delta restore: rsync with checksums into an existing directory. */
+async function rsyncInto(src: string, dst: string, excludes: readonly string[], env: NodeJS.ProcessEnv): Promise<void> {
+  await fsp.mkdir(dst, { recursive: true, mode: 0o700 });
+  const args = ['-rlpt', '--delete', '--delete-excluded', '--checksum', ...excludes.map((e) => `--exclude=/${e}`), `${src}/`, `${dst}/`];
+  const res = await run('rsync', args, { env });
+  if (res.code !== 0) {
+    const detail = (res.stderr.trim() || res.stdout.trim()).split('\n').slice(-1)[0] ?? '';
+    throw new BarmanError(`rsync of ${src} into ${dst} failed with exit code ${res.code}${detail ? `: ${detail}` : ''}`);
+  }
+}
+
+/** Restore into directories of this host. */
+export class LocalDestination implements RestoreDestination {
+  readonly where = 'local' as const;
+
+  constructor(
+    private readonly layout: RestoreLayout,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
+
+  async check(delta: boolean): Promise<void> {
+    await checkDestination(this.layout.dest, this.layout.tablespaces, { delta });
+    if (this.layout.stagingWal) await checkEmptyOrAbsent(this.layout.stagingWal, 'staging WAL directory');
+  }
+
+  async copyBase(source: BackupSource, opts: CopyOptions): Promise<BaseCopyStats> {
+    const { dest, tablespaces, walName } = this.layout;
+    const stats: BaseCopyStats = { method: opts.delta ? 'rsync' : source.tarFormat ? 'tar' : 'copy', files: 0, bytes: 0 };
+    if (source.tarFormat) {
+      const tars = await listTarArchives(source.dataDir);
+      const jobs: { file: string; compression: 'gzip' | 'lz4' | 'zstd' | 'none'; dest: string; size: number; excludes: readonly string[] }[] = [];
+      const base = tars.get(null);
+      if (!base) throw new BarmanError(`No base.tar in ${source.dataDir}`);
+      jobs.push({ ...base, dest, size: (await fsp.stat(base.file)).size, excludes: DATA_EXCLUDES });
+      for (const t of tablespaces) {
+        const tar = tars.get(t.oid);
+        if (!tar) throw new BarmanError(`No tar archive for tablespace ${t.name} (oid ${t.oid}) in ${source.dataDir}`);
+        jobs.push({ ...tar, dest: t.location, size: (await fsp.stat(tar.file)).size, excludes: [] });
+      }
+      const total = jobs.reduce((s, j) => s + j.size, 0);
+      let done = 0;
+      opts.onProgress?.(0, total);
+      await fsp.mkdir(dest, { recursive: true, mode: 0o700 });
+      await fsp.chmod(dest, 0o700);
+      await runPool(jobs, opts.workers, async (j) => {
+        await extractTar(j.file, j.dest, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined);
+        done += j.size;
+        stats.files += 1;
+        stats.bytes += j.size;
+        opts.onProgress?.(done, total);
+      });
+      // backup_manifest sits next to the tar files
+      const manifest = path.join(source.dataDir, 'backup_manifest');
+      if (existsSync(manifest)) await fsp.copyFile(manifest, path.join(dest, 'backup_manifest'));
+    } else {
+      const scans: { scan: TreeScan; dest: string }[] = [];
+      scans.push({ scan: await scanTree(source.dataDir, excluder(DATA_EXCLUDES)), dest });
+      for (const t of tablespaces) {
+        const src = source.tablespaceDir(t.oid);
+        if (!existsSync(src)) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
+        scans.push({ scan: await scanTree(src), dest: t.location });
+      }
+      const total = scans.reduce((s, x) => s + x.scan.totalBytes, 0);
+      let done = 0;
+      opts.onProgress?.(0, total);
+      for (const { scan, dest: to } of scans) {
+        if (opts.delta) {
+          await rsyncInto(scan.root, to, to === dest ? DATA_EXCLUDES : [], opts.env);
+          done += scan.totalBytes;
+          stats.files += scan.fileCount;
+          stats.bytes += scan.totalBytes;
+          opts.onProgress?.(done, total);
+          continue;
+        }
+        const writeback = new EarlyWriteback(to, opts.env);
+        const st = await copyTree(scan, to, {
+          workers: opts.workers,
+          dirsInsteadOfLinks: new Set(['pg_wal', 'pg_xlog']),
+          onBytes: (n) => {
+            done += n;
+            writeback.add(n);
+            opts.onProgress?.(done, total);
+          },
+        });
+        await writeback.drain();
+        stats.files += st.files;
+        stats.bytes += st.bytes;
+      }
+    }
+    await fsp.mkdir(path.join(dest, walName, 'archive_status'), { recursive: true, mode: 0o700 });
+    // tablespace links, to the restored locations
+    if (tablespaces.length > 0) {
+      const tblspc = path.join(dest, 'pg_tblspc');
+      await fsp.mkdir(tblspc, { recursive: true, mode: 0o700 });
+      for (const t of tablespaces) {
+        const link = path.join(tblspc, String(t.oid));
+        await fsp.rm(link, { force: true, recursive: false }).catch(() => undefined);
+        await fsp.symlink(t.location, link);
+      }
+    }
+    const manifest = path.join(dest, 'backup_manifest');
+    if (existsSync(manifest)) await fsp.rename(manifest, path.join(dest, `backup_manifest.${this.layout.backupId}`));
+    return stats;
+  }
+
+  async readRestored(rel: string): Promise<{ text: string; mode: number } | null> {
+    const file = path.resolve(this.layout.dest, rel);
+    try {
+      const [text, st] = await Promise.all([fsp.readFile(file, 'utf8'), fsp.stat(file)]);
+      return { text, mode: st.mode & 0o7777 };
+    } catch {
+      return null;
+    }
+  }
+
+  async placeWals(files: readonly ArchivedWal[], p: WalPlacement): Promise<number> {
+    const bytes = await copyWals(files, p.walDest, { workers: p.workers, custom: p.custom, onFile: () => p.onFile?.() });
+    if (p.doneFiles) await writeDoneFiles(p.walDest, files.map((f) => f.name));
+    return bytes;
+  }
+
+  async finish(files: readonly RestoredFile[], signal: string | null): Promise<'syncfs' | 'fsync'> {
+    const { dest, tablespaces, stagingWal } = this.layout;
+    for (const f of files) {
+      if (f.copyOf !== undefined) await fsp.copyFile(path.resolve(dest, f.copyOf), path.resolve(dest, f.rel));
+      else await writeSmallFile(path.resolve(dest, f.rel), f.text, f.mode);
+    }
+    if (signal !== null) await writeSmallFile(path.join(dest, signal), '');
+    // nothing is reported restored before it is on stable storage
+    const trees = [dest, ...tablespaces.map((t) => t.location), ...(stagingWal ? [stagingWal] : [])];
+    return syncFilesystems(trees, trees.map((t) => path.dirname(t)), this.env);
+  }
+
+  async cleanup(): Promise<void> {
+    /* nothing staged locally */
+  }
+}

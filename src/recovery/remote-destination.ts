@@ -1,0 +1,287 @@
+/**
+ * Restore onto another host (spec §7 "remote restore"): every check runs on the recovery host
+ * through the administrator's `--remote-ssh-command`, every file goes there with rsync over
+ * that command. What needs preparing on this side (tar extraction, decompressed WAL, the
+ * settings files) is staged in a private local directory removed at the end.
+ *
+ * Order matters for safety: data, then WAL, then configuration files, and the signal file
+ * last, after a flush on the remote side, so an interrupted restore never looks startable.
+ */
+import { existsSync, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { splitBuckets } from '../backup/rsync-plan.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { logger } from '../util/log.js';
+import { runPool } from '../util/pool.js';
+import { run, type RunResult } from '../util/proc.js';
+import { excluder, extractTar, listTarArchives, scanTree, type TreeScan } from './copy.js';
+import {
+  DATA_EXCLUDES,
+  type BackupSource,
+  type BaseCopyStats,
+  type CopyOptions,
+  type RestoreDestination,
+  type RestoreLayout,
+  type RestoredFile,
+  type WalPlacement,
+} from './destination.js';
+import {
+  CHECK_SCRIPT,
+  FINISH_SCRIPT,
+  MKDIRS_SCRIPT,
+  SCRIPT_DONE,
+  checkProblemMessage,
+  lastErrorLine,
+  parseCheckOutput,
+  remoteScriptWords,
+  rsyncDirsArgs,
+  rsyncFilesArgs,
+  rsyncTreeArgs,
+  sshInvocation,
+  type RemoteTransport,
+} from './remote-shell.js';
+import { copyWals, writeDoneFiles, type ArchivedWal } from './wal.js';
+
+const log = logger('recovery.remote');
+
+/**
+ * Configuration files sent only at the end, with the settings: if the copy stops half-way the
+ * remote directory has no postgresql.conf, so PostgreSQL refuses to start there (rather than
+ * starting with the source's archive_command active).
+ */
+const HELD_BACK: readonly string[] = ['postgresql.conf', 'postgresql.auto.conf'];
+
+/** Remote checks and small scripts: generous, the host may be slow to accept a session. */
+const SCRIPT_TIMEOUT_MS = 10 * 60 * 1000;
+
+export interface RemoteOptions extends RemoteTransport {
+  /** Local directory under which the staging directory is created. */
+  stagingBase: string;
+  env: NodeJS.ProcessEnv;
+  /** A failed rsync is run again this many times (each run completes what the last left). */
+  retryTimes: number;
+  retrySleepSeconds: number;
+}
+
+/** A tree to push: a local directory (backup or staged) and its remote location. */
+interface PushTree {
+  scan: TreeScan;
+  dest: string;
+  excludes: readonly string[];
+}
+
+export class RemoteDestination implements RestoreDestination {
+  readonly where = 'remote' as const;
+  private staging: string | null = null;
+  /** Local directory whose files are what the data directory receives (for readRestored). */
+  private restoredSource: string | null = null;
+
+  constructor(
+    private readonly layout: RestoreLayout,
+    private readonly opts: RemoteOptions,
+  ) {}
+
+  private get transport(): RemoteTransport {
+    return { sshCommand: this.opts.sshCommand, bwlimit: this.opts.bwlimit, networkCompression: this.opts.networkCompression };
+  }
+
+  /** Run a fixed script on the recovery host; throws one line unless it ran to its end. */
+  private async script(script: string, args: readonly string[], what: string): Promise<string> {
+    const inv = sshInvocation(this.opts.sshCommand, remoteScriptWords(script, args));
+    let res: RunResult;
+    try {
+      res = await run(inv.cmd, inv.args, { env: this.opts.env, timeoutMs: SCRIPT_TIMEOUT_MS });
+    } catch (err) {
+      throw new BarmanError(`Cannot run the remote ssh command: ${errorMessage(err)}`);
+    }
+    if (res.code !== 0 || !res.stdout.includes(SCRIPT_DONE)) {
+      const detail = lastErrorLine(res.stderr, res.stdout);
+      // 255: ssh itself failed (unreachable host, refused key, unknown host key)
+      if (res.code === 255) {
+        throw new BarmanError(`Cannot reach the remote host with '${this.opts.sshCommand}' (exit code ${res.code})${detail ? `: ${detail}` : ''}`);
+      }
+      throw new BarmanError(`${what} on the remote host failed (exit code ${res.code})${detail ? `: ${detail}` : ''}`);
+    }
+    return res.stdout;
+  }
+
+  private async rsync(args: string[], what: string): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      log.debug(`running rsync ${args.join(' ')}`);
+      const res = await run('rsync', args, { env: this.opts.env });
+      if (res.code === 0) return;
+      const detail = lastErrorLine(res.stderr, res.stdout);
+      const msg = `rsync of ${what} to the remote host failed with exit code ${res.code}${detail ? `: ${detail}` : ''}`;
+      if (attempt >= this.opts.retryTimes) throw new BarmanError(msg);
+      log.warning(`${msg}: retrying in ${this.opts.retrySleepSeconds} seconds (${attempt + 1}/${this.opts.retryTimes})`);
+      await new Promise((r) => setTimeout(r, this.opts.retrySleepSeconds * 1000));
+    }
+  }
+
+  private async stagingDir(): Promise<string> {
+    if (this.staging === null) {
+      await fsp.mkdir(this.opts.stagingBase, { recursive: true, mode: 0o700 });
+      // mkdtemp: 0700, a name nobody else can predict
+      this.staging = await fsp.mkdtemp(path.join(this.opts.stagingBase, 'barman-restore-'));
+    }
+    return this.staging;
+  }
+
+  async check(delta: boolean): Promise<void> {
+    const { dest, tablespaces, stagingWal } = this.layout;
+    const dirs: { what: string; dir: string; mode: 'empty' | 'any' }[] = [
+      { what: 'destination directory', dir: dest, mode: delta ? 'any' : 'empty' },
+      ...tablespaces.map((t) => ({ what: `location of tablespace '${t.name}'`, dir: t.location, mode: (delta ? 'any' : 'empty') as 'empty' | 'any' })),
+      ...(stagingWal ? [{ what: 'staging WAL directory', dir: stagingWal, mode: 'empty' as const }] : []),
+    ];
+    const out = await this.script(CHECK_SCRIPT, dirs.flatMap((d) => [d.mode, d.dir]), 'Checking the destination');
+    const problems = parseCheckOutput(out);
+    if (problems === null) throw new BarmanError('Checking the destination on the remote host failed: unexpected output');
+    // a running server first: it is the most important thing to know
+    const first = problems.find((p) => p.code === 'RUNNING') ?? problems[0];
+    if (first) {
+      const d = dirs[first.index];
+      if (!d) throw new BarmanError('Checking the destination on the remote host failed: unexpected output');
+      throw new BarmanError(checkProblemMessage(first, d.what, d.dir));
+    }
+  }
+
+  /** Create the destination directories (0700) on the remote host. */
+  private async mkdirs(): Promise<void> {
+    const { dest, tablespaces, stagingWal } = this.layout;
+    await this.script(MKDIRS_SCRIPT, [dest, ...tablespaces.map((t) => t.location), ...(stagingWal ? [stagingWal] : [])], 'Creating the destination directories');
+  }
+
+  async copyBase(source: BackupSource, opts: CopyOptions): Promise<BaseCopyStats> {
+    const { dest, tablespaces } = this.layout;
+    await this.mkdirs();
+    const stats: BaseCopyStats = { method: 'rsync', files: 0, bytes: 0 };
+    const trees: PushTree[] = [];
+    if (source.tarFormat) {
+      // Extracted here first: rsync then sends plain files (and can compress/limit them).
+      const staging = await this.stagingDir();
+      const tars = await listTarArchives(source.dataDir);
+      const base = tars.get(null);
+      if (!base) throw new BarmanError(`No base.tar in ${source.dataDir}`);
+      const jobs = [{ ...base, local: path.join(staging, 'data'), excludes: DATA_EXCLUDES, dest }];
+      for (const t of tablespaces) {
+        const tar = tars.get(t.oid);
+        if (!tar) throw new BarmanError(`No tar archive for tablespace ${t.name} (oid ${t.oid}) in ${source.dataDir}`);
+        jobs.push({ ...tar, local: path.join(staging, `tablespace-${t.oid}`), excludes: [], dest: t.location });
+      }
+      await runPool(jobs, opts.workers, (j) => extractTar(j.file, j.local, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined));
+      const manifest = path.join(source.dataDir, 'backup_manifest');
+      if (existsSync(manifest)) await fsp.copyFile(manifest, path.join(staging, 'data', 'backup_manifest'));
+      for (const j of jobs) {
+        const excludes = j.dest === dest ? [...j.excludes, ...HELD_BACK] : j.excludes;
+        trees.push({ scan: await scanTree(j.local, excluder(excludes)), dest: j.dest, excludes });
+      }
+      this.restoredSource = path.join(staging, 'data');
+    } else {
+      const excludes = [...DATA_EXCLUDES, ...HELD_BACK];
+      trees.push({ scan: await scanTree(source.dataDir, excluder(excludes)), dest, excludes });
+      for (const t of tablespaces) {
+        const src = source.tablespaceDir(t.oid);
+        if (!existsSync(src)) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
+        trees.push({ scan: await scanTree(src), dest: t.location, excludes: [] });
+      }
+      this.restoredSource = source.dataDir;
+    }
+
+    const total = trees.reduce((s, t) => s + t.scan.totalBytes, 0);
+    let done = 0;
+    opts.onProgress?.(0, total);
+    if (opts.delta) {
+      // rsync's own delta logic on each whole tree (checksums: sizes and times may lie)
+      for (const t of trees) {
+        await this.rsync(rsyncTreeArgs(this.transport, t.scan.root, t.dest, { excludes: t.excludes, delta: true }), t.scan.root);
+        done += t.scan.totalBytes;
+        stats.files += t.scan.fileCount;
+        stats.bytes += t.scan.totalBytes;
+        opts.onProgress?.(done, total);
+      }
+      return stats;
+    }
+
+    // Directories first (one run per tree), then the files in buckets of similar size, `workers`
+    // rsync processes at a time across all trees, the largest buckets first.
+    const staging = await this.stagingDir();
+    const buckets: { tree: PushTree; names: string[]; bytes: number; list: string }[] = [];
+    let n = 0;
+    for (const tree of trees) {
+      await this.rsync(rsyncDirsArgs(this.transport, tree.scan.root, tree.dest, tree.excludes), `the directories of ${tree.scan.root}`);
+      const items = tree.scan.entries.filter((e) => e.kind !== 'dir').map((e) => ({ name: e.rel, size: e.size }));
+      for (const b of splitBuckets(items, opts.workers)) {
+        const list = path.join(staging, `files-${n++}.list`);
+        await fsp.writeFile(list, b.names.map((x) => `${x}\0`).join(''), { mode: 0o600 });
+        buckets.push({ tree, ...b, list });
+      }
+    }
+    buckets.sort((a, b) => b.bytes - a.bytes);
+    await runPool(buckets, opts.workers, async (b) => {
+      await this.rsync(rsyncFilesArgs(this.transport, b.tree.scan.root, b.tree.dest, b.list), b.tree.scan.root);
+      done += b.bytes;
+      stats.files += b.names.length;
+      stats.bytes += b.bytes;
+      opts.onProgress?.(done, total);
+    });
+    return stats;
+  }
+
+  async readRestored(rel: string): Promise<{ text: string; mode: number } | null> {
+    // What the remote data directory received is exactly the local source minus the excludes.
+    if (this.restoredSource === null || excluder(DATA_EXCLUDES)(rel, 'file')) return null;
+    const file = path.resolve(this.restoredSource, rel);
+    try {
+      const [text, st] = await Promise.all([fsp.readFile(file, 'utf8'), fsp.stat(file)]);
+      return { text, mode: st.mode & 0o7777 };
+    } catch {
+      return null;
+    }
+  }
+
+  async placeWals(files: readonly ArchivedWal[], p: WalPlacement): Promise<number> {
+    // Decompressed here (the archive may be compressed in any way the recovery host cannot read).
+    const local = path.join(await this.stagingDir(), 'wal');
+    const bytes = await copyWals(files, local, { workers: p.workers, custom: p.custom, onFile: () => p.onFile?.() });
+    if (p.doneFiles) await writeDoneFiles(local, files.map((f) => f.name));
+    await this.rsync(rsyncTreeArgs(this.transport, local, p.walDest), 'the WAL files');
+    await fsp.rm(local, { recursive: true, force: true });
+    return bytes;
+  }
+
+  async finish(files: readonly RestoredFile[], signal: string | null): Promise<'remote'> {
+    const { dest, tablespaces, walName, backupId } = this.layout;
+    // held-back files the pipeline did not change go as they are (bytes, not re-encoded text)
+    const unchanged = this.restoredSource === null ? [] : HELD_BACK.filter((rel) => !files.some((f) => f.rel === rel) && existsSync(path.join(this.restoredSource as string, rel)));
+    if (files.length > 0 || unchanged.length > 0) {
+      const overlay = path.join(await this.stagingDir(), 'overlay');
+      await fsp.mkdir(overlay, { recursive: true, mode: 0o700 });
+      for (const f of files) {
+        const file = path.resolve(overlay, f.rel);
+        await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+        if (f.copyOf !== undefined && this.restoredSource !== null) await fsp.copyFile(path.resolve(this.restoredSource, f.copyOf), file);
+        else await fsp.writeFile(file, f.text, { mode: f.mode });
+        await fsp.chmod(file, f.mode);
+      }
+      for (const rel of unchanged) {
+        const from = path.join(this.restoredSource as string, rel);
+        await fsp.copyFile(from, path.join(overlay, rel));
+        await fsp.chmod(path.join(overlay, rel), (await fsp.stat(from)).mode & 0o7777);
+      }
+      // rsync -a gives the destination the overlay's mode: 0700, as PostgreSQL wants it.
+      await fsp.chmod(overlay, 0o700);
+      await this.rsync(rsyncTreeArgs(this.transport, overlay, dest), 'the configuration files');
+    }
+    const links = tablespaces.flatMap((t) => [String(t.oid), t.location]);
+    await this.script(FINISH_SCRIPT, [dest, walName, backupId, signal ?? '', ...links], 'Finishing the restore');
+    return 'remote';
+  }
+
+  async cleanup(): Promise<void> {
+    if (this.staging !== null) {
+      await fsp.rm(this.staging, { recursive: true, force: true }).catch(() => undefined);
+      this.staging = null;
+    }
+  }
+}
