@@ -108,16 +108,23 @@ export async function withLock<T>(file: string, what: string, fn: () => Promise<
   }
 }
 
-/** Is the lock currently held by someone (we try it without waiting)? */
+/**
+ * Is the lock currently held by someone? We try it without waiting on a read-only descriptor
+ * and let go at once: the file is neither created nor rewritten, so the holder's PID stays in
+ * it (a process that starts during the probe and finds the lock busy names the real holder).
+ */
 export async function isLockHeld(file: string): Promise<boolean> {
-  if (!fs.existsSync(file)) return false;
+  let fd: number;
   try {
-    const l = await acquireLock(file, 'probe');
-    l.release();
-    return false;
+    fd = fs.openSync(file, 'r');
   } catch (err) {
-    if (err instanceof LockBusyError) return true;
-    throw err;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw new BarmanError(`cannot open lock file ${file}: ${(err as Error).message}`);
+  }
+  try {
+    return !(await flockFd(fd, false));
+  } finally {
+    fs.closeSync(fd);
   }
 }
 
