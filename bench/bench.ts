@@ -6,6 +6,9 @@
  *   - `cp -a` + `sync` of the same data vs `barman recover`
  *   - CLI start-up: `barman --version`, `barman list-servers`
  *   - catalog commands on 1,000 backups and 200,000 WALs (`-- --catalog-only` runs just that)
+ *   - WAL shipping over SSH beside cp, rsync and pgBackRest (`-- --wal-only`, bench/wal-bench.ts)
+ *   - rsync backups and local/remote recovery beside cp, rsync and pgBackRest (`-- --rsync-only`,
+ *     bench/rsync-bench.ts)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
  */
 import * as fs from 'node:fs';
@@ -16,6 +19,8 @@ import { treeSize } from '../src/util/fsutil.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { catalogScale } from './catalog-scale.js';
+import { rsyncBench } from './rsync-bench.js';
+import { walBench } from './wal-bench.js';
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -126,7 +131,11 @@ async function main(): Promise<void> {
 }
 
 const only = process.argv.includes('--catalog-only');
-(only ? catalogScale() : main().then(catalogScale)).catch((err: unknown) => {
+// --wal-only: just the WAL shipping section (bench/wal-bench.ts), which otherwise runs last.
+const walOnly = process.argv.includes('--wal-only');
+// --rsync-only: just the rsync backup / recovery section (bench/rsync-bench.ts).
+const rsyncOnly = process.argv.includes('--rsync-only');
+(rsyncOnly ? rsyncBench() : walOnly ? walBench() : only ? catalogScale() : main().then(catalogScale).then(walBench).then(rsyncBench)).catch((err: unknown) => {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;
 });
