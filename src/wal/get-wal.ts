@@ -14,6 +14,7 @@ import tar from 'tar-stream';
 import type { ServerConfig } from '../config/config.js';
 import { customCompressionOf } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
+import { logger } from '../util/log.js';
 import { FILE_MODE } from '../util/fsutil.js';
 import { walArchivePath } from './archiver.js';
 import {
@@ -311,7 +312,14 @@ export interface BatchResult {
   /** Members sent, in order (the checksum member excluded). */
   names: string[];
   bytes: number;
+  /**
+   * A file after the first that could not be read (corrupt, unreadable): the batch ended there,
+   * without it; the client asks for it on its own later and gets get-wal's own error then.
+   */
+  stoppedAt?: { name: string; reason: string };
 }
+
+const log = logger('get-wal');
 
 /** A pass-through that feeds a hash (the checksum member is computed while data streams). */
 function hashing(hash: Hash): Transform {
@@ -345,10 +353,9 @@ async function countTransformed(opened: OpenedWal, transforms: Duplex[]): Promis
 /**
  * Size of a member before sending it: a tar header carries the size up front. Stored bytes and
  * plain files: the file size. gzip: the ISIZE trailer (size mod 2^32, exact for WAL files, which
- * are at most 1 GiB, and for the single-member streams every gzip writer of the archive makes;
- * should it lie, tar-stream fails the member with "Size mismatch" rather than sending a torn
- * file). Other algorithms have no reliable size field: one decompression pass counts the bytes,
- * which costs CPU but keeps memory bounded.
+ * are at most 1 GiB, and for the single-member streams every gzip writer of the archive makes).
+ * Other algorithms have no reliable size field: one decompression pass counts the bytes, which
+ * costs CPU but keeps memory bounded.
  */
 async function memberSize(srv: ServerConfig, opened: OpenedWal, transforms: Duplex[], opts: GetWalOptions): Promise<number> {
   const { size } = await opened.handle.stat();
@@ -363,15 +370,115 @@ async function memberSize(srv: ServerConfig, opened: OpenedWal, transforms: Dupl
   return countTransformed(opened, transformsFor(srv, opened, opts));
 }
 
-/** Send one opened WAL as a tar member; returns its SHA-256 (hex) and size. */
-async function packMember(srv: ServerConfig, pack: tar.Pack, name: string, opened: OpenedWal, opts: GetWalOptions): Promise<{ sha256: string; size: number }> {
+/** The tar entry (hence the whole pack) was destroyed: the output is gone, not the member. */
+class OutputGone extends Error {}
+
+/** What this module uses of a tar-stream entry (a streamx Writable, not a Node one). */
+interface EntrySink {
+  readonly destroyed: boolean;
+  write(data: Buffer): boolean;
+  end(data: unknown): unknown;
+  on(event: 'drain' | 'close' | 'error', fn: () => void): unknown;
+  off(event: 'drain' | 'close' | 'error', fn: () => void): unknown;
+}
+
+/** Write one chunk into a tar entry, waiting while it applies back-pressure. */
+async function writeToEntry(entry: EntrySink, chunk: Buffer): Promise<void> {
+  if (entry.destroyed) throw new OutputGone('the tar stream was destroyed');
+  if (entry.write(chunk)) return;
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      entry.off('drain', done);
+      entry.off('close', done);
+      entry.off('error', done);
+      resolve();
+    };
+    entry.on('drain', done);
+    entry.on('close', done);
+    entry.on('error', done);
+  });
+  if (entry.destroyed) throw new OutputGone('the tar stream was destroyed');
+}
+
+/**
+ * The end of a member's pipeline. It forwards into the tar entry but is never piped to it: a
+ * failing source (corrupt compressed file, read error) must not destroy the entry, because
+ * tar-stream then destroys the whole pack, and the members already sent would be lost with it.
+ */
+function entryWriter(entry: EntrySink, size: number, state: { written: number }): Writable {
+  return new Writable({
+    highWaterMark: IO_CHUNK,
+    write(chunk: Buffer, _enc, cb) {
+      if (state.written + chunk.length > size) {
+        cb(new Error(`the content is larger than the ${size} bytes announced`));
+        return;
+      }
+      state.written += chunk.length;
+      writeToEntry(entry, chunk).then(() => cb(), cb);
+    },
+  });
+}
+
+/** Fill a member up to its announced size with zeros and end it: the tar stays well formed. */
+async function padAndEnd(entry: EntrySink, size: number, written: number): Promise<void> {
+  const zeros = Buffer.alloc(Math.min(IO_CHUNK, Math.max(size - written, 0)));
+  for (let left = size - written; left > 0; left -= zeros.length) {
+    await writeToEntry(entry, left >= zeros.length ? zeros : zeros.subarray(0, left));
+  }
+  entry.end(undefined);
+}
+
+/** A member ready to be sent: what its tar header needs is known. */
+interface PreparedMember {
+  name: string;
+  opened: OpenedWal;
+  transforms: Duplex[];
+  size: number;
+  mtime: Date;
+}
+
+/** Work out a member's size before its header goes out (may fail: corrupt, unreadable file). */
+async function prepareMember(srv: ServerConfig, name: string, opened: OpenedWal, opts: GetWalOptions): Promise<PreparedMember> {
   const transforms = transformsFor(srv, opened, opts);
   const size = await memberSize(srv, opened, transforms, opts);
   const { mtime } = await opened.handle.stat();
+  return { name, opened, transforms, size, mtime };
+}
+
+type StreamedMember = { ok: true; sha256: string } | { ok: false; reason: string };
+
+/**
+ * Send a prepared member; returns its SHA-256 (hex). When the file fails while its data
+ * streams, the member is completed with zeros up to its announced size (the tar stays well
+ * formed) and the result says why: such a member must be left out of SHA256SUMS, and a client
+ * drops members without a checksum. A failing output throws.
+ */
+async function streamMember(pack: tar.Pack, m: PreparedMember): Promise<StreamedMember> {
   const hash = createHash('sha256');
-  const entry = pack.entry({ name, size, mtime, mode: FILE_MODE, type: 'file' });
-  await pipeline([readFromStart(opened), ...transforms, hashing(hash), entry]);
-  return { sha256: hash.digest('hex'), size };
+  // tar-stream calls back once the member is complete, or with an error when it was destroyed.
+  let settle: (err?: Error | null) => void = () => undefined;
+  const finished = new Promise<void>((resolve, reject) => {
+    settle = (err) => (err ? reject(new OutputGone(err.message)) : resolve());
+  });
+  finished.catch(() => undefined);
+  const entry: EntrySink = pack.entry({ name: m.name, size: m.size, mtime: m.mtime, mode: FILE_MODE, type: 'file' }, (err) => settle(err));
+  const state = { written: 0 };
+  let failure: unknown = null;
+  try {
+    await pipeline([readFromStart(m.opened), ...m.transforms, hashing(hash), entryWriter(entry, m.size, state)]);
+    if (state.written !== m.size) failure = new Error(`the content has ${state.written} bytes, ${m.size} were announced`);
+  } catch (err) {
+    if (err instanceof OutputGone || entry.destroyed) throw err;
+    failure = err;
+  }
+  if (failure !== null) {
+    await padAndEnd(entry, m.size, state.written);
+    await finished;
+    return { ok: false, reason: errorMessage(failure) };
+  }
+  entry.end(undefined);
+  await finished;
+  return { ok: true, sha256: hash.digest('hex') };
 }
 
 /**
@@ -379,7 +486,11 @@ async function packMember(srv: ServerConfig, pack: tar.Pack, name: string, opene
  * (the `--peek` walk), up to `count` files, each as get-wal would send it (plain, or as stored
  * with keepCompression; `.partial` only for the first name, with opts.partial), then a
  * `SHA256SUMS` member (`<hex> *<name>` lines). `name` missing: the usual not-found BarmanError
- * and nothing written. Data streams through: memory stays bounded by a few chunks.
+ * and nothing written; `name` unreadable: a BarmanError. A LATER file that cannot be read ends
+ * the batch cleanly instead (result.stoppedAt, logged as a warning): the files before it reach
+ * the client with their checksums, so that one bad archived segment does not turn WAL_NAME
+ * into a failure (PostgreSQL would end its recovery there). Data streams through: memory stays
+ * bounded by a few chunks.
  */
 export async function sendWalBatch(srv: ServerConfig, name: string, count: number, dest: NodeJS.WritableStream, opts: GetWalOptions = {}): Promise<BatchResult> {
   if (opts.compression) throw new BarmanError('--batch sends plain or stored files: it cannot be combined with -z/--gzip or -j/--bzip2', 2);
@@ -389,6 +500,15 @@ export async function sendWalBatch(srv: ServerConfig, name: string, count: numbe
   const walk = count > 1 ? peekWals(srv, name, count) : [];
   const following = walk[0] === name ? walk.slice(1) : [];
 
+  // WAL_NAME unreadable before anything is written: get-wal's usual failure, stdout empty.
+  let prepared: PreparedMember;
+  try {
+    prepared = await prepareMember(srv, name, first, { ...opts, partial: opts.partial === true });
+  } catch (err) {
+    await first.handle.close().catch(() => undefined);
+    throw new BarmanError(`cannot send WAL file '${name}': ${errorMessage(err)}`);
+  }
+
   const pack = tar.pack();
   const sent = pipeline(pack, dest);
   // Keep an early failure of `sent` from being unhandled while the producer still runs.
@@ -397,27 +517,49 @@ export async function sendWalBatch(srv: ServerConfig, name: string, count: numbe
   let bytes = 0;
   const sums: string[] = [];
   let current: string = name;
+  let stoppedAt: BatchResult['stoppedAt'];
+  /** WAL_NAME itself failed while streaming: the tar is ended cleanly, then this is thrown. */
+  let firstFailure: BarmanError | null = null;
   try {
-    let opened: OpenedWal | null = first;
-    for (let i = 0; opened; i++) {
+    for (let i = 0; ; i++) {
+      let streamed: StreamedMember;
       try {
-        const { sha256, size } = await packMember(srv, pack, current, opened, { ...opts, partial: i === 0 && opts.partial === true });
-        names.push(current);
-        bytes += size;
-        sums.push(`${sha256} *${current}\n`);
+        streamed = await streamMember(pack, prepared);
       } finally {
-        await opened.handle.close().catch(() => undefined);
+        await prepared.opened.handle.close().catch(() => undefined);
       }
+      if (!streamed.ok) {
+        if (i === 0) firstFailure = new BarmanError(`cannot send WAL file '${current}': ${streamed.reason}`);
+        else stoppedAt = { name: current, reason: streamed.reason };
+        break;
+      }
+      names.push(current);
+      bytes += prepared.size;
+      sums.push(`${streamed.sha256} *${current}\n`);
       const next = following[i];
       if (next === undefined) break;
       current = next;
-      // Removed meanwhile (retention): the batch simply ends here, the client asks again later.
-      opened = await openWal(srv, next);
+      let opened: OpenedWal | null = null;
+      try {
+        // Removed meanwhile (retention): the batch simply ends here, the client asks again later.
+        opened = await openWal(srv, next);
+        if (!opened) break;
+        prepared = await prepareMember(srv, next, opened, { ...opts, partial: false });
+      } catch (err) {
+        await opened?.handle.close().catch(() => undefined);
+        stoppedAt = { name: next, reason: errorMessage(err) };
+        break;
+      }
     }
-    const sumText = Buffer.from(sums.join(''));
-    await new Promise<void>((resolve, reject) => {
-      pack.entry({ name: BATCH_CHECKSUM_MEMBER, size: sumText.length, mode: FILE_MODE, type: 'file' }, sumText, (err) => (err ? reject(err) : resolve()));
-    });
+    if (stoppedAt) log.warning(`get-wal --batch for ${name}: stopped after ${names.length} file(s), cannot send WAL file '${stoppedAt.name}': ${stoppedAt.reason}`);
+    // No checksum member when WAL_NAME failed: nothing in this stream is to be trusted.
+    if (!firstFailure) {
+      const sumText = Buffer.from(sums.join(''));
+      await new Promise<void>((resolve, reject) => {
+        pack.entry({ name: BATCH_CHECKSUM_MEMBER, size: sumText.length, mode: FILE_MODE, type: 'file' }, sumText, (err) => (err ? reject(err) : resolve()));
+      });
+    }
+    // Ending the tar (rather than destroying it) keeps the output stream usable for the error.
     pack.finalize();
     await sent;
   } catch (err) {
@@ -425,10 +567,11 @@ export async function sendWalBatch(srv: ServerConfig, name: string, count: numbe
     await sent.catch(() => undefined);
     if (err instanceof BarmanError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ERR_STREAM_DESTROYED') {
+    if (err instanceof OutputGone || code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ERR_STREAM_DESTROYED') {
       throw new BarmanError(`cannot send WAL file '${current}': the receiving end closed the output`);
     }
     throw new BarmanError(`cannot send WAL file '${current}': ${errorMessage(err)}`);
   }
-  return { names, bytes };
+  if (firstFailure) throw firstFailure;
+  return stoppedAt ? { names, bytes, stoppedAt } : { names, bytes };
 }

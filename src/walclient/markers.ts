@@ -3,11 +3,19 @@
  *
  * When the archive_command for segment N also pushes later segments that PostgreSQL has marked
  * `.ready`, it records each one that the Barman server durably stored (put-wal exited 0) as
- * `SPOOL/<server>/<wal name>`, holding `<size> <mtime seconds> <inode>` of the file that was
- * read. When PostgreSQL later asks for that segment, the `sh` launcher (bin/barman-wal-archive)
- * compares the marker with `stat -c '%s %Y %i'` of the file and, if equal, removes the marker
- * and succeeds without starting Node or ssh. A segment PostgreSQL has not changed since it was
- * pushed has identical bytes on the server, so the durability promise of archive_command holds.
+ * `SPOOL/<server>/<wal name>`, holding one line `<size> <mtime seconds> <inode> <destination>`:
+ * the first three describe the file that was read, the destination (`user@host:port config`,
+ * see destinationKey) says WHICH Barman server stored it. When PostgreSQL later asks for that
+ * segment, the `sh` launcher (bin/barman-wal-archive) builds the same line from
+ * `stat -c '%s %Y %i'` of the file and its own options and, if equal, removes the marker and
+ * succeeds without starting Node or ssh. A segment PostgreSQL has not changed since it was
+ * pushed has identical bytes on that server, so the durability promise of archive_command holds.
+ *
+ * The destination matters: with `archive_command = 'barman-wal-archive A pg %p &&
+ * barman-wal-archive B pg %p'` (or after moving archive_command from A to B) a marker left by
+ * the push to A must never answer a call for B. Markers of another destination are left alone
+ * (neither trusted, nor consumed, nor overwritten) so that each destination only ever pushes a
+ * segment once.
  *
  * A marker is a promise that data is safe: nobody else may be able to create one. The spool
  * directories must therefore be real directories (not symlinks) owned by the running user with
@@ -32,6 +40,46 @@ export function statSignature(st: BigIntStats): string {
 /** Same file, same size, same modification time (to the nanosecond) as when it was read. */
 export function sameFile(a: BigIntStats, b: BigIntStats): boolean {
   return a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeNs === b.mtimeNs;
+}
+
+/** The Barman server a marker vouches for: what the launcher knows from its options. */
+export interface MarkerDestination {
+  user: string;
+  host: string;
+  /** ssh port as given on the command line (digits); unset: ssh's default. */
+  port?: string | number;
+  /** `--config` as given; unset and empty are the same (no `--config` sent). */
+  config?: string;
+}
+
+/**
+ * `user@host:port config` exactly as the sh launcher builds it (port and config empty when not
+ * given, so the line may end with a space). Unambiguous for targets ssh.ts accepts: user and
+ * host hold no `@` or whitespace and the port only digits, so the first `@`, the first space
+ * and the last `:` before it split it back into the same four values.
+ */
+export function destinationKey(d: MarkerDestination): string {
+  return `${d.user}@${d.host}:${d.port === undefined ? '' : String(d.port)} ${d.config ?? ''}`;
+}
+
+/**
+ * The launcher compares the first line of a marker only: a destination spanning lines (a
+ * config path with a newline) could make a marker's first line equal another destination's.
+ * Such destinations get no markers (push-ahead off).
+ */
+export function markerUsableFor(destination: string): boolean {
+  return !destination.includes('\n');
+}
+
+/** The one line of a marker (without the newline). */
+export function markerLine(signature: string, destination: string): string {
+  return `${signature} ${destination}`;
+}
+
+/** Destination part of a marker line; null for a line that is not `<n> <n> <n> <dest>` (old format). */
+function destinationOf(line: string): string | null {
+  const m = /^\d+ \d+ \d+ ([^\n]*)$/.exec(line);
+  return m ? (m[1] as string) : null;
 }
 
 /** Directory of the markers of one server, or null when the name cannot be a directory name. */
@@ -73,30 +121,52 @@ export async function prepareMarkerDir(spoolDir: string, server: string): Promis
 }
 
 /**
- * Record that `name` (whose file had `signature` when read) is stored on the Barman server.
- * Temp name + rename so that the launcher never reads half a marker. No fsync: a marker lost
- * in a crash only means that the segment is sent once more.
+ * Record that `name` (whose file had `signature` when read) is stored on the Barman server
+ * `destination` (destinationKey). Temp name + rename so that the launcher never reads half a
+ * marker. No fsync: a marker lost in a crash only means that the segment is sent once more.
  */
-export async function writeMarker(dir: string, name: string, signature: string): Promise<void> {
+export async function writeMarker(dir: string, name: string, signature: string, destination: string): Promise<void> {
+  if (!markerUsableFor(destination)) throw new BarmanError('a destination with a line break cannot be recorded in a marker', 2);
   const tmp = path.join(dir, `.${name}.${process.pid}.tmp`);
-  await fsp.writeFile(tmp, `${signature}\n`, { mode: 0o600 });
+  await fsp.writeFile(tmp, `${markerLine(signature, destination)}\n`, { mode: 0o600 });
   await fsp.rename(tmp, path.join(dir, name));
 }
 
-/**
- * If a marker for `name` exists, remove it and tell whether it matched `signature` (true: the
- * segment is already stored and must not be sent again). Missing dir or marker: false.
- */
-export async function consumeMarker(dir: string, name: string, signature: string): Promise<boolean> {
-  const file = path.join(dir, name);
-  let content: string;
+async function readMarker(file: string): Promise<string | null> {
   try {
-    content = await fsp.readFile(file, 'utf8');
+    return await fsp.readFile(file, 'utf8');
   } catch {
-    return false;
+    return null;
   }
+}
+
+/**
+ * If a marker of `destination` for `name` exists, remove it and tell whether it vouches for
+ * the file with `signature` (true: the segment is already stored there and must not be sent
+ * again). A marker of another destination is left for that destination's own call; an
+ * old-format marker (no destination) can never be trusted and is removed. Missing: false.
+ */
+export async function consumeMarker(dir: string, name: string, signature: string, destination: string): Promise<boolean> {
+  const file = path.join(dir, name);
+  const content = await readMarker(file);
+  if (content === null) return false;
+  const line = content.endsWith('\n') ? content.slice(0, -1) : content;
+  const owner = destinationOf(line);
+  if (owner !== null && owner !== destination) return false;
   await fsp.unlink(file).catch(() => undefined);
-  return content.split('\n')[0] === signature;
+  return line === markerLine(signature, destination);
+}
+
+/**
+ * True when `name` has a marker left by a push to another destination. Push-ahead for
+ * `destination` stops there: overwriting it would make that destination send the segment
+ * again, and the next call would take ours over in turn.
+ */
+export async function hasForeignMarker(dir: string, name: string, destination: string): Promise<boolean> {
+  const content = await readMarker(path.join(dir, name));
+  if (content === null) return false;
+  const owner = destinationOf(content.endsWith('\n') ? content.slice(0, -1) : content);
+  return owner !== null && owner !== destination;
 }
 
 /** Remove markers (and leftover temp files) older than `maxAgeMs`; best effort, never throws. */

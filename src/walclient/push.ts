@@ -17,8 +17,18 @@ import tar from 'tar-stream';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { compressBuffer, type CompressionLevel, type CompressionName } from '../wal/compression.js';
 import { walNameKind } from '../wal/names.js';
-import { cleanOldMarkers, consumeMarker, prepareMarkerDir, sameFile, statSignature, writeMarker } from './markers.js';
-import { quoteRemote, remoteConfigArgs, sshArgs, sshOutcome, type SshOutcome, type SshTarget } from './ssh.js';
+import {
+  cleanOldMarkers,
+  consumeMarker,
+  destinationKey,
+  hasForeignMarker,
+  markerUsableFor,
+  prepareMarkerDir,
+  sameFile,
+  statSignature,
+  writeMarker,
+} from './markers.js';
+import { quoteRemote, remoteConfigArgs, sshArgs, sshOutcome, validateTarget, type SshOutcome, type SshTarget } from './ssh.js';
 
 /** Exit code of barman-wal-archive for local problems (bad options, WAL_PATH unusable). */
 export const LOCAL_ERROR = 2;
@@ -85,9 +95,14 @@ export async function readyAfter(walPath: string): Promise<string[]> {
 
 /**
  * The batch for a request: the requested file first, then push-ahead candidates (see
- * readyAfter) that still exist as regular files, up to the limits.
+ * readyAfter) that still exist as regular files, up to the limits, and before the first
+ * candidate for which `stopAt` says true (one another destination already pushed ahead).
  */
-export async function selectBatch(walPath: string, limits: BatchLimits): Promise<PushMember[]> {
+export async function selectBatch(
+  walPath: string,
+  limits: BatchLimits,
+  stopAt: (name: string) => Promise<boolean> = async () => false,
+): Promise<PushMember[]> {
   const first = await fsp.stat(walPath);
   const batch: PushMember[] = [{ name: path.basename(walPath), path: walPath, size: first.size }];
   if (limits.maxMembers <= 1) return batch;
@@ -95,6 +110,7 @@ export async function selectBatch(walPath: string, limits: BatchLimits): Promise
   const dir = path.dirname(walPath);
   for (const name of await readyAfter(walPath)) {
     if (batch.length >= limits.maxMembers || bytes >= limits.maxBytes) break;
+    if (await stopAt(name)) break;
     const file = path.join(dir, name);
     try {
       const st = await fsp.lstat(file);
@@ -403,25 +419,32 @@ async function requestedFileStats(walPath: string): Promise<BigIntStats> {
  */
 export async function archiveWal(opts: ArchiveOptions): Promise<ArchiveResult> {
   const st = await requestedFileStats(opts.walPath);
+  // Before any marker is trusted: a marker must not turn a call that cannot work into a success.
+  validateTarget(opts.target);
   const requested = path.basename(opts.walPath);
   const warnings: string[] = [];
+  // Which Barman server the markers of this call are about (the launcher builds the same).
+  const destination = destinationKey({ ...opts.target, config: opts.config });
 
   let markerDir: string | null = null;
   if (opts.batch > 1) {
     try {
+      if (!markerUsableFor(destination)) throw new BarmanError('the --config value holds a line break', LOCAL_ERROR);
       markerDir = await prepareMarkerDir(opts.spoolDir, opts.server);
     } catch (err) {
       warnings.push(`push-ahead disabled: ${errorMessage(err)}`);
     }
   }
-  if (markerDir && (await consumeMarker(markerDir, requested, statSignature(st)))) {
+  if (markerDir && (await consumeMarker(markerDir, requested, statSignature(st), destination))) {
     return { exitCode: 0, message: null, warnings, stored: 0, markers: 0 };
   }
 
-  const batch = await selectBatch(opts.walPath, {
-    maxMembers: markerDir ? opts.batch : 1,
-    maxBytes: opts.maxBatchBytes ?? DEFAULT_BATCH_BYTES,
-  });
+  const dirForStop = markerDir;
+  const batch = await selectBatch(
+    opts.walPath,
+    { maxMembers: markerDir ? opts.batch : 1, maxBytes: opts.maxBatchBytes ?? DEFAULT_BATCH_BYTES },
+    (name) => (dirForStop ? hasForeignMarker(dirForStop, name, destination) : Promise.resolve(false)),
+  );
   const pack: PackOptions = { checksum: opts.checksum, compression: opts.compression, compressionLevel: opts.compressionLevel };
   const argv = sshArgs(opts.target, putWalRemoteArgs(opts.server, opts.config, false));
   const parts = splitBatch(batch, sessionCount(opts, batch.length));
@@ -455,7 +478,7 @@ export async function archiveWal(opts: ArchiveOptions): Promise<ArchiveResult> {
     for (const m of r.value.sent) {
       if (m.name === requested || !m.unchanged) continue;
       try {
-        await writeMarker(markerDir, m.name, m.signature);
+        await writeMarker(markerDir, m.name, m.signature, destination);
         markers++;
       } catch (err) {
         warnings.push(`cannot write marker for ${m.name}: ${errorMessage(err)}`);

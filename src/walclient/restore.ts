@@ -52,6 +52,8 @@ export interface RestoreResult {
   source: RestoreSource;
   /** Files left in the spool for the next calls. */
   prefetched: string[];
+  /** Why the `--batch` request failed when WAL_NAME then came through a single get-wal. */
+  batchFailure?: string;
 }
 
 /** A failure reported by the remote get-wal: its own stderr is the message to show. */
@@ -221,17 +223,29 @@ async function fetchOne(o: RestoreOptions, name: string, tmp: string, sync: bool
   if (run.code !== 0 || run.signal) throw remoteFailure(run, 'get-wal');
 }
 
-interface BatchOutcome {
+type BatchOutcome =
+  /** WAL_NAME is in `destTmp` (verified); `prefetched` went to the spool. */
+  | { kind: 'ok'; prefetched: string[] }
   /** Barman's server: no --batch. */
-  unsupported: boolean;
-  prefetched: string[];
-}
+  | { kind: 'unsupported' }
+  /**
+   * The batch failed in a way that says nothing about WAL_NAME itself (the server broke off,
+   * the stream was cut or corrupted): WAL_NAME must be asked for again on its own.
+   */
+  | { kind: 'broken'; reason: string };
 
-/** `get-wal --batch N`: WAL_NAME into `destTmp`, the following files into the spool. */
+/**
+ * `get-wal --batch N`: WAL_NAME into `destTmp`, the following files into the spool. Throws only
+ * for an answer about WAL_NAME itself: not found (remote exit 1 before any byte) or a name the
+ * server refuses (exit 3). A later member without a valid checksum is dropped (the server ends
+ * a batch with such a member when that file turns out unreadable): it is fetched when asked for.
+ */
 async function fetchBatch(o: RestoreOptions, destTmp: string): Promise<BatchOutcome> {
   const received = new Map<string, { tmp: string; sha256: string }>();
   let sumsText: string | null = null;
+  let bytesSeen = 0;
   const consume = async (stdout: Readable): Promise<void> => {
+    stdout.on('data', (c: Buffer) => (bytesSeen += c.length));
     const extract = tar.extract();
     const feeding = pipeline(stdout, extract);
     feeding.catch(() => undefined);
@@ -265,44 +279,71 @@ async function fetchBatch(o: RestoreOptions, destTmp: string): Promise<BatchOutc
     }
     await feeding;
   };
-  const cleanup = async () => {
-    for (const { tmp } of received.values()) if (tmp !== destTmp) await fsp.unlink(tmp).catch(() => undefined);
+  const dropSpoolFiles = async (names?: Iterable<string>) => {
+    for (const name of names ?? [...received.keys()]) {
+      const tmp = received.get(name)?.tmp;
+      if (tmp !== undefined && tmp !== destTmp) await fsp.unlink(tmp).catch(() => undefined);
+    }
   };
   let run: SshRun;
   try {
     run = await runSsh(getWalSshArgs(o, { batch: o.parallel }), consume);
   } catch (err) {
-    await cleanup();
-    throw err instanceof BarmanError ? err : new BarmanError(`invalid batch stream from the Barman server: ${errorMessage(err)}`, 2);
+    // ssh could not run, or ended well but the stream was not a valid batch (cut, garbled,
+    // unexpected members): the single get-wal that follows gives the real answer.
+    await dropSpoolFiles();
+    return { kind: 'broken', reason: `invalid batch stream from the Barman server: ${errorMessage(err)}` };
   }
   if (rejectsBatch(run)) {
-    await cleanup();
-    return { unsupported: true, prefetched: [] };
+    await dropSpoolFiles();
+    return { kind: 'unsupported' };
   }
   if (run.code !== 0 || run.signal) {
-    await cleanup();
-    throw remoteFailure(run, 'get-wal --batch');
+    await dropSpoolFiles();
+    const failure = remoteFailure(run, 'get-wal --batch');
+    // The server's own answer about WAL_NAME: a single get-wal would say the same.
+    if (!run.signal && ((run.code === 1 && bytesSeen === 0) || run.code === 3)) throw failure;
+    return { kind: 'broken', reason: failure.message };
   }
+  const broken = async (reason: string): Promise<BatchOutcome> => {
+    await dropSpoolFiles();
+    return { kind: 'broken', reason };
+  };
   try {
-    if (!received.has(o.walName)) throw new BarmanError(`the Barman server sent no ${o.walName}`, 2);
-    if (sumsText === null) throw new BarmanError('the batch from the Barman server has no checksums', 2);
-    const sums = parseChecksums(sumsText);
-    for (const [name, { sha256 }] of received) {
-      const want = sums.get(name);
-      if (want === undefined) throw new BarmanError(`Missing checksum for file ${name} in the batch`, 2);
-      if (want !== sha256) throw new BarmanError(`Bad file checksum for ${name} in the batch (transfer corrupted)`, 2);
+    if (!received.has(o.walName)) return broken(`the Barman server sent no ${o.walName}`);
+    if (sumsText === null) return broken('the batch from the Barman server has no checksums');
+    let sums: Map<string, string>;
+    try {
+      sums = parseChecksums(sumsText);
+    } catch (err) {
+      return broken(errorMessage(err));
     }
+    const main = received.get(o.walName);
+    const mainSum = sums.get(o.walName);
+    if (mainSum === undefined) return broken(`Missing checksum for file ${o.walName} in the batch`);
+    if (mainSum !== main?.sha256) return broken(`Bad file checksum for ${o.walName} in the batch (transfer corrupted)`);
     const prefetched: string[] = [];
-    for (const [name, { tmp }] of received) {
+    for (const [name, { tmp, sha256 }] of received) {
       if (name === o.walName) continue;
-      const plain = await plainDownload(tmp);
-      await commitToSpool(plain, o.spoolDir, name);
-      prefetched.push(name);
+      if (sums.get(name) !== sha256) {
+        // Not vouched for (the server gave up on it, or it was damaged): a later call fetches it.
+        await dropSpoolFiles([name]);
+        continue;
+      }
+      try {
+        await commitToSpool(await plainDownload(tmp), o.spoolDir, name);
+        prefetched.push(name);
+      } catch {
+        // A prefetched file that does not decompress (--keep-compression) or cannot be moved
+        // into the spool is only a miss later; WAL_NAME, verified, must not fail with it.
+        await fsp.unlink(tmp).catch(() => undefined);
+        await fsp.unlink(`${tmp}.plain`).catch(() => undefined);
+      }
     }
     if (prefetched.length > 0) await syncSpool(o.spoolDir);
-    return { unsupported: false, prefetched };
+    return { kind: 'ok', prefetched };
   } catch (err) {
-    await cleanup();
+    await dropSpoolFiles();
     throw err;
   }
 }
@@ -358,14 +399,20 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
     if (await takeFromSpool(o.spoolDir, o.walName, o.walDest)) return { source: 'spool', prefetched: [] };
     let source: RestoreSource = 'single';
     let prefetched: string[] = [];
+    let batchFailure: string | undefined;
     // An unusable spool (someone else's, or too open) only turns prefetching off: failing here
     // would read as "no such WAL" to PostgreSQL and end the recovery early.
     const prefetch = o.parallel > 0 && (await ensureSpool(o.spoolDir).then(() => true, () => false));
     if (prefetch && !o.gzip && !o.bzip2) {
       const batch = await fetchBatch(o, destTmp);
-      if (!batch.unsupported) {
+      if (batch.kind === 'ok') {
         source = 'batch';
         prefetched = batch.prefetched;
+      } else if (batch.kind === 'broken') {
+        // Never report "not found" for a batch problem: PostgreSQL would end its recovery
+        // there. WAL_NAME alone, with Barman's single-file protocol, decides.
+        await fetchOne(o, o.walName, destTmp, false);
+        batchFailure = batch.reason;
       } else {
         source = 'peek';
         prefetched = await fetchPeek(o, destTmp);
@@ -378,7 +425,7 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
       await fetchOne(o, o.walName, destTmp, false);
     }
     await finishDownload(destTmp, o.walDest);
-    return { source, prefetched };
+    return batchFailure === undefined ? { source, prefetched } : { source, prefetched, batchFailure };
   } finally {
     await fsp.unlink(destTmp).catch(() => undefined);
   }

@@ -131,6 +131,58 @@ describe('get-wal --batch', () => {
     assert.equal(r.stderr, `ERROR: WAL file '${S(0, 6)}' not found in server 'pg'\n`);
   });
 
+  it('ends cleanly before a corrupt later file: the files before it arrive, exit 0', async () => {
+    // Log 2: plain, plain, gzip whose data is damaged (inflate fails mid-stream), plain.
+    // Log 3: plain, zstd that does not decode (fails before its tar header), plain.
+    const put = (name: string, data: Buffer) => {
+      const file = walArchivePath(srv, name);
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(file, data);
+    };
+    for (const log of [2, 3]) for (const seg of [1, 2, 4]) put(S(log, seg), content(log * 10 + seg));
+    const gz = zlib.gzipSync(content(23), { level: 1 });
+    gz.fill(0x55, 200, gz.length - 8); // a valid header and trailer around broken deflate data
+    put(S(2, 3), gz);
+    const zst = await compressBuffer(content(33), 'zstd');
+    zst.fill(0x55, 20);
+    put(S(3, 3), zst);
+    put(S(3, 2), await compressBuffer(content(32), 'zstd'));
+
+    const logFile = path.join(tmpRoot, 'batch.log');
+    const withLog = path.join(tmpRoot, 'barman-log.conf');
+    fs.writeFileSync(withLog, fs.readFileSync(conf, 'utf8').replace('[barman]\n', `[barman]\nlog_file = ${logFile}\n`));
+    const run = (name: string) => {
+      const r = spawnSync(process.execPath, [BIN, '-c', withLog, 'get-wal', '--batch', '8', 'pg', name], { maxBuffer: 256 << 20 });
+      return { code: r.status, stdout: r.stdout, stderr: r.stderr.toString() };
+    };
+
+    const r2 = run(S(2, 1));
+    assert.equal(r2.code, 0, r2.stderr);
+    const m2 = await untar(r2.stdout);
+    // The damaged member was already announced when inflate failed: it is completed with
+    // filler and left out of SHA256SUMS, so that a client drops it.
+    assert.deepEqual(m2.map((m) => m.name), [S(2, 1), S(2, 2), S(2, 3), 'SHA256SUMS']);
+    assert.ok(m2[0]?.data.equals(content(21)) && m2[1]?.data.equals(content(22)));
+    assert.deepEqual(m2[3]?.data.toString().split('\n').filter(Boolean), [`${sha(content(21))} *${S(2, 1)}`, `${sha(content(22))} *${S(2, 2)}`]);
+
+    const r3 = run(S(3, 1));
+    assert.equal(r3.code, 0, r3.stderr);
+    const m3 = await untar(r3.stdout);
+    assert.deepEqual(m3.map((m) => m.name), [S(3, 1), S(3, 2), 'SHA256SUMS']);
+    assert.ok(m3[1]?.data.equals(content(32)));
+    assert.equal(m3[2]?.data.toString().split('\n').filter(Boolean).length, 2);
+
+    const logged = fs.readFileSync(logFile, 'utf8');
+    assert.match(logged, new RegExp(`WARNING: .*stopped after 2 file\\(s\\), cannot send WAL file '${S(2, 3)}'`));
+    assert.match(logged, new RegExp(`WARNING: .*stopped after 2 file\\(s\\), cannot send WAL file '${S(3, 3)}'`));
+
+    // WAL_NAME itself damaged: get-wal's failure (exit 1), as a single get-wal gives.
+    const bad = run(S(2, 3));
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, new RegExp(`^ERROR: cannot send WAL file '${S(2, 3)}'`));
+    assert.notEqual(barman(['get-wal', 'pg', S(2, 3)]).code, 0);
+  });
+
   it('rejects bad values and combinations with exit 2, bad names with exit 3', () => {
     for (const args of [['--batch', '0'], ['--batch', 'x'], ['--batch', '2', '-z'], ['--batch', '2', '--peek', '2']]) {
       const r = barman(['get-wal', ...args, 'pg', S(0, 1)]);

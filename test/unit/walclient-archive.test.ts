@@ -17,7 +17,16 @@ import * as zlib from 'node:zlib';
 import { CommanderError } from 'commander';
 import tar from 'tar-stream';
 import { parseArgs } from '../../src/walclient/archive-main.js';
-import { cleanOldMarkers, consumeMarker, markerDirFor, prepareMarkerDir, statSignature, writeMarker } from '../../src/walclient/markers.js';
+import {
+  cleanOldMarkers,
+  consumeMarker,
+  destinationKey,
+  hasForeignMarker,
+  markerDirFor,
+  prepareMarkerDir,
+  statSignature,
+  writeMarker,
+} from '../../src/walclient/markers.js';
 import { archiverOrder, putWalRemoteArgs, readyAfter, selectBatch, splitBatch, writeTarStream, type PushMember } from '../../src/walclient/push.js';
 import { quoteRemote, remoteConfigArgs, sshArgs, sshOutcome } from '../../src/walclient/ssh.js';
 import { BarmanError } from '../../src/util/errors.js';
@@ -289,17 +298,58 @@ describe('markers', () => {
   it('are written atomically, consumed once, and only when the signature matches', async () => {
     const spool = path.join(await freshDir('spool'), 'spool');
     const dir = await prepareMarkerDir(spool, 'pg');
+    const dest = destinationKey({ user: 'barman', host: 'a' });
     assert.equal((await fsp.stat(spool)).mode & 0o777, 0o700);
     assert.equal((await fsp.stat(dir)).mode & 0o777, 0o700);
-    await writeMarker(dir, seg(1), '16 1700000000 42');
+    await writeMarker(dir, seg(1), '16 1700000000 42', dest);
     assert.deepEqual(await fsp.readdir(dir), [seg(1)]);
-    assert.equal(await consumeMarker(dir, seg(1), '16 1700000000 43'), false); // stale: removed, not trusted
+    assert.equal(await fsp.readFile(path.join(dir, seg(1)), 'utf8'), '16 1700000000 42 barman@a: \n');
+    assert.equal(await consumeMarker(dir, seg(1), '16 1700000000 43', dest), false); // stale: removed, not trusted
     assert.deepEqual(await fsp.readdir(dir), []);
-    await writeMarker(dir, seg(1), '16 1700000000 42');
-    assert.equal(await consumeMarker(dir, seg(1), '16 1700000000 42'), true);
-    assert.equal(await consumeMarker(dir, seg(1), '16 1700000000 42'), false);
+    await writeMarker(dir, seg(1), '16 1700000000 42', dest);
+    assert.equal(await consumeMarker(dir, seg(1), '16 1700000000 42', dest), true);
+    assert.equal(await consumeMarker(dir, seg(1), '16 1700000000 42', dest), false);
+    // A marker of the old format (no destination) vouches for no destination: removed.
+    await fsp.writeFile(path.join(dir, seg(1)), '16 1700000000 42\n');
+    assert.equal(await consumeMarker(dir, seg(1), '16 1700000000 42', dest), false);
+    assert.deepEqual(await fsp.readdir(dir), []);
     assert.equal(markerDirFor(spool, 'a/b'), null);
     assert.equal(markerDirFor(spool, '..'), null);
+  });
+
+  it('name the destination: user, host, port and config as the launcher sees them', () => {
+    assert.equal(destinationKey({ user: 'barman', host: 'b' }), 'barman@b: ');
+    assert.equal(destinationKey({ user: 'u', host: 'b', port: '2222', config: '/etc/my barman.conf' }), 'u@b:2222 /etc/my barman.conf');
+    assert.equal(destinationKey({ user: 'u', host: 'b', port: 22, config: '' }), 'u@b:22 ');
+    const dest = (argv: string[]) => {
+      const o = parseArgs([...argv, 'w']).options;
+      return destinationKey({ ...o.target, config: o.config });
+    };
+    assert.equal(dest(['h', 'pg']), 'barman@h: ');
+    assert.equal(dest(['-Ubkp', '--port=22', '-c/x y', 'h', 'pg']), 'bkp@h:22 /x y');
+    assert.equal(dest(['--user', 'bkp', '--config=', 'h', 'pg']), 'bkp@h: ');
+  });
+
+  it('of another destination are neither trusted, nor consumed, nor taken over', async () => {
+    const dir = await prepareMarkerDir(path.join(await freshDir('spool'), 's'), 'pg');
+    const sig = '16 1700000000 42';
+    const a = destinationKey({ user: 'barman', host: 'a' });
+    await writeMarker(dir, seg(1), sig, a);
+    for (const other of [
+      destinationKey({ user: 'barman', host: 'b' }),
+      destinationKey({ user: 'other', host: 'a' }),
+      destinationKey({ user: 'barman', host: 'a', port: '22' }),
+      destinationKey({ user: 'barman', host: 'a', config: '/etc/barman.conf' }),
+    ]) {
+      assert.equal(await consumeMarker(dir, seg(1), sig, other), false, other);
+      assert.equal(await hasForeignMarker(dir, seg(1), other), true, other);
+    }
+    assert.deepEqual(await fsp.readdir(dir), [seg(1)], 'left for its own destination');
+    assert.equal(await hasForeignMarker(dir, seg(1), a), false);
+    assert.equal(await hasForeignMarker(dir, seg(2), a), false);
+    assert.equal(await consumeMarker(dir, seg(1), sig, a), true);
+    // A destination spanning lines could fake another one's first line: never recorded.
+    await assert.rejects(writeMarker(dir, seg(3), sig, destinationKey({ user: 'u', host: 'a', config: 'x\nother' })), BarmanError);
   });
 
   it('refuse a spool directory owned by someone else and tighten our own', async () => {
@@ -316,8 +366,8 @@ describe('markers', () => {
 
   it('are cleaned after a day', async () => {
     const dir = await prepareMarkerDir(path.join(await freshDir('spool'), 's'), 'pg');
-    await writeMarker(dir, seg(1), 'a');
-    await writeMarker(dir, seg(2), 'b');
+    await writeMarker(dir, seg(1), '1 2 3', 'barman@a: ');
+    await writeMarker(dir, seg(2), '1 2 3', 'barman@a: ');
     const old = new Date(Date.now() - 2 * 24 * 3600 * 1000);
     await fsp.utimes(path.join(dir, seg(1)), old, old);
     assert.equal(await cleanOldMarkers(dir), 1);
@@ -346,7 +396,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     -F|-p) shift 2 ;;
     -q|-T) shift ;;
-    *@*) shift; break ;;
+    *@*) FAKE_DEST=$1; export FAKE_DEST; shift; break ;;
     *) echo "fake ssh: unexpected $1" >&2; exit 255 ;;
   esac
 done
@@ -355,7 +405,8 @@ exec /bin/sh -c "$*"
 `, { mode: 0o755 });
   // barman: keep its arguments and its stdin; exit with FAKE_RC.
   await fsp.writeFile(path.join(bin, 'barman'), `#!/bin/sh
-n=$(ls "$FAKE_OUT" | wc -l)
+n=$(ls "$FAKE_OUT" | grep -c '^args\\.')
+printf '%s\\n' "$FAKE_DEST" > "$FAKE_OUT/dest.$n"
 printf '%s\\n' "$@" > "$FAKE_OUT/args.$n"
 cat > "$FAKE_OUT/stream.$n"
 [ -n "$FAKE_MSG" ] && echo "$FAKE_MSG" >&2
@@ -373,8 +424,20 @@ function runLauncher(args: string[], env: NodeJS.ProcessEnv): { code: number | n
 }
 
 async function streams(fake: Fake): Promise<Array<Array<{ name: string; data: Buffer }>>> {
-  const names = (await fsp.readdir(fake.out)).filter((n) => n.startsWith('stream.')).sort();
-  return Promise.all(names.map(async (n) => untar(await fsp.readFile(path.join(fake.out, n)))));
+  return (await sessions(fake)).map((x) => x.members);
+}
+
+/** Every put-wal session in order: the ssh destination it went to, and the tar members. */
+async function sessions(fake: Fake): Promise<Array<{ dest: string; members: Array<{ name: string; data: Buffer }> }>> {
+  const count = (await fsp.readdir(fake.out)).filter((n) => n.startsWith('stream.')).length;
+  const out: Array<{ dest: string; members: Array<{ name: string; data: Buffer }> }> = [];
+  for (let n = 0; n < count; n++) {
+    out.push({
+      dest: (await fsp.readFile(path.join(fake.out, `dest.${n}`), 'utf8')).trim(),
+      members: await untar(await fsp.readFile(path.join(fake.out, `stream.${n}`))),
+    });
+  }
+  return out;
 }
 
 describe('barman-wal-archive end to end (fake ssh)', () => {
@@ -429,13 +492,18 @@ describe('barman-wal-archive end to end (fake ssh)', () => {
     const sig = statSignature(await fsp.stat(file, { bigint: true }));
     await fsp.writeFile(path.join(fake.bin, 'node'), '#!/bin/sh\nexit 99\n', { mode: 0o755 });
     const noNode = { ...fake.env, PATH: `${fake.bin}:/usr/bin:/bin` };
-    const attempt = async (args: string[], setup?: () => Promise<void>): Promise<number | null> => {
-      await writeMarker(dir, seg(1), sig);
+    const attempt = async (args: string[], setup?: () => Promise<void>, dest = 'barman@h: '): Promise<number | null> => {
+      await writeMarker(dir, seg(1), sig, dest);
       await setup?.();
       return runLauncher(args, noNode).code;
     };
     assert.equal(await attempt(['--spool-dir', spool, 'h', 'pg', file]), 0); // control: fast path works
-    assert.equal(await attempt([`--spool-dir=${spool}`, '-Ubarman', '--port', '22', '--zstd', 'h', 'pg', file]), 0);
+    assert.equal(await attempt([`--spool-dir=${spool}`, '-Ubarman', '--port', '22', '--zstd', 'h', 'pg', file], undefined, 'barman@h:22 '), 0);
+    // Values Node refuses never match, even a marker whose line they would spell.
+    assert.equal(await attempt(['--spool-dir', spool, '--port=', 'h', 'pg', file]), 99);
+    assert.equal(await attempt(['--spool-dir', spool, '--port', '1:2', 'h', 'pg', file], undefined, 'barman@h:1:2 '), 99);
+    assert.equal(await attempt(['--spool-dir', spool, '-U', 'a@b', 'h', 'pg', file], undefined, 'a@b@h: '), 99);
+    assert.equal(await attempt(['--spool-dir', spool, '-U', 'barman', 'h x', 'pg', file], undefined, 'barman@h x: '), 99);
     assert.equal(await attempt(['--spool-dir', spool, '--test', 'h', 'pg', file]), 99);
     assert.equal(await attempt(['--spool-dir', spool, '--unknown', 'h', 'pg', file]), 99);
     assert.equal(await attempt(['--spool-dir', spool, 'h', 'pg/x', file]), 99);
@@ -443,6 +511,89 @@ describe('barman-wal-archive end to end (fake ssh)', () => {
     assert.equal(await attempt(['--spool-dir', spool, 'h', 'pg', file], () => fsp.chmod(dir, 0o770)), 99);
     await fsp.chmod(dir, 0o700);
     assert.equal(await attempt(['--spool-dir', spool, 'h', 'pg', file], () => fsp.writeFile(path.join(dir, seg(1)), '1 2 3\n')), 99);
+    // The old format (no destination) is not trusted any more.
+    assert.equal(await attempt(['--spool-dir', spool, 'h', 'pg', file], () => fsp.writeFile(path.join(dir, seg(1)), `${sig}\n`)), 99);
+  });
+
+  it('accepts a marker written by Node only for the very destination it names', async () => {
+    const spool = path.join(await freshDir('spool'), 'spool');
+    const wal = await fakePgWal({ [seg(1)]: 'one' }, { [seg(1)]: 'ready' });
+    const file = path.join(wal, seg(1));
+    const dir = await prepareMarkerDir(spool, 'pg');
+    const sig = statSignature(await fsp.stat(file, { bigint: true }));
+    const fake = await fakeRemote();
+    await fsp.writeFile(path.join(fake.bin, 'node'), '#!/bin/sh\nexit 99\n', { mode: 0o755 });
+    const noNode = { ...fake.env, PATH: `${fake.bin}:/usr/bin:/bin` };
+    // Option spellings (and the host) a call may use; the destination is what Node makes of them.
+    const variants: string[][] = [
+      ['h'],
+      ['--user', 'barman', 'h'],
+      ['--config=', 'h'],
+      ['h2'],
+      ['-U', 'bkp', 'h'],
+      ['--user=bkp', 'h'],
+      ['-Ubkp', 'h'],
+      ['--port', '2222', 'h'],
+      ['--port=2222', 'h'],
+      ['--port', '22', 'h'],
+      ['-c', '/etc/b.conf', 'h'],
+      ['--config=/etc/b.conf', 'h'],
+      ['-c/etc/b.conf', 'h'],
+      ['--config', '/etc/my barman.conf', 'h'],
+      ['-U', 'bkp', '--port=22', '-c', "/it's here.conf", '--zstd', '--batch', '4', 'h'],
+      ['--ssh-config', '/dev/null', 'h', '--user=bkp'],
+    ];
+    const destOf = (v: string[]) => {
+      const o = parseArgs([...v, 'pg', file]).options;
+      return destinationKey({ ...o.target, config: o.config });
+    };
+    const dests = variants.map(destOf);
+    assert.equal(new Set(dests).size, 8, dests.join(' | '));
+    for (const [i, writer] of variants.entries()) {
+      for (const [j, caller] of variants.entries()) {
+        await writeMarker(dir, seg(1), sig, dests[i] as string);
+        const r = runLauncher(['--spool-dir', spool, ...caller, 'pg', file], noNode);
+        const same = dests[i] === dests[j];
+        assert.equal(r.code, same ? 0 : 99, `marker of [${writer.join(' ')}], call with [${caller.join(' ')}]`);
+        assert.equal(fs.existsSync(path.join(dir, seg(1))), !same, 'consumed only when accepted');
+      }
+    }
+  });
+
+  it('ships every segment to both servers of "A && B" and to a new host after a move', async () => {
+    const fake = await fakeRemote();
+    const spool = path.join(await freshDir('spool'), 'spool');
+    const files: Record<string, string> = {};
+    const status: Record<string, 'ready'> = {};
+    for (let i = 1; i <= 5; i++) {
+      files[seg(i)] = `segment ${i}`;
+      status[seg(i)] = 'ready';
+    }
+    const wal = await fakePgWal(files, status);
+    const call = (host: string, i: number) => runLauncher(['--spool-dir', spool, host, 'pg', path.join(wal, seg(i))], fake.env);
+    // archive_command = 'barman-wal-archive A pg %p && barman-wal-archive B pg %p', backlog of 5.
+    for (let i = 1; i <= 5; i++) {
+      for (const host of ['hostA', 'hostB']) {
+        const r = call(host, i);
+        assert.equal(r.code, 0, `${host} ${seg(i)}: ${r.stderr}`);
+      }
+    }
+    const received = (host: string, list: Awaited<ReturnType<typeof sessions>>) =>
+      list.filter((x) => x.dest === `barman@${host}`).flatMap((x) => x.members.map((m) => m.name).filter((n) => n !== 'SHA256SUMS'));
+    let all = await sessions(fake);
+    // A pushed ahead once; B never took A's markers (each of its calls sent its own segment).
+    assert.deepEqual(received('hostA', all), [1, 2, 3, 4, 5].map((i) => seg(i)));
+    assert.deepEqual(received('hostB', all), [1, 2, 3, 4, 5].map((i) => seg(i)));
+    assert.equal(all.filter((x) => x.dest === 'barman@hostA').length, 1);
+    assert.deepEqual(await fsp.readdir(path.join(spool, 'pg')), []);
+
+    // archive_command moved from A to C while A's markers were pending: C gets every segment.
+    const wal2 = await fakePgWal(files, status);
+    const call2 = (host: string, i: number) => runLauncher(['--spool-dir', spool, host, 'pg', path.join(wal2, seg(i))], fake.env);
+    assert.equal(call2('hostA', 1).code, 0);
+    for (let i = 2; i <= 5; i++) assert.equal(call2('hostC', i).code, 0);
+    all = (await sessions(fake)).slice(all.length);
+    assert.deepEqual(received('hostC', all), [2, 3, 4, 5].map((i) => seg(i)));
   });
 
   it('maps failures: no markers, remote code passed on, ssh 255 → 3', async () => {

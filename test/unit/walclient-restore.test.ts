@@ -106,11 +106,24 @@ case "$*" in *--batch*) echo "usage: barman get-wal [-h] SERVER_NAME WAL_NAME" >
 exec "${fakeBin}/barman-real" "$@"
 `,
   );
-  // A transport that flips one byte of the first member's data.
+  // A transport that flips one byte of the first member's data of a --batch stream (Barman's
+  // single-file protocol has no checksum to catch it: there, ssh's integrity is all there is).
   write(
     path.join(fakeBin, 'barman-corrupt'),
     `#!/bin/sh
+case "$*" in *--batch*) ;; *) exec "${fakeBin}/barman-real" "$@" ;; esac
 "${fakeBin}/barman-real" "$@" | "${process.execPath}" -e 'const c=[];process.stdin.on("data",d=>c.push(d)).on("end",()=>{const b=Buffer.concat(c);if(b.length>2000)b[1500]^=0xff;process.stdout.write(b)})'
+`,
+  );
+  // A server whose --batch breaks off: only the first FAKE_CUT bytes of the stream, then exit
+  // FAKE_CUT_RC (with a message), as when a later file fails on an older barman-ts server.
+  write(
+    path.join(fakeBin, 'barman-cut'),
+    `#!/bin/sh
+case "$*" in *--batch*) ;; *) exec "${fakeBin}/barman-real" "$@" ;; esac
+"${fakeBin}/barman-real" "$@" | head -c "$FAKE_CUT"
+echo "ERROR: cannot send WAL file: broken" >&2
+exit "$FAKE_CUT_RC"
 `,
   );
   // node that must not run (proves the sh fast path).
@@ -285,15 +298,85 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     assert.equal(restore(['backup', 'pg', '../etc/passwd', dest()]).code, 3);
   });
 
-  it('checksum mismatch → failure, nothing at WAL_DEST, nothing in the spool', () => {
+  it('checksum mismatch of WAL_NAME in a batch → WAL_NAME fetched alone; nothing unverified in the spool', () => {
     fs.rmSync(dest(), { force: true });
     const spool = path.join(tmp, 'spool-bad');
+    fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
     const r = restore(['-p', '3', '--spool-dir', spool, 'backup', 'pg', S(2), dest()], { barman: path.join(fakeBin, 'barman-corrupt') });
-    assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /checksum/i);
-    assert.equal(fs.existsSync(dest()), false);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(2)) as Buffer));
     assert.deepEqual(fs.existsSync(spool) ? fs.readdirSync(spool) : [], []);
-    assert.deepEqual(fs.readdirSync(path.dirname(dest())), []);
+    assert.deepEqual(fs.readdirSync(path.dirname(dest())), ['RECOVERYXLOG'], 'no temporary file left');
+    const sessions = fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n');
+    assert.equal(sessions.length, 2);
+    assert.match(sessions[0] ?? '', /--batch/);
+    assert.doesNotMatch(sessions[1] ?? '', /--batch|--peek/);
+  });
+
+  it('a --batch that fails mid-way still delivers WAL_NAME (single get-wal) and exits 0', () => {
+    // [bytes let through, server exit code]: cut inside the 2nd member, inside the 1st, right
+    // after the tar header, and a cut stream that the server claims complete (exit 0).
+    for (const [cut, rc] of [[200_000, 1], [70_000, 1], [600, 2], [200_000, 0]] as const) {
+      fs.rmSync(dest(), { force: true });
+      const spool = path.join(tmp, `spool-cut-${cut}-${rc}`);
+      fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
+      const r = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(5), dest()], {
+        barman: path.join(fakeBin, 'barman-cut'),
+        env: { FAKE_CUT: String(cut), FAKE_CUT_RC: String(rc) },
+      });
+      assert.equal(r.code, 0, `${cut}/${rc}: ${r.stderr}`);
+      assert.ok(fs.existsSync(dest()), `WAL_DEST missing after exit 0 (${cut}/${rc}): ${r.stderr} ${fs.readdirSync(path.dirname(dest()))} ${fs.existsSync(spool) ? fs.readdirSync(spool) : '-'} ${fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8')}`);
+      assert.ok(fs.readFileSync(dest()).equals(data.get(S(5)) as Buffer));
+      assert.deepEqual(fs.existsSync(spool) ? fs.readdirSync(spool) : [], [], 'nothing unverified kept');
+      assert.deepEqual(fs.readdirSync(path.dirname(dest())), ['RECOVERYXLOG'], 'no temporary file left');
+      assert.equal(fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n').length, 2);
+    }
+    // Nothing sent and exit 1 is the server's "not found": no second session.
+    fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
+    const nf = restore(['-p', '4', '--spool-dir', path.join(tmp, 'spool-cut'), 'backup', 'pg', S(5), dest()], {
+      barman: path.join(fakeBin, 'barman-cut'),
+      env: { FAKE_CUT: '0', FAKE_CUT_RC: '1' },
+    });
+    assert.equal(nf.code, 1);
+    assert.match(nf.stderr, /broken/);
+    assert.equal(fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n').length, 1);
+  });
+
+  it('a corrupt archived file after WAL_NAME: the batch stops before it, WAL_NAME and the files before it arrive', () => {
+    const srv = loadConfig(conf).servers.get('pg') as ServerConfig;
+    const put = (name: string, bytes: Buffer) => {
+      const file = walArchivePath(srv, name);
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(file, bytes);
+    };
+    const d = (seg: number) => content(seg);
+    put(S(0x30), d(0x30));
+    put(S(0x31), d(0x31));
+    const gz = zlib.gzipSync(d(0x32), { level: 1 });
+    gz.fill(0x55, 200, gz.length - 8);
+    put(S(0x32), gz);
+    put(S(0x33), d(0x33));
+    fs.rmSync(dest(), { force: true });
+    const spool = path.join(tmp, 'spool-corrupt-later');
+    fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
+    const r = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(0x30), dest()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(d(0x30)));
+    assert.deepEqual(fs.readdirSync(spool), [S(0x31)]);
+    assert.ok(fs.readFileSync(path.join(spool, S(0x31))).equals(d(0x31)));
+    assert.equal(fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n').length, 1, 'one session');
+    // --keep-compression: the server sends the stored bytes (checksums match); the client
+    // cannot decompress the bad one: dropped, WAL_NAME and the others still delivered.
+    const keepSpool = path.join(tmp, 'spool-corrupt-keep');
+    const keep = restore(['--keep-compression', '-p', '4', '--spool-dir', keepSpool, 'backup', 'pg', S(0x31), dest()]);
+    assert.equal(keep.code, 0, keep.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(d(0x31)));
+    assert.deepEqual(fs.readdirSync(keepSpool), [S(0x33)]);
+    // The corrupt file itself: a failure (never a torn file at WAL_DEST).
+    fs.rmSync(dest(), { force: true });
+    const bad = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(0x32), dest()]);
+    assert.notEqual(bad.code, 0);
+    assert.equal(fs.existsSync(dest()), false);
   });
 
   it('--test prints the remote answer and exits with its code', () => {
