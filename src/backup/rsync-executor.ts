@@ -17,7 +17,7 @@ import { pyDict, pyFloat, type PyValue } from '../catalog/pyliteral.js';
 import { subprocessEnv } from '../postgres/binaries.js';
 import { PgConnection, type Tablespace } from '../postgres/connection.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { fsyncDir, writeFileAtomic } from '../util/fsutil.js';
+import { fsyncDir, treeSizes, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { runPool } from '../util/pool.js';
 import type { CopyOutcome } from './copy-outcome.js';
@@ -123,26 +123,6 @@ class RsyncRunner {
     }
     return r.stdout;
   }
-}
-
-/** Sum of sizes of regular files with one link (not shared with another backup), and in all. */
-export async function dedupSizes(dirs: readonly string[]): Promise<{ size: number; deduplicated: number }> {
-  let size = 0;
-  let deduplicated = 0;
-  const walk = async (d: string): Promise<void> => {
-    const entries = await fsp.readdir(d, { withFileTypes: true }).catch(() => []);
-    for (const e of entries) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) {
-        const st = await fsp.lstat(p);
-        size += st.size;
-        if (st.nlink === 1) deduplicated += st.size;
-      }
-    }
-  };
-  for (const d of dirs) await walk(d);
-  return { size, deduplicated };
 }
 
 async function existingDir(p: string): Promise<string | null> {
@@ -289,7 +269,7 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
     if (stop.spcmapfile.trim() !== '') await writeFileAtomic(path.join(dataDir, 'tablespace_map'), stop.spcmapfile);
     await linkTablespaceCopies(req.destDir, req.tablespaces);
     // The whole backup directory, as `size` is measured.
-    const sizes = await dedupSizes([req.destDir]);
+    const sizes = await treeSizes(req.destDir);
     return {
       labelText: stop.labelfile,
       endLsn: stop.lsn,

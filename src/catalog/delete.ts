@@ -12,7 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { ensureDir, fsyncDir, pathExists, writeFileAtomic } from '../util/fsutil.js';
+import { ensureDir, fsyncDir, pathExists, treeSizes, writeFileAtomic } from '../util/fsutil.js';
 import { humanDuration } from '../util/format.js';
 import { ctime } from '../util/pytime.js';
 import { hashDir, walNameKind } from '../wal/names.js';
@@ -309,29 +309,6 @@ export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy, ev:
 }
 
 /**
- * Sizes of a backup directory as Barman measures them: every regular file (`size`), and those
- * with a single link, not shared with another backup (`deduplicated`).
- */
-export async function backupDirSizes(dir: string): Promise<{ size: number; deduplicated: number }> {
-  let size = 0;
-  let deduplicated = 0;
-  const walk = async (d: string): Promise<void> => {
-    const items = await fsp.readdir(d, { withFileTypes: true }).catch(() => []);
-    for (const e of items) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) {
-        const st = await fsp.lstat(p);
-        size += st.size;
-        if (st.nlink === 1) deduplicated += st.size;
-      }
-    }
-  };
-  await walk(dir);
-  return { size, deduplicated };
-}
-
-/**
  * The first remaining backup after `target` whose copy is complete: if it is an rsync backup,
  * measure it again and save its sizes. A failure is only a warning: the delete itself is done.
  */
@@ -348,7 +325,7 @@ async function recomputeNextRsyncSizes(
     // Read it again: cron may have moved it from WAITING_FOR_WALS to DONE since the catalog was loaded.
     const fresh = await readBackupEntry(srv, next.id);
     if (!fresh || !COPY_DONE.has(fresh.info.status)) return;
-    const sizes = await backupDirSizes(backupDir(srv, next.id));
+    const sizes = await treeSizes(backupDir(srv, next.id));
     if (sizes.size === fresh.info.size && sizes.deduplicated === fresh.info.deduplicated_size) return;
     fresh.info = { ...fresh.info, size: sizes.size, deduplicated_size: sizes.deduplicated };
     await saveBackupInfo(srv, next.id, fresh.info);

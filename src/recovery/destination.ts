@@ -79,6 +79,26 @@ export interface WalPlacement {
   onFile?: () => void;
 }
 
+/** A local file's text and permission bits, or null when it cannot be read (a missing file). */
+export async function readTextWithMode(file: string): Promise<{ text: string; mode: number } | null> {
+  try {
+    const [text, st] = await Promise.all([fsp.readFile(file, 'utf8'), fsp.stat(file)]);
+    return { text, mode: st.mode & 0o7777 };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Copy (decompressing) archived WAL into the local directory `dir` as `p` asks, with the
+ * archive_status `.done` files when they go into pg_wal. Returns the bytes written.
+ */
+export async function copyWalsTo(files: readonly ArchivedWal[], dir: string, p: WalPlacement): Promise<number> {
+  const bytes = await copyWals(files, dir, { workers: p.workers, custom: p.custom, onFile: () => p.onFile?.() });
+  if (p.doneFiles) await writeDoneFiles(dir, files.map((f) => f.name));
+  return bytes;
+}
+
 /** A file written by the pipeline: path relative to the destination directory. */
 export interface RestoredFile {
   rel: string;
@@ -224,19 +244,11 @@ export class LocalDestination implements RestoreDestination {
   }
 
   async readRestored(rel: string): Promise<{ text: string; mode: number } | null> {
-    const file = path.resolve(this.layout.dest, rel);
-    try {
-      const [text, st] = await Promise.all([fsp.readFile(file, 'utf8'), fsp.stat(file)]);
-      return { text, mode: st.mode & 0o7777 };
-    } catch {
-      return null;
-    }
+    return readTextWithMode(path.resolve(this.layout.dest, rel));
   }
 
   async placeWals(files: readonly ArchivedWal[], p: WalPlacement): Promise<number> {
-    const bytes = await copyWals(files, p.walDest, { workers: p.workers, custom: p.custom, onFile: () => p.onFile?.() });
-    if (p.doneFiles) await writeDoneFiles(p.walDest, files.map((f) => f.name));
-    return bytes;
+    return copyWalsTo(files, p.walDest, p);
   }
 
   async finish(files: readonly RestoredFile[], signal: string | null): Promise<'syncfs' | 'fsync'> {

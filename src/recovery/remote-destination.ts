@@ -16,7 +16,9 @@ import { runPool } from '../util/pool.js';
 import { run, type RunResult } from '../util/proc.js';
 import { excluder, extractTar, listTarArchives, scanTree, type TreeScan } from './copy.js';
 import {
+  copyWalsTo,
   DATA_EXCLUDES,
+  readTextWithMode,
   type BackupSource,
   type BaseCopyStats,
   type CopyOptions,
@@ -40,7 +42,7 @@ import {
   sshInvocation,
   type RemoteTransport,
 } from './remote-shell.js';
-import { copyWals, writeDoneFiles, type ArchivedWal } from './wal.js';
+import type { ArchivedWal } from './wal.js';
 
 const log = logger('recovery.remote');
 
@@ -231,20 +233,13 @@ export class RemoteDestination implements RestoreDestination {
   async readRestored(rel: string): Promise<{ text: string; mode: number } | null> {
     // What the remote data directory received is exactly the local source minus the excludes.
     if (this.restoredSource === null || excluder(DATA_EXCLUDES)(rel, 'file')) return null;
-    const file = path.resolve(this.restoredSource, rel);
-    try {
-      const [text, st] = await Promise.all([fsp.readFile(file, 'utf8'), fsp.stat(file)]);
-      return { text, mode: st.mode & 0o7777 };
-    } catch {
-      return null;
-    }
+    return readTextWithMode(path.resolve(this.restoredSource, rel));
   }
 
   async placeWals(files: readonly ArchivedWal[], p: WalPlacement): Promise<number> {
     // Decompressed here (the archive may be compressed in any way the recovery host cannot read).
     const local = path.join(await this.stagingDir(), 'wal');
-    const bytes = await copyWals(files, local, { workers: p.workers, custom: p.custom, onFile: () => p.onFile?.() });
-    if (p.doneFiles) await writeDoneFiles(local, files.map((f) => f.name));
+    const bytes = await copyWalsTo(files, local, p);
     await this.rsync(rsyncTreeArgs(this.transport, local, p.walDest), 'the WAL files');
     await fsp.rm(local, { recursive: true, force: true });
     return bytes;

@@ -83,24 +83,33 @@ export async function pathExists(p: string): Promise<boolean> {
   }
 }
 
-/** Total size in bytes of regular files under `dir` (symlinks not followed). */
-export async function treeSize(dir: string): Promise<number> {
-  let total = 0;
+/**
+ * Sizes of the regular files under `dir` (symlinks not followed, unreadable directories skipped),
+ * as Barman measures a backup: every file (`size`), and only the files with a single link
+ * (`deduplicated`), since a hard link means the bytes are shared with another backup.
+ */
+export async function treeSizes(dir: string): Promise<{ size: number; deduplicated: number }> {
+  let size = 0;
+  let deduplicated = 0;
   const walk = async (d: string): Promise<void> => {
-    let entries: fs.Dirent[];
-    try {
-      entries = await fsp.readdir(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
+    const entries = await fsp.readdir(d, { withFileTypes: true }).catch(() => []);
     for (const e of entries) {
       const p = path.join(d, e.name);
       if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) total += (await fsp.lstat(p)).size;
+      else if (e.isFile()) {
+        const st = await fsp.lstat(p);
+        size += st.size;
+        if (st.nlink === 1) deduplicated += st.size;
+      }
     }
   };
   await walk(dir);
-  return total;
+  return { size, deduplicated };
+}
+
+/** Total size in bytes of regular files under `dir` (symlinks not followed). */
+export async function treeSize(dir: string): Promise<number> {
+  return (await treeSizes(dir)).size;
 }
 
 /** True when the directory does not exist or holds no entries. */

@@ -6,12 +6,11 @@
  * Exit codes (Barman's): 0 stored; 2 local problem (options, WAL_PATH); 3 ssh could not
  * connect; any other code is put-wal's own.
  */
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { parseCompressionLevel, type CompressionLevel, type CompressionName } from '../wal/compression.js';
 import { VERSION } from '../version.js';
+import { argumentFailure, reportFailure, runIfEntryPoint } from './cli-common.js';
 import { DEFAULT_SPOOL_DIR } from './markers.js';
 import { archiveWal, DEFAULT_BATCH_MEMBERS, LOCAL_ERROR, testPutWal, type ArchiveOptions } from './push.js';
 import type { SshTarget } from './ssh.js';
@@ -151,12 +150,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
   try {
     parsed = parseArgs(argv);
   } catch (err) {
-    if (err instanceof CommanderError) {
-      const ok = err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version';
-      return ok ? 0 : LOCAL_ERROR;
-    }
-    writeLine(process.stderr, `ERROR: ${errorMessage(err)}`);
-    return LOCAL_ERROR;
+    return argumentFailure(err);
   }
   try {
     const { options } = parsed;
@@ -170,22 +164,8 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     if (result.message) writeLine(process.stderr, `ERROR: ${result.message}`);
     return result.exitCode;
   } catch (err) {
-    writeLine(process.stderr, `ERROR: ${errorMessage(err)}`);
-    return err instanceof BarmanError ? err.exitCode : LOCAL_ERROR;
+    return reportFailure(err);
   }
 }
 
-/** True when this module is the program node was started with (the sh launcher execs it). */
-function isEntryPoint(): boolean {
-  const script = process.argv[1];
-  if (!script) return false;
-  try {
-    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
-  process.exitCode = await main();
-}
+runIfEntryPoint(import.meta.url, main);

@@ -3,11 +3,10 @@
  * started by bin/barman-wal-restore (sh), which serves spool hits itself and only execs Node for
  * the rest. Prints one `ERROR:` line (or the remote's own message) and exits with Barman's codes.
  */
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Command, CommanderError, Option } from 'commander';
-import { BarmanError, errorMessage } from '../util/errors.js';
+import { Command, Option } from 'commander';
+import { BarmanError } from '../util/errors.js';
 import { versionText } from '../version.js';
+import { argumentFailure, reportFailure, runIfEntryPoint } from './cli-common.js';
 import { RemoteError, restoreWal, testRemote, type RestoreOptions } from './restore.js';
 import { DEFAULT_SPOOL_DIR } from './spool.js';
 
@@ -131,11 +130,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
   try {
     parsed = parseArgs(argv);
   } catch (err) {
-    if (err instanceof CommanderError) {
-      return err.code === 'commander.helpDisplayed' || err.code === 'commander.help' ? 0 : 2;
-    }
-    process.stderr.write(`ERROR: ${errorMessage(err)}\n`);
-    return err instanceof BarmanError ? err.exitCode : 2;
+    return argumentFailure(err);
   }
   if (parsed === 'version') {
     process.stdout.write(`barman-wal-restore ${versionText().split('\n')[0]}\n`);
@@ -152,33 +147,15 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     }
   } catch (err) {
     if (err instanceof RemoteError && err.remoteStderr) {
+      // The remote barman's own message is clearer than our summary of it.
       process.stderr.write(`${err.remoteStderr}\n`);
+      code = err.exitCode;
     } else {
-      process.stderr.write(`ERROR: ${errorMessage(err)}\n`);
+      code = reportFailure(err);
     }
-    code = err instanceof BarmanError ? err.exitCode : 2;
   }
   if (code !== 0 && sleep > 0) await sleepSeconds(sleep);
   return code;
 }
 
-/** Run directly (`node restore-main.js ...`, as the sh launcher does): be the program. */
-function isEntryPoint(): boolean {
-  const script = process.argv[1];
-  if (!script) return false;
-  try {
-    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
-  main().then(
-    (code) => (process.exitCode = code),
-    (err: unknown) => {
-      process.stderr.write(`ERROR: ${errorMessage(err)}\n`);
-      process.exitCode = 2;
-    },
-  );
-}
+runIfEntryPoint(import.meta.url, main);

@@ -1,11 +1,12 @@
 /**
  * A barman installation for integration tests: a barman_home owned by the `barman` user, a
- * configuration file, and a runner for our CLI as that user (as in production).
+ * configuration file, and a runner for our CLI as that user (as in production); or the same
+ * owned by and run as `postgres`, as backup_method = local-rsync requires.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
-import { BARMAN_USER, ensureBarmanUser, makeTempDir, runAs, sleep, type ExecResult } from './system.js';
+import { BARMAN_USER, POSTGRES_USER, ensureBarmanUser, makeTempDir, runAs, sleep, type ExecResult } from './system.js';
 import type { PgCluster } from './pg-cluster.js';
 
 export interface BarmanEnv {
@@ -22,20 +23,31 @@ export interface BarmanEnv {
   stop(): Promise<void>;
 }
 
-export async function createBarmanEnv(
-  cluster: PgCluster,
-  opts: { server?: string; extra?: Record<string, string>; global?: Record<string, string> } = {},
-): Promise<BarmanEnv> {
-  await ensureBarmanUser();
-  const root = await makeTempDir('barman-', { owner: BARMAN_USER, mode: 0o755 });
+export interface BarmanEnvOptions {
+  server?: string;
+  extra?: Record<string, string>;
+  global?: Record<string, string>;
+  /**
+   * The OS user barman runs as (barman_user, owner of barman_home and the configuration):
+   * `barman` as in production, or `postgres` for backup_method = local-rsync (Barman on the
+   * database host, reading PGDATA directly); then local-rsync is the default backup_method.
+   */
+  osUser?: typeof BARMAN_USER | typeof POSTGRES_USER;
+}
+
+export async function createBarmanEnv(cluster: PgCluster, opts: BarmanEnvOptions = {}): Promise<BarmanEnv> {
+  const user = opts.osUser ?? BARMAN_USER;
+  const local = user === POSTGRES_USER;
+  if (!local) await ensureBarmanUser();
+  const root = await makeTempDir(local ? 'barman-local-' : 'barman-', { owner: user, mode: 0o755 });
   const home = path.join(root, 'home');
   const server = opts.server ?? 'pg';
   const configFile = path.join(root, 'barman.conf');
   const serverConf: Record<string, string> = {
-    description: '"integration test server"',
+    description: local ? '"local-rsync integration test server"' : '"integration test server"',
     conninfo: cluster.conninfo,
     streaming_conninfo: cluster.conninfo,
-    backup_method: 'postgres',
+    backup_method: local ? 'local-rsync' : 'postgres',
     streaming_archiver: 'on',
     slot_name: 'barman',
     create_slot: 'auto',
@@ -43,15 +55,15 @@ export async function createBarmanEnv(
   };
   const globalConf: Record<string, string> = {
     barman_home: home,
-    barman_user: BARMAN_USER,
+    barman_user: user,
     log_file: path.join(root, 'barman.log'),
     log_level: 'DEBUG',
     ...(opts.global ?? {}),
   };
   const ini = (section: string, kv: Record<string, string>) => `[${section}]\n${Object.entries(kv).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`;
-  await runAs(BARMAN_USER, 'mkdir', ['-m', '0700', home], { check: true });
-  await runAs(BARMAN_USER, 'tee', [configFile], { input: `${ini('barman', globalConf)}\n${ini(server, serverConf)}`, check: true });
-  const run = (...args: string[]) => runAs(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', configFile, ...args]);
+  await runAs(user, 'mkdir', ['-m', '0700', home], { check: true });
+  await runAs(user, 'tee', [configFile], { input: `${ini('barman', globalConf)}\n${ini(server, serverConf)}`, check: true });
+  const run = (...args: string[]) => runAs(user, process.execPath, [BARMAN_SCRIPT, '-c', configFile, ...args]);
   const env: BarmanEnv = {
     root,
     home,
@@ -64,9 +76,8 @@ export async function createBarmanEnv(
       return r.stdout;
     },
     async newDir(prefix) {
-      const d = await makeTempDir(prefix, { owner: BARMAN_USER, mode: 0o755 });
-      const dest = path.join(d, 'data');
-      return dest;
+      const d = await makeTempDir(prefix, { owner: user, mode: 0o755 });
+      return path.join(d, 'data');
     },
     async stop() {
       await run('receive-wal', '--stop', server);

@@ -11,67 +11,22 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cleanupAll, PgCluster, startRecoveredCluster } from '../helpers/pg-cluster.js';
+import { cleanupAll, PgCluster } from '../helpers/pg-cluster.js';
 import { createBarmanEnv, listBackups, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
-import { createLocalBarmanEnv } from '../helpers/local-barman-env.js';
-import { makeTempDir, POSTGRES_USER, runAs } from '../helpers/system.js';
-
-const FINGERPRINT = `SELECT (SELECT count(*) FROM pgbench_accounts) || '|' ||
-  (SELECT md5(string_agg(aid::text || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts) || '|' ||
-  (SELECT sum(bbalance) FROM pgbench_branches) || '|' || (SELECT count(*) FROM in_ts) || '|' || (SELECT count(*) FROM marks)`;
-
-/** Regular files under a directory, and how many of them have other hard links. */
-async function walkLinks(dir: string): Promise<{ files: number; linked: number }> {
-  const res = { files: 0, linked: 0 };
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await fs.readdir(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) {
-        res.files += 1;
-        if ((await fs.lstat(p)).nlink >= 2) res.linked += 1;
-      }
-    }
-  };
-  await walk(dir);
-  return res;
-}
+import { backupRecorder, createFingerprintData, startStreamingOnSettledData, FINGERPRINT, infoField, recoverFingerprint, walkLinks } from '../helpers/rsync-backup-fixture.js';
+import { POSTGRES_USER } from '../helpers/system.js';
 
 describe('backup_method = local-rsync as the postgres user', { timeout: 600_000 }, () => {
   let pg: PgCluster;
   let env: BarmanEnv;
   let tsOid = '';
-  const ids: string[] = [];
-
-  const infoText = async (id: string): Promise<string> => {
-    const meta = path.join(env.home, env.server, 'meta', `${id}-backup.info`);
-    return fs.readFile(meta, 'utf8').catch(() => fs.readFile(path.join(env.home, env.server, 'base', id, 'backup.info'), 'utf8'));
-  };
-  const field = (text: string, key: string): string => new RegExp(`^${key}=(.*)$`, 'm').exec(text)?.[1] ?? '';
-  const backupDir = (id: string) => path.join(env.home, env.server, 'base', id);
-
-  const backup = async (...args: string[]): Promise<string> => {
-    await env.ok('backup', '--wait', '--wait-timeout', '120', '--immediate-checkpoint', ...args, env.server);
-    const list = await listBackups(env);
-    assert.equal(list[0]?.status, 'DONE', JSON.stringify(list));
-    const id = list[0]?.backup_id ?? '';
-    ids.push(id);
-    return id;
-  };
+  const { ids, backupDir, infoText, backup } = backupRecorder(() => env);
 
   before(async () => {
     pg = await PgCluster.create();
-    const tsDir = path.join(await makeTempDir('lrsync-ts-', { owner: POSTGRES_USER, mode: 0o755 }), 'space');
-    await runAs(POSTGRES_USER, 'mkdir', ['-m', '0700', tsDir], { check: true });
-    await pg.psql(`CREATE TABLESPACE extra LOCATION '${tsDir}'`);
-    await pg.psql('CREATE TABLE in_ts (v int) TABLESPACE extra; INSERT INTO in_ts SELECT generate_series(1, 5000); CREATE TABLE marks (v int); INSERT INTO marks VALUES (1);');
-    await pg.pgbench(['-i', '-s', '1', '-q']);
-    tsOid = await pg.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'extra'");
-    env = await createLocalBarmanEnv(pg, { server: 'lr', extra: { slot_name: 'barman_lr', autogenerate_manifest: 'true' } });
-    await startStreaming(env);
-    // Settle hint bits and dirty pages, so that the second backup finds unchanged files.
-    await pg.psql(FINGERPRINT);
-    await pg.checkpoint();
+    tsOid = await createFingerprintData(pg, 'lrsync-ts-');
+    env = await createBarmanEnv(pg, { osUser: POSTGRES_USER, server: 'lr', extra: { slot_name: 'barman_lr', autogenerate_manifest: 'true' } });
+    await startStreamingOnSettledData(env, pg);
   });
 
   after(async () => {
@@ -82,14 +37,14 @@ describe('backup_method = local-rsync as the postgres user', { timeout: 600_000 
   it('backs up with -j 2, writes a backup_manifest that verify-backup accepts', async () => {
     const id = await backup('-j', '2');
     const text = await infoText(id);
-    assert.equal(field(text, 'mode'), 'rsync-concurrent');
-    assert.match(field(text, 'copy_stats'), /'number_of_workers': 2/);
-    assert.equal(field(text, 'deduplicated_size'), field(text, 'size'));
+    assert.equal(infoField(text, 'mode'), 'rsync-concurrent');
+    assert.match(infoField(text, 'copy_stats'), /'number_of_workers': 2/);
+    assert.equal(infoField(text, 'deduplicated_size'), infoField(text, 'size'));
     const data = path.join(backupDir(id), 'data');
     assert.match(await fs.readFile(path.join(data, 'backup_label'), 'utf8'), /^LABEL: Barman backup lr /m);
     await fs.access(path.join(data, 'backup_manifest'));
     // The manifest counts in the backup's size (it is one of its files).
-    assert.ok(Number(field(text, 'size')) > (await fs.stat(path.join(data, 'backup_manifest'))).size);
+    assert.ok(Number(infoField(text, 'size')) > (await fs.stat(path.join(data, 'backup_manifest'))).size);
     // The tablespace link points at the backup's own copy, not at the live tablespace.
     assert.equal(await fs.readlink(path.join(data, 'pg_tblspc', tsOid)), path.join(backupDir(id), tsOid));
     const manifest = await fs.readFile(path.join(data, 'backup_manifest'), 'utf8');
@@ -110,8 +65,8 @@ describe('backup_method = local-rsync as the postgres user', { timeout: 600_000 
     const expected = await pg.psql(FINGERPRINT);
     const id = await backup('-j', '2');
     const text = await infoText(id);
-    const size = Number(field(text, 'size'));
-    const dedup = Number(field(text, 'deduplicated_size'));
+    const size = Number(infoField(text, 'size'));
+    const dedup = Number(infoField(text, 'deduplicated_size'));
     const walk = await walkLinks(path.join(backupDir(id), 'data'));
     const tsWalk = await walkLinks(path.join(backupDir(id), tsOid));
     t.diagnostic(`data: ${walk.linked}/${walk.files} files linked, tablespace ${tsWalk.linked}/${tsWalk.files}, deduplicated_size ${dedup} of ${size}`);
@@ -127,15 +82,7 @@ describe('backup_method = local-rsync as the postgres user', { timeout: 600_000 
     const v = await env.run('verify-backup', env.server, id);
     assert.equal(v.code, 0, `${v.stdout}\n${v.stderr}`);
 
-    const dest = await env.newDir('lrsync-restore-');
-    const newTs = path.join(await makeTempDir('lrsync-newts-', { owner: POSTGRES_USER, mode: 0o755 }), 'space');
-    await env.ok('recover', env.server, id, dest, '--tablespace', `extra:${newTs}`);
-    const { cluster } = await startRecoveredCluster(dest, undefined, { extraConf: { archive_mode: 'off' } });
-    try {
-      assert.equal(await cluster.psql(FINGERPRINT), expected);
-    } finally {
-      await cluster.destroy();
-    }
+    assert.equal(await recoverFingerprint(env, id, { owner: POSTGRES_USER, tempPrefix: 'lrsync' }), expected);
   });
 
   it('--no-manifest overrides autogenerate_manifest', async () => {
@@ -147,14 +94,14 @@ describe('backup_method = local-rsync as the postgres user', { timeout: 600_000 
 
   it('deleting the first backup makes the shared files of the second its own (deduplicated_size)', async () => {
     const [first = '', second = ''] = ids;
-    const before = Number(field(await infoText(second), 'deduplicated_size'));
+    const before = Number(infoField(await infoText(second), 'deduplicated_size'));
     await env.ok('delete', env.server, first);
     const text = await infoText(second);
-    const after = Number(field(text, 'deduplicated_size'));
+    const after = Number(infoField(text, 'deduplicated_size'));
     assert.ok(after > before, `deduplicated_size ${before} -> ${after}`);
     // The third backup did not reuse the second: nothing is shared any more.
-    assert.equal(after, Number(field(text, 'size')));
-    assert.equal(field(text, 'status'), 'DONE');
+    assert.equal(after, Number(infoField(text, 'size')));
+    assert.equal(infoField(text, 'status'), 'DONE');
   });
 
   it('as another user than postgres, the backup fails with one line saying why, no data copied', async (t) => {

@@ -11,74 +11,19 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
-import { cleanupAll, PgCluster, startRecoveredCluster } from '../helpers/pg-cluster.js';
-import { createBarmanEnv, listBackups, readLog, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
+import { cleanupAll, PgCluster } from '../helpers/pg-cluster.js';
+import { createBarmanEnv, listBackups, readLog, type BarmanEnv } from '../helpers/barman-env.js';
+import { backupRecorder, createFingerprintData, startStreamingOnSettledData, FINGERPRINT, infoField, recoverFingerprint, walkLinks } from '../helpers/rsync-backup-fixture.js';
 import { startSshd, type Sshd } from '../helpers/sshd.js';
-import { BARMAN_USER, ensureBarmanUser, makeTempDir, POSTGRES_USER, runAs, sleep, waitFor } from '../helpers/system.js';
-
-/** What must be identical between the source (at backup time) and a recovered copy. */
-const FINGERPRINT = `SELECT (SELECT count(*) FROM pgbench_accounts) || '|' ||
-  (SELECT md5(string_agg(aid::text || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts) || '|' ||
-  (SELECT sum(bbalance) FROM pgbench_branches) || '|' || (SELECT count(*) FROM in_ts) || '|' || (SELECT count(*) FROM marks)`;
-
-interface Walk {
-  files: number;
-  linked: number;
-}
-
-/** Regular files under a directory, and how many of them have other hard links. */
-async function walkLinks(dir: string): Promise<Walk> {
-  const res: Walk = { files: 0, linked: 0 };
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await fs.readdir(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) {
-        res.files += 1;
-        if ((await fs.lstat(p)).nlink >= 2) res.linked += 1;
-      }
-    }
-  };
-  await walk(dir);
-  return res;
-}
+import { BARMAN_USER, ensureBarmanUser, POSTGRES_USER, runAs, sleep, waitFor } from '../helpers/system.js';
 
 describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
   let sshd: Sshd;
   let pg: PgCluster;
   let env: BarmanEnv;
   let tsOid = '';
-  const ids: string[] = [];
-
-  const info = async (id: string): Promise<string> => {
-    const meta = path.join(env.home, env.server, 'meta', `${id}-backup.info`);
-    return fs.readFile(meta, 'utf8').catch(() => fs.readFile(path.join(env.home, env.server, 'base', id, 'backup.info'), 'utf8'));
-  };
-  const field = (text: string, key: string): string => new RegExp(`^${key}=(.*)$`, 'm').exec(text)?.[1] ?? '';
-  const backupDir = (id: string) => path.join(env.home, env.server, 'base', id);
-
-  /** Back up, then return the new backup's id (status DONE required). */
-  const backup = async (...args: string[]): Promise<string> => {
-    await env.ok('backup', '--wait', '--wait-timeout', '120', '--immediate-checkpoint', ...args, env.server);
-    const list = await listBackups(env);
-    assert.equal(list[0]?.status, 'DONE', JSON.stringify(list));
-    const id = list[0]?.backup_id ?? '';
-    ids.push(id);
-    return id;
-  };
-
-  /** Recover `id` (tablespace relocated) into a new directory, start it, return its fingerprint. */
-  const recoverFingerprint = async (id: string): Promise<string> => {
-    const dest = await env.newDir('rsync-restore-');
-    const newTs = path.join(await makeTempDir('rsync-newts-', { owner: BARMAN_USER, mode: 0o755 }), 'space');
-    await env.ok('recover', env.server, id, dest, '--tablespace', `extra:${newTs}`);
-    const { cluster } = await startRecoveredCluster(dest, undefined, { extraConf: { archive_mode: 'off' } });
-    try {
-      return await cluster.psql(FINGERPRINT);
-    } finally {
-      await cluster.destroy();
-    }
-  };
+  const { ids, backupDir, infoText, backup } = backupRecorder(() => env);
+  const recover = (id: string) => recoverFingerprint(env, id, { owner: BARMAN_USER, tempPrefix: 'rsync' });
 
   before(async () => {
     await ensureBarmanUser();
@@ -86,21 +31,12 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
     // The barman user logs in as postgres: rsync reads PGDATA with the server's owner's rights.
     const sshConfig = await sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
     pg = await PgCluster.create();
-    const tsDir = path.join(await makeTempDir('rsync-ts-', { owner: POSTGRES_USER, mode: 0o755 }), 'space');
-    await runAs(POSTGRES_USER, 'mkdir', ['-m', '0700', tsDir], { check: true });
-    await pg.psql(`CREATE TABLESPACE extra LOCATION '${tsDir}'`);
-    await pg.psql('CREATE TABLE in_ts (v int) TABLESPACE extra; INSERT INTO in_ts SELECT generate_series(1, 5000); CREATE TABLE marks (v int); INSERT INTO marks VALUES (1);');
-    await pg.pgbench(['-i', '-s', '1', '-q']);
-    tsOid = await pg.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'extra'");
+    tsOid = await createFingerprintData(pg, 'rsync-ts-');
     env = await createBarmanEnv(pg, {
       server: 'rs',
       extra: { backup_method: 'rsync', ssh_command: `ssh -F ${sshConfig} postgres@127.0.0.1`, slot_name: 'barman_rs' },
     });
-    await startStreaming(env);
-    // Flush what pgbench -i and the fingerprint reads dirtied (hint bits), so that later backups
-    // see stable files.
-    await pg.psql(FINGERPRINT);
-    await pg.checkpoint();
+    await startStreamingOnSettledData(env, pg);
   });
 
   after(async () => {
@@ -114,12 +50,12 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
     const one = await backup('-j', '1');
     const four = await backup('--jobs', '4');
     for (const id of [one, four]) {
-      const text = await info(id);
-      assert.equal(field(text, 'mode'), 'rsync-concurrent');
-      assert.match(field(text, 'backup_label'), /START WAL LOCATION/);
-      assert.match(field(text, 'tablespaces'), new RegExp(`\\('extra', ${tsOid}, `));
-      assert.match(field(text, 'copy_stats'), /'copy_time': [\d.]+, 'total_time': [\d.]+, 'number_of_workers': \d, 'analysis_time'/);
-      assert.equal(field(text, 'deduplicated_size'), field(text, 'size'), 'no reuse: nothing shared');
+      const text = await infoText(id);
+      assert.equal(infoField(text, 'mode'), 'rsync-concurrent');
+      assert.match(infoField(text, 'backup_label'), /START WAL LOCATION/);
+      assert.match(infoField(text, 'tablespaces'), new RegExp(`\\('extra', ${tsOid}, `));
+      assert.match(infoField(text, 'copy_stats'), /'copy_time': [\d.]+, 'total_time': [\d.]+, 'number_of_workers': \d, 'analysis_time'/);
+      assert.equal(infoField(text, 'deduplicated_size'), infoField(text, 'size'), 'no reuse: nothing shared');
       const data = path.join(backupDir(id), 'data');
       assert.match(await fs.readFile(path.join(data, 'backup_label'), 'utf8'), /^LABEL: Barman backup rs /m);
       assert.match(await fs.readFile(path.join(data, 'tablespace_map'), 'utf8'), new RegExp(`^${tsOid} `));
@@ -129,9 +65,9 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
       const tsContent = await fs.readdir(path.join(backupDir(id), tsOid));
       assert.ok(tsContent.some((n) => n.startsWith('PG_15_')), tsContent.join(','));
     }
-    assert.match(field(await info(four), 'copy_stats'), /'number_of_workers': 4/);
-    assert.equal(await recoverFingerprint(one), expected);
-    assert.equal(await recoverFingerprint(four), expected);
+    assert.match(infoField(await infoText(four), 'copy_stats'), /'number_of_workers': 4/);
+    assert.equal(await recover(one), expected);
+    assert.equal(await recover(four), expected);
   });
 
   it('reuse_backup = link shares the unchanged files with the previous backup and recovers the change', async (t) => {
@@ -140,9 +76,9 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
     await pg.pgbench(['-t', '20', '-c', '1', '-n']);
     const expected = await pg.psql(FINGERPRINT);
     const id = await backup('--reuse-backup', '-j', '2');
-    const text = await info(id);
-    const size = Number(field(text, 'size'));
-    const dedup = Number(field(text, 'deduplicated_size'));
+    const text = await infoText(id);
+    const size = Number(infoField(text, 'size'));
+    const dedup = Number(infoField(text, 'deduplicated_size'));
     const walk = await walkLinks(path.join(backupDir(id), 'data'));
     const tsWalk = await walkLinks(path.join(backupDir(id), tsOid));
     t.diagnostic(`data: ${walk.linked}/${walk.files} files linked, tablespace: ${tsWalk.linked}/${tsWalk.files}, deduplicated_size ${dedup} of ${size}`);
@@ -153,13 +89,13 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
     // The linked files are those of the previous backup (same inode).
     const pgVersion = path.join('data', 'PG_VERSION');
     assert.equal((await fs.stat(path.join(backupDir(id), pgVersion))).ino, (await fs.stat(path.join(backupDir(previous), pgVersion))).ino);
-    assert.equal(await recoverFingerprint(id), expected);
+    assert.equal(await recover(id), expected);
   });
 
   it('a copy killed mid-way leaves the backup FAILED, the lock free and the previous backups untouched', async () => {
     const before = await listBackups(env);
     const last = ids.at(-1) ?? '';
-    const lastInfo = await info(last);
+    const lastInfo = await infoText(last);
     const lastWalk = await walkLinks(backupDir(last));
     const child = spawn(
       'runuser',
@@ -190,10 +126,10 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
     assert.equal(code, 1, stderr);
     const failed = (await listBackups(env)).find((b) => b.backup_id === started.backup_id);
     assert.equal(failed?.status, 'FAILED');
-    assert.match(field(await info(started.backup_id), 'error'), /failure copying files/);
+    assert.match(infoField(await infoText(started.backup_id), 'error'), /failure copying files/);
     // Earlier backups as they were.
     assert.deepEqual((await listBackups(env)).filter((b) => b.backup_id !== started.backup_id), before);
-    assert.equal(await info(last), lastInfo);
+    assert.equal(await infoText(last), lastInfo);
     assert.deepEqual(await walkLinks(backupDir(last)), lastWalk);
     // The lock was released: the next backup runs, and reuses the last DONE backup, not the failed one.
     const next = await backup('--reuse-backup', 'link');

@@ -6,24 +6,9 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { cleanupAll, PgCluster } from '../helpers/pg-cluster.js';
 import { createBarmanEnv, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
-
-/** `name{k="v",...}` → value, labels sorted. */
-function values(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const fam of parsePrometheusTextFormat(text)) {
-    for (const m of fam.metrics) {
-      const labels = Object.entries(m.labels ?? {})
-        .sort(([a], [b]) => (a < b ? -1 : 1))
-        .map(([k, v]) => `${k}="${v}"`)
-        .join(',');
-      out.set(`${fam.name}{${labels}}`, Number(m.value));
-    }
-  }
-  return out;
-}
+import { metricValues } from '../helpers/prometheus.js';
 
 describe('barman metrics on a streaming server', { timeout: 300_000 }, () => {
   let pg: PgCluster;
@@ -43,7 +28,7 @@ describe('barman metrics on a streaming server', { timeout: 300_000 }, () => {
 
   it('reports up, receive-wal, the DONE backup and a finite WAL lag', async () => {
     const out = await env.ok('metrics', env.server);
-    const v = values(out);
+    const v = metricValues(out);
     const s = `server="${env.server}"`;
     assert.equal(v.get(`barman_up{${s}}`), 1, out);
     assert.equal(v.get(`barman_receive_wal_running{${s}}`), 1, out);
@@ -65,7 +50,7 @@ describe('barman metrics on a streaming server', { timeout: 300_000 }, () => {
     await env.ok('-q', 'metrics', '--no-checks', '-o', file, 'all');
     const st = await fsp.stat(file);
     assert.equal(st.mode & 0o777, 0o644);
-    const v = values(await fsp.readFile(file, 'utf8'));
+    const v = metricValues(await fsp.readFile(file, 'utf8'));
     assert.equal(v.get(`barman_up{server="${env.server}"}`), 1);
   });
 });

@@ -1,150 +1,25 @@
 /**
- * `barman restore` on a real PostgreSQL 15 backup. The catalog is built by hand (the real
- * `barman backup` is tested elsewhere): a `pg_basebackup -X none` taken by the barman user into
- * base/<id>/data (tablespace into base/<id>/<oid>), a backup.info from backup_label and
- * backup_manifest, and the WAL files of an archive_command-populated directory copied into
- * wals/<hashdir>/ (every other one gzip-compressed, as the archiver may store them).
- * Then our CLI restores as the barman user, and each restored cluster is started as postgres.
+ * `barman restore` on a real PostgreSQL 15 backup, from the hand-built catalog of
+ * test/helpers/restore-fixture.ts (plain and tar+gzip pg_basebackup backups, archived WAL partly
+ * gzip-compressed). Our CLI restores as the barman user, and each restored cluster is started
+ * as postgres.
  */
 import assert from 'node:assert/strict';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
-import { DONE, newBackupInfo, writeBackupInfoFile } from '../../src/catalog/backup-info.js';
-import { manifestWalRanges, parseBackupLabel } from '../../src/postgres/backup-label.js';
-import { localNowPyDateTime } from '../../src/util/pytime.js';
-import { lsnToWal, parseLsn, previousSegment, walOffset, isWalName, hashDir } from '../../src/wal/names.js';
-import { PgCluster, cleanupAll, pgBin, startRecoveredCluster } from '../helpers/pg-cluster.js';
-import { BARMAN_USER, POSTGRES_USER, chownR, ensureBarmanUser, makeTempDir, runAs, sleep } from '../helpers/system.js';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const BARMAN_JS = path.join(ROOT, 'bin', 'barman.js');
-const BACKUP_ID = '20240301T120000';
-const TAR_BACKUP_ID = '20240301T130000';
+import { cleanupAll, startRecoveredCluster } from '../helpers/pg-cluster.js';
+import { BACKUP_ID, BARMAN_JS, TAR_BACKUP_ID, assertCompleteRestore, createRestoreFixture, type RestoreFixture } from '../helpers/restore-fixture.js';
+import { BARMAN_USER, makeTempDir } from '../helpers/system.js';
 
 describe('barman restore (local)', () => {
-  let src: PgCluster;
-  let archiveDir: string;
-  let home: string;
   let conf: string;
   let tbsOid: number;
   let targetTime: string;
-
-  /** Run our CLI as the barman user. */
-  const barman = (args: string[]) => runAs(BARMAN_USER, process.execPath, [BARMAN_JS, '-c', conf, ...args]);
+  let barman: RestoreFixture['barman'];
 
   before(async () => {
-    await ensureBarmanUser();
-    archiveDir = await makeTempDir('archive-', { owner: POSTGRES_USER, mode: 0o755 });
-    src = await PgCluster.create({
-      archiveMode: true,
-      // Written by the administrator of the test cluster: PostgreSQL runs it through a shell.
-      archiveCommand: `test ! -f ${archiveDir}/%f && cp %p ${archiveDir}/%f`,
-    });
-    const tbsDir = await makeTempDir('tbs-', { owner: POSTGRES_USER, mode: 0o700 });
-    await src.psql(`
-      CREATE TABLESPACE tbs1 LOCATION '${tbsDir}';
-      CREATE TABLE t (id int PRIMARY KEY, v text);
-      CREATE TABLE t2 (id int) TABLESPACE tbs1;
-      INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g;
-      INSERT INTO t2 SELECT generate_series(1, 100);
-    `);
-    tbsOid = Number(await src.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'tbs1'"));
-
-    // The catalog, owned by barman.
-    home = await makeTempDir('barman-home-', { owner: BARMAN_USER, mode: 0o755 });
-    conf = path.join(home, 'barman.conf');
-    await fs.writeFile(
-      conf,
-      [
-        '[barman]',
-        `barman_home = ${home}`,
-        `barman_user = ${BARMAN_USER}`,
-        `log_file = ${home}/barman.log`,
-        '',
-        '[pg]',
-        'description = restore test',
-        `conninfo = ${src.conninfo}`,
-        'backup_method = postgres',
-        'archiver = on',
-        '',
-      ].join('\n'),
-    );
-    await fs.mkdir(path.join(home, 'pg', 'base'), { recursive: true });
-    await chownR(path.join(home, 'pg'), BARMAN_USER);
-    await chownR(conf, BARMAN_USER);
-
-    /** Take a backup with pg_basebackup as barman and write its backup.info. */
-    const takeBackup = async (id: string, format: 'plain' | 'tar'): Promise<void> => {
-      const base = path.join(home, 'pg', 'base', id);
-      await runAs(BARMAN_USER, 'mkdir', ['-p', base], { check: true });
-      const data = path.join(base, 'data');
-      const args = ['-d', src.conninfo, '-D', data, '-X', 'none', '-c', 'fast'];
-      if (format === 'plain') args.push('-T', `${tbsDir}=${path.join(base, String(tbsOid))}`);
-      else args.push('-F', 't', '-z');
-      const beginTime = localNowPyDateTime();
-      await runAs(BARMAN_USER, pgBin('pg_basebackup'), args, { check: true });
-      const endTime = localNowPyDateTime();
-      const labelText =
-        format === 'plain'
-          ? await fs.readFile(path.join(data, 'backup_label'), 'utf8')
-          : (await runAs('root', 'tar', ['-xzOf', path.join(data, 'base.tar.gz'), 'backup_label'], { check: true })).stdout;
-      const label = parseBackupLabel(labelText);
-      const range = manifestWalRanges(await fs.readFile(path.join(data, 'backup_manifest'), 'utf8')).at(-1);
-      assert.ok(range);
-      const endLsn = range.endLsn;
-      const endWalRaw = lsnToWal(endLsn, range.timeline);
-      const endWal = walOffset(endLsn) === 0 ? previousSegment(endWalRaw) : endWalRaw;
-      assert.ok(parseLsn(endLsn) > parseLsn(label.startLsn));
-      const info = newBackupInfo({
-        status: DONE,
-        backup_label: labelText,
-        begin_time: beginTime,
-        end_time: endTime,
-        begin_wal: label.startWal,
-        end_wal: endWal,
-        begin_xlog: label.startLsn,
-        end_xlog: endLsn,
-        begin_offset: walOffset(label.startLsn),
-        end_offset: walOffset(endLsn),
-        timeline: label.timeline,
-        version: Number(await src.psql('SHOW server_version_num')),
-        pgdata: src.dataDir,
-        config_file: path.join(src.dataDir, 'postgresql.conf'),
-        hba_file: path.join(src.dataDir, 'pg_hba.conf'),
-        ident_file: path.join(src.dataDir, 'pg_ident.conf'),
-        mode: 'postgres',
-        compression: format === 'tar' ? 'gzip' : null,
-        server_name: 'pg',
-        systemid: await src.psql('SELECT system_identifier FROM pg_control_system()'),
-        tablespaces: [{ name: 'tbs1', oid: tbsOid, location: tbsDir }],
-        data_checksums: 'off',
-      });
-      await writeBackupInfoFile(path.join(base, 'backup.info'), info);
-    };
-    await takeBackup(BACKUP_ID, 'plain');
-    await takeBackup(TAR_BACKUP_ID, 'tar');
-
-    // After the backup: a second batch, the PITR target, a third batch.
-    await src.psql("INSERT INTO t SELECT g, 'second' FROM generate_series(1001, 2000) g;");
-    targetTime = await src.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00:00'");
-    await sleep(1100);
-    await src.psql("INSERT INTO t SELECT g, 'third' FROM generate_series(2001, 3000) g;");
-    await src.waitArchived(await src.switchWal());
-
-    // The archive, as Barman's archiver would have filled it.
-    const wals = path.join(home, 'pg', 'wals');
-    let n = 0;
-    for (const name of (await fs.readdir(archiveDir)).sort()) {
-      if (!isWalName(name)) continue;
-      const dir = path.join(wals, hashDir(name));
-      await fs.mkdir(dir, { recursive: true });
-      const data = await fs.readFile(path.join(archiveDir, name));
-      await fs.writeFile(path.join(dir, name), n++ % 2 === 0 ? gzipSync(data) : data);
-    }
-    await chownR(home, BARMAN_USER);
+    ({ conf, tbsOid, targetTime, barman } = await createRestoreFixture({ description: 'restore test' }));
   });
 
   after(cleanupAll);
@@ -167,12 +42,7 @@ describe('barman restore (local)', () => {
     assert.equal(await fs.readlink(path.join(dest, 'pg_tblspc', String(tbsOid))), tbs);
     assert.ok((await fs.readdir(path.join(dest, 'pg_wal', 'archive_status'))).length > 0);
 
-    const { cluster, outcome } = await startRecoveredCluster(dest);
-    assert.equal(outcome, 'primary');
-    assert.equal(await cluster.psql('SELECT count(*) FROM t'), '3000');
-    assert.equal(await cluster.psql('SELECT count(*) FROM t2'), '100');
-    assert.equal(await cluster.psql('SHOW archive_command'), 'false');
-    await cluster.destroy();
+    await assertCompleteRestore(dest);
   });
 
   test('restore of a compressed tar-format backup (pg_basebackup -Ft -z)', async () => {
@@ -182,11 +52,7 @@ describe('barman restore (local)', () => {
     assert.match(res.stdout, /using backup 20240301T130000/);
     assert.equal(existsSync(path.join(dest, `backup_manifest.${TAR_BACKUP_ID}`)), true);
     assert.equal(await fs.readlink(path.join(dest, 'pg_tblspc', String(tbsOid))), tbs);
-    const { cluster, outcome } = await startRecoveredCluster(dest);
-    assert.equal(outcome, 'primary');
-    assert.equal(await cluster.psql('SELECT count(*) FROM t'), '3000');
-    assert.equal(await cluster.psql('SELECT count(*) FROM t2'), '100');
-    await cluster.destroy();
+    await assertCompleteRestore(dest);
   });
 
   test('point-in-time restore between two inserts', async () => {

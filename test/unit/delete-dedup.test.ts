@@ -7,16 +7,14 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { DONE, WAITING_FOR_WALS, newBackupInfo, readBackupInfoFile, writeBackupInfoFile, type BackupInfo } from '../../src/catalog/backup-info.js';
-import { backupDirSizes } from '../../src/catalog/delete.js';
-import { PyDateTime } from '../../src/util/pytime.js';
+import { DONE, WAITING_FOR_WALS, readBackupInfoFile, type BackupInfo } from '../../src/catalog/backup-info.js';
+import { treeSizes } from '../../src/util/fsutil.js';
+import { addSyntheticBackup } from '../helpers/catalog-fixture.js';
 import { makeCliFixture, type CliFixture } from '../helpers/cli-fixture.js';
 
 const A = '20240101T100000';
 const B = '20240102T100000';
 const C = '20240103T100000';
-
-const utc = (day: number) => PyDateTime.fromFields({ year: 2024, month: 1, day, hour: 10, minute: 0, second: 0 }, 0);
 
 function fixture(): Promise<CliFixture> {
   return makeCliFixture({
@@ -29,25 +27,9 @@ function fixture(): Promise<CliFixture> {
 const infoFile = (f: CliFixture, id: string) => path.join(f.srvDir, 'base', id, 'backup.info');
 const dataDir = (f: CliFixture, id: string) => path.join(f.srvDir, 'base', id, 'data');
 
-async function writeInfo(f: CliFixture, id: string, day: number, extra: Partial<BackupInfo>): Promise<void> {
-  await writeBackupInfoFile(
-    infoFile(f, id),
-    newBackupInfo({
-      status: DONE,
-      server_name: 'pg',
-      mode: 'rsync-concurrent',
-      version: 150004,
-      pgdata: '/srv/pgdata',
-      timeline: 1,
-      begin_wal: `0000000100000000000000${String(day * 2).padStart(2, '0')}`,
-      end_wal: `0000000100000000000000${String(day * 2).padStart(2, '0')}`,
-      begin_xlog: `0/${day * 2}000028`,
-      end_xlog: `0/${day * 2}000100`,
-      begin_time: utc(day),
-      end_time: utc(day),
-      ...extra,
-    }),
-  );
+/** Backups of day 1, 2, 3: rsync backups whose WAL is segment 2, 4, 6. */
+async function writeInfo(f: CliFixture, id: string, extra: Partial<BackupInfo>): Promise<void> {
+  await addSyntheticBackup(f.srvDir, id, { mode: 'rsync-concurrent', ...extra });
 }
 
 /**
@@ -61,15 +43,15 @@ async function linkedCatalog(f: CliFixture, opts: { bMode?: string; bStatus?: Ba
   await fsp.link(path.join(dataDir(f, A), 'big'), path.join(dataDir(f, B), 'big'));
   await fsp.link(path.join(dataDir(f, A), 'small'), path.join(dataDir(f, B), 'small'));
   await fsp.writeFile(path.join(dataDir(f, B), 'own'), Buffer.alloc(500, 3));
-  await writeInfo(f, A, 1, { size: 4000, deduplicated_size: 4000 });
-  await writeInfo(f, B, 2, { size: 4500, deduplicated_size: 500, mode: opts.bMode ?? 'rsync-concurrent', status: opts.bStatus ?? DONE });
+  await writeInfo(f, A, { size: 4000, deduplicated_size: 4000 });
+  await writeInfo(f, B, { size: 4500, deduplicated_size: 500, mode: opts.bMode ?? 'rsync-concurrent', status: opts.bStatus ?? DONE });
 }
 
 describe('delete: sizes of the next rsync backup', () => {
-  it('backupDirSizes counts every file in size and only single-link files in deduplicated', async () => {
+  it('treeSizes counts every file in size and only single-link files in deduplicated', async () => {
     const f = await fixture();
     await linkedCatalog(f);
-    const sizes = await backupDirSizes(dataDir(f, B));
+    const sizes = await treeSizes(dataDir(f, B));
     assert.deepEqual(sizes, { size: 4500, deduplicated: 500 });
   });
 
@@ -103,7 +85,7 @@ describe('delete: sizes of the next rsync backup', () => {
     // C links B's "big" (three names for that inode before the delete, two after).
     await fsp.mkdir(dataDir(f, C), { recursive: true });
     await fsp.link(path.join(dataDir(f, B), 'big'), path.join(dataDir(f, C), 'big'));
-    await writeInfo(f, C, 3, { size: 3000, deduplicated_size: 0 });
+    await writeInfo(f, C, { size: 3000, deduplicated_size: 0 });
     const r = await f.run('delete', 'pg', A);
     assert.equal(r.code, 0, r.stderr);
     const after = await readBackupInfoFile(infoFile(f, B));

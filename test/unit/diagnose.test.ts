@@ -7,9 +7,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { DONE, newBackupInfo, writeBackupInfoFile } from '../../src/catalog/backup-info.js';
 import { lastArchivedWalPerTimeline, redactDeep } from '../../src/reporting/diagnose.js';
-import { PyDateTime } from '../../src/util/pytime.js';
+import { addSyntheticBackup } from '../helpers/catalog-fixture.js';
 import { makeCliFixture } from '../helpers/cli-fixture.js';
 
 const SECRETS = ['pw-conninfo-1', 'pw-streaming-2', 'pw-uri-3', 'pw-primary-4', 'pw-command-5', "pw 'quoted' 6"];
@@ -29,23 +28,7 @@ async function fixture() {
     },
   });
   // One backup and a few WALs on two timelines.
-  const dir = path.join(f.srvDir, 'base', '20240101T100000');
-  await fsp.mkdir(path.join(dir, 'data'), { recursive: true });
-  await writeBackupInfoFile(
-    path.join(dir, 'backup.info'),
-    newBackupInfo({
-      status: DONE,
-      server_name: 'pg',
-      mode: 'postgres',
-      version: 160002,
-      timeline: 1,
-      begin_wal: '000000010000000000000002',
-      end_wal: '000000010000000000000002',
-      begin_time: PyDateTime.fromFields({ year: 2024, month: 1, day: 1, hour: 10, minute: 0, second: 0 }, 0),
-      end_time: PyDateTime.fromFields({ year: 2024, month: 1, day: 1, hour: 10, minute: 5, second: 0 }, 0),
-      size: 1024,
-    }),
-  );
+  await addSyntheticBackup(f.srvDir, '20240101T100000', { version: 160002, size: 1024 });
   await fsp.mkdir(path.join(f.srvDir, 'wals'), { recursive: true });
   await fsp.writeFile(
     path.join(f.srvDir, 'wals', 'xlog.db'),

@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { DONE, FAILED, newBackupInfo, writeBackupInfoFile, type BackupInfo } from '../../src/catalog/backup-info.js';
+import { FAILED, type BackupInfo } from '../../src/catalog/backup-info.js';
 import { manifestTimestamp, renderManifest } from '../../src/backup/manifest.js';
-import { PyDateTime } from '../../src/util/pytime.js';
 import { run } from '../../src/util/proc.js';
+import { addSyntheticBackup } from '../helpers/catalog-fixture.js';
 import { makeCliFixture, type CliFixture } from '../helpers/cli-fixture.js';
 
 const PG_VERIFYBACKUP = '/usr/lib/postgresql/15/bin/pg_verifybackup';
@@ -33,22 +33,7 @@ async function addBackup(f: CliFixture, extra: Partial<BackupInfo> = {}): Promis
   await fsp.mkdir(path.join(ts, 'PG_15_202209061', '5'), { recursive: true });
   await fsp.writeFile(path.join(ts, 'PG_15_202209061', '5', '16386'), 'tablespace data');
   await fsp.symlink(ts, path.join(data, 'pg_tblspc', '16385'));
-  const info = newBackupInfo({
-    status: DONE,
-    server_name: 'pg',
-    mode: 'postgres',
-    version: 150004,
-    pgdata: '/srv/pgdata',
-    timeline: 1,
-    begin_wal: '000000010000000000000002',
-    end_wal: '000000010000000000000002',
-    begin_xlog: '0/2000028',
-    end_xlog: '0/2000100',
-    begin_time: PyDateTime.fromFields({ year: 2024, month: 1, day: 1, hour: 10, minute: 0 }, 0),
-    end_time: PyDateTime.fromFields({ year: 2024, month: 1, day: 1, hour: 10, minute: 5 }, 0),
-    ...extra,
-  });
-  await writeBackupInfoFile(path.join(f.srvDir, 'base', ID, 'backup.info'), info);
+  await addSyntheticBackup(f.srvDir, ID, extra);
   return data;
 }
 

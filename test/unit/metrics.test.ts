@@ -7,40 +7,23 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import parsePrometheusTextFormat from 'parse-prometheus-text-format';
-import { DONE, FAILED, WAITING_FOR_WALS, newBackupInfo, writeBackupInfoFile, type BackupInfo } from '../../src/catalog/backup-info.js';
+import { DONE, FAILED, WAITING_FOR_WALS, type BackupInfo } from '../../src/catalog/backup-info.js';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { archiveFacts, collectMetrics, errorKind, walLagSegments } from '../../src/reporting/metrics.js';
 import type { PgFacts } from '../../src/reporting/server-status.js';
-import { PyDateTime } from '../../src/util/pytime.js';
 import { walName } from '../../src/wal/names.js';
+import { addSyntheticBackup } from '../helpers/catalog-fixture.js';
 import { makeCliFixture, type CliFixture } from '../helpers/cli-fixture.js';
+import { metricValues } from '../helpers/prometheus.js';
 
 const MiB = 1024 * 1024;
 /** 2024-01-01 10:00:00 UTC */
 const T0 = 1704103200;
-const utc = (day: number, hour: number, minute: number) => PyDateTime.fromFields({ year: 2024, month: 1, day, hour, minute, second: 0 }, 0);
 
+/** A backup of day DD of its id whose WAL is segment DD. */
 async function addBackup(f: CliFixture, id: string, status: string, size: number, extra: Partial<BackupInfo> = {}): Promise<void> {
-  const dir = path.join(f.srvDir, 'base', id);
-  await fsp.mkdir(path.join(dir, 'data'), { recursive: true });
-  const day = Number(id.slice(6, 8));
-  await writeBackupInfoFile(
-    path.join(dir, 'backup.info'),
-    newBackupInfo({
-      status,
-      server_name: 'pg',
-      mode: 'postgres',
-      version: 150004,
-      timeline: 1,
-      begin_wal: walName(1, 0, day),
-      end_wal: walName(1, 0, day),
-      begin_time: utc(day, 10, 0),
-      end_time: utc(day, 10, 5),
-      size,
-      ...extra,
-    }),
-  );
+  const wal = walName(1, 0, Number(id.slice(6, 8)));
+  await addSyntheticBackup(f.srvDir, id, { status, size, begin_wal: wal, end_wal: wal, ...extra });
 }
 
 /** Segments `segs` of timeline 1, archived one a minute from T0, `n` MiB each on disk. */
@@ -72,23 +55,6 @@ async function fixture(server: Record<string, string> = {}): Promise<{ f: CliFix
   return { f, srv };
 }
 
-type Values = Map<string, number>;
-
-/** `name{k="v",...}` → value, labels sorted, from the parsed exposition. */
-function values(text: string): Values {
-  const out: Values = new Map();
-  for (const fam of parsePrometheusTextFormat(text)) {
-    for (const m of fam.metrics) {
-      const labels = Object.entries(m.labels ?? {})
-        .sort(([a], [b]) => (a < b ? -1 : 1))
-        .map(([k, v]) => `${k}="${v}"`)
-        .join(',');
-      out.set(`${fam.name}{${labels}}`, Number(m.value));
-    }
-  }
-  return out;
-}
-
 const NOW = (T0 + 3 * 86400) * 1000; // 2024-01-04 10:00:00 UTC
 const upFacts: PgFacts = {
   version: '15.4',
@@ -108,7 +74,7 @@ describe('metrics from the catalog', () => {
       ],
       receiveWalRunning: async () => true,
     });
-    const v = values(text);
+    const v = metricValues(text);
     const s = 'server="pg"';
     assert.equal(v.get(`barman_up{${s}}`), 1);
     // Newest DONE: 20240103T100000, ended 2024-01-03 10:05 UTC, 23 h 55 min before NOW.
@@ -145,7 +111,7 @@ describe('metrics from the catalog', () => {
     const text = await collectMetrics([srv], { now: () => NOW, pgFacts: () => never, checks: () => never, receiveWalRunning: async () => false });
     // Bounded by check_timeout (1 s), with a wide margin for a loaded machine.
     assert.ok(Date.now() - started < 20000);
-    const v = values(text);
+    const v = metricValues(text);
     assert.equal(v.get('barman_up{server="pg"}'), 0);
     assert.equal(v.get('barman_backups{server="pg",status="DONE"}'), 2);
     assert.equal(v.get('barman_last_backup_size_bytes{server="pg"}'), 20 * MiB);
@@ -160,7 +126,7 @@ describe('metrics from the catalog', () => {
   it('without backups or xlog.db: no age, no lag, zero counts', async () => {
     const f = await makeCliFixture({ prefix: 'barman-metrics-empty-', server: { conninfo: 'host=127.0.0.1 port=1' } });
     const srv = loadConfig(f.configFile).servers.get('pg') as ServerConfig;
-    const v = values(await collectMetrics([srv], { pgFacts: async () => upFacts, receiveWalRunning: async () => false }, { checks: false }));
+    const v = metricValues(await collectMetrics([srv], { pgFacts: async () => upFacts, receiveWalRunning: async () => false }, { checks: false }));
     assert.equal(v.get('barman_up{server="pg"}'), 1);
     assert.equal(v.get('barman_backups{server="pg",status="DONE"}'), 0);
     assert.equal(v.has('barman_last_backup_age_seconds{server="pg"}'), false);
@@ -201,7 +167,7 @@ describe('barman metrics (CLI)', () => {
     const { f } = await fixture({ check_timeout: '3' });
     const r = await f.run('metrics', 'pg');
     assert.equal(r.code, 0, r.stderr);
-    const v = values(r.stdout);
+    const v = metricValues(r.stdout);
     assert.equal(v.get('barman_up{server="pg"}'), 0);
     assert.equal(v.get('barman_backups{server="pg",status="DONE"}'), 2);
     assert.equal(v.get('barman_wal_archive_segments{server="pg"}'), 5);
@@ -220,7 +186,7 @@ describe('barman metrics (CLI)', () => {
     assert.equal(r.stdout, '');
     assert.deepEqual(await fsp.readdir(dir), ['barman.prom']);
     assert.equal((await fsp.stat(file)).mode & 0o777, 0o644);
-    const v = values(await fsp.readFile(file, 'utf8'));
+    const v = metricValues(await fsp.readFile(file, 'utf8'));
     assert.equal(v.get('barman_backups{server="pg",status="FAILED"}'), 1);
     assert.equal(v.has('barman_check_ok{check="PostgreSQL",server="pg"}'), false);
   });

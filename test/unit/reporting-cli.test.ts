@@ -14,6 +14,7 @@ import { DELETE_IN_PROGRESS_ERROR, decideWalCleanup, selectWalsToRemove } from '
 import { pyDict, pyFloat } from '../../src/catalog/pyliteral.js';
 import { PyDateTime } from '../../src/util/pytime.js';
 import { walName } from '../../src/wal/names.js';
+import { addSyntheticBackup } from '../helpers/catalog-fixture.js';
 import { makeCliFixture, type CliFixture } from '../helpers/cli-fixture.js';
 
 const MiB = 1024 * 1024;
@@ -33,36 +34,26 @@ function makeFixture(serverOptions: Record<string, string> = {}): Promise<Fixtur
 const utc = (day: number, hour: number, minute: number, second = 0) => PyDateTime.fromFields({ year: 2024, month: 1, day, hour, minute, second }, 0);
 
 async function addBackup(f: Fixture, id: string, begin: number | null, end: number | null, extra: Partial<BackupInfo> = {}): Promise<void> {
-  const dir = path.join(f.srvDir, 'base', id);
-  await fsp.mkdir(path.join(dir, 'data'), { recursive: true });
-  await fsp.writeFile(path.join(dir, 'data', 'PG_VERSION'), '16\n');
   const day = Number(id.slice(6, 8));
-  await writeBackupInfoFile(
-    path.join(dir, 'backup.info'),
-    newBackupInfo({
-      status: DONE,
-      server_name: 'pg',
-      mode: 'postgres',
-      version: 160002,
-      pgdata: '/srv/pgdata',
-      systemid: '7300000000000000001',
-      timeline: 1,
-      begin_wal: begin === null ? null : walName(1, 0, begin),
-      end_wal: end === null ? null : walName(1, 0, end),
-      begin_offset: 40,
-      end_offset: 312,
-      begin_xlog: begin === null ? null : `0/${begin.toString(16).toUpperCase()}000028`,
-      end_xlog: end === null ? null : `0/${end.toString(16).toUpperCase()}000138`,
-      begin_time: utc(day, 10, 0),
-      end_time: utc(day, 10, 5),
-      size: 10 * MiB,
-      deduplicated_size: 10 * MiB,
-      cluster_size: 40 * MiB,
-      data_checksums: 'on',
-      copy_stats: pyDict({ copy_time: pyFloat(250), analysis_time: pyFloat(2), total_time: pyFloat(252) }),
-      ...extra,
-    }),
-  );
+  const dir = await addSyntheticBackup(f.srvDir, id, {
+    version: 160002,
+    systemid: '7300000000000000001',
+    begin_wal: begin === null ? null : walName(1, 0, begin),
+    end_wal: end === null ? null : walName(1, 0, end),
+    begin_offset: 40,
+    end_offset: 312,
+    begin_xlog: begin === null ? null : `0/${begin.toString(16).toUpperCase()}000028`,
+    end_xlog: end === null ? null : `0/${end.toString(16).toUpperCase()}000138`,
+    begin_time: utc(day, 10, 0),
+    end_time: utc(day, 10, 5),
+    size: 10 * MiB,
+    deduplicated_size: 10 * MiB,
+    cluster_size: 40 * MiB,
+    data_checksums: 'on',
+    copy_stats: pyDict({ copy_time: pyFloat(250), analysis_time: pyFloat(2), total_time: pyFloat(252) }),
+    ...extra,
+  });
+  await fsp.writeFile(path.join(dir, 'data', 'PG_VERSION'), '16\n');
 }
 
 /** WAL segments 1..n of timeline 1 (1 MiB each on disk, gzip), archived one a minute from T0. */

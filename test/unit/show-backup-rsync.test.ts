@@ -5,16 +5,13 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
-import { DONE, WAITING_FOR_WALS, newBackupInfo, writeBackupInfoFile, type BackupInfo } from '../../src/catalog/backup-info.js';
+import { WAITING_FOR_WALS, type BackupInfo } from '../../src/catalog/backup-info.js';
 import { pyDict, pyFloat } from '../../src/catalog/pyliteral.js';
-import { PyDateTime } from '../../src/util/pytime.js';
+import { addSyntheticBackup } from '../helpers/catalog-fixture.js';
 import { makeCliFixture, type CliFixture } from '../helpers/cli-fixture.js';
 
 const MiB = 1024 * 1024;
 const ID = '20240101T100000';
-const utc = (minute: number) => PyDateTime.fromFields({ year: 2024, month: 1, day: 1, hour: 10, minute, second: 0 }, 0);
 
 async function fixture(extra: Partial<BackupInfo>): Promise<CliFixture> {
   const f = await makeCliFixture({
@@ -22,33 +19,17 @@ async function fixture(extra: Partial<BackupInfo>): Promise<CliFixture> {
     global: { log_level: 'ERROR' },
     server: { conninfo: 'host=127.0.0.1 port=1 user=barman connect_timeout=5', backup_method: 'rsync', ssh_command: 'ssh pg' },
   });
-  const dir = path.join(f.srvDir, 'base', ID);
-  await fsp.mkdir(path.join(dir, 'data'), { recursive: true });
-  await writeBackupInfoFile(
-    path.join(dir, 'backup.info'),
-    newBackupInfo({
-      status: DONE,
-      server_name: 'pg',
-      mode: 'rsync-concurrent',
-      version: 150004,
-      pgdata: '/srv/pgdata',
-      timeline: 1,
-      begin_wal: '000000010000000000000002',
-      end_wal: '000000010000000000000002',
-      begin_xlog: '0/2000028',
-      end_xlog: '0/2000100',
-      begin_offset: 40,
-      end_offset: 256,
-      begin_time: utc(0),
-      end_time: utc(5),
-      // The cluster size differs on purpose: rsync backups are measured against `size`.
-      cluster_size: 40 * MiB,
-      size: 1_000_000,
-      deduplicated_size: 13_900,
-      copy_stats: pyDict({ copy_time: pyFloat(10), total_time: pyFloat(12), number_of_workers: 2 }),
-      ...extra,
-    }),
-  );
+  await addSyntheticBackup(f.srvDir, ID, {
+    mode: 'rsync-concurrent',
+    begin_offset: 40,
+    end_offset: 256,
+    // The cluster size differs on purpose: rsync backups are measured against `size`.
+    cluster_size: 40 * MiB,
+    size: 1_000_000,
+    deduplicated_size: 13_900,
+    copy_stats: pyDict({ copy_time: pyFloat(10), total_time: pyFloat(12), number_of_workers: 2 }),
+    ...extra,
+  });
   return f;
 }
 

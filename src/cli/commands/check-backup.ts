@@ -1,12 +1,10 @@
 import type { Command } from 'commander';
 import { checkBackup } from '../../backup/check-backup.js';
-import { loadCatalog, resolveBackupId } from '../../catalog/catalog.js';
+import { namedBackup, serverAndBackupArguments } from '../backup-arguments.js';
 import type { CliContext } from '../context.js';
 
 export function define(cmd: Command): void {
-  cmd
-    .argument('<server>', 'server name')
-    .argument('<backup_id>', 'backup ID, name or shortcut')
+  serverAndBackupArguments(cmd)
     .addHelpText(
       'after',
       `
@@ -30,9 +28,7 @@ Examples:
 }
 
 export async function run(ctx: CliContext, args: string[]): Promise<void> {
-  const [name = '', backupArg = ''] = args;
-  const srv = ctx.server(name);
-  const entry = resolveBackupId(srv, await loadCatalog(srv), backupArg);
+  const { srv, entry } = await namedBackup(ctx, args);
   const outcome = await checkBackup(srv, entry);
   if (outcome === 'failed') ctx.out.error(`Backup ${entry.id} of server ${srv.name} FAILED: ${entry.info.error ?? ''}`);
   else if (outcome === 'done') ctx.out.debug(`Backup ${entry.id} of server ${srv.name} is now DONE`);

@@ -1,11 +1,10 @@
 import type { Command } from 'commander';
 import { DeleteRefusedError, deleteBackup } from '../../catalog/delete.js';
+import { serverAndBackupArguments } from '../backup-arguments.js';
 import type { CliContext } from '../context.js';
 
 export function define(cmd: Command): void {
-  cmd
-    .argument('<server>', 'server name')
-    .argument('<backup_id>', 'backup ID, name or shortcut')
+  serverAndBackupArguments(cmd)
     .addHelpText(
       'after',
       `

@@ -1,13 +1,11 @@
 import type { Command } from 'commander';
 import { generateManifest } from '../../backup/manifest.js';
-import { loadCatalog, resolveBackupId } from '../../catalog/catalog.js';
 import { prettySize } from '../../util/format.js';
+import { namedBackup, serverAndBackupArguments } from '../backup-arguments.js';
 import type { CliContext } from '../context.js';
 
 export function define(cmd: Command): void {
-  cmd
-    .argument('<server>', 'server name')
-    .argument('<backup_id>', 'backup ID, name or shortcut (latest, oldest, ...)')
+  serverAndBackupArguments(cmd)
     .addHelpText(
       'after',
       `
@@ -29,9 +27,7 @@ Example:
 }
 
 export async function run(ctx: CliContext, args: string[]): Promise<void> {
-  const [name = '', backupArg = ''] = args;
-  const srv = ctx.server(name);
-  const entry = resolveBackupId(srv, await loadCatalog(srv), backupArg);
+  const { srv, entry } = await namedBackup(ctx, args);
   const res = await generateManifest(srv, entry);
   ctx.out.info(`Backup manifest for backup '${entry.id}' successfully generated for server ${srv.name} (${res.files} files, ${prettySize(res.bytes)})`);
   ctx.out.set([srv.name], { backup_id: entry.id, manifest: res.file, files: res.files, size_bytes: res.bytes });

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
-import { loadCatalog, resolveBackupId } from '../../catalog/catalog.js';
 import { getKeep, keepBackup, releaseKeep, type KeepTarget } from '../../retention/keep.js';
 import { BarmanError } from '../../util/errors.js';
+import { namedBackup, serverAndBackupArguments } from '../backup-arguments.js';
 import type { CliContext } from '../context.js';
 
 interface Opts {
@@ -11,9 +11,7 @@ interface Opts {
 }
 
 export function define(cmd: Command): void {
-  cmd
-    .argument('<server>', 'server name')
-    .argument('<backup_id>', 'backup ID, name, or latest|last, oldest|first, last-failed, latest-full|last-full')
+  serverAndBackupArguments(cmd)
     .addOption(new Option('--target <target>', 'keep the backup: full (with every WAL after it) or standalone (only the WALs it needs)').choices(['full', 'standalone']))
     .option('-s, --status', 'print the keep status of the backup (full, standalone or nokeep)')
     .option('-r, --release', 'remove the keep: the retention policy applies to the backup again')
@@ -40,12 +38,10 @@ Examples:
 
 export async function run(ctx: CliContext, args: string[], opts: Opts): Promise<void> {
   const { out } = ctx;
-  const [name = '', backupArg = ''] = args;
   const chosen = [opts.status, opts.release, opts.target !== undefined].filter(Boolean).length;
   if (chosen > 1) throw new BarmanError('only one of -r/--release, -s/--status and --target may be given', 2);
   if (chosen === 0) throw new BarmanError('one of the arguments -r/--release -s/--status --target is required');
-  const srv = ctx.server(name, { allowInactive: true });
-  const entry = resolveBackupId(srv, await loadCatalog(srv), backupArg);
+  const { srv, entry } = await namedBackup(ctx, args, { allowInactive: true });
   if (opts.status) {
     const target = (await getKeep(srv, entry.id)) ?? 'nokeep';
     out.line(`Server ${srv.name}:`);

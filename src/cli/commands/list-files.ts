@@ -2,6 +2,7 @@ import { Option, type Command } from 'commander';
 import { loadCatalog, resolveBackupId } from '../../catalog/catalog.js';
 import { listBackupFiles, type ListFilesTarget } from '../../catalog/list-files.js';
 import { readXlogDb } from '../../catalog/xlogdb.js';
+import { serverAndBackupArguments } from '../backup-arguments.js';
 import type { CliContext } from '../context.js';
 
 interface Opts {
@@ -10,9 +11,7 @@ interface Opts {
 }
 
 export function define(cmd: Command): void {
-  cmd
-    .argument('<server>', 'server name')
-    .argument('<backup_id>', 'backup ID, name, or latest|last, oldest|first, last-failed, latest-full|last-full')
+  serverAndBackupArguments(cmd)
     .addOption(
       new Option('--target <target>', 'which files: data, standalone (data + the WALs it needs), wal (WALs until the next backup), full (data + wal)')
         .choices(['data', 'standalone', 'wal', 'full'])

@@ -2,12 +2,11 @@ import type { Command } from 'commander';
 import { resolveBackupId } from '../../catalog/catalog.js';
 import { loadBackupsReport, showBackupView } from '../../reporting/backups.js';
 import { retentionStatusesOf } from '../../retention/enforce.js';
+import { serverAndBackupArguments } from '../backup-arguments.js';
 import type { CliContext } from '../context.js';
 
 export function define(cmd: Command): void {
-  cmd
-    .argument('<server>', 'server name')
-    .argument('<backup_id>', 'backup ID, name, or latest|last, oldest|first, last-failed, latest-full|last-full')
+  serverAndBackupArguments(cmd)
     .addHelpText(
       'after',
       `

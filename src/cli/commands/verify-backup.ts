@@ -1,13 +1,11 @@
 import type { Command } from 'commander';
 import { verifyBackup } from '../../backup/manifest.js';
-import { loadCatalog, resolveBackupId } from '../../catalog/catalog.js';
 import { BarmanError } from '../../util/errors.js';
+import { namedBackup, serverAndBackupArguments } from '../backup-arguments.js';
 import type { CliContext } from '../context.js';
 
 export function define(cmd: Command): void {
-  cmd
-    .argument('<server>', 'server name')
-    .argument('<backup_id>', 'backup ID, name or shortcut (latest, oldest, ...)')
+  serverAndBackupArguments(cmd)
     .addHelpText(
       'after',
       `
@@ -28,9 +26,7 @@ Example:
 }
 
 export async function run(ctx: CliContext, args: string[]): Promise<void> {
-  const [name = '', backupArg = ''] = args;
-  const srv = ctx.server(name);
-  const entry = resolveBackupId(srv, await loadCatalog(srv), backupArg);
+  const { srv, entry } = await namedBackup(ctx, args);
   const res = await verifyBackup(srv, entry);
   ctx.out.set([srv.name], { backup_id: entry.id, ok: res.ok, wal_checked: res.walChecked, output: res.output });
   if (!res.ok) throw new BarmanError(`verification of backup ${entry.id} of server ${srv.name} failed: ${res.output.split('\n').join(' / ')}`);
