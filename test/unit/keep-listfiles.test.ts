@@ -334,7 +334,7 @@ describe('check: retention items', () => {
     const f = await fourBackups({ retention_policy: 'REDUNDANCY two' });
     const r = await f.run('check', 'pg');
     assert.equal(r.code, 1);
-    assert.match(r.stdout, /^Server pg \(WARNING: disabled\):\n\tconfiguration: FAILED \(.*retention_policy: invalid value 'REDUNDANCY two'/);
+    assert.match(r.stdout, /^Server pg \(WARNING: disabled\):\n\tconfiguration: FAILED\n\t\t.*retention_policy: invalid value 'REDUNDANCY two'/);
     // and cron leaves its backups alone
     assert.equal((await f.run('cron')).code, 1);
     assert.deepEqual((await catalogState(f)).backups, [B1, B2, B3, B4]);
@@ -361,8 +361,8 @@ describe('cron applies the retention policy', () => {
     assert.equal(again.stdout, '');
     assert.deepEqual(await catalogState(f), state);
     const log = await fsp.readFile(path.join(path.dirname(f.home), 'barman.log'), 'utf8');
-    assert.match(log, /barman\.retention INFO: Enforcing retention policy on server pg: removing backup 20240101T100000 \(OBSOLETE for REDUNDANCY 2\)/);
-    assert.match(log, /barman\.retention DEBUG: Backup 20240104T100000 of server pg: VALID/);
+    assert.match(log, /barman\.retention INFO: \[pg\] Enforcing retention policy on server pg: removing backup 20240101T100000 \(OBSOLETE for REDUNDANCY 2\)/);
+    assert.match(log, /barman\.retention DEBUG: \[pg\] Backup 20240104T100000 of server pg: VALID/);
   });
 
   it('never deletes a kept backup; a standalone keep protects only its own WALs', async () => {
