@@ -321,7 +321,11 @@ async function recomputeNextRsyncSizes(
 ): Promise<void> {
   const next = entries.find((e) => e.id > target.id && !alsoDeleted.has(e.id) && COPY_DONE.has(e.info.status));
   if (!next || !(next.info.mode ?? '').startsWith('rsync')) return;
+  let lock: HeldLock | null = null;
   try {
+    // Under that backup's own lock: check-backup (cron, backup --wait) rewrites its backup.info
+    // too, and the walk below can take minutes. Busy: the sizes stay as they are (a warning).
+    lock = await acquireLock(backupLockPath(srv, next.id), 'backup action');
     // Read it again: cron may have moved it from WAITING_FOR_WALS to DONE since the catalog was loaded.
     const fresh = await readBackupEntry(srv, next.id);
     if (!fresh || !COPY_DONE.has(fresh.info.status)) return;
@@ -332,6 +336,8 @@ async function recomputeNextRsyncSizes(
     next.info = fresh.info;
   } catch (err) {
     ev.warning?.(`could not update the sizes of backup ${next.id} of server ${srv.name}: ${errorMessage(err)}`);
+  } finally {
+    lock?.release();
   }
 }
 

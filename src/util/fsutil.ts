@@ -41,15 +41,23 @@ export async function ensureDir(dir: string, mode = DIR_MODE): Promise<void> {
 }
 
 /**
- * Durable replace: write to `<file>.tmp`, fsync, rename over `file`, fsync the directory.
- * A crash leaves either the old content or the new one, never a torn file.
+ * Durable replace: write to a temporary name, fsync, rename over `file`, fsync the directory.
+ * A crash leaves either the old content or the new one, never a torn file. The temporary name
+ * is unique to the writer, so two processes saving the same file never write into one temp
+ * file (the last rename wins, each with complete content).
  */
+let tempSeq = 0;
+/** `<file>.<pid>.<n>.tmp`: unique per process and call; `*.tmp` is what cleanups recognise. */
+function tempName(file: string): string {
+  return `${file}.${process.pid}.${++tempSeq}.tmp`;
+}
+
 export async function writeFileAtomic(
   file: string,
   data: string | Uint8Array,
   mode = FILE_MODE,
 ): Promise<void> {
-  const tmp = `${file}.tmp`;
+  const tmp = tempName(file);
   const fh = await fsp.open(tmp, 'w', mode);
   try {
     await fh.writeFile(data);
@@ -62,7 +70,7 @@ export async function writeFileAtomic(
 }
 
 export function writeFileAtomicSync(file: string, data: string | Uint8Array, mode = FILE_MODE): void {
-  const tmp = `${file}.tmp`;
+  const tmp = tempName(file);
   const fd = fs.openSync(tmp, 'w', mode);
   try {
     fs.writeFileSync(fd, data);
