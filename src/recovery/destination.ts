@@ -8,7 +8,7 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Tablespace } from '../catalog/backup-info.js';
-import { FILE_MODE } from '../util/fsutil.js';
+import { FILE_MODE, writeFileAtomic } from '../util/fsutil.js';
 import { run } from '../util/proc.js';
 import { BarmanError } from '../util/errors.js';
 import { runPool } from '../util/pool.js';
@@ -32,6 +32,56 @@ export const DATA_EXCLUDES: readonly string[] = [
   // tablespace links are recreated to the (possibly relocated) locations
   'pg_tblspc/*',
 ];
+
+/**
+ * The WAL directory entries themselves, never taken from the backup: in an rsync backup
+ * `pg_wal` may be a symlink (to wherever the source kept its WAL), and a copied link would make
+ * the restore write WAL into that place on the destination host (possibly another cluster's
+ * live pg_wal). The destination always gets a real directory instead.
+ */
+export const WAL_DIRS: readonly string[] = ['pg_wal', 'pg_xlog'];
+
+/**
+ * Delta restore into an existing data directory: what the excludes protect there but a
+ * restored server must not find, cleared explicitly (rsync's --delete-excluded would also
+ * remove the server logs, which an administrator wants to keep). Signal files, recovery.conf
+ * and tablespace_map change how the server starts; postmaster.* belong to the old server.
+ * The contents of pg_wal/pg_xlog and the pg_tblspc links go too (see clearForDelta).
+ */
+export const DELTA_CLEARED_FILES: readonly string[] = ['postmaster.pid', 'postmaster.opts', 'recovery.conf', 'recovery.signal', 'standby.signal', 'tablespace_map'];
+
+/**
+ * Local delta restore: remove from an existing data directory what DELTA_CLEARED_FILES names,
+ * the WAL of another history (a symlinked WAL directory loses the link only: its target is not
+ * ours to empty) and the pg_tblspc links (recreated for the backup's tablespaces). Server logs
+ * (log/, pg_log/) stay.
+ */
+export async function clearForDelta(dest: string): Promise<void> {
+  for (const f of DELTA_CLEARED_FILES) await fsp.rm(path.join(dest, f), { force: true, recursive: true });
+  for (const w of WAL_DIRS) {
+    const dir = path.join(dest, w);
+    const st = await fsp.lstat(dir).catch(() => null);
+    if (st === null) continue;
+    if (!st.isDirectory()) {
+      await fsp.rm(dir, { force: true });
+      continue;
+    }
+    for (const name of await fsp.readdir(dir)) await fsp.rm(path.join(dir, name), { force: true, recursive: true });
+  }
+  const tblspc = path.join(dest, 'pg_tblspc');
+  for (const name of await fsp.readdir(tblspc).catch(() => [] as string[])) {
+    const st = await fsp.lstat(path.join(tblspc, name)).catch(() => null);
+    if (st?.isSymbolicLink()) await fsp.rm(path.join(tblspc, name), { force: true });
+  }
+}
+
+/** `<dest>/<walName>/archive_status` as real directories (a symlink at `<walName>` is replaced). */
+export async function ensureRealWalDir(dest: string, walName: string): Promise<void> {
+  const dir = path.join(dest, walName);
+  const st = await fsp.lstat(dir).catch(() => null);
+  if (st !== null && !st.isDirectory()) await fsp.rm(dir, { force: true });
+  await fsp.mkdir(path.join(dir, 'archive_status'), { recursive: true, mode: 0o700 });
+}
 
 /** What is restored where (paths on the destination host). */
 export interface RestoreLayout {
@@ -138,10 +188,15 @@ async function writeSmallFile(file: string, text: string, mode = FILE_MODE): Pro
   await fsp.chmod(file, mode);
 }
 
+/** rsync arguments of a local delta restore: excluded paths are protected, not deleted. */
+export function deltaRsyncArgs(src: string, dst: string, excludes: readonly string[]): string[] {
+  return ['-rlpt', '--delete', '--checksum', ...excludes.map((e) => `--exclude=/${e.replace(/^\/+/, '')}`), `${src}/`, `${dst}/`];
+}
+
 /** Delta restore: rsync with checksums into an existing directory. */
 async function rsyncInto(src: string, dst: string, excludes: readonly string[], env: NodeJS.ProcessEnv): Promise<void> {
   await fsp.mkdir(dst, { recursive: true, mode: 0o700 });
-  const args = ['-rlpt', '--delete', '--delete-excluded', '--checksum', ...excludes.map((e) => `--exclude=/${e}`), `${src}/`, `${dst}/`];
+  const args = deltaRsyncArgs(src, dst, excludes);
   const res = await run('rsync', args, { env });
   if (res.code !== 0) {
     const detail = (res.stderr.trim() || res.stdout.trim()).split('\n').slice(-1)[0] ?? '';
@@ -203,9 +258,10 @@ export class LocalDestination implements RestoreDestination {
       const total = scans.reduce((s, x) => s + x.scan.totalBytes, 0);
       let done = 0;
       opts.onProgress?.(0, total);
+      if (opts.delta) await clearForDelta(dest);
       for (const { scan, dest: to } of scans) {
         if (opts.delta) {
-          await rsyncInto(scan.root, to, to === dest ? DATA_EXCLUDES : [], opts.env);
+          await rsyncInto(scan.root, to, to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [], opts.env);
           done += scan.totalBytes;
           stats.files += scan.fileCount;
           stats.bytes += scan.totalBytes;
@@ -227,7 +283,7 @@ export class LocalDestination implements RestoreDestination {
         stats.bytes += st.bytes;
       }
     }
-    await fsp.mkdir(path.join(dest, walName, 'archive_status'), { recursive: true, mode: 0o700 });
+    await ensureRealWalDir(dest, walName);
     // tablespace links, to the restored locations
     if (tablespaces.length > 0) {
       const tblspc = path.join(dest, 'pg_tblspc');
@@ -257,10 +313,12 @@ export class LocalDestination implements RestoreDestination {
       if (f.copyOf !== undefined) await fsp.copyFile(path.resolve(dest, f.copyOf), path.resolve(dest, f.rel));
       else await writeSmallFile(path.resolve(dest, f.rel), f.text, f.mode);
     }
-    if (signal !== null) await writeSmallFile(path.join(dest, signal), '');
-    // nothing is reported restored before it is on stable storage
+    // Nothing is reported restored before it is on stable storage, and the signal file comes
+    // last: a crash before this point leaves a directory PostgreSQL never starts in recovery.
     const trees = [dest, ...tablespaces.map((t) => t.location), ...(stagingWal ? [stagingWal] : [])];
-    return syncFilesystems(trees, trees.map((t) => path.dirname(t)), this.env);
+    const how = await syncFilesystems(trees, trees.map((t) => path.dirname(t)), this.env);
+    if (signal !== null) await writeFileAtomic(path.join(dest, signal), '', FILE_MODE);
+    return how;
   }
 
   async cleanup(): Promise<void> {

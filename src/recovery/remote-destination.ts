@@ -18,6 +18,8 @@ import { excluder, extractTar, listTarArchives, scanTree, type TreeScan } from '
 import {
   copyWalsTo,
   DATA_EXCLUDES,
+  DELTA_CLEARED_FILES,
+  WAL_DIRS,
   readTextWithMode,
   type BackupSource,
   type BaseCopyStats,
@@ -30,11 +32,12 @@ import {
 import {
   CHECK_SCRIPT,
   FINISH_SCRIPT,
-  MKDIRS_SCRIPT,
+  PREPARE_SCRIPT,
   SCRIPT_DONE,
   checkProblemMessage,
   lastErrorLine,
   parseCheckOutput,
+  prepareScriptArgs,
   remoteScriptWords,
   rsyncDirsArgs,
   rsyncFilesArgs,
@@ -148,15 +151,21 @@ export class RemoteDestination implements RestoreDestination {
     }
   }
 
-  /** Create the destination directories (0700) on the remote host. */
-  private async mkdirs(): Promise<void> {
-    const { dest, tablespaces, stagingWal } = this.layout;
-    await this.script(MKDIRS_SCRIPT, [dest, ...tablespaces.map((t) => t.location), ...(stagingWal ? [stagingWal] : [])], 'Creating the destination directories');
+  /**
+   * Create the destination directories (0700) on the remote host, clear what a delta restore
+   * must not keep, and make the WAL directory a real one before anything is sent (placeWals
+   * pushes into it).
+   */
+  private async prepare(delta: boolean): Promise<void> {
+    const { dest, tablespaces, stagingWal, walName } = this.layout;
+    const dirs = [dest, ...tablespaces.map((t) => t.location), ...(stagingWal ? [stagingWal] : [])];
+    // delta: the held-back configuration goes too, so an interrupted delta restore cannot start
+    await this.script(PREPARE_SCRIPT, prepareScriptArgs(dest, walName, dirs, delta, [...DELTA_CLEARED_FILES, ...HELD_BACK]), 'Preparing the destination directories');
   }
 
   async copyBase(source: BackupSource, opts: CopyOptions): Promise<BaseCopyStats> {
     const { dest, tablespaces } = this.layout;
-    await this.mkdirs();
+    await this.prepare(opts.delta);
     const stats: BaseCopyStats = { method: 'rsync', files: 0, bytes: 0 };
     const trees: PushTree[] = [];
     if (source.tarFormat) {
@@ -175,12 +184,13 @@ export class RemoteDestination implements RestoreDestination {
       const manifest = path.join(source.dataDir, 'backup_manifest');
       if (existsSync(manifest)) await fsp.copyFile(manifest, path.join(staging, 'data', 'backup_manifest'));
       for (const j of jobs) {
-        const excludes = j.dest === dest ? [...j.excludes, ...HELD_BACK] : j.excludes;
+        const excludes = j.dest === dest ? [...j.excludes, ...WAL_DIRS, ...HELD_BACK] : j.excludes;
         trees.push({ scan: await scanTree(j.local, excluder(excludes)), dest: j.dest, excludes });
       }
       this.restoredSource = path.join(staging, 'data');
     } else {
-      const excludes = [...DATA_EXCLUDES, ...HELD_BACK];
+      // The WAL directory itself is not sent (it may be a symlink): prepare() made a real one.
+      const excludes = [...DATA_EXCLUDES, ...WAL_DIRS, ...HELD_BACK];
       trees.push({ scan: await scanTree(source.dataDir, excluder(excludes)), dest, excludes });
       for (const t of tablespaces) {
         const src = source.tablespaceDir(t.oid);

@@ -64,17 +64,25 @@ export function rsyncDirsArgs(t: RemoteTransport, src: string, dest: string, exc
   return [...rsyncPushBase(t), ...anchoredExcludes(excludes), '--include=*/', '--exclude=*', s, remoteSpec(dest)];
 }
 
-/** Copy the files listed (NUL-separated, relative to `src`) in `listFile`. */
+/**
+ * Copy the files listed (NUL-separated, relative to `src`) in `listFile` into a destination
+ * checked empty: `--whole-file`, since there is nothing to compute a delta against.
+ */
 export function rsyncFilesArgs(t: RemoteTransport, src: string, dest: string, listFile: string): string[] {
   const s = src.endsWith('/') ? src : `${src}/`;
-  return [...rsyncPushBase(t), '--from0', `--files-from=${listFile}`, s, remoteSpec(dest)];
+  return [...rsyncPushBase(t), '--whole-file', '--from0', `--files-from=${listFile}`, s, remoteSpec(dest)];
 }
 
-/** Whole tree in one run (small trees, WAL, config overlay); `delta` = checksum + delete. */
+/**
+ * Whole tree in one run (small trees, WAL, config overlay); `delta` = checksum + delete. The
+ * excluded paths are protected from the deletion (no --delete-excluded): a delta restore keeps
+ * the server logs; what must go is removed by PREPARE_SCRIPT.
+ */
 export function rsyncTreeArgs(t: RemoteTransport, src: string, dest: string, opts: { excludes?: readonly string[]; delta?: boolean } = {}): string[] {
   const s = src.endsWith('/') ? src : `${src}/`;
   const args = [...rsyncPushBase(t)];
-  if (opts.delta) args.push('--delete', '--delete-excluded', '--checksum');
+  if (opts.delta) args.push('--delete', '--checksum');
+  else args.push('--whole-file');
   args.push(...anchoredExcludes(opts.excludes ?? []), s, remoteSpec(dest));
   return args;
 }
@@ -131,6 +139,38 @@ set -e
 for d in "$@"; do mkdir -p "$d"; chmod 700 "$d"; done
 echo ${SCRIPT_DONE}
 `;
+
+/**
+ * Before any file is sent. Arguments: dest, WAL dir name, `fresh|delta`, the directories to
+ * create (0700), `--`, then (delta only) the files to remove from dest. Creates the
+ * directories; for a delta restore removes the listed files, empties the WAL directories
+ * (pg_wal, pg_xlog: a symlink loses the link only, its target is not ours) and removes the
+ * pg_tblspc links (recreated by FINISH_SCRIPT); then makes `<dest>/<wal>/archive_status` real
+ * directories, so that the WAL pushed there can never land in a symlink's target.
+ */
+export const PREPARE_SCRIPT = `
+set -e
+d=$1; wal=$2; kind=$3; shift 3
+while [ $# -gt 0 ] && [ "$1" != -- ]; do mkdir -p "$1"; chmod 700 "$1"; shift; done
+[ $# -gt 0 ] && shift
+if [ "$kind" = delta ]; then
+  for f in "$@"; do rm -rf "$d/$f"; done
+  for w in pg_wal pg_xlog; do
+    if [ -L "$d/$w" ]; then rm -f "$d/$w"
+    elif [ -d "$d/$w" ]; then find "$d/$w" -mindepth 1 -maxdepth 1 -exec rm -rf {} +; fi
+  done
+  if [ -d "$d/pg_tblspc" ]; then find "$d/pg_tblspc" -mindepth 1 -maxdepth 1 -type l -exec rm -f {} +; fi
+fi
+if [ -L "$d/$wal" ] || { [ -e "$d/$wal" ] && [ ! -d "$d/$wal" ]; }; then rm -f "$d/$wal"; fi
+mkdir -p "$d/$wal/archive_status"
+chmod 700 "$d/$wal" "$d/$wal/archive_status"
+echo ${SCRIPT_DONE}
+`;
+
+/** Arguments of PREPARE_SCRIPT. */
+export function prepareScriptArgs(dest: string, walName: string, dirs: readonly string[], delta: boolean, clearedFiles: readonly string[]): string[] {
+  return [dest, walName, delta ? 'delta' : 'fresh', ...dirs, '--', ...(delta ? clearedFiles : [])];
+}
 
 /**
  * Last step, after every file is in place. Arguments: dest, WAL dir name, backup ID, signal

@@ -5,17 +5,19 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   CHECK_SCRIPT,
   MKDIRS_SCRIPT,
+  PREPARE_SCRIPT,
   SCRIPT_DONE,
   checkProblemMessage,
   lastErrorLine,
   parseCheckOutput,
+  prepareScriptArgs,
   remoteCommandLine,
   remoteQuote,
   remoteScriptWords,
@@ -26,6 +28,8 @@ import {
   sshInvocation,
 } from '../../src/recovery/remote-shell.js';
 import { NO_TARGET } from '../../src/recovery/options.js';
+import { DELTA_CLEARED_FILES } from '../../src/recovery/destination.js';
+import { RemoteDestination } from '../../src/recovery/remote-destination.js';
 import { recoveryLines } from '../../src/recovery/settings.js';
 import { run } from '../../src/util/proc.js';
 
@@ -81,8 +85,8 @@ describe('rsync arguments', () => {
   it('pushes to :<dir>/ through the ssh command, with bwlimit and -z', () => {
     assert.equal(remoteSpec('/d'), ':/d/');
     assert.equal(remoteSpec('/d/'), ':/d/');
-    assert.deepEqual(rsyncTreeArgs(t, '/src', '/dst'), ['-a', '-s', '-e', 'ssh postgres@db1', '--bwlimit=500', '-z', '/src/', ':/dst/']);
-    assert.deepEqual(rsyncTreeArgs({ ...t, bwlimit: null, networkCompression: false }, '/src/', '/dst'), ['-a', '-s', '-e', 'ssh postgres@db1', '/src/', ':/dst/']);
+    assert.deepEqual(rsyncTreeArgs(t, '/src', '/dst'), ['-a', '-s', '-e', 'ssh postgres@db1', '--bwlimit=500', '-z', '--whole-file', '/src/', ':/dst/']);
+    assert.deepEqual(rsyncTreeArgs({ ...t, bwlimit: null, networkCompression: false }, '/src/', '/dst'), ['-a', '-s', '-e', 'ssh postgres@db1', '--whole-file', '/src/', ':/dst/']);
   });
 
   it('directory skeleton: anchored excludes before the include-dirs-only filter', () => {
@@ -91,9 +95,13 @@ describe('rsync arguments', () => {
   });
 
   it('file buckets use a NUL-separated list; delta mode checksums and deletes', () => {
-    assert.deepEqual(rsyncFilesArgs(t, '/b/data', '/pg', '/tmp/l').slice(-4), ['--from0', '--files-from=/tmp/l', '/b/data/', ':/pg/']);
+    assert.deepEqual(rsyncFilesArgs(t, '/b/data', '/pg', '/tmp/l').slice(-5), ['--whole-file', '--from0', '--files-from=/tmp/l', '/b/data/', ':/pg/']);
     const d = rsyncTreeArgs(t, '/b', '/pg', { delta: true, excludes: ['pg_wal/*'] });
-    for (const o of ['--delete', '--delete-excluded', '--checksum', '--exclude=/pg_wal/*']) assert.ok(d.includes(o), o);
+    for (const o of ['--delete', '--checksum', '--exclude=/pg_wal/*']) assert.ok(d.includes(o), o);
+    // excluded paths (server logs) are protected on the destination, never deleted
+    assert.equal(d.includes('--delete-excluded'), false);
+    assert.equal(d.includes('--whole-file'), false, 'a delta restore uses the delta algorithm');
+    assert.ok(rsyncTreeArgs(t, '/b', '/pg').includes('--whole-file'), 'nothing to compute a delta against');
   });
 });
 
@@ -167,6 +175,103 @@ describe('remote destination check script', () => {
     assert.match(checkProblemMessage({ index: 0, code: 'PARENT_NOTWRITABLE' }, 'destination directory', '/pg'), /permission denied$/);
     assert.equal(lastErrorLine('rsync: [sender] write error\nrsync error: error in rsync protocol (code 12)\n'), 'rsync: [sender] write error');
   });
+});
+
+describe('remote destination preparation (PREPARE_SCRIPT)', () => {
+  const prepare = async (dest: string, delta: boolean, extraDirs: string[] = []) => {
+    const res = await remote(remoteScriptWords(PREPARE_SCRIPT, prepareScriptArgs(dest, 'pg_wal', [dest, ...extraDirs], delta, DELTA_CLEARED_FILES)));
+    assert.equal(res.code, 0, res.stderr);
+    assert.ok(res.stdout.includes(SCRIPT_DONE));
+  };
+
+  it('creates the directories and a real pg_wal/archive_status, 0700', async () => {
+    const dest = path.join(tmp, 'prep fresh', 'data');
+    const tbs = path.join(tmp, 'prep fresh', 'tbs');
+    await prepare(dest, false, [tbs]);
+    for (const d of [dest, tbs, path.join(dest, 'pg_wal'), path.join(dest, 'pg_wal', 'archive_status')]) {
+      const st = await fsp.lstat(d);
+      assert.ok(st.isDirectory(), d);
+      assert.equal(st.mode & 0o777, 0o700, d);
+    }
+  });
+
+  it('replaces a pg_wal symlink by a directory without touching its target', async () => {
+    const dest = path.join(tmp, 'prep link', 'data');
+    const target = path.join(tmp, 'prep link', 'someone-elses-wal');
+    await fsp.mkdir(target, { recursive: true });
+    await fsp.writeFile(path.join(target, '000000010000000000000001'), 'live');
+    await fsp.mkdir(dest, { recursive: true });
+    await fsp.symlink(target, path.join(dest, 'pg_wal'));
+    for (const delta of [false, true]) {
+      await prepare(dest, delta);
+      assert.ok((await fsp.lstat(path.join(dest, 'pg_wal'))).isDirectory());
+      assert.deepEqual(await fsp.readdir(target), ['000000010000000000000001']);
+      await fsp.rm(path.join(dest, 'pg_wal'), { recursive: true });
+      await fsp.symlink(target, path.join(dest, 'pg_wal'));
+    }
+  });
+
+  it('delta: clears signal files, old WAL and tablespace links, keeps the server logs and data', async () => {
+    const dest = path.join(tmp, 'prep delta', 'data');
+    for (const f of ['log/postgresql.log', 'pg_log/old.log', 'base/1/1259', 'pg_wal/000000010000000000000009', 'pg_wal/archive_status/000000010000000000000009.ready', ...DELTA_CLEARED_FILES]) {
+      await fsp.mkdir(path.dirname(path.join(dest, f)), { recursive: true });
+      await fsp.writeFile(path.join(dest, f), 'x');
+    }
+    await fsp.mkdir(path.join(dest, 'pg_tblspc'));
+    await fsp.symlink('/nowhere', path.join(dest, 'pg_tblspc', '16385'));
+    // not a delta: nothing removed
+    await prepare(dest, false);
+    assert.equal(existsSync(path.join(dest, 'recovery.signal')), true);
+    await prepare(dest, true);
+    for (const f of DELTA_CLEARED_FILES) assert.equal(existsSync(path.join(dest, f)), false, f);
+    assert.deepEqual(await fsp.readdir(path.join(dest, 'pg_wal')), ['archive_status']);
+    assert.deepEqual(await fsp.readdir(path.join(dest, 'pg_wal', 'archive_status')), []);
+    assert.deepEqual(await fsp.readdir(path.join(dest, 'pg_tblspc')), []);
+    for (const f of ['log/postgresql.log', 'pg_log/old.log', 'base/1/1259']) assert.equal(existsSync(path.join(dest, f)), true, f);
+  });
+});
+
+describe('RemoteDestination through a fake ssh: rsync backup whose pg_wal is a symlink', () => {
+  it('restores the WAL into a real pg_wal, never into the link target', async () => {
+    const base = path.join(tmp, 'linked-wal');
+    const backup = path.join(base, 'backup', 'data');
+    const elsewhere = path.join(base, 'other-cluster-pg_wal');
+    const dest = path.join(base, 'restored');
+    await fsp.mkdir(path.join(backup, 'base', '1'), { recursive: true });
+    await fsp.mkdir(elsewhere, { recursive: true });
+    await fsp.writeFile(path.join(backup, 'PG_VERSION'), '15\n');
+    await fsp.writeFile(path.join(backup, 'base', '1', '1259'), Buffer.alloc(8192, 1));
+    await fsp.symlink(elsewhere, path.join(backup, 'pg_wal'));
+    const archive = path.join(base, 'wals');
+    await fsp.mkdir(archive, { recursive: true });
+    const wal = '000000010000000000000002';
+    await fsp.writeFile(path.join(archive, wal), Buffer.alloc(1024, 7));
+
+    const d = new RemoteDestination(
+      { dest, tablespaces: [], walName: 'pg_wal', backupId: '20240101T000000', stagingWal: null },
+      { sshCommand: `${fakeSsh} postgres@db1`, bwlimit: null, networkCompression: false, stagingBase: path.join(base, 'staging'), env: process.env, retryTimes: 0, retrySleepSeconds: 0 },
+    );
+    try {
+      await d.check(false);
+      await d.copyBase({ dataDir: backup, tarFormat: false, tablespaceDir: () => '/nonexistent' }, { delta: false, workers: 2, env: process.env });
+      assert.ok((await fsp.lstat(path.join(dest, 'pg_wal'))).isDirectory(), 'pg_wal is a real directory before the WAL is sent');
+      await d.placeWals([{ name: wal, path: path.join(archive, wal) }], {
+        walDest: path.join(dest, 'pg_wal'),
+        doneFiles: true,
+        workers: 1,
+        custom: { decompressionFilter: null, magic: null, unidentifiedIsCustom: false },
+      });
+      await d.finish([], null);
+    } finally {
+      await d.cleanup();
+    }
+    assert.deepEqual(await fsp.readdir(elsewhere), [], 'nothing written into the link target');
+    assert.ok((await fsp.lstat(path.join(dest, 'pg_wal'))).isDirectory());
+    assert.deepEqual((await fsp.readFile(path.join(dest, 'pg_wal', wal))).length, 1024);
+    assert.deepEqual(await fsp.readdir(path.join(dest, 'pg_wal', 'archive_status')), [`${wal}.done`]);
+    assert.equal((await fsp.readFile(path.join(dest, 'base', '1', '1259'))).length, 8192);
+  });
+
 });
 
 describe('remote get-wal restore_command', () => {
