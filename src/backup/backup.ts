@@ -40,7 +40,7 @@ import { pyDict, pyFloat } from '../catalog/pyliteral.js';
 import { parseBackupLabel } from '../postgres/backup-label.js';
 import { PgConnection, type Tablespace } from '../postgres/connection.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { treeSize, writeFileAtomic } from '../util/fsutil.js';
+import { treeSizes, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { localNowPyDateTime } from '../util/pytime.js';
 import { lsnToWal, parseLsn, walOffset, formatLsn, previousSegment } from '../wal/names.js';
@@ -290,7 +290,9 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     const endWal = endWalOf(endLsn, tli, facts.segSize);
     ev.info?.(`Backup start at LSN: ${formatLsn(beginLsn)} (${label.startWal}, ${walOffset(beginLsn, facts.segSize).toString(16).padStart(8, '0')})`);
     ev.info?.(`Backup end at LSN: ${formatLsn(endLsn)} (${endWal}, ${walOffset(endLsn, facts.segSize).toString(16).padStart(8, '0')})`);
-    const size = await treeSize(dir);
+    // One walk of the backup directory for both sizes (files with other links are shared).
+    const sizes = await treeSizes(dir);
+    const size = sizes.size;
     const endTime = localNowPyDateTime();
     const totalSeconds = (Date.now() - started) / 1000;
     entry.info = {
@@ -306,7 +308,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
       end_time: endTime,
       timeline: tli,
       size,
-      deduplicated_size: result.deduplicatedSize ?? size,
+      deduplicated_size: result.deduplicatedSize ?? sizes.deduplicated,
       compression: result.format === 'tar' ? result.compression : null,
       copy_stats: pyDict([['copy_time', pyFloat(copySeconds)], ['total_time', pyFloat(totalSeconds)], ...result.extraCopyStats]),
     };

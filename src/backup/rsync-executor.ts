@@ -4,9 +4,10 @@
  * stop, the data directory and each tablespace copied by rsync (`base/<id>/data`,
  * `base/<id>/<oid>`), optionally in parallel and reusing the previous backup's unchanged files.
  *
- * Steps per tree: list it (`rsync --list-only`, the analysis), create its directories, then copy
- * its files in buckets of similar size, one rsync per bucket, `jobs` at a time across all trees.
- * The backup_label / tablespace_map returned by the stop call are written into `data/`.
+ * Steps per tree: list it (`rsync --list-only`, the analysis) while its directories are created,
+ * then copy its files in buckets of similar size, one rsync per bucket, `jobs` at a time across
+ * all trees; then global/pg_control alone, and only then the stop call. The backup_label /
+ * tablespace_map it returns are written into `data/`, and the backup is synced to disk.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as fsConstants, promises as fsp } from 'node:fs';
@@ -17,7 +18,8 @@ import { pyDict, pyFloat, type PyValue } from '../catalog/pyliteral.js';
 import { subprocessEnv } from '../postgres/binaries.js';
 import { PgConnection, type Tablespace } from '../postgres/connection.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { fsyncDir, treeSizes, writeFileAtomic } from '../util/fsutil.js';
+import { EarlyWriteback, syncFilesystems } from '../recovery/copy.js';
+import { fsyncDir, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { runPool } from '../util/pool.js';
 import type { CopyOutcome } from './copy-outcome.js';
@@ -26,12 +28,13 @@ import {
   TABLESPACE_EXCLUDES,
   copyArgs,
   dirsArgs,
-  isAfterHorizon,
   listArgs,
   parseListOnly,
+  planTreeCopy,
   rsyncCopySucceeded,
   rsyncErrorLine,
-  splitBuckets,
+  type CopyJobPlan,
+  type ListedEntry,
   type ReuseMode,
   type Transport,
 } from './rsync-plan.js';
@@ -68,11 +71,37 @@ interface Tree {
   transport: Transport;
 }
 
-interface Job {
+interface Job extends CopyJobPlan {
   tree: Tree;
-  names: string[];
-  bytes: number;
-  force: boolean;
+}
+
+/**
+ * Durability of the copy: nothing rsync writes is fsynced by rsync itself. One `sync -f`
+ * (syncfs) of the backup's file system at the end covers every file and directory entry at
+ * once, which per-file `rsync --fsync` does not (it leaves the directories) and which costs less
+ * than one fsync per file. Write-back is started during the copy so that the final sync has
+ * little left to do.
+ */
+class CopySink {
+  private readonly writeback: EarlyWriteback;
+
+  constructor(
+    private readonly destDir: string,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {
+    this.writeback = new EarlyWriteback(destDir, env);
+  }
+
+  copied(bytes: number): void {
+    this.writeback.add(bytes);
+  }
+
+  /** Everything under the backup directory, and its own entry in `base/`, on disk. */
+  async finish(): Promise<void> {
+    await this.writeback.drain();
+    const how = await syncFilesystems([this.destDir], [path.dirname(this.destDir)], this.env);
+    log.debug(`backup files made durable (${how})`);
+  }
 }
 
 /** Children of this backup, killed on abort or when one worker fails. */
@@ -114,10 +143,10 @@ class RsyncRunner {
     });
   }
 
-  /** Run and throw a one-line BarmanError unless rsync succeeded (vanished files allowed). */
-  async check(args: string[], what: string): Promise<string> {
+  /** Run and throw a one-line BarmanError unless rsync succeeded (vanished files allowed unless `strict`). */
+  async check(args: string[], what: string, strict = false): Promise<string> {
     const r = await this.run(args);
-    if (!rsyncCopySucceeded(r.code, r.stderr)) {
+    if (strict ? r.code !== 0 : !rsyncCopySucceeded(r.code, r.stderr)) {
       if (this.stopped) throw new BarmanError('interrupted');
       throw new BarmanError(`rsync ${what} failed with exit code ${r.code}: ${rsyncErrorLine(r.stderr)}`);
     }
@@ -150,42 +179,67 @@ async function planTrees(req: RsyncBackupRequest): Promise<Tree[]> {
   return trees;
 }
 
-/** Copy every tree; returns the copy_stats entries. Throws on the first failed worker. */
-async function copyTrees(req: RsyncBackupRequest, trees: Tree[], runner: RsyncRunner, listDir: string): Promise<[string, PyValue][]> {
+/**
+ * List a tree and create its directory skeleton (two rsync sessions, run side by side), and
+ * meanwhile read which paths the reused backup's copy of the tree has (null: no reused backup).
+ */
+async function analyseTree(tree: Tree, runner: RsyncRunner): Promise<{ listing: ListedEntry[]; basis: Set<string> | null }> {
+  const listing = runner.check(listArgs(tree.transport, tree.src, tree.excludes), `listing of ${tree.src}`);
+  const skeleton = fsp
+    .mkdir(tree.dest, { recursive: true, mode: 0o700 })
+    .then(() => runner.check(dirsArgs(tree.transport, tree.src, tree.excludes, tree.dest), `of the directories of ${tree.src}`));
+  const basis =
+    tree.reuseDir === null
+      ? Promise.resolve(null)
+      : fsp
+          .readdir(tree.reuseDir, { recursive: true })
+          .then((names) => new Set(names))
+          // Unreadable: treat every file as new (whole-file); rsync still links what matches.
+          .catch(() => null);
+  const [text, , names] = await Promise.all([listing, skeleton, basis]);
+  return { listing: parseListOnly(text), basis: names };
+}
+
+/**
+ * Copy every tree; returns the copy_stats entries. Throws on the first failed worker.
+ * pg_control goes last, alone, once every other file is copied (see PG_CONTROL).
+ */
+async function copyTrees(req: RsyncBackupRequest, trees: Tree[], runner: RsyncRunner, listDir: string, sink: CopySink): Promise<[string, PyValue][]> {
   const jobs = Math.max(1, req.jobs);
   const horizon = req.reuse !== 'off' && req.previous ? req.previous.beginTimeSec : null;
   const analysisStart = Date.now();
-  const analysisPerItem: [string, PyValue][] = [];
   const work: Job[] = [];
-  for (const tree of trees) {
-    const t0 = Date.now();
-    const listing = parseListOnly(await runner.check(listArgs(tree.transport, tree.src, tree.excludes), `listing of ${tree.src}`));
-    const items = listing.filter((e) => e.name !== '.' && (e.kind === 'file' || e.kind === 'symlink'));
-    const recent = items.filter((e) => tree.reuseDir !== null && isAfterHorizon(e, horizon));
-    const settled = items.filter((e) => !(tree.reuseDir !== null && isAfterHorizon(e, horizon)));
-    for (const b of splitBuckets(settled, jobs)) work.push({ tree, ...b, force: false });
-    for (const b of splitBuckets(recent, jobs)) work.push({ tree, ...b, force: true });
-    await fsp.mkdir(tree.dest, { recursive: true, mode: 0o700 });
-    await runner.check(dirsArgs(tree.transport, tree.src, tree.excludes, tree.dest), `of the directories of ${tree.src}`);
-    analysisPerItem.push([tree.item, pyFloat((Date.now() - t0) / 1000)]);
-    log.info(`${tree.item}: ${items.length} files (${recent.length} modified since the reused backup started), ${work.filter((w) => w.tree === tree).length} rsync jobs`);
-  }
+  const finalSteps: Job[] = [];
+  // The trees are analysed in parallel: each analysis is mostly ssh round trips.
+  const analysisPerItem = await Promise.all(
+    trees.map(async (tree): Promise<[string, PyValue]> => {
+      const t0 = Date.now();
+      const { listing, basis } = await analyseTree(tree, runner);
+      const inBasis = basis === null ? null : (name: string) => basis.has(name);
+      const plan = planTreeCopy(listing, { jobs, horizonSec: horizon, inBasis, isPgdata: tree.item === 'pgdata' });
+      for (const b of plan.buckets) work.push({ tree, ...b });
+      if (plan.last) finalSteps.push({ tree, ...plan.last });
+      const forced = plan.buckets.filter((b) => b.force).reduce((n, b) => n + b.names.length, 0);
+      const files = plan.buckets.reduce((n, b) => n + b.names.length, 0) + (plan.last?.names.length ?? 0);
+      log.info(`${tree.item}: ${files} files (${forced} modified since the reused backup started), ${plan.buckets.length + (plan.last ? 1 : 0)} rsync jobs`);
+      return [tree.item, pyFloat((Date.now() - t0) / 1000)];
+    }),
+  );
   const analysisTime = (Date.now() - analysisStart) / 1000;
 
-  const totalKb = Math.ceil(work.reduce((s, w) => s + w.bytes, 0) / 1024);
+  const totalKb = Math.ceil([...work, ...finalSteps].reduce((s, w) => s + w.bytes, 0) / 1024);
   let doneBytes = 0;
   req.onProgress?.(0, totalKb);
   const serial = new Map<string, number>();
   const span = new Map<string, { start: number; end: number }>();
-  // Largest buckets first: the pool then ends with the small ones, keeping every worker busy.
-  work.sort((a, b) => b.bytes - a.bytes);
   let n = 0;
-  await runPool(work, jobs, async (job) => {
+  const copy = async (job: Job, strict = false): Promise<void> => {
     const listFile = path.join(listDir, `files-${n++}`);
     await fsp.writeFile(listFile, job.names.map((f) => `${f}\0`).join(''), { mode: 0o600 });
     const t0 = Date.now();
+    const opts = { reuse: req.reuse, reuseDir: job.tree.reuseDir, force: job.force, wholeFile: job.wholeFile };
     try {
-      await runner.check(copyArgs(job.tree.transport, job.tree.src, job.tree.dest, listFile, { reuse: req.reuse, reuseDir: job.tree.reuseDir, force: job.force }), `copy of ${job.tree.src}`);
+      await runner.check(copyArgs(job.tree.transport, job.tree.src, job.tree.dest, listFile, opts), `copy of ${job.tree.src}`, strict);
     } catch (err) {
       runner.killAll(); // a dropped connection fails one worker: stop the others at once
       throw err;
@@ -195,8 +249,14 @@ async function copyTrees(req: RsyncBackupRequest, trees: Tree[], runner: RsyncRu
     const s = span.get(job.tree.item);
     span.set(job.tree.item, { start: Math.min(s?.start ?? t0, t0), end: Math.max(s?.end ?? t1, t1) });
     doneBytes += job.bytes;
+    sink.copied(job.bytes);
     req.onProgress?.(Math.floor(doneBytes / 1024), totalKb);
-  });
+  };
+  // Largest buckets first: the pool then ends with the small ones, keeping every worker busy.
+  work.sort((a, b) => b.bytes - a.bytes);
+  await runPool(work, jobs, copy);
+  // A backup without pg_control cannot be recovered: here a vanished file is a failure.
+  for (const job of finalSteps) await copy(job, true);
   const items = trees.map((t) => t.item);
   return [
     ['number_of_workers', jobs],
@@ -261,15 +321,16 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
     const startLsn = await pg.startBackup(req.label, req.immediateCheckpoint, req.version);
     log.info(`backup started at ${startLsn} on ${req.pgdata}`);
     const copyStart = Date.now();
-    const stats = await copyTrees(req, trees, runner, listDir);
+    const sink = new CopySink(req.destDir, process.env);
+    const stats = await copyTrees(req, trees, runner, listDir, sink);
+    // Only now, with pg_control copied last, may the backup end (see PG_CONTROL).
     const stop = await pg.stopBackup(req.version);
     const copySeconds = (Date.now() - copyStart) / 1000;
     const dataDir = path.join(req.destDir, 'data');
     await writeFileAtomic(path.join(dataDir, 'backup_label'), stop.labelfile);
     if (stop.spcmapfile.trim() !== '') await writeFileAtomic(path.join(dataDir, 'tablespace_map'), stop.spcmapfile);
     await linkTablespaceCopies(req.destDir, req.tablespaces);
-    // The whole backup directory, as `size` is measured.
-    const sizes = await treeSizes(req.destDir);
+    await sink.finish();
     return {
       labelText: stop.labelfile,
       endLsn: stop.lsn,
@@ -277,7 +338,8 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
       compression: null,
       copySeconds,
       extraCopyStats: stats,
-      deduplicatedSize: sizes.deduplicated,
+      // Measured by the frame, in its one walk of the backup directory (hard links = shared).
+      deduplicatedSize: null,
     };
   } catch (err) {
     runner.killAll();

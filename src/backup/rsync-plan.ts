@@ -101,6 +101,57 @@ export function splitBuckets(items: readonly { name: string; size: number }[], n
 }
 
 /**
+ * pg_control, relative to the data directory. It is copied alone, after every other file and
+ * before the backup is stopped: for a backup taken from a standby there is no end-of-backup WAL
+ * record, and recovery takes pg_control's minRecoveryPoint as the point where the copy became
+ * consistent. That only holds if pg_control was read after everything else.
+ */
+export const PG_CONTROL = 'global/pg_control';
+/** Its size in every PostgreSQL version (PG_CONTROL_FILE_SIZE): the listing is not needed for it. */
+const PG_CONTROL_SIZE = 8192;
+
+/** One rsync run of a tree's copy. */
+export interface CopyJobPlan {
+  names: string[];
+  bytes: number;
+  /** Copy whatever size and mtime say (see isAfterHorizon). */
+  force: boolean;
+  /**
+   * No basis to compare with (no reused backup, or files it does not have): `--whole-file`,
+   * since the delta algorithm would only burn CPU on both ends for nothing.
+   */
+  wholeFile: boolean;
+}
+
+/**
+ * How one tree is copied: its listed files and symlinks in at most `jobs` buckets per kind, and,
+ * for the data directory, pg_control kept out of every bucket as the `last` step, to run once all
+ * buckets are done. Kinds, each in buckets of its own since they take other rsync options: files
+ * the reused backup has and vouches for; files it has but cannot vouch for (modified after its
+ * horizon: forced); files it does not have, or all of them without a reused backup (whole-file).
+ * `inBasis` says whether the reused backup has a file (null: there is no reused backup).
+ */
+export function planTreeCopy(
+  listing: readonly ListedEntry[],
+  opts: { jobs: number; horizonSec: number | null; inBasis: ((name: string) => boolean) | null; isPgdata: boolean },
+): { buckets: CopyJobPlan[]; last: CopyJobPlan | null } {
+  const items = listing.filter((e) => e.name !== '.' && (e.kind === 'file' || e.kind === 'symlink') && !(opts.isPgdata && e.name === PG_CONTROL));
+  const inBasis = opts.inBasis;
+  const fresh = items.filter((e) => inBasis === null || !inBasis(e.name));
+  const based = inBasis === null ? [] : items.filter((e) => inBasis(e.name));
+  const recent = (e: ListedEntry) => isAfterHorizon(e, opts.horizonSec);
+  const group = (list: ListedEntry[], force: boolean, wholeFile: boolean) => splitBuckets(list, opts.jobs).map((b) => ({ ...b, force, wholeFile }));
+  const buckets = [
+    ...group(based.filter((e) => !recent(e)), false, false),
+    ...group(based.filter(recent), true, false),
+    ...group(fresh, false, true),
+  ];
+  // Forced: pg_control changes at every checkpoint, possibly within the second of the reused copy.
+  const last = opts.isPgdata ? { names: [PG_CONTROL], bytes: PG_CONTROL_SIZE, force: true, wholeFile: true } : null;
+  return { buckets, last };
+}
+
+/**
  * Files that the size+mtime check of rsync cannot trust: modified at or after the start of the
  * backup we reuse (its "safe horizon"), a file may have changed again within the same second
  * after it was copied, keeping its size and mtime. Those are copied again whatever rsync thinks.
@@ -164,9 +215,10 @@ export function copyArgs(
   dir: string,
   dest: string,
   listFile: string,
-  opts: { reuse: ReuseMode; reuseDir: string | null; force: boolean },
+  opts: { reuse: ReuseMode; reuseDir: string | null; force: boolean; wholeFile?: boolean },
 ): string[] {
   const args = ['-a', ...transportArgs(t), '--from0', `--files-from=${listFile}`];
+  if (opts.wholeFile) args.push('--whole-file');
   if (opts.reuseDir && opts.reuse === 'link') args.push(`--link-dest=${opts.reuseDir}`);
   if (opts.reuseDir && opts.reuse === 'copy') args.push(`--copy-dest=${opts.reuseDir}`);
   if (opts.force) args.push('--ignore-times');
@@ -192,3 +244,4 @@ export function rsyncErrorLine(stderr: string): string {
   const real = lines.filter((l) => !/^rsync error: /.test(l));
   return real.at(-1) ?? lines.at(-1) ?? '';
 }
+

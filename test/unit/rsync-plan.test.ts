@@ -6,9 +6,12 @@ import {
   isAfterHorizon,
   listArgs,
   parseListOnly,
+  PG_CONTROL,
+  planTreeCopy,
   rsyncCopySucceeded,
   splitBuckets,
   transportArgs,
+  type ListedEntry,
 } from '../../src/backup/rsync-plan.js';
 
 describe('rsync plan', () => {
@@ -41,6 +44,41 @@ describe('rsync plan', () => {
     assert.equal(splitBuckets(files, 1)[0]?.names.length, 8);
   });
 
+  it('keeps pg_control out of every bucket and copies it alone, forced, as the last step', () => {
+    const f = (name: string, size: number, mtimeSec = 100): ListedEntry => ({ name, kind: 'file', size, mtimeSec });
+    const listing: ListedEntry[] = [
+      { name: '.', kind: 'dir', size: 4096, mtimeSec: 100 },
+      { name: 'global', kind: 'dir', size: 4096, mtimeSec: 100 },
+      // The largest file of all: largest-first ordering would copy it first.
+      f(PG_CONTROL, 1 << 30),
+      f('base/1/1259', 8192),
+      f('base/1/16384', 1 << 20, 2000),
+      f('global/1262', 8192),
+      { name: 'pg_tblspc/16385', kind: 'symlink', size: 10, mtimeSec: 100 },
+    ];
+    const all = ['base/1/1259', 'base/1/16384', 'global/1262', 'pg_tblspc/16385'];
+    for (const jobs of [1, 2, 8]) {
+      for (const inBasis of [null, () => true, (n: string) => n !== 'global/1262']) {
+        const plan = planTreeCopy(listing, { jobs, horizonSec: 1000, inBasis, isPgdata: true });
+        const bucketed = plan.buckets.flatMap((b) => b.names);
+        assert.ok(!bucketed.includes(PG_CONTROL), `jobs ${jobs}: pg_control in a bucket`);
+        assert.deepEqual(bucketed.sort(), all);
+        assert.deepEqual(plan.last, { names: [PG_CONTROL], bytes: 8192, force: true, wholeFile: true });
+        // In the reused backup and modified after its horizon: forced; without a basis: whole-file.
+        assert.deepEqual(plan.buckets.filter((b) => b.force).flatMap((b) => b.names), inBasis ? ['base/1/16384'] : []);
+        const whole = plan.buckets.filter((b) => b.wholeFile).flatMap((b) => b.names).sort();
+        assert.deepEqual(whole, inBasis === null ? all : all.filter((n) => !inBasis(n)));
+        assert.ok(plan.buckets.every((b) => !(b.force && b.wholeFile)));
+      }
+    }
+    // Even when the listing has no pg_control, the data directory still ends with it.
+    assert.deepEqual(planTreeCopy([f('base/1/1', 1)], { jobs: 2, horizonSec: null, inBasis: null, isPgdata: true }).last?.names, [PG_CONTROL]);
+    // A tablespace has no pg_control: nothing is held back, nothing added.
+    const ts = planTreeCopy([f('PG_15_1/5/global/pg_control', 3), f(PG_CONTROL, 3)], { jobs: 2, horizonSec: null, inBasis: null, isPgdata: false });
+    assert.equal(ts.last, null);
+    assert.equal(ts.buckets.flatMap((b) => b.names).length, 2);
+  });
+
   it('re-copies files modified at or after the reused backup started', () => {
     assert.equal(isAfterHorizon({ mtimeSec: 1000 }, null), false);
     assert.equal(isAfterHorizon({ mtimeSec: 1000 }, 1000.5), true);
@@ -61,6 +99,9 @@ describe('rsync plan', () => {
     const copy = copyArgs(ssh, '/pg/data', '/b/data', '/tmp/l', { reuse: 'copy', reuseDir: '/prev/data', force: true });
     assert.ok(copy.includes('--copy-dest=/prev/data') && copy.includes('--ignore-times') && copy.at(-2) === ':/pg/data/');
     assert.ok(!copyArgs(local, '/a', '/b', '/l', { reuse: 'link', reuseDir: null, force: false }).some((a) => a.startsWith('--link-dest')));
+    const whole = copyArgs(ssh, '/a', '/b', '/l', { reuse: 'off', reuseDir: null, force: false, wholeFile: true });
+    assert.ok(whole.includes('--whole-file'));
+    assert.ok(!link.includes('--whole-file'));
   });
 
   it('accepts vanished files but not other rsync failures', () => {
