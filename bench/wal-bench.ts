@@ -15,10 +15,14 @@
  * order as a restore_command would: barman-wal-restore without prefetch and with -p 32, and
  * pgbackrest archive-get. SSH goes through a real sshd on 127.0.0.1 (test/helpers/sshd.ts).
  *
- * Options: --wal-segments N (200), --wal-pgbench-seconds S (60).
+ * Options: --wal-segments N (200), --wal-pgbench-seconds S (60), --wal-ssh-cipher C (ssh's
+ * default; e.g. aes128-gcm@openssh.com — used by every ssh-based row alike, ours and rsync).
+ * Each row also says how many calls were answered without ssh (push-ahead marker or prefetch
+ * spool present before the call): a prefetch that silently does not work shows up there.
  * Must run as root (users postgres and barman, sshd). Installs Debian's pgbackrest if missing.
  */
 import { existsSync, promises as fs, readdirSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { spawn } from 'node:child_process';
@@ -40,11 +44,21 @@ interface DriveSpec {
   names?: string[];
   /** restore: where %p points (a directory; each file is written as <destDir>/<name>). */
   destDir?: string;
+  /**
+   * Where a call finds its segment already done (barman-wal-archive: push-ahead markers;
+   * barman-wal-restore: the prefetch spool). A `<hitDir>/<name>` present before a call counts
+   * as a hit: the call is served without ssh. Shows whether push-ahead/prefetch really works.
+   */
+  hitDir?: string;
 }
 
 interface DriveResult {
   count: number;
   seconds: number;
+  /** Calls that found their segment in hitDir (see DriveSpec.hitDir). */
+  hits?: number;
+  /** 1-minute load average when the run ended (other work on the machine skews the numbers). */
+  load?: number;
   error?: string;
 }
 
@@ -67,6 +81,8 @@ function expand(command: string, p: string, f: string): string {
 async function drive(spec: DriveSpec): Promise<DriveResult> {
   const started = process.hrtime.bigint();
   let count = 0;
+  let hits = 0;
+  const isHit = (name: string) => (spec.hitDir ? existsSync(path.join(spec.hitDir, name)) : false);
   const elapsed = () => Number(process.hrtime.bigint() - started) / 1e9;
   if (spec.mode === 'archive') {
     const status = path.join(spec.dataDir, 'pg_wal', 'archive_status');
@@ -76,20 +92,22 @@ async function drive(spec: DriveSpec): Promise<DriveResult> {
       const next = ready[0];
       if (!next) break;
       const name = next.slice(0, -'.ready'.length);
+      if (isHit(name)) hits++;
       const res = await runShellCommand(expand(spec.command, path.join('pg_wal', name), name), spec.dataDir);
-      if (res.code !== 0) return { count, seconds: elapsed(), error: `archive of ${name} failed (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}` };
+      if (res.code !== 0) return { count, seconds: elapsed(), hits, error: `archive of ${name} failed (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}` };
       await fs.rename(path.join(status, next), path.join(status, `${name}.done`));
       count++;
     }
   } else {
     for (const name of spec.names ?? []) {
       const dest = path.join(spec.destDir ?? '', name);
+      if (isHit(name)) hits++;
       const res = await runShellCommand(expand(spec.command, dest, name), spec.dataDir);
-      if (res.code !== 0) return { count, seconds: elapsed(), error: `restore of ${name} failed (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}` };
+      if (res.code !== 0) return { count, seconds: elapsed(), hits, error: `restore of ${name} failed (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}` };
       count++;
     }
   }
-  return { count, seconds: elapsed() };
+  return { count, seconds: elapsed(), hits };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -123,12 +141,15 @@ export async function walBench(): Promise<void> {
 
   const SEGMENTS = argNum('wal-segments', 200);
   const PGBENCH_SECONDS = argNum('wal-pgbench-seconds', 60);
+  const cipherAt = process.argv.indexOf('--wal-ssh-cipher');
+  const CIPHER = cipherAt >= 0 ? process.argv[cipherAt + 1] : undefined;
+  if (CIPHER !== undefined && !/^[A-Za-z0-9@.+-]+$/.test(CIPHER)) throw new Error(`invalid --wal-ssh-cipher '${CIPHER}'`);
   const repo = path.dirname(path.dirname(BARMAN_SCRIPT));
   const walArchive = path.join(repo, 'bin', 'barman-wal-archive');
   const walRestore = path.join(repo, 'bin', 'barman-wal-restore');
   const selfScript = path.join(repo, 'dist', 'bench', 'wal-bench.js');
 
-  console.log(`\nWAL SHIPPING (${SEGMENTS} real 16 MiB segments, sshd on 127.0.0.1)`);
+  console.log(`\nWAL SHIPPING (${SEGMENTS} real 16 MiB segments, sshd on 127.0.0.1, ssh cipher: ${CIPHER ?? "ssh's default"})`);
   if (!sys.isRoot()) {
     console.log('  skipped: needs root (postgres and barman users, a real sshd)');
     return;
@@ -142,7 +163,14 @@ export async function walBench(): Promise<void> {
   let backlogNote = '';
   let sshdLog = '';
   try {
-    const pgSsh = await sshd.clientConfigFor(POSTGRES_USER, [BARMAN_USER]);
+    const baseSsh = await sshd.clientConfigFor(POSTGRES_USER, [BARMAN_USER]);
+    // The same cipher for every ssh row: ssh keeps the first value it reads, so it goes on top.
+    let pgSsh = baseSsh;
+    if (CIPHER) {
+      pgSsh = path.join(path.dirname(baseSsh), 'ssh_config_bench');
+      await fs.writeFile(pgSsh, `Ciphers ${CIPHER}\n${await fs.readFile(baseSsh, 'utf8')}`, { mode: 0o600 });
+      await sys.chownR(pgSsh, POSTGRES_USER);
+    }
     const asPg = (cmd: string, args: string[]) => sys.runAs(POSTGRES_USER, cmd, args, { check: true });
     const asBarman = (cmd: string, args: string[]) => sys.runAs(BARMAN_USER, cmd, args, { check: true });
     const pgDir = async (name: string, mode = 0o755) => {
@@ -156,7 +184,7 @@ export async function walBench(): Promise<void> {
       const r = await sys.runAs(POSTGRES_USER, process.execPath, [selfScript, '--wal-drive', JSON.stringify(spec)]);
       const line = r.stdout.trim().split('\n').pop() ?? '';
       try {
-        return JSON.parse(line) as DriveResult;
+        return { ...(JSON.parse(line) as DriveResult), load: loadavg()[0] };
       } catch {
         return { count: 0, seconds: 0, error: `driver failed (exit ${r.code}): ${r.stderr.trim().slice(-500)}` };
       }
@@ -185,14 +213,14 @@ export async function walBench(): Promise<void> {
     // A fake data directory per run: hard links of the segments in pg_wal, all of them .ready,
     // plus what pgBackRest reads (PG_VERSION, global/pg_control).
     let fakeCount = 0;
-    const fakeDataDir = async (): Promise<string> => {
+    const fakeDataDir = async (count = segments.length): Promise<string> => {
       const d = await pgDir(`data-${++fakeCount}`, 0o700);
       const wal = path.join(d, 'pg_wal');
       await fs.mkdir(path.join(wal, 'archive_status'), { recursive: true });
       await fs.mkdir(path.join(d, 'global'));
       await fs.copyFile(path.join(pg.dataDir, 'PG_VERSION'), path.join(d, 'PG_VERSION'));
       await fs.copyFile(path.join(pg.dataDir, 'global', 'pg_control'), path.join(d, 'global', 'pg_control'));
-      for (const n of segments) {
+      for (const n of segments.slice(0, count)) {
         await fs.link(path.join(collected, n), path.join(wal, n));
         await fs.writeFile(path.join(wal, 'archive_status', `${n}.ready`), '');
       }
@@ -243,11 +271,25 @@ export async function walBench(): Promise<void> {
       rows.push({ label: 'barman-wal-archive', note: `skipped: ${archiveProblem}` });
       rows.push({ label: 'barman-wal-archive --batch 1', note: 'skipped' });
     } else {
-      rows.push({ label: 'barman-wal-archive', result: await runDriver({ mode: 'archive', dataDir: await fakeDataDir(), command: ours('') }) });
-      // Kept for the restore side: archive them into wals/.
+      const markers = path.join(spool, 'bench');
+      // Every row starts from an empty server (a segment already in wals/ is compared, not
+      // written); the last one's segments (default options) are archived into wals/ for the
+      // restore side.
+      const variants = [
+        ['barman-wal-archive --batch 1', ' --batch 1'],
+        ['barman-wal-archive --lz4', ' --lz4'],
+        ['barman-wal-archive --sessions 2', ' --sessions 2'],
+        ['barman-wal-archive', ''],
+      ] as const;
+      for (const [label, extra] of variants) {
+        // One session per segment is slow and steady: a quarter of the segments tells its rate.
+        const dataDir = await fakeDataDir(extra === ' --batch 1' ? Math.ceil(segments.length / 4) : segments.length);
+        rows.push({ label, result: await runDriver({ mode: 'archive', dataDir, command: ours(extra), hitDir: markers }) });
+        if (extra !== '') await clearIncoming();
+        // Hard links share one inode: a marker left by one row must not answer the next one.
+        await fs.rm(markers, { recursive: true, force: true });
+      }
       await barman('archive-wal', 'bench');
-      rows.push({ label: 'barman-wal-archive --batch 1', result: await runDriver({ mode: 'archive', dataDir: await fakeDataDir(), command: ours(' --batch 1') }) });
-      await clearIncoming();
     }
 
     // pgBackRest: a stanza on the live cluster, then archive-push from the fake data directory.
@@ -332,9 +374,9 @@ export async function walBench(): Promise<void> {
 
     // --- restore side -----------------------------------------------------------------------
     const restoreProblem = archiveProblem ?? (await clientProblem(walRestore));
-    const restoreRun = async (label: string, command: (dest: string) => string) => {
+    const restoreRun = async (label: string, command: (dest: string) => string, hitDir?: string) => {
       const dest = await pgDir(`restore-${restoreRows.length}`, 0o700);
-      const result = await runDriver({ mode: 'restore', dataDir: dest, destDir: dest, names: segments, command: command(dest) });
+      const result = await runDriver({ mode: 'restore', dataDir: dest, destDir: dest, names: segments, command: command(dest), hitDir });
       // Spot check: the restored bytes are the originals.
       if (!result.error) {
         for (const n of [segments[0], segments[segments.length - 1]]) {
@@ -349,11 +391,13 @@ export async function walBench(): Promise<void> {
     if (restoreProblem) {
       restoreRows.push({ label: 'barman-wal-restore', note: `skipped: ${restoreProblem}` });
     } else {
-      const rspool = path.join(root, 'restore-spool');
+      // The spool as a restore_command user would have it: the postgres user's own, 0700. (The
+      // client trusts nothing else; a spool it cannot create or own silently meant no prefetch.)
+      const rspool = await pgDir('restore-spool', 0o700);
       const ourRestore = (extra: string) =>
         `${sq(walRestore)} -c ${sq(barmanConf)} --ssh-config ${sq(pgSsh)} --spool-dir ${sq(rspool)}${extra} 127.0.0.1 bench %f %p`;
-      await restoreRun('barman-wal-restore (no prefetch)', () => ourRestore(''));
-      await restoreRun('barman-wal-restore -p 32', () => ourRestore(' -p 32'));
+      await restoreRun('barman-wal-restore (no prefetch)', () => ourRestore(''), rspool);
+      await restoreRun('barman-wal-restore -p 32', () => ourRestore(' -p 32'), rspool);
     }
     if (pgbr && !pgbrProblem) {
       await restoreRun('pgbackrest archive-get async', () => `${pgbr} --config=${sq(pgbrConf)} --stanza=bench --pg1-path=${sq(pgbrFake)} archive-get %f %p`);
@@ -369,10 +413,12 @@ export async function walBench(): Promise<void> {
   // --- report --------------------------------------------------------------------------------
   const line = (r: Row) => {
     if (!r.result) return `  ${r.label.padEnd(34)} ${r.note ?? ''}`;
-    const { count, seconds, error } = r.result;
+    const { count, seconds, error, hits } = r.result;
     if (error) return `  ${r.label.padEnd(34)} FAILED after ${count} segments: ${error}`;
     const ms = (seconds * 1000) / count;
-    return `  ${r.label.padEnd(34)} ${ms.toFixed(1).padStart(8)} ms/seg ${(count / seconds).toFixed(1).padStart(8)} seg/s`;
+    const served = hits === undefined || count === 0 ? '' : `  ${hits}/${count} calls without ssh`;
+    const load = r.result.load === undefined ? '' : `  (load ${r.result.load.toFixed(1)})`;
+    return `  ${r.label.padEnd(34)} ${ms.toFixed(1).padStart(8)} ms/seg ${(count / seconds).toFixed(1).padStart(8)} seg/s ${(((count / seconds) * SEG_SIZE) / 1e6).toFixed(0).padStart(5)} MB/s${served}${load}`;
   };
   console.log('ARCHIVE (archive_command driven like PostgreSQL, all segments .ready)');
   rows.forEach((r) => console.log(line(r)));

@@ -58,6 +58,8 @@ export interface GetWalResult {
 }
 
 const IO_CHUNK = 1 << 20;
+/** See hashing(). */
+const HASH_SLICE = 128 << 10;
 
 /**
  * The places where `name` may be, in lookup order: the archive, incoming/, streaming/; with
@@ -327,8 +329,19 @@ function hashing(hash: Hash): Transform {
     readableHighWaterMark: IO_CHUNK,
     writableHighWaterMark: IO_CHUNK,
     transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      cb(null, chunk);
+      // Hashing a whole 1 MiB read (~1.3 ms) would keep this thread from refilling sshd's
+      // pipe (~64 KiB, drained in well under a millisecond): slices, with the event loop (and
+      // its pending writes to stdout) run between them, keep sshd busy.
+      let off = 0;
+      const step = (): void => {
+        const slice = chunk.subarray(off, off + HASH_SLICE);
+        off += slice.length;
+        hash.update(slice);
+        this.push(slice);
+        if (off < chunk.length) setImmediate(step);
+        else cb();
+      };
+      step();
     },
   });
 }

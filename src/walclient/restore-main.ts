@@ -142,7 +142,8 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     if (test) {
       code = await testRemote(options, process.stdout, process.stderr);
     } else {
-      await restoreWal(options);
+      const result = await restoreWal(options);
+      if (result.prefetchOff) process.stderr.write(`WARNING: ${result.prefetchOff}\n`);
       code = 0;
     }
   } catch (err) {

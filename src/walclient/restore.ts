@@ -12,17 +12,16 @@
  * is the one the command must end with (1 not found, 2 ssh/protocol, 3 bad destination/name).
  */
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { FILE_MODE } from '../util/fsutil.js';
+import { FILE_MODE, fsyncFile } from '../util/fsutil.js';
 import { mapPool } from '../util/pool.js';
-import { fileSink } from '../wal/compression.js';
 import { assertSafeWalName } from '../wal/names.js';
 import { quoteRemote, remoteConfigArgs, sshArgs, sshOutcome, type SshTarget } from './ssh.js';
 import { commitToSpool, ensureSpool, plainDownload, syncSpool, takeFromSpool, tempNameFor } from './spool.js';
@@ -54,6 +53,8 @@ export interface RestoreResult {
   prefetched: string[];
   /** Why the `--batch` request failed when WAL_NAME then came through a single get-wal. */
   batchFailure?: string;
+  /** Why -p was not honoured (an unusable spool): worth a line, since it costs one SSH session per WAL. */
+  prefetchOff?: string;
 }
 
 /** A failure reported by the remote get-wal: its own stderr is the message to show. */
@@ -146,29 +147,80 @@ function rejectsBatch(run: SshRun): boolean {
   return run.code === 2 && /unrecognized arguments|unknown option/i.test(run.stderr);
 }
 
-/** A pass-through that feeds a SHA-256. */
-function hasher(onDigest: (hex: string) => void): Transform {
-  const hash = createHash('sha256');
+/** Bytes buffered before the file sink writes (one writev for many ~64 KiB ssh reads). */
+const SINK_BUFFER = 4 << 20;
+
+/** Write all of `bufs` at the file position (writev, then plain writes for a short count). */
+async function writeAll(fh: fsp.FileHandle, bufs: Buffer[]): Promise<void> {
+  const total = bufs.reduce((n, b) => n + b.length, 0);
+  const { bytesWritten } = await fh.writev(bufs);
+  if (bytesWritten === total) return;
+  const rest = Buffer.concat(bufs).subarray(bytesWritten);
+  for (let off = 0; off < rest.length; ) off += (await fh.write(rest, off, rest.length - off)).bytesWritten;
+}
+
+/**
+ * The end of a download: chunks go as they are from ssh's pipe to the file, the ones that
+ * arrive while a write runs batched into the next writev (no copy, few syscalls).
+ */
+function downloadSink(fh: fsp.FileHandle): Writable {
+  return new Writable({
+    highWaterMark: SINK_BUFFER,
+    writev(chunks, cb) {
+      writeAll(
+        fh,
+        chunks.map((c) => c.chunk as Buffer),
+      ).then(() => cb(), cb);
+    },
+  });
+}
+
+/**
+ * A pass-through that feeds a hash as each (~64 KiB) chunk arrives: hashing a big batch at
+ * once would keep the thread from reading ssh's pipe, and ssh would stall.
+ */
+function hasher(hash: Hash): Transform {
   return new Transform({
     transform(chunk: Buffer, _enc, cb) {
       hash.update(chunk);
       cb(null, chunk);
     },
-    flush(cb) {
-      onDigest(hash.digest('hex'));
-      cb();
-    },
   });
 }
 
-/** Stream `src` into a new file `file` (0600), optionally fsynced. */
-async function writeStreamToFile(src: Readable, file: string, transforms: Transform[], sync: boolean): Promise<void> {
+/** Stream `src` into a new file `file` (0600), optionally fsynced; returns the SHA-256 when asked. */
+async function writeStreamToFile(src: Readable, file: string, opts: { sync: boolean; sha256?: boolean }): Promise<string> {
   const fh = await fsp.open(file, 'w', FILE_MODE);
+  const hash = opts.sha256 ? createHash('sha256') : undefined;
   try {
-    await pipeline([src, ...transforms, fileSink(fh)]);
-    if (sync) await fh.sync();
+    await pipeline([src, ...(hash ? [hasher(hash)] : []), downloadSink(fh)]);
+    if (opts.sync) await fh.sync();
   } finally {
     await fh.close();
+  }
+  return hash ? hash.digest('hex') : '';
+}
+
+/**
+ * fsyncs started while the stream goes on: a spool file is flushed while the next member is
+ * received (the network and the disk work at the same time), and all of them are awaited
+ * before any spool file gets its WAL name.
+ */
+class PendingSyncs {
+  private readonly pending: Promise<void>[] = [];
+  private failure: unknown = null;
+
+  start(file: string): void {
+    const p = fsyncFile(file).catch((err: unknown) => {
+      this.failure ??= err;
+    });
+    this.pending.push(p);
+  }
+
+  /** Wait for every fsync; throws the first failure. */
+  async settle(): Promise<void> {
+    await Promise.all(this.pending);
+    if (this.failure !== null) throw this.failure;
   }
 }
 
@@ -219,7 +271,9 @@ async function finishDownload(tmp: string, finalPath: string): Promise<void> {
 
 /** One plain `get-wal` session writing `name` into the file `tmp`. */
 async function fetchOne(o: RestoreOptions, name: string, tmp: string, sync: boolean): Promise<void> {
-  const run = await runSsh(getWalSshArgs(o, { walName: name }), (stdout) => writeStreamToFile(stdout, tmp, [], sync));
+  const run = await runSsh(getWalSshArgs(o, { walName: name }), async (stdout) => {
+    await writeStreamToFile(stdout, tmp, { sync });
+  });
   if (run.code !== 0 || run.signal) throw remoteFailure(run, 'get-wal');
 }
 
@@ -242,6 +296,7 @@ type BatchOutcome =
  */
 async function fetchBatch(o: RestoreOptions, destTmp: string): Promise<BatchOutcome> {
   const received = new Map<string, { tmp: string; sha256: string }>();
+  const syncs = new PendingSyncs();
   let sumsText: string | null = null;
   let bytesSeen = 0;
   const consume = async (stdout: Readable): Promise<void> => {
@@ -272,10 +327,11 @@ async function fetchBatch(o: RestoreOptions, destTmp: string): Promise<BatchOutc
       const item = { tmp, sha256: '' };
       received.set(name, item);
       if (!isMain && received.size === 2) await ensureSpool(o.spoolDir);
+      // tar-stream's typings call the entry a `Source`; at run time it is a Readable.
+      item.sha256 = await writeStreamToFile(entry as unknown as Readable, tmp, { sync: false, sha256: true });
       // Spool files outlive this process (a crash must not leave a torn file under a WAL
       // name); WAL_DEST does not: PostgreSQL asks again after a crash.
-      // tar-stream's typings call the entry a `Source`; at run time it is a Readable.
-      await writeStreamToFile(entry as unknown as Readable, tmp, [hasher((h) => (item.sha256 = h))], !isMain);
+      if (!isMain) syncs.start(tmp);
     }
     await feeding;
   };
@@ -289,11 +345,17 @@ async function fetchBatch(o: RestoreOptions, destTmp: string): Promise<BatchOutc
   try {
     run = await runSsh(getWalSshArgs(o, { batch: o.parallel }), consume);
   } catch (err) {
+    await syncs.settle().catch(() => undefined);
     // ssh could not run, or ended well but the stream was not a valid batch (cut, garbled,
     // unexpected members): the single get-wal that follows gives the real answer.
     await dropSpoolFiles();
     return { kind: 'broken', reason: `invalid batch stream from the Barman server: ${errorMessage(err)}` };
   }
+  // Whatever happens next, no fsync may still be running on a file that is renamed or removed.
+  const syncFailure = await syncs.settle().then(
+    () => null,
+    (err: unknown) => err,
+  );
   if (rejectsBatch(run)) {
     await dropSpoolFiles();
     return { kind: 'unsupported' };
@@ -325,8 +387,9 @@ async function fetchBatch(o: RestoreOptions, destTmp: string): Promise<BatchOutc
     const prefetched: string[] = [];
     for (const [name, { tmp, sha256 }] of received) {
       if (name === o.walName) continue;
-      if (sums.get(name) !== sha256) {
-        // Not vouched for (the server gave up on it, or it was damaged): a later call fetches it.
+      if (syncFailure !== null || sums.get(name) !== sha256) {
+        // Not durable (fsync failed: a crash could leave it torn under its WAL name), or
+        // not vouched for (the server gave up on it, or it was damaged): a later call fetches it.
         await dropSpoolFiles([name]);
         continue;
       }
@@ -401,8 +464,18 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
     let prefetched: string[] = [];
     let batchFailure: string | undefined;
     // An unusable spool (someone else's, or too open) only turns prefetching off: failing here
-    // would read as "no such WAL" to PostgreSQL and end the recovery early.
-    const prefetch = o.parallel > 0 && (await ensureSpool(o.spoolDir).then(() => true, () => false));
+    // would read as "no such WAL" to PostgreSQL and end the recovery early. It is said, though:
+    // silently, every WAL would cost an SSH session.
+    let prefetchOff: string | undefined;
+    const prefetch =
+      o.parallel > 0 &&
+      (await ensureSpool(o.spoolDir).then(
+        () => true,
+        (err: unknown) => {
+          prefetchOff = `prefetch (-p) disabled: ${errorMessage(err)}`;
+          return false;
+        },
+      ));
     if (prefetch && !o.gzip && !o.bzip2) {
       const batch = await fetchBatch(o, destTmp);
       if (batch.kind === 'ok') {
@@ -425,7 +498,12 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
       await fetchOne(o, o.walName, destTmp, false);
     }
     await finishDownload(destTmp, o.walDest);
-    return batchFailure === undefined ? { source, prefetched } : { source, prefetched, batchFailure };
+    return {
+      source,
+      prefetched,
+      ...(batchFailure === undefined ? {} : { batchFailure }),
+      ...(prefetchOff === undefined ? {} : { prefetchOff }),
+    };
   } finally {
     await fsp.unlink(destTmp).catch(() => undefined);
   }

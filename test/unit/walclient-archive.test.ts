@@ -540,7 +540,7 @@ describe('barman-wal-archive end to end (fake ssh)', () => {
       ['--config=/etc/b.conf', 'h'],
       ['-c/etc/b.conf', 'h'],
       ['--config', '/etc/my barman.conf', 'h'],
-      ['-U', 'bkp', '--port=22', '-c', "/it's here.conf", '--zstd', '--batch', '4', 'h'],
+      ['-U', 'bkp', '--port=22', '-c', "/it's here.conf", '--zstd', '--batch', '4', '--sessions', '2', 'h'],
       ['--ssh-config', '/dev/null', 'h', '--user=bkp'],
     ];
     const destOf = (v: string[]) => {

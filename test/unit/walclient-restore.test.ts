@@ -234,6 +234,8 @@ describe('barman-wal-restore flow (fake ssh)', () => {
       }
       assert.equal(r.code, 0, r.stderr);
       assert.ok(fs.readFileSync(dest()).equals(data.get(S(4)) as Buffer), 'the real WAL, from the server');
+      // Said once, on stderr (PostgreSQL's log): a spool that is never used costs a session per WAL.
+      assert.match(r.stderr, /^WARNING: prefetch \(-p\) disabled: .*spool-open.*\n$/);
     }
     assert.deepEqual(fs.readdirSync(spool), [S(4)], 'nothing prefetched into the open spool, the planted file left alone');
   });
