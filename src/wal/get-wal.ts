@@ -26,6 +26,7 @@ import {
   fileSink,
 } from './compression.js';
 import { hashDir, parseWalName, walName, walNameKind } from './names.js';
+import { drained, type WritableSink } from '../util/streams.js';
 
 export type WalLocation = 'wals' | 'incoming' | 'streaming';
 
@@ -386,30 +387,14 @@ async function memberSize(srv: ServerConfig, opened: OpenedWal, transforms: Dupl
 /** The tar entry (hence the whole pack) was destroyed: the output is gone, not the member. */
 class OutputGone extends Error {}
 
-/** What this module uses of a tar-stream entry (a streamx Writable, not a Node one). */
-interface EntrySink {
-  readonly destroyed: boolean;
-  write(data: Buffer): boolean;
-  end(data: unknown): unknown;
-  on(event: 'drain' | 'close' | 'error', fn: () => void): unknown;
-  off(event: 'drain' | 'close' | 'error', fn: () => void): unknown;
-}
+/** A tar-stream entry (a streamx Writable, not a Node one). */
+type EntrySink = WritableSink;
 
 /** Write one chunk into a tar entry, waiting while it applies back-pressure. */
 async function writeToEntry(entry: EntrySink, chunk: Buffer): Promise<void> {
   if (entry.destroyed) throw new OutputGone('the tar stream was destroyed');
   if (entry.write(chunk)) return;
-  await new Promise<void>((resolve) => {
-    const done = (): void => {
-      entry.off('drain', done);
-      entry.off('close', done);
-      entry.off('error', done);
-      resolve();
-    };
-    entry.on('drain', done);
-    entry.on('close', done);
-    entry.on('error', done);
-  });
+  await drained(entry);
   if (entry.destroyed) throw new OutputGone('the tar stream was destroyed');
 }
 

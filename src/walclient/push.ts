@@ -29,6 +29,7 @@ import {
   writeMarker,
 } from './markers.js';
 import { quoteRemote, remoteConfigArgs, sshArgs, sshOutcome, validateTarget, type SshOutcome, type SshTarget } from './ssh.js';
+import { drained, type WritableSink } from '../util/streams.js';
 
 /** Exit code of barman-wal-archive for local problems (bad options, WAL_PATH unusable). */
 export const LOCAL_ERROR = 2;
@@ -213,28 +214,8 @@ function addEntry(pack: tar.Pack, name: string, data: Buffer, mtime: Date): Prom
  */
 const HASH_SLICE = 256 << 10;
 
-/** What push.ts uses of a tar-stream entry (a streamx Writable). */
-interface EntrySink {
-  readonly destroyed: boolean;
-  write(data: Buffer): boolean;
-  end(data: unknown): unknown;
-  on(event: 'drain' | 'close' | 'error', fn: () => void): unknown;
-  off(event: 'drain' | 'close' | 'error', fn: () => void): unknown;
-}
-
-function drained(entry: EntrySink): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      entry.off('drain', done);
-      entry.off('close', done);
-      entry.off('error', done);
-      resolve();
-    };
-    entry.on('drain', done);
-    entry.on('close', done);
-    entry.on('error', done);
-  });
-}
+/** A tar-stream entry (a streamx Writable). */
+type EntrySink = WritableSink;
 
 /**
  * Add a data member, feeding `hash` slice by slice as the bytes go out (the checksum member
@@ -323,19 +304,7 @@ async function pump(pack: tar.Pack, sink: Writable, aborted: () => boolean): Pro
   try {
     for await (const chunk of pack as AsyncIterable<Buffer>) {
       if (aborted()) return false;
-      if (!sink.write(chunk)) {
-        await new Promise<void>((resolve) => {
-          const done = (): void => {
-            sink.off('drain', done);
-            sink.off('close', done);
-            sink.off('error', done);
-            resolve();
-          };
-          sink.on('drain', done);
-          sink.on('close', done);
-          sink.on('error', done);
-        });
-      }
+      if (!sink.write(chunk)) await drained(sink);
     }
     return !aborted();
   } catch (err) {
