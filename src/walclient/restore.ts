@@ -8,8 +8,10 @@
  * the option; the client then speaks Barman's protocol (`--peek N`, then one get-wal per name).
  *
  * PostgreSQL must never read a half file: everything is written under a temporary name next to
- * its destination and renamed. Nothing is printed here; failures are BarmanErrors whose exit code
- * is the one the command must end with (1 not found, 2 ssh/protocol, 3 bad destination/name).
+ * its destination and renamed. Spool files are fsynced only when no boot id can tell a crashed
+ * boot's spool apart (spool.ts); WAL_DEST never is (PostgreSQL asks again after a crash).
+ * Nothing is printed here; failures are BarmanErrors whose exit code is the one the command
+ * must end with (1 not found, 2 ssh/protocol, 3 bad destination/name).
  */
 import { spawn } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
@@ -24,7 +26,7 @@ import { FILE_MODE, fsyncFile } from '../util/fsutil.js';
 import { mapPool } from '../util/pool.js';
 import { assertSafeWalName } from '../wal/names.js';
 import { quoteRemote, remoteConfigArgs, sshArgs, sshOutcome, type SshTarget } from './ssh.js';
-import { commitToSpool, ensureSpool, plainDownload, syncSpool, takeFromSpool, tempNameFor } from './spool.js';
+import { commitToSpool, ensureSpool, plainDownload, readBootId, resetSpool, spoolMatchesBoot, syncSpool, takeFromSpool, tempNameFor } from './spool.js';
 
 export interface RestoreOptions {
   host: string;
@@ -294,7 +296,7 @@ type BatchOutcome =
  * server refuses (exit 3). A later member without a valid checksum is dropped (the server ends
  * a batch with such a member when that file turns out unreadable): it is fetched when asked for.
  */
-async function fetchBatch(o: RestoreOptions, destTmp: string): Promise<BatchOutcome> {
+async function fetchBatch(o: RestoreOptions, destTmp: string, spoolSync: boolean): Promise<BatchOutcome> {
   const received = new Map<string, { tmp: string; sha256: string }>();
   const syncs = new PendingSyncs();
   let sumsText: string | null = null;
@@ -329,9 +331,10 @@ async function fetchBatch(o: RestoreOptions, destTmp: string): Promise<BatchOutc
       if (!isMain && received.size === 2) await ensureSpool(o.spoolDir);
       // tar-stream's typings call the entry a `Source`; at run time it is a Readable.
       item.sha256 = await writeStreamToFile(entry as unknown as Readable, tmp, { sync: false, sha256: true });
-      // Spool files outlive this process (a crash must not leave a torn file under a WAL
-      // name); WAL_DEST does not: PostgreSQL asks again after a crash.
-      if (!isMain) syncs.start(tmp);
+      // Without a boot id to tell a crashed boot's spool apart, spool files outlive this
+      // process and a crash must not leave a torn one under a WAL name; with it, they are a
+      // cache of this boot only (see spool.ts). WAL_DEST never: PostgreSQL asks again after a crash.
+      if (!isMain && spoolSync) syncs.start(tmp);
     }
     await feeding;
   };
@@ -403,7 +406,7 @@ async function fetchBatch(o: RestoreOptions, destTmp: string): Promise<BatchOutc
         await fsp.unlink(`${tmp}.plain`).catch(() => undefined);
       }
     }
-    if (prefetched.length > 0) await syncSpool(o.spoolDir);
+    if (prefetched.length > 0 && spoolSync) await syncSpool(o.spoolDir);
     return { kind: 'ok', prefetched };
   } catch (err) {
     await dropSpoolFiles();
@@ -412,7 +415,7 @@ async function fetchBatch(o: RestoreOptions, destTmp: string): Promise<BatchOutc
 }
 
 /** Barman's protocol: `--peek N`, then one get-wal per name (main file into `destTmp`). */
-async function fetchPeek(o: RestoreOptions, destTmp: string): Promise<string[]> {
+async function fetchPeek(o: RestoreOptions, destTmp: string, spoolSync: boolean): Promise<string[]> {
   let listing = '';
   const run = await runSsh(getWalSshArgs(o, { peek: o.parallel }), async (stdout) => {
     stdout.setEncoding('utf8');
@@ -439,7 +442,7 @@ async function fetchPeek(o: RestoreOptions, destTmp: string): Promise<string[]> 
     }
     const tmp = tempNameFor(o.spoolDir, name);
     try {
-      await fetchOne(o, name, tmp, true);
+      await fetchOne(o, name, tmp, spoolSync);
       await commitToSpool(await plainDownload(tmp), o.spoolDir, name);
       prefetched.push(name);
     } catch {
@@ -450,7 +453,7 @@ async function fetchPeek(o: RestoreOptions, destTmp: string): Promise<string[]> 
     return null;
   });
   void results;
-  if (prefetched.length > 0) await syncSpool(o.spoolDir);
+  if (prefetched.length > 0 && spoolSync) await syncSpool(o.spoolDir);
   return prefetched;
 }
 
@@ -459,7 +462,10 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
   assertSafeWalName(o.walName, 3);
   const destTmp = await openDestTemp(o.walDest);
   try {
-    if (await takeFromSpool(o.spoolDir, o.walName, o.walDest)) return { source: 'spool', prefetched: [] };
+    const bootId = await readBootId();
+    // A spool of another boot may hold files torn by a crash: never served, emptied below.
+    const spoolCurrent = await spoolMatchesBoot(o.spoolDir, bootId);
+    if (spoolCurrent && (await takeFromSpool(o.spoolDir, o.walName, o.walDest))) return { source: 'spool', prefetched: [] };
     let source: RestoreSource = 'single';
     let prefetched: string[] = [];
     let batchFailure: string | undefined;
@@ -469,15 +475,19 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
     let prefetchOff: string | undefined;
     const prefetch =
       o.parallel > 0 &&
-      (await ensureSpool(o.spoolDir).then(
-        () => true,
-        (err: unknown) => {
-          prefetchOff = `prefetch (-p) disabled: ${errorMessage(err)}`;
-          return false;
-        },
-      ));
+      (await ensureSpool(o.spoolDir)
+        // Emptied and stamped for this boot before anything unsynced lands in it.
+        .then(() => (spoolCurrent ? undefined : resetSpool(o.spoolDir, bootId)))
+        .then(
+          () => true,
+          (err: unknown) => {
+            prefetchOff = `prefetch (-p) disabled: ${errorMessage(err)}`;
+            return false;
+          },
+        ));
+    const spoolSync = bootId === null;
     if (prefetch && !o.gzip && !o.bzip2) {
-      const batch = await fetchBatch(o, destTmp);
+      const batch = await fetchBatch(o, destTmp, spoolSync);
       if (batch.kind === 'ok') {
         source = 'batch';
         prefetched = batch.prefetched;
@@ -488,12 +498,12 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
         batchFailure = batch.reason;
       } else {
         source = 'peek';
-        prefetched = await fetchPeek(o, destTmp);
+        prefetched = await fetchPeek(o, destTmp, spoolSync);
       }
     } else if (prefetch) {
       // -z/-j ask for a transfer encoding that --batch does not offer: Barman's protocol has it.
       source = 'peek';
-      prefetched = await fetchPeek(o, destTmp);
+      prefetched = await fetchPeek(o, destTmp, spoolSync);
     } else {
       await fetchOne(o, o.walName, destTmp, false);
     }

@@ -32,6 +32,13 @@ function content(seed: number, size = 128 * 1024): Buffer {
   return b;
 }
 
+/** The spool's files other than its boot record (WAL names and any temporary left behind). */
+function spoolFiles(spool: string): string[] {
+  return fs.readdirSync(spool).filter((n) => n !== '.boot_id');
+}
+
+const BOOT_ID = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+
 function write(file: string, text: string): void {
   fs.writeFileSync(file, text, { mode: 0o755 });
 }
@@ -43,14 +50,14 @@ interface Run {
 }
 
 /** Run the sh launcher with the fake ssh/barman; `bins` are extra dirs put first in PATH. */
-function restore(args: string[], opts: { env?: NodeJS.ProcessEnv; barman?: string; path?: string } = {}): Run {
+function restore(args: string[], opts: { env?: NodeJS.ProcessEnv; barman?: string; path?: string; command?: string } = {}): Run {
   const env = {
     ...process.env,
     PATH: opts.path ?? `${fakeBin}:${path.dirname(process.execPath)}:${process.env.PATH ?? ''}`,
     FAKE_BARMAN: opts.barman ?? path.join(fakeBin, 'barman-real'),
     ...opts.env,
   };
-  const r = spawnSync(LAUNCHER, args, { env, maxBuffer: 64 << 20 });
+  const r = spawnSync(opts.command ?? LAUNCHER, args, { env, maxBuffer: 64 << 20 });
   return { code: r.status, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
@@ -202,9 +209,10 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     const r = restore(['-p', '8', '--spool-dir', spool, 'backup', 'pg', S(1), dest()]);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(fs.readFileSync(dest()).equals(data.get(S(1)) as Buffer));
-    assert.deepEqual(fs.readdirSync(spool).sort(), [2, 3, 4, 5, 6, 7, 8].map(S));
+    assert.deepEqual(spoolFiles(spool).sort(), [2, 3, 4, 5, 6, 7, 8].map(S));
+    assert.equal(fs.readFileSync(path.join(spool, '.boot_id'), 'utf8'), `${BOOT_ID}\n`, 'stamped with this boot');
     assert.equal(fs.statSync(spool).mode & 0o777, 0o700);
-    for (const n of fs.readdirSync(spool)) assert.ok(fs.readFileSync(path.join(spool, n)).equals(data.get(n) as Buffer), n);
+    for (const n of spoolFiles(spool)) assert.ok(fs.readFileSync(path.join(spool, n)).equals(data.get(n) as Buffer), n);
     assert.equal(fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n').length, 1, 'one ssh session');
 
     // Served from the spool with a PATH where node fails.
@@ -240,6 +248,51 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     assert.deepEqual(fs.readdirSync(spool), [S(4)], 'nothing prefetched into the open spool, the planted file left alone');
   });
 
+  it('a spool of another boot (or without a boot record) is not served; node empties it and refetches', () => {
+    const spool = path.join(tmp, 'spool-boot');
+    const noNode = `${path.join(tmp, 'nonode')}:/usr/bin:/bin`;
+    assert.equal(restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(1), dest()]).code, 0);
+    assert.deepEqual(spoolFiles(spool).sort(), [2, 3, 4].map(S));
+    // What a crash could leave: a torn file under a WAL name, stamped with an earlier boot.
+    fs.writeFileSync(path.join(spool, S(2)), 'torn');
+    fs.writeFileSync(path.join(spool, '.boot_id'), '00000000-0000-0000-0000-000000000000\n');
+    fs.writeFileSync(path.join(spool, `.${S(7)}.12345.tmp`), 'half');
+    fs.writeFileSync(path.join(spool, 'not-ours'), 'x');
+    assert.equal(restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(2), dest()], { path: noNode }).code, 99, 'node is started');
+    fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
+    const r = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(2), dest()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(2)) as Buffer), 'the real WAL, from the server');
+    assert.equal(fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n').length, 1, 'fetched again');
+    assert.deepEqual(spoolFiles(spool).sort(), [...[3, 4, 5].map(S), 'not-ours'], 'stale files gone, only ours removed');
+    for (const n of [3, 4, 5].map(S)) assert.ok(fs.readFileSync(path.join(spool, n)).equals(data.get(n) as Buffer), n);
+    assert.equal(fs.readFileSync(path.join(spool, '.boot_id'), 'utf8'), `${BOOT_ID}\n`);
+    // Stamped again: the fast path serves it.
+    assert.equal(restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(3), dest()], { path: noNode }).code, 0);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(3)) as Buffer));
+    // A spool without a boot record (written by an older client): not served by either path.
+    fs.rmSync(path.join(spool, '.boot_id'));
+    assert.equal(restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(4), dest()], { path: noNode }).code, 99);
+    fs.writeFileSync(path.join(spool, S(4)), 'torn');
+    const legacy = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(4), dest()]);
+    assert.equal(legacy.code, 0, legacy.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(4)) as Buffer));
+  });
+
+  it('no fsync is issued for prefetched spool files', { skip: spawnSync('strace', ['-V']).status !== 0 && 'strace not available' }, () => {
+    const spool = path.join(tmp, 'spool-nosync');
+    // First call stamps the spool (.boot_id is written durably, once per boot).
+    assert.equal(restore(['-p', '2', '--spool-dir', spool, 'backup', 'pg', S(1), dest()]).code, 0);
+    const trace = path.join(tmp, 'strace.out');
+    const r = restore(['-f', '-qq', '-o', trace, '-e', 'trace=fsync,fdatasync,sync_file_range', LAUNCHER, '-p', '8', '--spool-dir', spool, 'backup', 'pg', S(3), dest()], { command: 'strace' });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(3)) as Buffer));
+    assert.deepEqual(spoolFiles(spool).sort(), [2, 4, 5, 6, 7, 8, 9, 10].map(S));
+    // The whole tree is traced (the fake ssh runs the server's barman too): none of it syncs.
+    assert.equal(fs.readFileSync(trace, 'utf8').split('\n').filter((l) => /\b(fsync|fdatasync|sync_file_range)\(/.test(l)).length, 0);
+  });
+
   it("falls back to Barman's protocol (--peek + one get-wal per file) when --batch is refused", () => {
     const spool = path.join(tmp, 'spool-old');
     fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
@@ -247,8 +300,8 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, '');
     assert.ok(fs.readFileSync(dest()).equals(data.get(S(3)) as Buffer));
-    assert.deepEqual(fs.readdirSync(spool).sort(), [4, 5, 6].map(S));
-    for (const n of fs.readdirSync(spool)) assert.ok(fs.readFileSync(path.join(spool, n)).equals(data.get(n) as Buffer), n);
+    assert.deepEqual(spoolFiles(spool).sort(), [4, 5, 6].map(S));
+    for (const n of spoolFiles(spool)) assert.ok(fs.readFileSync(path.join(spool, n)).equals(data.get(n) as Buffer), n);
     const log = fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8');
     assert.match(log, /--batch/);
     assert.match(log, /get-wal --peek '4'/);
@@ -260,7 +313,7 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     const r = restore(['-z', '-p', '2', '--spool-dir', spool, 'backup', 'pg', S(5), dest()]);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(fs.readFileSync(dest()).equals(data.get(S(5)) as Buffer));
-    assert.deepEqual(fs.readdirSync(spool), [S(6)]);
+    assert.deepEqual(spoolFiles(spool), [S(6)]);
     assert.ok(fs.readFileSync(path.join(spool, S(6))).equals(data.get(S(6)) as Buffer));
     assert.doesNotMatch(fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8'), /--batch/);
   });
@@ -307,7 +360,7 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     const r = restore(['-p', '3', '--spool-dir', spool, 'backup', 'pg', S(2), dest()], { barman: path.join(fakeBin, 'barman-corrupt') });
     assert.equal(r.code, 0, r.stderr);
     assert.ok(fs.readFileSync(dest()).equals(data.get(S(2)) as Buffer));
-    assert.deepEqual(fs.existsSync(spool) ? fs.readdirSync(spool) : [], []);
+    assert.deepEqual(fs.existsSync(spool) ? spoolFiles(spool) : [], []);
     assert.deepEqual(fs.readdirSync(path.dirname(dest())), ['RECOVERYXLOG'], 'no temporary file left');
     const sessions = fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n');
     assert.equal(sessions.length, 2);
@@ -329,7 +382,7 @@ describe('barman-wal-restore flow (fake ssh)', () => {
       assert.equal(r.code, 0, `${cut}/${rc}: ${r.stderr}`);
       assert.ok(fs.existsSync(dest()), `WAL_DEST missing after exit 0 (${cut}/${rc}): ${r.stderr} ${fs.readdirSync(path.dirname(dest()))} ${fs.existsSync(spool) ? fs.readdirSync(spool) : '-'} ${fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8')}`);
       assert.ok(fs.readFileSync(dest()).equals(data.get(S(5)) as Buffer));
-      assert.deepEqual(fs.existsSync(spool) ? fs.readdirSync(spool) : [], [], 'nothing unverified kept');
+      assert.deepEqual(fs.existsSync(spool) ? spoolFiles(spool) : [], [], 'nothing unverified kept');
       assert.deepEqual(fs.readdirSync(path.dirname(dest())), ['RECOVERYXLOG'], 'no temporary file left');
       assert.equal(fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n').length, 2);
     }
@@ -364,7 +417,7 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     const r = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(0x30), dest()]);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(fs.readFileSync(dest()).equals(d(0x30)));
-    assert.deepEqual(fs.readdirSync(spool), [S(0x31)]);
+    assert.deepEqual(spoolFiles(spool), [S(0x31)]);
     assert.ok(fs.readFileSync(path.join(spool, S(0x31))).equals(d(0x31)));
     assert.equal(fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n').length, 1, 'one session');
     // --keep-compression: the server sends the stored bytes (checksums match); the client
@@ -373,7 +426,7 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     const keep = restore(['--keep-compression', '-p', '4', '--spool-dir', keepSpool, 'backup', 'pg', S(0x31), dest()]);
     assert.equal(keep.code, 0, keep.stderr);
     assert.ok(fs.readFileSync(dest()).equals(d(0x31)));
-    assert.deepEqual(fs.readdirSync(keepSpool), [S(0x33)]);
+    assert.deepEqual(spoolFiles(keepSpool), [S(0x33)]);
     // The corrupt file itself: a failure (never a torn file at WAL_DEST).
     fs.rmSync(dest(), { force: true });
     const bad = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(0x32), dest()]);
