@@ -89,35 +89,40 @@ async function clientMajor(bin: string, col: CheckCollector): Promise<{ major: n
   return m ? { major: Number(m[1]), text: m[2] !== undefined ? `${m[1]}.${m[2]}` : (m[1] ?? '') } : null;
 }
 
-/** pg_receivexlog, pg_receivexlog compatible, receive-wal running (streaming_archiver=on). */
-export async function streamingArchiverChecks(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
+/**
+ * `<label>` (the program is found) and `<label> compatible` (its major version is at least the
+ * server's). Returns the client's version, null when unknown.
+ */
+async function clientProgramChecks(
+  col: CheckCollector,
+  srv: ServerConfig,
+  facts: PgFacts,
+  program: string,
+  label: string,
+): Promise<{ major: number; text: string } | null> {
   let bin: string | null = null;
   try {
-    bin = findPgBinary('pg_receivewal', srv.path_prefix);
-    col.add('pg_receivexlog', true);
+    bin = findPgBinary(program, srv.path_prefix);
+    col.add(label, true);
   } catch {
-    col.add('pg_receivexlog', false);
+    col.add(label, false);
   }
   const client = bin ? await clientMajor(bin, col) : null;
   const serverMajor = facts.versionNum ? Math.floor(facts.versionNum / 10000) : null;
   const compatible = client !== null && serverMajor !== null && client.major >= serverMajor;
-  col.add('pg_receivexlog compatible', compatible, compatible ? '' : `PostgreSQL version: ${serverMajor ?? 'None'}, pg_receivexlog version: ${client?.text ?? 'None'}`);
+  col.add(`${label} compatible`, compatible, compatible ? '' : `PostgreSQL version: ${serverMajor ?? 'None'}, ${label} version: ${client?.text ?? 'None'}`);
+  return client;
+}
+
+/** pg_receivexlog, pg_receivexlog compatible, receive-wal running (streaming_archiver=on). */
+export async function streamingArchiverChecks(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
+  await clientProgramChecks(col, srv, facts, 'pg_receivewal', 'pg_receivexlog');
   const running = await isLockHeld(lockPath(srv, 'receiveWal'));
   col.add('receive-wal running', running, running ? '' : 'See the Barman log file for more details');
 }
 
 export async function pgBasebackupChecks(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
-  let bin: string | null = null;
-  try {
-    bin = findPgBinary('pg_basebackup', srv.path_prefix);
-    col.add('pg_basebackup', true);
-  } catch {
-    col.add('pg_basebackup', false);
-  }
-  const client = bin ? await clientMajor(bin, col) : null;
-  const serverMajor = facts.versionNum ? Math.floor(facts.versionNum / 10000) : null;
-  const compatible = client !== null && serverMajor !== null && client.major >= serverMajor;
-  col.add('pg_basebackup compatible', compatible, compatible ? '' : `PostgreSQL version: ${serverMajor ?? 'None'}, pg_basebackup version: ${client?.text ?? 'None'}`);
+  const client = await clientProgramChecks(col, srv, facts, 'pg_basebackup', 'pg_basebackup');
   // Tablespace mapping (-T) exists in every pg_basebackup since 9.4, older than any we accept.
   if (client !== null) col.add('pg_basebackup supports tablespaces mapping', true);
 }

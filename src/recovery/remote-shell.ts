@@ -133,13 +133,6 @@ done
 echo ${SCRIPT_DONE}
 `;
 
-/** Create the directories (0700) given as arguments. */
-export const MKDIRS_SCRIPT = `
-set -e
-for d in "$@"; do mkdir -p "$d"; chmod 700 "$d"; done
-echo ${SCRIPT_DONE}
-`;
-
 /**
  * Before any file is sent. Arguments: dest, WAL dir name, `fresh|delta`, the directories to
  * create (0700), `--`, then (delta only) the files to remove from dest. Creates the

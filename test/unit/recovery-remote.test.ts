@@ -11,7 +11,6 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   CHECK_SCRIPT,
-  MKDIRS_SCRIPT,
   PREPARE_SCRIPT,
   SCRIPT_DONE,
   checkProblemMessage,
@@ -151,9 +150,9 @@ describe('remote destination check script', () => {
     assert.deepEqual(await check([['empty', path.join(ro, 'sub', 'data')]]), [{ index: 0, code: 'PARENT_NOTWRITABLE' }]);
   });
 
-  it('mkdirs creates 0700 directories', async () => {
+  it('preparation creates 0700 directories', async () => {
     const d = path.join(tmp, 'made it', 'data');
-    const res = await remote(remoteScriptWords(MKDIRS_SCRIPT, [d]));
+    const res = await remote(remoteScriptWords(PREPARE_SCRIPT, prepareScriptArgs(d, 'pg_wal', [d], false, [])));
     assert.equal(res.code, 0, res.stderr);
     assert.ok(res.stdout.includes(SCRIPT_DONE));
     assert.equal((await fsp.stat(d)).mode & 0o777, 0o700);
