@@ -440,17 +440,22 @@ async function sessions(fake: Fake): Promise<Array<{ dest: string; members: Arra
   return out;
 }
 
+/** A fake remote, an empty spool, and a pg_wal whose segments 1..n are all `.ready`. */
+async function readyBacklog(n: number) {
+  const fake = await fakeRemote();
+  const spool = path.join(await freshDir('spool'), 'spool');
+  const files: Record<string, string> = {};
+  const status: Record<string, 'ready'> = {};
+  for (let i = 1; i <= n; i++) {
+    files[seg(i)] = `segment ${i}`;
+    status[seg(i)] = 'ready';
+  }
+  return { fake, spool, files, status, wal: await fakePgWal(files, status) };
+}
+
 describe('barman-wal-archive end to end (fake ssh)', () => {
   it('pushes ahead, writes markers, and later calls return through the sh fast path', async () => {
-    const fake = await fakeRemote();
-    const spool = path.join(await freshDir('spool'), 'spool');
-    const files: Record<string, string> = {};
-    const status: Record<string, 'ready'> = {};
-    for (let i = 1; i <= 5; i++) {
-      files[seg(i)] = `segment ${i}`;
-      status[seg(i)] = 'ready';
-    }
-    const wal = await fakePgWal(files, status);
+    const { fake, spool, wal } = await readyBacklog(5);
     const common = ['--spool-dir', spool, '-c', '/etc/my barman.conf', '--ssh-config', '/dev/null', 'backup', "pg 'one'"];
     let r = runLauncher([...common, path.join(wal, seg(1))], fake.env);
     assert.equal(r.code, 0, r.stderr);
@@ -561,15 +566,7 @@ describe('barman-wal-archive end to end (fake ssh)', () => {
   });
 
   it('ships every segment to both servers of "A && B" and to a new host after a move', async () => {
-    const fake = await fakeRemote();
-    const spool = path.join(await freshDir('spool'), 'spool');
-    const files: Record<string, string> = {};
-    const status: Record<string, 'ready'> = {};
-    for (let i = 1; i <= 5; i++) {
-      files[seg(i)] = `segment ${i}`;
-      status[seg(i)] = 'ready';
-    }
-    const wal = await fakePgWal(files, status);
+    const { fake, spool, files, status, wal } = await readyBacklog(5);
     const call = (host: string, i: number) => runLauncher(['--spool-dir', spool, host, 'pg', path.join(wal, seg(i))], fake.env);
     // archive_command = 'barman-wal-archive A pg %p && barman-wal-archive B pg %p', backlog of 5.
     for (let i = 1; i <= 5; i++) {
