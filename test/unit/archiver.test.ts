@@ -5,16 +5,16 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { newBackupInfo } from '../../src/catalog/backup-info.js';
 import { saveBackupInfo } from '../../src/catalog/catalog.js';
 import { acquireLock, LockBusyError } from '../../src/catalog/lock.js';
-import { lockPath, serverPaths } from '../../src/catalog/server-dirs.js';
+import { lockPath } from '../../src/catalog/server-dirs.js';
 import { parseXlogDb, readXlogDb, type XlogDbEntry } from '../../src/catalog/xlogdb.js';
 import { archiveWal, walArchivePath, type ArchiveReport, type ArchiveSource } from '../../src/wal/archiver.js';
 import { decompressBuffer, identifyCompression, type CompressionName } from '../../src/wal/compression.js';
 import { pyFloatStr, pyStatMtime } from '../../src/util/pytime.js';
 import { hasProgram, prng } from '../helpers/testing.js';
+import { makeTestServer, type TestServer } from '../helpers/server-fixture.js';
 
 const SEG = 16 << 20;
 let tmpRoot = '';
@@ -54,30 +54,8 @@ function walLike(seed: number, size = SEG): Buffer {
   return buf;
 }
 
-interface TestServer {
-  srv: ServerConfig;
-  conf: string;
-  incoming: string;
-  streaming: string;
-  wals: string;
-  errors: string;
-}
-
-/** A fresh barman home and config file with one server `pg`. */
 function makeServer(extra: Record<string, string> = {}): TestServer {
-  const dir = path.join(tmpRoot, `t${++serial}`);
-  fs.mkdirSync(dir, { recursive: true });
-  const conf = path.join(dir, 'barman.conf');
-  const opts: Record<string, string> = { conninfo: 'host=127.0.0.1', backup_method: 'postgres', archiver: 'on', ...extra };
-  const lines = ['[barman]', `barman_home = ${dir}/home`, '', '[pg]', ...Object.entries(opts).map(([k, v]) => `${k} = ${v}`)];
-  fs.writeFileSync(conf, `${lines.join('\n')}\n`);
-  const srv = loadConfig(conf).servers.get('pg');
-  assert.ok(srv);
-  assert.deepEqual(srv.errors, []);
-  const p = serverPaths(srv);
-  fs.mkdirSync(p.incomingDir, { recursive: true });
-  fs.mkdirSync(p.streamingDir, { recursive: true });
-  return { srv, conf, incoming: p.incomingDir, streaming: p.streamingDir, wals: p.walsDir, errors: p.errorsDir };
+  return makeTestServer(path.join(tmpRoot, `t${++serial}`), extra);
 }
 
 /**

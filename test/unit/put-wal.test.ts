@@ -14,11 +14,10 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import tar, { type Header } from 'tar-stream';
-import { loadConfig, type ServerConfig } from '../../src/config/config.js';
-import { serverPaths } from '../../src/catalog/server-dirs.js';
 import { walArchivePath } from '../../src/wal/archiver.js';
 import { PutWalDuplicateError, receiveWalTar, type PutWalReport } from '../../src/wal/put-wal.js';
 import { hasProgram, prng } from '../helpers/testing.js';
+import { makeTestServer, type TestServer } from '../helpers/server-fixture.js';
 
 let tmpRoot = '';
 let serial = 0;
@@ -31,25 +30,8 @@ after(async () => {
   await fsp.rm(tmpRoot, { recursive: true, force: true });
 });
 
-interface TestServer {
-  srv: ServerConfig;
-  incoming: string;
-  wals: string;
-  errors: string;
-}
-
 function makeServer(extra: Record<string, string> = {}): TestServer {
-  const dir = path.join(tmpRoot, `t${++serial}`);
-  fs.mkdirSync(dir, { recursive: true });
-  const conf = path.join(dir, 'barman.conf');
-  const opts: Record<string, string> = { conninfo: 'host=127.0.0.1', backup_method: 'postgres', archiver: 'on', ...extra };
-  const lines = ['[barman]', `barman_home = ${dir}/home`, '', '[pg]', ...Object.entries(opts).map(([k, v]) => `${k} = ${v}`)];
-  fs.writeFileSync(conf, `${lines.join('\n')}\n`);
-  const srv = loadConfig(conf).servers.get('pg');
-  assert.ok(srv);
-  const p = serverPaths(srv);
-  fs.mkdirSync(p.incomingDir, { recursive: true });
-  return { srv, incoming: p.incomingDir, wals: p.walsDir, errors: p.errorsDir };
+  return makeTestServer(path.join(tmpRoot, `t${++serial}`), extra);
 }
 
 function data(seed: number, size = 64 * 1024): Buffer {
