@@ -1,32 +1,12 @@
 /**
  * Talking to the recovery host through the administrator's `--remote-ssh-command` (e.g.
- * `ssh -p 2222 postgres@db1`), as pure argv/text builders so they are unit-tested.
- *
- * Two shells are involved and values must survive both without ever being interpolated into
- * a shell string:
- *  - locally, the ssh command is the admin's shell text: it runs as `sh -c '<cmd> "$@"' sh
- *    <remote command line>`, so our values are positional parameters, never parsed locally;
- *  - ssh joins its arguments into one line that the remote login shell parses: every word of
- *    that line is single-quoted here (`remoteQuote`).
- * The remote side runs small fixed `sh` scripts whose inputs are positional parameters too.
+ * `ssh -p 2222 postgres@db1`), as pure argv/text builders so they are unit-tested. Quoting
+ * rules: src/util/ssh-command.ts. The remote side runs small fixed `sh` scripts whose inputs
+ * are positional parameters.
  */
 import { transportArgs } from '../backup/rsync-plan.js';
 
-/** Quote one word for the remote POSIX shell (single quotes; `'` becomes `'\''`). */
-export function remoteQuote(word: string): string {
-  if (word !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
-  return `'${word.replace(/'/g, `'\\''`)}'`;
-}
-
-/** The one command line ssh sends: the words quoted for the remote shell, space-separated. */
-export function remoteCommandLine(words: readonly string[]): string {
-  return words.map(remoteQuote).join(' ');
-}
-
-/** Program and arguments that run `words` on the recovery host through the ssh command. */
-export function sshInvocation(sshCommand: string, words: readonly string[]): { cmd: string; args: string[] } {
-  return { cmd: '/bin/sh', args: ['-c', `${sshCommand} "$@"`, 'sh', remoteCommandLine(words)] };
-}
+export { remoteCommandLine, remoteQuote, sshInvocation } from '../util/ssh-command.js';
 
 /** Words running a fixed remote `sh` script with positional arguments. */
 export function remoteScriptWords(script: string, args: readonly string[]): string[] {
