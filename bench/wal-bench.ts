@@ -5,27 +5,37 @@
  * cluster, collected by a `cp` archive_command), then drives each archive_command candidate the
  * way PostgreSQL's archiver does — one shell command per segment, oldest `.ready` first, and
  * `.ready` → `.done` on success — on a copy of pg_wal (hard links) where every segment is ready:
- *   cp + sync                     the floor: a local copy
- *   rsync over ssh, one per call  one segment per SSH session (stands in for Barman 3.4)
- *   barman-wal-archive            ours, default options (push-ahead of ready segments)
- *   barman-wal-archive --batch 1  ours, no push-ahead
- *   pgbackrest archive-push       pgBackRest 2.45, archive-async=y, process-max=2, local repo
+ *   cp + sync                          the floor: a local copy
+ *   rsync over ssh, one per call       one segment per SSH session (floor reference)
+ *   Barman 3.4 barman-wal-archive      the real one (Debian's Python package), one per call,
+ *                                      against Python `barman put-wal` (bench/barman34.ts)
+ *   barman-wal-archive                 ours, default options (push-ahead of ready segments)
+ *   barman-wal-archive --zstd --compression-level low   ours, compressed (server `benchz`)
+ *   barman-wal-archive --batch 1       ours, no push-ahead
+ *   pgbackrest archive-push            pgBackRest 2.45, archive-async=y, process-max=2, local
+ *                                      repo; compress-type=none, and zst level 1 (like for like)
  * then PostgreSQL itself running our archive_command under a write-heavy pgbench for ~60 s,
  * sampling the pg_wal `.ready` backlog every second. Restore side, each segment requested in
- * order as a restore_command would: barman-wal-restore without prefetch and with -p 32, and
- * pgbackrest archive-get. SSH goes through a real sshd on 127.0.0.1 (test/helpers/sshd.ts).
+ * order as a restore_command would: barman-wal-restore without prefetch and with -p 32 from the
+ * plain archive (`bench`) and -p 32 from the zstd one (`benchz`), Barman 3.4's barman-wal-restore
+ * without prefetch and with -p 32 from the Python server's archive, and pgbackrest archive-get
+ * (none and zst). SSH goes through real sshds on 127.0.0.1 (test/helpers/sshd.ts).
  *
- * Options: --wal-segments N (200), --wal-pgbench-seconds S (60), --wal-ssh-cipher C (ssh's
- * default; e.g. aes128-gcm@openssh.com — used by every ssh-based row alike, ours and rsync).
- * Each row also says how many calls were answered without ssh (push-ahead marker or prefetch
- * spool present before the call): a prefetch that silently does not work shows up there.
- * Must run as root (users postgres and barman, sshd). Installs Debian's pgbackrest if missing.
+ * Options: --wal-segments N (200), --wal-pgbench-seconds S (60), --wal-ssh-cipher C
+ * (aes128-gcm@openssh.com, as the rsync bench — used by every ssh-based row alike: ours, rsync
+ * and Barman 3.4). Each row also says how many calls were answered without ssh (push-ahead
+ * marker or prefetch spool present before the call): a prefetch that silently does not work
+ * shows up there. A row whose command fails (e.g. an option that does not exist yet) says FAILED
+ * with the reason and the bench goes on. Must run as root (users postgres and barman, sshd).
+ * Installs Debian's pgbackrest, barman and barman-cli if missing (rows skipped with a note if
+ * that fails).
  */
 import { existsSync, promises as fs, readdirSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { spawn } from 'node:child_process';
+import { setupBarman34, type Barman34 } from './barman34.js';
 
 const SEG_SIZE = 16 * 1024 * 1024;
 const SEGMENT_RE = /^[0-9A-F]{24}$/;
@@ -94,7 +104,7 @@ async function drive(spec: DriveSpec): Promise<DriveResult> {
       const name = next.slice(0, -'.ready'.length);
       if (isHit(name)) hits++;
       const res = await runShellCommand(expand(spec.command, path.join('pg_wal', name), name), spec.dataDir);
-      if (res.code !== 0) return { count, seconds: elapsed(), hits, error: `archive of ${name} failed (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}` };
+      if (res.code !== 0) return { count, seconds: elapsed(), hits: spec.hitDir ? hits : undefined, error: `archive of ${name} failed (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}` };
       await fs.rename(path.join(status, next), path.join(status, `${name}.done`));
       count++;
     }
@@ -103,11 +113,11 @@ async function drive(spec: DriveSpec): Promise<DriveResult> {
       const dest = path.join(spec.destDir ?? '', name);
       if (isHit(name)) hits++;
       const res = await runShellCommand(expand(spec.command, dest, name), spec.dataDir);
-      if (res.code !== 0) return { count, seconds: elapsed(), hits, error: `restore of ${name} failed (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}` };
+      if (res.code !== 0) return { count, seconds: elapsed(), hits: spec.hitDir ? hits : undefined, error: `restore of ${name} failed (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}` };
       count++;
     }
   }
-  return { count, seconds: elapsed(), hits };
+  return { count, seconds: elapsed(), hits: spec.hitDir ? hits : undefined };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -123,6 +133,23 @@ const argNum = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`);
   const v = i >= 0 ? Number(process.argv[i + 1]) : def;
   return Number.isFinite(v) && v > 0 ? v : def;
+};
+
+const PGBR_KINDS = ['none', 'zst'] as const;
+type PgbrKind = (typeof PGBR_KINDS)[number];
+
+/** Row labels the targets are computed from (one place, so a renamed row cannot drop a target). */
+const L = {
+  rsync: 'rsync over ssh, 1 per call',
+  b34Archive: 'Barman 3.4 barman-wal-archive, 1 per call',
+  ours: 'barman-wal-archive',
+  oursZstd: 'barman-wal-archive --zstd --compression-level low',
+  pgbrPush: (k: PgbrKind) => `pgbackrest archive-push async, ${k === 'none' ? 'compress-type=none' : 'zst level 1'}`,
+  oursRestore: 'barman-wal-restore -p 32',
+  oursRestoreZstd: 'barman-wal-restore -p 32 (zstd archive)',
+  b34Restore: 'Barman 3.4 barman-wal-restore (no prefetch)',
+  b34RestoreP: 'Barman 3.4 barman-wal-restore -p 32',
+  pgbrGet: (k: PgbrKind, mode: 'async' | 'sync') => `pgbackrest archive-get ${mode}, ${k === 'none' ? 'compress-type=none' : 'zst level 1'}`,
 };
 
 /** Shell-quote one word for the archive_command strings built here from our own temp paths. */
@@ -142,14 +169,16 @@ export async function walBench(): Promise<void> {
   const SEGMENTS = argNum('wal-segments', 200);
   const PGBENCH_SECONDS = argNum('wal-pgbench-seconds', 60);
   const cipherAt = process.argv.indexOf('--wal-ssh-cipher');
-  const CIPHER = cipherAt >= 0 ? process.argv[cipherAt + 1] : undefined;
-  if (CIPHER !== undefined && !/^[A-Za-z0-9@.+-]+$/.test(CIPHER)) throw new Error(`invalid --wal-ssh-cipher '${CIPHER}'`);
+  // The rsync bench's cipher (bench/rsync-bench.ts SSH_CIPHER): AES-GCM is the cheapest one on
+  // CPUs with AES-NI, and every ssh-based row uses the same one so that they compare.
+  const CIPHER = cipherAt >= 0 ? (process.argv[cipherAt + 1] ?? '') : 'aes128-gcm@openssh.com';
+  if (!/^[A-Za-z0-9@.+-]+$/.test(CIPHER)) throw new Error(`invalid --wal-ssh-cipher '${CIPHER}'`);
   const repo = path.dirname(path.dirname(BARMAN_SCRIPT));
   const walArchive = path.join(repo, 'bin', 'barman-wal-archive');
   const walRestore = path.join(repo, 'bin', 'barman-wal-restore');
   const selfScript = path.join(repo, 'dist', 'bench', 'wal-bench.js');
 
-  console.log(`\nWAL SHIPPING (${SEGMENTS} real 16 MiB segments, sshd on 127.0.0.1, ssh cipher: ${CIPHER ?? "ssh's default"})`);
+  console.log(`\nWAL SHIPPING (${SEGMENTS} real 16 MiB segments, sshd on 127.0.0.1, ssh cipher: ${CIPHER})`);
   if (!sys.isRoot()) {
     console.log('  skipped: needs root (postgres and barman users, a real sshd)');
     return;
@@ -162,15 +191,18 @@ export async function walBench(): Promise<void> {
   let backlogPeak: number | undefined;
   let backlogNote = '';
   let sshdLog = '';
+  let b34Log = '';
+  let b34: Barman34 | null = null;
+  let b34Problem: string | null = null;
+  /** Our servers whose `barman archive-wal` failed (their restore rows are skipped), with why. */
+  const archiveWalProblems = new Map<string, string>();
+  const pgbrRepos: Array<{ kind: PgbrKind; conf: string; fake: string }> = [];
   try {
     const baseSsh = await sshd.clientConfigFor(POSTGRES_USER, [BARMAN_USER]);
     // The same cipher for every ssh row: ssh keeps the first value it reads, so it goes on top.
-    let pgSsh = baseSsh;
-    if (CIPHER) {
-      pgSsh = path.join(path.dirname(baseSsh), 'ssh_config_bench');
-      await fs.writeFile(pgSsh, `Ciphers ${CIPHER}\n${await fs.readFile(baseSsh, 'utf8')}`, { mode: 0o600 });
-      await sys.chownR(pgSsh, POSTGRES_USER);
-    }
+    const pgSsh = path.join(path.dirname(baseSsh), 'ssh_config_bench');
+    await fs.writeFile(pgSsh, `Ciphers ${CIPHER}\n${await fs.readFile(baseSsh, 'utf8')}`, { mode: 0o600 });
+    await sys.chownR(pgSsh, POSTGRES_USER);
     const asPg = (cmd: string, args: string[]) => sys.runAs(POSTGRES_USER, cmd, args, { check: true });
     const asBarman = (cmd: string, args: string[]) => sys.runAs(BARMAN_USER, cmd, args, { check: true });
     const pgDir = async (name: string, mode = 0o755) => {
@@ -208,6 +240,7 @@ export async function walBench(): Promise<void> {
       await pg.waitArchived(last, 600_000);
     }
     const segments = readdirSync(collected).filter((n) => SEGMENT_RE.test(n)).sort().slice(0, SEGMENTS);
+    const quarter = Math.ceil(segments.length / 4);
     console.log(`  ${segments.length} segments generated in ${((Date.now() - tGen) / 1000).toFixed(0)} s`);
 
     // A fake data directory per run: hard links of the segments in pg_wal, all of them .ready,
@@ -228,21 +261,26 @@ export async function walBench(): Promise<void> {
       return d;
     };
 
-    // --- barman server ---------------------------------------------------------------------
+    // --- barman servers ----------------------------------------------------------------------
+    // `bench` receives the plain segments and `benchz` the zstd-compressed ones, so that the
+    // restore side reads both kinds of archive.
     const home = path.join(root, 'barman-home');
     await fs.mkdir(home, { mode: 0o700 });
     await sys.chownR(home, BARMAN_USER);
     const barmanConf = path.join(root, 'barman.conf');
+    const serverSection = (name: string) => `[${name}]\nconninfo = ${pg.conninfo}\nbackup_method = postgres\narchiver = on\nstreaming_archiver = off\n`;
     await fs.writeFile(
       barmanConf,
-      `[barman]\nbarman_home = ${home}\nbarman_user = ${BARMAN_USER}\nlog_file = ${home}/barman.log\nlog_level = INFO\n\n[bench]\nconninfo = ${pg.conninfo}\nbackup_method = postgres\narchiver = on\nstreaming_archiver = off\n`,
+      `[barman]\nbarman_home = ${home}\nbarman_user = ${BARMAN_USER}\nlog_file = ${home}/barman.log\nlog_level = INFO\n\n${serverSection('bench')}\n${serverSection('benchz')}`,
       { mode: 0o644 },
     );
-    const barman = (...a: string[]) => asBarman(process.execPath, [BARMAN_SCRIPT, '-c', barmanConf, ...a]);
-    await sys.runAs(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', barmanConf, 'check', 'bench']); // creates the directories
-    const incoming = path.join(home, 'bench', 'incoming');
-    const clearIncoming = async () => {
-      for (const n of await fs.readdir(incoming)) await fs.rm(path.join(incoming, n), { force: true });
+    const SERVERS = ['bench', 'benchz'] as const;
+    type Server = (typeof SERVERS)[number];
+    // `check` creates the directories (its verdict on the cluster does not matter here).
+    for (const s of SERVERS) await sys.runAs(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', barmanConf, 'check', s]);
+    const incoming = (s: Server) => path.join(home, s, 'incoming');
+    const clearIncoming = async (s: Server = 'bench') => {
+      for (const n of await fs.readdir(incoming(s))) await fs.rm(path.join(incoming(s), n), { force: true });
     };
 
     const clientProblem = async (launcher: string): Promise<string | null> => {
@@ -258,89 +296,118 @@ export async function walBench(): Promise<void> {
     await fs.rm(cpDest, { recursive: true, force: true });
 
     rows.push({
-      label: 'rsync over ssh, 1 per call',
-      result: await runDriver({ mode: 'archive', dataDir: await fakeDataDir(), command: `rsync -a -e ${sq(`ssh -F ${pgSsh}`)} %p ${BARMAN_USER}@127.0.0.1:${sq(incoming)}/%f` }),
+      label: L.rsync,
+      result: await runDriver({ mode: 'archive', dataDir: await fakeDataDir(), command: `rsync -a -e ${sq(`ssh -F ${pgSsh}`)} %p ${BARMAN_USER}@127.0.0.1:${sq(incoming('bench'))}/%f` }),
     });
     await clearIncoming();
 
+    // The real Barman 3.4: one ssh session and one Python `barman put-wal` per segment. Slow
+    // and steady, so a quarter of the segments tells its rate; they are then archived on the
+    // Python server for its restore rows.
+    try {
+      b34 = await setupBarman34({ root, cipher: CIPHER, conninfo: pg.conninfo, say: (l) => console.log(l) });
+    } catch (err) {
+      b34Problem = (err as Error).message.split('\n').slice(0, 2).join(' ');
+    }
+    if (b34) {
+      console.log(`  Barman 3.4 reference: Debian barman ${b34.version} (Python), behind an sshd of its own whose sessions run /usr/bin/barman`);
+      const result = await runDriver({ mode: 'archive', dataDir: await fakeDataDir(quarter), command: b34.archiveCommand });
+      rows.push({ label: L.b34Archive, result });
+      if (result.error) b34Problem = 'its archive row failed';
+      else {
+        await b34.archiveWal().catch((err: Error) => {
+          b34Problem = `Python barman archive-wal failed: ${err.message.split('\n').slice(-1)[0]}`;
+        });
+      }
+    } else rows.push({ label: L.b34Archive, note: `skipped: ${b34Problem}` });
+
     const archiveProblem = await clientProblem(walArchive);
     const spool = await pgDir('archive-spool', 0o700);
-    const ours = (extra: string) =>
-      `${sq(walArchive)} -c ${sq(barmanConf)} --ssh-config ${sq(pgSsh)} --spool-dir ${sq(spool)}${extra} 127.0.0.1 bench %p`;
+    const ours = (extra: string, server: Server = 'bench') =>
+      `${sq(walArchive)} -c ${sq(barmanConf)} --ssh-config ${sq(pgSsh)} --spool-dir ${sq(spool)}${extra} 127.0.0.1 ${server} %p`;
     if (archiveProblem) {
-      rows.push({ label: 'barman-wal-archive', note: `skipped: ${archiveProblem}` });
-      rows.push({ label: 'barman-wal-archive --batch 1', note: 'skipped' });
+      rows.push({ label: L.ours, note: `skipped: ${archiveProblem}` });
+      rows.push({ label: L.oursZstd, note: 'skipped' });
     } else {
-      const markers = path.join(spool, 'bench');
       // Every row starts from an empty server (a segment already in wals/ is compared, not
-      // written); the last one's segments (default options) are archived into wals/ for the
-      // restore side.
-      const variants = [
-        ['barman-wal-archive --batch 1', ' --batch 1'],
-        ['barman-wal-archive --lz4', ' --lz4'],
-        ['barman-wal-archive --sessions 2', ' --sessions 2'],
-        ['barman-wal-archive', ''],
-      ] as const;
-      for (const [label, extra] of variants) {
+      // written); the rows marked `keep` leave their segments in incoming/, archived into wals/
+      // afterwards for the restore side: default options into `bench`, zstd into `benchz`.
+      const variants: Array<{ label: string; extra: string; server: Server; quarter?: boolean; keep?: boolean }> = [
         // One session per segment is slow and steady: a quarter of the segments tells its rate.
-        const dataDir = await fakeDataDir(extra === ' --batch 1' ? Math.ceil(segments.length / 4) : segments.length);
-        rows.push({ label, result: await runDriver({ mode: 'archive', dataDir, command: ours(extra), hitDir: markers }) });
-        if (extra !== '') await clearIncoming();
+        { label: 'barman-wal-archive --batch 1', extra: ' --batch 1', server: 'bench', quarter: true },
+        { label: 'barman-wal-archive --lz4', extra: ' --lz4', server: 'bench' },
+        { label: 'barman-wal-archive --sessions 2', extra: ' --sessions 2', server: 'bench' },
+        { label: L.oursZstd, extra: ' --zstd --compression-level low', server: 'benchz', keep: true },
+        { label: L.ours, extra: '', server: 'bench', keep: true },
+      ];
+      for (const v of variants) {
+        const markers = path.join(spool, v.server);
+        const dataDir = await fakeDataDir(v.quarter ? quarter : segments.length);
+        rows.push({ label: v.label, result: await runDriver({ mode: 'archive', dataDir, command: ours(v.extra, v.server), hitDir: markers }) });
+        if (!v.keep) await clearIncoming(v.server);
         // Hard links share one inode: a marker left by one row must not answer the next one.
         await fs.rm(markers, { recursive: true, force: true });
       }
-      await barman('archive-wal', 'bench');
-    }
-
-    // pgBackRest: a stanza on the live cluster, then archive-push from the fake data directory.
-    let pgbr: string | null = null;
-    let pgbrProblem: string | null = null;
-    const pgbrConf = path.join(root, 'pgbackrest.conf');
-    try {
-      if (!existsSync('/usr/bin/pgbackrest')) {
-        console.log('  installing Debian pgbackrest for the comparison (apt-get install -y pgbackrest)');
-        const inst = await run('apt-get', ['install', '-y', '-q', 'pgbackrest'], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-        if (inst.code !== 0) throw new Error(`apt-get install pgbackrest failed: ${inst.stderr.trim().split('\n').slice(-1)[0]}`);
+      for (const s of SERVERS) {
+        const r = await sys.runAs(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', barmanConf, 'archive-wal', s]);
+        if (r.code !== 0) archiveWalProblems.set(s, `archive-wal ${s} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim().split('\n').slice(-1)[0]}`);
       }
-      pgbr = '/usr/bin/pgbackrest';
-      const pgbrDir = await pgDir('pgbackrest', 0o700);
-      for (const sub of ['repo', 'spool', 'log', 'lock']) await fs.mkdir(path.join(pgbrDir, sub), { mode: 0o700 });
-      await sys.chownR(pgbrDir, POSTGRES_USER);
-      await fs.writeFile(
-        pgbrConf,
-        [
-          '[global]',
-          `repo1-path=${pgbrDir}/repo`,
-          `spool-path=${pgbrDir}/spool`,
-          `log-path=${pgbrDir}/log`,
-          `lock-path=${pgbrDir}/lock`,
-          'log-level-console=warn',
-          'log-level-file=off',
-          'archive-async=y',
-          'process-max=2',
-          'compress-type=none',
-          'start-fast=y',
-          '',
-          '[bench]',
-          `pg1-path=${pg.dataDir}`,
-          `pg1-port=${pg.port}`,
-          `pg1-socket-path=${pg.socketDir}`,
-          '',
-        ].join('\n'),
-        { mode: 0o644 },
-      );
-      await asPg(pgbr, [`--config=${pgbrConf}`, '--stanza=bench', 'stanza-create']);
-    } catch (err) {
-      pgbrProblem = (err as Error).message.split('\n').slice(0, 2).join(' ');
     }
-    const pgbrFake = pgbr && !pgbrProblem ? await fakeDataDir() : '';
-    if (pgbr && !pgbrProblem) {
-      rows.push({
-        label: 'pgbackrest archive-push async',
-        result: await runDriver({ mode: 'archive', dataDir: pgbrFake, command: `${pgbr} --config=${sq(pgbrConf)} --stanza=bench --pg1-path=${sq(pgbrFake)} archive-push %p` }),
-      });
-    } else rows.push({ label: 'pgbackrest archive-push async', note: `skipped: ${pgbrProblem ?? 'pgbackrest missing'}` });
 
+    // pgBackRest: a stanza on the live cluster per compression (each its own repo and spool, so
+    // that no push finds its segment already there), then archive-push from a fake data directory.
+    const pgbr = '/usr/bin/pgbackrest';
+    let pgbrInstallProblem: string | null = null;
+    if (!existsSync(pgbr)) {
+      console.log('  installing Debian pgbackrest for the comparison (apt-get install -y pgbackrest)');
+      const inst = await run('apt-get', ['install', '-y', '-q', 'pgbackrest'], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+      if (inst.code !== 0) pgbrInstallProblem = `apt-get install pgbackrest failed: ${inst.stderr.trim().split('\n').slice(-1)[0]}`;
+    }
+    for (const kind of PGBR_KINDS) {
+      const label = L.pgbrPush(kind);
+      let problem = pgbrInstallProblem;
+      const conf = path.join(root, `pgbackrest-${kind}.conf`);
+      if (!problem) {
+        try {
+          const pgbrDir = await pgDir(`pgbackrest-${kind}`, 0o700);
+          for (const sub of ['repo', 'spool', 'log', 'lock']) await fs.mkdir(path.join(pgbrDir, sub), { mode: 0o700 });
+          await sys.chownR(pgbrDir, POSTGRES_USER);
+          await fs.writeFile(
+            conf,
+            [
+              '[global]',
+              `repo1-path=${pgbrDir}/repo`,
+              `spool-path=${pgbrDir}/spool`,
+              `log-path=${pgbrDir}/log`,
+              `lock-path=${pgbrDir}/lock`,
+              'log-level-console=warn',
+              'log-level-file=off',
+              'archive-async=y',
+              'process-max=2',
+              ...(kind === 'none' ? ['compress-type=none'] : ['compress-type=zst', 'compress-level=1']),
+              'start-fast=y',
+              '',
+              '[bench]',
+              `pg1-path=${pg.dataDir}`,
+              `pg1-port=${pg.port}`,
+              `pg1-socket-path=${pg.socketDir}`,
+              '',
+            ].join('\n'),
+            { mode: 0o644 },
+          );
+          await asPg(pgbr, [`--config=${conf}`, '--stanza=bench', 'stanza-create']);
+        } catch (err) {
+          problem = (err as Error).message.split('\n').slice(0, 2).join(' ');
+        }
+      }
+      if (problem) {
+        rows.push({ label, note: `skipped: ${problem}` });
+        continue;
+      }
+      const fake = await fakeDataDir();
+      pgbrRepos.push({ kind, conf, fake });
+      rows.push({ label, result: await runDriver({ mode: 'archive', dataDir: fake, command: `${pgbr} --config=${sq(conf)} --stanza=bench --pg1-path=${sq(fake)} archive-push %p` }) });
+    }
     // --- PostgreSQL driving our archive_command under load -------------------------------------
     if (!archiveProblem) {
       await pg.psql(`ALTER SYSTEM SET archive_command = ${quote(ours(''))}; SELECT pg_reload_conf();`);
@@ -373,13 +440,12 @@ export async function walBench(): Promise<void> {
     }
 
     // --- restore side -----------------------------------------------------------------------
-    const restoreProblem = archiveProblem ?? (await clientProblem(walRestore));
-    const restoreRun = async (label: string, command: (dest: string) => string, hitDir?: string) => {
+    const restoreRun = async (label: string, names: string[], command: (dest: string) => string, hitDir?: string) => {
       const dest = await pgDir(`restore-${restoreRows.length}`, 0o700);
-      const result = await runDriver({ mode: 'restore', dataDir: dest, destDir: dest, names: segments, command: command(dest), hitDir });
+      const result = await runDriver({ mode: 'restore', dataDir: dest, destDir: dest, names, command: command(dest), hitDir });
       // Spot check: the restored bytes are the originals.
       if (!result.error) {
-        for (const n of [segments[0], segments[segments.length - 1]]) {
+        for (const n of [names[0], names[names.length - 1]]) {
           if (!n) continue;
           const [a, b] = await Promise.all([fs.readFile(path.join(dest, n)), fs.readFile(path.join(collected, n))]);
           if (!a.equals(b)) result.error = `${n} restored with different content`;
@@ -388,37 +454,65 @@ export async function walBench(): Promise<void> {
       restoreRows.push({ label, result });
       await fs.rm(dest, { recursive: true, force: true });
     };
+    // A fresh spool per row, as a restore_command user would have it: the postgres user's own,
+    // 0700 (the client trusts nothing else), and nothing left over from another row.
+    let spools = 0;
+    const freshSpool = () => pgDir(`restore-spool-${++spools}`, 0o700);
+    const restoreProblem = archiveProblem ?? (await clientProblem(walRestore));
     if (restoreProblem) {
-      restoreRows.push({ label: 'barman-wal-restore', note: `skipped: ${restoreProblem}` });
+      restoreRows.push({ label: L.oursRestore, note: `skipped: ${restoreProblem}` });
     } else {
-      // The spool as a restore_command user would have it: the postgres user's own, 0700. (The
-      // client trusts nothing else; a spool it cannot create or own silently meant no prefetch.)
-      const rspool = await pgDir('restore-spool', 0o700);
-      const ourRestore = (extra: string) =>
-        `${sq(walRestore)} -c ${sq(barmanConf)} --ssh-config ${sq(pgSsh)} --spool-dir ${sq(rspool)}${extra} 127.0.0.1 bench %f %p`;
-      await restoreRun('barman-wal-restore (no prefetch)', () => ourRestore(''), rspool);
-      await restoreRun('barman-wal-restore -p 32', () => ourRestore(' -p 32'), rspool);
+      const ourRestore = (rspool: string, extra: string, server: Server = 'bench') =>
+        `${sq(walRestore)} -c ${sq(barmanConf)} --ssh-config ${sq(pgSsh)} --spool-dir ${sq(rspool)}${extra} 127.0.0.1 ${server} %f %p`;
+      const ourRow = async (label: string, extra: string, server: Server) => {
+        const problem = archiveWalProblems.get(server);
+        if (problem) return void restoreRows.push({ label, note: `skipped: ${problem}` });
+        const rspool = await freshSpool();
+        await restoreRun(label, segments, () => ourRestore(rspool, extra, server), rspool);
+      };
+      await ourRow('barman-wal-restore (no prefetch)', '', 'bench');
+      await ourRow(L.oursRestore, ' -p 32', 'bench');
+      await ourRow(L.oursRestoreZstd, ' -p 32', 'benchz');
+      await ourRow('barman-wal-restore -p 32 --keep-compression (zstd archive)', ' -p 32 --keep-compression', 'benchz');
     }
-    if (pgbr && !pgbrProblem) {
-      await restoreRun('pgbackrest archive-get async', () => `${pgbr} --config=${sq(pgbrConf)} --stanza=bench --pg1-path=${sq(pgbrFake)} archive-get %f %p`);
-      await restoreRun('pgbackrest archive-get sync', () => `${pgbr} --config=${sq(pgbrConf)} --stanza=bench --pg1-path=${sq(pgbrFake)} --no-archive-async archive-get %f %p`);
-    } else restoreRows.push({ label: 'pgbackrest archive-get', note: `skipped: ${pgbrProblem ?? 'pgbackrest missing'}` });
+    if (b34 && !b34Problem) {
+      const b34Names = segments.slice(0, quarter);
+      for (const [label, extra] of [[L.b34Restore, ''], [L.b34RestoreP, ' -p 32']] as const) {
+        const rspool = await freshSpool();
+        const cmd = b34.restoreCommand(rspool, extra);
+        await restoreRun(label, b34Names, () => cmd, rspool);
+      }
+    } else restoreRows.push({ label: 'Barman 3.4 barman-wal-restore', note: `skipped: ${b34Problem ?? 'not set up'}` });
+    for (const kind of PGBR_KINDS) {
+      const repo = pgbrRepos.find((r) => r.kind === kind);
+      if (!repo) {
+        restoreRows.push({ label: L.pgbrGet(kind, 'async'), note: 'skipped (no archive-push)' });
+        continue;
+      }
+      const get = (extra: string) => `${pgbr} --config=${sq(repo.conf)} --stanza=bench --pg1-path=${sq(repo.fake)}${extra} archive-get %f %p`;
+      await restoreRun(L.pgbrGet(kind, 'async'), segments, () => get(''));
+      await restoreRun(L.pgbrGet(kind, 'sync'), segments, () => get(' --no-archive-async'));
+    }
   } finally {
     sshdLog = sshd.log();
+    b34Log = b34?.log() ?? '';
+    await b34?.stop().catch(() => undefined);
     await cleanupAll().catch(() => undefined);
     await sshd.stop().catch(() => undefined);
     await fs.rm(root, { recursive: true, force: true }).catch(() => undefined);
   }
 
   // --- report --------------------------------------------------------------------------------
+  const W = 58;
   const line = (r: Row) => {
-    if (!r.result) return `  ${r.label.padEnd(34)} ${r.note ?? ''}`;
+    if (!r.result) return `  ${r.label.padEnd(W)} ${r.note ?? ''}`;
     const { count, seconds, error, hits } = r.result;
-    if (error) return `  ${r.label.padEnd(34)} FAILED after ${count} segments: ${error}`;
+    if (error) return `  ${r.label.padEnd(W)} FAILED after ${count} segments: ${error}`;
     const ms = (seconds * 1000) / count;
     const served = hits === undefined || count === 0 ? '' : `  ${hits}/${count} calls without ssh`;
     const load = r.result.load === undefined ? '' : `  (load ${r.result.load.toFixed(1)})`;
-    return `  ${r.label.padEnd(34)} ${ms.toFixed(1).padStart(8)} ms/seg ${(count / seconds).toFixed(1).padStart(8)} seg/s ${(((count / seconds) * SEG_SIZE) / 1e6).toFixed(0).padStart(5)} MB/s${served}${load}`;
+    const of = count < SEGMENTS ? `  [${count} segments]` : '';
+    return `  ${r.label.padEnd(W)} ${ms.toFixed(1).padStart(8)} ms/seg ${(count / seconds).toFixed(1).padStart(8)} seg/s ${(((count / seconds) * SEG_SIZE) / 1e6).toFixed(0).padStart(5)} MB/s${served}${load}${of}`;
   };
   console.log('ARCHIVE (archive_command driven like PostgreSQL, all segments .ready)');
   rows.forEach((r) => console.log(line(r)));
@@ -426,8 +520,9 @@ export async function walBench(): Promise<void> {
   restoreRows.forEach((r) => console.log(line(r)));
   // A failed client run is easier to explain with what sshd saw (refused sessions and the like).
   if ([...rows, ...restoreRows].some((r) => r.result?.error)) {
-    const tail = sshdLog.split('\n').filter((l) => !/Accepted publickey|session opened|Disconnected from|Received disconnect|Close session|Starting session|Connection from/.test(l));
-    console.log(`  (sshd log, last lines: ${tail.slice(-8).join(' | ') || 'nothing unusual'})`);
+    const tail = (log: string) => log.split('\n').filter((l) => l && !/Accepted publickey|session opened|Disconnected from|Received disconnect|Close session|Starting session|Connection from|User child is on pid|Transferred: sent|Connection closed|Postponed publickey|Accepted key/.test(l));
+    console.log(`  (sshd log, last lines: ${tail(sshdLog).slice(-8).join(' | ') || 'nothing unusual'})`);
+    if (b34Log) console.log(`  (Barman 3.4's sshd log, last lines: ${tail(b34Log).slice(-8).join(' | ') || 'nothing unusual'})`);
   }
   if (backlogPeak !== undefined) console.log(`PostgreSQL + barman-wal-archive under pgbench: peak .ready backlog ${backlogPeak} — ${backlogNote}`);
 
@@ -435,16 +530,41 @@ export async function walBench(): Promise<void> {
     const r = rs.find((x) => x.label === label)?.result;
     return r && !r.error && r.count > 0 ? r.count / r.seconds : undefined;
   };
-  const ours = rate(rows, 'barman-wal-archive');
-  const pgbrRate = rate(rows, 'pgbackrest archive-push async');
-  const rsync = rate(rows, 'rsync over ssh, 1 per call');
-  const prefetch = rate(restoreRows, 'barman-wal-restore -p 32');
-  const verdict = (ok: boolean) => (ok ? 'OK' : 'MISSED');
-  console.log('TARGETS');
-  if (ours && pgbrRate) console.log(`  ours / pgBackRest async archive-push   ${(ours / pgbrRate).toFixed(2)}x   (target >= 1)   ${verdict(ours >= pgbrRate)}`);
-  if (ours && rsync) console.log(`  ours / rsync one-segment-per-session   ${(ours / rsync).toFixed(1)}x   (target >= 20)  ${verdict(ours >= 20 * rsync)}`);
-  if (prefetch) console.log(`  restore with -p 32                     ${(1000 / prefetch).toFixed(1)} ms/seg   (target < 40)  ${verdict(1000 / prefetch < 40)}`);
-  if (backlogPeak !== undefined) console.log(`  peak .ready backlog under pgbench      ${backlogPeak}   (target < 64)  ${verdict(backlogPeak < 64)}`);
+  const ms = (r: number | undefined) => (r === undefined ? 'not measured' : `${(1000 / r).toFixed(1)} ms/seg`);
+  // A target whose rows are missing is reported as NOT MEASURED and counted as not met.
+  let met = 0;
+  let total = 0;
+  const target = (what: string, value: string | undefined, goal: string, ok: boolean | undefined, context = '') => {
+    total++;
+    if (ok) met++;
+    const verdict = ok === undefined ? 'NOT MEASURED (row failed or skipped)' : ok ? 'OK' : 'MISSED';
+    console.log(`  ${what.padEnd(76)} ${(value ?? '-').padStart(13)}  (target ${goal})  ${verdict}${context}`);
+  };
+  const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? a / b : undefined);
+  const ours = rate(rows, L.ours);
+  const oursZ = rate(rows, L.oursZstd);
+  const pgbrNone = rate(rows, L.pgbrPush('none'));
+  const pgbrZst = rate(rows, L.pgbrPush('zst'));
+  const b34Rate = rate(rows, L.b34Archive);
+  const rsync = rate(rows, L.rsync);
+  const rNone = ratio(ours, pgbrNone);
+  const rZst = ratio(oursZ, pgbrZst);
+  const rB34 = ratio(ours, b34Rate);
+  const rRsync = ratio(ours, rsync);
+  const pre = rate(restoreRows, L.oursRestore);
+  const preZ = rate(restoreRows, L.oursRestoreZstd);
+  const x = (r: number | undefined, digits = 2) => (r === undefined ? undefined : `${r.toFixed(digits)}x`);
+  console.log('TARGETS (ratios of rows of this run; seg/s over seg/s)');
+  target('archive, uncompressed: ours / pgBackRest async push, compress-type=none', x(rNone), '>= 1', rNone === undefined ? undefined : rNone >= 1);
+  target('archive, compressed: ours --zstd low / pgBackRest async push, zst level 1', x(rZst), '>= 1', rZst === undefined ? undefined : rZst >= 1);
+  target('archive: ours (barman-wal-archive) / real Barman 3.4 barman-wal-archive', x(rB34, 1), '>= 20', rB34 === undefined ? undefined : rB34 >= 20);
+  console.log(`  ${'(reference) ours / rsync over ssh, one segment per session'.padEnd(76)} ${(x(rRsync, 1) ?? '-').padStart(13)}  (floor reference, no target)`);
+  const restoreContext = (pgbrKind: PgbrKind) =>
+    `   [pgBackRest archive-get async ${pgbrKind === 'none' ? 'none' : 'zst'}: ${ms(rate(restoreRows, L.pgbrGet(pgbrKind, 'async')))}, Barman 3.4 -p 32: ${ms(rate(restoreRows, L.b34RestoreP))}, no prefetch: ${ms(rate(restoreRows, L.b34Restore))}]`;
+  target('restore: ours -p 32 from the plain archive (bench)', ms(pre), '< 40 ms', pre === undefined ? undefined : 1000 / pre < 40, restoreContext('none'));
+  target('restore: ours -p 32 from the zstd archive (benchz)', ms(preZ), '< 40 ms', preZ === undefined ? undefined : 1000 / preZ < 40, restoreContext('zst'));
+  target('peak pg_wal .ready backlog under pgbench', backlogPeak?.toString(), '< 64', backlogPeak === undefined ? undefined : backlogPeak < 64);
+  console.log(`  ${met} of ${total} targets met${met < total ? ` — ${total - met} MISSED or NOT MEASURED` : ''}`);
 }
 
 /** SQL string literal. */
