@@ -8,8 +8,12 @@
  * then copy its files in buckets of similar size, one rsync per bucket, `jobs` at a time across
  * all trees; then global/pg_control alone, and only then the stop call. The backup_label /
  * tablespace_map it returns are written into `data/`, and the backup is synced to disk.
+ *
+ * With several jobs, big files that rsync would copy whole are read as byte ranges in parallel
+ * instead, each range a job of the same pool (ranged-copy.ts): one rsync moves a file in one
+ * stream, at the speed of one ssh session whatever the number of jobs.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { constants as fsConstants, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -23,6 +27,7 @@ import { fsyncDir, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { runPool } from '../util/pool.js';
 import type { CopyOutcome } from './copy-outcome.js';
+import { rangedMinBytes, RangedFile, type ChildStarter, type HostState } from './ranged-copy.js';
 import {
   PGDATA_EXCLUDES,
   TABLESPACE_EXCLUDES,
@@ -31,6 +36,7 @@ import {
   listArgs,
   parseListOnly,
   planTreeCopy,
+  rangedCopyThreshold,
   rsyncCopySucceeded,
   rsyncErrorLine,
   type CopyJobPlan,
@@ -104,9 +110,10 @@ class CopySink {
   }
 }
 
-/** Children of this backup, killed on abort or when one worker fails. */
-class RsyncRunner {
+/** Children of this backup (rsync workers, ranged reads), killed on abort or when one worker fails. */
+class RsyncRunner implements ChildStarter {
   private readonly children = new Set<ChildProcess>();
+  private readonly groups = new Set<ChildProcess>();
   private stopped = false;
 
   constructor(
@@ -120,6 +127,27 @@ class RsyncRunner {
   killAll(): void {
     this.stopped = true;
     for (const c of this.children) c.kill('SIGTERM');
+    for (const c of this.groups) {
+      try {
+        if (c.pid !== undefined) process.kill(-c.pid, 'SIGTERM');
+      } catch {
+        // Already gone.
+      }
+    }
+  }
+
+  /**
+   * A ranged-copy child, in a process group of its own: `sh -c '<ssh_command> "$@"'` may fork
+   * ssh rather than exec it, and an ssh left behind would keep the pipe, and the copy, open.
+   */
+  start(cmd: string, args: readonly string[], stdio: StdioOptions = ['ignore', 'pipe', 'pipe']): ChildProcess {
+    if (this.stopped) throw new BarmanError('interrupted');
+    log.debug(`running ${cmd} ${args.join(' ')}`);
+    const child = spawn(cmd, [...args], { env: this.env, stdio, detached: true });
+    this.groups.add(child);
+    child.on('close', () => this.groups.delete(child));
+    child.on('error', () => this.groups.delete(child));
+    return child;
   }
 
   run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -200,6 +228,9 @@ async function analyseTree(tree: Tree, runner: RsyncRunner): Promise<{ listing: 
   return { listing: parseListOnly(text), basis: names };
 }
 
+/** One job of the worker pool: an rsync bucket, or one range of a ranged file. */
+type Work = { tree: Tree; bytes: number } & ({ kind: 'rsync'; job: Job } | { kind: 'range'; file: RangedFile; index: number });
+
 /**
  * Copy every tree; returns the copy_stats entries. Throws on the first failed worker.
  * pg_control goes last, alone, once every other file is copied (see PG_CONTROL).
@@ -207,8 +238,11 @@ async function analyseTree(tree: Tree, runner: RsyncRunner): Promise<{ listing: 
 async function copyTrees(req: RsyncBackupRequest, trees: Tree[], runner: RsyncRunner, listDir: string, sink: CopySink): Promise<[string, PyValue][]> {
   const jobs = Math.max(1, req.jobs);
   const horizon = req.reuse !== 'off' && req.previous ? req.previous.beginTimeSec : null;
+  const minRanged = rangedMinBytes();
+  // Per host: after one refusal of GNU dd options, the other big files go to rsync at once.
+  const hosts = new Map<string, HostState>();
   const analysisStart = Date.now();
-  const work: Job[] = [];
+  const work: Work[] = [];
   const finalSteps: Job[] = [];
   // The trees are analysed in parallel: each analysis is mostly ssh round trips.
   const analysisPerItem = await Promise.all(
@@ -216,12 +250,24 @@ async function copyTrees(req: RsyncBackupRequest, trees: Tree[], runner: RsyncRu
       const t0 = Date.now();
       const { listing, basis } = await analyseTree(tree, runner);
       const inBasis = basis === null ? null : (name: string) => basis.has(name);
-      const plan = planTreeCopy(listing, { jobs, horizonSec: horizon, inBasis, isPgdata: tree.item === 'pgdata' });
-      for (const b of plan.buckets) work.push({ tree, ...b });
+      const rangedMin = rangedCopyThreshold(tree.transport, jobs, minRanged);
+      const plan = planTreeCopy(listing, { jobs, horizonSec: horizon, inBasis, isPgdata: tree.item === 'pgdata', rangedMinBytes: rangedMin });
+      for (const b of plan.buckets) work.push({ kind: 'rsync', tree, bytes: b.bytes, job: { tree, ...b } });
+      const hostKey = tree.transport.sshCommand ?? '';
+      const host = hosts.get(hostKey) ?? { ddUnusable: null };
+      hosts.set(hostKey, host);
+      for (const f of plan.ranged) {
+        const file = new RangedFile(runner, tree.transport.sshCommand, host, path.join(tree.src, f.name), path.join(tree.dest, f.name), f);
+        f.ranges.forEach((r, index) => work.push({ kind: 'range', tree, bytes: r.length, file, index }));
+      }
       if (plan.last) finalSteps.push({ tree, ...plan.last });
       const forced = plan.buckets.filter((b) => b.force).reduce((n, b) => n + b.names.length, 0);
-      const files = plan.buckets.reduce((n, b) => n + b.names.length, 0) + (plan.last?.names.length ?? 0);
-      log.info(`${tree.item}: ${files} files (${forced} modified since the reused backup started), ${plan.buckets.length + (plan.last ? 1 : 0)} rsync jobs`);
+      const files = plan.buckets.reduce((n, b) => n + b.names.length, 0) + (plan.last?.names.length ?? 0) + plan.ranged.length;
+      const ranges = plan.ranged.reduce((n, f) => n + f.ranges.length, 0);
+      log.info(
+        `${tree.item}: ${files} files (${forced} modified since the reused backup started), ${plan.buckets.length + (plan.last ? 1 : 0)} rsync jobs` +
+          (plan.ranged.length > 0 ? `, ${plan.ranged.length} big files in ${ranges} ranged reads` : ''),
+      );
       return [tree.item, pyFloat((Date.now() - t0) / 1000)];
     }),
   );
@@ -232,31 +278,73 @@ async function copyTrees(req: RsyncBackupRequest, trees: Tree[], runner: RsyncRu
   req.onProgress?.(0, totalKb);
   const serial = new Map<string, number>();
   const span = new Map<string, { start: number; end: number }>();
+  let reportedBytes = 0;
+  /** `planned` more bytes of the plan done, `written` more bytes on disk here. */
+  const progress = (planned: number, written: number, always = true): void => {
+    doneBytes += planned;
+    if (written > 0) sink.copied(written);
+    // Streamed ranges report every chunk: the progress callback only every 16 MiB.
+    if (always || doneBytes - reportedBytes >= 16 * 1024 * 1024) {
+      reportedBytes = doneBytes;
+      req.onProgress?.(Math.floor(doneBytes / 1024), totalKb);
+    }
+  };
+  const account = (tree: Tree, t0: number): void => {
+    const t1 = Date.now();
+    serial.set(tree.item, (serial.get(tree.item) ?? 0) + (t1 - t0) / 1000);
+    const s = span.get(tree.item);
+    span.set(tree.item, { start: Math.min(s?.start ?? t0, t0), end: Math.max(s?.end ?? t1, t1) });
+  };
   let n = 0;
-  const copy = async (job: Job, strict = false): Promise<void> => {
+  const rsyncJob = async (job: Job, strict: boolean): Promise<void> => {
     const listFile = path.join(listDir, `files-${n++}`);
     await fsp.writeFile(listFile, job.names.map((f) => `${f}\0`).join(''), { mode: 0o600 });
-    const t0 = Date.now();
     const opts = { reuse: req.reuse, reuseDir: job.tree.reuseDir, force: job.force, wholeFile: job.wholeFile };
+    await runner.check(copyArgs(job.tree.transport, job.tree.src, job.tree.dest, listFile, opts), `copy of ${job.tree.src}`, strict);
+  };
+  /** Copy one range; returns the bytes written that `onData` did not report. */
+  const rangeJob = async (w: Extract<Work, { kind: 'range' }>, onData: (bytes: number) => void): Promise<number> => {
+    const { outcome } = await w.file.copyRange(w.index, onData);
+    if (outcome === 'vanished') log.info(`${w.file.src} vanished during the copy (dropped): skipped`);
+    if (outcome === 'fallback') {
+      // The file's ranges are all over: its rsync copy takes this worker's turn.
+      log.debug(`copying ${w.file.src} with rsync instead`);
+      await rsyncJob({ tree: w.tree, names: [w.file.plan.name], bytes: w.file.plan.size, force: false, wholeFile: true }, false);
+      return w.file.plan.size;
+    }
+    return 0;
+  };
+  let warnedDd = false;
+  const copy = async (w: Work, strict = false): Promise<void> => {
+    const t0 = Date.now();
+    let streamed = 0;
+    let written = w.bytes;
     try {
-      await runner.check(copyArgs(job.tree.transport, job.tree.src, job.tree.dest, listFile, opts), `copy of ${job.tree.src}`, strict);
+      if (w.kind === 'rsync') await rsyncJob(w.job, strict);
+      else
+        written = await rangeJob(w, (bytes) => {
+          streamed += bytes;
+          progress(bytes, bytes, false);
+        });
     } catch (err) {
       runner.killAll(); // a dropped connection fails one worker: stop the others at once
       throw err;
     }
-    const t1 = Date.now();
-    serial.set(job.tree.item, (serial.get(job.tree.item) ?? 0) + (t1 - t0) / 1000);
-    const s = span.get(job.tree.item);
-    span.set(job.tree.item, { start: Math.min(s?.start ?? t0, t0), end: Math.max(s?.end ?? t1, t1) });
-    doneBytes += job.bytes;
-    sink.copied(job.bytes);
-    req.onProgress?.(Math.floor(doneBytes / 1024), totalKb);
+    if (w.kind === 'range' && !warnedDd) {
+      const bad = [...hosts.values()].find((h) => h.ddUnusable !== null);
+      if (bad) {
+        warnedDd = true;
+        log.warning(`the PostgreSQL host's dd cannot read byte ranges (${bad.ddUnusable}): big files are copied by rsync in one stream each`);
+      }
+    }
+    account(w.tree, t0);
+    progress(Math.max(0, w.bytes - streamed), written);
   };
-  // Largest buckets first: the pool then ends with the small ones, keeping every worker busy.
+  // Largest jobs first: the pool then ends with the small ones, keeping every worker busy.
   work.sort((a, b) => b.bytes - a.bytes);
-  await runPool(work, jobs, copy);
+  await runPool(work, jobs, (w) => copy(w));
   // A backup without pg_control cannot be recovered: here a vanished file is a failure.
-  for (const job of finalSteps) await copy(job, true);
+  for (const job of finalSteps) await copy({ kind: 'rsync', tree: job.tree, bytes: job.bytes, job }, true);
   const items = trees.map((t) => t.item);
   return [
     ['number_of_workers', jobs],

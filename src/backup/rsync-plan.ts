@@ -3,6 +3,7 @@
  * how `rsync --list-only` output is read, how files are split among parallel copy workers, and
  * the rsync arguments of one worker. No I/O here, so that all of it is unit-tested.
  */
+import { splitRanges, type ByteRange } from '../util/ranges.js';
 
 /**
  * Left out of the PGDATA copy, anchored at the data directory (rsync filter syntax). These are
@@ -123,6 +124,15 @@ export interface CopyJobPlan {
   wholeFile: boolean;
 }
 
+/** A big file copied as byte ranges read in parallel instead of by one rsync (src/backup/ranged-copy.ts). */
+export interface RangedFilePlan {
+  name: string;
+  size: number;
+  /** From the listing (whole seconds): the mtime to give the copy when the source cannot say better. */
+  mtimeSec: number;
+  ranges: ByteRange[];
+}
+
 /**
  * How one tree is copied: its listed files and symlinks in at most `jobs` buckets per kind, and,
  * for the data directory, pg_control kept out of every bucket as the `last` step, to run once all
@@ -130,13 +140,21 @@ export interface CopyJobPlan {
  * the reused backup has and vouches for; files it has but cannot vouch for (modified after its
  * horizon: forced); files it does not have, or all of them without a reused backup (whole-file).
  * `inBasis` says whether the reused backup has a file (null: there is no reused backup).
+ *
+ * `rangedMinBytes` (see rangedCopyThreshold; null: never): regular files at least this big that
+ * rsync would copy whole anyway (no basis to reuse) are taken out of the buckets and returned in
+ * `ranged`, each split into `jobs` ranges: one rsync stream would copy them at the speed of one
+ * ssh session whatever the number of jobs. Files with a basis stay with rsync, whose delta
+ * transfer and --link-dest are worth more than the parallel read.
  */
 export function planTreeCopy(
   listing: readonly ListedEntry[],
-  opts: { jobs: number; horizonSec: number | null; inBasis: ((name: string) => boolean) | null; isPgdata: boolean },
-): { buckets: CopyJobPlan[]; last: CopyJobPlan | null } {
+  opts: { jobs: number; horizonSec: number | null; inBasis: ((name: string) => boolean) | null; isPgdata: boolean; rangedMinBytes?: number | null },
+): { buckets: CopyJobPlan[]; last: CopyJobPlan | null; ranged: RangedFilePlan[] } {
   const items = listing.filter((e) => e.name !== '.' && (e.kind === 'file' || e.kind === 'symlink') && !(opts.isPgdata && e.name === PG_CONTROL));
   const inBasis = opts.inBasis;
+  const minRanged = opts.jobs > 1 ? (opts.rangedMinBytes ?? null) : null;
+  const isRanged = (e: ListedEntry) => minRanged !== null && e.kind === 'file' && e.size >= minRanged;
   const fresh = items.filter((e) => inBasis === null || !inBasis(e.name));
   const based = inBasis === null ? [] : items.filter((e) => inBasis(e.name));
   const recent = (e: ListedEntry) => isAfterHorizon(e, opts.horizonSec);
@@ -144,11 +162,26 @@ export function planTreeCopy(
   const buckets = [
     ...group(based.filter((e) => !recent(e)), false, false),
     ...group(based.filter(recent), true, false),
-    ...group(fresh, false, true),
+    ...group(fresh.filter((e) => !isRanged(e)), false, true),
   ];
+  const ranged = fresh.filter(isRanged).map((e) => ({ name: e.name, size: e.size, mtimeSec: e.mtimeSec, ranges: splitRanges(e.size, opts.jobs) }));
   // Forced: pg_control changes at every checkpoint, possibly within the second of the reused copy.
   const last = opts.isPgdata ? { names: [PG_CONTROL], bytes: PG_CONTROL_SIZE, force: true, wholeFile: true } : null;
-  return { buckets, last };
+  return { buckets, last, ranged };
+}
+
+/**
+ * The `rangedMinBytes` of planTreeCopy for one tree's transport: `minBytes`, or null (no ranged
+ * copy) with one job (nothing to parallelise) or when the transport throttles or compresses:
+ * bandwidth_limit / tablespace_bandwidth_limit and network_compression are applied by rsync
+ * (--bwlimit, -z), which the ranged reads (dd through ssh) cannot honour, so rsync keeps it all.
+ */
+export function rangedCopyThreshold(t: Transport, jobs: number, minBytes: number): number | null {
+  if (jobs <= 1) return null;
+  if (t.bwlimit) return null;
+  // -z is only passed over ssh (transportArgs): local copies ignore network_compression.
+  if (t.networkCompression && t.sshCommand) return null;
+  return minBytes;
 }
 
 /**

@@ -4,6 +4,10 @@
  * copy jobs (each recovered and compared with the source), a tablespace in base/<id>/<oid>,
  * reuse_backup = link sharing unchanged files with the previous backup, and a copy killed
  * mid-way leaving a FAILED backup, a free lock and the earlier backups as they were.
+ * BARMAN_TS_RANGED_MIN_BYTES is lowered to 4 MiB so that backups with several jobs copy the big
+ * tables (pgbench_accounts, big) as ranges read in parallel (src/backup/ranged-copy.ts): their
+ * mode, mtime and hard-linking by the next backup are checked, and a dropped ssh session of a
+ * ranged read fails the backup like a dropped rsync.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -22,6 +26,9 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
   let pg: PgCluster;
   let env: BarmanEnv;
   let tsOid = '';
+  let sshConfig = '';
+  /** base/<db>/<relfilenode> of table big (~24 MiB, frozen: unchanged after the setup). */
+  let bigPath = '';
   const { ids, backupDir, infoText, backup } = backupRecorder(() => env);
   const recover = (id: string) => recoverFingerprint(env, id, { owner: BARMAN_USER, tempPrefix: 'rsync' });
 
@@ -29,9 +36,13 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
     await ensureBarmanUser();
     sshd = await startSshd();
     // The barman user logs in as postgres: rsync reads PGDATA with the server's owner's rights.
-    const sshConfig = await sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
+    sshConfig = await sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
+    // Inherited by every barman run (runuser keeps the environment).
+    process.env.BARMAN_TS_RANGED_MIN_BYTES = String(4 * 1024 * 1024);
     pg = await PgCluster.create();
     tsOid = await createFingerprintData(pg, 'rsync-ts-');
+    await pg.psql("CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 100000) g; VACUUM (FREEZE) big;");
+    bigPath = await pg.psql("SELECT pg_relation_filepath('big')");
     env = await createBarmanEnv(pg, {
       server: 'rs',
       extra: { backup_method: 'rsync', ssh_command: `ssh -F ${sshConfig} postgres@127.0.0.1`, slot_name: 'barman_rs' },
@@ -66,6 +77,16 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
       assert.ok(tsContent.some((n) => n.startsWith('PG_15_')), tsContent.join(','));
     }
     assert.match(infoField(await infoText(four), 'copy_stats'), /'number_of_workers': 4/);
+    // With 4 jobs the big tables were read as ranges; the copies look like rsync's: 0600, same mtime.
+    assert.match(await readLog(env), /pgdata: .*, 2 big files in 8 ranged reads/);
+    const srcStat = await fs.stat(path.join(pg.dataDir, bigPath), { bigint: true });
+    for (const id of [one, four]) {
+      const st = await fs.stat(path.join(backupDir(id), 'data', bigPath), { bigint: true });
+      assert.equal(st.size, srcStat.size, id);
+      assert.equal(Number(st.mode & 0o777n), 0o600, id);
+      assert.equal(st.mtimeNs, srcStat.mtimeNs, `${id}: mtime of the copy`);
+    }
+    assert.ok((await fs.readFile(path.join(backupDir(four), 'data', bigPath))).equals(await fs.readFile(path.join(pg.dataDir, bigPath))));
     assert.equal(await recover(one), expected);
     assert.equal(await recover(four), expected);
   });
@@ -89,6 +110,11 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
     // The linked files are those of the previous backup (same inode).
     const pgVersion = path.join('data', 'PG_VERSION');
     assert.equal((await fs.stat(path.join(backupDir(id), pgVersion))).ino, (await fs.stat(path.join(backupDir(previous), pgVersion))).ino);
+    // The big file, copied as ranges by the previous backup (-j 4), is shared as well.
+    const big = path.join('data', bigPath);
+    const bigStat = await fs.stat(path.join(backupDir(id), big));
+    assert.equal(bigStat.ino, (await fs.stat(path.join(backupDir(previous), big))).ino, 'the ranged copy is hard-linked');
+    assert.ok(bigStat.nlink >= 2);
     assert.equal(await recover(id), expected);
   });
 
@@ -136,6 +162,65 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
     assert.ok(next > started.backup_id);
     const w = await walkLinks(path.join(backupDir(next), 'data'));
     assert.ok(w.linked > w.files / 2, `${w.linked} of ${w.files} linked`);
+  });
+
+  it('a dropped ssh session of a ranged read leaves the backup FAILED, the lock free and the previous backups untouched', async () => {
+    const before = await listBackups(env);
+    const last = ids.at(-1) ?? '';
+    const lastInfo = await infoText(last);
+    const lastWalk = await walkLinks(backupDir(last));
+    // The ranged reads (dd through ssh) are held back a few seconds, long enough to cut their ssh;
+    // pipefail: the wrapper fails as its ssh does.
+    const wrapper = path.join(env.root, 'slow-dd-ssh');
+    const ssh = `ssh -F ${sshConfig} postgres@127.0.0.1`;
+    await fs.writeFile(
+      wrapper,
+      `#!/bin/bash\nset -o pipefail\ncase "$*" in\n  *"dd if="*) ${ssh} "$@" | { sleep 5; exec cat; } ;;\n  *) exec ${ssh} "$@" ;;\nesac\n`,
+      { mode: 0o755 },
+    );
+    const original = await fs.readFile(env.configFile, 'utf8');
+    await fs.writeFile(env.configFile, original.replace(/^ssh_command = .*$/m, `ssh_command = ${wrapper}`));
+    try {
+      const child = spawn(
+        'runuser',
+        ['-u', BARMAN_USER, '--', process.execPath, BARMAN_SCRIPT, '-c', env.configFile, 'backup', '-j', '2', '--reuse-backup', 'off', env.server],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+      const started = await waitFor(async () => (await listBackups(env)).find((b) => b.status === 'STARTED'), {
+        timeoutMs: 60_000,
+        intervalMs: 100,
+        what: 'backup STARTED',
+      });
+      // The ssh clients of the ranged reads.
+      const pids = await waitFor(
+        async () => {
+          const r = await runAs('root', 'pgrep', ['-u', BARMAN_USER, '-f', '--', `^ssh .* dd if=${pg.dataDir}/`]);
+          const found = r.stdout.split('\n').filter((l) => l.trim() !== '');
+          return found.length > 0 ? found : undefined;
+        },
+        { timeoutMs: 60_000, intervalMs: 50, what: 'ranged reads through ssh' },
+      );
+      for (const pid of pids) await runAs('root', 'kill', ['-KILL', pid]);
+      const code = await exited;
+      assert.equal(code, 1, stderr);
+      const failed = (await listBackups(env)).find((b) => b.backup_id === started.backup_id);
+      assert.equal(failed?.status, 'FAILED');
+      assert.match(infoField(await infoText(started.backup_id), 'error'), /failure copying files \(ranged copy of .* failed with exit code/);
+      assert.deepEqual((await listBackups(env)).filter((b) => b.backup_id !== started.backup_id), before);
+      assert.equal(await infoText(last), lastInfo);
+      assert.deepEqual(await walkLinks(backupDir(last)), lastWalk);
+      // No reader left behind.
+      const left = await runAs('root', 'pgrep', ['-u', BARMAN_USER, '-f', '--', `dd if=${pg.dataDir}/`]);
+      assert.equal(left.stdout.trim(), '', 'ranged readers still running');
+    } finally {
+      await fs.writeFile(env.configFile, original);
+    }
+    // The lock was released: the next backup runs.
+    const next = await backup('-j', '2', '--reuse-backup', 'off');
+    assert.ok(next > last);
   });
 
   it('refuses exclusive_backup on PostgreSQL 15 with one clear line, recording nothing', async () => {

@@ -1,5 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { RANGE_ALIGN } from '../../src/util/ranges.js';
 import {
   copyArgs,
   dirsArgs,
@@ -8,6 +9,7 @@ import {
   parseListOnly,
   PG_CONTROL,
   planTreeCopy,
+  rangedCopyThreshold,
   rsyncCopySucceeded,
   splitBuckets,
   transportArgs,
@@ -77,6 +79,54 @@ describe('rsync plan', () => {
     const ts = planTreeCopy([f('PG_15_1/5/global/pg_control', 3), f(PG_CONTROL, 3)], { jobs: 2, horizonSec: null, inBasis: null, isPgdata: false });
     assert.equal(ts.last, null);
     assert.equal(ts.buckets.flatMap((b) => b.names).length, 2);
+  });
+
+  it('copies big files without a basis as ranges, only with several jobs', () => {
+    const MiB = 1024 * 1024;
+    const f = (name: string, size: number, mtimeSec = 100): ListedEntry => ({ name, kind: 'file', size, mtimeSec });
+    const listing: ListedEntry[] = [
+      f('base/5/16384', 100 * MiB),
+      f('base/5/16384.1', 10 * MiB),
+      f('base/5/16390', 64 * MiB, 5000),
+      f('base/5/1259', 8192),
+      f(PG_CONTROL, 64 * MiB),
+      { name: 'pg_tblspc/16385', kind: 'symlink', size: 64 * MiB, mtimeSec: 100 },
+    ];
+    const opts = { horizonSec: null, inBasis: null, isPgdata: true, rangedMinBytes: 64 * MiB };
+    const plan = planTreeCopy(listing, { ...opts, jobs: 4 });
+    assert.deepEqual(plan.ranged.map((r) => r.name), ['base/5/16384', 'base/5/16390']);
+    const big = plan.ranged[0];
+    assert.equal(big?.ranges.length, 4);
+    assert.equal(big?.mtimeSec, 100);
+    assert.equal(big?.ranges.reduce((n, r) => n + r.length, 0), 100 * MiB);
+    assert.ok(big?.ranges.every((r) => r.offset % RANGE_ALIGN === 0));
+    // Ranged files are in no rsync bucket; everything else still is; pg_control stays last.
+    const bucketed = plan.buckets.flatMap((b) => b.names).sort();
+    assert.deepEqual(bucketed, ['base/5/1259', 'base/5/16384.1', 'pg_tblspc/16385']);
+    assert.deepEqual(plan.last?.names, [PG_CONTROL]);
+    // One job: nothing to parallelise.
+    assert.deepEqual(planTreeCopy(listing, { ...opts, jobs: 1 }).ranged, []);
+    // Off (null / absent): as before.
+    assert.deepEqual(planTreeCopy(listing, { ...opts, jobs: 4, rangedMinBytes: null }).ranged, []);
+    assert.deepEqual(planTreeCopy(listing, { jobs: 4, horizonSec: null, inBasis: null, isPgdata: true }).ranged, []);
+    // A file the reused backup has stays with rsync (delta, --link-dest), modified or not.
+    const withBasis = planTreeCopy(listing, { ...opts, jobs: 4, horizonSec: 1000, inBasis: (n) => n !== 'base/5/16390' });
+    assert.deepEqual(withBasis.ranged.map((r) => r.name), ['base/5/16390']);
+    assert.ok(withBasis.buckets.some((b) => b.names.includes('base/5/16384') && !b.wholeFile));
+    const allBased = planTreeCopy(listing, { ...opts, jobs: 4, horizonSec: 1000, inBasis: () => true });
+    assert.deepEqual(allBased.ranged, []);
+  });
+
+  it('uses ranged copies only when rsync would not throttle or compress the transfer', () => {
+    const ssh = { sshCommand: 'ssh postgres@pg', bwlimit: null, networkCompression: false };
+    assert.equal(rangedCopyThreshold(ssh, 2, 1000), 1000);
+    assert.equal(rangedCopyThreshold(ssh, 1, 1000), null);
+    assert.equal(rangedCopyThreshold({ ...ssh, bwlimit: 500 }, 4, 1000), null);
+    assert.equal(rangedCopyThreshold({ ...ssh, bwlimit: 0 }, 4, 1000), 1000);
+    assert.equal(rangedCopyThreshold({ ...ssh, networkCompression: true }, 4, 1000), null);
+    // local-rsync: -z is never passed, so compression does not matter.
+    assert.equal(rangedCopyThreshold({ sshCommand: null, bwlimit: null, networkCompression: true }, 4, 1000), 1000);
+    assert.equal(rangedCopyThreshold({ sshCommand: null, bwlimit: 100, networkCompression: false }, 4, 1000), null);
   });
 
   it('re-copies files modified at or after the reused backup started', () => {
