@@ -12,7 +12,15 @@ import { parseCompressionLevel, type CompressionLevel, type CompressionName } fr
 import { VERSION } from '../version.js';
 import { argumentFailure, reportFailure, runIfEntryPoint } from './cli-common.js';
 import { DEFAULT_SPOOL_DIR } from './markers.js';
-import { archiveWal, DEFAULT_BATCH_MEMBERS, LOCAL_ERROR, testPutWal, type ArchiveOptions } from './push.js';
+import {
+  archiveWal,
+  DEFAULT_BATCH_MEMBERS,
+  DEFAULT_COMPRESSED_BATCH_BYTES,
+  DEFAULT_COMPRESSED_BATCH_MEMBERS,
+  LOCAL_ERROR,
+  testPutWal,
+  type ArchiveOptions,
+} from './push.js';
 import type { SshTarget } from './ssh.js';
 
 interface RawOptions {
@@ -29,9 +37,10 @@ interface RawOptions {
   lz4?: boolean;
   compressionLevel?: string;
   spoolDir: string;
-  batch: string;
+  batch?: string;
   sshConfig?: string;
   sessions?: string;
+  workers?: string;
 }
 
 export interface ParsedArchiveCommand {
@@ -61,7 +70,16 @@ otherwise the code of the remote put-wal.
 Push-ahead (barman-ts): the segments PostgreSQL has already marked ready after WAL_PATH are
 sent in the same ssh session (up to --batch), and recorded in --spool-dir; when PostgreSQL
 then asks for them, the call returns at once without ssh. Run \`barman-wal-archive -t ...\`
-to check the connection and the Barman configuration.`;
+to check the connection and the Barman configuration.
+
+Busy servers: \`--zstd --compression-level low\` is the recommended fast setting: in our
+measurements it sent WAL 1.5-2 times faster than no compression. zstd level 1 compresses a
+16 MiB segment in about 30 ms of one core, to 10-55 % of its size, so ssh has that much less
+to encrypt; the compression runs in worker threads while earlier segments are being sent,
+and put-wal stores the files as received (compressed), as archive-wal would keep them.
+--lz4 is no faster here and compresses less. Negative zstd levels (\`--compression-level -3\`)
+save about a third of the compression CPU for 1.5-2 times the bytes. Compressed members need
+a Barman server recent enough to know the algorithm.`;
 
 function program(): Command {
   return new Command('barman-wal-archive')
@@ -82,10 +100,11 @@ function program(): Command {
     .option('--lz4', 'compress the WAL files with lz4 before sending them')
     .option('--compression-level <LEVEL>', 'compression level: low, medium, high or a number (default medium)')
     .option('--spool-dir <DIR>', 'barman-ts: directory recording segments already pushed ahead', DEFAULT_SPOOL_DIR)
-    .option('--batch <N>', 'barman-ts: most WAL files sent in one ssh session (0 or 1: no push-ahead)', String(DEFAULT_BATCH_MEMBERS))
+    .option('--batch <N>', `barman-ts: most WAL files sent in one ssh session (0 or 1: no push-ahead; default ${DEFAULT_BATCH_MEMBERS}, ${DEFAULT_COMPRESSED_BATCH_MEMBERS} when compressing)`)
     .option('--ssh-config <FILE>', 'barman-ts: ssh client configuration file (ssh -F FILE)')
-    // Tuning knob for measurements; not worth a line in --help.
+    // Tuning knobs for measurements (ssh sessions, compression threads); not worth --help lines.
     .addOption(new Option('--sessions <N>').hideHelp())
+    .addOption(new Option('--workers <N>').hideHelp())
     .version(`barman-wal-archive ${VERSION}`, '-V, --version', 'show the version and exit')
     .helpOption('-h, --help', 'show this help and exit')
     .addHelpText('after', HELP_AFTER)
@@ -134,8 +153,10 @@ export function parseArgs(argv: readonly string[]): ParsedArchiveCommand {
       compression: chosen[0] ?? null,
       compressionLevel: level,
       spoolDir: o.spoolDir,
-      batch: parseCount(o.batch, '--batch', DEFAULT_BATCH_MEMBERS),
+      batch: parseCount(o.batch, '--batch', chosen[0] ? DEFAULT_COMPRESSED_BATCH_MEMBERS : DEFAULT_BATCH_MEMBERS),
+      maxBatchBytes: chosen[0] ? DEFAULT_COMPRESSED_BATCH_BYTES : undefined,
       sessions: o.sessions === undefined ? undefined : Math.max(1, parseCount(o.sessions, '--sessions', 1)),
+      workers: o.workers === undefined ? undefined : parseCount(o.workers, '--workers', 0),
     },
   };
 }
@@ -168,4 +189,9 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
   }
 }
 
-runIfEntryPoint(import.meta.url, main);
+runIfEntryPoint(import.meta.url, () => {
+  // Should the event loop ever run dry before main() settles (a bug), node would exit 0 and
+  // PostgreSQL would recycle a segment that was never stored: fail unless main() says otherwise.
+  process.exitCode = LOCAL_ERROR;
+  return main();
+});

@@ -96,7 +96,18 @@ describe('options and exit codes', () => {
     assert.equal(p.options.checksum, 'sha256');
     assert.equal(p.options.compression, null);
     assert.equal(p.options.batch, 64);
+    assert.equal(p.options.maxBatchBytes, undefined);
+    assert.equal(p.options.workers, undefined);
     assert.equal(p.options.spoolDir, '/var/tmp/barman-wal-archive');
+  });
+
+  it('sends longer batches when compressing, and takes negative zstd levels', () => {
+    const p = parseArgs(['--zstd', '--compression-level', '-3', 'h', 'pg', 'w']);
+    assert.equal(p.options.batch, 128);
+    assert.equal(p.options.maxBatchBytes, 2 * 1024 ** 3);
+    assert.equal(p.options.compressionLevel, -3);
+    assert.equal(parseArgs(['--lz4', '--batch', '10', 'h', 'pg', 'w']).options.batch, 10);
+    assert.equal(parseArgs(['--workers', '0', 'h', 'pg', 'w']).options.workers, 0);
   });
 
   it('parses every option', () => {
@@ -547,6 +558,7 @@ describe('barman-wal-archive end to end (fake ssh)', () => {
       ['--config', '/etc/my barman.conf', 'h'],
       ['-U', 'bkp', '--port=22', '-c', "/it's here.conf", '--zstd', '--batch', '4', '--sessions', '2', 'h'],
       ['--ssh-config', '/dev/null', 'h', '--user=bkp'],
+      ['--workers', '1', '--compression-level=low', '--lz4', 'h', '--workers=2'],
     ];
     const destOf = (v: string[]) => {
       const o = parseArgs([...v, 'pg', file]).options;
