@@ -8,7 +8,7 @@
  *   second backup  after an UPDATE of a few rows of pgbench_branches + CHECKPOINT:
  *                  barman --reuse-backup link -j 2 (time, deduplicated_size, du of new inodes)
  *                  vs pgbackrest --type=incr process-max=2 (time, du of its backup directory)
- *   recovery       cp -a + sync of the backup, barman recover (local), barman recover
+ *   recovery       cp -a + sync of the backup, barman recover -j 2 (local), barman recover -j 2
  *                  --remote-ssh-command (skipped while unsupported), pgbackrest restore process-max=2
  * Each measurement is the best of --rounds (default 2); within a round the tools alternate (the
  * order is reversed on odd rounds) and the page cache is dropped (sync; drop_caches=3) before
@@ -358,7 +358,8 @@ export async function rsyncBench(): Promise<void> {
     // The WAL the newest backup needs must be in barman's archive before it can be recovered.
     await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'bench');
     const latest = await newestBarman();
-    const remoteCmd = ['recover', '--remote-ssh-command', sshCommand, 'bench', latest];
+    // -j 2 for both barman rows: pgBackRest restores with process-max=2, the same parallelism.
+    const remoteCmd = ['recover', '-j', '2', '--remote-ssh-command', sshCommand, 'bench', latest];
     const probe = await as(BARMAN_USER, process.execPath, barmanArgs(...remoteCmd, path.join(pgScratch, 'probe')));
     await fs.rm(path.join(pgScratch, 'probe'), { recursive: true, force: true });
     if (probe.code !== 0) {
@@ -374,12 +375,12 @@ export async function rsyncBench(): Promise<void> {
         },
         () => fs.rm(path.join(scratch, 'cp'), { recursive: true, force: true }),
       ],
-      ['barman recover (local)', () => barman('recover', 'bench', latest, path.join(scratch, 'rec')), () => fs.rm(path.join(scratch, 'rec'), { recursive: true, force: true })],
+      ['barman recover -j 2 (local)', () => barman('recover', '-j', '2', 'bench', latest, path.join(scratch, 'rec')), () => fs.rm(path.join(scratch, 'rec'), { recursive: true, force: true })],
       ...(remoteNote
         ? []
         : [
             [
-              'barman recover --remote-ssh-command',
+              'barman recover -j 2 (remote, ssh)',
               () => barman(...remoteCmd, path.join(pgScratch, 'remote')),
               () => fs.rm(path.join(pgScratch, 'remote'), { recursive: true, force: true }),
             ] as [string, () => Promise<unknown>, () => Promise<unknown>],
@@ -401,7 +402,7 @@ export async function rsyncBench(): Promise<void> {
     for (let round = 0; round < ROUNDS; round++) {
       for (const [label, fn, after] of alternate(recSteps, round)) await measure(label, fn, after);
     }
-    if (remoteNote) get('barman recover --remote-ssh-command').note = remoteNote;
+    if (remoteNote) get('barman recover -j 2 (remote, ssh)').note = remoteNote;
   } finally {
     await as(BARMAN_USER, process.execPath, barmanArgs('receive-wal', '--stop', 'bench')).catch(() => undefined);
     await pg?.stop('immediate').catch(() => undefined);
@@ -432,7 +433,7 @@ export async function rsyncBench(): Promise<void> {
   if (incrStats) console.log(`  (last second backup's copy_stats: ${incrStats})`);
   row('pgbackrest incr process-max=2', pgbrIncrDu ? `   du ${mib(pgbrIncrDu)}` : '');
   console.log('RECOVERY (newest backup, into an empty directory)');
-  for (const l of ['cp -a + sync of the backup', 'barman recover (local)', 'barman recover --remote-ssh-command', 'pgbackrest restore process-max=2']) row(l);
+  for (const l of ['cp -a + sync of the backup', 'barman recover -j 2 (local)', 'barman recover -j 2 (remote, ssh)', 'pgbackrest restore process-max=2']) row(l);
 
   console.log('TARGETS (ratios in this run)');
   /** Ratios (x) pass at <= limit ("no slower"); shares (%) must stay under it. */
@@ -450,6 +451,6 @@ export async function rsyncBench(): Promise<void> {
   target('second backup disk / full (du new inodes)', incrInfo && fullDisk ? incrDu / fullDisk : undefined, 0.05, '%');
   target('second backup time / full -j 2 time', ratio(best('barman --reuse-backup link -j 2'), best('barman backup -j 2 (ssh)')), 0.3, '%');
   const pgbrRestore = best('pgbackrest restore process-max=2');
-  target('recover (local) / pgBackRest restore', ratio(best('barman recover (local)'), pgbrRestore), 1, 'x', '; Barman 3.4: 1.8x');
-  target('recover (remote) / pgBackRest restore', ratio(best('barman recover --remote-ssh-command'), pgbrRestore), 1, 'x', '; Barman 3.4: 4.6x');
+  target('recover (local) / pgBackRest restore', ratio(best('barman recover -j 2 (local)'), pgbrRestore), 1, 'x', '; Barman 3.4: 1.8x');
+  target('recover (remote) / pgBackRest restore', ratio(best('barman recover -j 2 (remote, ssh)'), pgbrRestore), 1, 'x', '; Barman 3.4: 4.6x');
 }

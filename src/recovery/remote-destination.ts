@@ -4,6 +4,9 @@
  * that command. What needs preparing on this side (tar extraction, decompressed WAL, the
  * settings files) is staged in a private local directory removed at the end.
  *
+ * With several jobs, big files go as byte ranges in parallel (ranged-push.ts), beside the rsync
+ * buckets of the other files.
+ *
  * Order matters for safety: data, then WAL, then configuration files, and the signal file
  * last, after a flush on the remote side, so an interrupted restore never looks startable.
  */
@@ -14,6 +17,7 @@ import { BarmanError, errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { runPool } from '../util/pool.js';
 import { run, type RunResult } from '../util/proc.js';
+import { planRanges, pushRange, rangedMinBytes, rangedPushAllowed, runKillable, Stopped, type RangeJob } from './ranged-push.js';
 import { excluder, extractTar, listTarArchives, scanTree, type TreeScan } from './copy.js';
 import {
   copyWalsTo,
@@ -33,16 +37,19 @@ import {
   CHECK_SCRIPT,
   FINISH_SCRIPT,
   PREPARE_SCRIPT,
+  RANGED_FINISH_SCRIPT,
   SCRIPT_DONE,
   checkProblemMessage,
   lastErrorLine,
   parseCheckOutput,
   prepareScriptArgs,
+  rangedFinishArgs,
   remoteScriptWords,
   rsyncDirsArgs,
   rsyncFilesArgs,
   rsyncTreeArgs,
   sshInvocation,
+  type RangedFileMeta,
   type RemoteTransport,
 } from './remote-shell.js';
 import type { ArchivedWal } from './wal.js';
@@ -68,6 +75,9 @@ export interface RemoteOptions extends RemoteTransport {
   retrySleepSeconds: number;
 }
 
+/** One job of the push pool: an rsync bucket of files, or one range of a big file. */
+type PushJob = { kind: 'rsync'; tree: PushTree; names: string[]; bytes: number; list: string } | { kind: 'range'; job: RangeJob; bytes: number };
+
 /** A tree to push: a local directory (backup or staged) and its remote location. */
 interface PushTree {
   scan: TreeScan;
@@ -80,11 +90,15 @@ export class RemoteDestination implements RestoreDestination {
   private staging: string | null = null;
   /** Local directory whose files are what the data directory receives (for readRestored). */
   private restoredSource: string | null = null;
+  /** Files this big go in byte ranges (ranged-push.ts); read now, so a bad value changes nothing. */
+  private readonly rangedMinBytes: number;
 
   constructor(
     private readonly layout: RestoreLayout,
     private readonly opts: RemoteOptions,
-  ) {}
+  ) {
+    this.rangedMinBytes = rangedMinBytes(opts.env);
+  }
 
   private get transport(): RemoteTransport {
     return { sshCommand: this.opts.sshCommand, bwlimit: this.opts.bwlimit, networkCompression: this.opts.networkCompression };
@@ -110,16 +124,26 @@ export class RemoteDestination implements RestoreDestination {
     return res.stdout;
   }
 
-  private async rsync(args: string[], what: string): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
+  private async rsync(args: string[], what: string, signal: AbortSignal = new AbortController().signal): Promise<void> {
+    await this.withRetries(async () => {
       log.debug(`running rsync ${args.join(' ')}`);
-      const res = await run('rsync', args, { env: this.opts.env });
+      const res = await runKillable('rsync', args, this.opts.env, signal);
       if (res.code === 0) return;
       const detail = lastErrorLine(res.stderr, res.stdout);
-      const msg = `rsync of ${what} to the remote host failed with exit code ${res.code}${detail ? `: ${detail}` : ''}`;
-      if (attempt >= this.opts.retryTimes) throw new BarmanError(msg);
-      log.warning(`${msg}: retrying in ${this.opts.retrySleepSeconds} seconds (${attempt + 1}/${this.opts.retryTimes})`);
-      await new Promise((r) => setTimeout(r, this.opts.retrySleepSeconds * 1000));
+      throw new BarmanError(`rsync of ${what} to the remote host failed with exit code ${res.code}${detail ? `: ${detail}` : ''}`);
+    }, what, signal);
+  }
+
+  /** A failed copy is run again retryTimes times (each run completes or rewrites what the last left). */
+  private async withRetries(fn: () => Promise<void>, what: string, signal: AbortSignal): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (err instanceof Stopped || signal.aborted || attempt >= this.opts.retryTimes) throw err;
+        log.warning(`${errorMessage(err)}: retrying in ${this.opts.retrySleepSeconds} seconds (${attempt + 1}/${this.opts.retryTimes})`);
+        await new Promise((r) => setTimeout(r, this.opts.retrySleepSeconds * 1000));
+      }
     }
   }
 
@@ -215,28 +239,74 @@ export class RemoteDestination implements RestoreDestination {
       return stats;
     }
 
-    // Directories first (one run per tree), then the files in buckets of similar size, `workers`
-    // rsync processes at a time across all trees, the largest buckets first.
+    // Directories first (one run per tree), then the files in buckets of similar size and the
+    // ranges of the big files (ranged-push.ts), `workers` jobs at a time across all trees, the
+    // largest first. The first failure stops the others (their processes are killed).
     const staging = await this.stagingDir();
-    const buckets: { tree: PushTree; names: string[]; bytes: number; list: string }[] = [];
+    const ranged = rangedPushAllowed({ workers: opts.workers, delta: false, bwlimit: this.opts.bwlimit, networkCompression: this.opts.networkCompression });
+    const jobs: PushJob[] = [];
+    const rangedFiles: RangedFileMeta[] = [];
     let n = 0;
     for (const tree of trees) {
       await this.rsync(rsyncDirsArgs(this.transport, tree.scan.root, tree.dest, tree.excludes), `the directories of ${tree.scan.root}`);
-      const items = tree.scan.entries.filter((e) => e.kind !== 'dir').map((e) => ({ name: e.rel, size: e.size }));
-      for (const b of splitBuckets(items, opts.workers)) {
+      let items = tree.scan.entries.filter((e) => e.kind !== 'dir').map((e) => ({ rel: e.rel, size: e.size, file: e.kind === 'file' }));
+      if (ranged) {
+        const plan = planRanges(items.filter((i) => i.file), tree.scan.root, tree.dest, opts.workers, this.rangedMinBytes);
+        const big = new Set(plan.ranged.map((f) => f.rel));
+        items = items.filter((i) => !big.has(i.rel));
+        for (const f of plan.ranged) {
+          // bigint: rsync -a keeps the nanoseconds of the mtime, so does RANGED_FINISH_SCRIPT
+          const st = await fsp.stat(path.join(tree.scan.root, f.rel), { bigint: true });
+          rangedFiles.push({ remote: path.posix.join(tree.dest, f.rel), size: f.size, mode: Number(st.mode & 0o7777n), mtimeNs: st.mtimeNs });
+        }
+        for (const j of plan.jobs) jobs.push({ kind: 'range', job: j, bytes: j.range.length });
+      }
+      for (const b of splitBuckets(items.map((i) => ({ name: i.rel, size: i.size })), opts.workers)) {
         const list = path.join(staging, `files-${n++}.list`);
         await fsp.writeFile(list, b.names.map((x) => `${x}\0`).join(''), { mode: 0o600 });
-        buckets.push({ tree, ...b, list });
+        jobs.push({ kind: 'rsync', tree, names: b.names, bytes: b.bytes, list });
       }
     }
-    buckets.sort((a, b) => b.bytes - a.bytes);
-    await runPool(buckets, opts.workers, async (b) => {
-      await this.rsync(rsyncFilesArgs(this.transport, b.tree.scan.root, b.tree.dest, b.list), b.tree.scan.root);
-      done += b.bytes;
-      stats.files += b.names.length;
-      stats.bytes += b.bytes;
+    stats.files += rangedFiles.length;
+    jobs.sort((a, b) => b.bytes - a.bytes);
+    const stop = new AbortController();
+    // The ranges are the biggest jobs, so they end first: their files are finished (size, mode,
+    // mtime) while the pool still copies small files, not in a session of its own after it.
+    let rangesLeft = jobs.filter((j) => j.kind === 'range').length;
+    let rangedFinish: Promise<unknown> | null = null;
+    const finishRanged = () =>
+      this.script(RANGED_FINISH_SCRIPT, rangedFinishArgs(rangedFiles), 'Finishing the ranged copy').catch((err: unknown) => {
+        stop.abort();
+        throw err;
+      });
+    const pool = runPool(jobs, opts.workers, async (j) => {
+      try {
+        if (j.kind === 'range') {
+          await this.withRetries(() => pushRange(j.job, this.opts.sshCommand, this.opts.env, stop.signal), `ranged copy of ${j.job.local}`, stop.signal);
+          if (--rangesLeft === 0) {
+            rangedFinish = finishRanged();
+            rangedFinish.catch(() => undefined); // awaited below; a failure also stops the pool
+          }
+        } else {
+          await this.rsync(rsyncFilesArgs(this.transport, j.tree.scan.root, j.tree.dest, j.list), j.tree.scan.root, stop.signal);
+          stats.files += j.names.length;
+        }
+      } catch (err) {
+        stop.abort();
+        throw err;
+      }
+      done += j.bytes;
+      stats.bytes += j.bytes;
       opts.onProgress?.(done, total);
     });
+    try {
+      await pool;
+    } catch (err) {
+      // stopped by a failed finishing script: that failure is the one to report
+      if (err instanceof Stopped && rangedFinish !== null) await rangedFinish;
+      throw err;
+    }
+    if (rangedFinish !== null) await rangedFinish;
     return stats;
   }
 

@@ -176,6 +176,51 @@ fi
 echo ${SCRIPT_DONE}
 `;
 
+/**
+ * Runs the `dd` words of one range (src/util/ranges.ts ddWriteWords) with umask 077: the first
+ * session to open the file creates it, 0600 and owned by the ssh user, and none truncates it
+ * (conv=notrunc), whatever order the ranges arrive in. No session of its own to create the
+ * files first: on a busy host each ssh login costs a few tenths of a second.
+ */
+export const RANGED_WRITE_SCRIPT = 'umask 077; exec "$@"';
+
+/**
+ * After every range is written. Arguments: quadruples `<size> <mode octal> <mtime> <file>`
+ * (mtime as `@<seconds>.<nanoseconds>` for GNU touch). Checks that each file has its full size
+ * (a range lost without an error must not go unnoticed), then gives it the mode and mtime of
+ * the source, as rsync -a does for the other files.
+ */
+export const RANGED_FINISH_SCRIPT = `
+set -e
+while [ $# -ge 4 ]; do
+  size=$(stat -c %s "$4")
+  if [ "$size" != "$1" ]; then echo "$4 has $size bytes instead of $1" >&2; exit 1; fi
+  chmod "$2" "$4"
+  touch -c -m -d "$3" "$4"
+  shift 4
+done
+echo ${SCRIPT_DONE}
+`;
+
+/** One ranged file as RANGED_FINISH_SCRIPT wants it. */
+export interface RangedFileMeta {
+  remote: string;
+  size: number;
+  /** Permission bits of the source (mode & 0o7777). */
+  mode: number;
+  /** Modification time of the source in nanoseconds since the epoch. */
+  mtimeNs: bigint;
+}
+
+/** Arguments of RANGED_FINISH_SCRIPT. */
+export function rangedFinishArgs(files: readonly RangedFileMeta[]): string[] {
+  return files.flatMap((f) => {
+    const sec = f.mtimeNs / 1_000_000_000n;
+    const ns = f.mtimeNs % 1_000_000_000n;
+    return [String(f.size), (f.mode & 0o7777).toString(8).padStart(4, '0'), `@${sec}.${String(ns).padStart(9, '0')}`, f.remote];
+  });
+}
+
 export type CheckCode = 'NOTDIR' | 'UNREADABLE' | 'NOTEMPTY' | 'NOTWRITABLE' | 'RUNNING' | 'PARENT_NOTDIR' | 'PARENT_NOTWRITABLE';
 
 export interface CheckProblem {

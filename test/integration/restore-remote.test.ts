@@ -10,11 +10,13 @@ import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { cleanupAll, startRecoveredCluster } from '../helpers/pg-cluster.js';
-import { BACKUP_ID, TAR_BACKUP_ID, assertCompleteRestore, createRestoreFixture, type RestoreFixture } from '../helpers/restore-fixture.js';
+import { BACKUP_ID, BARMAN_JS, TAR_BACKUP_ID, assertCompleteRestore, createRestoreFixture, type RestoreFixture } from '../helpers/restore-fixture.js';
 import { startSshd, type Sshd } from '../helpers/sshd.js';
 import { BARMAN_USER, POSTGRES_USER, chownR, ensureBarmanUser, lookupUser, makeTempDir, runAs } from '../helpers/system.js';
 
 const TIMEOUT = { timeout: 240_000 };
+/** BARMAN_TS_RANGED_MIN_BYTES of the ranged tests: the fixture's catalog files of this size and more. */
+const RANGED_TEST_MIN = 256 * 1024;
 
 describe('barman recover --remote-ssh-command', { timeout: 600_000 }, () => {
   let sshd: Sshd;
@@ -156,6 +158,77 @@ describe('barman recover --remote-ssh-command', { timeout: 600_000 }, () => {
     assert.equal(res.code, 1, res.stderr + res.stdout);
     assertOneErrorLine(res.stderr, /Restore of backup .* into the remote directory .* failed: rsync of .* failed with exit code/);
     assert.equal(existsSync(path.join(dest, 'PG_VERSION')), true, 'the data files were copied');
+    for (const f of ['postgresql.conf', 'postgresql.auto.conf', 'recovery.signal', 'backup_manifest.' + BACKUP_ID]) {
+      assert.equal(existsSync(path.join(dest, f)), false, `${f} must not be there`);
+    }
+  });
+
+  /** An admin-style wrapper around the test's ssh: `body` (sh) runs first, "$*" is the remote command. */
+  async function sshWrapper(name: string, body: string[]): Promise<{ dir: string; command: string }> {
+    const dir = await makeTempDir(`${name}-`, { owner: BARMAN_USER, mode: 0o755 });
+    const wrapper = path.join(dir, name);
+    const ssh = sshCommand.replace(/ \S+@127\.0\.0\.1$/, '');
+    await fs.writeFile(wrapper, ['#!/bin/sh', `D=${dir}`, `SSH="${ssh}"`, ...body, 'exec $SSH "$@"', ''].join('\n'), { mode: 0o755 });
+    await chownR(dir, BARMAN_USER);
+    return { dir, command: `${wrapper} ${POSTGRES_USER}@127.0.0.1` };
+  }
+  /** Our CLI with a small ranged-copy threshold, so that the fixture's bigger files go in ranges. */
+  const barmanRanged = (args: string[]) =>
+    runAs(BARMAN_USER, process.execPath, [BARMAN_JS, '-c', conf, ...args], { timeoutMs: 300_000, env: { ...process.env, BARMAN_TS_RANGED_MIN_BYTES: String(RANGED_TEST_MIN) } });
+
+  test('-j 4 with a small ranged threshold: big files go in byte ranges through dd, the cluster starts with the same data', TIMEOUT, async () => {
+    const { dest, tbs } = await remoteDirs();
+    const { dir, command } = await sshWrapper('logging-ssh', [`case "$*" in *"dd of="*) echo dd >> $D/log;; *) echo other >> $D/log;; esac`]);
+    const res = await barmanRanged([
+      'recover', 'pg', BACKUP_ID, dest, '--remote-ssh-command', command,
+      '--tablespace', `tbs1:${tbs}`, '--target-time', targetTime, '--target-action', 'promote', '-j', '4',
+    ]);
+    assert.equal(res.code, 0, `${res.stderr}${res.stdout}\n--- sshd ---\n${sshd.log().slice(-2000)}`);
+    const log = (await fs.readFile(path.join(dir, 'log'), 'utf8')).split('\n');
+    assert.ok(log.filter((l) => l === 'dd').length >= 4, `some files should have been sent in ranges: ${log.join(',')}`);
+    // every data file of the backup arrived whole, ranged or not, with its mode
+    const backupData = path.join(path.dirname(conf), 'pg', 'base', BACKUP_ID, 'data');
+    let ranged = 0;
+    for (const rel of ['base', 'global']) {
+      for (const f of await fs.readdir(path.join(backupData, rel), { recursive: true })) {
+        const a = await fs.stat(path.join(backupData, rel, f)).catch(() => null);
+        if (!a?.isFile()) continue;
+        const b = await fs.stat(path.join(dest, rel, f));
+        assert.equal(b.size, a.size, f);
+        assert.equal(b.mode & 0o777, a.mode & 0o777, f);
+        assert.equal(b.uid, postgresUid, f);
+        if (a.size >= RANGED_TEST_MIN && f !== 'pg_control') {
+          ranged++;
+          assert.ok((await fs.readFile(path.join(dest, rel, f))).equals(await fs.readFile(path.join(backupData, rel, f))), `${f} differs`);
+          assert.equal(Math.floor(b.mtimeMs / 1000), Math.floor(a.mtimeMs / 1000), `mtime of ${f}`);
+        }
+      }
+    }
+    assert.ok(ranged > 0);
+    const { cluster, outcome } = await startRecoveredCluster(dest);
+    assert.equal(outcome, 'primary');
+    assert.equal(await cluster.psql('SELECT count(*) FROM t'), '2000');
+    assert.equal(await cluster.psql("SELECT count(*) FROM t WHERE v = 'second'"), '1000');
+    assert.equal(await cluster.psql('SELECT count(*) FROM t2'), '100');
+    // the catalog files came in ranges: the server must be able to read all of them
+    assert.equal(await cluster.psql("SELECT count(*) > 1000 FROM pg_proc"), 't');
+    await cluster.destroy();
+  });
+
+  test('an ssh session killed during a ranged push fails with one line, nothing PostgreSQL could start from', TIMEOUT, async () => {
+    const { dest, tbs } = await remoteDirs();
+    // the first dd session goes through, every later one is killed under way (ssh then says 255)
+    const { command } = await sshWrapper('killing-ssh', [
+      'case "$*" in *"dd of="*)',
+      '  n=$(cat $D/count 2>/dev/null || echo 0); n=$((n+1)); echo $n > $D/count',
+      '  if [ "$n" -gt 1 ]; then $SSH "$@" & p=$!; sleep 0.2; kill -9 $p; echo "Connection to 127.0.0.1 closed by remote host." >&2; exit 255; fi;;',
+      'esac',
+    ]);
+    const res = await barmanRanged([
+      'recover', 'pg', BACKUP_ID, dest, '--remote-ssh-command', command, '--tablespace', `tbs1:${tbs}`, '--target-time', targetTime, '-j', '4',
+    ]);
+    assert.equal(res.code, 1, res.stderr + res.stdout);
+    assertOneErrorLine(res.stderr, /Restore of backup .* into the remote directory .* failed: Cannot reach the remote host with '.*killing-ssh .*' \(exit code 255\): Connection to 127\.0\.0\.1 closed by remote host\./);
     for (const f of ['postgresql.conf', 'postgresql.auto.conf', 'recovery.signal', 'backup_manifest.' + BACKUP_ID]) {
       assert.equal(existsSync(path.join(dest, f)), false, `${f} must not be there`);
     }

@@ -12,11 +12,14 @@ import { after, before, describe, it } from 'node:test';
 import {
   CHECK_SCRIPT,
   PREPARE_SCRIPT,
+  RANGED_FINISH_SCRIPT,
+  RANGED_WRITE_SCRIPT,
   SCRIPT_DONE,
   checkProblemMessage,
   lastErrorLine,
   parseCheckOutput,
   prepareScriptArgs,
+  rangedFinishArgs,
   remoteCommandLine,
   remoteQuote,
   remoteScriptWords,
@@ -29,7 +32,9 @@ import {
 import { NO_TARGET } from '../../src/recovery/options.js';
 import { DELTA_CLEARED_FILES } from '../../src/recovery/destination.js';
 import { RemoteDestination } from '../../src/recovery/remote-destination.js';
+import { planRanges, rangedMinBytes, rangedPushAllowed, remoteFailure } from '../../src/recovery/ranged-push.js';
 import { recoveryLines } from '../../src/recovery/settings.js';
+import { RANGED_COPY_MIN_BYTES, ddWriteWords } from '../../src/util/ranges.js';
 import { run } from '../../src/util/proc.js';
 
 const NASTY = [`it's`, 'a b', '$HOME', '`id`', '"q"', 'semi;colon', 'back\\slash', 'new\nline', '*', ''];
@@ -291,5 +296,150 @@ describe('remote get-wal restore_command', () => {
     assert.equal(lines[1], "restore_command = 'barman-wal-restore -P -U barman --port 2222 backup.example.com pg %f %p -p 4'");
     const plain = recoveryLines({ ...base, remoteGetWal: { barmanHost: 'bk', port: null, parallel: 1 } });
     assert.equal(plain[1], "restore_command = 'barman-wal-restore -P -U barman bk pg %f %p'");
+  });
+});
+
+describe('ranged push of big files', () => {
+  it('is used with several jobs only, never for a delta restore, a bandwidth limit or -z', () => {
+    const o = { workers: 2, delta: false, bwlimit: null, networkCompression: false };
+    assert.equal(rangedPushAllowed(o), true);
+    assert.equal(rangedPushAllowed({ ...o, workers: 1 }), false);
+    assert.equal(rangedPushAllowed({ ...o, delta: true }), false);
+    assert.equal(rangedPushAllowed({ ...o, bwlimit: 1000 }), false);
+    assert.equal(rangedPushAllowed({ ...o, networkCompression: true }), false);
+  });
+
+  it('reads its threshold from BARMAN_TS_RANGED_MIN_BYTES, refuses nonsense', () => {
+    assert.equal(rangedMinBytes({}), RANGED_COPY_MIN_BYTES);
+    assert.equal(rangedMinBytes({ BARMAN_TS_RANGED_MIN_BYTES: '' }), RANGED_COPY_MIN_BYTES);
+    assert.equal(rangedMinBytes({ BARMAN_TS_RANGED_MIN_BYTES: '4096' }), 4096);
+    for (const bad of ['0', '-1', '1.5', 'lots']) assert.throws(() => rangedMinBytes({ BARMAN_TS_RANGED_MIN_BYTES: bad }), /Invalid BARMAN_TS_RANGED_MIN_BYTES/);
+  });
+
+  it('plans ranges covering each big file once, one set per job, small files left to rsync', () => {
+    const mib = 1024 * 1024;
+    const { ranged, jobs } = planRanges([{ rel: 'base/5/1', size: 10 * mib + 3 }, { rel: 'base/5/2', size: mib }, { rel: 'base/5/3', size: 4 * mib }], '/b/data', '/r/data', 3, 4 * mib);
+    assert.deepEqual(ranged.map((f) => f.rel), ['base/5/1', 'base/5/3']);
+    const of1 = jobs.filter((j) => j.local === '/b/data/base/5/1');
+    assert.equal(of1.length, 3);
+    assert.ok(of1.every((j) => j.remote === '/r/data/base/5/1'));
+    let next = 0;
+    for (const j of of1) {
+      assert.equal(j.range.offset, next);
+      next += j.range.length;
+    }
+    assert.equal(next, 10 * mib + 3);
+  });
+
+  it('formats mode and nanosecond mtime for the finishing script', () => {
+    assert.deepEqual(rangedFinishArgs([{ remote: "/r/it's", size: 7, mode: 0o100600, mtimeNs: 1_700_000_000_000_000_042n }]), ['7', '0600', '@1700000000.000000042', "/r/it's"]);
+  });
+
+  it('says "Cannot reach the remote host" for ssh failures only', () => {
+    assert.match(remoteFailure('ssh db1', 255, 'Connection refused', 'Writing x').message, /^Cannot reach the remote host with 'ssh db1' \(exit code 255\): Connection refused$/);
+    assert.match(remoteFailure('ssh db1', 1, 'No space left on device', 'Writing x').message, /^Writing x on the remote host failed \(exit code 1\): No space left on device$/);
+  });
+
+  it('write and finishing scripts: ranges in any order make one 0600 file, then size checked, mode and mtime set', async () => {
+    const dir = path.join(tmp, 'ranged scripts');
+    await fsp.mkdir(dir, { recursive: true });
+    const f = path.join(dir, `big 'one'`);
+    const inv = (offset: number) => sshInvocation(`${fakeSsh} postgres@db1`, remoteScriptWords(RANGED_WRITE_SCRIPT, ddWriteWords(f, offset)));
+    for (const [offset, text] of [[3, 'de'], [0, 'abc']] as const) {
+      const i = inv(offset);
+      const r = await run(i.cmd, i.args, { input: text });
+      assert.equal(r.code, 0, r.stderr);
+    }
+    assert.equal(await fsp.readFile(f, 'utf8'), 'abcde');
+    assert.equal((await fsp.stat(f)).mode & 0o777, 0o600);
+    await fsp.truncate(f, 0);
+    const meta = { remote: f, size: 5, mode: 0o640, mtimeNs: 1_600_000_000_123_456_789n };
+    let res = await remote(remoteScriptWords(RANGED_FINISH_SCRIPT, rangedFinishArgs([meta])));
+    assert.notEqual(res.code, 0, 'a file without all its bytes is an error');
+    assert.match(res.stderr, /has 0 bytes instead of 5/);
+    await fsp.writeFile(f, 'abcde');
+    res = await remote(remoteScriptWords(RANGED_FINISH_SCRIPT, rangedFinishArgs([meta])));
+    assert.equal(res.code, 0, res.stderr);
+    assert.ok(res.stdout.includes(SCRIPT_DONE));
+    const st = await fsp.stat(f, { bigint: true });
+    assert.equal(Number(st.mode & 0o777n), 0o640);
+    assert.equal(st.mtimeNs, 1_600_000_000_123_456_789n);
+  });
+
+  const bigBackup = async (base: string) => {
+    const backup = path.join(base, 'backup', 'data');
+    await fsp.mkdir(path.join(backup, 'base', '5'), { recursive: true });
+    await fsp.writeFile(path.join(backup, 'PG_VERSION'), '15\n');
+    const big = Buffer.alloc(5 * 1024 * 1024 + 12345);
+    for (let i = 0; i + 4 <= big.length; i += 4) big.writeUInt32LE(i, i);
+    await fsp.writeFile(path.join(backup, 'base', '5', '16397'), big, { mode: 0o600 });
+    await fsp.utimes(path.join(backup, 'base', '5', '16397'), 1_650_000_000.25, 1_650_000_000.25);
+    await fsp.writeFile(path.join(backup, 'base', '5', '1259'), Buffer.alloc(8192, 3));
+    return { backup, big };
+  };
+  const destination = (base: string, sshCommand: string, env: NodeJS.ProcessEnv) =>
+    new RemoteDestination(
+      { dest: path.join(base, 'restored'), tablespaces: [], walName: 'pg_wal', backupId: '20240101T000000', stagingWal: null },
+      { sshCommand, bwlimit: null, networkCompression: false, stagingBase: path.join(base, 'staging'), env, retryTimes: 0, retrySleepSeconds: 0 },
+    );
+
+  it('RemoteDestination with 3 jobs pushes a big file in ranges: same bytes, mode and mtime', async () => {
+    const base = path.join(tmp, 'ranged-ok');
+    const { backup, big } = await bigBackup(base);
+    // a log of the remote commands: the big file must go through dd, not rsync
+    const logged = path.join(base, 'ssh-log');
+    const ssh = path.join(base, 'logging-ssh');
+    await fsp.writeFile(ssh, `#!/bin/sh\nshift\nprintf '%s\\n' "$*" | tr '\\n' ' ' >> '${logged}'; echo >> '${logged}'\nexec sh -c "$*"\n`, { mode: 0o755 });
+    const d = destination(base, `${ssh} postgres@db1`, { ...process.env, BARMAN_TS_RANGED_MIN_BYTES: String(1024 * 1024) });
+    let stats;
+    try {
+      stats = await d.copyBase({ dataDir: backup, tarFormat: false, tablespaceDir: () => '/nonexistent' }, { delta: false, workers: 3, env: process.env });
+    } finally {
+      await d.cleanup();
+    }
+    const out = path.join(base, 'restored', 'base', '5', '16397');
+    assert.ok((await fsp.readFile(out)).equals(big));
+    const [a, b] = [await fsp.stat(path.join(backup, 'base', '5', '16397')), await fsp.stat(out)];
+    assert.equal(b.mode & 0o7777, a.mode & 0o7777);
+    assert.equal(b.mtimeMs, a.mtimeMs);
+    assert.equal((await fsp.readFile(path.join(base, 'restored', 'base', '5', '1259'))).length, 8192);
+    assert.equal(stats.files, 3);
+    assert.equal(stats.bytes, big.length + 8192 + 3);
+    const log = await fsp.readFile(logged, 'utf8');
+    assert.equal(log.split('\n').filter((l) => l.includes(' dd of=')).length, 3, log);
+  });
+
+  it('a range that cannot be written fails the push with one line naming the host problem', async () => {
+    const base = path.join(tmp, 'ranged-cut');
+    const { backup } = await bigBackup(base);
+    // ssh dies (255) on the second range; the rest goes through
+    const ssh = path.join(base, 'cut-ssh');
+    await fsp.writeFile(ssh, `#!/bin/sh\nshift\ncase "$*" in *seek=0*) ;; *"dd of="*) exit 255;; esac\nexec sh -c "$*"\n`, { mode: 0o755 });
+    const d = destination(base, `${ssh} postgres@db1`, { ...process.env, BARMAN_TS_RANGED_MIN_BYTES: String(1024 * 1024) });
+    try {
+      await assert.rejects(
+        d.copyBase({ dataDir: backup, tarFormat: false, tablespaceDir: () => '/nonexistent' }, { delta: false, workers: 2, env: process.env }),
+        /^BarmanError: Cannot reach the remote host with '.*cut-ssh postgres@db1' \(exit code 255\)$/,
+      );
+    } finally {
+      await d.cleanup();
+    }
+  });
+
+  it('a range lost without an error is caught by the size check, with one line', async () => {
+    const base = path.join(tmp, 'ranged-lost');
+    const { backup } = await bigBackup(base);
+    // the later ranges "succeed" without writing anything
+    const ssh = path.join(base, 'lossy-ssh');
+    await fsp.writeFile(ssh, `#!/bin/sh\nshift\ncase "$*" in *seek=0*) ;; *"dd of="*) cat > /dev/null; exit 0;; esac\nexec sh -c "$*"\n`, { mode: 0o755 });
+    const d = destination(base, `${ssh} postgres@db1`, { ...process.env, BARMAN_TS_RANGED_MIN_BYTES: String(1024 * 1024) });
+    try {
+      await assert.rejects(
+        d.copyBase({ dataDir: backup, tarFormat: false, tablespaceDir: () => '/nonexistent' }, { delta: false, workers: 2, env: process.env }),
+        /^BarmanError: Finishing the ranged copy on the remote host failed \(exit code 1\): .*16397 has \d+ bytes instead of 5255225$/,
+      );
+    } finally {
+      await d.cleanup();
+    }
   });
 });
