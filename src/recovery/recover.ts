@@ -63,6 +63,17 @@ export { DATA_EXCLUDES };
 /** Default number of concurrent file copies for a local restore. */
 export const DEFAULT_COPY_WORKERS = 4;
 
+/**
+ * Workers when neither --jobs nor a larger parallel_jobs says otherwise: DEFAULT_COPY_WORKERS,
+ * but never more than this host's cores for a remote restore, where every worker is an ssh
+ * session whose encryption takes a core here (measured on 2 cores: 4 sessions pushed 1.5 GB in
+ * 21 s, one in 15 s).
+ */
+export function defaultCopyWorkers(remote: boolean, parallelJobs: number, cores = os.availableParallelism()): number {
+  const floor = remote ? Math.min(DEFAULT_COPY_WORKERS, Math.max(1, cores)) : DEFAULT_COPY_WORKERS;
+  return Math.max(1, parallelJobs, floor);
+}
+
 export interface RestoreRequest extends TargetOptions {
   /** BACKUP_ID argument: an ID, a shortcut, a name or `auto`. */
   backupId: string;
@@ -347,7 +358,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     throw new BarmanError(`--recovery-conf-filename '${settingsName}' must name a file inside the destination directory for a remote restore`);
   }
   if (req.bwlimit && !remote) warn('--bwlimit is ignored by local restores');
-  const workers = Math.max(1, req.jobs ?? Math.max(srv.parallel_jobs ?? 1, DEFAULT_COPY_WORKERS));
+  const workers = Math.max(1, req.jobs ?? defaultCopyWorkers(remote, srv.parallel_jobs ?? 1));
   const env = subprocessEnv(srv.path_prefix);
   const barmanCommand = req.barmanCommand ?? barmanInvocation(srv.global.configFile);
   const layout = { dest, tablespaces, walName, backupId: id, stagingWal };

@@ -13,7 +13,7 @@ import { gzipSync } from 'node:zlib';
 import { DONE, FAILED, newBackupInfo, readBackupInfoFile, serializeBackupInfo, type BackupInfo } from '../../src/catalog/backup-info.js';
 import { saveBackupInfo } from '../../src/catalog/catalog.js';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
-import { barmanInvocation, restoreBackup, type RestoreRequest } from '../../src/recovery/recover.js';
+import { barmanInvocation, defaultCopyWorkers, restoreBackup, type RestoreRequest } from '../../src/recovery/recover.js';
 import { BarmanError } from '../../src/util/errors.js';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import { parsePyDatetime } from '../../src/util/pytime.js';
@@ -402,5 +402,18 @@ describe('restoreBackup, other kinds of backup', () => {
     assert.equal(existsSync(path.join(dest, 'pg_wal', '000000010000000000000009')), false);
     assert.equal(existsSync(path.join(dest, 'pg_wal', '000000010000000000000006')), true);
     assert.equal(await fsp.readlink(path.join(dest, 'pg_tblspc', '16385')), `${dest}-tbs1`);
+  });
+});
+
+describe('defaultCopyWorkers', () => {
+  it('local restores copy with 4 workers, or parallel_jobs when larger', () => {
+    assert.equal(defaultCopyWorkers(false, 1, 2), 4);
+    assert.equal(defaultCopyWorkers(false, 8, 2), 8);
+  });
+  it('remote restores open no more ssh sessions than this host has cores, unless parallel_jobs asks', () => {
+    assert.equal(defaultCopyWorkers(true, 1, 2), 2);
+    assert.equal(defaultCopyWorkers(true, 1, 16), 4);
+    assert.equal(defaultCopyWorkers(true, 1, 1), 1);
+    assert.equal(defaultCopyWorkers(true, 6, 2), 6);
   });
 });
