@@ -20,7 +20,10 @@ import { walArchivePath } from './archiver.js';
 import {
   compressStream,
   decompressStream,
+  canonicalCompression,
   identifyOpenFile,
+  isCompressionName,
+  type CompressionAlgorithm,
   type CompressionName,
   type CustomCompressionConfig,
   fileSink,
@@ -49,6 +52,25 @@ export interface GetWalOptions {
   compression?: 'gzip' | 'bzip2' | null;
   /** Send the file as it is stored (`--keep-compression`). */
   keepCompression?: boolean;
+  /**
+   * `--batch` only (`--accept-compression`): the algorithms the client decompresses itself.
+   * A member stored with one of them is sent as stored (fewer bytes through ssh); any other
+   * (`custom`, which only this server can undo) is sent plain.
+   */
+  acceptCompression?: ReadonlySet<CompressionAlgorithm>;
+}
+
+/** Algorithms a client can decompress without the server's configuration (known magic bytes). */
+export const CLIENT_DECODABLE: readonly CompressionAlgorithm[] = ['gzip', 'bzip2', 'xz', 'zstd', 'lz4', 'snappy'];
+
+/** Parse `--accept-compression LIST` (comma separated); unknown names are ignored (newer clients). */
+export function parseAcceptCompression(text: string): Set<CompressionAlgorithm> {
+  const out = new Set<CompressionAlgorithm>();
+  for (const word of text.split(',')) {
+    const name = word.trim();
+    if (isCompressionName(name) && name !== 'custom') out.add(canonicalCompression(name));
+  }
+  return out;
 }
 
 export interface GetWalResult {
@@ -183,6 +205,8 @@ function transformsFor(srv: ServerConfig, found: FoundWal, opts: GetWalOptions):
   if (opts.keepCompression) return [];
   const out = opts.compression ?? null;
   const stored = found.partial ? null : found.compression;
+  // The client decompresses what it accepts (pigz/pygzip files are gzip, pybzip2 is bzip2).
+  if (stored !== null && out === null && opts.acceptCompression?.has(canonicalCompression(stored) === 'pigz' ? 'gzip' : canonicalCompression(stored))) return [];
   const storedCanonical = stored === 'pygzip' || stored === 'pigz' ? 'gzip' : stored === 'pybzip2' ? 'bzip2' : stored;
   // Already in the requested format: send it as it is.
   if (out !== null && storedCanonical === out) return [];
@@ -310,6 +334,8 @@ export function peekWals(srv: ServerConfig, name: string, count: number): string
 
 /** Name of the checksum member that ends a batch (same format as barman-wal-archive's). */
 export const BATCH_CHECKSUM_MEMBER = 'SHA256SUMS';
+/** With --accept-compression, `<name>.sha256` follows each member (one SHA256SUMS line). */
+export const MEMBER_CHECKSUM_SUFFIX = '.sha256';
 
 export interface BatchResult {
   /** Members sent, in order (the checksum member excluded). */
@@ -534,6 +560,14 @@ export async function sendWalBatch(srv: ServerConfig, name: string, count: numbe
       names.push(current);
       bytes += prepared.size;
       sums.push(`${streamed.sha256} *${current}\n`);
+      if (opts.acceptCompression) {
+        // The new client (--accept-compression) also gets each file's checksum right after it:
+        // it can hand a verified file over to recovery before the whole batch has arrived.
+        const line = Buffer.from(`${streamed.sha256} *${current}\n`);
+        await new Promise<void>((resolve, reject) => {
+          pack.entry({ name: `${current}${MEMBER_CHECKSUM_SUFFIX}`, size: line.length, mode: FILE_MODE, type: 'file' }, line, (err) => (err ? reject(err) : resolve()));
+        });
+      }
       const next = following[i];
       if (next === undefined) break;
       current = next;

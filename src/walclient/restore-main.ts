@@ -9,6 +9,7 @@ import { versionText } from '../version.js';
 import { argumentFailure, reportFailure, runIfEntryPoint } from './cli-common.js';
 import { RemoteError, restoreWal, testRemote, type RestoreOptions } from './restore.js';
 import { DEFAULT_SPOOL_DIR } from './spool.js';
+import { backgroundPrefetch } from './restore-prefetch.js';
 
 interface ParsedOpts {
   user: string;
@@ -23,11 +24,17 @@ interface ParsedOpts {
   config?: string;
   sshConfig?: string;
   test?: boolean;
+  backgroundPrefetch?: string;
 }
 
 export interface ParsedCommand {
   options: RestoreOptions;
   test: boolean;
+  /**
+   * Started detached by the sh launcher: fetch the next batch, after this WAL name (the highest
+   * in the spool when it was started), into the spool (restore-prefetch.ts).
+   */
+  backgroundPrefetch?: string;
   /** Seconds to sleep before exiting on failure. */
   sleep: number;
 }
@@ -52,6 +59,8 @@ function program(): Command {
     .option('--ssh-config <file>', 'barman-ts extension: ssh client configuration file (ssh -F)')
     .option('-t, --test', 'test both the connection and the configuration of the requested PostgreSQL server in Barman to make sure it is ready to receive WAL files; WAL_NAME and WAL_DEST are ignored')
     .addOption(new Option('-V, --version', 'show the version and exit'))
+    // Internal: how bin/barman-wal-restore starts the background prefetch (restore-prefetch.ts).
+    .addOption(new Option('--background-prefetch <after>').hideHelp())
     .addHelpText(
       'after',
       `
@@ -61,7 +70,10 @@ SSH or protocol failure (and invalid options); 3 when WAL_NAME or WAL_DEST is no
 With -p N, barman-ts asks the Barman server for WAL_NAME and the next N-1 WAL files in one SSH
 session (get-wal --batch, checksummed); Barman's own server gets Barman's protocol (--peek and
 one get-wal per file). Prefetched files wait in the spool directory, from which the next calls
-take them without any SSH connection.
+take them without any SSH connection. Archives compressed with gzip, bzip2, xz, zstd, lz4 or
+snappy travel as stored and are decompressed here (--accept-compression). Once fewer than N/2
+files are left ahead, the next batch is fetched in the background while PostgreSQL replays
+(one at a time; BARMAN_WAL_RESTORE_BACKGROUND=off in the environment turns this off).
 
 Example (postgresql.conf):
   restore_command = 'barman-wal-restore -U barman -p 8 backup.example.com pg %f %p'`,
@@ -98,6 +110,7 @@ export function parseArgs(argv: readonly string[]): ParsedCommand | 'version' {
   }
   return {
     test: o.test === true,
+    ...(o.backgroundPrefetch === undefined ? {} : { backgroundPrefetch: o.backgroundPrefetch }),
     sleep,
     options: {
       host,
@@ -137,6 +150,12 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     return 0;
   }
   const { options, test, sleep } = parsed;
+  if (parsed.backgroundPrefetch !== undefined) {
+    // Nobody reads its output (the launcher sends it to /dev/null) and nobody waits for its
+    // status: a failure only means a later call fetches for itself.
+    await backgroundPrefetch(options, parsed.backgroundPrefetch).catch(() => undefined);
+    return 0;
+  }
   let code: number;
   try {
     if (test) {

@@ -22,11 +22,13 @@ import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { FILE_MODE, fsyncFile } from '../util/fsutil.js';
+import { FILE_MODE } from '../util/fsutil.js';
 import { mapPool } from '../util/pool.js';
 import { assertSafeWalName } from '../wal/names.js';
+import { MemberWriter } from './restore-decompress.js';
 import { quoteRemote, remoteConfigArgs, sshArgs, sshOutcome, type SshTarget } from './ssh.js';
-import { commitToSpool, ensureSpool, plainDownload, readBootId, resetSpool, spoolMatchesBoot, syncSpool, takeFromSpool, tempNameFor } from './spool.js';
+import { commitToSpool, ensureSpool, plainDownload, readBootId, resetSpool, spoolMatchesBoot, spoolTrusted, syncSpool, takeFromSpool, tempNameFor } from './spool.js';
+import { clearPrefetchNone, waitForPrefetch } from './restore-prefetch.js';
 
 export interface RestoreOptions {
   host: string;
@@ -72,8 +74,16 @@ export class RemoteError extends BarmanError {
   }
 }
 
+/**
+ * What we decompress ourselves (magic bytes known to src/wal/compression.ts), for
+ * `get-wal --batch --accept-compression`; `custom` is not: only the server has its filter.
+ */
+export const CLIENT_DECODABLE = ['gzip', 'bzip2', 'xz', 'zstd', 'lz4', 'snappy'] as const;
+
 /** Name of the checksum member that ends a --batch stream (see src/wal/get-wal.ts). */
 const CHECKSUM_MEMBER = 'SHA256SUMS';
+/** With --accept-compression, each member is followed by `<name>.sha256` (see src/wal/get-wal.ts). */
+const MEMBER_CHECKSUM_SUFFIX = '.sha256';
 /** A SHA256SUMS member of a batch holds a few lines per file: more is not ours. */
 const MAX_CHECKSUM_BYTES = 1 << 20;
 
@@ -85,7 +95,7 @@ function target(o: RestoreOptions): SshTarget {
  * ssh argv running `barman [--config='C'] 'get-wal [flags] 'SERVER' 'WAL''`: Barman's client
  * passes the get-wal part as one argument, each value single-quoted for the remote shell.
  */
-export function getWalSshArgs(o: RestoreOptions, extra: { test?: boolean; peek?: number; batch?: number; walName?: string } = {}): string[] {
+export function getWalSshArgs(o: RestoreOptions, extra: { test?: boolean; peek?: number; batch?: number; walName?: string; accept?: boolean } = {}): string[] {
   const words = ['get-wal'];
   if (extra.test) words.push('--test');
   if (extra.peek !== undefined) words.push('--peek', quoteRemote(String(extra.peek)));
@@ -95,7 +105,10 @@ export function getWalSshArgs(o: RestoreOptions, extra: { test?: boolean; peek?:
     if (o.gzip) words.push('--gzip');
     else if (o.bzip2) words.push('--bzip2');
   }
-  if (o.keepCompression) words.push('--keep-compression');
+  // --accept-compression: stored bytes for every algorithm we decompress (--keep-compression
+  // would also send `custom` files as stored, which only the server can decompress).
+  if (extra.batch !== undefined && extra.accept) words.push('--accept-compression', CLIENT_DECODABLE.join(','));
+  else if (o.keepCompression) words.push('--keep-compression');
   if (o.partial) words.push('--partial');
   words.push(quoteRemote(o.server), quoteRemote(extra.walName ?? o.walName));
   return sshArgs(target(o), ['barman', ...remoteConfigArgs(o.config), words.join(' ')]);
@@ -203,29 +216,6 @@ async function writeStreamToFile(src: Readable, file: string, opts: { sync: bool
   return hash ? hash.digest('hex') : '';
 }
 
-/**
- * fsyncs started while the stream goes on: a spool file is flushed while the next member is
- * received (the network and the disk work at the same time), and all of them are awaited
- * before any spool file gets its WAL name.
- */
-class PendingSyncs {
-  private readonly pending: Promise<void>[] = [];
-  private failure: unknown = null;
-
-  start(file: string): void {
-    const p = fsyncFile(file).catch((err: unknown) => {
-      this.failure ??= err;
-    });
-    this.pending.push(p);
-  }
-
-  /** Wait for every fsync; throws the first failure. */
-  async settle(): Promise<void> {
-    await Promise.all(this.pending);
-    if (this.failure !== null) throw this.failure;
-  }
-}
-
 /** `<hex> *<name>` / `<hex>  <name>` lines → map name → hex. */
 export function parseChecksums(text: string): Map<string, string> {
   const sums = new Map<string, string>();
@@ -290,15 +280,52 @@ type BatchOutcome =
    */
   | { kind: 'broken'; reason: string };
 
+/** What a batch request asks for (see fetchBatch). */
+export type BatchRequest = 'accept' | 'plain';
+
 /**
- * `get-wal --batch N`: WAL_NAME into `destTmp`, the following files into the spool. Throws only
- * for an answer about WAL_NAME itself: not found (remote exit 1 before any byte) or a name the
- * server refuses (exit 3). A later member without a valid checksum is dropped (the server ends
- * a batch with such a member when that file turns out unreadable): it is fetched when asked for.
+ * `get-wal --batch N` for `name`: the first member into `mainTmp` (or, with null, into the
+ * spool like the others), the following files into the spool. Throws only for an answer about
+ * `name` itself: not found (remote exit 1 before any byte) or a name the server refuses (exit 3).
+ * A later member without a valid checksum is dropped (the server ends a batch with such a member
+ * when that file turns out unreadable), as is one that does not decompress: it is fetched when
+ * asked for. With `request` 'accept' the server is told what we decompress
+ * (`--accept-compression`): compressed archives then travel as stored, and a member is
+ * decompressed (worker thread) while the next one is received; only after the checksum of what
+ * travelled is verified does a file get its WAL name.
  */
-async function fetchBatch(o: RestoreOptions, destTmp: string, spoolSync: boolean): Promise<BatchOutcome> {
-  const received = new Map<string, { tmp: string; sha256: string }>();
-  const syncs = new PendingSyncs();
+export async function fetchBatch(o: RestoreOptions, mainTmp: string | null, spoolSync: boolean, request: BatchRequest = 'accept', name: string = o.walName): Promise<BatchOutcome> {
+  const received = new Map<string, { tmp: string; sha256: string; done: Promise<void>; sum?: string }>();
+  const writer = new MemberWriter();
+  /** Spool files renamed into place during the stream (their own checksum member verified). */
+  const committed = new Set<string>();
+  const commits: Promise<void>[] = [];
+  /**
+   * `<name>.sha256` (servers that know --accept-compression): that file's checksum, right after
+   * it. A spool file whose checksum matches gets its WAL name at once, once written: a call
+   * waiting for it (restore-prefetch.ts) need not wait for the whole batch.
+   */
+  const takeMemberChecksum = async (of: string, data: AsyncIterable<Buffer>): Promise<void> => {
+    const item = received.get(of);
+    let text = '';
+    for await (const c of data) {
+      text += c.toString('utf8');
+      if (text.length > 1024) throw new BarmanError(`checksum member of ${of} in the batch is too large`, 2);
+    }
+    const sum = parseChecksums(text).get(of);
+    if (!item || item.sum !== undefined || sum === undefined) throw new BarmanError(`unexpected checksum member for '${of}' in the batch`, 2);
+    item.sum = sum;
+    if (item.tmp === mainTmp || sum !== item.sha256) return;
+    commits.push(
+      item.done
+        .then(() => commitToSpool(item.tmp, o.spoolDir, of))
+        .then(
+          () => void committed.add(of),
+          // Not written whole, or cannot be renamed: the end of the batch decides, as for others.
+          () => undefined,
+        ),
+    );
+  };
   let sumsText: string | null = null;
   let bytesSeen = 0;
   const consume = async (stdout: Readable): Promise<void> => {
@@ -307,9 +334,9 @@ async function fetchBatch(o: RestoreOptions, destTmp: string, spoolSync: boolean
     const feeding = pipeline(stdout, extract);
     feeding.catch(() => undefined);
     for await (const entry of extract) {
-      const name = entry.header.name.replace(/^\.\//, '');
-      if (entry.header.type !== 'file') throw new BarmanError(`unexpected member '${name}' in the batch`, 2);
-      if (name === CHECKSUM_MEMBER) {
+      const member = entry.header.name.replace(/^\.\//, '');
+      if (entry.header.type !== 'file') throw new BarmanError(`unexpected member '${member}' in the batch`, 2);
+      if (member === CHECKSUM_MEMBER) {
         const chunks: Buffer[] = [];
         let size = 0;
         for await (const c of entry as AsyncIterable<Buffer>) {
@@ -320,45 +347,56 @@ async function fetchBatch(o: RestoreOptions, destTmp: string, spoolSync: boolean
         sumsText = Buffer.concat(chunks).toString('utf8');
         continue;
       }
-      assertSafeWalName(name, 2);
-      if (received.has(name) || (received.size === 0 && name !== o.walName)) {
-        throw new BarmanError(`unexpected member '${name}' in the batch (asked for ${o.walName})`, 2);
+      if (member.endsWith(MEMBER_CHECKSUM_SUFFIX)) {
+        await takeMemberChecksum(member.slice(0, -MEMBER_CHECKSUM_SUFFIX.length), entry as AsyncIterable<Buffer>);
+        continue;
       }
-      const isMain = name === o.walName;
-      const tmp = isMain ? destTmp : tempNameFor(o.spoolDir, name);
-      const item = { tmp, sha256: '' };
-      received.set(name, item);
-      if (!isMain && received.size === 2) await ensureSpool(o.spoolDir);
-      // tar-stream's typings call the entry a `Source`; at run time it is a Readable.
-      item.sha256 = await writeStreamToFile(entry as unknown as Readable, tmp, { sync: false, sha256: true });
+      assertSafeWalName(member, 2);
+      if (received.has(member) || (received.size === 0 && member !== name)) {
+        throw new BarmanError(`unexpected member '${member}' in the batch (asked for ${name})`, 2);
+      }
+      const isMain = member === name && mainTmp !== null;
+      if (!isMain && received.size === (mainTmp === null ? 0 : 1)) await ensureSpool(o.spoolDir);
+      const tmp = isMain ? mainTmp : tempNameFor(o.spoolDir, member);
+      // The whole member in memory (a segment, 16 MiB at most when plain), hashed as it comes:
+      // it is then written, or decompressed by the worker, while the next one is received.
+      const hash = createHash('sha256');
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const c of entry as AsyncIterable<Buffer>) {
+        hash.update(c);
+        chunks.push(c);
+        size += c.length;
+      }
       // Without a boot id to tell a crashed boot's spool apart, spool files outlive this
       // process and a crash must not leave a torn one under a WAL name; with it, they are a
       // cache of this boot only (see spool.ts). WAL_DEST never: PostgreSQL asks again after a crash.
-      if (!isMain && spoolSync) syncs.start(tmp);
+      const { done } = await writer.write(Buffer.concat(chunks, size), tmp, !isMain && spoolSync);
+      received.set(member, { tmp, sha256: hash.digest('hex'), done });
     }
     await feeding;
   };
   const dropSpoolFiles = async (names?: Iterable<string>) => {
-    for (const name of names ?? [...received.keys()]) {
-      const tmp = received.get(name)?.tmp;
-      if (tmp !== undefined && tmp !== destTmp) await fsp.unlink(tmp).catch(() => undefined);
+    for (const n of names ?? [...received.keys()]) {
+      const tmp = received.get(n)?.tmp;
+      if (tmp !== undefined && tmp !== mainTmp) await fsp.unlink(tmp).catch(() => undefined);
     }
   };
   let run: SshRun;
   try {
-    run = await runSsh(getWalSshArgs(o, { batch: o.parallel }), consume);
+    try {
+      run = await runSsh(getWalSshArgs(o, { batch: o.parallel, walName: name, accept: request === 'accept' }), consume);
+    } finally {
+      // No write may still be running on a file that is renamed or removed next.
+      await writer.close();
+      await Promise.all(commits);
+    }
   } catch (err) {
-    await syncs.settle().catch(() => undefined);
     // ssh could not run, or ended well but the stream was not a valid batch (cut, garbled,
     // unexpected members): the single get-wal that follows gives the real answer.
     await dropSpoolFiles();
     return { kind: 'broken', reason: `invalid batch stream from the Barman server: ${errorMessage(err)}` };
   }
-  // Whatever happens next, no fsync may still be running on a file that is renamed or removed.
-  const syncFailure = await syncs.settle().then(
-    () => null,
-    (err: unknown) => err,
-  );
   if (rejectsBatch(run)) {
     await dropSpoolFiles();
     return { kind: 'unsupported' };
@@ -375,7 +413,7 @@ async function fetchBatch(o: RestoreOptions, destTmp: string, spoolSync: boolean
     return { kind: 'broken', reason };
   };
   try {
-    if (!received.has(o.walName)) return broken(`the Barman server sent no ${o.walName}`);
+    if (!received.has(name)) return broken(`the Barman server sent no ${name}`);
     if (sumsText === null) return broken('the batch from the Barman server has no checksums');
     let sums: Map<string, string>;
     try {
@@ -383,27 +421,40 @@ async function fetchBatch(o: RestoreOptions, destTmp: string, spoolSync: boolean
     } catch (err) {
       return broken(errorMessage(err));
     }
-    const main = received.get(o.walName);
-    const mainSum = sums.get(o.walName);
-    if (mainSum === undefined) return broken(`Missing checksum for file ${o.walName} in the batch`);
-    if (mainSum !== main?.sha256) return broken(`Bad file checksum for ${o.walName} in the batch (transfer corrupted)`);
+    const main = received.get(name);
+    const mainSum = sums.get(name);
+    if (mainSum === undefined) return broken(`Missing checksum for file ${name} in the batch`);
+    if (mainSum !== main?.sha256) return broken(`Bad file checksum for ${name} in the batch (transfer corrupted)`);
+    const mainWritten = await main.done.then(
+      () => null,
+      (err: unknown) => errorMessage(err),
+    );
+    if (mainWritten !== null) return broken(`cannot decompress ${name} from the batch: ${mainWritten}`);
     const prefetched: string[] = [];
-    for (const [name, { tmp, sha256 }] of received) {
-      if (name === o.walName) continue;
-      if (syncFailure !== null || sums.get(name) !== sha256) {
-        // Not durable (fsync failed: a crash could leave it torn under its WAL name), or
-        // not vouched for (the server gave up on it, or it was damaged): a later call fetches it.
-        await dropSpoolFiles([name]);
+    for (const [n, { tmp, sha256, done }] of received) {
+      if (n === name && mainTmp !== null) continue;
+      if (committed.has(n)) {
+        prefetched.push(n);
+        continue;
+      }
+      const written = await done.then(
+        () => true,
+        () => false,
+      );
+      if (!written || sums.get(n) !== sha256) {
+        // Not written whole (no space, not decompressible, fsync failed: a crash could leave
+        // it torn under its WAL name), or not vouched for (the server gave up on it, or it was
+        // damaged): a later call fetches it.
+        await dropSpoolFiles([n]);
         continue;
       }
       try {
-        await commitToSpool(await plainDownload(tmp), o.spoolDir, name);
-        prefetched.push(name);
+        await commitToSpool(tmp, o.spoolDir, n);
+        prefetched.push(n);
       } catch {
-        // A prefetched file that does not decompress (--keep-compression) or cannot be moved
-        // into the spool is only a miss later; WAL_NAME, verified, must not fail with it.
+        // A prefetched file that cannot be moved into the spool is only a miss later;
+        // WAL_NAME, verified, must not fail with it.
         await fsp.unlink(tmp).catch(() => undefined);
-        await fsp.unlink(`${tmp}.plain`).catch(() => undefined);
       }
     }
     if (prefetched.length > 0 && spoolSync) await syncSpool(o.spoolDir);
@@ -466,6 +517,11 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
     // A spool of another boot may hold files torn by a crash: never served, emptied below.
     const spoolCurrent = await spoolMatchesBoot(o.spoolDir, bootId);
     if (spoolCurrent && (await takeFromSpool(o.spoolDir, o.walName, o.walDest))) return { source: 'spool', prefetched: [] };
+    // A background prefetch (restore-prefetch.ts) about to deliver it: waiting beats a second
+    // fetch of the same files.
+    if (spoolCurrent && o.parallel > 1 && (await spoolTrusted(o.spoolDir)) && (await waitForPrefetch(o.spoolDir, o.walName))) {
+      if (await takeFromSpool(o.spoolDir, o.walName, o.walDest)) return { source: 'spool', prefetched: [] };
+    }
     let source: RestoreSource = 'single';
     let prefetched: string[] = [];
     let batchFailure: string | undefined;
@@ -487,7 +543,9 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
         ));
     const spoolSync = bootId === null;
     if (prefetch && !o.gzip && !o.bzip2) {
-      const batch = await fetchBatch(o, destTmp, spoolSync);
+      let batch = await fetchBatch(o, destTmp, spoolSync, 'accept');
+      // An older barman-ts server knows --batch but not --accept-compression.
+      if (batch.kind === 'unsupported') batch = await fetchBatch(o, destTmp, spoolSync, 'plain');
       if (batch.kind === 'ok') {
         source = 'batch';
         prefetched = batch.prefetched;
@@ -508,6 +566,7 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
       await fetchOne(o, o.walName, destTmp, false);
     }
     await finishDownload(destTmp, o.walDest);
+    if (prefetch) await clearPrefetchNone(o.spoolDir, o.walName);
     return {
       source,
       prefetched,

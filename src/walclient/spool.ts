@@ -151,9 +151,12 @@ export async function spoolMatchesBoot(spool: string, bootId: string | null): Pr
   return recorded !== null && recorded.split('\n')[0]?.trim() === bootId;
 }
 
-/** Our files in a spool: WAL names (served) and dot-temporaries (left by an interrupted run). */
+/**
+ * Our files in a spool: WAL names (served), dot-temporaries (left by an interrupted run) and the
+ * background prefetch's markers (restore-prefetch.ts: a pid recorded in another boot means nothing).
+ */
 function isSpoolFileName(name: string): boolean {
-  return walNameKind(name) !== null || (name.startsWith('.') && /\.tmp(\.plain)?$/.test(name));
+  return walNameKind(name) !== null || (name.startsWith('.') && /\.tmp(\.plain)?$/.test(name)) || /^\.prefetch\.(lock|start|none)$/.test(name);
 }
 
 /**

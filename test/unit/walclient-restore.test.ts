@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import * as zlib from 'node:zlib';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { walArchivePath } from '../../src/wal/archiver.js';
+import { compressBuffer } from '../../src/wal/compression.js';
 import { parseArgs } from '../../src/walclient/restore-main.js';
 import { getWalSshArgs, parseChecksums, type RestoreOptions } from '../../src/walclient/restore.js';
 
@@ -55,6 +56,8 @@ function restore(args: string[], opts: { env?: NodeJS.ProcessEnv; barman?: strin
     ...process.env,
     PATH: opts.path ?? `${fakeBin}:${path.dirname(process.execPath)}:${process.env.PATH ?? ''}`,
     FAKE_BARMAN: opts.barman ?? path.join(fakeBin, 'barman-real'),
+    // These tests count ssh sessions: the background prefetch has tests of its own.
+    BARMAN_WAL_RESTORE_BACKGROUND: 'off',
     ...opts.env,
   };
   const r = spawnSync(opts.command ?? LAUNCHER, args, { env, maxBuffer: 64 << 20 });
@@ -360,7 +363,12 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     const r = restore(['-p', '3', '--spool-dir', spool, 'backup', 'pg', S(2), dest()], { barman: path.join(fakeBin, 'barman-corrupt') });
     assert.equal(r.code, 0, r.stderr);
     assert.ok(fs.readFileSync(dest()).equals(data.get(S(2)) as Buffer));
-    assert.deepEqual(fs.existsSync(spool) ? spoolFiles(spool) : [], []);
+    // The later files came with checksums of their own (.sha256 members) that matched: kept,
+    // whole; nothing else (no temporary file) is left.
+    for (const n of fs.existsSync(spool) ? spoolFiles(spool) : []) {
+      assert.ok([S(3), S(4)].includes(n), n);
+      assert.ok(fs.readFileSync(path.join(spool, n)).equals(data.get(n) as Buffer), n);
+    }
     assert.deepEqual(fs.readdirSync(path.dirname(dest())), ['RECOVERYXLOG'], 'no temporary file left');
     const sessions = fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n');
     assert.equal(sessions.length, 2);
@@ -417,8 +425,11 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     const r = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(0x30), dest()]);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(fs.readFileSync(dest()).equals(d(0x30)));
-    assert.deepEqual(spoolFiles(spool), [S(0x31)]);
+    // gzip is accepted (--accept-compression): the stored bytes travel and match their checksum;
+    // the client cannot decompress the bad one: dropped, the others kept.
+    assert.deepEqual(spoolFiles(spool), [S(0x31), S(0x33)]);
     assert.ok(fs.readFileSync(path.join(spool, S(0x31))).equals(d(0x31)));
+    assert.ok(fs.readFileSync(path.join(spool, S(0x33))).equals(d(0x33)));
     assert.equal(fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n').length, 1, 'one session');
     // --keep-compression: the server sends the stored bytes (checksums match); the client
     // cannot decompress the bad one: dropped, WAL_NAME and the others still delivered.
@@ -439,5 +450,125 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'Ready to retrieve WAL files from the server pg\n');
     assert.equal(restore(['-t', 'backup', 'nope', 'DUMMY', 'DUMMY']).code, 1);
+  });
+});
+
+describe('barman-wal-restore -p: compressed transfer and background prefetch (fake ssh)', () => {
+  const dest = () => path.join(tmp, 'pg_wal', 'RECOVERYXLOG');
+  const put = (name: string, bytes: Buffer) => {
+    const srv = loadConfig(conf).servers.get('pg') as ServerConfig;
+    const file = walArchivePath(srv, name);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, bytes);
+  };
+  const sessions = () => (fs.existsSync(path.join(tmp, 'ssh.log')) ? fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n').filter(Boolean) : []);
+  /** Wait until no background prefetch runs or is starting in `spool`. */
+  const settled = async (spool: string) => {
+    for (let i = 0; i < 600; i++) {
+      if (!['.prefetch.lock', '.prefetch.start'].some((f) => fs.existsSync(path.join(spool, f)))) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.fail('background prefetch still running after 60 s');
+  };
+  const bg = { BARMAN_WAL_RESTORE_BACKGROUND: 'on' };
+  before(() => fs.mkdirSync(path.join(tmp, 'pg_wal'), { recursive: true }));
+
+  it('every client-decodable algorithm travels as stored and is decompressed bit for bit', async () => {
+    const algos = ['gzip', 'bzip2', 'xz', 'zstd', 'lz4', 'snappy'] as const;
+    for (const [i, algo] of algos.entries()) put(S(0x50 + i), await compressBuffer(content(0x50 + i), algo));
+    put(S(0x56), content(0x56));
+    const spool = path.join(tmp, 'spool-algos');
+    fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
+    const r = restore(['-p', '8', '--spool-dir', spool, 'backup', 'pg', S(0x50), dest()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(content(0x50)));
+    assert.deepEqual(spoolFiles(spool).sort(), [0x51, 0x52, 0x53, 0x54, 0x55, 0x56].map(S));
+    for (const n of spoolFiles(spool)) assert.ok(fs.readFileSync(path.join(spool, n)).equals(content(parseInt(n.slice(-8), 16))), n);
+    assert.equal(sessions().length, 1);
+    assert.match(sessions()[0] ?? '', /--batch '8' --accept-compression gzip,bzip2,xz,zstd,lz4,snappy /);
+  });
+
+  it('an older barman-ts server (no --accept-compression) gets the plain --batch request', () => {
+    const older = path.join(fakeBin, 'barman-no-accept');
+    write(older, `#!/bin/sh\ncase "$*" in *--accept-compression*) echo "error: unknown option '--accept-compression'" >&2; exit 2 ;; esac\nexec "${fakeBin}/barman-real" "$@"\n`);
+    const spool = path.join(tmp, 'spool-no-accept');
+    fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
+    const r = restore(['-p', '3', '--spool-dir', spool, 'backup', 'pg', S(0x51), dest()], { barman: older });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(content(0x51)));
+    assert.deepEqual(spoolFiles(spool).sort(), [S(0x52), S(0x53)]);
+    assert.equal(sessions().length, 2);
+    assert.doesNotMatch(sessions()[1] ?? '', /accept-compression/);
+  });
+
+  it('a corrupt zstd member after WAL_NAME ends up nowhere; the others arrive', async () => {
+    put(S(0x70), await compressBuffer(content(0x70), 'zstd'));
+    const bad = await compressBuffer(content(0x71), 'zstd');
+    bad.fill(0x5a, 40, bad.length - 4);
+    put(S(0x71), bad);
+    put(S(0x72), await compressBuffer(content(0x72), 'zstd'));
+    const spool = path.join(tmp, 'spool-bad-zstd');
+    const r = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(0x70), dest()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(content(0x70)));
+    assert.deepEqual(spoolFiles(spool), [S(0x72)], 'no trace of the corrupt one, no temporary file');
+    // Asked for itself: a failure, never a torn file at WAL_DEST.
+    fs.rmSync(dest(), { force: true });
+    const r2 = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(0x71), dest()]);
+    assert.notEqual(r2.code, 0);
+    assert.equal(fs.existsSync(dest()), false);
+  });
+
+  it('background prefetch: the next batch arrives while the spool is served; every call succeeds', async () => {
+    for (let seg = 0x80; seg < 0x8c; seg++) put(S(seg), seg % 3 ? await compressBuffer(content(seg), 'zstd') : content(seg));
+    const spool = path.join(tmp, 'spool-bg');
+    fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
+    for (let seg = 0x80; seg < 0x8c; seg++) {
+      const r = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(seg), dest()], { env: bg });
+      assert.equal(r.code, 0, `${S(seg)}: ${r.stderr}`);
+      assert.ok(fs.readFileSync(dest()).equals(content(seg)), S(seg));
+      for (const n of spoolFiles(spool).filter((f) => !f.startsWith('.'))) assert.ok(fs.readFileSync(path.join(spool, n)).equals(content(parseInt(n.slice(-8), 16))), `spool ${n} whole`);
+      if (seg === 0x80) await settled(spool);
+    }
+    await settled(spool);
+    // 12 files, -p 4: far fewer sessions than calls, and the background ones found their files.
+    assert.ok(sessions().length < 8, sessions().join('\n'));
+    assert.ok(sessions().some((s) => s.includes(S(0x84))), 'a background batch started after the first one');
+    // Past the end of the archive: the background prefetch stops asking (.prefetch.none).
+    assert.deepEqual(spoolFiles(spool).filter((f) => !f.startsWith('.prefetch.start') && !f.startsWith('.prefetch.lock')), spoolFiles(spool).filter((f) => f === '.prefetch.none'));
+  });
+
+  it('background prefetch failures (cut stream, ssh down) never make a call fail nor leave a partial file', async () => {
+    for (let seg = 0x90; seg < 0x9a; seg++) put(S(seg), await compressBuffer(content(seg), 'zstd'));
+    const spool = path.join(tmp, 'spool-bg-fail');
+    // First batch in the foreground, whole; one file served without a background prefetch.
+    assert.equal(restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(0x90), dest()]).code, 0);
+    assert.equal(restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(0x91), dest()]).code, 0);
+    // Served from the spool (one left: below N/2); the background batch it starts is cut mid-way
+    // (exit 0 claimed).
+    const cut = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(0x92), dest()], {
+      barman: path.join(fakeBin, 'barman-cut'),
+      env: { ...bg, FAKE_CUT: '150000', FAKE_CUT_RC: '0' },
+    });
+    assert.equal(cut.code, 0, cut.stderr);
+    await settled(spool);
+    assert.ok(sessions().some((l) => l.includes(S(0x94))), 'the background batch ran');
+    // Only files verified by their own checksum member before the cut (whole), no temporary file.
+    const afterCut = spoolFiles(spool).sort();
+    assert.equal(afterCut[0], S(0x93));
+    assert.ok(afterCut.length < 5, afterCut.join(' '));
+    for (const n of afterCut) assert.ok(/^[0-9A-F]{24}$/.test(n) && fs.readFileSync(path.join(spool, n)).equals(content(parseInt(n.slice(-8), 16))), n);
+    // Served; a background prefetch, if started, cannot even reach the server.
+    const down = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(0x93), dest()], { env: { ...bg, FAKE_SSH_FAIL: '1' } });
+    assert.equal(down.code, 0, down.stderr);
+    await settled(spool);
+    assert.deepEqual(spoolFiles(spool).sort(), afterCut.slice(1));
+    // Everything still comes, in order.
+    for (let seg = 0x94; seg < 0x9a; seg++) {
+      const r = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(seg), dest()], { env: bg });
+      assert.equal(r.code, 0, `${S(seg)}: ${r.stderr}`);
+      assert.ok(fs.readFileSync(dest()).equals(content(seg)), S(seg));
+    }
+    await settled(spool);
   });
 });

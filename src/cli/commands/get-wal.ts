@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { BarmanError } from '../../util/errors.js';
-import { fetchWalToDirectory, peekWals, sendWal, sendWalBatch, type GetWalOptions } from '../../wal/get-wal.js';
+import { fetchWalToDirectory, parseAcceptCompression, peekWals, sendWal, sendWalBatch, type GetWalOptions } from '../../wal/get-wal.js';
 import { assertSafeWalName } from '../../wal/names.js';
 import type { CliContext } from '../context.js';
 import { sshSuffix } from '../ssh-client.js';
@@ -14,6 +14,7 @@ interface Opts {
   keepCompression?: boolean;
   peek?: string;
   batch?: string;
+  acceptCompression?: string;
   test?: boolean;
 }
 
@@ -29,6 +30,7 @@ export function define(cmd: Command): void {
     .option('--keep-compression', 'send the file as it is stored in the archive (compressed or not)')
     .option('-p, --peek <n>', 'print the names of up to N consecutive WAL files in the archive, starting with WAL_NAME, instead of sending data')
     .option('--batch <n>', 'barman-ts extension: send WAL_NAME and up to N-1 following archived WAL files as one tar stream with a SHA256SUMS member (barman-wal-restore -p)')
+    .option('--accept-compression <list>', 'barman-ts extension, with --batch: the client decompresses these algorithms (comma separated): files stored with one of them are sent as stored, others plain')
     .option('-t, --test', 'only check that the server can serve WAL files (WAL_NAME is ignored)')
     .addHelpText(
       'after',
@@ -57,6 +59,11 @@ Examples:
 SSH session): standard output is a tar stream with WAL_NAME and then the next consecutive WAL
 files of the archive (the --peek walk), at most N files, each sent as get-wal would send it (plain,
 or as stored with --keep-compression), then a SHA256SUMS member with "<sha256> *<name>" lines.
+With --accept-compression LIST (what barman-wal-restore -p sends: gzip,bzip2,xz,zstd,lz4,snappy)
+a file stored compressed with one of those algorithms is sent as stored and the client
+decompresses it (fewer bytes through SSH); any other (custom) is sent plain. Each file is then
+also followed by a "<name>.sha256" member (its SHA256SUMS line), so that the client can use a
+verified file before the batch ends.
 Barman's get-wal rejects --batch; barman-ts's client then falls back to --peek.`,
     );
 }
@@ -83,6 +90,9 @@ export async function run(ctx: CliContext, [serverName, walName]: string[], opts
     if (gzip || opts.bzip2) throw new BarmanError('--batch cannot be combined with -z/--gzip or -j/--bzip2', 2);
     batch = Number(opts.batch);
   }
+  if (opts.acceptCompression !== undefined && (batch === 0 || opts.keepCompression)) {
+    throw new BarmanError('--accept-compression needs --batch and cannot be combined with --keep-compression', 2);
+  }
 
   const suffix = sshSuffix();
   try {
@@ -95,6 +105,7 @@ export async function run(ctx: CliContext, [serverName, walName]: string[], opts
       partial: opts.partial === true,
       compression: gzip ? 'gzip' : opts.bzip2 ? 'bzip2' : null,
       keepCompression: opts.keepCompression === true,
+      ...(opts.acceptCompression === undefined ? {} : { acceptCompression: parseAcceptCompression(opts.acceptCompression) }),
     };
     if (batch > 0) {
       process.stdout.on('error', () => undefined);
