@@ -14,18 +14,9 @@
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { BarmanError } from '../util/errors.js';
-import { ddReadWords, ddWriteWords, RANGED_COPY_MIN_BYTES, type ByteRange } from '../util/ranges.js';
+import { ddReadWords, ddWriteWords, type ByteRange } from '../util/ranges.js';
 import { sshInvocation } from '../util/ssh-command.js';
 import type { RangedFilePlan } from './rsync-plan.js';
-
-/**
- * The smallest file copied as ranges: RANGED_COPY_MIN_BYTES, or BARMAN_TS_RANGED_MIN_BYTES
- * (bytes) when set, so that tests exercise ranged copies on small clusters.
- */
-export function rangedMinBytes(env: NodeJS.ProcessEnv = process.env): number {
-  const v = Number(env.BARMAN_TS_RANGED_MIN_BYTES ?? '');
-  return env.BARMAN_TS_RANGED_MIN_BYTES !== undefined && Number.isSafeInteger(v) && v > 0 ? v : RANGED_COPY_MIN_BYTES;
-}
 
 /** Program and arguments running `words` on the PostgreSQL host: through ssh, or here (local-rsync). */
 export function hostCommand(sshCommand: string | null, words: readonly string[]): { cmd: string; args: string[] } {

@@ -27,7 +27,8 @@ import { fsyncDir, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { runPool } from '../util/pool.js';
 import type { CopyOutcome } from './copy-outcome.js';
-import { rangedMinBytes, RangedFile, type ChildStarter, type HostState } from './ranged-copy.js';
+import { RangedFile, type ChildStarter, type HostState } from './ranged-copy.js';
+import { rangedMinBytes } from '../util/ranges.js';
 import {
   PGDATA_EXCLUDES,
   TABLESPACE_EXCLUDES,

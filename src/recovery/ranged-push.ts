@@ -14,24 +14,12 @@ import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import * as path from 'node:path';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { RANGED_COPY_MIN_BYTES, ddWriteWords, splitRanges, type ByteRange } from '../util/ranges.js';
+import { ddWriteWords, splitRanges, type ByteRange } from '../util/ranges.js';
 import { sshInvocation } from '../util/ssh-command.js';
 import { RANGED_WRITE_SCRIPT, lastErrorLine, remoteScriptWords } from './remote-shell.js';
 
-/** Overrides RANGED_COPY_MIN_BYTES (tests use small files); backups read the same variable. */
-export const RANGED_MIN_ENV = 'BARMAN_TS_RANGED_MIN_BYTES';
-
 /** Read size of the local side of a range: big reads, few wake-ups. */
 const READ_CHUNK = 1024 * 1024;
-
-/** The size from which a file is pushed in ranges: BARMAN_TS_RANGED_MIN_BYTES or the default. */
-export function rangedMinBytes(env: NodeJS.ProcessEnv): number {
-  const raw = env[RANGED_MIN_ENV];
-  if (raw === undefined || raw.trim() === '') return RANGED_COPY_MIN_BYTES;
-  const n = Number(raw.trim());
-  if (!Number.isSafeInteger(n) || n < 1) throw new BarmanError(`Invalid ${RANGED_MIN_ENV} '${raw}': expected a positive number of bytes`);
-  return n;
-}
 
 /**
  * Whether a push may use ranges. One job: nothing to share a file with. Not for a delta restore:

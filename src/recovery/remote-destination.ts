@@ -17,7 +17,8 @@ import { BarmanError, errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { runPool } from '../util/pool.js';
 import { run, type RunResult } from '../util/proc.js';
-import { planRanges, pushRange, rangedMinBytes, rangedPushAllowed, runKillable, Stopped, type RangeJob } from './ranged-push.js';
+import { planRanges, pushRange, rangedPushAllowed, runKillable, Stopped, type RangeJob } from './ranged-push.js';
+import { rangedMinBytes } from '../util/ranges.js';
 import { excluder, extractTar, listTarArchives, scanTree, type TreeScan } from './copy.js';
 import {
   copyWalsTo,
@@ -62,6 +63,9 @@ const log = logger('recovery.remote');
  * starting with the source's archive_command active).
  */
 const HELD_BACK: readonly string[] = ['postgresql.conf', 'postgresql.auto.conf'];
+
+/** Ranged files finished per ssh session (see finishRanged in copyBase). */
+const RANGED_FINISH_SLICE = 200;
 
 /** Remote checks and small scripts: generous, the host may be slow to accept a session. */
 const SCRIPT_TIMEOUT_MS = 10 * 60 * 1000;
@@ -274,11 +278,19 @@ export class RemoteDestination implements RestoreDestination {
     // mtime) while the pool still copies small files, not in a session of its own after it.
     let rangesLeft = jobs.filter((j) => j.kind === 'range').length;
     let rangedFinish: Promise<unknown> | null = null;
-    const finishRanged = () =>
-      this.script(RANGED_FINISH_SCRIPT, rangedFinishArgs(rangedFiles), 'Finishing the ranged copy').catch((err: unknown) => {
+    // In slices: one ssh argument line holds at most 128 KiB (Linux MAX_ARG_STRLEN), about a
+    // thousand files; each slice may be run again (it only checks sizes and sets mode/mtime).
+    const finishRanged = async () => {
+      try {
+        for (let i = 0; i < rangedFiles.length; i += RANGED_FINISH_SLICE) {
+          const slice = rangedFiles.slice(i, i + RANGED_FINISH_SLICE);
+          await this.withRetries(async () => void (await this.script(RANGED_FINISH_SCRIPT, rangedFinishArgs(slice), 'Finishing the ranged copy')), 'finishing the ranged copy', stop.signal);
+        }
+      } catch (err) {
         stop.abort();
         throw err;
-      });
+      }
+    };
     const pool = runPool(jobs, opts.workers, async (j) => {
       try {
         if (j.kind === 'range') {

@@ -9,6 +9,8 @@
  * src/util/ssh-command.ts (every word is quoted for the remote shell there).
  */
 
+import { BarmanError } from './errors.js';
+
 export interface ByteRange {
   offset: number;
   length: number;
@@ -16,6 +18,18 @@ export interface ByteRange {
 
 /** Files this big or bigger are worth splitting (smaller ones: the per-session cost dominates). */
 export const RANGED_COPY_MIN_BYTES = 64 * 1024 * 1024;
+
+/** Overrides RANGED_COPY_MIN_BYTES for backups and remote restores alike (tests use small files). */
+export const RANGED_MIN_ENV = 'BARMAN_TS_RANGED_MIN_BYTES';
+
+/** The size from which a file is copied in ranges: BARMAN_TS_RANGED_MIN_BYTES or the default. */
+export function rangedMinBytes(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env[RANGED_MIN_ENV];
+  if (raw === undefined || raw.trim() === '') return RANGED_COPY_MIN_BYTES;
+  const n = Number(raw.trim());
+  if (!Number.isSafeInteger(n) || n < 1) throw new BarmanError(`Invalid ${RANGED_MIN_ENV} '${raw}': expected a positive number of bytes`);
+  return n;
+}
 
 /** Ranges start on this boundary (whole pages for PostgreSQL, whole blocks for dd). */
 export const RANGE_ALIGN = 1024 * 1024;

@@ -189,9 +189,4 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
   }
 }
 
-runIfEntryPoint(import.meta.url, () => {
-  // Should the event loop ever run dry before main() settles (a bug), node would exit 0 and
-  // PostgreSQL would recycle a segment that was never stored: fail unless main() says otherwise.
-  process.exitCode = LOCAL_ERROR;
-  return main();
-});
+runIfEntryPoint(import.meta.url, () => main());

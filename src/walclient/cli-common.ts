@@ -41,9 +41,15 @@ function isEntryPoint(moduleUrl: string): boolean {
   }
 }
 
-/** When the calling module is the program, run `main` and exit with its code. */
+/**
+ * When the calling module is the program, run `main` and exit with its code. Should Node ever
+ * run out of work before main() settles (a worker or a stream that never ends: a bug), it would
+ * exit 0, and PostgreSQL would take that as "segment stored" from archive_command or as "end of
+ * the archive" from restore_command: any exit but main()'s own is exit code 2.
+ */
 export function runIfEntryPoint(moduleUrl: string, main: () => Promise<number>): void {
   if (!isEntryPoint(moduleUrl)) return;
+  process.exitCode = 2;
   main().then(
     (code) => (process.exitCode = code),
     (err: unknown) => (process.exitCode = reportFailure(err)),

@@ -226,6 +226,13 @@ async function loadMember(member: PushMember, required: boolean): Promise<Loaded
  * a BarmanError for every member: the stream is abandoned rather than sent incomplete.
  */
 async function prepareMember(member: PushMember, opts: PackOptions, pool: CompressPool | null, required: boolean): Promise<PreparedMember | null> {
+  if (required) return prepareRequired(member, opts, pool);
+  // A push-ahead member is not in the stream yet: one that cannot be prepared is left for
+  // PostgreSQL's own call rather than failing the segment it asked for now.
+  return prepareRequired(member, opts, pool, false).catch(() => null);
+}
+
+async function prepareRequired(member: PushMember, opts: PackOptions, pool: CompressPool | null, required = true): Promise<PreparedMember | null> {
   const loaded = await loadMember(member, required);
   if (!loaded) return null;
   if (pool) {

@@ -7,9 +7,9 @@ import { Command, Option } from 'commander';
 import { BarmanError } from '../util/errors.js';
 import { versionText } from '../version.js';
 import { argumentFailure, reportFailure, runIfEntryPoint } from './cli-common.js';
-import { RemoteError, restoreWal, testRemote, type RestoreOptions } from './restore.js';
+import { killSshSessions, RemoteError, restoreWal, testRemote, type RestoreOptions } from './restore.js';
 import { DEFAULT_SPOOL_DIR } from './spool.js';
-import { backgroundPrefetch } from './restore-prefetch.js';
+import { backgroundPrefetch, BACKGROUND_PREFETCH_LIMIT_MS, releasePrefetchLockSync } from './restore-prefetch.js';
 
 interface ParsedOpts {
   user: string;
@@ -152,7 +152,17 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
   const { options, test, sleep } = parsed;
   if (parsed.backgroundPrefetch !== undefined) {
     // Nobody reads its output (the launcher sends it to /dev/null) and nobody waits for its
-    // status: a failure only means a later call fetches for itself.
+    // status: a failure only means a later call fetches for itself. It must not outlive its
+    // use: stopped by PostgreSQL's shutdown signals or after a time limit (a stalled network),
+    // it ends its ssh sessions and removes its lock, which would otherwise stop every later
+    // background prefetch until the next boot.
+    const stop = (): void => {
+      killSshSessions();
+      releasePrefetchLockSync(options.spoolDir);
+      process.exit(1);
+    };
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(sig, stop);
+    setTimeout(stop, BACKGROUND_PREFETCH_LIMIT_MS).unref();
     await backgroundPrefetch(options, parsed.backgroundPrefetch).catch(() => undefined);
     return 0;
   }
@@ -178,4 +188,4 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
   return code;
 }
 
-runIfEntryPoint(import.meta.url, main);
+runIfEntryPoint(import.meta.url, () => main());

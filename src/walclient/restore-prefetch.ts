@@ -13,7 +13,7 @@
  * spool and fetches itself, as without it. A call that misses while it runs for that name waits
  * for it (bounded) rather than fetching the same files a second time.
  */
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync, unlinkSync } from 'node:fs';
 import * as path from 'node:path';
 import { BarmanError } from '../util/errors.js';
 import { DEFAULT_WAL_SEGMENT_SIZE, nextSegment, parseWalName, walNameKind } from '../wal/names.js';
@@ -29,8 +29,12 @@ export const PREFETCH_LOCK = '.prefetch.lock';
 export const PREFETCH_START = '.prefetch.start';
 /** Left by a background prefetch that the server answered "not found": none is started until a call fetches again. */
 export const PREFETCH_NONE = '.prefetch.none';
+/** Left when the server refuses batches (Barman's): no background prefetch until the spool is reset. */
+export const PREFETCH_UNSUPPORTED = '.prefetch.unsupported';
 /** A start claim older than this without a lock is left over by a killed process. */
 const START_STALE_MS = 10_000;
+/** A background prefetch still running after this is stopped (a stalled network). */
+export const BACKGROUND_PREFETCH_LIMIT_MS = 5 * 60_000;
 /** How long a call that misses waits for a background prefetch fetching its file. */
 const WAIT_FOR_PREFETCH_MS = 60_000;
 const POLL_MS = 20;
@@ -46,8 +50,8 @@ function alive(pid: number): boolean {
     process.kill(pid, 0);
     return true;
   } catch (err) {
-    // EPERM: it exists, owned by someone else (cannot be ours, but it is not stale either).
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    // EPERM: the pid belongs to another user now, so it is not our prefetch: stale.
+    return false;
   }
 }
 
@@ -90,6 +94,25 @@ export async function clearPrefetchNone(spool: string, fetched: string): Promise
   const comparable = walNameKind(missing) === 'segment' && walNameKind(fetched) === 'segment' && parseWalName(missing).tli === parseWalName(fetched).tli;
   if (comparable && fetched < missing) return;
   await fsp.unlink(file).catch(() => undefined);
+}
+
+/**
+ * Synchronous cleanup for a background prefetch that must exit now (SIGTERM when PostgreSQL
+ * stops, or its time limit): its lock and the launcher's claim, so that prefetching goes on
+ * after a restart rather than waiting for a lock nobody holds.
+ */
+export function releasePrefetchLockSync(spool: string): void {
+  try {
+    const pid = Number(readFileSync(path.join(spool, PREFETCH_LOCK), 'utf8').split('\n')[0]);
+    if (pid === process.pid) unlinkSync(path.join(spool, PREFETCH_LOCK));
+  } catch {
+    // no lock, or not ours
+  }
+  try {
+    unlinkSync(path.join(spool, PREFETCH_START));
+  } catch {
+    // already removed
+  }
 }
 
 export async function releasePrefetchLock(spool: string): Promise<void> {
@@ -144,8 +167,10 @@ async function prefetchNextBatch(o: RestoreOptions, after: string): Promise<void
   if (!locked) return;
   try {
     const spoolSync = bootId === null;
-    const batch = await fetchBatch(o, null, spoolSync, 'accept', first);
-    if (batch.kind === 'unsupported') await fetchBatch(o, null, spoolSync, 'plain', first);
+    let batch = await fetchBatch(o, null, spoolSync, 'accept', first);
+    if (batch.kind === 'unsupported' && batch.retryPlain) batch = await fetchBatch(o, null, spoolSync, 'plain', first);
+    // Barman's server: every later attempt would cost two refused ssh sessions during replay.
+    if (batch.kind === 'unsupported') await fsp.writeFile(path.join(o.spoolDir, PREFETCH_UNSUPPORTED), '', { mode: 0o600 }).catch(() => undefined);
   } catch (err) {
     // Not found: nothing archived after it yet. Trying again at every call served from the
     // spool would cost an ssh session each: the next call that fetches itself re-enables it.
@@ -183,7 +208,12 @@ export async function waitForPrefetch(spool: string, name: string): Promise<bool
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
       continue;
     }
-    if (held.pid <= 0 || !alive(held.pid)) break;
+    if (held.pid <= 0 || !alive(held.pid)) {
+      // Killed before it could remove its lock (a standby stopped mid-prefetch): the launcher
+      // starts no prefetch while the lock exists, so it goes now.
+      await fsp.unlink(path.join(spool, PREFETCH_LOCK)).catch(() => undefined);
+      break;
+    }
     if (walNameKind(held.first) !== 'segment' || parseWalName(held.first).tli !== parseWalName(name).tli || name < held.first) return false;
     if (Date.now() > deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));

@@ -13,7 +13,7 @@
  * Nothing is printed here; failures are BarmanErrors whose exit code is the one the command
  * must end with (1 not found, 2 ssh/protocol, 3 bad destination/name).
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
@@ -124,8 +124,18 @@ interface SshRun {
  * Run ssh with `args`; its stdout goes to `consume` (which must read it to the end or throw).
  * A consumer failure kills ssh and is rethrown once ssh is gone (no process left behind).
  */
+/** ssh sessions running now (killSshSessions). */
+const sessions = new Set<ChildProcess>();
+
+/** End every ssh session of this process (a background prefetch told to stop). */
+export function killSshSessions(): void {
+  for (const child of sessions) child.kill('SIGTERM');
+}
+
 async function runSsh(args: string[], consume: (stdout: Readable) => Promise<void>): Promise<SshRun> {
   const child = spawn('ssh', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  sessions.add(child);
+  child.once('close', () => sessions.delete(child));
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => {
     // Bounded: remote messages are a few lines; a flood must not grow memory.
@@ -272,8 +282,11 @@ async function fetchOne(o: RestoreOptions, name: string, tmp: string, sync: bool
 type BatchOutcome =
   /** WAL_NAME is in `destTmp` (verified); `prefetched` went to the spool. */
   | { kind: 'ok'; prefetched: string[] }
-  /** Barman's server: no --batch. */
-  | { kind: 'unsupported' }
+  /**
+   * The server refused the request: Barman's (no --batch), or an older barman-ts that knows
+   * --batch but not --accept-compression (`retryPlain`: a plain --batch request will work).
+   */
+  | { kind: 'unsupported'; retryPlain: boolean }
   /**
    * The batch failed in a way that says nothing about WAL_NAME itself (the server broke off,
    * the stream was cut or corrupted): WAL_NAME must be asked for again on its own.
@@ -399,7 +412,9 @@ export async function fetchBatch(o: RestoreOptions, mainTmp: string | null, spoo
   }
   if (rejectsBatch(run)) {
     await dropSpoolFiles();
-    return { kind: 'unsupported' };
+    // Only our own CLI (commander) names the one option it does not know; Barman's argparse
+    // lists every unknown argument, --batch included: a plain --batch would be refused too.
+    return { kind: 'unsupported', retryPlain: /unknown option '--accept-compression'/.test(run.stderr) };
   }
   if (run.code !== 0 || run.signal) {
     await dropSpoolFiles();
@@ -545,7 +560,7 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
     if (prefetch && !o.gzip && !o.bzip2) {
       let batch = await fetchBatch(o, destTmp, spoolSync, 'accept');
       // An older barman-ts server knows --batch but not --accept-compression.
-      if (batch.kind === 'unsupported') batch = await fetchBatch(o, destTmp, spoolSync, 'plain');
+      if (batch.kind === 'unsupported' && batch.retryPlain) batch = await fetchBatch(o, destTmp, spoolSync, 'plain');
       if (batch.kind === 'ok') {
         source = 'batch';
         prefetched = batch.prefetched;

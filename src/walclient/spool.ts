@@ -156,7 +156,7 @@ export async function spoolMatchesBoot(spool: string, bootId: string | null): Pr
  * background prefetch's markers (restore-prefetch.ts: a pid recorded in another boot means nothing).
  */
 function isSpoolFileName(name: string): boolean {
-  return walNameKind(name) !== null || (name.startsWith('.') && /\.tmp(\.plain)?$/.test(name)) || /^\.prefetch\.(lock|start|none)$/.test(name);
+  return walNameKind(name) !== null || (name.startsWith('.') && /\.tmp(\.plain)?$/.test(name)) || /^\.prefetch\.(lock|start|none|unsupported)$/.test(name);
 }
 
 /**

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { classifyDdFailure, hostCommand, lastDdByteCount, localWriterWords, parseStatMtime, rangedMinBytes } from '../../src/backup/ranged-copy.js';
-import { RANGED_COPY_MIN_BYTES } from '../../src/util/ranges.js';
+import { classifyDdFailure, hostCommand, lastDdByteCount, localWriterWords, parseStatMtime } from '../../src/backup/ranged-copy.js';
+import { RANGED_COPY_MIN_BYTES, rangedMinBytes } from '../../src/util/ranges.js';
 
 describe('ranged copy helpers', () => {
   it('tells a vanished source and a non-GNU dd from real failures', () => {
@@ -29,7 +29,8 @@ describe('ranged copy helpers', () => {
   it('takes the threshold from BARMAN_TS_RANGED_MIN_BYTES when it is a positive integer', () => {
     assert.equal(rangedMinBytes({}), RANGED_COPY_MIN_BYTES);
     assert.equal(rangedMinBytes({ BARMAN_TS_RANGED_MIN_BYTES: '4194304' }), 4194304);
-    for (const bad of ['', '0', '-5', '1.5', 'abc']) assert.equal(rangedMinBytes({ BARMAN_TS_RANGED_MIN_BYTES: bad }), RANGED_COPY_MIN_BYTES, bad);
+    assert.equal(rangedMinBytes({ BARMAN_TS_RANGED_MIN_BYTES: '' }), RANGED_COPY_MIN_BYTES);
+    for (const bad of ['0', '-5', '1.5', 'abc']) assert.throws(() => rangedMinBytes({ BARMAN_TS_RANGED_MIN_BYTES: bad }), /Invalid BARMAN_TS_RANGED_MIN_BYTES/, bad);
   });
 
   it('writes locally with dd reporting its byte count, in the C locale', () => {

@@ -32,7 +32,8 @@ import {
 import { NO_TARGET } from '../../src/recovery/options.js';
 import { DELTA_CLEARED_FILES } from '../../src/recovery/destination.js';
 import { RemoteDestination } from '../../src/recovery/remote-destination.js';
-import { planRanges, rangedMinBytes, rangedPushAllowed, remoteFailure } from '../../src/recovery/ranged-push.js';
+import { planRanges, rangedPushAllowed, remoteFailure } from '../../src/recovery/ranged-push.js';
+import { rangedMinBytes } from '../../src/util/ranges.js';
 import { recoveryLines } from '../../src/recovery/settings.js';
 import { RANGED_COPY_MIN_BYTES, ddWriteWords } from '../../src/util/ranges.js';
 import { run } from '../../src/util/proc.js';

@@ -308,6 +308,8 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     const log = fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8');
     assert.match(log, /--batch/);
     assert.match(log, /get-wal --peek '4'/);
+    // argparse named --batch among the unknown arguments: no second, plain --batch session.
+    assert.equal(log.split('\n').filter((l) => /--batch/.test(l)).length, 1, log);
   });
 
   it('-z with -p uses the peek protocol (the transfer encoding is honoured)', () => {
