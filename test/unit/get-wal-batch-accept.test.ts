@@ -4,21 +4,19 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
-import tar from 'tar-stream';
+import { runBarman, syntheticWal, untar } from '../helpers/wal-batch.js';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { walArchivePath } from '../../src/wal/archiver.js';
 import { compressBuffer, decompressBuffer, identifyCompression } from '../../src/wal/compression.js';
 import { CLIENT_DECODABLE } from '../../src/walclient/restore.js';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/barman.js');
+const content = (seed: number, size = 192 * 1024) => syntheticWal(seed, size);
+const barman = (args: string[]) => runBarman(conf, args);
 const S = (seg: number) => `0000000100000000${seg.toString(16).toUpperCase().padStart(8, '0')}`;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -26,33 +24,10 @@ let tmpRoot = '';
 let conf = '';
 const plain = new Map<string, Buffer>();
 
-function content(seed: number, size = 192 * 1024): Buffer {
-  const b = Buffer.alloc(size);
-  for (let i = 0; i < size; i += 4) b.writeUInt32LE(((i * 2654435761 + seed) >>> 0) & 0xffff, i);
-  return b;
-}
-
 /** What `dd conv=swab` (the custom filter here, its own inverse) makes of data of even length. */
 function swab(b: Buffer): Buffer {
   const out = Buffer.from(b);
   return out.swap16();
-}
-
-function barman(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, '-c', conf, ...args], { maxBuffer: 256 << 20 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr.toString() };
-}
-
-async function untar(data: Buffer): Promise<Array<{ name: string; data: Buffer }>> {
-  const out: Array<{ name: string; data: Buffer }> = [];
-  const extract = tar.extract();
-  Readable.from([data]).pipe(extract);
-  for await (const entry of extract) {
-    const chunks: Buffer[] = [];
-    for await (const c of entry as AsyncIterable<Buffer>) chunks.push(c);
-    out.push({ name: entry.header.name, data: Buffer.concat(chunks) });
-  }
-  return out;
 }
 
 const ALGOS = [...CLIENT_DECODABLE];

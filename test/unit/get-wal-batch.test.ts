@@ -10,16 +10,15 @@ import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import * as zlib from 'node:zlib';
-import tar from 'tar-stream';
+import { BARMAN_BIN as BIN, runBarman, syntheticWal, untar } from '../helpers/wal-batch.js';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { serverPaths } from '../../src/catalog/server-dirs.js';
 import { walArchivePath } from '../../src/wal/archiver.js';
 import { compressBuffer } from '../../src/wal/compression.js';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/barman.js');
+const content = (seed: number, size = 256 * 1024) => syntheticWal(seed, size);
+const barman = (args: string[]) => runBarman(conf, args);
 
 let tmpRoot = '';
 let conf = '';
@@ -27,29 +26,6 @@ let srv: ServerConfig;
 const plain = new Map<string, Buffer>();
 
 const S = (log: number, seg: number) => `00000001${log.toString(16).toUpperCase().padStart(8, '0')}${seg.toString(16).toUpperCase().padStart(8, '0')}`;
-
-function content(seed: number, size = 256 * 1024): Buffer {
-  const b = Buffer.alloc(size);
-  for (let i = 0; i < size; i += 4) b.writeUInt32LE((i * 2654435761 + seed) >>> 0 & 0xffff, i);
-  return b;
-}
-
-function barman(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, '-c', conf, ...args], { maxBuffer: 256 << 20 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr.toString() };
-}
-
-async function untar(data: Buffer): Promise<Array<{ name: string; data: Buffer }>> {
-  const out: Array<{ name: string; data: Buffer }> = [];
-  const extract = tar.extract();
-  Readable.from([data]).pipe(extract);
-  for await (const entry of extract) {
-    const chunks: Buffer[] = [];
-    for await (const c of entry as AsyncIterable<Buffer>) chunks.push(c);
-    out.push({ name: entry.header.name, data: Buffer.concat(chunks) });
-  }
-  return out;
-}
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
