@@ -30,6 +30,7 @@ import {
 } from './compression.js';
 import { hashDir, parseWalName, walName, walNameKind } from './names.js';
 import { drained, type WritableSink } from '../util/streams.js';
+import { BATCH_CHECKSUM_MEMBER, MEMBER_CHECKSUM_SUFFIX } from './batch-protocol.js';
 
 export type WalLocation = 'wals' | 'incoming' | 'streaming';
 
@@ -60,8 +61,6 @@ export interface GetWalOptions {
   acceptCompression?: ReadonlySet<CompressionAlgorithm>;
 }
 
-/** Algorithms a client can decompress without the server's configuration (known magic bytes). */
-export const CLIENT_DECODABLE: readonly CompressionAlgorithm[] = ['gzip', 'bzip2', 'xz', 'zstd', 'lz4', 'snappy'];
 
 /** Parse `--accept-compression LIST` (comma separated); unknown names are ignored (newer clients). */
 export function parseAcceptCompression(text: string): Set<CompressionAlgorithm> {
@@ -332,10 +331,7 @@ export function peekWals(srv: ServerConfig, name: string, count: number): string
 // `--batch N` (barman-ts extension): WAL_NAME and the following archived WALs in one tar stream,
 // so that barman-wal-restore prefetches N segments with a single SSH session instead of N.
 
-/** Name of the checksum member that ends a batch (same format as barman-wal-archive's). */
-export const BATCH_CHECKSUM_MEMBER = 'SHA256SUMS';
-/** With --accept-compression, `<name>.sha256` follows each member (one SHA256SUMS line). */
-export const MEMBER_CHECKSUM_SUFFIX = '.sha256';
+export { BATCH_CHECKSUM_MEMBER, MEMBER_CHECKSUM_SUFFIX };
 
 export interface BatchResult {
   /** Members sent, in order (the checksum member excluded). */

@@ -14,6 +14,7 @@
  * must end with (1 not found, 2 ssh/protocol, 3 bad destination/name).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { BATCH_CHECKSUM_MEMBER, CLIENT_DECODABLE, MEMBER_CHECKSUM_SUFFIX } from '../wal/batch-protocol.js';
 import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
@@ -74,16 +75,6 @@ export class RemoteError extends BarmanError {
   }
 }
 
-/**
- * What we decompress ourselves (magic bytes known to src/wal/compression.ts), for
- * `get-wal --batch --accept-compression`; `custom` is not: only the server has its filter.
- */
-export const CLIENT_DECODABLE = ['gzip', 'bzip2', 'xz', 'zstd', 'lz4', 'snappy'] as const;
-
-/** Name of the checksum member that ends a --batch stream (see src/wal/get-wal.ts). */
-const CHECKSUM_MEMBER = 'SHA256SUMS';
-/** With --accept-compression, each member is followed by `<name>.sha256` (see src/wal/get-wal.ts). */
-const MEMBER_CHECKSUM_SUFFIX = '.sha256';
 /** A SHA256SUMS member of a batch holds a few lines per file: more is not ours. */
 const MAX_CHECKSUM_BYTES = 1 << 20;
 
@@ -349,7 +340,7 @@ export async function fetchBatch(o: RestoreOptions, mainTmp: string | null, spoo
     for await (const entry of extract) {
       const member = entry.header.name.replace(/^\.\//, '');
       if (entry.header.type !== 'file') throw new BarmanError(`unexpected member '${member}' in the batch`, 2);
-      if (member === CHECKSUM_MEMBER) {
+      if (member === BATCH_CHECKSUM_MEMBER) {
         const chunks: Buffer[] = [];
         let size = 0;
         for await (const c of entry as AsyncIterable<Buffer>) {

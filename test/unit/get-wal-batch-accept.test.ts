@@ -13,7 +13,7 @@ import { runBarman, syntheticWal, untar } from '../helpers/wal-batch.js';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { walArchivePath } from '../../src/wal/archiver.js';
 import { compressBuffer, decompressBuffer, identifyCompression } from '../../src/wal/compression.js';
-import { CLIENT_DECODABLE } from '../../src/walclient/restore.js';
+import { CLIENT_DECODABLE } from '../../src/wal/batch-protocol.js';
 
 const content = (seed: number, size = 192 * 1024) => syntheticWal(seed, size);
 const barman = (args: string[]) => runBarman(conf, args);
