@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { runBarman, syntheticWal, untar } from '../helpers/wal-batch.js';
+import { runBarman, syntheticWal, untar } from '../helpers/wal-tar.js';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { walArchivePath } from '../../src/wal/archiver.js';
 import { compressBuffer, decompressBuffer, identifyCompression } from '../../src/wal/compression.js';

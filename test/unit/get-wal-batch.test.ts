@@ -11,7 +11,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { BARMAN_BIN as BIN, runBarman, syntheticWal, untar } from '../helpers/wal-batch.js';
+import { BARMAN_BIN as BIN, runBarman, syntheticWal, untar } from '../helpers/wal-tar.js';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { serverPaths } from '../../src/catalog/server-dirs.js';
 import { walArchivePath } from '../../src/wal/archiver.js';

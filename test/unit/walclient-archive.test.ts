@@ -11,11 +11,9 @@ import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import * as zlib from 'node:zlib';
 import { CommanderError } from 'commander';
-import tar from 'tar-stream';
 import { parseArgs } from '../../src/walclient/archive-main.js';
 import {
   cleanOldMarkers,
@@ -30,6 +28,7 @@ import {
 import { archiverOrder, putWalRemoteArgs, readyAfter, selectBatch, splitBatch, writeTarStream, type PushMember } from '../../src/walclient/push.js';
 import { quoteRemote, remoteConfigArgs, sshArgs, sshOutcome } from '../../src/walclient/ssh.js';
 import { BarmanError } from '../../src/util/errors.js';
+import { collect, untar } from '../helpers/wal-tar.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const LAUNCHER = path.join(REPO, 'bin', 'barman-wal-archive');
@@ -60,29 +59,6 @@ async function fakePgWal(files: Record<string, string | Buffer>, status: Record<
   for (const [name, data] of Object.entries(files)) await fsp.writeFile(path.join(wal, name), data);
   for (const [name, st] of Object.entries(status)) await fsp.writeFile(path.join(wal, 'archive_status', `${name}.${st}`), '');
   return wal;
-}
-
-/** Parse a tar stream back with tar-stream's extractor. */
-async function untar(data: Buffer): Promise<Array<{ name: string; data: Buffer; mtime?: Date }>> {
-  const extract = tar.extract();
-  const out: Array<{ name: string; data: Buffer; mtime?: Date }> = [];
-  const done = (async () => {
-    for await (const entry of extract) {
-      const chunks: Buffer[] = [];
-      for await (const c of entry) chunks.push(c as Buffer);
-      out.push({ name: entry.header.name, data: Buffer.concat(chunks), mtime: entry.header.mtime });
-    }
-  })();
-  extract.end(data);
-  await done;
-  return out;
-}
-
-function collect(): { sink: PassThrough; data: () => Buffer } {
-  const sink = new PassThrough();
-  const chunks: Buffer[] = [];
-  sink.on('data', (c: Buffer) => chunks.push(c));
-  return { sink, data: () => Buffer.concat(chunks) };
 }
 
 // -------------------------------------------------------------------------------------------

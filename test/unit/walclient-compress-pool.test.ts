@@ -11,13 +11,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import tar from 'tar-stream';
 import { BarmanError } from '../../src/util/errors.js';
 import { decompressBuffer, type CompressionName } from '../../src/wal/compression.js';
 import { CompressPool } from '../../src/walclient/compress-pool.js';
 import { autoWorkers, writeTarStream, type PushMember } from '../../src/walclient/push.js';
+import { collect, untar } from '../helpers/wal-tar.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const POOL_MODULE = pathToFileURL(path.resolve(HERE, '../../src/walclient/compress-pool.js')).href;
@@ -43,28 +42,6 @@ function walLike(size: number, seed: number): Buffer {
     else b.fill(page & 0xff, off, Math.min(off + 8192, size));
   }
   return b;
-}
-
-async function untar(data: Buffer): Promise<Array<{ name: string; data: Buffer }>> {
-  const extract = tar.extract();
-  const out: Array<{ name: string; data: Buffer }> = [];
-  const done = (async () => {
-    for await (const entry of extract) {
-      const chunks: Buffer[] = [];
-      for await (const c of entry) chunks.push(c as Buffer);
-      out.push({ name: entry.header.name, data: Buffer.concat(chunks) });
-    }
-  })();
-  extract.end(data);
-  await done;
-  return out;
-}
-
-function collect(): { sink: PassThrough; data: () => Buffer } {
-  const sink = new PassThrough();
-  const chunks: Buffer[] = [];
-  sink.on('data', (c: Buffer) => chunks.push(c));
-  return { sink, data: () => Buffer.concat(chunks) };
 }
 
 async function writeMembers(count: number, size: number): Promise<{ members: PushMember[]; contents: Buffer[] }> {

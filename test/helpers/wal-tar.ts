@@ -1,7 +1,7 @@
-/** Shared pieces of the `get-wal --batch` tests: synthetic WAL content, the CLI, tar reading. */
+/** Shared pieces of the WAL transfer tests: synthetic WAL content, the CLI, tar streams in memory. */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import tar from 'tar-stream';
 
@@ -21,14 +21,22 @@ export function runBarman(conf: string, args: string[]): { code: number | null; 
 }
 
 /** The members of a tar stream held in memory, in order. */
-export async function untar(data: Buffer): Promise<Array<{ name: string; data: Buffer }>> {
-  const out: Array<{ name: string; data: Buffer }> = [];
+export async function untar(data: Buffer): Promise<Array<{ name: string; data: Buffer; mtime?: Date }>> {
+  const out: Array<{ name: string; data: Buffer; mtime?: Date }> = [];
   const extract = tar.extract();
   Readable.from([data]).pipe(extract);
   for await (const entry of extract) {
     const chunks: Buffer[] = [];
     for await (const c of entry as AsyncIterable<Buffer>) chunks.push(c);
-    out.push({ name: entry.header.name, data: Buffer.concat(chunks) });
+    out.push({ name: entry.header.name, data: Buffer.concat(chunks), mtime: entry.header.mtime });
   }
   return out;
+}
+
+/** A writable sink that keeps what it receives (a tar stream written by the code under test). */
+export function collect(): { sink: PassThrough; data: () => Buffer } {
+  const sink = new PassThrough();
+  const chunks: Buffer[] = [];
+  sink.on('data', (c: Buffer) => chunks.push(c));
+  return { sink, data: () => Buffer.concat(chunks) };
 }
