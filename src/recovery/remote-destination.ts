@@ -17,7 +17,7 @@ import { BarmanError, errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { runPool } from '../util/pool.js';
 import { run, type RunResult } from '../util/proc.js';
-import { planRanges, pushRange, rangedPushAllowed, runKillable, Stopped, type RangeJob } from './ranged-push.js';
+import { planRanges, pushRange, rangedPushAllowed, remoteFailure, runKillable, Stopped, type RangeJob } from './ranged-push.js';
 import { rangedMinBytes } from '../util/ranges.js';
 import { excluder, extractTar, listTarArchives, scanTree, type TreeScan } from './copy.js';
 import {
@@ -118,12 +118,8 @@ export class RemoteDestination implements RestoreDestination {
       throw new BarmanError(`Cannot run the remote ssh command: ${errorMessage(err)}`);
     }
     if (res.code !== 0 || !res.stdout.includes(SCRIPT_DONE)) {
-      const detail = lastErrorLine(res.stderr, res.stdout);
       // 255: ssh itself failed (unreachable host, refused key, unknown host key)
-      if (res.code === 255) {
-        throw new BarmanError(`Cannot reach the remote host with '${this.opts.sshCommand}' (exit code ${res.code})${detail ? `: ${detail}` : ''}`);
-      }
-      throw new BarmanError(`${what} on the remote host failed (exit code ${res.code})${detail ? `: ${detail}` : ''}`);
+      throw remoteFailure(this.opts.sshCommand, res.code, lastErrorLine(res.stderr, res.stdout), what);
     }
     return res.stdout;
   }
