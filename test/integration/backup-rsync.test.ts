@@ -21,6 +21,37 @@ import { backupRecorder, createFingerprintData, startStreamingOnSettledData, FIN
 import { startSshd, type Sshd } from '../helpers/sshd.js';
 import { BARMAN_USER, ensureBarmanUser, POSTGRES_USER, runAs, sleep, waitFor } from '../helpers/system.js';
 
+/**
+ * `barman backup ARGS` started in the background as the barman user; resolves once the backup
+ * is recorded as STARTED (the copy is then under way and can be interrupted).
+ */
+async function backupInBackground(env: BarmanEnv, args: readonly string[]) {
+  const child = spawn('runuser', ['-u', BARMAN_USER, '--', process.execPath, BARMAN_SCRIPT, '-c', env.configFile, 'backup', ...args, env.server], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+  const started = await waitFor(async () => (await listBackups(env)).find((b) => b.status === 'STARTED'), {
+    timeoutMs: 60_000,
+    intervalMs: 100,
+    what: 'backup STARTED',
+  });
+  return { started, exited, stderr: () => stderr };
+}
+
+/** PIDs of the barman user's processes whose command line matches `pattern`, once there are any. */
+function barmanProcesses(pattern: string, what: string, intervalMs: number): Promise<string[]> {
+  return waitFor(
+    async () => {
+      const r = await runAs('root', 'pgrep', ['-u', BARMAN_USER, '-f', '--', pattern]);
+      const found = r.stdout.split('\n').filter((l) => l.trim() !== '');
+      return found.length > 0 ? found : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs, what },
+  );
+}
+
 describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
   let sshd: Sshd;
   let pg: PgCluster;
@@ -123,33 +154,14 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
     const last = ids.at(-1) ?? '';
     const lastInfo = await infoText(last);
     const lastWalk = await walkLinks(backupDir(last));
-    const child = spawn(
-      'runuser',
-      ['-u', BARMAN_USER, '--', process.execPath, BARMAN_SCRIPT, '-c', env.configFile, 'backup', '--bwlimit', '500', '-j', '2', '--reuse-backup', 'off', env.server],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
-    const started = await waitFor(async () => (await listBackups(env)).find((b) => b.status === 'STARTED'), {
-      timeoutMs: 60_000,
-      intervalMs: 100,
-      what: 'backup STARTED',
-    });
+    const { started, exited, stderr } = await backupInBackground(env, ['--bwlimit', '500', '-j', '2', '--reuse-backup', 'off']);
     // The copy workers: rsync processes writing into the new backup's data directory.
     const target = path.join(backupDir(started.backup_id), 'data');
-    const pids = await waitFor(
-      async () => {
-        const r = await runAs('root', 'pgrep', ['-u', BARMAN_USER, '-f', '--', `--files-from=.* ${target}/`]);
-        const found = r.stdout.split('\n').filter((l) => l.trim() !== '');
-        return found.length > 0 ? found : undefined;
-      },
-      { timeoutMs: 60_000, intervalMs: 100, what: 'rsync copy workers' },
-    );
+    const pids = await barmanProcesses(`--files-from=.* ${target}/`, 'rsync copy workers', 100);
     await sleep(1000);
     for (const pid of pids) await runAs('root', 'kill', ['-KILL', pid]);
     const code = await exited;
-    assert.equal(code, 1, stderr);
+    assert.equal(code, 1, stderr());
     const failed = (await listBackups(env)).find((b) => b.backup_id === started.backup_id);
     assert.equal(failed?.status, 'FAILED');
     assert.match(infoField(await infoText(started.backup_id), 'error'), /failure copying files/);
@@ -181,31 +193,12 @@ describe('backup_method = rsync over ssh', { timeout: 600_000 }, () => {
     const original = await fs.readFile(env.configFile, 'utf8');
     await fs.writeFile(env.configFile, original.replace(/^ssh_command = .*$/m, `ssh_command = ${wrapper}`));
     try {
-      const child = spawn(
-        'runuser',
-        ['-u', BARMAN_USER, '--', process.execPath, BARMAN_SCRIPT, '-c', env.configFile, 'backup', '-j', '2', '--reuse-backup', 'off', env.server],
-        { stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      let stderr = '';
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
-      const started = await waitFor(async () => (await listBackups(env)).find((b) => b.status === 'STARTED'), {
-        timeoutMs: 60_000,
-        intervalMs: 100,
-        what: 'backup STARTED',
-      });
+      const { started, exited, stderr } = await backupInBackground(env, ['-j', '2', '--reuse-backup', 'off']);
       // The ssh clients of the ranged reads.
-      const pids = await waitFor(
-        async () => {
-          const r = await runAs('root', 'pgrep', ['-u', BARMAN_USER, '-f', '--', `^ssh .* dd if=${pg.dataDir}/`]);
-          const found = r.stdout.split('\n').filter((l) => l.trim() !== '');
-          return found.length > 0 ? found : undefined;
-        },
-        { timeoutMs: 60_000, intervalMs: 50, what: 'ranged reads through ssh' },
-      );
+      const pids = await barmanProcesses(`^ssh .* dd if=${pg.dataDir}/`, 'ranged reads through ssh', 50);
       for (const pid of pids) await runAs('root', 'kill', ['-KILL', pid]);
       const code = await exited;
-      assert.equal(code, 1, stderr);
+      assert.equal(code, 1, stderr());
       const failed = (await listBackups(env)).find((b) => b.backup_id === started.backup_id);
       assert.equal(failed?.status, 'FAILED');
       assert.match(infoField(await infoText(started.backup_id), 'error'), /failure copying files \(ranged copy of .* failed with exit code/);
