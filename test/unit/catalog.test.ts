@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { newBackupInfo, serializeBackupInfo, writeBackupInfoFile } from '../../src/catalog/backup-info.js';
 import { infoFileFor, loadCatalog, resolveBackupId, saveBackupInfo, validateBackupName, backupDataDir } from '../../src/catalog/catalog.js';
@@ -10,8 +10,13 @@ import { evaluateBackup } from '../../src/backup/check-backup.js';
 import { basebackupArgs } from '../../src/backup/postgres-executor.js';
 import { manifestWalRanges, parseBackupLabel } from '../../src/postgres/backup-label.js';
 
+// Every temporary directory made here, removed when the file's tests are done.
+const made: string[] = [];
+after(() => made.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+
 function server(extra = ''): ServerConfig {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bts-cat-'));
+  made.push(dir);
   const file = path.join(dir, 'barman.conf');
   fs.writeFileSync(file, `[barman]\nbarman_home = ${dir}/home\n[pg]\nconninfo = host=h user=u\nbackup_method = postgres\n${extra}`);
   const srv = loadConfig(file).servers.get('pg');

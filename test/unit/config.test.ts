@@ -2,14 +2,19 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { loadConfig, findConfigFile } from '../../src/config/config.js';
 import { interpolate, parseIni, stripQuotes } from '../../src/config/ini.js';
 import { parseInterval, parseRetentionPolicy, parseSize, parseBool } from '../../src/config/values.js';
 import { BarmanError } from '../../src/util/errors.js';
 
+// Every temporary directory made here, removed when the file's tests are done.
+const made: string[] = [];
+after(() => made.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+
 function tmpConf(main: string, includes: Record<string, string> = {}): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bts-conf-'));
+  made.push(dir);
   const file = path.join(dir, 'barman.conf');
   fs.writeFileSync(file, main.replaceAll('@DIR@', dir));
   if (Object.keys(includes).length) {
