@@ -12,14 +12,21 @@
  *   barman-wal-archive                 ours, default options (push-ahead of ready segments)
  *   barman-wal-archive --zstd --compression-level low   ours, compressed (server `benchz`)
  *   barman-wal-archive --batch 1       ours, no push-ahead
- *   pgbackrest archive-push            pgBackRest 2.45, archive-async=y, process-max=2, local
- *                                      repo; compress-type=none, and zst level 1 (like for like)
+ *   pgbackrest archive-push            pgBackRest 2.45, archive-async=y, process-max=2,
+ *                                      compress-type=none and zst level 1 (like for like), with
+ *                                      the repository local, and on the "backup host" over ssh
+ *                                      (repo1-host=127.0.0.1, same ssh config and cipher as ours)
+ *   floors                             one pipeline for all segments, no files, no checksums:
+ *                                      `cat | ssh 'cat >/dev/null'`, with `zstd -1 -T2` between
  * then PostgreSQL itself running our archive_command under a write-heavy pgbench for ~60 s,
  * sampling the pg_wal `.ready` backlog every second. Restore side, each segment requested in
  * order as a restore_command would: barman-wal-restore without prefetch and with -p 32 from the
  * plain archive (`bench`) and -p 32 from the zstd one (`benchz`), Barman 3.4's barman-wal-restore
- * without prefetch and with -p 32 from the Python server's archive, and pgbackrest archive-get
- * (none and zst). SSH goes through real sshds on 127.0.0.1 (test/helpers/sshd.ts).
+ * without prefetch and with -p 32 from the Python server's archive, pgbackrest archive-get
+ * (none and zst; local repository async and sync, repository over ssh async), and the floors
+ * `ssh 'cat archived files' [| zstd -d] >/dev/null`. The TARGETS lines show each floor beside
+ * its target: a target below the floor is out of reach of any ssh-based client on this machine.
+ * SSH goes through real sshds on 127.0.0.1 (test/helpers/sshd.ts).
  *
  * Options: --wal-segments N (200), --wal-pgbench-seconds S (60), --wal-ssh-cipher C
  * (aes128-gcm@openssh.com, as the rsync bench — used by every ssh-based row alike: ours, rsync
@@ -150,6 +157,12 @@ const L = {
   b34Restore: 'Barman 3.4 barman-wal-restore (no prefetch)',
   b34RestoreP: 'Barman 3.4 barman-wal-restore -p 32',
   pgbrGet: (k: PgbrKind, mode: 'async' | 'sync') => `pgbackrest archive-get ${mode}, ${k === 'none' ? 'compress-type=none' : 'zst level 1'}`,
+  // pgBackRest with its repository on the backup host, reached over SSH as ours is: same transport.
+  pgbrPushSsh: (k: PgbrKind) => `pgbackrest archive-push async, ${k === 'none' ? 'none' : 'zst level 1'}, repo over ssh`,
+  pgbrGetSsh: (k: PgbrKind) => `pgbackrest archive-get async, ${k === 'none' ? 'none' : 'zst level 1'}, repo over ssh`,
+  // Transport floors: one pipeline for all segments, no files written, no checksums, no fsync.
+  floorPush: (k: PgbrKind) => `floor: cat segments${k === 'none' ? '' : ' | zstd -1 -T2'} | ssh 'cat >/dev/null'`,
+  floorGet: (k: PgbrKind) => `floor: ssh 'cat ${k === 'none' ? 'plain' : 'zstd'} archive'${k === 'none' ? '' : ' | zstd -d'} >/dev/null`,
 };
 
 /** Shell-quote one word for the archive_command strings built here from our own temp paths. */
@@ -196,7 +209,7 @@ export async function walBench(): Promise<void> {
   let b34Problem: string | null = null;
   /** Our servers whose `barman archive-wal` failed (their restore rows are skipped), with why. */
   const archiveWalProblems = new Map<string, string>();
-  const pgbrRepos: Array<{ kind: PgbrKind; conf: string; fake: string }> = [];
+  const pgbrRepos: Array<{ kind: PgbrKind; remote: boolean; conf: string; fake: string }> = [];
   try {
     const baseSsh = await sshd.clientConfigFor(POSTGRES_USER, [BARMAN_USER]);
     // The same cipher for every ssh row: ssh keeps the first value it reads, so it goes on top.
@@ -363,50 +376,59 @@ export async function walBench(): Promise<void> {
       const inst = await run('apt-get', ['install', '-y', '-q', 'pgbackrest'], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
       if (inst.code !== 0) pgbrInstallProblem = `apt-get install pgbackrest failed: ${inst.stderr.trim().split('\n').slice(-1)[0]}`;
     }
+    // One stanza per compression and per repository place: local (the repository on the
+    // PostgreSQL host) and over ssh (repo1-host: a pgBackRest on the backup host, reached as
+    // barman@127.0.0.1 through the same ssh config and cipher as ours). Each has its own repo
+    // and spool, so that no push finds its segment already there.
+    const pgbrConf = (file: string, lines: string[]) =>
+      fs.writeFile(file, ['[global]', 'log-level-console=warn', 'log-level-file=off', ...lines, ''].join('\n'), { mode: 0o644 });
+    const compressLines = (kind: PgbrKind) => (kind === 'none' ? ['compress-type=none'] : ['compress-type=zst', 'compress-level=1']);
+    const stanzaLines = [`pg1-path=${pg.dataDir}`, `pg1-port=${pg.port}`, `pg1-socket-path=${pg.socketDir}`];
+    // pgBackRest runs `cmd-ssh` with its own options: the wrapper adds our config (cipher, keys).
+    const sshWrapper = path.join(root, 'pgbackrest-ssh');
+    await fs.writeFile(sshWrapper, `#!/bin/sh\nexec ssh -F ${sq(pgSsh)} "$@"\n`, { mode: 0o755 });
     for (const kind of PGBR_KINDS) {
-      const label = L.pgbrPush(kind);
-      let problem = pgbrInstallProblem;
-      const conf = path.join(root, `pgbackrest-${kind}.conf`);
-      if (!problem) {
-        try {
-          const pgbrDir = await pgDir(`pgbackrest-${kind}`, 0o700);
-          for (const sub of ['repo', 'spool', 'log', 'lock']) await fs.mkdir(path.join(pgbrDir, sub), { mode: 0o700 });
-          await sys.chownR(pgbrDir, POSTGRES_USER);
-          await fs.writeFile(
-            conf,
-            [
-              '[global]',
-              `repo1-path=${pgbrDir}/repo`,
-              `spool-path=${pgbrDir}/spool`,
-              `log-path=${pgbrDir}/log`,
-              `lock-path=${pgbrDir}/lock`,
-              'log-level-console=warn',
-              'log-level-file=off',
-              'archive-async=y',
-              'process-max=2',
-              ...(kind === 'none' ? ['compress-type=none'] : ['compress-type=zst', 'compress-level=1']),
-              'start-fast=y',
-              '',
-              '[bench]',
-              `pg1-path=${pg.dataDir}`,
-              `pg1-port=${pg.port}`,
-              `pg1-socket-path=${pg.socketDir}`,
-              '',
-            ].join('\n'),
-            { mode: 0o644 },
-          );
-          await asPg(pgbr, [`--config=${conf}`, '--stanza=bench', 'stanza-create']);
-        } catch (err) {
-          problem = (err as Error).message.split('\n').slice(0, 2).join(' ');
+      for (const remote of [false, true]) {
+        const label = remote ? L.pgbrPushSsh(kind) : L.pgbrPush(kind);
+        let problem = pgbrInstallProblem;
+        const name = `pgbackrest-${remote ? 'ssh-' : ''}${kind}`;
+        const conf = path.join(root, `${name}.conf`);
+        if (!problem) {
+          try {
+            const local = await pgDir(name, 0o700);
+            for (const sub of ['repo', 'spool', 'log', 'lock']) await fs.mkdir(path.join(local, sub), { mode: 0o700 });
+            await sys.chownR(local, POSTGRES_USER);
+            // Over ssh, the repository lives in a directory of the barman user's.
+            const repo = remote ? path.join(root, `${name}-host`) : path.join(local, 'repo');
+            const common = ['archive-async=y', 'process-max=2', ...compressLines(kind), `spool-path=${local}/spool`, `log-path=${local}/log`, `lock-path=${local}/lock`];
+            if (remote) {
+              for (const sub of ['repo', 'log', 'lock']) await fs.mkdir(path.join(repo, sub), { recursive: true, mode: 0o700 });
+              await sys.chownR(repo, POSTGRES_USER);
+              // stanza-create reads the cluster: run where it is, on the repository path, which
+              // then goes to the barman user (pgBackRest on the backup host owns its repository).
+              const create = path.join(root, `${name}-create.conf`);
+              await pgbrConf(create, [`repo1-path=${repo}/repo`, `log-path=${local}/log`, `lock-path=${local}/lock`, '', '[bench]', ...stanzaLines]);
+              await asPg(pgbr, [`--config=${create}`, '--stanza=bench', 'stanza-create']);
+              await sys.chownR(repo, BARMAN_USER);
+              const hostConf = path.join(root, `${name}-host.conf`);
+              await pgbrConf(hostConf, [`repo1-path=${repo}/repo`, `log-path=${repo}/log`, `lock-path=${repo}/lock`, ...compressLines(kind)]);
+              await pgbrConf(conf, ['repo1-host=127.0.0.1', `repo1-host-user=${BARMAN_USER}`, `repo1-host-config=${hostConf}`, `cmd-ssh=${sshWrapper}`, ...common]);
+            } else {
+              await pgbrConf(conf, [`repo1-path=${repo}`, ...common, 'start-fast=y', '', '[bench]', ...stanzaLines]);
+              await asPg(pgbr, [`--config=${conf}`, '--stanza=bench', 'stanza-create']);
+            }
+          } catch (err) {
+            problem = (err as Error).message.split('\n').slice(0, 2).join(' ');
+          }
         }
+        if (problem) {
+          rows.push({ label, note: `skipped: ${problem}` });
+          continue;
+        }
+        const fake = await fakeDataDir();
+        pgbrRepos.push({ kind, remote, conf, fake });
+        rows.push({ label, result: await runDriver({ mode: 'archive', dataDir: fake, command: `${pgbr} --config=${sq(conf)} --stanza=bench --pg1-path=${sq(fake)} archive-push %p` }) });
       }
-      if (problem) {
-        rows.push({ label, note: `skipped: ${problem}` });
-        continue;
-      }
-      const fake = await fakeDataDir();
-      pgbrRepos.push({ kind, conf, fake });
-      rows.push({ label, result: await runDriver({ mode: 'archive', dataDir: fake, command: `${pgbr} --config=${sq(conf)} --stanza=bench --pg1-path=${sq(fake)} archive-push %p` }) });
     }
     // --- PostgreSQL driving our archive_command under load -------------------------------------
     if (!archiveProblem) {
@@ -438,6 +460,49 @@ export async function walBench(): Promise<void> {
       backlogNote = `${(walBytes / SEG_SIZE).toFixed(0)} segments in ${loadSeconds.toFixed(0)} s (${(walBytes / 1048576 / loadSeconds).toFixed(1)} MiB/s), drained ${((Date.now() - tDrain) / 1000).toFixed(1)} s after the run${backlogNote}`;
       await pg.psql("ALTER SYSTEM SET archive_command = '/bin/true'; SELECT pg_reload_conf();");
     }
+
+    // --- transport floors ----------------------------------------------------------------
+    // What the SSH transport (and zstd) cost alone: every segment through one pipeline, no
+    // files written, no checksums, no fsync, no process per segment. A target below its floor
+    // cannot be met on this machine by any client that ships WAL over ssh.
+    const floorRows = async () => {
+      const ssh = `ssh -F ${sq(pgSsh)} ${BARMAN_USER}@127.0.0.1`;
+      const zstdCli = existsSync('/usr/bin/zstd');
+      const timed = async (label: string, cmd: string, into: Row[]) => {
+        if (!zstdCli && cmd.includes('zstd')) return void into.push({ label, note: 'skipped: no zstd command (apt-get install zstd)' });
+        const t0 = process.hrtime.bigint();
+        const r = await sys.runAs(POSTGRES_USER, '/bin/sh', ['-c', cmd]);
+        const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+        into.push({ label, result: r.code === 0 ? { count: segments.length, seconds, load: loadavg()[0] } : { count: 0, seconds, error: `exit ${r.code}: ${r.stderr.trim().split('\n').slice(-1)[0]}` } });
+      };
+      const listFile = async (name: string, files: string[]) => {
+        const file = path.join(root, name);
+        await fs.writeFile(file, `${files.join('\n')}\n`, { mode: 0o644 });
+        return file;
+      };
+      const plainList = await listFile('floor-segments.list', segments.map((n) => path.join(collected, n)));
+      await timed(L.floorPush('none'), `xargs cat < ${sq(plainList)} | ${ssh} 'cat >/dev/null'`, rows);
+      await timed(L.floorPush('zst'), `xargs cat < ${sq(plainList)} | zstd -q -1 -T2 -c | ${ssh} 'cat >/dev/null'`, rows);
+      // The archived files as stored on the server (plain in bench, zstd in benchz).
+      const stored = async (s: Server) => {
+        const wanted = new Set(segments);
+        const found: string[] = [];
+        for (const dir of await fs.readdir(path.join(home, s, 'wals'), { withFileTypes: true })) {
+          if (!dir.isDirectory()) continue;
+          for (const n of await fs.readdir(path.join(home, s, 'wals', dir.name))) if (wanted.has(n.slice(0, 24))) found.push(path.join(home, s, 'wals', dir.name, n));
+        }
+        return found.sort();
+      };
+      for (const [kind, s] of [['none', 'bench'], ['zst', 'benchz']] as const) {
+        const files = await stored(s);
+        if (files.length !== segments.length) {
+          restoreRows.push({ label: L.floorGet(kind), note: `skipped: ${files.length} of ${segments.length} segments archived in ${s}` });
+          continue;
+        }
+        const list = await listFile(`floor-${s}.list`, files);
+        await timed(L.floorGet(kind), `${ssh} 'xargs cat' < ${sq(list)}${kind === 'zst' ? ' | zstd -q -d -c' : ''} >/dev/null`, restoreRows);
+      }
+    };
 
     // --- restore side -----------------------------------------------------------------------
     const restoreRun = async (label: string, names: string[], command: (dest: string) => string, hitDir?: string) => {
@@ -484,15 +549,21 @@ export async function walBench(): Promise<void> {
       }
     } else restoreRows.push({ label: 'Barman 3.4 barman-wal-restore', note: `skipped: ${b34Problem ?? 'not set up'}` });
     for (const kind of PGBR_KINDS) {
-      const repo = pgbrRepos.find((r) => r.kind === kind);
-      if (!repo) {
-        restoreRows.push({ label: L.pgbrGet(kind, 'async'), note: 'skipped (no archive-push)' });
-        continue;
+      for (const remote of [false, true]) {
+        const repo = pgbrRepos.find((r) => r.kind === kind && r.remote === remote);
+        const asyncLabel = remote ? L.pgbrGetSsh(kind) : L.pgbrGet(kind, 'async');
+        if (!repo) {
+          restoreRows.push({ label: asyncLabel, note: 'skipped (no archive-push)' });
+          continue;
+        }
+        const get = (extra: string) => `${pgbr} --config=${sq(repo.conf)} --stanza=bench --pg1-path=${sq(repo.fake)}${extra} archive-get %f %p`;
+        await restoreRun(asyncLabel, segments, () => get(''));
+        // Synchronous gets over ssh take one session per segment: the async row is the one to beat.
+        if (!remote) await restoreRun(L.pgbrGet(kind, 'sync'), segments, () => get(' --no-archive-async'));
       }
-      const get = (extra: string) => `${pgbr} --config=${sq(repo.conf)} --stanza=bench --pg1-path=${sq(repo.fake)}${extra} archive-get %f %p`;
-      await restoreRun(L.pgbrGet(kind, 'async'), segments, () => get(''));
-      await restoreRun(L.pgbrGet(kind, 'sync'), segments, () => get(' --no-archive-async'));
     }
+    // Transport floors, after everything else: what ssh (and zstd) alone cost per segment here.
+    await floorRows();
   } finally {
     sshdLog = sshd.log();
     b34Log = b34?.log() ?? '';
@@ -538,7 +609,7 @@ export async function walBench(): Promise<void> {
     total++;
     if (ok) met++;
     const verdict = ok === undefined ? 'NOT MEASURED (row failed or skipped)' : ok ? 'OK' : 'MISSED';
-    console.log(`  ${what.padEnd(76)} ${(value ?? '-').padStart(13)}  (target ${goal})  ${verdict}${context}`);
+    console.log(`  ${what.padEnd(86)} ${(value ?? '-').padStart(13)}  (target ${goal})  ${verdict}${context}`);
   };
   const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? a / b : undefined);
   const ours = rate(rows, L.ours);
@@ -549,18 +620,26 @@ export async function walBench(): Promise<void> {
   const rsync = rate(rows, L.rsync);
   const rNone = ratio(ours, pgbrNone);
   const rZst = ratio(oursZ, pgbrZst);
+  const rNoneSsh = ratio(ours, rate(rows, L.pgbrPushSsh('none')));
+  const rZstSsh = ratio(oursZ, rate(rows, L.pgbrPushSsh('zst')));
+  const floorPush = { none: rate(rows, L.floorPush('none')), zst: rate(rows, L.floorPush('zst')) };
+  const floorGet = { none: rate(restoreRows, L.floorGet('none')), zst: rate(restoreRows, L.floorGet('zst')) };
   const rB34 = ratio(ours, b34Rate);
   const rRsync = ratio(ours, rsync);
   const pre = rate(restoreRows, L.oursRestore);
   const preZ = rate(restoreRows, L.oursRestoreZstd);
   const x = (r: number | undefined, digits = 2) => (r === undefined ? undefined : `${r.toFixed(digits)}x`);
   console.log('TARGETS (ratios of rows of this run; seg/s over seg/s)');
-  target('archive, uncompressed: ours / pgBackRest async push, compress-type=none', x(rNone), '>= 1', rNone === undefined ? undefined : rNone >= 1);
-  target('archive, compressed: ours --zstd low / pgBackRest async push, zst level 1', x(rZst), '>= 1', rZst === undefined ? undefined : rZst >= 1);
-  target('archive: ours (barman-wal-archive) / real Barman 3.4 barman-wal-archive', x(rB34, 1), '>= 20', rB34 === undefined ? undefined : rB34 >= 20);
-  console.log(`  ${'(reference) ours / rsync over ssh, one segment per session'.padEnd(76)} ${(x(rRsync, 1) ?? '-').padStart(13)}  (floor reference, no target)`);
+  // The floor as a ratio: the best any ssh-based client could show against that reference here.
+  const floorVs = (floor: number | undefined, ref: number | undefined, digits = 2) => `   [ssh floor / it: ${x(ratio(floor, ref), digits) ?? 'not measured'}]`;
+  target('archive, uncompressed: ours / pgBackRest async push, none, local repository', x(rNone), '>= 1', rNone === undefined ? undefined : rNone >= 1, floorVs(floorPush.none, pgbrNone));
+  target('archive, compressed: ours --zstd low / pgBackRest async push, zst-1, local repository', x(rZst), '>= 1', rZst === undefined ? undefined : rZst >= 1, floorVs(floorPush.zst, pgbrZst));
+  target('archive, uncompressed: ours / pgBackRest async push, none, repo over ssh', x(rNoneSsh), '>= 1', rNoneSsh === undefined ? undefined : rNoneSsh >= 1);
+  target('archive, compressed: ours --zstd low / pgBackRest async push, zst-1, repo over ssh', x(rZstSsh), '>= 1', rZstSsh === undefined ? undefined : rZstSsh >= 1);
+  target('archive: ours (barman-wal-archive) / real Barman 3.4 barman-wal-archive', x(rB34, 1), '>= 20', rB34 === undefined ? undefined : rB34 >= 20, `${floorVs(floorPush.none, b34Rate, 1)}, zstd floor / it: ${x(ratio(floorPush.zst, b34Rate), 1) ?? 'not measured'}, ours --zstd low / it: ${x(ratio(oursZ, b34Rate), 1) ?? 'not measured'}`);
+  console.log(`  ${'(reference) ours / rsync over ssh, one segment per session'.padEnd(86)} ${(x(rRsync, 1) ?? '-').padStart(13)}  (floor reference, no target)`);
   const restoreContext = (pgbrKind: PgbrKind) =>
-    `   [pgBackRest archive-get async ${pgbrKind === 'none' ? 'none' : 'zst'}: ${ms(rate(restoreRows, L.pgbrGet(pgbrKind, 'async')))}, Barman 3.4 -p 32: ${ms(rate(restoreRows, L.b34RestoreP))}, no prefetch: ${ms(rate(restoreRows, L.b34Restore))}]`;
+    `   [ssh floor: ${ms(floorGet[pgbrKind])}; pgBackRest archive-get async ${pgbrKind === 'none' ? 'none' : 'zst'}: ${ms(rate(restoreRows, L.pgbrGet(pgbrKind, 'async')))} local, ${ms(rate(restoreRows, L.pgbrGetSsh(pgbrKind)))} repo over ssh; Barman 3.4 -p 32: ${ms(rate(restoreRows, L.b34RestoreP))}, no prefetch: ${ms(rate(restoreRows, L.b34Restore))}]`;
   target('restore: ours -p 32 from the plain archive (bench)', ms(pre), '< 40 ms', pre === undefined ? undefined : 1000 / pre < 40, restoreContext('none'));
   target('restore: ours -p 32 from the zstd archive (benchz)', ms(preZ), '< 40 ms', preZ === undefined ? undefined : 1000 / preZ < 40, restoreContext('zst'));
   target('peak pg_wal .ready backlog under pgbench', backlogPeak?.toString(), '< 64', backlogPeak === undefined ? undefined : backlogPeak < 64);

@@ -366,6 +366,14 @@ describe('interoperability with the reference tools', () => {
     assert.equal((await decompressBuffer(Buffer.concat([a, b]))).toString(), 'first member second member');
   });
 
+  test('concatenated zstd frames, with and without a content size in their headers', async () => {
+    // compressBuffer records the size (one-shot); the stream does not: both must decompress whole.
+    const sized = await compressBuffer(Buffer.from('sized frame, '), 'zstd');
+    const streamed = await streamToBuffer(Readable.from([Buffer.from('streamed frame')]), compressStream('zstd', 'low'));
+    assert.equal((await decompressBuffer(Buffer.concat([sized, streamed]))).toString(), 'sized frame, streamed frame');
+    assert.equal((await decompressBuffer(Buffer.concat([streamed, sized]), 'zstd')).toString(), 'streamed frame' + 'sized frame, ');
+  });
+
   const python = '/usr/bin/python3';
   const pySnappy = hasProgram('python3') && spawnSync(python, ['-c', 'import snappy']).status === 0;
   test('snappy ↔ python-snappy framing', { skip: pySnappy ? false : 'python3-snappy is not installed' }, async () => {
