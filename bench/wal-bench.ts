@@ -24,7 +24,7 @@
  * plain archive (`bench`) and -p 32 from the zstd one (`benchz`), Barman 3.4's barman-wal-restore
  * without prefetch and with -p 32 from the Python server's archive, pgbackrest archive-get
  * (none and zst; local repository async and sync, repository over ssh async), and the floors
- * `ssh 'cat archived files' [| zstd -d] >/dev/null`. The TARGETS lines show each floor beside
+ * `ssh 'cat archived files' [| zstd -d] | split -b 16M`. The TARGETS lines show each floor beside
  * its target: a target below the floor is out of reach of any ssh-based client on this machine.
  * SSH goes through real sshds on 127.0.0.1 (test/helpers/sshd.ts).
  *
@@ -162,7 +162,7 @@ const L = {
   pgbrGetSsh: (k: PgbrKind) => `pgbackrest archive-get async, ${k === 'none' ? 'none' : 'zst level 1'}, repo over ssh`,
   // Transport floors: one pipeline for all segments, no files written, no checksums, no fsync.
   floorPush: (k: PgbrKind) => `floor: cat segments${k === 'none' ? '' : ' | zstd -1 -T2'} | ssh 'cat >/dev/null'`,
-  floorGet: (k: PgbrKind) => `floor: ssh 'cat ${k === 'none' ? 'plain' : 'zstd'} archive'${k === 'none' ? '' : ' | zstd -d'} >/dev/null`,
+  floorGet: (k: PgbrKind) => `floor: ssh 'cat ${k === 'none' ? 'plain' : 'zstd'} archive'${k === 'none' ? '' : ' | zstd -d'} | split -b 16M`,
 };
 
 /** Shell-quote one word for the archive_command strings built here from our own temp paths. */
@@ -463,7 +463,8 @@ export async function walBench(): Promise<void> {
 
     // --- transport floors ----------------------------------------------------------------
     // What the SSH transport (and zstd) cost alone: every segment through one pipeline, no
-    // files written, no checksums, no fsync, no process per segment. A target below its floor
+    // checksums, no fsync, no process per segment; archive: nothing written on the server;
+    // restore: the segments written into files, as a restore must. A target below its floor
     // cannot be met on this machine by any client that ships WAL over ssh.
     const floorRows = async () => {
       const ssh = `ssh -F ${sq(pgSsh)} ${BARMAN_USER}@127.0.0.1`;
@@ -500,7 +501,11 @@ export async function walBench(): Promise<void> {
           continue;
         }
         const list = await listFile(`floor-${s}.list`, files);
-        await timed(L.floorGet(kind), `${ssh} 'xargs cat' < ${sq(list)}${kind === 'zst' ? ' | zstd -q -d -c' : ''} >/dev/null`, restoreRows);
+        // Into 16 MiB files kept until the row ends, as the restore rows leave theirs: the
+        // page cache and its writeback cost the same here as there.
+        const out = await pgDir(`floor-restore-${kind}`, 0o700);
+        await timed(L.floorGet(kind), `${ssh} 'xargs cat' < ${sq(list)}${kind === 'zst' ? ' | zstd -q -d -c' : ''} | split -b 16M -a 4 - ${sq(out)}/seg.`, restoreRows);
+        await fs.rm(out, { recursive: true, force: true });
       }
     };
 

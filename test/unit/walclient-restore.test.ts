@@ -5,7 +5,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
@@ -538,6 +538,52 @@ describe('barman-wal-restore -p: compressed transfer and background prefetch (fa
     assert.ok(sessions().some((s) => s.includes(S(0x84))), 'a background batch started after the first one');
     // Past the end of the archive: the background prefetch stops asking (.prefetch.none).
     assert.deepEqual(spoolFiles(spool).filter((f) => !f.startsWith('.prefetch.start') && !f.startsWith('.prefetch.lock')), spoolFiles(spool).filter((f) => f === '.prefetch.none'));
+  });
+
+  it('a call whose file a live background prefetch is fetching waits for it in sh, without starting node', async () => {
+    const spool = path.join(tmp, 'spool-wait');
+    fs.mkdirSync(spool, { mode: 0o700 });
+    fs.writeFileSync(path.join(spool, '.boot_id'), `${BOOT_ID}\n`);
+    const holder = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const noNode = `${fakeBin}:${path.join(tmp, 'nonode')}:${process.env.PATH ?? ''}`;
+    /** The launcher, asynchronously, where `node` only fails (exit 99): served by sh or not at all. */
+    const launch = (name: string) =>
+      new Promise<Run & { ms: number }>((resolve) => {
+        const t0 = Date.now();
+        const child = spawn(LAUNCHER, ['-p', '4', '--spool-dir', spool, 'backup', 'pg', name, dest()], {
+          env: { ...process.env, PATH: noNode, BARMAN_WAL_RESTORE_BACKGROUND: 'off' },
+        });
+        let stderr = '';
+        child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        child.on('close', (code) => resolve({ code, stdout: '', stderr, ms: Date.now() - t0 }));
+      });
+    const lock = (pid: number | undefined, first: string) => fs.writeFileSync(path.join(spool, '.prefetch.lock'), `${pid}\n${first}\n`);
+    try {
+      lock(holder.pid, S(0xa0));
+      const waiting = launch(S(0xa1));
+      await new Promise((r) => setTimeout(r, 300));
+      // The prefetch renames the verified file in.
+      fs.writeFileSync(path.join(spool, 'tmp-a1'), content(0xa1));
+      fs.renameSync(path.join(spool, 'tmp-a1'), path.join(spool, S(0xa1)));
+      const served = await waiting;
+      assert.equal(served.code, 0, served.stderr);
+      assert.ok(served.ms >= 250, `returned after ${served.ms} ms: before the file came?`);
+      assert.ok(fs.readFileSync(dest()).equals(content(0xa1)));
+      // Not waited for: a name before the batch, another timeline, a dead holder, no lock.
+      for (const [first, name] of [[S(0xa5), S(0xa2)], [`00000002${S(0xa0).slice(8)}`, S(0xa2)]]) {
+        lock(holder.pid, first);
+        const r = await launch(name);
+        assert.equal(r.code, 99, `${first} / ${name}: node should have been asked (${r.stderr})`);
+        assert.ok(r.ms < 2000, `${first} / ${name}: waited ${r.ms} ms`);
+      }
+      const dead = spawnSync('sh', ['-c', 'echo $$']).stdout.toString().trim();
+      lock(Number(dead), S(0xa0));
+      assert.equal((await launch(S(0xa2))).code, 99);
+      fs.rmSync(path.join(spool, '.prefetch.lock'));
+      assert.equal((await launch(S(0xa2))).code, 99);
+    } finally {
+      holder.kill();
+    }
   });
 
   it('background prefetch failures (cut stream, ssh down) never make a call fail nor leave a partial file', async () => {
