@@ -30,9 +30,10 @@
  *
  * Options: --wal-segments N (200), --wal-pgbench-seconds S (60), --wal-ssh-cipher C
  * (aes128-gcm@openssh.com, as the rsync bench — used by every ssh-based row alike: ours, rsync
- * and Barman 3.4). Each row also says how many calls were answered without ssh (push-ahead
- * marker or prefetch spool present before the call): a prefetch that silently does not work
- * shows up there. A row whose command fails (e.g. an option that does not exist yet) says FAILED
+ * and Barman 3.4). Each row also says how many calls found their segment done before they
+ * started (push-ahead marker, or file in the prefetch spool): a prefetch that silently does not
+ * work shows up there. (A restore call that waits in sh for a file the background prefetch is
+ * fetching does not count, though it starts no ssh either.) A row whose command fails (e.g. an option that does not exist yet) says FAILED
  * with the reason and the bench goes on. Must run as root (users postgres and barman, sshd).
  * Installs Debian's pgbackrest, barman and barman-cli if missing (rows skipped with a note if
  * that fails).
@@ -64,7 +65,7 @@ interface DriveSpec {
   /**
    * Where a call finds its segment already done (barman-wal-archive: push-ahead markers;
    * barman-wal-restore: the prefetch spool). A `<hitDir>/<name>` present before a call counts
-   * as a hit: the call is served without ssh. Shows whether push-ahead/prefetch really works.
+   * as a hit: the call is served at once. Shows whether push-ahead/prefetch really works.
    */
   hitDir?: string;
 }
@@ -585,7 +586,7 @@ export async function walBench(): Promise<void> {
     const { count, seconds, error, hits } = r.result;
     if (error) return `  ${r.label.padEnd(W)} FAILED after ${count} segments: ${error}`;
     const ms = (seconds * 1000) / count;
-    const served = hits === undefined || count === 0 ? '' : `  ${hits}/${count} calls without ssh`;
+    const served = hits === undefined || count === 0 ? '' : `  ${hits}/${count} found done`;
     const load = r.result.load === undefined ? '' : `  (load ${r.result.load.toFixed(1)})`;
     const of = count < SEGMENTS ? `  [${count} segments]` : '';
     return `  ${r.label.padEnd(W)} ${ms.toFixed(1).padStart(8)} ms/seg ${(count / seconds).toFixed(1).padStart(8)} seg/s ${(((count / seconds) * SEG_SIZE) / 1e6).toFixed(0).padStart(5)} MB/s${served}${load}${of}`;
