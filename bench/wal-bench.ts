@@ -473,7 +473,8 @@ export async function walBench(): Promise<void> {
       const timed = async (label: string, cmd: string, into: Row[]) => {
         if (!zstdCli && cmd.includes('zstd')) return void into.push({ label, note: 'skipped: no zstd command (apt-get install zstd)' });
         const t0 = process.hrtime.bigint();
-        const r = await sys.runAs(POSTGRES_USER, '/bin/sh', ['-c', cmd]);
+        // pipefail: a failing stage (ssh, zstd, cat) must not pass for a fast floor.
+        const r = await sys.runAs(POSTGRES_USER, '/bin/bash', ['-o', 'pipefail', '-c', cmd]);
         const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
         into.push({ label, result: r.code === 0 ? { count: segments.length, seconds, load: loadavg()[0] } : { count: 0, seconds, error: `exit ${r.code}: ${r.stderr.trim().split('\n').slice(-1)[0]}` } });
       };
@@ -506,6 +507,9 @@ export async function walBench(): Promise<void> {
         // page cache and its writeback cost the same here as there.
         const out = await pgDir(`floor-restore-${kind}`, 0o700);
         await timed(L.floorGet(kind), `${ssh} 'xargs cat' < ${sq(list)}${kind === 'zst' ? ' | zstd -q -d -c' : ''} | split -b 16M -a 4 - ${sq(out)}/seg.`, restoreRows);
+        const written = (await fs.readdir(out)).length;
+        const row = restoreRows[restoreRows.length - 1];
+        if (row?.result && !row.result.error && written !== segments.length) row.result = { count: 0, seconds: row.result.seconds, error: `${written} files written, ${segments.length} expected` };
         await fs.rm(out, { recursive: true, force: true });
       }
     };

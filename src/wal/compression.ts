@@ -217,6 +217,34 @@ function zstd(): ZstdModule {
   return zstdModule;
 }
 
+type ZstdBinding = typeof import('zstd-napi/binding.js');
+let zstdBindingModule: ZstdBinding | null = null;
+
+/** Largest output decompressed in one shot (a WAL file is at most 1 GiB). */
+const ZSTD_ONE_SHOT_OUTPUT_MAX = 1 << 30;
+
+/**
+ * Total decompressed size of `data` when every zstd frame in it records its size (one-shot
+ * decompression then allocates exactly that once, and a frame cut short fails); null when a
+ * frame does not, or the frames do not parse, or the total is larger than a WAL file can be.
+ */
+function zstdRecordedSize(data: Uint8Array): number | null {
+  zstdBindingModule ??= requireCjs('zstd-napi/binding.js') as ZstdBinding;
+  const { findFrameCompressedSize, getFrameContentSize } = zstdBindingModule;
+  let total = 0;
+  try {
+    for (let frame = data; frame.length > 0; frame = frame.subarray(findFrameCompressedSize(frame))) {
+      const size = getFrameContentSize(frame);
+      if (size === null) return null;
+      total += size;
+      if (total > ZSTD_ONE_SHOT_OUTPUT_MAX) return null;
+    }
+  } catch {
+    return null;
+  }
+  return total;
+}
+
 function lz4(): Lz4Module {
   lz4Module ??= requireCjs('lz4-napi') as Lz4Module;
   return lz4Module;
@@ -525,10 +553,11 @@ export async function decompressBuffer(
   try {
     switch (name) {
       case 'zstd':
-        // One shot: the whole output is allocated once when the frame header gives its size
-        // (our writers and zstd's CLI record it); a 16 MiB segment then decompresses ~30%
-        // faster than through the stream's 128 KiB pieces and their final concatenation.
-        return zstd().decompress(data);
+        // One shot when the frame headers give the size (our one-shot writers and zstd's CLI
+        // record it): a 16 MiB segment decompresses ~30% faster than through the stream's
+        // 128 KiB pieces and their final concatenation. Otherwise the stream, which is also
+        // the one to report a frame cut short when no size was recorded.
+        return zstdRecordedSize(data) === null ? await collect(data, decompressStream(name)) : zstd().decompress(data);
       case 'lz4':
         return await lz4Decompress(asBuffer(data));
       case 'snappy':

@@ -171,7 +171,8 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     if (test) {
       code = await testRemote(options, process.stdout, process.stderr);
     } else {
-      const result = await restoreWal(options);
+      // The sh launcher already waited its limit for a background prefetch: no second wait.
+      const result = await restoreWal(options, { waitForPrefetch: process.env.BARMAN_WAL_RESTORE_WAITED !== '1' });
       if (result.prefetchOff) process.stderr.write(`WARNING: ${result.prefetchOff}\n`);
       code = 0;
     }

@@ -514,8 +514,11 @@ async function fetchPeek(o: RestoreOptions, destTmp: string, spoolSync: boolean)
   return prefetched;
 }
 
-/** Fetch WAL_NAME into WAL_DEST (spool first, then the Barman server). */
-export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
+/**
+ * Fetch WAL_NAME into WAL_DEST (spool first, then the Barman server). `waitForPrefetch` false:
+ * do not wait for a background prefetch bringing it (the caller already did).
+ */
+export async function restoreWal(o: RestoreOptions, opts: { waitForPrefetch?: boolean } = {}): Promise<RestoreResult> {
   assertSafeWalName(o.walName, 3);
   const destTmp = await openDestTemp(o.walDest);
   try {
@@ -525,7 +528,7 @@ export async function restoreWal(o: RestoreOptions): Promise<RestoreResult> {
     if (spoolCurrent && (await takeFromSpool(o.spoolDir, o.walName, o.walDest))) return { source: 'spool', prefetched: [] };
     // A background prefetch (restore-prefetch.ts) about to deliver it: waiting beats a second
     // fetch of the same files.
-    if (spoolCurrent && o.parallel > 1 && (await spoolTrusted(o.spoolDir)) && (await waitForPrefetch(o.spoolDir, o.walName))) {
+    if (spoolCurrent && o.parallel > 1 && opts.waitForPrefetch !== false && (await spoolTrusted(o.spoolDir)) && (await waitForPrefetch(o.spoolDir, o.walName))) {
       if (await takeFromSpool(o.spoolDir, o.walName, o.walDest)) return { source: 'spool', prefetched: [] };
     }
     let source: RestoreSource = 'single';

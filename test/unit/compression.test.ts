@@ -374,6 +374,18 @@ describe('interoperability with the reference tools', () => {
     assert.equal((await decompressBuffer(Buffer.concat([streamed, sized]), 'zstd')).toString(), 'streamed frame' + 'sized frame, ');
   });
 
+  test('a zstd frame cut short is an error, whether or not it records its size', async () => {
+    const sample = walLikeData(1 << 20, 7);
+    const sized = await compressBuffer(sample, 'zstd');
+    const streamed = await streamToBuffer(Readable.from([sample]), compressStream('zstd', 'low'));
+    for (const [what, packed] of [['sized', sized], ['streamed', streamed]] as const) {
+      for (const cut of [1, 100]) {
+        await assert.rejects(decompressBuffer(packed.subarray(0, packed.length - cut), 'zstd'), isBarmanError, `${what} frame cut by ${cut}`);
+        await assert.rejects(decompressBuffer(Buffer.concat([packed, packed.subarray(0, packed.length - cut)])), isBarmanError, `second ${what} frame cut by ${cut}`);
+      }
+    }
+  });
+
   const python = '/usr/bin/python3';
   const pySnappy = hasProgram('python3') && spawnSync(python, ['-c', 'import snappy']).status === 0;
   test('snappy ↔ python-snappy framing', { skip: pySnappy ? false : 'python3-snappy is not installed' }, async () => {

@@ -577,10 +577,19 @@ describe('barman-wal-restore -p: compressed transfer and background prefetch (fa
         assert.ok(r.ms < 2000, `${first} / ${name}: waited ${r.ms} ms`);
       }
       const dead = spawnSync('sh', ['-c', 'echo $$']).stdout.toString().trim();
-      lock(Number(dead), S(0xa0));
-      assert.equal((await launch(S(0xa2))).code, 99);
+      for (const pid of [Number(dead), 0]) {
+        lock(pid, S(0xa0));
+        const r = await launch(S(0xa2));
+        assert.equal(r.code, 99, `holder ${pid}`);
+        assert.ok(r.ms < 2000, `holder ${pid}: waited ${r.ms} ms`);
+      }
       fs.rmSync(path.join(spool, '.prefetch.lock'));
       assert.equal((await launch(S(0xa2))).code, 99);
+      // Only being started (.start, no lock yet): a short wait, then node (which judges its age).
+      fs.writeFileSync(path.join(spool, '.prefetch.start'), '');
+      const starting = await launch(S(0xa2));
+      assert.equal(starting.code, 99);
+      assert.ok(starting.ms >= 1500 && starting.ms < 8000, `waited ${starting.ms} ms for a prefetch being started`);
     } finally {
       holder.kill();
     }
