@@ -33,8 +33,8 @@
  * and Barman 3.4). Each row also says how many calls found their segment done before they
  * started (push-ahead marker, or file in the prefetch spool): a prefetch that silently does not
  * work shows up there. (A restore call that waits in sh for a file the background prefetch is
- * fetching does not count, though it starts no ssh either.) A row whose command fails (e.g. an option that does not exist yet) says FAILED
- * with the reason and the bench goes on. Must run as root (users postgres and barman, sshd).
+ * fetching does not count, though it starts no ssh either.) A row whose command fails (e.g. an
+ * option that does not exist yet) says FAILED with the reason and the bench goes on. Must run as root (users postgres and barman, sshd).
  * Installs Debian's pgbackrest, barman and barman-cli if missing (rows skipped with a note if
  * that fails).
  */
@@ -470,13 +470,15 @@ export async function walBench(): Promise<void> {
     const floorRows = async () => {
       const ssh = `ssh -F ${sq(pgSsh)} ${BARMAN_USER}@127.0.0.1`;
       const zstdCli = existsSync('/usr/bin/zstd');
-      const timed = async (label: string, cmd: string, into: Row[]) => {
+      /** Time `cmd`; `check` (after it succeeded) says what is wrong with its output, if anything. */
+      const timed = async (label: string, cmd: string, into: Row[], check: () => Promise<string | null> = async () => null) => {
         if (!zstdCli && cmd.includes('zstd')) return void into.push({ label, note: 'skipped: no zstd command (apt-get install zstd)' });
         const t0 = process.hrtime.bigint();
         // pipefail: a failing stage (ssh, zstd, cat) must not pass for a fast floor.
         const r = await sys.runAs(POSTGRES_USER, '/bin/bash', ['-o', 'pipefail', '-c', cmd]);
         const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-        into.push({ label, result: r.code === 0 ? { count: segments.length, seconds, load: loadavg()[0] } : { count: 0, seconds, error: `exit ${r.code}: ${r.stderr.trim().split('\n').slice(-1)[0]}` } });
+        const error = r.code === 0 ? await check() : `exit ${r.code}: ${r.stderr.trim().split('\n').slice(-1)[0]}`;
+        into.push({ label, result: error === null ? { count: segments.length, seconds, load: loadavg()[0] } : { count: 0, seconds, error } });
       };
       const listFile = async (name: string, files: string[]) => {
         const file = path.join(root, name);
@@ -506,10 +508,10 @@ export async function walBench(): Promise<void> {
         // Into 16 MiB files kept until the row ends, as the restore rows leave theirs: the
         // page cache and its writeback cost the same here as there.
         const out = await pgDir(`floor-restore-${kind}`, 0o700);
-        await timed(L.floorGet(kind), `${ssh} 'xargs cat' < ${sq(list)}${kind === 'zst' ? ' | zstd -q -d -c' : ''} | split -b 16M -a 4 - ${sq(out)}/seg.`, restoreRows);
-        const written = (await fs.readdir(out)).length;
-        const row = restoreRows[restoreRows.length - 1];
-        if (row?.result && !row.result.error && written !== segments.length) row.result = { count: 0, seconds: row.result.seconds, error: `${written} files written, ${segments.length} expected` };
+        await timed(L.floorGet(kind), `${ssh} 'xargs cat' < ${sq(list)}${kind === 'zst' ? ' | zstd -q -d -c' : ''} | split -b 16M -a 4 - ${sq(out)}/seg.`, restoreRows, async () => {
+          const written = (await fs.readdir(out)).length;
+          return written === segments.length ? null : `${written} files written, ${segments.length} expected`;
+        });
         await fs.rm(out, { recursive: true, force: true });
       }
     };
