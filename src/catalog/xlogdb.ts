@@ -1,7 +1,8 @@
 /**
  * The WAL catalog, xlog.db (spec §1.1): one line per archived file,
- * `name\tsize\ttime\tcompression\tencryption\n`, time as Python `str(float)`, `None` for
- * missing values, lines in archival order.
+ * `name\tsize\ttime\tcompression\n`, time as Python `str(float)`, `None` for missing values,
+ * lines in archival order. A fifth column, `encryption`, is written only for encrypted files:
+ * Barman < 3.15 (Debian 12's 3.4 among them) stops at the first line that has one.
  *
  * Two file names exist. Barman < 3.13 (and we, by default) use `<xlogdb_directory>/xlog.db`;
  * Barman >= 3.13 uses `<xlogdb_directory>/<server>-xlog.db`. When the new name exists it is the
@@ -66,11 +67,12 @@ function timeStr(t: number): string {
   return pyFloatStr(t);
 }
 
-/** One catalog line, `\n` included. */
+/** One catalog line, `\n` included: four columns, five for an encrypted file. */
 export function formatXlogDbLine(e: XlogDbEntry): string {
   const size = e.size == null ? 'None' : String(e.size);
   const time = e.time == null ? 'None' : timeStr(e.time);
-  return `${e.name}\t${size}\t${time}\t${noneOr(e.compression)}\t${noneOr(e.encryption)}\n`;
+  const line = `${e.name}\t${size}\t${time}\t${noneOr(e.compression)}`;
+  return e.encryption == null || e.encryption === '' ? `${line}\n` : `${line}\t${e.encryption}\n`;
 }
 
 /** The whole file for a list of entries. */

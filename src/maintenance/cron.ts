@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import type { Config, ServerConfig } from '../config/config.js';
 import { WAITING_FOR_WALS } from '../catalog/backup-info.js';
 import { loadCatalog } from '../catalog/catalog.js';
+import { repairCatalogForBarman34 } from '../catalog/compat.js';
 import { acquireLock, isLockHeld, LockBusyError } from '../catalog/lock.js';
 import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.js';
 import { checkBackup } from '../backup/check-backup.js';
@@ -54,7 +55,11 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
     ev.info(`Starting WAL archiving for server ${srv.name}`);
     spawnBackground(config, ['archive-wal', srv.name], keepDescriptors);
   }
-  const oldestWaiting = (await loadCatalog(srv)).find((e) => e.info.status === WAITING_FOR_WALS);
+  const catalog = await loadCatalog(srv);
+  const repaired = await repairCatalogForBarman34(srv, catalog);
+  if (repaired.backups.length > 0) log.info(`${srv.name}: backup.info of ${repaired.backups.join(', ')} written again in the form Barman 3.4 reads`);
+  if (repaired.xlogdb) log.info(`${srv.name}: xlog.db written again with the four columns Barman 3.4 reads`);
+  const oldestWaiting = catalog.find((e) => e.info.status === WAITING_FOR_WALS);
   if (oldestWaiting) {
     const outcome = await checkBackup(srv, oldestWaiting);
     if (outcome === 'done') ev.info(`Backup ${oldestWaiting.id} of server ${srv.name} is now DONE`);

@@ -13,7 +13,7 @@ import { existsSync, realpathSync, accessSync, constants as fsc, promises as fsp
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
-import { backupType, serializeBackupInfo, type BackupInfo, type Tablespace } from '../catalog/backup-info.js';
+import { backupType, serializeBackupInfo, unknownBackupInfoKeys, type BackupInfo, type Tablespace } from '../catalog/backup-info.js';
 import { backupDataDir, loadCatalog, resolveBackupId, type BackupEntry } from '../catalog/catalog.js';
 import { acquireLock, LockBusyError, type HeldLock } from '../catalog/lock.js';
 import { backupLockPath } from '../catalog/server-dirs.js';
@@ -293,6 +293,10 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   const id = entry.id;
   const binfo = entry.info;
   checkBackupForRestore(id, binfo, target, { standbyMode: req.standbyMode });
+  const newer = unknownBackupInfoKeys(binfo);
+  if (newer.length > 0) {
+    throw new BarmanError(`Backup ${id} was written by a newer Barman (backup.info fields ${newer.join(', ')}): barman-ts cannot restore it; use that Barman`);
+  }
   const version = binfo.version as number;
   const kind = backupType(binfo);
   if (kind === 'snapshot') {

@@ -459,6 +459,7 @@ class ArchiveRun {
 
       await this.ensureDir(path.dirname(dst));
       let size: number;
+      let mtimeNs = st.mtimeNs;
       let tmp: string | null = null;
       if (target === null) {
         // Stored as it is: make the source itself durable (and private) before it is linked in.
@@ -474,12 +475,16 @@ class ArchiveRun {
         tmp = `${dst}.tmp`;
         await compressFile(c.src, tmp, target, this.level, this.archiveCustom);
         await fsp.utimes(tmp, Number(st.atimeNs) / 1e9, Number(st.mtimeNs) / 1e9);
-        size = (await fsp.stat(tmp)).size;
+        // utimes keeps microseconds only: the catalog records the mtime the file really has, so
+        // that rebuild-xlogdb (Barman's or ours) writes the same line again.
+        const stored = await fsp.stat(tmp, { bigint: true });
+        size = Number(stored.size);
+        mtimeNs = stored.mtimeNs;
       }
       const entry: XlogDbEntry = {
         name: c.name,
         size,
-        time: pyStatMtime(st.mtimeNs),
+        time: pyStatMtime(mtimeNs),
         compression: target ?? detected,
         encryption: null,
       };

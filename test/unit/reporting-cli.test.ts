@@ -64,7 +64,7 @@ async function addWals(f: Fixture, segs: number[], extraLines: { name: string; c
   for (const n of segs) {
     const name = walName(1, 0, n);
     await fsp.writeFile(path.join(hash, name), 'wal');
-    db += `${name}\t${MiB}\t${T0 + n * 60}.0\tgzip\tNone\n`;
+    db += `${name}\t${MiB}\t${T0 + n * 60}.0\tgzip\n`;
     for (const x of extraLines.filter((e) => e.name.startsWith(name) && e.name !== name)) {
       await fsp.writeFile(path.join(hash, x.name), x.content);
       db += x.line;
@@ -379,8 +379,8 @@ describe('delete', () => {
     await addBackup(f, '20240103T100000', 6, 6);
     const label = `${walName(1, 0, 2)}.00000028.backup`;
     await addWals(f, [1, 2, 3, 4, 5, 6, 7], [
-      { name: label, content: 'label', line: `${label}\t250\t${T0 + 121}.0\tNone\tNone\n` },
-      { name: '00000002.history', content: '1\t0/7000000\tno recovery target specified\n', line: `00000002.history\t42\t${T0 + 500}.0\tNone\tNone\n` },
+      { name: label, content: 'label', line: `${label}\t250\t${T0 + 121}.0\tNone\n` },
+      { name: '00000002.history', content: '1\t0/7000000\tno recovery target specified\n', line: `00000002.history\t42\t${T0 + 500}.0\tNone\n` },
     ]);
     const r = await f.run('delete', 'pg', 'oldest');
     assert.equal(r.stderr, '');
@@ -401,9 +401,9 @@ describe('delete', () => {
     const hash = path.join(f.srvDir, 'wals', '0000000100000000');
     assert.deepEqual((await fsp.readdir(hash)).sort(), [walName(1, 0, 6), walName(1, 0, 7)]);
     assert.deepEqual(await fsp.readFile(path.join(f.srvDir, 'wals', 'xlog.db'), 'utf8'), [
-      `${walName(1, 0, 6)}\t${MiB}\t${T0 + 360}.0\tgzip\tNone\n`,
-      `${walName(1, 0, 7)}\t${MiB}\t${T0 + 420}.0\tgzip\tNone\n`,
-      `00000002.history\t42\t${T0 + 500}.0\tNone\tNone\n`,
+      `${walName(1, 0, 6)}\t${MiB}\t${T0 + 360}.0\tgzip\n`,
+      `${walName(1, 0, 7)}\t${MiB}\t${T0 + 420}.0\tgzip\n`,
+      `00000002.history\t42\t${T0 + 500}.0\tNone\n`,
     ].join(''));
     // history files are never removed
     await fsp.access(path.join(f.srvDir, 'wals', '00000002.history'));
