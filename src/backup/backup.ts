@@ -47,6 +47,8 @@ import { lsnToWal, parseLsn, walOffset, formatLsn, previousSegment } from '../wa
 import { checkBackup } from './check-backup.js';
 import { HookAbortError, backupHookInfo, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
 import { postgresCopy } from './postgres-executor.js';
+import { encryptTarBackup } from './encrypt.js';
+import { GPG_ENCRYPTION, encryptionConfigProblem, encryptionEnabled } from '../catalog/encryption.js';
 import { rsyncCopy } from './rsync-executor.js';
 import { generateManifest } from './manifest.js';
 import { requirePrimaryForStandby, switchWalAfterBackup } from './standby.js';
@@ -180,6 +182,11 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
   const rsyncMethod = srv.backup_method === 'rsync' || srv.backup_method === 'local-rsync';
   const mode = rsyncMethod ? 'rsync-concurrent' : 'postgres';
   if (opts.name !== undefined) validateBackupName(opts.name);
+  // encryption = gpg that cannot be honoured is refused before anything is written (Barman
+  // records a FAILED backup after the copy): a backup is never stored in clear by mistake.
+  const encryptionProblem = encryptionConfigProblem(srv);
+  if (encryptionProblem) throw new BarmanError(encryptionProblem);
+  const encrypt = encryptionEnabled(srv);
   const lock = await acquireLock(lockPath(srv, 'backup'), 'backup');
   // These handlers replace Node's exit on SIGINT/SIGTERM: every wait below must watch `abort`.
   const abort = new AbortController();
@@ -280,6 +287,13 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     }
     const copySeconds = result.copySeconds;
     ev.info?.(`Copy done (time: ${copySeconds.toFixed(1)} seconds)`);
+    if (encrypt) {
+      phase = 'encrypting the backup';
+      stopIfAborted();
+      ev.info?.(`Encrypting backup using ${GPG_ENCRYPTION} encryption`);
+      const files = await encryptTarBackup(srv, path.join(dir, 'data'));
+      log.info(`backup ${id} of ${srv.name}: encrypted ${files.join(', ')}`);
+    }
 
     phase = 'finalising the backup';
     const labelText = result.labelText;
@@ -310,6 +324,8 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
       size,
       deduplicated_size: result.deduplicatedSize ?? sizes.deduplicated,
       compression: result.format === 'tar' ? result.compression : null,
+      // Only an encrypted backup names its encryption (a key Barman < 3.14 does not know).
+      ...(encrypt ? { encryption: GPG_ENCRYPTION } : {}),
       copy_stats: pyDict([['copy_time', pyFloat(copySeconds)], ['total_time', pyFloat(totalSeconds)], ...result.extraCopyStats]),
     };
     await saveBackupInfo(srv, id, entry.info);

@@ -25,7 +25,8 @@ import { run } from '../util/proc.js';
 import { localNowPyDateTime, type PyDateTime } from '../util/pytime.js';
 import { BARMAN_SCRIPT } from '../util/self.js';
 import { historyName } from '../wal/names.js';
-import { isTarBackup } from './copy.js';
+import { isTarBackup, listTarArchives, type TarDecryption } from './copy.js';
+import { serverDecryptor } from '../catalog/encryption.js';
 import { DATA_EXCLUDES, LocalDestination, type RestoreDestination, type RestoredFile } from './destination.js';
 import { backupHookInfo, runRecoveryHooks, type RecoveryHookInfo } from '../hooks/hooks.js';
 import {
@@ -51,6 +52,7 @@ import {
 import {
   customCompression,
   listArchive,
+  readArchivedText,
   resolveTargetTli,
   selectRequiredWals,
   timelineAncestry,
@@ -248,6 +250,21 @@ export function missingConfigFiles(info: BackupInfo): string[] {
   return out;
 }
 
+/**
+ * The decryption an encrypted backup needs, or undefined for a backup in clear. A backup is
+ * encrypted when backup.info says so or when its tar files carry `.gpg`: a catalog where the
+ * two disagree is refused rather than half restored.
+ */
+async function backupDecryption(srv: ServerConfig, id: string, info: BackupInfo, dataDir: string, tarFormat: boolean): Promise<TarDecryption | undefined> {
+  const tars = tarFormat ? [...(await listTarArchives(dataDir)).values()] : [];
+  const encryptedTars = tars.filter((t) => t.encrypted).length;
+  if (info.encryption === null && encryptedTars === 0) return undefined;
+  if (info.encryption !== null && info.encryption !== 'gpg') throw new BarmanError(`Backup ${id} is encrypted with '${info.encryption}', which barman-ts cannot decrypt (only gpg)`);
+  if (!tarFormat || encryptedTars === 0) throw new BarmanError(`Backup ${id} is recorded as encrypted (gpg) but has no encrypted tar file (*.tar*.gpg) in ${dataDir}`);
+  const d = serverDecryptor(srv, `Backup ${id}`);
+  return { gpg: d.gpg(), passphrase: await d.passphrase() };
+}
+
 function gzipDecompressor(env: NodeJS.ProcessEnv): string | undefined {
   // pigz decompresses a little faster (separate read, write and check threads)
   return findOnPath('pigz', env.PATH ?? '') ? 'pigz' : undefined;
@@ -302,11 +319,15 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   }
   if (req.snapshotRecoveryInstance) throw new BarmanError(`--snapshot-recovery-instance can only be used with snapshot backups (backup ${id} is not one)`);
   if (kind === 'incremental') throw new BarmanError(`Backup ${id} is an incremental backup: restoring incremental backups is not supported yet`);
-  if (binfo.encryption) throw new BarmanError(`Backup ${id} is encrypted (${binfo.encryption}): restoring encrypted backups is not supported yet`);
 
   const srcData = backupDataDir(srv, id);
   if (!existsSync(srcData)) throw new BarmanError(`The data of backup ${id} is missing: ${srcData} does not exist`);
   const tarFormat = await isTarBackup(srcData);
+  // Encrypted backups (encryption=gpg, `.gpg` tar files): the passphrase is obtained now, so
+  // that a missing or failing encryption_passphrase_command stops the restore before anything
+  // is written. WAL files are decrypted with the same passphrase when met.
+  const walDecryptor = serverDecryptor(srv, 'A WAL file recovery needs');
+  const tarDecrypt = await backupDecryption(srv, id, binfo, srcData, tarFormat);
 
   const recoveryOptions = (srv.recovery_options as readonly string[] | null) ?? [];
   let delta = req.deltaRestore ?? recoveryOptions.includes('delta-restore');
@@ -446,7 +467,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     const copyStart = Date.now();
     const copied = await destination.copyBase(
       { dataDir: srcData, tarFormat, tablespaceDir: (oid) => backupDataDir(srv, id, oid) },
-      { delta, workers, env, gzipProgram: gzipDecompressor(env), onProgress: (d, t) => events.progress?.(d, t, 'data') },
+      { delta, workers, env, gzipProgram: gzipDecompressor(env), decrypt: tarDecrypt, onProgress: (d, t) => events.progress?.(d, t, 'data') },
     );
     const copy: RestoreResult['copy'] = { ...copied, seconds: (Date.now() - copyStart) / 1000 };
 
@@ -462,7 +483,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
       const hist = listing.history.find((h) => h.name === historyName(targetTli));
       let ancestry = null;
       try {
-        ancestry = timelineAncestry(targetTli, hist ? await fsp.readFile(hist.path, 'utf8') : null);
+        ancestry = timelineAncestry(targetTli, hist ? await readArchivedText(hist.path, customCompression(srv), walDecryptor) : null);
       } catch (err) {
         warn(`Cannot read the history of timeline ${targetTli}: ${errorMessage(err)}`);
       }
@@ -492,6 +513,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
         doneFiles: !pitr,
         workers,
         custom: customCompression(srv),
+        decryptor: walDecryptor,
         onFile: () => events.progress?.(++n, files.length, 'wal'),
       });
       wal.files = files.length;

@@ -26,6 +26,7 @@ import {
   DELTA_CLEARED_FILES,
   WAL_DIRS,
   readTextWithMode,
+  tarDecryption,
   type BackupSource,
   type BaseCopyStats,
   type CopyOptions,
@@ -204,7 +205,9 @@ export class RemoteDestination implements RestoreDestination {
         if (!tar) throw new BarmanError(`No tar archive for tablespace ${t.name} (oid ${t.oid}) in ${source.dataDir}`);
         jobs.push({ ...tar, local: path.join(staging, `tablespace-${t.oid}`), excludes: [], dest: t.location });
       }
-      await runPool(jobs, opts.workers, (j) => extractTar(j.file, j.local, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined));
+      await runPool(jobs, opts.workers, (j) =>
+        extractTar(j.file, j.local, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined, tarDecryption(j, opts)),
+      );
       const manifest = path.join(source.dataDir, 'backup_manifest');
       if (existsSync(manifest)) await fsp.copyFile(manifest, path.join(staging, 'data', 'backup_manifest'));
       for (const j of jobs) {
