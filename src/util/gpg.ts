@@ -19,7 +19,8 @@ export const GPG_SUFFIX = '.gpg';
 /** How many leading bytes `isOpenPgpMessage` needs at most. */
 export const OPENPGP_HEAD_BYTES = 16;
 
-const ARMOR = Buffer.from('-----BEGIN PGP MESSAGE');
+/** The start of an ASCII-armored message (`-----BEGIN PGP MESSAGE-----`), within OPENPGP_HEAD_BYTES. */
+const ARMOR = Buffer.from('-----BEGIN PGP M');
 
 /**
  * Does `head` (the first bytes of a file) start an encrypted OpenPGP message? An encrypted
@@ -98,6 +99,7 @@ export function gpgFailure(stderr: string, code: number | null, signal: NodeJS.S
     .filter((l) => l !== '');
   const all = lines.join('\n');
   if (/bad passphrase/i.test(all)) return 'bad passphrase (check encryption_passphrase_command)';
+  if (/no passphrase given/i.test(all)) return 'no passphrase given (check encryption_passphrase_command)';
   if (/no secret key/i.test(all)) return 'no secret key for this file in the keyring of this user (GNUPGHOME)';
   if (/no public key|unusable public key|skipped: no public key|no valid addressees/i.test(all)) {
     return `the key of encryption_key_id is not usable for encryption in the keyring of this user (GNUPGHOME): ${lines.at(-1) ?? ''}`;
@@ -142,7 +144,8 @@ function startGpg(gpg: GpgRunner, args: readonly string[], what: string, opts: {
   return { child, done };
 }
 
-const COMMON = ['--batch', '--yes', '--no-tty', '--quiet'];
+// Not --quiet: the line that says why a decryption failed (bad passphrase) is only said without it.
+const COMMON = ['--batch', '--yes', '--no-tty'];
 
 /**
  * Encrypt `src` into `dst` for `recipient` (a binary OpenPGP message). `dst` is written by gpg,
