@@ -49,6 +49,7 @@ import { HookAbortError, backupHookInfo, backupHookVars, runHooks, type HookPhas
 import { postgresCopy } from './postgres-executor.js';
 import { encryptTarBackup } from './encrypt.js';
 import { GPG_ENCRYPTION, encryptionConfigProblem, encryptionEnabled } from '../catalog/encryption.js';
+import { unsupportedSettings } from '../config/support.js';
 import { rsyncCopy } from './rsync-executor.js';
 import { generateManifest } from './manifest.js';
 import { requirePrimaryForStandby, switchWalAfterBackup } from './standby.js';
@@ -176,9 +177,8 @@ const INTERRUPTED = 'interrupted by signal';
 /** Take one backup of a server. Returns the final entry (status DONE, WAITING_FOR_WALS or FAILED). */
 export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev: BackupEvents = {}): Promise<BackupEntry> {
   if (srv.passive) throw new BarmanError(`Backup not allowed on the passive node '${srv.name}'`);
-  if (srv.backup_method === 'snapshot') {
-    throw new BarmanError(`backup_method = ${srv.backup_method} is not supported yet (use backup_method = postgres, rsync or local-rsync)`);
-  }
+  const unsupported = unsupportedSettings(srv).find((u) => u.refusedBy === 'backup');
+  if (unsupported) throw new BarmanError(unsupported.message);
   const rsyncMethod = srv.backup_method === 'rsync' || srv.backup_method === 'local-rsync';
   const mode = rsyncMethod ? 'rsync-concurrent' : 'postgres';
   if (opts.name !== undefined) validateBackupName(opts.name);

@@ -27,6 +27,7 @@ import { BARMAN_SCRIPT } from '../util/self.js';
 import { historyName } from '../wal/names.js';
 import { isTarBackup, listTarArchives, type TarDecryption } from './copy.js';
 import { serverDecryptor } from '../catalog/encryption.js';
+import { unsupportedSettings } from '../config/support.js';
 import { DATA_EXCLUDES, LocalDestination, type RestoreDestination, type RestoredFile } from './destination.js';
 import { backupHookInfo, runRecoveryHooks, type RecoveryHookInfo } from '../hooks/hooks.js';
 import {
@@ -328,6 +329,13 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   // is written. WAL files are decrypted with the same passphrase when met.
   const walDecryptor = serverDecryptor(srv, 'A WAL file recovery needs');
   const tarDecrypt = await backupDecryption(srv, id, binfo, srcData, tarFormat);
+
+  // Compressed and encrypted backups are prepared in a staging area for a remote restore:
+  // barman-ts stages on this host only (staging_path, default /tmp).
+  if (remote && tarFormat) {
+    const refused = unsupportedSettings(srv).find((u) => u.refusedBy === 'restore');
+    if (refused) throw new BarmanError(refused.message);
+  }
 
   const recoveryOptions = (srv.recovery_options as readonly string[] | null) ?? [];
   let delta = req.deltaRestore ?? recoveryOptions.includes('delta-restore');

@@ -82,11 +82,11 @@ export function define(cmd: Command): void {
     .option('--jobs-start-batch-size <n>', 'remote restores only')
     .option('--network-compression', 'compress data in transit: rsync -z (remote restores only)')
     .option('--no-network-compression', 'do not compress data in transit')
-    .option('--staging-path <path>', 'local staging area of a remote restore (compressed backups are extracted there, WAL decompressed there); default /tmp')
-    .addOption(new Option('--staging-location <where>', 'where the staging area is').choices(['local', 'remote']))
-    .addOption(new Option('--combine-mode <mode>', 'pg_combinebackup mode for incremental backups').choices(['copy', 'link', 'clone', 'copy-file-range']))
-    .option('--recovery-staging-path <path>', 'deprecated: use --staging-path')
-    .option('--local-staging-path <path>', 'deprecated: use --staging-path')
+    .option('--staging-path <path>', 'local staging area of a remote restore (compressed backups are extracted there, WAL decompressed there); default: staging_path, local_staging_path, else /tmp')
+    .addOption(new Option('--staging-location <where>', 'where the staging area is: local (this host); remote is not supported by barman-ts (refused)').choices(['local', 'remote']))
+    .addOption(new Option('--combine-mode <mode>', 'pg_combinebackup mode for incremental backups; barman-ts refuses to restore incremental backups, so it changes nothing').choices(['copy', 'link', 'clone', 'copy-file-range']))
+    .option('--recovery-staging-path <path>', 'Barman: staging directory on the recovery host; not supported by barman-ts (refused): use --staging-path')
+    .option('--local-staging-path <path>', 'deprecated: same as --staging-path')
     .option('--recovery-option-port <port>', 'port of the Barman host for barman-wal-restore (remote restores only)')
     .option('--snapshot-recovery-instance <name>', 'snapshot backups: the instance the snapshot disks are attached to')
     .option('--snapshot-recovery-zone <zone>', 'snapshot backups (GCP): zone of the recovery instance')
@@ -196,6 +196,9 @@ async function archivePending(srv: ServerConfig): Promise<void> {
 export async function run(ctx: CliContext, [serverName, backupId, destination]: string[], opts: Opts): Promise<void> {
   const { out } = ctx;
   const srv = ctx.server(serverName ?? '', { allowInactive: true });
+  if (opts.recoveryStagingPath !== undefined) {
+    throw new BarmanError('--recovery-staging-path: barman-ts does not support staging on the recovery host (use --staging-path, a directory of this host)');
+  }
   const jobs = intOption('--jobs', opts.jobs, 1);
   const bwlimit = intOption('--bwlimit', opts.bwlimit);
   const retryTimes = opts.retry === false ? 0 : intOption('--retry-times', opts.retryTimes);
@@ -226,7 +229,9 @@ export async function run(ctx: CliContext, [serverName, backupId, destination]: 
     jobs,
     bwlimit,
     snapshotRecoveryInstance: opts.snapshotRecoveryInstance ?? null,
-    stagingPath: opts.stagingPath ?? opts.localStagingPath ?? srv.local_staging_path ?? null,
+    // Local staging of a remote restore: the options, then staging_path, then the deprecated
+    // local_staging_path (Barman 3.15's order); /tmp when none is set.
+    stagingPath: opts.stagingPath ?? opts.localStagingPath ?? srv.staging_path ?? srv.local_staging_path ?? null,
     recoveryOptionPort: intOption('--recovery-option-port', opts.recoveryOptionPort, 1),
     retryTimes,
     retrySleep,
