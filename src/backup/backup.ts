@@ -52,7 +52,7 @@ import { GPG_ENCRYPTION, encryptionConfigProblem, encryptionEnabled } from '../c
 import { unsupportedSettings } from '../config/support.js';
 import { rsyncCopy } from './rsync-executor.js';
 import { generateManifest } from './manifest.js';
-import { requirePrimaryForStandby, switchWalAfterBackup } from './standby.js';
+import { forcePrimaryCheckpoint, primaryCheckpointDue, requirePrimaryForStandby, switchWalAfterBackup } from './standby.js';
 import type { CopyOutcome } from './copy-outcome.js';
 import type { ReuseMode } from './rsync-plan.js';
 
@@ -71,6 +71,15 @@ export interface BackupOptions {
   bwlimit?: number;
   /** rsync methods: `--[no-]manifest`, write backup_manifest after the copy (else autogenerate_manifest). */
   manifest?: boolean;
+  /** `--retry-times` / `--no-retry` (else basebackup_retry_times): copies tried again after a failure. */
+  retryTimes?: number;
+  /** `--retry-sleep` (else basebackup_retry_sleep): seconds between two attempts. */
+  retrySleep?: number;
+  /** rsync methods: `--jobs-start-batch-size` / `-period` (else parallel_jobs_start_batch_*). */
+  startBatchSize?: number;
+  startBatchPeriod?: number;
+  /** rsync methods: `--keepalive-interval` (else keepalive_interval). */
+  keepaliveInterval?: number;
 }
 
 export interface BackupEvents {
@@ -169,6 +178,32 @@ async function previousRsyncBackup(srv: ServerConfig, currentId: string): Promis
   return { dir: backupDir(srv, prev.id), beginTimeSec: Number(prev.info.begin_time.epochMicros / 1_000_000n) };
 }
 
+/**
+ * basebackup_retry_times / basebackup_retry_sleep (Barman's `--retry-times`, `--retry-sleep`):
+ * a failed copy is started again from scratch (what the failed attempt left in the backup
+ * directory is removed, backup.info kept), after `sleepSeconds`, up to `times` more times. A
+ * signal stops the retries at once.
+ */
+export async function copyWithRetries<T>(
+  backupDir: string,
+  copy: () => Promise<T>,
+  opts: { times: number; sleepSeconds: number; signal?: AbortSignal; warning?: (msg: string) => void },
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await copy();
+    } catch (err) {
+      if (opts.signal?.aborted || attempt > opts.times) throw err;
+      opts.warning?.(`Copy failed (${errorMessage(err)}): attempt ${attempt + 1} of ${opts.times + 1} in ${opts.sleepSeconds} seconds (basebackup_retry_times)`);
+      await pause(opts.sleepSeconds * 1000, opts.signal);
+      if (opts.signal?.aborted) throw err;
+      for (const name of await fsp.readdir(backupDir)) {
+        if (name !== 'backup.info') await fsp.rm(path.join(backupDir, name), { recursive: true, force: true });
+      }
+    }
+  }
+}
+
 /** A signal stopped the wait for a backup's WAL files: the copy is complete, it stays WAITING_FOR_WALS. */
 export class BackupWaitInterruptedError extends BarmanError {}
 
@@ -252,30 +287,33 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     // A signal that came before the copy process exists would never reach it (the executors check too).
     stopIfAborted();
     const immediateCheckpoint = opts.immediateCheckpoint ?? srv.immediate_checkpoint;
-    let result: CopyOutcome;
-    if (rsyncMethod) {
-      const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
-      const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
-      const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
-      ev.info?.(`Starting backup copy via rsync for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''}${previous ? ` (reuse_backup = ${reuse} from ${path.basename(previous.dir)})` : ''}`);
-      result = await rsyncCopy({
-        srv,
-        destDir: dir,
-        version: facts.version,
-        pgdata: facts.pgdata,
-        tablespaces: facts.tablespaces,
-        immediateCheckpoint,
-        label: `Barman backup ${srv.name} ${id}`,
-        jobs,
-        reuse,
-        previous,
-        bwlimit: opts.bwlimit ?? srv.bandwidth_limit ?? null,
-        onProgress: ev.progress,
-        signal: abort.signal,
-      });
-    } else {
+    const copy = async (): Promise<CopyOutcome> => {
+      if (rsyncMethod) {
+        const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
+        const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
+        const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
+        ev.info?.(`Starting backup copy via rsync for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''}${previous ? ` (reuse_backup = ${reuse} from ${path.basename(previous.dir)})` : ''}`);
+        return rsyncCopy({
+          srv,
+          destDir: dir,
+          version: facts.version,
+          pgdata: facts.pgdata,
+          tablespaces: facts.tablespaces,
+          immediateCheckpoint,
+          label: `Barman backup ${srv.name} ${id}`,
+          jobs,
+          reuse,
+          previous,
+          bwlimit: opts.bwlimit ?? srv.bandwidth_limit ?? null,
+          onProgress: ev.progress,
+          signal: abort.signal,
+          startBatchSize: opts.startBatchSize,
+          startBatchPeriod: opts.startBatchPeriod,
+          keepaliveInterval: opts.keepaliveInterval,
+        });
+      }
       ev.info?.(`Starting backup copy via pg_basebackup for ${id}`);
-      result = await postgresCopy({
+      return postgresCopy({
         srv,
         destDir: dir,
         tablespaces: facts.tablespaces,
@@ -284,7 +322,13 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
         onProgress: ev.progress,
         signal: abort.signal,
       });
-    }
+    };
+    const result = await copyWithRetries(dir, copy, {
+      times: opts.retryTimes ?? srv.basebackup_retry_times ?? 0,
+      sleepSeconds: opts.retrySleep ?? srv.basebackup_retry_sleep ?? 30,
+      signal: abort.signal,
+      warning: ev.warning,
+    });
     const copySeconds = result.copySeconds;
     ev.info?.(`Copy done (time: ${copySeconds.toFixed(1)} seconds)`);
     if (encrypt) {
@@ -453,6 +497,7 @@ export async function settle(srv: ServerConfig, entry: BackupEntry, opts: Backup
     stopIfAborted();
     await ev.archive?.().catch((err: unknown) => ev.warning?.(`archive-wal: ${errorMessage(err)}`));
     stopIfAborted();
+    await primaryCheckpointIfDue(srv, entry, ev.info);
     await checkBackup(srv, entry);
     if (entry.info.status !== WAITING_FOR_WALS || !opts.wait) break;
     if (!announced) {
@@ -472,6 +517,24 @@ export async function settle(srv: ServerConfig, entry: BackupEntry, opts: Backup
     ev.info?.('This is a common behaviour in concurrent backup scenarios, and Barman automatically set the backup as DONE once all the required WAL files have been archived.');
   } else if (entry.info.status === FAILED) {
     ev.warning?.(`Backup ${entry.id} FAILED: ${entry.info.error ?? ''}`);
+  }
+}
+
+/**
+ * primary_checkpoint_timeout: force a checkpoint and a WAL switch on the primary for a backup
+ * still waiting for its WAL that long after its end (backup --wait, cron). A primary that
+ * cannot be reached is only a warning in the log: the backup keeps waiting.
+ */
+export async function primaryCheckpointIfDue(srv: ServerConfig, entry: BackupEntry, info?: (msg: string) => void): Promise<void> {
+  if (!primaryCheckpointDue(srv, entry.info, Date.now()) || !entry.info.end_wal) return;
+  try {
+    if (await forcePrimaryCheckpoint(srv, entry.info.end_wal)) {
+      const msg = `Backup ${entry.id} of server ${srv.name} still waits for ${entry.info.end_wal} after primary_checkpoint_timeout (${srv.primary_checkpoint_timeout} s): forced a checkpoint and a WAL switch on the primary`;
+      log.info(msg);
+      info?.(msg);
+    }
+  } catch (err) {
+    log.warning(`backup ${entry.id} of ${srv.name}: cannot force a checkpoint on the primary: ${errorMessage(err)}`);
   }
 }
 

@@ -95,6 +95,9 @@ export interface RestoreRequest extends TargetOptions {
   /** Retries of a failed remote copy (null = basebackup_retry_times) and seconds between them. */
   retryTimes?: number | null;
   retrySleep?: number | null;
+  /** Remote copy sessions started per batch and seconds between batches (null = parallel_jobs_start_batch_*). */
+  jobsStartBatchSize?: number | null;
+  jobsStartBatchPeriod?: number | null;
   stagingLocation?: string | null;
   /** PostgreSQL >= 12: file (relative to the destination) receiving the recovery settings. */
   recoveryConfFilename?: string | null;
@@ -398,6 +401,8 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
         networkCompression: req.networkCompression ?? srv.network_compression ?? false,
         retryTimes: req.retryTimes ?? srv.basebackup_retry_times ?? 0,
         retrySleepSeconds: req.retrySleep ?? srv.basebackup_retry_sleep ?? 30,
+        startBatchSize: req.jobsStartBatchSize ?? srv.parallel_jobs_start_batch_size,
+        startBatchPeriod: req.jobsStartBatchPeriod ?? srv.parallel_jobs_start_batch_period,
         stagingBase: path.resolve(req.stagingPath ?? '/tmp'),
         env,
       })

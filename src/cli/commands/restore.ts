@@ -78,8 +78,8 @@ export function define(cmd: Command): void {
     .option('--retry-times <n>', 'retries of a failed rsync copy (remote restores only; default basebackup_retry_times)')
     .option('--retry-sleep <seconds>', 'seconds between retries (remote restores only; default basebackup_retry_sleep)')
     .option('--no-retry', 'do not retry a failed copy')
-    .option('--jobs-start-batch-period <seconds>', 'remote restores only')
-    .option('--jobs-start-batch-size <n>', 'remote restores only')
+    .option('--jobs-start-batch-period <seconds>', 'remote restores only: seconds between starting two batches of copy sessions (default: parallel_jobs_start_batch_period, 1)')
+    .option('--jobs-start-batch-size <n>', 'remote restores only: copy sessions started per batch (default: parallel_jobs_start_batch_size, 10)')
     .option('--network-compression', 'compress data in transit: rsync -z (remote restores only)')
     .option('--no-network-compression', 'do not compress data in transit')
     .option('--staging-path <path>', 'local staging area of a remote restore (compressed backups are extracted there, WAL decompressed there); default: staging_path, local_staging_path, else /tmp')
@@ -203,8 +203,8 @@ export async function run(ctx: CliContext, [serverName, backupId, destination]: 
   const bwlimit = intOption('--bwlimit', opts.bwlimit);
   const retryTimes = opts.retry === false ? 0 : intOption('--retry-times', opts.retryTimes);
   const retrySleep = intOption('--retry-sleep', opts.retrySleep);
-  intOption('--jobs-start-batch-period', opts.jobsStartBatchPeriod, 1);
-  intOption('--jobs-start-batch-size', opts.jobsStartBatchSize, 1);
+  const jobsStartBatchPeriod = intOption('--jobs-start-batch-period', opts.jobsStartBatchPeriod, 0);
+  const jobsStartBatchSize = intOption('--jobs-start-batch-size', opts.jobsStartBatchSize, 1);
 
   const req: RestoreRequest = {
     backupId: backupId ?? '',
@@ -235,6 +235,8 @@ export async function run(ctx: CliContext, [serverName, backupId, destination]: 
     recoveryOptionPort: intOption('--recovery-option-port', opts.recoveryOptionPort, 1),
     retryTimes,
     retrySleep,
+    jobsStartBatchPeriod,
+    jobsStartBatchSize,
   };
 
   const dataBar = progressLine('Copying the base backup', { enabled: out.progressAllowed });
