@@ -105,6 +105,8 @@ export interface RestoreRequest extends TargetOptions {
   jobs?: number | null;
   bwlimit?: number | null;
   snapshotRecoveryInstance?: string | null;
+  /** Other snapshot-only options given (`--aws-region`, `--gcp-zone`, ...), by name. */
+  snapshotOptions?: readonly string[];
   /** Local staging area of a remote restore (default /tmp). */
   stagingPath?: string | null;
   /** --recovery-option-port: SSH port of this host for barman-wal-restore (remote get-wal). */
@@ -322,6 +324,8 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     throw new BarmanError('Recovery of snapshot backups is not supported yet');
   }
   if (req.snapshotRecoveryInstance) throw new BarmanError(`--snapshot-recovery-instance can only be used with snapshot backups (backup ${id} is not one)`);
+  const snapshotOnly = req.snapshotOptions ?? [];
+  if (snapshotOnly.length > 0) throw new BarmanError(`${snapshotOnly.join(', ')}: only for snapshot backups (backup ${id} is not one)`);
   if (kind === 'incremental') throw new BarmanError(`Backup ${id} is an incremental backup: restoring incremental backups is not supported yet`);
 
   const srcData = backupDataDir(srv, id);

@@ -10,6 +10,8 @@ import * as path from 'node:path';
 import { loadConfig } from '../../src/config/config.js';
 import { ineffectiveSettings, unsupportedSettings } from '../../src/config/support.js';
 import { changeSetsFromJson, editIniLines } from '../../src/operations/config-update.js';
+import { stagingPathOf } from '../../src/cli/commands/restore.js';
+import { DONE, newBackupInfo, writeBackupInfoFile } from '../../src/catalog/backup-info.js';
 import { makeCliFixture } from '../helpers/cli-fixture.js';
 
 const MODELS = `
@@ -246,3 +248,30 @@ describe('Barman options barman-ts does not support', () => {
     assert.match(restore.stderr, /--recovery-staging-path: barman-ts does not support staging on the recovery host/);
   });
 });
+
+describe('staging options of a restore', () => {
+  it('--staging-path, then --local-staging-path, then staging_path, then local_staging_path', () => {
+    const srv = { staging_path: '/srv/staging', local_staging_path: '/srv/old' };
+    assert.equal(stagingPathOf({ stagingPath: '/a', localStagingPath: '/b' }, srv), '/a');
+    assert.equal(stagingPathOf({ localStagingPath: '/b' }, srv), '/b');
+    assert.equal(stagingPathOf({}, srv), '/srv/staging');
+    assert.equal(stagingPathOf({}, { staging_path: null, local_staging_path: '/srv/old' }), '/srv/old');
+    assert.equal(stagingPathOf({}, { staging_path: null, local_staging_path: null }), null);
+  });
+
+  it('snapshot-only restore options are refused for other backups', async () => {
+    const f = await makeCliFixture({ prefix: 'barman-snapopts-', server: { conninfo: 'host=127.0.0.1 port=1' } });
+    const id = '20240101T100000';
+    await fsp.mkdir(path.join(f.srvDir, 'base', id, 'data'), { recursive: true });
+    await writeBackupInfoFile(
+      path.join(f.srvDir, 'base', id, 'backup.info'),
+      newBackupInfo({ status: DONE, server_name: 'pg', mode: 'postgres', version: 150004, begin_wal: '000000010000000000000002', end_wal: '000000010000000000000002', timeline: 1 }),
+    );
+    const dest = path.join(f.root, 'dest');
+    const r = await f.run('restore', '--aws-region', 'eu-west-1', '--gcp-zone', 'z', 'pg', id, dest);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /ERROR: --gcp-zone, --aws-region: only for snapshot backups \(backup 20240101T100000 is not one\)/);
+    assert.equal(fs.existsSync(dest), false);
+  });
+});
+

@@ -149,6 +149,15 @@ function intOption(name: string, text: string | undefined, min = 0): number | nu
 
 export { humanDuration };
 
+/**
+ * The local staging directory of a remote restore: --staging-path (or the deprecated
+ * --local-staging-path), then staging_path, then the deprecated local_staging_path (Barman
+ * 3.15's order); null = /tmp.
+ */
+export function stagingPathOf(opts: Pick<Opts, 'stagingPath' | 'localStagingPath'>, srv: Pick<ServerConfig, 'staging_path' | 'local_staging_path'>): string | null {
+  return opts.stagingPath ?? opts.localStagingPath ?? srv.staging_path ?? srv.local_staging_path ?? null;
+}
+
 /** The result as the JSON document of `-f json` (snake_case, like Barman's JSON output). */
 export function resultToJson(r: RestoreResult): Record<string, unknown> {
   const line = (c: { file: string; line: number; key: string; value: string }) => ({ file: c.file, line: c.line, key: c.key, value: c.value });
@@ -229,9 +238,17 @@ export async function run(ctx: CliContext, [serverName, backupId, destination]: 
     jobs,
     bwlimit,
     snapshotRecoveryInstance: opts.snapshotRecoveryInstance ?? null,
-    // Local staging of a remote restore: the options, then staging_path, then the deprecated
-    // local_staging_path (Barman 3.15's order); /tmp when none is set.
-    stagingPath: opts.stagingPath ?? opts.localStagingPath ?? srv.staging_path ?? srv.local_staging_path ?? null,
+    snapshotOptions: (
+      [
+        ['--snapshot-recovery-zone', opts.snapshotRecoveryZone],
+        ['--gcp-zone', opts.gcpZone],
+        ['--azure-resource-group', opts.azureResourceGroup],
+        ['--aws-region', opts.awsRegion],
+      ] as const
+    )
+      .filter(([, v]) => v !== undefined)
+      .map(([n]) => n),
+    stagingPath: stagingPathOf(opts, srv),
     recoveryOptionPort: intOption('--recovery-option-port', opts.recoveryOptionPort, 1),
     retryTimes,
     retrySleep,
