@@ -50,6 +50,7 @@ import { postgresCopy } from './postgres-executor.js';
 import { encryptTarBackup } from './encrypt.js';
 import { GPG_ENCRYPTION, encryptionConfigProblem, encryptionEnabled } from '../catalog/encryption.js';
 import { unsupportedSettings } from '../config/support.js';
+import { pause } from '../util/pool.js';
 import { rsyncCopy } from './rsync-executor.js';
 import { generateManifest } from './manifest.js';
 import { forcePrimaryCheckpoint, primaryCheckpointDue, requirePrimaryForStandby, switchWalAfterBackup } from './standby.js';
@@ -464,19 +465,6 @@ export async function purgeWalsBeforeFirstBackup(srv: ServerConfig, entry: Backu
   if (removed.length > 0) ev.info?.(`Removed ${removed.length} WAL files archived before the first backup`);
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function pause(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}
 
 /**
  * Archive what arrived and check the WALs of a backup whose copy is complete; with --wait, loop

@@ -40,15 +40,20 @@ export function startBatches(workers: number, size: number, periodSec: number, s
   return () => {
     const k = started++;
     const waitMs = k < workers ? Math.floor(k / batch) * Math.max(0, periodSec) * 1000 : 0;
-    if (waitMs === 0 || signal?.aborted) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, waitMs);
-      signal?.addEventListener('abort', done, { once: true });
-    });
+    return waitMs === 0 ? Promise.resolve() : pause(waitMs, signal);
   };
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }
