@@ -26,7 +26,7 @@ import { localNowPyDateTime, type PyDateTime } from '../util/pytime.js';
 import { BARMAN_SCRIPT } from '../util/self.js';
 import { historyName } from '../wal/names.js';
 import { isTarBackup, listTarArchives, type TarDecryption } from './copy.js';
-import { serverDecryptor } from '../catalog/encryption.js';
+import { encryptionEnabled, serverDecryptor } from '../catalog/encryption.js';
 import { unsupportedSettings } from '../config/support.js';
 import { DATA_EXCLUDES, LocalDestination, type RestoreDestination, type RestoredFile } from './destination.js';
 import { backupHookInfo, runRecoveryHooks, type RecoveryHookInfo } from '../hooks/hooks.js';
@@ -371,6 +371,9 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   }
 
   const getWal = req.getWal ?? recoveryOptions.includes('get-wal');
+  if (getWal && !remote && encryptionEnabled(srv)) {
+    warn(`WAL files of server ${srv.name} are encrypted (gpg): PostgreSQL's restore_command 'barman get-wal' must run as the barman user, whose keys decrypt them`);
+  }
   const standby = req.standbyMode === true;
   const pitr = isPitr(target);
   const walName = version >= 100000 ? 'pg_wal' : 'pg_xlog';
