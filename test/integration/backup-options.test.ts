@@ -89,4 +89,18 @@ describe('backup options', () => {
       await conn.close();
     }
   });
+
+  it('wal_conninfo: the replication slot is checked on the WAL host', async () => {
+    const original = await fs.readFile(env.configFile, 'utf8');
+    try {
+      await fs.writeFile(env.configFile, `${original}wal_conninfo = ${pg.conninfo}\n`);
+      assert.match((await env.run('check', env.server)).stdout, /\treplication slot: OK/);
+      await fs.writeFile(env.configFile, `${original}wal_conninfo = host=127.0.0.1 port=1 dbname=postgres connect_timeout=3\n`);
+      const r = await env.run('check', env.server);
+      assert.match(r.stdout, /\treplication slot: FAILED \(cannot ask the WAL host \(wal_conninfo\) about slot 'barman_retry': /);
+      assert.match(r.stdout, /\tPostgreSQL: OK/, 'the main connection is not blamed');
+    } finally {
+      await fs.writeFile(env.configFile, original);
+    }
+  });
 });
