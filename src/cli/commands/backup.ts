@@ -61,6 +61,10 @@ backup_compression is set), and the WAL is left to the archiver: the backup is W
 until every WAL file between its start and its end is archived, then DONE. 'barman cron' does that
 step; --wait does it now.
 
+With encryption = gpg (postgres method, backup_compression set, tar format), the tar files are
+then encrypted with gpg for encryption_key_id (base.tar.gz.gpg ...) and backup.info says
+encryption=gpg; restore decrypts them with encryption_passphrase_command.
+
 With backup_method = rsync (over ssh_command) or local-rsync, PostgreSQL's concurrent backup API
 is used and rsync copies the data directory and tablespaces: -j/--jobs copy workers,
 --reuse-backup to hard-link (link) or locally copy (copy) unchanged files from the previous
@@ -72,6 +76,9 @@ the checks that do not matter for a new backup (failed backups, backup age/size,
 redundancy, archiver errors, WAL queues and age, standby), and the WAL-arrival checks (WAL
 archive, receive-wal running, replication slot), which only warn: the backup then waits for
 its WAL files.
+
+A failed copy is started again from scratch basebackup_retry_times times (--retry-times),
+basebackup_retry_sleep seconds apart (--retry-sleep); --no-retry: never.
 
 Passive and inactive servers are skipped with a warning; servers are backed up one after the
 other, and a failure of one does not stop the others. Hook scripts (pre/post_backup_script and

@@ -111,7 +111,9 @@ What is done:
   * the base backup is copied (pg_wal/, pg_log/, log/, postmaster.pid, recovery.conf,
     recovery.signal, standby.signal and tablespace_map are left out); tablespaces go to
     their original paths or to --tablespace locations, linked from pg_tblspc/;
-    compressed backups (base.tar.gz/.lz4/.zst) are extracted with tar;
+    compressed backups (base.tar.gz/.lz4/.zst) are extracted with tar; encrypted ones
+    (base.tar.gz.gpg, encryption = gpg) are decrypted on the way into tar with the
+    passphrase printed by encryption_passphrase_command (the same for encrypted WAL);
   * the WAL files recovery needs are copied from the archive, decompressed: into pg_wal/
     for a plain restore (recovery replays them all), into barman_wal/ (or
     --staging-wal-directory) for a point-in-time recovery; with --get-wal, PostgreSQL
