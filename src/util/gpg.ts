@@ -6,7 +6,6 @@
  * never in the log. Everything here runs gpg with argument arrays.
  */
 import { spawn } from 'node:child_process';
-import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -196,6 +195,8 @@ export async function gpgDecryptFile(gpg: GpgRunner, src: string, dst: string, p
   await fh.close();
   try {
     await startGpg(gpg, decryptArgs(src, dst), `cannot decrypt ${path.basename(src)}`, { passphrase }).done;
+    // gpg may have replaced the file (with the umask's mode): private again.
+    await fsp.chmod(dst, 0o600);
   } catch (err) {
     await fsp.unlink(dst).catch(() => undefined);
     throw err;
@@ -238,13 +239,4 @@ export async function privateTempDir(base: string, prefix: string): Promise<{ di
   const dir = await fsp.mkdtemp(path.join(base, prefix));
   await fsp.chmod(dir, 0o700);
   return { dir, remove: () => fsp.rm(dir, { recursive: true, force: true }) };
-}
-
-/** True when `p` is a regular file (no exception). */
-export function isFileSync(p: string): boolean {
-  try {
-    return fs.statSync(p).isFile();
-  } catch {
-    return false;
-  }
 }
