@@ -7,6 +7,8 @@
  *   - CLI start-up: `barman --version`, `barman list-servers`
  *   - catalog commands on 1,000 backups and 200,000 WALs (`-- --catalog-only` runs just that)
  *   - WAL shipping over SSH beside cp, rsync and pgBackRest (`-- --wal-only`, bench/wal-bench.ts)
+ *   - encrypted WAL archiving and get-wal beside gzip | gpg (`-- --encryption-only`,
+ *     bench/encryption-bench.ts; not part of the full run)
  *   - rsync backups and local/remote recovery beside cp, rsync and pgBackRest (`-- --rsync-only`,
  *     bench/rsync-bench.ts)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
@@ -21,6 +23,7 @@ import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { catalogScale } from './catalog-scale.js';
 import { rsyncBench } from './rsync-bench.js';
 import { walBench } from './wal-bench.js';
+import { encryptionBench } from './encryption-bench.js';
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -135,7 +138,9 @@ const only = process.argv.includes('--catalog-only');
 const walOnly = process.argv.includes('--wal-only');
 // --rsync-only: just the rsync backup / recovery section (bench/rsync-bench.ts).
 const rsyncOnly = process.argv.includes('--rsync-only');
-(rsyncOnly ? rsyncBench() : walOnly ? walBench() : only ? catalogScale() : main().then(catalogScale).then(walBench).then(rsyncBench)).catch((err: unknown) => {
+// --encryption-only: encrypted WAL archiving and get-wal beside gzip | gpg (bench/encryption-bench.ts).
+const encOnly = process.argv.includes('--encryption-only');
+(encOnly ? encryptionBench() : rsyncOnly ? rsyncBench() : walOnly ? walBench() : only ? catalogScale() : main().then(catalogScale).then(walBench).then(rsyncBench)).catch((err: unknown) => {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;
 });

@@ -21,6 +21,7 @@ import { writeFileAtomic } from '../util/fsutil.js';
 import { run } from '../util/proc.js';
 import { runPool } from '../util/pool.js';
 import { generateSegments, parseLsn } from '../wal/names.js';
+import { serverDecryptor } from '../catalog/encryption.js';
 
 export const MANIFEST_NAME = 'backup_manifest';
 
@@ -211,6 +212,6 @@ async function stageBackupWals(srv: ServerConfig, id: string, info: BackupInfo, 
   if (files.some((f) => f === undefined)) return null;
   parseLsn(range.endLsn); // validates the catalog value before pg_verifybackup sees it
   const walDir = path.join(scratch, 'pg_wal');
-  await copyWals(files as NonNullable<(typeof files)[number]>[], walDir, { workers: 2, custom: customCompression(srv) });
+  await copyWals(files as NonNullable<(typeof files)[number]>[], walDir, { workers: 2, custom: customCompression(srv), decryptor: serverDecryptor(srv, 'A WAL file of the backup') });
   return walDir;
 }

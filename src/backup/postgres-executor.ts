@@ -50,8 +50,10 @@ export function basebackupArgs(req: Pick<BasebackupRequest, 'srv' | 'destDir' | 
 } {
   const { srv } = req;
   const { conninfo, env } = conninfoForChild(srv.streaming_conninfo ?? srv.conninfo ?? '', { application_name: srv.streaming_backup_name });
-  const compression = srv.backup_compression && srv.backup_compression !== 'none' ? srv.backup_compression : null;
-  const format: 'plain' | 'tar' = compression && srv.backup_compression_format !== 'plain' ? 'tar' : 'plain';
+  // backup_compression = none: tar files without compression (Barman 3.8+), compression 'none'.
+  const setting = srv.backup_compression ?? null;
+  const compression = setting && setting !== 'none' ? setting : null;
+  const format: 'plain' | 'tar' = setting && srv.backup_compression_format !== 'plain' ? 'tar' : 'plain';
   if (compression && format === 'plain' && srv.backup_compression_location !== 'server') {
     throw new BarmanError('backup_compression_format = plain requires backup_compression_location = server');
   }
@@ -78,7 +80,7 @@ export function basebackupArgs(req: Pick<BasebackupRequest, 'srv' | 'destDir' | 
   if (format === 'plain') {
     for (const ts of req.tablespaces) args.push(`--tablespace-mapping=${ts.location}=${path.join(req.destDir, String(ts.oid))}`);
   }
-  return { args, env, format, compression };
+  return { args, env, format, compression: format === 'tar' ? setting : compression };
 }
 
 const PROGRESS_RE = /(\d+)\/(\d+) kB/;

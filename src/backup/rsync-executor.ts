@@ -25,7 +25,7 @@ import { BarmanError, errorMessage } from '../util/errors.js';
 import { EarlyWriteback, syncFilesystems } from '../recovery/copy.js';
 import { fsyncDir, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
-import { runPool } from '../util/pool.js';
+import { runPool, startBatches } from '../util/pool.js';
 import type { CopyOutcome } from './copy-outcome.js';
 import { RangedFile, type ChildStarter, type HostState } from './ranged-copy.js';
 import { rangedMinBytes } from '../util/ranges.js';
@@ -65,6 +65,11 @@ export interface RsyncBackupRequest {
   bwlimit: number | null;
   onProgress?: (doneKb: number, totalKb: number) => void;
   signal?: AbortSignal;
+  /** `--jobs-start-batch-size` / `--jobs-start-batch-period` (else parallel_jobs_start_batch_*). */
+  startBatchSize?: number;
+  startBatchPeriod?: number;
+  /** `--keepalive-interval` (else keepalive_interval): seconds between keepalive queries; 0 = none. */
+  keepaliveInterval?: number;
 }
 
 /** One directory tree to copy: the data directory or a tablespace. */
@@ -343,7 +348,11 @@ async function copyTrees(req: RsyncBackupRequest, trees: Tree[], runner: RsyncRu
   };
   // Largest jobs first: the pool then ends with the small ones, keeping every worker busy.
   work.sort((a, b) => b.bytes - a.bytes);
-  await runPool(work, jobs, (w) => copy(w));
+  const gate = startBatches(jobs, req.startBatchSize ?? req.srv.parallel_jobs_start_batch_size, req.startBatchPeriod ?? req.srv.parallel_jobs_start_batch_period, req.signal);
+  await runPool(work, jobs, async (w) => {
+    await gate();
+    await copy(w);
+  });
   // A backup without pg_control cannot be recovered: here a vanished file is a failure.
   for (const job of finalSteps) await copy({ kind: 'rsync', tree: job.tree, bytes: job.bytes, job }, true);
   const items = trees.map((t) => t.item);
@@ -397,6 +406,23 @@ async function linkTablespaceCopies(destDir: string, tablespaces: readonly Table
 }
 
 /** The rsync methods' copy step for the backup frame. */
+/**
+ * Run `ping` every `intervalSec` seconds (0: never) until the returned function is called,
+ * which waits for a ping in flight. A failed ping is logged: the copy itself reports a lost
+ * connection when it stops the backup.
+ */
+export function keepalive(ping: () => Promise<unknown>, intervalSec: number): () => Promise<void> {
+  if (!(intervalSec > 0)) return async () => undefined;
+  let inflight: Promise<unknown> = Promise.resolve();
+  const timer = setInterval(() => {
+    inflight = ping().catch((err: unknown) => log.warning(`keepalive query failed: ${errorMessage(err)}`));
+  }, intervalSec * 1000);
+  return async () => {
+    clearInterval(timer);
+    await inflight;
+  };
+}
+
 export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
   const { srv } = req;
   if (req.signal?.aborted) throw new BarmanError('interrupted by signal before the backup started');
@@ -411,7 +437,15 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
     log.info(`backup started at ${startLsn} on ${req.pgdata}`);
     const copyStart = Date.now();
     const sink = new CopySink(req.destDir, process.env);
-    const stats = await copyTrees(req, trees, runner, listDir, sink);
+    // keepalive_interval: the session that holds the backup stays idle for the whole copy, long
+    // enough for a firewall or a TCP timeout to drop it (which would abort the backup).
+    const stopKeepalive = keepalive(() => pg.query('SELECT 1'), req.keepaliveInterval ?? srv.keepalive_interval);
+    let stats: [string, PyValue][];
+    try {
+      stats = await copyTrees(req, trees, runner, listDir, sink);
+    } finally {
+      await stopKeepalive();
+    }
     // Only now, with pg_control copied last, may the backup end (see PG_CONTROL).
     const stop = await pg.stopBackup(req.version);
     const copySeconds = (Date.now() - copyStart) / 1000;

@@ -24,6 +24,7 @@ import { BarmanError, errorMessage } from '../util/errors.js';
 import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
 import { pyFloatStr, pyStatMtime } from '../util/pytime.js';
 import { identifyCompression, type CustomCompressionConfig } from '../wal/compression.js';
+import { isOpenPgpMessage, OPENPGP_HEAD_BYTES } from '../util/gpg.js';
 import { walNameKind } from '../wal/names.js';
 import { withLock } from './lock.js';
 import { lockPath, serverPaths } from './server-dirs.js';
@@ -358,7 +359,10 @@ function indexFile(file: string, name: string, head: Buffer, custom: CustomCompr
   } finally {
     fs.closeSync(fd);
   }
-  const compression = identifyCompression(head.subarray(0, got), custom);
+  const first = head.subarray(0, got);
+  // An encrypted file (encryption = gpg) hides its compression: only its encryption is known.
+  if (isOpenPgpMessage(first)) return { name, size: Number(st.size), time: pyStatMtime(st.mtimeNs), compression: null, encryption: 'gpg' };
+  const compression = identifyCompression(first, custom);
   return { name, size: Number(st.size), time: pyStatMtime(st.mtimeNs), compression, encryption: null };
 }
 
@@ -367,7 +371,7 @@ async function rebuildLocked(srv: ServerConfig, file: string, events: RebuildEve
   const wals = paths.walsDir;
   const custom = customCompressionOf(srv);
   const magicLen = custom.magic ? Math.ceil(String(custom.magic).length / 2) : 0;
-  const head = Buffer.alloc(Math.max(16, magicLen));
+  const head = Buffer.alloc(Math.max(OPENPGP_HEAD_BYTES, magicLen));
   const counts: XlogDbRebuildCounts = { history: 0, backup_labels: 0, wal_file: 0 };
   const catalogNames = new Set([path.basename(paths.xlogdbFile), path.basename(paths.xlogdbFileNew), 'sync-wals.info']);
   const warn = (p: string) => events.onWarning?.(`Unexpected file ${p} found in WAL archive of server '${srv.name}': not indexed`);

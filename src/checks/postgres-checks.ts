@@ -33,6 +33,8 @@ export interface PgFacts {
   /** Current WAL file name on the server (for the timeline of a failing .history file). */
   currentWal: string | null;
   slot: { active: boolean; restartLsn: string | null } | null;
+  /** The WAL host (wal_conninfo / wal_streaming_conninfo) could not be asked about the slot. */
+  slotError?: string | null;
   /** Streaming connection, when one is configured (backup_method=postgres or streaming_archiver). */
   streaming: { configured: boolean; ok: boolean; error: string | null; systemId: string | null };
 }
@@ -57,6 +59,25 @@ async function connectBounded(col: CheckCollector, conninfo: string): Promise<Pg
   const conn = await PgConnection.connect(conninfo, 'barman_check', col.remainingMs());
   col.onAbandon(() => void conn.close());
   return conn;
+}
+
+/**
+ * The replication slot lives where the WAL is streamed from: wal_conninfo, else
+ * wal_streaming_conninfo (Barman's order), else the main connection.
+ */
+async function slotFacts(col: CheckCollector, srv: ServerConfig, main: PgConnection, slot: string, facts: PgFacts): Promise<PgFacts['slot']> {
+  const walConninfo = srv.wal_conninfo ?? srv.wal_streaming_conninfo;
+  if (!walConninfo) return main.replicationSlot(slot);
+  let walHost: PgConnection | null = null;
+  try {
+    walHost = await connectBounded(col, walConninfo);
+    return await walHost.replicationSlot(slot);
+  } catch (err) {
+    facts.slotError = errorMessage(err);
+    return null;
+  } finally {
+    await walHost?.close();
+  }
 }
 
 const toDate = (v: unknown): Date | null => (v instanceof Date ? v : v ? new Date(String(v)) : null);
@@ -92,7 +113,7 @@ async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts
         lastArchivedTime: toDate(r.last_archived_time),
       };
     }
-    if (srv.slot_name) facts.slot = await pg.replicationSlot(srv.slot_name);
+    if (srv.slot_name) facts.slot = await slotFacts(col, srv, pg, srv.slot_name, facts);
   } catch (err) {
     facts.connectionError ??= errorMessage(err);
   } finally {
@@ -231,7 +252,9 @@ export async function postgresChecks(col: CheckCollector, srv: ServerConfig, fac
     const primary = await gatherPrimaryFacts(col, srv.primary_conninfo);
     for (const l of standbyCheckLines({ inRecovery: facts.inRecovery, systemId: facts.systemId }, primary)) col.add(l.name, l.ok, l.hint);
   }
-  if (facts.connected) {
+  if (facts.connected && facts.slotError) {
+    col.add('replication slot', false, `cannot ask the WAL host (wal_conninfo) about slot '${srv.slot_name ?? ''}': ${facts.slotError}`);
+  } else if (facts.connected) {
     const line = slotCheckLine(srv, facts.slot);
     if (line) col.add(line.name, line.ok, line.hint);
   }

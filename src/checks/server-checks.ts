@@ -11,6 +11,7 @@ import type { ServerConfig } from '../config/config.js';
 import { loadCatalog } from '../catalog/catalog.js';
 import { ensureServerDirs } from '../catalog/server-dirs.js';
 import { errorMessage } from '../util/errors.js';
+import { unsupportedCheckLine } from '../config/support.js';
 import { subprocessEnv } from '../postgres/binaries.js';
 import {
   archiverErrorsCheck,
@@ -126,6 +127,10 @@ async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> 
   } else if (srv.backup_method === 'rsync' && srv.ssh_command) {
     await checkSsh(col, srv.ssh_command, env);
   }
+
+  // Barman options set here that barman-ts does not support (see config/support.ts).
+  const unsupported = unsupportedCheckLine(srv);
+  if (unsupported) col.add(unsupported.name, unsupported.ok, unsupported.hint);
 
   if (facts) {
     const identity = path.join(srv.backup_directory, 'identity.json');

@@ -17,6 +17,7 @@ import {
   type OptionDef,
   type ServerOptionValues,
 } from './options.js';
+import { ineffectiveSettings, unsupportedSettings } from './support.js';
 
 export const DEFAULT_CONFIG_LOCATIONS = ['~/.barman.conf', '/etc/barman.conf', '/etc/barman/barman.conf'];
 const RESERVED_SECTIONS = new Set(['all']);
@@ -46,7 +47,9 @@ export interface GlobalConfig extends Readonly<GlobalOptionValues> {
 export interface ModelConfig {
   readonly name: string;
   readonly cluster: string | null;
+  /** The options the model sets (model and cluster excluded), parsed. */
   readonly values: Readonly<Record<string, unknown>>;
+  readonly sources: Readonly<Record<string, ValueSource>>;
 }
 
 export interface Config {
@@ -59,6 +62,11 @@ export interface Config {
   readonly warnings: string[];
   /** Errors that concern the whole installation (conflicting paths across servers). */
   readonly errors: string[];
+  /**
+   * Where each option of each section was last set (file, line) and its raw text: the files
+   * `config-update` edits. A section's option not set there is not listed.
+   */
+  readonly rawSections: ReadonlyMap<string, ReadonlyMap<string, IniValue>>;
 }
 
 function expandHome(p: string): string {
@@ -149,13 +157,18 @@ export function loadConfig(explicitFile?: string): Config {
     }
     const isModel = sec.get('model');
     if (isModel && /^(true|t|yes|1|on)$/i.test(stripQuotes(isModel.value))) {
-      models.set(name, resolveModel(doc, name));
+      models.set(name, resolveModel(doc, name, warnings, errors));
       continue;
     }
     servers.set(name, resolveServer(doc, name, global, warnings));
   }
+  for (const [name, srv] of servers) servers.set(name, applyActiveModel(srv, models, warnings));
   checkPathConflicts(servers, errors);
-  return { configFile, global, servers, models, warnings, errors };
+  for (const srv of servers.values()) {
+    for (const u of unsupportedSettings(srv)) warnings.push(`[${srv.name}] ${u.message}`);
+    for (const w of ineffectiveSettings(srv)) warnings.push(`[${srv.name}] ${w}`);
+  }
+  return { configFile, global, servers, models, warnings, errors, rawSections: doc.sections };
 }
 
 function parseWith(def: OptionDef, text: string, whereText: string): unknown {
@@ -345,14 +358,92 @@ function checkPathConflicts(servers: Map<string, ServerConfig>, errors: string[]
   }
 }
 
-function resolveModel(doc: IniDocument, name: string): ModelConfig {
+/**
+ * A model section (`model = true`): the server options it may set (no directories, no hook
+ * scripts), interpolated and parsed like a server's. An option a model may not set, or a bad
+ * value, is a warning and is left out; a model without `cluster` is an error of the whole
+ * configuration, as in Barman.
+ */
+function resolveModel(doc: IniDocument, name: string, warnings: string[], errors: string[]): ModelConfig {
   const values: Record<string, unknown> = {};
+  const sources: Record<string, ValueSource> = {};
+  const lookup = (k: string): string | undefined => doc.raw(name, k)?.value;
+  let cluster: string | null = null;
   for (const [k, iv] of doc.section(name) ?? []) {
     const def = SERVER_OPTION_MAP.get(k);
-    const text = cleanValue(iv.value);
-    if (!def || text === null) continue;
-    if (!def.scopes.includes('M')) continue;
-    values[k] = parseWith(def, text, where(iv, name, k));
+    if (!def || !def.scopes.includes('M')) {
+      warnings.push(`Invalid configuration option "${k}" in [${name}] section.`);
+      continue;
+    }
+    if (k === 'model') continue;
+    try {
+      const w = where(iv, name, k);
+      const text = cleanValue(interpolate(iv.value, lookup, w));
+      if (text === null) continue;
+      const value = parseWith(def, text, w);
+      if (k === 'cluster') cluster = value as string;
+      else {
+        values[k] = value;
+        sources[k] = { file: iv.file, line: iv.line };
+      }
+    } catch (err) {
+      warnings.push(`${(err as Error).message} (ignored: model '${name}' does not set ${k})`);
+    }
   }
-  return { name, cluster: (values.cluster as string | undefined) ?? null, values };
+  if (cluster === null) errors.push(`Parameter "cluster" is required in [${name}] section.`);
+  return { name, cluster, values, sources };
+}
+
+/** `<backup_directory>/.active-model.auto`: the model `config-switch` applied to a server. */
+export function activeModelFile(srv: Pick<ServerConfig, 'backup_directory'>): string {
+  return path.join(srv.backup_directory, '.active-model.auto');
+}
+
+/** The name in a server's `.active-model.auto`, or null (absent, empty). */
+export function readActiveModel(srv: Pick<ServerConfig, 'backup_directory'>): string | null {
+  try {
+    const text = fs.readFileSync(activeModelFile(srv), 'utf8').trim();
+    return text === '' ? null : text;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new BarmanError(`cannot read ${activeModelFile(srv)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
+/**
+ * The server with the options of its active model (`config-switch`) put over its own, as
+ * Barman does when it loads the configuration: the model's values replace the server's as they
+ * are (defaults computed from the server's own values are not recomputed). A model that no
+ * longer exists disables the server; a model of another cluster is not applied (an error is
+ * shown on every command until it is fixed).
+ */
+function applyActiveModel(srv: ServerConfig, models: ReadonlyMap<string, ModelConfig>, warnings: string[]): ServerConfig {
+  let name: string | null;
+  try {
+    name = readActiveModel(srv);
+  } catch (err) {
+    warnings.push((err as Error).message);
+    return srv;
+  }
+  if (name === null) return srv;
+  const model = models.get(name);
+  if (!model) {
+    const errors = [...srv.errors, `Model '${name}' is set as the active model for the server '${srv.name}' but the model does not exist.`];
+    return { ...srv, errors, disabled: true };
+  }
+  if (model.cluster !== srv.cluster) {
+    warnings.push(modelClusterMismatch(model, srv));
+    return srv;
+  }
+  return withModel(srv, model);
+}
+
+export function modelClusterMismatch(model: ModelConfig, srv: Pick<ServerConfig, 'name' | 'cluster'>): string {
+  return `Model '${model.name}' has 'cluster=${model.cluster ?? 'None'}', which is not compatible with 'cluster=${srv.cluster}' from server '${srv.name}'`;
+}
+
+/** `srv` with `model`'s values put over its own (sources point at the model section). */
+export function withModel(srv: ServerConfig, model: ModelConfig): ServerConfig {
+  const passive = (model.values.primary_ssh_command ?? srv.primary_ssh_command) !== null;
+  return { ...srv, ...(model.values as Partial<ServerOptionValues>), sources: { ...srv.sources, ...model.sources }, passive };
 }

@@ -14,7 +14,7 @@ import { repairCatalogForBarman34 } from '../catalog/compat.js';
 import { acquireLock, isLockHeld, LockBusyError } from '../catalog/lock.js';
 import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.js';
 import { checkBackup } from '../backup/check-backup.js';
-import { markStaleBackups } from '../backup/backup.js';
+import { markStaleBackups, primaryCheckpointIfDue } from '../backup/backup.js';
 import { enforceRetention } from '../retention/enforce.js';
 import { cleanupLockDirectory } from '../operations/lock-cleanup.js';
 import { barmanCommand } from '../util/self.js';
@@ -61,6 +61,7 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
   if (repaired.xlogdb) log.info(`${srv.name}: xlog.db written again with the four columns Barman 3.4 reads`);
   const oldestWaiting = catalog.find((e) => e.info.status === WAITING_FOR_WALS);
   if (oldestWaiting) {
+    await primaryCheckpointIfDue(srv, oldestWaiting, ev.info);
     const outcome = await checkBackup(srv, oldestWaiting);
     if (outcome === 'done') ev.info(`Backup ${oldestWaiting.id} of server ${srv.name} is now DONE`);
     if (outcome === 'failed') ev.error(`Backup ${oldestWaiting.id} of server ${srv.name} FAILED: ${oldestWaiting.info.error ?? ''}`);

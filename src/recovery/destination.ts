@@ -13,7 +13,19 @@ import { run } from '../util/proc.js';
 import { BarmanError } from '../util/errors.js';
 import { runPool } from '../util/pool.js';
 import type { CustomCompressionConfig } from '../wal/compression.js';
-import { copyTree, EarlyWriteback, excluder, extractTar, listTarArchives, scanTree, syncFilesystems, type TreeScan } from './copy.js';
+import type { ServerDecryptor } from '../catalog/encryption.js';
+import {
+  copyTree,
+  EarlyWriteback,
+  excluder,
+  extractTar,
+  listTarArchives,
+  scanTree,
+  syncFilesystems,
+  type TarArchive,
+  type TarDecryption,
+  type TreeScan,
+} from './copy.js';
 import { checkDestination, checkEmptyOrAbsent } from './options.js';
 import { copyWals, writeDoneFiles, type ArchivedWal } from './wal.js';
 
@@ -110,6 +122,8 @@ export interface CopyOptions {
   env: NodeJS.ProcessEnv;
   /** Tar backups: gzip decompressor program (pigz) when available. */
   gzipProgram?: string;
+  /** Encrypted tar backups (`.gpg`): gpg and the passphrase. */
+  decrypt?: TarDecryption;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -126,7 +140,16 @@ export interface WalPlacement {
   doneFiles: boolean;
   workers: number;
   custom: CustomCompressionConfig;
+  /** Encrypted WAL: how to decrypt it. */
+  decryptor?: ServerDecryptor;
   onFile?: () => void;
+}
+
+/** The decryption an encrypted tar archive needs (an error when the restore has none). */
+export function tarDecryption(archive: TarArchive, opts: Pick<CopyOptions, 'decrypt'>): TarDecryption | undefined {
+  if (!archive.encrypted) return undefined;
+  if (!opts.decrypt) throw new BarmanError(`${archive.file} is encrypted (gpg) but the backup is not recorded as encrypted: cannot restore it`);
+  return opts.decrypt;
 }
 
 /** A local file's text and permission bits, or null when it cannot be read (a missing file). */
@@ -144,7 +167,7 @@ export async function readTextWithMode(file: string): Promise<{ text: string; mo
  * archive_status `.done` files when they go into pg_wal. Returns the bytes written.
  */
 export async function copyWalsTo(files: readonly ArchivedWal[], dir: string, p: WalPlacement): Promise<number> {
-  const bytes = await copyWals(files, dir, { workers: p.workers, custom: p.custom, onFile: () => p.onFile?.() });
+  const bytes = await copyWals(files, dir, { workers: p.workers, custom: p.custom, decryptor: p.decryptor, onFile: () => p.onFile?.() });
   if (p.doneFiles) await writeDoneFiles(dir, files.map((f) => f.name));
   return bytes;
 }
@@ -223,7 +246,7 @@ export class LocalDestination implements RestoreDestination {
     const stats: BaseCopyStats = { method: opts.delta ? 'rsync' : source.tarFormat ? 'tar' : 'copy', files: 0, bytes: 0 };
     if (source.tarFormat) {
       const tars = await listTarArchives(source.dataDir);
-      const jobs: { file: string; compression: 'gzip' | 'lz4' | 'zstd' | 'none'; dest: string; size: number; excludes: readonly string[] }[] = [];
+      const jobs: (TarArchive & { dest: string; size: number; excludes: readonly string[] })[] = [];
       const base = tars.get(null);
       if (!base) throw new BarmanError(`No base.tar in ${source.dataDir}`);
       jobs.push({ ...base, dest, size: (await fsp.stat(base.file)).size, excludes: DATA_EXCLUDES });
@@ -238,7 +261,7 @@ export class LocalDestination implements RestoreDestination {
       await fsp.mkdir(dest, { recursive: true, mode: 0o700 });
       await fsp.chmod(dest, 0o700);
       await runPool(jobs, opts.workers, async (j) => {
-        await extractTar(j.file, j.dest, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined);
+        await extractTar(j.file, j.dest, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined, tarDecryption(j, opts));
         done += j.size;
         stats.files += 1;
         stats.bytes += j.size;

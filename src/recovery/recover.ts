@@ -25,7 +25,9 @@ import { run } from '../util/proc.js';
 import { localNowPyDateTime, type PyDateTime } from '../util/pytime.js';
 import { BARMAN_SCRIPT } from '../util/self.js';
 import { historyName } from '../wal/names.js';
-import { isTarBackup } from './copy.js';
+import { isTarBackup, listTarArchives, type TarDecryption } from './copy.js';
+import { encryptionEnabled, serverDecryptor } from '../catalog/encryption.js';
+import { unsupportedSettings } from '../config/support.js';
 import { DATA_EXCLUDES, LocalDestination, type RestoreDestination, type RestoredFile } from './destination.js';
 import { backupHookInfo, runRecoveryHooks, type RecoveryHookInfo } from '../hooks/hooks.js';
 import {
@@ -51,6 +53,7 @@ import {
 import {
   customCompression,
   listArchive,
+  readArchivedText,
   resolveTargetTli,
   selectRequiredWals,
   timelineAncestry,
@@ -92,6 +95,9 @@ export interface RestoreRequest extends TargetOptions {
   /** Retries of a failed remote copy (null = basebackup_retry_times) and seconds between them. */
   retryTimes?: number | null;
   retrySleep?: number | null;
+  /** Remote copy sessions started per batch and seconds between batches (null = parallel_jobs_start_batch_*). */
+  jobsStartBatchSize?: number | null;
+  jobsStartBatchPeriod?: number | null;
   stagingLocation?: string | null;
   /** PostgreSQL >= 12: file (relative to the destination) receiving the recovery settings. */
   recoveryConfFilename?: string | null;
@@ -99,6 +105,8 @@ export interface RestoreRequest extends TargetOptions {
   jobs?: number | null;
   bwlimit?: number | null;
   snapshotRecoveryInstance?: string | null;
+  /** Other snapshot-only options given (`--aws-region`, `--gcp-zone`, ...), by name. */
+  snapshotOptions?: readonly string[];
   /** Local staging area of a remote restore (default /tmp). */
   stagingPath?: string | null;
   /** --recovery-option-port: SSH port of this host for barman-wal-restore (remote get-wal). */
@@ -248,6 +256,21 @@ export function missingConfigFiles(info: BackupInfo): string[] {
   return out;
 }
 
+/**
+ * The decryption an encrypted backup needs, or undefined for a backup in clear. A backup is
+ * encrypted when backup.info says so or when its tar files carry `.gpg`: a catalog where the
+ * two disagree is refused rather than half restored.
+ */
+async function backupDecryption(srv: ServerConfig, id: string, info: BackupInfo, dataDir: string, tarFormat: boolean): Promise<TarDecryption | undefined> {
+  const tars = tarFormat ? [...(await listTarArchives(dataDir)).values()] : [];
+  const encryptedTars = tars.filter((t) => t.encrypted).length;
+  if (info.encryption === null && encryptedTars === 0) return undefined;
+  if (info.encryption !== null && info.encryption !== 'gpg') throw new BarmanError(`Backup ${id} is encrypted with '${info.encryption}', which barman-ts cannot decrypt (only gpg)`);
+  if (!tarFormat || encryptedTars === 0) throw new BarmanError(`Backup ${id} is recorded as encrypted (gpg) but has no encrypted tar file (*.tar*.gpg) in ${dataDir}`);
+  const d = serverDecryptor(srv, `Backup ${id}`);
+  return { gpg: d.gpg(), passphrase: await d.passphrase() };
+}
+
 function gzipDecompressor(env: NodeJS.ProcessEnv): string | undefined {
   // pigz decompresses a little faster (separate read, write and check threads)
   return findOnPath('pigz', env.PATH ?? '') ? 'pigz' : undefined;
@@ -305,12 +328,25 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     throw new BarmanError('Recovery of snapshot backups is not supported yet');
   }
   if (req.snapshotRecoveryInstance) throw new BarmanError(`--snapshot-recovery-instance can only be used with snapshot backups (backup ${id} is not one)`);
+  const snapshotOnly = req.snapshotOptions ?? [];
+  if (snapshotOnly.length > 0) throw new BarmanError(`${snapshotOnly.join(', ')}: only for snapshot backups (backup ${id} is not one)`);
   if (kind === 'incremental') throw new BarmanError(`Backup ${id} is an incremental backup: restoring incremental backups is not supported yet`);
-  if (binfo.encryption) throw new BarmanError(`Backup ${id} is encrypted (${binfo.encryption}): restoring encrypted backups is not supported yet`);
 
   const srcData = backupDataDir(srv, id);
   if (!existsSync(srcData)) throw new BarmanError(`The data of backup ${id} is missing: ${srcData} does not exist`);
   const tarFormat = await isTarBackup(srcData);
+  // Encrypted backups (encryption=gpg, `.gpg` tar files): the passphrase is obtained now, so
+  // that a missing or failing encryption_passphrase_command stops the restore before anything
+  // is written. WAL files are decrypted with the same passphrase when met.
+  const walDecryptor = serverDecryptor(srv, 'A WAL file recovery needs');
+  const tarDecrypt = await backupDecryption(srv, id, binfo, srcData, tarFormat);
+
+  // Compressed and encrypted backups are prepared in a staging area for a remote restore:
+  // barman-ts stages on this host only (staging_path, default /tmp).
+  if (remote && tarFormat) {
+    const refused = unsupportedSettings(srv).find((u) => u.refusedBy === 'restore');
+    if (refused) throw new BarmanError(refused.message);
+  }
 
   const recoveryOptions = (srv.recovery_options as readonly string[] | null) ?? [];
   let delta = req.deltaRestore ?? recoveryOptions.includes('delta-restore');
@@ -339,6 +375,9 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   }
 
   const getWal = req.getWal ?? recoveryOptions.includes('get-wal');
+  if (getWal && !remote && encryptionEnabled(srv)) {
+    warn(`WAL files of server ${srv.name} are encrypted (gpg): PostgreSQL's restore_command 'barman get-wal' must run as the barman user, whose keys decrypt them`);
+  }
   const standby = req.standbyMode === true;
   const pitr = isPitr(target);
   const walName = version >= 100000 ? 'pg_wal' : 'pg_xlog';
@@ -373,6 +412,8 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
         networkCompression: req.networkCompression ?? srv.network_compression ?? false,
         retryTimes: req.retryTimes ?? srv.basebackup_retry_times ?? 0,
         retrySleepSeconds: req.retrySleep ?? srv.basebackup_retry_sleep ?? 30,
+        startBatchSize: req.jobsStartBatchSize ?? srv.parallel_jobs_start_batch_size,
+        startBatchPeriod: req.jobsStartBatchPeriod ?? srv.parallel_jobs_start_batch_period,
         stagingBase: path.resolve(req.stagingPath ?? '/tmp'),
         env,
       })
@@ -450,7 +491,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     const copyStart = Date.now();
     const copied = await destination.copyBase(
       { dataDir: srcData, tarFormat, tablespaceDir: (oid) => backupDataDir(srv, id, oid) },
-      { delta, workers, env, gzipProgram: gzipDecompressor(env), onProgress: (d, t) => events.progress?.(d, t, 'data') },
+      { delta, workers, env, gzipProgram: gzipDecompressor(env), decrypt: tarDecrypt, onProgress: (d, t) => events.progress?.(d, t, 'data') },
     );
     const copy: RestoreResult['copy'] = { ...copied, seconds: (Date.now() - copyStart) / 1000 };
 
@@ -466,7 +507,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
       const hist = listing.history.find((h) => h.name === historyName(targetTli));
       let ancestry = null;
       try {
-        ancestry = timelineAncestry(targetTli, hist ? await fsp.readFile(hist.path, 'utf8') : null);
+        ancestry = timelineAncestry(targetTli, hist ? await readArchivedText(hist.path, customCompression(srv), walDecryptor) : null);
       } catch (err) {
         warn(`Cannot read the history of timeline ${targetTli}: ${errorMessage(err)}`);
       }
@@ -496,6 +537,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
         doneFiles: !pitr,
         workers,
         custom: customCompression(srv),
+        decryptor: walDecryptor,
         onFile: () => events.progress?.(++n, files.length, 'wal'),
       });
       wal.files = files.length;

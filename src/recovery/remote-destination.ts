@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { splitBuckets } from '../backup/rsync-plan.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
-import { runPool } from '../util/pool.js';
+import { runPool, startBatches } from '../util/pool.js';
 import { run, type RunResult } from '../util/proc.js';
 import { planRanges, pushRange, rangedPushAllowed, remoteFailure, runKillable, Stopped, type RangeJob } from './ranged-push.js';
 import { rangedMinBytes } from '../util/ranges.js';
@@ -26,6 +26,7 @@ import {
   DELTA_CLEARED_FILES,
   WAL_DIRS,
   readTextWithMode,
+  tarDecryption,
   type BackupSource,
   type BaseCopyStats,
   type CopyOptions,
@@ -77,6 +78,9 @@ export interface RemoteOptions extends RemoteTransport {
   /** A failed rsync is run again this many times (each run completes what the last left). */
   retryTimes: number;
   retrySleepSeconds: number;
+  /** Copy sessions started per batch, and seconds between batches (parallel_jobs_start_batch_*: 10, 1). */
+  startBatchSize?: number;
+  startBatchPeriod?: number;
 }
 
 /** One job of the push pool: an rsync bucket of files, or one range of a big file. */
@@ -204,7 +208,9 @@ export class RemoteDestination implements RestoreDestination {
         if (!tar) throw new BarmanError(`No tar archive for tablespace ${t.name} (oid ${t.oid}) in ${source.dataDir}`);
         jobs.push({ ...tar, local: path.join(staging, `tablespace-${t.oid}`), excludes: [], dest: t.location });
       }
-      await runPool(jobs, opts.workers, (j) => extractTar(j.file, j.local, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined));
+      await runPool(jobs, opts.workers, (j) =>
+        extractTar(j.file, j.local, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined, tarDecryption(j, opts)),
+      );
       const manifest = path.join(source.dataDir, 'backup_manifest');
       if (existsSync(manifest)) await fsp.copyFile(manifest, path.join(staging, 'data', 'backup_manifest'));
       for (const j of jobs) {
@@ -287,8 +293,10 @@ export class RemoteDestination implements RestoreDestination {
         throw err;
       }
     };
+    const gate = startBatches(opts.workers, this.opts.startBatchSize ?? 10, this.opts.startBatchPeriod ?? 1, stop.signal);
     const pool = runPool(jobs, opts.workers, async (j) => {
       try {
+        await gate();
         if (j.kind === 'range') {
           await this.withRetries(() => pushRange(j.job, this.opts.sshCommand, this.opts.env, stop.signal), `ranged copy of ${j.job.local}`, stop.signal);
           if (--rangesLeft === 0) {

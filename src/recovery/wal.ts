@@ -8,7 +8,9 @@ import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { serverPaths } from '../catalog/server-dirs.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { decompressFile, identifyCompression, type CustomCompressionConfig } from '../wal/compression.js';
+import { decompressBuffer, decompressFile, identifyCompression, type CustomCompressionConfig } from '../wal/compression.js';
+import type { ServerDecryptor } from '../catalog/encryption.js';
+import { gpgDecryptFile, gpgDecryptToBuffer, isEncryptedFile } from '../util/gpg.js';
 import {
   generateSegments,
   isHistoryName,
@@ -163,26 +165,59 @@ export function customCompression(srv: ServerConfig): CustomCompressionConfig {
 export interface WalCopyOptions {
   workers: number;
   custom: CustomCompressionConfig;
+  /** Encrypted WAL (encryption = gpg): gpg and the passphrase, asked for at the first such file. */
+  decryptor?: ServerDecryptor;
   onFile?: (name: string) => void;
 }
 
+/** `decryptor`, or the error saying why an encrypted file cannot be read. */
+function needDecryptor(w: ArchivedWal, decryptor: ServerDecryptor | undefined): ServerDecryptor {
+  if (!decryptor) throw new BarmanError(`WAL file ${w.name} is encrypted (gpg): encryption_passphrase_command is needed to restore it`);
+  return decryptor;
+}
+
 /**
- * Copy WAL files into `destDir` under their plain names, decompressed (compression detected
- * by magic bytes, as the archive keeps plain names whatever the compression).
+ * The content of an archived text file (a timeline history file) with its encryption and
+ * compression undone.
+ */
+export async function readArchivedText(file: string, custom: CustomCompressionConfig, decryptor?: ServerDecryptor): Promise<string> {
+  let data: Buffer;
+  if (await isEncryptedFile(file)) {
+    const d = needDecryptor({ name: path.basename(file), path: file }, decryptor);
+    data = await gpgDecryptToBuffer(d.gpg(), file, await d.passphrase());
+  } else {
+    data = await fsp.readFile(file);
+  }
+  const algo = identifyCompression(data, { ...custom, unidentifiedIsCustom: false });
+  return (algo === null ? data : await decompressBuffer(data, algo, custom)).toString('utf8');
+}
+
+/**
+ * Copy WAL files into `destDir` under their plain names, decrypted and decompressed (both
+ * detected from the content, as the archive keeps plain names whatever was done to a file).
+ * An encrypted file is decrypted into a temporary name in `destDir` first.
  */
 export async function copyWals(files: readonly ArchivedWal[], destDir: string, opts: WalCopyOptions): Promise<number> {
   await fsp.mkdir(destDir, { recursive: true, mode: 0o700 });
   let bytes = 0;
   await runPool(files, opts.workers, async (w) => {
-    if (w.encryption) throw new BarmanError(`WAL file ${w.name} is encrypted (${w.encryption}): restoring encrypted WAL is not supported yet`);
     const dst = path.join(destDir, w.name);
+    const decrypted = path.join(destDir, `.${w.name}.decrypted.tmp`);
     try {
-      const algo = await identifyCompression(w.path, opts.custom);
-      if (algo === null) {
+      let src = w.path;
+      if (w.encryption === 'gpg' || (await isEncryptedFile(w.path))) {
+        const d = needDecryptor(w, opts.decryptor);
+        await gpgDecryptFile(d.gpg(), w.path, decrypted, await d.passphrase());
+        src = decrypted;
+      }
+      const algo = await identifyCompression(src, opts.custom);
+      if (algo === null && src === decrypted) {
+        await fsp.rename(decrypted, dst);
+      } else if (algo === null) {
         await fsp.copyFile(w.path, dst, fsp.constants.COPYFILE_EXCL);
         await fsp.chmod(dst, 0o600);
       } else {
-        await decompressFile(w.path, dst, algo, opts.custom);
+        await decompressFile(src, dst, algo, opts.custom);
       }
       // Read the size first: `bytes += await …` would add to a stale total while other
       // workers finish in between.
@@ -190,6 +225,8 @@ export async function copyWals(files: readonly ArchivedWal[], destDir: string, o
       bytes += size;
     } catch (err) {
       throw new BarmanError(`cannot copy WAL file ${w.name} to ${destDir}: ${errorMessage(err)}`);
+    } finally {
+      await fsp.unlink(decrypted).catch(() => undefined);
     }
     opts.onFile?.(w.name);
   });

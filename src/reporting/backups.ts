@@ -13,6 +13,8 @@ import { serverPaths } from '../catalog/server-dirs.js';
 import { readXlogDb, type XlogDbEntry } from '../catalog/xlogdb.js';
 import { humanDuration, percent, prettySize, pyFixed } from '../util/format.js';
 import type { PyDateTime } from '../util/pytime.js';
+import { isOpenPgpMessage } from '../util/gpg.js';
+import { identifyCompression } from '../wal/compression.js';
 import { isHistoryName } from '../wal/names.js';
 import { childTimelinesFromHistories, computeWalStats, EMPTY_STATS, type BackupWalStats } from './wal-stats.js';
 
@@ -38,9 +40,12 @@ async function readHistories(srv: ServerConfig, wals: readonly XlogDbEntry[]): P
   for (const w of wals) {
     if (!isHistoryName(w.name)) continue;
     try {
-      out.set(parseInt(w.name.slice(0, 8), 16), await fsp.readFile(path.join(dir, w.name), 'utf8'));
+      const data = await fsp.readFile(path.join(dir, w.name));
+      // Compressed or encrypted (encryption = gpg): not read here, child timelines are unknown.
+      if (w.encryption || isOpenPgpMessage(data) || identifyCompression(data) !== null) continue;
+      out.set(parseInt(w.name.slice(0, 8), 16), data.toString('utf8'));
     } catch {
-      /* compressed or missing: child timelines are then unknown */
+      /* missing: child timelines are then unknown */
     }
   }
   return out;

@@ -3,9 +3,7 @@
  * (gathered without ever throwing: a server that does not answer gives FAILED / missing
  * values), from the WAL catalog and from the backup catalog.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import type { ServerConfig } from '../config/config.js';
+import { readActiveModel, type ServerConfig } from '../config/config.js';
 import { SERVER_OPTIONS, type OptionDef } from '../config/options.js';
 import type { RetentionPolicy } from '../config/values.js';
 import { DONE } from '../catalog/backup-info.js';
@@ -197,8 +195,7 @@ export async function serverStatusRows(srv: ServerConfig, facts?: PgFacts, now: 
 /** Name of the model applied by `config-switch`, if any (`<backup_directory>/.active-model.auto`). */
 export function activeModel(srv: ServerConfig): string | null {
   try {
-    const text = fs.readFileSync(path.join(srv.backup_directory, '.active-model.auto'), 'utf8').trim();
-    return text === '' ? null : text;
+    return readActiveModel(srv);
   } catch {
     return null;
   }

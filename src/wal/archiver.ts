@@ -17,6 +17,12 @@
  * With compression off this is a link + unlink within one file system (no data copied); with
  * compression the in-process streaming compressors of wal/compression.ts do the work.
  *
+ * encryption = gpg: every archived file (segments, partial segments, history and backup label
+ * files) is encrypted with gpg for encryption_key_id after compression, and stored under its
+ * plain name, xlog.db's fifth column saying `gpg` (Barman 3.14+). A file that arrives already
+ * encrypted is stored as it is. A server with encryption but no key archives nothing (the
+ * files wait, `check` fails): a WAL file is never stored in clear when encryption is asked for.
+ *
  * Not archived: dot-files (rsync's temporary `.<name>.XXXXXX`; Barman's glob never sees them),
  * and uncompressed segments whose size is not the server's WAL segment size (a copy still
  * arriving, or a truncated one): left in place while younger than SIZE_GRACE_MS, then moved to
@@ -47,6 +53,8 @@ import {
 import { hashDir, walNameKind, type WalNameKind } from './names.js';
 import { mapPool } from '../util/pool.js';
 import { HookAbortError, hasHooks, runHooks, walHookVars } from '../hooks/hooks.js';
+import { GPG_ENCRYPTION, decryptToBuffer, gpgRunner, walEncryptionKey } from '../catalog/encryption.js';
+import { gpgEncryptFile, isEncryptedFile, type GpgRunner } from '../util/gpg.js';
 
 export type ArchiveSource = 'file archival' | 'streaming';
 
@@ -108,9 +116,11 @@ export const SIZE_GRACE_MS = 60_000;
  * streaming archiver (if streaming_archiver) and the file archiver (if archiver).
  */
 export async function archiveWal(srv: ServerConfig, events: ArchiveEvents = {}): Promise<ArchiveReport> {
+  // Refused before anything moves: encryption asked for but impossible.
+  const key = walEncryptionKey(srv);
   const lock = await acquireLock(lockPath(srv, 'archiveWal'), 'archive-wal', false);
   try {
-    const run = new ArchiveRun(srv, events);
+    const run = new ArchiveRun(srv, events, key === null ? null : { key, gpg: gpgRunner(srv) });
     if (srv.streaming_archiver) await run.archiveSource('streaming');
     if (srv.archiver && !run.report.stopped) await run.archiveSource('file archival');
     return run.report;
@@ -248,6 +258,8 @@ class ArchiveRun {
   constructor(
     private readonly srv: ServerConfig,
     private readonly events: ArchiveEvents,
+    /** encryption = gpg: the recipient key and gpg. */
+    private readonly encrypt: { key: string; gpg: GpgRunner } | null = null,
   ) {
     this.report = { server: srv.name, sources: [], archivedCount: 0, errors: [], warnings: [], stopped: false };
     const c = srv.compression;
@@ -402,13 +414,27 @@ class ArchiveRun {
     return algo === null ? data : decompressBuffer(data, algo, custom);
   }
 
-  private async sameContent(c: Candidate, dst: string, srcAlgo: CompressionName | null): Promise<boolean> {
-    try {
+  /**
+   * Content of an archived file with its encryption and compression undone. An encrypted one
+   * needs encryption_passphrase_command: without it (or when it fails) this throws, and the
+   * file is not provably the same (Barman treats every encrypted destination so).
+   */
+  private async archivedPlainContent(dst: string, partial: boolean): Promise<Buffer> {
+    if (!(await isEncryptedFile(dst))) {
       // Partial files are stored as they are, never decompressed.
-      const dstAlgo = c.kind === 'partial' ? null : await identifyCompression(dst, this.archiveCustom);
+      const algo = partial ? null : await identifyCompression(dst, this.archiveCustom);
+      return this.plainContent(dst, algo, this.archiveCustom);
+    }
+    const data = await decryptToBuffer(this.srv, dst, `The archived WAL file ${path.basename(dst)}`);
+    const algo = partial ? null : identifyCompression(data, this.archiveCustom);
+    return algo === null ? data : decompressBuffer(data, algo, this.archiveCustom);
+  }
+
+  private async sameContent(c: Candidate, dst: string, srcAlgo: CompressionName | null, srcEncrypted: boolean): Promise<boolean> {
+    try {
       const [a, b] = await Promise.all([
-        this.plainContent(c.src, srcAlgo, this.incomingCustom),
-        this.plainContent(dst, dstAlgo, this.archiveCustom),
+        srcEncrypted ? this.archivedPlainContent(c.src, c.kind === 'partial') : this.plainContent(c.src, srcAlgo, this.incomingCustom),
+        this.archivedPlainContent(dst, c.kind === 'partial'),
       ]);
       return a.equals(b);
     } catch {
@@ -422,12 +448,15 @@ class ArchiveRun {
     const dst = walArchivePath(this.srv, c.name);
     try {
       const st = await fsp.stat(c.src, { bigint: true });
-      // streaming/ holds pg_receivewal output, uncompressed; incoming/ files may arrive compressed.
-      const detected = streaming || c.kind === 'partial' ? null : await identifyCompression(c.src, this.incomingCustom);
+      // streaming/ holds pg_receivewal output, plain; incoming/ files may arrive compressed, or
+      // even encrypted (copied from another Barman archive): those are stored as they are.
+      const preEncrypted = !streaming && (await isEncryptedFile(c.src));
+      const detected = streaming || c.kind === 'partial' || preEncrypted ? null : await identifyCompression(c.src, this.incomingCustom);
       // Partial segments are stored as they are (get-wal never decompresses them).
-      const target = c.kind === 'partial' || detected !== null ? null : this.configured;
+      const target = c.kind === 'partial' || detected !== null || preEncrypted ? null : this.configured;
+      const encryptNow = this.encrypt !== null && !preEncrypted;
 
-      if (c.kind === 'segment' && detected === null) {
+      if (c.kind === 'segment' && detected === null && !preEncrypted) {
         const check = await this.checkSegmentSize(st.size, st.mtimeMs);
         if (check.verdict === 'wait') {
           rep.waiting.push(c.name);
@@ -440,7 +469,7 @@ class ArchiveRun {
       }
 
       if (fs.existsSync(dst)) {
-        if (await this.sameContent(c, dst, detected)) return { type: 'matching', name: c.name, src: c.src, dst };
+        if (await this.sameContent(c, dst, detected, preEncrypted)) return { type: 'matching', name: c.name, src: c.src, dst };
         await this.reject(c.src, c.name, 'duplicate', rep);
         return null;
       }
@@ -461,7 +490,22 @@ class ArchiveRun {
       let size: number;
       let mtimeNs = st.mtimeNs;
       let tmp: string | null = null;
-      if (target === null) {
+      if (encryptNow && this.encrypt) {
+        // Compressed first (when configured), then encrypted: `<dst>.tmp` holds the message.
+        let input = c.src;
+        if (target !== null) {
+          input = `${dst}.plain.tmp`;
+          await compressFile(c.src, input, target, this.level, this.archiveCustom);
+        }
+        tmp = `${dst}.tmp`;
+        try {
+          await gpgEncryptFile(this.encrypt.gpg, input, tmp, this.encrypt.key, { compressed: (target ?? detected) !== null });
+        } finally {
+          if (input !== c.src) await fsp.unlink(input).catch(() => undefined);
+        }
+        await fsp.utimes(tmp, Number(st.atimeNs) / 1e9, Number(st.mtimeNs) / 1e9);
+        size = (await fsp.stat(tmp)).size;
+      } else if (target === null) {
         // Stored as it is: make the source itself durable (and private) before it is linked in.
         const fh = await fsp.open(c.src, 'r');
         try {
@@ -486,11 +530,12 @@ class ArchiveRun {
         size,
         time: pyStatMtime(mtimeNs),
         compression: target ?? detected,
-        encryption: null,
+        encryption: encryptNow || preEncrypted ? GPG_ENCRYPTION : null,
       };
       return { type: 'place', name: c.name, src: c.src, dst, tmp, entry, hook: { ...hook, compression: entry.compression } };
     } catch (err) {
       await fsp.unlink(`${dst}.tmp`).catch(() => undefined);
+      await fsp.unlink(`${dst}.plain.tmp`).catch(() => undefined);
       rep.failed.push(c.name);
       this.error(`Cannot archive ${c.name} for server ${this.srv.name}: ${errorMessage(err)}`);
       return null;
@@ -583,8 +628,9 @@ class ArchiveRun {
       if (this.catalogNames.has(m.name)) continue;
       try {
         const st = await fsp.stat(m.dst, { bigint: true });
-        const compression = walNameKind(m.name) === 'partial' ? null : await identifyCompression(m.dst, this.archiveCustom);
-        out.push({ name: m.name, size: Number(st.size), time: pyStatMtime(st.mtimeNs), compression, encryption: null });
+        const encrypted = await isEncryptedFile(m.dst);
+        const compression = walNameKind(m.name) === 'partial' || encrypted ? null : await identifyCompression(m.dst, this.archiveCustom);
+        out.push({ name: m.name, size: Number(st.size), time: pyStatMtime(st.mtimeNs), compression, encryption: encrypted ? GPG_ENCRYPTION : null });
       } catch (err) {
         this.warning(`Cannot index ${m.dst}: ${errorMessage(err)}`);
       }

@@ -7,12 +7,15 @@
 import { createHash, type Hash } from 'node:crypto';
 import { promises as fsp, type ReadStream } from 'node:fs';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Transform, Writable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import type { ServerConfig } from '../config/config.js';
 import { customCompressionOf } from '../catalog/xlogdb.js';
+import { GPG_ENCRYPTION, serverDecryptor } from '../catalog/encryption.js';
+import { gpgDecryptFile, isEncryptedFile, privateTempDir } from '../util/gpg.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { FILE_MODE } from '../util/fsutil.js';
@@ -42,8 +45,10 @@ export interface WalCandidate {
 }
 
 export interface FoundWal extends WalCandidate {
-  /** Compression of the file as stored (null: none, or a partial file). */
+  /** Compression of the file as stored, under its encryption (null: none, or a partial file). */
   compression: CompressionName | null;
+  /** `gpg` when the file is stored encrypted: it is read decrypted (encryption_passphrase_command). */
+  encryption: string | null;
 }
 
 export interface GetWalOptions {
@@ -125,10 +130,28 @@ function customFor(srv: ServerConfig, location: WalLocation): CustomCompressionC
   return location === 'wals' ? custom : { ...custom, unidentifiedIsCustom: false };
 }
 
-/** A found WAL file, already open: reading it is immune to archive-wal moving the name meanwhile. */
+/**
+ * A found WAL file, already open: reading it is immune to archive-wal moving the name meanwhile.
+ * An encrypted file is opened decrypted: the handle reads a private temporary copy whose name
+ * is already gone, so nothing decrypted is left behind whatever happens next.
+ */
 export interface OpenedWal extends FoundWal {
   /** Opened during the lookup; the caller closes it. */
   handle: fsp.FileHandle;
+}
+
+/** A handle on the decrypted content of the encrypted file `file` (see OpenedWal). */
+async function openDecrypted(srv: ServerConfig, file: string, name: string): Promise<fsp.FileHandle> {
+  const d = serverDecryptor(srv, `WAL file '${name}' of server '${srv.name}'`);
+  const passphrase = await d.passphrase();
+  const tmp = await privateTempDir(os.tmpdir(), 'barman-get-wal-');
+  try {
+    const plain = path.join(tmp.dir, name);
+    await gpgDecryptFile(d.gpg(), file, plain, passphrase);
+    return await fsp.open(plain, 'r');
+  } finally {
+    await tmp.remove();
+  }
 }
 
 /** How many times the whole lookup is tried when a file vanishes between being seen and opened. */
@@ -152,13 +175,21 @@ async function lookupOnce(srv: ServerConfig, name: string, partial: boolean): Pr
       throw new BarmanError(`cannot read ${c.path}: ${errorMessage(err)}`);
     }
     try {
+      let encryption: string | null = null;
+      if (await isEncryptedFile(handle)) {
+        const decrypted = await openDecrypted(srv, c.path, name);
+        await handle.close();
+        handle = decrypted;
+        encryption = GPG_ENCRYPTION;
+      }
       let compression: CompressionName | null = null;
       if (!c.partial) {
         compression = await identifyOpenFile(handle, customFor(srv, c.location));
       }
-      return { ...c, compression, handle };
+      return { ...c, compression, encryption, handle };
     } catch (err) {
       await handle.close().catch(() => undefined);
+      if (err instanceof BarmanError) throw err;
       throw new BarmanError(`cannot read ${c.path}: ${errorMessage(err)}`);
     }
   }

@@ -42,7 +42,9 @@ import { customCompressionOf } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
 import { walArchivePath } from './archiver.js';
-import { decompressStream, identifyCompression, type CustomCompressionConfig } from './compression.js';
+import { decompressBuffer, decompressStream, identifyCompression, type CustomCompressionConfig } from './compression.js';
+import { decryptToBuffer } from '../catalog/encryption.js';
+import { isEncryptedFile } from '../util/gpg.js';
 import { walNameKind, type WalNameKind } from './names.js';
 
 /** PostgreSQL's largest WAL segment size: no WAL file can be bigger. */
@@ -268,8 +270,18 @@ async function writeFully(fh: fsp.FileHandle, chunk: Buffer): Promise<void> {
   }
 }
 
-/** sha256 of a file's content with its compression undone (raw for .partial, as archive-wal). */
-async function plainDigest(file: string, kind: WalNameKind, custom: CustomCompressionConfig): Promise<string> {
+/**
+ * sha256 of a file's content with its compression undone (raw for .partial, as archive-wal);
+ * with `srv`, the file is an encrypted archived one (encryption = gpg), decrypted first.
+ */
+async function plainDigest(file: string, kind: WalNameKind, custom: CustomCompressionConfig, srv?: ServerConfig): Promise<string> {
+  if (srv) {
+    const data = await decryptToBuffer(srv, file, `The archived WAL file ${path.basename(file)}`);
+    const algo = kind === 'partial' ? null : identifyCompression(data, custom);
+    return createHash('sha256')
+      .update(algo === null ? data : await decompressBuffer(data, algo, custom))
+      .digest('hex');
+  }
   const algo = kind === 'partial' ? null : await identifyCompression(file, custom);
   const hash = createHash('sha256');
   const sink = new Writable({
@@ -579,8 +591,26 @@ async function commit(srv: ServerConfig, received: readonly Received[], checksum
     for (const r of received) {
       const archived = walArchivePath(srv, r.name);
       if (fs.existsSync(archived)) {
-        await settleExisting(r, archived, archiveCustom);
-        continue;
+        if (!(await isEncryptedFile(archived).catch(() => false))) {
+          await settleExisting(r, archived, archiveCustom);
+          continue;
+        }
+        // An encrypted archived copy is compared in clear when it can be decrypted. When it
+        // cannot (no or failing encryption_passphrase_command), the file goes to incoming/ as
+        // in Barman and archive-wal settles it: never a failure that would make PostgreSQL
+        // retry the same segment forever.
+        const same = await Promise.all([receivedDigest(r), plainDigest(archived, r.kind, archiveCustom, srv)]).then(
+          ([a, b]) => a === b,
+          () => null,
+        );
+        if (same === true) {
+          report.alreadyPresent.push(r.name);
+          continue;
+        }
+        if (same === false) {
+          report.duplicates.push({ name: r.name, existing: archived, keptAs: await keepInErrors(srv, r) });
+          continue;
+        }
       }
       const dst = path.join(incoming, r.name);
       try {
