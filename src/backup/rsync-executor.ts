@@ -405,7 +405,7 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
   const listDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'barman-rsync-'));
   const runner = new RsyncRunner(subprocessEnv(srv.path_prefix, { TZ: 'UTC' }), req.signal);
   // The concurrent backup belongs to this session: closing it (on any failure) aborts it.
-  const pg = await PgConnection.connect(srv.conninfo ?? '', 'barman');
+  const pg = await PgConnection.connect(srv.conninfo ?? '');
   try {
     const startLsn = await pg.startBackup(req.label, req.immediateCheckpoint, req.version);
     log.info(`backup started at ${startLsn} on ${req.pgdata}`);

@@ -29,7 +29,7 @@ export function requirePrimaryForStandby(srv: Pick<ServerConfig, 'name' | 'prima
 export async function switchWalAfterBackup(srv: ServerConfig, endWal: string, fromStandby: boolean): Promise<'primary' | 'server' | null> {
   const conninfo = fromStandby ? srv.primary_conninfo : srv.conninfo;
   if (!conninfo) return null;
-  const pg = await PgConnection.connect(conninfo, 'barman');
+  const pg = await PgConnection.connect(conninfo);
   try {
     if (await pg.isInRecovery()) {
       if (fromStandby) throw new BarmanError('primary_conninfo points to a server in recovery: cannot switch WAL there');
