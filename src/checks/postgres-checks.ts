@@ -7,7 +7,10 @@
 import type { ServerConfig } from '../config/config.js';
 import { PgConnection } from '../postgres/connection.js';
 import { errorMessage } from '../util/errors.js';
+import { logger } from '../util/log.js';
 import type { CheckCollector } from './types.js';
+
+const log = logger('checks');
 
 export interface ArchiverStats {
   failedCount: number;
@@ -66,12 +69,14 @@ async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts
     pg = await connectBounded(col, srv.conninfo ?? '');
   } catch (err) {
     facts.connectionError = errorMessage(err);
+    // The check line carries no hint (as Barman's): the cause goes to the log.
+    log.info(`check: ${facts.connectionError}`);
     return;
   }
   try {
     facts.connected = true;
     facts.versionNum = await pg.serverVersion();
-    facts.hasBackupPrivileges = await pg.hasBackupPrivileges().catch(() => false);
+    facts.hasBackupPrivileges = await pg.hasBackupPrivileges(facts.versionNum).catch(() => false);
     facts.walLevel = await pg.setting('wal_level');
     facts.systemId = await pg.systemId().catch(() => null);
     facts.inRecovery = await pg.isInRecovery();
@@ -111,6 +116,7 @@ async function gatherStreaming(col: CheckCollector, srv: ServerConfig, facts: Pg
     });
   } catch (err) {
     facts.streaming.error = errorMessage(err);
+    log.info(`check: streaming connection: ${facts.streaming.error}`);
     return;
   }
   col.onAbandon(() => void conn.close());
