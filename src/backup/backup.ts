@@ -68,6 +68,8 @@ export interface BackupOptions {
   bwlimit?: number;
   /** rsync methods: `--[no-]manifest`, write backup_manifest after the copy (else autogenerate_manifest). */
   manifest?: boolean;
+  /** rsync methods: `--keepalive-interval` seconds, 0 = none (else keepalive_interval). */
+  keepaliveIntervalSec?: number;
 }
 
 export interface BackupEvents {
@@ -263,6 +265,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
         reuse,
         previous,
         bwlimit: opts.bwlimit ?? srv.bandwidth_limit ?? null,
+        keepaliveIntervalSec: opts.keepaliveIntervalSec ?? srv.keepalive_interval,
         onProgress: ev.progress,
         signal: abort.signal,
       });

@@ -63,6 +63,8 @@ export interface RsyncBackupRequest {
   previous: { dir: string; beginTimeSec: number } | null;
   /** KB/s for the data directory (tablespaces: tablespace_bandwidth_limit first). */
   bwlimit: number | null;
+  /** Seconds between keepalive queries on the backup's session (keepalive_interval), 0 = none. */
+  keepaliveIntervalSec?: number;
   onProgress?: (doneKb: number, totalKb: number) => void;
   signal?: AbortSignal;
 }
@@ -406,9 +408,13 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
   const runner = new RsyncRunner(subprocessEnv(srv.path_prefix, { TZ: 'UTC' }), req.signal);
   // The concurrent backup belongs to this session: closing it (on any failure) aborts it.
   const pg = await PgConnection.connect(srv.conninfo ?? '');
+  // A session lost during the copy dooms the backup (only it can stop it): stop copying now.
+  const unwatch = pg.onLost(() => runner.killAll());
+  let stopKeepalive = (): void => undefined;
   try {
     const startLsn = await pg.startBackup(req.label, req.immediateCheckpoint, req.version);
     log.info(`backup started at ${startLsn} on ${req.pgdata}`);
+    stopKeepalive = pg.startKeepalive((req.keepaliveIntervalSec ?? 60) * 1000);
     const copyStart = Date.now();
     const sink = new CopySink(req.destDir, process.env);
     const stats = await copyTrees(req, trees, runner, listDir, sink);
@@ -433,8 +439,11 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
   } catch (err) {
     runner.killAll();
     if (req.signal?.aborted) throw new BarmanError('interrupted by signal');
+    if (pg.lost) throw new BarmanError(`${pg.lost.message} (the backup cannot be stopped without its session)`);
     throw err instanceof BarmanError ? err : new BarmanError(errorMessage(err));
   } finally {
+    stopKeepalive();
+    unwatch();
     await pg.close();
     await fsp.rm(listDir, { recursive: true, force: true });
   }

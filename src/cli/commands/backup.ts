@@ -23,6 +23,7 @@ interface Opts {
   manifest?: boolean;
   incremental?: string;
   checkTimeout?: string;
+  keepaliveInterval?: string;
 }
 
 export function define(cmd: Command): void {
@@ -56,7 +57,7 @@ export function define(cmd: Command): void {
     .option('--manifest', 'rsync methods: write a backup_manifest once the copy is complete (default: autogenerate_manifest); a failure to write it is only a warning')
     .option('--no-manifest', 'rsync methods: do not write a backup_manifest, whatever autogenerate_manifest says')
     .option('--incremental <parent>', 'PostgreSQL 17 incremental backup on top of backup PARENT (not supported yet: refused with an error)')
-    .option('--keepalive-interval <s>', 'Barman: seconds between keepalive queries on the PostgreSQL connection (keepalive_interval); accepted for compatibility')
+    .option('--keepalive-interval <s>', 'rsync methods: seconds between keepalive queries on the session holding the backup open, 0 = none (default: keepalive_interval)')
     .option('--check-timeout <s>', 'seconds allowed for the checks run before the backup starts (default: check_timeout; 0 = no limit)')
     .addHelpText(
       'after',
@@ -147,9 +148,9 @@ export async function run(ctx: CliContext, names: string[], opts: Opts): Promise
   }
 }
 
-/** --reuse-backup [off|copy|link] (bare = link), -j/--jobs N, --bwlimit KBPS: checked before any backup starts. */
-function rsyncOptions(opts: Opts): { reuseBackup?: ReuseMode; jobs?: number; bwlimit?: number } {
-  const res: { reuseBackup?: ReuseMode; jobs?: number; bwlimit?: number } = {};
+/** --reuse-backup [off|copy|link] (bare = link), -j/--jobs N, --bwlimit KBPS, --keepalive-interval S: checked before any backup starts. */
+function rsyncOptions(opts: Opts): { reuseBackup?: ReuseMode; jobs?: number; bwlimit?: number; keepaliveIntervalSec?: number } {
+  const res: { reuseBackup?: ReuseMode; jobs?: number; bwlimit?: number; keepaliveIntervalSec?: number } = {};
   if (opts.reuseBackup !== undefined) {
     const mode = opts.reuseBackup === true ? 'link' : String(opts.reuseBackup);
     if (mode !== 'off' && mode !== 'copy' && mode !== 'link') throw new BarmanError(`invalid --reuse-backup '${mode}' (expected off, copy or link)`, 2);
@@ -162,6 +163,10 @@ function rsyncOptions(opts: Opts): { reuseBackup?: ReuseMode; jobs?: number; bwl
   if (opts.bwlimit !== undefined) {
     if (!/^\d+$/.test(opts.bwlimit)) throw new BarmanError(`invalid --bwlimit '${opts.bwlimit}' (expected KB/s, 0 = unlimited)`, 2);
     res.bwlimit = Number(opts.bwlimit);
+  }
+  if (opts.keepaliveInterval !== undefined) {
+    if (!/^\d+$/.test(opts.keepaliveInterval)) throw new BarmanError(`invalid --keepalive-interval '${opts.keepaliveInterval}' (expected seconds, 0 = none)`, 2);
+    res.keepaliveIntervalSec = Number(opts.keepaliveInterval);
   }
   return res;
 }
