@@ -3,7 +3,8 @@
  * binaries come from npm through scripts/install-pg-versions.mjs). For each version, on a small
  * cluster of that version, through one shared sshd:
  *   - WAL shipped by barman-wal-archive (archive_command, ssh to put-wal), archive-wal;
- *   - `barman check` passes with backup_method = rsync;
+ *   - `barman check` passes with backup_method = rsync; a standard user granted this version's
+ *     backup functions has backup privileges (Barman's rule), one without has not;
  *   - an rsync backup (the version's backup API: pg_start_backup/pg_stop_backup before 15,
  *     pg_backup_start/pg_backup_stop after) is DONE;
  *   - on 12 to 15 a backup_method = postgres backup too (Debian's pg_basebackup 15 serves them);
@@ -15,6 +16,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { PgConnection } from '../../src/postgres/connection.js';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import { cleanupAll, PG_MAJORS, PgCluster, quoteLiteral, startRecoveredCluster } from '../helpers/pg-cluster.js';
 import { createBarmanEnv, listBackups, type BarmanEnv } from '../helpers/barman-env.js';
@@ -98,6 +100,27 @@ describe('PostgreSQL 12 to 18', { timeout: 900_000 }, () => {
         // (`WAL archive` shows only when failing: nothing archived yet.)
         for (const line of ['PostgreSQL: OK', 'superuser or standard user with backup privileges: OK', 'archive_mode: OK', 'archive_command: OK', 'continuous archiving: OK', 'ssh: OK (PostgreSQL server)']) {
           assert.ok(r.stdout.includes(`\t${line}`), `no '${line}' in:\n${r.stdout}`);
+        }
+      });
+
+      it("a standard user with this version's backup functions granted has backup privileges; one without has not", async () => {
+        const fns =
+          major >= 15
+            ? ['pg_backup_start(text, boolean)', 'pg_backup_stop(boolean)']
+            : ['pg_start_backup(text, boolean, boolean)', 'pg_stop_backup()', 'pg_stop_backup(boolean, boolean)'];
+        await pg.psql(
+          [
+            'CREATE ROLE bk LOGIN; CREATE ROLE nobk LOGIN; GRANT pg_monitor TO bk, nobk;',
+            ...[...fns, 'pg_switch_wal()', 'pg_create_restore_point(text)'].map((f) => `GRANT EXECUTE ON FUNCTION ${f} TO bk;`),
+          ].join('\n'),
+        );
+        for (const [role, expected] of [['bk', true], ['nobk', false]] as const) {
+          const conn = await PgConnection.connect(pg.conninfoFor(role));
+          try {
+            assert.equal(await conn.hasBackupPrivileges(), expected, role);
+          } finally {
+            await conn.close();
+          }
         }
       });
 
