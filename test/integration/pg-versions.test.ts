@@ -30,7 +30,7 @@ const CLIENT_MAJOR = 15;
 const MAJORS = process.env.BTS_PG_VERSIONS ? PG_MAJORS.filter((m) => process.env.BTS_PG_VERSIONS?.split(',').map(Number).includes(m)) : PG_MAJORS;
 const ROWS = `SELECT string_agg(batch || ':' || n, ',' ORDER BY batch) FROM (SELECT batch, count(*) AS n FROM t GROUP BY batch) c`;
 
-describe('PostgreSQL 12 to 18', { timeout: 900_000 }, () => {
+describe('PostgreSQL 12 to 18', { timeout: 900_000, concurrency: 2 }, () => {
   let sshd: Sshd;
   /** postgres -> barman (barman-wal-archive) */
   let walSsh = '';
@@ -50,7 +50,7 @@ describe('PostgreSQL 12 to 18', { timeout: 900_000 }, () => {
   });
 
   for (const major of MAJORS) {
-    describe(`PostgreSQL ${major}`, () => {
+    describe(`PostgreSQL ${major}`, { concurrency: 1 }, () => {
       let pg: PgCluster;
       let env: BarmanEnv;
       let serverSection = '';
