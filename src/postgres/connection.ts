@@ -43,6 +43,15 @@ export function oneLine(message: string): string {
     .join(' ');
 }
 
+/**
+ * A statement's error as libpq words it (`ERROR:  primary\nDETAIL: ...\nLINE 1: ...`): the
+ * primary message without its severity, as node-postgres gave it.
+ */
+export function queryErrorLine(message: string): string {
+  const first = message.split('\n').find((l) => l.trim() !== '') ?? message;
+  return first.replace(/^(ERROR|FATAL|PANIC):\s+/, '').trim();
+}
+
 /** Query parameters as libpq text values (pg-native passes them through as strings). */
 function textParams(params: readonly unknown[]): (string | null)[] {
   return params.map((p) => (p === null || p === undefined ? null : p instanceof Date ? p.toISOString() : String(p)));
@@ -87,7 +96,8 @@ export class PgConnection {
   private readonly lostListeners = new Set<LostListener>();
   /** Queries run one at a time on a libpq connection. */
   private queue: Promise<unknown> = Promise.resolve();
-  private busy = false;
+  /** Fails the query in flight (pg-native never answers it once the socket is gone or closed). */
+  private failPending: ((err: BarmanError) => void) | null = null;
   private closed = false;
 
   private constructor(private readonly client: NativeClient) {
@@ -136,8 +146,9 @@ export class PgConnection {
 
   private markLost(err: Error): void {
     if (this.lostError || this.closed) return;
-    this.lostError = new BarmanError(`connection to PostgreSQL lost: ${oneLine(err.message) || 'server closed the connection'}`);
+    this.lostError = new BarmanError(`connection to PostgreSQL lost: ${queryErrorLine(err.message) || 'server closed the connection'}`);
     log.warning(this.lostError.message);
+    this.failPending?.(this.lostError);
     for (const fn of this.lostListeners) fn(this.lostError);
     this.lostListeners.clear();
   }
@@ -160,12 +171,8 @@ export class PgConnection {
     if (this.closed) return;
     this.closed = true;
     this.lostListeners.clear();
+    this.failPending?.(new BarmanError('the PostgreSQL connection was closed'));
     this.client.end();
-  }
-
-  /** The server's PQserverVersion (e.g. 150004). */
-  get libpqServerVersion(): number {
-    return this.client.pq.serverVersion();
   }
 
   /** Run one statement; without `params` it goes as a simple query (replication connections need that). */
@@ -173,19 +180,21 @@ export class PgConnection {
     const run = (): Promise<T[]> =>
       new Promise<T[]>((resolve, reject) => {
         if (this.lostError) return reject(this.lostError);
-        if (this.closed) return reject(new BarmanError('the PostgreSQL connection is closed'));
-        this.busy = true;
-        const unsubscribe = this.onLost((err) => {
-          this.busy = false;
-          reject(err);
-        });
-        const done = (err: Error | null | undefined, rows: Record<string, unknown>[]) => {
-          unsubscribe();
-          this.busy = false;
-          if (this.lostError) return reject(this.lostError);
-          if (err) return reject(new BarmanError(oneLine(err.message)));
-          resolve(rows as T[]);
+        if (this.closed) return reject(new BarmanError('the PostgreSQL connection was closed'));
+        let settled = false;
+        const settle = (fn: () => void) => {
+          if (settled) return;
+          settled = true;
+          this.failPending = null;
+          fn();
         };
+        this.failPending = (err) => settle(() => reject(err));
+        const done = (err: Error | null | undefined, rows: Record<string, unknown>[]) =>
+          settle(() => {
+            if (this.lostError) reject(this.lostError);
+            else if (err) reject(new BarmanError(queryErrorLine(err.message)));
+            else resolve(rows as T[]);
+          });
         if (params === undefined) this.client.query(sql, done);
         else this.client.query(sql, textParams(params), done);
       });
@@ -213,7 +222,7 @@ export class PgConnection {
     const answerWithinMs = Math.max(2 * intervalMs, 60_000);
     let stopped = false;
     const beat = async () => {
-      if (stopped || this.busy || this.lostError || this.closed) return;
+      if (stopped || this.failPending !== null || this.lostError || this.closed) return;
       const deadline = setTimeout(() => this.markLost(new Error(`no answer to the keepalive query within ${Math.round(answerWithinMs / 1000)} s`)), answerWithinMs);
       try {
         await this.query('SELECT 1');

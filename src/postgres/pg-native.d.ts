@@ -15,8 +15,6 @@ declare module 'pg-native' {
     query(text: string, cb: Callback<Record<string, unknown>[]>): void;
     query(text: string, values: unknown[], cb: Callback<Record<string, unknown>[]>): void;
     end(cb?: () => void): void;
-    /** The libpq handle. */
-    pq: { serverVersion(): number; errorMessage(): string };
   }
   export = Client;
 }

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { appendParams, conninfoForChild, formatConninfo, parseConninfo, withParams, type Conninfo } from '../../src/postgres/conninfo.js';
-import { connectParams, oneLine, statusConnectTimeoutMs } from '../../src/postgres/connection.js';
+import { connectParams, oneLine, queryErrorLine, statusConnectTimeoutMs } from '../../src/postgres/connection.js';
 import { redact } from '../../src/util/redact.js';
 
 /** [conninfo, what libpq makes of it] */
@@ -145,6 +145,14 @@ describe('what our connections add to the conninfo', () => {
       oneLine(msg),
       'connection to server at "127.0.0.1", port 1 failed: Connection refused Is the server running on that host and accepting TCP/IP connections? connection to server at "127.0.0.1", port 2 failed: FATAL:  no pg_hba.conf entry',
     );
+  });
+});
+
+describe('statement errors', () => {
+  it('keep the primary message without its severity, as node-postgres did', () => {
+    assert.equal(queryErrorLine('ERROR:  relation "nope" does not exist\nLINE 1: SELECT * FROM nope\n                      ^\n'), 'relation "nope" does not exist');
+    assert.equal(queryErrorLine('FATAL:  terminating connection due to administrator command\n'), 'terminating connection due to administrator command');
+    assert.equal(queryErrorLine('server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally\n'), 'server closed the connection unexpectedly');
   });
 });
 
