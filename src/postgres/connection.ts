@@ -189,10 +189,11 @@ export class PgConnection {
           fn();
         };
         this.failPending = (err) => settle(() => reject(err));
-        const done = (err: Error | null | undefined, rows: Record<string, unknown>[]) =>
+        // pg-native hands some failures (a flush on a dead socket) over as a bare string.
+        const done = (err: Error | string | null | undefined, rows: Record<string, unknown>[]) =>
           settle(() => {
             if (this.lostError) reject(this.lostError);
-            else if (err) reject(new BarmanError(queryErrorLine(err.message)));
+            else if (err) reject(new BarmanError(queryErrorLine(typeof err === 'string' ? err : String(err.message)) || 'query failed'));
             else resolve(rows as T[]);
           });
         if (params === undefined) this.client.query(sql, done);

@@ -5,7 +5,7 @@
 declare module 'pg-native' {
   import { EventEmitter } from 'node:events';
 
-  type Callback<T> = (err: Error | null | undefined, result: T) => void;
+  type Callback<T> = (err: Error | string | null | undefined, result: T) => void;
 
   class Client extends EventEmitter {
     constructor(config?: { arrayMode?: boolean });
