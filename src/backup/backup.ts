@@ -236,7 +236,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
   let phase = 'connecting to PostgreSQL';
   const started = Date.now();
   try {
-    const pg = await PgConnection.connect(srv.conninfo ?? '', 'barman');
+    const pg = await PgConnection.connect(srv.conninfo ?? '');
     let facts: ServerFacts;
     try {
       facts = await gatherFacts(pg);

@@ -9,9 +9,9 @@ import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { conninfoForChild } from '../postgres/conninfo.js';
 import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
-import type { Tablespace } from '../postgres/connection.js';
+import { withConnection, type Tablespace } from '../postgres/connection.js';
 import { manifestWalRanges } from '../postgres/backup-label.js';
-import { BarmanError } from '../util/errors.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { run } from '../util/proc.js';
 import type { CopyOutcome } from './copy-outcome.js';
@@ -140,8 +140,13 @@ export async function runBasebackup(req: BasebackupRequest): Promise<BasebackupR
   });
 }
 
-/** End LSN from backup_manifest (exact), else from pg_basebackup's verbose output. */
-async function backupEnd(dataDir: string, fallback: string | null): Promise<string> {
+/**
+ * End LSN from backup_manifest (exact), else from pg_basebackup's verbose output (printed only
+ * when it streams WAL itself), else, as Barman does, the server's WAL position once pg_basebackup
+ * is done: a PostgreSQL 12 server writes no manifest. That position is at or after the real
+ * end, so the backup waits for all the WAL it needs (maybe a little more).
+ */
+async function backupEnd(srv: ServerConfig, dataDir: string, fallback: string | null): Promise<string> {
   try {
     const ranges = manifestWalRanges(await fsp.readFile(path.join(dataDir, 'backup_manifest'), 'utf8'));
     const last = ranges.at(-1);
@@ -150,7 +155,11 @@ async function backupEnd(dataDir: string, fallback: string | null): Promise<stri
     /* no manifest: fall back */
   }
   if (fallback) return fallback;
-  throw new BarmanError('cannot determine the end of the backup (no backup_manifest and no end point reported)');
+  try {
+    return await withConnection(srv.conninfo ?? '', (pg) => pg.value<string>('SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text'));
+  } catch (err) {
+    throw new BarmanError(`cannot determine the end of the backup (no backup_manifest, no end point reported, no WAL position from the server: ${errorMessage(err)})`);
+  }
 }
 
 async function readLabel(dataDir: string, format: 'plain' | 'tar'): Promise<string> {
@@ -169,6 +178,6 @@ export async function postgresCopy(req: BasebackupRequest): Promise<CopyOutcome>
   const copySeconds = (Date.now() - copyStart) / 1000;
   const dataDir = path.join(req.destDir, 'data');
   const labelText = await readLabel(dataDir, result.format);
-  const endLsn = await backupEnd(dataDir, result.endLsn);
+  const endLsn = await backupEnd(req.srv, dataDir, result.endLsn);
   return { labelText, endLsn, format: result.format, compression: result.compression, copySeconds, extraCopyStats: [], deduplicatedSize: null };
 }

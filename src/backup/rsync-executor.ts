@@ -406,23 +406,6 @@ async function linkTablespaceCopies(destDir: string, tablespaces: readonly Table
 }
 
 /** The rsync methods' copy step for the backup frame. */
-/**
- * Run `ping` every `intervalSec` seconds (0: never) until the returned function is called,
- * which waits for a ping in flight. A failed ping is logged: the copy itself reports a lost
- * connection when it stops the backup.
- */
-export function keepalive(ping: () => Promise<unknown>, intervalSec: number): () => Promise<void> {
-  if (!(intervalSec > 0)) return async () => undefined;
-  let inflight: Promise<unknown> = Promise.resolve();
-  const timer = setInterval(() => {
-    inflight = ping().catch((err: unknown) => log.warning(`keepalive query failed: ${errorMessage(err)}`));
-  }, intervalSec * 1000);
-  return async () => {
-    clearInterval(timer);
-    await inflight;
-  };
-}
-
 export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
   const { srv } = req;
   if (req.signal?.aborted) throw new BarmanError('interrupted by signal before the backup started');
@@ -431,20 +414,23 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
   const listDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'barman-rsync-'));
   const runner = new RsyncRunner(subprocessEnv(srv.path_prefix, { TZ: 'UTC' }), req.signal);
   // The concurrent backup belongs to this session: closing it (on any failure) aborts it.
-  const pg = await PgConnection.connect(srv.conninfo ?? '', 'barman');
+  const pg = await PgConnection.connect(srv.conninfo ?? '');
+  // A session lost during the copy dooms the backup (only it can stop it): stop copying now.
+  const unwatch = pg.onLost(() => runner.killAll());
+  let stopKeepalive = (): void => undefined;
   try {
     const startLsn = await pg.startBackup(req.label, req.immediateCheckpoint, req.version);
     log.info(`backup started at ${startLsn} on ${req.pgdata}`);
-    const copyStart = Date.now();
-    const sink = new CopySink(req.destDir, process.env);
     // keepalive_interval: the session that holds the backup stays idle for the whole copy, long
     // enough for a firewall or a TCP timeout to drop it (which would abort the backup).
-    const stopKeepalive = keepalive(() => pg.query('SELECT 1'), req.keepaliveInterval ?? srv.keepalive_interval);
+    stopKeepalive = pg.startKeepalive((req.keepaliveInterval ?? srv.keepalive_interval) * 1000);
+    const copyStart = Date.now();
+    const sink = new CopySink(req.destDir, process.env);
     let stats: [string, PyValue][];
     try {
       stats = await copyTrees(req, trees, runner, listDir, sink);
     } finally {
-      await stopKeepalive();
+      stopKeepalive();
     }
     // Only now, with pg_control copied last, may the backup end (see PG_CONTROL).
     const stop = await pg.stopBackup(req.version);
@@ -467,8 +453,11 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
   } catch (err) {
     runner.killAll();
     if (req.signal?.aborted) throw new BarmanError('interrupted by signal');
+    if (pg.lost) throw new BarmanError(`${pg.lost.message} (the backup cannot be stopped without its session)`);
     throw err instanceof BarmanError ? err : new BarmanError(errorMessage(err));
   } finally {
+    stopKeepalive();
+    unwatch();
     await pg.close();
     await fsp.rm(listDir, { recursive: true, force: true });
   }

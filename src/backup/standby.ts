@@ -31,7 +31,7 @@ export function requirePrimaryForStandby(srv: Pick<ServerConfig, 'name' | 'prima
 export async function switchWalAfterBackup(srv: ServerConfig, endWal: string, fromStandby: boolean): Promise<'primary' | 'server' | null> {
   const conninfo = fromStandby ? srv.primary_conninfo : srv.conninfo;
   if (!conninfo) return null;
-  const pg = await PgConnection.connect(conninfo, 'barman');
+  const pg = await PgConnection.connect(conninfo);
   try {
     if (await pg.isInRecovery()) {
       if (fromStandby) throw new BarmanError('primary_conninfo points to a server in recovery: cannot switch WAL there');
@@ -71,7 +71,7 @@ export function primaryCheckpointDue(
  */
 export async function forcePrimaryCheckpoint(srv: Pick<ServerConfig, 'primary_conninfo'>, endWal: string): Promise<boolean> {
   if (!srv.primary_conninfo) return false;
-  const pg = await PgConnection.connect(srv.primary_conninfo, 'barman');
+  const pg = await PgConnection.connect(srv.primary_conninfo);
   try {
     if (await pg.isInRecovery()) return false;
     // The file holding the write position, by the position itself: right after a switch it

@@ -110,7 +110,12 @@ async function clientProgramChecks(
   const client = bin ? await clientMajor(bin, col) : null;
   const serverMajor = facts.versionNum ? Math.floor(facts.versionNum / 10000) : null;
   const compatible = client !== null && serverMajor !== null && client.major >= serverMajor;
-  col.add(`${label} compatible`, compatible, compatible ? '' : `PostgreSQL version: ${serverMajor ?? 'None'}, ${label} version: ${client?.text ?? 'None'}`);
+  // Barman's hint, and in plain words why when the programs are older than the server.
+  const older = client !== null && serverMajor !== null && client.major < serverMajor;
+  const why = older
+    ? `: the client programs are older than the server (install ${program} ${serverMajor} or later, or point path_prefix at it)`
+    : '';
+  col.add(`${label} compatible`, compatible, compatible ? '' : `PostgreSQL version: ${serverMajor ?? 'None'}, ${label} version: ${client?.text ?? 'None'}${why}`);
   return client;
 }
 

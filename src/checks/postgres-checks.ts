@@ -6,9 +6,11 @@
  */
 import type { ServerConfig } from '../config/config.js';
 import { PgConnection } from '../postgres/connection.js';
-import { parseConninfo } from '../postgres/conninfo.js';
 import { errorMessage } from '../util/errors.js';
+import { logger } from '../util/log.js';
 import type { CheckCollector } from './types.js';
+
+const log = logger('checks');
 
 export interface ArchiverStats {
   failedCount: number;
@@ -56,7 +58,7 @@ const emptyFacts = (): PgFacts => ({
 });
 
 async function connectBounded(col: CheckCollector, conninfo: string): Promise<PgConnection> {
-  const conn = await PgConnection.connect(conninfo, 'barman_check', col.remainingMs());
+  const conn = await PgConnection.connect(conninfo, { applicationName: 'barman_check', timeoutMs: col.remainingMs() });
   col.onAbandon(() => void conn.close());
   return conn;
 }
@@ -88,12 +90,14 @@ async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts
     pg = await connectBounded(col, srv.conninfo ?? '');
   } catch (err) {
     facts.connectionError = errorMessage(err);
+    // The check line carries no hint (as Barman's): the cause goes to the log.
+    log.info(`check: ${facts.connectionError}`);
     return;
   }
   try {
     facts.connected = true;
     facts.versionNum = await pg.serverVersion();
-    facts.hasBackupPrivileges = await pg.hasBackupPrivileges().catch(() => false);
+    facts.hasBackupPrivileges = await pg.hasBackupPrivileges(facts.versionNum).catch(() => false);
     facts.walLevel = await pg.setting('wal_level');
     facts.systemId = await pg.systemId().catch(() => null);
     facts.inRecovery = await pg.isInRecovery();
@@ -123,32 +127,28 @@ async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts
 
 /** A replication-protocol handshake (IDENTIFY_SYSTEM) with streaming_conninfo. */
 async function gatherStreaming(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
-  const { default: pg } = await import('pg');
-  const c = parseConninfo(srv.streaming_conninfo ?? srv.conninfo ?? '');
-  const client = new pg.Client({
-    host: c.host ?? c.hostaddr ?? process.env.PGHOST ?? '/var/run/postgresql',
-    port: c.port ? Number(c.port) : undefined,
-    user: c.user,
-    password: c.password,
-    database: c.dbname ?? 'postgres',
-    application_name: 'barman_check',
-    replication: 'true',
-    connectionTimeoutMillis: col.remainingMs(),
-    // `replication` is a libpq startup parameter node-postgres passes through but does not type.
-  } as unknown as ConstructorParameters<typeof pg.Client>[0]);
-  client.on('error', () => undefined);
-  col.onAbandon(() => void client.end().catch(() => undefined));
   facts.streaming.configured = true;
+  let conn: PgConnection;
   try {
-    await client.connect();
-    const res = await client.query('IDENTIFY_SYSTEM');
-    const row = res.rows[0] as { systemid?: string } | undefined;
+    conn = await PgConnection.connect(srv.streaming_conninfo ?? srv.conninfo ?? '', {
+      applicationName: 'barman_check',
+      timeoutMs: col.remainingMs(),
+      extra: { replication: 'true' },
+    });
+  } catch (err) {
+    facts.streaming.error = errorMessage(err);
+    log.info(`check: streaming connection: ${facts.streaming.error}`);
+    return;
+  }
+  col.onAbandon(() => void conn.close());
+  try {
+    const row = (await conn.query<{ systemid?: string }>('IDENTIFY_SYSTEM'))[0];
     facts.streaming.ok = true;
     facts.streaming.systemId = row?.systemid != null ? String(row.systemid) : null;
   } catch (err) {
     facts.streaming.error = errorMessage(err);
   } finally {
-    await client.end().catch(() => undefined);
+    await conn.close();
   }
 }
 

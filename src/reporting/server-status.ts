@@ -10,8 +10,7 @@ import { DONE } from '../catalog/backup-info.js';
 import { loadCatalog } from '../catalog/catalog.js';
 import { pyRepr, pyFromJs } from '../catalog/pyliteral.js';
 import { readXlogDb } from '../catalog/xlogdb.js';
-import { PgConnection } from '../postgres/connection.js';
-import { parseConninfo } from '../postgres/conninfo.js';
+import { PgConnection, statusConnectTimeoutMs } from '../postgres/connection.js';
 import { errorMessage } from '../util/errors.js';
 import { prettySize, pyFixed } from '../util/format.js';
 import { PyDateTime, ctime } from '../util/pytime.js';
@@ -41,23 +40,12 @@ export interface PgFacts {
   archiver?: PgArchiverStats;
 }
 
-/** Connect timeout: the conninfo's own, else the server's check_timeout (capped at 30 s). */
-function connectTimeoutMs(srv: ServerConfig): number {
-  try {
-    const ci = parseConninfo(srv.conninfo ?? '');
-    if (ci.connect_timeout) return Math.max(1, Number(ci.connect_timeout)) * 1000;
-  } catch {
-    /* the connection attempt reports the bad conninfo */
-  }
-  return Math.min(Math.max(srv.check_timeout || 30, 1), 30) * 1000;
-}
-
 /** Ask PostgreSQL for the facts status needs. Never throws. */
 export async function fetchPgFacts(srv: ServerConfig): Promise<PgFacts> {
   if (!srv.conninfo) return { error: 'no conninfo configured' };
   let conn: PgConnection;
   try {
-    conn = await PgConnection.connect(srv.conninfo, 'barman', connectTimeoutMs(srv));
+    conn = await PgConnection.connect(srv.conninfo, { timeoutMs: statusConnectTimeoutMs(srv.conninfo, srv.check_timeout) });
   } catch (err) {
     return { error: errorMessage(err) };
   }

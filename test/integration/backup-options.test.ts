@@ -77,7 +77,7 @@ describe('backup options', () => {
   });
 
   it('primary_checkpoint_timeout: the forced checkpoint moves the primary past the end WAL, once', async () => {
-    const conn = await PgConnection.connect(pg.conninfo, 'test');
+    const conn = await PgConnection.connect(pg.conninfo, { applicationName: 'test' });
     try {
       const endWal = (await conn.currentWalFile()) as string;
       assert.equal(await forcePrimaryCheckpoint({ primary_conninfo: pg.conninfo }, endWal), true);

@@ -1,8 +1,7 @@
 /**
  * Backup options that were accepted and ignored, now implemented: basebackup_retry_times /
  * _sleep (copy retried from scratch), parallel_jobs_start_batch_size / _period (workers started
- * in batches), keepalive_interval (the backup session pinged during the copy),
- * primary_checkpoint_timeout (when a checkpoint is forced on the primary).
+ * in batches), primary_checkpoint_timeout (when a checkpoint is forced on the primary).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +10,6 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { copyWithRetries } from '../../src/backup/backup.js';
-import { keepalive } from '../../src/backup/rsync-executor.js';
 import { primaryCheckpointDue } from '../../src/backup/standby.js';
 import { PyDateTime } from '../../src/util/pytime.js';
 import { startBatches } from '../../src/util/pool.js';
@@ -96,25 +94,6 @@ describe('parallel_jobs_start_batch_size / _period', () => {
     const t0 = Date.now();
     await Promise.all(Array.from({ length: 10 }, () => gate()));
     assert.ok(Date.now() - t0 < 500);
-  });
-});
-
-describe('keepalive_interval', () => {
-  it('pings while the copy runs and stops with it; 0 disables it', async () => {
-    let pings = 0;
-    const stop = keepalive(async () => void pings++, 0.03);
-    // Timers run late on a loaded machine: wait for the pings rather than for a fixed time.
-    for (let waited = 0; pings < 3 && waited < 10_000; waited += 20) await sleep(20);
-    await stop();
-    const after = pings;
-    assert.ok(after >= 3, `${after} pings`);
-    await sleep(100);
-    assert.equal(pings, after, 'no ping after stop');
-    let none = 0;
-    const off = keepalive(async () => void none++, 0);
-    await sleep(100);
-    await off();
-    assert.equal(none, 0);
   });
 });
 
