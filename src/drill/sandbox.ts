@@ -1,0 +1,201 @@
+/**
+ * The drill's PostgreSQL: started in the background on its host, watched through its
+ * postmaster.pid and psql over the private Unix socket, promoted, stopped. Every step is a
+ * program run on the host (DrillHost), so a local and a remote sandbox behave the same.
+ */
+import { BarmanError } from '../util/errors.js';
+import type { RunResult } from '../util/proc.js';
+import { lastErrorLine, SCRIPT_DONE } from '../recovery/remote-shell.js';
+import type { DrillHost } from './host.js';
+import { postgresArgv, privateFiles, sandboxLogFile, type SandboxConfigInput } from './sandbox-config.js';
+
+/** Programs run with English messages (they are parsed) and a bounded connection wait. */
+export function withCEnv(argv: readonly string[]): string[] {
+  return ['env', 'LC_ALL=C', 'LANG=C', 'PGCONNECT_TIMEOUT=10', ...argv];
+}
+
+/**
+ * One look at the server: is the postmaster alive, what does postmaster.pid say (line 8:
+ * starting, standby, ready, stopping), and, once it accepts connections, the output of the
+ * psql command given after the first two arguments.
+ */
+const POLL_SCRIPT = `
+pid=$1; pidfile=$2; shift 2
+if kill -0 "$pid" 2>/dev/null; then echo alive; else echo dead; echo ${SCRIPT_DONE}; exit 0; fi
+st=$(sed -n 8p "$pidfile" 2>/dev/null)
+echo "pm:$st"
+case "$st" in
+  ready*|standby*)
+    if [ $# -gt 0 ]; then
+      echo "@@psql"
+      "$@" 2>&1
+      echo "@@rc:$?"
+    fi;;
+esac
+echo ${SCRIPT_DONE}
+`;
+
+export interface PollResult {
+  alive: boolean;
+  /** postmaster.pid status word (`standby`, `ready`, ...), '' when not there yet. */
+  pm: string;
+  /** psql output (stdout and stderr) when it ran, else null. */
+  output: string | null;
+  /** psql exit code when it ran. */
+  rc: number | null;
+}
+
+export function parsePoll(stdout: string): PollResult | null {
+  if (!stdout.includes(SCRIPT_DONE)) return null;
+  const alive = /^alive$/m.test(stdout);
+  const pm = (/^pm:(.*)$/m.exec(stdout)?.[1] ?? '').trim();
+  const start = stdout.indexOf('@@psql\n');
+  const rcm = /^@@rc:(\d+)$/m.exec(stdout);
+  if (start < 0 || !rcm) return { alive, pm, output: null, rc: null };
+  const output = stdout.slice(start + '@@psql\n'.length, rcm.index).replace(/\n$/, '');
+  return { alive, pm, output, rc: Number(rcm[1]) };
+}
+
+/** Who psql connects as: a role that exists in the restored cluster, and a database. */
+export interface Login {
+  /** null: psql's default, the host user's own name. */
+  user: string | null;
+  db: string;
+}
+
+/** What a failed psql connection says about the login tried. */
+export function loginProblem(output: string): 'role' | 'database' | null {
+  if (/FATAL:\s+role "[^"]*" does not exist/.test(output)) return 'role';
+  if (/FATAL:\s+database "[^"]*" does not exist/.test(output)) return 'database';
+  return null;
+}
+
+/** The first non-empty error line of psql output (`ERROR:  ...`, `FATAL:  ...`, `psql: error: ...`). */
+export function psqlError(output: string): string {
+  const lines = output.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const err = lines.find((l) => /^(ERROR|FATAL|PANIC):/.test(l)) ?? lines.find((l) => /error/i.test(l)) ?? lines.at(-1) ?? '';
+  return err.replace(/^psql:[^:]*:\d+:\s*/, '').replace(/\s+/g, ' ');
+}
+
+export class SandboxServer {
+  pid: number | null = null;
+  login: Login | null = null;
+  private userIdx = 0;
+  private dbIdx = 0;
+  private readonly usersTried: (string | null)[];
+  private readonly dbsTried: string[];
+
+  constructor(
+    readonly host: DrillHost,
+    readonly cfg: SandboxConfigInput,
+    candidates: { users: readonly (string | null)[]; dbs: readonly string[] },
+  ) {
+    this.usersTried = [...new Set(candidates.users)];
+    this.dbsTried = [...new Set(candidates.dbs)];
+  }
+
+  get logFile(): string {
+    return sandboxLogFile(this.cfg.privateDir);
+  }
+
+  bin(name: string): string {
+    return `${this.cfg.bindir}/${name}`;
+  }
+
+  /** Connection options for psql, pg_amcheck (socket, port, role). */
+  connArgs(login: Login): string[] {
+    return ['-h', this.cfg.privateDir, '-p', String(this.cfg.port), ...(login.user !== null ? ['-U', login.user] : [])];
+  }
+
+  private candidateLogin(): Login | null {
+    const users = this.usersTried;
+    const dbs = this.dbsTried;
+    if (this.userIdx >= users.length || this.dbIdx >= dbs.length) return null;
+    return { user: users[this.userIdx] as string | null, db: dbs[this.dbIdx] as string };
+  }
+
+  /** Write the private files and start PostgreSQL; returns its PID. */
+  async start(): Promise<number> {
+    for (const f of privateFiles(this.cfg)) await this.host.writeFile(`${this.cfg.privateDir}/${f.name}`, f.text);
+    this.pid = await this.host.spawnDetached(postgresArgv(this.cfg), this.logFile);
+    return this.pid;
+  }
+
+  /**
+   * One poll. Before a login is known, the query runs with the next candidate login; a role or
+   * database that does not exist moves on to the next candidate.
+   */
+  async poll(sql: string): Promise<PollResult & { login: Login | null }> {
+    if (this.pid === null) throw new BarmanError('the sandbox PostgreSQL is not started');
+    for (;;) {
+      const login = this.login ?? this.candidateLogin();
+      if (login === null) {
+        throw new BarmanError(
+          `Cannot connect to the sandbox PostgreSQL: none of the roles ${this.usersTried.map((u) => u ?? '(the host user)').join(', ')} with the databases ${this.dbsTried.join(', ')} exists`,
+        );
+      }
+      const psql = withCEnv([this.bin('psql'), ...this.connArgs(login), '-d', login.db, '-X', '-q', '-A', '-t', '-F', '|', '-v', 'ON_ERROR_STOP=1', '-c', sql]);
+      const res = await this.host.script(POLL_SCRIPT, [String(this.pid), `${this.cfg.dataDir}/postmaster.pid`, ...psql], { timeoutMs: 120_000 });
+      const p = parsePoll(res.stdout);
+      if (p === null) throw new BarmanError(`Cannot watch the sandbox PostgreSQL: ${lastErrorLine(res.stderr, res.stdout) || `exit code ${res.code}`}`);
+      if (p.output !== null && p.rc !== 0 && this.login === null) {
+        const problem = loginProblem(p.output);
+        if (problem === 'role') {
+          this.userIdx++;
+          this.dbIdx = 0;
+          continue;
+        }
+        if (problem === 'database') {
+          this.dbIdx++;
+          continue;
+        }
+      }
+      if (p.output !== null && p.rc === 0 && this.login === null) this.login = login;
+      return { ...p, login: this.login };
+    }
+  }
+
+  /** Run one SQL statement as the known login; its unaligned output, or BarmanError. */
+  async query(sql: string, db?: string): Promise<string> {
+    const login = this.requireLogin();
+    const res = await this.host.run(withCEnv([this.bin('psql'), ...this.connArgs(login), '-d', db ?? login.db, '-X', '-q', '-A', '-t', '-F', '|', '-v', 'ON_ERROR_STOP=1', '-c', sql]), {
+      timeoutMs: 10 * 60_000,
+    });
+    if (res.code !== 0) throw new BarmanError(psqlError(`${res.stderr}\n${res.stdout}`) || `psql exited with code ${res.code}`);
+    return res.stdout.trim();
+  }
+
+  requireLogin(): Login {
+    if (!this.login) throw new BarmanError('no connection to the sandbox PostgreSQL yet');
+    return this.login;
+  }
+
+  /** Run a PostgreSQL program of the sandbox's installation on its host. */
+  runProgram(name: string, args: readonly string[], timeoutMs = 6 * 3600_000): Promise<RunResult> {
+    return this.host.run(withCEnv([this.bin(name), ...args]), { timeoutMs });
+  }
+
+  async isAlive(): Promise<boolean> {
+    if (this.pid === null) return false;
+    const res = await this.host.script('kill -0 "$1" 2>/dev/null && echo alive || echo dead', [String(this.pid)], { timeoutMs: 60_000 });
+    return res.stdout.trim() === 'alive';
+  }
+
+  /**
+   * Stop the server: `fast` (a clean shutdown, needed before pg_checksums) or `immediate`
+   * (the sandbox is thrown away). A server that does not stop is killed.
+   */
+  async stop(mode: 'fast' | 'immediate'): Promise<void> {
+    if (this.pid === null) return;
+    const res = await this.runProgram('pg_ctl', ['stop', '-D', this.cfg.dataDir, '-m', mode, '-w', '-t', mode === 'fast' ? '300' : '60'], 400_000).catch(() => null);
+    if (res && res.code === 0) return;
+    if (await this.isAlive()) {
+      await this.host.run(['kill', '-KILL', String(this.pid)], { timeoutMs: 60_000 }).catch(() => undefined);
+      if (mode === 'fast') throw new BarmanError(`the sandbox PostgreSQL did not stop cleanly: ${res ? lastErrorLine(res.stderr, res.stdout) : 'pg_ctl failed'}`);
+    }
+  }
+
+  async readLog(): Promise<string> {
+    return (await this.host.readFile(this.logFile).catch(() => null)) ?? '';
+  }
+}
