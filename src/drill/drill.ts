@@ -150,7 +150,8 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
   });
 
-const POLL_SQL = 'SELECT (SELECT rolname FROM pg_roles WHERE oid = 10), pg_is_in_recovery(), pg_get_wal_replay_pause_state()';
+const POLL_SQL =
+  "SELECT (SELECT rolname FROM pg_roles WHERE oid = 10), pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE 'not paused' END";
 const REACHED_SQL =
   "SELECT pg_last_wal_replay_lsn(), coalesce(to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00:00', ''), " +
   "coalesce(extract(epoch FROM pg_last_xact_replay_timestamp())::text, ''), pg_walfile_name(pg_current_wal_lsn())";

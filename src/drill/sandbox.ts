@@ -19,9 +19,23 @@ export function withCEnv(argv: readonly string[]): string[] {
  * starting, standby, ready, stopping), and, once it accepts connections, the output of the
  * psql command given after the first two arguments.
  */
-const POLL_SCRIPT = `
+/**
+ * `alive PID`: the process exists and is not a zombie (a postmaster reparented to an init
+ * that does not reap, as in some containers, stays a zombie after it exits).
+ */
+const ALIVE_FN = `
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  if [ -r "/proc/$1/stat" ]; then
+    case "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null)" in Z*) return 1;; esac
+  fi
+  return 0
+}
+`;
+
+const POLL_SCRIPT = `${ALIVE_FN}
 pid=$1; pidfile=$2; shift 2
-if kill -0 "$pid" 2>/dev/null; then echo alive; else echo dead; echo ${SCRIPT_DONE}; exit 0; fi
+if alive "$pid"; then echo alive; else echo dead; echo ${SCRIPT_DONE}; exit 0; fi
 st=$(sed -n 8p "$pidfile" 2>/dev/null)
 echo "pm:$st"
 case "$st" in
@@ -177,7 +191,7 @@ export class SandboxServer {
 
   async isAlive(): Promise<boolean> {
     if (this.pid === null) return false;
-    const res = await this.host.script('kill -0 "$1" 2>/dev/null && echo alive || echo dead', [String(this.pid)], { timeoutMs: 60_000 });
+    const res = await this.host.script(`${ALIVE_FN}\nalive "$1" && echo alive || echo dead`, [String(this.pid)], { timeoutMs: 60_000 });
     return res.stdout.trim() === 'alive';
   }
 
