@@ -4,7 +4,8 @@
  * which wins over postgresql.conf, its includes and postgresql.auto.conf (where ALTER SYSTEM,
  * `pg_basebackup -R` or a standby's setup may have left primary_conninfo, an archive_command
  * and friends). The configuration file is our own, in the sandbox's private directory, and
- * includes the restored postgresql.conf (when there is one) for everything else.
+ * includes the restored postgresql.conf (when there is one) for everything else. Targets
+ * are the exception: the restore commented out the stale ones in the restored files.
  */
 import { confQuote } from '../recovery/settings.js';
 import type { RecoveryTarget } from '../recovery/options.js';
@@ -47,10 +48,7 @@ export function sandboxLogFile(privateDir: string): string {
   return `${privateDir}/postgresql.log`;
 }
 
-/**
- * Settings forced on the command line, in order. Targets not asked for are set to '' so that
- * none left in the restored files can add a second target.
- */
+/** Settings forced on the command line, in order. */
 export function sandboxSettings(p: SandboxConfigInput): [string, string][] {
   const t = p.target;
   const s: [string, string][] = [
@@ -87,11 +85,9 @@ export function sandboxSettings(p: SandboxConfigInput): [string, string][] {
     ['local_preload_libraries', ''],
     // Read-only connections while replaying, to watch the replay and stop at the target.
     ['hot_standby', 'on'],
-    ['recovery_target', t.immediate ? 'immediate' : ''],
-    ['recovery_target_lsn', t.lsn ?? ''],
-    ['recovery_target_name', t.name ?? ''],
-    ['recovery_target_time', t.time?.format() ?? ''],
-    ['recovery_target_xid', t.xid ?? ''],
+    // Only the drill's own target: PostgreSQL refuses a second one, even an empty one, once a
+    // target is set (the restore commented out any other left in the restored files).
+    ...targetSetting(t),
     ['recovery_target_inclusive', t.exclusive ? 'off' : 'on'],
     ['recovery_target_timeline', t.tli === null ? 'latest' : String(t.tli)],
     ['recovery_target_action', 'pause'],
@@ -147,6 +143,15 @@ export function hotStandbySettings(controldata: string): [string, string][] {
 export function checksumsEnabled(controldata: string): boolean {
   const m = /^Data page checksum version:\s+(\d+)$/m.exec(controldata);
   return m !== null && m[1] !== '0';
+}
+
+function targetSetting(t: RecoveryTarget): [string, string][] {
+  if (t.immediate) return [['recovery_target', 'immediate']];
+  if (t.lsn !== null) return [['recovery_target_lsn', t.lsn]];
+  if (t.name !== null) return [['recovery_target_name', t.name]];
+  if (t.time !== null) return [['recovery_target_time', t.time.format()]];
+  if (t.xid !== null) return [['recovery_target_xid', t.xid]];
+  return [];
 }
 
 /** The postgres command line. */
