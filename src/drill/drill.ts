@@ -31,6 +31,7 @@ import { drillHost, FIND_BINDIR_SCRIPT, type DrillHost } from './host.js';
 import { describeTarget, isDrillProcessAlive, loadDrillRecords, saveDrillRecord, type DrillCheck, type DrillPhases, type DrillReached, type DrillRecord } from './records.js';
 import { checksumsEnabled, hotStandbySettings, type SandboxConfigInput } from './sandbox-config.js';
 import { psqlError, SandboxServer } from './sandbox.js';
+import { cleanupInterrupted } from './cleanup.js';
 import { drillDueFor, drillLockPath } from './schedule.js';
 import { parseSqlChecks, type SqlCheckStatement } from './sql-checks.js';
 import { diagnoseRecoveryLog, endOfArchive, lastHistoryEntry, targetRecord, verifyTarget, walOfLastByte } from './target.js';
@@ -252,30 +253,6 @@ function normalizeDir(d: string): string {
   }
   if (d.includes(':')) throw new BarmanError(`The drill directory '${d}' cannot contain ':'`);
   return path.normalize(d).replace(/\/+$/, '') || '/';
-}
-
-/**
- * `running` records of this host whose drill process is gone (killed with -9, host crash):
- * their PostgreSQL is stopped and their sandbox removed, and they are recorded as failed. Only
- * called under the host's drill lock, so no such drill can still be running.
- */
-async function cleanupInterrupted(srv: ServerConfig, host: DrillHost, info: (m: string) => void): Promise<void> {
-  for (const rec of await loadDrillRecords(srv)) {
-    if (rec.status !== 'running' || rec.host !== host.label || isDrillProcessAlive(rec)) continue;
-    info(`Cleaning up drill ${rec.id}, interrupted (its process ${rec.pid} is gone)`);
-    if (rec.postmaster_pid !== null) {
-      await host.script('kill -0 "$1" 2>/dev/null && kill -QUIT "$1"; sleep 1; kill -0 "$1" 2>/dev/null && kill -KILL "$1"; true', [String(rec.postmaster_pid)]).catch(() => undefined);
-    }
-    await host.remove(rec.directory, rec.directory_created ? 'all' : 'contents').catch(() => undefined);
-    if (rec.private_directory) await host.remove(rec.private_directory, 'all').catch(() => undefined);
-    await saveDrillRecord(srv, {
-      ...rec,
-      status: 'failed',
-      error: rec.error ?? `Drill interrupted: its process (PID ${rec.pid}) died`,
-      ended_at: rec.ended_at ?? localNowPyDateTime().format(),
-      ended_at_timestamp: rec.ended_at_timestamp ?? Date.now() / 1000,
-    });
-  }
 }
 
 interface LockedDrill {

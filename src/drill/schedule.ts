@@ -9,10 +9,13 @@ import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { DONE } from '../catalog/backup-info.js';
 import { loadCatalog, type BackupEntry } from '../catalog/catalog.js';
-import { isLockHeld } from '../catalog/lock.js';
+import { acquireLock, isLockHeld } from '../catalog/lock.js';
+import { subprocessEnv } from '../postgres/binaries.js';
 import { lockPath, serverPaths } from '../catalog/server-dirs.js';
 import { humanDuration } from '../util/format.js';
 import { logger } from '../util/log.js';
+import { cleanupInterrupted, interruptedDrills } from './cleanup.js';
+import { LocalHost } from './host.js';
 import { effectiveStatus, loadDrillRecords, type DrillRecord } from './records.js';
 
 const log = logger('drill');
@@ -81,9 +84,21 @@ export async function maybeStartDrill(
     log.debug(`${srv.name}: no drill while a backup runs`);
     return false;
   }
-  if (await isLockHeld(drillLockPath(srv, 'local'))) {
+  const lockFile = drillLockPath(srv, 'local');
+  if (await isLockHeld(lockFile)) {
     log.debug(`${srv.name}: a drill runs on this host`);
     return false;
+  }
+  if (interruptedDrills(await loadDrillRecords(srv), 'local', alive).length > 0) {
+    // What a killed drill left (a running sandbox PostgreSQL, its directory) goes now.
+    const lock = await acquireLock(lockFile, 'drill').catch(() => null);
+    if (lock) {
+      try {
+        await cleanupInterrupted(srv, new LocalHost(subprocessEnv(srv.path_prefix)), (m) => ev.info(m));
+      } finally {
+        lock.release();
+      }
+    }
   }
   const d = await drillDueFor(srv, alive);
   if (!d.due) {

@@ -111,7 +111,7 @@ describe('barman drill', { timeout: 1_200_000 }, () => {
     await cleanupAll();
   });
 
-  it('cron with drill_interval starts exactly one drill when due; it passes and its times add up', T, async () => {
+  it('cron with drill_interval starts exactly one drill when due; it passes and its times add up', T, async (t) => {
     const first = await env.run('cron');
     assert.equal(first.code, 0, first.stderr);
     assert.match(first.stdout, new RegExp(`Starting recovery drill for server ${env.server} \\(backup ${backupId}`));
@@ -133,6 +133,7 @@ describe('barman drill', { timeout: 1_200_000 }, () => {
     assert.ok((r.wal_segments ?? 0) >= 2, `${r.wal_segments} WAL segments replayed`);
     assert.deepEqual(r.checks.map((c) => `${c.name}:${c.status}`), ['amcheck:ok', 'sql:ok', 'checksums:ok']);
     assertPhasesAddUp(r);
+    t.diagnostic(`phases: ${JSON.stringify(r.phases)}`);
     assert.equal(existsSync(r.directory), false, 'sandbox removed');
     assert.equal(existsSync(r.private_directory as string), false, 'private directory removed');
   });
@@ -344,6 +345,30 @@ describe('barman drill', { timeout: 1_200_000 }, () => {
     assert.deepEqual(processesWith('barman-drill'), [], 'no sandbox PostgreSQL left');
     assert.equal(existsSync(r.directory), false, 'no sandbox directory left');
     assert.equal(existsSync(r.private_directory as string), false, 'no private directory left');
+  });
+
+  it('a drill killed with -9 leaves a sandbox that the next cron stops and removes', T, async () => {
+    const ids = lookupUser(BARMAN_USER) as { uid: number; gid: number };
+    const child = spawn(process.execPath, [BARMAN_SCRIPT, '-c', env.configFile, 'drill', env.server], { uid: ids.uid, gid: ids.gid, cwd: '/tmp', env: { ...process.env, HOME: '/tmp' }, stdio: 'ignore' });
+    const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+    await waitFor(async () => processesWith('barman-drill').length > 0, { timeoutMs: 120_000, intervalMs: 50, what: 'the sandbox PostgreSQL' });
+    const running = await waitFor(async () => {
+      const r = await newest();
+      return r.status === 'running' && r.postmaster_pid !== null ? r : false;
+    }, { timeoutMs: 60_000, what: 'the running record' });
+    child.kill('SIGKILL');
+    await exited;
+    assert.ok(processesWith('barman-drill').length > 0, 'the orphan sandbox still runs');
+    const cron = await env.run('cron');
+    assert.equal(cron.code, 0, cron.stderr);
+    assert.match(cron.stdout, new RegExp(`Cleaning up drill ${running.id}, interrupted`));
+    assert.doesNotMatch(cron.stdout, /Starting recovery drill/);
+    const after = (await records()).find((r) => r.id === running.id) as DrillRecord;
+    assert.equal(after.status, 'failed');
+    assert.match(after.error ?? '', /Drill interrupted: its process \(PID \d+\) died/);
+    await waitFor(async () => processesWith('barman-drill').length === 0, { timeoutMs: 30_000, what: 'the orphan sandbox to stop' });
+    assert.equal(existsSync(running.directory), false);
+    assert.equal(existsSync(running.private_directory as string), false);
   });
 
   it('a corrupted page in the backup copy fails the drill, and check --nagios is CRITICAL', T, async () => {
