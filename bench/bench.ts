@@ -20,6 +20,7 @@ import { as, BARMAN_USER, BIN, chownTo, LocalCluster, must, PG_USER } from '../s
 import { treeSize } from '../src/util/fsutil.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
+import { benchRoot } from './bench-root.js';
 import { catalogScale } from './catalog-scale.js';
 import { drillBench } from './drill-bench.js';
 import { rsyncBench } from './rsync-bench.js';
@@ -43,17 +44,7 @@ const fmt = (s: number) => `${s.toFixed(2)} s`;
 const rate = (bytes: number, s: number) => `${(bytes / MB / s).toFixed(0)} MB/s`;
 
 async function main(): Promise<void> {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'barman-bench-'));
-  fs.chmodSync(root, 0o755);
-  const pgDir = path.join(root, 'pg');
-  const home = path.join(root, 'barman');
-  const scratch = path.join(root, 'scratch');
-  for (const d of [pgDir, home, scratch]) fs.mkdirSync(d, { mode: 0o755 });
-  chownTo(PG_USER, pgDir);
-  chownTo(BARMAN_USER, home);
-  chownTo(BARMAN_USER, scratch);
-  const conf = path.join(root, 'barman.conf');
-  const barman = (...a: string[]) => must(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, ...a]);
+  const { root, pgDir, home, scratch, conf, barman } = benchRoot('barman-bench-');
   let pg: LocalCluster | null = null;
   try {
     console.log(`barman-ts benchmark: pgbench scale ${SCALE}, ${ROUNDS} rounds, ${os.cpus().length} CPUs`);

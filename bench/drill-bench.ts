@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import type { DrillRecord } from '../src/drill/records.js';
 import { as, BARMAN_USER, BIN, chownTo, freePort, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
+import { benchRoot } from './bench-root.js';
 
 const argNum = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`);
@@ -36,17 +37,7 @@ const f2 = (s: number | null | undefined) => (s === null || s === undefined ? '-
 export async function drillBench(): Promise<void> {
   const scale = argNum('scale', 100);
   const pgbenchSeconds = argNum('pgbench-seconds', 10);
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'barman-drill-bench-'));
-  fs.chmodSync(root, 0o755);
-  const pgDir = path.join(root, 'pg');
-  const home = path.join(root, 'barman');
-  const scratch = path.join(root, 'scratch');
-  for (const d of [pgDir, home, scratch]) fs.mkdirSync(d, { mode: 0o755 });
-  chownTo(PG_USER, pgDir);
-  chownTo(BARMAN_USER, home);
-  chownTo(BARMAN_USER, scratch);
-  const conf = path.join(root, 'barman.conf');
-  const barman = (...a: string[]) => must(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, ...a]);
+  const { root, pgDir, home, scratch, conf, barman } = benchRoot('barman-drill-bench-');
   let pg: LocalCluster | null = null;
   let manualDest: string | null = null;
   try {
@@ -67,34 +58,45 @@ export async function drillBench(): Promise<void> {
     const dbBytes = Number(await pg.psql('SELECT sum(pg_database_size(oid)) FROM pg_database'));
     console.log(`  database ${(dbBytes / MB).toFixed(0)} MiB, backup ${id}, then pgbench -T ${pgbenchSeconds}`);
 
-    // Manual: recover (WAL copied into pg_wal), then pg_ctl start -w until it accepts connections.
-    manualDest = path.join(scratch, 'manual');
-    const sock = fs.mkdtempSync('/tmp/bdb-');
-    chownTo(BARMAN_USER, sock);
-    const tRecover = await timed(() => barman('recover', 'bench', id, manualDest as string));
-    const port = await freePort();
-    const tStart = await timed(() =>
-      must(BARMAN_USER, path.join(BIN, 'pg_ctl'), [
-        'start', '-w', '-t', '3600', '-D', manualDest as string, '-l', path.join(sock, 'log'),
-        '-o', `-c port=${port} -c listen_addresses='' -c unix_socket_directories=${sock} -c archive_mode=off`,
-      ]),
-    );
-    await as(BARMAN_USER, path.join(BIN, 'pg_ctl'), ['stop', '-D', manualDest, '-m', 'immediate', '-w']);
-    fs.rmSync(manualDest, { recursive: true, force: true });
-    fs.rmSync(sock, { recursive: true, force: true });
-    manualDest = null;
+    // Manual: recover, then pg_ctl start -w until it accepts connections (promoted at the end of
+    // the WAL): with the WAL copied into pg_wal (recover's default), and with --get-wal (the
+    // drill's way: PostgreSQL fetches each segment through barman get-wal).
+    const manual = async (extra: string[]): Promise<{ recover: number; start: number }> => {
+      manualDest = path.join(scratch, 'manual');
+      const sock = fs.mkdtempSync('/tmp/bdb-');
+      chownTo(BARMAN_USER, sock);
+      try {
+        const recover = await timed(() => barman('recover', ...extra, 'bench', id, manualDest as string));
+        const port = await freePort();
+        const start = await timed(() =>
+          must(BARMAN_USER, path.join(BIN, 'pg_ctl'), [
+            'start', '-w', '-t', '3600', '-D', manualDest as string, '-l', path.join(sock, 'log'),
+            '-o', `-c port=${port} -c listen_addresses='' -c unix_socket_directories=${sock} -c archive_mode=off`,
+          ]),
+        );
+        await as(BARMAN_USER, path.join(BIN, 'pg_ctl'), ['stop', '-D', manualDest, '-m', 'immediate', '-w']);
+        return { recover, start };
+      } finally {
+        fs.rmSync(manualDest, { recursive: true, force: true });
+        fs.rmSync(sock, { recursive: true, force: true });
+        manualDest = null;
+      }
+    };
+    const copied = await manual([]);
+    const viaGetWal = await manual(['--get-wal']);
 
     // The drill.
     const out = await barman('-f', 'json', 'drill', 'bench', id);
     const rec = (JSON.parse(out) as Record<string, DrillRecord>).bench as DrillRecord;
     const p = rec.phases;
-    console.log(`  manual recover + pg_ctl start -w   ${f2(tRecover)} + ${f2(tStart)} = ${f2(tRecover + tStart)}`);
+    console.log(`  manual recover + pg_ctl start -w             ${f2(copied.recover)} + ${f2(copied.start)} = ${f2(copied.recover + copied.start)}`);
+    console.log(`  manual recover --get-wal + pg_ctl start -w   ${f2(viaGetWal.recover)} + ${f2(viaGetWal.start)} = ${f2(viaGetWal.recover + viaGetWal.start)}`);
     console.log(
-      `  barman drill phases                setup ${f2(p.setup_seconds)}, restore ${f2(p.restore_seconds)} (${((rec.bytes_restored ?? 0) / MB).toFixed(0)} MiB), prepare ${f2(p.prepare_seconds)}, ` +
+      `  barman drill phases                          setup ${f2(p.setup_seconds)}, restore ${f2(p.restore_seconds)} (${((rec.bytes_restored ?? 0) / MB).toFixed(0)} MiB), prepare ${f2(p.prepare_seconds)}, ` +
         `replay ${f2(p.replay_seconds)} (${rec.wal_segments ?? 0} WAL segments, consistent after ${f2(p.consistency_seconds)}), promote ${f2(p.promote_seconds)}, ` +
         `checks ${f2(p.checks_seconds)} (${rec.checks.map((c) => `${c.name} ${c.seconds.toFixed(1)} s`).join(', ')}), stop ${f2(p.stop_seconds)}, cleanup ${f2(p.cleanup_seconds)}; total ${f2(p.total_seconds)}`,
     );
-    console.log(`  drill RTO (restore+prepare+replay+promote) ${f2(p.rto_seconds)}   vs manual ${f2(tRecover + tStart)}`);
+    console.log(`  drill RTO (restore+prepare+replay+promote) ${f2(p.rto_seconds)}   vs manual ${f2(copied.recover + copied.start)}, manual with get-wal ${f2(viaGetWal.recover + viaGetWal.start)}`);
     console.log(`  drill overhead (setup, prepare, promote, stop, cleanup; checks excluded) ${f2(p.overhead_seconds)}   (target < 3 s)`);
     console.log(`  result: ${rec.status.toUpperCase()}${rec.error ? ` (${rec.error})` : ''}; load average now ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   } finally {

@@ -40,6 +40,7 @@ import { pyDict, pyFloat } from '../catalog/pyliteral.js';
 import { parseBackupLabel } from '../postgres/backup-label.js';
 import { PgConnection, type Tablespace } from '../postgres/connection.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
+import { pause } from '../util/pause.js';
 import { treeSizes, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { localNowPyDateTime } from '../util/pytime.js';
@@ -404,19 +405,6 @@ export async function purgeWalsBeforeFirstBackup(srv: ServerConfig, entry: Backu
   if (removed.length > 0) ev.info?.(`Removed ${removed.length} WAL files archived before the first backup`);
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function pause(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}
 
 /**
  * Archive what arrived and check the WALs of a backup whose copy is complete; with --wait, loop

@@ -24,6 +24,7 @@ import { BarmanError, errorMessage } from '../util/errors.js';
 import { prettySize } from '../util/format.js';
 import { logger } from '../util/log.js';
 import { freePort } from '../util/net.js';
+import { pause } from '../util/pause.js';
 import { localNowPyDateTime } from '../util/pytime.js';
 import { historyName } from '../wal/names.js';
 import { amcheckCheck, checksumsCheck, sqlCheck } from './checks.js';
@@ -145,17 +146,6 @@ function pollDelay(elapsedMs: number): number {
   return 1000;
 }
 
-/** Wait `ms`, or less when the drill is interrupted meanwhile. */
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
 
 const POLL_SQL =
   "SELECT (SELECT rolname FROM pg_roles WHERE oid = 10), pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE 'not paused' END";
@@ -474,7 +464,7 @@ async function drillLocked(d: LockedDrill): Promise<DrillOutcome> {
       if (limit > 0 && t - pgStart > limit) {
         throw new BarmanError(`Recovery did not reach the target (${describeTarget(rec.target)}) within ${limit / 1000} s${consistentAt === null ? ' (not even a consistent state)' : ''}`);
       }
-      await sleep(pollDelay(t - pgStart), signal);
+      await pause(pollDelay(t - pgStart), signal);
     }
     phases.consistency_seconds = consistentAt === null ? null : secs(consistentAt - pgStart);
     lap('promote_seconds');

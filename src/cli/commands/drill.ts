@@ -4,15 +4,9 @@ import { runDrill, type DrillOutcome } from '../../drill/drill.js';
 import { drillSummaryLines, drillJson } from '../../reporting/drills.js';
 import { BarmanError, errorMessage } from '../../util/errors.js';
 import type { CliContext } from '../context.js';
+import { intOption, targetOptions, type TargetCliOptions } from '../restore-options.js';
 
-interface Opts {
-  targetTime?: string;
-  targetXid?: string;
-  targetLsn?: string;
-  targetName?: string;
-  targetImmediate?: boolean;
-  targetTli?: string;
-  exclusive?: boolean;
+interface Opts extends TargetCliOptions {
   directory?: string;
   sql?: string;
   keep?: boolean;
@@ -82,12 +76,6 @@ Examples:
     );
 }
 
-function intOption(name: string, text: string | undefined, min: number): number | null {
-  if (text === undefined) return null;
-  if (!/^\d+$/.test(text.trim()) || Number(text) < min) throw new BarmanError(`option ${name}: invalid value '${text}' (expected an integer >= ${min})`, 2);
-  return Number(text);
-}
-
 async function readSql(file: string): Promise<{ file: string; text: string }> {
   try {
     return { file, text: await fsp.readFile(file, 'utf8') };
@@ -119,13 +107,7 @@ export async function run(ctx: CliContext, [serverName, backupId]: string[], opt
       srv,
       {
         backupId: backupId ?? 'latest',
-        targetTime: opts.targetTime,
-        targetXid: opts.targetXid,
-        targetLsn: opts.targetLsn,
-        targetName: opts.targetName,
-        targetImmediate: opts.targetImmediate,
-        targetTli: opts.targetTli,
-        exclusive: opts.exclusive,
+        ...targetOptions(opts),
         directory: opts.directory ?? null,
         sql,
         keep: opts.keep === true,
