@@ -176,7 +176,7 @@ export async function runDrill(srv: ServerConfig, req: DrillRequest, events: Dri
 
   const started = new Date();
   const id = drillId(started, process.pid);
-  const dir = req.directory ? normalizeDir(req.directory) : path.join(srv.drill_directory, `${srv.name}-${entry.id}-${id}`);
+  const dir = req.directory ? normalizeDir(req.directory, sshCommand !== null) : path.join(srv.drill_directory, `${srv.name}-${entry.id}-${id}`);
   if (!sshCommand && isInside(dir, path.resolve(srv.backup_directory))) {
     throw new BarmanError(`The drill directory '${dir}' is inside the backup directory of server ${srv.name}: a drill never writes into the catalog`);
   }
@@ -236,12 +236,14 @@ function interruptedMessage(signal: AbortSignal | undefined): string {
   return `Drill interrupted${typeof signal?.reason === 'string' ? ` by ${signal.reason}` : ''}`;
 }
 
-function normalizeDir(d: string): string {
+/** --directory as an absolute path (a remote one must be given absolute: our cwd means nothing there). */
+export function normalizeDir(d: string, remote: boolean): string {
+  if (d.trim() === '') throw new BarmanError('The drill directory cannot be empty');
+  if (d.includes(':')) throw new BarmanError(`The drill directory '${d}' cannot contain ':'`);
   if (!path.isAbsolute(d)) {
-    if (d.includes(':')) throw new BarmanError(`The drill directory '${d}' cannot contain ':'`);
+    if (remote) throw new BarmanError(`The drill directory '${d}' must be an absolute path on the remote host`);
     return path.resolve(d);
   }
-  if (d.includes(':')) throw new BarmanError(`The drill directory '${d}' cannot contain ':'`);
   return path.normalize(d).replace(/\/+$/, '') || '/';
 }
 

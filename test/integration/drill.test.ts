@@ -21,7 +21,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import type { DrillRecord } from '../../src/drill/records.js';
-import { cleanupAll, PgCluster } from '../helpers/pg-cluster.js';
+import { cleanupAll, PgCluster, procState } from '../helpers/pg-cluster.js';
 import { createBarmanEnv, readLog, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
 import { startSshd } from '../helpers/sshd.js';
 import { BARMAN_USER, POSTGRES_USER, chownR, ensureBarmanUser, lookupUser, makeTempDir, runAs, sleep, waitFor } from '../helpers/system.js';
@@ -34,13 +34,14 @@ function processesWith(needle: string): number[] {
   const out: number[] = [];
   for (const p of readdirSync('/proc')) {
     if (!/^\d+$/.test(p)) continue;
+    let cmd = '';
     try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8');
-      const state = readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /, '')[0];
-      if (cmd.includes(needle) && state !== 'Z') out.push(Number(p));
+      cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8');
     } catch {
-      /* gone */
+      continue; // gone
     }
+    const state = procState(Number(p));
+    if (cmd.includes(needle) && state !== undefined && state !== 'Z') out.push(Number(p));
   }
   return out;
 }

@@ -13,7 +13,7 @@ import { DONE, FAILED, newBackupInfo } from '../../src/catalog/backup-info.js';
 import type { BackupEntry } from '../../src/catalog/catalog.js';
 import { drillCheckLine } from '../../src/checks/drill-checks.js';
 import { interruptedDrills } from '../../src/drill/cleanup.js';
-import { drillId, hostKey, loginCandidates, neededBytes } from '../../src/drill/drill.js';
+import { drillId, hostKey, loginCandidates, neededBytes, normalizeDir } from '../../src/drill/drill.js';
 import { FIND_BINDIR_SCRIPT, LocalHost, parseDfOutput, sandboxDirProblem } from '../../src/drill/host.js';
 import {
   describeTarget,
@@ -474,6 +474,10 @@ describe('drill helpers', () => {
     assert.equal(neededBytes(gz).estimated, true);
     assert.equal(neededBytes(newBackupInfo({ size: 100, compression: 'gzip', cluster_size: 500 })).data, 500);
     assert.equal(drillId(new Date(2024, 4, 1, 2, 3, 4), 77), '20240501T020304-77');
+    assert.equal(normalizeDir('/srv/drill/', false), '/srv/drill');
+    assert.equal(normalizeDir('rel', false), path.resolve('rel'));
+    assert.throws(() => normalizeDir('rel', true), /must be an absolute path on the remote host/);
+    assert.throws(() => normalizeDir('host:/x', false), /cannot contain ':'/);
     assert.equal(hostKey(null), 'local');
     assert.match(hostKey('ssh postgres@db'), /^[0-9a-f]{12}$/);
     assert.notEqual(hostKey('ssh postgres@db'), hostKey('ssh postgres@db2'));
