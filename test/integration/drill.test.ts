@@ -188,7 +188,7 @@ describe('barman drill', { timeout: 1_200_000 }, () => {
     for (const r of recs) assertPhasesAddUp(r);
   });
 
-  it('bad input: one clear line, exit 1, a failed drill recorded only where a drill started', T, async () => {
+  it('bad input: one clear line, exit 1, a failed drill recorded only where a drill started', T, async (t) => {
     const before = (await records()).length;
     const base = path.join(env.home, env.server, 'base');
     const info = await fs.readFile(path.join(base, backupId, 'backup.info'), 'utf8');
@@ -213,6 +213,17 @@ describe('barman drill', { timeout: 1_200_000 }, () => {
     r = await drill('--directory', busy, env.server);
     oneError(r.stderr, /drill directory .* is not empty/);
     assert.deepEqual(await fs.readdir(busy), ['precious']);
+    // No drill while a backup of the server runs (its lock is held).
+    const backupLock = path.join(env.home, `.${env.server}-backup.lock`);
+    const holder = spawn('runuser', ['-u', BARMAN_USER, '--', 'flock', backupLock, 'sleep', '60'], { stdio: 'ignore', detached: true });
+    try {
+      await waitFor(async () => (await runAs(BARMAN_USER, 'flock', ['-n', backupLock, 'true'])).code !== 0, { timeoutMs: 30_000, what: 'the backup lock held' });
+      r = await drill(env.server);
+      oneError(r.stderr, /A backup of server pg is running: no drill meanwhile/);
+    } finally {
+      process.kill(-(holder.pid as number), 'SIGKILL'); // runuser, flock and sleep
+    }
+    await waitFor(async () => (await runAs(BARMAN_USER, 'flock', ['-n', backupLock, 'true'])).code === 0, { timeoutMs: 30_000, what: 'the backup lock released' });
     const badSql = path.join(path.dirname(sqlFile), 'bad-syntax.sql');
     await fs.writeFile(badSql, "SELECT 'unterminated;\n", { mode: 0o644 });
     r = await drill('--sql', badSql, env.server);
@@ -237,6 +248,8 @@ describe('barman drill', { timeout: 1_200_000 }, () => {
       } finally {
         await runAs('root', 'umount', [small]);
       }
+    } else {
+      t.diagnostic(`no tmpfs mount here (${mounted.stderr.trim()}): the no-free-space case is not run`);
     }
 
     // A SQL file with an error fails the drill; --keep leaves its sandbox running, and a drill
