@@ -44,6 +44,43 @@ old=$IFS; IFS=:; for d in $PATH; do IFS=$old; try "$d"; done
 echo "NOTFOUND$seen"
 `;
 
+/** What PostgreSQL logs (lc_messages = C) when it stops at its recovery target to pause. */
+export const PAUSED_AT_TARGET = 'pausing at the end of recovery';
+
+/** The postmaster as seen from outside: alive, its postmaster.pid status, paused at the target. */
+export interface PostmasterState {
+  alive: boolean;
+  /** Line 8 of postmaster.pid: `starting`, `standby`, `ready`, `stopping`; '' when absent. */
+  pm: string;
+  /** Its log says it paused at the recovery target. */
+  paused: boolean;
+}
+
+/**
+ * $1 alive (and not a zombie: a postmaster reparented to an init that does not reap, as in
+ * some containers, stays one after it exits), the status in postmaster.pid $2, and whether
+ * log $3 says it paused at the target.
+ */
+const STATE_SCRIPT = `
+pid=$1; pidfile=$2; log=$3
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  if [ -r "/proc/$1/stat" ]; then
+    case "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null)" in Z*) return 1;; esac
+  fi
+  return 0
+}
+if alive "$pid"; then echo alive; else echo dead; fi
+echo "pm:$(sed -n 8p "$pidfile" 2>/dev/null)"
+tail -c 65536 "$log" 2>/dev/null | grep -q '${PAUSED_AT_TARGET}' && echo paused
+echo ${SCRIPT_DONE}
+`;
+
+export function parseState(stdout: string): PostmasterState | null {
+  if (!stdout.includes(SCRIPT_DONE)) return null;
+  return { alive: /^alive$/m.test(stdout), pm: (/^pm:(.*)$/m.exec(stdout)?.[1] ?? '').trim(), paused: /^paused$/m.test(stdout) };
+}
+
 /** Free bytes for a directory that may not exist yet (its nearest existing parent). */
 const FREE_SPACE_SCRIPT = `
 d=$1
@@ -93,6 +130,8 @@ export interface DrillHost {
   checkSandboxDir(dir: string): Promise<void>;
   /** Does `dir` exist? */
   exists(dir: string): Promise<boolean>;
+  /** Postmaster `pid`: alive, status in `pidFile`, paused at the target per `logFile`. */
+  postmasterState(pid: number, pidFile: string, logFile: string): Promise<PostmasterState>;
 }
 
 const SCRIPT_TIMEOUT_MS = 10 * 60 * 1000;
@@ -164,6 +203,13 @@ abstract class BaseHost implements DrillHost {
   async exists(dir: string): Promise<boolean> {
     const res = await this.script('[ -e "$1" ] && echo yes || echo no', [dir]);
     return res.stdout.trim() === 'yes';
+  }
+
+  async postmasterState(pid: number, pidFile: string, logFile: string): Promise<PostmasterState> {
+    const res = await this.script(STATE_SCRIPT, [String(pid), pidFile, logFile], { timeoutMs: 120_000 });
+    const st = parseState(res.stdout);
+    if (!st) throw new BarmanError(`Cannot watch the sandbox PostgreSQL${this.where}: ${lastErrorLine(res.stderr, res.stdout) || `exit code ${res.code}`}`);
+    return st;
   }
 }
 
@@ -245,6 +291,38 @@ export class LocalHost extends BaseHost {
 
   override async exists(dir: string): Promise<boolean> {
     return fs.existsSync(dir);
+  }
+
+  /** In-process: polling a local sandbox costs no process (replay keeps the CPU). */
+  override async postmasterState(pid: number, pidFile: string, logFile: string): Promise<PostmasterState> {
+    let alive = false;
+    try {
+      process.kill(pid, 0);
+      const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+      alive = !/^Z/.test(stat.slice(stat.lastIndexOf(')') + 2));
+    } catch (err) {
+      alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+    }
+    const pidText = await fsp.readFile(pidFile, 'utf8').catch(() => '');
+    const pm = (pidText.split('\n')[7] ?? '').trim();
+    return { alive, pm, paused: (await tailOf(logFile, 65536)).includes(PAUSED_AT_TARGET) };
+  }
+}
+
+/** The last `bytes` of a file ('' when it cannot be read). */
+async function tailOf(file: string, bytes: number): Promise<string> {
+  let fh: fsp.FileHandle | null = null;
+  try {
+    fh = await fsp.open(file, 'r');
+    const size = (await fh.stat()).size;
+    const len = Math.min(size, bytes);
+    const buf = Buffer.alloc(len);
+    await fh.read(buf, 0, len, size - len);
+    return buf.toString('utf8');
+  } catch {
+    return '';
+  } finally {
+    await fh?.close();
   }
 }
 

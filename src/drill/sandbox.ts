@@ -1,12 +1,13 @@
 /**
- * The drill's PostgreSQL: started in the background on its host, watched through its
- * postmaster.pid and psql over the private Unix socket, promoted, stopped. Every step is a
- * program run on the host (DrillHost), so a local and a remote sandbox behave the same.
+ * The drill's PostgreSQL: started in the background on its host, watched through its process,
+ * postmaster.pid and log (cheap: in-process for a local sandbox) and psql over the private
+ * Unix socket when there is something to learn, promoted, stopped. Every step goes through
+ * the host (DrillHost), so a local and a remote sandbox behave the same.
  */
 import { BarmanError } from '../util/errors.js';
 import type { RunResult } from '../util/proc.js';
-import { lastErrorLine, SCRIPT_DONE } from '../recovery/remote-shell.js';
-import type { DrillHost } from './host.js';
+import { lastErrorLine } from '../recovery/remote-shell.js';
+import type { DrillHost, PostmasterState } from './host.js';
 import { postgresArgv, privateFiles, sandboxLogFile, type SandboxConfigInput } from './sandbox-config.js';
 
 /** Programs run with English messages (they are parsed) and a bounded connection wait. */
@@ -14,61 +15,8 @@ export function withCEnv(argv: readonly string[]): string[] {
   return ['env', 'LC_ALL=C', 'LANG=C', 'PGCONNECT_TIMEOUT=10', ...argv];
 }
 
-/**
- * One look at the server: is the postmaster alive, what does postmaster.pid say (line 8:
- * starting, standby, ready, stopping), and, once it accepts connections, the output of the
- * psql command given after the first two arguments.
- */
-/**
- * `alive PID`: the process exists and is not a zombie (a postmaster reparented to an init
- * that does not reap, as in some containers, stays a zombie after it exits).
- */
-const ALIVE_FN = `
-alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  if [ -r "/proc/$1/stat" ]; then
-    case "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null)" in Z*) return 1;; esac
-  fi
-  return 0
-}
-`;
-
-const POLL_SCRIPT = `${ALIVE_FN}
-pid=$1; pidfile=$2; shift 2
-if alive "$pid"; then echo alive; else echo dead; echo ${SCRIPT_DONE}; exit 0; fi
-st=$(sed -n 8p "$pidfile" 2>/dev/null)
-echo "pm:$st"
-case "$st" in
-  ready*|standby*)
-    if [ $# -gt 0 ]; then
-      echo "@@psql"
-      "$@" 2>&1
-      echo "@@rc:$?"
-    fi;;
-esac
-echo ${SCRIPT_DONE}
-`;
-
-export interface PollResult {
-  alive: boolean;
-  /** postmaster.pid status word (`standby`, `ready`, ...), '' when not there yet. */
-  pm: string;
-  /** psql output (stdout and stderr) when it ran, else null. */
-  output: string | null;
-  /** psql exit code when it ran. */
-  rc: number | null;
-}
-
-export function parsePoll(stdout: string): PollResult | null {
-  if (!stdout.includes(SCRIPT_DONE)) return null;
-  const alive = /^alive$/m.test(stdout);
-  const pm = (/^pm:(.*)$/m.exec(stdout)?.[1] ?? '').trim();
-  const start = stdout.indexOf('@@psql\n');
-  const rcm = /^@@rc:(\d+)$/m.exec(stdout);
-  if (start < 0 || !rcm) return { alive, pm, output: null, rc: null };
-  const output = stdout.slice(start + '@@psql\n'.length, rcm.index).replace(/\n$/, '');
-  return { alive, pm, output, rc: Number(rcm[1]) };
-}
+/** psql for one query: no psqlrc, unaligned, no headers, `|` between columns, stop on error. */
+const PSQL_QUERY_ARGS = ['-X', '-q', '-A', '-t', '-F', '|', '-v', 'ON_ERROR_STOP=1'];
 
 /** Who psql connects as: a role that exists in the restored cluster, and a database. */
 export interface Login {
@@ -135,12 +83,18 @@ export class SandboxServer {
     return this.pid;
   }
 
-  /**
-   * One poll. Before a login is known, the query runs with the next candidate login; a role or
-   * database that does not exist moves on to the next candidate.
-   */
-  async poll(sql: string): Promise<PollResult & { login: Login | null }> {
+  /** Is the postmaster alive, its postmaster.pid status, has it paused at the target? */
+  async state(): Promise<PostmasterState> {
     if (this.pid === null) throw new BarmanError('the sandbox PostgreSQL is not started');
+    return this.host.postmasterState(this.pid, `${this.cfg.dataDir}/postmaster.pid`, this.logFile);
+  }
+
+  /**
+   * Run a query with psql. Before a login is known, the next candidate login is used; a role
+   * or database that does not exist moves on to the next candidate, and the first that
+   * answers becomes the login.
+   */
+  async tryQuery(sql: string): Promise<{ ok: boolean; output: string }> {
     for (;;) {
       const login = this.login ?? this.candidateLogin();
       if (login === null) {
@@ -148,12 +102,10 @@ export class SandboxServer {
           `Cannot connect to the sandbox PostgreSQL: none of the roles ${this.usersTried.map((u) => u ?? '(the host user)').join(', ')} with the databases ${this.dbsTried.join(', ')} exists`,
         );
       }
-      const psql = withCEnv([this.bin('psql'), ...this.connArgs(login), '-d', login.db, '-X', '-q', '-A', '-t', '-F', '|', '-v', 'ON_ERROR_STOP=1', '-c', sql]);
-      const res = await this.host.script(POLL_SCRIPT, [String(this.pid), `${this.cfg.dataDir}/postmaster.pid`, ...psql], { timeoutMs: 120_000 });
-      const p = parsePoll(res.stdout);
-      if (p === null) throw new BarmanError(`Cannot watch the sandbox PostgreSQL: ${lastErrorLine(res.stderr, res.stdout) || `exit code ${res.code}`}`);
-      if (p.output !== null && p.rc !== 0 && this.login === null) {
-        const problem = loginProblem(p.output);
+      const res = await this.host.run(withCEnv([this.bin('psql'), ...this.connArgs(login), '-d', login.db, ...PSQL_QUERY_ARGS, '-c', sql]), { timeoutMs: 120_000 });
+      const output = `${res.stdout}${res.stderr}`.trim();
+      if (res.code !== 0 && this.login === null) {
+        const problem = loginProblem(output);
         if (problem === 'role') {
           this.userIdx++;
           this.dbIdx = 0;
@@ -164,15 +116,15 @@ export class SandboxServer {
           continue;
         }
       }
-      if (p.output !== null && p.rc === 0 && this.login === null) this.login = login;
-      return { ...p, login: this.login };
+      if (res.code === 0 && this.login === null) this.login = login;
+      return { ok: res.code === 0, output: res.code === 0 ? res.stdout.trim() : output };
     }
   }
 
   /** Run one SQL statement as the known login; its unaligned output, or BarmanError. */
   async query(sql: string, db?: string): Promise<string> {
     const login = this.requireLogin();
-    const res = await this.host.run(withCEnv([this.bin('psql'), ...this.connArgs(login), '-d', db ?? login.db, '-X', '-q', '-A', '-t', '-F', '|', '-v', 'ON_ERROR_STOP=1', '-c', sql]), {
+    const res = await this.host.run(withCEnv([this.bin('psql'), ...this.connArgs(login), '-d', db ?? login.db, ...PSQL_QUERY_ARGS, '-c', sql]), {
       timeoutMs: 10 * 60_000,
     });
     if (res.code !== 0) throw new BarmanError(psqlError(`${res.stderr}\n${res.stdout}`) || `psql exited with code ${res.code}`);
@@ -190,9 +142,7 @@ export class SandboxServer {
   }
 
   async isAlive(): Promise<boolean> {
-    if (this.pid === null) return false;
-    const res = await this.host.script(`${ALIVE_FN}\nalive "$1" && echo alive || echo dead`, [String(this.pid)], { timeoutMs: 60_000 });
-    return res.stdout.trim() === 'alive';
+    return this.pid !== null && (await this.state()).alive;
   }
 
   /**

@@ -13,8 +13,8 @@ import { DONE, FAILED, newBackupInfo } from '../../src/catalog/backup-info.js';
 import type { BackupEntry } from '../../src/catalog/catalog.js';
 import { drillCheckLine } from '../../src/checks/drill-checks.js';
 import { interruptedDrills } from '../../src/drill/cleanup.js';
-import { drillId, hostKey, loginCandidates, neededBytes, normalizeDir } from '../../src/drill/drill.js';
-import { FIND_BINDIR_SCRIPT, LocalHost, parseDfOutput, sandboxDirProblem } from '../../src/drill/host.js';
+import { drillId, hostKey, loginCandidates, neededBytes, normalizeDir } from '../../src/drill/plan.js';
+import { FIND_BINDIR_SCRIPT, LocalHost, parseDfOutput, parseState, PAUSED_AT_TARGET, sandboxDirProblem } from '../../src/drill/host.js';
 import {
   describeTarget,
   effectiveStatus,
@@ -26,7 +26,7 @@ import {
   type DrillTargetRecord,
 } from '../../src/drill/records.js';
 import { checksumsEnabled, hotStandbySettings, postgresArgv, privateFiles, sandboxSettings, type SandboxConfigInput } from '../../src/drill/sandbox-config.js';
-import { loginProblem, parsePoll, psqlError } from '../../src/drill/sandbox.js';
+import { loginProblem, psqlError } from '../../src/drill/sandbox.js';
 import { drillDue } from '../../src/drill/schedule.js';
 import { judgeRows, lastStartedStatement, parseCsv, parseSqlChecks, psqlStatementArgs, rowsByStatement, statementMarker } from '../../src/drill/sql-checks.js';
 import { diagnoseRecoveryLog, lastHistoryEntry, targetRecord, verifyTarget, walOfLastByte } from '../../src/drill/target.js';
@@ -486,10 +486,9 @@ describe('drill helpers', () => {
   });
 
   it('poll output, login problems and psql errors', () => {
-    assert.equal(parsePoll('alive\n'), null, 'no marker: the script did not finish');
-    assert.deepEqual(parsePoll(`dead\n${SCRIPT_DONE}\n`), { alive: false, pm: '', output: null, rc: null });
-    assert.deepEqual(parsePoll(`alive\npm:starting\n${SCRIPT_DONE}\n`), { alive: true, pm: 'starting', output: null, rc: null });
-    assert.deepEqual(parsePoll(`alive\npm:standby\n@@psql\npostgres|t|paused\n@@rc:0\n${SCRIPT_DONE}\n`), { alive: true, pm: 'standby', output: 'postgres|t|paused', rc: 0 });
+    assert.equal(parseState('alive\n'), null, 'no marker: the script did not finish');
+    assert.deepEqual(parseState(`dead\npm:\n${SCRIPT_DONE}\n`), { alive: false, pm: '', paused: false });
+    assert.deepEqual(parseState(`alive\npm:standby \npaused\n${SCRIPT_DONE}\n`), { alive: true, pm: 'standby', paused: true });
     const roleMissing = 'psql: error: connection to server on socket "/tmp/x/.s.PGSQL.1" failed: FATAL:  role "barman" does not exist';
     assert.equal(loginProblem(roleMissing), 'role');
     assert.equal(loginProblem('... FATAL:  database "appdb" does not exist'), 'database');
@@ -502,6 +501,18 @@ describe('drill helpers', () => {
     assert.throws(() => parseDfOutput('nothing', '/x'), /unexpected df output/);
     assert.equal(sandboxDirProblem({ index: 0, code: 'RUNNING', pid: 12 }, '/d', ' on the remote host'), "The drill directory '/d' on the remote host is the data directory of a running PostgreSQL server (PID 12): a drill never touches it");
     assert.match(sandboxDirProblem({ index: 0, code: 'NOTEMPTY' }, '/d'), /is not empty: a drill restores only into an empty or new directory$/);
+  });
+
+  it('local host: the postmaster state in-process (alive, postmaster.pid status, pause in the log)', async () => {
+    const host = new LocalHost(process.env);
+    const root = tmp('drill-state-');
+    const pidFile = path.join(root, 'postmaster.pid');
+    const log = path.join(root, 'postgresql.log');
+    assert.deepEqual(await host.postmasterState(process.pid, pidFile, log), { alive: true, pm: '', paused: false });
+    fs.writeFileSync(pidFile, `${process.pid}\n/data\n1\n5432\n/tmp\n\n  1 2\nstandby \n`);
+    fs.writeFileSync(log, `x LOG:  consistent recovery state reached\n${'y'.repeat(70000)}\nz LOG:  ${PAUSED_AT_TARGET}\n`);
+    assert.deepEqual(await host.postmasterState(process.pid, pidFile, log), { alive: true, pm: 'standby', paused: true });
+    assert.equal((await host.postmasterState(2 ** 22 + 12345, pidFile, log)).alive, false);
   });
 
   it('local host: directory checks, free space, files, removal', async () => {
