@@ -33,6 +33,7 @@ import {
 } from './catalog-checks.js';
 import { gatherPgFacts, postgresChecks, type PgFacts } from './postgres-checks.js';
 import { checkSsh } from './ssh-checks.js';
+import { drillCheck, DRILL_CHECK } from './drill-checks.js';
 import { CheckCollector, type CheckOptions, type CheckResult } from './types.js';
 
 export type { CheckOptions, CheckResult } from './types.js';
@@ -50,6 +51,8 @@ export const NON_BLOCKING_FOR_BACKUP = new Set([
   'streaming WALs directory',
   'wal maximum age',
   'PostgreSQL server is standby',
+  // barman-ts: a failed or stale recovery drill is for monitoring, never a reason to stop backing up.
+  DRILL_CHECK,
 ]);
 
 /**
@@ -117,6 +120,7 @@ async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> 
   const comp = compressionLine(srv);
   col.add(comp.name, comp.ok, comp.hint);
   for (const l of backupCountLines(catalog, srv.minimum_redundancy)) col.add(l.name, l.ok, l.hint);
+  await drillCheck(col, srv);
 
   // Executor checks.
   const env = subprocessEnv(srv.path_prefix);

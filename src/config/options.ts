@@ -153,6 +153,12 @@ export const SERVER_OPTIONS = [
   o('wal_streaming_conninfo', SM, v.parseString, undefined, { conninfo: true }),
   o('wal_retention_policy', GSM, v.parseEnum(['main']), 'main'),
   o('worm_mode', GSM, v.parseBool, 'off'),
+  // barman-ts extensions (Barman ignores them, with a warning): recovery drills (`barman drill`).
+  o('drill_directory', GS, v.parseAbsPath, '%(barman_home)s/drills'),
+  o('drill_interval', GS, v.parseInterval),
+  o('drill_max_age', GS, v.parseInterval),
+  o('drill_timeout', GS, v.parseNonNegativeInt, '21600'),
+  o('drill_sql_file', GS, v.parseAbsPath),
   o('model', ['M'], v.parseBool),
 ] as const;
 

@@ -17,6 +17,8 @@ import { checkBackup } from '../backup/check-backup.js';
 import { markStaleBackups, primaryCheckpointIfDue } from '../backup/backup.js';
 import { enforceRetention } from '../retention/enforce.js';
 import { cleanupLockDirectory } from '../operations/lock-cleanup.js';
+import { isDrillProcessAlive } from '../drill/records.js';
+import { maybeStartDrill } from '../drill/schedule.js';
 import { barmanCommand } from '../util/self.js';
 import { errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
@@ -75,6 +77,10 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
       ev.error(`${srv.name}: retention policy: ${errorMessage(err)}`);
     }
   }
+  // barman-ts: a recovery drill in the background when one is due (drill_interval).
+  await maybeStartDrill(srv, ev, (args) => spawnBackground(config, args, keepDescriptors), isDrillProcessAlive).catch((err: unknown) =>
+    ev.warning(`${srv.name}: recovery drill scheduling: ${errorMessage(err)}`),
+  );
 }
 
 /** Is there anything in incoming/ or streaming/ for archive-wal to do? (cheap check) */

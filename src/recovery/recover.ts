@@ -47,6 +47,7 @@ import {
   mangleConfig,
   needsRecoverySettings,
   recoveryConfText,
+  restoreCommandValue,
   type ConfigLine,
   type RecoverySettingsInput,
 } from './settings.js';
@@ -113,6 +114,8 @@ export interface RestoreRequest extends TargetOptions {
   recoveryOptionPort?: number | null;
   /** The words PostgreSQL's restore_command uses to call barman (see barmanInvocation). */
   barmanCommand?: readonly string[];
+  /** Run pre/post_recovery_script hooks (default true; a recovery drill is not a recovery). */
+  runHooks?: boolean;
 }
 
 export interface RestoreEvents {
@@ -152,6 +155,8 @@ export interface RestoreResult {
   wal: { destination: string | null; files: number; bytes: number; seconds: number; targetTimeline: number | null; missing: string[] };
   /** Files written with the recovery settings (postgresql.auto.conf, recovery.conf...). */
   recoveryFiles: string[];
+  /** The restore_command written into the settings (unquoted), null when none was written. */
+  restoreCommand: string | null;
   signalFile: string | null;
   /** Settings changed to prevent data loss. */
   changes: ConfigLine[];
@@ -464,7 +469,8 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
         warn(`Archiving pending WAL files failed: ${errorMessage(err)}`);
       }
     }
-    await runRecoveryHooks(srv, 'pre', hookEnv, { warning: warn });
+    const hooks = req.runHooks !== false;
+    if (hooks) await runRecoveryHooks(srv, 'pre', hookEnv, { warning: warn });
 
     let result: RestoreResult;
     try {
@@ -476,10 +482,10 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     } finally {
       await destination.cleanup();
     }
-    await runRecoveryHooks(srv, 'post', hookEnv, { warning: warn });
+    if (hooks) await runRecoveryHooks(srv, 'post', hookEnv, { warning: warn });
     return result;
   } catch (err) {
-    await runRecoveryHooks(srv, 'post', { ...hookEnv, error: errorMessage(err) }, { warning: warn }).catch(() => undefined);
+    if (req.runHooks !== false) await runRecoveryHooks(srv, 'post', { ...hookEnv, error: errorMessage(err) }, { warning: warn }).catch(() => undefined);
     throw err;
   } finally {
     lock.release();
@@ -579,6 +585,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
 
     const recoveryFiles: string[] = [];
     let signalFile: string | null = null;
+    let restoreCommand: string | null = null;
     if (withSettings) {
       const settings: RecoverySettingsInput = {
         version,
@@ -591,6 +598,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
         barmanUser: srv.global.barman_user ?? 'barman',
         remoteGetWal,
       };
+      restoreCommand = restoreCommandValue(settings);
       if (version >= 120000) {
         const existing = current.get(settingsName) ?? (await destination.readRestored(settingsName));
         // keep the file as it was restored (mangling may already have saved it)
@@ -627,6 +635,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
       copy,
       wal,
       recoveryFiles,
+      restoreCommand,
       signalFile: signalFile === null ? null : path.join(dest, signalFile),
       changes,
       commented,

@@ -44,23 +44,35 @@ export function needsRecoverySettings(pitr: boolean, getWal: boolean, standbyMod
   return pitr || getWal || standbyMode;
 }
 
-/** One `key = value` line per recovery setting, in Barman's order (with its comment lines). */
-export function recoveryLines(s: RecoverySettingsInput): string[] {
-  const lines: string[] = [];
+/**
+ * The restore_command value (unquoted) the settings give PostgreSQL, or null when WAL is
+ * already in pg_wal: barman-wal-restore (remote get-wal), barman get-wal, or a copy from the
+ * staged WAL directory.
+ */
+export function restoreCommandValue(s: RecoverySettingsInput): string | null {
   if (s.getWal && s.remoteGetWal) {
     const r = s.remoteGetWal;
     const words = ['barman-wal-restore', '-P', '-U', s.barmanUser, ...(r.port ? ['--port', String(r.port)] : []), r.barmanHost, s.serverName, '%f', '%p'];
     if (r.parallel > 1) words.push('-p', String(r.parallel));
-    lines.push("# The 'barman-wal-restore' command is provided in the 'barman-cli' package");
-    lines.push(`restore_command = ${confQuote(words.map(shellQuote).join(' '))}`);
-  } else if (s.getWal) {
+    return words.map(shellQuote).join(' ');
+  }
+  if (s.getWal) {
     const cmd = [...s.barmanCommand, 'get-wal', ...(s.standbyMode ? [] : ['-P']), s.serverName].map(shellQuote).join(' ');
-    lines.push(`# The 'barman get-wal' command must run as '${s.barmanUser}' user`);
-    lines.push(`restore_command = ${confQuote(`${cmd} %f > %p`)}`);
-  } else if (s.walDir !== null) {
-    const dir = shellQuote(s.walDir);
-    lines.push(`restore_command = ${confQuote(`cp ${dir}/%f %p`)}`);
-    if (!s.standbyMode) lines.push(`recovery_end_command = ${confQuote(`rm -fr ${dir}`)}`);
+    return `${cmd} %f > %p`;
+  }
+  if (s.walDir !== null) return `cp ${shellQuote(s.walDir)}/%f %p`;
+  return null;
+}
+
+/** One `key = value` line per recovery setting, in Barman's order (with its comment lines). */
+export function recoveryLines(s: RecoverySettingsInput): string[] {
+  const lines: string[] = [];
+  const restore = restoreCommandValue(s);
+  if (restore !== null) {
+    if (s.getWal && s.remoteGetWal) lines.push("# The 'barman-wal-restore' command is provided in the 'barman-cli' package");
+    else if (s.getWal) lines.push(`# The 'barman get-wal' command must run as '${s.barmanUser}' user`);
+    lines.push(`restore_command = ${confQuote(restore)}`);
+    if (!s.getWal && s.walDir !== null && !s.standbyMode) lines.push(`recovery_end_command = ${confQuote(`rm -fr ${shellQuote(s.walDir)}`)}`);
   }
   const t = s.target;
   if (t.time !== null) lines.push(`recovery_target_time = ${confQuote(t.time.format())}`);

@@ -21,6 +21,7 @@ import { readXlogDb, xlogDbPath, type XlogDbEntry } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { isWalName, parseWalName, segmentsPerXlogId } from '../wal/names.js';
 import { fetchPgFacts, type PgFacts } from './server-status.js';
+import { drillGauges } from './drill-metrics.js';
 
 /** What the metrics need of a check result (the check module may add fields). */
 export interface CheckOutcome {
@@ -262,8 +263,12 @@ export async function collectMetrics(servers: readonly ServerConfig[], sources: 
     receiveWalRunning: sources.receiveWalRunning ?? defaultReceiveWalRunning,
   };
   const m = await makeMetrics();
+  const drills = await drillGauges(m.registry);
   // Servers one after the other: the checks of one server already open several connections.
-  for (const srv of servers) await collectServer(m, srv, src, opts);
+  for (const srv of servers) {
+    await collectServer(m, srv, src, opts);
+    await drills.collect(srv, src.now());
+  }
   return m.registry.metrics();
 }
 

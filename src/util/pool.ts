@@ -1,3 +1,5 @@
+import { pause } from './pause.js';
+
 /**
  * Bounded concurrency: run `fn` over `items` with at most `limit` in flight. Results keep the
  * input order. The first failure stops new work; it is thrown once the work in flight is over
@@ -42,18 +44,4 @@ export function startBatches(workers: number, size: number, periodSec: number, s
     const waitMs = k < workers ? Math.floor(k / batch) * Math.max(0, periodSec) * 1000 : 0;
     return waitMs === 0 ? Promise.resolve() : pause(waitMs, signal);
   };
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-export function pause(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }

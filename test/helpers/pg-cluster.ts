@@ -133,7 +133,7 @@ function readLogTail(file: string, n = LOG_TAIL_LINES): string {
 }
 
 /** Process state letter from /proc/PID/stat ('Z' = zombie), or undefined if gone. */
-function procState(pid: number): string | undefined {
+export function procState(pid: number): string | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];

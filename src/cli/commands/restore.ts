@@ -6,6 +6,7 @@ import { BarmanError } from '../../util/errors.js';
 import { humanDuration } from '../../util/format.js';
 import { archiveWal } from '../../wal/archiver.js';
 import type { CliContext } from '../context.js';
+import { intOption, targetOptions } from '../restore-options.js';
 import { progressLine } from '../progress.js';
 
 interface Opts {
@@ -143,11 +144,6 @@ Exit status: 0 on success, 1 on any error (nothing is written when validation fa
     );
 }
 
-function intOption(name: string, text: string | undefined, min = 0): number | null {
-  if (text === undefined) return null;
-  if (!/^\d+$/.test(text.trim()) || Number(text) < min) throw new BarmanError(`option ${name}: invalid value '${text}' (expected an integer >= ${min})`, 2);
-  return Number(text);
-}
 
 export { humanDuration };
 
@@ -220,13 +216,7 @@ export async function run(ctx: CliContext, [serverName, backupId, destination]: 
   const req: RestoreRequest = {
     backupId: backupId ?? '',
     destination: destination ?? '',
-    targetTime: opts.targetTime,
-    targetXid: opts.targetXid,
-    targetLsn: opts.targetLsn,
-    targetName: opts.targetName,
-    targetImmediate: opts.targetImmediate,
-    targetTli: opts.targetTli,
-    exclusive: opts.exclusive,
+    ...targetOptions(opts),
     targetAction: opts.targetAction,
     standbyMode: opts.standbyMode,
     tablespaces: opts.tablespace ?? [],
