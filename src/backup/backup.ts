@@ -48,6 +48,7 @@ import { checkBackup } from './check-backup.js';
 import { HookAbortError, backupHookInfo, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
 import { postgresCopy } from './postgres-executor.js';
 import { rsyncCopy } from './rsync-executor.js';
+import { agentCopy } from '../agent/backup-copy.js';
 import { generateManifest } from './manifest.js';
 import { requirePrimaryForStandby, switchWalAfterBackup } from './standby.js';
 import type { CopyOutcome } from './copy-outcome.js';
@@ -151,6 +152,13 @@ function refuseExclusive(srv: ServerConfig, version: number): void {
   );
 }
 
+/** transfer_method = agent: only over ssh_command (backup_method = rsync), refused before anything is written. */
+function refuseAgentTransfer(srv: ServerConfig): void {
+  if (srv.transfer_method !== 'agent') return;
+  if (srv.backup_method !== 'rsync') throw new BarmanError(`transfer_method = agent needs backup_method = rsync (this server has ${srv.backup_method})`);
+  if (!srv.ssh_command) throw new BarmanError('transfer_method = agent needs ssh_command (the agent is started through it)');
+}
+
 /**
  * The backup reuse_backup takes unchanged files from: the newest DONE backup of an rsync mode
  * (a pg_basebackup copy has other mtimes and maybe another format), with its begin time as the
@@ -204,6 +212,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     // Refusals come before anything is created on disk.
     requirePrimaryForStandby(srv, facts.inRecovery);
     if (rsyncMethod) refuseExclusive(srv, facts.version);
+    if (rsyncMethod) refuseAgentTransfer(srv);
     await ensureServerDirs(srv);
     phase = 'checking the catalog';
     await checkIdentity(srv, facts);
@@ -246,7 +255,26 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     stopIfAborted();
     const immediateCheckpoint = opts.immediateCheckpoint ?? srv.immediate_checkpoint;
     let result: CopyOutcome;
-    if (rsyncMethod) {
+    if (rsyncMethod && srv.transfer_method === 'agent') {
+      const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
+      const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
+      ev.info?.(`Starting backup copy via the barman-ts agent for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''} (reuse_backup = ${reuse})`);
+      result = await agentCopy({
+        srv,
+        destDir: dir,
+        backupId: id,
+        version: facts.version,
+        pgdata: facts.pgdata,
+        tablespaces: facts.tablespaces,
+        immediateCheckpoint,
+        label: `Barman backup ${srv.name} ${id}`,
+        jobs,
+        reuse,
+        onProgress: ev.progress,
+        info: ev.info,
+        signal: abort.signal,
+      });
+    } else if (rsyncMethod) {
       const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
       const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
       const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
@@ -314,7 +342,10 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     };
     await saveBackupInfo(srv, id, entry.info);
     ev.info?.(`Backup size: ${size} bytes`);
-    if (rsyncMethod && (opts.manifest ?? srv.autogenerate_manifest)) await autogenerateManifest(srv, entry, ev);
+    // The agent hashed every file as it copied it: its backups always get a manifest (unless --no-manifest).
+    if (rsyncMethod && (opts.manifest ?? (srv.autogenerate_manifest || result.knownChecksums !== undefined))) {
+      await autogenerateManifest(srv, entry, ev, result.knownChecksums);
+    }
     await purgeWalsBeforeFirstBackup(srv, entry, ev);
     ev.info?.(`Backup completed (start time: ${entry.info.begin_time?.format() ?? ''}, elapsed time: ${totalSeconds.toFixed(1)} seconds)`);
 
@@ -509,9 +540,9 @@ export async function markStaleBackups(srv: ServerConfig): Promise<string[]> {
  * copy is complete, and count it in the backup's sizes (it is a file of the backup). As in
  * Barman, a manifest that cannot be written is a warning: the backup itself is good.
  */
-async function autogenerateManifest(srv: ServerConfig, entry: BackupEntry, ev: BackupEvents): Promise<void> {
+async function autogenerateManifest(srv: ServerConfig, entry: BackupEntry, ev: BackupEvents, known?: CopyOutcome['knownChecksums']): Promise<void> {
   try {
-    const res = await generateManifest(srv, entry, { copyDone: true });
+    const res = await generateManifest(srv, entry, { copyDone: true, known });
     const bytes = (await fsp.stat(res.file)).size;
     entry.info = { ...entry.info, size: (entry.info.size ?? 0) + bytes, deduplicated_size: (entry.info.deduplicated_size ?? 0) + bytes };
     await saveBackupInfo(srv, entry.id, entry.info);

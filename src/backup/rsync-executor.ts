@@ -48,15 +48,7 @@ import {
 
 const log = logger('backup.rsync');
 
-export interface RsyncBackupRequest {
-  srv: ServerConfig;
-  /** `base/<id>` */
-  destDir: string;
-  version: number;
-  pgdata: string;
-  tablespaces: readonly Tablespace[];
-  immediateCheckpoint: boolean;
-  label: string;
+export interface RsyncBackupRequest extends ConcurrentBackupRequest {
   jobs: number;
   reuse: ReuseMode;
   /** The previous DONE rsync backup (`base/<id>` and its begin time), for reuse_backup. */
@@ -64,7 +56,6 @@ export interface RsyncBackupRequest {
   /** KB/s for the data directory (tablespaces: tablespace_bandwidth_limit first). */
   bwlimit: number | null;
   onProgress?: (doneKb: number, totalKb: number) => void;
-  signal?: AbortSignal;
 }
 
 /** One directory tree to copy: the data directory or a tablespace. */
@@ -89,7 +80,7 @@ interface Job extends CopyJobPlan {
  * than one fsync per file. Write-back is started during the copy so that the final sync has
  * little left to do.
  */
-class CopySink {
+export class CopySink {
   private readonly writeback: EarlyWriteback;
 
   constructor(
@@ -396,14 +387,31 @@ async function linkTablespaceCopies(destDir: string, tablespaces: readonly Table
   if (tablespaces.length > 0) await fsyncDir(tblspc).catch(() => undefined);
 }
 
-/** The rsync methods' copy step for the backup frame. */
-export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
+/** What the concurrent backup frame needs to know (rsync and agent transfers alike). */
+export interface ConcurrentBackupRequest {
+  srv: ServerConfig;
+  /** `base/<id>` */
+  destDir: string;
+  version: number;
+  pgdata: string;
+  tablespaces: readonly Tablespace[];
+  immediateCheckpoint: boolean;
+  label: string;
+  signal?: AbortSignal;
+}
+
+/** What a copy step hands back: copy_stats entries and what else the outcome carries. */
+export type CopyStepResult = Pick<CopyOutcome, 'extraCopyStats'> & Partial<Pick<CopyOutcome, 'knownChecksums'>>;
+
+/**
+ * PostgreSQL's concurrent backup API around a copy step, on one session kept open from start
+ * to stop: start, `copy` (which must copy global/pg_control last), stop, then backup_label and
+ * tablespace_map into `data/`, the tablespace links pointed at the backup's own copies, and one
+ * syncfs. `abortCopy` stops the copy's processes when anything fails. Shared by the rsync
+ * transfer and the barman-ts agent (src/agent/backup-copy.ts).
+ */
+export async function concurrentBackup(req: ConcurrentBackupRequest, copy: (sink: CopySink) => Promise<CopyStepResult>, abortCopy: () => void): Promise<CopyOutcome> {
   const { srv } = req;
-  if (req.signal?.aborted) throw new BarmanError('interrupted by signal before the backup started');
-  if (srv.backup_method === 'local-rsync') await requireLocalAccess(req.pgdata, req.tablespaces);
-  const trees = await planTrees(req);
-  const listDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'barman-rsync-'));
-  const runner = new RsyncRunner(subprocessEnv(srv.path_prefix, { TZ: 'UTC' }), req.signal);
   // The concurrent backup belongs to this session: closing it (on any failure) aborts it.
   const pg = await PgConnection.connect(srv.conninfo ?? '', 'barman');
   try {
@@ -411,7 +419,7 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
     log.info(`backup started at ${startLsn} on ${req.pgdata}`);
     const copyStart = Date.now();
     const sink = new CopySink(req.destDir, process.env);
-    const stats = await copyTrees(req, trees, runner, listDir, sink);
+    const step = await copy(sink);
     // Only now, with pg_control copied last, may the backup end (see PG_CONTROL).
     const stop = await pg.stopBackup(req.version);
     const copySeconds = (Date.now() - copyStart) / 1000;
@@ -426,16 +434,31 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
       format: 'plain',
       compression: null,
       copySeconds,
-      extraCopyStats: stats,
+      extraCopyStats: step.extraCopyStats,
       // Measured by the frame, in its one walk of the backup directory (hard links = shared).
       deduplicatedSize: null,
+      ...(step.knownChecksums ? { knownChecksums: step.knownChecksums } : {}),
     };
   } catch (err) {
-    runner.killAll();
+    abortCopy();
     if (req.signal?.aborted) throw new BarmanError('interrupted by signal');
     throw err instanceof BarmanError ? err : new BarmanError(errorMessage(err));
   } finally {
     await pg.close();
+  }
+}
+
+/** The rsync methods' copy step for the backup frame. */
+export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
+  const { srv } = req;
+  if (req.signal?.aborted) throw new BarmanError('interrupted by signal before the backup started');
+  if (srv.backup_method === 'local-rsync') await requireLocalAccess(req.pgdata, req.tablespaces);
+  const trees = await planTrees(req);
+  const listDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'barman-rsync-'));
+  const runner = new RsyncRunner(subprocessEnv(srv.path_prefix, { TZ: 'UTC' }), req.signal);
+  try {
+    return await concurrentBackup(req, async (sink) => ({ extraCopyStats: await copyTrees(req, trees, runner, listDir, sink) }), () => runner.killAll());
+  } finally {
     await fsp.rm(listDir, { recursive: true, force: true });
   }
 }
