@@ -21,7 +21,7 @@ import { DONE, EMPTY, FAILED, STARTED } from '../catalog/backup-info.js';
 import { backupDir, loadCatalog } from '../catalog/catalog.js';
 import { pyFloat, type PyValue } from '../catalog/pyliteral.js';
 import { subprocessEnv } from '../postgres/binaries.js';
-import { concurrentBackup, type ConcurrentBackupRequest, type CopySink } from '../backup/rsync-executor.js';
+import { CopySink, concurrentBackup, type ConcurrentBackupRequest, type CopyStepResult } from '../backup/rsync-executor.js';
 import type { CopyOutcome } from '../backup/copy-outcome.js';
 import { PG_CONTROL, PGDATA_EXCLUDES, TABLESPACE_EXCLUDES, type ReuseMode } from '../backup/rsync-plan.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
@@ -272,6 +272,10 @@ class AgentCopy {
     }
   }
 
+  killAll(): void {
+    for (const s of this.sessions) s.kill();
+  }
+
   private countBytes(): void {
     this.stats.bytesIn = this.sessions.reduce((n, s) => n + s.bytesIn, 0);
     this.stats.bytesOut = this.sessions.reduce((n, s) => n + s.bytesOut, 0);
@@ -429,10 +433,9 @@ class AgentCopy {
   }
 }
 
-/** The copy step of backup_method = rsync with transfer_method = agent. */
-export async function agentCopy(req: AgentBackupRequest): Promise<CopyOutcome> {
+/** Set up a copy (basis, metadata, the first agent), run `body`, and always clean up. */
+async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy, first: AgentSession) => Promise<X>): Promise<X> {
   const { srv } = req;
-  if (srv.backup_method !== 'rsync') throw new BarmanError(`transfer_method = agent needs backup_method = rsync (this server has ${srv.backup_method})`);
   if (!srv.ssh_command) throw new BarmanError('transfer_method = agent needs ssh_command (the agent is started through it)');
   if (req.signal?.aborted) throw new BarmanError('interrupted by signal before the backup started');
   const codec = requireCodec(String(srv.agent_compression ?? 'zstd'));
@@ -441,25 +444,50 @@ export async function agentCopy(req: AgentBackupRequest): Promise<CopyOutcome> {
   if (swept.length > 0) log.info(`removed the agent metadata of ${swept.length} deleted backup(s): ${swept.join(', ')}`);
   const bases = await chooseBasis(req);
   const seed = bases[0]?.reader.meta.seed ?? newSeed();
-  const store = await StoreWriter.create(srv, req.backupId, seed);
-  const hasher = await PageHasher.create(seed);
-  const ep: AgentEndpoint = { sshCommand: srv.ssh_command, where: 'the database host', env: subprocessEnv(srv.path_prefix) };
-  const resume = bases[0] && !bases[0].reader.meta.complete ? bases[0] : null;
-  if (resume) req.info?.(`Resuming the interrupted backup ${resume.id}: ${resume.reader.files.size} files it received are not fetched again`);
+  let store: StoreWriter | null = null;
   let copy: AgentCopy | null = null;
   try {
+    store = await StoreWriter.create(srv, req.backupId, seed);
+    const hasher = await PageHasher.create(seed);
+    const ep: AgentEndpoint = { sshCommand: srv.ssh_command, where: 'the database host', env: subprocessEnv(srv.path_prefix) };
+    const resume = bases[0] && !bases[0].reader.meta.complete ? bases[0] : null;
+    if (resume) req.info?.(`Resuming the interrupted backup ${resume.id}: the ${resume.reader.files.size} files it received are not fetched again`);
     // Before the backup starts on PostgreSQL: an agent that cannot be used stops everything here.
     const first = await AgentSession.open(ep, { codec, level, seed, signal: req.signal });
     copy = new AgentCopy(req, ep, hasher, store, bases, { codec, level });
     copy.sessions.push(first);
-    const c = copy;
-    return await concurrentBackup(req, (sink) => c.run(sink, first), () => c.sessions.forEach((s) => s.kill()));
+    return await body(copy, first);
   } catch (err) {
     if (req.signal?.aborted) throw new BarmanError('interrupted by signal');
     throw err instanceof BarmanError ? err : new BarmanError(errorMessage(err));
   } finally {
     await Promise.all((copy?.sessions ?? []).map((s) => s.close()));
-    await store.close();
+    await store?.close();
     for (const b of bases) await b.reader.close();
   }
+}
+
+/** The copy step of backup_method = rsync with transfer_method = agent. */
+export async function agentCopy(req: AgentBackupRequest): Promise<CopyOutcome> {
+  if (req.srv.backup_method !== 'rsync') throw new BarmanError(`transfer_method = agent needs backup_method = rsync (this server has ${req.srv.backup_method})`);
+  return withAgentCopy(req, (copy, first) =>
+    concurrentBackup(
+      req,
+      (sink) => copy.run(sink, first),
+      () => copy.killAll(),
+    ),
+  );
+}
+
+/**
+ * The same copy without PostgreSQL's backup API (tests compare it with rsync on a stopped
+ * cluster): trees copied into `destDir` and made durable, metadata recorded under `backupId`.
+ */
+export async function agentCopyTrees(req: AgentBackupRequest): Promise<CopyStepResult> {
+  return withAgentCopy(req, async (copy, first) => {
+    const sink = new CopySink(req.destDir, process.env);
+    const res = await copy.run(sink, first);
+    await sink.finish();
+    return res;
+  });
 }
