@@ -53,6 +53,7 @@ export class AgentSession {
   private stderr = '';
   private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private closed = false;
+  private greeted = false;
   private readonly reader: FrameReader;
   readonly writer: FrameWriter;
   agentVersion = '';
@@ -112,6 +113,7 @@ export class AgentSession {
       throw err;
     }
     if (greeted === null) throw await this.deathError();
+    this.greeted = true;
     const f = await this.next();
     if (f.type !== T.HELLO) throw new BarmanError(`the barman-ts agent on ${this.ep.where} did not say hello`);
     const hello = parseJson<Hello>(f.body, 'HELLO');
@@ -131,7 +133,13 @@ export class AgentSession {
     const { code, signal } = await Promise.race([this.exited, new Promise<{ code: null; signal: null }>((r) => setTimeout(() => r({ code: null, signal: null }), 5000))]);
     const detail = lastLine(this.stderr);
     const tail = detail ? `: ${detail}` : '';
-    if (this.ep.sshCommand !== null && code === 255) return new BarmanError(`cannot reach ${this.ep.where} with '${this.ep.sshCommand}' (ssh exit code 255)${tail}`);
+    if (this.ep.sshCommand !== null && code === 255) {
+      return new BarmanError(
+        this.greeted
+          ? `the connection to ${this.ep.where} was lost (ssh exit code 255)${tail}`
+          : `cannot reach ${this.ep.where} with '${this.ep.sshCommand}' (ssh exit code 255)${tail}`,
+      );
+    }
     if (code === 127) return new BarmanError(`${AGENT_COMMAND} was not found on ${this.ep.where} (install barman-ts there, with ${AGENT_COMMAND} on the PATH)${tail}`);
     const how = signal ? `was killed by ${signal}` : code === null ? 'stopped' : `exited with code ${code}`;
     return new BarmanError(`the barman-ts agent on ${this.ep.where} ${how}${tail}`);

@@ -27,7 +27,7 @@ import { cleanupAll, PgCluster, startRecoveredCluster } from '../helpers/pg-clus
 import { createBarmanEnv, listBackups, readLog, type BarmanEnv } from '../helpers/barman-env.js';
 import { backupRecorder, createFingerprintData, FINGERPRINT, infoField, recoverFingerprint, startStreamingOnSettledData, walkLinks } from '../helpers/rsync-backup-fixture.js';
 import { startSshd, type Sshd } from '../helpers/sshd.js';
-import { BARMAN_USER, ensureBarmanUser, makeTempDir, POSTGRES_USER, runAs, sleep, waitFor } from '../helpers/system.js';
+import { BARMAN_USER, ensureBarmanUser, lookupUser, makeTempDir, POSTGRES_USER, runAs, waitFor } from '../helpers/system.js';
 
 interface Stats {
   bytesIn: number;
@@ -79,6 +79,37 @@ describe('transfer_method = agent', { timeout: 600_000 }, () => {
     const text = await fs.readFile(env.configFile, 'utf8');
     await fs.writeFile(env.configFile, text.replace(/^ssh_command = .*$/m, `ssh_command = ${command}`));
   };
+
+  /** `barman backup ARGS` in the background as the barman user, once it is STARTED. */
+  const backupInBackground = async (args: readonly string[]) => {
+    const known = new Set((await listBackups(env)).map((b) => b.backup_id));
+    const child = spawn('runuser', ['-u', BARMAN_USER, '--', process.execPath, BARMAN_SCRIPT, '-c', env.configFile, 'backup', ...args, env.server], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+    const started = await waitFor(async () => (await listBackups(env)).find((b) => b.status === 'STARTED' && !known.has(b.backup_id)), {
+      timeoutMs: 60_000,
+      intervalMs: 100,
+      what: 'backup STARTED',
+    });
+    return { id: started.backup_id, exited, stderr: () => stderr };
+  };
+  /** A pause fault: agents stop before reading a file whose path holds `match`, until release(). */
+  const pauseFault = async (match: string) => {
+    const dir = await makeTempDir('agent-flag-', { owner: POSTGRES_USER, mode: 0o777 });
+    const flag = path.join(dir, 'go');
+    return {
+      spec: `pause=${match}:${flag}`,
+      reached: () => waitFor(async () => existsSync(`${flag}.reached`) && (await fs.readFile(`${flag}.reached`, 'utf8')).trim(), { timeoutMs: 120_000, intervalMs: 50, what: `an agent to reach ${match}` }),
+      release: () => fs.writeFile(flag, 'go\n'),
+    };
+  };
+  const journalLines = async (id: string): Promise<number> =>
+    (await fs.readFile(path.join(env.home, env.server, 'agent', id, 'files.jsonl'), 'utf8').catch(() => '')).split('\n').filter((l) => l !== '').length;
+  const pgrep = async (pattern: string): Promise<string[]> =>
+    (await runAs('root', 'pgrep', ['-u', BARMAN_USER, '-f', '--', pattern])).stdout.split('\n').filter((l) => l.trim() !== '');
 
   before(async () => {
     await ensureBarmanUser();
@@ -209,6 +240,154 @@ describe('transfer_method = agent', { timeout: 600_000 }, () => {
       assert.equal(await cluster.psql("SELECT count(*) FROM pg_class WHERE relname = 'doomed'"), '0');
     } finally {
       await cluster.destroy();
+    }
+  });
+
+  it('a copy killed mid-way (the agent, its ssh, the barman process) is FAILED, never DONE; the next backup resumes and fetches less', async () => {
+    const full = await stats(ids[0] ?? '');
+    const before = await listBackups(env);
+    const lastDone = ids.at(-1) ?? '';
+    const lastWalk = await walkLinks(backupDir(lastDone));
+    const interrupted: string[] = [];
+    for (const victim of ['agent', 'ssh', 'barman'] as const) {
+      const fault = await pauseFault(`${pg.dataDir}/PG_VERSION`);
+      await setSsh(`${ssh} BARMAN_TS_AGENT_FAULT=${fault.spec}`);
+      try {
+        // reuse off: only the interrupted backup can spare fetching a file again.
+        const bg = await backupInBackground(['--reuse-backup', 'off']);
+        const agentPid = await fault.reached();
+        await waitFor(async () => (await journalLines(bg.id)) > 10, { timeoutMs: 60_000, intervalMs: 200, what: 'received files journaled' });
+        if (victim === 'agent') await runAs('root', 'kill', ['-KILL', agentPid], { check: true });
+        else if (victim === 'ssh') for (const pid of await pgrep('^ssh .*barman-agent')) await runAs('root', 'kill', ['-KILL', pid]);
+        else for (const pid of await pgrep(`${BARMAN_SCRIPT} -c ${env.configFile} backup`)) await runAs('root', 'kill', ['-KILL', pid]);
+        const code = await bg.exited;
+        assert.notEqual(code, 0, bg.stderr());
+        if (victim !== 'barman') assert.match(bg.stderr(), /ERROR: .*(agent|database host)/, bg.stderr());
+        assert.doesNotMatch(bg.stderr(), /\n\s+at /, 'no stack trace');
+        // A killed barman leaves the backup STARTED: cron finds it without a lock holder.
+        if (victim === 'barman') await env.ok('cron');
+        const status = (await listBackups(env)).find((b) => b.backup_id === bg.id)?.status;
+        assert.equal(status, 'FAILED', `${victim}: ${bg.stderr()}`);
+        interrupted.push(bg.id);
+      } finally {
+        await fault.release();
+        await setSsh(ssh);
+      }
+      // Earlier backups untouched.
+      assert.deepEqual((await listBackups(env)).filter((b) => !interrupted.includes(b.backup_id)), before);
+      assert.deepEqual(await walkLinks(backupDir(lastDone)), lastWalk);
+    }
+    await waitFor(async () => (await pgrep('barman-agent')).length === 0, { timeoutMs: 30_000, what: 'the interrupted agents to go' });
+    const id = await backup('--reuse-backup', 'off');
+    const s = await stats(id);
+    assert.equal(s.resumedFrom, interrupted.at(-1));
+    assert.match(await readLog(env), new RegExp(`Resuming the interrupted backup ${interrupted.at(-1) ?? ''}`));
+    assert.ok(s.bytesIn < full.bytesIn / 2, `resumed backup received ${s.bytesIn} bytes, a full one ${full.bytesIn}`);
+    assert.match(await env.ok('verify-backup', env.server, id), /checksums of \d+ files OK/);
+  });
+
+  it('a page altered in transit is detected: the backup is FAILED, not DONE', async () => {
+    const accounts = await pg.psql("SELECT pg_relation_filepath('pgbench_accounts')");
+    await setSsh(`${ssh} BARMAN_TS_AGENT_FAULT=corrupt=${accounts}`);
+    try {
+      const count = (await listBackups(env)).length;
+      const r = await env.run('backup', '--reuse-backup', 'off', env.server);
+      assert.equal(r.code, 1, r.stdout);
+      assert.match(r.stderr, /altered in transit/);
+      const list = await listBackups(env);
+      assert.equal(list.length, count + 1);
+      assert.equal(list[0]?.status, 'FAILED');
+      assert.match(infoField(await infoText(list[0]?.backup_id ?? ''), 'error'), /page \d+ of .* does not match the checksum computed where it was read/);
+    } finally {
+      await setSsh(ssh);
+    }
+  });
+
+  it('refuses an agent of another protocol version, and one that talks garbage, before anything is written', async () => {
+    const before = await listBackups(env);
+    for (const [command, message] of [
+      [`${ssh} BARMAN_TS_AGENT_FAULT=protocol=99`, /barman-ts agent: FAILED \(.*speaks protocol version 99, this barman-ts .* speaks version \d+: install the same barman-ts version on both hosts\)/],
+      [`${ssh} echo Welcome to db1';'`, /barman-ts agent: FAILED \(.*is not a barman-ts agent: .*its output starts with "Welcome to db1"\)/],
+    ] as const) {
+      await setSsh(command);
+      try {
+        const check = await env.run('check', env.server);
+        assert.equal(check.code, 1);
+        assert.match(check.stdout, message);
+        const r = await env.run('backup', env.server);
+        assert.equal(r.code, 1);
+        assert.match(r.stderr, /^ERROR: Impossible to start the backup/);
+        assert.match(r.stderr, message);
+        assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+        assert.deepEqual(await listBackups(env), before, 'nothing recorded');
+      } finally {
+        await setSsh(ssh);
+      }
+    }
+  });
+
+  it('a file that vanishes or changes size during the copy is skipped or copied as read; the backup is DONE and verifies', async () => {
+    const junk = (n: string) => path.join(pg.dataDir, `agent_junk_${n}`);
+    for (const n of ['a', 'b', 'c']) await runAs(POSTGRES_USER, 'dd', ['if=/dev/urandom', `of=${junk(n)}`, 'bs=64k', 'count=16'], { check: true });
+    const fault = await pauseFault('agent_junk_');
+    await setSsh(`${ssh} BARMAN_TS_AGENT_FAULT=${fault.spec}`);
+    try {
+      const bg = await backupInBackground(['--wait', '--wait-timeout', '120']);
+      await fault.reached();
+      await fs.rm(junk('a'));
+      await fs.truncate(junk('b'), 100_000);
+      await fs.appendFile(junk('c'), Buffer.alloc(50_000, 7));
+      await fault.release();
+      assert.equal(await bg.exited, 0, bg.stderr());
+      ids.push(bg.id);
+      const data = path.join(backupDir(bg.id), 'data');
+      assert.equal(existsSync(path.join(data, 'agent_junk_a')), false);
+      assert.equal((await fs.stat(path.join(data, 'agent_junk_b'))).size, 100_000);
+      assert.equal((await fs.stat(path.join(data, 'agent_junk_c'))).size, 16 * 65536 + 50_000);
+      assert.ok((await fs.readFile(junk('c'))).equals(await fs.readFile(path.join(data, 'agent_junk_c'))));
+      assert.equal((await listBackups(env))[0]?.status, 'DONE');
+      assert.match(await env.ok('verify-backup', env.server, bg.id), /checksums of \d+ files OK/);
+      assert.match(await readLog(env), /agent_junk_a vanished during the copy/);
+    } finally {
+      await fault.release();
+      await setSsh(ssh);
+      for (const n of ['a', 'b', 'c']) await fs.rm(junk(n), { force: true });
+    }
+  });
+
+  it('a full disk on the backup host fails the backup with one clear error; the earlier backup stays intact', async () => {
+    const size = Number(infoField(await infoText(ids.at(-1) ?? ''), 'size'));
+    const mnt = await makeTempDir('agent-full-', { owner: BARMAN_USER, mode: 0o700 });
+    // A small file system of the barman user's: the first backup fits, a second full one does not.
+    await runAs('root', 'mount', ['-t', 'tmpfs', '-o', `size=${Math.ceil(size * 1.5)},mode=0700,uid=${lookupUser(BARMAN_USER)?.uid ?? 0}`, 'tmpfs', mnt], { check: true });
+    const original = await fs.readFile(env.configFile, 'utf8');
+    try {
+      const section = [
+        '[agfull]',
+        `conninfo = ${pg.conninfo}`,
+        `streaming_conninfo = ${pg.conninfo}`,
+        'backup_method = rsync',
+        'transfer_method = agent',
+        `ssh_command = ${ssh}`,
+        'streaming_archiver = on',
+        'slot_name = barman_agfull',
+        `basebackups_directory = ${mnt}/base`,
+        '',
+      ].join('\n');
+      await fs.writeFile(env.configFile, `${original}\n${section}`);
+      const first = await env.run('backup', '--reuse-backup', 'off', 'agfull');
+      assert.equal(first.code, 0, first.stderr);
+      const firstId = (JSON.parse(await env.ok('-f', 'json', 'list-backups', 'agfull')) as Record<string, { backup_id: string }[]>).agfull?.[0]?.backup_id ?? '';
+      const second = await env.run('backup', '--reuse-backup', 'off', 'agfull');
+      assert.equal(second.code, 1, second.stdout);
+      assert.match(second.stderr, /no space left on device/i);
+      assert.doesNotMatch(second.stderr, /\n\s+at /, 'no stack trace');
+      const list = (JSON.parse(await env.ok('-f', 'json', 'list-backups', 'agfull')) as Record<string, { backup_id: string; status: string }[]>).agfull ?? [];
+      assert.deepEqual(list.map((b) => b.status), ['FAILED', 'WAITING_FOR_WALS']);
+      assert.match(await env.ok('verify-backup', 'agfull', firstId), /checksums of \d+ files OK/);
+    } finally {
+      await fs.writeFile(env.configFile, original);
+      await runAs('root', 'umount', [mnt]);
     }
   });
 });
