@@ -83,7 +83,10 @@ describe('transfer_method = agent: standby backups, delta and remote restores, B
     primary = await PgCluster.create();
     tsOid = await createFingerprintData(primary, 'agent-r-ts-');
     await primary.psql('CREATE TABLE churn AS SELECT g, md5(g::text) AS h FROM generate_series(1, 50000) g; VACUUM (FREEZE);');
-    standby = await startStandby(primary);
+    // The standby's copy of the tablespace goes elsewhere on this same host.
+    const tsDir = await primary.psql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'extra'");
+    const standbyTs = path.join(await makeTempDir('agent-r-sbts-', { owner: POSTGRES_USER, mode: 0o755 }), 'space');
+    standby = await startStandby(primary, { basebackupArgs: ['-T', `${tsDir}=${standbyTs}`] });
     sshd = await startSshd();
     const cfg = await sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
     ssh = `ssh -F ${cfg} postgres@127.0.0.1`;
