@@ -9,6 +9,8 @@
  *   - WAL shipping over SSH beside cp, rsync and pgBackRest (`-- --wal-only`, bench/wal-bench.ts)
  *   - rsync backups and local/remote recovery beside cp, rsync and pgBackRest (`-- --rsync-only`,
  *     bench/rsync-bench.ts)
+ *   - transfer_method = agent: full, incremental, delta and remote restores beside the ssh floor,
+ *     rsync and pgBackRest (`-- --agent-only`, bench/agent-bench.ts)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
  */
 import * as fs from 'node:fs';
@@ -20,6 +22,7 @@ import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { catalogScale } from './catalog-scale.js';
 import { rsyncBench } from './rsync-bench.js';
+import { agentBench } from './agent-bench.js';
 import { walBench } from './wal-bench.js';
 
 const arg = (name: string, def: number) => {
@@ -135,7 +138,18 @@ const only = process.argv.includes('--catalog-only');
 const walOnly = process.argv.includes('--wal-only');
 // --rsync-only: just the rsync backup / recovery section (bench/rsync-bench.ts).
 const rsyncOnly = process.argv.includes('--rsync-only');
-(rsyncOnly ? rsyncBench() : walOnly ? walBench() : only ? catalogScale() : main().then(catalogScale).then(walBench).then(rsyncBench)).catch((err: unknown) => {
+// --agent-only: just the transfer_method = agent section (bench/agent-bench.ts).
+const agentOnly = process.argv.includes('--agent-only');
+(agentOnly
+  ? agentBench()
+  : rsyncOnly
+    ? rsyncBench()
+    : walOnly
+      ? walBench()
+      : only
+        ? catalogScale()
+        : main().then(catalogScale).then(walBench).then(rsyncBench).then(agentBench)
+).catch((err: unknown) => {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;
 });

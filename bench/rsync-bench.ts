@@ -30,20 +30,20 @@ import { as, BARMAN_USER, BIN, chownTo, isRoot, LocalCluster, must, PG_USER } fr
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
 
-const argNum = (name: string, def: number): number => {
+export const argNum = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`);
   const v = i >= 0 ? Number(process.argv[i + 1]) : Number(process.env[`BENCH_${name.toUpperCase()}`] ?? def);
   return Number.isFinite(v) && v > 0 ? v : def;
 };
 
-const MB = 1024 * 1024;
+export const MB = 1024 * 1024;
 /** Cipher of every ssh-based row (see the README: backup traffic on trusted networks). */
-const SSH_CIPHER = 'aes128-gcm@openssh.com';
-const PGBACKREST = '/usr/bin/pgbackrest';
+export const SSH_CIPHER = 'aes128-gcm@openssh.com';
+export const PGBACKREST = '/usr/bin/pgbackrest';
 /** Rows touched by the "small change" between the full and the second backup. */
 const CHANGE_SQL = 'UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid <= 3; CHECKPOINT;';
 
-async function timed(fn: () => Promise<unknown>): Promise<number> {
+export async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t = process.hrtime.bigint();
   await fn();
   return Number(process.hrtime.bigint() - t) / 1e9;
@@ -66,7 +66,7 @@ async function readTree(dir: string, skip: readonly string[] = []): Promise<void
  * then load every tool and barman's own code again. Without the warm-up, the cold start of a
  * 95 MB node binary and its modules would be charged to barman, not the copy engine measured.
  */
-async function dropCaches(): Promise<void> {
+export async function dropCaches(): Promise<void> {
   await run('sync', []);
   await fs.writeFile('/proc/sys/vm/drop_caches', '3\n');
   const repo = path.dirname(path.dirname(BARMAN_SCRIPT));
@@ -79,7 +79,7 @@ async function dropCaches(): Promise<void> {
 }
 
 /** `left | right`, each an argument array run as `user` (no shell); throws unless both exit 0. */
-function pipeAs(user: string, left: string[], right: string[]): Promise<void> {
+export function pipeAs(user: string, left: string[], right: string[]): Promise<void> {
   const start = (argv: string[], stdio: StdioOptions) => spawn('runuser', ['-u', user, '--', ...argv], { stdio, cwd: '/tmp' });
   return new Promise((resolve, reject) => {
     const a = start(left, ['ignore', 'pipe', 'pipe']);
@@ -93,7 +93,7 @@ function pipeAs(user: string, left: string[], right: string[]): Promise<void> {
 }
 
 /** Debian's pgbackrest, installed for the bench only; waits while another dpkg holds the lock. */
-async function ensurePgbackrest(): Promise<void> {
+export async function ensurePgbackrest(): Promise<void> {
   if (existsSync(PGBACKREST)) return;
   console.log('  installing Debian pgbackrest for the comparison (apt-get install -y pgbackrest)');
   for (let attempt = 1; ; attempt++) {
@@ -108,10 +108,10 @@ async function ensurePgbackrest(): Promise<void> {
 }
 
 /** `key=value` field of a backup.info file. */
-const infoField = (text: string, key: string): string => new RegExp(`^${key}=(.*)$`, 'm').exec(text)?.[1] ?? '';
+export const infoField = (text: string, key: string): string => new RegExp(`^${key}=(.*)$`, 'm').exec(text)?.[1] ?? '';
 
 /** Bytes of the last operand of `du -s -B1 a b ... last`: du counts each inode once, at its first sight. */
-async function duNew(before: readonly string[], target: string): Promise<number> {
+export async function duNew(before: readonly string[], target: string): Promise<number> {
   const r = await run('du', ['-s', '-B1', ...before, target]);
   if (r.code !== 0) throw new Error(`du failed: ${r.stderr.trim()}`);
   const last = r.stdout.trim().split('\n').pop() ?? '';
