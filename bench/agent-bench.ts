@@ -22,10 +22,10 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { as, BARMAN_USER, BIN, chownTo, isRoot, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
+import { as, BARMAN_USER, chownTo, isRoot, type LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
-import { MB, PGBACKREST, SSH_CIPHER, argNum, dropCaches, ensurePgbackrest, infoField, pipeAs, timed } from './rsync-bench.js';
+import { MB, PGBACKREST, SSH_CIPHER, argNum, buildBenchCluster, cipherSshConfig, dropCaches, infoField, pipeAs, setupPgbackrest, timed } from './rsync-bench.js';
 
 interface Measure {
   times: number[];
@@ -115,22 +115,11 @@ export async function agentBench(): Promise<void> {
   const wire = new Map<string, number>();
   let agentRssKb = 0;
   try {
-    const cfg = path.join(root, 'ssh_config');
-    const base = await fs.readFile(await sshd.clientConfigFor(BARMAN_USER, [PG_USER]), 'utf8');
-    await fs.writeFile(cfg, `Ciphers ${SSH_CIPHER}\n${base}`, { mode: 0o600 });
-    chownTo(BARMAN_USER, cfg);
-    const sshCommand = `ssh -F ${cfg} postgres@127.0.0.1`;
-    pg = await LocalCluster.create(path.join(pgDir, 'data'), pgDir, 'shared_buffers = 256MB\nmax_wal_size = 8GB\nsynchronous_commit = off\nautovacuum = off\n');
+    const { cfg, sshCommand } = await cipherSshConfig(await sshd.clientConfigFor(BARMAN_USER, [PG_USER]), root);
+    const built = await buildBenchCluster(pgDir, SCALE);
+    pg = built.cluster;
     const cluster = pg;
-    const tBuild = await timed(async () => {
-      await must(PG_USER, path.join(BIN, 'pgbench'), ['-i', '-q', '-s', String(SCALE), '-h', pgDir, '-p', String(cluster.port), 'postgres']);
-      await cluster.psql(
-        `CREATE TABLE random_text AS SELECT g AS id, string_agg(md5(random()::text), '') AS body FROM generate_series(1, ${SCALE * 2000}) g, generate_series(1, 16) x GROUP BY g;`,
-      );
-      await cluster.psql('VACUUM (FREEZE, ANALYZE); CHECKPOINT;');
-    });
-    const dbSize = Number(await cluster.psql('SELECT sum(pg_database_size(oid)) FROM pg_database'));
-    console.log(`  database built in ${tBuild.toFixed(1)} s: ${(dbSize / MB).toFixed(0)} MiB`);
+    console.log(`  database built in ${built.seconds.toFixed(1)} s: ${(built.dbSize / MB).toFixed(0)} MiB`);
     const server = (name: string, extra: string) =>
       `[${name}]\nconninfo = ${cluster.conninfo}\nstreaming_conninfo = ${cluster.conninfo}\nbackup_method = rsync\nssh_command = ${sshCommand}\n` +
       `streaming_archiver = on\nslot_name = barman_${name}\ncreate_slot = auto\nparallel_jobs = 2\n${extra}`;
@@ -140,38 +129,7 @@ export async function agentBench(): Promise<void> {
       { mode: 0o644 },
     );
     await barman('cron');
-    try {
-      await ensurePgbackrest();
-      const pgbrDir = await mkdirFor('pgbackrest', PG_USER, 0o700);
-      for (const sub of ['repo', 'log', 'lock', 'spool']) await fs.mkdir(path.join(pgbrDir, sub), { mode: 0o700 });
-      await sys.chownR(pgbrDir, PG_USER);
-      await fs.writeFile(
-        pgbrConf,
-        [
-          '[global]',
-          `repo1-path=${pgbrDir}/repo`,
-          'repo1-retention-full=99',
-          `log-path=${pgbrDir}/log`,
-          `lock-path=${pgbrDir}/lock`,
-          `spool-path=${pgbrDir}/spool`,
-          'log-level-console=warn',
-          'log-level-file=off',
-          'compress-type=lz4',
-          'start-fast=y',
-          'archive-check=n',
-          '',
-          '[bench]',
-          `pg1-path=${cluster.dataDir}`,
-          `pg1-port=${cluster.port}`,
-          `pg1-socket-path=${pgDir}`,
-          '',
-        ].join('\n'),
-        { mode: 0o644 },
-      );
-      await pgbr('stanza-create');
-    } catch (err) {
-      pgbrProblem = (err as Error).message.split('\n').slice(0, 2).join(' ');
-    }
+    pgbrProblem = await setupPgbackrest(path.join(root, 'pgbackrest'), pgbrConf, cluster, pgDir, 'lz4');
     const newest = async (srv: string): Promise<string> => (await barman('list-backups', '--minimal', srv)).trim().split('\n')[0] ?? '';
     const statsOf = async (id: string) =>
       (JSON.parse(await fs.readFile(path.join(home, 'ag', 'agent', id, 'meta.json'), 'utf8')) as { stats: { bytesIn: number; bytesOut: number; pagesSent: number; pagesRead: number } }).stats;

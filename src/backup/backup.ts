@@ -255,31 +255,10 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     stopIfAborted();
     const immediateCheckpoint = opts.immediateCheckpoint ?? srv.immediate_checkpoint;
     let result: CopyOutcome;
-    if (rsyncMethod && srv.transfer_method === 'agent') {
+    if (rsyncMethod) {
       const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
       const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
-      ev.info?.(`Starting backup copy via the barman-ts agent for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''} (reuse_backup = ${reuse})`);
-      result = await agentCopy({
-        srv,
-        destDir: dir,
-        backupId: id,
-        version: facts.version,
-        pgdata: facts.pgdata,
-        tablespaces: facts.tablespaces,
-        immediateCheckpoint,
-        label: `Barman backup ${srv.name} ${id}`,
-        jobs,
-        reuse,
-        onProgress: ev.progress,
-        info: ev.info,
-        signal: abort.signal,
-      });
-    } else if (rsyncMethod) {
-      const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
-      const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
-      const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
-      ev.info?.(`Starting backup copy via rsync for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''}${previous ? ` (reuse_backup = ${reuse} from ${path.basename(previous.dir)})` : ''}`);
-      result = await rsyncCopy({
+      const common = {
         srv,
         destDir: dir,
         version: facts.version,
@@ -289,11 +268,17 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
         label: `Barman backup ${srv.name} ${id}`,
         jobs,
         reuse,
-        previous,
-        bwlimit: opts.bwlimit ?? srv.bandwidth_limit ?? null,
         onProgress: ev.progress,
         signal: abort.signal,
-      });
+      };
+      if (srv.transfer_method === 'agent') {
+        ev.info?.(`Starting backup copy via the barman-ts agent for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''} (reuse_backup = ${reuse})`);
+        result = await agentCopy({ ...common, backupId: id, info: ev.info });
+      } else {
+        const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
+        ev.info?.(`Starting backup copy via rsync for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''}${previous ? ` (reuse_backup = ${reuse} from ${path.basename(previous.dir)})` : ''}`);
+        result = await rsyncCopy({ ...common, previous, bwlimit: opts.bwlimit ?? srv.bandwidth_limit ?? null });
+      }
     } else {
       ev.info?.(`Starting backup copy via pg_basebackup for ${id}`);
       result = await postgresCopy({

@@ -18,7 +18,6 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -27,42 +26,10 @@ import { cleanupAll, PgCluster, startRecoveredCluster } from '../helpers/pg-clus
 import { createBarmanEnv, listBackups, readLog, type BarmanEnv } from '../helpers/barman-env.js';
 import { backupRecorder, createFingerprintData, FINGERPRINT, infoField, recoverFingerprint, startStreamingOnSettledData, walkLinks } from '../helpers/rsync-backup-fixture.js';
 import { startSshd, type Sshd } from '../helpers/sshd.js';
+import { assertSameTree, treeFacts } from '../helpers/tree-facts.js';
+import type { TransferStats } from '../../src/agent/store.js';
 import { BARMAN_USER, ensureBarmanUser, lookupUser, makeTempDir, POSTGRES_USER, runAs, waitFor } from '../helpers/system.js';
 
-interface Stats {
-  bytesIn: number;
-  bytesOut: number;
-  bytesTotal: number;
-  filesLinked: number;
-  filesUnchanged: number;
-  filesDelta: number;
-  filesFull: number;
-  filesVanished: number;
-  pagesSent: number;
-  resumedFrom: string | null;
-}
-
-/** Every entry of a tree: kind, mode, size, SHA-256 or link target, mtime (ms). */
-async function treeFacts(root: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const walk = async (rel: string): Promise<void> => {
-    for (const e of await fs.readdir(path.join(root, rel), { withFileTypes: true })) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      const abs = path.join(root, r);
-      const st = await fs.lstat(abs);
-      if (e.isDirectory()) {
-        out.set(r, `dir ${(st.mode & 0o7777).toString(8)}`);
-        await walk(r);
-      } else if (e.isSymbolicLink()) out.set(r, `link ${await fs.readlink(abs)}`);
-      else {
-        const sha = createHash('sha256').update(await fs.readFile(abs)).digest('hex');
-        out.set(r, `file ${(st.mode & 0o7777).toString(8)} ${st.size} ${sha} ${Math.floor(st.mtimeMs)}`);
-      }
-    }
-  };
-  await walk('');
-  return out;
-}
 
 describe('transfer_method = agent', { timeout: 600_000 }, () => {
   let sshd: Sshd;
@@ -71,8 +38,8 @@ describe('transfer_method = agent', { timeout: 600_000 }, () => {
   let tsOid = '';
   let ssh = '';
   const { ids, backupDir, infoText, backup } = backupRecorder(() => env);
-  const stats = async (id: string): Promise<Stats> => {
-    const meta = JSON.parse(await fs.readFile(path.join(env.home, env.server, 'agent', id, 'meta.json'), 'utf8')) as { stats: Stats };
+  const stats = async (id: string): Promise<TransferStats> => {
+    const meta = JSON.parse(await fs.readFile(path.join(env.home, env.server, 'agent', id, 'meta.json'), 'utf8')) as { stats: TransferStats };
     return meta.stats;
   };
   const setSsh = async (command: string): Promise<void> => {
@@ -178,8 +145,8 @@ describe('transfer_method = agent', { timeout: 600_000 }, () => {
     await runAs('root', 'rsync', ['-a', '--exclude=pgsql_tmp*', `${space}/`, `${rsyncDest}/${oid}/`], { check: true });
     const want = await treeFacts(path.join(rsyncDest, 'data'));
     assert.ok(want.has('global/pg_control') && !want.has('pg_wal/junk') && !want.has('base/pgsql_tmp') && want.has('pg_wal'));
-    assert.deepEqual(await treeFacts(dataDest), want);
-    assert.deepEqual(await treeFacts(path.join(agentDest, oid)), await treeFacts(path.join(rsyncDest, oid)));
+    assertSameTree(await treeFacts(dataDest), want);
+    assertSameTree(await treeFacts(path.join(agentDest, oid)), await treeFacts(path.join(rsyncDest, oid)));
     await other.destroy();
   });
 
