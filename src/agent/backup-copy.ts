@@ -217,13 +217,20 @@ class AgentCopy {
       if (this.store.pendingCount > 0) this.flush().catch((err: unknown) => (this.flushError ??= err));
     }, FLUSH_INTERVAL_MS);
     try {
-      const trees = this.trees();
-      const listings = await this.list(first, trees);
-      const analysis = (Date.now() - t0) / 1000;
-      const { dirs, pgControl } = await this.plan(trees, listings);
-      // The other agents start while the links are made.
+      // The other agents start while the first one lists and the links are made.
       const more = Array.from({ length: Math.max(0, this.req.jobs - 1) }, () => AgentSession.open(this.ep, { ...this.codec, seed: this.hasher.seed, signal: this.req.signal }));
-      const opened = await Promise.allSettled(more);
+      const opening = Promise.allSettled(more);
+      const trees = this.trees();
+      const listings = await this.list(first, trees).catch(async (err: unknown) => {
+        for (const o of await opening) if (o.status === 'fulfilled') o.value.kill();
+        throw err;
+      });
+      const analysis = (Date.now() - t0) / 1000;
+      const { dirs, pgControl } = await this.plan(trees, listings).catch(async (err: unknown) => {
+        for (const o of await opening) if (o.status === 'fulfilled') o.value.kill();
+        throw err;
+      });
+      const opened = await opening;
       for (const o of opened) if (o.status === 'fulfilled') this.sessions.push(o.value);
       const failedOpen = opened.find((o) => o.status === 'rejected');
       if (failedOpen) throw (failedOpen as PromiseRejectedResult).reason;

@@ -153,7 +153,7 @@ function refuseExclusive(srv: ServerConfig, version: number): void {
 }
 
 /** transfer_method = agent: only over ssh_command (backup_method = rsync), refused before anything is written. */
-function refuseAgentTransfer(srv: ServerConfig): void {
+export function refuseAgentTransfer(srv: Pick<ServerConfig, 'transfer_method' | 'backup_method' | 'ssh_command'>): void {
   if (srv.transfer_method !== 'agent') return;
   if (srv.backup_method !== 'rsync') throw new BarmanError(`transfer_method = agent needs backup_method = rsync (this server has ${srv.backup_method})`);
   if (!srv.ssh_command) throw new BarmanError('transfer_method = agent needs ssh_command (the agent is started through it)');

@@ -241,3 +241,13 @@ describe('agent journal, excludes, listing, faults', () => {
     assert.deepEqual(parseFaults('protocol=7,corrupt=base/5,pause=/a/b:/tmp/f'), { protocol: 7, corrupt: 'base/5', pause: { match: '/a/b', flag: '/tmp/f' } });
   });
 });
+
+describe('transfer_method = agent refusals', () => {
+  it('needs backup_method = rsync and an ssh_command, said in one line', async () => {
+    const { refuseAgentTransfer } = await import('../../src/backup/backup.js');
+    assert.doesNotThrow(() => refuseAgentTransfer({ transfer_method: 'rsync', backup_method: 'local-rsync', ssh_command: null }));
+    assert.doesNotThrow(() => refuseAgentTransfer({ transfer_method: 'agent', backup_method: 'rsync', ssh_command: 'ssh pg' }));
+    assert.throws(() => refuseAgentTransfer({ transfer_method: 'agent', backup_method: 'local-rsync', ssh_command: null }), /^BarmanError: transfer_method = agent needs backup_method = rsync \(this server has local-rsync\)$/);
+    assert.throws(() => refuseAgentTransfer({ transfer_method: 'agent', backup_method: 'rsync', ssh_command: null }), /needs ssh_command/);
+  });
+});
