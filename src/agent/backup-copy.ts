@@ -395,6 +395,16 @@ class AgentCopy {
         await s.send(T.READ, ...encodeWithBinary(request, basis?.map ?? null));
       }
     };
+    try {
+      await this.receive(s, inflight, refill);
+    } catch (err) {
+      // What was half-written goes (on a full disk, the space the failed backup's status needs).
+      for (const { receiver } of inflight) await receiver.discard().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async receive(s: AgentSession, inflight: { job: Job; receiver: FileReceiver }[], refill: () => Promise<void>): Promise<void> {
     await refill();
     while (inflight.length > 0) {
       const head = inflight[0] as (typeof inflight)[number];
@@ -408,8 +418,8 @@ class AgentCopy {
       if (f.type !== T.READ_END) throw new BarmanError(`the barman-ts agent on ${this.ep.where} sent message type ${f.type} during a copy`);
       const end = parseJson<ReadEnd>(f.body, 'READ_END');
       if (end.id !== head.job.id) throw new BarmanError(`the barman-ts agent on ${this.ep.where} ended another file than ${head.job.rel}`);
-      inflight.shift();
       await this.finishFile(head.job, head.receiver, end);
+      inflight.shift();
       if (this.flushError) throw this.flushError;
       await refill();
     }
