@@ -172,7 +172,11 @@ export async function agentBench(): Promise<void> {
       ...(pgbrProblem ? [] : [['pgbackrest full process-max=2 lz4', () => pgbr('--type=full', '--process-max=2', 'backup')] as [string, () => Promise<unknown>]]),
     ];
     for (let round = 0; round < ROUNDS; round++) for (const [label, fn, after] of alternate(fullSteps, round)) await measure(label, fn, after);
-    dataBytes = Number(infoField(await fs.readFile(path.join(home, 'ag', 'base', await newest('ag'), 'backup.info'), 'utf8'), 'size'));
+    // The size of the data (the agent's backup, or rsync's if the agent's failed: the report says why).
+    for (const srv of ['ag', 'rs']) {
+      const id = await newest(srv);
+      if (id && !dataBytes) dataBytes = Number(infoField(await fs.readFile(path.join(home, srv, 'base', id, 'backup.info'), 'utf8'), 'size'));
+    }
 
     // ---- incremental backups --------------------------------------------------------------------
     const rows = Number(await cluster.psql('SELECT count(*) FROM pgbench_accounts'));

@@ -328,7 +328,7 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
   });
 
   it('a full disk on the backup host fails the backup with one clear error; the earlier backup stays intact', async () => {
-    const size = Number(infoField(await infoText(ids.at(-1) ?? ''), 'size'));
+    const size = Number(await pg.psql('SELECT sum(pg_database_size(oid)) FROM pg_database'));
     const mnt = await makeTempDir('agent-full-', { owner: BARMAN_USER, mode: 0o700 });
     // A small file system of the barman user's: the first backup fits, a second full one does not.
     await runAs('root', 'mount', ['-t', 'tmpfs', '-o', `size=${Math.ceil(size * 1.5)},mode=0700,uid=${lookupUser(BARMAN_USER)?.uid ?? 0}`, 'tmpfs', mnt], { check: true });
