@@ -37,6 +37,7 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
   let env: BarmanEnv;
   let tsOid = '';
   let ssh = '';
+  let sshConfig = '';
   const { ids, backupDir, infoText, backup } = backupRecorder(() => env);
   const stats = async (id: string): Promise<TransferStats> => {
     const meta = JSON.parse(await fs.readFile(path.join(env.home, env.server, 'agent', id, 'meta.json'), 'utf8')) as { stats: TransferStats };
@@ -81,8 +82,8 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
   before(async () => {
     await ensureBarmanUser();
     sshd = await startSshd();
-    const cfg = await sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
-    ssh = `ssh -F ${cfg} postgres@127.0.0.1`;
+    sshConfig = await sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
+    ssh = `ssh -F ${sshConfig} postgres@127.0.0.1`;
     pg = await PgCluster.create();
     tsOid = await createFingerprintData(pg, 'agent-ts-');
     env = await createBarmanEnv(pg, {
@@ -227,7 +228,7 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
         const agentPid = await fault.reached();
         await waitFor(async () => (await journalLines(bg.id)) > 10, { timeoutMs: 60_000, intervalMs: 200, what: 'received files journaled' });
         if (victim === 'agent') await runAs('root', 'kill', ['-KILL', agentPid], { check: true });
-        else if (victim === 'ssh') for (const pid of await pgrep('^ssh .*barman-agent')) await runAs('root', 'kill', ['-KILL', pid]);
+        else if (victim === 'ssh') for (const pid of await pgrep(`^ssh -F ${sshConfig} .*barman-agent`)) await runAs('root', 'kill', ['-KILL', pid]);
         else for (const pid of await pgrep(`${BARMAN_SCRIPT} -c ${env.configFile} backup`)) await runAs('root', 'kill', ['-KILL', pid]);
         const code = await bg.exited;
         assert.notEqual(code, 0, bg.stderr());
@@ -246,7 +247,8 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
       assert.deepEqual((await catalog()).filter((b) => !interrupted.some((id) => b.startsWith(id))), before);
       assert.deepEqual(await walkLinks(backupDir(lastDone)), lastWalk);
     }
-    await waitFor(async () => (await pgrep('barman-agent')).length === 0, { timeoutMs: 30_000, what: 'the interrupted agents to go' });
+    // This test's agents only (through this sshd): other tests may run agents of their own.
+    await waitFor(async () => (await pgrep(`^ssh -F ${sshConfig} .*barman-agent`)).length === 0, { timeoutMs: 60_000, what: 'the interrupted agents to go' });
     const id = await backup('--reuse-backup', 'off');
     const s = await stats(id);
     assert.equal(s.resumedFrom, interrupted.at(-1));
