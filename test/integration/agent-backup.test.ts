@@ -58,7 +58,7 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
     const started = await waitFor(async () => (await listBackups(env)).find((b) => b.status === 'STARTED' && !known.has(b.backup_id)), {
-      timeoutMs: 60_000,
+      timeoutMs: 180_000,
       intervalMs: 100,
       what: 'backup STARTED',
     });
@@ -70,7 +70,7 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
     const flag = path.join(dir, 'go');
     return {
       spec: `pause=${match}:${flag}`,
-      reached: () => waitFor(async () => existsSync(`${flag}.reached`) && (await fs.readFile(`${flag}.reached`, 'utf8')).trim(), { timeoutMs: 120_000, intervalMs: 50, what: `an agent to reach ${match}` }),
+      reached: () => waitFor(async () => existsSync(`${flag}.reached`) && (await fs.readFile(`${flag}.reached`, 'utf8')).trim(), { timeoutMs: 240_000, intervalMs: 50, what: `an agent to reach ${match}` }),
       release: () => fs.writeFile(flag, 'go\n'),
     };
   };
@@ -226,7 +226,7 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
         // reuse off: only the interrupted backup can spare fetching a file again.
         const bg = await backupInBackground(['--reuse-backup', 'off']);
         const agentPid = await fault.reached();
-        await waitFor(async () => (await journalLines(bg.id)) > 10, { timeoutMs: 60_000, intervalMs: 200, what: 'received files journaled' });
+        await waitFor(async () => (await journalLines(bg.id)) > 10, { timeoutMs: 120_000, intervalMs: 200, what: 'received files journaled' });
         if (victim === 'agent') await runAs('root', 'kill', ['-KILL', agentPid], { check: true });
         else if (victim === 'ssh') for (const pid of await pgrep(`^ssh -F ${sshConfig} .*barman-agent`)) await runAs('root', 'kill', ['-KILL', pid]);
         else for (const pid of await pgrep(`${BARMAN_SCRIPT} -c ${env.configFile} backup`)) await runAs('root', 'kill', ['-KILL', pid]);
