@@ -13,6 +13,8 @@
  *     bench/rsync-bench.ts)
  *   - recovery drill phases beside a manual recover + pg_ctl start (`-- --drill-only`,
  *     bench/drill-bench.ts)
+ *   - transfer_method = agent: full, incremental, delta and remote restores beside the ssh floor,
+ *     rsync and pgBackRest (`-- --agent-only`, bench/agent-bench.ts)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
  */
 import * as fs from 'node:fs';
@@ -26,6 +28,7 @@ import { benchRoot } from './bench-root.js';
 import { catalogScale } from './catalog-scale.js';
 import { drillBench } from './drill-bench.js';
 import { rsyncBench } from './rsync-bench.js';
+import { agentBench } from './agent-bench.js';
 import { walBench } from './wal-bench.js';
 import { encryptionBench } from './encryption-bench.js';
 
@@ -133,6 +136,7 @@ const SECTIONS: ReadonlyArray<{ flag: string; run: () => Promise<unknown>; full:
   { flag: '--catalog-only', run: catalogScale, full: true },
   { flag: '--wal-only', run: walBench, full: true },
   { flag: '--rsync-only', run: rsyncBench, full: true },
+  { flag: '--agent-only', run: agentBench, full: true },
   { flag: '--drill-only', run: drillBench, full: true },
   { flag: '--encryption-only', run: encryptionBench, full: false },
 ];

@@ -52,6 +52,7 @@ import { encryptTarBackup } from './encrypt.js';
 import { GPG_ENCRYPTION, encryptionConfigProblem, encryptionEnabled } from '../catalog/encryption.js';
 import { unsupportedSettings } from '../config/support.js';
 import { rsyncCopy } from './rsync-executor.js';
+import { agentCopy } from '../agent/backup-copy.js';
 import { generateManifest } from './manifest.js';
 import { forcePrimaryCheckpoint, primaryCheckpointDue, requirePrimaryForStandby, switchWalAfterBackup } from './standby.js';
 import type { CopyOutcome } from './copy-outcome.js';
@@ -164,6 +165,13 @@ function refuseExclusive(srv: ServerConfig, version: number): void {
   );
 }
 
+/** transfer_method = agent: only over ssh_command (backup_method = rsync), refused before anything is written. */
+export function refuseAgentTransfer(srv: Pick<ServerConfig, 'transfer_method' | 'backup_method' | 'ssh_command'>): void {
+  if (srv.transfer_method !== 'agent') return;
+  if (srv.backup_method !== 'rsync') throw new BarmanError(`transfer_method = agent needs backup_method = rsync (this server has ${srv.backup_method})`);
+  if (!srv.ssh_command) throw new BarmanError('transfer_method = agent needs ssh_command (the agent is started through it)');
+}
+
 /**
  * The backup reuse_backup takes unchanged files from: the newest DONE backup of an rsync mode
  * (a pg_basebackup copy has other mtimes and maybe another format), with its begin time as the
@@ -247,6 +255,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     // Refusals come before anything is created on disk.
     requirePrimaryForStandby(srv, facts.inRecovery);
     if (rsyncMethod) refuseExclusive(srv, facts.version);
+    if (rsyncMethod) refuseAgentTransfer(srv);
     await ensureServerDirs(srv);
     phase = 'checking the catalog';
     await checkIdentity(srv, facts);
@@ -292,9 +301,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
       if (rsyncMethod) {
         const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
         const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
-        const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
-        ev.info?.(`Starting backup copy via rsync for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''}${previous ? ` (reuse_backup = ${reuse} from ${path.basename(previous.dir)})` : ''}`);
-        return rsyncCopy({
+        const common = {
           srv,
           destDir: dir,
           version: facts.version,
@@ -304,13 +311,22 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
           label: `Barman backup ${srv.name} ${id}`,
           jobs,
           reuse,
-          previous,
-          bwlimit: opts.bwlimit ?? srv.bandwidth_limit ?? null,
           onProgress: ev.progress,
           signal: abort.signal,
+          keepaliveInterval: opts.keepaliveInterval,
+        };
+        if (srv.transfer_method === 'agent') {
+          ev.info?.(`Starting backup copy via the barman-ts agent for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''} (reuse_backup = ${reuse})`);
+          return agentCopy({ ...common, backupId: id, info: ev.info });
+        }
+        const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
+        ev.info?.(`Starting backup copy via rsync for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''}${previous ? ` (reuse_backup = ${reuse} from ${path.basename(previous.dir)})` : ''}`);
+        return rsyncCopy({
+          ...common,
+          previous,
+          bwlimit: opts.bwlimit ?? srv.bandwidth_limit ?? null,
           startBatchSize: opts.startBatchSize,
           startBatchPeriod: opts.startBatchPeriod,
-          keepaliveInterval: opts.keepaliveInterval,
         });
       }
       ev.info?.(`Starting backup copy via pg_basebackup for ${id}`);
@@ -375,7 +391,10 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     };
     await saveBackupInfo(srv, id, entry.info);
     ev.info?.(`Backup size: ${size} bytes`);
-    if (rsyncMethod && (opts.manifest ?? srv.autogenerate_manifest)) await autogenerateManifest(srv, entry, ev);
+    // The agent hashed every file as it copied it: its backups always get a manifest (unless --no-manifest).
+    if (rsyncMethod && (opts.manifest ?? (srv.autogenerate_manifest || result.knownChecksums !== undefined))) {
+      await autogenerateManifest(srv, entry, ev, result.knownChecksums);
+    }
     await purgeWalsBeforeFirstBackup(srv, entry, ev);
     ev.info?.(`Backup completed (start time: ${entry.info.begin_time?.format() ?? ''}, elapsed time: ${totalSeconds.toFixed(1)} seconds)`);
 
@@ -576,9 +595,9 @@ export async function markStaleBackups(srv: ServerConfig): Promise<string[]> {
  * copy is complete, and count it in the backup's sizes (it is a file of the backup). As in
  * Barman, a manifest that cannot be written is a warning: the backup itself is good.
  */
-async function autogenerateManifest(srv: ServerConfig, entry: BackupEntry, ev: BackupEvents): Promise<void> {
+async function autogenerateManifest(srv: ServerConfig, entry: BackupEntry, ev: BackupEvents, known?: CopyOutcome['knownChecksums']): Promise<void> {
   try {
-    const res = await generateManifest(srv, entry, { copyDone: true });
+    const res = await generateManifest(srv, entry, { copyDone: true, known });
     const bytes = (await fsp.stat(res.file)).size;
     entry.info = { ...entry.info, size: (entry.info.size ?? 0) + bytes, deduplicated_size: (entry.info.deduplicated_size ?? 0) + bytes };
     await saveBackupInfo(srv, entry.id, entry.info);

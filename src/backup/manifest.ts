@@ -107,7 +107,7 @@ async function walkDataDir(dataDir: string, ownCopy: (oid: string) => Promise<st
   return out;
 }
 
-async function sha256File(file: string): Promise<string> {
+export async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
   return hash.digest('hex');
@@ -129,6 +129,8 @@ export interface GenerateManifestOptions {
   overwrite?: boolean;
   /** Accept a backup still WAITING_FOR_WALS (autogenerate_manifest, right after the copy). */
   copyDone?: boolean;
+  /** Checksums the copy already computed (manifest path → size and SHA-256): not read again. */
+  known?: ReadonlyMap<string, { size: number; sha256: string }>;
 }
 
 /**
@@ -151,22 +153,33 @@ export async function generateManifest(srv: ServerConfig, { id, info }: BackupEn
     throw new BarmanError(`backup ${id} of server ${srv.name} already has a ${MANIFEST_NAME}`);
   }
   const range = backupWalRange(id, info);
+  const found = await backupFiles(srv, { id, info });
+  const files: ManifestFile[] = [];
+  await runPool(found, opts.workers ?? Math.max(1, Math.min(4, os.availableParallelism())), async (f) => {
+    const st = await fsp.stat(f.abs);
+    const known = opts.known?.get(f.rel);
+    files.push({ path: f.rel, size: st.size, mtime: st.mtime, sha256: known && known.size === st.size ? known.sha256 : await sha256File(f.abs) });
+  });
+  await writeFileAtomic(target, renderManifest(files, [range]));
+  return { file: target, files: files.length, bytes: files.reduce((a, f) => a + f.size, 0) };
+}
+
+/**
+ * The files of a plain backup as a manifest names them (relative to the data directory,
+ * tablespaces under pg_tblspc/<oid>/, read from the backup's own copies), backup_manifest
+ * itself left out.
+ */
+export async function backupFiles(srv: ServerConfig, { id, info }: Pick<BackupEntry, 'id' | 'info'>): Promise<{ rel: string; abs: string }[]> {
+  const dataDir = backupDataDir(srv, id);
   const tablespaceOids = new Set((info.tablespaces ?? []).map((t) => String(t.oid)));
   const ownCopy = async (oid: string): Promise<string | null> => {
     if (!tablespaceOids.has(oid)) return null;
     const dir = backupDataDir(srv, id, Number(oid));
     return (await fsp.stat(dir).catch(() => null))?.isDirectory() ? dir : null;
   };
-  const found = await walkDataDir(dataDir, ownCopy).catch((err: unknown) => {
+  return walkDataDir(dataDir, ownCopy).catch((err: unknown) => {
     throw new BarmanError(`cannot read backup ${id} data directory ${dataDir}: ${errorMessage(err)}`);
   });
-  const files: ManifestFile[] = [];
-  await runPool(found, opts.workers ?? Math.max(1, Math.min(4, os.availableParallelism())), async (f) => {
-    const st = await fsp.stat(f.abs);
-    files.push({ path: f.rel, size: st.size, mtime: st.mtime, sha256: await sha256File(f.abs) });
-  });
-  await writeFileAtomic(target, renderManifest(files, [range]));
-  return { file: target, files: files.length, bytes: files.reduce((a, f) => a + f.size, 0) };
 }
 
 export interface VerifyResult {

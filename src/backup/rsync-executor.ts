@@ -48,15 +48,7 @@ import {
 
 const log = logger('backup.rsync');
 
-export interface RsyncBackupRequest {
-  srv: ServerConfig;
-  /** `base/<id>` */
-  destDir: string;
-  version: number;
-  pgdata: string;
-  tablespaces: readonly Tablespace[];
-  immediateCheckpoint: boolean;
-  label: string;
+export interface RsyncBackupRequest extends ConcurrentBackupRequest {
   jobs: number;
   reuse: ReuseMode;
   /** The previous DONE rsync backup (`base/<id>` and its begin time), for reuse_backup. */
@@ -64,12 +56,9 @@ export interface RsyncBackupRequest {
   /** KB/s for the data directory (tablespaces: tablespace_bandwidth_limit first). */
   bwlimit: number | null;
   onProgress?: (doneKb: number, totalKb: number) => void;
-  signal?: AbortSignal;
   /** `--jobs-start-batch-size` / `--jobs-start-batch-period` (else parallel_jobs_start_batch_*). */
   startBatchSize?: number;
   startBatchPeriod?: number;
-  /** `--keepalive-interval` (else keepalive_interval): seconds between keepalive queries; 0 = none. */
-  keepaliveInterval?: number;
 }
 
 /** One directory tree to copy: the data directory or a tablespace. */
@@ -94,7 +83,7 @@ interface Job extends CopyJobPlan {
  * than one fsync per file. Write-back is started during the copy so that the final sync has
  * little left to do.
  */
-class CopySink {
+export class CopySink {
   private readonly writeback: EarlyWriteback;
 
   constructor(
@@ -405,18 +394,37 @@ async function linkTablespaceCopies(destDir: string, tablespaces: readonly Table
   if (tablespaces.length > 0) await fsyncDir(tblspc).catch(() => undefined);
 }
 
-/** The rsync methods' copy step for the backup frame. */
-export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
+/** What the concurrent backup frame needs to know (rsync and agent transfers alike). */
+export interface ConcurrentBackupRequest {
+  srv: ServerConfig;
+  /** `base/<id>` */
+  destDir: string;
+  version: number;
+  pgdata: string;
+  tablespaces: readonly Tablespace[];
+  immediateCheckpoint: boolean;
+  label: string;
+  signal?: AbortSignal;
+  /** `--keepalive-interval` (else keepalive_interval): seconds between keepalive queries; 0 = none. */
+  keepaliveInterval?: number;
+}
+
+/** What a copy step hands back: copy_stats entries and what else the outcome carries. */
+export type CopyStepResult = Pick<CopyOutcome, 'extraCopyStats'> & Partial<Pick<CopyOutcome, 'knownChecksums'>>;
+
+/**
+ * PostgreSQL's concurrent backup API around a copy step, on one session kept open from start
+ * to stop: start, `copy` (which must copy global/pg_control last), stop, then backup_label and
+ * tablespace_map into `data/`, the tablespace links pointed at the backup's own copies, and one
+ * syncfs. `abortCopy` stops the copy's processes when anything fails. Shared by the rsync
+ * transfer and the barman-ts agent (src/agent/backup-copy.ts).
+ */
+export async function concurrentBackup(req: ConcurrentBackupRequest, copy: (sink: CopySink) => Promise<CopyStepResult>, abortCopy: () => void): Promise<CopyOutcome> {
   const { srv } = req;
-  if (req.signal?.aborted) throw new BarmanError('interrupted by signal before the backup started');
-  if (srv.backup_method === 'local-rsync') await requireLocalAccess(req.pgdata, req.tablespaces);
-  const trees = await planTrees(req);
-  const listDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'barman-rsync-'));
-  const runner = new RsyncRunner(subprocessEnv(srv.path_prefix, { TZ: 'UTC' }), req.signal);
   // The concurrent backup belongs to this session: closing it (on any failure) aborts it.
   const pg = await PgConnection.connect(srv.conninfo ?? '');
   // A session lost during the copy dooms the backup (only it can stop it): stop copying now.
-  const unwatch = pg.onLost(() => runner.killAll());
+  const unwatch = pg.onLost(() => abortCopy());
   let stopKeepalive = (): void => undefined;
   try {
     const startLsn = await pg.startBackup(req.label, req.immediateCheckpoint, req.version);
@@ -426,9 +434,9 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
     stopKeepalive = pg.startKeepalive((req.keepaliveInterval ?? srv.keepalive_interval) * 1000);
     const copyStart = Date.now();
     const sink = new CopySink(req.destDir, process.env);
-    let stats: [string, PyValue][];
+    let step: CopyStepResult;
     try {
-      stats = await copyTrees(req, trees, runner, listDir, sink);
+      step = await copy(sink);
     } finally {
       stopKeepalive();
     }
@@ -446,12 +454,13 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
       format: 'plain',
       compression: null,
       copySeconds,
-      extraCopyStats: stats,
+      extraCopyStats: step.extraCopyStats,
       // Measured by the frame, in its one walk of the backup directory (hard links = shared).
       deduplicatedSize: null,
+      ...(step.knownChecksums ? { knownChecksums: step.knownChecksums } : {}),
     };
   } catch (err) {
-    runner.killAll();
+    abortCopy();
     if (req.signal?.aborted) throw new BarmanError('interrupted by signal');
     if (pg.lost) throw new BarmanError(`${pg.lost.message} (the backup cannot be stopped without its session)`);
     throw err instanceof BarmanError ? err : new BarmanError(errorMessage(err));
@@ -459,6 +468,20 @@ export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
     stopKeepalive();
     unwatch();
     await pg.close();
+  }
+}
+
+/** The rsync methods' copy step for the backup frame. */
+export async function rsyncCopy(req: RsyncBackupRequest): Promise<CopyOutcome> {
+  const { srv } = req;
+  if (req.signal?.aborted) throw new BarmanError('interrupted by signal before the backup started');
+  if (srv.backup_method === 'local-rsync') await requireLocalAccess(req.pgdata, req.tablespaces);
+  const trees = await planTrees(req);
+  const listDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'barman-rsync-'));
+  const runner = new RsyncRunner(subprocessEnv(srv.path_prefix, { TZ: 'UTC' }), req.signal);
+  try {
+    return await concurrentBackup(req, async (sink) => ({ extraCopyStats: await copyTrees(req, trees, runner, listDir, sink) }), () => runner.killAll());
+  } finally {
     await fsp.rm(listDir, { recursive: true, force: true });
   }
 }

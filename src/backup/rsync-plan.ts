@@ -278,3 +278,30 @@ export function rsyncErrorLine(stderr: string): string {
   return real.at(-1) ?? lines.at(-1) ?? '';
 }
 
+
+/**
+ * The exclude patterns above read as rsync reads them, for copies made without rsync (the
+ * barman-ts agent): `/a/b` is anchored at the root of the tree, `/a/*` names the entries inside
+ * `/a` (which itself stays), a pattern without `/` matches the last component of any path, and
+ * `*` matches within one component. `rel` is `/`-separated, relative to the root; an excluded
+ * directory is not descended into, so its contents go with it.
+ */
+export function rsyncExcluder(patterns: readonly string[]): (rel: string) => boolean {
+  const glob = (p: string) =>
+    p
+      .split('*')
+      .map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('[^/]*');
+  const anchored: RegExp[] = [];
+  const names: RegExp[] = [];
+  for (const p of patterns) {
+    if (p.startsWith('/')) anchored.push(new RegExp(`^${glob(p.slice(1))}$`));
+    else if (!p.includes('/')) names.push(new RegExp(`^${glob(p)}$`));
+    else anchored.push(new RegExp(`^(?:.*/)?${glob(p)}$`));
+  }
+  return (rel) => {
+    if (anchored.some((re) => re.test(rel))) return true;
+    const base = rel.slice(rel.lastIndexOf('/') + 1);
+    return names.some((re) => re.test(base));
+  };
+}

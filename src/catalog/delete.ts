@@ -19,7 +19,7 @@ import { hashDir, walNameKind } from '../wal/names.js';
 import { ARCHIVING, COPY_DONE, DONE, FAILED, isFull, type BackupInfo } from './backup-info.js';
 import { backupDir, loadCatalogStrict, readBackupEntry, resolveBackupId, saveBackupInfo, type BackupEntry } from './catalog.js';
 import { LockBusyError, acquireLock, type HeldLock } from './lock.js';
-import { backupLockPath, lockPath, serverPaths } from './server-dirs.js';
+import { agentMetaDir, backupLockPath, lockPath, serverPaths } from './server-dirs.js';
 import { withXlogDb, type XlogDbEntry } from './xlogdb.js';
 import { backupHookInfo, backupHookVars, hasHooks, runHooks, walHookVars, type WalHookInfo } from '../hooks/hooks.js';
 
@@ -376,6 +376,7 @@ async function deleteOne(
     if (item !== 'backup.info') await removeTree(path.join(dir, item));
   }
   if (items.length > 0) await fsyncDirIfExists(dir);
+  await removeTree(agentMetaDir(srv, target.id));
 
   // 3. WALs.
   const removed = policy ? await cleanWals(srv, policy, ev) : [];

@@ -52,3 +52,13 @@ export async function ensureServerDirs(srv: ServerConfig): Promise<void> {
     await ensureDir(d);
   }
 }
+
+/**
+ * barman-ts agent metadata of one backup (page hash maps, per-file SHA-256, transfer
+ * statistics): `<backup_directory>/agent/<id>`, outside `base/<id>` so that Barman's list-files
+ * and size walks never see it. Removed with the backup; one left behind by a Barman delete is
+ * swept by the next agent backup.
+ */
+export function agentMetaDir(srv: ServerConfig, backupId: string): string {
+  return path.join(serverPaths(srv).backupDir, 'agent', backupId);
+}

@@ -34,6 +34,7 @@ import {
 import { gatherPgFacts, postgresChecks, type PgFacts } from './postgres-checks.js';
 import { checkSsh } from './ssh-checks.js';
 import { drillCheck, DRILL_CHECK } from './drill-checks.js';
+import { checkAgent } from './agent-checks.js';
 import { CheckCollector, type CheckOptions, type CheckResult } from './types.js';
 
 export type { CheckOptions, CheckResult } from './types.js';
@@ -129,7 +130,7 @@ async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> 
   } else if (srv.backup_method === 'postgres') {
     await pgBasebackupChecks(col, srv, facts as PgFacts);
   } else if (srv.backup_method === 'rsync' && srv.ssh_command) {
-    await checkSsh(col, srv.ssh_command, env);
+    if ((await checkSsh(col, srv.ssh_command, env)) && srv.transfer_method === 'agent') await checkAgent(col, srv.ssh_command, env);
   }
 
   // Barman options set here that barman-ts does not support (see config/support.ts).

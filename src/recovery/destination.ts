@@ -28,6 +28,8 @@ import {
 } from './copy.js';
 import { checkDestination, checkEmptyOrAbsent } from './options.js';
 import { copyWals, writeDoneFiles, type ArchivedWal } from './wal.js';
+import { pushTrees, type PushTree } from '../agent/restore-push.js';
+import type { StoreReader } from '../agent/store.js';
 
 /** Files and directories of the backup that are never restored (anchored at the data dir). */
 export const DATA_EXCLUDES: readonly string[] = [
@@ -87,6 +89,12 @@ export async function clearForDelta(dest: string): Promise<void> {
   }
 }
 
+/** A scan without the top-level WAL directory entries (and what is under them). */
+export function withoutWalDirs(scan: TreeScan): TreeScan {
+  const top = (rel: string) => rel.split('/')[0] ?? rel;
+  return { ...scan, entries: scan.entries.filter((e) => !WAL_DIRS.includes(top(e.rel))) };
+}
+
 /** `<dest>/<walName>/archive_status` as real directories (a symlink at `<walName>` is replaced). */
 export async function ensureRealWalDir(dest: string, walName: string): Promise<void> {
   const dir = path.join(dest, walName);
@@ -116,8 +124,18 @@ export interface BackupSource {
   tablespaceDir: (oid: number) => string;
 }
 
+/** transfer_method = agent: barman-ts agents write the files (src/agent/restore-push.ts). */
+export interface AgentCopyOptions {
+  codec: string;
+  level: number;
+  /** The backup's agent metadata (page maps), if it has any. */
+  store: StoreReader | null;
+}
+
 export interface CopyOptions {
   delta: boolean;
+  /** Set: a remote restore, or a local delta restore, goes through barman-ts agents. */
+  agent?: AgentCopyOptions;
   workers: number;
   env: NodeJS.ProcessEnv;
   /** Tar backups: gzip decompressor program (pigz) when available. */
@@ -128,7 +146,7 @@ export interface CopyOptions {
 }
 
 export interface BaseCopyStats {
-  method: 'copy' | 'tar' | 'rsync';
+  method: 'copy' | 'tar' | 'rsync' | 'agent';
   files: number;
   bytes: number;
 }
@@ -282,6 +300,20 @@ export class LocalDestination implements RestoreDestination {
       let done = 0;
       opts.onProgress?.(0, total);
       if (opts.delta) await clearForDelta(dest);
+      if (opts.delta && opts.agent) {
+        // The WAL directory itself is not taken from the backup (see WAL_DIRS): made below.
+        const trees = scans.map(({ scan, dest: to }, i): PushTree => ({
+          scan: to === dest ? withoutWalDirs(scan) : scan,
+          dest: to,
+          keep: to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [],
+          storePrefix: i === 0 ? 'data' : String(tablespaces[i - 1]?.oid),
+        }));
+        const pushed = await pushTrees(trees, { ep: { sshCommand: null, where: 'this host', env: opts.env }, delta: true, workers: opts.workers, ...opts.agent, onProgress: opts.onProgress });
+        stats.method = 'agent';
+        stats.files = pushed.files;
+        stats.bytes = pushed.bytes;
+        scans.length = 0;
+      }
       for (const { scan, dest: to } of scans) {
         if (opts.delta) {
           await rsyncInto(scan.root, to, to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [], opts.env);

@@ -42,6 +42,7 @@ import {
   type TargetOptions,
 } from './options.js';
 import { RemoteDestination } from './remote-destination.js';
+import { StoreReader } from '../agent/store.js';
 import {
   autoConfAppendix,
   mangleConfig,
@@ -151,7 +152,7 @@ export interface RestoreResult {
   getWal: boolean;
   deltaRestore: boolean;
   standbyMode: boolean;
-  copy: { method: 'copy' | 'tar' | 'rsync'; files: number; bytes: number; seconds: number };
+  copy: { method: 'copy' | 'tar' | 'rsync' | 'agent'; files: number; bytes: number; seconds: number };
   wal: { destination: string | null; files: number; bytes: number; seconds: number; targetTimeline: number | null; missing: string[] };
   /** Files written with the recovery settings (postgresql.auto.conf, recovery.conf...). */
   recoveryFiles: string[];
@@ -495,10 +496,18 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     // ---- base backup ----
     info(delta ? 'Copying the base backup (delta restore).' : 'Copying the base backup.');
     const copyStart = Date.now();
-    const copied = await destination.copyBase(
-      { dataDir: srcData, tarFormat, tablespaceDir: (oid) => backupDataDir(srv, id, oid) },
-      { delta, workers, env, gzipProgram: gzipDecompressor(env), decrypt: tarDecrypt, onProgress: (d, t) => events.progress?.(d, t, 'data') },
-    );
+    // transfer_method = agent: barman-ts agents write a remote restore, or a delta restore.
+    const store = srv.transfer_method === 'agent' && (remote || delta) ? await StoreReader.open(srv, id) : null;
+    const agent = srv.transfer_method === 'agent' && (remote || delta) ? { codec: String(srv.agent_compression ?? 'zstd'), level: Number(srv.agent_compression_level ?? 1), store } : undefined;
+    let copied;
+    try {
+      copied = await destination.copyBase(
+        { dataDir: srcData, tarFormat, tablespaceDir: (oid) => backupDataDir(srv, id, oid) },
+        { delta, agent, workers, env, gzipProgram: gzipDecompressor(env), decrypt: tarDecrypt, onProgress: (d, t) => events.progress?.(d, t, 'data') },
+      );
+    } finally {
+      await store?.close();
+    }
     const copy: RestoreResult['copy'] = { ...copied, seconds: (Date.now() - copyStart) / 1000 };
 
     // ---- WAL ----

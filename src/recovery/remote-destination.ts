@@ -20,6 +20,7 @@ import { run, type RunResult } from '../util/proc.js';
 import { planRanges, pushRange, rangedPushAllowed, remoteFailure, runKillable, Stopped, type RangeJob } from './ranged-push.js';
 import { rangedMinBytes } from '../util/ranges.js';
 import { excluder, extractTar, listTarArchives, scanTree, type TreeScan } from './copy.js';
+import { pushTrees } from '../agent/restore-push.js';
 import {
   copyWalsTo,
   DATA_EXCLUDES,
@@ -233,6 +234,14 @@ export class RemoteDestination implements RestoreDestination {
     const total = trees.reduce((s, t) => s + t.scan.totalBytes, 0);
     let done = 0;
     opts.onProgress?.(0, total);
+    if (opts.agent) {
+      // barman-ts agents on the recovery host: compressed pages, only the changed ones for a delta.
+      const pushed = await pushTrees(
+        trees.map((t, i) => ({ scan: t.scan, dest: t.dest, keep: t.excludes, storePrefix: source.tarFormat ? undefined : i === 0 ? 'data' : String(tablespaces[i - 1]?.oid) })),
+        { ep: { sshCommand: this.opts.sshCommand, where: 'the recovery host', env: this.opts.env }, delta: opts.delta, workers: opts.workers, ...opts.agent, onProgress: opts.onProgress },
+      );
+      return { method: 'agent', files: pushed.files, bytes: pushed.bytes };
+    }
     if (opts.delta) {
       // rsync's own delta logic on each whole tree (checksums: sizes and times may lie)
       for (const t of trees) {
