@@ -137,6 +137,8 @@ export class S3Storage implements ObjectStorage {
   }
 
   static async open(opts: S3Options): Promise<S3Storage> {
+    // The SDK warns on stderr about Node versions it will drop; archive_command output is no place for it.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     return new S3Storage(opts, await resolveRegion(opts.profile));
   }
 
