@@ -42,6 +42,17 @@ export interface CloudBackupRequest {
   info?: (m: string) => void;
 }
 
+/** Keys of backup.info that Barman 3.4 refuses to load ("object has no attribute"). */
+const UNKNOWN_TO_34 = new Set(['children_backup_ids', 'cluster_size', 'data_checksums', 'encryption', 'parent_backup_id', 'summarize_wal']);
+
+/** backup.info text every Barman from 3.4 on reads: the 29 keys 3.4 knows. */
+export function serializeCloudBackupInfo(info: BackupInfo): string {
+  return serializeBackupInfo(info)
+    .split('\n')
+    .filter((line) => !UNKNOWN_TO_34.has(line.slice(0, line.indexOf('='))))
+    .join('\n');
+}
+
 /** Part size as Barman computes it: half the parts an archive of maximum size may have. */
 export function chunkSize(storage: ObjectStorage, maxArchiveSize: number, minChunkSize: number): number {
   const caps = storage.capabilities;
@@ -250,13 +261,13 @@ export async function cloudBackup(req: CloudBackupRequest): Promise<CloudBackupR
     if (info) {
       const first = errorMessage(err).trim() || (err as Error)?.name || 'error';
       info = { ...info, status: FAILED, error: `failure uploading data (${first})` };
-      await storage.put(layout.backupInfoKey(id), Buffer.from(serializeBackupInfo(info))).catch(() => undefined);
+      await storage.put(layout.backupInfoKey(id), Buffer.from(serializeCloudBackupInfo(info))).catch(() => undefined);
     }
     throw err;
   } finally {
     await pg.close();
   }
-  await storage.put(layout.backupInfoKey(id), Buffer.from(serializeBackupInfo(info)));
+  await storage.put(layout.backupInfoKey(id), Buffer.from(serializeCloudBackupInfo(info)));
   return { id, info };
 }
 

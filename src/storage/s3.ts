@@ -99,6 +99,9 @@ export function s3Error(what: string, err: unknown): StorageError {
   if (NETWORK_CODES.has(code) || (status === undefined && /ECONNREFUSED|ENOTFOUND|timed? ?out|socket hang up|ECONNRESET|EHOSTUNREACH/i.test(detail))) {
     return new StorageError(`${what}: cannot reach the object store (${detail})`, 'network', 2);
   }
+  if (code === 'CredentialsProviderError') {
+    return new StorageError(`${what}: no AWS credentials found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile with --aws-profile or AWS_PROFILE, or an instance role)`, 'auth', 4);
+  }
   if (AUTH_CODES.has(code) || status === 403 || /credential/i.test(code)) {
     return new StorageError(`${what}: access denied (${code || status}): check the credentials`, 'auth', 4);
   }

@@ -160,6 +160,15 @@ describe('barman-cloud tools with PostgreSQL 15', { timeout: 600_000 }, () => {
     await waitArchivedAll();
     const ourList = await ours(store, 'barman-cloud-backup-list', [store.url, SERVER]);
     assert.match(ourList.stdout, /theirs/);
+    // Same list and show, byte for byte, in both formats (their backups and ours side by side).
+    assert.equal(ourList.stdout, (await barman34(store, 'barman-cloud-backup-list', [store.url, SERVER])).stdout);
+    for (const args of [['--format', 'json', store.url, SERVER], [store.url, SERVER, 'nightly-0'], ['--format', 'json', store.url, SERVER, 'nightly-0'], [store.url, SERVER, 'theirs']]) {
+      const tool = args.length === 4 && args[0] === '--format' ? 'barman-cloud-backup-list' : 'barman-cloud-backup-show';
+      const mine = await ours(store, tool, args);
+      const theirs = await barman34(store, tool, args);
+      assert.equal(theirs.code, 0, theirs.stderr);
+      assert.equal(mine.stdout, theirs.stdout, `${tool} ${args.join(' ')}`);
+    }
     const dest2 = path.join(work, 'ours-restore-theirs');
     const r2 = await ours(store, 'barman-cloud-restore', [store.url, SERVER, 'theirs', dest2]);
     assert.equal(r2.code, 0, r2.stderr);
