@@ -167,6 +167,7 @@ export class CloudTarUploader {
       if (size > 0) {
         const stream = createReadStream('', { fd: fh.fd, autoClose: false, start: 0, end: size - 1, highWaterMark: READ_CHUNK });
         for await (const chunk of stream as AsyncIterable<Buffer>) {
+          if (this.signal?.aborted) throw new BarmanError('Barman cloud backup was interrupted by the user', 1);
           sent += chunk.length;
           await writeEntry(entry, chunk);
         }

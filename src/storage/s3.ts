@@ -93,7 +93,9 @@ function statusOf(err: unknown): number | undefined {
 /** A one-line StorageError for an SDK failure (never echoing credentials: the SDK does not put them in messages). */
 export function s3Error(what: string, err: unknown): StorageError {
   const e = (err ?? {}) as AwsLikeError;
-  const code = e.code ?? e.Code ?? e.name ?? '';
+  // Errors of HEAD requests carry no body, so no code: the SDK names them 'Unknown'.
+  const named = e.code ?? e.Code ?? e.name ?? '';
+  const code = named === 'Unknown' ? '' : named;
   const status = statusOf(err);
   const detail = errorMessage(err) || code || `HTTP ${status ?? '?'}`;
   if (NETWORK_CODES.has(code) || (status === undefined && /ECONNREFUSED|ENOTFOUND|timed? ?out|socket hang up|ECONNRESET|EHOSTUNREACH/i.test(detail))) {
@@ -103,7 +105,7 @@ export function s3Error(what: string, err: unknown): StorageError {
     return new StorageError(`${what}: no AWS credentials found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile with --aws-profile or AWS_PROFILE, or an instance role)`, 'auth', 4);
   }
   if (AUTH_CODES.has(code) || status === 403 || /credential/i.test(code)) {
-    return new StorageError(`${what}: access denied (${code || status}): check the credentials`, 'auth', 4);
+    return new StorageError(`${what}: access denied (${code || `HTTP ${status ?? '?'}`}): check the credentials`, 'auth', 4);
   }
   if (code === 'NoSuchBucket') return new StorageError(`${what}: the bucket does not exist`, 'missing-container', 1);
   return new StorageError(`${what}: ${code && !detail.includes(code) ? `${code}: ` : ''}${detail}`, 'other', 4);

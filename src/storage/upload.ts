@@ -30,12 +30,28 @@ export class Throttle {
   private sent = 0;
   constructor(private readonly bytesPerSecond: number) {}
 
+  private readonly waiting = new Set<() => void>();
+
   /** Wait until sending `bytes` more keeps the average rate under the limit. */
   async take(bytes: number): Promise<void> {
     this.sent += bytes;
     const due = this.start + (this.sent / this.bytesPerSecond) * 1000;
     const wait = due - Date.now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    if (wait <= 0) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiting.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, wait);
+      this.waiting.add(done);
+    });
+  }
+
+  /** End every wait now (the uploads are being aborted). */
+  cancel(): void {
+    for (const done of [...this.waiting]) done();
   }
 }
 
@@ -53,6 +69,7 @@ export class ObjectWriter {
   private readonly free: Buffer[] = [];
   private failure: unknown = null;
   private finished = false;
+  private aborted = false;
 
   constructor(
     private readonly storage: ObjectStorage,
@@ -111,6 +128,7 @@ export class ObjectWriter {
     const upload = await this.multipart();
     const task = (async () => {
       await this.opts.throttle?.take(body.length);
+      if (this.aborted) return;
       await upload.uploadPart(partNumber, body);
     })().then(
       () => {
@@ -151,6 +169,8 @@ export class ObjectWriter {
   /** Give up: wait for the parts in flight, then abort the multipart upload (best effort). */
   async abort(): Promise<void> {
     this.finished = true;
+    this.aborted = true;
+    this.opts.throttle?.cancel();
     await Promise.allSettled(this.inFlight);
     const upload = this.upload ?? (this.starting ? await this.starting.catch(() => null) : null);
     await upload?.abort().catch(() => undefined);

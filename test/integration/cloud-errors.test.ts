@@ -26,7 +26,8 @@ import { cleanupAll, PgCluster } from '../helpers/pg-cluster.js';
 import { freePort, makeTempDir, removeTempDirs, sleep } from '../helpers/system.js';
 
 const REPO = path.dirname(path.dirname(BARMAN_SCRIPT));
-const BIN = (name: string) => path.join(REPO, 'bin', name.endsWith('-archive') || name.endsWith('wal-restore') ? name : `${name}.js`);
+const SH_LAUNCHERS = new Set(['barman-cloud-wal-archive', 'barman-cloud-wal-restore']);
+const BIN = (name: string) => path.join(REPO, 'bin', SH_LAUNCHERS.has(name) ? name : `${name}.js`);
 const SECRET = 'wrong-secret-Zq81xK';
 
 let s3: ObjectStoreServer;
@@ -35,7 +36,8 @@ let work = '';
 
 async function tool(server: ObjectStoreServer, name: string, args: string[], env: Record<string, string> = {}) {
   const started = Date.now();
-  const res = await run(name.endsWith('-archive') || name.endsWith('wal-restore') ? BIN(name) : process.execPath, [...(name.endsWith('-archive') || name.endsWith('wal-restore') ? [] : [BIN(name)]), ...server.args, ...args], {
+  const sh = SH_LAUNCHERS.has(name);
+  const res = await run(sh ? BIN(name) : process.execPath, [...(sh ? [] : [BIN(name)]), ...server.args, ...args], {
     env: { ...process.env, ...server.env, ...env },
     timeoutMs: 60_000,
   });
@@ -98,8 +100,10 @@ describe('barman-cloud-wal-archive / -wal-restore on bad input', () => {
 
   it('reports wrong credentials in one line without printing the secret', async () => {
     const wal = await walFile(path.join(work, 'creds'), '000000010000000000000001');
-    const a = await tool(s3, 'barman-cloud-wal-archive', ['--push-ahead', '0', 's3://creds/p', 'srv', wal], { AWS_SECRET_ACCESS_KEY: SECRET });
-    assert.notEqual(a.code, 0);
+    // s3rver checks the access key ID (not SigV4 signatures): a key it does not know.
+    const a = await tool(s3, 'barman-cloud-wal-archive', ['--push-ahead', '0', 's3://creds/p', 'srv', wal], { AWS_ACCESS_KEY_ID: 'AKIAUNKNOWN', AWS_SECRET_ACCESS_KEY: SECRET });
+    assert.equal(a.code, 4, a.stderr);
+    assert.match(a.stderr, /access denied/);
     assert.equal(a.stderr.trim().split('\n').length, 1, a.stderr);
     assert.ok(!a.stderr.includes(SECRET));
     const badConn = (az.env.AZURE_STORAGE_CONNECTION_STRING as string).replace(/AccountKey=[^;]+/, `AccountKey=${Buffer.from(SECRET).toString('base64')}`);
@@ -191,7 +195,11 @@ describe('barman-cloud-wal-archive / -wal-restore on bad input', () => {
     const deadArgs = [...s3.args.slice(0, -1), `http://127.0.0.1:${await freePort()}`];
     const viaMarker = await run(BIN('barman-cloud-wal-archive'), [...deadArgs, ...args, second], { env: { ...process.env, ...s3.env } });
     assert.equal(viaMarker.code, 2, 'a marker of another destination (endpoint) must not answer');
-    const b = await run(BIN('barman-cloud-wal-archive'), [...s3.args, ...args, second], { env: { ...process.env, ...s3.env, PATH: '/nonexistent' } });
+    // A PATH with what the launcher uses (stat, rm) but no node: only the sh fast path can succeed.
+    const tools = path.join(work, 'fast', 'bin');
+    await fs.mkdir(tools, { recursive: true });
+    for (const t of ['stat', 'rm', 'readlink']) await fs.symlink(`/usr/bin/${t}`, path.join(tools, t)).catch(async () => fs.symlink(`/bin/${t}`, path.join(tools, t)));
+    const b = await run(BIN('barman-cloud-wal-archive'), [...s3.args, ...args, second], { env: { ...process.env, ...s3.env, PATH: tools } });
     assert.equal(b.code, 0, `launcher fast path (no node on PATH): ${b.stderr}`);
     assert.equal(existsSync(path.join(spool, 'markers', '000000010000000000000011')), false);
     const st = await storageOf(s3, 'fast');
@@ -325,7 +333,7 @@ describe('barman-cloud-backup-delete and -keep (retention)', () => {
       assert.equal(red.code, 0, red.stderr);
       assert.deepEqual(await ids(), ['20240101T000000', '20240103T000000', '20240104T000000', '20240105T000000']);
       // WAL before the next backup's begin_wal goes, except the kept backup's own range and history files.
-      assert.deepEqual(await walNames(), ['00000001000000000000000B.gz', '00000001000000000000000D.gz', '000000010000000000000002.gz', '00000002.history']);
+      assert.deepEqual(await walNames(), ['000000010000000000000002.gz', '00000001000000000000000B.gz', '00000001000000000000000D.gz', '00000002.history']);
 
       // Minimum redundancy: a window that makes everything obsolete still leaves 2 DONE backups.
       const win = await tool(server, 'barman-cloud-backup-delete', ['-r', 'RECOVERY WINDOW OF 1 DAYS', '-m', '2', url, 'srv']);
@@ -365,11 +373,21 @@ describe('barman-cloud-backup cut in the middle', { timeout: 180_000 }, () => {
     await pg.psql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g+1)::text) AS v FROM generate_series(1, 150000) g;");
     const url = s3.url('cut', 'p');
     const args = ['--max-bandwidth', '1MB', '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres', url, 'srv'];
+    const seen = new Set<string>();
     for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
       const { spawn } = await import('node:child_process');
       const child = spawn(process.execPath, [BIN('barman-cloud-backup'), ...s3.args, ...args], { env: { ...process.env, ...s3.env }, stdio: 'ignore' });
       const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-      await sleep(4000);
+      // Cut once the upload runs: the backup has claimed its ID, then a little more.
+      const st = await storageOf(s3, 'cut');
+      const deadline = Date.now() + 60_000;
+      const claims = async () => (await st.containerExists()) && (await listAll(st, 'p/srv/base/')).some((o) => o.key.includes('barman-ts.claim') && !seen.has(o.key));
+      while (!(await claims())) {
+        assert.ok(Date.now() < deadline, 'the backup never started');
+        await sleep(200);
+      }
+      for (const o of await listAll(st, 'p/srv/base/')) seen.add(o.key);
+      await sleep(2000);
       child.kill(signal);
       const code = await exited;
       if (signal === 'SIGTERM') assert.equal(code, 1);

@@ -158,14 +158,20 @@ describe('storage errors', () => {
   test('wrong credentials are an access-denied error that does not echo the secret', async () => {
     const saved = { ...process.env };
     try {
+      // s3rver checks the access key ID, not SigV4 signatures: an unknown key, on an existing bucket.
+      const good = await S3Storage.open({ bucket: 'auth-bucket', endpointUrl: servers[0]?.endpoint });
+      await good.createContainer();
+      process.env.AWS_ACCESS_KEY_ID = 'AKIAUNKNOWN';
       process.env.AWS_SECRET_ACCESS_KEY = 'not-the-secret-xyz';
-      const s3 = await S3Storage.open({ bucket: 'b', endpointUrl: servers[0]?.endpoint });
-      await assert.rejects(s3.put('k', Buffer.from('x')), (err: unknown) => err instanceof StorageError && (err.kind === 'auth' || err.kind === 'missing-container') && !err.message.includes('not-the-secret-xyz'));
+      const s3 = await S3Storage.open({ bucket: 'auth-bucket', endpointUrl: servers[0]?.endpoint });
+      await assert.rejects(s3.put('k', Buffer.from('x')), (err: unknown) => err instanceof StorageError && err.kind === 'auth' && !err.message.includes('not-the-secret-xyz'));
+      await assert.rejects(s3.containerExists(), (err: unknown) => err instanceof StorageError && err.kind === 'auth');
       process.env.AZURE_STORAGE_CONNECTION_STRING = (saved.AZURE_STORAGE_CONNECTION_STRING ?? '').replace(/AccountKey=[^;]+/, 'AccountKey=bm90LXRoZS1rZXk=');
       const az = new AzureStorage({ container: 'ccc' });
       await assert.rejects(az.containerExists(), (err: unknown) => err instanceof StorageError && err.kind === 'auth' && !err.message.includes('bm90LXRoZS1rZXk='));
     } finally {
       process.env.AWS_SECRET_ACCESS_KEY = saved.AWS_SECRET_ACCESS_KEY;
+      process.env.AWS_ACCESS_KEY_ID = saved.AWS_ACCESS_KEY_ID;
       process.env.AZURE_STORAGE_CONNECTION_STRING = saved.AZURE_STORAGE_CONNECTION_STRING;
     }
   });
