@@ -9,6 +9,8 @@
  *   - WAL shipping over SSH beside cp, rsync and pgBackRest (`-- --wal-only`, bench/wal-bench.ts)
  *   - rsync backups and local/remote recovery beside cp, rsync and pgBackRest (`-- --rsync-only`,
  *     bench/rsync-bench.ts)
+ *   - barman-cloud-* on s3rver and Azurite beside barman-cloud 3.4 (`-- --cloud-only`,
+ *     bench/cloud-bench.ts)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
  */
 import * as fs from 'node:fs';
@@ -19,6 +21,7 @@ import { treeSize } from '../src/util/fsutil.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { catalogScale } from './catalog-scale.js';
+import { cloudBench } from './cloud-bench.js';
 import { rsyncBench } from './rsync-bench.js';
 import { walBench } from './wal-bench.js';
 
@@ -135,7 +138,9 @@ const only = process.argv.includes('--catalog-only');
 const walOnly = process.argv.includes('--wal-only');
 // --rsync-only: just the rsync backup / recovery section (bench/rsync-bench.ts).
 const rsyncOnly = process.argv.includes('--rsync-only');
-(rsyncOnly ? rsyncBench() : walOnly ? walBench() : only ? catalogScale() : main().then(catalogScale).then(walBench).then(rsyncBench)).catch((err: unknown) => {
+// --cloud-only: just the barman-cloud section (bench/cloud-bench.ts).
+const cloudOnly = process.argv.includes('--cloud-only');
+(cloudOnly ? cloudBench() : rsyncOnly ? rsyncBench() : walOnly ? walBench() : only ? catalogScale() : main().then(catalogScale).then(walBench).then(rsyncBench).then(cloudBench)).catch((err: unknown) => {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;
 });
