@@ -154,8 +154,10 @@ export async function cloudBench(): Promise<void> {
       const b34 = await timedTool(store, 'barman34', 'barman-cloud-backup', ['-z', '--immediate-checkpoint', ...conn, store.url('b34'), 'pg']);
       const bOurs = await timedTool(store, 'ours', 'barman-cloud-backup', ['-z', '-J', '4', '--immediate-checkpoint', ...conn, store.url('ours'), 'pg']);
       console.log(`  backup -z            ours ${bOurs.s.toFixed(2)} s (-J 4, peak RSS ${(bOurs.rssKiB / 1024).toFixed(0)} MiB)   barman-cloud 3.4 ${b34.s.toFixed(2)} s   ratio ${ratio(b34.s, bOurs.s)} (target 3x)`);
-      // --- restore
-      const r34 = await timedTool(store, 'barman34', 'barman-cloud-restore', [store.url('b34'), 'pg', 'latest', path.join(root, `r34-${store.name}`)]);
+      // --- restore (Barman 3.4 knows no `latest`: the ID from the list)
+      const listed = await run(process.execPath, [path.join(REPO, 'bin', 'barman-cloud-backup-list.js'), ...store.args, '--format', 'json', store.url('b34'), 'pg'], { env: { ...process.env, ...store.env } });
+      const id34 = (JSON.parse(listed.stdout) as { backups_list: Array<{ backup_id: string }> }).backups_list.at(-1)?.backup_id ?? 'missing';
+      const r34 = await timedTool(store, 'barman34', 'barman-cloud-restore', [store.url('b34'), 'pg', id34, path.join(root, `r34-${store.name}`)]);
       const rOurs = await timedTool(store, 'ours', 'barman-cloud-restore', [store.url('ours'), 'pg', 'latest', path.join(root, `rours-${store.name}`)]);
       console.log(`  restore              ours ${rOurs.s.toFixed(2)} s   barman-cloud 3.4 ${r34.s.toFixed(2)} s   ratio ${ratio(r34.s, rOurs.s)} (target 3x)`);
       fs.rmSync(path.join(root, `r34-${store.name}`), { recursive: true, force: true });

@@ -117,7 +117,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     const hook = hookFile(process.env);
     const walArg = cmd.args[2];
     const walPath = hook ?? walArg;
-    if (!walPath) throw new BarmanError('the following arguments are required: wal_path', EXIT_GENERAL);
+    if (!walPath) throw new BarmanError('the following arguments are required: wal_path', EXIT_CLI);
     if (!isAnyXlogFile(path.basename(walPath))) throw new BarmanError(`${walPath} is an invalid name for a WAL file`, EXIT_CLI);
     const tags = parseTags(o.tags);
     const historyTags = parseTags(o.historyTags);
