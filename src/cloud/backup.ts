@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import { newBackupId, newBackupInfo, serializeBackupInfo, DONE, FAILED, STARTED, type BackupInfo } from '../catalog/backup-info.js';
 import { pyDict, pyFloat, type PyValue } from '../catalog/pyliteral.js';
 import { parseBackupLabel } from '../postgres/backup-label.js';
+import { gatherFacts } from '../backup/backup.js';
 import { PgConnection } from '../postgres/connection.js';
 import type { ObjectStorage } from '../storage/types.js';
 import type { Throttle } from '../storage/upload.js';
@@ -87,33 +88,6 @@ export async function claimBackupId(storage: ObjectStorage, layout: CloudLayout,
     await new Promise((r) => setTimeout(r, 1000 - (now().getTime() % 1000) + Math.floor(Math.random() * 200)));
   }
   throw new BarmanError('could not find a free backup ID');
-}
-
-interface Facts {
-  version: number;
-  pgdata: string;
-  systemid: string;
-  tablespaces: Array<{ name: string; oid: number; location: string }>;
-  configFile: string | null;
-  hbaFile: string | null;
-  identFile: string | null;
-  segSize: number;
-  dataChecksums: string | null;
-}
-
-async function gatherFacts(pg: PgConnection): Promise<Facts> {
-  const s = (n: string) => pg.setting(n);
-  return {
-    version: await pg.serverVersion(),
-    pgdata: (await s('data_directory')) ?? '',
-    systemid: await pg.systemId(),
-    tablespaces: await pg.tablespaces(),
-    configFile: await s('config_file'),
-    hbaFile: await s('hba_file'),
-    identFile: await s('ident_file'),
-    segSize: Number((await s('wal_segment_size')) ?? 16777216),
-    dataChecksums: await s('data_checksums'),
-  };
 }
 
 /** Barman's copy_stats dict from the uploaded objects. */

@@ -59,6 +59,19 @@ describe('barman-cloud tools with PostgreSQL 15', { timeout: 600_000 }, () => {
     return file;
   };
 
+  /** Recover `dest` to restore point `rp` with `restoreCmd`, then check the table. */
+  const recoverAndCount = async (dest: string, restoreCmd: string, rp: string, expected: number) => {
+    await fs.appendFile(path.join(dest, 'postgresql.auto.conf'), `restore_command = '${restoreCmd} %f %p'\nrecovery_target_name = '${rp}'\nrecovery_target_action = 'promote'\narchive_mode = off\n`);
+    await fs.writeFile(path.join(dest, 'recovery.signal'), '');
+    const rec = await startRecoveredCluster(dest);
+    try {
+      assert.equal(rec.outcome, 'primary');
+      assert.equal(await rec.cluster.psql('SELECT count(*), max(id) FROM t;'), `${expected}|${expected}`);
+    } finally {
+      await rec.cluster.destroy();
+    }
+  };
+
   const waitArchivedAll = async () => {
     const wal = await pg.switchWal();
     await pg.waitArchived(wal, 120_000);
@@ -116,15 +129,7 @@ describe('barman-cloud tools with PostgreSQL 15', { timeout: 600_000 }, () => {
       const restore = await ours(store, 'barman-cloud-restore', [store.url, SERVER, `nightly-${index}`, dest]);
       assert.equal(restore.code, 0, restore.stderr);
       const restoreCmd = await wrapper(`restore-${index}.sh`, store, 'barman-cloud-wal-restore', ['--spool-dir', path.join(work, `restore-spool-${index}`), store.url, SERVER]);
-      await fs.appendFile(path.join(dest, 'postgresql.auto.conf'), `restore_command = '${restoreCmd} %f %p'\nrecovery_target_name = '${rp}'\nrecovery_target_action = 'promote'\narchive_mode = off\n`);
-      await fs.writeFile(path.join(dest, 'recovery.signal'), '');
-      const rec = await startRecoveredCluster(dest);
-      try {
-        assert.equal(rec.outcome, 'primary');
-        assert.equal(await rec.cluster.psql('SELECT count(*), max(id) FROM t;'), `${keptRows}|${keptRows}`);
-      } finally {
-        await rec.cluster.destroy();
-      }
+      await recoverAndCount(dest, restoreCmd, rp, keptRows);
     });
   }
 
@@ -139,15 +144,7 @@ describe('barman-cloud tools with PostgreSQL 15', { timeout: 600_000 }, () => {
     assert.equal(r.code, 0, r.stderr);
     const theirWalRestore = path.join(work, 'theirs-wal-restore.sh');
     await fs.writeFile(theirWalRestore, `#!/bin/sh\n${envLines(store.server.env)}\nexec /usr/bin/barman-cloud-wal-restore ${store.server.args.join(' ')} ${store.url} ${SERVER} "$@"\n`, { mode: 0o755 });
-    await fs.appendFile(path.join(dest, 'postgresql.auto.conf'), `restore_command = '${theirWalRestore} %f %p'\nrecovery_target_name = 'rp_0'\nrecovery_target_action = 'promote'\narchive_mode = off\n`);
-    await fs.writeFile(path.join(dest, 'recovery.signal'), '');
-    const rec = await startRecoveredCluster(dest);
-    try {
-      assert.equal(rec.outcome, 'primary');
-      assert.equal(await rec.cluster.psql('SELECT count(*) FROM t;'), '1500');
-    } finally {
-      await rec.cluster.destroy();
-    }
+    await recoverAndCount(dest, theirWalRestore, 'rp_0', 1500);
 
     // Theirs → ours: Barman's barman-cloud-backup into the same bucket and server.
     await insert(300);
@@ -173,14 +170,6 @@ describe('barman-cloud tools with PostgreSQL 15', { timeout: 600_000 }, () => {
     const r2 = await ours(store, 'barman-cloud-restore', [store.url, SERVER, 'theirs', dest2]);
     assert.equal(r2.code, 0, r2.stderr);
     const restoreCmd = await wrapper('restore-theirs.sh', store, 'barman-cloud-wal-restore', ['--spool-dir', path.join(work, 'restore-spool-theirs'), store.url, SERVER]);
-    await fs.appendFile(path.join(dest2, 'postgresql.auto.conf'), `restore_command = '${restoreCmd} %f %p'\nrecovery_target_name = 'rp_theirs'\nrecovery_target_action = 'promote'\narchive_mode = off\n`);
-    await fs.writeFile(path.join(dest2, 'recovery.signal'), '');
-    const rec2 = await startRecoveredCluster(dest2);
-    try {
-      assert.equal(rec2.outcome, 'primary');
-      assert.equal(await rec2.cluster.psql('SELECT count(*), max(id) FROM t;'), `${expected}|${expected}`);
-    } finally {
-      await rec2.cluster.destroy();
-    }
+    await recoverAndCount(dest2, restoreCmd, 'rp_theirs', expected);
   });
 });

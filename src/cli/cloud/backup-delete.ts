@@ -4,7 +4,7 @@
  */
 import { BarmanError, errorMessage } from '../../util/errors.js';
 import { runIfEntryPoint } from '../../walclient/cli-common.js';
-import { cloudCommand, commonOptions, EXIT_CLI, EXIT_OPERATION, openAndCheck, parseFailure, requireBucket, runCloud, type CloudLog } from './common.js';
+import { cloudCommand, commonOptions, cloudMain, withStorage, EXIT_CLI, EXIT_OPERATION } from './common.js';
 
 function program() {
   return cloudCommand('barman-cloud-backup-delete', 'This script can be used to delete backups made with barman-cloud-backup command. Currently AWS S3 and Azure Blob Storage are supported.', 'source')
@@ -28,13 +28,7 @@ interface Raw {
 
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<number> {
   const cmd = program();
-  try {
-    cmd.parse([...argv], { from: 'user' });
-  } catch (err) {
-    return parseFailure(err);
-  }
-  let log: CloudLog | null = null;
-  return runCloud(() => log, 'Barman cloud backup delete exception', async () => {
+  return cloudMain(argv, cmd, 'Barman cloud backup delete exception', async () => {
     const o = cmd.opts<Raw>();
     if ((o.backupId === undefined) === (o.retentionPolicy === undefined)) throw new BarmanError('one of the arguments -b/--backup-id -r/--retention-policy is required (and only one)', EXIT_CLI);
     if (o.checkObjectLock) throw new BarmanError('--check-object-lock is not supported yet', EXIT_CLI);
@@ -52,11 +46,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
       }
     }
     const common = commonOptions(cmd);
-    log = common.log;
-    const opened = await openAndCheck(common);
-    try {
-      if (common.test) return 0;
-      requireBucket(opened);
+    return withStorage(common, true, async (opened) => {
       const { CloudCatalog } = await import('../../cloud/catalog.js');
       const { deleteCloudBackup, obsoleteBackups } = await import('../../cloud/delete.js');
       const catalog = new CloudCatalog(opened.storage, opened.layout, (m) => common.log.warning(m));
@@ -91,9 +81,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
         for (const entry of await obsoleteBackups(catalog, policy, minimum)) await deleteCloudBackup(catalog, entry, { ...opts, byPolicy: true }, ev);
       }
       return 0;
-    } finally {
-      await opened.storage.close();
-    }
+    });
   });
 }
 

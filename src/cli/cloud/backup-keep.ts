@@ -2,7 +2,7 @@
 import { Option } from 'commander';
 import { BarmanError, errorMessage } from '../../util/errors.js';
 import { runIfEntryPoint } from '../../walclient/cli-common.js';
-import { cloudCommand, commonOptions, EXIT_CLI, EXIT_OPERATION, openAndCheck, parseFailure, requireBucket, runCloud, type CloudLog } from './common.js';
+import { cloudCommand, commonOptions, cloudMain, withStorage, EXIT_CLI, EXIT_OPERATION } from './common.js';
 
 function program() {
   return cloudCommand('barman-cloud-backup-keep', 'This script can be used to tag backups in cloud storage as archival backups such that they will not be deleted. Currently AWS S3 and Azure Blob Storage are supported.', 'source')
@@ -14,22 +14,12 @@ function program() {
 
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<number> {
   const cmd = program();
-  try {
-    cmd.parse([...argv], { from: 'user' });
-  } catch (err) {
-    return parseFailure(err);
-  }
-  let log: CloudLog | null = null;
-  return runCloud(() => log, 'Barman cloud keep exception', async () => {
+  return cloudMain(argv, cmd, 'Barman cloud keep exception', async () => {
     const o = cmd.opts<{ release?: boolean; status?: boolean; target?: 'full' | 'standalone' }>();
     const given = [o.release, o.status, o.target !== undefined].filter(Boolean).length;
     if (given !== 1) throw new BarmanError('one of the arguments -r/--release -s/--status --target is required (and only one)', EXIT_CLI);
     const common = commonOptions(cmd);
-    log = common.log;
-    const opened = await openAndCheck(common);
-    try {
-      if (common.test) return 0;
-      requireBucket(opened);
+    return withStorage(common, true, async (opened) => {
       const { CloudCatalog } = await import('../../cloud/catalog.js');
       const catalog = new CloudCatalog(opened.storage, opened.layout, (m) => common.log.warning(m));
       let entry;
@@ -49,9 +39,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
         await catalog.setKeep(entry.id, o.target as 'full' | 'standalone');
       }
       return 0;
-    } finally {
-      await opened.storage.close();
-    }
+    });
   });
 }
 

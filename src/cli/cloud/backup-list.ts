@@ -1,7 +1,7 @@
 /** barman-cloud-backup-list SOURCE_URL SERVER_NAME [--format console|json] (spec §11.2). */
 import { BarmanError } from '../../util/errors.js';
 import { runIfEntryPoint } from '../../walclient/cli-common.js';
-import { cloudCommand, commonOptions, EXIT_CLI, openAndCheck, parseFailure, requireBucket, runCloud, type CloudLog } from './common.js';
+import { cloudCommand, commonOptions, cloudMain, withStorage, EXIT_CLI } from './common.js';
 
 function program() {
   return cloudCommand('barman-cloud-backup-list', 'This script can be used to list backups made with barman-cloud-backup command. Currently AWS S3 and Azure Blob Storage are supported.', 'source')
@@ -11,21 +11,11 @@ function program() {
 
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<number> {
   const cmd = program();
-  try {
-    cmd.parse([...argv], { from: 'user' });
-  } catch (err) {
-    return parseFailure(err);
-  }
-  let log: CloudLog | null = null;
-  return runCloud(() => log, 'Barman cloud backup list exception', async () => {
+  return cloudMain(argv, cmd, 'Barman cloud backup list exception', async () => {
     const { format } = cmd.opts<{ format: string }>();
     if (format !== 'console' && format !== 'json') throw new BarmanError(`invalid format '${format}' (console or json)`, EXIT_CLI);
     const common = commonOptions(cmd);
-    log = common.log;
-    const opened = await openAndCheck(common);
-    try {
-      if (common.test) return 0;
-      requireBucket(opened);
+    return withStorage(common, true, async (opened) => {
       const { CloudCatalog } = await import('../../cloud/catalog.js');
       const { backupJson, listLines, pyJsonDumps } = await import('../../cloud/report.js');
       const catalog = new CloudCatalog(opened.storage, opened.layout, (m) => common.log.warning(m));
@@ -37,9 +27,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
         process.stdout.write(`${pyJsonDumps({ backups_list: entries.map((e) => backupJson(e.id, e.info)) })}\n`);
       }
       return 0;
-    } finally {
-      await opened.storage.close();
-    }
+    });
   });
 }
 

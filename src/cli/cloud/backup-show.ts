@@ -1,7 +1,7 @@
 /** barman-cloud-backup-show SOURCE_URL SERVER_NAME BACKUP_ID [--format console|json] (spec §11.2). */
 import { BarmanError, errorMessage } from '../../util/errors.js';
 import { runIfEntryPoint } from '../../walclient/cli-common.js';
-import { cloudCommand, commonOptions, EXIT_CLI, EXIT_OPERATION, openAndCheck, parseFailure, requireBucket, runCloud, type CloudLog } from './common.js';
+import { cloudCommand, commonOptions, cloudMain, withStorage, EXIT_CLI, EXIT_OPERATION } from './common.js';
 
 function program() {
   return cloudCommand('barman-cloud-backup-show', 'This script can be used to show metadata for backups made with barman-cloud-backup command. Currently AWS S3 and Azure Blob Storage are supported.', 'source')
@@ -11,22 +11,12 @@ function program() {
 
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<number> {
   const cmd = program();
-  try {
-    cmd.parse([...argv], { from: 'user' });
-  } catch (err) {
-    return parseFailure(err);
-  }
-  let log: CloudLog | null = null;
-  return runCloud(() => log, 'Barman cloud backup show exception', async () => {
+  return cloudMain(argv, cmd, 'Barman cloud backup show exception', async () => {
     const { format } = cmd.opts<{ format: string }>();
     if (format !== 'console' && format !== 'json') throw new BarmanError(`invalid format '${format}' (console or json)`, EXIT_CLI);
     const common = commonOptions(cmd);
-    log = common.log;
     const backupArg = cmd.args[2] as string;
-    const opened = await openAndCheck(common);
-    try {
-      if (common.test) return 0;
-      requireBucket(opened);
+    return withStorage(common, true, async (opened) => {
       const { CloudCatalog } = await import('../../cloud/catalog.js');
       const { backupJson, showLines, pyJsonDumps } = await import('../../cloud/report.js');
       const catalog = new CloudCatalog(opened.storage, opened.layout, (m) => common.log.warning(m));
@@ -39,9 +29,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
       if (format === 'console') process.stdout.write(`${showLines(entry.id, entry.info).join('\n')}\n`);
       else process.stdout.write(`${pyJsonDumps(new Map([[entry.info.server_name ?? 'None', backupJson(entry.id, entry.info)]]))}\n`);
       return 0;
-    } finally {
-      await opened.storage.close();
-    }
+    });
   });
 }
 

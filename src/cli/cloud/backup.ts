@@ -7,7 +7,7 @@ import { Option } from 'commander';
 import { BarmanError, errorMessage } from '../../util/errors.js';
 import { runIfEntryPoint } from '../../walclient/cli-common.js';
 import type { TarCompression } from '../../cloud/layout.js';
-import { cloudCommand, commonOptions, EXIT_CLI, EXIT_GENERAL, EXIT_NETWORK, openAndCheck, parseFailure, parseSize, parseTags, positiveInt, runCloud, type CloudLog } from './common.js';
+import { cloudCommand, commonOptions, cloudMain, openAndCheck, parseSize, parseTags, positiveInt, EXIT_CLI, EXIT_GENERAL, EXIT_NETWORK } from './common.js';
 
 const HELP_AFTER = `
 Run it on the database host, e.g. from cron as the postgres user:
@@ -96,13 +96,7 @@ function isHook(env: NodeJS.ProcessEnv): boolean {
 
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<number> {
   const cmd = program();
-  try {
-    cmd.parse([...argv], { from: 'user' });
-  } catch (err) {
-    return parseFailure(err);
-  }
-  let log: CloudLog | null = null;
-  return runCloud(() => log, 'Barman cloud backup exception', async () => {
+  return cloudMain(argv, cmd, 'Barman cloud backup exception', async () => {
     const o = cmd.opts<Raw>();
     const chosen: TarCompression[] = [];
     if (o.gzip) chosen.push('gz');
@@ -126,7 +120,6 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     }
     const tags = parseTags(o.tags);
     const common = commonOptions(cmd, { encryption: o.encryption ?? null, kmsKeyId: o.sseKmsKeyId ?? null, encryptionScope: o.encryptionScope ?? null });
-    log = common.log;
     const hook = isHook(process.env);
     const opened = await openAndCheck(common);
     const { storage, layout } = opened;

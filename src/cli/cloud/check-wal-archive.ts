@@ -5,7 +5,7 @@
  */
 import { BarmanError, errorMessage } from '../../util/errors.js';
 import { runIfEntryPoint } from '../../walclient/cli-common.js';
-import { cloudCommand, commonOptions, EXIT_OPERATION, openAndCheck, parseFailure, positiveInt, runCloud, type CloudLog } from './common.js';
+import { cloudCommand, commonOptions, cloudMain, openAndCheck, positiveInt, EXIT_OPERATION } from './common.js';
 
 function program() {
   return cloudCommand('barman-cloud-check-wal-archive', 'Checks that the WAL archive on the specified cloud storage can be safely used for a new PostgreSQL server.', 'destination')
@@ -14,17 +14,10 @@ function program() {
 
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<number> {
   const cmd = program();
-  try {
-    cmd.parse([...argv], { from: 'user' });
-  } catch (err) {
-    return parseFailure(err);
-  }
-  let log: CloudLog | null = null;
-  return runCloud(() => log, 'Barman cloud WAL archive check exception', async () => {
+  return cloudMain(argv, cmd, 'Barman cloud WAL archive check exception', async () => {
     const raw = cmd.opts<{ timeline?: string }>().timeline;
     const timeline = raw === undefined ? undefined : positiveInt(raw, '--timeline', 1);
     const common = commonOptions(cmd);
-    log = common.log;
     const opened = await openAndCheck(common);
     try {
       if (common.test || !opened.exists) return 0;

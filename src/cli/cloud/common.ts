@@ -128,17 +128,21 @@ export interface CommonOptions {
   connect: CloudConnectOptions;
 }
 
+/** The log of the command running (set by commonOptions), for the failure line of runCloud. */
+let activeLog: CloudLog | null = null;
+
 /** The common part of a parsed command line. */
 export function commonOptions(cmd: Command, extra: Partial<CloudConnectOptions> = {}): CommonOptions {
   const o = cmd.opts<CommonRaw>();
   const [url, server] = cmd.args as [string, string];
   const readTimeout = o.readTimeout === undefined ? null : Number(o.readTimeout);
   if (readTimeout !== null && !(Number.isInteger(readTimeout) && readTimeout > 0)) throw new BarmanError(`argument --read-timeout: invalid int value: '${o.readTimeout}'`, EXIT_CLI);
+  activeLog = CloudLog.fromCounts(o.verbose, o.quiet);
   return {
     url,
     server,
     test: o.test === true,
-    log: CloudLog.fromCounts(o.verbose, o.quiet),
+    log: activeLog,
     connect: {
       url,
       provider: o.cloudProvider as CloudProvider,
@@ -185,11 +189,11 @@ export function requireBucket(opened: Opened): void {
  * Run a cloud command's body; failures become one log line and Barman's exit code. `what` is
  * the prefix of Barman's message ("Barman cloud WAL archiver exception").
  */
-export async function runCloud(log: () => CloudLog | null, what: string, body: () => Promise<number>): Promise<number> {
+async function runCloud(what: string, body: () => Promise<number>): Promise<number> {
   try {
     return await body();
   } catch (err) {
-    const logger = log() ?? CloudLog.fromCounts(0, 0);
+    const logger = activeLog ?? CloudLog.fromCounts(0, 0);
     if (err instanceof StorageError && err.kind === 'network') {
       logger.error(`Can't connect to cloud provider: ${errorMessage(err)}`);
       return EXIT_NETWORK;
@@ -211,4 +215,32 @@ export function parseFailure(err: unknown): number {
   }
   CloudLog.fromCounts(0, 0).error(errorMessage(err));
   return err instanceof BarmanError ? err.exitCode : EXIT_CLI;
+}
+
+/**
+ * A cloud program: parse `argv` with `cmd` (usage errors: exit 3), run `body`, turn its
+ * failures into one log line and Barman's exit code (`what` prefixes the line, as Barman's).
+ */
+export async function cloudMain(argv: readonly string[], cmd: Command, what: string, body: () => Promise<number>): Promise<number> {
+  try {
+    cmd.parse([...argv], { from: 'user' });
+  } catch (err) {
+    return parseFailure(err);
+  }
+  return runCloud(what, body);
+}
+
+/**
+ * Open the storage, answer `-t` (exit 0 once connected), require the bucket when reading,
+ * run `fn`, and close the storage whatever happens.
+ */
+export async function withStorage(common: CommonOptions, needBucket: boolean, fn: (opened: Opened) => Promise<number>): Promise<number> {
+  const opened = await openAndCheck(common);
+  try {
+    if (common.test) return 0;
+    if (needBucket) requireBucket(opened);
+    return await fn(opened);
+  } finally {
+    await opened.storage.close();
+  }
 }

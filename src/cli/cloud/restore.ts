@@ -6,7 +6,7 @@
  */
 import { BarmanError, errorMessage } from '../../util/errors.js';
 import { runIfEntryPoint } from '../../walclient/cli-common.js';
-import { cloudCommand, commonOptions, EXIT_CLI, EXIT_OPERATION, openAndCheck, parseFailure, positiveInt, requireBucket, runCloud, type CloudLog } from './common.js';
+import { cloudCommand, commonOptions, cloudMain, withStorage, positiveInt, EXIT_CLI, EXIT_OPERATION } from './common.js';
 
 const HELP_AFTER = `
 Restore runbook (the README has the whole one):
@@ -46,16 +46,9 @@ interface Raw {
 
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<number> {
   const cmd = program();
-  try {
-    cmd.parse([...argv], { from: 'user' });
-  } catch (err) {
-    return parseFailure(err);
-  }
-  let log: CloudLog | null = null;
-  return runCloud(() => log, 'Barman cloud restore exception', async () => {
+  return cloudMain(argv, cmd, 'Barman cloud restore exception', async () => {
     const o = cmd.opts<Raw>();
     const common = commonOptions(cmd);
-    log = common.log;
     const [, , backupArg, recoveryDir] = cmd.args as [string, string, string, string];
     if (o.snapshotRecoveryInstance || o.snapshotRecoveryZone) throw new BarmanError('snapshot backups are not supported yet', EXIT_CLI);
     const jobs = positiveInt(o.jobs, '-J/--jobs', 2);
@@ -72,10 +65,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     if (backupArg !== 'auto' && (o.targetTime || o.targetLsn || o.targetTli)) {
       throw new BarmanError('--target-time, --target-lsn and --target-tli choose a backup with BACKUP_ID auto only', EXIT_CLI);
     }
-    const opened = await openAndCheck(common);
-    try {
-      if (common.test) return 0;
-      requireBucket(opened);
+    return withStorage(common, true, async (opened) => {
       const { CloudCatalog } = await import('../../cloud/catalog.js');
       const catalog = new CloudCatalog(opened.storage, opened.layout, (m) => common.log.warning(m));
       let entry;
@@ -96,9 +86,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
       await cloudRestore({ catalog, entry, destination: recoveryDir, relocate, jobs, info: (m) => common.log.info(m) });
       common.log.info(`Backup ${entry.id} restored into ${recoveryDir}`);
       return 0;
-    } finally {
-      await opened.storage.close();
-    }
+    });
   });
 }
 

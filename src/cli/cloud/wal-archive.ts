@@ -8,19 +8,12 @@ import { Option } from 'commander';
 import * as path from 'node:path';
 import { archiveWal, DEFAULT_CLOUD_SPOOL_DIR, DEFAULT_PUSH_AHEAD, type PushAhead } from '../../cloud/wal-archive.js';
 import { BarmanError } from '../../util/errors.js';
-import { parseCompressionLevel, type CompressionLevel, type CompressionName } from '../../wal/compression.js';
+import { parseCompressionLevel, type CompressionLevel } from '../../wal/compression.js';
 import { isAnyXlogFile } from '../../wal/names.js';
+import { COMPRESSION_FLAGS } from '../../walclient/archive-main.js';
 import { runIfEntryPoint } from '../../walclient/cli-common.js';
-import { cloudCommand, commonOptions, EXIT_CLI, EXIT_GENERAL, parseFailure, parseSize, parseTags, positiveInt, runCloud, type CloudLog } from './common.js';
+import { cloudCommand, commonOptions, cloudMain, parseSize, parseTags, positiveInt, EXIT_CLI, EXIT_GENERAL } from './common.js';
 
-const COMPRESSIONS: ReadonlyArray<readonly [string, CompressionName]> = [
-  ['gzip', 'gzip'],
-  ['bzip2', 'bzip2'],
-  ['xz', 'xz'],
-  ['snappy', 'snappy'],
-  ['zstd', 'zstd'],
-  ['lz4', 'lz4'],
-];
 
 const HELP_AFTER = `
 Use it as PostgreSQL's archive_command, e.g.:
@@ -94,15 +87,9 @@ function hookFile(env: NodeJS.ProcessEnv): string | null {
 
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<number> {
   const cmd = program();
-  try {
-    cmd.parse([...argv], { from: 'user' });
-  } catch (err) {
-    return parseFailure(err);
-  }
-  let log: CloudLog | null = null;
-  return runCloud(() => log, 'Barman cloud WAL archiver exception', async () => {
+  return cloudMain(argv, cmd, 'Barman cloud WAL archiver exception', async () => {
     const o = cmd.opts<Raw>();
-    const chosen = COMPRESSIONS.filter(([flag]) => o[flag as keyof Raw] === true).map(([, c]) => c);
+    const chosen = COMPRESSION_FLAGS.filter(([flag]) => o[flag as keyof Raw] === true).map(([, c]) => c);
     if (chosen.length > 1) throw new BarmanError(`only one compression option may be given (got ${chosen.join(', ')})`, EXIT_CLI);
     let level: CompressionLevel | null = null;
     if (o.compressionLevel !== undefined) {
@@ -113,7 +100,6 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
       }
     }
     const common = commonOptions(cmd, { encryption: o.encryption ?? null, kmsKeyId: o.sseKmsKeyId ?? null, encryptionScope: o.encryptionScope ?? null });
-    log = common.log;
     const hook = hookFile(process.env);
     const walArg = cmd.args[2];
     const walPath = hook ?? walArg;

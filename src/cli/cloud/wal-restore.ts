@@ -13,7 +13,7 @@ import { nextInListing, restoreWal } from '../../cloud/wal-restore.js';
 import { BarmanError, errorMessage } from '../../util/errors.js';
 import { isAnyXlogFile, walNameKind } from '../../wal/names.js';
 import { runIfEntryPoint } from '../../walclient/cli-common.js';
-import { cloudCommand, commonOptions, EXIT_CLI, EXIT_OPERATION, parseFailure, runCloud, type CloudLog } from './common.js';
+import { cloudCommand, commonOptions, cloudMain, EXIT_CLI, EXIT_OPERATION } from './common.js';
 
 const HELP_AFTER = `
 Use it as PostgreSQL's restore_command, e.g.:
@@ -49,16 +49,9 @@ interface Raw {
 
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<number> {
   const cmd = program();
-  try {
-    cmd.parse([...argv], { from: 'user' });
-  } catch (err) {
-    return parseFailure(err);
-  }
-  let log: CloudLog | null = null;
-  return runCloud(() => log, 'Barman cloud WAL restore exception', async () => {
+  return cloudMain(argv, cmd, 'Barman cloud WAL restore exception', async () => {
     const o = cmd.opts<Raw>();
     const common = commonOptions(cmd);
-    log = common.log;
     const [, , name, dest] = cmd.args as [string, string, string, string];
     if (!isAnyXlogFile(name)) throw new BarmanError(`${name} is an invalid name for a WAL file`, EXIT_CLI);
     const depth = o.prefetch === undefined ? DEFAULT_PREFETCH : /^\d+$/.test(o.prefetch) ? Number(o.prefetch) : NaN;
