@@ -35,11 +35,46 @@ function alive(pid: number): boolean {
   }
 }
 
+async function readLock(spool: string): Promise<{ pid: number; after: string } | null> {
+  const text = await fsp.readFile(path.join(spool, PREFETCH_LOCK), 'utf8').catch(() => null);
+  if (text === null) return null;
+  const [pidText, after] = text.split('\n');
+  const pid = Number(pidText);
+  return Number.isInteger(pid) && pid > 0 ? { pid, after: after ?? '' } : null;
+}
+
 /** Pid of the live prefetch process of this spool, or null. */
 export async function prefetchRunning(spool: string): Promise<number | null> {
-  const text = await fsp.readFile(path.join(spool, PREFETCH_LOCK), 'utf8').catch(() => null);
-  const pid = Number(text?.trim());
-  return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : null;
+  const lock = await readLock(spool);
+  return lock && alive(lock.pid) ? lock.pid : null;
+}
+
+/** Will the running prefetch fetch `name` (a later segment on its timeline)? */
+export async function prefetchCovers(spool: string, name: string): Promise<boolean> {
+  const lock = await readLock(spool);
+  if (!lock || !alive(lock.pid) || walNameKind(name) !== 'segment') return false;
+  return name.slice(0, 8) === lock.after.slice(0, 8) && name > lock.after;
+}
+
+/**
+ * Write the lock for the prefetch process `pid`; false when another live process holds it.
+ * A lock already naming `pid` (written by the call that started it) is its own.
+ */
+export async function claimPrefetchLock(spool: string, pid: number, after: string): Promise<boolean> {
+  const lock = path.join(spool, PREFETCH_LOCK);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await fsp.writeFile(lock, `${pid}\n${after}\n`, { flag: 'wx', mode: 0o600 });
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return false;
+    }
+    const holder = await prefetchRunning(spool);
+    if (holder === pid) return true;
+    if (holder !== null) return false;
+    await fsp.rm(lock, { force: true });
+  }
+  return false;
 }
 
 /**
@@ -100,13 +135,8 @@ async function spoolFiles(spool: string): Promise<string[]> {
  */
 export async function prefetchLoop(storage: ObjectStorage, layout: CloudLayout, spool: string, after: string, depth: number): Promise<void> {
   const lock = path.join(spool, PREFETCH_LOCK);
-  try {
-    await fsp.writeFile(lock, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-  } catch {
-    if ((await prefetchRunning(spool)) !== null) return;
-    await fsp.rm(lock, { force: true });
-    await fsp.writeFile(lock, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-  }
+  // The call that started us may have written the lock with our pid already.
+  if (!(await claimPrefetchLock(spool, process.pid, after))) return;
   try {
     // Files of earlier segments were never asked for (a restart, another timeline): drop them.
     for (const n of await spoolFiles(spool)) if (n <= after) await fsp.rm(path.join(spool, n), { force: true });

@@ -180,6 +180,22 @@ describe('barman-cloud-wal-archive / -wal-restore on bad input', () => {
     assert.deepEqual(await fs.readFile(dest), seg);
   });
 
+  it("exchanges WAL with Barman 3.4's tools both ways on Azurite (Python Azure SDK)", async () => {
+    const dir = path.join(work, 'az34');
+    const wal = await walFile(dir, '000000010000000000000001');
+    const url = az.url('interop', 'p');
+    const theirs = (t: string, args: string[]) => run(`/usr/bin/${t}`, [...az.args, ...args], { env: { ...process.env, ...az.env } });
+    assert.equal((await tool(az, 'barman-cloud-wal-archive', ['--push-ahead', '0', '-z', url, 'ours', wal])).code, 0);
+    const r = await theirs('barman-cloud-wal-restore', [url, 'ours', '000000010000000000000001', path.join(dir, 'a')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await fs.readFile(path.join(dir, 'a')), await fs.readFile(wal));
+    const a = await theirs('barman-cloud-wal-archive', ['-j', url, 'theirs', wal]);
+    assert.equal(a.code, 0, a.stderr);
+    const o = await tool(az, 'barman-cloud-wal-restore', ['--prefetch', '0', url, 'theirs', '000000010000000000000001', path.join(dir, 'b')]);
+    assert.equal(o.code, 0, o.stderr);
+    assert.deepEqual(await fs.readFile(path.join(dir, 'b')), await fs.readFile(wal));
+  });
+
   it('answers a pushed-ahead segment from the launcher, without Node or a request', async () => {
     const dir = path.join(work, 'fast', 'pg_wal');
     await fs.mkdir(path.join(dir, 'archive_status'), { recursive: true });

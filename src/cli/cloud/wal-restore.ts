@@ -8,7 +8,7 @@
  */
 import { spawn } from 'node:child_process';
 import { Option } from 'commander';
-import { DEFAULT_PREFETCH, DEFAULT_RESTORE_SPOOL_DIR, prefetchLoop, prefetchRunning, prepareSpool, takeFromSpool, waitForPrefetched } from '../../cloud/wal-prefetch.js';
+import { claimPrefetchLock, DEFAULT_PREFETCH, DEFAULT_RESTORE_SPOOL_DIR, prefetchCovers, prefetchLoop, prefetchRunning, prepareSpool, takeFromSpool, waitForPrefetched } from '../../cloud/wal-prefetch.js';
 import { nextInListing, restoreWal } from '../../cloud/wal-restore.js';
 import { BarmanError, errorMessage } from '../../util/errors.js';
 import { isAnyXlogFile, walNameKind } from '../../wal/names.js';
@@ -62,6 +62,19 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     const source = plain.slice(0, -2).join('\x1f');
     const usable = depth > 0 && !common.test && plain.length === argv.length && argv[argv.length - 2] === name && argv[argv.length - 1] === dest && !argv.some((a) => a.includes('\x1f') || a.includes('\n'));
 
+    // The spool first: a file prefetched (or being prefetched) costs no SDK load nor request.
+    let spoolOk = false;
+    if (usable && o.backgroundPrefetch === undefined) {
+      try {
+        await prepareSpool(o.spoolDir, source);
+        spoolOk = true;
+        if ((await takeFromSpool(o.spoolDir, name, dest)) || ((await prefetchCovers(o.spoolDir, name)) && (await waitForPrefetched(o.spoolDir, name, dest)))) {
+          return 0;
+        }
+      } catch (err) {
+        common.log.warning(`prefetch disabled: ${errorMessage(err)}`);
+      }
+    }
     const { openCloudStorage } = await import('../../cloud/connect.js');
     const { CloudLayout } = await import('../../cloud/layout.js');
     const { storage, location } = await openCloudStorage(common.connect);
@@ -74,18 +87,6 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
       if (common.test) {
         await storage.containerExists();
         return 0;
-      }
-      let spoolOk = false;
-      if (usable) {
-        try {
-          await prepareSpool(o.spoolDir, source);
-          spoolOk = true;
-          if ((await takeFromSpool(o.spoolDir, name, dest)) || ((await prefetchRunning(o.spoolDir)) !== null && (await waitForPrefetched(o.spoolDir, name, dest)))) {
-            return 0;
-          }
-        } catch (err) {
-          common.log.warning(`prefetch disabled: ${errorMessage(err)}`);
-        }
       }
       let outcome;
       try {
@@ -103,7 +104,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
       }
       common.log.info(`Found WAL ${name} for server ${common.server} as ${outcome.found.key}`);
       if (spoolOk && walNameKind(name) === 'segment' && (await prefetchRunning(o.spoolDir)) === null && nextInListing(layout, name, outcome.listing, 1).length > 0) {
-        startBackgroundPrefetch(argv, name);
+        await startBackgroundPrefetch(argv, name, o.spoolDir);
       }
       return 0;
     } finally {
@@ -112,12 +113,17 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
   });
 }
 
-/** A detached copy of this program that fetches what follows `after` into the spool. */
-function startBackgroundPrefetch(argv: readonly string[], after: string): void {
+/**
+ * A detached copy of this program that fetches what follows `after` into the spool. Its lock
+ * is written here, with its pid, before it even loads: the calls that come meanwhile wait for
+ * it instead of downloading the same files.
+ */
+async function startBackgroundPrefetch(argv: readonly string[], after: string, spool: string): Promise<void> {
   const script = process.argv[1];
   if (!script) return;
   const child = spawn(process.execPath, [script, `--background-prefetch=${after}`, ...argv], { detached: true, stdio: 'ignore' });
   child.unref();
+  if (child.pid !== undefined) await claimPrefetchLock(spool, child.pid, after).catch(() => undefined);
 }
 
 runIfEntryPoint(import.meta.url, () => main());
