@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import { startAzurite, startS3rver, type ObjectStoreServer } from '../helpers/object-stores.js';
 import { cleanupAll, PgCluster, quoteLiteral, startRecoveredCluster } from '../helpers/pg-cluster.js';
-import { POSTGRES_USER, makeTempDir } from '../helpers/system.js';
+import { POSTGRES_USER, makeTempDir, runAs } from '../helpers/system.js';
 import { run } from '../../src/util/proc.js';
 
 const REPO = path.dirname(path.dirname(BARMAN_SCRIPT));
@@ -67,6 +67,9 @@ describe('barman-cloud tools with PostgreSQL 15', { timeout: 600_000 }, () => {
     try {
       assert.equal(rec.outcome, 'primary');
       assert.equal(await rec.cluster.psql('SELECT count(*), max(id) FROM t;'), `${expected}|${expected}`);
+      // The tablespace came back where --tablespace put it.
+      assert.equal(await rec.cluster.psql('SELECT count(*) FROM t2;'), '4321');
+      assert.equal(await fs.realpath(path.join(dest, 'pg_tblspc', await rec.cluster.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'tbs';"))), await fs.realpath(`${dest}-tbs`));
     } finally {
       await rec.cluster.destroy();
     }
@@ -87,6 +90,11 @@ describe('barman-cloud tools with PostgreSQL 15', { timeout: 600_000 }, () => {
       archivers.push(await wrapper(`archive-${i}.sh`, s, 'barman-cloud-wal-archive', ['--spool-dir', spool, s.walFlag, s.url, SERVER]));
     }
     pg = await PgCluster.create({ archiveMode: true, archiveCommand: archivers.map((a) => `${a} %p`).join(' && ') });
+    const tbs = path.join(work, 'tbs');
+    await fs.mkdir(tbs);
+    await runAs(POSTGRES_USER, 'true');
+    await fs.chown(tbs, (await fs.stat(pg.dataDir)).uid, (await fs.stat(pg.dataDir)).gid);
+    await pg.psql(`CREATE TABLESPACE tbs LOCATION ${quoteLiteral(tbs)}; CREATE TABLE t2 TABLESPACE tbs AS SELECT g AS id FROM generate_series(1, 4321) g;`);
     await pg.psql('CREATE TABLE t (id int PRIMARY KEY, v text);');
     await insert(1000);
     await waitArchivedAll();
@@ -117,6 +125,9 @@ describe('barman-cloud tools with PostgreSQL 15', { timeout: 600_000 }, () => {
       assert.ok(mine, list.stdout);
       const id = (mine as string).slice(0, 20).trim();
       assert.match(id, /^\d{8}T\d{6}$/);
+      // One tar for the tablespace beside data.tar.gz.
+      const show = JSON.parse((await ours(store, 'barman-cloud-backup-show', ['--format', 'json', store.url, SERVER, id])).stdout) as { cloud: { tablespaces: Array<[string, number, string]> } };
+      assert.equal(show.cloud.tablespaces[0]?.[0], 'tbs');
       const json = JSON.parse((await ours(store, 'barman-cloud-backup-list', ['--format', 'json', store.url, SERVER])).stdout) as { backups_list: Array<Record<string, unknown>> };
       const entry = json.backups_list.find((b) => b.backup_id === id);
       assert.ok(entry);
@@ -126,7 +137,7 @@ describe('barman-cloud tools with PostgreSQL 15', { timeout: 600_000 }, () => {
       assert.match(String(entry.end_time), /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}$/);
 
       const dest = path.join(work, `restore-${index}`);
-      const restore = await ours(store, 'barman-cloud-restore', [store.url, SERVER, `nightly-${index}`, dest]);
+      const restore = await ours(store, 'barman-cloud-restore', ['--tablespace', `tbs:${dest}-tbs`, store.url, SERVER, `nightly-${index}`, dest]);
       assert.equal(restore.code, 0, restore.stderr);
       const restoreCmd = await wrapper(`restore-${index}.sh`, store, 'barman-cloud-wal-restore', ['--spool-dir', path.join(work, `restore-spool-${index}`), store.url, SERVER]);
       await recoverAndCount(dest, restoreCmd, rp, keptRows);
@@ -140,7 +151,7 @@ describe('barman-cloud tools with PostgreSQL 15', { timeout: 600_000 }, () => {
     assert.equal(listed.code, 0, listed.stderr);
     assert.match(listed.stdout, /nightly-0/);
     const dest = path.join(work, 'theirs-restore');
-    const r = await barman34(store, 'barman-cloud-restore', [store.url, SERVER, 'nightly-0', dest]);
+    const r = await barman34(store, 'barman-cloud-restore', ['--tablespace', `tbs:${dest}-tbs`, store.url, SERVER, 'nightly-0', dest]);
     assert.equal(r.code, 0, r.stderr);
     const theirWalRestore = path.join(work, 'theirs-wal-restore.sh');
     await fs.writeFile(theirWalRestore, `#!/bin/sh\n${envLines(store.server.env)}\nexec /usr/bin/barman-cloud-wal-restore ${store.server.args.join(' ')} ${store.url} ${SERVER} "$@"\n`, { mode: 0o755 });
@@ -167,7 +178,7 @@ describe('barman-cloud tools with PostgreSQL 15', { timeout: 600_000 }, () => {
       assert.equal(mine.stdout, theirs.stdout, `${tool} ${args.join(' ')}`);
     }
     const dest2 = path.join(work, 'ours-restore-theirs');
-    const r2 = await ours(store, 'barman-cloud-restore', [store.url, SERVER, 'theirs', dest2]);
+    const r2 = await ours(store, 'barman-cloud-restore', ['--tablespace', `tbs:${dest2}-tbs`, store.url, SERVER, 'theirs', dest2]);
     assert.equal(r2.code, 0, r2.stderr);
     const restoreCmd = await wrapper('restore-theirs.sh', store, 'barman-cloud-wal-restore', ['--spool-dir', path.join(work, 'restore-spool-theirs'), store.url, SERVER]);
     await recoverAndCount(dest2, restoreCmd, 'rp_theirs', expected);

@@ -414,9 +414,44 @@ describe('barman-cloud-backup cut in the middle', { timeout: 180_000 }, () => {
     const json = JSON.parse((await tool(s3, 'barman-cloud-backup-list', ['--format', 'json', url, 'srv'])).stdout) as { backups_list: Array<{ status: string; error: string }> };
     assert.deepEqual(json.backups_list.map((b) => b.status), ['FAILED']);
     assert.match(json.backups_list[0]?.error ?? '', /^failure uploading data \(.*interrupted/);
-    // PostgreSQL is not left in backup mode: another backup can start and finish.
-    const ok = await tool(s3, 'barman-cloud-backup', ['--immediate-checkpoint', '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres', url, 'srv']);
+    // PostgreSQL is not left in backup mode: another backup can start and finish, here split
+    // in parts of about 2 MB (-S), snappy-compressed; ours and Barman 3.4 restore the same tree.
+    const ok = await tool(s3, 'barman-cloud-backup', ['--snappy', '-S', '2MB', '--immediate-checkpoint', '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres', '-n', 'split', url, 'srv']);
     assert.equal(ok.code, 0, ok.stderr);
+    const st = await storageOf(s3, 'cut');
+    const parts = (await listAll(st, 'p/srv/base/')).map((o) => o.key.slice(o.key.lastIndexOf('/') + 1)).filter((n) => n.startsWith('data'));
+    assert.ok(parts.includes('data.tar.snappy') && parts.includes('data_0001.tar.snappy') && parts.includes('data_0002.tar.snappy'), parts.join(' '));
+    const listed = JSON.parse((await tool(s3, 'barman-cloud-backup-list', ['--format', 'json', url, 'srv'])).stdout) as { backups_list: Array<{ backup_id: string; backup_name?: string }> };
+    const id = listed.backups_list.find((b) => b.backup_name === 'split')?.backup_id as string;
+    const mine = path.join(work, 'split-ours');
+    const theirs = path.join(work, 'split-theirs');
+    const r1 = await tool(s3, 'barman-cloud-restore', [url, 'srv', 'split', mine]);
+    assert.equal(r1.code, 0, r1.stderr);
+    const r2 = await run('/usr/bin/barman-cloud-restore', [...s3.args, url, 'srv', id, theirs], { env: { ...process.env, ...s3.env } });
+    assert.equal(r2.code, 0, r2.stderr);
+    const tree = async (root: string) => (await run('find', [root, '-printf', '%P %s\n'])).stdout.split('\n').sort().join('\n');
+    assert.equal(await tree(mine), await tree(theirs));
+    assert.ok((await fs.stat(path.join(mine, 'global', 'pg_control'))).size > 0);
+    assert.ok(existsSync(path.join(mine, 'backup_label')));
+
+    // As Barman's post_backup_retry_script: a backup that is not DONE is exit 63 (ABORT_STOP);
+    // a DONE one is uploaded with its backup.info unchanged, and restores to the same tree.
+    const backupDir = path.join(work, 'barman-catalog', '20240601T120000');
+    await fs.mkdir(backupDir, { recursive: true });
+    assert.equal((await run('cp', ['-a', mine, path.join(backupDir, 'data')])).code, 0);
+    const infoText = serializeCloudBackupInfo(newBackupInfo({ status: 'DONE', server_name: 'main', version: 150000, timeline: 1, begin_wal: '000000010000000000000003', end_wal: '000000010000000000000003', end_time: parsePyDatetime('2024-06-01 12:05:00+00:00'), mode: 'rsync-concurrent' }));
+    await fs.writeFile(path.join(backupDir, 'backup.info'), infoText);
+    const hookEnv = { BARMAN_HOOK: 'backup_retry_script', BARMAN_PHASE: 'post', BARMAN_BACKUP_DIR: backupDir, BARMAN_BACKUP_ID: '20240601T120000' };
+    const notDone = await tool(s3, 'barman-cloud-backup', [s3.url('hook', 'p'), 'main'], { ...hookEnv, BARMAN_STATUS: 'FAILED' });
+    assert.equal(notDone.code, 63, notDone.stderr);
+    const up = await tool(s3, 'barman-cloud-backup', ['-z', s3.url('hook', 'p'), 'main'], { ...hookEnv, BARMAN_STATUS: 'DONE' });
+    assert.equal(up.code, 0, up.stderr);
+    const hookSt = await storageOf(s3, 'hook');
+    assert.equal((await getBuffer(hookSt, 'p/main/base/20240601T120000/backup.info'))?.toString(), infoText);
+    const fromHook = path.join(work, 'hook-restore');
+    const r3 = await tool(s3, 'barman-cloud-restore', [s3.url('hook', 'p'), 'main', '20240601T120000', fromHook]);
+    assert.equal(r3.code, 0, r3.stderr);
+    assert.equal(await tree(fromHook), await tree(mine));
     await pg.destroy();
   });
 });
