@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { runPool } from '../util/pool.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
@@ -64,9 +64,30 @@ async function extractArchive(catalog: CloudCatalog, key: string, compression: T
   let stderr = '';
   tar.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const exited = new Promise<number>((resolve) => tar.once('close', (code) => resolve(code ?? 1)));
+  // GNU tar stops reading at the end-of-archive blocks; the zero padding that Python's tarfile
+  // (Barman) writes after them up to a 10 KiB record is still read here (and hashed), not sent.
+  let tarGone = false;
+  tar.stdin.on('error', () => (tarGone = true));
+  tar.stdin.on('close', () => (tarGone = true));
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      if (tarGone || tar.stdin.write(chunk)) return cb();
+      const go = () => {
+        tar.stdin.off('drain', go);
+        tar.stdin.off('close', go);
+        cb();
+      };
+      tar.stdin.on('drain', go);
+      tar.stdin.on('close', go);
+    },
+    final(cb) {
+      if (!tarGone) tar.stdin.end();
+      cb();
+    },
+  });
   const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream | NodeJS.ReadWriteStream> = [res.body as Readable, verify];
   if (compression) stages.push(decompressStream(TAR_COMPRESSIONS[compression]));
-  stages.push(tar.stdin);
+  stages.push(sink);
   try {
     await pipeline(stages as unknown as [Readable, ...NodeJS.WritableStream[]]);
   } catch (err) {

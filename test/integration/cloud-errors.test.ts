@@ -194,6 +194,15 @@ describe('barman-cloud-wal-archive / -wal-restore on bad input', () => {
     const o = await tool(az, 'barman-cloud-wal-restore', ['--prefetch', '0', url, 'theirs', '000000010000000000000001', path.join(dir, 'b')]);
     assert.equal(o.code, 0, o.stderr);
     assert.deepEqual(await fs.readFile(path.join(dir, 'b')), await fs.readFile(wal));
+    // As Barman's pre_archive_retry_script: the file comes from BARMAN_FILE.
+    const hook = { BARMAN_HOOK: 'archive_retry_script', BARMAN_PHASE: 'pre', BARMAN_FILE: wal };
+    const h = await tool(az, 'barman-cloud-wal-archive', ['--snappy', url, 'hooked'], hook);
+    assert.equal(h.code, 0, h.stderr);
+    const st = await storageOf(az, 'interop');
+    assert.ok(await st.get('p/hooked/wals/0000000100000000/000000010000000000000001.snappy'));
+    const wrong = await tool(az, 'barman-cloud-wal-archive', [url, 'hooked'], { ...hook, BARMAN_PHASE: 'post' });
+    assert.equal(wrong.code, 4);
+    assert.match(wrong.stderr, /unsupported hook script: post_archive_retry_script/);
   });
 
   it('answers a pushed-ahead segment from the launcher, without Node or a request', async () => {
