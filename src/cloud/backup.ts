@@ -209,7 +209,8 @@ export async function cloudBackup(req: CloudBackupRequest): Promise<CloudBackupR
     stopIfAborted();
     say(`Stopping backup '${id}'`);
     const stop = await pg.stopBackup(facts.version);
-    await pg.query('SELECT pg_switch_wal()').catch(() => undefined);
+    // Archive the WAL file holding the end of the backup now (a standby cannot switch).
+    if (!facts.inRecovery) await pg.query('SELECT pg_switch_wal()').catch(() => undefined);
     const label = parseBackupLabel(stop.labelfile);
     const end = parseLsn(stop.lsn);
     info = {
@@ -221,7 +222,8 @@ export async function cloudBackup(req: CloudBackupRequest): Promise<CloudBackupR
       end_wal: endWalOf(end, label.timeline, facts.segSize),
       end_offset: walOffset(end, facts.segSize),
     };
-    await pg.query('SELECT pg_create_restore_point($1)', [`barman_${id}`]);
+    // As Barman: no restore point on a standby, and failing to create one is not a failure.
+    if (!facts.inRecovery) await pg.query('SELECT pg_create_restore_point($1)', [`barman_${id}`]).catch(() => undefined);
     const pgStat = await fsp.stat(facts.pgdata);
     await data.addBuffer('backup_label', Buffer.from(stop.labelfile, 'utf8'), { mode: 0o600, uid: pgStat.uid, gid: pgStat.gid });
     uploaded.set('data', await data.close());

@@ -11,6 +11,7 @@ import type { KeepTarget } from '../catalog/delete.js';
 import type { ObjectStorage } from '../storage/types.js';
 import { getBuffer } from '../storage/types.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
+import { mapPool } from '../util/pool.js';
 import { parseTarName, parseWalObjectName, type CloudLayout, type TarCompression } from './layout.js';
 
 export interface CloudBackupEntry extends BackupEntry {
@@ -48,18 +49,26 @@ export class CloudCatalog {
   async backups(): Promise<CloudBackupEntry[]> {
     if (this.backupsCache) return this.backupsCache;
     const listing = await this.storage.list(this.layout.basePrefix, '/');
-    const out: CloudBackupEntry[] = [];
-    for (const dir of listing.prefixes.sort()) {
-      const id = dir.slice(this.layout.basePrefix.length, -1);
+    const ids = listing.prefixes.sort().map((dir) => dir.slice(this.layout.basePrefix.length, -1));
+    // A few backup.info reads at a time: one round trip each.
+    const infos = await mapPool(ids, 8, async (id): Promise<BackupInfo | null | Error> => {
       try {
-        const info = await this.readBackupInfo(id);
-        if (info) out.push({ id, info, infoFile: this.layout.backupInfoKey(id) });
+        return await this.readBackupInfo(id);
       } catch (err) {
         if ((err as { kind?: string }).kind === 'network') throw err;
-        this.warn(`Unable to open backup.info file for ${id}: ${errorMessage(err)}`);
-        this.unreadable.push(id);
+        return err instanceof Error ? err : new Error(String(err));
       }
-    }
+    });
+    const out: CloudBackupEntry[] = [];
+    ids.forEach((id, i) => {
+      const info = infos[i];
+      if (info instanceof Error) {
+        this.warn(`Unable to open backup.info file for ${id}: ${errorMessage(info)}`);
+        this.unreadable.push(id);
+      } else if (info) {
+        out.push({ id, info, infoFile: this.layout.backupInfoKey(id) });
+      }
+    });
     this.backupsCache = out;
     return out;
   }

@@ -38,7 +38,7 @@ interface RestLikeError {
 
 export function azureError(what: string, err: unknown): StorageError {
   const e = (err ?? {}) as RestLikeError;
-  const detail = (errorMessage(err) || e.code || '').split('\n')[0] ?? '';
+  const detail = (errorMessage(err) || e.code || e.name || `HTTP ${e.statusCode ?? '?'}`).split('\n')[0] ?? '';
   if (e.code === 'REQUEST_SEND_ERROR' || /ECONNREFUSED|ENOTFOUND|ETIMEDOUT|EHOSTUNREACH|socket hang up|timeout|aborted/i.test(`${e.code ?? ''} ${detail}`)) {
     if (e.statusCode === undefined) return new StorageError(`${what}: cannot reach the object store (${detail})`, 'network', 2);
   }

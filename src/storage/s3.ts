@@ -134,7 +134,9 @@ export class S3Storage implements ObjectStorage {
       forcePathStyle: !!opts.endpointUrl,
       profile: opts.profile ?? undefined,
       maxAttempts: opts.maxAttempts ?? 3,
-      requestHandler: { connectionTimeout: 5000, requestTimeout: readTimeoutMs },
+      // Bounded: a connection that is not up within 10 s, or a response that does not come within
+      // --read-timeout, fails that attempt; maxAttempts bounds the whole.
+      requestHandler: { connectionTimeout: 10_000, requestTimeout: readTimeoutMs },
       // Only the checksums a request requires: S3-compatible servers often know no others.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',

@@ -185,7 +185,8 @@ describe('barman-cloud-wal-archive / -wal-restore on bad input', () => {
     const wal = await walFile(dir, '000000010000000000000001');
     const url = az.url('interop', 'p');
     const theirs = (t: string, args: string[]) => run(`/usr/bin/${t}`, [...az.args, ...args], { env: { ...process.env, ...az.env } });
-    assert.equal((await tool(az, 'barman-cloud-wal-archive', ['--push-ahead', '0', '-z', url, 'ours', wal])).code, 0);
+    const ar = await tool(az, 'barman-cloud-wal-archive', ['--push-ahead', '0', '-z', url, 'ours', wal]);
+    assert.equal(ar.code, 0, ar.stderr);
     const r = await theirs('barman-cloud-wal-restore', [url, 'ours', '000000010000000000000001', path.join(dir, 'a')]);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(await fs.readFile(path.join(dir, 'a')), await fs.readFile(wal));
@@ -213,9 +214,9 @@ describe('barman-cloud-wal-archive / -wal-restore on bad input', () => {
     await fs.writeFile(path.join(dir, 'archive_status', '000000010000000000000011.ready'), '');
     const spool = path.join(work, 'fast', 'spool');
     const args = ['--spool-dir', spool, '--zstd', s3.url('fast', 'p'), 'srv'];
-    const a = await run(BIN('barman-cloud-wal-archive'), [...s3.args, ...args, first], { env: { ...process.env, ...s3.env } });
+    const a = await run(BIN('barman-cloud-wal-archive'), [...s3.args, '-v', ...args, first], { env: { ...process.env, ...s3.env } });
     assert.equal(a.code, 0, a.stderr);
-    assert.ok(existsSync(path.join(spool, 'markers', '000000010000000000000011')));
+    assert.ok(existsSync(path.join(spool, 'markers', '000000010000000000000011')), a.stderr);
     // Same arguments but an endpoint that cannot answer: only the marker can make this succeed.
     const deadArgs = [...s3.args.slice(0, -1), `http://127.0.0.1:${await freePort()}`];
     const viaMarker = await run(BIN('barman-cloud-wal-archive'), [...deadArgs, ...args, second], { env: { ...process.env, ...s3.env } });
@@ -371,7 +372,7 @@ describe('barman-cloud-backup-delete and -keep (retention)', () => {
       // By name, once the keep is released; the list of Barman's console format hides FAILED.
       assert.equal((await tool(server, 'barman-cloud-backup-keep', ['-r', url, 'srv', '20240101T000000'])).code, 0);
       const m = await tool(server, 'barman-cloud-backup-delete', ['-b', 'friday', '-m', '2', url, 'srv']);
-      assert.equal(m.code, 1, 'minimum redundancy protects the last backups');
+      assert.equal(m.code, 1, `minimum redundancy protects the last backups: ${m.stderr}`);
       assert.equal((await tool(server, 'barman-cloud-backup-delete', ['-b', 'friday', url, 'srv'])).code, 0);
       const list = await tool(server, 'barman-cloud-backup-list', [url, 'srv']);
       assert.deepEqual(list.stdout.trim().split('\n').slice(1).map((l) => l.slice(0, 15)), ['20240101T000000']);
@@ -424,12 +425,13 @@ describe('barman-cloud-backup cut in the middle', { timeout: 180_000 }, () => {
     assert.deepEqual(json.backups_list.map((b) => b.status), ['FAILED']);
     assert.match(json.backups_list[0]?.error ?? '', /^failure uploading data \(.*interrupted/);
     // PostgreSQL is not left in backup mode: another backup can start and finish, here split
-    // in parts of about 2 MB (-S), snappy-compressed; ours and Barman 3.4 restore the same tree.
-    const ok = await tool(s3, 'barman-cloud-backup', ['--snappy', '-S', '2MB', '--immediate-checkpoint', '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres', '-n', 'split', url, 'srv']);
+    // in parts of about 2 MB (-S), gzip-compressed; ours and Barman 3.4 restore the same tree.
+    // (Not snappy here: Debian 12's python3-snappy fails in Barman's decompression.)
+    const ok = await tool(s3, 'barman-cloud-backup', ['-z', '-S', '2MB', '--immediate-checkpoint', '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres', '-n', 'split', url, 'srv']);
     assert.equal(ok.code, 0, ok.stderr);
     const st = await storageOf(s3, 'cut');
     const parts = (await listAll(st, 'p/srv/base/')).map((o) => o.key.slice(o.key.lastIndexOf('/') + 1)).filter((n) => n.startsWith('data'));
-    assert.ok(parts.includes('data.tar.snappy') && parts.includes('data_0001.tar.snappy') && parts.includes('data_0002.tar.snappy'), parts.join(' '));
+    assert.ok(parts.includes('data.tar.gz') && parts.includes('data_0001.tar.gz') && parts.includes('data_0002.tar.gz'), parts.join(' '));
     const listed = JSON.parse((await tool(s3, 'barman-cloud-backup-list', ['--format', 'json', url, 'srv'])).stdout) as { backups_list: Array<{ backup_id: string; backup_name?: string }> };
     const id = listed.backups_list.find((b) => b.backup_name === 'split')?.backup_id as string;
     const mine = path.join(work, 'split-ours');
@@ -453,7 +455,7 @@ describe('barman-cloud-backup cut in the middle', { timeout: 180_000 }, () => {
     const hookEnv = { BARMAN_HOOK: 'backup_retry_script', BARMAN_PHASE: 'post', BARMAN_BACKUP_DIR: backupDir, BARMAN_BACKUP_ID: '20240601T120000' };
     const notDone = await tool(s3, 'barman-cloud-backup', [s3.url('hook', 'p'), 'main'], { ...hookEnv, BARMAN_STATUS: 'FAILED' });
     assert.equal(notDone.code, 63, notDone.stderr);
-    const up = await tool(s3, 'barman-cloud-backup', ['-z', s3.url('hook', 'p'), 'main'], { ...hookEnv, BARMAN_STATUS: 'DONE' });
+    const up = await tool(s3, 'barman-cloud-backup', ['--snappy', s3.url('hook', 'p'), 'main'], { ...hookEnv, BARMAN_STATUS: 'DONE' });
     assert.equal(up.code, 0, up.stderr);
     const hookSt = await storageOf(s3, 'hook');
     assert.equal((await getBuffer(hookSt, 'p/main/base/20240601T120000/backup.info'))?.toString(), infoText);
