@@ -8,12 +8,14 @@
  *   - archive_command (barman-cloud-wal-archive -z) and restore_command
  *     (barman-cloud-wal-restore) in ms per segment, called once per segment in order as
  *     PostgreSQL does, on real segments with their `.ready` files beside them.
+ * BENCH_CLOUD_PROVIDERS=s3|azure|s3,azure picks the stores; BENCH_CLOUD_WAL_ONLY=1 skips the
+ * backup and restore rows.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { as, BIN, chownTo, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
+import { BIN, chownTo, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
 
@@ -148,53 +150,62 @@ export async function cloudBench(): Promise<void> {
 
     stores = await startStores(root, providers);
     const conn = ['-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres'];
+    const walOnly = process.env.BENCH_CLOUD_WAL_ONLY === '1';
     for (const store of stores) {
       console.log(`\n${store.name}`);
-      // --- backup
-      const b34 = await timedTool(store, 'barman34', 'barman-cloud-backup', ['-z', '--immediate-checkpoint', ...conn, store.url('b34'), 'pg']);
-      const bOurs = await timedTool(store, 'ours', 'barman-cloud-backup', ['-z', '-J', '4', '--immediate-checkpoint', ...conn, store.url('ours'), 'pg']);
-      console.log(`  backup -z            ours ${bOurs.s.toFixed(2)} s (-J 4, peak RSS ${(bOurs.rssKiB / 1024).toFixed(0)} MiB)   barman-cloud 3.4 ${b34.s.toFixed(2)} s   ratio ${ratio(b34.s, bOurs.s)} (target 3x)`);
-      // --- restore (Barman 3.4 knows no `latest`: the ID from the list)
-      const listed = await run(process.execPath, [path.join(REPO, 'bin', 'barman-cloud-backup-list.js'), ...store.args, '--format', 'json', store.url('b34'), 'pg'], { env: { ...process.env, ...store.env } });
-      const id34 = (JSON.parse(listed.stdout) as { backups_list: Array<{ backup_id: string }> }).backups_list.at(-1)?.backup_id ?? 'missing';
-      const r34 = await timedTool(store, 'barman34', 'barman-cloud-restore', [store.url('b34'), 'pg', id34, path.join(root, `r34-${store.name}`)]);
-      const rOurs = await timedTool(store, 'ours', 'barman-cloud-restore', [store.url('ours'), 'pg', 'latest', path.join(root, `rours-${store.name}`)]);
-      console.log(`  restore              ours ${rOurs.s.toFixed(2)} s   barman-cloud 3.4 ${r34.s.toFixed(2)} s   ratio ${ratio(r34.s, rOurs.s)} (target 3x)`);
-      fs.rmSync(path.join(root, `r34-${store.name}`), { recursive: true, force: true });
-      fs.rmSync(path.join(root, `rours-${store.name}`), { recursive: true, force: true });
-
-      // --- WAL archive: one call per segment, in order, with the later .ready files present.
-      const perSegment: Record<Side, { archive: number; restore: number }> = { ours: { archive: 0, restore: 0 }, barman34: { archive: 0, restore: 0 } };
-      for (const side of ['barman34', 'ours'] as Side[]) {
-        const dir = path.join(root, `wal-${side}-${store.name}`, 'pg_wal');
-        fs.mkdirSync(path.join(dir, 'archive_status'), { recursive: true });
-        for (const n of names) {
-          fs.copyFileSync(path.join(walSrc, n), path.join(dir, n));
-          fs.writeFileSync(path.join(dir, 'archive_status', `${n}.ready`), '');
-        }
-        const extra = side === 'ours' ? ['--spool-dir', path.join(root, `spool-a-${side}-${store.name}`)] : [];
-        let total = 0;
-        for (const n of names) {
-          total += (await timedTool(store, side, 'barman-cloud-wal-archive', ['-z', store.url(`w-${side}`), 'pg', path.join(dir, n)], extra)).s;
-          fs.renameSync(path.join(dir, 'archive_status', `${n}.ready`), path.join(dir, 'archive_status', `${n}.done`));
-        }
-        perSegment[side].archive = (total / names.length) * 1000;
-        const dest = path.join(root, `wal-restored-${side}-${store.name}`);
-        fs.mkdirSync(dest);
-        const rextra = side === 'ours' ? ['--spool-dir', path.join(root, `spool-r-${side}-${store.name}`)] : [];
-        total = 0;
-        for (const n of names) total += (await timedTool(store, side, 'barman-cloud-wal-restore', [store.url(`w-${side}`), 'pg', n, path.join(dest, 'RECOVERYXLOG')], rextra)).s;
-        perSegment[side].restore = (total / names.length) * 1000;
-      }
-      const o = perSegment.ours;
-      const t = perSegment.barman34;
-      console.log(`  archive_command -z   ours ${o.archive.toFixed(0)} ms/segment   barman-cloud 3.4 ${t.archive.toFixed(0)} ms/segment   ratio ${ratio(t.archive, o.archive)} (target 5x)`);
-      console.log(`  restore_command      ours ${o.restore.toFixed(0)} ms/segment   barman-cloud 3.4 ${t.restore.toFixed(0)} ms/segment   ratio ${ratio(t.restore, o.restore)} (target 5x)`);
+      if (!walOnly) await backupRows(store, root, conn);
+      await walRows(store, root, names, walSrc);
     }
   } finally {
     for (const s of stores) s.child.kill('SIGKILL');
     await pg?.stop('immediate').catch(() => undefined);
-    await as(PG_USER, 'true', []).catch(() => undefined);
     fs.rmSync(root, { recursive: true, force: true });
   }
+}
+
+/** Backup and restore rows of one store. */
+async function backupRows(store: Store, root: string, conn: string[]): Promise<void> {
+  // --- backup
+  const b34 = await timedTool(store, 'barman34', 'barman-cloud-backup', ['-z', '--immediate-checkpoint', ...conn, store.url('b34'), 'pg']);
+  const bOurs = await timedTool(store, 'ours', 'barman-cloud-backup', ['-z', '-J', '4', '--immediate-checkpoint', ...conn, store.url('ours'), 'pg']);
+  console.log(`  backup -z            ours ${bOurs.s.toFixed(2)} s (-J 4, peak RSS ${(bOurs.rssKiB / 1024).toFixed(0)} MiB)   barman-cloud 3.4 ${b34.s.toFixed(2)} s   ratio ${ratio(b34.s, bOurs.s)} (target 3x)`);
+  // --- restore (Barman 3.4 knows no `latest`: the ID from the list)
+  const listed = await run(process.execPath, [path.join(REPO, 'bin', 'barman-cloud-backup-list.js'), ...store.args, '--format', 'json', store.url('b34'), 'pg'], { env: { ...process.env, ...store.env } });
+  const id34 = (JSON.parse(listed.stdout) as { backups_list: Array<{ backup_id: string }> }).backups_list.at(-1)?.backup_id ?? 'missing';
+  const r34 = await timedTool(store, 'barman34', 'barman-cloud-restore', [store.url('b34'), 'pg', id34, path.join(root, `r34-${store.name}`)]);
+  const rOurs = await timedTool(store, 'ours', 'barman-cloud-restore', [store.url('ours'), 'pg', 'latest', path.join(root, `rours-${store.name}`)]);
+  console.log(`  restore              ours ${rOurs.s.toFixed(2)} s   barman-cloud 3.4 ${r34.s.toFixed(2)} s   ratio ${ratio(r34.s, rOurs.s)} (target 3x)`);
+  fs.rmSync(path.join(root, `r34-${store.name}`), { recursive: true, force: true });
+  fs.rmSync(path.join(root, `rours-${store.name}`), { recursive: true, force: true });
+}
+
+/** Per-segment archive_command / restore_command rows of one store. */
+async function walRows(store: Store, root: string, names: readonly string[], walSrc: string): Promise<void> {
+  // --- WAL archive: one call per segment, in order, with the later .ready files present.
+  const perSegment: Record<Side, { archive: number; restore: number }> = { ours: { archive: 0, restore: 0 }, barman34: { archive: 0, restore: 0 } };
+  for (const side of ['barman34', 'ours'] as Side[]) {
+    const dir = path.join(root, `wal-${side}-${store.name}`, 'pg_wal');
+    fs.mkdirSync(path.join(dir, 'archive_status'), { recursive: true });
+    for (const n of names) {
+      fs.copyFileSync(path.join(walSrc, n), path.join(dir, n));
+      fs.writeFileSync(path.join(dir, 'archive_status', `${n}.ready`), '');
+    }
+    const extra = side === 'ours' ? ['--spool-dir', path.join(root, `spool-a-${side}-${store.name}`)] : [];
+    let total = 0;
+    for (const n of names) {
+      total += (await timedTool(store, side, 'barman-cloud-wal-archive', ['-z', store.url(`w-${side}`), 'pg', path.join(dir, n)], extra)).s;
+      fs.renameSync(path.join(dir, 'archive_status', `${n}.ready`), path.join(dir, 'archive_status', `${n}.done`));
+    }
+    perSegment[side].archive = (total / names.length) * 1000;
+    const dest = path.join(root, `wal-restored-${side}-${store.name}`);
+    fs.mkdirSync(dest);
+    const rextra = side === 'ours' ? ['--spool-dir', path.join(root, `spool-r-${side}-${store.name}`)] : [];
+    total = 0;
+    for (const n of names) total += (await timedTool(store, side, 'barman-cloud-wal-restore', [store.url(`w-${side}`), 'pg', n, path.join(dest, 'RECOVERYXLOG')], rextra)).s;
+    perSegment[side].restore = (total / names.length) * 1000;
+  }
+  const o = perSegment.ours;
+  const t = perSegment.barman34;
+  console.log(`  archive_command -z   ours ${o.archive.toFixed(0)} ms/segment   barman-cloud 3.4 ${t.archive.toFixed(0)} ms/segment   ratio ${ratio(t.archive, o.archive)} (target 5x)`);
+  console.log(`  restore_command      ours ${o.restore.toFixed(0)} ms/segment   barman-cloud 3.4 ${t.restore.toFixed(0)} ms/segment   ratio ${ratio(t.restore, o.restore)} (target 5x)`);
 }
