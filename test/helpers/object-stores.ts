@@ -59,7 +59,7 @@ async function startProcess(cmd: string, args: string[], port: number, what: str
   };
   onExitCleanup(kill);
   try {
-    await waitFor(async () => child.exitCode === null && (await portOpen(port)), { timeoutMs: 30_000, what: `${what} on port ${port}` });
+    await waitFor(async () => child.exitCode === null && (await portOpen(port)), { timeoutMs: 120_000, what: `${what} on port ${port}` });
   } catch (err) {
     kill();
     throw new Error(`${(err as Error).message}\n${stderr}`);
