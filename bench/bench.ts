@@ -15,6 +15,8 @@
  *     bench/drill-bench.ts)
  *   - transfer_method = agent: full, incremental, delta and remote restores beside the ssh floor,
  *     rsync and pgBackRest (`-- --agent-only`, bench/agent-bench.ts)
+ *   - barman-cloud-* on s3rver and Azurite beside barman-cloud 3.4 (`-- --cloud-only`,
+ *     bench/cloud-bench.ts)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
  */
 import * as fs from 'node:fs';
@@ -27,6 +29,7 @@ import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { benchRoot } from './bench-root.js';
 import { catalogScale } from './catalog-scale.js';
 import { drillBench } from './drill-bench.js';
+import { cloudBench } from './cloud-bench.js';
 import { rsyncBench } from './rsync-bench.js';
 import { agentBench } from './agent-bench.js';
 import { walBench } from './wal-bench.js';
@@ -138,6 +141,7 @@ const SECTIONS: ReadonlyArray<{ flag: string; run: () => Promise<unknown>; full:
   { flag: '--rsync-only', run: rsyncBench, full: true },
   { flag: '--agent-only', run: agentBench, full: true },
   { flag: '--drill-only', run: drillBench, full: true },
+  { flag: '--cloud-only', run: cloudBench, full: true },
   { flag: '--encryption-only', run: encryptionBench, full: false },
 ];
 const chosen = SECTIONS.find((sec) => process.argv.includes(sec.flag));

@@ -92,7 +92,7 @@ export interface BackupEvents {
   archive?: () => Promise<void>;
 }
 
-interface ServerFacts {
+export interface ServerFacts {
   version: number;
   pgdata: string;
   systemid: string;
@@ -106,7 +106,8 @@ interface ServerFacts {
   inRecovery: boolean;
 }
 
-async function gatherFacts(pg: PgConnection): Promise<ServerFacts> {
+/** What a backup records of the server (one query each). */
+export async function gatherFacts(pg: PgConnection): Promise<ServerFacts> {
   const s = async (n: string) => pg.setting(n);
   return {
     version: await pg.serverVersion(),

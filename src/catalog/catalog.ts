@@ -263,7 +263,7 @@ const isUsable = (e: BackupEntry) => COPY_DONE.has(e.info.status);
  * `latest-full|last-full`) or a backup name. Unlike Barman, `failed` is not taken for
  * `last-failed` (that was a substring-matching accident).
  */
-export function resolveBackupId(srv: ServerConfig, entries: readonly BackupEntry[], arg: string): BackupEntry {
+export function resolveBackupId(srv: Pick<ServerConfig, 'name'>, entries: readonly BackupEntry[], arg: string): BackupEntry {
   const pick = (e: BackupEntry | undefined, what: string): BackupEntry => {
     if (!e) throw new BarmanError(`There are no ${what} backups for server '${srv.name}'`);
     return e;

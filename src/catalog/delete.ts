@@ -150,7 +150,7 @@ export function decideWalCleanup(entries: readonly BackupEntry[], target: Backup
 }
 
 /** The xlog.db entries the policy removes (history files and unknown names never). */
-export function selectWalsToRemove(policy: WalCleanupPolicy, wals: readonly XlogDbEntry[]): string[] {
+export function selectWalsToRemove(policy: WalCleanupPolicy, wals: readonly Pick<XlogDbEntry, 'name'>[]): string[] {
   const out: string[] = [];
   for (const w of wals) {
     const kind = walNameKind(w.name);

@@ -48,7 +48,8 @@ export interface ParsedArchiveCommand {
   options: ArchiveOptions;
 }
 
-const COMPRESSION_FLAGS: ReadonlyArray<[keyof RawOptions, CompressionName]> = [
+/** The compression options of the WAL clients (also barman-cloud-wal-archive's) and their algorithms. */
+export const COMPRESSION_FLAGS: ReadonlyArray<[keyof RawOptions & string, CompressionName]> = [
   ['gzip', 'gzip'],
   ['bzip2', 'bzip2'],
   ['xz', 'xz'],
