@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BarmanError } from '../util/errors.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { isNotFound, pathExistsSync } from '../util/fsutil.js';
 import { IniDocument, interpolate, parseIni, stripQuotes, type IniValue } from './ini.js';
 import {
   GLOBAL_OPTIONS,
@@ -118,7 +119,10 @@ export function loadConfig(explicitFile?: string): Config {
       let names: string[] = [];
       try {
         names = fs.readdirSync(abs).filter((n) => n.endsWith('.conf')).sort();
-      } catch {
+      } catch (err) {
+        // Missing: Barman's warning. Unreadable: the servers defined there would silently
+        // vanish (cron would stop archiving them), so it is an error.
+        if (!isNotFound(err)) throw new BarmanError(`Cannot read the configuration directory '${abs}': ${errorMessage(err)}`);
         warnings.push(`Ignoring the mandatory configuration directory '${abs}' because it does not exist or cannot be read`);
       }
       for (const n of names) {
@@ -137,7 +141,7 @@ export function loadConfig(explicitFile?: string): Config {
 
   const global = resolveGlobal(doc, configFile, warnings);
   const autoConf = path.join(global.barman_home, '.barman.auto.conf');
-  if (fs.existsSync(autoConf)) doc.merge(readIni(autoConf));
+  if (pathExistsSync(autoConf)) doc.merge(readIni(autoConf));
 
   const servers = new Map<string, ServerConfig>();
   const models = new Map<string, ModelConfig>();

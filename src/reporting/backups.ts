@@ -14,6 +14,8 @@ import { readXlogDb, type XlogDbEntry } from '../catalog/xlogdb.js';
 import { humanDuration, percent, prettySize, pyFixed } from '../util/format.js';
 import type { PyDateTime } from '../util/pytime.js';
 import { isHistoryName } from '../wal/names.js';
+import { readTextIfExists } from '../util/fsutil.js';
+import { errorMessage } from '../util/errors.js';
 import { childTimelinesFromHistories, computeWalStats, EMPTY_STATS, type BackupWalStats } from './wal-stats.js';
 
 /**
@@ -31,16 +33,18 @@ export interface BackupsReport {
   problems: string[];
 }
 
-/** Timeline history files of the archive, by timeline (unreadable ones are left out). */
-async function readHistories(srv: ServerConfig, wals: readonly XlogDbEntry[]): Promise<Map<number, string>> {
+/** Timeline history files of the archive, by timeline (missing ones are left out, unreadable ones noted). */
+async function readHistories(srv: ServerConfig, wals: readonly XlogDbEntry[], problems: string[]): Promise<Map<number, string>> {
   const out = new Map<number, string>();
   const dir = serverPaths(srv).walsDir;
   for (const w of wals) {
     if (!isHistoryName(w.name)) continue;
     try {
-      out.set(parseInt(w.name.slice(0, 8), 16), await fsp.readFile(path.join(dir, w.name), 'utf8'));
-    } catch {
-      /* compressed or missing: child timelines are then unknown */
+      const text = await readTextIfExists(path.join(dir, w.name));
+      if (text !== null) out.set(parseInt(w.name.slice(0, 8), 16), text);
+    } catch (err) {
+      // Child timelines of this one are then unknown: the figures say less, and why.
+      problems.push(errorMessage(err));
     }
   }
   return out;
@@ -51,7 +55,7 @@ export async function loadBackupsReport(srv: ServerConfig): Promise<BackupsRepor
   const problems: string[] = [];
   const entries = await loadCatalog(srv, problems);
   const wals = await readXlogDb(srv);
-  const children = childTimelinesFromHistories(await readHistories(srv, wals));
+  const children = childTimelinesFromHistories(await readHistories(srv, wals, problems));
   return { server: srv, entries, wals, stats: computeWalStats(entries, wals, children), problems };
 }
 
