@@ -15,6 +15,7 @@ import { BarmanError } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { run } from '../util/proc.js';
 import type { CopyOutcome } from './copy-outcome.js';
+import { readTextIfExists } from '../util/fsutil.js';
 
 const log = logger('backup.postgres');
 
@@ -140,12 +141,15 @@ export async function runBasebackup(req: BasebackupRequest): Promise<BasebackupR
 
 /** End LSN from backup_manifest (exact), else from pg_basebackup's verbose output. */
 async function backupEnd(dataDir: string, fallback: string | null): Promise<string> {
-  try {
-    const ranges = manifestWalRanges(await fsp.readFile(path.join(dataDir, 'backup_manifest'), 'utf8'));
-    const last = ranges.at(-1);
-    if (last) return last.endLsn;
-  } catch {
-    /* no manifest: fall back */
+  // No manifest: fall back. One that cannot be read means a backup that cannot be read: an error.
+  const text = await readTextIfExists(path.join(dataDir, 'backup_manifest'));
+  if (text !== null) {
+    try {
+      const last = manifestWalRanges(text).at(-1);
+      if (last) return last.endLsn;
+    } catch {
+      /* a manifest without a usable WAL range: fall back */
+    }
   }
   if (fallback) return fallback;
   throw new BarmanError('cannot determine the end of the backup (no backup_manifest and no end point reported)');

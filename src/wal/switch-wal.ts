@@ -8,6 +8,7 @@ import { withConnection } from '../postgres/connection.js';
 import { BarmanError } from '../util/errors.js';
 import { archiveWal, walArchivePath } from './archiver.js';
 import { LockBusyError } from '../catalog/lock.js';
+import { pathExists } from '../util/fsutil.js';
 
 export interface SwitchResult {
   closed: string | null;
@@ -31,8 +32,8 @@ export async function switchWal(
     } catch (err) {
       if (!(err instanceof LockBusyError)) throw err;
     }
-    if (fs.existsSync(walArchivePath(srv, closed))) return { closed, archived: true };
+    if (await pathExists(walArchivePath(srv, closed))) return { closed, archived: true };
     await new Promise((r) => setTimeout(r, 250));
   }
-  return { closed, archived: fs.existsSync(walArchivePath(srv, closed)) };
+  return { closed, archived: await pathExists(walArchivePath(srv, closed)) };
 }

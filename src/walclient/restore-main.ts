@@ -65,7 +65,9 @@ function program(): Command {
       'after',
       `
 Exit status: 0 when WAL_DEST holds the file; 1 when the Barman server does not have it; 2 for an
-SSH or protocol failure (and invalid options); 3 when WAL_NAME or WAL_DEST is not valid.
+SSH or protocol failure (and invalid options); 3 when WAL_NAME or WAL_DEST is not valid; 200 when
+the Barman server has the file but cannot read it (barman-ts get-wal: permission denied, I/O
+error), which PostgreSQL takes for a failure that stops recovery, not for the archive's end.
 
 With -p N, barman-ts asks the Barman server for WAL_NAME and the next N-1 WAL files in one SSH
 session (get-wal --batch, checksummed); Barman's own server gets Barman's protocol (--peek and
