@@ -8,6 +8,7 @@
  * Compressed backups (pg_basebackup tar format) are extracted with the `tar` program.
  */
 import { promises as fsp } from 'node:fs';
+import { lstatIfExists, pathExists, readdirIfExists, statIfExists } from '../util/fsutil.js';
 import type { Dirent, Stats } from 'node:fs';
 import * as path from 'node:path';
 import { BarmanError, errorMessage } from '../util/errors.js';
@@ -229,12 +230,7 @@ export async function listTarArchives(dataDir: string): Promise<Map<number | nul
 
 /** Is this data directory a tar-format backup (base.tar[.gz|.lz4|.zst] and no PG_VERSION)? */
 export async function isTarBackup(dataDir: string): Promise<boolean> {
-  let names: string[];
-  try {
-    names = await fsp.readdir(dataDir);
-  } catch {
-    return false;
-  }
+  const names = await readdirIfExists(dataDir);
   return !names.includes('PG_VERSION') && names.some((n) => parseTarName(n)?.oid === null);
 }
 
@@ -294,12 +290,9 @@ export async function syncFilesystems(
 ): Promise<'syncfs' | 'fsync'> {
   const byDev = new Map<number, string>();
   for (const p of [...trees, ...parents]) {
-    try {
-      const st = await fsp.stat(p);
-      if (!byDev.has(st.dev)) byDev.set(st.dev, p);
-    } catch {
-      /* never created: nothing to sync there */
-    }
+    // Never created: nothing to sync there. Any other error is one (data may not be durable).
+    const st = await statIfExists(p);
+    if (st !== null && !byDev.has(st.dev)) byDev.set(st.dev, p);
   }
   let ok = true;
   await Promise.all(
@@ -310,7 +303,7 @@ export async function syncFilesystems(
   );
   if (ok) return 'syncfs';
   for (const t of trees) await fsyncTree(t);
-  for (const p of parents) await fsyncPath(p).catch(() => undefined);
+  for (const p of parents) if (await pathExists(p)) await fsyncPath(p);
   return 'fsync';
 }
 
@@ -334,15 +327,12 @@ export async function fsyncTree(root: string, workers = 16): Promise<void> {
       else if (e.isFile()) items.push(p);
     }
   };
-  try {
-    const st = await fsp.lstat(root);
-    if (!st.isDirectory()) {
-      if (st.isFile()) items.push(root);
-    } else {
-      await walk(root);
-    }
-  } catch {
-    return;
+  const st = await lstatIfExists(root);
+  if (st === null) return;
+  if (!st.isDirectory()) {
+    if (st.isFile()) items.push(root);
+  } else {
+    await walk(root);
   }
   await runPool(items, workers, fsyncPath);
 }

@@ -10,6 +10,7 @@
  * remote-destination.ts: RemoteDestination).
  */
 import { existsSync, realpathSync, accessSync, constants as fsc, promises as fsp } from 'node:fs';
+import { pathExists } from '../util/fsutil.js';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
@@ -305,7 +306,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   if (binfo.encryption) throw new BarmanError(`Backup ${id} is encrypted (${binfo.encryption}): restoring encrypted backups is not supported yet`);
 
   const srcData = backupDataDir(srv, id);
-  if (!existsSync(srcData)) throw new BarmanError(`The data of backup ${id} is missing: ${srcData} does not exist`);
+  if (!(await pathExists(srcData))) throw new BarmanError(`The data of backup ${id} is missing: ${srcData} does not exist`);
   const tarFormat = await isTarBackup(srcData);
 
   const recoveryOptions = (srv.recovery_options as readonly string[] | null) ?? [];
