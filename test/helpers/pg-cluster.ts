@@ -67,6 +67,8 @@ export interface PgClusterOptions {
   extraHba?: string[];
   /** initdb --data-checksums */
   dataChecksums?: boolean;
+  /** More initdb arguments (e.g. `--wal-segsize=64`). */
+  initdbArgs?: readonly string[];
   /** Start the server after initdb (default true). */
   start?: boolean;
 }
@@ -177,6 +179,7 @@ export class PgCluster {
       // initdb's own fsync of the new files only; the server keeps fsync=on.
       '--no-sync'];
     if (opts.dataChecksums) initdbArgs.push('--data-checksums');
+    initdbArgs.push(...(opts.initdbArgs ?? []));
     await runAs(POSTGRES_USER, pgBin('initdb'), initdbArgs, { check: true });
 
     const hba = [
