@@ -77,9 +77,23 @@ export function basebackupArgs(req: Pick<BasebackupRequest, 'srv' | 'destDir' | 
     args.push(`--compress=${spec}`);
   }
   if (format === 'plain') {
-    for (const ts of req.tablespaces) args.push(`--tablespace-mapping=${ts.location}=${path.join(req.destDir, String(ts.oid))}`);
+    for (const ts of req.tablespaces) args.push(tablespaceMappingArg(ts.location, path.join(req.destDir, String(ts.oid))));
   }
   return { args, env, format, compression };
+}
+
+/**
+ * `--tablespace-mapping=OLDDIR=NEWDIR` for pg_basebackup, which splits at the first `=` not
+ * preceded by a backslash: an `=` in either path is written `\=` (a backslash before anything
+ * else stays a backslash). A path ending in a backslash cannot be written at all (its last
+ * backslash would escape the separator): refused with a clear line rather than mis-mapped.
+ */
+export function tablespaceMappingArg(oldDir: string, newDir: string): string {
+  for (const dir of [oldDir, newDir]) {
+    if (dir.endsWith('\\')) throw new BarmanError(`pg_basebackup cannot map the tablespace directory '${dir}': it ends with a backslash`);
+  }
+  const escape = (dir: string) => dir.replace(/=/g, '\\=');
+  return `--tablespace-mapping=${escape(oldDir)}=${escape(newDir)}`;
 }
 
 const PROGRESS_RE = /(\d+)\/(\d+) kB/;

@@ -19,6 +19,20 @@ export function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
+/**
+ * One literal word of a restore_command / recovery_end_command: quoted for /bin/sh, and `%`
+ * doubled, since PostgreSQL replaces %f, %p, %r and %% in those commands before the shell runs
+ * them (a directory named `50%p` would otherwise become the WAL path).
+ */
+export function commandWord(word: string): string {
+  return shellQuote(word).replace(/%/g, '%%');
+}
+
+/** The words of a command, `%f` and `%p` (PostgreSQL's placeholders) left as they are. */
+function commandLine(words: readonly string[]): string {
+  return words.map((w) => (w === '%f' || w === '%p' ? w : commandWord(w))).join(' ');
+}
+
 export interface RecoverySettingsInput {
   /** server_version_num of the backup. */
   version: number;
@@ -52,13 +66,13 @@ export function recoveryLines(s: RecoverySettingsInput): string[] {
     const words = ['barman-wal-restore', '-P', '-U', s.barmanUser, ...(r.port ? ['--port', String(r.port)] : []), r.barmanHost, s.serverName, '%f', '%p'];
     if (r.parallel > 1) words.push('-p', String(r.parallel));
     lines.push("# The 'barman-wal-restore' command is provided in the 'barman-cli' package");
-    lines.push(`restore_command = ${confQuote(words.map(shellQuote).join(' '))}`);
+    lines.push(`restore_command = ${confQuote(commandLine(words))}`);
   } else if (s.getWal) {
-    const cmd = [...s.barmanCommand, 'get-wal', ...(s.standbyMode ? [] : ['-P']), s.serverName].map(shellQuote).join(' ');
+    const cmd = commandLine([...s.barmanCommand, 'get-wal', ...(s.standbyMode ? [] : ['-P']), s.serverName]);
     lines.push(`# The 'barman get-wal' command must run as '${s.barmanUser}' user`);
     lines.push(`restore_command = ${confQuote(`${cmd} %f > %p`)}`);
   } else if (s.walDir !== null) {
-    const dir = shellQuote(s.walDir);
+    const dir = commandWord(s.walDir);
     lines.push(`restore_command = ${confQuote(`cp ${dir}/%f %p`)}`);
     if (!s.standbyMode) lines.push(`recovery_end_command = ${confQuote(`rm -fr ${dir}`)}`);
   }

@@ -69,6 +69,8 @@ export interface PgClusterOptions {
   dataChecksums?: boolean;
   /** More initdb arguments (e.g. `--wal-segsize=64`). */
   initdbArgs?: readonly string[];
+  /** Name of the data directory inside the cluster's temp dir (default `data`). */
+  dataDirName?: string;
   /** Start the server after initdb (default true). */
   start?: boolean;
 }
@@ -169,7 +171,7 @@ export class PgCluster {
   static async create(opts: PgClusterOptions = {}): Promise<PgCluster> {
     const port = opts.port ?? (await freePort());
     const runDir = await makeTempDir('pg-', { owner: POSTGRES_USER, mode: 0o755 });
-    const dataDir = path.join(runDir, 'data');
+    const dataDir = path.join(runDir, opts.dataDirName ?? 'data');
     const cluster = new PgCluster(
       { dataDir, runDir, logFile: path.join(runDir, 'server.log'), owned: [runDir] },
       port,
