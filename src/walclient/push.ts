@@ -361,7 +361,8 @@ async function streamMembers(
       const hash = loaded.digest === null ? createHash(opts.checksum) : null;
       await addSlicedEntry(pack, loaded.name, loaded.data, new Date(Number(loaded.before.mtimeNs / 1_000_000n)), hash, aborted);
       sums.push(`${loaded.digest ?? hash?.digest('hex')} *${loaded.name}\n`);
-      sent.push({ name: loaded.name, signature: statSignature(loaded.before), unchanged: loaded.unchanged });
+      const signature = statSignature(loaded.before);
+      sent.push({ name: loaded.name, signature: signature ?? '', unchanged: loaded.unchanged && signature !== null });
     }
     if (!aborted()) {
       await addEntry(pack, checksumMemberName(opts.checksum), Buffer.from(sums.join(''), 'utf8'), new Date());
@@ -544,7 +545,8 @@ export async function archiveWal(opts: ArchiveOptions): Promise<ArchiveResult> {
       warnings.push(`push-ahead disabled: ${errorMessage(err)}`);
     }
   }
-  if (markerDir && (await consumeMarker(markerDir, requested, statSignature(st), destination))) {
+  const signature = statSignature(st);
+  if (markerDir && signature !== null && (await consumeMarker(markerDir, requested, signature, destination))) {
     return { exitCode: 0, message: null, warnings, stored: 0, markers: 0 };
   }
 

@@ -232,6 +232,20 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     assert.ok(fs.existsSync(path.join(spool, S(3))));
   });
 
+  it("uses a spool of ours with mode 0755 (what Barman's client and mkdir leave): prefetch on, the sh fast path serves it", () => {
+    const spool = path.join(tmp, 'spool-0755');
+    fs.mkdirSync(spool, { mode: 0o755 });
+    fs.chmodSync(spool, 0o755);
+    const r = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(1), dest()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /prefetch \(-p\) disabled/);
+    assert.deepEqual(spoolFiles(spool).sort(), [2, 3, 4].map(S));
+    assert.equal(fs.statSync(spool).mode & 0o7777, 0o755, 'left as it is');
+    const hit = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(2), dest()], { path: `${path.join(tmp, 'nonode')}:/usr/bin:/bin` });
+    assert.equal(hit.code, 0, hit.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(2)) as Buffer));
+  });
+
   it('never serves a planted file from a spool others can write; prefetching is then off', () => {
     const spool = path.join(tmp, 'spool-open');
     fs.mkdirSync(spool, { mode: 0o777 });
