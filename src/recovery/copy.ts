@@ -242,20 +242,21 @@ export async function isTarBackup(dataDir: string): Promise<boolean> {
 export function tarExtractArgs(file: string, dest: string, compression: TarCompression, excludes: readonly string[], decompressor?: string): string[] {
   const args = ['-x', '-f', file, '-C', dest, '--preserve-permissions', '--anchored'];
   for (const e of excludes) args.push(`--exclude=${e.replace(/^\/+/, '')}`, `--exclude=./${e.replace(/^\/+/, '')}`);
+  return [...args, ...tarDecompressArgs(compression, decompressor)];
+}
+
+/** The GNU tar option that reads a tar compressed with `compression` (tar detects no lz4 by itself). */
+export function tarDecompressArgs(compression: TarCompression, decompressor?: string): string[] {
   switch (compression) {
     case 'gzip':
-      args.push(decompressor ? `--use-compress-program=${decompressor}` : '-z');
-      break;
+      return [decompressor ? `--use-compress-program=${decompressor}` : '-z'];
     case 'zstd':
-      args.push('--use-compress-program=zstd');
-      break;
+      return ['--use-compress-program=zstd'];
     case 'lz4':
-      args.push('--use-compress-program=lz4');
-      break;
+      return ['--use-compress-program=lz4'];
     case 'none':
-      break;
+      return [];
   }
-  return args;
 }
 
 export async function extractTar(
