@@ -1,6 +1,7 @@
 /**
  * The trust rules that the sh launchers (bin/barman-wal-archive, bin/barman-wal-restore) apply
- * on their fast paths, defined once for them and for the Node code:
+ * on their fast paths, defined once for them and for the Node code (with barman-wal-restore's
+ * default batch size, which both sides must also agree on):
  *
  *  - a file's identity in a push-ahead marker (markers.ts): device, inode, size and mtime to
  *    the nanosecond, as GNU `stat -c MARKER_STAT_FORMAT` prints them and fileSignature() writes
@@ -22,6 +23,13 @@ import { fileURLToPath } from 'node:url';
 
 /** GNU stat format of a file's identity in a marker: `<dev> <ino> <size> <sec>.<nsec, 9 digits>`. */
 export const MARKER_STAT_FORMAT = '%d %i %s %.9Y';
+
+/**
+ * barman-wal-restore without -p: the batch size it prefetches with (Barman's manual keeps
+ * `restore_command` without -p, and every segment would then cost a Node start and an SSH
+ * session). The sh launcher needs the same default to serve and prefetch the same way.
+ */
+export const RESTORE_DEFAULT_PARALLEL = 16;
 
 /** Permission bits that let someone other than the owner create files in a directory. */
 export const FOREIGN_WRITE_BITS = 0o022;
@@ -67,6 +75,8 @@ export const SH_TRUST_FRAGMENT = [
   "  case $2 in '' | *[!0-7]*) return 1 ;; esac",
   `  [ $((0$2 & 0${FOREIGN_WRITE_BITS.toString(8)})) -eq 0 ]`,
   '}',
+  '# barman-wal-restore without -p prefetches batches of this many files.',
+  `restore_default_parallel=${RESTORE_DEFAULT_PARALLEL}`,
   SH_END,
 ].join('\n');
 
