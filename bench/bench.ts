@@ -9,6 +9,9 @@
  *   - WAL shipping over SSH beside cp, rsync and pgBackRest (`-- --wal-only`, bench/wal-bench.ts)
  *   - rsync backups and local/remote recovery beside cp, rsync and pgBackRest (`-- --rsync-only`,
  *     bench/rsync-bench.ts)
+ *   - every Barman-compatible setting (postgres method with each backup_compression, rsync,
+ *     local-rsync, WAL archive/restore per call) beside Barman 3.4 (`-- --compat-only`,
+ *     bench/compat-bench.ts)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
  */
 import * as fs from 'node:fs';
@@ -19,6 +22,7 @@ import { treeSize } from '../src/util/fsutil.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { catalogScale } from './catalog-scale.js';
+import { compatBench } from './compat-bench.js';
 import { rsyncBench } from './rsync-bench.js';
 import { walBench } from './wal-bench.js';
 
@@ -135,7 +139,18 @@ const only = process.argv.includes('--catalog-only');
 const walOnly = process.argv.includes('--wal-only');
 // --rsync-only: just the rsync backup / recovery section (bench/rsync-bench.ts).
 const rsyncOnly = process.argv.includes('--rsync-only');
-(rsyncOnly ? rsyncBench() : walOnly ? walBench() : only ? catalogScale() : main().then(catalogScale).then(walBench).then(rsyncBench)).catch((err: unknown) => {
+// --compat-only: just the Barman-compatible settings beside Barman 3.4 (bench/compat-bench.ts).
+const compatOnly = process.argv.includes('--compat-only');
+(compatOnly
+  ? compatBench()
+  : rsyncOnly
+    ? rsyncBench()
+    : walOnly
+      ? walBench()
+      : only
+        ? catalogScale()
+        : main().then(catalogScale).then(walBench).then(rsyncBench).then(compatBench)
+).catch((err: unknown) => {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;
 });

@@ -66,7 +66,7 @@ async function readTree(dir: string, skip: readonly string[] = []): Promise<void
  * then load every tool and barman's own code again. Without the warm-up, the cold start of a
  * 95 MB node binary and its modules would be charged to barman, not the copy engine measured.
  */
-async function dropCaches(): Promise<void> {
+export async function dropCaches(): Promise<void> {
   await run('sync', []);
   await fs.writeFile('/proc/sys/vm/drop_caches', '3\n');
   const repo = path.dirname(path.dirname(BARMAN_SCRIPT));
