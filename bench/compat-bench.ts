@@ -19,7 +19,8 @@
  * (bench/barman34.ts). The 1-minute load average is printed with each row: on a shared machine
  * compare the ratios of one run, not the seconds of two.
  *
- * Options: --compat-scale N (pgbench scale, default 60), --rounds N, --compat-wal-calls N.
+ * Options: --compat-scale N (pgbench scale, default 60), --rounds N, --compat-wal-calls N,
+ * --compat-wal-only (the WAL rows alone).
  */
 import { promises as fs } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -29,6 +30,7 @@ import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { ensurePackages, setupBarman34, type Barman34 } from './barman34.js';
 import { dropCaches } from './rsync-bench.js';
+import { makeBenchRoot } from './bench-root.js';
 
 const argNum = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`);
@@ -74,6 +76,8 @@ interface Row {
   b34: number[];
   load: number[];
   note?: string;
+  /** How the row is measured (set when printed): best backup time in s, or median call in ms. */
+  unit?: 's' | 'ms';
 }
 
 export async function compatBench(): Promise<void> {
@@ -97,15 +101,7 @@ export async function compatBench(): Promise<void> {
   const { BARMAN_USER, POSTGRES_USER } = sys;
   await sys.ensureBarmanUser();
 
-  const root = await fs.mkdtemp('/tmp/barman-compat-bench-');
-  await fs.chmod(root, 0o755);
-  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
-    const d = path.join(root, name);
-    await fs.mkdir(d, { mode });
-    await fs.chmod(d, mode);
-    chownTo(user, d);
-    return d;
-  };
+  const { root, mkdirFor } = await makeBenchRoot('barman-compat-bench-');
   const sshd = await startSshd();
   let b34wal: Barman34 | null = null;
   let pg: LocalCluster | null = null;
@@ -190,7 +186,8 @@ export async function compatBench(): Promise<void> {
       { label: 'rsync over ssh, parallel_jobs = 2', pair: [ours, b34], options: { backup_method: 'rsync', ssh_command: sshCommand, parallel_jobs: '2' } },
       { label: 'local-rsync', pair: [oursLocal, b34Local], options: { backup_method: 'local-rsync' } },
     ];
-    for (const s of settings) {
+    const walOnly = process.argv.includes('--compat-wal-only');
+    for (const s of walOnly ? [] : settings) {
       const row: Row = { label: s.label, ours: [], b34: [], load: [] };
       rows.push(row);
       for (const inst of s.pair) await writeConf(inst, s.options);
@@ -225,15 +222,21 @@ export async function compatBench(): Promise<void> {
   }
   console.log('  SUMMARY (ratio ours / Barman 3.4 in this run; > 1.00 = slower than Barman)');
   for (const r of rows) {
-    const ratio = Math.min(...r.ours) / Math.min(...r.b34);
+    const ratio = rowRatio(r);
     const shown = Number.isFinite(ratio) ? ratio.toFixed(2) : 'n/a';
     console.log(`  ${r.label.padEnd(58)} ${shown.padStart(6)}  ${r.note ? r.note : Number.isFinite(ratio) ? (ratio <= 1.0 ? 'OK' : 'SLOWER') : ''}`);
   }
 }
 
+/** Backups: best of the rounds; WAL calls: medians. */
+function rowRatio(r: Row): number {
+  return r.unit === 's' ? Math.min(...r.ours) / Math.min(...r.b34) : median(r.ours) / median(r.b34);
+}
+
 function printRow(r: Row, unit: 's' | 'ms'): void {
+  r.unit = unit;
   const f = (xs: number[]) => (xs.length === 0 ? 'n/a' : unit === 's' ? `${Math.min(...xs).toFixed(2)} s` : `${median(xs).toFixed(0)} ms`);
-  const ratio = unit === 's' ? Math.min(...r.ours) / Math.min(...r.b34) : median(r.ours) / median(r.b34);
+  const ratio = rowRatio(r);
   const load = r.load.length ? ` load ${(r.load.reduce((a, b) => a + b, 0) / r.load.length).toFixed(1)}` : '';
   if (r.note) return console.log(`  ${r.label.padEnd(58)} ${r.note}`);
   console.log(`  ${r.label.padEnd(58)} ours ${f(r.ours).padStart(9)}  Barman 3.4 ${f(r.b34).padStart(9)}  ratio ${ratio.toFixed(2)}${load}`);
@@ -371,8 +374,12 @@ async function walRows(rows: Row[], c: WalContext): Promise<void> {
   const destDir = path.join(root, 'restore-dest');
   await fs.mkdir(destDir, { mode: 0o755 });
   chownTo(POSTGRES_USER, destDir);
+  // The spools are created by the clients (as postgres), inside a directory of postgres's.
+  const spools = path.join(root, 'restore-spools');
+  await fs.mkdir(spools, { mode: 0o755 });
+  chownTo(POSTGRES_USER, spools);
   for (const tool of ['ours', 'b34'] as Tool[]) {
-    const rspool = path.join(root, `restore-spool-${tool}`);
+    const rspool = path.join(spools, tool);
     const cmd =
       tool === 'ours'
         ? `${sq(path.join(repo, 'bin', 'barman-wal-restore'))} -c ${sq(walConf)} --ssh-config ${sq(pgSsh)} --spool-dir ${sq(rspool)} -U ${BARMAN_USER} 127.0.0.1 bench %f %p`

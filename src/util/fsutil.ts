@@ -108,81 +108,51 @@ export function pathExistsSync(p: string): boolean {
   return lstatIfExistsSync(p) !== null;
 }
 
+/** `fn()`, or null when it fails with "not found"; any other failure is a BarmanError about `p`. */
+async function orNullIfMissing<T>(what: string, p: string, fn: () => Promise<T>): Promise<T | null> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw fsFailure(what, p, err);
+  }
+}
+
+function orNullIfMissingSync<T>(what: string, p: string, fn: () => T): T | null {
+  try {
+    return fn();
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw fsFailure(what, p, err);
+  }
+}
+
 /** stat (following symlinks), or null when nothing is there; other errors throw a BarmanError. */
-export async function statIfExists(p: string): Promise<fs.Stats | null> {
-  try {
-    return await fsp.stat(p);
-  } catch (err) {
-    if (isNotFound(err)) return null;
-    throw fsFailure('access', p, err);
-  }
-}
-
+export const statIfExists = (p: string): Promise<fs.Stats | null> => orNullIfMissing('access', p, () => fsp.stat(p));
 /** lstat, or null when nothing is there; other errors throw a BarmanError. */
-export async function lstatIfExists(p: string): Promise<fs.Stats | null> {
-  try {
-    return await fsp.lstat(p);
-  } catch (err) {
-    if (isNotFound(err)) return null;
-    throw fsFailure('access', p, err);
-  }
-}
+export const lstatIfExists = (p: string): Promise<fs.Stats | null> => orNullIfMissing('access', p, () => fsp.lstat(p));
+export const statIfExistsSync = (p: string): fs.Stats | null => orNullIfMissingSync('access', p, () => fs.statSync(p));
+export const lstatIfExistsSync = (p: string): fs.Stats | null => orNullIfMissingSync('access', p, () => fs.lstatSync(p));
 
-export function statIfExistsSync(p: string): fs.Stats | null {
-  try {
-    return fs.statSync(p);
-  } catch (err) {
-    if (isNotFound(err)) return null;
-    throw fsFailure('access', p, err);
-  }
-}
-
-export function lstatIfExistsSync(p: string): fs.Stats | null {
-  try {
-    return fs.lstatSync(p);
-  } catch (err) {
-    if (isNotFound(err)) return null;
-    throw fsFailure('access', p, err);
-  }
-}
-
-/** The entries of `dir`, or [] when it does not exist; any other error throws a BarmanError. */
+/**
+ * The entries of `dir`, or [] when it does not exist; any other error throws a BarmanError, and
+ * so does a `dir` that exists but is not a directory (ENOTDIR about the path itself).
+ */
 export async function readdirIfExists(dir: string): Promise<string[]> {
-  try {
-    return await fsp.readdir(dir);
-  } catch (err) {
-    if (isNotFound(err)) return [];
-    throw fsFailure('read directory', dir, err);
-  }
+  const names = await orNullIfMissing('read directory', dir, () => fsp.readdir(dir));
+  if (names === null && (await lstatIfExists(dir)) !== null) throw new BarmanError(`cannot read directory ${dir}: not a directory`);
+  return names ?? [];
 }
 
 export function readdirIfExistsSync(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir);
-  } catch (err) {
-    if (isNotFound(err)) return [];
-    throw fsFailure('read directory', dir, err);
-  }
+  const names = orNullIfMissingSync('read directory', dir, () => fs.readdirSync(dir));
+  if (names === null && lstatIfExistsSync(dir) !== null) throw new BarmanError(`cannot read directory ${dir}: not a directory`);
+  return names ?? [];
 }
 
 /** A text file's content, or null when it does not exist; any other error throws a BarmanError. */
-export async function readTextIfExists(file: string): Promise<string | null> {
-  try {
-    return await fsp.readFile(file, 'utf8');
-  } catch (err) {
-    if (isNotFound(err)) return null;
-    throw fsFailure('read', file, err);
-  }
-}
-
-export function readTextIfExistsSync(file: string): string | null {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    if (isNotFound(err)) return null;
-    throw fsFailure('read', file, err);
-  }
-}
+export const readTextIfExists = (file: string): Promise<string | null> => orNullIfMissing('read', file, () => fsp.readFile(file, 'utf8'));
+export const readTextIfExistsSync = (file: string): string | null => orNullIfMissingSync('read', file, () => fs.readFileSync(file, 'utf8'));
 
 /** Remove a file; false when it was not there. Other errors throw as they are. */
 export async function unlinkIfExists(file: string): Promise<boolean> {
