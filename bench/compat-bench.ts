@@ -162,7 +162,9 @@ export async function compatBench(): Promise<void> {
     const b34 = await makeInstall('b34', BARMAN_USER, 'b34');
     const oursLocal = await makeInstall('ours', POSTGRES_USER, 'ours_local');
     const b34Local = await makeInstall('b34', POSTGRES_USER, 'b34_local');
-    for (const inst of installs) await startStreaming(inst);
+    const walOnly = process.argv.includes('--compat-wal-only');
+    // The WAL rows need only our streaming archive (it gives them real segments).
+    for (const inst of walOnly ? [ours] : installs) await startStreaming(inst);
 
     // ---- backups -------------------------------------------------------------------------------
     const warmPython = () => run(PY_BARMAN, ['--version']).catch(() => undefined);
@@ -186,7 +188,6 @@ export async function compatBench(): Promise<void> {
       { label: 'rsync over ssh, parallel_jobs = 2', pair: [ours, b34], options: { backup_method: 'rsync', ssh_command: sshCommand, parallel_jobs: '2' } },
       { label: 'local-rsync', pair: [oursLocal, b34Local], options: { backup_method: 'local-rsync' } },
     ];
-    const walOnly = process.argv.includes('--compat-wal-only');
     for (const s of walOnly ? [] : settings) {
       const row: Row = { label: s.label, ours: [], b34: [], load: [] };
       rows.push(row);
@@ -224,7 +225,7 @@ export async function compatBench(): Promise<void> {
   for (const r of rows) {
     const ratio = rowRatio(r);
     const shown = Number.isFinite(ratio) ? ratio.toFixed(2) : 'n/a';
-    console.log(`  ${r.label.padEnd(58)} ${shown.padStart(6)}  ${r.note ? r.note : Number.isFinite(ratio) ? (ratio <= 1.0 ? 'OK' : 'SLOWER') : ''}`);
+    console.log(`  ${r.label.padEnd(62)} ${shown.padStart(6)}  ${r.note ? r.note : Number.isFinite(ratio) ? (ratio <= 1.0 ? 'OK' : 'SLOWER') : ''}`);
   }
 }
 
@@ -238,8 +239,8 @@ function printRow(r: Row, unit: 's' | 'ms'): void {
   const f = (xs: number[]) => (xs.length === 0 ? 'n/a' : unit === 's' ? `${Math.min(...xs).toFixed(2)} s` : `${median(xs).toFixed(0)} ms`);
   const ratio = rowRatio(r);
   const load = r.load.length ? ` load ${(r.load.reduce((a, b) => a + b, 0) / r.load.length).toFixed(1)}` : '';
-  if (r.note) return console.log(`  ${r.label.padEnd(58)} ${r.note}`);
-  console.log(`  ${r.label.padEnd(58)} ours ${f(r.ours).padStart(9)}  Barman 3.4 ${f(r.b34).padStart(9)}  ratio ${ratio.toFixed(2)}${load}`);
+  if (r.note) return console.log(`  ${r.label.padEnd(62)} ${r.note}`);
+  console.log(`  ${r.label.padEnd(62)} ours ${f(r.ours).padStart(9)}  Barman 3.4 ${f(r.b34).padStart(9)}  ratio ${ratio.toFixed(2)}${load}`);
 }
 
 interface WalContext {
