@@ -8,7 +8,6 @@
  * ends with BackupWaitInterruptedError: cron makes it DONE when its WAL files arrive.
  */
 import { promises as fsp } from 'node:fs';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import {
@@ -45,7 +44,7 @@ import { logger } from '../util/log.js';
 import { localNowPyDateTime } from '../util/pytime.js';
 import { lsnToWal, parseLsn, walOffset, formatLsn, previousSegment } from '../wal/names.js';
 import { checkBackup } from './check-backup.js';
-import { HookAbortError, backupHookInfo, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
+import { backupHookInfo, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
 import { postgresCopy } from './postgres-executor.js';
 import { rsyncCopy } from './rsync-executor.js';
 import { generateManifest } from './manifest.js';

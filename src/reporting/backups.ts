@@ -3,7 +3,6 @@
  * objects, built from the catalog and the WAL statistics. Pure formatting apart from
  * `loadBackupsReport`, which reads the catalog, xlog.db and the timeline history files.
  */
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { COPY_DONE, WAITING_FOR_WALS, backupType, type BackupInfo } from '../catalog/backup-info.js';

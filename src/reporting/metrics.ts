@@ -9,7 +9,6 @@
  *
  * Reading only: nothing is created or rebuilt on disk (a missing xlog.db means no WAL figures).
  */
-import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Counter as CounterT, Gauge as GaugeT, Registry as RegistryT } from 'prom-client';

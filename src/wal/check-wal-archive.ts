@@ -5,7 +5,6 @@
  * cluster. So without a timeline the archive must be empty; with `--timeline N` it must hold no
  * WAL of timeline N or later (older timelines belong to the history the cluster came from).
  */
-import * as fs from 'node:fs';
 import type { ServerConfig } from '../config/config.js';
 import { readXlogDb } from '../catalog/xlogdb.js';
 import { serverPaths } from '../catalog/server-dirs.js';

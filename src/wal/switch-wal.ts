@@ -2,7 +2,6 @@
  * `switch-wal`: close the current WAL file on the server, optionally waiting until that file is in
  * the archive (we run the archiver ourselves while waiting, so this works without cron).
  */
-import * as fs from 'node:fs';
 import type { ServerConfig } from '../config/config.js';
 import { withConnection } from '../postgres/connection.js';
 import { BarmanError } from '../util/errors.js';
