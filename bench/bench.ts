@@ -17,6 +17,9 @@
  *     rsync and pgBackRest (`-- --agent-only`, bench/agent-bench.ts)
  *   - barman-cloud-* on s3rver and Azurite beside barman-cloud 3.4 (`-- --cloud-only`,
  *     bench/cloud-bench.ts)
+ *   - every Barman-compatible setting (postgres method with each backup_compression, rsync,
+ *     local-rsync, WAL archive/restore per call) beside Barman 3.4 (`-- --compat-only`,
+ *     bench/compat-bench.ts)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
  */
 import * as fs from 'node:fs';
@@ -30,6 +33,7 @@ import { benchRoot } from './bench-root.js';
 import { catalogScale } from './catalog-scale.js';
 import { drillBench } from './drill-bench.js';
 import { cloudBench } from './cloud-bench.js';
+import { compatBench } from './compat-bench.js';
 import { rsyncBench } from './rsync-bench.js';
 import { agentBench } from './agent-bench.js';
 import { walBench } from './wal-bench.js';
@@ -142,6 +146,7 @@ const SECTIONS: ReadonlyArray<{ flag: string; run: () => Promise<unknown>; full:
   { flag: '--agent-only', run: agentBench, full: true },
   { flag: '--drill-only', run: drillBench, full: true },
   { flag: '--cloud-only', run: cloudBench, full: true },
+  { flag: '--compat-only', run: compatBench, full: true },
   { flag: '--encryption-only', run: encryptionBench, full: false },
 ];
 const chosen = SECTIONS.find((sec) => process.argv.includes(sec.flag));

@@ -29,6 +29,7 @@ import * as path from 'node:path';
 import { as, BARMAN_USER, BIN, chownTo, isRoot, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
+import { makeBenchRoot } from './bench-root.js';
 
 export const argNum = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`);
@@ -208,15 +209,7 @@ export async function rsyncBench(): Promise<void> {
   const sys = await import('../test/helpers/system.js');
   await sys.ensureBarmanUser();
 
-  const root = await fs.mkdtemp('/tmp/barman-rsync-bench-');
-  await fs.chmod(root, 0o755);
-  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
-    const d = path.join(root, name);
-    await fs.mkdir(d, { mode });
-    await fs.chmod(d, mode);
-    chownTo(user, d);
-    return d;
-  };
+  const { root, mkdirFor } = await makeBenchRoot('barman-rsync-bench-');
   const pgDir = await mkdirFor('pg', PG_USER);
   const pgScratch = await mkdirFor('pg-scratch', PG_USER);
   const home = await mkdirFor('barman', BARMAN_USER, 0o700);

@@ -23,7 +23,7 @@ import { subprocessEnv } from '../postgres/binaries.js';
 import { PgConnection, type Tablespace } from '../postgres/connection.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { EarlyWriteback, syncFilesystems } from '../recovery/copy.js';
-import { fsyncDir, writeFileAtomic } from '../util/fsutil.js';
+import { fsyncDir, statIfExists, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { runPool, startBatches } from '../util/pool.js';
 import type { CopyOutcome } from './copy-outcome.js';
@@ -178,7 +178,7 @@ class RsyncRunner implements ChildStarter {
 }
 
 async function existingDir(p: string): Promise<string | null> {
-  return (await fsp.stat(p).catch(() => null))?.isDirectory() ? p : null;
+  return (await statIfExists(p))?.isDirectory() ? p : null;
 }
 
 async function planTrees(req: RsyncBackupRequest): Promise<Tree[]> {
@@ -384,14 +384,14 @@ async function linkTablespaceCopies(destDir: string, tablespaces: readonly Table
   const tblspc = path.join(destDir, 'data', 'pg_tblspc');
   for (const ts of tablespaces) {
     const copy = path.join(destDir, String(ts.oid));
-    if (!(await fsp.stat(copy).catch(() => null))?.isDirectory()) continue;
+    if (!(await statIfExists(copy))?.isDirectory()) continue;
     const link = path.join(tblspc, String(ts.oid));
     const tmp = `${link}.tmp`;
     await fsp.rm(tmp, { force: true });
     await fsp.symlink(copy, tmp);
     await fsp.rename(tmp, link);
   }
-  if (tablespaces.length > 0) await fsyncDir(tblspc).catch(() => undefined);
+  if (tablespaces.length > 0) await fsyncDir(tblspc);
 }
 
 /** What the concurrent backup frame needs to know (rsync and agent transfers alike). */

@@ -204,10 +204,15 @@ export interface Transport {
   networkCompression: boolean;
 }
 
-/** Options common to every rsync run of a backup (transport and throttling). */
+/**
+ * Options common to every rsync run of a backup (transport and throttling). Over ssh, `-s`
+ * (--protect-args): remote paths travel inside rsync's protocol and are never parsed by the
+ * remote shell, so a PGDATA or tablespace path with spaces, `$`, quotes or `;` is copied as it
+ * is, whatever rsync version runs on either side (3.0 and later know -s).
+ */
 export function transportArgs(t: Transport): string[] {
   const args: string[] = [];
-  if (t.sshCommand) args.push('-e', t.sshCommand);
+  if (t.sshCommand) args.push('-s', '-e', t.sshCommand);
   if (t.bwlimit) args.push(`--bwlimit=${t.bwlimit}`);
   if (t.networkCompression && t.sshCommand) args.push('-z');
   return args;

@@ -3,7 +3,8 @@
  * continuous archiving (from pg_stat_archiver, so a failing archive_command shows), pg_receivewal
  * and receive-wal, and the files the archiver set aside in errors/.
  */
-import { promises as fsp } from 'node:fs';
+import { readdirIfExists } from '../util/fsutil.js';
+import { errorMessage } from '../util/errors.js';
 import type { ServerConfig } from '../config/config.js';
 import { isLockHeld } from '../catalog/lock.js';
 import { lockPath } from '../catalog/server-dirs.js';
@@ -16,7 +17,7 @@ type Line = { name: string; ok: boolean; hint: string };
 
 /** Files waiting in a queue directory (`.tmp` files are writes in progress). */
 export async function countQueue(dir: string): Promise<number> {
-  const names = await fsp.readdir(dir).catch(() => [] as string[]);
+  const names = await readdirIfExists(dir);
   return names.filter((n) => !n.endsWith('.tmp')).length;
 }
 
@@ -79,7 +80,13 @@ export function summariseErrorFiles(names: readonly string[]): string {
 }
 
 export async function archiverErrorsCheck(col: CheckCollector, srv: ServerConfig): Promise<void> {
-  const names = await fsp.readdir(srv.errors_directory).catch(() => [] as string[]);
+  let names: string[];
+  try {
+    names = await readdirIfExists(srv.errors_directory);
+  } catch (err) {
+    col.add('archiver errors', false, errorMessage(err));
+    return;
+  }
   col.add('archiver errors', names.length === 0, summariseErrorFiles(names));
 }
 

@@ -5,10 +5,10 @@
  * returned, followed by `check timeout: FAILED`, and whatever was still running is abandoned
  * (children killed, connections closed), so a dead network never hangs `check` or `backup`.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
-import { loadCatalog } from '../catalog/catalog.js';
+import { loadCatalog, type BackupEntry } from '../catalog/catalog.js';
+import { readTextIfExistsSync } from '../util/fsutil.js';
 import { ensureServerDirs } from '../catalog/server-dirs.js';
 import { errorMessage } from '../util/errors.js';
 import { unsupportedCheckLine } from '../config/support.js';
@@ -74,10 +74,12 @@ export function systemIdLine(facts: Pick<PgFacts, 'systemId' | 'streaming'>, ide
   return { name, ok: true, hint: '' };
 }
 
+/** undefined: no file; null: a file that cannot be read or parsed (the check fails). */
 function readStoredSystemId(file: string): string | null | undefined {
-  if (!fs.existsSync(file)) return undefined;
   try {
-    const parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as { systemid?: unknown };
+    const text = readTextIfExistsSync(file);
+    if (text === null) return undefined;
+    const parsed = JSON.parse(text) as { systemid?: unknown };
     return parsed.systemid == null ? null : String(parsed.systemid);
   } catch {
     return null;
@@ -85,14 +87,27 @@ function readStoredSystemId(file: string): string | null | undefined {
 }
 
 async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> {
-  const catalog = await loadCatalog(srv).catch(() => []);
+  let catalog: BackupEntry[] = [];
+  try {
+    catalog = await loadCatalog(srv);
+  } catch (err) {
+    // Never checked as an empty catalog (no backup, minimum redundancy...): say why.
+    col.add('backup catalog', false, errorMessage(err));
+  }
 
   await walArchiveCheck(col, srv, catalog);
   for (const [kind, dir, enabled] of [
     ['incoming', srv.incoming_wals_directory, srv.archiver],
     ['streaming', srv.streaming_wals_directory, srv.streaming_archiver],
   ] as const) {
-    const line = walQueueLine(kind, dir, enabled, await countQueue(dir), srv.max_incoming_wals_queue);
+    let count: number;
+    try {
+      count = await countQueue(dir);
+    } catch (err) {
+      col.add(`${kind} WALs directory`, false, errorMessage(err));
+      continue;
+    }
+    const line = walQueueLine(kind, dir, enabled, count, srv.max_incoming_wals_queue);
     if (line) col.add(line.name, line.ok, line.hint);
   }
 

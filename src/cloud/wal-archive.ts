@@ -100,7 +100,8 @@ export async function archiveWal(o: WalUploadOptions, walPath: string, ahead: Pu
   const name = path.basename(walPath);
   if (markerDir && ahead) {
     const st = await fsp.stat(walPath, { bigint: true }).catch(() => null);
-    if (st && (await consumeMarker(markerDir, name, statSignature(st), ahead.destination))) return { key: o.layout.walKey(name, o.compression), pushed: [], warnings };
+    const signature = st ? statSignature(st) : null;
+    if (signature !== null && (await consumeMarker(markerDir, name, signature, ahead.destination))) return { key: o.layout.walKey(name, o.compression), pushed: [], warnings };
   }
   const first = await loadWal(walPath).catch((err: unknown) => {
     throw err instanceof BarmanError ? err : new BarmanError(`cannot read ${walPath}: ${errorMessage(err)}`, 4);
@@ -129,9 +130,10 @@ export async function archiveWal(o: WalUploadOptions, walPath: string, ahead: Pu
     await mapPool(candidates, PUSH_AHEAD_JOBS, async (n) => {
       try {
         const w = await loadWal(path.join(dir, n));
-        if (!w.unchanged) return;
+        const sig = statSignature(w.before);
+        if (!w.unchanged || sig === null) return;
         await uploadWalData(o, n, w.data);
-        await writeMarker(dirOfMarkers, n, statSignature(w.before), ahead.destination);
+        await writeMarker(dirOfMarkers, n, sig, ahead.destination);
         pushed.push(n);
       } catch (err) {
         warnings.push(`push-ahead of ${n} skipped: ${errorMessage(err)}`);

@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BarmanError } from '../util/errors.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { isNotFound } from '../util/fsutil.js';
 import { IniDocument, interpolate, parseIni, stripQuotes, type IniValue } from './ini.js';
 import {
   GLOBAL_OPTIONS,
@@ -88,6 +89,23 @@ export function findConfigFile(explicit?: string): string {
   throw new BarmanError('Could not find any configuration file at default locations.');
 }
 
+/**
+ * Whether `.barman.auto.conf` (config-switch) is there. Only "not found" is absent, except for
+ * a user other than barman_user, who may not look into barman_home at all (PostgreSQL running
+ * get-wal as its own user; any other command is refused by the user check that comes next):
+ * for them, as for Barman, a file they cannot see is not read.
+ */
+function autoConfPresent(file: string, barmanUser: string): boolean {
+  try {
+    fs.lstatSync(file);
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    if ((err as NodeJS.ErrnoException).code === 'EACCES' && os.userInfo().username !== barmanUser) return false;
+    throw new BarmanError(`cannot access ${file}: ${errorMessage(err)}`);
+  }
+}
+
 function readIni(file: string): IniDocument {
   let text: string;
   try {
@@ -126,7 +144,10 @@ export function loadConfig(explicitFile?: string): Config {
       let names: string[] = [];
       try {
         names = fs.readdirSync(abs).filter((n) => n.endsWith('.conf')).sort();
-      } catch {
+      } catch (err) {
+        // Missing: Barman's warning. Unreadable: the servers defined there would silently
+        // vanish (cron would stop archiving them), so it is an error.
+        if (!isNotFound(err)) throw new BarmanError(`Cannot read the configuration directory '${abs}': ${errorMessage(err)}`);
         warnings.push(`Ignoring the mandatory configuration directory '${abs}' because it does not exist or cannot be read`);
       }
       for (const n of names) {
@@ -145,7 +166,7 @@ export function loadConfig(explicitFile?: string): Config {
 
   const global = resolveGlobal(doc, configFile, warnings);
   const autoConf = path.join(global.barman_home, '.barman.auto.conf');
-  if (fs.existsSync(autoConf)) doc.merge(readIni(autoConf));
+  if (autoConfPresent(autoConf, global.barman_user)) doc.merge(readIni(autoConf));
 
   const servers = new Map<string, ServerConfig>();
   const models = new Map<string, ModelConfig>();

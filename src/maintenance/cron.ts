@@ -6,6 +6,7 @@
  * long-running work happens in the background processes it starts.
  */
 import { spawn } from 'node:child_process';
+import { isNotFound } from '../util/fsutil.js';
 import * as fs from 'node:fs';
 import type { Config, ServerConfig } from '../config/config.js';
 import { WAITING_FOR_WALS } from '../catalog/backup-info.js';
@@ -90,8 +91,9 @@ function hasWalToArchive(srv: ServerConfig): boolean {
     if (!enabled) return false;
     try {
       return fs.readdirSync(dir).some((n) => !n.endsWith('.tmp') && !n.startsWith('.'));
-    } catch {
-      return false;
+    } catch (err) {
+      // Unreadable is not empty: archive-wal runs and reports the real error in its log.
+      return !isNotFound(err);
     }
   };
   // In streaming/ a lone .partial is pg_receivewal's current file: nothing to archive yet.
@@ -100,8 +102,8 @@ function hasWalToArchive(srv: ServerConfig): boolean {
     try {
       const names = fs.readdirSync(p.streamingDir).filter((n) => !n.endsWith('.tmp'));
       return names.some((n) => !n.endsWith('.partial')) || names.filter((n) => n.endsWith('.partial')).length > 1;
-    } catch {
-      return false;
+    } catch (err) {
+      return !isNotFound(err);
     }
   })();
   return streaming || has(p.incomingDir, srv.archiver);

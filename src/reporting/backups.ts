@@ -3,7 +3,6 @@
  * objects, built from the catalog and the WAL statistics. Pure formatting apart from
  * `loadBackupsReport`, which reads the catalog, xlog.db and the timeline history files.
  */
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { COPY_DONE, WAITING_FOR_WALS, backupType, type BackupInfo } from '../catalog/backup-info.js';
@@ -16,6 +15,8 @@ import type { PyDateTime } from '../util/pytime.js';
 import { isOpenPgpMessage } from '../util/gpg.js';
 import { identifyCompression } from '../wal/compression.js';
 import { isHistoryName } from '../wal/names.js';
+import { readFileIfExists } from '../util/fsutil.js';
+import { errorMessage } from '../util/errors.js';
 import { childTimelinesFromHistories, computeWalStats, EMPTY_STATS, type BackupWalStats } from './wal-stats.js';
 
 /**
@@ -33,19 +34,20 @@ export interface BackupsReport {
   problems: string[];
 }
 
-/** Timeline history files of the archive, by timeline (unreadable ones are left out). */
-async function readHistories(srv: ServerConfig, wals: readonly XlogDbEntry[]): Promise<Map<number, string>> {
+/** Timeline history files of the archive, by timeline (missing ones are left out, unreadable ones noted). */
+async function readHistories(srv: ServerConfig, wals: readonly XlogDbEntry[], problems: string[]): Promise<Map<number, string>> {
   const out = new Map<number, string>();
   const dir = serverPaths(srv).walsDir;
   for (const w of wals) {
     if (!isHistoryName(w.name)) continue;
     try {
-      const data = await fsp.readFile(path.join(dir, w.name));
+      const data = await readFileIfExists(path.join(dir, w.name));
       // Compressed or encrypted (encryption = gpg): not read here, child timelines are unknown.
-      if (w.encryption || isOpenPgpMessage(data) || identifyCompression(data) !== null) continue;
+      if (data === null || w.encryption || isOpenPgpMessage(data) || identifyCompression(data) !== null) continue;
       out.set(parseInt(w.name.slice(0, 8), 16), data.toString('utf8'));
-    } catch {
-      /* missing: child timelines are then unknown */
+    } catch (err) {
+      // Child timelines of this one are then unknown: the figures say less, and why.
+      problems.push(errorMessage(err));
     }
   }
   return out;
@@ -56,7 +58,7 @@ export async function loadBackupsReport(srv: ServerConfig): Promise<BackupsRepor
   const problems: string[] = [];
   const entries = await loadCatalog(srv, problems);
   const wals = await readXlogDb(srv);
-  const children = childTimelinesFromHistories(await readHistories(srv, wals));
+  const children = childTimelinesFromHistories(await readHistories(srv, wals, problems));
   return { server: srv, entries, wals, stats: computeWalStats(entries, wals, children), problems };
 }
 

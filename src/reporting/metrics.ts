@@ -9,7 +9,6 @@
  *
  * Reading only: nothing is created or rebuilt on disk (a missing xlog.db means no WAL figures).
  */
-import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Counter as CounterT, Gauge as GaugeT, Registry as RegistryT } from 'prom-client';
@@ -17,6 +16,7 @@ import type { ServerConfig } from '../config/config.js';
 import { BACKUP_STATUSES, DEFAULT_XLOG_SEGMENT_SIZE, DONE } from '../catalog/backup-info.js';
 import { loadCatalog, type BackupEntry } from '../catalog/catalog.js';
 import { serverPaths } from '../catalog/server-dirs.js';
+import { pathExistsSync, readdirIfExists } from '../util/fsutil.js';
 import { readXlogDb, xlogDbPath, type XlogDbEntry } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { isWalName, parseWalName, segmentsPerXlogId } from '../wal/names.js';
@@ -117,7 +117,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 async function readArchive(srv: ServerConfig): Promise<ArchiveFacts | null> {
   // readXlogDb would rebuild a missing catalog (writing to disk): metrics only read.
-  if (!fs.existsSync(xlogDbPath(srv))) return null;
+  if (!pathExistsSync(xlogDbPath(srv))) return null;
   try {
     return archiveFacts(await readXlogDb(srv));
   } catch {
@@ -127,7 +127,7 @@ async function readArchive(srv: ServerConfig): Promise<ArchiveFacts | null> {
 
 async function countErrors(srv: ServerConfig): Promise<Record<string, number>> {
   const counts: Record<string, number> = Object.fromEntries(ERROR_KINDS.map((k) => [k, 0]));
-  const names = await fsp.readdir(serverPaths(srv).errorsDir).catch(() => [] as string[]);
+  const names = await readdirIfExists(serverPaths(srv).errorsDir);
   for (const n of names) {
     const k = errorKind(n);
     counts[k] = (counts[k] ?? 0) + 1;

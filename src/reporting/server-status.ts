@@ -7,7 +7,7 @@ import { readActiveModel, type ServerConfig } from '../config/config.js';
 import { SERVER_OPTIONS, type OptionDef } from '../config/options.js';
 import type { RetentionPolicy } from '../config/values.js';
 import { DONE } from '../catalog/backup-info.js';
-import { loadCatalog } from '../catalog/catalog.js';
+import { loadCatalog, type BackupEntry } from '../catalog/catalog.js';
 import { pyRepr, pyFromJs } from '../catalog/pyliteral.js';
 import { readXlogDb } from '../catalog/xlogdb.js';
 import { PgConnection, statusConnectTimeoutMs } from '../postgres/connection.js';
@@ -167,7 +167,14 @@ export async function serverStatusRows(srv: ServerConfig, facts?: PgFacts, now: 
   add('passive_node', 'Passive node', pyBool(srv.passive));
   add('retention_policies', 'Retention policies', retentionPoliciesText(srv));
 
-  const entries = await loadCatalog(srv).catch(() => []);
+  let entries: BackupEntry[];
+  try {
+    entries = await loadCatalog(srv);
+  } catch (err) {
+    // An unreadable catalog is never shown as one without backups.
+    add('backups_number', 'No. of available backups', `FAILED (${errorMessage(err)})`);
+    return rows;
+  }
   const done = entries.filter((e) => e.info.status === DONE);
   add('backups_number', 'No. of available backups', done.length);
   add('first_backup', 'First available backup', done[0]?.id ?? 'None');

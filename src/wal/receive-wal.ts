@@ -14,6 +14,7 @@ import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
 import { BarmanError } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { runChecked } from '../util/proc.js';
+import { readdirIfExists } from '../util/fsutil.js';
 
 const log = logger('wal.receive');
 
@@ -71,7 +72,7 @@ export async function resetReceiveWal(srv: ServerConfig): Promise<string[]> {
   if (await isReceiveWalRunning(srv)) throw new BarmanError('receive-wal is running: stop it first (barman receive-wal --stop)');
   const dir = serverPaths(srv).streamingDir;
   const removed: string[] = [];
-  for (const n of await fsp.readdir(dir).catch(() => [] as string[])) {
+  for (const n of await readdirIfExists(dir)) {
     if (n.endsWith('.partial')) {
       await fsp.unlink(path.join(dir, n));
       removed.push(n);

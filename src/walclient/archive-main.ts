@@ -8,7 +8,8 @@
  */
 import { Command, Option } from 'commander';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { parseCompressionLevel, type CompressionLevel, type CompressionName } from '../wal/compression.js';
+import type { CompressionName } from '../wal/compression.js';
+import { parseCompressionLevel, type CompressionLevel } from '../wal/compression-level.js';
 import { VERSION } from '../version.js';
 import { argumentFailure, reportFailure, runIfEntryPoint } from './cli-common.js';
 import { DEFAULT_SPOOL_DIR } from './markers.js';

@@ -2,6 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseRecoveryTarget, type TargetOptions } from '../../src/recovery/options.js';
 import {
+  commandWord,
   autoConfAppendix,
   confQuote,
   mangleConfig,
@@ -120,6 +121,17 @@ describe('recovery settings lines', () => {
     assert.equal(shellQuote('/a b'), "'/a b'");
     assert.equal(shellQuote("it's"), "'it'\\''s'");
     assert.equal(shellQuote(''), "''");
+  });
+
+  it("doubles % in literal words of restore_command and recovery_end_command (PostgreSQL's placeholders)", () => {
+    assert.equal(commandWord('/r/50%p'), '/r/50%%p');
+    assert.equal(commandWord("/a b/it's 5%"), "'/a b/it'\\''s 5%%'");
+    assert.deepEqual(recoveryLines(input(150000, { targetName: 'rp1' }, { walDir: '/data 50%p/barman_wal' })).slice(0, 2), [
+      "restore_command = 'cp ''/data 50%%p/barman_wal''/%f %p'",
+      "recovery_end_command = 'rm -fr ''/data 50%%p/barman_wal'''",
+    ]);
+    const remote = recoveryLines(input(150000, { targetName: 'rp1' }, { getWal: true, serverName: 'pg%r', remoteGetWal: { barmanHost: 'b', port: null, parallel: 1 } }));
+    assert.ok(remote.includes("restore_command = 'barman-wal-restore -P -U barman b pg%%r %f %p'"), remote.join('\n'));
   });
 });
 
