@@ -103,6 +103,11 @@ export class PgConnection {
     return Number(await this.value<string>('SELECT sum(pg_database_size(oid))::bigint::text FROM pg_database'));
   }
 
+  /** Sum of pg_tablespace_size over all tablespaces: what Barman reports as the data size. */
+  async tablespacesSize(): Promise<number> {
+    return Number(await this.value<string>('SELECT sum(pg_tablespace_size(oid))::bigint::text FROM pg_tablespace'));
+  }
+
   async currentLsn(): Promise<string> {
     return this.value<string>(
       'SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END::text',
