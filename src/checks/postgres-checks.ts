@@ -5,8 +5,7 @@
  * handed to the later checks (systemid coherence, archiver checks) that need them too.
  */
 import type { ServerConfig } from '../config/config.js';
-import { PgConnection } from '../postgres/connection.js';
-import { parseConninfo } from '../postgres/conninfo.js';
+import { PgConnection, identifySystem } from '../postgres/connection.js';
 import { errorMessage } from '../util/errors.js';
 import type { CheckCollector } from './types.js';
 
@@ -102,32 +101,13 @@ async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts
 
 /** A replication-protocol handshake (IDENTIFY_SYSTEM) with streaming_conninfo. */
 async function gatherStreaming(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
-  const { default: pg } = await import('pg');
-  const c = parseConninfo(srv.streaming_conninfo ?? srv.conninfo ?? '');
-  const client = new pg.Client({
-    host: c.host ?? c.hostaddr ?? process.env.PGHOST ?? '/var/run/postgresql',
-    port: c.port ? Number(c.port) : undefined,
-    user: c.user,
-    password: c.password,
-    database: c.dbname ?? 'postgres',
-    application_name: 'barman_check',
-    replication: 'true',
-    connectionTimeoutMillis: col.remainingMs(),
-    // `replication` is a libpq startup parameter node-postgres passes through but does not type.
-  } as unknown as ConstructorParameters<typeof pg.Client>[0]);
-  client.on('error', () => undefined);
-  col.onAbandon(() => void client.end().catch(() => undefined));
   facts.streaming.configured = true;
   try {
-    await client.connect();
-    const res = await client.query('IDENTIFY_SYSTEM');
-    const row = res.rows[0] as { systemid?: string } | undefined;
+    const id = await identifySystem(srv.streaming_conninfo ?? srv.conninfo ?? '', 'barman_check', col.remainingMs(), (close) => col.onAbandon(close));
     facts.streaming.ok = true;
-    facts.streaming.systemId = row?.systemid != null ? String(row.systemid) : null;
+    facts.streaming.systemId = id.systemid;
   } catch (err) {
     facts.streaming.error = errorMessage(err);
-  } finally {
-    await client.end().catch(() => undefined);
   }
 }
 

@@ -165,6 +165,46 @@ export class PgConnection {
   }
 }
 
+export interface SystemIdentity {
+  systemid: string | null;
+  timeline: number | null;
+  xlogpos: string | null;
+  versionNum: number;
+}
+
+/**
+ * A replication-protocol handshake: connect with `replication=true` and run IDENTIFY_SYSTEM
+ * (what Barman calls the streaming connection check). Throws BarmanError with the driver's
+ * message when the connection or the command fails. `onClient` lets a caller close the connection early (check timeouts).
+ */
+export async function identifySystem(conninfo: string, applicationName: string, timeoutMs: number, onClient?: (close: () => void) => void): Promise<SystemIdentity> {
+  const { default: pg } = await import('pg');
+  const cfg = clientConfig(parseConninfo(conninfo), applicationName);
+  cfg.connectionTimeoutMillis ??= timeoutMs;
+  // `replication` is a libpq startup parameter node-postgres passes through but does not type.
+  cfg.replication = 'true';
+  const client = new pg.Client(cfg);
+  client.on('error', () => undefined);
+  onClient?.(() => void client.end().catch(() => undefined));
+  try {
+    await client.connect();
+    const res = await client.query('IDENTIFY_SYSTEM');
+    const row = (res.rows[0] ?? {}) as { systemid?: unknown; timeline?: unknown; xlogpos?: unknown };
+    const version = await client.query('SHOW server_version_num').catch(() => null);
+    return {
+      systemid: row.systemid != null ? String(row.systemid) : null,
+      timeline: row.timeline != null ? Number(row.timeline) : null,
+      xlogpos: row.xlogpos != null ? String(row.xlogpos) : null,
+      versionNum: Number((version?.rows[0] as { server_version_num?: string } | undefined)?.server_version_num ?? 0),
+    };
+  } catch (err) {
+    if (err instanceof BarmanError) throw err;
+    throw new BarmanError(errorMessage(err));
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 /** Open, use, close. */
 export async function withConnection<T>(conninfo: string, fn: (c: PgConnection) => Promise<T>, applicationName = 'barman'): Promise<T> {
   const conn = await PgConnection.connect(conninfo, applicationName);

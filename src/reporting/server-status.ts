@@ -14,8 +14,9 @@ import { pyRepr, pyFromJs } from '../catalog/pyliteral.js';
 import { PgConnection } from '../postgres/connection.js';
 import { parseConninfo } from '../postgres/conninfo.js';
 import { errorMessage } from '../util/errors.js';
-import { prettySize, pyFixed } from '../util/format.js';
-import { ctime } from '../util/pytime.js';
+import { humanDuration, prettySize, pyFixed } from '../util/format.js';
+import { shown, type RemoteStatus, type Shown } from './remote-status.js';
+import { ctime, type PyDateTime } from '../util/pytime.js';
 
 export interface PgArchiverStats {
   archivedCount: number;
@@ -255,33 +256,73 @@ export interface ServerSettings {
   entries: { key: string; text: string; json: unknown }[];
 }
 
+/** Barman's `str()` of a CSV option set (`BackupOptions({'concurrent_backup'})`), items sorted. */
+function csvOptionText(cls: string, items: readonly string[]): string {
+  return items.length === 0 ? `${cls}()` : `${cls}({${[...items].sort().map((i) => pyRepr(i)).join(', ')}})`;
+}
+
 /**
- * Every configuration key of the server plus the facts Barman adds (passive node, active model
- * and, when PostgreSQL answers, its status), sorted by key. Passwords are redacted by the output.
+ * backup_options as Barman's executors leave them: postgres backups are always concurrent;
+ * other methods default to concurrent when neither strategy is configured.
  */
-export function serverSettings(srv: ServerConfig, facts: PgFacts = {}): ServerSettings {
-  const values = new Map<string, unknown>();
+function effectiveBackupOptions(srv: ServerConfig): string[] {
+  const set = new Set((srv.backup_options as unknown as string[] | null) ?? []);
+  if (srv.backup_method === 'postgres') {
+    set.delete('exclusive_backup');
+    set.add('concurrent_backup');
+  } else if (!set.has('concurrent_backup') && !set.has('exclusive_backup')) {
+    set.add('concurrent_backup');
+  }
+  return [...set];
+}
+
+/**
+ * Barman's `last_backup_maximum_age` line: the interval and the age of the last backup,
+ * `1 day (latest backup: 3 hours, 2 minutes )` or `1 day (WARNING! latest backup is ... old)`.
+ */
+export function lastBackupMaximumAgeText(maxAge: number | null, lastEnd: PyDateTime | null, now: Date): string {
+  if (maxAge === null) return 'None';
+  const interval = humanDuration(maxAge);
+  if (!lastEnd) return `${interval} (WARNING! latest backup is No available backups old)`;
+  const age = now.getTime() / 1000 - lastEnd.epochSeconds;
+  return age <= maxAge ? `${interval} (latest backup: ${humanDuration(age)} )` : `${interval} (WARNING! latest backup is ${humanDuration(age)} old)`;
+}
+
+/**
+ * Every configuration key of the server, Barman 3.4's fixed attributes (name, msg_list,
+ * disabled) and the facts Barman adds (passive node, maximum backup age, the remote status of
+ * remote-status.ts), sorted by key, each as Barman's console text and JSON value. Options that
+ * Barman 3.4 shows as objects keep its text (`BackupOptions({...})`, `RecoveryOptions()`); options
+ * without a default in Barman show None while unset. Passwords are redacted by the output.
+ */
+export function serverSettings(srv: ServerConfig, remote: RemoteStatus | null = null, lastBackupEnd: PyDateTime | null = null, now: Date = new Date()): ServerSettings {
+  const values = new Map<string, Shown>();
+  const fromValue = (key: string, value: unknown): Shown => ({ text: configValueText(key, value), json: configValueJson(key, value) });
   const options = srv as unknown as Record<string, unknown>; // option values are keyed by option name
   for (const def of SERVER_OPTIONS as readonly OptionDef[]) {
     if (def.name === 'model') continue;
-    values.set(def.name, options[def.name]);
+    values.set(def.name, fromValue(def.name, options[def.name]));
   }
-  values.set('barman_home', srv.global.barman_home);
-  values.set('barman_lock_directory', srv.global.barman_lock_directory ?? srv.global.barman_home);
-  values.set('passive_node', srv.passive);
-  values.set('active_model', activeModel(srv));
-  if (!facts.error) {
-    if (facts.version !== undefined) values.set('server_txt_version', facts.version);
-    if (facts.versionNum !== undefined) values.set('server_version', facts.versionNum);
-    if (facts.dataDirectory !== undefined) values.set('data_directory', facts.dataDirectory);
-    if (facts.currentWal !== undefined) values.set('current_xlog', facts.currentWal);
-    if (facts.archiveCommand !== undefined) values.set('archive_command', facts.archiveCommand);
-    if (facts.archiveMode !== undefined) values.set('archive_mode', facts.archiveMode);
-    if (facts.walLevel !== undefined) values.set('wal_level', facts.walLevel);
-    if (facts.inRecovery !== undefined) values.set('is_in_recovery', facts.inRecovery);
+  // Options that have a default in barman-ts's table but none in Barman: None while not set.
+  for (const key of ['reuse_backup', 'backup_compression_workers']) {
+    if (srv.sources?.[key] === 'default') values.set(key, shown.none());
   }
+  values.set('backup_options', shown.object(csvOptionText('BackupOptions', effectiveBackupOptions(srv))));
+  values.set('recovery_options', shown.object(csvOptionText('RecoveryOptions', (srv.recovery_options as unknown as string[] | null) ?? [])));
+  // A WAL retention policy object is printed in capitals; the unset option as its default text.
+  values.set('wal_retention_policy', shown.str(srv.retention_policy ? String(srv.wal_retention_policy).toUpperCase() : String(srv.wal_retention_policy)));
+  // Barman 3.4's names of the GCP options (renamed gcp_project and gcp_zone later).
+  values.set('snapshot_gcp_project', values.get('gcp_project') ?? shown.none());
+  values.set('snapshot_zone', values.get('gcp_zone') ?? shown.none());
+  values.set('barman_home', shown.str(srv.global.barman_home));
+  values.set('barman_lock_directory', shown.str(srv.global.barman_lock_directory ?? srv.global.barman_home));
+  values.set('name', shown.str(srv.name));
+  values.set('msg_list', shown.list(srv.errors));
+  values.set('disabled', shown.bool(srv.disabled));
+  values.set('passive_node', shown.bool(srv.passive));
+  values.set('active_model', shown.str(activeModel(srv)));
+  if (remote) for (const [k, v] of remote) values.set(k, v);
+  values.set('last_backup_maximum_age', shown.str(lastBackupMaximumAgeText(srv.last_backup_maximum_age, lastBackupEnd, now)));
   const keys = [...values.keys()].sort();
-  return {
-    entries: keys.map((key) => ({ key, text: configValueText(key, values.get(key)), json: configValueJson(key, values.get(key)) })),
-  };
+  return { entries: keys.map((key) => ({ key, ...(values.get(key) as Shown) })) };
 }
