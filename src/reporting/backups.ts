@@ -276,6 +276,13 @@ function baseBackupSection(entry: BackupEntry, st: BackupWalStats): Section {
     wal_size: prettySize(st.walSize),
     wal_size_bytes: st.walSize,
   });
+  // Barman 3.17's saving against a full copy: rsync reuse (against size) or incremental
+  // (against the cluster size). The console shows the same as 3.4's `Incremental size`.
+  const reference = type === 'incremental' ? info.cluster_size : type === 'rsync' ? info.size : null;
+  if (reference && reference > 0) {
+    const saved = reference - dedupOrSize;
+    Object.assign(bb, { resources_saved: prettySize(saved), resources_saved_bytes: saved, resources_saved_percentage: percent(1 - dedupOrSize / reference) });
+  }
   lines.push(row('Timeline', info.timeline ?? 'None'));
   lines.push(row('Begin WAL', info.begin_wal ?? 'None'));
   lines.push(row('End WAL', info.end_wal ?? 'None'));

@@ -63,7 +63,7 @@ describe('diagnose', () => {
     assert.equal(srv.config!.description, 'Diagnose test');
     assert.equal(srv.config!.backup_method, 'postgres');
     assert.ok(Array.isArray(srv.msg_list));
-    assert.equal(srv.status!.server_txt_version, 'FAILED trying to get PostgreSQL version');
+    assert.equal(srv.status!.pg_version, 'FAILED trying to get PostgreSQL version');
     const backup = (srv.backups as Record<string, Record<string, unknown>>)['20240101T100000']!;
     assert.equal(backup.status, 'DONE');
     assert.equal(backup.end_time, 'Mon Jan  1 10:05:00 2024');
