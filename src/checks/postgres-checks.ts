@@ -61,9 +61,14 @@ async function connectBounded(col: CheckCollector, conninfo: string): Promise<Pg
 const toDate = (v: unknown): Date | null => (v instanceof Date ? v : v ? new Date(String(v)) : null);
 
 async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
+  if (!srv.conninfo) {
+    // An empty conninfo would reach whatever libpq's defaults point at.
+    facts.connectionError = "'conninfo' not set";
+    return;
+  }
   let pg: PgConnection;
   try {
-    pg = await connectBounded(col, srv.conninfo ?? '');
+    pg = await connectBounded(col, srv.conninfo);
   } catch (err) {
     facts.connectionError = errorMessage(err);
     return;
@@ -102,6 +107,10 @@ async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts
 /** A replication-protocol handshake (IDENTIFY_SYSTEM) with streaming_conninfo. */
 async function gatherStreaming(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
   facts.streaming.configured = true;
+  if (!srv.streaming_conninfo && !srv.conninfo) {
+    facts.streaming.error = "'streaming_conninfo' not set";
+    return;
+  }
   try {
     const id = await identifySystem(srv.streaming_conninfo ?? srv.conninfo ?? '', 'barman_check', col.remainingMs(), (close) => col.onAbandon(close));
     facts.streaming.ok = true;
@@ -195,24 +204,21 @@ export function slotCheckLine(srv: Pick<ServerConfig, 'name' | 'slot_name' | 'st
 /** PostgreSQL, privileges, streaming, wal_level, standby checks, replication slot. */
 export async function postgresChecks(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
   if (!facts.connected) {
-    // As Barman: the line carries no hint (monitoring matches it verbatim); the log has the cause.
+    // As Barman: the line carries no hint (monitoring matches it verbatim); the log has the
+    // cause. Nothing else of PostgreSQL is checked then (Nagios lists the same failures).
     col.add('PostgreSQL', false);
-  } else {
-    col.add('PostgreSQL', true);
-    if (facts.hasBackupPrivileges) col.add('superuser or standard user with backup privileges', true);
-    else col.add('no access to backup functions', false, 'privileges for PostgreSQL backup functions are required (see documentation)');
+    return;
   }
+  col.add('PostgreSQL', true);
+  if (facts.hasBackupPrivileges) col.add('superuser or standard user with backup privileges', true);
+  else col.add('no access to backup functions', false, 'privileges for PostgreSQL backup functions are required (see documentation)');
   if (facts.streaming.configured) col.add('PostgreSQL streaming', facts.streaming.ok, facts.streaming.ok ? '' : (facts.streaming.error ?? ''));
-  if (facts.connected) {
-    const minimal = facts.walLevel === 'minimal';
-    col.add('wal_level', !minimal, minimal ? "please set it to a higher level than 'minimal'" : '');
-  }
+  const minimal = facts.walLevel === 'minimal';
+  col.add('wal_level', !minimal, minimal ? "please set it to a higher level than 'minimal'" : '');
   if (srv.primary_conninfo) {
     const primary = await gatherPrimaryFacts(col, srv.primary_conninfo);
     for (const l of standbyCheckLines({ inRecovery: facts.inRecovery, systemId: facts.systemId }, primary)) col.add(l.name, l.ok, l.hint);
   }
-  if (facts.connected) {
-    const line = slotCheckLine(srv, facts.slot);
-    if (line) col.add(line.name, line.ok, line.hint);
-  }
+  const line = slotCheckLine(srv, facts.slot);
+  if (line) col.add(line.name, line.ok, line.hint);
 }
