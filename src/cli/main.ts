@@ -107,7 +107,7 @@ Shell completion (bash): source scripts/barman-completion.bash, or copy it to
       const raw = program.opts() as GlobalOptions & { colour?: GlobalOptions['color'] };
       const g: GlobalOptions = { ...raw, color: raw.color ?? raw.colour ?? 'auto' };
       const out = new Output(g.format, g.quiet, g.debug, g.color);
-      const ctx = new CliContext(g, out, ANY_USER_COMMANDS.has(entry.name));
+      const ctx = new CliContext(g, out, ANY_USER_COMMANDS.has(entry.name), leadingPositionals(argv)[0] ?? entry.name);
       const positional = (cmd.processedArgs as unknown[]).flat().filter((a): a is string => typeof a === 'string');
       try {
         await mod.run(ctx, positional, cmd.opts());
