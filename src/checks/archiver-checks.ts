@@ -136,5 +136,6 @@ export async function streamingArchiverChecks(col: CheckCollector, srv: ServerCo
 export async function pgBasebackupChecks(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
   const client = await clientProgramChecks(col, srv, facts, 'pg_basebackup', 'pg_basebackup');
   // Tablespace mapping (-T) exists in every pg_basebackup since 9.4, older than any we accept.
-  if (client !== null) col.add('pg_basebackup supports tablespaces mapping', true);
+  // Barman skips the line while PostgreSQL does not answer.
+  if (client !== null && facts.connected) col.add('pg_basebackup supports tablespaces mapping', true);
 }

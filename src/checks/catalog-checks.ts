@@ -162,9 +162,12 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 export function backupCountLines(catalog: readonly BackupEntry[], minimumRedundancy: number): Line[] {
   const failed = catalog.filter((e) => e.info.status === FAILED).length;
   // Only full backups count: an incremental backup is nothing without its chain (Barman 3.11+).
-  const full = catalog.filter((e) => e.info.status === DONE && !e.info.parent_backup_id).length;
+  // Barman 3.4's words while the catalog has no incremental backup, 3.17's once it has.
+  const done = catalog.filter((e) => e.info.status === DONE);
+  const full = done.filter((e) => !e.info.parent_backup_id).length;
+  const what = full === done.length ? 'backups' : 'non-incremental backups';
   return [
     { name: 'failed backups', ok: failed === 0, hint: `there are ${failed} failed backups` },
-    { name: 'minimum redundancy requirements', ok: full >= minimumRedundancy, hint: `have ${full} non-incremental backups, expected at least ${minimumRedundancy}` },
+    { name: 'minimum redundancy requirements', ok: full >= minimumRedundancy, hint: `have ${full} ${what}, expected at least ${minimumRedundancy}` },
   ];
 }

@@ -117,11 +117,15 @@ async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> 
     await postgresChecks(col, srv, facts);
   }
 
-  try {
-    await ensureServerDirs(srv);
-    col.add('directories', true);
-  } catch (err) {
-    col.add('directories', false, errorMessage(err));
+  // A server disabled by its configuration gets no directories created (its paths may be the
+  // very problem); every other check still runs, so that monitoring keeps its perfdata.
+  if (!srv.disabled) {
+    try {
+      await ensureServerDirs(srv);
+      col.add('directories', true);
+    } catch (err) {
+      col.add('directories', false, errorMessage(err));
+    }
   }
   // An invalid retention_policy disables the server (its check is then `configuration`), so a
   // server that gets here has either no policy or one that is enforced.
@@ -148,10 +152,11 @@ async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> 
     if ((await checkSsh(col, srv.ssh_command, env)) && srv.transfer_method === 'agent') await checkAgent(col, srv.ssh_command, env);
   }
 
+  // Barman's place for the configuration problems (listed under it by the command), and the
   // Barman options set here that barman-ts does not support (see config/support.ts).
   const unsupported = unsupportedCheckLine(srv);
   if (unsupported) col.add(unsupported.name, unsupported.ok, unsupported.hint);
-
+  else if (srv.disabled) col.add('configuration', false);
   if (facts) {
     const identity = path.join(srv.backup_directory, 'identity.json');
     const l = systemIdLine(facts, identity, readStoredSystemId(identity));

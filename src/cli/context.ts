@@ -25,6 +25,8 @@ export class CliContext {
     readonly out: Output,
     /** Read-only commands that another user (PostgreSQL's restore_command) may run. */
     private readonly anyUser = false,
+    /** The command name as typed (an alias such as `recover` may print as Barman's old name did). */
+    readonly invokedAs: string = '',
   ) {}
 
   get config(): Config {

@@ -192,6 +192,22 @@ export function loadConfig(explicitFile?: string): Config {
   return { configFile, global, servers, models, warnings, errors, rawSections: doc.sections };
 }
 
+const INVALID = Symbol('invalid value');
+
+/**
+ * Parse a server option's value; a value that does not parse is reported in Barman's words
+ * (`Ignoring invalid configuration value 'x' for key k in [s] section: why`, with the file and
+ * line) and ignored.
+ */
+function parseOrWarn(def: OptionDef, text: string, section: string, iv: IniValue, warnings: string[]): unknown {
+  try {
+    return def.parse(text);
+  } catch (err) {
+    warnings.push(`Ignoring invalid configuration value '${text}' for key ${def.name} in [${section}] section: ${(err as Error).message} (${iv.file}:${iv.line})`);
+    return INVALID;
+  }
+}
+
 function parseWith(def: OptionDef, text: string, whereText: string): unknown {
   try {
     return def.parse(text);
@@ -281,11 +297,23 @@ function resolveServer(doc: IniDocument, name: string, global: GlobalConfig, con
     let value: unknown = null;
     let src: ValueSource = 'default';
     try {
-      if (chosen) {
-        const w = where(chosen.iv, chosen.section, def.name);
-        const text = cleanValue(interpolate(chosen.iv.value, lookupIn(chosen.section), w));
-        if (text !== null) value = parseWith(def, text, w);
-        src = { file: chosen.iv.file, line: chosen.iv.line };
+      // A value that does not parse is ignored with a warning, as Barman does: the server takes
+      // the [barman] value of an inheritable option, else the default (one bad option must not
+      // stop every command of the server, cron's WAL archiving included).
+      const candidates = chosen ? [chosen] : [];
+      if (chosen && chosen.section !== GLOBAL_SECTION && def.scopes.includes('G')) {
+        const g = doc.section(GLOBAL_SECTION)?.get(def.name);
+        if (g) candidates.push({ iv: g, section: GLOBAL_SECTION });
+      }
+      for (const c of candidates) {
+        const w = where(c.iv, c.section, def.name);
+        const text = cleanValue(interpolate(c.iv.value, lookupIn(c.section), w));
+        if (text === null) break;
+        const parsed = parseOrWarn(def, text, c.section, c.iv, configWarnings);
+        if (parsed === INVALID) continue;
+        value = parsed;
+        src = { file: c.iv.file, line: c.iv.line };
+        break;
       }
       if (value === null && def.default !== undefined) {
         // A default that refers to an unset option (streaming_conninfo = %(conninfo)s on a

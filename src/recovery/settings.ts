@@ -124,7 +124,7 @@ export function autoConfAppendix(existing: string, s: RecoverySettingsInput): st
 export interface ConfigLine {
   /** File name relative to the destination directory (e.g. `postgresql.conf`). */
   file: string;
-  /** 1-based line number in the resulting file. */
+  /** Line of the setting in the original file, counted from 0 as Barman reports it. */
   line: number;
   key: string;
   value: string;
@@ -136,7 +136,7 @@ export interface MangleResult {
   changes: ConfigLine[];
   /** Stale recovery settings commented out with `#BARMAN#` (value = the old one). */
   commented: ConfigLine[];
-  /** Options pointing outside the data directory, to be reviewed. */
+  /** Options pointing outside the data directory, to be reviewed (value as written, quotes and all). */
   dangerous: ConfigLine[];
   modified: boolean;
 }
@@ -202,22 +202,22 @@ export function mangleConfig(text: string, file: string, opts: { commentRecovery
   if (trailingNewline) src.pop();
   const out: string[] = [];
   const res: MangleResult = { text: '', changes: [], commented: [], dangerous: [], modified: false };
-  for (const line of src) {
+  for (const [index, line] of src.entries()) {
     const m = SETTING_RE.exec(line);
     const key = m ? (m[1] as string).toLowerCase() : '';
     if (m && key === 'archive_command') {
       out.push(`${BARMAN_MARK}${line}`);
       out.push('archive_command = false');
-      res.changes.push({ file, line: out.length, key: 'archive_command', value: 'false' });
+      res.changes.push({ file, line: index, key: 'archive_command', value: 'false' });
       res.modified = true;
     } else if (m && commentTargets && STALE_RECOVERY_RE.test(key)) {
       out.push(`${BARMAN_MARK}${line}`);
-      res.commented.push({ file, line: out.length, key, value: settingValue(m[2] as string) });
+      res.commented.push({ file, line: index, key, value: settingValue(m[2] as string) });
       res.modified = true;
     } else {
       out.push(line);
       if (m && DANGEROUS_OPTIONS.includes(key)) {
-        res.dangerous.push({ file, line: out.length, key, value: settingValue(m[2] as string) });
+        res.dangerous.push({ file, line: index, key, value: (m[2] as string).trim() });
       }
     }
   }

@@ -53,15 +53,15 @@ export async function isReceiveWalRunning(srv: ServerConfig): Promise<boolean> {
   return isLockHeld(lockPath(srv, 'receiveWal'));
 }
 
-/** Stop a running receive-wal (SIGTERM to the PID recorded in its lock). */
-export async function stopReceiveWal(srv: ServerConfig): Promise<boolean> {
+/** Stop a running receive-wal (SIGTERM to the PID recorded in its lock); its PID, null if none ran. */
+export async function stopReceiveWal(srv: ServerConfig): Promise<number | null> {
   const file = lockPath(srv, 'receiveWal');
-  if (!(await isLockHeld(file))) return false;
+  if (!(await isLockHeld(file))) return null;
   const pid = readLockPid(file);
-  if (!pid) return false;
+  if (!pid) return null;
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 100 && (await isLockHeld(file)); i++) await new Promise((r) => setTimeout(r, 100));
-  return true;
+  return pid;
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import { Command, Option } from 'commander';
 import { BarmanError } from '../util/errors.js';
-import { versionText } from '../version.js';
+import { VERSION } from '../version.js';
 import { argumentFailure, reportFailure, runIfEntryPoint } from './cli-common.js';
 import { killSshSessions, RemoteError, restoreWal, testRemote, type RestoreOptions } from './restore.js';
 import { DEFAULT_SPOOL_DIR } from './spool.js';
@@ -152,7 +152,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     return argumentFailure(err);
   }
   if (parsed === 'version') {
-    process.stdout.write(`barman-wal-restore ${versionText().split('\n')[0]}\n`);
+    process.stdout.write(`barman-wal-restore ${VERSION}\n`);
     return 0;
   }
   const { options, test, sleep } = parsed;
