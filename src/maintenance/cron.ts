@@ -16,6 +16,7 @@ import { checkBackup } from '../backup/check-backup.js';
 import { markStaleBackups } from '../backup/backup.js';
 import { enforceRetention } from '../retention/enforce.js';
 import { cleanupLockDirectory } from '../operations/lock-cleanup.js';
+import { syncCron } from '../geo/sync-cron.js';
 import { barmanCommand } from '../util/self.js';
 import { errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
@@ -44,13 +45,15 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
   for (const id of await markStaleBackups(srv)) {
     ev.warning(`Backup ${id} of server ${srv.name} was interrupted (its process is gone): marked FAILED`);
   }
+  // A passive node copies from its primary backup server instead of archiving (src/geo).
+  if (srv.passive) await syncCron(srv, ev, (args) => spawnBackground(config, args, keepDescriptors));
   if (srv.streaming_archiver && !srv.passive) {
     if (!(await isLockHeld(lockPath(srv, 'receiveWal')))) {
       ev.info(`Starting streaming archiver for server ${srv.name}`);
       spawnBackground(config, ['receive-wal', srv.name], keepDescriptors);
     }
   }
-  if (hasWalToArchive(srv) && !(await isLockHeld(lockPath(srv, 'archiveWal')))) {
+  if (!srv.passive && hasWalToArchive(srv) && !(await isLockHeld(lockPath(srv, 'archiveWal')))) {
     ev.info(`Starting WAL archiving for server ${srv.name}`);
     spawnBackground(config, ['archive-wal', srv.name], keepDescriptors);
   }
