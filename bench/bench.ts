@@ -9,6 +9,8 @@
  *   - WAL shipping over SSH beside cp, rsync and pgBackRest (`-- --wal-only`, bench/wal-bench.ts)
  *   - rsync backups and local/remote recovery beside cp, rsync and pgBackRest (`-- --rsync-only`,
  *     bench/rsync-bench.ts)
+ *   - passive node sync (geo-redundancy) beside tar | ssh | tar and Barman 3.4's passive
+ *     (`-- --geo-only`, bench/geo-bench.ts)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
  */
 import * as fs from 'node:fs';
@@ -21,6 +23,7 @@ import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { catalogScale } from './catalog-scale.js';
 import { rsyncBench } from './rsync-bench.js';
 import { walBench } from './wal-bench.js';
+import { geoBench } from './geo-bench.js';
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -135,7 +138,9 @@ const only = process.argv.includes('--catalog-only');
 const walOnly = process.argv.includes('--wal-only');
 // --rsync-only: just the rsync backup / recovery section (bench/rsync-bench.ts).
 const rsyncOnly = process.argv.includes('--rsync-only');
-(rsyncOnly ? rsyncBench() : walOnly ? walBench() : only ? catalogScale() : main().then(catalogScale).then(walBench).then(rsyncBench)).catch((err: unknown) => {
+// --geo-only: just the passive node sync section (bench/geo-bench.ts).
+const geoOnly = process.argv.includes('--geo-only');
+(geoOnly ? geoBench() : rsyncOnly ? rsyncBench() : walOnly ? walBench() : only ? catalogScale() : main().then(catalogScale).then(walBench).then(rsyncBench).then(geoBench)).catch((err: unknown) => {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;
 });

@@ -66,7 +66,7 @@ async function readTree(dir: string, skip: readonly string[] = []): Promise<void
  * then load every tool and barman's own code again. Without the warm-up, the cold start of a
  * 95 MB node binary and its modules would be charged to barman, not the copy engine measured.
  */
-async function dropCaches(): Promise<void> {
+export async function dropCaches(): Promise<void> {
   await run('sync', []);
   await fs.writeFile('/proc/sys/vm/drop_caches', '3\n');
   const repo = path.dirname(path.dirname(BARMAN_SCRIPT));
@@ -79,7 +79,7 @@ async function dropCaches(): Promise<void> {
 }
 
 /** `left | right`, each an argument array run as `user` (no shell); throws unless both exit 0. */
-function pipeAs(user: string, left: string[], right: string[]): Promise<void> {
+export function pipeAs(user: string, left: string[], right: string[]): Promise<void> {
   const start = (argv: string[], stdio: StdioOptions) => spawn('runuser', ['-u', user, '--', ...argv], { stdio, cwd: '/tmp' });
   return new Promise((resolve, reject) => {
     const a = start(left, ['ignore', 'pipe', 'pipe']);

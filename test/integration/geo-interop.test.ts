@@ -55,7 +55,7 @@ describe('sync-info: the same document as Barman 3.4', () => {
     const conf = path.join(root, 'barman.conf');
     await fs.writeFile(
       conf,
-      `[barman]\nbarman_home = ${home}\nbarman_user = root\n\n[pg]\ndescription = "compare"\nconninfo = host=127.0.0.1 port=1 password=secret\n` +
+      `[barman]\nbarman_home = ${home}\nbarman_user = root\nlog_file = ${root}/barman.log\n\n[pg]\ndescription = "compare"\nconninfo = host=127.0.0.1 port=1 password=secret\n` +
         'backup_method = rsync\nssh_command = ssh postgres@db\narchiver = on\nretention_policy = RECOVERY WINDOW OF 2 WEEKS\n' +
         'backup_options = concurrent_backup\nlast_backup_maximum_age = 36 hours\nreuse_backup = link\nbandwidth_limit = 1000\n',
     );

@@ -248,15 +248,17 @@ describe('geo-redundancy: passive nodes mirroring a barman-ts primary', () => {
   });
 
   it('takes over: without primary_ssh_command the passive node backs up PostgreSQL and recovers', async () => {
+    // The runbook of the README, step by step.
     await primary.stop(); // the primary site is gone: its WAL streaming stops
+    await passiveA.ok('cron'); // one last sync while its backup server still answers
     await setOption(passiveA.configFile, 'primary_ssh_command', null);
     assert.doesNotMatch(await passiveA.ok('list-servers'), /Passive/);
-    await startStreaming(passiveA);
+    await startStreaming(passiveA); // cron, then check until receive-wal and the slot are OK
+    await passiveA.ok('switch-wal', '--force', '--archive', '--archive-timeout', '60', 'pg');
     await insert(7, 'after-takeover');
     const rows = await count(pg);
     const before = new Set((await backupStatuses(passiveA)).keys());
     await passiveA.ok('backup', '--wait', '--wait-timeout', '60', '--immediate-checkpoint', 'pg');
-    await passiveA.ok('switch-wal', '--archive', '--archive-timeout', '60', 'pg');
     const st = await backupStatuses(passiveA);
     const fresh = [...st.keys()].filter((id) => !before.has(id));
     assert.equal(fresh.length, 1);
