@@ -19,26 +19,12 @@
  */
 import { existsSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { BARMAN_USER, BIN, chownTo, isRoot, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
+import { BARMAN_USER, chownTo, isRoot, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
-import { dropCaches, pipeAs } from './rsync-bench.js';
-
-const argNum = (name: string, def: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(process.argv[i + 1]) : Number(process.env[`BENCH_${name.toUpperCase()}`] ?? def);
-  return Number.isFinite(v) && v > 0 ? v : def;
-};
+import { argNum, benchRoot, buildPgbench, CHANGE_SQL, dropCaches, pipeAs, SSH_CIPHER, timed } from './rsync-bench.js';
 
 const MB = 1024 * 1024;
-const SSH_CIPHER = 'aes128-gcm@openssh.com';
 const BARMAN34 = '/usr/bin/barman';
-const CHANGE_SQL = 'UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid <= 3; CHECKPOINT;';
-
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t) / 1e9;
-}
 
 /** Bytes ssh received, summed over the sessions logged in `file` (then emptied). */
 async function takeReceived(file: string): Promise<number> {
@@ -74,15 +60,7 @@ export async function geoBench(): Promise<void> {
   const sys = await import('../test/helpers/system.js');
   const { startPrimarySshd } = await import('../test/helpers/geo.js');
   await sys.ensureBarmanUser();
-  const root = await fs.mkdtemp('/tmp/barman-geo-bench-');
-  await fs.chmod(root, 0o755);
-  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
-    const d = path.join(root, name);
-    await fs.mkdir(d, { mode });
-    await fs.chmod(d, mode);
-    chownTo(user, d);
-    return d;
-  };
+  const { root, mkdirFor } = await benchRoot('/tmp/barman-geo-bench-');
   const pgDir = await mkdirFor('pg', PG_USER);
   const primaryHome = await mkdirFor('primary', BARMAN_USER, 0o700);
   const scratch = await mkdirFor('scratch', BARMAN_USER);
@@ -100,13 +78,7 @@ export async function geoBench(): Promise<void> {
   try {
     pg = await LocalCluster.create(path.join(pgDir, 'data'), pgDir, 'shared_buffers = 256MB\nmax_wal_size = 8GB\nsynchronous_commit = off\nautovacuum = off\n');
     const cluster = pg;
-    const tBuild = await timed(async () => {
-      await must(PG_USER, path.join(BIN, 'pgbench'), ['-i', '-q', '-s', String(SCALE), '-h', pgDir, '-p', String(cluster.port), 'postgres']);
-      await cluster.psql(
-        `CREATE TABLE random_text AS SELECT g AS id, string_agg(md5(random()::text), '') AS body FROM generate_series(1, ${SCALE * 2000}) g, generate_series(1, 16) x GROUP BY g;`,
-      );
-      await cluster.psql('VACUUM (FREEZE, ANALYZE); CHECKPOINT;');
-    });
+    const tBuild = await timed(() => buildPgbench(cluster, pgDir, SCALE));
     console.log(`  database built in ${tBuild.toFixed(1)} s; primary: barman-ts, backup_method = postgres (pg_basebackup)`);
     await fs.writeFile(
       primaryConf,

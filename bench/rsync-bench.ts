@@ -30,7 +30,7 @@ import { as, BARMAN_USER, BIN, chownTo, isRoot, LocalCluster, must, PG_USER } fr
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
 
-const argNum = (name: string, def: number): number => {
+export const argNum = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`);
   const v = i >= 0 ? Number(process.argv[i + 1]) : Number(process.env[`BENCH_${name.toUpperCase()}`] ?? def);
   return Number.isFinite(v) && v > 0 ? v : def;
@@ -38,12 +38,12 @@ const argNum = (name: string, def: number): number => {
 
 const MB = 1024 * 1024;
 /** Cipher of every ssh-based row (see the README: backup traffic on trusted networks). */
-const SSH_CIPHER = 'aes128-gcm@openssh.com';
+export const SSH_CIPHER = 'aes128-gcm@openssh.com';
 const PGBACKREST = '/usr/bin/pgbackrest';
 /** Rows touched by the "small change" between the full and the second backup. */
-const CHANGE_SQL = 'UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid <= 3; CHECKPOINT;';
+export const CHANGE_SQL = 'UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid <= 3; CHECKPOINT;';
 
-async function timed(fn: () => Promise<unknown>): Promise<number> {
+export async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t = process.hrtime.bigint();
   await fn();
   return Number(process.hrtime.bigint() - t) / 1e9;
@@ -118,6 +118,33 @@ async function duNew(before: readonly string[], target: string): Promise<number>
   return Number(last.split(/\s+/)[0]);
 }
 
+/** A bench root (0755) and a maker of its subdirectories owned by a user. */
+export async function benchRoot(prefix: string): Promise<{ root: string; mkdirFor: (name: string, user: string, mode?: number) => Promise<string> }> {
+  const root = await fs.mkdtemp(prefix);
+  await fs.chmod(root, 0o755);
+  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
+    const d = path.join(root, name);
+    await fs.mkdir(d, { mode });
+    await fs.chmod(d, mode);
+    chownTo(user, d);
+    return d;
+  };
+  return { root, mkdirFor };
+}
+
+/**
+ * pgbench at `scale`, plus random text as in the main bench (so that nothing is trivially
+ * compressible), then every hint bit set and frozen now, so later reads do not dirty pages
+ * between backups.
+ */
+export async function buildPgbench(cluster: LocalCluster, pgDir: string, scale: number): Promise<void> {
+  await must(PG_USER, path.join(BIN, 'pgbench'), ['-i', '-q', '-s', String(scale), '-h', pgDir, '-p', String(cluster.port), 'postgres']);
+  await cluster.psql(
+    `CREATE TABLE random_text AS SELECT g AS id, string_agg(md5(random()::text), '') AS body FROM generate_series(1, ${scale * 2000}) g, generate_series(1, 16) x GROUP BY g;`,
+  );
+  await cluster.psql('VACUUM (FREEZE, ANALYZE); CHECKPOINT;');
+}
+
 interface Measure {
   times: number[];
   note?: string;
@@ -136,15 +163,7 @@ export async function rsyncBench(): Promise<void> {
   const sys = await import('../test/helpers/system.js');
   await sys.ensureBarmanUser();
 
-  const root = await fs.mkdtemp('/tmp/barman-rsync-bench-');
-  await fs.chmod(root, 0o755);
-  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
-    const d = path.join(root, name);
-    await fs.mkdir(d, { mode });
-    await fs.chmod(d, mode);
-    chownTo(user, d);
-    return d;
-  };
+  const { root, mkdirFor } = await benchRoot('/tmp/barman-rsync-bench-');
   const pgDir = await mkdirFor('pg', PG_USER);
   const pgScratch = await mkdirFor('pg-scratch', PG_USER);
   const home = await mkdirFor('barman', BARMAN_USER, 0o700);
@@ -202,15 +221,7 @@ export async function rsyncBench(): Promise<void> {
       'shared_buffers = 256MB\nmax_wal_size = 8GB\nsynchronous_commit = off\nautovacuum = off\n',
     );
     const cluster = pg;
-    const tBuild = await timed(async () => {
-      await must(PG_USER, path.join(BIN, 'pgbench'), ['-i', '-q', '-s', String(SCALE), '-h', pgDir, '-p', String(cluster.port), 'postgres']);
-      // Random text as in the main bench (so that nothing is trivially compressible), then every
-      // hint bit set and frozen now, so later reads do not dirty pages between backups.
-      await cluster.psql(
-        `CREATE TABLE random_text AS SELECT g AS id, string_agg(md5(random()::text), '') AS body FROM generate_series(1, ${SCALE * 2000}) g, generate_series(1, 16) x GROUP BY g;`,
-      );
-      await cluster.psql('VACUUM (FREEZE, ANALYZE); CHECKPOINT;');
-    });
+    const tBuild = await timed(() => buildPgbench(cluster, pgDir, SCALE));
     const dbSize = Number(await cluster.psql('SELECT sum(pg_database_size(oid)) FROM pg_database'));
     console.log(`  database built in ${tBuild.toFixed(1)} s: ${(dbSize / MB).toFixed(0)} MiB; before every timed run: page cache dropped, programs re-warmed`);
 

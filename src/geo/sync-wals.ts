@@ -4,8 +4,10 @@
  *
  * One at a time per server (`.<srv>-sync-wal.lock`). Refused when the two nodes compress WAL
  * differently (the files are copied as they are stored). Skipped, with Barman's warnings, while
- * no local backup exists or the first WAL listed is older than the oldest local backup (the
- * backup it belongs to is probably being copied: the files wait for it).
+ * no local backup exists, or while the first WAL listed is older than the oldest local backup and
+ * an older backup is still to be copied (its files wait for it). When no older backup will ever
+ * come (the local retention policy leaves them on the primary), the files older than the oldest
+ * local backup are left out instead: Barman would wait for them forever.
  *
  * Order of the steps, so that a crash anywhere leaves a consistent archive: rsync into the hash
  * directories (temporary name + rename, never a partial file under a WAL name), each file

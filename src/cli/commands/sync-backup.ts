@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { syncBackup } from '../../geo/sync-backup.js';
 import type { CliContext } from '../context.js';
-import { progressLine } from '../progress.js';
+import { progressEvents, progressLine } from '../progress.js';
 
 export function define(cmd: Command): void {
   cmd
@@ -44,22 +44,7 @@ export async function run(ctx: CliContext, args: string[]): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const res = await syncBackup(
-      srv,
-      id,
-      {
-        info: (m) => {
-          bar.end();
-          out.info(m);
-        },
-        warning: (m) => {
-          bar.end();
-          out.warning(m);
-        },
-        progress: (d, t) => bar.update(d, t),
-      },
-      abort.signal,
-    );
+    const res = await syncBackup(srv, id, progressEvents(out, bar), abort.signal);
     out.set([srv.name], { backup_id: id, outcome: res.outcome, status: res.status ?? null });
   } finally {
     bar.end();
