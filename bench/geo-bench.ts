@@ -19,7 +19,7 @@
  */
 import { existsSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { BARMAN_USER, chownTo, isRoot, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
+import { as, BARMAN_USER, chownTo, isRoot, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { argNum, benchRoot, buildPgbench, CHANGE_SQL, dropCaches, pipeAs, SSH_CIPHER, timed } from './rsync-bench.js';
 
@@ -85,10 +85,16 @@ export async function geoBench(): Promise<void> {
       `[barman]\nbarman_home = ${primaryHome}\nbarman_user = ${BARMAN_USER}\nlog_file = ${primaryHome}/barman.log\n\n[pg]\nconninfo = ${cluster.conninfo}\nstreaming_conninfo = ${cluster.conninfo}\nbackup_method = postgres\nstreaming_archiver = on\nslot_name = barman\ncreate_slot = auto\n`,
       { mode: 0o644 },
     );
-    await primary('cron');
+    // WAL streaming first (cron starts receive-wal): the backups wait for their WAL files.
+    for (let i = 0; ; i++) {
+      await primary('cron');
+      const check = await as(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', primaryConf, 'check', 'pg']);
+      if (/receive-wal running: OK/.test(check.stdout) && /replication slot: OK/.test(check.stdout)) break;
+      if (i > 120) throw new Error(`receive-wal did not start: ${check.stdout}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
     const newest = async () => (await primary('list-backups', '--minimal', 'pg')).trim().split('\n')[0] ?? '';
-    await primary('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'pg');
-    await primary('backup', '--wait', '--wait-timeout', '300', '--immediate-checkpoint', 'pg');
+    await primary('backup', '--wait', '--wait-timeout', '900', '--immediate-checkpoint', 'pg');
     const first = await newest();
 
     const ssh = await startPrimarySshd(primaryConf, 'barman-ts');
@@ -175,7 +181,7 @@ export async function geoBench(): Promise<void> {
     };
     await syncRound(first, 'full', true);
     await cluster.psql(CHANGE_SQL);
-    await primary('backup', '--wait', '--wait-timeout', '300', '--immediate-checkpoint', 'pg');
+    await primary('backup', '--wait', '--wait-timeout', '900', '--immediate-checkpoint', 'pg');
     const second = await newest();
     for (const p of passives) {
       await p.run('sync-info', '--primary', 'pg');
