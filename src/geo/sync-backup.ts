@@ -146,7 +146,20 @@ export class SyncState {
     for (const [n, s] of batch) this.known.set(n, s);
   }
 
+  private chain: Promise<void> = Promise.resolve();
+
+  /** flush() in the background, one at a time: the copy does not wait for the disk. */
+  flushSoon(dest: string, env: NodeJS.ProcessEnv, onError: (err: unknown) => void): void {
+    this.chain = this.chain.then(() => this.flush(dest, env)).catch(onError);
+  }
+
+  /** Wait for the background flushes. */
+  async settle(): Promise<void> {
+    await this.chain;
+  }
+
   async remove(): Promise<void> {
+    await this.settle();
     await fsp.rm(this.file, { force: true });
   }
 }
@@ -203,6 +216,19 @@ export async function verifyCopy(dest: string, listing: readonly ListedEntry[], 
     removed.push(rel);
   }
   return { files, bytes, removed };
+}
+
+/** pg_verifybackup against the backup's backup_manifest, when it has one and is plain. */
+async function verifyManifest(srv: ServerConfig, dest: string, info: BackupInfo, state: SyncState): Promise<void> {
+  const dataDir = path.join(dest, 'data');
+  if (info.compression || !fs.existsSync(path.join(dataDir, MANIFEST_NAME))) return;
+  const v = await verifyDataFiles(srv, dataDir);
+  if (!v.ok) {
+    // Which files are bad is in the output: none of the recorded ones is trusted any more.
+    await state.remove();
+    throw new BarmanError(`pg_verifybackup: ${v.output.split('\n').find((l) => /error/i.test(l)) ?? v.output.split('\n')[0] ?? 'failed'}`);
+  }
+  log.info(`backup ${path.basename(dest)} of ${srv.name}: every file matches the checksums of its backup_manifest`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -272,30 +298,24 @@ async function copyFromPrimary(req: CopyRequest): Promise<{ bytesReceived: numbe
       },
       onCopied: async (_t, names) => {
         state.add(names.map((n) => byName.get(n)).filter((e): e is ListedEntry => e !== undefined));
-        if (state.pendingSize >= maxBucket) await state.flush(dest, env);
+        if (state.pendingSize >= maxBucket) state.flushSoon(dest, env, (e) => log.warning(`backup ${id} of ${srv.name}: cannot record the files already copied: ${errorMessage(e)}`));
       },
     });
     listing = result.listings.get(tree.item) ?? [];
     await linkTablespaceCopies(dest, info.tablespaces ?? []);
     const checked = await verifyCopy(dest, listing, own);
     if (checked.removed.length > 0) log.info(`backup ${id} of ${srv.name}: removed ${checked.removed.length} file(s) the primary does not have: ${checked.removed.slice(0, 5).join(', ')}`);
-    const dataDir = path.join(dest, 'data');
-    if (!info.compression && fs.existsSync(path.join(dataDir, MANIFEST_NAME))) {
-      const v = await verifyDataFiles(srv, dataDir);
-      if (!v.ok) {
-        // Which files are bad is in the output: none of the recorded ones is trusted any more.
-        await state.remove();
-        throw new BarmanError(`pg_verifybackup: ${v.output.split('\n').find((l) => /error/i.test(l)) ?? v.output.split('\n')[0] ?? 'failed'}`);
-      }
-      log.info(`backup ${id} of ${srv.name}: every file matches the checksums of its backup_manifest`);
-    }
-    await sink.finish();
+    // The checksums are read from the page cache while the sync writes it out: both at once.
+    await Promise.all([verifyManifest(srv, dest, info, state), sink.finish()]);
     await state.remove();
     return { bytesReceived: result.bytesReceived, files: checked.files, skipped };
   } catch (err) {
     runner.killAll();
     // What is complete stays known: the next run does not send it again.
-    await state.flush(dest, env).catch((e: unknown) => log.warning(`backup ${id} of ${srv.name}: cannot record the files already copied: ${errorMessage(e)}`));
+    await state
+      .settle()
+      .then(() => state.flush(dest, env))
+      .catch((e: unknown) => log.warning(`backup ${id} of ${srv.name}: cannot record the files already copied: ${errorMessage(e)}`));
     throw err;
   } finally {
     await fsp.rm(listDir, { recursive: true, force: true });

@@ -16,7 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { createBarmanEnv, readLog, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
 import { backupInfoText, backupStatuses, cronUntil, descendants, infoField, setOption, startBarman, startPrimarySshd, type PrimarySshd } from '../helpers/geo.js';
 import { cleanupAll, PgCluster, startRecoveredCluster } from '../helpers/pg-cluster.js';
-import { BARMAN_USER, runAs, sleep, waitFor } from '../helpers/system.js';
+import { BARMAN_USER, lookupUser, makeTempDir, runAs, sleep, waitFor } from '../helpers/system.js';
 import { treeSize } from '../../src/util/fsutil.js';
 
 describe('geo-redundancy: passive nodes mirroring a barman-ts primary', () => {
@@ -202,7 +202,11 @@ describe('geo-redundancy: passive nodes mirroring a barman-ts primary', () => {
   it('refuses bad input with one clear line and leaves the catalog as it was', async () => {
     const c = await passive();
     const info = path.join(c.home, 'pg', 'primary.info');
-    await c.ok('sync-info', '--primary', 'pg');
+    // A LAST_WAL the primary no longer has: Barman's warning, then the full list.
+    const stale = await c.run('sync-info', '--primary', 'pg', '000000010000000000000001');
+    assert.equal(stale.code, 0, stale.stderr);
+    assert.match(stale.stderr, /^WARNING: sync-info is out of sync\. Self-recovery procedure started: requesting full synchronisation from primary server pg$/m);
+    assert.match(stale.stdout, /^\{\n {4}"last_position": \d+,/);
     const saved = readFileSync(info, 'utf8');
     const fake = async (name: string, script: string) => {
       const file = path.join(c.root, name);
@@ -245,6 +249,28 @@ describe('geo-redundancy: passive nodes mirroring a barman-ts primary', () => {
     const notPassive = await primary.run('sync-wals', 'pg');
     assert.equal(notPassive.code, 1);
     assert.match(notPassive.stderr, /^ERROR: server pg is not passive$/m);
+  });
+
+  it('a full disk on the passive node leaves the copy FAILED, never DONE', async (t) => {
+    const e = await passive();
+    const small = await makeTempDir('geo-full-', { owner: BARMAN_USER, mode: 0o700 });
+    const mounted = await runAs('root', 'mount', ['-t', 'tmpfs', '-o', `size=4m,mode=0700,uid=${lookupUser(BARMAN_USER)?.uid ?? 0}`, 'tmpfs', small]);
+    if (mounted.code !== 0) {
+      t.skip(`cannot mount a small tmpfs here: ${mounted.stderr.trim()}`);
+      return;
+    }
+    try {
+      await setOption(e.configFile, 'basebackups_directory', small);
+      await e.ok('sync-info', '--primary', 'pg');
+      const id = ids.at(-1) ?? '';
+      const r = await e.run('sync-backup', 'pg', id);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, new RegExp(`^ERROR: failure syncing server pg backup ${id}: .*No space left on device`, 'm'));
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.equal(infoField(readFileSync(path.join(small, id, 'backup.info'), 'utf8'), 'status'), 'FAILED');
+    } finally {
+      await runAs('root', 'umount', [small]);
+    }
   });
 
   it('takes over: without primary_ssh_command the passive node backs up PostgreSQL and recovers', async () => {
