@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { DONE, FAILED, SYNCING, WAITING_FOR_WALS, newBackupInfo, serializeBackupInfo, type BackupInfo } from '../../src/catalog/backup-info.js';
 import { pyDict, pyFloat } from '../../src/catalog/pyliteral.js';
 import { parseShortInterval } from '../../src/config/values.js';
+import { rsyncErrorLine } from '../../src/backup/rsync-plan.js';
 import { splitBucket, statsBytesReceived } from '../../src/backup/tree-copy.js';
 import { computeSyncLag, syncCheckLines } from '../../src/geo/lag.js';
 import { backupInfoFromPrimary, decideSync, isLocallyObsolete } from '../../src/geo/primary-backup.js';
@@ -299,6 +300,9 @@ describe('passive: what sync-backup does', () => {
     assert.equal(splitBucket({ names: ['a'], bytes: 5, force: true, wholeFile: false }, sizes, 0).length, 1);
     assert.equal(statsBytesReceived('Number of files: 3\nTotal bytes sent: 1,024\nTotal bytes received: 38,458,453\n'), 38458453);
     assert.equal(statsBytesReceived('nothing'), 0);
+    const enospc = 'rsync: [receiver] write failed on "/b/x": No space left on device (28)\nrsync error: error in file IO (code 11) at receiver.c(381)\nrsync: [generator] write error: Broken pipe (32)\n';
+    assert.equal(rsyncErrorLine(enospc), 'rsync: [receiver] write failed on "/b/x": No space left on device (28)');
+    assert.equal(rsyncErrorLine('rsync: connection unexpectedly closed\nrsync error: x\n'), 'rsync: connection unexpectedly closed');
   });
 });
 
