@@ -20,6 +20,8 @@
  *   - every Barman-compatible setting (postgres method with each backup_compression, rsync,
  *     local-rsync, WAL archive/restore per call) beside Barman 3.4 (`-- --compat-only`,
  *     bench/compat-bench.ts)
+ *   - passive node sync (geo-redundancy) beside tar | ssh | tar and Barman 3.4's passive
+ *     (`-- --geo-only`, bench/geo-bench.ts)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
  */
 import * as fs from 'node:fs';
@@ -38,6 +40,7 @@ import { rsyncBench } from './rsync-bench.js';
 import { agentBench } from './agent-bench.js';
 import { walBench } from './wal-bench.js';
 import { encryptionBench } from './encryption-bench.js';
+import { geoBench } from './geo-bench.js';
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -147,6 +150,7 @@ const SECTIONS: ReadonlyArray<{ flag: string; run: () => Promise<unknown>; full:
   { flag: '--drill-only', run: drillBench, full: true },
   { flag: '--cloud-only', run: cloudBench, full: true },
   { flag: '--compat-only', run: compatBench, full: true },
+  { flag: '--geo-only', run: geoBench, full: true },
   { flag: '--encryption-only', run: encryptionBench, full: false },
 ];
 const chosen = SECTIONS.find((sec) => process.argv.includes(sec.flag));

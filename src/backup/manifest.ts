@@ -214,6 +214,16 @@ export async function verifyBackup(srv: ServerConfig, { id, info }: BackupEntry)
   }
 }
 
+/**
+ * pg_verifybackup on the files of a plain data directory against its backup_manifest, WAL left
+ * aside (`--no-parse-wal`): every file listed is there with its size and checksum, and no other.
+ */
+export async function verifyDataFiles(srv: ServerConfig, dataDir: string): Promise<VerifyResult> {
+  const bin = findPgBinary('pg_verifybackup', srv.path_prefix);
+  const res = await run(bin, ['--no-parse-wal', dataDir], { env: subprocessEnv(srv.path_prefix) });
+  return { ok: res.code === 0, output: `${res.stdout}${res.stderr}`.trim(), walChecked: false };
+}
+
 /** Copy the backup's WAL segments (begin..end) into `scratch/pg_wal`; null when one is missing. */
 async function stageBackupWals(srv: ServerConfig, id: string, info: BackupInfo, scratch: string): Promise<string | null> {
   const range = backupWalRange(id, info);

@@ -280,7 +280,9 @@ export function rsyncCopySucceeded(code: number, stderr: string): boolean {
 export function rsyncErrorLine(stderr: string): string {
   const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
   const real = lines.filter((l) => !/^rsync error: /.test(l));
-  return real.at(-1) ?? lines.at(-1) ?? '';
+  // A full or broken disk here is the cause; the broken pipes reported after it are consequences.
+  const cause = real.find((l) => /No space left on device|Disk quota exceeded|Read-only file system|Input\/output error/.test(l));
+  return cause ?? real.at(-1) ?? lines.at(-1) ?? '';
 }
 
 

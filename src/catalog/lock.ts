@@ -141,5 +141,8 @@ export const lockNames = {
   archiveWal: (srv: string) => `.${srv}-archive-wal.lock`,
   receiveWal: (srv: string) => `.${srv}-receive-wal.lock`,
   perBackup: (srv: string, id: string) => `.${srv}-${id}.lock`,
+  /** Passive nodes: one `sync-backup` per backup, one `sync-wals` per server. */
+  syncBackup: (srv: string, id: string) => `.${srv}-${id}-sync-backup.lock`,
+  syncWal: (srv: string) => `.${srv}-sync-wal.lock`,
   globalCron: () => '.cron.lock',
 };

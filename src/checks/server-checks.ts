@@ -35,6 +35,7 @@ import { gatherPgFacts, postgresChecks, type PgFacts } from './postgres-checks.j
 import { checkSsh } from './ssh-checks.js';
 import { drillCheck, DRILL_CHECK } from './drill-checks.js';
 import { checkAgent } from './agent-checks.js';
+import { passiveSyncChecks } from './sync-checks.js';
 import { CheckCollector, type CheckOptions, type CheckResult } from './types.js';
 
 export type { CheckOptions, CheckResult } from './types.js';
@@ -145,7 +146,9 @@ async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> 
   // Executor checks.
   const env = subprocessEnv(srv.path_prefix);
   if (srv.passive) {
-    if (srv.primary_ssh_command) await checkSsh(col, srv.primary_ssh_command, env);
+    if (srv.primary_ssh_command) await checkSsh(col, srv.primary_ssh_command, env, 'Barman primary node');
+    await passiveSyncChecks(col, srv);
+    col.add('systemid coherence', true, 'no system Id available');
   } else if (srv.backup_method === 'postgres') {
     await pgBasebackupChecks(col, srv, facts as PgFacts);
   } else if (srv.backup_method === 'rsync' && srv.ssh_command) {

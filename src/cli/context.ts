@@ -105,7 +105,8 @@ export class CliContext {
         continue;
       }
       if (opts.skipPassive && srv.passive) {
-        this.out.warning(`Skipping passive server '${srv.name}'`);
+        // Information, as in Barman: `backup all` on a mixed installation is a success.
+        this.out.info(`Skipping passive server '${srv.name}'`);
         continue;
       }
       result.push(srv);

@@ -20,6 +20,7 @@ import { enforceRetention } from '../retention/enforce.js';
 import { cleanupLockDirectory } from '../operations/lock-cleanup.js';
 import { isDrillProcessAlive } from '../drill/records.js';
 import { maybeStartDrill } from '../drill/schedule.js';
+import { syncCron } from '../geo/sync-cron.js';
 import { barmanCommand } from '../util/self.js';
 import { errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
@@ -48,13 +49,15 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
   for (const id of await markStaleBackups(srv)) {
     ev.warning(`Backup ${id} of server ${srv.name} was interrupted (its process is gone): marked FAILED`);
   }
+  // A passive node copies from its primary backup server instead of archiving (src/geo).
+  if (srv.passive) await syncCron(srv, ev, (args) => spawnBackground(config, args, keepDescriptors));
   if (srv.streaming_archiver && !srv.passive) {
     if (!(await isLockHeld(lockPath(srv, 'receiveWal')))) {
       ev.info(`Starting streaming archiver for server ${srv.name}`);
       spawnBackground(config, ['receive-wal', srv.name], keepDescriptors);
     }
   }
-  if (hasWalToArchive(srv) && !(await isLockHeld(lockPath(srv, 'archiveWal')))) {
+  if (!srv.passive && hasWalToArchive(srv) && !(await isLockHeld(lockPath(srv, 'archiveWal')))) {
     ev.info(`Starting WAL archiving for server ${srv.name}`);
     spawnBackground(config, ['archive-wal', srv.name], keepDescriptors);
   }
@@ -64,7 +67,7 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
   if (repaired.xlogdb) log.info(`${srv.name}: xlog.db written again with the four columns Barman 3.4 reads`);
   const oldestWaiting = catalog.find((e) => e.info.status === WAITING_FOR_WALS);
   if (oldestWaiting) {
-    await primaryCheckpointIfDue(srv, oldestWaiting, ev.info);
+    if (!srv.passive) await primaryCheckpointIfDue(srv, oldestWaiting, ev.info);
     const outcome = await checkBackup(srv, oldestWaiting);
     if (outcome === 'done') ev.info(`Backup ${oldestWaiting.id} of server ${srv.name} is now DONE`);
     if (outcome === 'failed') ev.error(`Backup ${oldestWaiting.id} of server ${srv.name} FAILED: ${oldestWaiting.info.error ?? ''}`);

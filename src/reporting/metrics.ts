@@ -58,6 +58,8 @@ export const METRIC = {
   archiverErrors: 'barman_archiver_errors',
   receiveWal: 'barman_receive_wal_running',
   checkOk: 'barman_check_ok',
+  syncLagSeconds: 'barman_sync_lag_seconds',
+  syncLagSegments: 'barman_sync_lag_segments',
 } as const;
 
 /** errors/ file suffixes → `kind` label (the groups `barman check` reports). */
@@ -172,6 +174,8 @@ async function makeMetrics(): Promise<Metrics> {
       archiverErrors: g(METRIC.archiverErrors, 'Files in the errors/ directory of the server by kind', ['server', 'kind']),
       receiveWal: g(METRIC.receiveWal, 'Whether barman receive-wal runs for the server (1) or not (0)'),
       checkOk: g(METRIC.checkOk, 'Result of each check of barman check (1 OK, 0 FAILED)', ['server', 'check']),
+      syncLagSeconds: g(METRIC.syncLagSeconds, 'Passive nodes: seconds of primary history not copied here yet (since the last answer of the primary when nothing is missing)'),
+      syncLagSegments: g(METRIC.syncLagSegments, 'Passive nodes: WAL segments of the primary not copied here yet'),
     },
     archiverFailed: new Counter({
       name: METRIC.archiverFailed,
@@ -230,6 +234,15 @@ async function collectServer(m: Metrics, srv: ServerConfig, src: Required<Metric
 
   for (const [kind, n] of Object.entries(await countErrors(srv))) m.gauges.archiverErrors.set({ server, kind }, n);
 
+  if (srv.passive) {
+    const { syncLag } = await import('../geo/lag.js');
+    const { lag } = await syncLag(srv, src.now());
+    if (lag) {
+      m.gauges.syncLagSeconds.set({ server }, lag.seconds);
+      m.gauges.syncLagSegments.set({ server }, lag.segments);
+    }
+  }
+
   const facts = await factsP;
   const up = facts.error === undefined;
   m.gauges.up.set({ server }, up ? 1 : 0);
@@ -258,7 +271,8 @@ async function collectServer(m: Metrics, srv: ServerConfig, src: Required<Metric
 export async function collectMetrics(servers: readonly ServerConfig[], sources: MetricsSources = {}, opts: MetricsOptions = {}): Promise<string> {
   const src: Required<MetricsSources> = {
     now: sources.now ?? Date.now,
-    pgFacts: sources.pgFacts ?? fetchPgFacts,
+    // A passive server opens no PostgreSQL connection (its primary backup server has one).
+    pgFacts: sources.pgFacts ?? ((srv) => (srv.passive ? Promise.resolve({ error: 'passive node' }) : fetchPgFacts(srv))),
     checks: sources.checks ?? defaultChecks,
     receiveWalRunning: sources.receiveWalRunning ?? defaultReceiveWalRunning,
   };

@@ -6,7 +6,7 @@ import { archiveWal } from '../../wal/archiver.js';
 import { LockBusyError } from '../../catalog/lock.js';
 import { BarmanError } from '../../util/errors.js';
 import type { CliContext } from '../context.js';
-import { progressLine } from '../progress.js';
+import { progressEvents, progressLine } from '../progress.js';
 import type { ReuseMode } from '../../backup/rsync-plan.js';
 
 interface Opts {
@@ -112,15 +112,7 @@ export async function run(ctx: CliContext, names: string[], opts: Opts): Promise
         srv,
         { immediateCheckpoint: opts.immediateCheckpoint, name: opts.name, wait: opts.wait, waitTimeoutSec: waitTimeout, manifest: opts.manifest, ...rsyncOpts, ...retry },
         {
-          info: (m) => {
-            bar.end();
-            out.info(m);
-          },
-          warning: (m) => {
-            bar.end();
-            out.warning(m);
-          },
-          progress: (d, t) => bar.update(d, t),
+          ...progressEvents(out, bar),
           archive: async () => {
             try {
               await archiveWal(srv);

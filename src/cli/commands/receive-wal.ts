@@ -60,6 +60,9 @@ export async function run(ctx: CliContext, [name]: string[], opts: Opts): Promis
   const actions = [opts.stop, opts.reset, opts.createSlot, opts.dropSlot].filter(Boolean).length;
   if (actions > 1) throw new BarmanError('--stop, --reset, --create-slot and --drop-slot are mutually exclusive', 2);
   if (opts.ifNotExists && !opts.createSlot) throw new BarmanError('--if-not-exists needs --create-slot', 2);
+  if (srv.passive && !opts.stop && !opts.reset) {
+    throw new BarmanError(`Unable to run receive-wal on server '${srv.name}': it is a passive node (primary_ssh_command is set), which copies WAL from its primary backup server and opens no PostgreSQL connection`);
+  }
   if (opts.createSlot) {
     out.info(`Creating physical replication slot '${srv.slot_name ?? ''}' on server '${srv.name}'`);
     await createSlot(srv, opts.ifNotExists === true);
