@@ -382,7 +382,7 @@ describe('compression', () => {
     assert.deepEqual(zlib.gunzipSync(fs.readFileSync(walArchivePath(t.srv, S1))), data);
   });
 
-  it('archives 200 segments quickly with compression none', async () => {
+  it('archives 200 segments with compression none (speed: npm run bench)', async () => {
     const t = makeServer();
     // Sparse 16 MiB segments (a header and holes) keep the test from writing 3.2 GB: with
     // compression none the archiver reads only the header (fsync, link, unlink).
@@ -396,7 +396,7 @@ describe('compression', () => {
     assert.equal(r.files.length, 200);
     assert.equal(xlogLines(t).length, 200);
     assert.deepEqual(fs.readdirSync(t.incoming), []);
-    assert.ok(ms < 5_000, `took ${ms.toFixed(0)} ms`);
+    // No time bound here (a loaded CI machine is not a benchmark): the figure is reported.
     process.stderr.write(`# archived 200 segments (compression none) in ${ms.toFixed(0)} ms\n`);
   });
 });

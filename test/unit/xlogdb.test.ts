@@ -121,21 +121,17 @@ describe('xlog.db line format', () => {
     assert.equal(parseXlogDbLine('   '), null);
   });
 
-  it('parses 200,000 lines quickly', () => {
+  // Speed is measured by npm run bench (catalog section, 200,000 WALs), not by a timed test.
+  it('parses and writes back 200,000 lines', () => {
     const lines: string[] = [];
     for (let i = 0; i < 200_000; i++) {
       const name = `00000001${(i >> 8).toString(16).toUpperCase().padStart(8, '0')}${(i & 0xff).toString(16).toUpperCase().padStart(8, '0')}`;
       lines.push(`${name}\t16777216\t${pyFloatStr(1718291829 + i / 7)}\tgzip\n`);
     }
     const text = lines.join('');
-    const t0 = performance.now();
     const entries = parseXlogDb(text);
-    const ms = performance.now() - t0;
     assert.equal(entries.length, 200_000);
-    assert.ok(ms < 2000, `parse took ${ms.toFixed(0)} ms`);
-    const t1 = performance.now();
     assert.equal(formatXlogDb(entries), text);
-    assert.ok(performance.now() - t1 < 3000);
   });
 });
 
