@@ -1,6 +1,6 @@
 /**
  * Comparing directory trees byte for byte (agent copies against rsync, delta restores against
- * full restores): every entry with its kind, mode, size, SHA-256 and mtime (ms), or link target.
+ * full restores): every entry with its kind, mode, size, SHA-256 and mtime (ms, rounded: a copy that sets times through a double in seconds lands within a microsecond of the original, which floor could put 1 ms apart), or link target.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -21,7 +21,7 @@ export async function treeFacts(root: string, timeless?: RegExp): Promise<Map<st
       } else if (e.isSymbolicLink()) out.set(r, `link ${await fs.readlink(abs)}`);
       else {
         const sha = createHash('sha256').update(await fs.readFile(abs)).digest('hex');
-        const time = timeless?.test(r) ? '' : ` ${Math.floor(st.mtimeMs)}`;
+        const time = timeless?.test(r) ? '' : ` ${Math.round(st.mtimeMs)}`;
         out.set(r, `file ${(st.mode & 0o7777).toString(8)} ${st.size} ${sha}${time}`);
       }
     }

@@ -81,7 +81,7 @@ describe('backup options', () => {
     try {
       // Some WAL first: right after a switch (an earlier test's), the position is the first byte
       // of the next file, which pg_walfile_name() still calls the old one.
-      await conn.query('INSERT INTO t VALUES (0)');
+      await conn.query('INSERT INTO public.t VALUES (0)');
       const endWal = lsnToWal(parseLsn(await conn.currentLsn()), 1);
       assert.equal(await forcePrimaryCheckpoint({ primary_conninfo: pg.conninfo }, endWal), true);
       // The write position is now in a later file: endWal is complete (and can be archived).
