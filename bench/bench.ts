@@ -7,8 +7,21 @@
  *   - CLI start-up: `barman --version`, `barman list-servers`
  *   - catalog commands on 1,000 backups and 200,000 WALs (`-- --catalog-only` runs just that)
  *   - WAL shipping over SSH beside cp, rsync and pgBackRest (`-- --wal-only`, bench/wal-bench.ts)
+ *   - encrypted WAL archiving and get-wal beside gzip | gpg (`-- --encryption-only`,
+ *     bench/encryption-bench.ts; not part of the full run)
  *   - rsync backups and local/remote recovery beside cp, rsync and pgBackRest (`-- --rsync-only`,
  *     bench/rsync-bench.ts)
+ *   - recovery drill phases beside a manual recover + pg_ctl start (`-- --drill-only`,
+ *     bench/drill-bench.ts)
+ *   - transfer_method = agent: full, incremental, delta and remote restores beside the ssh floor,
+ *     rsync and pgBackRest (`-- --agent-only`, bench/agent-bench.ts)
+ *   - barman-cloud-* on s3rver and Azurite beside barman-cloud 3.4 (`-- --cloud-only`,
+ *     bench/cloud-bench.ts)
+ *   - every Barman-compatible setting (postgres method with each backup_compression, rsync,
+ *     local-rsync, WAL archive/restore per call) beside Barman 3.4 (`-- --compat-only`,
+ *     bench/compat-bench.ts)
+ *   - passive node sync (geo-redundancy) beside tar | ssh | tar and Barman 3.4's passive
+ *     (`-- --geo-only`, bench/geo-bench.ts)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
  */
 import * as fs from 'node:fs';
@@ -18,9 +31,16 @@ import { as, BARMAN_USER, BIN, chownTo, LocalCluster, must, PG_USER } from '../s
 import { treeSize } from '../src/util/fsutil.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
+import { benchRoot } from './bench-root.js';
 import { catalogScale } from './catalog-scale.js';
+import { drillBench } from './drill-bench.js';
+import { cloudBench } from './cloud-bench.js';
+import { compatBench } from './compat-bench.js';
 import { rsyncBench } from './rsync-bench.js';
+import { agentBench } from './agent-bench.js';
 import { walBench } from './wal-bench.js';
+import { encryptionBench } from './encryption-bench.js';
+import { geoBench } from './geo-bench.js';
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -40,17 +60,7 @@ const fmt = (s: number) => `${s.toFixed(2)} s`;
 const rate = (bytes: number, s: number) => `${(bytes / MB / s).toFixed(0)} MB/s`;
 
 async function main(): Promise<void> {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'barman-bench-'));
-  fs.chmodSync(root, 0o755);
-  const pgDir = path.join(root, 'pg');
-  const home = path.join(root, 'barman');
-  const scratch = path.join(root, 'scratch');
-  for (const d of [pgDir, home, scratch]) fs.mkdirSync(d, { mode: 0o755 });
-  chownTo(PG_USER, pgDir);
-  chownTo(BARMAN_USER, home);
-  chownTo(BARMAN_USER, scratch);
-  const conf = path.join(root, 'barman.conf');
-  const barman = (...a: string[]) => must(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, ...a]);
+  const { root, pgDir, home, scratch, conf, barman } = benchRoot('barman-bench-');
   let pg: LocalCluster | null = null;
   try {
     console.log(`barman-ts benchmark: pgbench scale ${SCALE}, ${ROUNDS} rounds, ${os.cpus().length} CPUs`);
@@ -130,12 +140,25 @@ async function main(): Promise<void> {
   }
 }
 
-const only = process.argv.includes('--catalog-only');
-// --wal-only: just the WAL shipping section (bench/wal-bench.ts), which otherwise runs last.
-const walOnly = process.argv.includes('--wal-only');
-// --rsync-only: just the rsync backup / recovery section (bench/rsync-bench.ts).
-const rsyncOnly = process.argv.includes('--rsync-only');
-(rsyncOnly ? rsyncBench() : walOnly ? walBench() : only ? catalogScale() : main().then(catalogScale).then(walBench).then(rsyncBench)).catch((err: unknown) => {
+// One `--<name>-only` flag runs that section alone (see the header comment); without one, the
+// start-up and backup rows above run, then the sections marked `full`, in this order.
+const SECTIONS: ReadonlyArray<{ flag: string; run: () => Promise<unknown>; full: boolean }> = [
+  { flag: '--catalog-only', run: catalogScale, full: true },
+  { flag: '--wal-only', run: walBench, full: true },
+  { flag: '--rsync-only', run: rsyncBench, full: true },
+  { flag: '--agent-only', run: agentBench, full: true },
+  { flag: '--drill-only', run: drillBench, full: true },
+  { flag: '--cloud-only', run: cloudBench, full: true },
+  { flag: '--compat-only', run: compatBench, full: true },
+  { flag: '--geo-only', run: geoBench, full: true },
+  { flag: '--encryption-only', run: encryptionBench, full: false },
+];
+const chosen = SECTIONS.find((sec) => process.argv.includes(sec.flag));
+const everything = async () => {
+  await main();
+  for (const sec of SECTIONS) if (sec.full) await sec.run();
+};
+(chosen ? chosen.run() : everything()).catch((err: unknown) => {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;
 });

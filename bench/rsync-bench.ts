@@ -29,21 +29,22 @@ import * as path from 'node:path';
 import { as, BARMAN_USER, BIN, chownTo, isRoot, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
+import { makeBenchRoot } from './bench-root.js';
 
-const argNum = (name: string, def: number): number => {
+export const argNum = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`);
   const v = i >= 0 ? Number(process.argv[i + 1]) : Number(process.env[`BENCH_${name.toUpperCase()}`] ?? def);
   return Number.isFinite(v) && v > 0 ? v : def;
 };
 
-const MB = 1024 * 1024;
+export const MB = 1024 * 1024;
 /** Cipher of every ssh-based row (see the README: backup traffic on trusted networks). */
-const SSH_CIPHER = 'aes128-gcm@openssh.com';
-const PGBACKREST = '/usr/bin/pgbackrest';
+export const SSH_CIPHER = 'aes128-gcm@openssh.com';
+export const PGBACKREST = '/usr/bin/pgbackrest';
 /** Rows touched by the "small change" between the full and the second backup. */
-const CHANGE_SQL = 'UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid <= 3; CHECKPOINT;';
+export const CHANGE_SQL = 'UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid <= 3; CHECKPOINT;';
 
-async function timed(fn: () => Promise<unknown>): Promise<number> {
+export async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t = process.hrtime.bigint();
   await fn();
   return Number(process.hrtime.bigint() - t) / 1e9;
@@ -66,7 +67,7 @@ async function readTree(dir: string, skip: readonly string[] = []): Promise<void
  * then load every tool and barman's own code again. Without the warm-up, the cold start of a
  * 95 MB node binary and its modules would be charged to barman, not the copy engine measured.
  */
-async function dropCaches(): Promise<void> {
+export async function dropCaches(): Promise<void> {
   await run('sync', []);
   await fs.writeFile('/proc/sys/vm/drop_caches', '3\n');
   const repo = path.dirname(path.dirname(BARMAN_SCRIPT));
@@ -79,7 +80,7 @@ async function dropCaches(): Promise<void> {
 }
 
 /** `left | right`, each an argument array run as `user` (no shell); throws unless both exit 0. */
-function pipeAs(user: string, left: string[], right: string[]): Promise<void> {
+export function pipeAs(user: string, left: string[], right: string[]): Promise<void> {
   const start = (argv: string[], stdio: StdioOptions) => spawn('runuser', ['-u', user, '--', ...argv], { stdio, cwd: '/tmp' });
   return new Promise((resolve, reject) => {
     const a = start(left, ['ignore', 'pipe', 'pipe']);
@@ -93,7 +94,7 @@ function pipeAs(user: string, left: string[], right: string[]): Promise<void> {
 }
 
 /** Debian's pgbackrest, installed for the bench only; waits while another dpkg holds the lock. */
-async function ensurePgbackrest(): Promise<void> {
+export async function ensurePgbackrest(): Promise<void> {
   if (existsSync(PGBACKREST)) return;
   console.log('  installing Debian pgbackrest for the comparison (apt-get install -y pgbackrest)');
   for (let attempt = 1; ; attempt++) {
@@ -108,19 +109,118 @@ async function ensurePgbackrest(): Promise<void> {
 }
 
 /** `key=value` field of a backup.info file. */
-const infoField = (text: string, key: string): string => new RegExp(`^${key}=(.*)$`, 'm').exec(text)?.[1] ?? '';
+export const infoField = (text: string, key: string): string => new RegExp(`^${key}=(.*)$`, 'm').exec(text)?.[1] ?? '';
 
 /** Bytes of the last operand of `du -s -B1 a b ... last`: du counts each inode once, at its first sight. */
-async function duNew(before: readonly string[], target: string): Promise<number> {
+export async function duNew(before: readonly string[], target: string): Promise<number> {
   const r = await run('du', ['-s', '-B1', ...before, target]);
   if (r.code !== 0) throw new Error(`du failed: ${r.stderr.trim()}`);
   const last = r.stdout.trim().split('\n').pop() ?? '';
   return Number(last.split(/\s+/)[0]);
 }
 
+/** A bench root (0755) and a maker of its subdirectories owned by a user. */
+export async function benchRoot(prefix: string): Promise<{ root: string; mkdirFor: (name: string, user: string, mode?: number) => Promise<string> }> {
+  const root = await fs.mkdtemp(prefix);
+  await fs.chmod(root, 0o755);
+  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
+    const d = path.join(root, name);
+    await fs.mkdir(d, { mode });
+    await fs.chmod(d, mode);
+    chownTo(user, d);
+    return d;
+  };
+  return { root, mkdirFor };
+}
+
+/**
+ * pgbench at `scale`, plus random text as in the main bench (so that nothing is trivially
+ * compressible), then every hint bit set and frozen now, so later reads do not dirty pages
+ * between backups.
+ */
+export async function buildPgbench(cluster: LocalCluster, pgDir: string, scale: number): Promise<void> {
+  await must(PG_USER, path.join(BIN, 'pgbench'), ['-i', '-q', '-s', String(scale), '-h', pgDir, '-p', String(cluster.port), 'postgres']);
+  await cluster.psql(
+    `CREATE TABLE random_text AS SELECT g AS id, string_agg(md5(random()::text), '') AS body FROM generate_series(1, ${scale * 2000}) g, generate_series(1, 16) x GROUP BY g;`,
+  );
+  await cluster.psql('VACUUM (FREEZE, ANALYZE); CHECKPOINT;');
+}
+
 interface Measure {
   times: number[];
   note?: string;
+}
+
+/**
+ * Every ssh-based row (tar | ssh, barman backup, remote recover) goes through this one config,
+ * with the cipher the README recommends for backup traffic on a trusted network: the AES-GCM
+ * of the CPU's AES instructions moves ~1.5x the bytes of the default chacha20 per stream.
+ */
+export async function cipherSshConfig(clientConfig: string, root: string): Promise<{ cfg: string; sshCommand: string }> {
+  const cfg = path.join(root, 'ssh_config');
+  const base = await fs.readFile(clientConfig, 'utf8');
+  await fs.writeFile(cfg, `Ciphers ${SSH_CIPHER}\n${base}`, { mode: 0o600 });
+  chownTo(BARMAN_USER, cfg);
+  return { cfg, sshCommand: `ssh -F ${cfg} postgres@127.0.0.1` };
+}
+
+/**
+ * The bench cluster in `pgDir`: pgbench at `scale`, then random text as in the main bench (so
+ * that nothing is trivially compressible), then every hint bit set and frozen, so later reads
+ * do not dirty pages between backups. autovacuum off: only the bench's own changes modify files.
+ */
+export async function buildBenchCluster(pgDir: string, scale: number): Promise<{ cluster: LocalCluster; seconds: number; dbSize: number }> {
+  const cluster = await LocalCluster.create(path.join(pgDir, 'data'), pgDir, 'shared_buffers = 256MB\nmax_wal_size = 8GB\nsynchronous_commit = off\nautovacuum = off\n');
+  const seconds = await timed(async () => {
+    await must(PG_USER, path.join(BIN, 'pgbench'), ['-i', '-q', '-s', String(scale), '-h', pgDir, '-p', String(cluster.port), 'postgres']);
+    await cluster.psql(
+      `CREATE TABLE random_text AS SELECT g AS id, string_agg(md5(random()::text), '') AS body FROM generate_series(1, ${scale * 2000}) g, generate_series(1, 16) x GROUP BY g;`,
+    );
+    await cluster.psql('VACUUM (FREEZE, ANALYZE); CHECKPOINT;');
+  });
+  const dbSize = Number(await cluster.psql('SELECT sum(pg_database_size(oid)) FROM pg_database'));
+  return { cluster, seconds, dbSize };
+}
+
+/**
+ * pgBackRest for the bench cluster: repository, logs, locks and spool in `dir` (created, the
+ * postgres user's), configuration in `conf`, stanza `bench` created. Returns the problem, if any.
+ */
+export async function setupPgbackrest(dir: string, conf: string, cluster: LocalCluster, pgDir: string, compressType: 'none' | 'lz4'): Promise<string | null> {
+  try {
+    await ensurePgbackrest();
+    await fs.mkdir(dir, { mode: 0o700 });
+    for (const sub of ['repo', 'log', 'lock', 'spool']) await fs.mkdir(path.join(dir, sub), { mode: 0o700 });
+    chownTo(PG_USER, dir, true);
+    await fs.writeFile(
+      conf,
+      [
+        '[global]',
+        `repo1-path=${dir}/repo`,
+        'repo1-retention-full=99',
+        `log-path=${dir}/log`,
+        `lock-path=${dir}/lock`,
+        `spool-path=${dir}/spool`,
+        'log-level-console=warn',
+        'log-level-file=off',
+        `compress-type=${compressType}`,
+        'start-fast=y',
+        // As barman here: the backup ends when the copy ends, not when its last WAL is archived.
+        'archive-check=n',
+        '',
+        '[bench]',
+        `pg1-path=${cluster.dataDir}`,
+        `pg1-port=${cluster.port}`,
+        `pg1-socket-path=${pgDir}`,
+        '',
+      ].join('\n'),
+      { mode: 0o644 },
+    );
+    await must(PG_USER, PGBACKREST, [`--config=${conf}`, '--stanza=bench', 'stanza-create']);
+    return null;
+  } catch (err) {
+    return (err as Error).message.split('\n').slice(0, 2).join(' ');
+  }
 }
 
 export async function rsyncBench(): Promise<void> {
@@ -136,15 +236,7 @@ export async function rsyncBench(): Promise<void> {
   const sys = await import('../test/helpers/system.js');
   await sys.ensureBarmanUser();
 
-  const root = await fs.mkdtemp('/tmp/barman-rsync-bench-');
-  await fs.chmod(root, 0o755);
-  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
-    const d = path.join(root, name);
-    await fs.mkdir(d, { mode });
-    await fs.chmod(d, mode);
-    chownTo(user, d);
-    return d;
-  };
+  const { root, mkdirFor } = await makeBenchRoot('barman-rsync-bench-');
   const pgDir = await mkdirFor('pg', PG_USER);
   const pgScratch = await mkdirFor('pg-scratch', PG_USER);
   const home = await mkdirFor('barman', BARMAN_USER, 0o700);
@@ -188,31 +280,11 @@ export async function rsyncBench(): Promise<void> {
   let remoteNote: string | null = null;
   let copyStats = '';
   try {
-    // Every ssh-based row (tar | ssh, barman backup, remote recover) goes through this one config,
-    // with the cipher the README recommends for backup traffic on a trusted network: the AES-GCM
-    // of the CPU's AES instructions moves ~1.5x the bytes of the default chacha20 per stream.
-    const cfg = path.join(root, 'ssh_config');
-    const base = await fs.readFile(await sshd.clientConfigFor(BARMAN_USER, [PG_USER]), 'utf8');
-    await fs.writeFile(cfg, `Ciphers ${SSH_CIPHER}\n${base}`, { mode: 0o600 });
-    chownTo(BARMAN_USER, cfg);
-    const sshCommand = `ssh -F ${cfg} postgres@127.0.0.1`;
-    pg = await LocalCluster.create(
-      path.join(pgDir, 'data'),
-      pgDir,
-      'shared_buffers = 256MB\nmax_wal_size = 8GB\nsynchronous_commit = off\nautovacuum = off\n',
-    );
+    const { cfg, sshCommand } = await cipherSshConfig(await sshd.clientConfigFor(BARMAN_USER, [PG_USER]), root);
+    const built = await buildBenchCluster(pgDir, SCALE);
+    pg = built.cluster;
     const cluster = pg;
-    const tBuild = await timed(async () => {
-      await must(PG_USER, path.join(BIN, 'pgbench'), ['-i', '-q', '-s', String(SCALE), '-h', pgDir, '-p', String(cluster.port), 'postgres']);
-      // Random text as in the main bench (so that nothing is trivially compressible), then every
-      // hint bit set and frozen now, so later reads do not dirty pages between backups.
-      await cluster.psql(
-        `CREATE TABLE random_text AS SELECT g AS id, string_agg(md5(random()::text), '') AS body FROM generate_series(1, ${SCALE * 2000}) g, generate_series(1, 16) x GROUP BY g;`,
-      );
-      await cluster.psql('VACUUM (FREEZE, ANALYZE); CHECKPOINT;');
-    });
-    const dbSize = Number(await cluster.psql('SELECT sum(pg_database_size(oid)) FROM pg_database'));
-    console.log(`  database built in ${tBuild.toFixed(1)} s: ${(dbSize / MB).toFixed(0)} MiB; before every timed run: page cache dropped, programs re-warmed`);
+    console.log(`  database built in ${built.seconds.toFixed(1)} s: ${(built.dbSize / MB).toFixed(0)} MiB; before every timed run: page cache dropped, programs re-warmed`);
 
     await fs.writeFile(
       conf,
@@ -220,40 +292,7 @@ export async function rsyncBench(): Promise<void> {
       { mode: 0o644 },
     );
     await barman('cron');
-
-    try {
-      await ensurePgbackrest();
-      const pgbrDir = await mkdirFor('pgbackrest', PG_USER, 0o700);
-      for (const sub of ['repo', 'log', 'lock', 'spool']) await fs.mkdir(path.join(pgbrDir, sub), { mode: 0o700 });
-      await sys.chownR(pgbrDir, PG_USER);
-      await fs.writeFile(
-        pgbrConf,
-        [
-          '[global]',
-          `repo1-path=${pgbrDir}/repo`,
-          'repo1-retention-full=99',
-          `log-path=${pgbrDir}/log`,
-          `lock-path=${pgbrDir}/lock`,
-          `spool-path=${pgbrDir}/spool`,
-          'log-level-console=warn',
-          'log-level-file=off',
-          'compress-type=none',
-          'start-fast=y',
-          // As barman here: the backup ends when the copy ends, not when its last WAL is archived.
-          'archive-check=n',
-          '',
-          '[bench]',
-          `pg1-path=${cluster.dataDir}`,
-          `pg1-port=${cluster.port}`,
-          `pg1-socket-path=${pgDir}`,
-          '',
-        ].join('\n'),
-        { mode: 0o644 },
-      );
-      await pgbr('stanza-create');
-    } catch (err) {
-      pgbrProblem = (err as Error).message.split('\n').slice(0, 2).join(' ');
-    }
+    pgbrProblem = await setupPgbackrest(path.join(root, 'pgbackrest'), pgbrConf, cluster, pgDir, 'none');
     const repoBackups = path.join(root, 'pgbackrest', 'repo', 'backup', 'bench');
     const newestLabel = async (suffix: string): Promise<string> => {
       const names = (await fs.readdir(repoBackups)).filter((n) => n.endsWith(suffix)).sort();

@@ -8,7 +8,6 @@
  * ends with BackupWaitInterruptedError: cron makes it DONE when its WAL files arrive.
  */
 import { promises as fsp } from 'node:fs';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import {
@@ -40,16 +39,21 @@ import { pyDict, pyFloat } from '../catalog/pyliteral.js';
 import { parseBackupLabel } from '../postgres/backup-label.js';
 import { PgConnection, type Tablespace } from '../postgres/connection.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { treeSizes, writeFileAtomic } from '../util/fsutil.js';
+import { pause } from '../util/pause.js';
+import { pathExists, treeSizes, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { localNowPyDateTime } from '../util/pytime.js';
 import { lsnToWal, parseLsn, walOffset, formatLsn, previousSegment } from '../wal/names.js';
 import { checkBackup } from './check-backup.js';
-import { HookAbortError, backupHookInfo, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
+import { backupHookInfo, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
 import { postgresCopy } from './postgres-executor.js';
+import { encryptTarBackup } from './encrypt.js';
+import { GPG_ENCRYPTION, encryptionConfigProblem, encryptionEnabled } from '../catalog/encryption.js';
+import { unsupportedSettings } from '../config/support.js';
 import { rsyncCopy } from './rsync-executor.js';
+import { agentCopy } from '../agent/backup-copy.js';
 import { generateManifest } from './manifest.js';
-import { requirePrimaryForStandby, switchWalAfterBackup } from './standby.js';
+import { forcePrimaryCheckpoint, primaryCheckpointDue, requirePrimaryForStandby, switchWalAfterBackup } from './standby.js';
 import type { CopyOutcome } from './copy-outcome.js';
 import type { ReuseMode } from './rsync-plan.js';
 
@@ -68,6 +72,15 @@ export interface BackupOptions {
   bwlimit?: number;
   /** rsync methods: `--[no-]manifest`, write backup_manifest after the copy (else autogenerate_manifest). */
   manifest?: boolean;
+  /** `--retry-times` / `--no-retry` (else basebackup_retry_times): copies tried again after a failure. */
+  retryTimes?: number;
+  /** `--retry-sleep` (else basebackup_retry_sleep): seconds between two attempts. */
+  retrySleep?: number;
+  /** rsync methods: `--jobs-start-batch-size` / `-period` (else parallel_jobs_start_batch_*). */
+  startBatchSize?: number;
+  startBatchPeriod?: number;
+  /** rsync methods: `--keepalive-interval` (else keepalive_interval). */
+  keepaliveInterval?: number;
 }
 
 export interface BackupEvents {
@@ -78,7 +91,7 @@ export interface BackupEvents {
   archive?: () => Promise<void>;
 }
 
-interface ServerFacts {
+export interface ServerFacts {
   version: number;
   pgdata: string;
   systemid: string;
@@ -92,7 +105,8 @@ interface ServerFacts {
   inRecovery: boolean;
 }
 
-async function gatherFacts(pg: PgConnection): Promise<ServerFacts> {
+/** What a backup records of the server (one query each). */
+export async function gatherFacts(pg: PgConnection): Promise<ServerFacts> {
   const s = async (n: string) => pg.setting(n);
   return {
     version: await pg.serverVersion(),
@@ -113,7 +127,7 @@ async function gatherFacts(pg: PgConnection): Promise<ServerFacts> {
 async function checkIdentity(srv: ServerConfig, facts: ServerFacts): Promise<void> {
   const file = path.join(serverPaths(srv).backupDir, 'identity.json');
   const major = facts.version >= 100000 ? String(Math.floor(facts.version / 10000)) : `${Math.floor(facts.version / 10000)}.${Math.floor(facts.version / 100) % 100}`;
-  if (fs.existsSync(file)) {
+  if (await pathExists(file)) {
     const known = JSON.parse(await fsp.readFile(file, 'utf8')) as { systemid?: string };
     if (known.systemid && known.systemid !== facts.systemid) {
       throw new BarmanError(
@@ -130,7 +144,7 @@ async function freshBackupId(srv: ServerConfig): Promise<string> {
   // IDs have one-second resolution: never reuse one (two quick backups in a row).
   for (;;) {
     const id = newBackupId(new Date());
-    if (!fs.existsSync(backupDir(srv, id))) return id;
+    if (!(await pathExists(backupDir(srv, id)))) return id;
     await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 5));
   }
 }
@@ -151,6 +165,13 @@ function refuseExclusive(srv: ServerConfig, version: number): void {
   );
 }
 
+/** transfer_method = agent: only over ssh_command (backup_method = rsync), refused before anything is written. */
+export function refuseAgentTransfer(srv: Pick<ServerConfig, 'transfer_method' | 'backup_method' | 'ssh_command'>): void {
+  if (srv.transfer_method !== 'agent') return;
+  if (srv.backup_method !== 'rsync') throw new BarmanError(`transfer_method = agent needs backup_method = rsync (this server has ${srv.backup_method})`);
+  if (!srv.ssh_command) throw new BarmanError('transfer_method = agent needs ssh_command (the agent is started through it)');
+}
+
 /**
  * The backup reuse_backup takes unchanged files from: the newest DONE backup of an rsync mode
  * (a pg_basebackup copy has other mtimes and maybe another format), with its begin time as the
@@ -166,6 +187,32 @@ async function previousRsyncBackup(srv: ServerConfig, currentId: string): Promis
   return { dir: backupDir(srv, prev.id), beginTimeSec: Number(prev.info.begin_time.epochMicros / 1_000_000n) };
 }
 
+/**
+ * basebackup_retry_times / basebackup_retry_sleep (Barman's `--retry-times`, `--retry-sleep`):
+ * a failed copy is started again from scratch (what the failed attempt left in the backup
+ * directory is removed, backup.info kept), after `sleepSeconds`, up to `times` more times. A
+ * signal stops the retries at once.
+ */
+export async function copyWithRetries<T>(
+  backupDir: string,
+  copy: () => Promise<T>,
+  opts: { times: number; sleepSeconds: number; signal?: AbortSignal; warning?: (msg: string) => void },
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await copy();
+    } catch (err) {
+      if (opts.signal?.aborted || attempt > opts.times) throw err;
+      opts.warning?.(`Copy failed (${errorMessage(err)}): attempt ${attempt + 1} of ${opts.times + 1} in ${opts.sleepSeconds} seconds (basebackup_retry_times)`);
+      await pause(opts.sleepSeconds * 1000, opts.signal);
+      if (opts.signal?.aborted) throw err;
+      for (const name of await fsp.readdir(backupDir)) {
+        if (name !== 'backup.info') await fsp.rm(path.join(backupDir, name), { recursive: true, force: true });
+      }
+    }
+  }
+}
+
 /** A signal stopped the wait for a backup's WAL files: the copy is complete, it stays WAITING_FOR_WALS. */
 export class BackupWaitInterruptedError extends BarmanError {}
 
@@ -174,12 +221,16 @@ const INTERRUPTED = 'interrupted by signal';
 /** Take one backup of a server. Returns the final entry (status DONE, WAITING_FOR_WALS or FAILED). */
 export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev: BackupEvents = {}): Promise<BackupEntry> {
   if (srv.passive) throw new BarmanError(`Backup not allowed on the passive node '${srv.name}'`);
-  if (srv.backup_method === 'snapshot') {
-    throw new BarmanError(`backup_method = ${srv.backup_method} is not supported yet (use backup_method = postgres, rsync or local-rsync)`);
-  }
+  const unsupported = unsupportedSettings(srv).find((u) => u.refusedBy === 'backup');
+  if (unsupported) throw new BarmanError(unsupported.message);
   const rsyncMethod = srv.backup_method === 'rsync' || srv.backup_method === 'local-rsync';
   const mode = rsyncMethod ? 'rsync-concurrent' : 'postgres';
   if (opts.name !== undefined) validateBackupName(opts.name);
+  // encryption = gpg that cannot be honoured is refused before anything is written (Barman
+  // records a FAILED backup after the copy): a backup is never stored in clear by mistake.
+  const encryptionProblem = encryptionConfigProblem(srv);
+  if (encryptionProblem) throw new BarmanError(encryptionProblem);
+  const encrypt = encryptionEnabled(srv);
   const lock = await acquireLock(lockPath(srv, 'backup'), 'backup');
   // These handlers replace Node's exit on SIGINT/SIGTERM: every wait below must watch `abort`.
   const abort = new AbortController();
@@ -193,7 +244,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
   let phase = 'connecting to PostgreSQL';
   const started = Date.now();
   try {
-    const pg = await PgConnection.connect(srv.conninfo ?? '', 'barman');
+    const pg = await PgConnection.connect(srv.conninfo ?? '');
     let facts: ServerFacts;
     try {
       facts = await gatherFacts(pg);
@@ -204,6 +255,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     // Refusals come before anything is created on disk.
     requirePrimaryForStandby(srv, facts.inRecovery);
     if (rsyncMethod) refuseExclusive(srv, facts.version);
+    if (rsyncMethod) refuseAgentTransfer(srv);
     await ensureServerDirs(srv);
     phase = 'checking the catalog';
     await checkIdentity(srv, facts);
@@ -245,30 +297,40 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     // A signal that came before the copy process exists would never reach it (the executors check too).
     stopIfAborted();
     const immediateCheckpoint = opts.immediateCheckpoint ?? srv.immediate_checkpoint;
-    let result: CopyOutcome;
-    if (rsyncMethod) {
-      const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
-      const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
-      const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
-      ev.info?.(`Starting backup copy via rsync for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''}${previous ? ` (reuse_backup = ${reuse} from ${path.basename(previous.dir)})` : ''}`);
-      result = await rsyncCopy({
-        srv,
-        destDir: dir,
-        version: facts.version,
-        pgdata: facts.pgdata,
-        tablespaces: facts.tablespaces,
-        immediateCheckpoint,
-        label: `Barman backup ${srv.name} ${id}`,
-        jobs,
-        reuse,
-        previous,
-        bwlimit: opts.bwlimit ?? srv.bandwidth_limit ?? null,
-        onProgress: ev.progress,
-        signal: abort.signal,
-      });
-    } else {
+    const copy = async (): Promise<CopyOutcome> => {
+      if (rsyncMethod) {
+        const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
+        const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
+        const common = {
+          srv,
+          destDir: dir,
+          version: facts.version,
+          pgdata: facts.pgdata,
+          tablespaces: facts.tablespaces,
+          immediateCheckpoint,
+          label: `Barman backup ${srv.name} ${id}`,
+          jobs,
+          reuse,
+          onProgress: ev.progress,
+          signal: abort.signal,
+          keepaliveInterval: opts.keepaliveInterval,
+        };
+        if (srv.transfer_method === 'agent') {
+          ev.info?.(`Starting backup copy via the barman-ts agent for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''} (reuse_backup = ${reuse})`);
+          return agentCopy({ ...common, backupId: id, info: ev.info });
+        }
+        const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
+        ev.info?.(`Starting backup copy via rsync for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''}${previous ? ` (reuse_backup = ${reuse} from ${path.basename(previous.dir)})` : ''}`);
+        return rsyncCopy({
+          ...common,
+          previous,
+          bwlimit: opts.bwlimit ?? srv.bandwidth_limit ?? null,
+          startBatchSize: opts.startBatchSize,
+          startBatchPeriod: opts.startBatchPeriod,
+        });
+      }
       ev.info?.(`Starting backup copy via pg_basebackup for ${id}`);
-      result = await postgresCopy({
+      return postgresCopy({
         srv,
         destDir: dir,
         tablespaces: facts.tablespaces,
@@ -277,9 +339,22 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
         onProgress: ev.progress,
         signal: abort.signal,
       });
-    }
+    };
+    const result = await copyWithRetries(dir, copy, {
+      times: opts.retryTimes ?? srv.basebackup_retry_times ?? 0,
+      sleepSeconds: opts.retrySleep ?? srv.basebackup_retry_sleep ?? 30,
+      signal: abort.signal,
+      warning: ev.warning,
+    });
     const copySeconds = result.copySeconds;
     ev.info?.(`Copy done (time: ${copySeconds.toFixed(1)} seconds)`);
+    if (encrypt) {
+      phase = 'encrypting the backup';
+      stopIfAborted();
+      ev.info?.(`Encrypting backup using ${GPG_ENCRYPTION} encryption`);
+      const files = await encryptTarBackup(srv, path.join(dir, 'data'));
+      log.info(`backup ${id} of ${srv.name}: encrypted ${files.join(', ')}`);
+    }
 
     phase = 'finalising the backup';
     const labelText = result.labelText;
@@ -310,11 +385,16 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
       size,
       deduplicated_size: result.deduplicatedSize ?? sizes.deduplicated,
       compression: result.format === 'tar' ? result.compression : null,
+      // Only an encrypted backup names its encryption (a key Barman < 3.14 does not know).
+      ...(encrypt ? { encryption: GPG_ENCRYPTION } : {}),
       copy_stats: pyDict([['copy_time', pyFloat(copySeconds)], ['total_time', pyFloat(totalSeconds)], ...result.extraCopyStats]),
     };
     await saveBackupInfo(srv, id, entry.info);
     ev.info?.(`Backup size: ${size} bytes`);
-    if (rsyncMethod && (opts.manifest ?? srv.autogenerate_manifest)) await autogenerateManifest(srv, entry, ev);
+    // The agent hashed every file as it copied it: its backups always get a manifest (unless --no-manifest).
+    if (rsyncMethod && (opts.manifest ?? (srv.autogenerate_manifest || result.knownChecksums !== undefined))) {
+      await autogenerateManifest(srv, entry, ev, result.knownChecksums);
+    }
     await purgeWalsBeforeFirstBackup(srv, entry, ev);
     ev.info?.(`Backup completed (start time: ${entry.info.begin_time?.format() ?? ''}, elapsed time: ${totalSeconds.toFixed(1)} seconds)`);
 
@@ -396,27 +476,14 @@ export async function purgeWalsBeforeFirstBackup(srv: ServerConfig, entry: Backu
       ev,
     );
   } catch (err) {
-    // A wal_delete hook that stops the purge leaves the rest of the WALs: the backup is fine.
-    if (!(err instanceof HookAbortError)) throw err;
-    ev.warning?.(`WAL files archived before the first backup are kept: ${err.message}`);
+    // A wal_delete hook that stops the purge, or a file that cannot be removed, leaves the rest
+    // of the WALs (xlog.db lists what is still there): the backup itself is fine.
+    ev.warning?.(`WAL files archived before the first backup are kept: ${errorMessage(err)}`);
     return;
   }
   if (removed.length > 0) ev.info?.(`Removed ${removed.length} WAL files archived before the first backup`);
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function pause(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}
 
 /**
  * Archive what arrived and check the WALs of a backup whose copy is complete; with --wait, loop
@@ -437,7 +504,15 @@ export async function settle(srv: ServerConfig, entry: BackupEntry, opts: Backup
     stopIfAborted();
     await ev.archive?.().catch((err: unknown) => ev.warning?.(`archive-wal: ${errorMessage(err)}`));
     stopIfAborted();
-    await checkBackup(srv, entry);
+    await primaryCheckpointIfDue(srv, entry, ev.info);
+    try {
+      await checkBackup(srv, entry);
+    } catch (err) {
+      // The archive could not be read (EACCES, EIO): that is no missing WAL, and no reason to
+      // fail a complete copy. The backup stays WAITING_FOR_WALS; cron checks it again.
+      ev.warning?.(`cannot check the WAL files of backup ${entry.id} now: ${errorMessage(err)}`);
+      break;
+    }
     if (entry.info.status !== WAITING_FOR_WALS || !opts.wait) break;
     if (!announced) {
       ev.info?.(`Waiting for the WAL file ${entry.info.end_wal ?? ''} to be archived`);
@@ -456,6 +531,24 @@ export async function settle(srv: ServerConfig, entry: BackupEntry, opts: Backup
     ev.info?.('This is a common behaviour in concurrent backup scenarios, and Barman automatically set the backup as DONE once all the required WAL files have been archived.');
   } else if (entry.info.status === FAILED) {
     ev.warning?.(`Backup ${entry.id} FAILED: ${entry.info.error ?? ''}`);
+  }
+}
+
+/**
+ * primary_checkpoint_timeout: force a checkpoint and a WAL switch on the primary for a backup
+ * still waiting for its WAL that long after its end (backup --wait, cron). A primary that
+ * cannot be reached is only a warning in the log: the backup keeps waiting.
+ */
+export async function primaryCheckpointIfDue(srv: ServerConfig, entry: BackupEntry, info?: (msg: string) => void): Promise<void> {
+  if (!primaryCheckpointDue(srv, entry.info, Date.now()) || !entry.info.end_wal) return;
+  try {
+    if (await forcePrimaryCheckpoint(srv, entry.info.end_wal)) {
+      const msg = `Backup ${entry.id} of server ${srv.name} still waits for ${entry.info.end_wal} after primary_checkpoint_timeout (${srv.primary_checkpoint_timeout} s): forced a checkpoint and a WAL switch on the primary`;
+      log.info(msg);
+      info?.(msg);
+    }
+  } catch (err) {
+    log.warning(`backup ${entry.id} of ${srv.name}: cannot force a checkpoint on the primary: ${errorMessage(err)}`);
   }
 }
 
@@ -509,9 +602,9 @@ export async function markStaleBackups(srv: ServerConfig): Promise<string[]> {
  * copy is complete, and count it in the backup's sizes (it is a file of the backup). As in
  * Barman, a manifest that cannot be written is a warning: the backup itself is good.
  */
-async function autogenerateManifest(srv: ServerConfig, entry: BackupEntry, ev: BackupEvents): Promise<void> {
+async function autogenerateManifest(srv: ServerConfig, entry: BackupEntry, ev: BackupEvents, known?: CopyOutcome['knownChecksums']): Promise<void> {
   try {
-    const res = await generateManifest(srv, entry, { copyDone: true });
+    const res = await generateManifest(srv, entry, { copyDone: true, known });
     const bytes = (await fsp.stat(res.file)).size;
     entry.info = { ...entry.info, size: (entry.info.size ?? 0) + bytes, deduplicated_size: (entry.info.deduplicated_size ?? 0) + bytes };
     await saveBackupInfo(srv, entry.id, entry.info);

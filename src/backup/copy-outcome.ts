@@ -17,4 +17,10 @@ export interface CopyOutcome {
   extraCopyStats: [string, PyValue][];
   /** Bytes not shared with an earlier backup; null = the whole size. */
   deduplicatedSize: number | null;
+  /**
+   * SHA-256 and size of files the copy already hashed (barman-ts agent), by path relative to
+   * the data directory as a backup_manifest names them: the manifest is then written without
+   * reading those files again.
+   */
+  knownChecksums?: ReadonlyMap<string, { size: number; sha256: string }>;
 }

@@ -17,10 +17,11 @@ import { backupDataDir, type BackupEntry } from '../catalog/catalog.js';
 import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
 import { copyWals, customCompression, listArchive } from '../recovery/wal.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fsutil.js';
+import { lstatIfExists, statIfExists, writeFileAtomic } from '../util/fsutil.js';
 import { run } from '../util/proc.js';
 import { runPool } from '../util/pool.js';
 import { generateSegments, parseLsn } from '../wal/names.js';
+import { serverDecryptor } from '../catalog/encryption.js';
 
 export const MANIFEST_NAME = 'backup_manifest';
 
@@ -88,7 +89,7 @@ async function walkDataDir(dataDir: string, ownCopy: (oid: string) => Promise<st
           await walk(own, rel, false);
           continue;
         }
-        const st = await fsp.stat(abs).catch(() => null);
+        const st = await statIfExists(abs);
         if (st?.isDirectory()) await walk(abs, rel, false);
       } else if (e.isFile() && !(relDir === '' && NOT_IN_MANIFEST.has(e.name))) out.push({ rel, abs });
     }
@@ -106,7 +107,7 @@ async function walkDataDir(dataDir: string, ownCopy: (oid: string) => Promise<st
   return out;
 }
 
-async function sha256File(file: string): Promise<string> {
+export async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
   return hash.digest('hex');
@@ -128,6 +129,8 @@ export interface GenerateManifestOptions {
   overwrite?: boolean;
   /** Accept a backup still WAITING_FOR_WALS (autogenerate_manifest, right after the copy). */
   copyDone?: boolean;
+  /** Checksums the copy already computed (manifest path → size and SHA-256): not read again. */
+  known?: ReadonlyMap<string, { size: number; sha256: string }>;
 }
 
 /**
@@ -146,26 +149,37 @@ export async function generateManifest(srv: ServerConfig, { id, info }: BackupEn
   if (info.compression) throw new BarmanError(`backup ${id} is compressed (${info.compression}): a manifest can only be generated for a plain backup`);
   const dataDir = backupDataDir(srv, id);
   const target = path.join(dataDir, MANIFEST_NAME);
-  if (!opts.overwrite && (await fsp.lstat(target).catch(() => null))) {
+  if (!opts.overwrite && (await lstatIfExists(target))) {
     throw new BarmanError(`backup ${id} of server ${srv.name} already has a ${MANIFEST_NAME}`);
   }
   const range = backupWalRange(id, info);
+  const found = await backupFiles(srv, { id, info });
+  const files: ManifestFile[] = [];
+  await runPool(found, opts.workers ?? Math.max(1, Math.min(4, os.availableParallelism())), async (f) => {
+    const st = await fsp.stat(f.abs);
+    const known = opts.known?.get(f.rel);
+    files.push({ path: f.rel, size: st.size, mtime: st.mtime, sha256: known && known.size === st.size ? known.sha256 : await sha256File(f.abs) });
+  });
+  await writeFileAtomic(target, renderManifest(files, [range]));
+  return { file: target, files: files.length, bytes: files.reduce((a, f) => a + f.size, 0) };
+}
+
+/**
+ * The files of a plain backup as a manifest names them (relative to the data directory,
+ * tablespaces under pg_tblspc/<oid>/, read from the backup's own copies), backup_manifest
+ * itself left out.
+ */
+export async function backupFiles(srv: ServerConfig, { id, info }: Pick<BackupEntry, 'id' | 'info'>): Promise<{ rel: string; abs: string }[]> {
+  const dataDir = backupDataDir(srv, id);
   const tablespaceOids = new Set((info.tablespaces ?? []).map((t) => String(t.oid)));
   const ownCopy = async (oid: string): Promise<string | null> => {
     if (!tablespaceOids.has(oid)) return null;
     const dir = backupDataDir(srv, id, Number(oid));
-    return (await fsp.stat(dir).catch(() => null))?.isDirectory() ? dir : null;
+    return (await statIfExists(dir))?.isDirectory() ? dir : null;
   };
-  const found = await walkDataDir(dataDir, ownCopy).catch((err: unknown) => {
+  return walkDataDir(dataDir, ownCopy).catch((err: unknown) => {
     throw new BarmanError(`cannot read backup ${id} data directory ${dataDir}: ${errorMessage(err)}`);
   });
-  const files: ManifestFile[] = [];
-  await runPool(found, opts.workers ?? Math.max(1, Math.min(4, os.availableParallelism())), async (f) => {
-    const st = await fsp.stat(f.abs);
-    files.push({ path: f.rel, size: st.size, mtime: st.mtime, sha256: await sha256File(f.abs) });
-  });
-  await writeFileAtomic(target, renderManifest(files, [range]));
-  return { file: target, files: files.length, bytes: files.reduce((a, f) => a + f.size, 0) };
 }
 
 export interface VerifyResult {
@@ -184,7 +198,7 @@ export interface VerifyResult {
 export async function verifyBackup(srv: ServerConfig, { id, info }: BackupEntry): Promise<VerifyResult> {
   if (info.compression) throw new BarmanError(`backup ${id} is compressed (${info.compression}): pg_verifybackup checks plain backups only`);
   const dataDir = backupDataDir(srv, id);
-  if (!(await fsp.stat(path.join(dataDir, MANIFEST_NAME)).catch(() => null))) {
+  if (!(await statIfExists(path.join(dataDir, MANIFEST_NAME)))) {
     throw new BarmanError(`backup ${id} of server ${srv.name} has no ${MANIFEST_NAME}: run 'barman generate-manifest ${srv.name} ${id}' first`);
   }
   const bin = findPgBinary('pg_verifybackup', srv.path_prefix);
@@ -200,6 +214,16 @@ export async function verifyBackup(srv: ServerConfig, { id, info }: BackupEntry)
   }
 }
 
+/**
+ * pg_verifybackup on the files of a plain data directory against its backup_manifest, WAL left
+ * aside (`--no-parse-wal`): every file listed is there with its size and checksum, and no other.
+ */
+export async function verifyDataFiles(srv: ServerConfig, dataDir: string): Promise<VerifyResult> {
+  const bin = findPgBinary('pg_verifybackup', srv.path_prefix);
+  const res = await run(bin, ['--no-parse-wal', dataDir], { env: subprocessEnv(srv.path_prefix) });
+  return { ok: res.code === 0, output: `${res.stdout}${res.stderr}`.trim(), walChecked: false };
+}
+
 /** Copy the backup's WAL segments (begin..end) into `scratch/pg_wal`; null when one is missing. */
 async function stageBackupWals(srv: ServerConfig, id: string, info: BackupInfo, scratch: string): Promise<string | null> {
   const range = backupWalRange(id, info);
@@ -211,6 +235,6 @@ async function stageBackupWals(srv: ServerConfig, id: string, info: BackupInfo, 
   if (files.some((f) => f === undefined)) return null;
   parseLsn(range.endLsn); // validates the catalog value before pg_verifybackup sees it
   const walDir = path.join(scratch, 'pg_wal');
-  await copyWals(files as NonNullable<(typeof files)[number]>[], walDir, { workers: 2, custom: customCompression(srv) });
+  await copyWals(files as NonNullable<(typeof files)[number]>[], walDir, { workers: 2, custom: customCompression(srv), decryptor: serverDecryptor(srv, 'A WAL file of the backup') });
   return walDir;
 }

@@ -9,12 +9,14 @@ import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { conninfoForChild } from '../postgres/conninfo.js';
 import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
-import type { Tablespace } from '../postgres/connection.js';
+import { withConnection, type Tablespace } from '../postgres/connection.js';
 import { manifestWalRanges } from '../postgres/backup-label.js';
-import { BarmanError } from '../util/errors.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { run } from '../util/proc.js';
 import type { CopyOutcome } from './copy-outcome.js';
+import { readTextIfExists } from '../util/fsutil.js';
+import { parseTarName, tarDecompressArgs } from '../recovery/copy.js';
 
 const log = logger('backup.postgres');
 
@@ -50,8 +52,10 @@ export function basebackupArgs(req: Pick<BasebackupRequest, 'srv' | 'destDir' | 
 } {
   const { srv } = req;
   const { conninfo, env } = conninfoForChild(srv.streaming_conninfo ?? srv.conninfo ?? '', { application_name: srv.streaming_backup_name });
-  const compression = srv.backup_compression && srv.backup_compression !== 'none' ? srv.backup_compression : null;
-  const format: 'plain' | 'tar' = compression && srv.backup_compression_format !== 'plain' ? 'tar' : 'plain';
+  // backup_compression = none: tar files without compression (Barman 3.8+), compression 'none'.
+  const setting = srv.backup_compression ?? null;
+  const compression = setting && setting !== 'none' ? setting : null;
+  const format: 'plain' | 'tar' = setting && srv.backup_compression_format !== 'plain' ? 'tar' : 'plain';
   if (compression && format === 'plain' && srv.backup_compression_location !== 'server') {
     throw new BarmanError('backup_compression_format = plain requires backup_compression_location = server');
   }
@@ -76,9 +80,23 @@ export function basebackupArgs(req: Pick<BasebackupRequest, 'srv' | 'destDir' | 
     args.push(`--compress=${spec}`);
   }
   if (format === 'plain') {
-    for (const ts of req.tablespaces) args.push(`--tablespace-mapping=${ts.location}=${path.join(req.destDir, String(ts.oid))}`);
+    for (const ts of req.tablespaces) args.push(tablespaceMappingArg(ts.location, path.join(req.destDir, String(ts.oid))));
   }
-  return { args, env, format, compression };
+  return { args, env, format, compression: format === 'tar' ? setting : compression };
+}
+
+/**
+ * `--tablespace-mapping=OLDDIR=NEWDIR` for pg_basebackup, which splits at the first `=` not
+ * preceded by a backslash: an `=` in either path is written `\=` (a backslash before anything
+ * else stays a backslash). A path ending in a backslash cannot be written at all (its last
+ * backslash would escape the separator): refused with a clear line rather than mis-mapped.
+ */
+export function tablespaceMappingArg(oldDir: string, newDir: string): string {
+  for (const dir of [oldDir, newDir]) {
+    if (dir.endsWith('\\')) throw new BarmanError(`pg_basebackup cannot map the tablespace directory '${dir}': it ends with a backslash`);
+  }
+  const escape = (dir: string) => dir.replace(/=/g, '\\=');
+  return `--tablespace-mapping=${escape(oldDir)}=${escape(newDir)}`;
 }
 
 const PROGRESS_RE = /(\d+)\/(\d+) kB/;
@@ -138,24 +156,42 @@ export async function runBasebackup(req: BasebackupRequest): Promise<BasebackupR
   });
 }
 
-/** End LSN from backup_manifest (exact), else from pg_basebackup's verbose output. */
-async function backupEnd(dataDir: string, fallback: string | null): Promise<string> {
-  try {
-    const ranges = manifestWalRanges(await fsp.readFile(path.join(dataDir, 'backup_manifest'), 'utf8'));
-    const last = ranges.at(-1);
-    if (last) return last.endLsn;
-  } catch {
-    /* no manifest: fall back */
+/**
+ * End LSN from backup_manifest (exact), else from pg_basebackup's verbose output (printed only
+ * when it streams WAL itself), else, as Barman does, the server's WAL position once pg_basebackup
+ * is done: a PostgreSQL 12 server writes no manifest. That position is at or after the real
+ * end, so the backup waits for all the WAL it needs (maybe a little more).
+ */
+async function backupEnd(srv: ServerConfig, dataDir: string, fallback: string | null): Promise<string> {
+  // No manifest: fall back. One that cannot be read means a backup that cannot be read: an error.
+  const text = await readTextIfExists(path.join(dataDir, 'backup_manifest'));
+  if (text !== null) {
+    try {
+      const last = manifestWalRanges(text).at(-1);
+      if (last) return last.endLsn;
+    } catch {
+      /* a manifest without a usable WAL range: fall back */
+    }
   }
   if (fallback) return fallback;
-  throw new BarmanError('cannot determine the end of the backup (no backup_manifest and no end point reported)');
+  try {
+    return await withConnection(srv.conninfo ?? '', (pg) => pg.value<string>('SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text'));
+  } catch (err) {
+    throw new BarmanError(`cannot determine the end of the backup (no backup_manifest, no end point reported, no WAL position from the server: ${errorMessage(err)})`);
+  }
 }
 
+/**
+ * The backup_label of the copy. In a tar backup it is read with --occurrence=1: pg_basebackup
+ * puts backup_label first in base.tar, and without it GNU tar reads (decompresses) the whole
+ * archive looking for more copies: seconds of CPU for a large gzip backup, after the copy.
+ */
 async function readLabel(dataDir: string, format: 'plain' | 'tar'): Promise<string> {
   if (format === 'plain') return fsp.readFile(path.join(dataDir, 'backup_label'), 'utf8');
-  const tarFile = (await fsp.readdir(dataDir)).find((n) => n.startsWith('base.tar'));
-  if (!tarFile) throw new BarmanError('base.tar not found in the backup');
-  const res = await run('tar', ['-xOf', path.join(dataDir, tarFile), 'backup_label']);
+  const tarFile = (await fsp.readdir(dataDir)).find((n) => parseTarName(n)?.oid === null);
+  const parsed = tarFile === undefined ? null : parseTarName(tarFile);
+  if (!tarFile || !parsed) throw new BarmanError('base.tar not found in the backup');
+  const res = await run('tar', ['--occurrence=1', ...tarDecompressArgs(parsed.compression), '-xOf', path.join(dataDir, tarFile), 'backup_label']);
   if (res.code !== 0) throw new BarmanError(`cannot read backup_label from ${tarFile}: ${res.stderr.trim()}`);
   return res.stdout;
 }
@@ -167,6 +203,6 @@ export async function postgresCopy(req: BasebackupRequest): Promise<CopyOutcome>
   const copySeconds = (Date.now() - copyStart) / 1000;
   const dataDir = path.join(req.destDir, 'data');
   const labelText = await readLabel(dataDir, result.format);
-  const endLsn = await backupEnd(dataDir, result.endLsn);
+  const endLsn = await backupEnd(req.srv, dataDir, result.endLsn);
   return { labelText, endLsn, format: result.format, compression: result.compression, copySeconds, extraCopyStats: [], deduplicatedSize: null };
 }

@@ -204,10 +204,15 @@ export interface Transport {
   networkCompression: boolean;
 }
 
-/** Options common to every rsync run of a backup (transport and throttling). */
+/**
+ * Options common to every rsync run of a backup (transport and throttling). Over ssh, `-s`
+ * (--protect-args): remote paths travel inside rsync's protocol and are never parsed by the
+ * remote shell, so a PGDATA or tablespace path with spaces, `$`, quotes or `;` is copied as it
+ * is, whatever rsync version runs on either side (3.0 and later know -s).
+ */
 export function transportArgs(t: Transport): string[] {
   const args: string[] = [];
-  if (t.sshCommand) args.push('-e', t.sshCommand);
+  if (t.sshCommand) args.push('-s', '-e', t.sshCommand);
   if (t.bwlimit) args.push(`--bwlimit=${t.bwlimit}`);
   if (t.networkCompression && t.sshCommand) args.push('-z');
   return args;
@@ -275,6 +280,35 @@ export function rsyncCopySucceeded(code: number, stderr: string): boolean {
 export function rsyncErrorLine(stderr: string): string {
   const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
   const real = lines.filter((l) => !/^rsync error: /.test(l));
-  return real.at(-1) ?? lines.at(-1) ?? '';
+  // A full or broken disk here is the cause; the broken pipes reported after it are consequences.
+  const cause = real.find((l) => /No space left on device|Disk quota exceeded|Read-only file system|Input\/output error/.test(l));
+  return cause ?? real.at(-1) ?? lines.at(-1) ?? '';
 }
 
+
+/**
+ * The exclude patterns above read as rsync reads them, for copies made without rsync (the
+ * barman-ts agent): `/a/b` is anchored at the root of the tree, `/a/*` names the entries inside
+ * `/a` (which itself stays), a pattern without `/` matches the last component of any path, and
+ * `*` matches within one component. `rel` is `/`-separated, relative to the root; an excluded
+ * directory is not descended into, so its contents go with it.
+ */
+export function rsyncExcluder(patterns: readonly string[]): (rel: string) => boolean {
+  const glob = (p: string) =>
+    p
+      .split('*')
+      .map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('[^/]*');
+  const anchored: RegExp[] = [];
+  const names: RegExp[] = [];
+  for (const p of patterns) {
+    if (p.startsWith('/')) anchored.push(new RegExp(`^${glob(p.slice(1))}$`));
+    else if (!p.includes('/')) names.push(new RegExp(`^${glob(p)}$`));
+    else anchored.push(new RegExp(`^(?:.*/)?${glob(p)}$`));
+  }
+  return (rel) => {
+    if (anchored.some((re) => re.test(rel))) return true;
+    const base = rel.slice(rel.lastIndexOf('/') + 1);
+    return names.some((re) => re.test(base));
+  };
+}

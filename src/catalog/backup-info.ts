@@ -1,10 +1,22 @@
 /**
- * backup.info: the metadata file of one backup (spec §2). A `key=value` text file with exactly the
- * 35 keys Barman knows, sorted, `None` for null; some values are Python literals or Python
- * datetimes. Barman refuses files with keys it does not know, so we never write extra keys.
+ * backup.info: the metadata file of one backup (spec §2). A `key=value` text file, sorted,
+ * `None` for null; some values are Python literals or Python datetimes.
+ *
+ * Which keys are written. Barman refuses a file with a key it does not know, and with it the
+ * whole catalog. Barman 3.4 (Debian 12) knows 29 of the 35 keys; the other six
+ * (KEYS_NEWER_THAN_BARMAN_34) are written only when the backup needs them: an incremental chain
+ * (`parent_backup_id`, `children_backup_ids`) or an encrypted backup (`encryption`); such a file
+ * can only be read by the Barman versions that can use the backup anyway (3.11+, 3.15+), and it
+ * then carries all 35 keys as they write them. Otherwise the file has exactly 3.4's keys, and
+ * `cluster_size`, `data_checksums` and `summarize_wal` (which barman-ts still wants) are kept by
+ * the catalog in a file of its own (see catalog.ts, BACKUP_EXTRAS_FILE).
+ *
+ * Keys that no Barman we know writes (a newer Barman's) are kept verbatim and written back as
+ * they were: that Barman reads them, and we never rewrite a file into a form it refuses.
  *
  * Round trip: `serializeBackupInfo(parseBackupInfo(text))` returns `text` for every file Barman
- * writes. Values whose text is not in canonical form (a naive datetime, a literal with unusual
+ * 3.4 writes and every file of an incremental or encrypted backup that a later Barman writes.
+ * Values whose text is not in canonical form (a naive datetime, a literal with unusual
  * quoting...) are remembered with the text they were read from and written back verbatim as long
  * as the value is unchanged.
  */
@@ -82,6 +94,10 @@ export interface Tablespace {
 
 /** Where the original text of non-canonical values is remembered (see module comment). */
 export const RAW_FIELDS: unique symbol = Symbol('backupInfoRawFields');
+/** Keys no Barman we know writes, with their text as read (see module comment). */
+export const UNKNOWN_FIELDS: unique symbol = Symbol('backupInfoUnknownFields');
+/** Text of the extras file as last read or written by the catalog (saves rewriting it). */
+export const EXTRAS_ON_DISK: unique symbol = Symbol('backupInfoExtrasOnDisk');
 
 interface RawField {
   /** Text as read from the file. */
@@ -132,9 +148,13 @@ export interface BackupInfo {
   xlog_segment_size: number;
   /** Original text of values as read; managed by parse/serialize, copied along by spreads. */
   [RAW_FIELDS]?: ReadonlyMap<string, RawField>;
+  /** Keys of a newer Barman, key → value text as read; written back unchanged. */
+  [UNKNOWN_FIELDS]?: ReadonlyMap<string, string>;
+  /** Managed by the catalog (catalog.ts): the extras file's text on disk. */
+  [EXTRAS_ON_DISK]?: string;
 }
 
-export type BackupInfoKey = Exclude<keyof BackupInfo, typeof RAW_FIELDS>;
+export type BackupInfoKey = Exclude<keyof BackupInfo, typeof RAW_FIELDS | typeof UNKNOWN_FIELDS | typeof EXTRAS_ON_DISK>;
 
 type FieldKind = 'str' | 'int' | 'datetime' | 'label' | 'literal' | 'tablespaces' | 'idlist';
 
@@ -183,6 +203,58 @@ export const BACKUP_INFO_KEYS: readonly BackupInfoKey[] = (Object.keys(FIELD_KIN
 
 /** Keys written only when they have a value (older Barman versions do not know them). */
 const HIDDEN_WHEN_NONE: ReadonlySet<string> = new Set<BackupInfoKey>(['backup_name', 'snapshots_info']);
+
+/** The six keys Barman 3.4 does not know: it refuses a backup.info that has any of them. */
+export const KEYS_NEWER_THAN_BARMAN_34: ReadonlySet<BackupInfoKey> = new Set<BackupInfoKey>([
+  'children_backup_ids',
+  'cluster_size',
+  'data_checksums',
+  'encryption',
+  'parent_backup_id',
+  'summarize_wal',
+]);
+
+/**
+ * Newer keys that barman-ts keeps outside backup.info when the file is written in Barman 3.4's
+ * form: facts about the cluster, not about how to restore the backup.
+ */
+export const EXTRA_KEYS = ['cluster_size', 'data_checksums', 'summarize_wal'] as const;
+export type ExtraKey = (typeof EXTRA_KEYS)[number];
+export type BackupExtras = Partial<Pick<BackupInfo, ExtraKey>>;
+
+/**
+ * True when the backup cannot be described without a key newer than Barman 3.4: it belongs to an
+ * incremental chain or it is encrypted. Only then does backup.info carry those keys.
+ */
+export function needsNewerBackupInfo(info: Pick<BackupInfo, 'parent_backup_id' | 'children_backup_ids' | 'encryption'>): boolean {
+  return !!info.parent_backup_id || (info.children_backup_ids?.length ?? 0) > 0 || !!info.encryption;
+}
+
+/** The values of EXTRA_KEYS that a Barman 3.4-form backup.info leaves out (empty when none). */
+export function backupExtras(info: BackupInfo): BackupExtras {
+  if (needsNewerBackupInfo(info)) return {};
+  const out: BackupExtras = {};
+  if (info.cluster_size !== null) out.cluster_size = info.cluster_size;
+  if (info.data_checksums !== null) out.data_checksums = info.data_checksums;
+  if (info.summarize_wal !== null) out.summarize_wal = info.summarize_wal;
+  return out;
+}
+
+/**
+ * True when this backup.info, as it was read, has keys Barman 3.4 refuses that the backup does
+ * not need (what barman-ts 0.1 wrote into every file): written again, it is in 3.4's form.
+ */
+export function hasUnneededNewerKeys(info: BackupInfo): boolean {
+  const raw = info[RAW_FIELDS];
+  if (!raw || needsNewerBackupInfo(info)) return false;
+  for (const key of KEYS_NEWER_THAN_BARMAN_34) if (raw.has(key)) return true;
+  return false;
+}
+
+/** Names of the keys of a newer Barman in this backup.info (empty for every file we can write). */
+export function unknownBackupInfoKeys(info: BackupInfo): string[] {
+  return [...(info[UNKNOWN_FIELDS]?.keys() ?? [])];
+}
 
 const isKey = (k: string): k is BackupInfoKey => Object.prototype.hasOwnProperty.call(FIELD_KINDS, k);
 
@@ -347,14 +419,19 @@ function loadValue(key: BackupInfoKey, kind: FieldKind, text: string, source: st
 // ---------------------------------------------------------------------------------------------
 // Parse / serialize
 
+/** What a key of a newer Barman may look like (anything else is a damaged line). */
+const UNKNOWN_KEY_RE = /^[a-z][a-z0-9_]*$/;
+
 /**
  * Read backup.info text (spec §2.1): blank and `#` lines skipped, `key=value` split on the first
- * `=`, both sides stripped, `None` → null; a later duplicate wins. Unknown keys, lines without `=`
- * and bad values throw BarmanError naming `sourceName`. Missing keys keep Barman's defaults.
+ * `=`, both sides stripped, `None` → null; a later duplicate wins. Keys a newer Barman may have
+ * added are kept aside (UNKNOWN_FIELDS); lines without `=` and bad values throw BarmanError
+ * naming `sourceName`. Missing keys keep Barman's defaults.
  */
 export function parseBackupInfo(text: string, sourceName = 'backup.info'): BackupInfo {
   const info = newBackupInfo();
   const raw = new Map<string, RawField>();
+  const unknown = new Map<string, string>();
   // Python's text-mode line iteration splits on \n, \r\n and \r (universal newlines)
   for (const line of text.split(/\r\n|\r|\n/)) {
     const stripped = pyStrip(line);
@@ -364,9 +441,9 @@ export function parseBackupInfo(text: string, sourceName = 'backup.info'): Backu
     const key = pyStrip(line.slice(0, eq));
     const valueText = pyStrip(line.slice(eq + 1));
     if (!isKey(key)) {
-      throw new BarmanError(
-        `Unsupported field '${key}' in ${sourceName}: the file was probably created with a newer version of Barman`,
-      );
+      if (!UNKNOWN_KEY_RE.test(key)) throw new BarmanError(`Malformed line in ${sourceName}: '${stripped}' (bad key)`);
+      unknown.set(key, valueText);
+      continue;
     }
     const kind = FIELD_KINDS[key];
     let value = valueText === 'None' ? null : loadValue(key, kind, valueText, sourceName);
@@ -377,6 +454,7 @@ export function parseBackupInfo(text: string, sourceName = 'backup.info'): Backu
     raw.set(key, { raw: valueText, canon: dumpValue(key, kind, value) ?? 'None' });
   }
   info[RAW_FIELDS] = raw;
+  if (unknown.size > 0) info[UNKNOWN_FIELDS] = unknown;
   return info;
 }
 
@@ -397,18 +475,28 @@ export function dumpBackupInfoFields(info: BackupInfo): Record<BackupInfoKey, st
 }
 
 /**
- * backup.info text: every key sorted, `key=value\n`, `None` for null (empty list/dict/str too);
- * `backup_name` and `snapshots_info` omitted when null.
+ * backup.info text: keys sorted, `key=value\n`, `None` for null (empty list/dict/str too);
+ * `backup_name` and `snapshots_info` omitted when null; the six keys newer than Barman 3.4 only
+ * when the backup needs them (see the module comment); a newer Barman's keys as they were read.
  */
 export function serializeBackupInfo(info: BackupInfo): string {
   const raw = info[RAW_FIELDS];
-  let out = '';
+  const newer = needsNewerBackupInfo(info);
+  const lines: Array<[string, string]> = [];
   for (const key of BACKUP_INFO_KEYS) {
+    if (!newer && KEYS_NEWER_THAN_BARMAN_34.has(key)) continue;
     const canon = dumpValue(key, FIELD_KINDS[key], info[key]) ?? 'None';
     if (canon === 'None' && HIDDEN_WHEN_NONE.has(key)) continue;
     const remembered = raw?.get(key);
-    out += `${key}=${remembered && remembered.canon === canon ? remembered.raw : canon}\n`;
+    lines.push([key, remembered && remembered.canon === canon ? remembered.raw : canon]);
   }
+  const unknown = info[UNKNOWN_FIELDS];
+  if (unknown) {
+    for (const [key, text] of unknown) lines.push([key, text]);
+    lines.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+  let out = '';
+  for (const [key, text] of lines) out += `${key}=${text}\n`;
   return out;
 }
 

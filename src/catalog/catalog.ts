@@ -5,16 +5,23 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
-import { BarmanError } from '../util/errors.js';
-import { ensureDir, pathExists } from '../util/fsutil.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { DIR_MODE, FILE_MODE, ensureDir, isNotFound, pathExists, pathExistsSync, readdirIfExistsSync, writeFileAtomic } from '../util/fsutil.js';
+import { logger } from '../util/log.js';
 import {
   COPY_DONE,
+  EXTRAS_ON_DISK,
+  EXTRA_KEYS,
   FAILED,
+  backupExtras,
   backupType,
   isBackupId,
+  needsNewerBackupInfo,
   parseBackupInfo,
   readBackupInfoFile,
+  unknownBackupInfoKeys,
   writeBackupInfoFile,
+  type BackupExtras,
   type BackupInfo,
 } from './backup-info.js';
 import { serverPaths } from './server-dirs.js';
@@ -40,10 +47,87 @@ export function backupDir(srv: ServerConfig, id: string): string {
   return path.join(serverPaths(srv).baseDir, id);
 }
 
+/**
+ * barman-ts's own files about a backup live in `base/<id>/.barman-ts/`: Barman never reads them,
+ * its `delete` removes them with the backup, and `sync-backup` copies them with it.
+ */
+export const BACKUP_EXTRAS_DIR = '.barman-ts';
+const EXTRAS_FILE = 'backup.json';
+
+/**
+ * The facts that a backup.info in Barman 3.4's form leaves out (backup-info.ts, EXTRA_KEYS),
+ * as JSON: `{"cluster_size": 123, "data_checksums": "on"}`.
+ */
+export function backupExtrasFile(srv: ServerConfig, id: string): string {
+  return path.join(backupDir(srv, id), BACKUP_EXTRAS_DIR, EXTRAS_FILE);
+}
+
+function validExtras(value: unknown): BackupExtras {
+  const out: BackupExtras = {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return out;
+  const v = value as Record<string, unknown>;
+  if (typeof v.cluster_size === 'number' && Number.isSafeInteger(v.cluster_size) && v.cluster_size >= 0) out.cluster_size = v.cluster_size;
+  if (typeof v.data_checksums === 'string') out.data_checksums = v.data_checksums;
+  if (typeof v.summarize_wal === 'string') out.summarize_wal = v.summarize_wal;
+  return out;
+}
+
+/**
+ * Fill the EXTRA_KEYS that backup.info left out from the extras file, when there is one. These
+ * values only inform (show-backup, drills): a file that cannot be read costs a log line, not the
+ * backup.
+ */
+function mergeBackupExtras(srv: ServerConfig, id: string, info: BackupInfo): void {
+  if (needsNewerBackupInfo(info) || EXTRA_KEYS.every((k) => info[k] !== null)) return;
+  const file = backupExtrasFile(srv, id);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') logger('catalog', srv.name).warning(`cannot read ${file}: ${errorMessage(err)}`);
+    return;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    logger('catalog', srv.name).warning(`ignoring ${file}: not valid JSON`);
+    return;
+  }
+  const extras = validExtras(parsed);
+  for (const k of EXTRA_KEYS) {
+    if (info[k] === null && extras[k] !== undefined) (info as unknown as Record<string, unknown>)[k] = extras[k];
+  }
+  info[EXTRAS_ON_DISK] = text;
+}
+
+/**
+ * Write the extras file of the backup in `dir` (`base/<id>`) when its backup.info leaves values
+ * out and the file does not hold them yet. Never creates `dir` itself: a backup whose directory
+ * is gone gets no extras.
+ */
+export async function saveBackupExtras(dir: string, info: BackupInfo): Promise<void> {
+  const extras = backupExtras(info);
+  if (Object.keys(extras).length === 0) return;
+  const text = `${JSON.stringify(extras)}\n`;
+  if (info[EXTRAS_ON_DISK] === text) return;
+  const file = path.join(dir, BACKUP_EXTRAS_DIR, EXTRAS_FILE);
+  try {
+    await fs.promises.mkdir(path.dirname(file), { mode: DIR_MODE });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code !== 'EEXIST') throw err;
+  }
+  await writeFileAtomic(file, text, FILE_MODE);
+  info[EXTRAS_ON_DISK] = text;
+}
+
 /** Where to write a backup's info: the meta file if Barman >= 3.13 created one, else classic. */
 export function infoFileFor(srv: ServerConfig, id: string): string {
   const meta = path.join(metaDir(srv), `${id}-backup.info`);
-  return fs.existsSync(meta) ? meta : classicInfoFile(srv, id);
+  return pathExistsSync(meta) ? meta : classicInfoFile(srv, id);
 }
 
 /** A backup.info that could not be read made the catalog incomplete: nothing may be removed. */
@@ -51,10 +135,14 @@ export class UnreadableCatalogError extends BarmanError {
   constructor(
     srv: ServerConfig,
     readonly files: readonly string[],
+    /** Set when a catalog directory (base/, meta/) could not be listed: the reason. */
+    directoryProblem?: string,
   ) {
     super(
-      `Cannot read ${files.length === 1 ? 'a backup.info file' : `${files.length} backup.info files`} of server '${srv.name}' ` +
-        `(${files.join(', ')}): nothing is removed while the catalog is incomplete (fix or move the file(s) away)`,
+      directoryProblem !== undefined
+        ? `Cannot read the backup catalog of server '${srv.name}' (${directoryProblem}): nothing is removed while the catalog cannot be read`
+        : `Cannot read ${files.length === 1 ? 'a backup.info file' : `${files.length} backup.info files`} of server '${srv.name}' ` +
+            `(${files.join(', ')}): nothing is removed while the catalog is incomplete (fix or move the file(s) away)`,
     );
   }
 }
@@ -73,23 +161,18 @@ export interface LoadCatalogOptions {
 /**
  * Where each backup's info is: meta/ (Barman >= 3.13) over base/<id>/backup.info. Synchronous
  * on purpose: with a thousand backups, one promise round trip through the thread pool per file
- * costs more than the reads themselves.
+ * costs more than the reads themselves. A missing base/ or meta/ is an empty one; one that
+ * cannot be read throws (a catalog that looks empty would let the WAL cleanup remove the WALs of
+ * every backup it cannot see), and so does a base/<id>/backup.info whose presence cannot be told.
  */
 function findInfoFiles(srv: ServerConfig): Map<string, string> {
   const found = new Map<string, string>();
   const base = serverPaths(srv).baseDir;
-  const list = (dir: string): string[] => {
-    try {
-      return fs.readdirSync(dir);
-    } catch {
-      return [];
-    }
-  };
-  for (const d of list(base)) {
+  for (const d of readdirIfExistsSync(base)) {
     const f = path.join(base, d, 'backup.info');
-    if (fs.existsSync(f)) found.set(d, f);
+    if (pathExistsSync(f)) found.set(d, f);
   }
-  for (const n of list(metaDir(srv))) {
+  for (const n of readdirIfExistsSync(metaDir(srv))) {
     const m = /^(.+?)-backup\.info$/.exec(n);
     if (m?.[1]) found.set(m[1], path.join(metaDir(srv), n));
   }
@@ -105,9 +188,20 @@ export async function loadCatalog(srv: ServerConfig, opts: LoadCatalogOptions | 
   const { strict = false, problems } = Array.isArray(opts) ? { problems: opts } : opts;
   const entries: BackupEntry[] = [];
   const unreadable: string[] = [];
-  for (const [id, infoFile] of findInfoFiles(srv)) {
+  let infoFiles: Map<string, string>;
+  try {
+    infoFiles = findInfoFiles(srv);
+  } catch (err) {
+    // Lenient or not: a catalog that cannot be listed is never shown as an empty one.
+    throw new UnreadableCatalogError(srv, [], errorMessage(err));
+  }
+  for (const [id, infoFile] of infoFiles) {
     try {
-      entries.push({ id, info: parseBackupInfo(fs.readFileSync(infoFile, 'utf8'), infoFile), infoFile });
+      const info = parseBackupInfo(fs.readFileSync(infoFile, 'utf8'), infoFile);
+      mergeBackupExtras(srv, id, info);
+      entries.push({ id, info, infoFile });
+      const newer = unknownBackupInfoKeys(info);
+      if (newer.length > 0) problems?.push(`Backup ${id} has backup.info fields of a newer Barman (${newer.join(', ')}): barman-ts lists it but cannot restore it`);
     } catch (err) {
       unreadable.push(infoFile);
       problems?.push(`Skipping backup ${id}: ${(err as Error).message}`);
@@ -126,10 +220,11 @@ export async function loadCatalogStrict(srv: ServerConfig): Promise<BackupEntry[
 export async function readBackupEntry(srv: ServerConfig, id: string): Promise<BackupEntry | null> {
   for (const infoFile of [path.join(metaDir(srv), `${id}-backup.info`), classicInfoFile(srv, id)]) {
     try {
-      return { id, info: await readBackupInfoFile(infoFile), infoFile };
+      const info = await readBackupInfoFile(infoFile);
+      mergeBackupExtras(srv, id, info);
+      return { id, info, infoFile };
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+      if (isNotFound(err)) continue;
       throw err;
     }
   }
@@ -161,6 +256,7 @@ export async function saveBackupInfo(srv: ServerConfig, id: string, info: Backup
     throw new BackupGoneError(srv, id);
   }
   // Without `create` no directory is made: if base/<id>/ goes away now, the write fails.
+  await saveBackupExtras(backupDir(srv, id), info);
   await writeBackupInfoFile(file, info);
   return file;
 }
@@ -172,7 +268,7 @@ const isUsable = (e: BackupEntry) => COPY_DONE.has(e.info.status);
  * `latest-full|last-full`) or a backup name. Unlike Barman, `failed` is not taken for
  * `last-failed` (that was a substring-matching accident).
  */
-export function resolveBackupId(srv: ServerConfig, entries: readonly BackupEntry[], arg: string): BackupEntry {
+export function resolveBackupId(srv: Pick<ServerConfig, 'name'>, entries: readonly BackupEntry[], arg: string): BackupEntry {
   const pick = (e: BackupEntry | undefined, what: string): BackupEntry => {
     if (!e) throw new BarmanError(`There are no ${what} backups for server '${srv.name}'`);
     return e;
@@ -218,7 +314,7 @@ export function validateBackupName(name: string): void {
 export function backupDataDir(srv: ServerConfig, id: string, oid?: number): string {
   const dir = backupDir(srv, id);
   const v1 = path.join(dir, 'pgdata');
-  if (fs.existsSync(v1)) return oid === undefined ? v1 : path.join(v1, 'pg_tblspc', String(oid));
+  if (pathExistsSync(v1)) return oid === undefined ? v1 : path.join(v1, 'pg_tblspc', String(oid));
   return oid === undefined ? path.join(dir, 'data') : path.join(dir, String(oid));
 }
 

@@ -12,6 +12,7 @@
  */
 
 import { pyFloatStr } from '../util/pytime.js';
+import { BarmanError } from '../util/errors.js';
 
 /** A Python float. Wrapping keeps `12.0` distinct from the int `12`. */
 export class PyFloat {
@@ -225,7 +226,7 @@ class LiteralParser {
 
   fail(reason: string, at = this.pos): never {
     const snippet = this.text.slice(at, at + 30);
-    throw new Error(`Malformed Python literal at offset ${at}: ${reason}${snippet ? ` near ${JSON.stringify(snippet)}` : ''}`);
+    throw new BarmanError(`Malformed Python literal at offset ${at}: ${reason}${snippet ? ` near ${JSON.stringify(snippet)}` : ''}`);
   }
 
   private skipWs(): void {

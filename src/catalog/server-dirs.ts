@@ -37,12 +37,17 @@ export function serverPaths(srv: ServerConfig): ServerPaths {
 }
 
 /** Absolute path of one of the server's lock files. */
-export function lockPath(srv: ServerConfig, kind: Exclude<keyof typeof lockNames, 'perBackup' | 'globalCron'>): string {
+export function lockPath(srv: ServerConfig, kind: Exclude<keyof typeof lockNames, 'perBackup' | 'syncBackup' | 'globalCron'>): string {
   return path.join(serverPaths(srv).lockDir, lockNames[kind](srv.name));
 }
 
 export function backupLockPath(srv: ServerConfig, backupId: string): string {
   return path.join(serverPaths(srv).lockDir, lockNames.perBackup(srv.name, backupId));
+}
+
+/** `.<srv>-<id>-sync-backup.lock`: held by the `sync-backup` copying that backup (passive nodes). */
+export function syncBackupLockPath(srv: ServerConfig, backupId: string): string {
+  return path.join(serverPaths(srv).lockDir, lockNames.syncBackup(srv.name, backupId));
 }
 
 /** Create every directory of the server (as `check` and `cron` do). */
@@ -51,4 +56,14 @@ export async function ensureServerDirs(srv: ServerConfig): Promise<void> {
   for (const d of [p.backupDir, p.baseDir, p.walsDir, p.incomingDir, p.streamingDir, p.errorsDir, p.xlogdbDir]) {
     await ensureDir(d);
   }
+}
+
+/**
+ * barman-ts agent metadata of one backup (page hash maps, per-file SHA-256, transfer
+ * statistics): `<backup_directory>/agent/<id>`, outside `base/<id>` so that Barman's list-files
+ * and size walks never see it. Removed with the backup; one left behind by a Barman delete is
+ * swept by the next agent backup.
+ */
+export function agentMetaDir(srv: ServerConfig, backupId: string): string {
+  return path.join(serverPaths(srv).backupDir, 'agent', backupId);
 }

@@ -1,7 +1,8 @@
 /**
  * The WAL catalog, xlog.db (spec §1.1): one line per archived file,
- * `name\tsize\ttime\tcompression\tencryption\n`, time as Python `str(float)`, `None` for
- * missing values, lines in archival order.
+ * `name\tsize\ttime\tcompression\n`, time as Python `str(float)`, `None` for missing values,
+ * lines in archival order. A fifth column, `encryption`, is written only for encrypted files:
+ * Barman < 3.15 (Debian 12's 3.4 among them) stops at the first line that has one.
  *
  * Two file names exist. Barman < 3.13 (and we, by default) use `<xlogdb_directory>/xlog.db`;
  * Barman >= 3.13 uses `<xlogdb_directory>/<server>-xlog.db`. When the new name exists it is the
@@ -20,9 +21,10 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
+import { DIR_MODE, FILE_MODE, fsyncDir, pathExistsSync } from '../util/fsutil.js';
 import { pyFloatStr, pyStatMtime } from '../util/pytime.js';
 import { identifyCompression, type CustomCompressionConfig } from '../wal/compression.js';
+import { isOpenPgpMessage, OPENPGP_HEAD_BYTES } from '../util/gpg.js';
 import { walNameKind } from '../wal/names.js';
 import { withLock } from './lock.js';
 import { lockPath, serverPaths } from './server-dirs.js';
@@ -66,11 +68,12 @@ function timeStr(t: number): string {
   return pyFloatStr(t);
 }
 
-/** One catalog line, `\n` included. */
+/** One catalog line, `\n` included: four columns, five for an encrypted file. */
 export function formatXlogDbLine(e: XlogDbEntry): string {
   const size = e.size == null ? 'None' : String(e.size);
   const time = e.time == null ? 'None' : timeStr(e.time);
-  return `${e.name}\t${size}\t${time}\t${noneOr(e.compression)}\t${noneOr(e.encryption)}\n`;
+  const line = `${e.name}\t${size}\t${time}\t${noneOr(e.compression)}`;
+  return e.encryption == null || e.encryption === '' ? `${line}\n` : `${line}\t${e.encryption}\n`;
 }
 
 /** The whole file for a list of entries. */
@@ -162,7 +165,7 @@ export function parseXlogDb(text: string, source = 'xlog.db'): XlogDbEntry[] {
  */
 export function xlogDbPath(srv: ServerConfig): string {
   const p = serverPaths(srv);
-  return fs.existsSync(p.xlogdbFileNew) ? p.xlogdbFileNew : p.xlogdbFile;
+  return pathExistsSync(p.xlogdbFileNew) ? p.xlogdbFileNew : p.xlogdbFile;
 }
 
 function readCatalogFile(file: string): XlogDbEntry[] | null {
@@ -210,7 +213,7 @@ function session(srv: ServerConfig): XlogDbSession {
   const db: XlogDbSession = {
     file,
     async ensure() {
-      if (!fs.existsSync(file)) await rebuildLocked(srv, file);
+      if (!pathExistsSync(file)) await rebuildLocked(srv, file);
     },
     async read() {
       await db.ensure();
@@ -235,7 +238,7 @@ const TORN_LINE_SCAN = 4096;
 
 async function appendLocked(file: string, entries: readonly XlogDbEntry[]): Promise<void> {
   await fsp.mkdir(path.dirname(file), { recursive: true, mode: DIR_MODE });
-  const created = !fs.existsSync(file);
+  const created = !pathExistsSync(file);
   const fh = await fsp.open(file, 'a+', FILE_MODE);
   try {
     let text = formatXlogDb(entries);
@@ -282,7 +285,7 @@ async function writeCatalogAtomic(file: string, text: string): Promise<void> {
 export async function readXlogDb(srv: ServerConfig): Promise<XlogDbEntry[]> {
   const existing = xlogDbPath(srv);
   // Reading an existing file needs no lock: appends are whole lines and rewrites are renames.
-  if (fs.existsSync(existing)) return readCatalogFile(existing) ?? [];
+  if (pathExistsSync(existing)) return readCatalogFile(existing) ?? [];
   return withXlogDb(srv, (db) => db.read());
 }
 
@@ -356,7 +359,10 @@ function indexFile(file: string, name: string, head: Buffer, custom: CustomCompr
   } finally {
     fs.closeSync(fd);
   }
-  const compression = identifyCompression(head.subarray(0, got), custom);
+  const first = head.subarray(0, got);
+  // An encrypted file (encryption = gpg) hides its compression: only its encryption is known.
+  if (isOpenPgpMessage(first)) return { name, size: Number(st.size), time: pyStatMtime(st.mtimeNs), compression: null, encryption: 'gpg' };
+  const compression = identifyCompression(first, custom);
   return { name, size: Number(st.size), time: pyStatMtime(st.mtimeNs), compression, encryption: null };
 }
 
@@ -365,7 +371,7 @@ async function rebuildLocked(srv: ServerConfig, file: string, events: RebuildEve
   const wals = paths.walsDir;
   const custom = customCompressionOf(srv);
   const magicLen = custom.magic ? Math.ceil(String(custom.magic).length / 2) : 0;
-  const head = Buffer.alloc(Math.max(16, magicLen));
+  const head = Buffer.alloc(Math.max(OPENPGP_HEAD_BYTES, magicLen));
   const counts: XlogDbRebuildCounts = { history: 0, backup_labels: 0, wal_file: 0 };
   const catalogNames = new Set([path.basename(paths.xlogdbFile), path.basename(paths.xlogdbFileNew), 'sync-wals.info']);
   const warn = (p: string) => events.onWarning?.(`Unexpected file ${p} found in WAL archive of server '${srv.name}': not indexed`);

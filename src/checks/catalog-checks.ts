@@ -10,17 +10,31 @@ import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { COPY_DONE, DONE, FAILED, WAITING_FOR_WALS } from '../catalog/backup-info.js';
 import type { BackupEntry } from '../catalog/catalog.js';
-import { readXlogDb, xlogDbPath } from '../catalog/xlogdb.js';
+import { readXlogDb, xlogDbPath, type XlogDbEntry } from '../catalog/xlogdb.js';
+import { statIfExists } from '../util/fsutil.js';
 import { computeWalStats } from '../reporting/wal-stats.js';
 import { humanDuration, prettySize } from '../util/format.js';
-import { run } from '../util/proc.js';
+import { findProgram } from '../util/proc.js';
+import { encryptionConfigProblem, encryptionEnabled } from '../catalog/encryption.js';
+import { subprocessEnv } from '../postgres/binaries.js';
+import { errorMessage } from '../util/errors.js';
+import { gpgEncryptFile } from '../util/gpg.js';
+import { logger } from '../util/log.js';
 import type { CheckCollector } from './types.js';
+
+const log = logger('check');
 
 type Line = { name: string; ok: boolean; hint: string; perfdata?: number };
 
 /** `WAL archive`: shown only when failing (nothing archived yet and no backup waiting for WALs). */
 export async function walArchiveCheck(col: CheckCollector, srv: ServerConfig, catalog: readonly BackupEntry[]): Promise<void> {
-  const size = await fsp.stat(xlogDbPath(srv)).then((s) => s.size).catch(() => 0);
+  let size: number;
+  try {
+    size = (await statIfExists(xlogDbPath(srv)))?.size ?? 0;
+  } catch (err) {
+    col.add('WAL archive', false, errorMessage(err));
+    return;
+  }
   if (size > 0) return;
   if (catalog.some((e) => e.info.status === WAITING_FOR_WALS)) return;
   col.add('WAL archive', false, 'please make sure WAL shipping is setup');
@@ -65,7 +79,13 @@ export async function walValidityChecks(col: CheckCollector, srv: ServerConfig, 
   let lastWalTime: number | null = null;
   let walSize = 0;
   if (last) {
-    const wals = await readXlogDb(srv).catch(() => []);
+    let wals: XlogDbEntry[];
+    try {
+      wals = await readXlogDb(srv);
+    } catch (err) {
+      col.add('wal maximum age', false, errorMessage(err));
+      return;
+    }
     const stats = computeWalStats(catalog, wals).get(last.id);
     lastWalTime = stats?.walLastTime ?? null;
     walSize = stats?.walUntilNextSize ?? 0;
@@ -73,21 +93,7 @@ export async function walValidityChecks(col: CheckCollector, srv: ServerConfig, 
   for (const l of walAgeLines(srv.last_wal_maximum_age, lastWalTime, walSize, last !== null, col.now)) col.add(l.name, l.ok, l.hint, l.perfdata);
 }
 
-/** Is `program` runnable (path_prefix first, then PATH)? */
-export function findProgram(program: string, pathPrefix: string | null): string | null {
-  const dirs = [...(pathPrefix ? pathPrefix.split(':') : []), ...(process.env.PATH ?? '/usr/bin:/bin').split(':')];
-  for (const d of dirs) {
-    if (!d) continue;
-    const p = path.join(d, program);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      /* next */
-    }
-  }
-  return null;
-}
+export { findProgram };
 
 /** Compressors that run an external program (the others are in-process). */
 const EXTERNAL_PROGRAM: Record<string, string> = { bzip2: 'bzip2', pybzip2: 'bzip2', xz: 'xz', pigz: 'pigz' };
@@ -110,38 +116,58 @@ export function compressionLine(
   return { name, ok: true, hint: '' };
 }
 
-/** `encryption` (only when set): gpg must encrypt a test file for the configured key. */
+/**
+ * `encryption` (only when encryption = gpg): the settings backups need (Barman's messages), then
+ * gpg must encrypt a test file for encryption_key_id, as the archiver and backups will.
+ */
 export async function encryptionCheck(col: CheckCollector, srv: ServerConfig): Promise<void> {
-  if (!srv.encryption || srv.encryption === 'none') return;
-  if (!srv.encryption_key_id) {
-    col.add('encryption', false, "'encryption_key_id' is required when encryption = gpg");
+  if (!encryptionEnabled(srv)) return;
+  const problem = encryptionConfigProblem(srv);
+  if (problem) {
+    col.add('encryption', false, problem);
     return;
   }
-  const gpg = findProgram('gpg', srv.path_prefix);
-  if (!gpg) {
-    col.add('encryption', false, 'encryption test failed. Check the log file for more details');
+  const program = findProgram('gpg', srv.path_prefix);
+  if (!program) {
+    col.add('encryption', false, "encryption test failed: the 'gpg' program is not installed");
     return;
   }
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'barman-encrypt-test-'));
   try {
     const plain = path.join(dir, 'plain');
     await fsp.writeFile(plain, 'encryption check\n', { mode: 0o600 });
-    const res = await run(gpg, ['--batch', '--yes', '--trust-model', 'always', '-r', srv.encryption_key_id, '-o', path.join(dir, 'plain.gpg'), '-e', plain], {
-      timeoutMs: col.remainingMs(),
-    }).catch(() => null);
-    const ok = res?.code === 0;
-    col.add('encryption', ok, ok ? 'encryption test succeeded' : 'encryption test failed. Check the log file for more details');
+    const gpg = { program, env: subprocessEnv(srv.path_prefix) };
+    const failure = await withTimeout(gpgEncryptFile(gpg, plain, path.join(dir, 'plain.gpg'), srv.encryption_key_id as string), col.remainingMs()).then(
+      () => null,
+      (err: unknown) => errorMessage(err),
+    );
+    if (failure !== null) log.warning(`${srv.name}: encryption check: ${failure}`);
+    col.add('encryption', failure === null, failure === null ? 'encryption test succeeded' : 'encryption test failed. Check the log file for more details');
   } finally {
     await fsp.rm(dir, { recursive: true, force: true });
   }
 }
 
+/** `p`, or a rejection after `ms` milliseconds (Infinity: no limit). */
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  if (!Number.isFinite(ms)) return p;
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('timed out')), Math.max(0, ms));
+  });
+  p.catch(() => undefined);
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
+}
+
 export function backupCountLines(catalog: readonly BackupEntry[], minimumRedundancy: number): Line[] {
   const failed = catalog.filter((e) => e.info.status === FAILED).length;
   // Only full backups count: an incremental backup is nothing without its chain (Barman 3.11+).
-  const full = catalog.filter((e) => e.info.status === DONE && !e.info.parent_backup_id).length;
+  // Barman 3.4's words while the catalog has no incremental backup, 3.17's once it has.
+  const done = catalog.filter((e) => e.info.status === DONE);
+  const full = done.filter((e) => !e.info.parent_backup_id).length;
+  const what = full === done.length ? 'backups' : 'non-incremental backups';
   return [
     { name: 'failed backups', ok: failed === 0, hint: `there are ${failed} failed backups` },
-    { name: 'minimum redundancy requirements', ok: full >= minimumRedundancy, hint: `have ${full} non-incremental backups, expected at least ${minimumRedundancy}` },
+    { name: 'minimum redundancy requirements', ok: full >= minimumRedundancy, hint: `have ${full} ${what}, expected at least ${minimumRedundancy}` },
   ];
 }

@@ -5,10 +5,12 @@
  * handed to the later checks (systemid coherence, archiver checks) that need them too.
  */
 import type { ServerConfig } from '../config/config.js';
-import { PgConnection } from '../postgres/connection.js';
-import { parseConninfo } from '../postgres/conninfo.js';
+import { PgConnection, identifySystem } from '../postgres/connection.js';
 import { errorMessage } from '../util/errors.js';
+import { logger } from '../util/log.js';
 import type { CheckCollector } from './types.js';
+
+const log = logger('checks');
 
 export interface ArchiverStats {
   failedCount: number;
@@ -33,6 +35,8 @@ export interface PgFacts {
   /** Current WAL file name on the server (for the timeline of a failing .history file). */
   currentWal: string | null;
   slot: { active: boolean; restartLsn: string | null } | null;
+  /** The WAL host (wal_conninfo / wal_streaming_conninfo) could not be asked about the slot. */
+  slotError?: string | null;
   /** Streaming connection, when one is configured (backup_method=postgres or streaming_archiver). */
   streaming: { configured: boolean; ok: boolean; error: string | null; systemId: string | null };
 }
@@ -54,25 +58,51 @@ const emptyFacts = (): PgFacts => ({
 });
 
 async function connectBounded(col: CheckCollector, conninfo: string): Promise<PgConnection> {
-  const conn = await PgConnection.connect(conninfo, 'barman_check', col.remainingMs());
+  const conn = await PgConnection.connect(conninfo, { applicationName: 'barman_check', timeoutMs: col.remainingMs() });
   col.onAbandon(() => void conn.close());
   return conn;
+}
+
+/**
+ * The replication slot lives where the WAL is streamed from: wal_conninfo, else
+ * wal_streaming_conninfo (Barman's order), else the main connection.
+ */
+async function slotFacts(col: CheckCollector, srv: ServerConfig, main: PgConnection, slot: string, facts: PgFacts): Promise<PgFacts['slot']> {
+  const walConninfo = srv.wal_conninfo ?? srv.wal_streaming_conninfo;
+  if (!walConninfo) return main.replicationSlot(slot);
+  let walHost: PgConnection | null = null;
+  try {
+    walHost = await connectBounded(col, walConninfo);
+    return await walHost.replicationSlot(slot);
+  } catch (err) {
+    facts.slotError = errorMessage(err);
+    return null;
+  } finally {
+    await walHost?.close();
+  }
 }
 
 const toDate = (v: unknown): Date | null => (v instanceof Date ? v : v ? new Date(String(v)) : null);
 
 async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
+  if (!srv.conninfo) {
+    // An empty conninfo would reach whatever libpq's defaults point at.
+    facts.connectionError = "'conninfo' not set";
+    return;
+  }
   let pg: PgConnection;
   try {
-    pg = await connectBounded(col, srv.conninfo ?? '');
+    pg = await connectBounded(col, srv.conninfo);
   } catch (err) {
     facts.connectionError = errorMessage(err);
+    // The check line carries no hint (as Barman's): the cause goes to the log.
+    log.info(`check: ${facts.connectionError}`);
     return;
   }
   try {
     facts.connected = true;
     facts.versionNum = await pg.serverVersion();
-    facts.hasBackupPrivileges = await pg.hasBackupPrivileges().catch(() => false);
+    facts.hasBackupPrivileges = await pg.hasBackupPrivileges(facts.versionNum).catch(() => false);
     facts.walLevel = await pg.setting('wal_level');
     facts.systemId = await pg.systemId().catch(() => null);
     facts.inRecovery = await pg.isInRecovery();
@@ -92,7 +122,7 @@ async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts
         lastArchivedTime: toDate(r.last_archived_time),
       };
     }
-    if (srv.slot_name) facts.slot = await pg.replicationSlot(srv.slot_name);
+    if (srv.slot_name) facts.slot = await slotFacts(col, srv, pg, srv.slot_name, facts);
   } catch (err) {
     facts.connectionError ??= errorMessage(err);
   } finally {
@@ -102,32 +132,18 @@ async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts
 
 /** A replication-protocol handshake (IDENTIFY_SYSTEM) with streaming_conninfo. */
 async function gatherStreaming(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
-  const { default: pg } = await import('pg');
-  const c = parseConninfo(srv.streaming_conninfo ?? srv.conninfo ?? '');
-  const client = new pg.Client({
-    host: c.host ?? c.hostaddr ?? process.env.PGHOST ?? '/var/run/postgresql',
-    port: c.port ? Number(c.port) : undefined,
-    user: c.user,
-    password: c.password,
-    database: c.dbname ?? 'postgres',
-    application_name: 'barman_check',
-    replication: 'true',
-    connectionTimeoutMillis: col.remainingMs(),
-    // `replication` is a libpq startup parameter node-postgres passes through but does not type.
-  } as unknown as ConstructorParameters<typeof pg.Client>[0]);
-  client.on('error', () => undefined);
-  col.onAbandon(() => void client.end().catch(() => undefined));
   facts.streaming.configured = true;
+  if (!srv.streaming_conninfo && !srv.conninfo) {
+    facts.streaming.error = "'streaming_conninfo' not set";
+    return;
+  }
   try {
-    await client.connect();
-    const res = await client.query('IDENTIFY_SYSTEM');
-    const row = res.rows[0] as { systemid?: string } | undefined;
+    const id = await identifySystem(srv.streaming_conninfo ?? srv.conninfo ?? '', 'barman_check', col.remainingMs(), (close) => col.onAbandon(close));
     facts.streaming.ok = true;
-    facts.streaming.systemId = row?.systemid != null ? String(row.systemid) : null;
+    facts.streaming.systemId = id.systemid;
   } catch (err) {
     facts.streaming.error = errorMessage(err);
-  } finally {
-    await client.end().catch(() => undefined);
+    log.info(`check: streaming connection: ${facts.streaming.error}`);
   }
 }
 
@@ -215,23 +231,24 @@ export function slotCheckLine(srv: Pick<ServerConfig, 'name' | 'slot_name' | 'st
 /** PostgreSQL, privileges, streaming, wal_level, standby checks, replication slot. */
 export async function postgresChecks(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
   if (!facts.connected) {
-    // As Barman: the line carries no hint (monitoring matches it verbatim); the log has the cause.
+    // As Barman: the line carries no hint (monitoring matches it verbatim); the log has the
+    // cause. Nothing else of PostgreSQL is checked then (Nagios lists the same failures).
     col.add('PostgreSQL', false);
-  } else {
-    col.add('PostgreSQL', true);
-    if (facts.hasBackupPrivileges) col.add('superuser or standard user with backup privileges', true);
-    else col.add('no access to backup functions', false, 'privileges for PostgreSQL backup functions are required (see documentation)');
+    return;
   }
+  col.add('PostgreSQL', true);
+  if (facts.hasBackupPrivileges) col.add('superuser or standard user with backup privileges', true);
+  else col.add('no access to backup functions', false, 'privileges for PostgreSQL backup functions are required (see documentation)');
   if (facts.streaming.configured) col.add('PostgreSQL streaming', facts.streaming.ok, facts.streaming.ok ? '' : (facts.streaming.error ?? ''));
-  if (facts.connected) {
-    const minimal = facts.walLevel === 'minimal';
-    col.add('wal_level', !minimal, minimal ? "please set it to a higher level than 'minimal'" : '');
-  }
+  const minimal = facts.walLevel === 'minimal';
+  col.add('wal_level', !minimal, minimal ? "please set it to a higher level than 'minimal'" : '');
   if (srv.primary_conninfo) {
     const primary = await gatherPrimaryFacts(col, srv.primary_conninfo);
     for (const l of standbyCheckLines({ inRecovery: facts.inRecovery, systemId: facts.systemId }, primary)) col.add(l.name, l.ok, l.hint);
   }
-  if (facts.connected) {
+  if (facts.connected && facts.slotError) {
+    col.add('replication slot', false, `cannot ask the WAL host (wal_conninfo) about slot '${srv.slot_name ?? ''}': ${facts.slotError}`);
+  } else if (facts.connected) {
     const line = slotCheckLine(srv, facts.slot);
     if (line) col.add(line.name, line.ok, line.hint);
   }

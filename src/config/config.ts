@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BarmanError } from '../util/errors.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { isNotFound } from '../util/fsutil.js';
 import { IniDocument, interpolate, parseIni, stripQuotes, type IniValue } from './ini.js';
 import {
   GLOBAL_OPTIONS,
@@ -17,6 +18,7 @@ import {
   type OptionDef,
   type ServerOptionValues,
 } from './options.js';
+import { ineffectiveSettings, unsupportedSettings } from './support.js';
 
 export const DEFAULT_CONFIG_LOCATIONS = ['~/.barman.conf', '/etc/barman.conf', '/etc/barman/barman.conf'];
 const RESERVED_SECTIONS = new Set(['all']);
@@ -46,7 +48,9 @@ export interface GlobalConfig extends Readonly<GlobalOptionValues> {
 export interface ModelConfig {
   readonly name: string;
   readonly cluster: string | null;
+  /** The options the model sets (model and cluster excluded), parsed. */
   readonly values: Readonly<Record<string, unknown>>;
+  readonly sources: Readonly<Record<string, ValueSource>>;
 }
 
 export interface Config {
@@ -59,6 +63,11 @@ export interface Config {
   readonly warnings: string[];
   /** Errors that concern the whole installation (conflicting paths across servers). */
   readonly errors: string[];
+  /**
+   * Where each option of each section was last set (file, line) and its raw text: the files
+   * `config-update` edits. A section's option not set there is not listed.
+   */
+  readonly rawSections: ReadonlyMap<string, ReadonlyMap<string, IniValue>>;
 }
 
 function expandHome(p: string): string {
@@ -78,6 +87,23 @@ export function findConfigFile(explicit?: string): string {
     if (fs.existsSync(p)) return p;
   }
   throw new BarmanError('Could not find any configuration file at default locations.');
+}
+
+/**
+ * Whether `.barman.auto.conf` (config-switch) is there. Only "not found" is absent, except for
+ * a user other than barman_user, who may not look into barman_home at all (PostgreSQL running
+ * get-wal as its own user; any other command is refused by the user check that comes next):
+ * for them, as for Barman, a file they cannot see is not read.
+ */
+function autoConfPresent(file: string, barmanUser: string): boolean {
+  try {
+    fs.lstatSync(file);
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    if ((err as NodeJS.ErrnoException).code === 'EACCES' && os.userInfo().username !== barmanUser) return false;
+    throw new BarmanError(`cannot access ${file}: ${errorMessage(err)}`);
+  }
 }
 
 function readIni(file: string): IniDocument {
@@ -118,7 +144,10 @@ export function loadConfig(explicitFile?: string): Config {
       let names: string[] = [];
       try {
         names = fs.readdirSync(abs).filter((n) => n.endsWith('.conf')).sort();
-      } catch {
+      } catch (err) {
+        // Missing: Barman's warning. Unreadable: the servers defined there would silently
+        // vanish (cron would stop archiving them), so it is an error.
+        if (!isNotFound(err)) throw new BarmanError(`Cannot read the configuration directory '${abs}': ${errorMessage(err)}`);
         warnings.push(`Ignoring the mandatory configuration directory '${abs}' because it does not exist or cannot be read`);
       }
       for (const n of names) {
@@ -141,7 +170,7 @@ export function loadConfig(explicitFile?: string): Config {
   }
   const global = resolveGlobal(doc, configFile, warnings);
   const autoConf = path.join(global.barman_home, '.barman.auto.conf');
-  if (fs.existsSync(autoConf)) doc.merge(readIni(autoConf));
+  if (autoConfPresent(autoConf, global.barman_user)) doc.merge(readIni(autoConf));
 
   const servers = new Map<string, ServerConfig>();
   const models = new Map<string, ModelConfig>();
@@ -153,13 +182,34 @@ export function loadConfig(explicitFile?: string): Config {
     }
     const isModel = sec.get('model');
     if (isModel && /^(true|t|yes|1|on)$/i.test(stripQuotes(isModel.value))) {
-      models.set(name, resolveModel(doc, name));
+      models.set(name, resolveModel(doc, name, warnings, errors));
       continue;
     }
     servers.set(name, resolveServer(doc, name, global, warnings));
   }
+  for (const [name, srv] of servers) servers.set(name, applyActiveModel(srv, models, warnings));
   checkPathConflicts(servers, errors);
-  return { configFile, global, servers, models, warnings, errors };
+  for (const srv of servers.values()) {
+    for (const u of unsupportedSettings(srv)) warnings.push(`[${srv.name}] ${u.message}`);
+    for (const w of ineffectiveSettings(srv)) warnings.push(`[${srv.name}] ${w}`);
+  }
+  return { configFile, global, servers, models, warnings, errors, rawSections: doc.sections };
+}
+
+const INVALID = Symbol('invalid value');
+
+/**
+ * Parse a server option's value; a value that does not parse is reported in Barman's words
+ * (`Ignoring invalid configuration value 'x' for key k in [s] section: why`, with the file and
+ * line) and ignored.
+ */
+function parseOrWarn(def: OptionDef, text: string, section: string, iv: IniValue, warnings: string[]): unknown {
+  try {
+    return def.parse(text);
+  } catch (err) {
+    warnings.push(`Ignoring invalid configuration value '${text}' for key ${def.name} in [${section}] section: ${(err as Error).message} (${iv.file}:${iv.line})`);
+    return INVALID;
+  }
 }
 
 function parseWith(def: OptionDef, text: string, whereText: string): unknown {
@@ -251,11 +301,23 @@ function resolveServer(doc: IniDocument, name: string, global: GlobalConfig, con
     let value: unknown = null;
     let src: ValueSource = 'default';
     try {
-      if (chosen) {
-        const w = where(chosen.iv, chosen.section, def.name);
-        const text = cleanValue(interpolate(chosen.iv.value, lookupIn(chosen.section), w));
-        if (text !== null) value = parseWith(def, text, w);
-        src = { file: chosen.iv.file, line: chosen.iv.line };
+      // A value that does not parse is ignored with a warning, as Barman does: the server takes
+      // the [barman] value of an inheritable option, else the default (one bad option must not
+      // stop every command of the server, cron's WAL archiving included).
+      const candidates = chosen ? [chosen] : [];
+      if (chosen && chosen.section !== GLOBAL_SECTION && def.scopes.includes('G')) {
+        const g = doc.section(GLOBAL_SECTION)?.get(def.name);
+        if (g) candidates.push({ iv: g, section: GLOBAL_SECTION });
+      }
+      for (const c of candidates) {
+        const w = where(c.iv, c.section, def.name);
+        const text = cleanValue(interpolate(c.iv.value, lookupIn(c.section), w));
+        if (text === null) break;
+        const parsed = parseOrWarn(def, text, c.section, c.iv, configWarnings);
+        if (parsed === INVALID) continue;
+        value = parsed;
+        src = { file: c.iv.file, line: c.iv.line };
+        break;
       }
       if (value === null && def.default !== undefined) {
         // A default that refers to an unset option (streaming_conninfo = %(conninfo)s on a
@@ -349,14 +411,92 @@ function checkPathConflicts(servers: Map<string, ServerConfig>, errors: string[]
   }
 }
 
-function resolveModel(doc: IniDocument, name: string): ModelConfig {
+/**
+ * A model section (`model = true`): the server options it may set (no directories, no hook
+ * scripts), interpolated and parsed like a server's. An option a model may not set, or a bad
+ * value, is a warning and is left out; a model without `cluster` is an error of the whole
+ * configuration, as in Barman.
+ */
+function resolveModel(doc: IniDocument, name: string, warnings: string[], errors: string[]): ModelConfig {
   const values: Record<string, unknown> = {};
+  const sources: Record<string, ValueSource> = {};
+  const lookup = (k: string): string | undefined => doc.raw(name, k)?.value;
+  let cluster: string | null = null;
   for (const [k, iv] of doc.section(name) ?? []) {
     const def = SERVER_OPTION_MAP.get(k);
-    const text = cleanValue(iv.value);
-    if (!def || text === null) continue;
-    if (!def.scopes.includes('M')) continue;
-    values[k] = parseWith(def, text, where(iv, name, k));
+    if (!def || !def.scopes.includes('M')) {
+      warnings.push(`Invalid configuration option "${k}" in [${name}] section.`);
+      continue;
+    }
+    if (k === 'model') continue;
+    try {
+      const w = where(iv, name, k);
+      const text = cleanValue(interpolate(iv.value, lookup, w));
+      if (text === null) continue;
+      const value = parseWith(def, text, w);
+      if (k === 'cluster') cluster = value as string;
+      else {
+        values[k] = value;
+        sources[k] = { file: iv.file, line: iv.line };
+      }
+    } catch (err) {
+      warnings.push(`${(err as Error).message} (ignored: model '${name}' does not set ${k})`);
+    }
   }
-  return { name, cluster: (values.cluster as string | undefined) ?? null, values };
+  if (cluster === null) errors.push(`Parameter "cluster" is required in [${name}] section.`);
+  return { name, cluster, values, sources };
+}
+
+/** `<backup_directory>/.active-model.auto`: the model `config-switch` applied to a server. */
+export function activeModelFile(srv: Pick<ServerConfig, 'backup_directory'>): string {
+  return path.join(srv.backup_directory, '.active-model.auto');
+}
+
+/** The name in a server's `.active-model.auto`, or null (absent, empty). */
+export function readActiveModel(srv: Pick<ServerConfig, 'backup_directory'>): string | null {
+  try {
+    const text = fs.readFileSync(activeModelFile(srv), 'utf8').trim();
+    return text === '' ? null : text;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new BarmanError(`cannot read ${activeModelFile(srv)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
+/**
+ * The server with the options of its active model (`config-switch`) put over its own, as
+ * Barman does when it loads the configuration: the model's values replace the server's as they
+ * are (defaults computed from the server's own values are not recomputed). A model that no
+ * longer exists disables the server; a model of another cluster is not applied (an error is
+ * shown on every command until it is fixed).
+ */
+function applyActiveModel(srv: ServerConfig, models: ReadonlyMap<string, ModelConfig>, warnings: string[]): ServerConfig {
+  let name: string | null;
+  try {
+    name = readActiveModel(srv);
+  } catch (err) {
+    warnings.push((err as Error).message);
+    return srv;
+  }
+  if (name === null) return srv;
+  const model = models.get(name);
+  if (!model) {
+    const errors = [...srv.errors, `Model '${name}' is set as the active model for the server '${srv.name}' but the model does not exist.`];
+    return { ...srv, errors, disabled: true };
+  }
+  if (model.cluster !== srv.cluster) {
+    warnings.push(modelClusterMismatch(model, srv));
+    return srv;
+  }
+  return withModel(srv, model);
+}
+
+export function modelClusterMismatch(model: ModelConfig, srv: Pick<ServerConfig, 'name' | 'cluster'>): string {
+  return `Model '${model.name}' has 'cluster=${model.cluster ?? 'None'}', which is not compatible with 'cluster=${srv.cluster}' from server '${srv.name}'`;
+}
+
+/** `srv` with `model`'s values put over its own (sources point at the model section). */
+export function withModel(srv: ServerConfig, model: ModelConfig): ServerConfig {
+  const passive = (model.values.primary_ssh_command ?? srv.primary_ssh_command) !== null;
+  return { ...srv, ...(model.values as Partial<ServerOptionValues>), sources: { ...srv.sources, ...model.sources }, passive };
 }

@@ -54,6 +54,9 @@ export const SERVER_OPTIONS = [
   o('wals_directory', S, v.parseAbsPath, '%(backup_directory)s/wals'),
   o('xlogdb_directory', GS, v.parseAbsPath, '%(wals_directory)s'),
   o('active', SM, v.parseBool, 'true'),
+  // barman-ts extensions (Barman ignores them): compression of the barman-ts agent's transfers.
+  o('agent_compression', GSM, v.parseEnum(['zstd', 'lz4', 'none']), 'zstd'),
+  o('agent_compression_level', GSM, v.parseInt10, '1'),
   o('archiver', GSM, v.parseBool, 'off'),
   o('archiver_batch_size', GSM, v.parseNonNegativeInt, '0'),
   o('autogenerate_manifest', GSM, v.parseBool, 'false'),
@@ -148,11 +151,22 @@ export const SERVER_OPTIONS = [
   o('streaming_archiver_name', GSM, v.parseString, 'barman_receive_wal'),
   o('streaming_backup_name', GSM, v.parseString, 'barman_streaming_backup'),
   o('streaming_conninfo', SM, v.parseString, '%(conninfo)s', { conninfo: true }),
+  // barman-ts extension (Barman warns about it and ignores it): `check` fails on a passive node
+  // further behind its primary than this (see src/geo/lag.ts).
+  o('sync_lag_maximum_age', GSM, v.parseShortInterval),
   o('tablespace_bandwidth_limit', GSM, v.parseTablespaceLimits),
+  // barman-ts extension (Barman ignores it): rsync, or the barman-ts agent (src/agent).
+  o('transfer_method', GSM, v.parseEnum(['rsync', 'agent']), 'rsync'),
   o('wal_conninfo', SM, v.parseString, undefined, { conninfo: true }),
   o('wal_streaming_conninfo', SM, v.parseString, undefined, { conninfo: true }),
   o('wal_retention_policy', GSM, v.parseEnum(['main']), 'main'),
   o('worm_mode', GSM, v.parseBool, 'off'),
+  // barman-ts extensions (Barman ignores them, with a warning): recovery drills (`barman drill`).
+  o('drill_directory', GS, v.parseAbsPath, '%(barman_home)s/drills'),
+  o('drill_interval', GS, v.parseInterval),
+  o('drill_max_age', GS, v.parseInterval),
+  o('drill_timeout', GS, v.parseNonNegativeInt, '21600'),
+  o('drill_sql_file', GS, v.parseAbsPath),
   o('model', ['M'], v.parseBool),
 ] as const;
 

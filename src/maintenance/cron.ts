@@ -6,16 +6,21 @@
  * long-running work happens in the background processes it starts.
  */
 import { spawn } from 'node:child_process';
+import { isNotFound } from '../util/fsutil.js';
 import * as fs from 'node:fs';
 import type { Config, ServerConfig } from '../config/config.js';
 import { WAITING_FOR_WALS } from '../catalog/backup-info.js';
 import { loadCatalog } from '../catalog/catalog.js';
+import { repairCatalogForBarman34 } from '../catalog/compat.js';
 import { acquireLock, isLockHeld, LockBusyError } from '../catalog/lock.js';
 import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.js';
 import { checkBackup } from '../backup/check-backup.js';
-import { markStaleBackups } from '../backup/backup.js';
+import { markStaleBackups, primaryCheckpointIfDue } from '../backup/backup.js';
 import { enforceRetention } from '../retention/enforce.js';
 import { cleanupLockDirectory } from '../operations/lock-cleanup.js';
+import { isDrillProcessAlive } from '../drill/records.js';
+import { maybeStartDrill } from '../drill/schedule.js';
+import { syncCron } from '../geo/sync-cron.js';
 import { barmanCommand } from '../util/self.js';
 import { errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
@@ -44,18 +49,25 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
   for (const id of await markStaleBackups(srv)) {
     ev.warning(`Backup ${id} of server ${srv.name} was interrupted (its process is gone): marked FAILED`);
   }
+  // A passive node copies from its primary backup server instead of archiving (src/geo).
+  if (srv.passive) await syncCron(srv, ev, (args) => spawnBackground(config, args, keepDescriptors));
   if (srv.streaming_archiver && !srv.passive) {
     if (!(await isLockHeld(lockPath(srv, 'receiveWal')))) {
       ev.info(`Starting streaming archiver for server ${srv.name}`);
       spawnBackground(config, ['receive-wal', srv.name], keepDescriptors);
     }
   }
-  if (hasWalToArchive(srv) && !(await isLockHeld(lockPath(srv, 'archiveWal')))) {
+  if (!srv.passive && hasWalToArchive(srv) && !(await isLockHeld(lockPath(srv, 'archiveWal')))) {
     ev.info(`Starting WAL archiving for server ${srv.name}`);
     spawnBackground(config, ['archive-wal', srv.name], keepDescriptors);
   }
-  const oldestWaiting = (await loadCatalog(srv)).find((e) => e.info.status === WAITING_FOR_WALS);
+  const catalog = await loadCatalog(srv);
+  const repaired = await repairCatalogForBarman34(srv, catalog);
+  if (repaired.backups.length > 0) log.info(`${srv.name}: backup.info of ${repaired.backups.join(', ')} written again in the form Barman 3.4 reads`);
+  if (repaired.xlogdb) log.info(`${srv.name}: xlog.db written again with the four columns Barman 3.4 reads`);
+  const oldestWaiting = catalog.find((e) => e.info.status === WAITING_FOR_WALS);
   if (oldestWaiting) {
+    if (!srv.passive) await primaryCheckpointIfDue(srv, oldestWaiting, ev.info);
     const outcome = await checkBackup(srv, oldestWaiting);
     if (outcome === 'done') ev.info(`Backup ${oldestWaiting.id} of server ${srv.name} is now DONE`);
     if (outcome === 'failed') ev.error(`Backup ${oldestWaiting.id} of server ${srv.name} FAILED: ${oldestWaiting.info.error ?? ''}`);
@@ -69,6 +81,10 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
       ev.error(`${srv.name}: retention policy: ${errorMessage(err)}`);
     }
   }
+  // barman-ts: a recovery drill in the background when one is due (drill_interval).
+  await maybeStartDrill(srv, ev, (args) => spawnBackground(config, args, keepDescriptors), isDrillProcessAlive).catch((err: unknown) =>
+    ev.warning(`${srv.name}: recovery drill scheduling: ${errorMessage(err)}`),
+  );
 }
 
 /** Is there anything in incoming/ or streaming/ for archive-wal to do? (cheap check) */
@@ -78,8 +94,9 @@ function hasWalToArchive(srv: ServerConfig): boolean {
     if (!enabled) return false;
     try {
       return fs.readdirSync(dir).some((n) => !n.endsWith('.tmp') && !n.startsWith('.'));
-    } catch {
-      return false;
+    } catch (err) {
+      // Unreadable is not empty: archive-wal runs and reports the real error in its log.
+      return !isNotFound(err);
     }
   };
   // In streaming/ a lone .partial is pg_receivewal's current file: nothing to archive yet.
@@ -88,8 +105,8 @@ function hasWalToArchive(srv: ServerConfig): boolean {
     try {
       const names = fs.readdirSync(p.streamingDir).filter((n) => !n.endsWith('.tmp'));
       return names.some((n) => !n.endsWith('.partial')) || names.filter((n) => n.endsWith('.partial')).length > 1;
-    } catch {
-      return false;
+    } catch (err) {
+      return !isNotFound(err);
     }
   })();
   return streaming || has(p.incomingDir, srv.archiver);

@@ -7,9 +7,13 @@
  *
  * Compressed backups (pg_basebackup tar format) are extracted with the `tar` program.
  */
+import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
+import { lstatIfExists, pathExists, readdirIfExists, statIfExists } from '../util/fsutil.js';
 import type { Dirent, Stats } from 'node:fs';
 import * as path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { gpgDecryptStream, type GpgRunner } from '../util/gpg.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { runPool } from '../util/pool.js';
 import { run } from '../util/proc.js';
@@ -207,34 +211,44 @@ export async function copyTree(scan: TreeScan, dst: string, opts: CopyTreeOption
 
 export type TarCompression = 'gzip' | 'lz4' | 'zstd' | 'none';
 
-const TAR_NAME_RE = /^(base|\d+)\.tar(?:\.(gz|lz4|zst))?$/;
+const TAR_NAME_RE = /^(base|\d+)\.tar(?:\.(gz|lz4|zst))?(\.gpg)?$/;
 
-/** `base.tar.gz` → { oid: null, compression: 'gzip' }, `16385.tar` → { oid: 16385, ... }. */
-export function parseTarName(name: string): { oid: number | null; compression: TarCompression } | null {
+export interface TarName {
+  oid: number | null;
+  compression: TarCompression;
+  /** `.gpg` suffix: encrypted with gpg (encryption = gpg, Barman 3.14+). */
+  encrypted: boolean;
+}
+
+/** `base.tar.gz` → { oid: null, compression: 'gzip' }, `16385.tar.zst.gpg` → { oid: 16385, ..., encrypted }. */
+export function parseTarName(name: string): TarName | null {
   const m = TAR_NAME_RE.exec(name);
   if (!m) return null;
   const compression: TarCompression = m[2] === 'gz' ? 'gzip' : m[2] === 'lz4' ? 'lz4' : m[2] === 'zst' ? 'zstd' : 'none';
-  return { oid: m[1] === 'base' ? null : Number(m[1]), compression };
+  return { oid: m[1] === 'base' ? null : Number(m[1]), compression, encrypted: m[3] !== undefined };
+}
+
+export interface TarArchive {
+  file: string;
+  compression: TarCompression;
+  encrypted: boolean;
 }
 
 /** The tar archives of a tar-format backup, keyed by tablespace OID (null = the data directory). */
-export async function listTarArchives(dataDir: string): Promise<Map<number | null, { file: string; compression: TarCompression }>> {
-  const out = new Map<number | null, { file: string; compression: TarCompression }>();
+export async function listTarArchives(dataDir: string): Promise<Map<number | null, TarArchive>> {
+  const out = new Map<number | null, TarArchive>();
   for (const name of await fsp.readdir(dataDir)) {
     const t = parseTarName(name);
-    if (t) out.set(t.oid, { file: path.join(dataDir, name), compression: t.compression });
+    if (!t) continue;
+    if (out.has(t.oid)) throw new BarmanError(`Two tar archives for the same ${t.oid === null ? 'data directory' : `tablespace (oid ${t.oid})`} in ${dataDir}`);
+    out.set(t.oid, { file: path.join(dataDir, name), compression: t.compression, encrypted: t.encrypted });
   }
   return out;
 }
 
-/** Is this data directory a tar-format backup (base.tar[.gz|.lz4|.zst] and no PG_VERSION)? */
+/** Is this data directory a tar-format backup (base.tar[.gz|.lz4|.zst][.gpg] and no PG_VERSION)? */
 export async function isTarBackup(dataDir: string): Promise<boolean> {
-  let names: string[];
-  try {
-    names = await fsp.readdir(dataDir);
-  } catch {
-    return false;
-  }
+  const names = await readdirIfExists(dataDir);
   return !names.includes('PG_VERSION') && names.some((n) => parseTarName(n)?.oid === null);
 }
 
@@ -246,20 +260,27 @@ export async function isTarBackup(dataDir: string): Promise<boolean> {
 export function tarExtractArgs(file: string, dest: string, compression: TarCompression, excludes: readonly string[], decompressor?: string): string[] {
   const args = ['-x', '-f', file, '-C', dest, '--preserve-permissions', '--anchored'];
   for (const e of excludes) args.push(`--exclude=${e.replace(/^\/+/, '')}`, `--exclude=./${e.replace(/^\/+/, '')}`);
+  return [...args, ...tarDecompressArgs(compression, decompressor)];
+}
+
+/** The GNU tar option that reads a tar compressed with `compression` (tar detects no lz4 by itself). */
+export function tarDecompressArgs(compression: TarCompression, decompressor?: string): string[] {
   switch (compression) {
     case 'gzip':
-      args.push(decompressor ? `--use-compress-program=${decompressor}` : '-z');
-      break;
+      return [decompressor ? `--use-compress-program=${decompressor}` : '-z'];
     case 'zstd':
-      args.push('--use-compress-program=zstd');
-      break;
+      return ['--use-compress-program=zstd'];
     case 'lz4':
-      args.push('--use-compress-program=lz4');
-      break;
+      return ['--use-compress-program=lz4'];
     case 'none':
-      break;
+      return [];
   }
-  return args;
+}
+
+/** How an encrypted tar file is read: gpg and the passphrase (encryption_passphrase_command). */
+export interface TarDecryption {
+  gpg: GpgRunner;
+  passphrase: Uint8Array;
 }
 
 export async function extractTar(
@@ -269,12 +290,58 @@ export async function extractTar(
   excludes: readonly string[],
   env: NodeJS.ProcessEnv,
   decompressor?: string,
+  decrypt?: TarDecryption,
 ): Promise<void> {
   await fsp.mkdir(dest, { recursive: true, mode: 0o700 });
+  if (decrypt) return extractDecrypted(file, dest, compression, excludes, env, decompressor, decrypt);
   const res = await run('tar', tarExtractArgs(file, dest, compression, excludes, decompressor), { env });
   if (res.code !== 0) {
     const detail = (res.stderr.trim() || res.stdout.trim()).split('\n').slice(-1)[0] ?? '';
     throw new BarmanError(`cannot extract ${file} into ${dest}: tar exited with code ${res.code}${detail ? `: ${detail}` : ''}`);
+  }
+}
+
+/**
+ * An encrypted tar file: `gpg --decrypt` streams into tar's standard input, so the decrypted
+ * archive never exists as a file (no staging space, no clear copy left behind). A failure of
+ * either side stops the other.
+ */
+async function extractDecrypted(
+  file: string,
+  dest: string,
+  compression: TarCompression,
+  excludes: readonly string[],
+  env: NodeJS.ProcessEnv,
+  decompressor: string | undefined,
+  decrypt: TarDecryption,
+): Promise<void> {
+  const dec = gpgDecryptStream(decrypt.gpg, file, decrypt.passphrase);
+  const tar = spawn('tar', tarExtractArgs('-', dest, compression, excludes, decompressor), { env, stdio: ['pipe', 'ignore', 'pipe'] });
+  let tarErr = '';
+  tar.stderr.setEncoding('utf8').on('data', (d: string) => (tarErr = (tarErr + d).slice(-4096)));
+  const tarDone = new Promise<number | null>((resolve, reject) => {
+    tar.on('error', (err) => reject(new BarmanError(`cannot run tar: ${err.message}`)));
+    tar.on('close', (code) => resolve(code));
+  });
+  const fed = pipeline(dec.stream, tar.stdin).catch((err: unknown) => err);
+  const [gpgResult, tarCode] = await Promise.all([
+    dec.done.then(
+      () => null,
+      (err: unknown) => {
+        tar.kill('SIGTERM');
+        return err;
+      },
+    ),
+    tarDone.then((code) => {
+      if (code !== 0) dec.kill();
+      return code;
+    }),
+  ]);
+  await fed;
+  if (gpgResult !== null) throw gpgResult;
+  if (tarCode !== 0) {
+    const detail = tarErr.trim().split('\n').slice(-1)[0] ?? '';
+    throw new BarmanError(`cannot extract ${file} into ${dest}: tar exited with code ${tarCode}${detail ? `: ${detail}` : ''}`);
   }
 }
 
@@ -294,12 +361,9 @@ export async function syncFilesystems(
 ): Promise<'syncfs' | 'fsync'> {
   const byDev = new Map<number, string>();
   for (const p of [...trees, ...parents]) {
-    try {
-      const st = await fsp.stat(p);
-      if (!byDev.has(st.dev)) byDev.set(st.dev, p);
-    } catch {
-      /* never created: nothing to sync there */
-    }
+    // Never created: nothing to sync there. Any other error is one (data may not be durable).
+    const st = await statIfExists(p);
+    if (st !== null && !byDev.has(st.dev)) byDev.set(st.dev, p);
   }
   let ok = true;
   await Promise.all(
@@ -310,7 +374,7 @@ export async function syncFilesystems(
   );
   if (ok) return 'syncfs';
   for (const t of trees) await fsyncTree(t);
-  for (const p of parents) await fsyncPath(p).catch(() => undefined);
+  for (const p of parents) if (await pathExists(p)) await fsyncPath(p);
   return 'fsync';
 }
 
@@ -334,15 +398,12 @@ export async function fsyncTree(root: string, workers = 16): Promise<void> {
       else if (e.isFile()) items.push(p);
     }
   };
-  try {
-    const st = await fsp.lstat(root);
-    if (!st.isDirectory()) {
-      if (st.isFile()) items.push(root);
-    } else {
-      await walk(root);
-    }
-  } catch {
-    return;
+  const st = await lstatIfExists(root);
+  if (st === null) return;
+  if (!st.isDirectory()) {
+    if (st.isFile()) items.push(root);
+  } else {
+    await walk(root);
   }
   await runPool(items, workers, fsyncPath);
 }

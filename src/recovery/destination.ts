@@ -5,17 +5,31 @@
  * (remote-destination.ts) checks and writes on the recovery host through the
  * `--remote-ssh-command`.
  */
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Tablespace } from '../catalog/backup-info.js';
-import { FILE_MODE, writeFileAtomic } from '../util/fsutil.js';
+import { FILE_MODE, lstatIfExists, pathExists, readdirIfExists, readTextIfExists, statIfExists, writeFileAtomic } from '../util/fsutil.js';
 import { run } from '../util/proc.js';
 import { BarmanError } from '../util/errors.js';
 import { runPool } from '../util/pool.js';
 import type { CustomCompressionConfig } from '../wal/compression.js';
-import { copyTree, EarlyWriteback, excluder, extractTar, listTarArchives, scanTree, syncFilesystems, type TreeScan } from './copy.js';
+import type { ServerDecryptor } from '../catalog/encryption.js';
+import {
+  copyTree,
+  EarlyWriteback,
+  excluder,
+  extractTar,
+  listTarArchives,
+  scanTree,
+  syncFilesystems,
+  type TarArchive,
+  type TarDecryption,
+  type TreeScan,
+} from './copy.js';
 import { checkDestination, checkEmptyOrAbsent } from './options.js';
 import { copyWals, writeDoneFiles, type ArchivedWal } from './wal.js';
+import { pushTrees, type PushTree } from '../agent/restore-push.js';
+import type { StoreReader } from '../agent/store.js';
 
 /** Files and directories of the backup that are never restored (anchored at the data dir). */
 export const DATA_EXCLUDES: readonly string[] = [
@@ -60,7 +74,7 @@ export async function clearForDelta(dest: string): Promise<void> {
   for (const f of DELTA_CLEARED_FILES) await fsp.rm(path.join(dest, f), { force: true, recursive: true });
   for (const w of WAL_DIRS) {
     const dir = path.join(dest, w);
-    const st = await fsp.lstat(dir).catch(() => null);
+    const st = await lstatIfExists(dir);
     if (st === null) continue;
     if (!st.isDirectory()) {
       await fsp.rm(dir, { force: true });
@@ -69,16 +83,22 @@ export async function clearForDelta(dest: string): Promise<void> {
     for (const name of await fsp.readdir(dir)) await fsp.rm(path.join(dir, name), { force: true, recursive: true });
   }
   const tblspc = path.join(dest, 'pg_tblspc');
-  for (const name of await fsp.readdir(tblspc).catch(() => [] as string[])) {
-    const st = await fsp.lstat(path.join(tblspc, name)).catch(() => null);
+  for (const name of await readdirIfExists(tblspc)) {
+    const st = await lstatIfExists(path.join(tblspc, name));
     if (st?.isSymbolicLink()) await fsp.rm(path.join(tblspc, name), { force: true });
   }
+}
+
+/** A scan without the top-level WAL directory entries (and what is under them). */
+export function withoutWalDirs(scan: TreeScan): TreeScan {
+  const top = (rel: string) => rel.split('/')[0] ?? rel;
+  return { ...scan, entries: scan.entries.filter((e) => !WAL_DIRS.includes(top(e.rel))) };
 }
 
 /** `<dest>/<walName>/archive_status` as real directories (a symlink at `<walName>` is replaced). */
 export async function ensureRealWalDir(dest: string, walName: string): Promise<void> {
   const dir = path.join(dest, walName);
-  const st = await fsp.lstat(dir).catch(() => null);
+  const st = await lstatIfExists(dir);
   if (st !== null && !st.isDirectory()) await fsp.rm(dir, { force: true });
   await fsp.mkdir(path.join(dir, 'archive_status'), { recursive: true, mode: 0o700 });
 }
@@ -104,17 +124,29 @@ export interface BackupSource {
   tablespaceDir: (oid: number) => string;
 }
 
+/** transfer_method = agent: barman-ts agents write the files (src/agent/restore-push.ts). */
+export interface AgentCopyOptions {
+  codec: string;
+  level: number;
+  /** The backup's agent metadata (page maps), if it has any. */
+  store: StoreReader | null;
+}
+
 export interface CopyOptions {
   delta: boolean;
+  /** Set: a remote restore, or a local delta restore, goes through barman-ts agents. */
+  agent?: AgentCopyOptions;
   workers: number;
   env: NodeJS.ProcessEnv;
   /** Tar backups: gzip decompressor program (pigz) when available. */
   gzipProgram?: string;
+  /** Encrypted tar backups (`.gpg`): gpg and the passphrase. */
+  decrypt?: TarDecryption;
   onProgress?: (done: number, total: number) => void;
 }
 
 export interface BaseCopyStats {
-  method: 'copy' | 'tar' | 'rsync';
+  method: 'copy' | 'tar' | 'rsync' | 'agent';
   files: number;
   bytes: number;
 }
@@ -126,17 +158,23 @@ export interface WalPlacement {
   doneFiles: boolean;
   workers: number;
   custom: CustomCompressionConfig;
+  /** Encrypted WAL: how to decrypt it. */
+  decryptor?: ServerDecryptor;
   onFile?: () => void;
 }
 
-/** A local file's text and permission bits, or null when it cannot be read (a missing file). */
+/** The decryption an encrypted tar archive needs (an error when the restore has none). */
+export function tarDecryption(archive: TarArchive, opts: Pick<CopyOptions, 'decrypt'>): TarDecryption | undefined {
+  if (!archive.encrypted) return undefined;
+  if (!opts.decrypt) throw new BarmanError(`${archive.file} is encrypted (gpg) but the backup is not recorded as encrypted: cannot restore it`);
+  return opts.decrypt;
+}
+
+/** A local file's text and permission bits, or null when it is not there (other errors throw). */
 export async function readTextWithMode(file: string): Promise<{ text: string; mode: number } | null> {
-  try {
-    const [text, st] = await Promise.all([fsp.readFile(file, 'utf8'), fsp.stat(file)]);
-    return { text, mode: st.mode & 0o7777 };
-  } catch {
-    return null;
-  }
+  const st = await statIfExists(file);
+  const text = st === null ? null : await readTextIfExists(file);
+  return st === null || text === null ? null : { text, mode: st.mode & 0o7777 };
 }
 
 /**
@@ -144,7 +182,7 @@ export async function readTextWithMode(file: string): Promise<{ text: string; mo
  * archive_status `.done` files when they go into pg_wal. Returns the bytes written.
  */
 export async function copyWalsTo(files: readonly ArchivedWal[], dir: string, p: WalPlacement): Promise<number> {
-  const bytes = await copyWals(files, dir, { workers: p.workers, custom: p.custom, onFile: () => p.onFile?.() });
+  const bytes = await copyWals(files, dir, { workers: p.workers, custom: p.custom, decryptor: p.decryptor, onFile: () => p.onFile?.() });
   if (p.doneFiles) await writeDoneFiles(dir, files.map((f) => f.name));
   return bytes;
 }
@@ -223,7 +261,7 @@ export class LocalDestination implements RestoreDestination {
     const stats: BaseCopyStats = { method: opts.delta ? 'rsync' : source.tarFormat ? 'tar' : 'copy', files: 0, bytes: 0 };
     if (source.tarFormat) {
       const tars = await listTarArchives(source.dataDir);
-      const jobs: { file: string; compression: 'gzip' | 'lz4' | 'zstd' | 'none'; dest: string; size: number; excludes: readonly string[] }[] = [];
+      const jobs: (TarArchive & { dest: string; size: number; excludes: readonly string[] })[] = [];
       const base = tars.get(null);
       if (!base) throw new BarmanError(`No base.tar in ${source.dataDir}`);
       jobs.push({ ...base, dest, size: (await fsp.stat(base.file)).size, excludes: DATA_EXCLUDES });
@@ -238,7 +276,7 @@ export class LocalDestination implements RestoreDestination {
       await fsp.mkdir(dest, { recursive: true, mode: 0o700 });
       await fsp.chmod(dest, 0o700);
       await runPool(jobs, opts.workers, async (j) => {
-        await extractTar(j.file, j.dest, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined);
+        await extractTar(j.file, j.dest, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined, tarDecryption(j, opts));
         done += j.size;
         stats.files += 1;
         stats.bytes += j.size;
@@ -246,19 +284,33 @@ export class LocalDestination implements RestoreDestination {
       });
       // backup_manifest sits next to the tar files
       const manifest = path.join(source.dataDir, 'backup_manifest');
-      if (existsSync(manifest)) await fsp.copyFile(manifest, path.join(dest, 'backup_manifest'));
+      if (await pathExists(manifest)) await fsp.copyFile(manifest, path.join(dest, 'backup_manifest'));
     } else {
       const scans: { scan: TreeScan; dest: string }[] = [];
       scans.push({ scan: await scanTree(source.dataDir, excluder(DATA_EXCLUDES)), dest });
       for (const t of tablespaces) {
         const src = source.tablespaceDir(t.oid);
-        if (!existsSync(src)) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
+        if (!(await pathExists(src))) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
         scans.push({ scan: await scanTree(src), dest: t.location });
       }
       const total = scans.reduce((s, x) => s + x.scan.totalBytes, 0);
       let done = 0;
       opts.onProgress?.(0, total);
       if (opts.delta) await clearForDelta(dest);
+      if (opts.delta && opts.agent) {
+        // The WAL directory itself is not taken from the backup (see WAL_DIRS): made below.
+        const trees = scans.map(({ scan, dest: to }, i): PushTree => ({
+          scan: to === dest ? withoutWalDirs(scan) : scan,
+          dest: to,
+          keep: to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [],
+          storePrefix: i === 0 ? 'data' : String(tablespaces[i - 1]?.oid),
+        }));
+        const pushed = await pushTrees(trees, { ep: { sshCommand: null, where: 'this host', env: opts.env }, delta: true, workers: opts.workers, ...opts.agent, onProgress: opts.onProgress });
+        stats.method = 'agent';
+        stats.files = pushed.files;
+        stats.bytes = pushed.bytes;
+        scans.length = 0;
+      }
       for (const { scan, dest: to } of scans) {
         if (opts.delta) {
           await rsyncInto(scan.root, to, to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [], opts.env);
@@ -295,7 +347,7 @@ export class LocalDestination implements RestoreDestination {
       }
     }
     const manifest = path.join(dest, 'backup_manifest');
-    if (existsSync(manifest)) await fsp.rename(manifest, path.join(dest, `backup_manifest.${this.layout.backupId}`));
+    if (await pathExists(manifest)) await fsp.rename(manifest, path.join(dest, `backup_manifest.${this.layout.backupId}`));
     return stats;
   }
 

@@ -10,10 +10,11 @@
  * remote-destination.ts: RemoteDestination).
  */
 import { existsSync, realpathSync, accessSync, constants as fsc, promises as fsp } from 'node:fs';
+import { pathExists } from '../util/fsutil.js';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
-import { backupType, serializeBackupInfo, type BackupInfo, type Tablespace } from '../catalog/backup-info.js';
+import { backupType, serializeBackupInfo, unknownBackupInfoKeys, type BackupInfo, type Tablespace } from '../catalog/backup-info.js';
 import { backupDataDir, loadCatalog, resolveBackupId, type BackupEntry } from '../catalog/catalog.js';
 import { acquireLock, LockBusyError, type HeldLock } from '../catalog/lock.js';
 import { backupLockPath } from '../catalog/server-dirs.js';
@@ -25,7 +26,9 @@ import { run } from '../util/proc.js';
 import { localNowPyDateTime, type PyDateTime } from '../util/pytime.js';
 import { BARMAN_SCRIPT } from '../util/self.js';
 import { historyName } from '../wal/names.js';
-import { isTarBackup } from './copy.js';
+import { isTarBackup, listTarArchives, type TarDecryption } from './copy.js';
+import { encryptionEnabled, serverDecryptor } from '../catalog/encryption.js';
+import { unsupportedSettings } from '../config/support.js';
 import { DATA_EXCLUDES, LocalDestination, type RestoreDestination, type RestoredFile } from './destination.js';
 import { backupHookInfo, runRecoveryHooks, type RecoveryHookInfo } from '../hooks/hooks.js';
 import {
@@ -40,17 +43,20 @@ import {
   type TargetOptions,
 } from './options.js';
 import { RemoteDestination } from './remote-destination.js';
+import { StoreReader } from '../agent/store.js';
 import {
   autoConfAppendix,
   mangleConfig,
   needsRecoverySettings,
   recoveryConfText,
+  restoreCommandValue,
   type ConfigLine,
   type RecoverySettingsInput,
 } from './settings.js';
 import {
   customCompression,
   listArchive,
+  readArchivedText,
   resolveTargetTli,
   selectRequiredWals,
   timelineAncestry,
@@ -92,6 +98,9 @@ export interface RestoreRequest extends TargetOptions {
   /** Retries of a failed remote copy (null = basebackup_retry_times) and seconds between them. */
   retryTimes?: number | null;
   retrySleep?: number | null;
+  /** Remote copy sessions started per batch and seconds between batches (null = parallel_jobs_start_batch_*). */
+  jobsStartBatchSize?: number | null;
+  jobsStartBatchPeriod?: number | null;
   stagingLocation?: string | null;
   /** PostgreSQL >= 12: file (relative to the destination) receiving the recovery settings. */
   recoveryConfFilename?: string | null;
@@ -99,12 +108,16 @@ export interface RestoreRequest extends TargetOptions {
   jobs?: number | null;
   bwlimit?: number | null;
   snapshotRecoveryInstance?: string | null;
+  /** Other snapshot-only options given (`--aws-region`, `--gcp-zone`, ...), by name. */
+  snapshotOptions?: readonly string[];
   /** Local staging area of a remote restore (default /tmp). */
   stagingPath?: string | null;
   /** --recovery-option-port: SSH port of this host for barman-wal-restore (remote get-wal). */
   recoveryOptionPort?: number | null;
   /** The words PostgreSQL's restore_command uses to call barman (see barmanInvocation). */
   barmanCommand?: readonly string[];
+  /** Run pre/post_recovery_script hooks (default true; a recovery drill is not a recovery). */
+  runHooks?: boolean;
 }
 
 export interface RestoreEvents {
@@ -140,10 +153,12 @@ export interface RestoreResult {
   getWal: boolean;
   deltaRestore: boolean;
   standbyMode: boolean;
-  copy: { method: 'copy' | 'tar' | 'rsync'; files: number; bytes: number; seconds: number };
+  copy: { method: 'copy' | 'tar' | 'rsync' | 'agent'; files: number; bytes: number; seconds: number };
   wal: { destination: string | null; files: number; bytes: number; seconds: number; targetTimeline: number | null; missing: string[] };
   /** Files written with the recovery settings (postgresql.auto.conf, recovery.conf...). */
   recoveryFiles: string[];
+  /** The restore_command written into the settings (unquoted), null when none was written. */
+  restoreCommand: string | null;
   signalFile: string | null;
   /** Settings changed to prevent data loss. */
   changes: ConfigLine[];
@@ -248,6 +263,21 @@ export function missingConfigFiles(info: BackupInfo): string[] {
   return out;
 }
 
+/**
+ * The decryption an encrypted backup needs, or undefined for a backup in clear. A backup is
+ * encrypted when backup.info says so or when its tar files carry `.gpg`: a catalog where the
+ * two disagree is refused rather than half restored.
+ */
+async function backupDecryption(srv: ServerConfig, id: string, info: BackupInfo, dataDir: string, tarFormat: boolean): Promise<TarDecryption | undefined> {
+  const tars = tarFormat ? [...(await listTarArchives(dataDir)).values()] : [];
+  const encryptedTars = tars.filter((t) => t.encrypted).length;
+  if (info.encryption === null && encryptedTars === 0) return undefined;
+  if (info.encryption !== null && info.encryption !== 'gpg') throw new BarmanError(`Backup ${id} is encrypted with '${info.encryption}', which barman-ts cannot decrypt (only gpg)`);
+  if (!tarFormat || encryptedTars === 0) throw new BarmanError(`Backup ${id} is recorded as encrypted (gpg) but has no encrypted tar file (*.tar*.gpg) in ${dataDir}`);
+  const d = serverDecryptor(srv, `Backup ${id}`);
+  return { gpg: d.gpg(), passphrase: await d.passphrase() };
+}
+
 function gzipDecompressor(env: NodeJS.ProcessEnv): string | undefined {
   // pigz decompresses a little faster (separate read, write and check threads)
   return findOnPath('pigz', env.PATH ?? '') ? 'pigz' : undefined;
@@ -293,6 +323,10 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   const id = entry.id;
   const binfo = entry.info;
   checkBackupForRestore(id, binfo, target, { standbyMode: req.standbyMode });
+  const newer = unknownBackupInfoKeys(binfo);
+  if (newer.length > 0) {
+    throw new BarmanError(`Backup ${id} was written by a newer Barman (backup.info fields ${newer.join(', ')}): barman-ts cannot restore it; use that Barman`);
+  }
   const version = binfo.version as number;
   const kind = backupType(binfo);
   if (kind === 'snapshot') {
@@ -301,12 +335,25 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     throw new BarmanError('Recovery of snapshot backups is not supported yet');
   }
   if (req.snapshotRecoveryInstance) throw new BarmanError(`--snapshot-recovery-instance can only be used with snapshot backups (backup ${id} is not one)`);
+  const snapshotOnly = req.snapshotOptions ?? [];
+  if (snapshotOnly.length > 0) throw new BarmanError(`${snapshotOnly.join(', ')}: only for snapshot backups (backup ${id} is not one)`);
   if (kind === 'incremental') throw new BarmanError(`Backup ${id} is an incremental backup: restoring incremental backups is not supported yet`);
-  if (binfo.encryption) throw new BarmanError(`Backup ${id} is encrypted (${binfo.encryption}): restoring encrypted backups is not supported yet`);
 
   const srcData = backupDataDir(srv, id);
-  if (!existsSync(srcData)) throw new BarmanError(`The data of backup ${id} is missing: ${srcData} does not exist`);
+  if (!(await pathExists(srcData))) throw new BarmanError(`The data of backup ${id} is missing: ${srcData} does not exist`);
   const tarFormat = await isTarBackup(srcData);
+  // Encrypted backups (encryption=gpg, `.gpg` tar files): the passphrase is obtained now, so
+  // that a missing or failing encryption_passphrase_command stops the restore before anything
+  // is written. WAL files are decrypted with the same passphrase when met.
+  const walDecryptor = serverDecryptor(srv, 'A WAL file recovery needs');
+  const tarDecrypt = await backupDecryption(srv, id, binfo, srcData, tarFormat);
+
+  // Compressed and encrypted backups are prepared in a staging area for a remote restore:
+  // barman-ts stages on this host only (staging_path, default /tmp).
+  if (remote && tarFormat) {
+    const refused = unsupportedSettings(srv).find((u) => u.refusedBy === 'restore');
+    if (refused) throw new BarmanError(refused.message);
+  }
 
   const recoveryOptions = (srv.recovery_options as readonly string[] | null) ?? [];
   let delta = req.deltaRestore ?? recoveryOptions.includes('delta-restore');
@@ -335,6 +382,9 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   }
 
   const getWal = req.getWal ?? recoveryOptions.includes('get-wal');
+  if (getWal && !remote && encryptionEnabled(srv)) {
+    warn(`WAL files of server ${srv.name} are encrypted (gpg): PostgreSQL's restore_command 'barman get-wal' must run as the barman user, whose keys decrypt them`);
+  }
   const standby = req.standbyMode === true;
   const pitr = isPitr(target);
   const walName = version >= 100000 ? 'pg_wal' : 'pg_xlog';
@@ -369,6 +419,8 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
         networkCompression: req.networkCompression ?? srv.network_compression ?? false,
         retryTimes: req.retryTimes ?? srv.basebackup_retry_times ?? 0,
         retrySleepSeconds: req.retrySleep ?? srv.basebackup_retry_sleep ?? 30,
+        startBatchSize: req.jobsStartBatchSize ?? srv.parallel_jobs_start_batch_size,
+        startBatchPeriod: req.jobsStartBatchPeriod ?? srv.parallel_jobs_start_batch_period,
         stagingBase: path.resolve(req.stagingPath ?? '/tmp'),
         env,
       })
@@ -419,7 +471,8 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
         warn(`Archiving pending WAL files failed: ${errorMessage(err)}`);
       }
     }
-    await runRecoveryHooks(srv, 'pre', hookEnv, { warning: warn });
+    const hooks = req.runHooks !== false;
+    if (hooks) await runRecoveryHooks(srv, 'pre', hookEnv, { warning: warn });
 
     let result: RestoreResult;
     try {
@@ -431,10 +484,10 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     } finally {
       await destination.cleanup();
     }
-    await runRecoveryHooks(srv, 'post', hookEnv, { warning: warn });
+    if (hooks) await runRecoveryHooks(srv, 'post', hookEnv, { warning: warn });
     return result;
   } catch (err) {
-    await runRecoveryHooks(srv, 'post', { ...hookEnv, error: errorMessage(err) }, { warning: warn }).catch(() => undefined);
+    if (req.runHooks !== false) await runRecoveryHooks(srv, 'post', { ...hookEnv, error: errorMessage(err) }, { warning: warn }).catch(() => undefined);
     throw err;
   } finally {
     lock.release();
@@ -444,10 +497,18 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     // ---- base backup ----
     info(delta ? 'Copying the base backup (delta restore).' : 'Copying the base backup.');
     const copyStart = Date.now();
-    const copied = await destination.copyBase(
-      { dataDir: srcData, tarFormat, tablespaceDir: (oid) => backupDataDir(srv, id, oid) },
-      { delta, workers, env, gzipProgram: gzipDecompressor(env), onProgress: (d, t) => events.progress?.(d, t, 'data') },
-    );
+    // transfer_method = agent: barman-ts agents write a remote restore, or a delta restore.
+    const store = srv.transfer_method === 'agent' && (remote || delta) ? await StoreReader.open(srv, id) : null;
+    const agent = srv.transfer_method === 'agent' && (remote || delta) ? { codec: String(srv.agent_compression ?? 'zstd'), level: Number(srv.agent_compression_level ?? 1), store } : undefined;
+    let copied;
+    try {
+      copied = await destination.copyBase(
+        { dataDir: srcData, tarFormat, tablespaceDir: (oid) => backupDataDir(srv, id, oid) },
+        { delta, agent, workers, env, gzipProgram: gzipDecompressor(env), decrypt: tarDecrypt, onProgress: (d, t) => events.progress?.(d, t, 'data') },
+      );
+    } finally {
+      await store?.close();
+    }
     const copy: RestoreResult['copy'] = { ...copied, seconds: (Date.now() - copyStart) / 1000 };
 
     // ---- WAL ----
@@ -462,7 +523,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
       const hist = listing.history.find((h) => h.name === historyName(targetTli));
       let ancestry = null;
       try {
-        ancestry = timelineAncestry(targetTli, hist ? await fsp.readFile(hist.path, 'utf8') : null);
+        ancestry = timelineAncestry(targetTli, hist ? await readArchivedText(hist.path, customCompression(srv), walDecryptor) : null);
       } catch (err) {
         warn(`Cannot read the history of timeline ${targetTli}: ${errorMessage(err)}`);
       }
@@ -492,6 +553,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
         doneFiles: !pitr,
         workers,
         custom: customCompression(srv),
+        decryptor: walDecryptor,
         onFile: () => events.progress?.(++n, files.length, 'wal'),
       });
       wal.files = files.length;
@@ -533,6 +595,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
 
     const recoveryFiles: string[] = [];
     let signalFile: string | null = null;
+    let restoreCommand: string | null = null;
     if (withSettings) {
       const settings: RecoverySettingsInput = {
         version,
@@ -545,6 +608,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
         barmanUser: srv.global.barman_user ?? 'barman',
         remoteGetWal,
       };
+      restoreCommand = restoreCommandValue(settings);
       if (version >= 120000) {
         const existing = current.get(settingsName) ?? (await destination.readRestored(settingsName));
         // keep the file as it was restored (mangling may already have saved it)
@@ -581,6 +645,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
       copy,
       wal,
       recoveryFiles,
+      restoreCommand,
       signalFile: signalFile === null ? null : path.join(dest, signalFile),
       changes,
       commented,

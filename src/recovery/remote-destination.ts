@@ -10,22 +10,25 @@
  * Order matters for safety: data, then WAL, then configuration files, and the signal file
  * last, after a flush on the remote side, so an interrupted restore never looks startable.
  */
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import { pathExists, pathExistsSync } from '../util/fsutil.js';
 import * as path from 'node:path';
 import { splitBuckets } from '../backup/rsync-plan.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
-import { runPool } from '../util/pool.js';
+import { runPool, startBatches } from '../util/pool.js';
 import { run, type RunResult } from '../util/proc.js';
 import { planRanges, pushRange, rangedPushAllowed, remoteFailure, runKillable, Stopped, type RangeJob } from './ranged-push.js';
 import { rangedMinBytes } from '../util/ranges.js';
 import { excluder, extractTar, listTarArchives, scanTree, type TreeScan } from './copy.js';
+import { pushTrees } from '../agent/restore-push.js';
 import {
   copyWalsTo,
   DATA_EXCLUDES,
   DELTA_CLEARED_FILES,
   WAL_DIRS,
   readTextWithMode,
+  tarDecryption,
   type BackupSource,
   type BaseCopyStats,
   type CopyOptions,
@@ -77,6 +80,9 @@ export interface RemoteOptions extends RemoteTransport {
   /** A failed rsync is run again this many times (each run completes what the last left). */
   retryTimes: number;
   retrySleepSeconds: number;
+  /** Copy sessions started per batch, and seconds between batches (parallel_jobs_start_batch_*: 10, 1). */
+  startBatchSize?: number;
+  startBatchPeriod?: number;
 }
 
 /** One job of the push pool: an rsync bucket of files, or one range of a big file. */
@@ -204,9 +210,11 @@ export class RemoteDestination implements RestoreDestination {
         if (!tar) throw new BarmanError(`No tar archive for tablespace ${t.name} (oid ${t.oid}) in ${source.dataDir}`);
         jobs.push({ ...tar, local: path.join(staging, `tablespace-${t.oid}`), excludes: [], dest: t.location });
       }
-      await runPool(jobs, opts.workers, (j) => extractTar(j.file, j.local, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined));
+      await runPool(jobs, opts.workers, (j) =>
+        extractTar(j.file, j.local, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined, tarDecryption(j, opts)),
+      );
       const manifest = path.join(source.dataDir, 'backup_manifest');
-      if (existsSync(manifest)) await fsp.copyFile(manifest, path.join(staging, 'data', 'backup_manifest'));
+      if (await pathExists(manifest)) await fsp.copyFile(manifest, path.join(staging, 'data', 'backup_manifest'));
       for (const j of jobs) {
         const excludes = j.dest === dest ? [...j.excludes, ...WAL_DIRS, ...HELD_BACK] : j.excludes;
         trees.push({ scan: await scanTree(j.local, excluder(excludes)), dest: j.dest, excludes });
@@ -218,7 +226,7 @@ export class RemoteDestination implements RestoreDestination {
       trees.push({ scan: await scanTree(source.dataDir, excluder(excludes)), dest, excludes });
       for (const t of tablespaces) {
         const src = source.tablespaceDir(t.oid);
-        if (!existsSync(src)) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
+        if (!(await pathExists(src))) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
         trees.push({ scan: await scanTree(src), dest: t.location, excludes: [] });
       }
       this.restoredSource = source.dataDir;
@@ -227,6 +235,14 @@ export class RemoteDestination implements RestoreDestination {
     const total = trees.reduce((s, t) => s + t.scan.totalBytes, 0);
     let done = 0;
     opts.onProgress?.(0, total);
+    if (opts.agent) {
+      // barman-ts agents on the recovery host: compressed pages, only the changed ones for a delta.
+      const pushed = await pushTrees(
+        trees.map((t, i) => ({ scan: t.scan, dest: t.dest, keep: t.excludes, storePrefix: source.tarFormat ? undefined : i === 0 ? 'data' : String(tablespaces[i - 1]?.oid) })),
+        { ep: { sshCommand: this.opts.sshCommand, where: 'the recovery host', env: this.opts.env }, delta: opts.delta, workers: opts.workers, ...opts.agent, onProgress: opts.onProgress },
+      );
+      return { method: 'agent', files: pushed.files, bytes: pushed.bytes };
+    }
     if (opts.delta) {
       // rsync's own delta logic on each whole tree (checksums: sizes and times may lie)
       for (const t of trees) {
@@ -287,8 +303,10 @@ export class RemoteDestination implements RestoreDestination {
         throw err;
       }
     };
+    const gate = startBatches(opts.workers, this.opts.startBatchSize ?? 10, this.opts.startBatchPeriod ?? 1, stop.signal);
     const pool = runPool(jobs, opts.workers, async (j) => {
       try {
+        await gate();
         if (j.kind === 'range') {
           await this.withRetries(() => pushRange(j.job, this.opts.sshCommand, this.opts.env, stop.signal), `ranged copy of ${j.job.local}`, stop.signal);
           if (--rangesLeft === 0) {
@@ -336,7 +354,7 @@ export class RemoteDestination implements RestoreDestination {
   async finish(files: readonly RestoredFile[], signal: string | null): Promise<'remote'> {
     const { dest, tablespaces, walName, backupId } = this.layout;
     // held-back files the pipeline did not change go as they are (bytes, not re-encoded text)
-    const unchanged = this.restoredSource === null ? [] : HELD_BACK.filter((rel) => !files.some((f) => f.rel === rel) && existsSync(path.join(this.restoredSource as string, rel)));
+    const unchanged = this.restoredSource === null ? [] : HELD_BACK.filter((rel) => !files.some((f) => f.rel === rel) && pathExistsSync(path.join(this.restoredSource as string, rel)));
     if (files.length > 0 || unchanged.length > 0) {
       const overlay = path.join(await this.stagingDir(), 'overlay');
       await fsp.mkdir(overlay, { recursive: true, mode: 0o700 });

@@ -4,11 +4,14 @@
  * archive decompressed, in parallel.
  */
 import { promises as fsp } from 'node:fs';
+import { isNotFound, readdirIfExists } from '../util/fsutil.js';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { serverPaths } from '../catalog/server-dirs.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { decompressFile, identifyCompression, type CustomCompressionConfig } from '../wal/compression.js';
+import { decompressBuffer, decompressFile, identifyCompression, type CustomCompressionConfig } from '../wal/compression.js';
+import type { ServerDecryptor } from '../catalog/encryption.js';
+import { gpgDecryptFile, gpgDecryptToBuffer, isEncryptedFile } from '../util/gpg.js';
 import {
   generateSegments,
   isHistoryName,
@@ -39,12 +42,19 @@ export interface ArchiveListing {
 /** name → encryption from xlog.db (read-only, no lock: recovery never changes the catalog). */
 async function encryptionByName(srv: ServerConfig): Promise<Map<string, { encryption: string | null }>> {
   const file = xlogDbPath(srv);
+  let text: string;
   try {
-    const entries = parseXlogDb(await fsp.readFile(file, 'latin1'), file);
+    text = await fsp.readFile(file, 'latin1');
+  } catch (err) {
+    // Without an xlog.db nothing is known to be encrypted; one that cannot be read is an error.
+    if (isNotFound(err)) return new Map();
+    throw new BarmanError(`cannot read ${file}: ${errorMessage(err)}`);
+  }
+  try {
+    const entries = parseXlogDb(text, file);
     return new Map(entries.map((e) => [e.name, { encryption: e.encryption ?? null }]));
   } catch {
-    // Without a readable xlog.db nothing is known to be encrypted.
-    return new Map();
+    return new Map(); // a damaged line: as before, nothing is known to be encrypted
   }
 }
 
@@ -65,7 +75,8 @@ export async function listArchive(srv: ServerConfig, beginWal: string, maxTli: n
   const dirs = names.filter((n) => /^[0-9A-F]{16}$/.test(n) && n >= beginDir && parseInt(n.slice(0, 8), 16) <= maxTli);
   const perDir = await Promise.all(
     dirs.map(async (d) => {
-      const inDir = await fsp.readdir(path.join(walsDir, d)).catch(() => [] as string[]);
+      // A directory that cannot be read is never an empty one: its WALs would go missing.
+      const inDir = await readdirIfExists(path.join(walsDir, d));
       return inDir.filter((n) => isWalName(n) && n.toUpperCase() >= beginWal).map((n) => describe(n.toUpperCase(), path.join(walsDir, d, n)));
     }),
   );
@@ -163,26 +174,59 @@ export function customCompression(srv: ServerConfig): CustomCompressionConfig {
 export interface WalCopyOptions {
   workers: number;
   custom: CustomCompressionConfig;
+  /** Encrypted WAL (encryption = gpg): gpg and the passphrase, asked for at the first such file. */
+  decryptor?: ServerDecryptor;
   onFile?: (name: string) => void;
 }
 
+/** `decryptor`, or the error saying why an encrypted file cannot be read. */
+function needDecryptor(w: ArchivedWal, decryptor: ServerDecryptor | undefined): ServerDecryptor {
+  if (!decryptor) throw new BarmanError(`WAL file ${w.name} is encrypted (gpg): encryption_passphrase_command is needed to restore it`);
+  return decryptor;
+}
+
 /**
- * Copy WAL files into `destDir` under their plain names, decompressed (compression detected
- * by magic bytes, as the archive keeps plain names whatever the compression).
+ * The content of an archived text file (a timeline history file) with its encryption and
+ * compression undone.
+ */
+export async function readArchivedText(file: string, custom: CustomCompressionConfig, decryptor?: ServerDecryptor): Promise<string> {
+  let data: Buffer;
+  if (await isEncryptedFile(file)) {
+    const d = needDecryptor({ name: path.basename(file), path: file }, decryptor);
+    data = await gpgDecryptToBuffer(d.gpg(), file, await d.passphrase());
+  } else {
+    data = await fsp.readFile(file);
+  }
+  const algo = identifyCompression(data, { ...custom, unidentifiedIsCustom: false });
+  return (algo === null ? data : await decompressBuffer(data, algo, custom)).toString('utf8');
+}
+
+/**
+ * Copy WAL files into `destDir` under their plain names, decrypted and decompressed (both
+ * detected from the content, as the archive keeps plain names whatever was done to a file).
+ * An encrypted file is decrypted into a temporary name in `destDir` first.
  */
 export async function copyWals(files: readonly ArchivedWal[], destDir: string, opts: WalCopyOptions): Promise<number> {
   await fsp.mkdir(destDir, { recursive: true, mode: 0o700 });
   let bytes = 0;
   await runPool(files, opts.workers, async (w) => {
-    if (w.encryption) throw new BarmanError(`WAL file ${w.name} is encrypted (${w.encryption}): restoring encrypted WAL is not supported yet`);
     const dst = path.join(destDir, w.name);
+    const decrypted = path.join(destDir, `.${w.name}.decrypted.tmp`);
     try {
-      const algo = await identifyCompression(w.path, opts.custom);
-      if (algo === null) {
+      let src = w.path;
+      if (w.encryption === 'gpg' || (await isEncryptedFile(w.path))) {
+        const d = needDecryptor(w, opts.decryptor);
+        await gpgDecryptFile(d.gpg(), w.path, decrypted, await d.passphrase());
+        src = decrypted;
+      }
+      const algo = await identifyCompression(src, opts.custom);
+      if (algo === null && src === decrypted) {
+        await fsp.rename(decrypted, dst);
+      } else if (algo === null) {
         await fsp.copyFile(w.path, dst, fsp.constants.COPYFILE_EXCL);
         await fsp.chmod(dst, 0o600);
       } else {
-        await decompressFile(w.path, dst, algo, opts.custom);
+        await decompressFile(src, dst, algo, opts.custom);
       }
       // Read the size first: `bytes += await …` would add to a stale total while other
       // workers finish in between.
@@ -190,6 +234,8 @@ export async function copyWals(files: readonly ArchivedWal[], destDir: string, o
       bytes += size;
     } catch (err) {
       throw new BarmanError(`cannot copy WAL file ${w.name} to ${destDir}: ${errorMessage(err)}`);
+    } finally {
+      await fsp.unlink(decrypted).catch(() => undefined);
     }
     opts.onFile?.(w.name);
   });

@@ -6,7 +6,7 @@
  * receive-wal, pg_basebackup's WAL stream) is a "WAL streamer": only standbys apply WAL.
  */
 import type { ServerConfig } from '../config/config.js';
-import { PgConnection } from '../postgres/connection.js';
+import { PgConnection, statusConnectTimeoutMs } from '../postgres/connection.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { prettySize } from '../util/format.js';
 import { parseLsn } from '../wal/names.js';
@@ -89,7 +89,7 @@ export async function fetchReplicationStatus(
   if (!conninfo) throw new BarmanError(`No conninfo configured for server ${srv.name}`);
   let conn: PgConnection;
   try {
-    conn = await PgConnection.connect(conninfo, 'barman', Math.min(Math.max(srv.check_timeout || 30, 1), 30) * 1000);
+    conn = await PgConnection.connect(conninfo, { timeoutMs: statusConnectTimeoutMs(conninfo, srv.check_timeout) });
   } catch (err) {
     throw new BarmanError(`Unable to connect to server ${srv.name}: ${errorMessage(err)}`);
   }

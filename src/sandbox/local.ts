@@ -5,9 +5,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { freePort } from '../util/net.js';
 import { run, type RunResult } from '../util/proc.js';
 
 export const isRoot = process.getuid?.() === 0;
@@ -53,15 +53,7 @@ export function chownTo(user: string, p: string, recursive = false): void {
   if (isRoot) execFileSync('chown', [...(recursive ? ['-R'] : []), user, p]);
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
+export { freePort };
 
 export class LocalCluster {
   constructor(readonly dataDir: string, readonly sockDir: string, readonly port: number) {}

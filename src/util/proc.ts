@@ -1,4 +1,6 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { BarmanError } from './errors.js';
 
 export interface RunResult {
@@ -6,6 +8,8 @@ export interface RunResult {
   signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
+  /** The raw bytes of stdout, with `binary: true` (then `stdout` is empty). */
+  stdoutBytes?: Buffer;
 }
 
 export interface RunOptions {
@@ -14,6 +18,8 @@ export interface RunOptions {
   input?: string | Uint8Array;
   /** Kill the child after this many milliseconds. */
   timeoutMs?: number;
+  /** Collect stdout as bytes (`stdoutBytes`), e.g. a secret that must not go through a string. */
+  binary?: boolean;
 }
 
 /**
@@ -30,7 +36,9 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     const child = spawn(cmd, [...args], spawnOpts);
     let stdout = '';
     let stderr = '';
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    const chunks: Buffer[] = [];
+    if (opts.binary) child.stdout?.on('data', (d: Buffer) => chunks.push(d));
+    else child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     let timer: NodeJS.Timeout | undefined;
     if (opts.timeoutMs) timer = setTimeout(() => child.kill('SIGTERM'), opts.timeoutMs);
@@ -40,7 +48,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     });
     child.on('close', (code, signal) => {
       if (timer) clearTimeout(timer);
-      resolve({ code: code ?? -1, signal, stdout, stderr });
+      resolve({ code: code ?? -1, signal, stdout, stderr, ...(opts.binary ? { stdoutBytes: Buffer.concat(chunks) } : {}) });
     });
     child.stdin?.on('error', () => undefined);
     child.stdin?.end(opts.input ?? undefined);
@@ -63,4 +71,20 @@ export async function runChecked(cmd: string, args: readonly string[], opts: Run
  */
 export function runShell(command: string, opts: RunOptions = {}): Promise<RunResult> {
   return run('/bin/sh', ['-c', command], opts);
+}
+
+/** The path of `program` if it is runnable (path_prefix first, then PATH), else null. */
+export function findProgram(program: string, pathPrefix: string | null): string | null {
+  const dirs = [...(pathPrefix ? pathPrefix.split(':') : []), ...(process.env.PATH ?? '/usr/bin:/bin').split(':')];
+  for (const d of dirs) {
+    if (!d) continue;
+    const p = path.join(d, program);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      /* next */
+    }
+  }
+  return null;
 }

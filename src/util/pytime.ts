@@ -7,6 +7,8 @@
  * with: re-formatting a parsed value yields the same text.
  */
 
+import { BarmanError } from './errors.js';
+
 const MICROS_PER_SECOND = 1_000_000n;
 const DAY_NAMES = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'] as const;
 const MONTH_NAMES = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'] as const;
@@ -369,14 +371,14 @@ function parseOffset(text: string, whole: string): number | null {
   if (t === '') return null;
   if (/^(?:Z|UTC|GMT|UT)$/i.test(t)) return 0;
   const m = OFFSET_RE.exec(t);
-  if (!m) throw new Error(`Cannot parse datetime '${whole}': unsupported time zone '${t}'`);
+  if (!m) throw new BarmanError(`Cannot parse datetime '${whole}': unsupported time zone '${t}'`);
   const [, sign, hh, mm, ss, frac] = m;
   if (frac && Number(frac) !== 0) {
-    throw new Error(`Cannot parse datetime '${whole}': sub-second UTC offsets are not supported`);
+    throw new BarmanError(`Cannot parse datetime '${whole}': sub-second UTC offsets are not supported`);
   }
   const secs = Number(hh) * 3600 + Number(mm ?? 0) * 60 + Number(ss ?? 0);
   if (Number(mm ?? 0) > 59 || Number(ss ?? 0) > 59 || secs >= MAX_OFFSET_SECONDS) {
-    throw new Error(`Cannot parse datetime '${whole}': invalid UTC offset '${t}'`);
+    throw new BarmanError(`Cannot parse datetime '${whole}': invalid UTC offset '${t}'`);
   }
   return sign === '-' ? -secs : secs;
 }
@@ -423,12 +425,12 @@ export function parsePyDatetime(text: string): PyDateTime {
     };
     rest = m[8] ?? '';
   } else {
-    throw new Error(`Cannot parse datetime '${text}'`);
+    throw new BarmanError(`Cannot parse datetime '${text}'`);
   }
   const offset = parseOffset(rest, text);
   try {
     return PyDateTime.fromFields(fields, offset);
   } catch (err) {
-    throw new Error(`Cannot parse datetime '${text}': ${(err as Error).message}`);
+    throw new BarmanError(`Cannot parse datetime '${text}': ${(err as Error).message}`);
   }
 }

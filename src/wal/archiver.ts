@@ -17,23 +17,34 @@
  * With compression off this is a link + unlink within one file system (no data copied); with
  * compression the in-process streaming compressors of wal/compression.ts do the work.
  *
+ * encryption = gpg: every archived file (segments, partial segments, history and backup label
+ * files) is encrypted with gpg for encryption_key_id after compression, and stored under its
+ * plain name, xlog.db's fifth column saying `gpg` (Barman 3.14+). A file that arrives already
+ * encrypted is stored as it is. A server with encryption but no key archives nothing (the
+ * files wait, `check` fails): a WAL file is never stored in clear when encryption is asked for.
+ *
  * Not archived: dot-files (rsync's temporary `.<name>.XXXXXX`; Barman's glob never sees them),
- * and uncompressed segments whose size is not the server's WAL segment size (a copy still
- * arriving, or a truncated one): left in place while younger than SIZE_GRACE_MS, then moved to
- * errors/ as `.unknown`.
+ * and uncompressed segments that do not match their own first page header (segment-header.ts:
+ * a size other than the `xlp_seg_size` it records, a position other than its name's, or no
+ * header at all: a copy still arriving, a truncated or foreign file): left in place while
+ * younger than SIZE_GRACE_MS, then moved to errors/ as `.unknown`. The size comes from each
+ * segment itself, never from a backup: a cluster made with `initdb --wal-segsize=64` archives
+ * before its first backup.
+ *
+ * Only a file that is not there is "missing": a file or directory that cannot be read (EACCES,
+ * EIO) is an error, reported and left where it is, never moved to errors/.
  */
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
-import { DEFAULT_XLOG_SEGMENT_SIZE } from '../catalog/backup-info.js';
-import { loadCatalog } from '../catalog/catalog.js';
 import { acquireLock } from '../catalog/lock.js';
 import { lockPath } from '../catalog/server-dirs.js';
 import { customCompressionOf, withXlogDb, type XlogDbEntry } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
+import { DIR_MODE, FILE_MODE, fsyncDir, pathExists } from '../util/fsutil.js';
+import { readSegmentHeader, segmentProblem } from './segment-header.js';
 import { pyStatMtime } from '../util/pytime.js';
 import {
   canonicalCompression,
@@ -47,6 +58,8 @@ import {
 import { hashDir, walNameKind, type WalNameKind } from './names.js';
 import { mapPool } from '../util/pool.js';
 import { HookAbortError, hasHooks, runHooks, walHookVars } from '../hooks/hooks.js';
+import { GPG_ENCRYPTION, decryptToBuffer, gpgRunner, walEncryptionKey } from '../catalog/encryption.js';
+import { gpgEncryptFile, isEncryptedFile, type GpgRunner } from '../util/gpg.js';
 
 export type ArchiveSource = 'file archival' | 'streaming';
 
@@ -70,9 +83,9 @@ export interface ArchiveSourceReport {
   matchingDuplicates: string[];
   /** Already archived with a different content: moved to errors/ as `.duplicate`. */
   duplicates: string[];
-  /** Not WAL files (or segments of the wrong size, see `waiting`): moved to errors/ as `.unknown`. */
+  /** Not WAL files (or segments that do not match their header, see `waiting`): moved to errors/ as `.unknown`. */
   unknown: string[];
-  /** Uncompressed segments of the wrong size, younger than a minute (maybe still arriving): left in place. */
+  /** Uncompressed segments that do not match their header, younger than a minute (maybe still arriving): left in place. */
   waiting: string[];
   /** Left in place because of an error (see ArchiveReport.errors). */
   failed: string[];
@@ -108,9 +121,11 @@ export const SIZE_GRACE_MS = 60_000;
  * streaming archiver (if streaming_archiver) and the file archiver (if archiver).
  */
 export async function archiveWal(srv: ServerConfig, events: ArchiveEvents = {}): Promise<ArchiveReport> {
+  // Refused before anything moves: encryption asked for but impossible.
+  const key = walEncryptionKey(srv);
   const lock = await acquireLock(lockPath(srv, 'archiveWal'), 'archive-wal', false);
   try {
-    const run = new ArchiveRun(srv, events);
+    const run = new ArchiveRun(srv, events, key === null ? null : { key, gpg: gpgRunner(srv) });
     if (srv.streaming_archiver) await run.archiveSource('streaming');
     if (srv.archiver && !run.report.stopped) await run.archiveSource('file archival');
     return run.report;
@@ -241,13 +256,14 @@ class ArchiveRun {
   private readonly archiveCustom: CustomCompressionConfig;
   private readonly createdDirs = new Set<string>();
   private catalogNames: Set<string> | null = null;
-  private segmentSizeOnce: Promise<number> | null = null;
   /** Archive hook scripts are configured: files are prepared one at a time. */
   private readonly hooks: boolean;
 
   constructor(
     private readonly srv: ServerConfig,
     private readonly events: ArchiveEvents,
+    /** encryption = gpg: the recipient key and gpg. */
+    private readonly encrypt: { key: string; gpg: GpgRunner } | null = null,
   ) {
     this.report = { server: srv.name, sources: [], archivedCount: 0, errors: [], warnings: [], stopped: false };
     const c = srv.compression;
@@ -339,28 +355,15 @@ class ArchiveRun {
   }
 
   /**
-   * The WAL segment size of the server: that of the newest backup (its xlog_segment_size), else
-   * PostgreSQL's default. Read once per run, and only when a segment needs it.
+   * An uncompressed segment must agree with its own first page header (segmentProblem).
+   * Otherwise: 'wait' while it is recent (a copy may still be arriving), else 'reject'
+   * (truncated or foreign: errors/). A file that cannot be read throws.
    */
-  private segmentSize(): Promise<number> {
-    this.segmentSizeOnce ??= loadCatalog(this.srv)
-      .catch(() => [])
-      .then((entries) => {
-        const size = entries.at(-1)?.info.xlog_segment_size;
-        return typeof size === 'number' && size > 0 ? size : DEFAULT_XLOG_SEGMENT_SIZE;
-      });
-    return this.segmentSizeOnce;
-  }
-
-  /**
-   * An uncompressed segment must be exactly one WAL segment long. Otherwise: 'wait' while it is
-   * recent (a copy may still be arriving), else 'reject' (truncated or foreign: errors/).
-   */
-  private async checkSegmentSize(size: bigint, mtimeMs: bigint): Promise<{ verdict: 'ok' } | { verdict: 'wait' | 'reject'; expected: number }> {
-    const expected = await this.segmentSize();
-    if (size === BigInt(expected)) return { verdict: 'ok' };
+  private async checkSegment(name: string, file: string, size: bigint, mtimeMs: bigint): Promise<{ verdict: 'ok' } | { verdict: 'wait' | 'reject'; problem: string }> {
+    const problem = segmentProblem(name, size, await readSegmentHeader(file));
+    if (problem === null) return { verdict: 'ok' };
     const age = Date.now() - Number(mtimeMs);
-    return { verdict: age < SIZE_GRACE_MS ? 'wait' : 'reject', expected };
+    return { verdict: age < SIZE_GRACE_MS ? 'wait' : 'reject', problem };
   }
 
   /** Move a file to errors/<name>.<UTC stamp>.<kind>; `why` replaces the usual unknown-file warning. */
@@ -371,7 +374,7 @@ class ArchiveRun {
       const stamp = utcStamp();
       let dst = path.join(errorsDir, `${name}.${stamp}.${kind}`);
       // Never overwrite an earlier rejected file with the same name and second.
-      for (let n = 1; fs.existsSync(dst); n++) dst = path.join(errorsDir, `${name}.${stamp}.${n}.${kind}`);
+      for (let n = 1; await pathExists(dst); n++) dst = path.join(errorsDir, `${name}.${stamp}.${n}.${kind}`);
       await moveFile(src, dst);
       // The errors directory is part of the catalog: keep what lands there private too.
       if (fs.lstatSync(dst).isFile()) await fsp.chmod(dst, FILE_MODE);
@@ -402,19 +405,51 @@ class ArchiveRun {
     return algo === null ? data : decompressBuffer(data, algo, custom);
   }
 
-  private async sameContent(c: Candidate, dst: string, srcAlgo: CompressionName | null): Promise<boolean> {
-    try {
+  /**
+   * Content of an archived file with its encryption and compression undone. An encrypted one
+   * needs encryption_passphrase_command: without it (or when it fails) this throws.
+   */
+  private async archivedPlainContent(dst: string, partial: boolean): Promise<Buffer> {
+    if (!(await isEncryptedFile(dst))) {
       // Partial files are stored as they are, never decompressed.
-      const dstAlgo = c.kind === 'partial' ? null : await identifyCompression(dst, this.archiveCustom);
-      const [a, b] = await Promise.all([
-        this.plainContent(c.src, srcAlgo, this.incomingCustom),
-        this.plainContent(dst, dstAlgo, this.archiveCustom),
-      ]);
-      return a.equals(b);
-    } catch {
-      // Unreadable or undecodable: not provably the same file.
-      return false;
+      const algo = partial ? null : await identifyCompression(dst, this.archiveCustom);
+      return this.plainContent(dst, algo, this.archiveCustom);
     }
+    const data = await decryptToBuffer(this.srv, dst, `The archived WAL file ${path.basename(dst)}`);
+    const algo = partial ? null : identifyCompression(data, this.archiveCustom);
+    return algo === null ? data : decompressBuffer(data, algo, this.archiveCustom);
+  }
+
+  /**
+   * Whether the incoming file has the content of the archived one. A file that cannot be read,
+   * or a plain archived copy that cannot be decoded, throws: the source then stays where it is
+   * (an error), rather than being set aside as a duplicate because of a read failure. Only an
+   * incoming file that does not decode is a different content, and so is an encrypted archived
+   * copy that cannot be decrypted (not provably the same: Barman treats every encrypted
+   * destination so).
+   */
+  private async sameContent(c: Candidate, dst: string, srcAlgo: CompressionName | null, srcEncrypted: boolean): Promise<boolean> {
+    const partial = c.kind === 'partial';
+    let b: Buffer;
+    if (await isEncryptedFile(dst)) {
+      try {
+        b = await this.archivedPlainContent(dst, partial);
+      } catch {
+        return false;
+      }
+    } else {
+      b = await this.archivedPlainContent(dst, partial);
+    }
+    // Read first, outside the try: an incoming file that cannot be read is an error, not a mismatch.
+    const src = await fsp.readFile(c.src);
+    let a: Buffer;
+    try {
+      if (srcEncrypted) a = await this.archivedPlainContent(c.src, partial);
+      else a = srcAlgo === null ? src : await decompressBuffer(src, srcAlgo, this.incomingCustom);
+    } catch {
+      return false; // the incoming bytes are not what they claim to be: not the archived file
+    }
+    return a.equals(b);
   }
 
   private async prepare(c: Candidate, streaming: boolean, rep: ArchiveSourceReport): Promise<Prepared> {
@@ -422,25 +457,28 @@ class ArchiveRun {
     const dst = walArchivePath(this.srv, c.name);
     try {
       const st = await fsp.stat(c.src, { bigint: true });
-      // streaming/ holds pg_receivewal output, uncompressed; incoming/ files may arrive compressed.
-      const detected = streaming || c.kind === 'partial' ? null : await identifyCompression(c.src, this.incomingCustom);
+      // streaming/ holds pg_receivewal output, plain; incoming/ files may arrive compressed, or
+      // even encrypted (copied from another Barman archive): those are stored as they are.
+      const preEncrypted = !streaming && (await isEncryptedFile(c.src));
+      const detected = streaming || c.kind === 'partial' || preEncrypted ? null : await identifyCompression(c.src, this.incomingCustom);
       // Partial segments are stored as they are (get-wal never decompresses them).
-      const target = c.kind === 'partial' || detected !== null ? null : this.configured;
+      const target = c.kind === 'partial' || detected !== null || preEncrypted ? null : this.configured;
+      const encryptNow = this.encrypt !== null && !preEncrypted;
 
-      if (c.kind === 'segment' && detected === null) {
-        const check = await this.checkSegmentSize(st.size, st.mtimeMs);
+      if (c.kind === 'segment' && detected === null && !preEncrypted) {
+        const check = await this.checkSegment(c.name, c.src, st.size, st.mtimeMs);
         if (check.verdict === 'wait') {
           rep.waiting.push(c.name);
           return null;
         }
         if (check.verdict === 'reject') {
-          await this.reject(c.src, c.name, 'unknown', rep, `is ${st.size} bytes long, not a WAL segment of ${check.expected} bytes`);
+          await this.reject(c.src, c.name, 'unknown', rep, check.problem);
           return null;
         }
       }
 
-      if (fs.existsSync(dst)) {
-        if (await this.sameContent(c, dst, detected)) return { type: 'matching', name: c.name, src: c.src, dst };
+      if (await pathExists(dst)) {
+        if (await this.sameContent(c, dst, detected, preEncrypted)) return { type: 'matching', name: c.name, src: c.src, dst };
         await this.reject(c.src, c.name, 'duplicate', rep);
         return null;
       }
@@ -459,8 +497,24 @@ class ArchiveRun {
 
       await this.ensureDir(path.dirname(dst));
       let size: number;
+      let mtimeNs = st.mtimeNs;
       let tmp: string | null = null;
-      if (target === null) {
+      if (encryptNow && this.encrypt) {
+        // Compressed first (when configured), then encrypted: `<dst>.tmp` holds the message.
+        let input = c.src;
+        if (target !== null) {
+          input = `${dst}.plain.tmp`;
+          await compressFile(c.src, input, target, this.level, this.archiveCustom);
+        }
+        tmp = `${dst}.tmp`;
+        try {
+          await gpgEncryptFile(this.encrypt.gpg, input, tmp, this.encrypt.key, { compressed: (target ?? detected) !== null });
+        } finally {
+          if (input !== c.src) await fsp.unlink(input).catch(() => undefined);
+        }
+        await fsp.utimes(tmp, Number(st.atimeNs) / 1e9, Number(st.mtimeNs) / 1e9);
+        size = (await fsp.stat(tmp)).size;
+      } else if (target === null) {
         // Stored as it is: make the source itself durable (and private) before it is linked in.
         const fh = await fsp.open(c.src, 'r');
         try {
@@ -474,18 +528,23 @@ class ArchiveRun {
         tmp = `${dst}.tmp`;
         await compressFile(c.src, tmp, target, this.level, this.archiveCustom);
         await fsp.utimes(tmp, Number(st.atimeNs) / 1e9, Number(st.mtimeNs) / 1e9);
-        size = (await fsp.stat(tmp)).size;
+        // utimes keeps microseconds only: the catalog records the mtime the file really has, so
+        // that rebuild-xlogdb (Barman's or ours) writes the same line again.
+        const stored = await fsp.stat(tmp, { bigint: true });
+        size = Number(stored.size);
+        mtimeNs = stored.mtimeNs;
       }
       const entry: XlogDbEntry = {
         name: c.name,
         size,
-        time: pyStatMtime(st.mtimeNs),
+        time: pyStatMtime(mtimeNs),
         compression: target ?? detected,
-        encryption: null,
+        encryption: encryptNow || preEncrypted ? GPG_ENCRYPTION : null,
       };
       return { type: 'place', name: c.name, src: c.src, dst, tmp, entry, hook: { ...hook, compression: entry.compression } };
     } catch (err) {
       await fsp.unlink(`${dst}.tmp`).catch(() => undefined);
+      await fsp.unlink(`${dst}.plain.tmp`).catch(() => undefined);
       rep.failed.push(c.name);
       this.error(`Cannot archive ${c.name} for server ${this.srv.name}: ${errorMessage(err)}`);
       return null;
@@ -519,7 +578,7 @@ class ArchiveRun {
         }
         try {
           if (it.tmp !== null) {
-            if (fs.existsSync(it.dst)) throw new BarmanError(`${it.dst} appeared while archiving`);
+            if (await pathExists(it.dst)) throw new BarmanError(`${it.dst} appeared while archiving`);
             await fsp.rename(it.tmp, it.dst);
           } else {
             await this.linkInto(it.src, it.dst);
@@ -578,8 +637,9 @@ class ArchiveRun {
       if (this.catalogNames.has(m.name)) continue;
       try {
         const st = await fsp.stat(m.dst, { bigint: true });
-        const compression = walNameKind(m.name) === 'partial' ? null : await identifyCompression(m.dst, this.archiveCustom);
-        out.push({ name: m.name, size: Number(st.size), time: pyStatMtime(st.mtimeNs), compression, encryption: null });
+        const encrypted = await isEncryptedFile(m.dst);
+        const compression = walNameKind(m.name) === 'partial' || encrypted ? null : await identifyCompression(m.dst, this.archiveCustom);
+        out.push({ name: m.name, size: Number(st.size), time: pyStatMtime(st.mtimeNs), compression, encryption: encrypted ? GPG_ENCRYPTION : null });
       } catch (err) {
         this.warning(`Cannot index ${m.dst}: ${errorMessage(err)}`);
       }

@@ -40,9 +40,11 @@ import tar, { type Header } from 'tar-stream';
 import type { ServerConfig } from '../config/config.js';
 import { customCompressionOf } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
+import { DIR_MODE, FILE_MODE, fsyncDir, pathExists } from '../util/fsutil.js';
 import { walArchivePath } from './archiver.js';
-import { decompressStream, identifyCompression, type CustomCompressionConfig } from './compression.js';
+import { decompressBuffer, decompressStream, identifyCompression, type CustomCompressionConfig } from './compression.js';
+import { decryptToBuffer } from '../catalog/encryption.js';
+import { isEncryptedFile } from '../util/gpg.js';
 import { walNameKind, type WalNameKind } from './names.js';
 
 /** PostgreSQL's largest WAL segment size: no WAL file can be bigger. */
@@ -268,8 +270,18 @@ async function writeFully(fh: fsp.FileHandle, chunk: Buffer): Promise<void> {
   }
 }
 
-/** sha256 of a file's content with its compression undone (raw for .partial, as archive-wal). */
-async function plainDigest(file: string, kind: WalNameKind, custom: CustomCompressionConfig): Promise<string> {
+/**
+ * sha256 of a file's content with its compression undone (raw for .partial, as archive-wal);
+ * with `srv`, the file is an encrypted archived one (encryption = gpg), decrypted first.
+ */
+async function plainDigest(file: string, kind: WalNameKind, custom: CustomCompressionConfig, srv?: ServerConfig): Promise<string> {
+  if (srv) {
+    const data = await decryptToBuffer(srv, file, `The archived WAL file ${path.basename(file)}`);
+    const algo = kind === 'partial' ? null : identifyCompression(data, custom);
+    return createHash('sha256')
+      .update(algo === null ? data : await decompressBuffer(data, algo, custom))
+      .digest('hex');
+  }
   const algo = kind === 'partial' ? null : await identifyCompression(file, custom);
   const hash = createHash('sha256');
   const sink = new Writable({
@@ -560,14 +572,26 @@ async function commit(srv: ServerConfig, received: readonly Received[], checksum
     const algo = r.kind === 'partial' ? null : await identifyCompression(r.tmp, incomingCustom);
     return algo === null ? r.sha256 : plainDigest(r.tmp, r.kind, incomingCustom);
   };
+  /**
+   * A stored file that cannot be read or decoded throws (put-wal fails, archive_command tries
+   * again later): a read error is never taken for a different content. Only received bytes that
+   * do not decode are a different file.
+   */
   const sameContent = async (r: Received, existing: string, custom: CustomCompressionConfig): Promise<boolean> => {
+    let a: string;
     try {
-      const [a, b] = await Promise.all([receivedDigest(r), plainDigest(existing, r.kind, custom)]);
-      return a === b;
-    } catch {
-      // Unreadable or undecodable: not provably the same file.
+      a = await receivedDigest(r);
+    } catch (err) {
+      if (!(err instanceof BarmanError)) throw err; // our own temp file unreadable: an error
       return false;
     }
+    let b: string;
+    try {
+      b = await plainDigest(existing, r.kind, custom);
+    } catch (err) {
+      throw new BarmanError(`cannot compare ${r.name} with ${existing}: ${errorMessage(err)}`);
+    }
+    return a === b;
   };
   const settleExisting = async (r: Received, existing: string, custom: CustomCompressionConfig): Promise<void> => {
     if (await sameContent(r, existing, custom)) report.alreadyPresent.push(r.name);
@@ -578,9 +602,27 @@ async function commit(srv: ServerConfig, received: readonly Received[], checksum
   try {
     for (const r of received) {
       const archived = walArchivePath(srv, r.name);
-      if (fs.existsSync(archived)) {
-        await settleExisting(r, archived, archiveCustom);
-        continue;
+      if (await pathExists(archived)) {
+        if (!(await isEncryptedFile(archived).catch(() => false))) {
+          await settleExisting(r, archived, archiveCustom);
+          continue;
+        }
+        // An encrypted archived copy is compared in clear when it can be decrypted. When it
+        // cannot (no or failing encryption_passphrase_command), the file goes to incoming/ as
+        // in Barman and archive-wal settles it: never a failure that would make PostgreSQL
+        // retry the same segment forever.
+        const same = await Promise.all([receivedDigest(r), plainDigest(archived, r.kind, archiveCustom, srv)]).then(
+          ([a, b]) => a === b,
+          () => null,
+        );
+        if (same === true) {
+          report.alreadyPresent.push(r.name);
+          continue;
+        }
+        if (same === false) {
+          report.duplicates.push({ name: r.name, existing: archived, keptAs: await keepInErrors(srv, r) });
+          continue;
+        }
       }
       const dst = path.join(incoming, r.name);
       try {
@@ -594,7 +636,7 @@ async function commit(srv: ServerConfig, received: readonly Received[], checksum
           await settleExisting(r, dst, incomingCustom);
         } else if (isCode(err, 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK')) {
           // File systems without hard links: check, then rename (a race window remains there).
-          if (fs.existsSync(dst)) {
+          if (await pathExists(dst)) {
             await settleExisting(r, dst, incomingCustom);
           } else {
             await fsp.rename(r.tmp, dst);
@@ -630,7 +672,7 @@ async function keepInErrors(srv: ServerConfig, r: Received): Promise<string> {
   const stamp = utcStamp();
   let dst = path.join(errorsDir, `${r.name}.${stamp}.duplicate`);
   // Never overwrite an earlier kept file of the same name and second.
-  for (let n = 1; fs.existsSync(dst); n++) dst = path.join(errorsDir, `${r.name}.${stamp}.${n}.duplicate`);
+  for (let n = 1; await pathExists(dst); n++) dst = path.join(errorsDir, `${r.name}.${stamp}.${n}.duplicate`);
   try {
     await fsp.link(r.tmp, dst);
   } catch (err) {

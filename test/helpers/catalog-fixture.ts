@@ -7,6 +7,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { DONE, newBackupInfo, writeBackupInfoFile, type BackupInfo } from '../../src/catalog/backup-info.js';
+import { saveBackupExtras } from '../../src/catalog/catalog.js';
 import { PyDateTime } from '../../src/util/pytime.js';
 import { walName } from '../../src/wal/names.js';
 
@@ -26,23 +27,23 @@ export async function addSyntheticBackup(srvDir: string, id: string, fields: Par
   const lsnHigh = seg.toString(16).toUpperCase();
   const dir = path.join(srvDir, 'base', id);
   await fsp.mkdir(path.join(dir, 'data'), { recursive: true });
-  await writeBackupInfoFile(
-    path.join(dir, 'backup.info'),
-    newBackupInfo({
-      status: DONE,
-      server_name: 'pg',
-      mode: 'postgres',
-      version: 150004,
-      pgdata: '/srv/pgdata',
-      timeline: 1,
-      begin_wal: walName(1, 0, seg),
-      end_wal: walName(1, 0, seg),
-      begin_xlog: `0/${lsnHigh}000028`,
-      end_xlog: `0/${lsnHigh}000100`,
-      begin_time: utc2024(day, 10, 0),
-      end_time: utc2024(day, 10, 5),
-      ...fields,
-    }),
-  );
+  const info = newBackupInfo({
+    status: DONE,
+    server_name: 'pg',
+    mode: 'postgres',
+    version: 150004,
+    pgdata: '/srv/pgdata',
+    timeline: 1,
+    begin_wal: walName(1, 0, seg),
+    end_wal: walName(1, 0, seg),
+    begin_xlog: `0/${lsnHigh}000028`,
+    end_xlog: `0/${lsnHigh}000100`,
+    begin_time: utc2024(day, 10, 0),
+    end_time: utc2024(day, 10, 5),
+    ...fields,
+  });
+  // as the catalog writes it: backup.info in Barman 3.4's form, the rest in .barman-ts/
+  await saveBackupExtras(dir, info);
+  await writeBackupInfoFile(path.join(dir, 'backup.info'), info);
   return dir;
 }

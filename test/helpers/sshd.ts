@@ -9,7 +9,8 @@
  *   await sshd.stop();
  *
  * A remote `barman ...` resolves to this repository's CLI: sshd puts a directory holding a
- * `barman` wrapper first on the session PATH (SetEnv), as a package install would.
+ * `barman` wrapper (and a `barman-agent` one) first on the session PATH (SetEnv), as a package
+ * install would.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
@@ -166,6 +167,10 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
   const wrapper = `#!/bin/sh\n# barman-ts test wrapper: a remote \`barman\` runs this checkout's CLI\nexec ${shQuote(process.execPath)} ${shQuote(path.join(repoRoot(), 'bin', 'barman.js'))} "$@"\n`;
   await fs.writeFile(path.join(binDir, 'barman'), wrapper, { mode: 0o755 });
   await fs.chmod(path.join(binDir, 'barman'), 0o755);
+  // The barman-ts agent (transfer_method = agent), as a package install puts it on PATH.
+  const agent = `#!/bin/sh\nexec ${shQuote(process.execPath)} ${shQuote(path.join(repoRoot(), 'bin', 'barman-agent'))} "$@"\n`;
+  await fs.writeFile(path.join(binDir, 'barman-agent'), agent, { mode: 0o755 });
+  await fs.chmod(path.join(binDir, 'barman-agent'), 0o755);
 
   const hostKey = path.join(dir, 'ssh_host_ed25519_key');
   await runAs('root', 'ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'barman-ts-test-host', '-f', hostKey], { check: true });

@@ -29,6 +29,8 @@ export interface StandbyOptions {
   timeoutMs?: number;
   /** Extra postgresql.auto.conf settings for the standby (e.g. hot_standby_feedback). */
   extraConf?: Record<string, string | number | boolean>;
+  /** Extra pg_basebackup arguments, e.g. `-T OLDDIR=NEWDIR` for a primary with tablespaces. */
+  basebackupArgs?: string[];
 }
 
 export interface Standby extends PgCluster {
@@ -57,7 +59,7 @@ export async function startStandby(primary: PgCluster, opts: StandbyOptions = {}
   await runAs(
     POSTGRES_USER,
     pgBin('pg_basebackup'),
-    ['-h', '127.0.0.1', '-p', String(primary.port), '-U', 'postgres', '-D', dataDir, '-R', '-X', 'stream', '-c', 'fast', '--no-sync'],
+    ['-h', '127.0.0.1', '-p', String(primary.port), '-U', 'postgres', '-D', dataDir, '-R', '-X', 'stream', '-c', 'fast', '--no-sync', ...(opts.basebackupArgs ?? [])],
     { check: true, timeoutMs },
   );
 

@@ -1,11 +1,13 @@
 /**
  * Smoke test of the integration harness itself: real clusters, pg_basebackup, recovery of a
- * copy "restored" by the barman user, point-in-time recovery target actions, crash restart.
+ * copy "restored" by the barman user, point-in-time recovery target actions, crash restart; and
+ * `npm test` run by another user than root failing with its reason.
  */
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import { PgCluster, cleanupAll, pgBin, startRecoveredCluster } from '../helpers/pg-cluster.js';
 import { BARMAN_USER, POSTGRES_USER, chownR, ensureBarmanUser, freePort, makeTempDir, runAs } from '../helpers/system.js';
 
@@ -121,5 +123,18 @@ describe('integration harness', () => {
     assert.equal(await src.isRunning(), true);
     await src.stop();
     assert.equal(await src.isRunning(), false);
+  });
+});
+
+describe('npm test as another user than root', () => {
+  test('fails with the reason and the way out instead of skipping the integration tests', async () => {
+    await ensureBarmanUser();
+    const runner = path.join(path.dirname(path.dirname(BARMAN_SCRIPT)), 'scripts', 'run-tests.mjs');
+    // Only this file: the unit phase has nothing to run, the integration phase cannot.
+    const r = await runAs(BARMAN_USER, process.execPath, [runner, 'integration/harness.test'], { timeoutMs: 60_000 });
+    assert.equal(r.code, 1, `${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, /ERROR: 1 integration test file\(s\) cannot run: not running as root/);
+    assert.match(r.stderr, /npm run test:unit/);
+    assert.match(r.stdout, /integration +FAILED \(cannot run\)/);
   });
 });

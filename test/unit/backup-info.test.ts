@@ -19,7 +19,10 @@ import {
   WAITING_FOR_WALS,
   backupIdFromPath,
   backupType,
+  backupExtras,
   dumpBackupInfoFields,
+  needsNewerBackupInfo,
+  unknownBackupInfoKeys,
   isBackupId,
   isFull,
   newBackupId,
@@ -191,12 +194,50 @@ const FAILED_BACKUP_INFO = [
 
 const isBarmanError = (re: RegExp) => (err: unknown) => err instanceof BarmanError && re.test(err.message);
 
+/** The six keys Barman 3.4 does not know. */
+const NEWER = ['children_backup_ids', 'cluster_size', 'data_checksums', 'encryption', 'parent_backup_id', 'summarize_wal'];
+/** A Barman 3.17 file as barman-ts writes it back when the backup needs no newer key: 3.4's keys only. */
+const in34Form = (text: string): string =>
+  text
+    .split('\n')
+    .filter((l) => !NEWER.includes(l.split('=')[0] ?? ''))
+    .join('\n');
+
 describe('keys', () => {
   it('has the 35 Barman keys, sorted', () => {
     assert.equal(BACKUP_INFO_KEYS.length, 35);
     assert.deepEqual([...BACKUP_INFO_KEYS], [...BACKUP_INFO_KEYS].sort());
     assert.equal(BACKUP_INFO_KEYS[0], 'backup_label');
     assert.equal(BACKUP_INFO_KEYS[34], 'xlog_segment_size');
+  });
+});
+
+describe('keys newer than Barman 3.4', () => {
+  it('are written only for an incremental chain or an encrypted backup', () => {
+    const base = newBackupInfo({ status: DONE, mode: 'postgres', cluster_size: 1024, data_checksums: 'on', summarize_wal: 'off' });
+    assert.equal(needsNewerBackupInfo(base), false);
+    const plain = serializeBackupInfo(base);
+    for (const k of NEWER) assert.doesNotMatch(plain, new RegExp(`^${k}=`, 'm'), k);
+    assert.deepEqual(backupExtras(base), { cluster_size: 1024, data_checksums: 'on', summarize_wal: 'off' });
+    const cases: Array<[string, Partial<typeof base>]> = [
+      ['parent', { parent_backup_id: '20240101T000000' }],
+      ['children', { children_backup_ids: ['20240102T000000'] }],
+      ['encrypted', { encryption: 'gpg' }],
+    ];
+    for (const [what, change] of cases) {
+      const info = { ...base, ...change };
+      assert.equal(needsNewerBackupInfo(info), true, what);
+      const text = serializeBackupInfo(info);
+      assert.match(text, /^cluster_size=1024$/m, what);
+      assert.match(text, /^data_checksums=on$/m, what);
+      assert.match(text, /^summarize_wal=off$/m, what);
+      assert.equal(text.trimEnd().split('\n').length, 33, what); // 35 less the hidden backup_name, snapshots_info
+      assert.deepEqual(backupExtras(info), {}, what);
+    }
+  });
+
+  it('an empty extras set for a backup that knows nothing of them', () => {
+    assert.deepEqual(backupExtras(newBackupInfo()), {});
   });
 });
 
@@ -248,11 +289,19 @@ describe('postgres-method backup.info', () => {
 describe('rsync backup.info with tablespaces and copy_stats', () => {
   const info = parseBackupInfo(RSYNC_BACKUP_INFO, 'base/20240613T112000/backup.info');
 
-  it('round-trips byte for byte', () => {
-    assert.equal(serializeBackupInfo(info), RSYNC_BACKUP_INFO);
+  it("is written back in Barman 3.4's form (no incremental chain, no encryption), byte for byte otherwise", () => {
+    assert.equal(serializeBackupInfo(info), in34Form(RSYNC_BACKUP_INFO));
+    assert.equal(serializeBackupInfo(info).trimEnd().split('\n').length, 27); // 29 less backup_name, snapshots_info (None)
     const copy = { ...info };
     delete copy[RAW_FIELDS];
-    assert.equal(serializeBackupInfo(copy), RSYNC_BACKUP_INFO);
+    assert.equal(serializeBackupInfo(copy), in34Form(RSYNC_BACKUP_INFO));
+    // what 3.4's form leaves out is still known
+    assert.deepEqual(backupExtras(info), { cluster_size: 75497472, data_checksums: 'off' });
+  });
+
+  it('a Barman 3.4 file round-trips byte for byte', () => {
+    const text = in34Form(RSYNC_BACKUP_INFO);
+    assert.equal(serializeBackupInfo(parseBackupInfo(text)), text);
   });
 
   it('omits backup_name and snapshots_info', () => {
@@ -294,19 +343,19 @@ describe('rsync backup.info with tablespaces and copy_stats', () => {
 describe('snapshot and failed backup.info', () => {
   it('snapshot: snapshots_info is written when set', () => {
     const info = parseBackupInfo(SNAPSHOT_BACKUP_INFO);
-    assert.equal(serializeBackupInfo(info), SNAPSHOT_BACKUP_INFO);
+    assert.equal(serializeBackupInfo(info), in34Form(SNAPSHOT_BACKUP_INFO));
     assert.ok(info.snapshots_info instanceof Map);
     assert.equal(info.snapshots_info.get('provider'), 'gcp');
     assert.equal(backupType(info), 'snapshot');
     assert.equal(isFull(info), false);
     const copy = { ...info };
     delete copy[RAW_FIELDS];
-    assert.equal(serializeBackupInfo(copy), SNAPSHOT_BACKUP_INFO);
+    assert.equal(serializeBackupInfo(copy), in34Form(SNAPSHOT_BACKUP_INFO));
   });
 
   it('failed: error text with quotes and = survives', () => {
     const info = parseBackupInfo(FAILED_BACKUP_INFO);
-    assert.equal(serializeBackupInfo(info), FAILED_BACKUP_INFO);
+    assert.equal(serializeBackupInfo(info), in34Form(FAILED_BACKUP_INFO));
     assert.equal(info.status, FAILED);
     assert.match(info.error ?? '', /^failure starting backup \(connection to server at "pg"/);
     assert.equal(info.begin_offset, null);
@@ -322,7 +371,7 @@ describe('defaults and None handling', () => {
     const text = serializeBackupInfo(info);
     const lines = text.split('\n');
     assert.equal(lines.pop(), '');
-    assert.equal(lines.length, 33);
+    assert.equal(lines.length, 27); // 3.4's 29 keys less backup_name and snapshots_info (None: hidden)
     for (const line of lines) {
       if (line.startsWith('status=')) assert.equal(line, 'status=EMPTY');
       else if (line.startsWith('xlog_segment_size=')) assert.equal(line, 'xlog_segment_size=16777216');
@@ -364,10 +413,11 @@ describe('defaults and None handling', () => {
       backup_name: '',
     });
     const text = serializeBackupInfo(info);
-    for (const key of ['backup_label', 'children_backup_ids', 'copy_stats', 'included_files', 'tablespaces', 'error']) {
+    for (const key of ['backup_label', 'copy_stats', 'included_files', 'tablespaces', 'error']) {
       assert.match(text, new RegExp(`^${key}=None$`, 'm'));
     }
-    assert.doesNotMatch(text, /backup_name|snapshots_info/);
+    // an empty children list is no incremental chain: the file stays in 3.4's form
+    assert.doesNotMatch(text, /backup_name|snapshots_info|children_backup_ids/);
   });
 
   it('backup_name and snapshots_info appear when set, sorted in place', () => {
@@ -376,9 +426,12 @@ describe('defaults and None handling', () => {
       snapshots_info: pyDict({ provider: 'aws', provider_info: pyDict({ region: 'eu-west-1' }), snapshots: [] }),
     });
     const lines = serializeBackupInfo(info).trimEnd().split('\n');
-    assert.equal(lines.length, 35);
+    assert.equal(lines.length, 29);
     assert.equal(lines[1], 'backup_name=before upgrade');
-    assert.equal(lines[27], "snapshots_info={'provider': 'aws', 'provider_info': {'region': 'eu-west-1'}, 'snapshots': []}");
+    assert.equal(lines[22], "snapshots_info={'provider': 'aws', 'provider_info': {'region': 'eu-west-1'}, 'snapshots': []}");
+    const newer = serializeBackupInfo({ ...info, parent_backup_id: '20240101T000000' }).trimEnd().split('\n');
+    assert.equal(newer.length, 35);
+    assert.equal(newer[27], "snapshots_info={'provider': 'aws', 'provider_info': {'region': 'eu-west-1'}, 'snapshots': []}");
   });
 });
 
@@ -442,11 +495,23 @@ describe('reader rules', () => {
     assert.equal(parseBackupInfo('status=STARTED\nstatus=DONE\n').status, DONE);
   });
 
-  it('unknown key → BarmanError naming key and file', () => {
-    assert.throws(
-      () => parseBackupInfo('status=DONE\nbackup_id=20240101T000000\n', '/var/lib/barman/pg/meta/20240101T000000-backup.info'),
-      isBarmanError(/Unsupported field 'backup_id' in \/var\/lib\/barman\/pg\/meta\/20240101T000000-backup\.info.*newer version of Barman/),
-    );
+  it("a newer Barman's key is kept verbatim and written back in its sorted place", () => {
+    const text = 'mode=postgres\nstatus=DONE\nfuture_key=[1, 2]\nzz_other=None\n';
+    const info = parseBackupInfo(text, '/var/lib/barman/pg/meta/20240101T000000-backup.info');
+    assert.equal(info.status, DONE);
+    assert.deepEqual(unknownBackupInfoKeys(info), ['future_key', 'zz_other']);
+    const out = serializeBackupInfo({ ...info, status: FAILED });
+    const keys = out.trimEnd().split('\n').map((l) => l.split('=')[0] ?? '');
+    assert.deepEqual(keys, [...keys].sort());
+    assert.match(out, /^future_key=\[1, 2\]$/m);
+    assert.match(out, /^zz_other=None$/m);
+    assert.match(out, /^status=FAILED$/m);
+    assert.deepEqual(unknownBackupInfoKeys(parseBackupInfo(out)), ['future_key', 'zz_other']);
+  });
+
+  it('a key that cannot be a key is a malformed line', () => {
+    assert.throws(() => parseBackupInfo('status=DONE\nBad Key=1\n', 'f.info'), isBarmanError(/Malformed line in f\.info: 'Bad Key=1'/));
+    assert.throws(() => parseBackupInfo('=1\n', 'f.info'), isBarmanError(/Malformed line in f\.info/));
   });
 
   it('line without = → BarmanError', () => {
@@ -522,7 +587,7 @@ describe('non-canonical text', () => {
   it('spread copies stay correct', () => {
     const info = parseBackupInfo(RSYNC_BACKUP_INFO);
     const done = { ...info, status: DONE };
-    assert.equal(serializeBackupInfo(done), RSYNC_BACKUP_INFO.replace('status=WAITING_FOR_WALS', 'status=DONE'));
+    assert.equal(serializeBackupInfo(done), in34Form(RSYNC_BACKUP_INFO).replace('status=WAITING_FOR_WALS', 'status=DONE'));
   });
 
   it('mutating copy_stats in place is written canonically', () => {
@@ -603,13 +668,13 @@ describe('files', () => {
       const st = await fsp.stat(file);
       assert.equal(st.mode & 0o777, 0o600);
       assert.deepEqual(await fsp.readdir(dir), ['20240613T112000-backup.info']);
-      assert.equal(await fsp.readFile(file, 'utf8'), RSYNC_BACKUP_INFO.replace('status=WAITING_FOR_WALS', 'status=DONE'));
+      assert.equal(await fsp.readFile(file, 'utf8'), in34Form(RSYNC_BACKUP_INFO).replace('status=WAITING_FOR_WALS', 'status=DONE'));
       const back = await readBackupInfoFile(file);
       assert.equal(back.status, DONE);
       assert.deepEqual(back.tablespaces, info.tablespaces);
       await assert.rejects(readBackupInfoFile(path.join(dir, 'missing')), { code: 'ENOENT' });
-      await fsp.writeFile(path.join(dir, 'bad-backup.info'), 'frobnicate=1\n');
-      await assert.rejects(readBackupInfoFile(path.join(dir, 'bad-backup.info')), isBarmanError(/frobnicate.*bad-backup\.info/));
+      await fsp.writeFile(path.join(dir, 'bad-backup.info'), 'frobnicate\n');
+      await assert.rejects(readBackupInfoFile(path.join(dir, 'bad-backup.info')), isBarmanError(/bad-backup\.info: 'frobnicate'/));
     } finally {
       await fsp.rm(dir, { recursive: true, force: true });
     }

@@ -62,11 +62,11 @@ async function addBackup(srv: ServerConfig, id: string, status: string, begin: n
   );
 }
 
-/** A backup.info a newer Barman wrote (a key we do not know): unreadable for us. */
+/** A damaged backup.info (a line that is no `key=value`): unreadable for us. */
 async function addUnreadableBackup(srv: ServerConfig, id: string): Promise<string> {
   await addBackup(srv, id, DONE, 1, 1);
   const file = classicInfoFile(srv, id);
-  fs.appendFileSync(file, 'some_future_key=1\n');
+  fs.appendFileSync(file, 'half a line written before the disk fills\n');
   return file;
 }
 

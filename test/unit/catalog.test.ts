@@ -5,7 +5,16 @@ import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { newBackupInfo, serializeBackupInfo, writeBackupInfoFile } from '../../src/catalog/backup-info.js';
-import { infoFileFor, loadCatalog, resolveBackupId, saveBackupInfo, validateBackupName, backupDataDir } from '../../src/catalog/catalog.js';
+import {
+  backupExtrasFile,
+  infoFileFor,
+  loadCatalog,
+  readBackupEntry,
+  resolveBackupId,
+  saveBackupInfo,
+  validateBackupName,
+  backupDataDir,
+} from '../../src/catalog/catalog.js';
 import { evaluateBackup } from '../../src/backup/check-backup.js';
 import { basebackupArgs } from '../../src/backup/postgres-executor.js';
 import { manifestWalRanges, parseBackupLabel } from '../../src/postgres/backup-label.js';
@@ -94,11 +103,67 @@ describe('catalog layouts', () => {
     const srv = server();
     await addBackup(srv, '20260101T000000', 'DONE');
     fs.mkdirSync(path.join(srv.basebackups_directory, '20260102T000000'), { recursive: true });
-    fs.writeFileSync(path.join(srv.basebackups_directory, '20260102T000000', 'backup.info'), 'future_key=1\n');
+    fs.writeFileSync(path.join(srv.basebackups_directory, '20260102T000000', 'backup.info'), 'status=DONE\nsize=1.5\n');
     const problems: string[] = [];
     const cat = await loadCatalog(srv, problems);
     assert.equal(cat.length, 1);
     assert.match(problems[0] ?? '', /20260102T000000/);
+  });
+
+  it("keeps what Barman 3.4's backup.info cannot hold in .barman-ts/backup.json and reads it back", async () => {
+    const srv = server();
+    const id = '20260101T000000';
+    const file = await saveBackupInfo(srv, id, newBackupInfo({ status: 'DONE', mode: 'postgres', cluster_size: 4096, data_checksums: 'on' }), { create: true });
+    const text = fs.readFileSync(file, 'utf8');
+    assert.doesNotMatch(text, /^(cluster_size|data_checksums|summarize_wal|children_backup_ids|parent_backup_id|encryption)=/m);
+    const extras = backupExtrasFile(srv, id);
+    assert.equal(extras, path.join(srv.basebackups_directory, id, '.barman-ts', 'backup.json'));
+    assert.deepEqual(JSON.parse(fs.readFileSync(extras, 'utf8')), { cluster_size: 4096, data_checksums: 'on' });
+    assert.equal(fs.statSync(extras).mode & 0o777, 0o600);
+    assert.equal(fs.statSync(path.dirname(extras)).mode & 0o777, 0o700);
+    const [entry] = await loadCatalog(srv);
+    assert.equal(entry?.info.cluster_size, 4096);
+    assert.equal(entry?.info.data_checksums, 'on');
+    assert.equal(entry?.info.summarize_wal, null);
+    const again = await readBackupEntry(srv, id);
+    assert.equal(again?.info.cluster_size, 4096);
+    // an unchanged set is not written again
+    const before = fs.statSync(extras).mtimeMs;
+    fs.utimesSync(extras, 1, 1);
+    assert.ok(again);
+    await saveBackupInfo(srv, id, { ...again.info, status: 'FAILED' });
+    assert.equal(fs.statSync(extras).mtimeMs, 1000);
+    assert.ok(before > 1000);
+  });
+
+  it('an incremental backup keeps the newer keys in backup.info itself; no extras file', async () => {
+    const srv = server();
+    const id = '20260102T000000';
+    const file = await saveBackupInfo(srv, id, newBackupInfo({ status: 'DONE', mode: 'postgres', cluster_size: 4096, parent_backup_id: '20260101T000000' }), { create: true });
+    assert.match(fs.readFileSync(file, 'utf8'), /^cluster_size=4096$/m);
+    assert.equal(fs.existsSync(backupExtrasFile(srv, id)), false);
+  });
+
+  it('an extras file that is not JSON, or holds wrong types, is ignored', async () => {
+    const srv = server();
+    await addBackup(srv, '20260101T000000', 'DONE');
+    await addBackup(srv, '20260102T000000', 'DONE');
+    fs.mkdirSync(path.dirname(backupExtrasFile(srv, '20260101T000000')));
+    fs.writeFileSync(backupExtrasFile(srv, '20260101T000000'), '{not json');
+    fs.mkdirSync(path.dirname(backupExtrasFile(srv, '20260102T000000')));
+    fs.writeFileSync(backupExtrasFile(srv, '20260102T000000'), '{"cluster_size": "big", "data_checksums": 1}');
+    const cat = await loadCatalog(srv);
+    assert.deepEqual(cat.map((e) => [e.info.cluster_size, e.info.data_checksums]), [[null, null], [null, null]]);
+  });
+
+  it('never creates base/<id>/ for the extras of a backup whose directory is gone', async () => {
+    const srv = server();
+    const id = '20260101T000000';
+    const meta = path.join(srv.backup_directory, 'meta');
+    fs.mkdirSync(meta, { recursive: true });
+    fs.writeFileSync(path.join(meta, `${id}-backup.info`), 'status=DONE\n');
+    await saveBackupInfo(srv, id, newBackupInfo({ status: 'FAILED', cluster_size: 1 }));
+    assert.equal(fs.existsSync(path.join(srv.basebackups_directory, id)), false);
   });
 
   it('knows layout v1 and v2 data directories', () => {

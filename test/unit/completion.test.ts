@@ -82,6 +82,7 @@ describe('bash completion', () => {
     assert.ok(ids.includes('20240101T100000') && ids.includes('20240102T100000'), ids.join(' '));
     assert.ok(ids.includes('latest') && ids.includes('oldest'));
     assert.deepEqual((await complete('barman', '-c', f.configFile, 'delete', 'pg', '2024010')).sort(), ['20240101T100000', '20240102T100000']);
+    assert.deepEqual((await complete('barman', '-c', f.configFile, 'drill', 'pg', '20240102')).sort(), ['20240102T100000']);
   });
 
   it('nothing for commands without a server argument', async () => {

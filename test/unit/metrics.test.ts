@@ -30,10 +30,10 @@ async function addBackup(f: CliFixture, id: string, status: string, size: number
 async function addXlogDb(f: CliFixture, segs: number[]): Promise<void> {
   await fsp.mkdir(path.join(f.srvDir, 'wals'), { recursive: true });
   let db = '';
-  for (const n of segs) db += `${walName(1, 0, n)}\t${n * MiB}\t${T0 + n * 60}.0\tgzip\tNone\n`;
+  for (const n of segs) db += `${walName(1, 0, n)}\t${n * MiB}\t${T0 + n * 60}.0\tgzip\n`;
   // Not segments: must not count.
-  db += `00000002.history\t40\t${T0 + 9999}.0\tNone\tNone\n`;
-  db += `${walName(1, 0, 1)}.00000028.backup\t300\t${T0 + 9999}.0\tNone\tNone\n`;
+  db += `00000002.history\t40\t${T0 + 9999}.0\tNone\n`;
+  db += `${walName(1, 0, 1)}.00000028.backup\t300\t${T0 + 9999}.0\tNone\n`;
   await fsp.writeFile(path.join(f.srvDir, 'wals', 'xlog.db'), db);
 }
 
@@ -59,7 +59,7 @@ const NOW = (T0 + 3 * 86400) * 1000; // 2024-01-04 10:00:00 UTC
 const upFacts: PgFacts = {
   version: '15.4',
   currentWal: walName(1, 0, 9),
-  archiver: { archivedCount: 10, failedCount: 3, lastFailedWal: null, lastFailedTime: null, statsReset: null },
+  archiver: { archivedCount: 10, lastArchivedWal: null, lastArchivedTime: null, failedCount: 3, lastFailedWal: null, lastFailedTime: null, statsReset: null },
 };
 
 describe('metrics from the catalog', () => {

@@ -38,7 +38,7 @@ const fixture = (server: Record<string, string> = {}) =>
 
 async function writeXlogDb(f: CliFixture, names: string[]): Promise<void> {
   await fsp.mkdir(path.join(f.srvDir, 'wals'), { recursive: true });
-  await fsp.writeFile(path.join(f.srvDir, 'wals', 'xlog.db'), names.map((n) => `${n}\t100\t1704103200.0\tNone\tNone\n`).join(''));
+  await fsp.writeFile(path.join(f.srvDir, 'wals', 'xlog.db'), names.map((n) => `${n}\t100\t1704103200.0\tNone\n`).join(''));
 }
 
 describe('check-wal-archive', () => {

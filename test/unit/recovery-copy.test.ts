@@ -43,12 +43,16 @@ describe('exclusions', () => {
 
 describe('tar backups', () => {
   it('recognises pg_basebackup tar names', () => {
-    assert.deepEqual(parseTarName('base.tar'), { oid: null, compression: 'none' });
-    assert.deepEqual(parseTarName('base.tar.gz'), { oid: null, compression: 'gzip' });
-    assert.deepEqual(parseTarName('16385.tar.zst'), { oid: 16385, compression: 'zstd' });
-    assert.deepEqual(parseTarName('16385.tar.lz4'), { oid: 16385, compression: 'lz4' });
+    assert.deepEqual(parseTarName('base.tar'), { oid: null, compression: 'none', encrypted: false });
+    assert.deepEqual(parseTarName('base.tar.gz'), { oid: null, compression: 'gzip', encrypted: false });
+    assert.deepEqual(parseTarName('16385.tar.zst'), { oid: 16385, compression: 'zstd', encrypted: false });
+    assert.deepEqual(parseTarName('16385.tar.lz4'), { oid: 16385, compression: 'lz4', encrypted: false });
+    // encryption = gpg (Barman 3.14+): `.gpg` after the tar name
+    assert.deepEqual(parseTarName('base.tar.gz.gpg'), { oid: null, compression: 'gzip', encrypted: true });
+    assert.deepEqual(parseTarName('16385.tar.gpg'), { oid: 16385, compression: 'none', encrypted: true });
     assert.equal(parseTarName('pg_wal.tar'), null);
-    assert.equal(parseTarName('base.tar.gz.gpg'), null);
+    assert.equal(parseTarName('base.tar.gz.gpg.tmp'), null);
+    assert.equal(parseTarName('base.gpg'), null);
     assert.equal(parseTarName('backup_manifest'), null);
   });
 

@@ -57,13 +57,18 @@ const e = (name: string, size: number | null, time: number | null, compression: 
 });
 
 describe('xlog.db line format', () => {
-  it('formats TAB separated lines with Python float times and None', () => {
+  it('formats four TAB separated columns with Python float times and None (Barman 3.4 reads no fifth)', () => {
     assert.equal(
       formatXlogDbLine(e('000000010000000A000000FF', 2451234, 1718291829.7231345, 'gzip')),
-      '000000010000000A000000FF\t2451234\t1718291829.7231345\tgzip\tNone\n',
+      '000000010000000A000000FF\t2451234\t1718291829.7231345\tgzip\n',
     );
-    assert.equal(formatXlogDbLine(e('00000002.history', 42, 1718291829)), '00000002.history\t42\t1718291829.0\tNone\tNone\n');
+    assert.equal(formatXlogDbLine(e('00000002.history', 42, 1718291829)), '00000002.history\t42\t1718291829.0\tNone\n');
+    assert.equal(formatXlogDbLine(e('X', 1, 2, 'gzip', '')), 'X\t1\t2.0\tgzip\n');
+  });
+
+  it('writes the fifth column, encryption, only for an encrypted file', () => {
     assert.equal(formatXlogDbLine(e('X', null, null, null, 'gpg')), 'X\tNone\tNone\tNone\tgpg\n');
+    assert.equal(formatXlogDbLine(e('X', 10, 1.5, 'gzip', 'gpg')), 'X\t10\t1.5\tgzip\tgpg\n');
   });
 
   it('reads lines written by Barman with 3, 4 and 5 fields', () => {
@@ -85,11 +90,12 @@ describe('xlog.db line format', () => {
       e('000000010000000000000005', 5022134, 1718291833.5, null, 'gpg'),
       e('000000010000000000000005.00000028.backup', 370, 1718291834.0),
     ]);
-    // Written back, every line gets the 5-field form.
+    // Written back, every line gets the 4-field form (5 for the encrypted one): 3.4 reads them all.
     assert.equal(
       formatXlogDb(entries.slice(0, 2)),
-      '000000010000000000000001\t16777216\t1718291829.0\tNone\tNone\n000000010000000000000002\t16777216\t1718291830.5\tNone\tNone\n',
+      '000000010000000000000001\t16777216\t1718291829.0\tNone\n000000010000000000000002\t16777216\t1718291830.5\tNone\n',
     );
+    assert.equal(formatXlogDb(entries.slice(3, 5)), '000000010000000000000004\t3022134\t1718291832.25\tzstd\n000000010000000000000005\t5022134\t1718291833.5\tNone\tgpg\n');
   });
 
   it('round-trips times exactly (shortest repr, as Python str(float))', () => {
@@ -104,7 +110,7 @@ describe('xlog.db line format', () => {
   });
 
   it('ignores blank lines and a torn last line, rejects other malformed lines', () => {
-    const good = '000000010000000000000001\t1\t2.0\tNone\tNone\n';
+    const good = '000000010000000000000001\t1\t2.0\tNone\n';
     assert.equal(parseXlogDb(`\n${good}\n\n`).length, 1);
     assert.equal(parseXlogDb(`${good}000000010000000000000002\t1`).length, 1); // torn append
     // parses, but unterminated: the next append truncates it, so it is not returned either
@@ -119,7 +125,7 @@ describe('xlog.db line format', () => {
     const lines: string[] = [];
     for (let i = 0; i < 200_000; i++) {
       const name = `00000001${(i >> 8).toString(16).toUpperCase().padStart(8, '0')}${(i & 0xff).toString(16).toUpperCase().padStart(8, '0')}`;
-      lines.push(`${name}\t16777216\t${pyFloatStr(1718291829 + i / 7)}\tgzip\tNone\n`);
+      lines.push(`${name}\t16777216\t${pyFloatStr(1718291829 + i / 7)}\tgzip\n`);
     }
     const text = lines.join('');
     const t0 = performance.now();
@@ -149,7 +155,7 @@ describe('xlog.db files', () => {
     assert.equal(await removeFromXlogDb(srv, ['000000010000000000000002', 'NOT-THERE']), 1);
     assert.equal(
       fs.readFileSync(p.xlogdbFile, 'utf8'),
-      '000000010000000000000001\t10\t1.5\tNone\tNone\n00000002.history\t30\t3.5\tNone\tNone\n000000010000000000000003\t40\t4.5\tzstd\tNone\n',
+      '000000010000000000000001\t10\t1.5\tNone\n00000002.history\t30\t3.5\tNone\n000000010000000000000003\t40\t4.5\tzstd\n',
     );
     assert.notEqual(fs.statSync(p.xlogdbFile).ino, inode, 'rewritten through a temp file + rename');
     assert.equal((fs.statSync(p.xlogdbFile).mode & 0o777).toString(8), '600');
@@ -161,13 +167,13 @@ describe('xlog.db files', () => {
     const srv = makeServer();
     const p = serverPaths(srv);
     fs.mkdirSync(path.dirname(p.xlogdbFile), { recursive: true });
-    fs.writeFileSync(p.xlogdbFile, '000000010000000000000001\t10\t1.5\tNone\tNone\n000000010000000000000002\t1');
+    fs.writeFileSync(p.xlogdbFile, '000000010000000000000001\t10\t1.5\tNone\n000000010000000000000002\t1');
     await appendXlogDb(srv, [e('000000010000000000000003', 40, 4.5)]);
     const names = (await readXlogDb(srv)).map((x) => x.name);
     assert.deepEqual(names, ['000000010000000000000001', '000000010000000000000003']);
     assert.equal(
       fs.readFileSync(p.xlogdbFile, 'utf8'),
-      '000000010000000000000001\t10\t1.5\tNone\tNone\n000000010000000000000003\t40\t4.5\tNone\tNone\n',
+      '000000010000000000000001\t10\t1.5\tNone\n000000010000000000000003\t40\t4.5\tNone\n',
     );
   });
 
@@ -175,7 +181,7 @@ describe('xlog.db files', () => {
     const srv = makeServer();
     const p = serverPaths(srv);
     fs.mkdirSync(p.walsDir, { recursive: true });
-    fs.writeFileSync(p.xlogdbFileNew, '000000010000000000000001\t10\t1.5\tNone\tNone\n');
+    fs.writeFileSync(p.xlogdbFileNew, '000000010000000000000001\t10\t1.5\tNone\n');
     fs.writeFileSync(p.xlogdbFile, 'stale\t1\t1.0\n');
     assert.equal(xlogDbPath(srv), p.xlogdbFileNew);
     await appendXlogDb(srv, [e('000000010000000000000002', 20, 2.5)]);

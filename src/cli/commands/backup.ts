@@ -6,7 +6,7 @@ import { archiveWal } from '../../wal/archiver.js';
 import { LockBusyError } from '../../catalog/lock.js';
 import { BarmanError } from '../../util/errors.js';
 import type { CliContext } from '../context.js';
-import { progressLine } from '../progress.js';
+import { progressEvents, progressLine } from '../progress.js';
 import type { ReuseMode } from '../../backup/rsync-plan.js';
 
 interface Opts {
@@ -23,6 +23,9 @@ interface Opts {
   manifest?: boolean;
   incremental?: string;
   checkTimeout?: string;
+  jobsStartBatchPeriod?: string;
+  jobsStartBatchSize?: string;
+  keepaliveInterval?: string;
 }
 
 export function define(cmd: Command): void {
@@ -38,25 +41,16 @@ export function define(cmd: Command): void {
       'rsync methods: take unchanged files from the previous backup: off, copy (local copy) or link (hard link, saves space); bare = link; default: reuse_backup',
     )
     .option('-j, --jobs <n>', 'rsync methods: number of rsync copy workers running at once (default: parallel_jobs)')
-    .option(
-      '--jobs-start-batch-period <s>',
-      'rsync methods, Barman: seconds between starting two batches of copy workers (parallel_jobs_start_batch_period); accepted for compatibility: barman-ts starts all -j workers at once',
-    )
-    .option(
-      '--jobs-start-batch-size <n>',
-      'rsync methods, Barman: copy workers started per batch (parallel_jobs_start_batch_size); accepted for compatibility: barman-ts starts all -j workers at once',
-    )
+    .option('--jobs-start-batch-period <s>', 'rsync methods: seconds between starting two batches of copy workers (default: parallel_jobs_start_batch_period, 1)')
+    .option('--jobs-start-batch-size <n>', 'rsync methods: copy workers started per batch (default: parallel_jobs_start_batch_size, 10)')
     .option('--bwlimit <kbps>', 'rsync methods: bandwidth limit in KB/s per rsync, 0 = none (default: bandwidth_limit)')
-    .option(
-      '--retry-times <n>',
-      'Barman: how many times a failed copy is retried (basebackup_retry_times); accepted for compatibility: barman-ts does not retry, a failed copy makes the backup FAILED',
-    )
-    .option('--retry-sleep <s>', 'Barman: seconds between two retries (basebackup_retry_sleep); accepted for compatibility, see --retry-times')
-    .option('--no-retry', 'Barman: do not retry a failed copy (--retry-times 0); barman-ts never retries, so this changes nothing')
+    .option('--retry-times <n>', 'how many times a failed copy is started again from scratch (default: basebackup_retry_times, 0)')
+    .option('--retry-sleep <s>', 'seconds between two attempts (default: basebackup_retry_sleep, 30)')
+    .option('--no-retry', 'do not retry a failed copy (--retry-times 0)')
     .option('--manifest', 'rsync methods: write a backup_manifest once the copy is complete (default: autogenerate_manifest); a failure to write it is only a warning')
     .option('--no-manifest', 'rsync methods: do not write a backup_manifest, whatever autogenerate_manifest says')
     .option('--incremental <parent>', 'PostgreSQL 17 incremental backup on top of backup PARENT (not supported yet: refused with an error)')
-    .option('--keepalive-interval <s>', 'Barman: seconds between keepalive queries on the PostgreSQL connection (keepalive_interval); accepted for compatibility')
+    .option('--keepalive-interval <s>', 'rsync methods: seconds between keepalive queries on the PostgreSQL session that holds the backup during the copy, 0 = none (default: keepalive_interval, 60)')
     .option('--check-timeout <s>', 'seconds allowed for the checks run before the backup starts (default: check_timeout; 0 = no limit)')
     .addHelpText(
       'after',
@@ -67,17 +61,24 @@ backup_compression is set), and the WAL is left to the archiver: the backup is W
 until every WAL file between its start and its end is archived, then DONE. 'barman cron' does that
 step; --wait does it now.
 
+With encryption = gpg (postgres method, backup_compression set, tar format), the tar files are
+then encrypted with gpg for encryption_key_id (base.tar.gz.gpg ...) and backup.info says
+encryption=gpg; restore decrypts them with encryption_passphrase_command.
+
 With backup_method = rsync (over ssh_command) or local-rsync, PostgreSQL's concurrent backup API
 is used and rsync copies the data directory and tablespaces: -j/--jobs copy workers,
 --reuse-backup to hard-link (link) or locally copy (copy) unchanged files from the previous
 backup, --bwlimit to throttle.
 
 Before anything is written, the checks of 'barman check' run silently: a failing check stops
-the backup of that server ("Impossible to start the backup", the failed checks listed), except
-the checks that do not matter for a new backup (failed backups, backup age/size, minimum
-redundancy, archiver errors, WAL queues and age, standby), and the WAL-arrival checks (WAL
-archive, receive-wal running, replication slot), which only warn: the backup then waits for
-its WAL files.
+the backup of that server ("Impossible to start the backup", the failed checks listed, exit 1),
+except the checks that do not matter for a new backup (failed backups, backup age/size, minimum
+redundancy, archiver errors, WAL queues and age, standby). As in Barman, that includes WAL
+arrival: a new server needs one archived WAL file ('barman switch-wal --archive SERVER'), its
+replication slot and, with streaming_archiver, a running receive-wal ('barman cron').
+
+A failed copy is started again from scratch basebackup_retry_times times (--retry-times),
+basebackup_retry_sleep seconds apart (--retry-sleep); --no-retry: never.
 
 Passive and inactive servers are skipped with a warning; servers are backed up one after the
 other, and a failure of one does not stop the others. Hook scripts (pre/post_backup_script and
@@ -101,27 +102,17 @@ export async function run(ctx: CliContext, names: string[], opts: Opts): Promise
   const waitTimeout = opts.waitTimeout !== undefined ? Number(opts.waitTimeout) : undefined;
   if (waitTimeout !== undefined && !(waitTimeout >= 0)) throw new BarmanError(`invalid --wait-timeout '${opts.waitTimeout}'`, 2);
   const rsyncOpts = rsyncOptions(opts);
+  const retry = retryOptions(opts);
   const checkTimeout = parseCheckTimeout(opts.checkTimeout);
   for (const srv of ctx.servers(names, { skipPassive: true })) {
     const bar = progressLine(`${srv.name}: copying`, { enabled: out.progressAllowed, scale: 1024 /* pg_basebackup counts kB */ });
     try {
-      const pre = await precheckBackup(srv, { checkTimeout });
-      for (const w of pre.warnings) {
-        out.warning(`${srv.name}: check '${w.name}' failed${w.hint ? ` (${w.hint})` : ''}: the backup goes on and stays WAITING_FOR_WALS until its WAL files are archived`);
-      }
+      await precheckBackup(srv, { checkTimeout });
       const entry = await takeBackup(
         srv,
-        { immediateCheckpoint: opts.immediateCheckpoint, name: opts.name, wait: opts.wait, waitTimeoutSec: waitTimeout, manifest: opts.manifest, ...rsyncOpts },
+        { immediateCheckpoint: opts.immediateCheckpoint, name: opts.name, wait: opts.wait, waitTimeoutSec: waitTimeout, manifest: opts.manifest, ...rsyncOpts, ...retry },
         {
-          info: (m) => {
-            bar.end();
-            out.info(m);
-          },
-          warning: (m) => {
-            bar.end();
-            out.warning(m);
-          },
-          progress: (d, t) => bar.update(d, t),
+          ...progressEvents(out, bar),
           archive: async () => {
             try {
               await archiveWal(srv);
@@ -163,6 +154,30 @@ function rsyncOptions(opts: Opts): { reuseBackup?: ReuseMode; jobs?: number; bwl
     if (!/^\d+$/.test(opts.bwlimit)) throw new BarmanError(`invalid --bwlimit '${opts.bwlimit}' (expected KB/s, 0 = unlimited)`, 2);
     res.bwlimit = Number(opts.bwlimit);
   }
+  return res;
+}
+
+type CountOptions = { retryTimes?: number; retrySleep?: number; startBatchSize?: number; startBatchPeriod?: number; keepaliveInterval?: number };
+
+/**
+ * --retry-times N / --retry-sleep S / --no-retry (N = 0), --jobs-start-batch-size N (>= 1),
+ * --jobs-start-batch-period S, --keepalive-interval S: checked before any backup starts.
+ */
+function retryOptions(opts: Opts): CountOptions {
+  const res: CountOptions = {};
+  const table = [
+    ['--retry-times', opts.retryTimes, 'retryTimes', 0],
+    ['--retry-sleep', opts.retrySleep, 'retrySleep', 0],
+    ['--jobs-start-batch-size', opts.jobsStartBatchSize, 'startBatchSize', 1],
+    ['--jobs-start-batch-period', opts.jobsStartBatchPeriod, 'startBatchPeriod', 0],
+    ['--keepalive-interval', opts.keepaliveInterval, 'keepaliveInterval', 0],
+  ] as const;
+  for (const [name, text, key, min] of table) {
+    if (text === undefined) continue;
+    if (!/^\d+$/.test(text.trim()) || Number(text.trim()) < min) throw new BarmanError(`invalid ${name} '${text}' (expected an integer >= ${min})`, 2);
+    res[key] = Number(text.trim());
+  }
+  if (opts.retry === false) res.retryTimes = 0;
   return res;
 }
 

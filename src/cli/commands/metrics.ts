@@ -31,6 +31,10 @@ textfile collector. Per server (label server):
   barman_archiver_errors{kind}          files in errors/ (duplicate, unknown, failure, not_relevant)
   barman_receive_wal_running            1 when receive-wal runs
   barman_check_ok{check}                each check of 'barman check' (1 OK, 0 FAILED)
+  barman_drill_last_result              last recovery drill (barman drill): 1 passed, 0 failed
+  barman_drill_last_success_timestamp_seconds, barman_drill_last_success_age_seconds
+                                        end of the last successful drill, and its age
+  barman_drill_last_success_rto_seconds RTO measured by the last successful drill
 
 A server that does not answer still gets its catalog metrics (barman_up 0) within check_timeout.
 With --output the file is replaced atomically: the collector never reads half a file.

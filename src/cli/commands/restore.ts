@@ -6,6 +6,7 @@ import { BarmanError } from '../../util/errors.js';
 import { humanDuration } from '../../util/format.js';
 import { archiveWal } from '../../wal/archiver.js';
 import type { CliContext } from '../context.js';
+import { intOption, targetOptions } from '../restore-options.js';
 import { progressLine } from '../progress.js';
 
 interface Opts {
@@ -78,15 +79,15 @@ export function define(cmd: Command): void {
     .option('--retry-times <n>', 'retries of a failed rsync copy (remote restores only; default basebackup_retry_times)')
     .option('--retry-sleep <seconds>', 'seconds between retries (remote restores only; default basebackup_retry_sleep)')
     .option('--no-retry', 'do not retry a failed copy')
-    .option('--jobs-start-batch-period <seconds>', 'remote restores only')
-    .option('--jobs-start-batch-size <n>', 'remote restores only')
+    .option('--jobs-start-batch-period <seconds>', 'remote restores only: seconds between starting two batches of copy sessions (default: parallel_jobs_start_batch_period, 1)')
+    .option('--jobs-start-batch-size <n>', 'remote restores only: copy sessions started per batch (default: parallel_jobs_start_batch_size, 10)')
     .option('--network-compression', 'compress data in transit: rsync -z (remote restores only)')
     .option('--no-network-compression', 'do not compress data in transit')
-    .option('--staging-path <path>', 'local staging area of a remote restore (compressed backups are extracted there, WAL decompressed there); default /tmp')
-    .addOption(new Option('--staging-location <where>', 'where the staging area is').choices(['local', 'remote']))
-    .addOption(new Option('--combine-mode <mode>', 'pg_combinebackup mode for incremental backups').choices(['copy', 'link', 'clone', 'copy-file-range']))
-    .option('--recovery-staging-path <path>', 'deprecated: use --staging-path')
-    .option('--local-staging-path <path>', 'deprecated: use --staging-path')
+    .option('--staging-path <path>', 'local staging area of a remote restore (compressed backups are extracted there, WAL decompressed there); default: staging_path, local_staging_path, else /tmp')
+    .addOption(new Option('--staging-location <where>', 'where the staging area is: local (this host); remote is not supported by barman-ts (refused)').choices(['local', 'remote']))
+    .addOption(new Option('--combine-mode <mode>', 'pg_combinebackup mode for incremental backups; barman-ts refuses to restore incremental backups, so it changes nothing').choices(['copy', 'link', 'clone', 'copy-file-range']))
+    .option('--recovery-staging-path <path>', 'Barman: staging directory on the recovery host; not supported by barman-ts (refused): use --staging-path')
+    .option('--local-staging-path <path>', 'deprecated: same as --staging-path')
     .option('--recovery-option-port <port>', 'port of the Barman host for barman-wal-restore (remote restores only)')
     .option('--snapshot-recovery-instance <name>', 'snapshot backups: the instance the snapshot disks are attached to')
     .option('--snapshot-recovery-zone <zone>', 'snapshot backups (GCP): zone of the recovery instance')
@@ -111,7 +112,9 @@ What is done:
   * the base backup is copied (pg_wal/, pg_log/, log/, postmaster.pid, recovery.conf,
     recovery.signal, standby.signal and tablespace_map are left out); tablespaces go to
     their original paths or to --tablespace locations, linked from pg_tblspc/;
-    compressed backups (base.tar.gz/.lz4/.zst) are extracted with tar;
+    compressed backups (base.tar.gz/.lz4/.zst) are extracted with tar; encrypted ones
+    (base.tar.gz.gpg, encryption = gpg) are decrypted on the way into tar with the
+    passphrase printed by encryption_passphrase_command (the same for encrypted WAL);
   * the WAL files recovery needs are copied from the archive, decompressed: into pg_wal/
     for a plain restore (recovery replays them all), into barman_wal/ (or
     --staging-wal-directory) for a point-in-time recovery; with --get-wal, PostgreSQL
@@ -141,13 +144,17 @@ Exit status: 0 on success, 1 on any error (nothing is written when validation fa
     );
 }
 
-function intOption(name: string, text: string | undefined, min = 0): number | null {
-  if (text === undefined) return null;
-  if (!/^\d+$/.test(text.trim()) || Number(text) < min) throw new BarmanError(`option ${name}: invalid value '${text}' (expected an integer >= ${min})`, 2);
-  return Number(text);
-}
 
 export { humanDuration };
+
+/**
+ * The local staging directory of a remote restore: --staging-path (or the deprecated
+ * --local-staging-path), then staging_path, then the deprecated local_staging_path (Barman
+ * 3.15's order); null = /tmp.
+ */
+export function stagingPathOf(opts: Pick<Opts, 'stagingPath' | 'localStagingPath'>, srv: Pick<ServerConfig, 'staging_path' | 'local_staging_path'>): string | null {
+  return opts.stagingPath ?? opts.localStagingPath ?? srv.staging_path ?? srv.local_staging_path ?? null;
+}
 
 /** The result as the JSON document of `-f json` (snake_case, like Barman's JSON output). */
 export function resultToJson(r: RestoreResult): Record<string, unknown> {
@@ -196,23 +203,20 @@ async function archivePending(srv: ServerConfig): Promise<void> {
 export async function run(ctx: CliContext, [serverName, backupId, destination]: string[], opts: Opts): Promise<void> {
   const { out } = ctx;
   const srv = ctx.server(serverName ?? '', { allowInactive: true });
+  if (opts.recoveryStagingPath !== undefined) {
+    throw new BarmanError('--recovery-staging-path: barman-ts does not support staging on the recovery host (use --staging-path, a directory of this host)');
+  }
   const jobs = intOption('--jobs', opts.jobs, 1);
   const bwlimit = intOption('--bwlimit', opts.bwlimit);
   const retryTimes = opts.retry === false ? 0 : intOption('--retry-times', opts.retryTimes);
   const retrySleep = intOption('--retry-sleep', opts.retrySleep);
-  intOption('--jobs-start-batch-period', opts.jobsStartBatchPeriod, 1);
-  intOption('--jobs-start-batch-size', opts.jobsStartBatchSize, 1);
+  const jobsStartBatchPeriod = intOption('--jobs-start-batch-period', opts.jobsStartBatchPeriod, 0);
+  const jobsStartBatchSize = intOption('--jobs-start-batch-size', opts.jobsStartBatchSize, 1);
 
   const req: RestoreRequest = {
     backupId: backupId ?? '',
     destination: destination ?? '',
-    targetTime: opts.targetTime,
-    targetXid: opts.targetXid,
-    targetLsn: opts.targetLsn,
-    targetName: opts.targetName,
-    targetImmediate: opts.targetImmediate,
-    targetTli: opts.targetTli,
-    exclusive: opts.exclusive,
+    ...targetOptions(opts),
     targetAction: opts.targetAction,
     standbyMode: opts.standbyMode,
     tablespaces: opts.tablespace ?? [],
@@ -226,10 +230,22 @@ export async function run(ctx: CliContext, [serverName, backupId, destination]: 
     jobs,
     bwlimit,
     snapshotRecoveryInstance: opts.snapshotRecoveryInstance ?? null,
-    stagingPath: opts.stagingPath ?? opts.localStagingPath ?? srv.local_staging_path ?? null,
+    snapshotOptions: (
+      [
+        ['--snapshot-recovery-zone', opts.snapshotRecoveryZone],
+        ['--gcp-zone', opts.gcpZone],
+        ['--azure-resource-group', opts.azureResourceGroup],
+        ['--aws-region', opts.awsRegion],
+      ] as const
+    )
+      .filter(([, v]) => v !== undefined)
+      .map(([n]) => n),
+    stagingPath: stagingPathOf(opts, srv),
     recoveryOptionPort: intOption('--recovery-option-port', opts.recoveryOptionPort, 1),
     retryTimes,
     retrySleep,
+    jobsStartBatchPeriod,
+    jobsStartBatchSize,
   };
 
   const dataBar = progressLine('Copying the base backup', { enabled: out.progressAllowed });
@@ -296,6 +312,14 @@ export async function run(ctx: CliContext, [serverName, backupId, destination]: 
     out.info("inside the target directory. Make sure that 'restore_command' can be executed by the PostgreSQL user.");
   }
   out.info('');
-  out.info(`Restore operation completed (start time: ${result.startTime.format()}, elapsed time: ${humanDuration(result.elapsedSeconds)})`);
+  out.info(`${completedWords(ctx.invokedAs)} (start time: ${result.startTime.format()}, elapsed time: ${humanDuration(result.elapsedSeconds)})`);
   out.info('Your PostgreSQL server has been successfully prepared for recovery!');
+}
+
+/**
+ * The last line's first words: `barman recover` ends as Barman 3.4 does ("Recovery
+ * completed"), `barman restore` (a command Barman added later) as Barman 3.17 does.
+ */
+export function completedWords(invokedAs: string): string {
+  return invokedAs === 'recover' ? 'Recovery completed' : 'Restore operation completed';
 }

@@ -4,6 +4,9 @@ import { loadBackupsReport, showBackupView } from '../../reporting/backups.js';
 import { retentionStatusesOf } from '../../retention/enforce.js';
 import { serverAndBackupArguments } from '../backup-arguments.js';
 import type { CliContext } from '../context.js';
+import type { ServerConfig } from '../../config/config.js';
+import { loadDrillRecords } from '../../drill/records.js';
+import { showBackupDrillLines } from '../../reporting/drills.js';
 
 export function define(cmd: Command): void {
   serverAndBackupArguments(cmd)
@@ -40,4 +43,16 @@ export async function run(ctx: CliContext, args: string[]): Promise<void> {
   for (const w of view.warnings) out.warning(w);
   out.set([srv.name], view.json);
   for (const l of view.lines) out.line(l);
+  await showDrills(ctx, srv, entry.id);
+}
+
+/**
+ * barman-ts extension: the backup's recovery drills, as extra lines after Barman's own output
+ * (and `recovery_drills` in JSON). A backup never drilled prints exactly what Barman prints.
+ */
+async function showDrills(ctx: CliContext, srv: ServerConfig, id: string): Promise<void> {
+  const records = (await loadDrillRecords(srv).catch(() => [])).filter((r) => r.backup_id === id);
+  const { lines, json } = showBackupDrillLines(records);
+  if (json) ctx.out.set([srv.name, 'recovery_drills'], json);
+  for (const l of lines) ctx.out.line(l);
 }

@@ -1,0 +1,313 @@
+/**
+ * transfer_method = agent speed (`npm run bench -- --agent-only`, or a section of
+ * `npm run bench`), beside the transport floor, rsync and pgBackRest 2.45 (Debian) on the same
+ * data in the same run: pgbench scale 100 plus a table of random text (so compression is not
+ * flattered), page cache dropped and programs re-warmed before every timed run (rsync-bench.ts).
+ *
+ *   full backup    tar | ssh | tar + sync (one stream: the floor of any copy through this sshd),
+ *                  barman rsync -j 2 (ssh), barman agent -j 2 (--reuse-backup off),
+ *                  pgbackrest full process-max=2 compress-type=lz4
+ *   incremental    after 1% of pgbench_accounts updated in one contiguous range of keys, then
+ *                  after 1% updated at random (each followed by a CHECKPOINT): barman agent -j 2
+ *                  --reuse-backup link (time, bytes on the wire) vs pgbackrest incr process-max=2
+ *   restore        delta restore of the newest backup over a restore of the one before:
+ *                  barman recover --delta-restore (local agent) vs pgbackrest restore --delta;
+ *                  full remote recovery through the agent (-j 2, --remote-ssh-command) vs the
+ *                  floor and pgbackrest restore
+ *   memory         peak RSS of the agents (polled every 100 ms)
+ *
+ * pgBackRest runs as postgres on the database host with a local repository (no ssh); barman
+ * pulls through ssh (SSH_CIPHER). Neither waits for WAL archiving. autovacuum is off.
+ * Options: --scale N (100), --rounds N (2). Must run as root.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { as, BARMAN_USER, chownTo, isRoot, type LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
+import { run } from '../src/util/proc.js';
+import { BARMAN_SCRIPT } from '../src/util/self.js';
+import { MB, PGBACKREST, SSH_CIPHER, argNum, buildBenchCluster, cipherSshConfig, dropCaches, infoField, pipeAs, setupPgbackrest, timed } from './rsync-bench.js';
+
+interface Measure {
+  times: number[];
+  note?: string;
+  /** Extra figures of the best run. */
+  extra?: string;
+}
+
+/** Peak RSS (KiB) of processes whose command line holds `pattern`, polled until stop(). */
+function rssWatcher(pattern: string): { stop: () => number } {
+  let peak = 0;
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    run('ps', ['-eo', 'rss=,args='])
+      .then((r) => {
+        for (const line of r.stdout.split('\n')) {
+          if (!line.includes(pattern) || line.includes('ps -eo')) continue;
+          const kb = Number(line.trim().split(/\s+/)[0]);
+          if (Number.isFinite(kb)) peak = Math.max(peak, kb);
+        }
+      })
+      .catch(() => undefined)
+      .finally(() => (busy = false));
+  }, 100);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return peak;
+    },
+  };
+}
+
+export async function agentBench(): Promise<void> {
+  const SCALE = argNum('scale', 100);
+  const ROUNDS = argNum('rounds', 2);
+  console.log(`\nAGENT BACKUP AND RESTORE (transfer_method = agent; pgbench scale ${SCALE} + random text, best of ${ROUNDS} rounds, sshd on 127.0.0.1, ssh -c ${SSH_CIPHER})`);
+  if (!isRoot) {
+    console.log('  skipped: needs root (postgres and barman users, a real sshd, drop_caches)');
+    return;
+  }
+  const { startSshd } = await import('../test/helpers/sshd.js');
+  const sys = await import('../test/helpers/system.js');
+  await sys.ensureBarmanUser();
+  const root = await fs.mkdtemp('/tmp/barman-agent-bench-');
+  await fs.chmod(root, 0o755);
+  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
+    const d = path.join(root, name);
+    await fs.mkdir(d, { mode });
+    await fs.chmod(d, mode);
+    chownTo(user, d);
+    return d;
+  };
+  const pgDir = await mkdirFor('pg', PG_USER);
+  const pgScratch = await mkdirFor('pg-scratch', PG_USER);
+  const home = await mkdirFor('barman', BARMAN_USER, 0o700);
+  const scratch = await mkdirFor('scratch', BARMAN_USER);
+  const conf = path.join(root, 'barman.conf');
+  const pgbrConf = path.join(root, 'pgbackrest.conf');
+  const barman = (...a: string[]) => must(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, ...a]);
+  const pgbr = (...a: string[]) => must(PG_USER, PGBACKREST, [`--config=${pgbrConf}`, '--stanza=bench', ...a]);
+  const sshd = await startSshd();
+  let pg: LocalCluster | null = null;
+  const m = new Map<string, Measure>();
+  const get = (label: string): Measure => {
+    let x = m.get(label);
+    if (!x) m.set(label, (x = { times: [] }));
+    return x;
+  };
+  const measure = async (label: string, fn: () => Promise<unknown>, after?: (seconds: number) => Promise<unknown>, prepare?: () => Promise<unknown>): Promise<void> => {
+    const x = get(label);
+    if (x.note) return;
+    try {
+      await prepare?.();
+      await dropCaches();
+      const t = await timed(fn);
+      x.times.push(t);
+      await after?.(t);
+    } catch (err) {
+      x.note = `FAILED: ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`;
+    }
+  };
+  const alternate = <T>(list: T[], round: number): T[] => (round % 2 === 1 ? [...list].reverse() : list);
+  let dataBytes = 0;
+  let pgbrProblem: string | null = null;
+  const wire = new Map<string, number>();
+  let agentRssKb = 0;
+  try {
+    const { cfg, sshCommand } = await cipherSshConfig(await sshd.clientConfigFor(BARMAN_USER, [PG_USER]), root);
+    const built = await buildBenchCluster(pgDir, SCALE);
+    pg = built.cluster;
+    const cluster = pg;
+    console.log(`  database built in ${built.seconds.toFixed(1)} s: ${(built.dbSize / MB).toFixed(0)} MiB`);
+    const server = (name: string, extra: string) =>
+      `[${name}]\nconninfo = ${cluster.conninfo}\nstreaming_conninfo = ${cluster.conninfo}\nbackup_method = rsync\nssh_command = ${sshCommand}\n` +
+      `streaming_archiver = on\nslot_name = barman_${name}\ncreate_slot = auto\nparallel_jobs = 2\n${extra}`;
+    await fs.writeFile(
+      conf,
+      `[barman]\nbarman_home = ${home}\nbarman_user = ${BARMAN_USER}\nlog_file = ${home}/barman.log\n\n${server('rs', '')}\n${server('ag', 'transfer_method = agent\n')}`,
+      { mode: 0o644 },
+    );
+    await barman('cron');
+    pgbrProblem = await setupPgbackrest(path.join(root, 'pgbackrest'), pgbrConf, cluster, pgDir, 'lz4');
+    const newest = async (srv: string): Promise<string> => (await barman('list-backups', '--minimal', srv)).trim().split('\n')[0] ?? '';
+    const statsOf = async (id: string) =>
+      (JSON.parse(await fs.readFile(path.join(home, 'ag', 'agent', id, 'meta.json'), 'utf8')) as { stats: { bytesIn: number; bytesOut: number; pagesSent: number; pagesRead: number } }).stats;
+    /** An agent backup: time, and the bytes it put on the wire. */
+    const agentBackup = (label: string, reuse: string) => {
+      let watcher: ReturnType<typeof rssWatcher> | null = null;
+      return [
+        label,
+        async () => {
+          watcher = rssWatcher('bin/barman-agent');
+          try {
+            await barman('backup', '--immediate-checkpoint', '--reuse-backup', reuse, 'ag');
+          } finally {
+            agentRssKb = Math.max(agentRssKb, watcher.stop());
+          }
+        },
+        async () => {
+          const s = await statsOf(await newest('ag'));
+          wire.set(label, Math.min(wire.get(label) ?? Infinity, s.bytesIn + s.bytesOut));
+          get(label).extra = `pages sent ${s.pagesSent} of ${s.pagesRead} read`;
+        },
+      ] as [string, () => Promise<unknown>, (t: number) => Promise<unknown>];
+    };
+
+    // ---- full backups -------------------------------------------------------------------------
+    const fullSteps: [string, () => Promise<unknown>, ((t: number) => Promise<unknown>)?][] = [
+      [
+        'tar | ssh | tar + sync (1 stream)',
+        async () => {
+          const dest = path.join(scratch, 'tar');
+          await must(BARMAN_USER, 'mkdir', ['-m', '0700', dest]);
+          const remote = ['tar', '-C', cluster.dataDir, '--exclude=./pg_wal/*', '--exclude=./postmaster.*', '-cf', '-', '.'];
+          await pipeAs(BARMAN_USER, ['ssh', '-F', cfg, 'postgres@127.0.0.1', ...remote], ['tar', '-C', dest, '-xf', '-']);
+          await must(BARMAN_USER, 'sync', ['-f', dest]);
+        },
+        () => fs.rm(path.join(scratch, 'tar'), { recursive: true, force: true }),
+      ],
+      ['barman rsync -j 2 (ssh)', () => barman('backup', '--immediate-checkpoint', '--reuse-backup', 'off', 'rs')],
+      agentBackup('barman agent -j 2 full', 'off'),
+      ...(pgbrProblem ? [] : [['pgbackrest full process-max=2 lz4', () => pgbr('--type=full', '--process-max=2', 'backup')] as [string, () => Promise<unknown>]]),
+    ];
+    for (let round = 0; round < ROUNDS; round++) for (const [label, fn, after] of alternate(fullSteps, round)) await measure(label, fn, after);
+    // The size of the data (the agent's backup, or rsync's if the agent's failed: the report says why).
+    for (const srv of ['ag', 'rs']) {
+      const id = await newest(srv);
+      if (id && !dataBytes) dataBytes = Number(infoField(await fs.readFile(path.join(home, srv, 'base', id, 'backup.info'), 'utf8'), 'size'));
+    }
+
+    // ---- incremental backups --------------------------------------------------------------------
+    const rows = Number(await cluster.psql('SELECT count(*) FROM pgbench_accounts'));
+    const changes: [string, string][] = [
+      ['1% contiguous', `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= ${Math.floor(rows / 100)}; CHECKPOINT;`],
+      ['1% random', 'UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE random() < 0.01; CHECKPOINT;'],
+    ];
+    for (const [what, sql] of changes) {
+      const steps: [string, () => Promise<unknown>, ((t: number) => Promise<unknown>)?][] = [
+        agentBackup(`barman agent incr (${what})`, 'link'),
+        ...(pgbrProblem ? [] : [[`pgbackrest incr (${what})`, () => pgbr('--type=incr', '--process-max=2', 'backup')] as [string, () => Promise<unknown>]]),
+      ];
+      for (let round = 0; round < ROUNDS; round++) {
+        await cluster.psql(sql);
+        for (const [label, fn, after] of alternate(steps, round)) await measure(label, fn, after);
+      }
+    }
+
+    // ---- restores -----------------------------------------------------------------------------
+    await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'ag');
+    const agIds = (await barman('list-backups', '--minimal', 'ag')).trim().split('\n');
+    const [latest, previous] = agIds;
+    if (!latest || !previous) throw new Error('not enough agent backups');
+    const deltaDest = path.join(scratch, 'delta');
+    const pgbrDelta = path.join(pgScratch, 'pgbr-delta');
+    const pgbrSets = pgbrProblem ? [] : (await pgbr('info', '--output=json')).match(/"label":"[^"]+"/g)?.map((l) => l.slice(9, -1)) ?? [];
+    const restoreSteps: [string, () => Promise<unknown>, ((t: number) => Promise<unknown>)?, (() => Promise<unknown>)?][] = [
+      [
+        'barman recover --delta-restore (agent)',
+        () => barman('recover', '--delta-restore', '-j', '2', 'ag', latest, deltaDest),
+        undefined,
+        async () => {
+          await fs.rm(deltaDest, { recursive: true, force: true });
+          await barman('recover', '-j', '2', 'ag', previous, deltaDest);
+        },
+      ],
+      ...(pgbrProblem || pgbrSets.length < 2
+        ? []
+        : [
+            [
+              'pgbackrest restore --delta',
+              () => pgbr(`--pg1-path=${pgbrDelta}`, '--process-max=2', '--delta', `--set=${pgbrSets.at(-1) ?? ''}`, 'restore'),
+              undefined,
+              async () => {
+                await fs.rm(pgbrDelta, { recursive: true, force: true });
+                await must(PG_USER, 'mkdir', ['-m', '0700', pgbrDelta]);
+                await pgbr(`--pg1-path=${pgbrDelta}`, '--process-max=2', `--set=${pgbrSets.at(-2) ?? ''}`, 'restore');
+              },
+            ] as [string, () => Promise<unknown>, undefined, () => Promise<unknown>],
+          ]),
+      [
+        'barman recover -j 2 (remote, agent)',
+        async () => {
+          const watcher = rssWatcher('bin/barman-agent');
+          try {
+            await barman('recover', '-j', '2', '--remote-ssh-command', sshCommand, 'ag', latest, path.join(pgScratch, 'remote'));
+          } finally {
+            agentRssKb = Math.max(agentRssKb, watcher.stop());
+          }
+        },
+        () => fs.rm(path.join(pgScratch, 'remote'), { recursive: true, force: true }),
+      ],
+      ...(pgbrProblem
+        ? []
+        : [
+            [
+              'pgbackrest restore process-max=2',
+              async () => {
+                const dest = path.join(pgScratch, 'pgbr');
+                await must(PG_USER, 'mkdir', ['-m', '0700', dest]);
+                await pgbr(`--pg1-path=${dest}`, '--process-max=2', 'restore');
+              },
+              () => fs.rm(path.join(pgScratch, 'pgbr'), { recursive: true, force: true }),
+            ] as [string, () => Promise<unknown>, () => Promise<unknown>],
+          ]),
+    ];
+    for (let round = 0; round < ROUNDS; round++) for (const [label, fn, after, prepare] of alternate(restoreSteps, round)) await measure(label, fn, after, prepare);
+  } finally {
+    await as(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, 'receive-wal', '--stop', 'rs']).catch(() => undefined);
+    await as(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, 'receive-wal', '--stop', 'ag']).catch(() => undefined);
+    await pg?.stop('immediate').catch(() => undefined);
+    await sshd.stop().catch(() => undefined);
+    await fs.rm(root, { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  // ---- report ----------------------------------------------------------------------------------
+  const best = (label: string): number | undefined => {
+    const t = m.get(label)?.times ?? [];
+    return t.length > 0 ? Math.min(...t) : undefined;
+  };
+  const mib = (b: number) => `${(b / MB).toFixed(1)} MiB`;
+  const row = (label: string) => {
+    const x = m.get(label);
+    const t = best(label);
+    if (t === undefined) return console.log(`  ${label.padEnd(40)} ${x?.note ?? 'not run'}`);
+    const w = wire.get(label);
+    const extra = [w !== undefined ? `wire ${mib(w)} (${((w / dataBytes) * 100).toFixed(2)}% of the data)` : '', x?.extra ?? ''].filter((e) => e).join(', ');
+    console.log(`  ${label.padEnd(40)} ${t.toFixed(2).padStart(8)} s ${(dataBytes / MB / t).toFixed(0).padStart(6)} MB/s${extra ? `   ${extra}` : ''}`);
+  };
+  console.log(`FULL BACKUP (PGDATA without pg_wal: ${mib(dataBytes)})`);
+  for (const l of ['tar | ssh | tar + sync (1 stream)', 'barman rsync -j 2 (ssh)', 'barman agent -j 2 full', 'pgbackrest full process-max=2 lz4']) row(l);
+  console.log('INCREMENTAL (after an UPDATE of 1% of pgbench_accounts + CHECKPOINT)');
+  for (const l of ['barman agent incr (1% contiguous)', 'pgbackrest incr (1% contiguous)', 'barman agent incr (1% random)', 'pgbackrest incr (1% random)']) row(l);
+  console.log('RESTORE');
+  for (const l of ['barman recover --delta-restore (agent)', 'pgbackrest restore --delta', 'barman recover -j 2 (remote, agent)', 'pgbackrest restore process-max=2']) row(l);
+  console.log(`  agents' peak RSS: ${(agentRssKb / 1024).toFixed(0)} MiB`);
+
+  console.log('TARGETS (ratios in this run)');
+  const target = (what: string, value: number | undefined, limit: number, unit: 'x' | '%') => {
+    if (value === undefined || !Number.isFinite(value)) return console.log(`  ${what.padEnd(52)} n/a`);
+    const ok = unit === 'x' ? value <= limit : value < limit;
+    const shown = unit === 'x' ? `${value.toFixed(2)}x` : `${(value * 100).toFixed(2)}%`;
+    const goal = unit === 'x' ? `<= ${limit.toFixed(2)}x` : `< ${(limit * 100).toFixed(0)}%`;
+    console.log(`  ${what.padEnd(52)} ${shown.padStart(8)}  (target ${goal})  ${ok ? 'PASS' : 'MISS'}`);
+  };
+  const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined ? a / b : undefined);
+  const full = best('barman agent -j 2 full');
+  target('full agent / tar|ssh|tar floor', ratio(full, best('tar | ssh | tar + sync (1 stream)')), 1, 'x');
+  target('full agent / pgBackRest full p2 lz4', ratio(full, best('pgbackrest full process-max=2 lz4')), 1, 'x');
+  const contiguous = 'barman agent incr (1% contiguous)';
+  target('incr 1% contiguous: wire / data', ratio(wire.get(contiguous), dataBytes), 0.05, '%');
+  target('incr 1% contiguous: time / full agent time', ratio(best(contiguous), full), 0.15, '%');
+  target('incr 1% contiguous: agent / pgBackRest incr', ratio(best(contiguous), best('pgbackrest incr (1% contiguous)')), 1, 'x');
+  // 1% at random changes many more pages: reported, no target.
+  const random = 'barman agent incr (1% random)';
+  const report = (what: string, v: number | undefined, unit: 'x' | '%') =>
+    console.log(`  ${what.padEnd(52)} ${v === undefined ? 'n/a' : unit === 'x' ? `${v.toFixed(2)}x` : `${(v * 100).toFixed(2)}%`}`);
+  report('incr 1% random: wire / data', ratio(wire.get(random), dataBytes), '%');
+  report('incr 1% random: time / full agent time', ratio(best(random), full), '%');
+  report('incr 1% random: agent / pgBackRest incr', ratio(best(random), best('pgbackrest incr (1% random)')), 'x');
+  target('delta restore agent / pgBackRest --delta', ratio(best('barman recover --delta-restore (agent)'), best('pgbackrest restore --delta')), 1, 'x');
+  target('remote recovery agent / tar|ssh|tar floor', ratio(best('barman recover -j 2 (remote, agent)'), best('tar | ssh | tar + sync (1 stream)')), 1, 'x');
+  target("agents' peak RSS / 200 MiB", agentRssKb / 1024 / 200, 1, 'x');
+}

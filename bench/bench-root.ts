@@ -1,0 +1,49 @@
+/**
+ * The directories of a bench run: a root (0755) under the system temp directory with `pg/`
+ * (the cluster, owned by postgres), `barman/` (barman_home) and `scratch/` (restores, owned by
+ * barman), the path of barman.conf, and a runner of our CLI as the barman user.
+ */
+import * as fs from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { BARMAN_USER, chownTo, must, PG_USER } from '../src/sandbox/local.js';
+import { BARMAN_SCRIPT } from '../src/util/self.js';
+
+export interface BenchRoot {
+  root: string;
+  pgDir: string;
+  home: string;
+  scratch: string;
+  conf: string;
+  barman(...args: string[]): Promise<string>;
+}
+
+export function benchRoot(prefix: string): BenchRoot {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  fs.chmodSync(root, 0o755);
+  const pgDir = path.join(root, 'pg');
+  const home = path.join(root, 'barman');
+  const scratch = path.join(root, 'scratch');
+  for (const d of [pgDir, home, scratch]) fs.mkdirSync(d, { mode: 0o755 });
+  chownTo(PG_USER, pgDir);
+  chownTo(BARMAN_USER, home);
+  chownTo(BARMAN_USER, scratch);
+  const conf = path.join(root, 'barman.conf');
+  return { root, pgDir, home, scratch, conf, barman: (...a: string[]) => must(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, ...a]) };
+}
+
+
+/** A bench's scratch root under /tmp (0755), and a maker of directories in it owned by a user. */
+export async function makeBenchRoot(prefix: string): Promise<{ root: string; mkdirFor(name: string, user: string, mode?: number): Promise<string> }> {
+  const root = await fsp.mkdtemp(path.join('/tmp', prefix));
+  await fsp.chmod(root, 0o755);
+  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
+    const d = path.join(root, name);
+    await fsp.mkdir(d, { mode });
+    await fsp.chmod(d, mode);
+    chownTo(user, d);
+    return d;
+  };
+  return { root, mkdirFor };
+}

@@ -1,0 +1,511 @@
+/**
+ * transfer_method = agent for backup_method = rsync: the copy step of a concurrent backup
+ * (src/backup/rsync-executor.ts: concurrentBackup does start, stop, labels and durability) made
+ * by barman-ts agents on the database host, started through ssh_command, `jobs` of them.
+ *
+ *  1. One agent lists the data directory and the tablespaces (the rsync method's excludes).
+ *  2. Each file is compared with its copy in a basis: the newest DONE agent backup, and, if a
+ *     later agent backup was interrupted, that one first (resume). Same size and mtime, and an
+ *     mtime older than the start of the basis backup: the copy is hard-linked, nothing is read.
+ *     Otherwise the agents read the file and send only the pages whose hash differs from the
+ *     basis's page map (all of them without a basis); receive.ts rebuilds the whole file.
+ *  3. Files go largest first to whichever agent is free, several requests ahead per agent;
+ *     global/pg_control goes last, alone.
+ *  4. Every file's SHA-256 (computed by the agent over what it read) and page map go into the
+ *     backup's agent metadata (store.ts), in batches made durable as the copy goes on: an
+ *     interrupted backup is the basis of the next one, which does not fetch again what it had.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { DONE, EMPTY, FAILED, STARTED } from '../catalog/backup-info.js';
+import { backupDir, loadCatalog } from '../catalog/catalog.js';
+import { pyFloat, type PyValue } from '../catalog/pyliteral.js';
+import { subprocessEnv } from '../postgres/binaries.js';
+import { concurrentBackup, type ConcurrentBackupRequest, type CopyStepResult } from '../backup/rsync-executor.js';
+import { CopySink } from '../backup/tree-copy.js';
+import type { CopyOutcome } from '../backup/copy-outcome.js';
+import { PG_CONTROL, PGDATA_EXCLUDES, TABLESPACE_EXCLUDES, type ReuseMode } from '../backup/rsync-plan.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { logger } from '../util/log.js';
+import { runPool } from '../util/pool.js';
+import { run } from '../util/proc.js';
+import { Decoder, requireCodec } from './codec.js';
+import { HASH_BYTES, PageHasher, newSeed, pageCount } from './pages.js';
+import { T, decodePages, encodeWithBinary, parseJson } from './protocol.js';
+import { FileReceiver, type Basis } from './receive.js';
+import type { ReadEnd, ReadRequest } from './serve-read.js';
+import { AgentSession, type AgentEndpoint } from './session.js';
+import { StoreReader, StoreWriter, sweepOrphans, type FileRecord, type TransferStats } from './store.js';
+import type { WireEntry } from './walk.js';
+
+const log = logger('agent.backup');
+
+/** Requests sent ahead to one agent (it answers them in order). */
+const WINDOW = 8;
+/** Records of received files are made durable and journaled this often. */
+const FLUSH_INTERVAL_MS = 3000;
+
+export interface AgentBackupRequest extends ConcurrentBackupRequest {
+  backupId: string;
+  jobs: number;
+  /**
+   * reuse_backup: link = block-level incremental, unchanged files hard-linked; copy = the same
+   * with copies instead of links; off = every file fetched whole (only an interrupted backup is
+   * resumed, its files copied).
+   */
+  reuse: ReuseMode;
+  onProgress?: (doneKb: number, totalKb: number) => void;
+  info?: (msg: string) => void;
+}
+
+/** An earlier backup whose files serve as basis. */
+interface BasisBackup {
+  id: string;
+  dir: string;
+  reader: StoreReader;
+  /** Files modified at or after this time (ms) cannot be trusted by size and mtime. */
+  horizonMs: number;
+}
+
+/** One tree copied: the data directory or a tablespace. */
+interface Tree {
+  item: string;
+  /** On the database host. */
+  src: string;
+  /** Prefix in base/<id> (`data`, `<oid>`) and in a backup_manifest (``, `pg_tblspc/<oid>/`). */
+  prefix: string;
+  manifestPrefix: string;
+  excludes: readonly string[];
+}
+
+interface Job {
+  id: number;
+  tree: Tree;
+  rel: string;
+  size: number;
+  mtimeMs: number;
+  mode: number;
+  basis: { backup: BasisBackup; rec: FileRecord } | null;
+}
+
+/**
+ * The basis backups: the newest DONE backup with complete agent metadata, and a later
+ * interrupted one (FAILED, or left STARTED by a killed process: the caller holds the backup
+ * lock) to resume. Both must use the same page hash seed.
+ */
+async function chooseBasis(req: AgentBackupRequest): Promise<BasisBackup[]> {
+  const catalog = (await loadCatalog(req.srv)).filter((e) => e.id !== req.backupId && e.id < req.backupId).sort((a, b) => (a.id < b.id ? 1 : -1));
+  const open = async (e: (typeof catalog)[number]): Promise<BasisBackup | null> => {
+    if (!e.info.begin_time) return null;
+    const reader = await StoreReader.open(req.srv, e.id);
+    if (!reader) return null;
+    return { id: e.id, dir: backupDir(req.srv, e.id), reader, horizonMs: Number(e.info.begin_time.epochMicros / 1000n) };
+  };
+  const out: BasisBackup[] = [];
+  let done: BasisBackup | null = null;
+  for (const e of catalog) {
+    if (e.info.status !== DONE) continue;
+    const b = await open(e);
+    if (b && b.reader.meta.complete) {
+      done = b;
+      break;
+    }
+    await b?.reader.close();
+  }
+  const interrupted = catalog.find((e) => [FAILED, STARTED, EMPTY].includes(e.info.status) && (!done || e.id > done.id));
+  const resume = interrupted ? await open(interrupted) : null;
+  if (resume && resume.reader.files.size > 0) out.push(resume);
+  else await resume?.reader.close();
+  if (done && req.reuse === 'off') {
+    await done.reader.close();
+    done = null;
+  }
+  if (done) {
+    if (out.length === 0 || out[0]?.reader.meta.seed === done.reader.meta.seed) out.push(done);
+    else await done.reader.close();
+  }
+  return out;
+}
+
+function newStats(): TransferStats {
+  return {
+    bytesIn: 0,
+    bytesOut: 0,
+    bytesTotal: 0,
+    filesTotal: 0,
+    filesLinked: 0,
+    filesUnchanged: 0,
+    filesDelta: 0,
+    filesFull: 0,
+    filesVanished: 0,
+    pagesSent: 0,
+    pagesRead: 0,
+    seconds: 0,
+    basis: [],
+    resumedFrom: null,
+  };
+}
+
+/** The copy step: everything between the start and the stop of the backup. */
+class AgentCopy {
+  readonly sessions: AgentSession[] = [];
+  private readonly stats = newStats();
+  private readonly known = new Map<string, { size: number; sha256: string }>();
+  private readonly queue: Job[] = [];
+  private nextId = 1;
+  private doneBytes = 0;
+  private totalBytes = 0;
+  private lastProgress = 0;
+  private readonly decoder = new Decoder();
+  private flushTimer: NodeJS.Timeout | null = null;
+  private flushError: unknown = null;
+
+  constructor(
+    private readonly req: AgentBackupRequest,
+    private readonly ep: AgentEndpoint,
+    private readonly hasher: PageHasher,
+    private readonly store: StoreWriter,
+    private readonly bases: BasisBackup[],
+    private readonly codec: { codec: string; level: number },
+  ) {
+    this.stats.basis = bases.map((b) => b.id);
+    this.stats.resumedFrom = bases.length > 0 && bases[0]?.reader.meta.complete === false ? (bases[0]?.id ?? null) : null;
+  }
+
+  private trees(): Tree[] {
+    const trees: Tree[] = [{ item: 'pgdata', src: this.req.pgdata, prefix: 'data', manifestPrefix: '', excludes: PGDATA_EXCLUDES }];
+    for (const ts of this.req.tablespaces) {
+      trees.push({ item: ts.name, src: ts.location, prefix: String(ts.oid), manifestPrefix: `pg_tblspc/${ts.oid}/`, excludes: TABLESPACE_EXCLUDES });
+    }
+    return trees;
+  }
+
+  /** An unchanged basis file into the new backup: hard link, or copy (reuse_backup = copy / off). */
+  private readonly share = async (from: string, to: string): Promise<void> => {
+    if (this.req.reuse === 'link') await fsp.link(from, to);
+    else await fsp.copyFile(from, to, fsp.constants.COPYFILE_EXCL);
+  };
+
+  private dest(job: Pick<Job, 'tree' | 'rel'>): string {
+    return path.join(this.req.destDir, job.tree.prefix, job.rel);
+  }
+
+  private progress(bytes: number): void {
+    this.doneBytes += bytes;
+    if (this.doneBytes - this.lastProgress >= 16 * 1024 * 1024 || this.doneBytes >= this.totalBytes) {
+      this.lastProgress = this.doneBytes;
+      this.req.onProgress?.(Math.floor(this.doneBytes / 1024), Math.ceil(this.totalBytes / 1024));
+    }
+  }
+
+  /** syncfs of the backup's file system, then the pending records go to the journal. */
+  private flush(): Promise<void> {
+    return this.store.flush(async () => {
+      const res = await run('sync', ['-f', this.req.destDir]);
+      if (res.code !== 0) throw new BarmanError(`sync -f ${this.req.destDir} failed: ${res.stderr.trim()}`);
+    });
+  }
+
+  private record(job: Job, size: number, sha256: string, map: Buffer): void {
+    const p = `${job.tree.prefix}/${job.rel}`;
+    this.store.add({ p, s: size, m: job.mtimeMs, h: sha256 }, map);
+    this.known.set(`${job.tree.manifestPrefix}${job.rel}`, { size, sha256 });
+  }
+
+  async run(sink: CopySink, first: AgentSession): Promise<{ extraCopyStats: [string, PyValue][]; knownChecksums: Map<string, { size: number; sha256: string }> }> {
+    const t0 = Date.now();
+    this.flushTimer = setInterval(() => {
+      if (this.store.pendingCount > 0) this.flush().catch((err: unknown) => (this.flushError ??= err));
+    }, FLUSH_INTERVAL_MS);
+    try {
+      // The other agents start while the first one lists and the links are made.
+      const more = Array.from({ length: Math.max(0, this.req.jobs - 1) }, () => AgentSession.open(this.ep, { ...this.codec, seed: this.hasher.seed, signal: this.req.signal }));
+      const opening = Promise.allSettled(more);
+      const trees = this.trees();
+      const listings = await this.list(first, trees).catch(async (err: unknown) => {
+        for (const o of await opening) if (o.status === 'fulfilled') o.value.kill();
+        throw err;
+      });
+      const analysis = (Date.now() - t0) / 1000;
+      const { dirs, pgControl } = await this.plan(trees, listings).catch(async (err: unknown) => {
+        for (const o of await opening) if (o.status === 'fulfilled') o.value.kill();
+        throw err;
+      });
+      const opened = await opening;
+      for (const o of opened) if (o.status === 'fulfilled') this.sessions.push(o.value);
+      const failedOpen = opened.find((o) => o.status === 'rejected');
+      if (failedOpen) throw (failedOpen as PromiseRejectedResult).reason;
+      this.queue.sort((a, b) => b.size - a.size);
+      let failure: unknown = null;
+      await Promise.all(
+        this.sessions.map((s) =>
+          this.drain(s, sink).catch((err: unknown) => {
+            failure ??= err;
+            // One agent failing stops the others at once.
+            for (const o of this.sessions) if (o !== s) o.kill();
+          }),
+        ),
+      );
+      if (failure) throw failure;
+      // A backup without pg_control cannot be recovered: it goes last, alone (see PG_CONTROL).
+      if (!pgControl) throw new BarmanError(`${PG_CONTROL} was not found in ${this.req.pgdata}`);
+      this.queue.push(pgControl);
+      await this.drain(first, sink);
+      if (!this.known.has(PG_CONTROL)) throw new BarmanError(`${PG_CONTROL} vanished during the backup`);
+      for (const [abs, mode, mtimeMs] of dirs.reverse()) {
+        await fsp.chmod(abs, mode);
+        await fsp.utimes(abs, mtimeMs / 1000, mtimeMs / 1000);
+      }
+      if (this.flushTimer) clearInterval(this.flushTimer);
+      await this.flush();
+      if (this.flushError) throw this.flushError;
+      this.stats.seconds = (Date.now() - t0) / 1000;
+      this.countBytes();
+      await this.store.complete(this.stats);
+      log.info(this.summary());
+      return {
+        extraCopyStats: [
+          ['number_of_workers', this.req.jobs],
+          ['analysis_time', pyFloat(analysis)],
+        ],
+        knownChecksums: this.known,
+      };
+    } catch (err) {
+      this.countBytes();
+      this.stats.seconds = (Date.now() - t0) / 1000;
+      await this.store.saveStats(this.stats);
+      throw err;
+    } finally {
+      if (this.flushTimer) clearInterval(this.flushTimer);
+    }
+  }
+
+  killAll(): void {
+    for (const s of this.sessions) s.kill();
+  }
+
+  private countBytes(): void {
+    this.stats.bytesIn = this.sessions.reduce((n, s) => n + s.bytesIn, 0);
+    this.stats.bytesOut = this.sessions.reduce((n, s) => n + s.bytesOut, 0);
+  }
+
+  summary(): string {
+    const s = this.stats;
+    const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
+    return (
+      `agent copy: ${s.filesTotal} files, ${mib(s.bytesTotal)}; ${s.filesLinked} linked unread, ${s.filesUnchanged} unchanged, ` +
+      `${s.filesDelta} sent in part, ${s.filesFull} sent whole, ${s.filesVanished} vanished; ${s.pagesSent} of ${s.pagesRead} pages read were sent; ` +
+      `${mib(s.bytesIn)} received, ${mib(s.bytesOut)} sent` +
+      (s.resumedFrom ? `; resumed from ${s.resumedFrom}` : '')
+    );
+  }
+
+  /** List every tree through the first agent. */
+  private async list(s: AgentSession, trees: Tree[]): Promise<WireEntry[][]> {
+    await s.json(T.LIST, { roots: trees.map((t) => ({ path: t.src, excludes: t.excludes })) });
+    const out: WireEntry[][] = trees.map(() => []);
+    for (;;) {
+      const f = await s.next();
+      if (f.type === T.LIST_END) return out;
+      if (f.type !== T.ENTRIES) throw new BarmanError(`the barman-ts agent on ${this.ep.where} answered a listing with message type ${f.type}`);
+      const { root, entries } = parseJson<{ root: number; entries: WireEntry[] }>(f.body, 'ENTRIES');
+      const list = out[root];
+      if (!list) throw new BarmanError(`the barman-ts agent on ${this.ep.where} listed an unknown tree`);
+      for (const e of entries) {
+        if (typeof e[0] !== 'string' || e[0] === '' || e[0].split('/').some((c) => c === '..' || c === '.' || c === '')) {
+          throw new BarmanError(`the barman-ts agent on ${this.ep.where} listed an invalid path ${JSON.stringify(e[0])}`);
+        }
+        list.push(e);
+      }
+    }
+  }
+
+  /** Directories and links now; files: linked from a basis now, or queued. */
+  private async plan(trees: Tree[], listings: WireEntry[][]): Promise<{ dirs: [string, number, number][]; pgControl: Job | null }> {
+    const dirs: [string, number, number][] = [];
+    const links: { job: Job; backup: BasisBackup; rec: FileRecord }[] = [];
+    let pgControl: Job | null = null;
+    for (let t = 0; t < trees.length; t++) {
+      const tree = trees[t] as Tree;
+      const root = path.join(this.req.destDir, tree.prefix);
+      await fsp.mkdir(root, { recursive: true, mode: 0o700 });
+      for (const [rel, kind, size, mtimeMs, mode, target] of listings[t] ?? []) {
+        const abs = path.join(root, rel);
+        if (kind === 'd') {
+          await fsp.mkdir(abs, { mode: 0o700 });
+          dirs.push([abs, mode, mtimeMs]);
+          continue;
+        }
+        if (kind === 'l') {
+          await fsp.symlink(target ?? '', abs);
+          continue;
+        }
+        const job: Job = { id: this.nextId++, tree, rel, size, mtimeMs, mode, basis: null };
+        this.stats.filesTotal += 1;
+        this.totalBytes += size;
+        if (tree.prefix === 'data' && rel === PG_CONTROL) {
+          pgControl = job;
+          continue;
+        }
+        const p = `${tree.prefix}/${rel}`;
+        for (const backup of this.bases) {
+          const rec = backup.reader.files.get(p);
+          if (!rec) continue;
+          job.basis = { backup, rec };
+          if (rec.s === size && rec.m === mtimeMs && mtimeMs < backup.horizonMs - 1000) links.push({ job, backup, rec });
+          break;
+        }
+        if (!links.at(-1) || links.at(-1)?.job !== job) this.queue.push(job);
+      }
+    }
+    await runPool(links, 8, async ({ job, backup, rec }) => {
+      try {
+        await this.share(path.join(backup.dir, rec.p), this.dest(job));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'ENOENT' && code !== 'EMLINK') throw err;
+        // The basis copy is gone (or has too many links): read the file instead.
+        job.basis = null;
+        this.queue.push(job);
+        return;
+      }
+      this.record(job, rec.s, rec.h, await backup.reader.map(rec));
+      this.stats.filesLinked += 1;
+      this.stats.bytesTotal += rec.s;
+      this.progress(rec.s);
+    });
+    return { dirs, pgControl };
+  }
+
+  private async basisOf(job: Job): Promise<Basis | null> {
+    if (!job.basis) return null;
+    const { backup, rec } = job.basis;
+    return { abs: path.join(backup.dir, rec.p), size: rec.s, map: await backup.reader.map(rec), sha256: rec.h, backupId: backup.id };
+  }
+
+  /** Feed one agent from the queue, WINDOW requests ahead, and receive what it sends. */
+  private async drain(s: AgentSession, sink: CopySink): Promise<void> {
+    const inflight: { job: Job; receiver: FileReceiver }[] = [];
+    const refill = async (): Promise<void> => {
+      while (inflight.length < WINDOW && this.queue.length > 0) {
+        const job = this.queue.shift() as Job;
+        const basis = await this.basisOf(job);
+        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, this.decoder, (n) => sink.copied(n), this.share);
+        inflight.push({ job, receiver });
+        const request: ReadRequest = { id: job.id, path: path.join(job.tree.src, job.rel) };
+        await s.send(T.READ, ...encodeWithBinary(request, basis?.map ?? null));
+      }
+    };
+    try {
+      await this.receive(s, inflight, refill);
+    } catch (err) {
+      // What was half-written goes (on a full disk, the space the failed backup's status needs).
+      for (const { receiver } of inflight) await receiver.discard().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async receive(s: AgentSession, inflight: { job: Job; receiver: FileReceiver }[], refill: () => Promise<void>): Promise<void> {
+    await refill();
+    while (inflight.length > 0) {
+      const head = inflight[0] as (typeof inflight)[number];
+      const f = await s.next();
+      if (f.type === T.PAGES) {
+        const h = decodePages(f.body);
+        if (h.id !== head.job.id) throw new BarmanError(`the barman-ts agent on ${this.ep.where} sent pages of another file than ${head.job.rel}`);
+        await head.receiver.pages(h);
+        continue;
+      }
+      if (f.type !== T.READ_END) throw new BarmanError(`the barman-ts agent on ${this.ep.where} sent message type ${f.type} during a copy`);
+      const end = parseJson<ReadEnd>(f.body, 'READ_END');
+      if (end.id !== head.job.id) throw new BarmanError(`the barman-ts agent on ${this.ep.where} ended another file than ${head.job.rel}`);
+      await this.finishFile(head.job, head.receiver, end);
+      inflight.shift();
+      if (this.flushError) throw this.flushError;
+      await refill();
+    }
+  }
+
+  private async finishFile(job: Job, receiver: FileReceiver, end: ReadEnd): Promise<void> {
+    const outcome = await receiver.finish(end);
+    this.stats.pagesRead += end.pages ?? 0;
+    if (outcome.kind === 'vanished') {
+      log.info(`${path.join(job.tree.src, job.rel)} vanished during the copy (dropped): skipped`);
+      this.stats.filesVanished += 1;
+      this.progress(job.size);
+      return;
+    }
+    if (outcome.kind === 'refetch') {
+      log.warning(`${job.tree.prefix}/${job.rel}: ${outcome.reason}: reading the whole file again`);
+      this.queue.unshift({ ...job, id: this.nextId++, basis: null });
+      return;
+    }
+    this.stats.pagesSent += outcome.sentPages;
+    this.stats.bytesTotal += outcome.size;
+    if (outcome.kind === 'linked') this.stats.filesUnchanged += 1;
+    else if (job.basis && outcome.sentPages < pageCount(outcome.size)) this.stats.filesDelta += 1;
+    else this.stats.filesFull += 1;
+    if (outcome.map.length !== pageCount(outcome.size) * HASH_BYTES) throw new BarmanError(`internal error: page map of ${job.rel}`);
+    this.record(job, outcome.size, outcome.sha256, outcome.map);
+    this.progress(job.size);
+  }
+}
+
+/** Set up a copy (basis, metadata, the first agent), run `body`, and always clean up. */
+async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy, first: AgentSession) => Promise<X>): Promise<X> {
+  const { srv } = req;
+  if (!srv.ssh_command) throw new BarmanError('transfer_method = agent needs ssh_command (the agent is started through it)');
+  if (req.signal?.aborted) throw new BarmanError('interrupted by signal before the backup started');
+  const codec = requireCodec(String(srv.agent_compression ?? 'zstd'));
+  const level = Number(srv.agent_compression_level ?? 1);
+  const swept = await sweepOrphans(srv, async (id) => (await fsp.stat(backupDir(srv, id)).catch(() => null)) !== null);
+  if (swept.length > 0) log.info(`removed the agent metadata of ${swept.length} deleted backup(s): ${swept.join(', ')}`);
+  const bases = await chooseBasis(req);
+  const seed = bases[0]?.reader.meta.seed ?? newSeed();
+  let store: StoreWriter | null = null;
+  let copy: AgentCopy | null = null;
+  try {
+    store = await StoreWriter.create(srv, req.backupId, seed);
+    const hasher = await PageHasher.create(seed);
+    const ep: AgentEndpoint = { sshCommand: srv.ssh_command, where: 'the database host', env: subprocessEnv(srv.path_prefix) };
+    const resume = bases[0] && !bases[0].reader.meta.complete ? bases[0] : null;
+    if (resume) req.info?.(`Resuming the interrupted backup ${resume.id}: the ${resume.reader.files.size} files it received are not fetched again`);
+    // Before the backup starts on PostgreSQL: an agent that cannot be used stops everything here.
+    const first = await AgentSession.open(ep, { codec, level, seed, signal: req.signal });
+    copy = new AgentCopy(req, ep, hasher, store, bases, { codec, level });
+    copy.sessions.push(first);
+    return await body(copy, first);
+  } catch (err) {
+    if (req.signal?.aborted) throw new BarmanError('interrupted by signal');
+    throw err instanceof BarmanError ? err : new BarmanError(errorMessage(err));
+  } finally {
+    await Promise.all((copy?.sessions ?? []).map((s) => s.close()));
+    await store?.close();
+    for (const b of bases) await b.reader.close();
+  }
+}
+
+/** The copy step of backup_method = rsync with transfer_method = agent. */
+export async function agentCopy(req: AgentBackupRequest): Promise<CopyOutcome> {
+  if (req.srv.backup_method !== 'rsync') throw new BarmanError(`transfer_method = agent needs backup_method = rsync (this server has ${req.srv.backup_method})`);
+  return withAgentCopy(req, (copy, first) =>
+    concurrentBackup(
+      req,
+      (sink) => copy.run(sink, first),
+      () => copy.killAll(),
+    ),
+  );
+}
+
+/**
+ * The same copy without PostgreSQL's backup API (tests compare it with rsync on a stopped
+ * cluster): trees copied into `destDir` and made durable, metadata recorded under `backupId`.
+ */
+export async function agentCopyTrees(req: AgentBackupRequest): Promise<CopyStepResult> {
+  return withAgentCopy(req, async (copy, first) => {
+    const sink = new CopySink(req.destDir, process.env);
+    const res = await copy.run(sink, first);
+    await sink.finish();
+    return res;
+  });
+}

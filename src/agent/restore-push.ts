@@ -1,0 +1,256 @@
+/**
+ * Restores through barman-ts agents on the destination (transfer_method = agent): a remote
+ * restore (agents started through --remote-ssh-command) or a local delta restore (agents run
+ * here). The backup host reads the backup's files and sends their pages, compressed; `workers`
+ * agents write them, each taking the next file, largest first.
+ *
+ * Into an empty destination every page travels. For a delta restore each agent first hashes
+ * the file it already has and asks only for the pages whose hash differs from the backup's page
+ * map (the agent metadata of an agent backup; computed here from the backup's file otherwise);
+ * what the backup does not have is removed, except the protected paths (logs, WAL, ...).
+ * Every page is checked against its hash on arrival: the result is the backup's files, byte for
+ * byte, as a full restore writes them.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { TreeScan } from '../recovery/copy.js';
+import { BarmanError } from '../util/errors.js';
+import { logger } from '../util/log.js';
+import { Encoder, requireCodec } from './codec.js';
+import { HASH_BYTES, PAGE_SIZE, PageHasher, newSeed, pageCount, splitRanges } from './pages.js';
+import { T, decodeNeed, encodePages, encodeWithBinary, parseJson, type PageRange } from './protocol.js';
+import { READ_CHUNK } from './serve-read.js';
+import type { TreeRequest, WriteRequest } from './serve-write.js';
+import { AgentSession, type AgentEndpoint } from './session.js';
+import type { StoreReader } from './store.js';
+
+const log = logger('agent.restore');
+/** Files announced ahead to one agent. */
+const WINDOW = 8;
+
+export interface PushTree {
+  scan: TreeScan;
+  /** Directory on the destination host. */
+  dest: string;
+  /** Anchored patterns protected at the destination (never removed nor written). */
+  keep: readonly string[];
+  /** Prefix of the tree's files in the backup's agent metadata (`data`, `<oid>`), if it has any. */
+  storePrefix?: string;
+}
+
+export interface PushOptions {
+  ep: AgentEndpoint;
+  delta: boolean;
+  workers: number;
+  codec: string;
+  level: number;
+  /** The backup's agent metadata (page maps), if it has any. */
+  store: StoreReader | null;
+  onProgress?: (done: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface PushStats {
+  files: number;
+  bytes: number;
+  pagesSent: number;
+  pagesTotal: number;
+  bytesOut: number;
+  bytesIn: number;
+}
+
+interface FileJob {
+  id: number;
+  tree: PushTree;
+  rel: string;
+  size: number;
+  mode: number;
+  mtimeMs: number;
+}
+
+class Pusher {
+  private readonly encoder: Encoder;
+  private readonly queue: FileJob[] = [];
+  readonly stats: PushStats = { files: 0, bytes: 0, pagesSent: 0, pagesTotal: 0, bytesOut: 0, bytesIn: 0 };
+  private done = 0;
+  private total = 0;
+
+  constructor(
+    private readonly opts: PushOptions,
+    private readonly hasher: PageHasher,
+    private readonly storeSeed: boolean,
+  ) {
+    this.encoder = new Encoder(requireCodec(opts.codec), opts.level);
+  }
+
+  /** The page map of a backup file: recorded by the agent when it matches, else computed. */
+  private async mapOf(job: FileJob): Promise<Buffer> {
+    const store = this.opts.store;
+    if (store && this.storeSeed && job.tree.storePrefix) {
+      const rec = store.files.get(`${job.tree.storePrefix}/${job.rel}`);
+      if (rec && rec.s === job.size) return store.map(rec);
+    }
+    const map = Buffer.alloc(pageCount(job.size) * HASH_BYTES);
+    const fh = await fsp.open(path.join(job.tree.scan.root, job.rel), 'r');
+    try {
+      const buf = Buffer.allocUnsafe(READ_CHUNK);
+      for (let pos = 0; pos < job.size; ) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(READ_CHUNK, job.size - pos), pos);
+        if (bytesRead === 0) throw new BarmanError(`${path.join(job.tree.scan.root, job.rel)} is shorter than when the restore started`);
+        this.hasher.pages(buf.subarray(0, bytesRead), map, (pos / PAGE_SIZE) * HASH_BYTES);
+        pos += bytesRead;
+      }
+    } finally {
+      await fh.close();
+    }
+    return map;
+  }
+
+  /** Read `ranges` of a backup file and send them; with a map, each page is checked against it. */
+  private async sendPages(s: AgentSession, job: FileJob, ranges: readonly PageRange[], map: Buffer | null): Promise<void> {
+    if (ranges.length === 0) return;
+    const file = path.join(job.tree.scan.root, job.rel);
+    const fh = await fsp.open(file, 'r');
+    try {
+      for (const [first, count] of splitRanges(ranges, READ_CHUNK / PAGE_SIZE)) {
+        const start = first * PAGE_SIZE;
+        const len = Math.min(count * PAGE_SIZE, job.size - start);
+        const buf = Buffer.allocUnsafe(len);
+        const { bytesRead } = await fh.read(buf, 0, len, start);
+        if (bytesRead !== len) throw new BarmanError(`${file} is shorter than when the restore started`);
+        const hashes = this.hasher.pages(buf);
+        if (map && !map.subarray(first * HASH_BYTES, (first + count) * HASH_BYTES).equals(hashes)) {
+          throw new BarmanError(`${file} does not match the page checksums recorded when the backup was taken: the backup is damaged (run verify-backup)`);
+        }
+        const enc = this.encoder.encode(buf);
+        await s.send(T.PAGES, ...encodePages({ id: job.id, firstPage: first, count, codec: enc.codec, rawLen: len }, hashes, enc.payload));
+        this.stats.pagesSent += count;
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+
+  private progress(bytes: number): void {
+    this.done += bytes;
+    this.opts.onProgress?.(this.done, this.total);
+  }
+
+  async tree(s: AgentSession, t: PushTree): Promise<void> {
+    const req: TreeRequest = {
+      root: t.dest,
+      delta: this.opts.delta,
+      keep: [...t.keep],
+      dirs: t.scan.entries.filter((e) => e.kind === 'dir').map((e) => e.rel),
+      links: t.scan.entries.filter((e) => e.kind === 'symlink').map((e): [string, string] => [e.rel, e.link ?? '']),
+      files: t.scan.entries.filter((e) => e.kind === 'file').map((e) => e.rel),
+    };
+    await s.json(T.TREE, req);
+    const { removed } = parseJson<{ removed: number }>((await s.expect(T.TREE_DONE, 'TREE_DONE')).body, 'TREE_DONE');
+    if (removed > 0) log.info(`${removed} entries of ${t.dest} that the backup does not have were removed`);
+  }
+
+  /** Feed one agent, WINDOW files ahead. */
+  async drain(s: AgentSession): Promise<void> {
+    const inflight = new Map<number, { job: FileJob; map: Buffer | null }>();
+    const refill = async (): Promise<void> => {
+      while (inflight.size < WINDOW && this.queue.length > 0) {
+        const job = this.queue.shift() as FileJob;
+        const fresh = !this.opts.delta;
+        const map = fresh ? null : await this.mapOf(job);
+        inflight.set(job.id, { job, map });
+        const w: WriteRequest = { id: job.id, path: path.join(job.tree.dest, job.rel), size: job.size, mode: job.mode, mtimeMs: job.mtimeMs, fresh };
+        await s.send(T.WRITE, ...encodeWithBinary(w, map));
+        this.stats.pagesTotal += pageCount(job.size);
+        if (fresh) {
+          await this.sendPages(s, job, job.size > 0 ? [[0, pageCount(job.size)]] : [], null);
+          await s.json(T.WRITE_END, { id: job.id });
+        }
+      }
+    };
+    await refill();
+    while (inflight.size > 0) {
+      const f = await s.next();
+      if (f.type === T.NEED) {
+        const { id, ranges } = decodeNeed(f.body);
+        const item = inflight.get(id);
+        if (!item) throw new BarmanError(`the barman-ts agent on ${this.opts.ep.where} asked for pages of an unknown file`);
+        await this.sendPages(s, item.job, ranges, item.map);
+        await s.json(T.WRITE_END, { id });
+        continue;
+      }
+      if (f.type !== T.WRITTEN) throw new BarmanError(`the barman-ts agent on ${this.opts.ep.where} sent message type ${f.type} during a restore`);
+      const { id } = parseJson<{ id: number }>(f.body, 'WRITTEN');
+      const item = inflight.get(id);
+      if (!item) throw new BarmanError(`the barman-ts agent on ${this.opts.ep.where} wrote an unknown file`);
+      inflight.delete(id);
+      this.stats.files += 1;
+      this.stats.bytes += item.job.size;
+      this.progress(item.job.size);
+      await refill();
+    }
+  }
+
+  plan(trees: readonly PushTree[]): void {
+    let id = 1;
+    for (const t of trees) {
+      for (const e of t.scan.entries) {
+        if (e.kind !== 'file') continue;
+        this.queue.push({ id: id++, tree: t, rel: e.rel, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs });
+        this.total += e.size;
+      }
+    }
+    this.queue.sort((a, b) => b.size - a.size);
+  }
+
+  async finish(s: AgentSession, trees: readonly PushTree[]): Promise<void> {
+    const dirs: [string, number, number][] = [];
+    for (const t of trees) for (const e of t.scan.entries) if (e.kind === 'dir') dirs.push([path.join(t.dest, e.rel), e.mode, e.mtimeMs]);
+    await s.json(T.FINISH, { dirs, sync: [] });
+    await s.expect(T.FINISH_DONE, 'FINISH_DONE');
+  }
+}
+
+/** Push `trees` to agents on the destination; returns what was written and sent. */
+export async function pushTrees(trees: readonly PushTree[], opts: PushOptions): Promise<PushStats> {
+  // The backup's own seed lets its recorded page maps serve; otherwise any seed will do.
+  const storeSeed = opts.delta && opts.store !== null;
+  const seed = storeSeed && opts.store ? opts.store.meta.seed : newSeed();
+  const hasher = await PageHasher.create(seed);
+  const pusher = new Pusher(opts, hasher, storeSeed);
+  const sessions: AgentSession[] = [];
+  const hello = { codec: opts.codec, level: opts.level, seed, signal: opts.signal };
+  try {
+    const first = await AgentSession.open(opts.ep, hello);
+    sessions.push(first);
+    for (const t of trees) await pusher.tree(first, t);
+    pusher.plan(trees);
+    const more = await Promise.allSettled(Array.from({ length: Math.max(0, opts.workers - 1) }, () => AgentSession.open(opts.ep, hello)));
+    for (const m of more) if (m.status === 'fulfilled') sessions.push(m.value);
+    const bad = more.find((m) => m.status === 'rejected');
+    if (bad) throw (bad as PromiseRejectedResult).reason;
+    let failure: unknown = null;
+    await Promise.all(
+      sessions.map((s) =>
+        pusher.drain(s).catch((err: unknown) => {
+          failure ??= err;
+          for (const o of sessions) if (o !== s) o.kill();
+        }),
+      ),
+    );
+    if (failure) throw failure;
+    await pusher.finish(first, trees);
+    pusher.stats.bytesOut = sessions.reduce((n, s) => n + s.bytesOut, 0);
+    pusher.stats.bytesIn = sessions.reduce((n, s) => n + s.bytesIn, 0);
+    log.info(
+      `agent restore: ${pusher.stats.files} files, ${pusher.stats.pagesSent} of ${pusher.stats.pagesTotal} pages sent, ` +
+        `${(pusher.stats.bytesOut / 1048576).toFixed(1)} MiB on the wire`,
+    );
+    return pusher.stats;
+  } catch (err) {
+    for (const s of sessions) s.kill();
+    throw err;
+  } finally {
+    await Promise.all(sessions.map((s) => s.close()));
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * Agent side of a backup: list trees (LIST) and send files (READ). For a READ the agent reads
+ * the whole file once, hashing every page and the file (SHA-256); a page travels only when its
+ * hash differs from the basis map the backup host sent (the page hashes of the copy it already
+ * has; empty for a file it does not have), compressed, with its hash.
+ */
+import { createHash } from 'node:crypto';
+import { constants as fsc, promises as fsp } from 'node:fs';
+import type { Encoder } from './codec.js';
+import { pauseAt, type Faults } from './faults.js';
+import { HASH_BYTES, PAGE_SIZE, samePage, type PageHasher } from './pages.js';
+import { encodePages, T, type FrameWriter } from './protocol.js';
+import { rsyncExcluder } from '../backup/rsync-plan.js';
+import { walkTree } from './walk.js';
+
+/** Bytes read per step: 128 pages. */
+export const READ_CHUNK = 128 * PAGE_SIZE;
+
+export interface ListRequest {
+  roots: { path: string; excludes: string[] }[];
+}
+
+export async function serveList(req: ListRequest, out: FrameWriter): Promise<void> {
+  let total = 0;
+  for (let r = 0; r < req.roots.length; r++) {
+    const root = req.roots[r] as ListRequest['roots'][number];
+    total += await walkTree(root.path, rsyncExcluder(root.excludes), (entries) => out.json(T.ENTRIES, { root: r, entries }));
+  }
+  await out.json(T.LIST_END, { count: total });
+}
+
+export interface ReadRequest {
+  id: number;
+  path: string;
+}
+
+export interface ReadEnd {
+  id: number;
+  /** The file was gone when the agent opened it (or was no longer a regular file). */
+  vanished?: boolean;
+  size?: number;
+  sha256?: string;
+  mtimeMs?: number;
+  mode?: number;
+  /** Pages sent / pages read. */
+  sent?: number;
+  pages?: number;
+}
+
+/** Fill `buf` from `pos` until it is full or the file ends; returns the bytes read. */
+async function readFull(fh: fsp.FileHandle, buf: Buffer, pos: number): Promise<number> {
+  let n = 0;
+  while (n < buf.length) {
+    const { bytesRead } = await fh.read(buf, n, buf.length - n, pos + n);
+    if (bytesRead === 0) break;
+    n += bytesRead;
+  }
+  return n;
+}
+
+export interface ReadContext {
+  out: FrameWriter;
+  hasher: PageHasher;
+  encoder: Encoder;
+  faults: Faults;
+}
+
+export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContext): Promise<void> {
+  const { out, hasher, encoder, faults } = ctx;
+  await pauseAt(faults, req.path);
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(req.path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // Gone (a dropped relation) or replaced by a link: the backup host skips it, as rsync does.
+    if (code === 'ENOENT' || code === 'ELOOP') return out.json(T.READ_END, { id: req.id, vanished: true } satisfies ReadEnd);
+    throw err;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return await out.json(T.READ_END, { id: req.id, vanished: true } satisfies ReadEnd);
+    const sha = createHash('sha256');
+    let corrupt = faults.corrupt !== null && req.path.includes(faults.corrupt);
+    const bufs = [Buffer.allocUnsafe(READ_CHUNK), Buffer.allocUnsafe(READ_CHUNK)];
+    let pos = 0;
+    let page = 0;
+    let sent = 0;
+    let next: Promise<number> = readFull(fh, bufs[0] as Buffer, 0);
+    for (let turn = 0; ; turn++) {
+      const buf = bufs[turn % 2] as Buffer;
+      const n = await next;
+      if (n === 0) break;
+      // Read ahead into the other buffer while this one is hashed and sent.
+      next = n === READ_CHUNK ? readFull(fh, bufs[(turn + 1) % 2] as Buffer, pos + n) : Promise.resolve(0);
+      const data = buf.subarray(0, n);
+      sha.update(data);
+      const hashes = hasher.pages(data);
+      const pages = hashes.length / HASH_BYTES;
+      for (let i = 0; i < pages; ) {
+        if (samePage(hashes, i, basis, page + i)) {
+          i++;
+          continue;
+        }
+        let j = i + 1;
+        while (j < pages && !samePage(hashes, j, basis, page + j)) j++;
+        let raw = data.subarray(i * PAGE_SIZE, Math.min(j * PAGE_SIZE, n));
+        if (corrupt) {
+          raw = Buffer.from(raw);
+          raw[0] = (raw[0] ?? 0) ^ 0xff;
+          corrupt = false;
+        }
+        const enc = encoder.encode(raw);
+        // Never queue a view of the read buffer: it is filled again before the write completes.
+        const payload = enc.payload === raw && raw.buffer === buf.buffer ? Buffer.from(raw) : enc.payload;
+        const head = { id: req.id, firstPage: page + i, count: j - i, codec: enc.codec, rawLen: raw.length };
+        await out.send(T.PAGES, ...encodePages(head, hashes.subarray(i * HASH_BYTES, j * HASH_BYTES), payload));
+        sent += j - i;
+        i = j;
+      }
+      pos += n;
+      page += pages;
+      if (n < READ_CHUNK) break;
+    }
+    await next.catch(() => 0);
+    const end: ReadEnd = { id: req.id, size: pos, sha256: sha.digest('hex'), mtimeMs: st.mtimeMs, mode: st.mode & 0o7777, sent, pages: page };
+    await out.json(T.READ_END, end);
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * Agent side of a restore: prepare a destination tree (TREE), write files (WRITE, PAGES,
+ * WRITE_END), then set directory modes and times and make everything durable (FINISH).
+ *
+ * A "fresh" write receives every page of the file. A delta write first hashes the pages of the
+ * file already at the destination and answers NEED with the pages whose hash differs from the
+ * backup's map, then receives only those. Every page received is checked against the hash that
+ * came with it and, for a delta, against the backup's map, before it is written. Several files
+ * may be in progress at once: the backup host sends the next WRITE before the pages of the
+ * previous one, so that the hashing here and the reading there overlap.
+ */
+import { constants as fsc, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { run } from '../util/proc.js';
+import type { Decoder } from './codec.js';
+import { HASH_BYTES, PAGE_SIZE, changedRanges, pageCount, type PageHasher } from './pages.js';
+import { ProtocolError, encodeNeed, T, type FrameWriter, type PagesHeader } from './protocol.js';
+import { READ_CHUNK } from './serve-read.js';
+
+export interface TreeRequest {
+  root: string;
+  /** Remove what the backup does not have (delta restore into an existing directory). */
+  delta: boolean;
+  /** Anchored patterns (`pg_wal/*`, `postmaster.pid`) never removed nor descended into. */
+  keep: string[];
+  dirs: string[];
+  links: [rel: string, target: string][];
+  files: string[];
+}
+
+export interface WriteRequest {
+  id: number;
+  path: string;
+  size: number;
+  mode: number;
+  mtimeMs: number;
+  /** The destination has no such file (a full restore): every page follows, no NEED. */
+  fresh: boolean;
+}
+
+interface OpenWrite {
+  req: WriteRequest;
+  fh: fsp.FileHandle;
+  /** The backup's page map (delta writes). */
+  map: Buffer | null;
+  /** Pages still expected. */
+  expected: Set<number> | null;
+  remaining: number;
+}
+
+function anchored(patterns: readonly string[]): (rel: string) => boolean {
+  const res = patterns.map(
+    (p) =>
+      new RegExp(
+        `^${p
+          .replace(/^\/+/, '')
+          .split('*')
+          .map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+          .join('[^/]*')}$`,
+      ),
+  );
+  return (rel) => res.some((re) => re.test(rel));
+}
+
+const missing = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT';
+
+export class WriteServer {
+  private readonly open = new Map<number, OpenWrite>();
+  pagesWritten = 0;
+
+  constructor(
+    private readonly out: FrameWriter,
+    private readonly hasher: PageHasher,
+    private readonly decoder: Decoder,
+  ) {}
+
+  /** Remove `rel` under `root` unless kept; a directory keeps what is kept inside it. Returns entries removed. */
+  private async remove(root: string, rel: string, keep: (rel: string) => boolean): Promise<number> {
+    const abs = path.join(root, rel);
+    const st = await fsp.lstat(abs).catch((err: unknown) => (missing(err) ? null : Promise.reject(err)));
+    if (!st) return 0;
+    if (!st.isDirectory()) {
+      await fsp.rm(abs, { force: true });
+      return 1;
+    }
+    let n = 0;
+    let keptInside = false;
+    for (const name of await fsp.readdir(abs)) {
+      const child = `${rel}/${name}`;
+      if (keep(child)) keptInside = true;
+      else n += await this.remove(root, child, keep);
+    }
+    if (!keptInside && (await fsp.readdir(abs)).length === 0) {
+      await fsp.rmdir(abs);
+      n += 1;
+    }
+    return n;
+  }
+
+  async tree(req: TreeRequest): Promise<void> {
+    const keep = anchored(req.keep);
+    await fsp.mkdir(req.root, { recursive: true, mode: 0o700 });
+    let removed = 0;
+    if (req.delta) {
+      const dirs = new Set(req.dirs);
+      const files = new Set(req.files);
+      const links = new Map(req.links);
+      const walk = async (rel: string): Promise<void> => {
+        const abs = rel === '' ? req.root : path.join(req.root, rel);
+        for (const ent of await fsp.readdir(abs, { withFileTypes: true })) {
+          const child = rel === '' ? ent.name : `${rel}/${ent.name}`;
+          if (keep(child)) continue;
+          if (ent.isDirectory() && dirs.has(child)) {
+            await walk(child);
+            continue;
+          }
+          if (ent.isFile() && files.has(child)) continue;
+          if (ent.isSymbolicLink() && links.has(child) && (await fsp.readlink(path.join(req.root, child)).catch(() => null)) === links.get(child)) continue;
+          removed += await this.remove(req.root, child, keep);
+        }
+      };
+      await walk('');
+    }
+    for (const d of req.dirs) await fsp.mkdir(path.join(req.root, d), { recursive: true, mode: 0o700 });
+    for (const [rel, target] of req.links) {
+      const abs = path.join(req.root, rel);
+      const cur = await fsp.readlink(abs).catch(() => null);
+      if (cur === target) continue;
+      await fsp.rm(abs, { force: true });
+      await fsp.symlink(target, abs);
+    }
+    await this.out.json(T.TREE_DONE, { removed });
+  }
+
+  async write(req: WriteRequest, map: Buffer): Promise<void> {
+    const pages = pageCount(req.size);
+    if (req.fresh) {
+      const fh = await fsp.open(req.path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
+      this.open.set(req.id, { req, fh, map: null, expected: null, remaining: pages });
+      return;
+    }
+    if (map.length !== pages * HASH_BYTES) throw new ProtocolError(`page map of ${req.path} does not match its size`);
+    const fh = await fsp.open(req.path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
+    try {
+      const have = await this.hashExisting(fh, pages);
+      const ranges = changedRanges(map, have, pages);
+      const expected = new Set<number>();
+      for (const [first, count] of ranges) for (let p = first; p < first + count; p++) expected.add(p);
+      this.open.set(req.id, { req, fh, map, expected, remaining: expected.size });
+      await this.out.send(T.NEED, encodeNeed(req.id, ranges));
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Hashes of the first `pages` pages of an existing file (fewer if it is shorter). */
+  private async hashExisting(fh: fsp.FileHandle, pages: number): Promise<Buffer> {
+    const limit = pages * PAGE_SIZE;
+    const out = Buffer.alloc(pages * HASH_BYTES);
+    const buf = Buffer.allocUnsafe(READ_CHUNK);
+    let pos = 0;
+    let filled = 0;
+    while (pos < limit) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(READ_CHUNK, limit - pos), pos);
+      if (bytesRead === 0) break;
+      this.hasher.pages(buf.subarray(0, bytesRead), out, (pos / PAGE_SIZE) * HASH_BYTES);
+      pos += bytesRead;
+      filled = pageCount(pos);
+    }
+    return out.subarray(0, filled * HASH_BYTES);
+  }
+
+  async pages(h: PagesHeader): Promise<void> {
+    const w = this.open.get(h.id);
+    if (!w) throw new ProtocolError(`pages for a file not being written (${h.id})`);
+    const raw = this.decoder.decode(h.codec, h.payload, h.rawLen);
+    for (let i = 0; i < h.count; i++) {
+      const p = h.firstPage + i;
+      const data = raw.subarray(i * PAGE_SIZE, Math.min((i + 1) * PAGE_SIZE, raw.length));
+      const got = this.hasher.page(data);
+      const sent = h.hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES);
+      const want = w.map ? w.map.subarray(p * HASH_BYTES, (p + 1) * HASH_BYTES) : sent;
+      if (!Buffer.from(got).equals(sent) || !Buffer.from(got).equals(want)) {
+        throw new ProtocolError(`page ${p} of ${w.req.path} was damaged in transit (its checksum does not match)`);
+      }
+      if (w.expected) {
+        if (!w.expected.delete(p)) throw new ProtocolError(`page ${p} of ${w.req.path} was not asked for`);
+      }
+      w.remaining -= 1;
+    }
+    await w.fh.write(raw, 0, raw.length, h.firstPage * PAGE_SIZE);
+    this.pagesWritten += h.count;
+  }
+
+  async end(id: number): Promise<void> {
+    const w = this.open.get(id);
+    if (!w) throw new ProtocolError(`end of a file not being written (${id})`);
+    this.open.delete(id);
+    try {
+      if (w.remaining !== 0) throw new ProtocolError(`${w.req.path}: ${w.remaining} pages were not received`);
+      await w.fh.truncate(w.req.size);
+      await w.fh.chmod(w.req.mode);
+      await w.fh.utimes(w.req.mtimeMs / 1000, w.req.mtimeMs / 1000);
+    } finally {
+      await w.fh.close();
+    }
+    await this.out.json(T.WRITTEN, { id });
+  }
+
+  /** Directory modes and times (deepest first), then `sync -f` on each path. */
+  async finish(req: { dirs: [abs: string, mode: number, mtimeMs: number][]; sync: string[] }): Promise<void> {
+    const dirs = [...req.dirs].sort((a, b) => b[0].length - a[0].length);
+    for (const [abs, mode, mtimeMs] of dirs) {
+      await fsp.chmod(abs, mode);
+      await fsp.utimes(abs, mtimeMs / 1000, mtimeMs / 1000);
+    }
+    for (const p of req.sync) {
+      const res = await run('sync', ['-f', p]);
+      if (res.code !== 0) throw new Error(`sync -f ${p} failed: ${res.stderr.trim()}`);
+    }
+    await this.out.json(T.FINISH_DONE, {});
+  }
+
+  async closeAll(): Promise<void> {
+    for (const w of this.open.values()) await w.fh.close().catch(() => undefined);
+    this.open.clear();
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * The agent's copy logic without ssh or PostgreSQL: serveRead (the agent reading a file against
+ * a basis map) talking through real frames to FileReceiver (the backup host rebuilding it), the
+ * page maps, the journal of received files, the rsync-style excludes, the listing, the faults.
+ */
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { Decoder, Encoder } from '../../src/agent/codec.js';
+import { parseFaults } from '../../src/agent/faults.js';
+import { HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, samePage, splitRanges } from '../../src/agent/pages.js';
+import { FrameReader, FrameWriter, T, decodePages } from '../../src/agent/protocol.js';
+import { FileReceiver, type ReceiveOutcome } from '../../src/agent/receive.js';
+import { serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
+import { parseJournal } from '../../src/agent/store.js';
+import { walkTree, type WireEntry } from '../../src/agent/walk.js';
+import { PGDATA_EXCLUDES, rsyncExcluder } from '../../src/backup/rsync-plan.js';
+
+let dir = '';
+let hasher: PageHasher;
+before(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'agent-unit-'));
+  hasher = await PageHasher.create('0123456789abcdef');
+});
+after(async () => {
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+/** Deterministic pseudo-random bytes. */
+function bytes(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+let seq = 0;
+/**
+ * `source` read by the agent against `basis` (null: no basis), rebuilt by the receiver; returns
+ * the outcome, the rebuilt bytes and the pages that travelled.
+ */
+async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = false): Promise<{ outcome: ReceiveOutcome; result: Buffer | null; sent: number; shared: boolean }> {
+  const n = ++seq;
+  const src = path.join(dir, `src-${n}`);
+  const bas = path.join(dir, `basis-${n}`);
+  const dest = path.join(dir, `dest-${n}`);
+  if (source) await fs.writeFile(src, source);
+  if (basis) await fs.writeFile(bas, basis);
+  const map = basis ? hasher.pages(basis) : Buffer.alloc(0);
+  const pipe = new PassThrough();
+  const out = new FrameWriter(pipe);
+  const reader = new FrameReader(pipe);
+  let shared = false;
+  const receiver = new FileReceiver(
+    dest,
+    0o600,
+    basis ? { abs: bas, size: basis.length, map, sha256: '', backupId: 'B' } : null,
+    hasher,
+    new Decoder(),
+    () => undefined,
+    async (from, to) => {
+      shared = true;
+      await fs.link(from, to);
+    },
+  );
+  const faults = parseFaults(corrupt ? `corrupt=src-${n}` : undefined);
+  let sent = 0;
+  const consume = (async (): Promise<ReceiveOutcome> => {
+    for (;;) {
+      const f = await reader.next();
+      if (!f) throw new Error('no READ_END');
+      if (f.type === T.PAGES) {
+        const h = decodePages(f.body);
+        sent += h.count;
+        await receiver.pages(h);
+      } else if (f.type === T.READ_END) return receiver.finish(JSON.parse(f.body.toString()) as ReadEnd);
+    }
+  })();
+  const [, outcome] = await Promise.all([serveRead({ id: n, path: src }, map, { out, hasher, encoder: new Encoder('zstd', 1), faults }), consume]);
+  const result = await fs.readFile(dest).catch(() => null);
+  return { outcome, result, sent, shared };
+}
+
+describe('agent copy against a basis', () => {
+  const base = bytes(20 * PAGE_SIZE + 100, 1);
+
+  it('sends every page without a basis, and records the SHA-256 and page map', async () => {
+    const r = await transfer(base, null);
+    assert.equal(r.outcome.kind, 'written');
+    assert.ok(r.result?.equals(base));
+    assert.equal(r.sent, 21);
+    if (r.outcome.kind === 'written') {
+      assert.equal(r.outcome.size, base.length);
+      assert.ok(r.outcome.map.equals(hasher.pages(base)));
+      assert.match(r.outcome.sha256, /^[0-9a-f]{64}$/);
+    }
+  });
+
+  it('sends only changed pages and rebuilds the whole file', async () => {
+    const changed = Buffer.from(base);
+    changed.fill(0x55, 3 * PAGE_SIZE + 10, 3 * PAGE_SIZE + 20);
+    changed.fill(0x66, 15 * PAGE_SIZE, 17 * PAGE_SIZE);
+    const r = await transfer(changed, base);
+    assert.ok(r.result?.equals(changed));
+    assert.equal(r.sent, 3);
+    assert.equal(r.outcome.kind, 'written');
+  });
+
+  it('handles files that grew, shrank, were emptied, or are unchanged (hard link)', async () => {
+    const grown = Buffer.concat([base, bytes(5 * PAGE_SIZE, 2)]);
+    const g = await transfer(grown, base);
+    assert.ok(g.result?.equals(grown));
+    assert.equal(g.sent, 6, 'the short last page and the new ones');
+    const shrunk = base.subarray(0, 7 * PAGE_SIZE);
+    const s = await transfer(shrunk, base);
+    assert.ok(s.result?.equals(shrunk));
+    assert.equal(s.sent, 0);
+    const cut = base.subarray(0, 7 * PAGE_SIZE + 5);
+    const c = await transfer(cut, base);
+    assert.ok(c.result?.equals(cut));
+    assert.equal(c.sent, 1);
+    const e = await transfer(Buffer.alloc(0), base);
+    assert.equal(e.result?.length, 0);
+    const same = await transfer(base, base);
+    assert.equal(same.outcome.kind, 'linked');
+    assert.ok(same.shared && same.result?.equals(base));
+    assert.equal(same.sent, 0);
+  });
+
+  it('asks for the file again when the basis copy is damaged, and refuses a page altered in transit', async () => {
+    const changed = Buffer.from(base);
+    changed[0] = (changed[0] ?? 0) ^ 1;
+    const n = seq + 1;
+    // The basis file on disk no longer matches its map: damaged after it was recorded.
+    const src = path.join(dir, `src-${n}`);
+    await fs.writeFile(src, changed);
+    const r = await (async () => {
+      const damaged = Buffer.from(base);
+      damaged[10 * PAGE_SIZE] = (damaged[10 * PAGE_SIZE] ?? 0) ^ 1;
+      const bas = path.join(dir, `basis-dmg`);
+      await fs.writeFile(bas, damaged);
+      const pipe = new PassThrough();
+      const reader = new FrameReader(pipe);
+      const receiver = new FileReceiver(path.join(dir, 'dest-dmg'), 0o600, { abs: bas, size: base.length, map: hasher.pages(base), sha256: '', backupId: 'B' }, hasher, new Decoder(), () => undefined, fs.link);
+      const consume = (async () => {
+        for (;;) {
+          const f = await reader.next();
+          if (f?.type === T.PAGES) await receiver.pages(decodePages(f.body));
+          else if (f?.type === T.READ_END) return receiver.finish(JSON.parse(f.body.toString()) as ReadEnd);
+        }
+      })();
+      const [, o] = await Promise.all([serveRead({ id: 1, path: src }, hasher.pages(base), { out: new FrameWriter(pipe), hasher, encoder: new Encoder('lz4'), faults: parseFaults('') }), consume]);
+      return o;
+    })();
+    assert.equal(r?.kind, 'refetch');
+    await assert.rejects(transfer(base, null, true), /does not match the checksum computed where it was read: the data was altered in transit/);
+  });
+
+  it('reports a file that is gone', async () => {
+    const r = await transfer(null, base);
+    assert.equal(r.outcome.kind, 'vanished');
+    assert.equal(r.result, null);
+  });
+});
+
+describe('page maps', () => {
+  it('hash per seed and per page, the last page over its own bytes', async () => {
+    const data = bytes(2 * PAGE_SIZE + 1, 3);
+    const map = hasher.pages(data);
+    assert.equal(map.length, 3 * HASH_BYTES);
+    assert.ok(Buffer.from(hasher.page(data.subarray(2 * PAGE_SIZE))).equals(map.subarray(2 * HASH_BYTES)));
+    const other = await PageHasher.create(newSeed());
+    assert.ok(!other.pages(data).equals(map));
+    await assert.rejects(PageHasher.create('nope'));
+    assert.equal(pageCount(0), 0);
+    assert.equal(pageCount(PAGE_SIZE + 1), 2);
+  });
+
+  it('compare maps into ranges of changed pages', () => {
+    const a = Buffer.alloc(6 * HASH_BYTES, 1);
+    const b = Buffer.from(a.subarray(0, 4 * HASH_BYTES));
+    b[HASH_BYTES] = 2;
+    assert.ok(samePage(a, 0, b, 0) && !samePage(a, 1, b, 1) && !samePage(a, 5, b, 5));
+    assert.deepEqual(changedRanges(a, b), [[1, 1], [4, 2]]);
+    assert.deepEqual(changedRanges(a, a), []);
+    assert.deepEqual(splitRanges([[0, 5], [10, 2]], 2), [[0, 2], [2, 2], [4, 1], [10, 2]]);
+  });
+});
+
+describe('agent journal, excludes, listing, faults', () => {
+  it('keeps complete, valid journal lines whose map is on disk', () => {
+    const ok = { p: 'data/a', s: 1, m: 2, h: 'a'.repeat(64), o: 0, n: 1 };
+    const text = [JSON.stringify(ok), JSON.stringify({ ...ok, p: 'data/b', o: 16 }), 'garbage', JSON.stringify({ ...ok, p: 'data/c', o: 32, n: 2 }), '{"p":"data/torn"'].join('\n');
+    assert.deepEqual(
+      parseJournal(text, 48).map((r) => r.p),
+      ['data/a', 'data/b'],
+    );
+    assert.deepEqual(parseJournal(`${JSON.stringify({ ...ok, h: 'xyz' })}\n`, 100), []);
+  });
+
+  it('reads the rsync method excludes as rsync does', () => {
+    const ex = rsyncExcluder(PGDATA_EXCLUDES);
+    for (const rel of ['postmaster.pid', 'pg_wal/000000010000000000000001', 'pg_replslot/x', 'base/pgsql_tmp', 'base/5/pgsql_tmp12', 'pgsql_tmp', 'global/pg_internal.init', 'backup_label', 'recovery.signal'])
+      assert.ok(ex(rel), rel);
+    for (const rel of ['pg_wal', 'pg_replslot', 'base/postmaster.pid', 'base/5/1234', 'global/pg_control', 'backup_label.older', 'PG_VERSION']) assert.ok(!ex(rel), rel);
+    assert.ok(rsyncExcluder(['a/b'])('x/a/b'));
+  });
+
+  it('lists a tree, symlinks unfollowed, excluded directories not entered', async () => {
+    const root = path.join(dir, 'tree');
+    await fs.mkdir(path.join(root, 'base', 'pgsql_tmp'), { recursive: true });
+    await fs.mkdir(path.join(root, 'pg_wal'));
+    await fs.writeFile(path.join(root, 'pg_wal', 'seg'), 'x');
+    await fs.writeFile(path.join(root, 'base', 'pgsql_tmp', 't'), 'x');
+    await fs.writeFile(path.join(root, 'base', 'f'), 'hello');
+    await fs.symlink('/nowhere', path.join(root, 'link'));
+    const got: WireEntry[] = [];
+    const n = await walkTree(root, rsyncExcluder(PGDATA_EXCLUDES), async (e) => void got.push(...e), 2);
+    assert.equal(n, 4);
+    assert.deepEqual(
+      got.map((e) => [e[0], e[1], e[2], e[5]]),
+      [
+        ['base', 'd', 0, undefined],
+        ['link', 'l', 0, '/nowhere'],
+        ['pg_wal', 'd', 0, undefined],
+        ['base/f', 'f', 5, undefined],
+      ],
+    );
+  });
+
+  it('parses fault points (inert without the variable)', () => {
+    assert.deepEqual(parseFaults(undefined), { protocol: null, corrupt: null, pause: null });
+    assert.deepEqual(parseFaults('protocol=7,corrupt=base/5,pause=/a/b:/tmp/f'), { protocol: 7, corrupt: 'base/5', pause: { match: '/a/b', flag: '/tmp/f' } });
+  });
+});
+
+describe('transfer_method = agent refusals', () => {
+  it('needs backup_method = rsync and an ssh_command, said in one line', async () => {
+    const { refuseAgentTransfer } = await import('../../src/backup/backup.js');
+    assert.doesNotThrow(() => refuseAgentTransfer({ transfer_method: 'rsync', backup_method: 'local-rsync', ssh_command: null }));
+    assert.doesNotThrow(() => refuseAgentTransfer({ transfer_method: 'agent', backup_method: 'rsync', ssh_command: 'ssh pg' }));
+    assert.throws(() => refuseAgentTransfer({ transfer_method: 'agent', backup_method: 'local-rsync', ssh_command: null }), /^BarmanError: transfer_method = agent needs backup_method = rsync \(this server has local-rsync\)$/);
+    assert.throws(() => refuseAgentTransfer({ transfer_method: 'agent', backup_method: 'rsync', ssh_command: null }), /needs ssh_command/);
+  });
+});
