@@ -20,14 +20,18 @@ export async function packageBins(root = PACKAGE_ROOT): Promise<Record<string, s
   return pkg.bin;
 }
 
-/** What `NAME --help` prints (it must exit 0). */
+/**
+ * What `NAME --help` prints (it must exit 0). On stdout, or on stderr for a program whose stdout
+ * is a protocol channel (barman-agent).
+ */
 export async function helpOf(root: string, binPath: string): Promise<string> {
   const file = path.join(root, binPath);
   const res = await run(file, ['--help'], { env: { ...process.env, COLUMNS: '80', NO_COLOR: '1' }, timeoutMs: 60_000 });
-  if (res.code !== 0 || res.stdout.trim() === '') {
-    throw new Error(`${binPath} --help exited ${res.code}${res.stderr ? `: ${res.stderr.trim().split('\n')[0]}` : ''}`);
+  const text = res.stdout.trim() !== '' ? res.stdout : res.stderr;
+  if (res.code !== 0 || text.trim() === '') {
+    throw new Error(`${binPath} --help exited ${res.code}${res.stderr ? `: ${res.stderr.trim().split('\n')[0]}` : ' and printed nothing'}`);
   }
-  return res.stdout;
+  return text;
 }
 
 /** Every page and the sample configuration, as relative path → content. */

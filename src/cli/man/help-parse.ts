@@ -42,7 +42,7 @@ export function parseHelp(text: string): ParsedHelp {
   let i = 0;
   while (i < lines.length && (lines[i] ?? '').trim() === '') i++;
   const usageLine = lines[i] ?? '';
-  const m = /^Usage:\s*(.*)$/.exec(usageLine);
+  const m = /^usage:\s*(.*)$/i.exec(usageLine);
   if (!m) return { usage: '', description: '', sections: [], after: text.trim() };
   const usage = m[1] ?? '';
   i++;

@@ -194,8 +194,10 @@ export function configPage(ctx: PageContext): string {
 export function clientPage(name: string, helpText: string, ctx: PageContext): string {
   const h = parseHelp(helpText);
   const page = new RoffPage(name, '1', SOURCE, MANUAL, ctx.date);
-  const firstParagraph = h.description.split(/\n\s*\n/)[0] ?? '';
-  page.section('Name').raw(`${esc(name)} \\- ${esc(firstParagraph.replace(/\s*\n\s*/g, ' ') || name)}`);
+  // NAME holds one line for whatis/apropos: the first sentence of the description.
+  const firstParagraph = (h.description.split(/\n\s*\n/)[0] ?? '').replace(/\s*\n\s*/g, ' ');
+  const firstSentence = /^(.*?\.)(?:\s|$)/.exec(firstParagraph)?.[1] ?? firstParagraph;
+  page.section('Name').raw(`${esc(name)} \\- ${esc(firstSentence.replace(/\.$/, '') || name)}`);
   page.section('Synopsis').raw(h.usage.startsWith(name) ? `${bold(name)}${esc(h.usage.slice(name.length))}` : esc(h.usage || name));
   page.section('Description');
   page.helpText(h.description);
