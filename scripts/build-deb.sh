@@ -6,7 +6,7 @@
 # 1. The npm package (`npm pack`: prepack compiles and writes the man pages), or FILE, unpacked
 #    into /usr/lib/barman-ts: the package holds exactly what the npm package holds.
 # 2. Its production dependencies: the checkout's node_modules (native modules already built for
-#    this machine: zstd-napi, lz4-napi, ...) pruned with `npm prune --omit=dev --offline`.
+#    this machine: zstd-napi, lz4-napi, ...), only those `npm ls --omit=dev` lists.
 #    A smoke test loads every dependency and runs every executable's --version.
 # 3. /usr/bin/<name> for every executable of package.json `bin`; man pages (gzipped);
 #    bash completion; /etc/barman.conf (commented, generated from the option table),
@@ -57,10 +57,12 @@ mkdir -p "$LIB"
 cp -a "$WORK/package/." "$LIB/"
 
 # --- 2. production dependencies ---------------------------------------------------------------
-cp -a "$REPO/node_modules" "$LIB/node_modules"
-[[ -f $LIB/npm-shrinkwrap.json ]] || cp "$REPO/package-lock.json" "$LIB/package-lock.json"
-(cd "$LIB" && npm prune --omit=dev --offline --ignore-scripts --no-audit --no-fund --silent)
-rm -f "$LIB/package-lock.json"
+# Only the production dependency tree (npm ls --omit=dev), copied from the checkout: nested
+# directories of a copied package come with it.
+# (npm ls exits non-zero on an extraneous package: the load test below is the judge.)
+(cd "$REPO" && npm ls --omit=dev --all --parseable 2> /dev/null || true) | sed -n "s|^$REPO/||p" | grep '^node_modules/' | LC_ALL=C sort |
+  awk 'BEGIN { last = "" } last == "" || index($0, last "/") != 1 { print; last = $0 }' > "$WORK/deps.txt"
+(cd "$REPO" && tar -cf - -T "$WORK/deps.txt") | tar -xf - -C "$LIB"
 rm -rf "$LIB/node_modules/.bin"
 # Build by-products of native modules (object files) are not needed at run time.
 find "$LIB/node_modules" -depth \( -path '*/build/Release/obj.target' -o -path '*/build/Release/.deps' \) -exec rm -rf {} +
