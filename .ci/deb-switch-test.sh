@@ -68,7 +68,7 @@ if [[ $MODE == host ]]; then
   unshare --mount --pid --fork --net --propagation private -- bash "$WORK/switch-test.sh" --in-namespace "$WORK"
   # The proof that the host was not touched: its barman is still Debian's.
   [[ $(dpkg-query -W -f='${Status}' barman) == "install ok installed" ]] || { echo "deb-switch-test: host's barman package changed" >&2; exit 1; }
-  head -1 /usr/bin/barman | grep -q python || { echo "deb-switch-test: host's /usr/bin/barman changed" >&2; exit 1; }
+  grep -q python <<< "$(head -1 /usr/bin/barman)" || { echo "deb-switch-test: host's /usr/bin/barman changed" >&2; exit 1; }
   echo "deb-switch-test: PASSED (host's barman untouched: $(dpkg-query -W -f='${Package} ${Version}' barman))"
   exit 0
 fi
@@ -144,7 +144,7 @@ recover_and_count() { # recover_and_count BACKUP_ID DIR PORT: recovered rows of 
 
 step "Debian's Barman as installed on the host"
 [[ $(dpkg-query -W -f='${Version}' barman) == 3.4* ]] || fail "Debian's barman 3.4 is not installed"
-head -1 /usr/bin/barman | grep -q python || fail "/usr/bin/barman is not Debian's Barman"
+grep -q python <<< "$(head -1 /usr/bin/barman)" || fail "/usr/bin/barman is not Debian's Barman"
 echo 'man-db man-db/auto-update boolean false' | debconf-set-selections
 chown barman:barman /var/lib/barman /var/log/barman
 chmod 750 /var/lib/barman /var/log/barman
@@ -217,8 +217,8 @@ if [[ $(dpkg-query -W -f='${Status}' barman 2> /dev/null) != "install ok install
   echo "(apt had removed Barman's packages before barman-ts's preinst refused: reinstalling them)"
   apt_ install "$DEBS"/barman_*.deb "$DEBS"/barman-cli_*.deb "$DEBS"/barman-cli-cloud_*.deb > /dev/null
 fi
-head -1 /usr/bin/barman | grep -q python || fail "Barman is not back after the refused installation"
-as_barman barman list-backups switch | grep -q "$B1" || fail "Barman lost backup 1 after the refused installation"
+grep -q python <<< "$(head -1 /usr/bin/barman)" || fail "Barman is not back after the refused installation"
+grep -q "$B1" <<< "$(as_barman barman list-backups switch)" || fail "Barman lost backup 1 after the refused installation"
 
 step "apt-get install ./barman-ts.deb over Barman"
 BEFORE=$(catalog_state)
@@ -231,21 +231,21 @@ done
 [[ $(md5sum /etc/barman.conf /etc/barman.d/switch.conf) == "$CONF_MD5" ]] || fail "the installation changed the configuration"
 grep -q 'Invalid configuration option "barman_ts_switch_probe"' /tmp/install.out || fail "no message about the unknown option"
 grep -q 'server newer: its catalog has the layout of Barman 3.13' /tmp/install.out || fail "no message about the newer catalog layout"
-barman -v | grep -q barman-ts || fail "/usr/bin/barman is not barman-ts"
+grep -q barman-ts <<< "$(barman -v)" || fail "/usr/bin/barman is not barman-ts"
 for exe in barman-wal-archive barman-wal-restore barman-cloud-backup barman-cloud-wal-archive barman-agent; do
   [[ $(readlink -f "/usr/bin/$exe") == /usr/lib/barman-ts/* ]] || fail "/usr/bin/$exe is not barman-ts's"
   "$exe" --version > /dev/null 2>&1 || fail "$exe --version"
 done
 grep -q '^\* \* \* \* \* barman .*barman -q cron' /etc/cron.d/barman || fail "/etc/cron.d/barman"
 [[ $(dpkg -S /etc/cron.d/barman /etc/logrotate.d/barman /usr/share/bash-completion/completions/barman | cut -d: -f1 | sort -u) == barman-ts ]] || fail "cron, logrotate and completion files are not barman-ts's"
-zcat /usr/share/man/man1/barman.1.gz | grep -q 'barman\\-ts' || fail "barman(1) is not barman-ts's"
+[[ $(zcat /usr/share/man/man1/barman.1.gz) == *'barman\-ts'* ]] || fail "barman(1) is not barman-ts's"
 [[ -f /usr/share/man/man5/barman.5.gz && -f /usr/share/man/man1/barman-cloud-backup.1.gz ]] || fail "man pages"
 logrotate -d /etc/logrotate.d/barman > /tmp/logrotate.out 2>&1 || { cat /tmp/logrotate.out; fail "logrotate rejects /etc/logrotate.d/barman"; }
 stat -c '%U:%G %a %n' /var/lib/barman /var/log/barman
 
 step "barman-ts on Barman's catalog: check, list-backups, backup 2, recovery"
 as_barman barman check switch || fail "barman-ts check"
-as_barman barman list-backups switch | grep -q "$B1" || fail "barman-ts does not list Barman's backup"
+grep -q "$B1" <<< "$(as_barman barman list-backups switch)" || fail "barman-ts does not list Barman's backup"
 as_barman barman backup switch
 wait_archived switch
 B2=$(as_barman barman list-backups --minimal switch | head -1)
@@ -262,7 +262,7 @@ BEFORE=$(catalog_state)
 apt_ remove barman-ts > /tmp/remove.out 2>&1 || { cat /tmp/remove.out; fail "apt-get remove barman-ts"; }
 [[ $(catalog_state) == "$BEFORE" ]] || fail "the removal changed the catalog"
 apt_ install "$DEBS"/barman_*.deb "$DEBS"/barman-cli_*.deb "$DEBS"/barman-cli-cloud_*.deb > /tmp/reinstall.out 2>&1 || { cat /tmp/reinstall.out; fail "reinstalling Debian's barman"; }
-head -1 /usr/bin/barman | grep -q python || fail "/usr/bin/barman is not Debian's Barman again"
+grep -q python <<< "$(head -1 /usr/bin/barman)" || fail "/usr/bin/barman is not Debian's Barman again"
 [[ $(md5sum /etc/barman.conf /etc/barman.d/switch.conf) == "$CONF_MD5" ]] || fail "the configuration changed across the switch back"
 
 step "Barman 3.4 after the switch back: check, list and recover every backup"
@@ -270,7 +270,7 @@ as_barman barman check switch || fail "Barman's check after the switch back"
 as_barman barman list-backups switch
 listed=$(as_barman barman list-backups --minimal switch | sort | tr '\n' ' ')
 [[ $listed == "$(printf '%s\n' "$B1" "$B2" | sort | tr '\n' ' ')" ]] || fail "Barman lists '$listed', expected $B1 and $B2"
-as_barman barman show-backup switch "$B2" | grep -q 'Status *: DONE' || fail "Barman does not see barman-ts's backup $B2 as DONE"
+grep -q 'Status *: DONE' <<< "$(as_barman barman show-backup switch "$B2")" || fail "Barman does not see barman-ts's backup $B2 as DONE"
 for b in "$B1" "$B2"; do
   rows=$(recover_and_count "$b" "/tmp/rec-barman-$b" 5434)
   [[ $rows == 3000 ]] || fail "Barman's recovery of $b has $rows rows, 3000 expected"
