@@ -21,7 +21,7 @@
 #   5. `apt-get remove barman-ts` (catalog unchanged again), `apt-get install` Debian's barman,
 #      barman-cli, barman-cli-cloud: Barman 3.4 checks, lists both backups and recovers each one
 #      (PostgreSQL started on it, rows counted, WAL archived by barman-ts replayed).
-# Needs: unshare, overlayfs, chroot, ip; Debian's barman 3.4 installed on the host (.ci/run's
+# Needs: unshare, overlayfs, chroot, perl; Debian's barman 3.4 installed on the host (.ci/run's
 # peers section) with its .debs in apt's cache or downloadable; PostgreSQL 15; nodejs >= 20 as a
 # Debian package (the .deb depends on it).
 set -euo pipefail
@@ -40,7 +40,7 @@ if [[ $MODE == host ]]; then
     esac
   done
   [[ $(id -u) -eq 0 ]] || { echo "deb-switch-test: must run as root" >&2; exit 1; }
-  for tool in unshare chroot ip dpkg-deb; do
+  for tool in unshare chroot dpkg-deb perl; do
     command -v "$tool" > /dev/null || { echo "deb-switch-test: $tool is required" >&2; exit 1; }
   done
   node_pkg=$(dpkg-query -W -f='${Version}' nodejs 2> /dev/null || true)
@@ -49,7 +49,21 @@ if [[ $MODE == host ]]; then
     exit 1
   fi
   WORK=$(mktemp -d /var/tmp/barman-ts-switch.XXXXXX)
-  trap 'rm -rf "$WORK"' EXIT
+  # Safety net, on success or failure: the host's Barman packages must be as they were. They
+  # cannot have changed (every package operation happens in the namespaces' overlay); if they
+  # ever did, they are put back from the .debs gathered below.
+  restore_host_barman() {
+    local missing=() p
+    for p in barman barman-cli barman-cli-cloud; do
+      [[ $(dpkg-query -W -f='${Status}' "$p" 2> /dev/null) == "install ok installed" ]] || missing+=("$p")
+    done
+    if ((${#missing[@]} > 0)); then
+      echo "deb-switch-test: the host's ${missing[*]} changed: reinstalling Debian's packages" >&2
+      apt-get install -y -q -o Dpkg::Options::=--force-confold "$WORK"/debs/barman_*.deb "$WORK"/debs/barman-cli_*.deb "$WORK"/debs/barman-cli-cloud_*.deb >&2 || true
+    fi
+    rm -rf "$WORK"
+  }
+  trap restore_host_barman EXIT
   mkdir "$WORK/debs"
   if [[ -z $DEB ]]; then
     echo "---- building the Debian package"
@@ -92,7 +106,7 @@ if [[ $MODE == namespace ]]; then
   mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
   mkdir -p "$R/run/lock" "$R/root/switch"
   cp -a "$WORK/debs" "$WORK/switch-test.sh" "$R/root/switch/"
-  ip link set lo up
+  # PostgreSQL listens on a Unix socket only (listen_addresses = ''): no need for lo.
   exec chroot "$R" bash /root/switch/switch-test.sh --in-chroot
 fi
 
@@ -134,6 +148,7 @@ wait_archived() { # wait_archived SERVER: switch WAL and let archive-wal store i
 recover_and_count() { # recover_and_count BACKUP_ID DIR PORT: recovered rows of table t
   as_barman barman recover switch "$1" "$2" > "/tmp/recover-$1.out" 2>&1 || { cat "/tmp/recover-$1.out"; fail "recover $1 into $2"; }
   echo "port = $3" >> "$2/postgresql.auto.conf"
+  echo "listen_addresses = ''" >> "$2/postgresql.auto.conf"
   echo "archive_mode = off" >> "$2/postgresql.auto.conf"
   as_barman "$PGBIN/pg_ctl" -D "$2" -l "$2.log" -w -t 120 -o "-k /tmp" start > /dev/null || { tail -20 "$2.log"; fail "recovered $1 does not start"; }
   local rows
@@ -183,6 +198,7 @@ as_barman "$PGBIN/initdb" -D /tmp/pg -U postgres -A trust > /dev/null
 as_barman barman check switch > /dev/null || true # creates the server's directories (no WAL yet: FAILED)
 [[ -d /var/lib/barman/switch/incoming ]] || fail "barman cron did not create the catalog"
 cat >> /tmp/pg/postgresql.auto.conf << 'EOF'
+listen_addresses = ''
 archive_mode = on
 archive_command = 'test ! -f /var/lib/barman/switch/incoming/%f && cp %p /var/lib/barman/switch/incoming/%f'
 wal_level = replica
@@ -240,7 +256,9 @@ grep -q '^\* \* \* \* \* barman .*barman -q cron' /etc/cron.d/barman || fail "/e
 [[ $(dpkg -S /etc/cron.d/barman /etc/logrotate.d/barman /usr/share/bash-completion/completions/barman | cut -d: -f1 | sort -u) == barman-ts ]] || fail "cron, logrotate and completion files are not barman-ts's"
 [[ $(zcat /usr/share/man/man1/barman.1.gz) == *'barman\-ts'* ]] || fail "barman(1) is not barman-ts's"
 [[ -f /usr/share/man/man5/barman.5.gz && -f /usr/share/man/man1/barman-cloud-backup.1.gz ]] || fail "man pages"
-logrotate -d /etc/logrotate.d/barman > /tmp/logrotate.out 2>&1 || { cat /tmp/logrotate.out; fail "logrotate rejects /etc/logrotate.d/barman"; }
+if command -v logrotate > /dev/null; then
+  logrotate -d /etc/logrotate.d/barman > /tmp/logrotate.out 2>&1 || { cat /tmp/logrotate.out; fail "logrotate rejects /etc/logrotate.d/barman"; }
+fi
 stat -c '%U:%G %a %n' /var/lib/barman /var/log/barman
 
 step "barman-ts on Barman's catalog: check, list-backups, backup 2, recovery"
