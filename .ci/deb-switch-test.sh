@@ -135,9 +135,10 @@ catalog_state() { (cd /var/lib/barman && find . -printf '%p %y %s %m %u:%g %T@\n
 wait_archived() { # wait_archived SERVER: switch WAL and let archive-wal store it
   local before n
   before=$(find /var/lib/barman/"$1"/wals -type f | wc -l)
+  # A commit record first: a switch right after another one (a backup's) makes no new segment.
+  psql_ 5432 'SELECT txid_current()' > /dev/null
   psql_ 5432 'SELECT pg_switch_wal()' > /dev/null
-  psql_ 5432 'CHECKPOINT' > /dev/null
-  for _ in $(seq 1 60); do
+  for _ in $(seq 1 120); do
     [[ -n $(ls -A /var/lib/barman/"$1"/incoming) ]] && break
     sleep 0.5
   done

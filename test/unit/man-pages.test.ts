@@ -7,6 +7,7 @@
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Command } from 'commander';
@@ -55,6 +56,12 @@ describe('manual pages', () => {
       assert.match(nameLine, new RegExp(`^NAME\\s+${name} - \\S`), `${name}: NAME line`);
       assert.ok(nameLine.length < 200, `${name}: NAME is one short line, got ${nameLine.length} characters`);
     }
+  });
+
+  it("package.json `man` names every page, so that npm install -g links them all", async () => {
+    const pkg = JSON.parse(await readFile(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { man?: string[] };
+    const generated = [...pages.keys()].filter((k) => k.startsWith('man/')).map((k) => `./dist/share/${k}`);
+    assert.deepEqual([...(pkg.man ?? [])].sort(), generated.sort());
   });
 
   it('barman(1) lists every command of the registry with its aliases, arguments and options', async () => {
