@@ -232,7 +232,7 @@ grep 'barman-ts:' /tmp/refused.out | head -3
 # apt removes the conflicting packages before it unpacks barman-ts: put Barman back as it was.
 if [[ $(dpkg-query -W -f='${Status}' barman 2> /dev/null) != "install ok installed" ]]; then
   echo "(apt had removed Barman's packages before barman-ts's preinst refused: reinstalling them)"
-  apt_ install "$DEBS"/barman_*.deb "$DEBS"/barman-cli_*.deb "$DEBS"/barman-cli-cloud_*.deb > /dev/null
+  dpkg --force-confold -i "$DEBS"/barman_*.deb "$DEBS"/barman-cli_*.deb "$DEBS"/barman-cli-cloud_*.deb > /dev/null
 fi
 grep -q python <<< "$(head -1 /usr/bin/barman)" || fail "Barman is not back after the refused installation"
 grep -q "$B1" <<< "$(as_barman barman list-backups switch)" || fail "Barman lost backup 1 after the refused installation"
