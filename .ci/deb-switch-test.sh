@@ -67,7 +67,7 @@ if [[ $MODE == host ]]; then
   mkdir "$WORK/debs"
   if [[ -z $DEB ]]; then
     echo "---- building the Debian package"
-    DEB=$(bash "$REPO/scripts/build-deb.sh" -o "$WORK")
+    DEB=$(bash "$REPO/scripts/build-deb.sh" -Z gzip -o "$WORK")
   fi
   cp "$DEB" "$WORK/debs/barman-ts.deb"
   # Debian's barman packages, to switch back to: apt's cache, else downloaded (apt-get download
