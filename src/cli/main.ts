@@ -52,12 +52,11 @@ function unknownCommand(argv: readonly string[]): string | null {
   return findCommand(first) ? null : first;
 }
 
-export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
-  const unknown = unknownCommand(argv);
-  if (unknown !== null) {
-    process.stderr.write(`barman: error: unknown command '${unknown}' (run 'barman help' for the list of commands)\n`);
-    return 2;
-  }
+/**
+ * The `barman` program with its global options and help text, without subcommands. Shared by
+ * main() and the manual page generator (src/cli/man/), so the two cannot differ.
+ */
+export function createProgram(): Command {
   const program = new Command('barman');
   program
     .description('Backup and recovery manager for PostgreSQL (barman-ts, compatible with Barman)')
@@ -93,12 +92,27 @@ Shell completion (bash): source scripts/barman-completion.bash, or copy it to
     )
     .exitOverride()
     .showSuggestionAfterError(true);
+  return program;
+}
 
+/** Add one registry entry to the program (name, summary and aliases; options come with load). */
+export function addCommand(program: Command, entry: CommandEntry): Command {
+  const cmd = program.command(entry.name).description(entry.summary);
+  if (entry.aliases) cmd.aliases(entry.aliases);
+  return cmd;
+}
+
+export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
+  const unknown = unknownCommand(argv);
+  if (unknown !== null) {
+    process.stderr.write(`barman: error: unknown command '${unknown}' (run 'barman help' for the list of commands)\n`);
+    return 2;
+  }
+  const program = createProgram();
   let exitCode = 0;
   const wanted = new Set(requestedCommands(argv).map((c) => c.name));
   for (const entry of COMMANDS) {
-    const cmd = program.command(entry.name).description(entry.summary);
-    if (entry.aliases) cmd.aliases(entry.aliases);
+    const cmd = addCommand(program, entry);
     if (!wanted.has(entry.name)) continue;
     const mod = await entry.load();
     mod.define(cmd);

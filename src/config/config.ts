@@ -164,6 +164,10 @@ export function loadConfig(explicitFile?: string): Config {
     }
   }
 
+  // As Barman: [barman] may hold the global options and every server option (inherited or not).
+  for (const key of doc.section(GLOBAL_SECTION)?.keys() ?? []) {
+    if (!GLOBAL_OPTION_MAP.has(key) && !SERVER_OPTION_MAP.has(key)) warnings.push(`Invalid configuration option "${key}" in [${GLOBAL_SECTION}] section.`);
+  }
   const global = resolveGlobal(doc, configFile, warnings);
   const autoConf = path.join(global.barman_home, '.barman.auto.conf');
   if (autoConfPresent(autoConf, global.barman_user)) doc.merge(readIni(autoConf));
