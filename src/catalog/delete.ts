@@ -14,6 +14,7 @@ import type { ServerConfig } from '../config/config.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { ensureDir, fsyncDir, pathExists, treeSizes, writeFileAtomic } from '../util/fsutil.js';
 import { humanDuration } from '../util/format.js';
+import { faultPoint } from '../util/fault.js';
 import { ctime } from '../util/pytime.js';
 import { hashDir, walNameKind } from '../wal/names.js';
 import { ARCHIVING, COPY_DONE, DONE, FAILED, isFull, type BackupInfo } from './backup-info.js';
@@ -267,7 +268,11 @@ export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy, ev:
       if (remove.length === 0) return [];
       const drop = new Set(remove);
       await db.rewrite(wals.filter((w) => !drop.has(w.name)));
-      for (const name of remove) await unlinkIfExists(fileOf(name));
+      faultPoint('delete:xlogdb-rewritten');
+      for (const name of remove) {
+        await unlinkIfExists(fileOf(name));
+        faultPoint('delete:wal-unlinked');
+      }
       await tidy(remove);
       return remove;
     });
@@ -368,15 +373,20 @@ async function deleteOne(
   if (target.info.status !== FAILED || target.info.error !== DELETE_IN_PROGRESS_ERROR) {
     await saveBackupInfo(srv, target.id, { ...target.info, status: FAILED, error: DELETE_IN_PROGRESS_ERROR });
   }
+  faultPoint('delete:marked');
 
   // 2. Data (everything of base/<id> but a legacy backup.info).
   const dir = backupDir(srv, target.id);
   const items = await fsp.readdir(dir).catch(() => [] as string[]);
   for (const item of items) {
-    if (item !== 'backup.info') await removeTree(path.join(dir, item));
+    if (item !== 'backup.info') {
+      await removeTree(path.join(dir, item));
+      faultPoint('delete:data-item-removed');
+    }
   }
   if (items.length > 0) await fsyncDirIfExists(dir);
   await removeTree(agentMetaDir(srv, target.id));
+  faultPoint('delete:data-removed');
 
   // 3. WALs.
   const removed = policy ? await cleanWals(srv, policy, ev) : [];
@@ -387,6 +397,7 @@ async function deleteOne(
 
   // 4. Catalog entry: base dir (with a legacy backup.info), meta backup.info, annotations.
   await removeTree(dir);
+  faultPoint('delete:base-removed');
   await fsyncDirIfExists(path.dirname(dir));
   await unlinkIfExists(path.join(metaDir(srv), `${target.id}-backup.info`));
   await unlinkIfExists(annotationFile(srv, target.id, 'delete_this'));
@@ -446,6 +457,7 @@ export async function deleteBackup(srv: ServerConfig, backupArg: string, ev: Del
     const target = entries.find((e) => e.id === target0.id);
     if (!target) throw new BarmanError(`Unknown backup '${target0.id}' for server '${srv.name}'`);
     await checkDeletable(srv, entries, target);
+    faultPoint('delete:locked');
     const descendants = descendantsOf(entries, target.id);
     const alsoDeleted = new Set(descendants.map((d) => d.id));
     const result: DeleteResult = { deletedIds: [], removedWals: [] };

@@ -22,6 +22,7 @@ import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
+import { faultPoint } from '../util/fault.js';
 import { pyFloatStr, pyStatMtime } from '../util/pytime.js';
 import { identifyCompression, type CustomCompressionConfig } from '../wal/compression.js';
 import { isOpenPgpMessage, OPENPGP_HEAD_BYTES } from '../util/gpg.js';
@@ -256,6 +257,7 @@ async function appendLocked(file: string, entries: readonly XlogDbEntry[]): Prom
       }
     }
     await fh.appendFile(text, 'latin1');
+    faultPoint('xlogdb:appended');
     await fh.sync();
   } finally {
     await fh.close();
@@ -274,7 +276,9 @@ async function writeCatalogAtomic(file: string, text: string): Promise<void> {
   } finally {
     await fh.close();
   }
+  faultPoint('xlogdb:tmp-written');
   await fsp.rename(tmp, file);
+  faultPoint('xlogdb:renamed');
   await fsyncDir(dir);
 }
 

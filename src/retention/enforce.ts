@@ -19,6 +19,7 @@ import { backupDir, loadCatalogStrict, type BackupEntry } from '../catalog/catal
 import { DeleteBusyError, DeleteRefusedError, deleteBackup, hasDeleteMark } from '../catalog/delete.js';
 import { serverPaths } from '../catalog/server-dirs.js';
 import { errorMessage } from '../util/errors.js';
+import { faultPoint } from '../util/fault.js';
 import { logger } from '../util/log.js';
 import { readKeeps } from './keep.js';
 import { obsoleteToDelete, retentionReport, type RetentionStatus } from './policy.js';
@@ -126,6 +127,7 @@ export async function enforceRetention(srv: ServerConfig, ev: RetentionEvents, n
     try {
       const res = await deleteBackup(srv, entry.id, { info: (m) => ev.info(m), warning: (m) => ev.warning(m) }, { retention: true });
       for (const id of res.deletedIds) gone.add(id);
+      faultPoint('retention:deleted');
       result.deleted.push(...res.deletedIds);
       result.removedWals.push(...res.removedWals);
       log.info(`Retention policy on server ${srv.name}: deleted ${res.deletedIds.join(', ')}, ${res.removedWals.length} WAL file(s) removed`);

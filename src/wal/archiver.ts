@@ -40,6 +40,7 @@ import { lockPath } from '../catalog/server-dirs.js';
 import { customCompressionOf, withXlogDb, type XlogDbEntry } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
+import { faultPoint } from '../util/fault.js';
 import { pyStatMtime } from '../util/pytime.js';
 import {
   canonicalCompression,
@@ -525,6 +526,7 @@ class ArchiveRun {
         size = Number(stored.size);
         mtimeNs = stored.mtimeNs;
       }
+      faultPoint('archive-wal:prepared');
       const entry: XlogDbEntry = {
         name: c.name,
         size,
@@ -582,12 +584,14 @@ class ArchiveRun {
         }
         placed.push(it);
         dirs.add(path.dirname(it.dst));
+        faultPoint('archive-wal:placed');
       }
       for (const d of dirs) await fsyncDir(d);
 
       const lines = placed.map((p) => p.entry);
       if (matching.length > 0) lines.push(...(await this.missingCatalogEntries(db, matching)));
       await db.append(lines);
+      faultPoint('archive-wal:cataloged');
       if (this.catalogNames) for (const e of lines) this.catalogNames.add(e.name);
     });
 
@@ -597,6 +601,7 @@ class ArchiveRun {
       try {
         await fsp.unlink(it.src);
         unlinked = true;
+        faultPoint('archive-wal:source-removed');
       } catch (err) {
         if (!isCode(err, 'ENOENT')) this.warning(`Cannot remove ${it.src} after archiving it: ${errorMessage(err)}`);
       }

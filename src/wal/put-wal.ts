@@ -41,6 +41,7 @@ import type { ServerConfig } from '../config/config.js';
 import { customCompressionOf } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
+import { faultPoint } from '../util/fault.js';
 import { walArchivePath } from './archiver.js';
 import { decompressBuffer, decompressStream, identifyCompression, type CustomCompressionConfig } from './compression.js';
 import { decryptToBuffer } from '../catalog/encryption.js';
@@ -310,9 +311,13 @@ export async function receiveWalTar(srv: ServerConfig, input: Readable, opts: Pu
   const temps = new Set<string>();
   try {
     const { received, checksumFile, sums } = await readTar(incoming, input, temps, opts);
+    faultPoint('put-wal:received');
     await verifyChecksums(received, checksumFile, sums);
+    faultPoint('put-wal:verified');
     if (opts.signal?.aborted) throw interrupted();
-    return await commit(srv, received, checksumFile);
+    const report = await commit(srv, received, checksumFile);
+    faultPoint('put-wal:committed');
+    return report;
   } finally {
     // Not fsynced: a temp name that comes back after a crash is a dot-file nobody archives.
     for (const t of temps) await fsp.unlink(t).catch(() => undefined);
@@ -511,6 +516,7 @@ async function receiveMember(incoming: string, name: string, size: number, mtime
     if (batch.length > 0) await flush();
     await inFlight;
     if (written !== size) throw new BarmanError(`Truncated tar stream: ${q(name)} has ${written} of ${size} bytes`);
+    faultPoint('put-wal:member-written');
     handedOver = true;
   } finally {
     if (!handedOver) {
@@ -619,6 +625,7 @@ async function commit(srv: ServerConfig, received: readonly Received[], checksum
         await fsp.link(r.tmp, dst);
         linked = true;
         report.stored.push(r.name);
+        faultPoint('put-wal:linked');
       } catch (err) {
         if (isCode(err, 'EEXIST')) {
           await settleExisting(r, dst, incomingCustom);
