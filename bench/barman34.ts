@@ -30,6 +30,8 @@ export interface Barman34 {
   restoreCommand(spool: string, extra: string): string;
   /** `/usr/bin/barman -c CONF archive-wal bench` as the barman user. */
   archiveWal(): Promise<void>;
+  /** The ssh client configuration its clients use (`ssh -F`), e.g. to add ControlMaster lines. */
+  sshConfig: string;
   /** Its sshd's log so far (for failure messages). */
   log(): string;
   stop(): Promise<void>;
@@ -58,7 +60,7 @@ function sq(s: string): string {
 const firstLine = (s: string) => s.trim().split('\n').slice(-1)[0] ?? '';
 
 /** Installs the packages if needed; returns the installed version of `barman`. Throws with the reason. */
-async function ensurePackages(say: (l: string) => void): Promise<string> {
+export async function ensurePackages(say: (l: string) => void): Promise<string> {
   const { run } = await import('../src/util/proc.js');
   const version = async () => (await run('dpkg-query', ['-W', '-f=${Version}', 'barman'])).stdout.trim();
   if (!existsSync(PKG_BARMAN) || !existsSync(PKG_ARCHIVE) || !existsSync(PKG_RESTORE) || !(await version())) {
@@ -141,6 +143,7 @@ export async function setupBarman34(opts: Barman34Options): Promise<Barman34> {
       archiveWal: async () => {
         await sys.runAs(BARMAN_USER, PKG_BARMAN, ['-c', conf, 'archive-wal', 'bench'], { check: true });
       },
+      sshConfig: cfg,
       log: () => sshd.log(),
       stop: () => sshd.stop(),
     };

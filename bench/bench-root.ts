@@ -4,6 +4,7 @@
  * barman), the path of barman.conf, and a runner of our CLI as the barman user.
  */
 import * as fs from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BARMAN_USER, chownTo, must, PG_USER } from '../src/sandbox/local.js';
@@ -30,4 +31,19 @@ export function benchRoot(prefix: string): BenchRoot {
   chownTo(BARMAN_USER, scratch);
   const conf = path.join(root, 'barman.conf');
   return { root, pgDir, home, scratch, conf, barman: (...a: string[]) => must(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, ...a]) };
+}
+
+
+/** A bench's scratch root under /tmp (0755), and a maker of directories in it owned by a user. */
+export async function makeBenchRoot(prefix: string): Promise<{ root: string; mkdirFor(name: string, user: string, mode?: number): Promise<string> }> {
+  const root = await fsp.mkdtemp(path.join('/tmp', prefix));
+  await fsp.chmod(root, 0o755);
+  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
+    const d = path.join(root, name);
+    await fsp.mkdir(d, { mode });
+    await fsp.chmod(d, mode);
+    chownTo(user, d);
+    return d;
+  };
+  return { root, mkdirFor };
 }

@@ -15,6 +15,13 @@
  *     bench/drill-bench.ts)
  *   - transfer_method = agent: full, incremental, delta and remote restores beside the ssh floor,
  *     rsync and pgBackRest (`-- --agent-only`, bench/agent-bench.ts)
+ *   - barman-cloud-* on s3rver and Azurite beside barman-cloud 3.4 (`-- --cloud-only`,
+ *     bench/cloud-bench.ts)
+ *   - every Barman-compatible setting (postgres method with each backup_compression, rsync,
+ *     local-rsync, WAL archive/restore per call) beside Barman 3.4 (`-- --compat-only`,
+ *     bench/compat-bench.ts)
+ *   - passive node sync (geo-redundancy) beside tar | ssh | tar and Barman 3.4's passive
+ *     (`-- --geo-only`, bench/geo-bench.ts)
  * Each backup/copy is run twice, alternating, and the faster run is kept (page cache fairness).
  */
 import * as fs from 'node:fs';
@@ -27,10 +34,13 @@ import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { benchRoot } from './bench-root.js';
 import { catalogScale } from './catalog-scale.js';
 import { drillBench } from './drill-bench.js';
+import { cloudBench } from './cloud-bench.js';
+import { compatBench } from './compat-bench.js';
 import { rsyncBench } from './rsync-bench.js';
 import { agentBench } from './agent-bench.js';
 import { walBench } from './wal-bench.js';
 import { encryptionBench } from './encryption-bench.js';
+import { geoBench } from './geo-bench.js';
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -138,6 +148,9 @@ const SECTIONS: ReadonlyArray<{ flag: string; run: () => Promise<unknown>; full:
   { flag: '--rsync-only', run: rsyncBench, full: true },
   { flag: '--agent-only', run: agentBench, full: true },
   { flag: '--drill-only', run: drillBench, full: true },
+  { flag: '--cloud-only', run: cloudBench, full: true },
+  { flag: '--compat-only', run: compatBench, full: true },
+  { flag: '--geo-only', run: geoBench, full: true },
   { flag: '--encryption-only', run: encryptionBench, full: false },
 ];
 const chosen = SECTIONS.find((sec) => process.argv.includes(sec.flag));

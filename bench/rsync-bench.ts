@@ -29,6 +29,7 @@ import * as path from 'node:path';
 import { as, BARMAN_USER, BIN, chownTo, isRoot, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
+import { makeBenchRoot } from './bench-root.js';
 
 export const argNum = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`);
@@ -41,7 +42,7 @@ export const MB = 1024 * 1024;
 export const SSH_CIPHER = 'aes128-gcm@openssh.com';
 export const PGBACKREST = '/usr/bin/pgbackrest';
 /** Rows touched by the "small change" between the full and the second backup. */
-const CHANGE_SQL = 'UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid <= 3; CHECKPOINT;';
+export const CHANGE_SQL = 'UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid <= 3; CHECKPOINT;';
 
 export async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t = process.hrtime.bigint();
@@ -116,6 +117,33 @@ export async function duNew(before: readonly string[], target: string): Promise<
   if (r.code !== 0) throw new Error(`du failed: ${r.stderr.trim()}`);
   const last = r.stdout.trim().split('\n').pop() ?? '';
   return Number(last.split(/\s+/)[0]);
+}
+
+/** A bench root (0755) and a maker of its subdirectories owned by a user. */
+export async function benchRoot(prefix: string): Promise<{ root: string; mkdirFor: (name: string, user: string, mode?: number) => Promise<string> }> {
+  const root = await fs.mkdtemp(prefix);
+  await fs.chmod(root, 0o755);
+  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
+    const d = path.join(root, name);
+    await fs.mkdir(d, { mode });
+    await fs.chmod(d, mode);
+    chownTo(user, d);
+    return d;
+  };
+  return { root, mkdirFor };
+}
+
+/**
+ * pgbench at `scale`, plus random text as in the main bench (so that nothing is trivially
+ * compressible), then every hint bit set and frozen now, so later reads do not dirty pages
+ * between backups.
+ */
+export async function buildPgbench(cluster: LocalCluster, pgDir: string, scale: number): Promise<void> {
+  await must(PG_USER, path.join(BIN, 'pgbench'), ['-i', '-q', '-s', String(scale), '-h', pgDir, '-p', String(cluster.port), 'postgres']);
+  await cluster.psql(
+    `CREATE TABLE random_text AS SELECT g AS id, string_agg(md5(random()::text), '') AS body FROM generate_series(1, ${scale * 2000}) g, generate_series(1, 16) x GROUP BY g;`,
+  );
+  await cluster.psql('VACUUM (FREEZE, ANALYZE); CHECKPOINT;');
 }
 
 interface Measure {
@@ -208,15 +236,7 @@ export async function rsyncBench(): Promise<void> {
   const sys = await import('../test/helpers/system.js');
   await sys.ensureBarmanUser();
 
-  const root = await fs.mkdtemp('/tmp/barman-rsync-bench-');
-  await fs.chmod(root, 0o755);
-  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
-    const d = path.join(root, name);
-    await fs.mkdir(d, { mode });
-    await fs.chmod(d, mode);
-    chownTo(user, d);
-    return d;
-  };
+  const { root, mkdirFor } = await makeBenchRoot('barman-rsync-bench-');
   const pgDir = await mkdirFor('pg', PG_USER);
   const pgScratch = await mkdirFor('pg-scratch', PG_USER);
   const home = await mkdirFor('barman', BARMAN_USER, 0o700);

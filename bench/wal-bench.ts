@@ -20,7 +20,8 @@
  *                                      `cat | ssh 'cat >/dev/null'`, with `zstd -1 -T2` between
  * then PostgreSQL itself running our archive_command under a write-heavy pgbench for ~60 s,
  * sampling the pg_wal `.ready` backlog every second. Restore side, each segment requested in
- * order as a restore_command would: barman-wal-restore without prefetch and with -p 32 from the
+ * order as a restore_command would: barman-wal-restore with -p 0, without -p (its default
+ * prefetch) and with -p 32 from the
  * plain archive (`bench`) and -p 32 from the zstd one (`benchz`), Barman 3.4's barman-wal-restore
  * without prefetch and with -p 32 from the Python server's archive, pgbackrest archive-get
  * (none and zst; local repository async and sync, repository over ssh async), and the floors
@@ -547,7 +548,9 @@ export async function walBench(): Promise<void> {
         const rspool = await freshSpool();
         await restoreRun(label, segments, () => ourRestore(rspool, extra, server), rspool);
       };
-      await ourRow('barman-wal-restore (no prefetch)', '', 'bench');
+      await ourRow('barman-wal-restore -p 0 (no prefetch)', ' -p 0', 'bench');
+      // Barman's manual restore_command as it is: our default prefetch (RESTORE_DEFAULT_PARALLEL).
+      await ourRow('barman-wal-restore (no -p: default prefetch)', '', 'bench');
       await ourRow(L.oursRestore, ' -p 32', 'bench');
       await ourRow(L.oursRestoreZstd, ' -p 32', 'benchz');
       await ourRow('barman-wal-restore -p 32 --keep-compression (zstd archive)', ' -p 32 --keep-compression', 'benchz');

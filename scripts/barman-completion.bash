@@ -12,7 +12,7 @@
 _barman_global_with_value=" -c --config -f --format --log-level --color --colour "
 
 # Commands whose 2nd positional argument is a backup ID.
-_barman_backup_id_commands=" check-backup delete drill generate-manifest keep list-files restore recover show-backup show-backups verify-backup verify "
+_barman_backup_id_commands=" check-backup delete drill generate-manifest keep list-files restore recover show-backup show-backups sync-backup verify-backup verify "
 
 # Commands that take no server argument.
 _barman_no_server_commands=" config-update cron diagnose list-servers list-server lock-directory-cleanup help "

@@ -8,7 +8,6 @@
  * ends with BackupWaitInterruptedError: cron makes it DONE when its WAL files arrive.
  */
 import { promises as fsp } from 'node:fs';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import {
@@ -42,12 +41,12 @@ import { PgConnection, type Tablespace } from '../postgres/connection.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { pause } from '../util/pause.js';
 import { faultPoint } from '../util/fault.js';
-import { treeSizes, writeFileAtomic } from '../util/fsutil.js';
+import { pathExists, treeSizes, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { localNowPyDateTime } from '../util/pytime.js';
 import { lsnToWal, parseLsn, walOffset, formatLsn, previousSegment } from '../wal/names.js';
 import { checkBackup } from './check-backup.js';
-import { HookAbortError, backupHookInfo, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
+import { backupHookInfo, backupHookVars, runHooks, type HookPhase, type HookTiming } from '../hooks/hooks.js';
 import { postgresCopy } from './postgres-executor.js';
 import { encryptTarBackup } from './encrypt.js';
 import { GPG_ENCRYPTION, encryptionConfigProblem, encryptionEnabled } from '../catalog/encryption.js';
@@ -93,7 +92,7 @@ export interface BackupEvents {
   archive?: () => Promise<void>;
 }
 
-interface ServerFacts {
+export interface ServerFacts {
   version: number;
   pgdata: string;
   systemid: string;
@@ -107,7 +106,8 @@ interface ServerFacts {
   inRecovery: boolean;
 }
 
-async function gatherFacts(pg: PgConnection): Promise<ServerFacts> {
+/** What a backup records of the server (one query each). */
+export async function gatherFacts(pg: PgConnection): Promise<ServerFacts> {
   const s = async (n: string) => pg.setting(n);
   return {
     version: await pg.serverVersion(),
@@ -128,7 +128,7 @@ async function gatherFacts(pg: PgConnection): Promise<ServerFacts> {
 async function checkIdentity(srv: ServerConfig, facts: ServerFacts): Promise<void> {
   const file = path.join(serverPaths(srv).backupDir, 'identity.json');
   const major = facts.version >= 100000 ? String(Math.floor(facts.version / 10000)) : `${Math.floor(facts.version / 10000)}.${Math.floor(facts.version / 100) % 100}`;
-  if (fs.existsSync(file)) {
+  if (await pathExists(file)) {
     const known = JSON.parse(await fsp.readFile(file, 'utf8')) as { systemid?: string };
     if (known.systemid && known.systemid !== facts.systemid) {
       throw new BarmanError(
@@ -145,7 +145,7 @@ async function freshBackupId(srv: ServerConfig): Promise<string> {
   // IDs have one-second resolution: never reuse one (two quick backups in a row).
   for (;;) {
     const id = newBackupId(new Date());
-    if (!fs.existsSync(backupDir(srv, id))) return id;
+    if (!(await pathExists(backupDir(srv, id)))) return id;
     await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 5));
   }
 }
@@ -483,9 +483,9 @@ export async function purgeWalsBeforeFirstBackup(srv: ServerConfig, entry: Backu
       ev,
     );
   } catch (err) {
-    // A wal_delete hook that stops the purge leaves the rest of the WALs: the backup is fine.
-    if (!(err instanceof HookAbortError)) throw err;
-    ev.warning?.(`WAL files archived before the first backup are kept: ${err.message}`);
+    // A wal_delete hook that stops the purge, or a file that cannot be removed, leaves the rest
+    // of the WALs (xlog.db lists what is still there): the backup itself is fine.
+    ev.warning?.(`WAL files archived before the first backup are kept: ${errorMessage(err)}`);
     return;
   }
   if (removed.length > 0) ev.info?.(`Removed ${removed.length} WAL files archived before the first backup`);
@@ -512,7 +512,14 @@ export async function settle(srv: ServerConfig, entry: BackupEntry, opts: Backup
     await ev.archive?.().catch((err: unknown) => ev.warning?.(`archive-wal: ${errorMessage(err)}`));
     stopIfAborted();
     await primaryCheckpointIfDue(srv, entry, ev.info);
-    await checkBackup(srv, entry);
+    try {
+      await checkBackup(srv, entry);
+    } catch (err) {
+      // The archive could not be read (EACCES, EIO): that is no missing WAL, and no reason to
+      // fail a complete copy. The backup stays WAITING_FOR_WALS; cron checks it again.
+      ev.warning?.(`cannot check the WAL files of backup ${entry.id} now: ${errorMessage(err)}`);
+      break;
+    }
     if (entry.info.status !== WAITING_FOR_WALS || !opts.wait) break;
     if (!announced) {
       ev.info?.(`Waiting for the WAL file ${entry.info.end_wal ?? ''} to be archived`);

@@ -4,6 +4,7 @@
  * later segments of the same timeline have already been archived.
  */
 import { promises as fsp } from 'node:fs';
+import { pathExists, readdirIfExists } from '../util/fsutil.js';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { DONE, FAILED, WAITING_FOR_WALS, type BackupInfo } from '../catalog/backup-info.js';
@@ -13,29 +14,31 @@ import { backupLockPath, serverPaths } from '../catalog/server-dirs.js';
 import { generateSegments, hashDir, isWalName } from '../wal/names.js';
 import { faultPoint } from '../util/fault.js';
 
-/** Newest archived segment of a timeline (by name), looking only at that timeline's hash dirs. */
+/**
+ * Newest archived segment of a timeline (by name), looking only at that timeline's hash dirs. A
+ * directory that cannot be read throws: a segment it holds is not "missing".
+ */
 export async function latestArchivedSegment(srv: ServerConfig, timeline: number): Promise<string | null> {
   const walsDir = serverPaths(srv).walsDir;
   const prefix = timeline.toString(16).toUpperCase().padStart(8, '0');
-  const dirs = (await fsp.readdir(walsDir).catch(() => [] as string[]))
+  const dirs = (await readdirIfExists(walsDir))
     .filter((d) => d.length === 16 && d.startsWith(prefix) && /^[0-9A-F]{16}$/.test(d))
     .sort()
     .reverse();
   for (const d of dirs) {
-    const segs = (await fsp.readdir(path.join(walsDir, d)).catch(() => [] as string[])).filter(isWalName).sort();
+    const segs = (await readdirIfExists(path.join(walsDir, d))).filter(isWalName).sort();
     const last = segs.at(-1);
     if (last) return last;
   }
   return null;
 }
 
+/**
+ * Whether `wal` is in the archive. Only a file that is not there is "no": one that cannot be
+ * looked at (EACCES, EIO) throws, so that check-backup never fails a backup over a read error.
+ */
 export async function isArchived(srv: ServerConfig, wal: string): Promise<boolean> {
-  try {
-    await fsp.access(path.join(serverPaths(srv).walsDir, hashDir(wal), wal));
-    return true;
-  } catch {
-    return false;
-  }
+  return pathExists(path.join(serverPaths(srv).walsDir, hashDir(wal), wal));
 }
 
 /**

@@ -17,7 +17,7 @@ import { backupDataDir, type BackupEntry } from '../catalog/catalog.js';
 import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
 import { copyWals, customCompression, listArchive } from '../recovery/wal.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fsutil.js';
+import { lstatIfExists, statIfExists, writeFileAtomic } from '../util/fsutil.js';
 import { run } from '../util/proc.js';
 import { runPool } from '../util/pool.js';
 import { generateSegments, parseLsn } from '../wal/names.js';
@@ -89,7 +89,7 @@ async function walkDataDir(dataDir: string, ownCopy: (oid: string) => Promise<st
           await walk(own, rel, false);
           continue;
         }
-        const st = await fsp.stat(abs).catch(() => null);
+        const st = await statIfExists(abs);
         if (st?.isDirectory()) await walk(abs, rel, false);
       } else if (e.isFile() && !(relDir === '' && NOT_IN_MANIFEST.has(e.name))) out.push({ rel, abs });
     }
@@ -149,7 +149,7 @@ export async function generateManifest(srv: ServerConfig, { id, info }: BackupEn
   if (info.compression) throw new BarmanError(`backup ${id} is compressed (${info.compression}): a manifest can only be generated for a plain backup`);
   const dataDir = backupDataDir(srv, id);
   const target = path.join(dataDir, MANIFEST_NAME);
-  if (!opts.overwrite && (await fsp.lstat(target).catch(() => null))) {
+  if (!opts.overwrite && (await lstatIfExists(target))) {
     throw new BarmanError(`backup ${id} of server ${srv.name} already has a ${MANIFEST_NAME}`);
   }
   const range = backupWalRange(id, info);
@@ -175,7 +175,7 @@ export async function backupFiles(srv: ServerConfig, { id, info }: Pick<BackupEn
   const ownCopy = async (oid: string): Promise<string | null> => {
     if (!tablespaceOids.has(oid)) return null;
     const dir = backupDataDir(srv, id, Number(oid));
-    return (await fsp.stat(dir).catch(() => null))?.isDirectory() ? dir : null;
+    return (await statIfExists(dir))?.isDirectory() ? dir : null;
   };
   return walkDataDir(dataDir, ownCopy).catch((err: unknown) => {
     throw new BarmanError(`cannot read backup ${id} data directory ${dataDir}: ${errorMessage(err)}`);
@@ -198,7 +198,7 @@ export interface VerifyResult {
 export async function verifyBackup(srv: ServerConfig, { id, info }: BackupEntry): Promise<VerifyResult> {
   if (info.compression) throw new BarmanError(`backup ${id} is compressed (${info.compression}): pg_verifybackup checks plain backups only`);
   const dataDir = backupDataDir(srv, id);
-  if (!(await fsp.stat(path.join(dataDir, MANIFEST_NAME)).catch(() => null))) {
+  if (!(await statIfExists(path.join(dataDir, MANIFEST_NAME)))) {
     throw new BarmanError(`backup ${id} of server ${srv.name} has no ${MANIFEST_NAME}: run 'barman generate-manifest ${srv.name} ${id}' first`);
   }
   const bin = findPgBinary('pg_verifybackup', srv.path_prefix);
@@ -212,6 +212,16 @@ export async function verifyBackup(srv: ServerConfig, { id, info }: BackupEntry)
   } finally {
     await fsp.rm(scratch, { recursive: true, force: true });
   }
+}
+
+/**
+ * pg_verifybackup on the files of a plain data directory against its backup_manifest, WAL left
+ * aside (`--no-parse-wal`): every file listed is there with its size and checksum, and no other.
+ */
+export async function verifyDataFiles(srv: ServerConfig, dataDir: string): Promise<VerifyResult> {
+  const bin = findPgBinary('pg_verifybackup', srv.path_prefix);
+  const res = await run(bin, ['--no-parse-wal', dataDir], { env: subprocessEnv(srv.path_prefix) });
+  return { ok: res.code === 0, output: `${res.stdout}${res.stderr}`.trim(), walChecked: false };
 }
 
 /** Copy the backup's WAL segments (begin..end) into `scratch/pg_wal`; null when one is missing. */

@@ -16,6 +16,8 @@ import { faultPoint } from '../util/fault.js';
 import { logger } from '../util/log.js';
 import { run } from '../util/proc.js';
 import type { CopyOutcome } from './copy-outcome.js';
+import { readTextIfExists } from '../util/fsutil.js';
+import { parseTarName, tarDecompressArgs } from '../recovery/copy.js';
 
 const log = logger('backup.postgres');
 
@@ -79,9 +81,23 @@ export function basebackupArgs(req: Pick<BasebackupRequest, 'srv' | 'destDir' | 
     args.push(`--compress=${spec}`);
   }
   if (format === 'plain') {
-    for (const ts of req.tablespaces) args.push(`--tablespace-mapping=${ts.location}=${path.join(req.destDir, String(ts.oid))}`);
+    for (const ts of req.tablespaces) args.push(tablespaceMappingArg(ts.location, path.join(req.destDir, String(ts.oid))));
   }
   return { args, env, format, compression: format === 'tar' ? setting : compression };
+}
+
+/**
+ * `--tablespace-mapping=OLDDIR=NEWDIR` for pg_basebackup, which splits at the first `=` not
+ * preceded by a backslash: an `=` in either path is written `\=` (a backslash before anything
+ * else stays a backslash). A path ending in a backslash cannot be written at all (its last
+ * backslash would escape the separator): refused with a clear line rather than mis-mapped.
+ */
+export function tablespaceMappingArg(oldDir: string, newDir: string): string {
+  for (const dir of [oldDir, newDir]) {
+    if (dir.endsWith('\\')) throw new BarmanError(`pg_basebackup cannot map the tablespace directory '${dir}': it ends with a backslash`);
+  }
+  const escape = (dir: string) => dir.replace(/=/g, '\\=');
+  return `--tablespace-mapping=${escape(oldDir)}=${escape(newDir)}`;
 }
 
 const PROGRESS_RE = /(\d+)\/(\d+) kB/;
@@ -149,12 +165,15 @@ export async function runBasebackup(req: BasebackupRequest): Promise<BasebackupR
  * end, so the backup waits for all the WAL it needs (maybe a little more).
  */
 async function backupEnd(srv: ServerConfig, dataDir: string, fallback: string | null): Promise<string> {
-  try {
-    const ranges = manifestWalRanges(await fsp.readFile(path.join(dataDir, 'backup_manifest'), 'utf8'));
-    const last = ranges.at(-1);
-    if (last) return last.endLsn;
-  } catch {
-    /* no manifest: fall back */
+  // No manifest: fall back. One that cannot be read means a backup that cannot be read: an error.
+  const text = await readTextIfExists(path.join(dataDir, 'backup_manifest'));
+  if (text !== null) {
+    try {
+      const last = manifestWalRanges(text).at(-1);
+      if (last) return last.endLsn;
+    } catch {
+      /* a manifest without a usable WAL range: fall back */
+    }
   }
   if (fallback) return fallback;
   try {
@@ -164,11 +183,17 @@ async function backupEnd(srv: ServerConfig, dataDir: string, fallback: string | 
   }
 }
 
+/**
+ * The backup_label of the copy. In a tar backup it is read with --occurrence=1: pg_basebackup
+ * puts backup_label first in base.tar, and without it GNU tar reads (decompresses) the whole
+ * archive looking for more copies: seconds of CPU for a large gzip backup, after the copy.
+ */
 async function readLabel(dataDir: string, format: 'plain' | 'tar'): Promise<string> {
   if (format === 'plain') return fsp.readFile(path.join(dataDir, 'backup_label'), 'utf8');
-  const tarFile = (await fsp.readdir(dataDir)).find((n) => n.startsWith('base.tar'));
-  if (!tarFile) throw new BarmanError('base.tar not found in the backup');
-  const res = await run('tar', ['-xOf', path.join(dataDir, tarFile), 'backup_label']);
+  const tarFile = (await fsp.readdir(dataDir)).find((n) => parseTarName(n)?.oid === null);
+  const parsed = tarFile === undefined ? null : parseTarName(tarFile);
+  if (!tarFile || !parsed) throw new BarmanError('base.tar not found in the backup');
+  const res = await run('tar', ['--occurrence=1', ...tarDecompressArgs(parsed.compression), '-xOf', path.join(dataDir, tarFile), 'backup_label']);
   if (res.code !== 0) throw new BarmanError(`cannot read backup_label from ${tarFile}: ${res.stderr.trim()}`);
   return res.stdout;
 }

@@ -1,14 +1,9 @@
 /**
- * The checks `backup` runs, silently, before it starts (spec §4.4): a failing check that is
- * not known to be harmless for a new backup stops it before anything is written, as in Barman
- * (`Impossible to start the backup`).
- *
- * Deliberate difference: Barman also refuses when the WAL stream is not flowing yet (`WAL
- * archive` with an empty archive, `receive-wal running`, `replication slot` not active). Here
- * these only warn: a backup never becomes DONE without all of its WAL files (it waits in
- * WAITING_FOR_WALS and cron completes it once they arrive), so refusing adds no safety, while
- * it would turn a receive-wal being restarted by cron, or the very first backup of a new
- * server, into a missed backup.
+ * The checks `backup` runs, silently, before it starts (spec §4.4): any failing check that is not
+ * known to be harmless for a new backup stops it before anything is written, as in Barman
+ * (`Impossible to start the backup...`, exit 1). That includes the WAL-arrival checks: with no
+ * WAL archived yet (`WAL archive`), no replication slot or no receive-wal running, Barman 3.4
+ * refuses, and so do we (`barman switch-wal --archive SRV` archives the first WAL file).
  */
 import type { ServerConfig } from '../config/config.js';
 import { NON_BLOCKING_FOR_BACKUP, runChecks, type CheckOptions, type CheckResult } from '../checks/server-checks.js';
@@ -17,25 +12,19 @@ import { logger } from '../util/log.js';
 
 const log = logger('backup.precheck');
 
-/** WAL-arrival checks that warn instead of refusing (see the module comment). */
-export const WARN_ONLY_FOR_BACKUP: ReadonlySet<string> = new Set(['WAL archive', 'receive-wal running', 'replication slot']);
-
 export interface PrecheckOutcome {
   /** Failures that stop the backup. */
   blocking: CheckResult[];
-  /** Failures of WAL-arrival checks: the backup goes on, the user is warned. */
-  warnings: CheckResult[];
   /** Failures Barman ignores before a backup (only logged). */
   ignored: CheckResult[];
 }
 
 /** Sort failed checks by what they mean for a backup about to start (pure, unit-tested). */
 export function classifyPrecheck(results: readonly CheckResult[]): PrecheckOutcome {
-  const out: PrecheckOutcome = { blocking: [], warnings: [], ignored: [] };
+  const out: PrecheckOutcome = { blocking: [], ignored: [] };
   for (const r of results) {
     if (r.ok) continue;
     if (NON_BLOCKING_FOR_BACKUP.has(r.name)) out.ignored.push(r);
-    else if (WARN_ONLY_FOR_BACKUP.has(r.name)) out.warnings.push(r);
     else out.blocking.push(r);
   }
   return out;
@@ -59,8 +48,7 @@ export class BackupPrecheckError extends BarmanError {
 /** Run the checks of `srv`; throws BackupPrecheckError when one that matters failed. */
 export async function precheckBackup(srv: ServerConfig, opts: CheckOptions = {}): Promise<PrecheckOutcome> {
   const outcome = classifyPrecheck(await runChecks(srv, opts));
-  for (const r of outcome.ignored) log.debug(`Check '${r.name}' failed for server '${srv.name}' (ignored before a backup)${r.hint ? `: ${r.hint}` : ''}`);
-  for (const r of outcome.warnings) log.warning(`Check '${r.name}' failed for server '${srv.name}'${r.hint ? `: ${r.hint}` : ''}`);
+  for (const r of outcome.ignored) log.info(`Ignoring failed check '${r.name}' for server '${srv.name}'${r.hint ? `: ${r.hint}` : ''}`);
   for (const r of outcome.blocking) log.error(`Check '${r.name}' failed for server '${srv.name}'${r.hint ? `: ${r.hint}` : ''}`);
   if (outcome.blocking.length > 0) throw new BackupPrecheckError(srv.name, outcome.blocking);
   return outcome;

@@ -204,10 +204,15 @@ export interface Transport {
   networkCompression: boolean;
 }
 
-/** Options common to every rsync run of a backup (transport and throttling). */
+/**
+ * Options common to every rsync run of a backup (transport and throttling). Over ssh, `-s`
+ * (--protect-args): remote paths travel inside rsync's protocol and are never parsed by the
+ * remote shell, so a PGDATA or tablespace path with spaces, `$`, quotes or `;` is copied as it
+ * is, whatever rsync version runs on either side (3.0 and later know -s).
+ */
 export function transportArgs(t: Transport): string[] {
   const args: string[] = [];
-  if (t.sshCommand) args.push('-e', t.sshCommand);
+  if (t.sshCommand) args.push('-s', '-e', t.sshCommand);
   if (t.bwlimit) args.push(`--bwlimit=${t.bwlimit}`);
   if (t.networkCompression && t.sshCommand) args.push('-z');
   return args;
@@ -275,7 +280,9 @@ export function rsyncCopySucceeded(code: number, stderr: string): boolean {
 export function rsyncErrorLine(stderr: string): string {
   const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
   const real = lines.filter((l) => !/^rsync error: /.test(l));
-  return real.at(-1) ?? lines.at(-1) ?? '';
+  // A full or broken disk here is the cause; the broken pipes reported after it are consequences.
+  const cause = real.find((l) => /No space left on device|Disk quota exceeded|Read-only file system|Input\/output error/.test(l));
+  return cause ?? real.at(-1) ?? lines.at(-1) ?? '';
 }
 
 

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { DIR_MODE, FILE_MODE, ensureDir, pathExists, writeFileAtomic } from '../util/fsutil.js';
+import { DIR_MODE, FILE_MODE, ensureDir, isNotFound, pathExists, pathExistsSync, readdirIfExistsSync, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import {
   COPY_DONE,
@@ -127,7 +127,7 @@ export async function saveBackupExtras(dir: string, info: BackupInfo): Promise<v
 /** Where to write a backup's info: the meta file if Barman >= 3.13 created one, else classic. */
 export function infoFileFor(srv: ServerConfig, id: string): string {
   const meta = path.join(metaDir(srv), `${id}-backup.info`);
-  return fs.existsSync(meta) ? meta : classicInfoFile(srv, id);
+  return pathExistsSync(meta) ? meta : classicInfoFile(srv, id);
 }
 
 /** A backup.info that could not be read made the catalog incomplete: nothing may be removed. */
@@ -135,10 +135,14 @@ export class UnreadableCatalogError extends BarmanError {
   constructor(
     srv: ServerConfig,
     readonly files: readonly string[],
+    /** Set when a catalog directory (base/, meta/) could not be listed: the reason. */
+    directoryProblem?: string,
   ) {
     super(
-      `Cannot read ${files.length === 1 ? 'a backup.info file' : `${files.length} backup.info files`} of server '${srv.name}' ` +
-        `(${files.join(', ')}): nothing is removed while the catalog is incomplete (fix or move the file(s) away)`,
+      directoryProblem !== undefined
+        ? `Cannot read the backup catalog of server '${srv.name}' (${directoryProblem}): nothing is removed while the catalog cannot be read`
+        : `Cannot read ${files.length === 1 ? 'a backup.info file' : `${files.length} backup.info files`} of server '${srv.name}' ` +
+            `(${files.join(', ')}): nothing is removed while the catalog is incomplete (fix or move the file(s) away)`,
     );
   }
 }
@@ -157,23 +161,18 @@ export interface LoadCatalogOptions {
 /**
  * Where each backup's info is: meta/ (Barman >= 3.13) over base/<id>/backup.info. Synchronous
  * on purpose: with a thousand backups, one promise round trip through the thread pool per file
- * costs more than the reads themselves.
+ * costs more than the reads themselves. A missing base/ or meta/ is an empty one; one that
+ * cannot be read throws (a catalog that looks empty would let the WAL cleanup remove the WALs of
+ * every backup it cannot see), and so does a base/<id>/backup.info whose presence cannot be told.
  */
 function findInfoFiles(srv: ServerConfig): Map<string, string> {
   const found = new Map<string, string>();
   const base = serverPaths(srv).baseDir;
-  const list = (dir: string): string[] => {
-    try {
-      return fs.readdirSync(dir);
-    } catch {
-      return [];
-    }
-  };
-  for (const d of list(base)) {
+  for (const d of readdirIfExistsSync(base)) {
     const f = path.join(base, d, 'backup.info');
-    if (fs.existsSync(f)) found.set(d, f);
+    if (pathExistsSync(f)) found.set(d, f);
   }
-  for (const n of list(metaDir(srv))) {
+  for (const n of readdirIfExistsSync(metaDir(srv))) {
     const m = /^(.+?)-backup\.info$/.exec(n);
     if (m?.[1]) found.set(m[1], path.join(metaDir(srv), n));
   }
@@ -189,7 +188,14 @@ export async function loadCatalog(srv: ServerConfig, opts: LoadCatalogOptions | 
   const { strict = false, problems } = Array.isArray(opts) ? { problems: opts } : opts;
   const entries: BackupEntry[] = [];
   const unreadable: string[] = [];
-  for (const [id, infoFile] of findInfoFiles(srv)) {
+  let infoFiles: Map<string, string>;
+  try {
+    infoFiles = findInfoFiles(srv);
+  } catch (err) {
+    // Lenient or not: a catalog that cannot be listed is never shown as an empty one.
+    throw new UnreadableCatalogError(srv, [], errorMessage(err));
+  }
+  for (const [id, infoFile] of infoFiles) {
     try {
       const info = parseBackupInfo(fs.readFileSync(infoFile, 'utf8'), infoFile);
       mergeBackupExtras(srv, id, info);
@@ -218,8 +224,7 @@ export async function readBackupEntry(srv: ServerConfig, id: string): Promise<Ba
       mergeBackupExtras(srv, id, info);
       return { id, info, infoFile };
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+      if (isNotFound(err)) continue;
       throw err;
     }
   }
@@ -263,7 +268,7 @@ const isUsable = (e: BackupEntry) => COPY_DONE.has(e.info.status);
  * `latest-full|last-full`) or a backup name. Unlike Barman, `failed` is not taken for
  * `last-failed` (that was a substring-matching accident).
  */
-export function resolveBackupId(srv: ServerConfig, entries: readonly BackupEntry[], arg: string): BackupEntry {
+export function resolveBackupId(srv: Pick<ServerConfig, 'name'>, entries: readonly BackupEntry[], arg: string): BackupEntry {
   const pick = (e: BackupEntry | undefined, what: string): BackupEntry => {
     if (!e) throw new BarmanError(`There are no ${what} backups for server '${srv.name}'`);
     return e;
@@ -309,7 +314,7 @@ export function validateBackupName(name: string): void {
 export function backupDataDir(srv: ServerConfig, id: string, oid?: number): string {
   const dir = backupDir(srv, id);
   const v1 = path.join(dir, 'pgdata');
-  if (fs.existsSync(v1)) return oid === undefined ? v1 : path.join(v1, 'pg_tblspc', String(oid));
+  if (pathExistsSync(v1)) return oid === undefined ? v1 : path.join(v1, 'pg_tblspc', String(oid));
   return oid === undefined ? path.join(dir, 'data') : path.join(dir, String(oid));
 }
 

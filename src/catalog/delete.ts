@@ -12,7 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { ensureDir, fsyncDir, pathExists, treeSizes, writeFileAtomic } from '../util/fsutil.js';
+import { ensureDir, fsyncDir, isNotFound, pathExists, readdirIfExists, readTextIfExists, treeSizes, unlinkIfExists, writeFileAtomic } from '../util/fsutil.js';
 import { humanDuration } from '../util/format.js';
 import { faultPoint } from '../util/fault.js';
 import { ctime } from '../util/pytime.js';
@@ -37,15 +37,6 @@ function metaDir(srv: ServerConfig): string {
 
 function annotationFile(srv: ServerConfig, id: string, key: string): string {
   return path.join(metaDir(srv), `${id}-${key}`);
-}
-
-async function readTextIfExists(file: string): Promise<string | null> {
-  try {
-    return await fsp.readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
-    throw new BarmanError(`cannot read ${file}: ${errorMessage(err)}`);
-  }
 }
 
 /** The keep request of a backup: `meta/<id>-keep`, or the legacy `base/<id>/annotations/keep`. */
@@ -151,7 +142,7 @@ export function decideWalCleanup(entries: readonly BackupEntry[], target: Backup
 }
 
 /** The xlog.db entries the policy removes (history files and unknown names never). */
-export function selectWalsToRemove(policy: WalCleanupPolicy, wals: readonly XlogDbEntry[]): string[] {
+export function selectWalsToRemove(policy: WalCleanupPolicy, wals: readonly Pick<XlogDbEntry, 'name'>[]): string[] {
   const out: string[] = [];
   for (const w of wals) {
     const kind = walNameKind(w.name);
@@ -206,16 +197,6 @@ async function removeTree(p: string): Promise<void> {
   await fsp.rm(p, { recursive: true, force: true });
 }
 
-async function unlinkIfExists(file: string): Promise<boolean> {
-  try {
-    await fsp.unlink(file);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-}
-
 async function fsyncDirIfExists(dir: string): Promise<void> {
   if (await pathExists(dir)) await fsyncDir(dir);
 }
@@ -254,7 +235,9 @@ export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy, ev:
     for (const dir of [...touched].sort()) {
       try {
         await fsp.rmdir(dir); // only when nothing else (an unlisted .partial, say) is left in it
-      } catch {
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && !isNotFound(err)) throw err;
         await fsyncDirIfExists(dir);
       }
     }
@@ -377,7 +360,7 @@ async function deleteOne(
 
   // 2. Data (everything of base/<id> but a legacy backup.info).
   const dir = backupDir(srv, target.id);
-  const items = await fsp.readdir(dir).catch(() => [] as string[]);
+  const items = await readdirIfExists(dir);
   for (const item of items) {
     if (item !== 'backup.info') {
       await removeTree(path.join(dir, item));

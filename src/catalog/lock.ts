@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BarmanError } from '../util/errors.js';
+import { statIfExistsSync } from '../util/fsutil.js';
 
 export class LockBusyError extends BarmanError {
   constructor(readonly lockFile: string, readonly holderPid: number | null, what: string) {
@@ -39,14 +40,11 @@ function flockFd(fd: number, wait: boolean): Promise<boolean> {
   });
 }
 
+/** Does `file` still name the file open on `fd`? False only when the name is gone or another file. */
 function sameFile(fd: number, file: string): boolean {
-  try {
-    const a = fs.fstatSync(fd);
-    const b = fs.statSync(file);
-    return a.ino === b.ino && a.dev === b.dev;
-  } catch {
-    return false;
-  }
+  const a = fs.fstatSync(fd);
+  const b = statIfExistsSync(file);
+  return b !== null && a.ino === b.ino && a.dev === b.dev;
 }
 
 export function readLockPid(file: string): number | null {
@@ -80,7 +78,14 @@ export async function acquireLock(file: string, what: string, wait = false): Pro
     }
     // lock-directory-cleanup may have unlinked the file while we waited for it: a lock on a
     // file that no longer has this name protects nothing (the next process locks a new file).
-    if (sameFile(fd, file)) break;
+    let same: boolean;
+    try {
+      same = sameFile(fd, file);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    if (same) break;
     fs.closeSync(fd);
   }
   fs.ftruncateSync(fd, 0);
@@ -136,5 +141,8 @@ export const lockNames = {
   archiveWal: (srv: string) => `.${srv}-archive-wal.lock`,
   receiveWal: (srv: string) => `.${srv}-receive-wal.lock`,
   perBackup: (srv: string, id: string) => `.${srv}-${id}.lock`,
+  /** Passive nodes: one `sync-backup` per backup, one `sync-wals` per server. */
+  syncBackup: (srv: string, id: string) => `.${srv}-${id}-sync-backup.lock`,
+  syncWal: (srv: string) => `.${srv}-sync-wal.lock`,
   globalCron: () => '.cron.lock',
 };

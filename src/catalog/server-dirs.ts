@@ -37,12 +37,17 @@ export function serverPaths(srv: ServerConfig): ServerPaths {
 }
 
 /** Absolute path of one of the server's lock files. */
-export function lockPath(srv: ServerConfig, kind: Exclude<keyof typeof lockNames, 'perBackup' | 'globalCron'>): string {
+export function lockPath(srv: ServerConfig, kind: Exclude<keyof typeof lockNames, 'perBackup' | 'syncBackup' | 'globalCron'>): string {
   return path.join(serverPaths(srv).lockDir, lockNames[kind](srv.name));
 }
 
 export function backupLockPath(srv: ServerConfig, backupId: string): string {
   return path.join(serverPaths(srv).lockDir, lockNames.perBackup(srv.name, backupId));
+}
+
+/** `.<srv>-<id>-sync-backup.lock`: held by the `sync-backup` copying that backup (passive nodes). */
+export function syncBackupLockPath(srv: ServerConfig, backupId: string): string {
+  return path.join(serverPaths(srv).lockDir, lockNames.syncBackup(srv.name, backupId));
 }
 
 /** Create every directory of the server (as `check` and `cron` do). */

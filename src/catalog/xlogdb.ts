@@ -21,8 +21,8 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
 import { faultPoint } from '../util/fault.js';
+import { DIR_MODE, FILE_MODE, fsyncDir, pathExistsSync } from '../util/fsutil.js';
 import { pyFloatStr, pyStatMtime } from '../util/pytime.js';
 import { identifyCompression, type CustomCompressionConfig } from '../wal/compression.js';
 import { isOpenPgpMessage, OPENPGP_HEAD_BYTES } from '../util/gpg.js';
@@ -166,7 +166,7 @@ export function parseXlogDb(text: string, source = 'xlog.db'): XlogDbEntry[] {
  */
 export function xlogDbPath(srv: ServerConfig): string {
   const p = serverPaths(srv);
-  return fs.existsSync(p.xlogdbFileNew) ? p.xlogdbFileNew : p.xlogdbFile;
+  return pathExistsSync(p.xlogdbFileNew) ? p.xlogdbFileNew : p.xlogdbFile;
 }
 
 function readCatalogFile(file: string): XlogDbEntry[] | null {
@@ -214,7 +214,7 @@ function session(srv: ServerConfig): XlogDbSession {
   const db: XlogDbSession = {
     file,
     async ensure() {
-      if (!fs.existsSync(file)) await rebuildLocked(srv, file);
+      if (!pathExistsSync(file)) await rebuildLocked(srv, file);
     },
     async read() {
       await db.ensure();
@@ -239,7 +239,7 @@ const TORN_LINE_SCAN = 4096;
 
 async function appendLocked(file: string, entries: readonly XlogDbEntry[]): Promise<void> {
   await fsp.mkdir(path.dirname(file), { recursive: true, mode: DIR_MODE });
-  const created = !fs.existsSync(file);
+  const created = !pathExistsSync(file);
   const fh = await fsp.open(file, 'a+', FILE_MODE);
   try {
     let text = formatXlogDb(entries);
@@ -289,7 +289,7 @@ async function writeCatalogAtomic(file: string, text: string): Promise<void> {
 export async function readXlogDb(srv: ServerConfig): Promise<XlogDbEntry[]> {
   const existing = xlogDbPath(srv);
   // Reading an existing file needs no lock: appends are whole lines and rewrites are renames.
-  if (fs.existsSync(existing)) return readCatalogFile(existing) ?? [];
+  if (pathExistsSync(existing)) return readCatalogFile(existing) ?? [];
   return withXlogDb(srv, (db) => db.read());
 }
 

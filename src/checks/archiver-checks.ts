@@ -3,7 +3,8 @@
  * continuous archiving (from pg_stat_archiver, so a failing archive_command shows), pg_receivewal
  * and receive-wal, and the files the archiver set aside in errors/.
  */
-import { promises as fsp } from 'node:fs';
+import { readdirIfExists } from '../util/fsutil.js';
+import { errorMessage } from '../util/errors.js';
 import type { ServerConfig } from '../config/config.js';
 import { isLockHeld } from '../catalog/lock.js';
 import { lockPath } from '../catalog/server-dirs.js';
@@ -16,7 +17,7 @@ type Line = { name: string; ok: boolean; hint: string };
 
 /** Files waiting in a queue directory (`.tmp` files are writes in progress). */
 export async function countQueue(dir: string): Promise<number> {
-  const names = await fsp.readdir(dir).catch(() => [] as string[]);
+  const names = await readdirIfExists(dir);
   return names.filter((n) => !n.endsWith('.tmp')).length;
 }
 
@@ -79,7 +80,13 @@ export function summariseErrorFiles(names: readonly string[]): string {
 }
 
 export async function archiverErrorsCheck(col: CheckCollector, srv: ServerConfig): Promise<void> {
-  const names = await fsp.readdir(srv.errors_directory).catch(() => [] as string[]);
+  let names: string[];
+  try {
+    names = await readdirIfExists(srv.errors_directory);
+  } catch (err) {
+    col.add('archiver errors', false, errorMessage(err));
+    return;
+  }
   col.add('archiver errors', names.length === 0, summariseErrorFiles(names));
 }
 
@@ -129,5 +136,6 @@ export async function streamingArchiverChecks(col: CheckCollector, srv: ServerCo
 export async function pgBasebackupChecks(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
   const client = await clientProgramChecks(col, srv, facts, 'pg_basebackup', 'pg_basebackup');
   // Tablespace mapping (-T) exists in every pg_basebackup since 9.4, older than any we accept.
-  if (client !== null) col.add('pg_basebackup supports tablespaces mapping', true);
+  // Barman skips the line while PostgreSQL does not answer.
+  if (client !== null && facts.connected) col.add('pg_basebackup supports tablespaces mapping', true);
 }

@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { COPY_DONE, DONE, FAILED, WAITING_FOR_WALS } from '../catalog/backup-info.js';
 import type { BackupEntry } from '../catalog/catalog.js';
-import { readXlogDb, xlogDbPath } from '../catalog/xlogdb.js';
+import { readXlogDb, xlogDbPath, type XlogDbEntry } from '../catalog/xlogdb.js';
+import { statIfExists } from '../util/fsutil.js';
 import { computeWalStats } from '../reporting/wal-stats.js';
 import { humanDuration, prettySize } from '../util/format.js';
 import { findProgram } from '../util/proc.js';
@@ -27,7 +28,13 @@ type Line = { name: string; ok: boolean; hint: string; perfdata?: number };
 
 /** `WAL archive`: shown only when failing (nothing archived yet and no backup waiting for WALs). */
 export async function walArchiveCheck(col: CheckCollector, srv: ServerConfig, catalog: readonly BackupEntry[]): Promise<void> {
-  const size = await fsp.stat(xlogDbPath(srv)).then((s) => s.size).catch(() => 0);
+  let size: number;
+  try {
+    size = (await statIfExists(xlogDbPath(srv)))?.size ?? 0;
+  } catch (err) {
+    col.add('WAL archive', false, errorMessage(err));
+    return;
+  }
   if (size > 0) return;
   if (catalog.some((e) => e.info.status === WAITING_FOR_WALS)) return;
   col.add('WAL archive', false, 'please make sure WAL shipping is setup');
@@ -72,7 +79,13 @@ export async function walValidityChecks(col: CheckCollector, srv: ServerConfig, 
   let lastWalTime: number | null = null;
   let walSize = 0;
   if (last) {
-    const wals = await readXlogDb(srv).catch(() => []);
+    let wals: XlogDbEntry[];
+    try {
+      wals = await readXlogDb(srv);
+    } catch (err) {
+      col.add('wal maximum age', false, errorMessage(err));
+      return;
+    }
     const stats = computeWalStats(catalog, wals).get(last.id);
     lastWalTime = stats?.walLastTime ?? null;
     walSize = stats?.walUntilNextSize ?? 0;
@@ -149,9 +162,12 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 export function backupCountLines(catalog: readonly BackupEntry[], minimumRedundancy: number): Line[] {
   const failed = catalog.filter((e) => e.info.status === FAILED).length;
   // Only full backups count: an incremental backup is nothing without its chain (Barman 3.11+).
-  const full = catalog.filter((e) => e.info.status === DONE && !e.info.parent_backup_id).length;
+  // Barman 3.4's words while the catalog has no incremental backup, 3.17's once it has.
+  const done = catalog.filter((e) => e.info.status === DONE);
+  const full = done.filter((e) => !e.info.parent_backup_id).length;
+  const what = full === done.length ? 'backups' : 'non-incremental backups';
   return [
     { name: 'failed backups', ok: failed === 0, hint: `there are ${failed} failed backups` },
-    { name: 'minimum redundancy requirements', ok: full >= minimumRedundancy, hint: `have ${full} non-incremental backups, expected at least ${minimumRedundancy}` },
+    { name: 'minimum redundancy requirements', ok: full >= minimumRedundancy, hint: `have ${full} ${what}, expected at least ${minimumRedundancy}` },
   ];
 }

@@ -5,7 +5,7 @@
  * handed to the later checks (systemid coherence, archiver checks) that need them too.
  */
 import type { ServerConfig } from '../config/config.js';
-import { PgConnection } from '../postgres/connection.js';
+import { PgConnection, identifySystem } from '../postgres/connection.js';
 import { errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import type { CheckCollector } from './types.js';
@@ -85,9 +85,14 @@ async function slotFacts(col: CheckCollector, srv: ServerConfig, main: PgConnect
 const toDate = (v: unknown): Date | null => (v instanceof Date ? v : v ? new Date(String(v)) : null);
 
 async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
+  if (!srv.conninfo) {
+    // An empty conninfo would reach whatever libpq's defaults point at.
+    facts.connectionError = "'conninfo' not set";
+    return;
+  }
   let pg: PgConnection;
   try {
-    pg = await connectBounded(col, srv.conninfo ?? '');
+    pg = await connectBounded(col, srv.conninfo);
   } catch (err) {
     facts.connectionError = errorMessage(err);
     // The check line carries no hint (as Barman's): the cause goes to the log.
@@ -128,27 +133,17 @@ async function gatherMain(col: CheckCollector, srv: ServerConfig, facts: PgFacts
 /** A replication-protocol handshake (IDENTIFY_SYSTEM) with streaming_conninfo. */
 async function gatherStreaming(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
   facts.streaming.configured = true;
-  let conn: PgConnection;
+  if (!srv.streaming_conninfo && !srv.conninfo) {
+    facts.streaming.error = "'streaming_conninfo' not set";
+    return;
+  }
   try {
-    conn = await PgConnection.connect(srv.streaming_conninfo ?? srv.conninfo ?? '', {
-      applicationName: 'barman_check',
-      timeoutMs: col.remainingMs(),
-      extra: { replication: 'true' },
-    });
+    const id = await identifySystem(srv.streaming_conninfo ?? srv.conninfo ?? '', 'barman_check', col.remainingMs(), (close) => col.onAbandon(close));
+    facts.streaming.ok = true;
+    facts.streaming.systemId = id.systemid;
   } catch (err) {
     facts.streaming.error = errorMessage(err);
     log.info(`check: streaming connection: ${facts.streaming.error}`);
-    return;
-  }
-  col.onAbandon(() => void conn.close());
-  try {
-    const row = (await conn.query<{ systemid?: string }>('IDENTIFY_SYSTEM'))[0];
-    facts.streaming.ok = true;
-    facts.streaming.systemId = row?.systemid != null ? String(row.systemid) : null;
-  } catch (err) {
-    facts.streaming.error = errorMessage(err);
-  } finally {
-    await conn.close();
   }
 }
 
@@ -236,18 +231,17 @@ export function slotCheckLine(srv: Pick<ServerConfig, 'name' | 'slot_name' | 'st
 /** PostgreSQL, privileges, streaming, wal_level, standby checks, replication slot. */
 export async function postgresChecks(col: CheckCollector, srv: ServerConfig, facts: PgFacts): Promise<void> {
   if (!facts.connected) {
-    // As Barman: the line carries no hint (monitoring matches it verbatim); the log has the cause.
+    // As Barman: the line carries no hint (monitoring matches it verbatim); the log has the
+    // cause. Nothing else of PostgreSQL is checked then (Nagios lists the same failures).
     col.add('PostgreSQL', false);
-  } else {
-    col.add('PostgreSQL', true);
-    if (facts.hasBackupPrivileges) col.add('superuser or standard user with backup privileges', true);
-    else col.add('no access to backup functions', false, 'privileges for PostgreSQL backup functions are required (see documentation)');
+    return;
   }
+  col.add('PostgreSQL', true);
+  if (facts.hasBackupPrivileges) col.add('superuser or standard user with backup privileges', true);
+  else col.add('no access to backup functions', false, 'privileges for PostgreSQL backup functions are required (see documentation)');
   if (facts.streaming.configured) col.add('PostgreSQL streaming', facts.streaming.ok, facts.streaming.ok ? '' : (facts.streaming.error ?? ''));
-  if (facts.connected) {
-    const minimal = facts.walLevel === 'minimal';
-    col.add('wal_level', !minimal, minimal ? "please set it to a higher level than 'minimal'" : '');
-  }
+  const minimal = facts.walLevel === 'minimal';
+  col.add('wal_level', !minimal, minimal ? "please set it to a higher level than 'minimal'" : '');
   if (srv.primary_conninfo) {
     const primary = await gatherPrimaryFacts(col, srv.primary_conninfo);
     for (const l of standbyCheckLines({ inRecovery: facts.inRecovery, systemId: facts.systemId }, primary)) col.add(l.name, l.ok, l.hint);

@@ -5,10 +5,10 @@
  * returned, followed by `check timeout: FAILED`, and whatever was still running is abandoned
  * (children killed, connections closed), so a dead network never hangs `check` or `backup`.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
-import { loadCatalog } from '../catalog/catalog.js';
+import { loadCatalog, type BackupEntry } from '../catalog/catalog.js';
+import { readTextIfExistsSync } from '../util/fsutil.js';
 import { ensureServerDirs } from '../catalog/server-dirs.js';
 import { errorMessage } from '../util/errors.js';
 import { unsupportedCheckLine } from '../config/support.js';
@@ -35,6 +35,7 @@ import { gatherPgFacts, postgresChecks, type PgFacts } from './postgres-checks.j
 import { checkSsh } from './ssh-checks.js';
 import { drillCheck, DRILL_CHECK } from './drill-checks.js';
 import { checkAgent } from './agent-checks.js';
+import { passiveSyncChecks } from './sync-checks.js';
 import { CheckCollector, type CheckOptions, type CheckResult } from './types.js';
 
 export type { CheckOptions, CheckResult } from './types.js';
@@ -74,10 +75,12 @@ export function systemIdLine(facts: Pick<PgFacts, 'systemId' | 'streaming'>, ide
   return { name, ok: true, hint: '' };
 }
 
+/** undefined: no file; null: a file that cannot be read or parsed (the check fails). */
 function readStoredSystemId(file: string): string | null | undefined {
-  if (!fs.existsSync(file)) return undefined;
   try {
-    const parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as { systemid?: unknown };
+    const text = readTextIfExistsSync(file);
+    if (text === null) return undefined;
+    const parsed = JSON.parse(text) as { systemid?: unknown };
     return parsed.systemid == null ? null : String(parsed.systemid);
   } catch {
     return null;
@@ -85,14 +88,27 @@ function readStoredSystemId(file: string): string | null | undefined {
 }
 
 async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> {
-  const catalog = await loadCatalog(srv).catch(() => []);
+  let catalog: BackupEntry[] = [];
+  try {
+    catalog = await loadCatalog(srv);
+  } catch (err) {
+    // Never checked as an empty catalog (no backup, minimum redundancy...): say why.
+    col.add('backup catalog', false, errorMessage(err));
+  }
 
   await walArchiveCheck(col, srv, catalog);
   for (const [kind, dir, enabled] of [
     ['incoming', srv.incoming_wals_directory, srv.archiver],
     ['streaming', srv.streaming_wals_directory, srv.streaming_archiver],
   ] as const) {
-    const line = walQueueLine(kind, dir, enabled, await countQueue(dir), srv.max_incoming_wals_queue);
+    let count: number;
+    try {
+      count = await countQueue(dir);
+    } catch (err) {
+      col.add(`${kind} WALs directory`, false, errorMessage(err));
+      continue;
+    }
+    const line = walQueueLine(kind, dir, enabled, count, srv.max_incoming_wals_queue);
     if (line) col.add(line.name, line.ok, line.hint);
   }
 
@@ -102,11 +118,15 @@ async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> 
     await postgresChecks(col, srv, facts);
   }
 
-  try {
-    await ensureServerDirs(srv);
-    col.add('directories', true);
-  } catch (err) {
-    col.add('directories', false, errorMessage(err));
+  // A server disabled by its configuration gets no directories created (its paths may be the
+  // very problem); every other check still runs, so that monitoring keeps its perfdata.
+  if (!srv.disabled) {
+    try {
+      await ensureServerDirs(srv);
+      col.add('directories', true);
+    } catch (err) {
+      col.add('directories', false, errorMessage(err));
+    }
   }
   // An invalid retention_policy disables the server (its check is then `configuration`), so a
   // server that gets here has either no policy or one that is enforced.
@@ -126,17 +146,20 @@ async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> 
   // Executor checks.
   const env = subprocessEnv(srv.path_prefix);
   if (srv.passive) {
-    if (srv.primary_ssh_command) await checkSsh(col, srv.primary_ssh_command, env);
+    if (srv.primary_ssh_command) await checkSsh(col, srv.primary_ssh_command, env, 'Barman primary node');
+    await passiveSyncChecks(col, srv);
+    col.add('systemid coherence', true, 'no system Id available');
   } else if (srv.backup_method === 'postgres') {
     await pgBasebackupChecks(col, srv, facts as PgFacts);
   } else if (srv.backup_method === 'rsync' && srv.ssh_command) {
     if ((await checkSsh(col, srv.ssh_command, env)) && srv.transfer_method === 'agent') await checkAgent(col, srv.ssh_command, env);
   }
 
+  // Barman's place for the configuration problems (listed under it by the command), and the
   // Barman options set here that barman-ts does not support (see config/support.ts).
   const unsupported = unsupportedCheckLine(srv);
   if (unsupported) col.add(unsupported.name, unsupported.ok, unsupported.hint);
-
+  else if (srv.disabled) col.add('configuration', false);
   if (facts) {
     const identity = path.join(srv.backup_directory, 'identity.json');
     const l = systemIdLine(facts, identity, readStoredSystemId(identity));

@@ -51,18 +51,19 @@ export function runBoundedShell(command: string, timeoutMs: number, col?: CheckC
 }
 
 /** The check lines for one ssh probe (pure, for unit tests). */
-export function sshCheckLines(command: string, o: ShellOutcome): { name: string; ok: boolean; hint: string }[] {
+export function sshCheckLines(command: string, o: ShellOutcome, okHint = 'PostgreSQL server'): { name: string; ok: boolean; hint: string }[] {
   if (o.spawnError !== undefined) return [{ name: 'ssh', ok: false, hint: `Unable to execute ${command}` }];
   if (o.timedOut) return [{ name: 'ssh', ok: false, hint: `Connection timed out using '${command}'` }];
   if (o.code !== 0) return [{ name: 'ssh', ok: false, hint: `Connection failed using '${command}' return code ${o.code ?? 'unknown'}` }];
-  const lines = [{ name: 'ssh', ok: true, hint: 'PostgreSQL server' }];
+  const lines = [{ name: 'ssh', ok: true, hint: okHint }];
   if (o.stdout !== '') lines.push({ name: 'ssh output clean', ok: false, hint: 'the configured ssh_command must not add anything to the remote command output' });
   return lines;
 }
 
-export async function checkSsh(col: CheckCollector, command: string, env?: NodeJS.ProcessEnv): Promise<boolean> {
+/** `okHint`: what the other end is (Barman says `Barman primary node` for primary_ssh_command). */
+export async function checkSsh(col: CheckCollector, command: string, env?: NodeJS.ProcessEnv, okHint?: string): Promise<boolean> {
   const o = await runBoundedShell(`${command} true`, col.remainingMs(), col, env);
-  const lines = sshCheckLines(command, o);
+  const lines = sshCheckLines(command, o, okHint);
   for (const l of lines) col.add(l.name, l.ok, l.hint);
   return lines[0]?.ok === true;
 }

@@ -25,6 +25,8 @@ export class CliContext {
     readonly out: Output,
     /** Read-only commands that another user (PostgreSQL's restore_command) may run. */
     private readonly anyUser = false,
+    /** The command name as typed (an alias such as `recover` may print as Barman's old name did). */
+    readonly invokedAs: string = '',
   ) {}
 
   get config(): Config {
@@ -103,7 +105,8 @@ export class CliContext {
         continue;
       }
       if (opts.skipPassive && srv.passive) {
-        this.out.warning(`Skipping passive server '${srv.name}'`);
+        // Information, as in Barman: `backup all` on a mixed installation is a success.
+        this.out.info(`Skipping passive server '${srv.name}'`);
         continue;
       }
       result.push(srv);

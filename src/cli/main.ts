@@ -14,8 +14,8 @@ import { COMMANDS, type CommandEntry } from './registry.js';
 const ANY_USER_COMMANDS = new Set(['get-wal']);
 const GLOBAL_WITH_VALUE = new Set(['-c', '--config', '-f', '--format', '--log-level', '--color', '--colour']);
 
-/** Find which subcommand the user asked for, without parsing everything. */
-function requestedCommands(argv: readonly string[]): CommandEntry[] {
+/** The first two positional words (command, and its first argument), without parsing everything. */
+function leadingPositionals(argv: readonly string[]): string[] {
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] ?? '';
@@ -27,17 +27,37 @@ function requestedCommands(argv: readonly string[]): CommandEntry[] {
     positional.push(a);
     if (positional.length === 2) break;
   }
-  const find = (n: string | undefined) => COMMANDS.find((c) => c.name === n || c.aliases?.includes(n ?? ''));
-  const first = find(positional[0]);
-  if (first) return [first];
-  if (positional[0] === 'help') {
-    const second = find(positional[1]);
-    return second ? [second] : [];
-  }
-  return [];
+  return positional;
+}
+
+const findCommand = (n: string | undefined): CommandEntry | undefined => COMMANDS.find((c) => c.name === n || c.aliases?.includes(n ?? ''));
+
+/** Find which subcommand the user asked for (`barman CMD ...` or `barman help CMD`). */
+function requestedCommands(argv: readonly string[]): CommandEntry[] {
+  const [first, second] = leadingPositionals(argv);
+  const found = findCommand(first) ?? (first === 'help' ? findCommand(second) : undefined);
+  return found ? [found] : [];
+}
+
+/**
+ * Barman (argparse) refuses an unknown command with exit 2 even when --help follows it, and
+ * `barman help X` with anything after `help` (3.4: "unrecognized arguments"). Scripts test
+ * whether a command exists with `barman CMD --help >/dev/null`: an unknown one must not look
+ * present. `barman help KNOWN` is a barman-ts convenience (the command's help, exit 0).
+ */
+function unknownCommand(argv: readonly string[]): string | null {
+  const [first, second] = leadingPositionals(argv);
+  if (first === undefined) return null;
+  if (first === 'help') return second !== undefined && !findCommand(second) ? second : null;
+  return findCommand(first) ? null : first;
 }
 
 export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
+  const unknown = unknownCommand(argv);
+  if (unknown !== null) {
+    process.stderr.write(`barman: error: unknown command '${unknown}' (run 'barman help' for the list of commands)\n`);
+    return 2;
+  }
   const program = new Command('barman');
   program
     .description('Backup and recovery manager for PostgreSQL (barman-ts, compatible with Barman)')
@@ -87,7 +107,7 @@ Shell completion (bash): source scripts/barman-completion.bash, or copy it to
       const raw = program.opts() as GlobalOptions & { colour?: GlobalOptions['color'] };
       const g: GlobalOptions = { ...raw, color: raw.color ?? raw.colour ?? 'auto' };
       const out = new Output(g.format, g.quiet, g.debug, g.color);
-      const ctx = new CliContext(g, out, ANY_USER_COMMANDS.has(entry.name));
+      const ctx = new CliContext(g, out, ANY_USER_COMMANDS.has(entry.name), leadingPositionals(argv)[0] ?? entry.name);
       const positional = (cmd.processedArgs as unknown[]).flat().filter((a): a is string => typeof a === 'string');
       try {
         await mod.run(ctx, positional, cmd.opts());
@@ -101,6 +121,11 @@ Shell completion (bash): source scripts/barman-completion.bash, or copy it to
     });
   }
 
+  // No command: the general help on stdout, exit 0 (as Barman).
+  if (leadingPositionals(argv).length === 0 && !argv.some((a) => ['-h', '--help', '-v', '--version'].includes(a))) {
+    process.stdout.write(program.helpInformation());
+    return 0;
+  }
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {

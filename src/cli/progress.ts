@@ -91,3 +91,24 @@ export function progressLine(label: string, opts: ProgressOptions = {}): Progres
     },
   };
 }
+
+/**
+ * Messages and progress of a long operation to the output, around a progress line: the line is
+ * erased before each message (which then stays above the redrawn line).
+ */
+export function progressEvents(
+  out: { info(m: string): void; warning(m: string): void },
+  bar: ProgressLine,
+): { info(m: string): void; warning(m: string): void; progress(done: number, total: number): void } {
+  return {
+    info: (m) => {
+      bar.end();
+      out.info(m);
+    },
+    warning: (m) => {
+      bar.end();
+      out.warning(m);
+    },
+    progress: (d, t) => bar.update(d, t),
+  };
+}

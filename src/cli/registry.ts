@@ -51,6 +51,9 @@ export const COMMANDS: readonly CommandEntry[] = [
   { name: 'show-servers', aliases: ['show-server'], summary: 'Show the configuration of servers', load: () => import('./commands/show-servers.js') },
   { name: 'status', summary: 'Show the status of servers', load: () => import('./commands/status.js') },
   { name: 'switch-wal', aliases: ['switch-xlog'], summary: 'Force PostgreSQL to switch to a new WAL file', load: () => import('./commands/switch-wal.js') },
+  { name: 'sync-backup', summary: 'Passive node: copy one backup of the primary backup server', load: () => import('./commands/sync-backup.js') },
+  { name: 'sync-info', summary: 'Print what a passive node needs to mirror this server (JSON); --primary: ask the primary', load: () => import('./commands/sync-info.js') },
+  { name: 'sync-wals', summary: 'Passive node: copy the new WAL files of the primary backup server', load: () => import('./commands/sync-wals.js') },
   { name: 'terminate-process', summary: 'Stop a barman subprocess of a server (see list-processes)', load: () => import('./commands/terminate-process.js') },
   { name: 'verify-backup', aliases: ['verify'], summary: 'Check a backup against its manifest with pg_verifybackup', load: () => import('./commands/verify-backup.js') },
 ];

@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BarmanError } from '../util/errors.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { isNotFound } from '../util/fsutil.js';
 import { IniDocument, interpolate, parseIni, stripQuotes, type IniValue } from './ini.js';
 import {
   GLOBAL_OPTIONS,
@@ -88,6 +89,23 @@ export function findConfigFile(explicit?: string): string {
   throw new BarmanError('Could not find any configuration file at default locations.');
 }
 
+/**
+ * Whether `.barman.auto.conf` (config-switch) is there. Only "not found" is absent, except for
+ * a user other than barman_user, who may not look into barman_home at all (PostgreSQL running
+ * get-wal as its own user; any other command is refused by the user check that comes next):
+ * for them, as for Barman, a file they cannot see is not read.
+ */
+function autoConfPresent(file: string, barmanUser: string): boolean {
+  try {
+    fs.lstatSync(file);
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    if ((err as NodeJS.ErrnoException).code === 'EACCES' && os.userInfo().username !== barmanUser) return false;
+    throw new BarmanError(`cannot access ${file}: ${errorMessage(err)}`);
+  }
+}
+
 function readIni(file: string): IniDocument {
   let text: string;
   try {
@@ -126,7 +144,10 @@ export function loadConfig(explicitFile?: string): Config {
       let names: string[] = [];
       try {
         names = fs.readdirSync(abs).filter((n) => n.endsWith('.conf')).sort();
-      } catch {
+      } catch (err) {
+        // Missing: Barman's warning. Unreadable: the servers defined there would silently
+        // vanish (cron would stop archiving them), so it is an error.
+        if (!isNotFound(err)) throw new BarmanError(`Cannot read the configuration directory '${abs}': ${errorMessage(err)}`);
         warnings.push(`Ignoring the mandatory configuration directory '${abs}' because it does not exist or cannot be read`);
       }
       for (const n of names) {
@@ -145,7 +166,7 @@ export function loadConfig(explicitFile?: string): Config {
 
   const global = resolveGlobal(doc, configFile, warnings);
   const autoConf = path.join(global.barman_home, '.barman.auto.conf');
-  if (fs.existsSync(autoConf)) doc.merge(readIni(autoConf));
+  if (autoConfPresent(autoConf, global.barman_user)) doc.merge(readIni(autoConf));
 
   const servers = new Map<string, ServerConfig>();
   const models = new Map<string, ModelConfig>();
@@ -169,6 +190,22 @@ export function loadConfig(explicitFile?: string): Config {
     for (const w of ineffectiveSettings(srv)) warnings.push(`[${srv.name}] ${w}`);
   }
   return { configFile, global, servers, models, warnings, errors, rawSections: doc.sections };
+}
+
+const INVALID = Symbol('invalid value');
+
+/**
+ * Parse a server option's value; a value that does not parse is reported in Barman's words
+ * (`Ignoring invalid configuration value 'x' for key k in [s] section: why`, with the file and
+ * line) and ignored.
+ */
+function parseOrWarn(def: OptionDef, text: string, section: string, iv: IniValue, warnings: string[]): unknown {
+  try {
+    return def.parse(text);
+  } catch (err) {
+    warnings.push(`Ignoring invalid configuration value '${text}' for key ${def.name} in [${section}] section: ${(err as Error).message} (${iv.file}:${iv.line})`);
+    return INVALID;
+  }
 }
 
 function parseWith(def: OptionDef, text: string, whereText: string): unknown {
@@ -260,11 +297,23 @@ function resolveServer(doc: IniDocument, name: string, global: GlobalConfig, con
     let value: unknown = null;
     let src: ValueSource = 'default';
     try {
-      if (chosen) {
-        const w = where(chosen.iv, chosen.section, def.name);
-        const text = cleanValue(interpolate(chosen.iv.value, lookupIn(chosen.section), w));
-        if (text !== null) value = parseWith(def, text, w);
-        src = { file: chosen.iv.file, line: chosen.iv.line };
+      // A value that does not parse is ignored with a warning, as Barman does: the server takes
+      // the [barman] value of an inheritable option, else the default (one bad option must not
+      // stop every command of the server, cron's WAL archiving included).
+      const candidates = chosen ? [chosen] : [];
+      if (chosen && chosen.section !== GLOBAL_SECTION && def.scopes.includes('G')) {
+        const g = doc.section(GLOBAL_SECTION)?.get(def.name);
+        if (g) candidates.push({ iv: g, section: GLOBAL_SECTION });
+      }
+      for (const c of candidates) {
+        const w = where(c.iv, c.section, def.name);
+        const text = cleanValue(interpolate(c.iv.value, lookupIn(c.section), w));
+        if (text === null) break;
+        const parsed = parseOrWarn(def, text, c.section, c.iv, configWarnings);
+        if (parsed === INVALID) continue;
+        value = parsed;
+        src = { file: c.iv.file, line: c.iv.line };
+        break;
       }
       if (value === null && def.default !== undefined) {
         // A default that refers to an unset option (streaming_conninfo = %(conninfo)s on a

@@ -151,6 +151,9 @@ export const SERVER_OPTIONS = [
   o('streaming_archiver_name', GSM, v.parseString, 'barman_receive_wal'),
   o('streaming_backup_name', GSM, v.parseString, 'barman_streaming_backup'),
   o('streaming_conninfo', SM, v.parseString, '%(conninfo)s', { conninfo: true }),
+  // barman-ts extension (Barman warns about it and ignores it): `check` fails on a passive node
+  // further behind its primary than this (see src/geo/lag.ts).
+  o('sync_lag_maximum_age', GSM, v.parseShortInterval),
   o('tablespace_bandwidth_limit', GSM, v.parseTablespaceLimits),
   // barman-ts extension (Barman ignores it): rsync, or the barman-ts agent (src/agent).
   o('transfer_method', GSM, v.parseEnum(['rsync', 'agent']), 'rsync'),

@@ -36,6 +36,18 @@ export function parseInterval(v: string): number {
   return Number(m[1]) * (INTERVAL_UNITS[(m[2] ?? '').toLowerCase()] ?? 0);
 }
 
+const SHORT_INTERVAL_UNITS: Record<string, number> = { second: 1, minute: 60, ...INTERVAL_UNITS };
+
+/**
+ * `N second|minute|hour|day|week|month[s]` → seconds (barman-ts options that measure minutes,
+ * such as sync_lag_maximum_age; Barman's own interval options stop at hours).
+ */
+export function parseShortInterval(v: string): number {
+  const m = /^\s*(\d+)\s*(second|minute|hour|day|week|month)s?\s*$/i.exec(v);
+  if (!m) throw new Error("expected an interval like '90 seconds', '15 minutes', '2 hours' or '1 day'");
+  return Number(m[1]) * (SHORT_INTERVAL_UNITS[(m[2] ?? '').toLowerCase()] ?? 0);
+}
+
 const SIZE_UNITS: Record<string, number> = {
   '': 1, k: 1e3, Ki: 1024, M: 1e6, Mi: 1024 ** 2, G: 1e9, Gi: 1024 ** 3, T: 1e12, Ti: 1024 ** 4,
 };

@@ -6,6 +6,7 @@
  * long-running work happens in the background processes it starts.
  */
 import { spawn } from 'node:child_process';
+import { isNotFound } from '../util/fsutil.js';
 import * as fs from 'node:fs';
 import type { Config, ServerConfig } from '../config/config.js';
 import { WAITING_FOR_WALS } from '../catalog/backup-info.js';
@@ -19,6 +20,7 @@ import { enforceRetention } from '../retention/enforce.js';
 import { cleanupLockDirectory } from '../operations/lock-cleanup.js';
 import { isDrillProcessAlive } from '../drill/records.js';
 import { maybeStartDrill } from '../drill/schedule.js';
+import { syncCron } from '../geo/sync-cron.js';
 import { barmanCommand } from '../util/self.js';
 import { errorMessage } from '../util/errors.js';
 import { faultPoint } from '../util/fault.js';
@@ -49,13 +51,15 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
     ev.warning(`Backup ${id} of server ${srv.name} was interrupted (its process is gone): marked FAILED`);
   }
   faultPoint('cron:stale-checked');
+  // A passive node copies from its primary backup server instead of archiving (src/geo).
+  if (srv.passive) await syncCron(srv, ev, (args) => spawnBackground(config, args, keepDescriptors));
   if (srv.streaming_archiver && !srv.passive) {
     if (!(await isLockHeld(lockPath(srv, 'receiveWal')))) {
       ev.info(`Starting streaming archiver for server ${srv.name}`);
       spawnBackground(config, ['receive-wal', srv.name], keepDescriptors);
     }
   }
-  if (hasWalToArchive(srv) && !(await isLockHeld(lockPath(srv, 'archiveWal')))) {
+  if (!srv.passive && hasWalToArchive(srv) && !(await isLockHeld(lockPath(srv, 'archiveWal')))) {
     ev.info(`Starting WAL archiving for server ${srv.name}`);
     spawnBackground(config, ['archive-wal', srv.name], keepDescriptors);
   }
@@ -65,7 +69,7 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
   if (repaired.xlogdb) log.info(`${srv.name}: xlog.db written again with the four columns Barman 3.4 reads`);
   const oldestWaiting = catalog.find((e) => e.info.status === WAITING_FOR_WALS);
   if (oldestWaiting) {
-    await primaryCheckpointIfDue(srv, oldestWaiting, ev.info);
+    if (!srv.passive) await primaryCheckpointIfDue(srv, oldestWaiting, ev.info);
     const outcome = await checkBackup(srv, oldestWaiting);
     if (outcome === 'done') ev.info(`Backup ${oldestWaiting.id} of server ${srv.name} is now DONE`);
     if (outcome === 'failed') ev.error(`Backup ${oldestWaiting.id} of server ${srv.name} FAILED: ${oldestWaiting.info.error ?? ''}`);
@@ -93,8 +97,9 @@ function hasWalToArchive(srv: ServerConfig): boolean {
     if (!enabled) return false;
     try {
       return fs.readdirSync(dir).some((n) => !n.endsWith('.tmp') && !n.startsWith('.'));
-    } catch {
-      return false;
+    } catch (err) {
+      // Unreadable is not empty: archive-wal runs and reports the real error in its log.
+      return !isNotFound(err);
     }
   };
   // In streaming/ a lone .partial is pg_receivewal's current file: nothing to archive yet.
@@ -103,8 +108,8 @@ function hasWalToArchive(srv: ServerConfig): boolean {
     try {
       const names = fs.readdirSync(p.streamingDir).filter((n) => !n.endsWith('.tmp'));
       return names.some((n) => !n.endsWith('.partial')) || names.filter((n) => n.endsWith('.partial')).length > 1;
-    } catch {
-      return false;
+    } catch (err) {
+      return !isNotFound(err);
     }
   })();
   return streaming || has(p.incomingDir, srv.archiver);

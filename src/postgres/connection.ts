@@ -292,6 +292,11 @@ export class PgConnection {
     return Number(await this.value<string>('SELECT sum(pg_database_size(oid))::bigint::text FROM pg_database'));
   }
 
+  /** Sum of pg_tablespace_size over all tablespaces: what Barman reports as the data size. */
+  async tablespacesSize(): Promise<number> {
+    return Number(await this.value<string>('SELECT sum(pg_tablespace_size(oid))::bigint::text FROM pg_tablespace'));
+  }
+
   async currentLsn(): Promise<string> {
     return this.value<string>(
       'SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END::text',
@@ -346,6 +351,38 @@ export class PgConnection {
     );
     const r = rows[0];
     return r ? { active: r.active, restartLsn: r.restart_lsn } : null;
+  }
+}
+
+export interface SystemIdentity {
+  systemid: string | null;
+  timeline: number | null;
+  xlogpos: string | null;
+  versionNum: number;
+}
+
+/**
+ * A replication-protocol handshake: connect with `replication=true` and run IDENTIFY_SYSTEM
+ * (what Barman calls the streaming connection check). Throws BarmanError with the driver's
+ * message when the connection or the command fails. `onClient` lets a caller close the connection early (check timeouts).
+ */
+export async function identifySystem(conninfo: string, applicationName: string, timeoutMs: number, onClient?: (close: () => void) => void): Promise<SystemIdentity> {
+  const conn = await PgConnection.connect(conninfo, { applicationName, timeoutMs, extra: { replication: 'true' } });
+  onClient?.(() => void conn.close());
+  try {
+    const row = (await conn.query<{ systemid?: unknown; timeline?: unknown; xlogpos?: unknown }>('IDENTIFY_SYSTEM'))[0] ?? {};
+    const version = await conn.query<{ server_version_num?: string }>('SHOW server_version_num').catch(() => null);
+    return {
+      systemid: row.systemid != null ? String(row.systemid) : null,
+      timeline: row.timeline != null ? Number(row.timeline) : null,
+      xlogpos: row.xlogpos != null ? String(row.xlogpos) : null,
+      versionNum: Number(version?.[0]?.server_version_num ?? 0),
+    };
+  } catch (err) {
+    if (err instanceof BarmanError) throw err;
+    throw new BarmanError(errorMessage(err));
+  } finally {
+    await conn.close();
   }
 }
 

@@ -9,6 +9,7 @@
  */
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
+import { lstatIfExists, pathExists, readdirIfExists, statIfExists } from '../util/fsutil.js';
 import type { Dirent, Stats } from 'node:fs';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -247,12 +248,7 @@ export async function listTarArchives(dataDir: string): Promise<Map<number | nul
 
 /** Is this data directory a tar-format backup (base.tar[.gz|.lz4|.zst][.gpg] and no PG_VERSION)? */
 export async function isTarBackup(dataDir: string): Promise<boolean> {
-  let names: string[];
-  try {
-    names = await fsp.readdir(dataDir);
-  } catch {
-    return false;
-  }
+  const names = await readdirIfExists(dataDir);
   return !names.includes('PG_VERSION') && names.some((n) => parseTarName(n)?.oid === null);
 }
 
@@ -264,20 +260,21 @@ export async function isTarBackup(dataDir: string): Promise<boolean> {
 export function tarExtractArgs(file: string, dest: string, compression: TarCompression, excludes: readonly string[], decompressor?: string): string[] {
   const args = ['-x', '-f', file, '-C', dest, '--preserve-permissions', '--anchored'];
   for (const e of excludes) args.push(`--exclude=${e.replace(/^\/+/, '')}`, `--exclude=./${e.replace(/^\/+/, '')}`);
+  return [...args, ...tarDecompressArgs(compression, decompressor)];
+}
+
+/** The GNU tar option that reads a tar compressed with `compression` (tar detects no lz4 by itself). */
+export function tarDecompressArgs(compression: TarCompression, decompressor?: string): string[] {
   switch (compression) {
     case 'gzip':
-      args.push(decompressor ? `--use-compress-program=${decompressor}` : '-z');
-      break;
+      return [decompressor ? `--use-compress-program=${decompressor}` : '-z'];
     case 'zstd':
-      args.push('--use-compress-program=zstd');
-      break;
+      return ['--use-compress-program=zstd'];
     case 'lz4':
-      args.push('--use-compress-program=lz4');
-      break;
+      return ['--use-compress-program=lz4'];
     case 'none':
-      break;
+      return [];
   }
-  return args;
 }
 
 /** How an encrypted tar file is read: gpg and the passphrase (encryption_passphrase_command). */
@@ -364,12 +361,9 @@ export async function syncFilesystems(
 ): Promise<'syncfs' | 'fsync'> {
   const byDev = new Map<number, string>();
   for (const p of [...trees, ...parents]) {
-    try {
-      const st = await fsp.stat(p);
-      if (!byDev.has(st.dev)) byDev.set(st.dev, p);
-    } catch {
-      /* never created: nothing to sync there */
-    }
+    // Never created: nothing to sync there. Any other error is one (data may not be durable).
+    const st = await statIfExists(p);
+    if (st !== null && !byDev.has(st.dev)) byDev.set(st.dev, p);
   }
   let ok = true;
   await Promise.all(
@@ -380,7 +374,7 @@ export async function syncFilesystems(
   );
   if (ok) return 'syncfs';
   for (const t of trees) await fsyncTree(t);
-  for (const p of parents) await fsyncPath(p).catch(() => undefined);
+  for (const p of parents) if (await pathExists(p)) await fsyncPath(p);
   return 'fsync';
 }
 
@@ -404,15 +398,12 @@ export async function fsyncTree(root: string, workers = 16): Promise<void> {
       else if (e.isFile()) items.push(p);
     }
   };
-  try {
-    const st = await fsp.lstat(root);
-    if (!st.isDirectory()) {
-      if (st.isFile()) items.push(root);
-    } else {
-      await walk(root);
-    }
-  } catch {
-    return;
+  const st = await lstatIfExists(root);
+  if (st === null) return;
+  if (!st.isDirectory()) {
+    if (st.isFile()) items.push(root);
+  } else {
+    await walk(root);
   }
   await runPool(items, workers, fsyncPath);
 }

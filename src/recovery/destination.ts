@@ -5,10 +5,10 @@
  * (remote-destination.ts) checks and writes on the recovery host through the
  * `--remote-ssh-command`.
  */
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Tablespace } from '../catalog/backup-info.js';
-import { FILE_MODE, writeFileAtomic } from '../util/fsutil.js';
+import { FILE_MODE, lstatIfExists, pathExists, readdirIfExists, readTextIfExists, statIfExists, writeFileAtomic } from '../util/fsutil.js';
 import { run } from '../util/proc.js';
 import { BarmanError } from '../util/errors.js';
 import { runPool } from '../util/pool.js';
@@ -74,7 +74,7 @@ export async function clearForDelta(dest: string): Promise<void> {
   for (const f of DELTA_CLEARED_FILES) await fsp.rm(path.join(dest, f), { force: true, recursive: true });
   for (const w of WAL_DIRS) {
     const dir = path.join(dest, w);
-    const st = await fsp.lstat(dir).catch(() => null);
+    const st = await lstatIfExists(dir);
     if (st === null) continue;
     if (!st.isDirectory()) {
       await fsp.rm(dir, { force: true });
@@ -83,8 +83,8 @@ export async function clearForDelta(dest: string): Promise<void> {
     for (const name of await fsp.readdir(dir)) await fsp.rm(path.join(dir, name), { force: true, recursive: true });
   }
   const tblspc = path.join(dest, 'pg_tblspc');
-  for (const name of await fsp.readdir(tblspc).catch(() => [] as string[])) {
-    const st = await fsp.lstat(path.join(tblspc, name)).catch(() => null);
+  for (const name of await readdirIfExists(tblspc)) {
+    const st = await lstatIfExists(path.join(tblspc, name));
     if (st?.isSymbolicLink()) await fsp.rm(path.join(tblspc, name), { force: true });
   }
 }
@@ -98,7 +98,7 @@ export function withoutWalDirs(scan: TreeScan): TreeScan {
 /** `<dest>/<walName>/archive_status` as real directories (a symlink at `<walName>` is replaced). */
 export async function ensureRealWalDir(dest: string, walName: string): Promise<void> {
   const dir = path.join(dest, walName);
-  const st = await fsp.lstat(dir).catch(() => null);
+  const st = await lstatIfExists(dir);
   if (st !== null && !st.isDirectory()) await fsp.rm(dir, { force: true });
   await fsp.mkdir(path.join(dir, 'archive_status'), { recursive: true, mode: 0o700 });
 }
@@ -170,14 +170,11 @@ export function tarDecryption(archive: TarArchive, opts: Pick<CopyOptions, 'decr
   return opts.decrypt;
 }
 
-/** A local file's text and permission bits, or null when it cannot be read (a missing file). */
+/** A local file's text and permission bits, or null when it is not there (other errors throw). */
 export async function readTextWithMode(file: string): Promise<{ text: string; mode: number } | null> {
-  try {
-    const [text, st] = await Promise.all([fsp.readFile(file, 'utf8'), fsp.stat(file)]);
-    return { text, mode: st.mode & 0o7777 };
-  } catch {
-    return null;
-  }
+  const st = await statIfExists(file);
+  const text = st === null ? null : await readTextIfExists(file);
+  return st === null || text === null ? null : { text, mode: st.mode & 0o7777 };
 }
 
 /**
@@ -287,13 +284,13 @@ export class LocalDestination implements RestoreDestination {
       });
       // backup_manifest sits next to the tar files
       const manifest = path.join(source.dataDir, 'backup_manifest');
-      if (existsSync(manifest)) await fsp.copyFile(manifest, path.join(dest, 'backup_manifest'));
+      if (await pathExists(manifest)) await fsp.copyFile(manifest, path.join(dest, 'backup_manifest'));
     } else {
       const scans: { scan: TreeScan; dest: string }[] = [];
       scans.push({ scan: await scanTree(source.dataDir, excluder(DATA_EXCLUDES)), dest });
       for (const t of tablespaces) {
         const src = source.tablespaceDir(t.oid);
-        if (!existsSync(src)) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
+        if (!(await pathExists(src))) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
         scans.push({ scan: await scanTree(src), dest: t.location });
       }
       const total = scans.reduce((s, x) => s + x.scan.totalBytes, 0);
@@ -350,7 +347,7 @@ export class LocalDestination implements RestoreDestination {
       }
     }
     const manifest = path.join(dest, 'backup_manifest');
-    if (existsSync(manifest)) await fsp.rename(manifest, path.join(dest, `backup_manifest.${this.layout.backupId}`));
+    if (await pathExists(manifest)) await fsp.rename(manifest, path.join(dest, `backup_manifest.${this.layout.backupId}`));
     return stats;
   }
 

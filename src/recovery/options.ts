@@ -5,6 +5,7 @@
  * a one-line message.
  */
 import { promises as fsp, readFileSync } from 'node:fs';
+import { readTextIfExists } from '../util/fsutil.js';
 import * as path from 'node:path';
 import { COPY_DONE, type BackupInfo, type Tablespace } from '../catalog/backup-info.js';
 import type { BackupEntry } from '../catalog/catalog.js';
@@ -282,12 +283,9 @@ export function isPostmasterAlive(pid: number): boolean {
 
 /** PID of a live postmaster that owns `dir` (from its postmaster.pid), or null. */
 export async function runningPostmaster(dir: string): Promise<number | null> {
-  let text: string;
-  try {
-    text = await fsp.readFile(path.join(dir, 'postmaster.pid'), 'utf8');
-  } catch {
-    return null;
-  }
+  // Not there: no server. Unreadable is not "no server": recovering over a running one is the worst case.
+  const text = await readTextIfExists(path.join(dir, 'postmaster.pid'));
+  if (text === null) return null;
   const pid = Number((text.split('\n')[0] ?? '').trim());
   return isPostmasterAlive(pid) ? pid : null;
 }

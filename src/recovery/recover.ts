@@ -10,6 +10,7 @@
  * remote-destination.ts: RemoteDestination).
  */
 import { existsSync, realpathSync, accessSync, constants as fsc, promises as fsp } from 'node:fs';
+import { pathExists } from '../util/fsutil.js';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
@@ -340,7 +341,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   if (kind === 'incremental') throw new BarmanError(`Backup ${id} is an incremental backup: restoring incremental backups is not supported yet`);
 
   const srcData = backupDataDir(srv, id);
-  if (!existsSync(srcData)) throw new BarmanError(`The data of backup ${id} is missing: ${srcData} does not exist`);
+  if (!(await pathExists(srcData))) throw new BarmanError(`The data of backup ${id} is missing: ${srcData} does not exist`);
   const tarFormat = await isTarBackup(srcData);
   // Encrypted backups (encryption=gpg, `.gpg` tar files): the passphrase is obtained now, so
   // that a missing or failing encryption_passphrase_command stops the restore before anything

@@ -10,7 +10,8 @@
  * Order matters for safety: data, then WAL, then configuration files, and the signal file
  * last, after a flush on the remote side, so an interrupted restore never looks startable.
  */
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import { pathExists, pathExistsSync } from '../util/fsutil.js';
 import * as path from 'node:path';
 import { splitBuckets } from '../backup/rsync-plan.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
@@ -213,7 +214,7 @@ export class RemoteDestination implements RestoreDestination {
         extractTar(j.file, j.local, j.compression, j.excludes, opts.env, j.compression === 'gzip' ? opts.gzipProgram : undefined, tarDecryption(j, opts)),
       );
       const manifest = path.join(source.dataDir, 'backup_manifest');
-      if (existsSync(manifest)) await fsp.copyFile(manifest, path.join(staging, 'data', 'backup_manifest'));
+      if (await pathExists(manifest)) await fsp.copyFile(manifest, path.join(staging, 'data', 'backup_manifest'));
       for (const j of jobs) {
         const excludes = j.dest === dest ? [...j.excludes, ...WAL_DIRS, ...HELD_BACK] : j.excludes;
         trees.push({ scan: await scanTree(j.local, excluder(excludes)), dest: j.dest, excludes });
@@ -225,7 +226,7 @@ export class RemoteDestination implements RestoreDestination {
       trees.push({ scan: await scanTree(source.dataDir, excluder(excludes)), dest, excludes });
       for (const t of tablespaces) {
         const src = source.tablespaceDir(t.oid);
-        if (!existsSync(src)) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
+        if (!(await pathExists(src))) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
         trees.push({ scan: await scanTree(src), dest: t.location, excludes: [] });
       }
       this.restoredSource = source.dataDir;
@@ -353,7 +354,7 @@ export class RemoteDestination implements RestoreDestination {
   async finish(files: readonly RestoredFile[], signal: string | null): Promise<'remote'> {
     const { dest, tablespaces, walName, backupId } = this.layout;
     // held-back files the pipeline did not change go as they are (bytes, not re-encoded text)
-    const unchanged = this.restoredSource === null ? [] : HELD_BACK.filter((rel) => !files.some((f) => f.rel === rel) && existsSync(path.join(this.restoredSource as string, rel)));
+    const unchanged = this.restoredSource === null ? [] : HELD_BACK.filter((rel) => !files.some((f) => f.rel === rel) && pathExistsSync(path.join(this.restoredSource as string, rel)));
     if (files.length > 0 || unchanged.length > 0) {
       const overlay = path.join(await this.stagingDir(), 'overlay');
       await fsp.mkdir(overlay, { recursive: true, mode: 0o700 });

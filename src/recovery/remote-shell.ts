@@ -25,12 +25,12 @@ export function remoteSpec(dir: string): string {
 }
 
 /**
- * Common rsync options of a push to the recovery host: archive mode, `-s` so that remote paths
- * are sent inside the protocol (never parsed by the remote shell), the ssh command, the
- * bandwidth limit and `-z`.
+ * Common rsync options of a push to the recovery host: archive mode, then transportArgs: `-s`
+ * so that remote paths are sent inside the protocol (never parsed by the remote shell), the ssh
+ * command, the bandwidth limit and `-z`.
  */
 export function rsyncPushBase(t: RemoteTransport): string[] {
-  return ['-a', '-s', ...transportArgs({ sshCommand: t.sshCommand, bwlimit: t.bwlimit, networkCompression: t.networkCompression })];
+  return ['-a', ...transportArgs({ sshCommand: t.sshCommand, bwlimit: t.bwlimit, networkCompression: t.networkCompression })];
 }
 
 /** rsync `--exclude` options for anchored patterns (`pg_wal/*` → `--exclude=/pg_wal/*`). */

@@ -19,6 +19,20 @@ export function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
+/**
+ * One literal word of a restore_command / recovery_end_command: quoted for /bin/sh, and `%`
+ * doubled, since PostgreSQL replaces %f, %p, %r and %% in those commands before the shell runs
+ * them (a directory named `50%p` would otherwise become the WAL path).
+ */
+export function commandWord(word: string): string {
+  return shellQuote(word).replace(/%/g, '%%');
+}
+
+/** The words of a command, `%f` and `%p` (PostgreSQL's placeholders) left as they are. */
+function commandLine(words: readonly string[]): string {
+  return words.map((w) => (w === '%f' || w === '%p' ? w : commandWord(w))).join(' ');
+}
+
 export interface RecoverySettingsInput {
   /** server_version_num of the backup. */
   version: number;
@@ -54,13 +68,13 @@ export function restoreCommandValue(s: RecoverySettingsInput): string | null {
     const r = s.remoteGetWal;
     const words = ['barman-wal-restore', '-P', '-U', s.barmanUser, ...(r.port ? ['--port', String(r.port)] : []), r.barmanHost, s.serverName, '%f', '%p'];
     if (r.parallel > 1) words.push('-p', String(r.parallel));
-    return words.map(shellQuote).join(' ');
+    return commandLine(words);
   }
   if (s.getWal) {
-    const cmd = [...s.barmanCommand, 'get-wal', ...(s.standbyMode ? [] : ['-P']), s.serverName].map(shellQuote).join(' ');
+    const cmd = commandLine([...s.barmanCommand, 'get-wal', ...(s.standbyMode ? [] : ['-P']), s.serverName]);
     return `${cmd} %f > %p`;
   }
-  if (s.walDir !== null) return `cp ${shellQuote(s.walDir)}/%f %p`;
+  if (s.walDir !== null) return `cp ${commandWord(s.walDir)}/%f %p`;
   return null;
 }
 
@@ -72,7 +86,7 @@ export function recoveryLines(s: RecoverySettingsInput): string[] {
     if (s.getWal && s.remoteGetWal) lines.push("# The 'barman-wal-restore' command is provided in the 'barman-cli' package");
     else if (s.getWal) lines.push(`# The 'barman get-wal' command must run as '${s.barmanUser}' user`);
     lines.push(`restore_command = ${confQuote(restore)}`);
-    if (!s.getWal && s.walDir !== null && !s.standbyMode) lines.push(`recovery_end_command = ${confQuote(`rm -fr ${shellQuote(s.walDir)}`)}`);
+    if (!s.getWal && s.walDir !== null && !s.standbyMode) lines.push(`recovery_end_command = ${confQuote(`rm -fr ${commandWord(s.walDir)}`)}`);
   }
   const t = s.target;
   if (t.time !== null) lines.push(`recovery_target_time = ${confQuote(t.time.format())}`);
@@ -110,7 +124,7 @@ export function autoConfAppendix(existing: string, s: RecoverySettingsInput): st
 export interface ConfigLine {
   /** File name relative to the destination directory (e.g. `postgresql.conf`). */
   file: string;
-  /** 1-based line number in the resulting file. */
+  /** Line of the setting in the original file, counted from 0 as Barman reports it. */
   line: number;
   key: string;
   value: string;
@@ -122,7 +136,7 @@ export interface MangleResult {
   changes: ConfigLine[];
   /** Stale recovery settings commented out with `#BARMAN#` (value = the old one). */
   commented: ConfigLine[];
-  /** Options pointing outside the data directory, to be reviewed. */
+  /** Options pointing outside the data directory, to be reviewed (value as written, quotes and all). */
   dangerous: ConfigLine[];
   modified: boolean;
 }
@@ -188,22 +202,22 @@ export function mangleConfig(text: string, file: string, opts: { commentRecovery
   if (trailingNewline) src.pop();
   const out: string[] = [];
   const res: MangleResult = { text: '', changes: [], commented: [], dangerous: [], modified: false };
-  for (const line of src) {
+  for (const [index, line] of src.entries()) {
     const m = SETTING_RE.exec(line);
     const key = m ? (m[1] as string).toLowerCase() : '';
     if (m && key === 'archive_command') {
       out.push(`${BARMAN_MARK}${line}`);
       out.push('archive_command = false');
-      res.changes.push({ file, line: out.length, key: 'archive_command', value: 'false' });
+      res.changes.push({ file, line: index, key: 'archive_command', value: 'false' });
       res.modified = true;
     } else if (m && commentTargets && STALE_RECOVERY_RE.test(key)) {
       out.push(`${BARMAN_MARK}${line}`);
-      res.commented.push({ file, line: out.length, key, value: settingValue(m[2] as string) });
+      res.commented.push({ file, line: index, key, value: settingValue(m[2] as string) });
       res.modified = true;
     } else {
       out.push(line);
       if (m && DANGEROUS_OPTIONS.includes(key)) {
-        res.dangerous.push({ file, line: out.length, key, value: settingValue(m[2] as string) });
+        res.dangerous.push({ file, line: index, key, value: (m[2] as string).trim() });
       }
     }
   }

@@ -4,6 +4,7 @@
  * archive decompressed, in parallel.
  */
 import { promises as fsp } from 'node:fs';
+import { isNotFound, readdirIfExists } from '../util/fsutil.js';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { serverPaths } from '../catalog/server-dirs.js';
@@ -41,12 +42,19 @@ export interface ArchiveListing {
 /** name → encryption from xlog.db (read-only, no lock: recovery never changes the catalog). */
 async function encryptionByName(srv: ServerConfig): Promise<Map<string, { encryption: string | null }>> {
   const file = xlogDbPath(srv);
+  let text: string;
   try {
-    const entries = parseXlogDb(await fsp.readFile(file, 'latin1'), file);
+    text = await fsp.readFile(file, 'latin1');
+  } catch (err) {
+    // Without an xlog.db nothing is known to be encrypted; one that cannot be read is an error.
+    if (isNotFound(err)) return new Map();
+    throw new BarmanError(`cannot read ${file}: ${errorMessage(err)}`);
+  }
+  try {
+    const entries = parseXlogDb(text, file);
     return new Map(entries.map((e) => [e.name, { encryption: e.encryption ?? null }]));
   } catch {
-    // Without a readable xlog.db nothing is known to be encrypted.
-    return new Map();
+    return new Map(); // a damaged line: as before, nothing is known to be encrypted
   }
 }
 
@@ -67,7 +75,8 @@ export async function listArchive(srv: ServerConfig, beginWal: string, maxTli: n
   const dirs = names.filter((n) => /^[0-9A-F]{16}$/.test(n) && n >= beginDir && parseInt(n.slice(0, 8), 16) <= maxTli);
   const perDir = await Promise.all(
     dirs.map(async (d) => {
-      const inDir = await fsp.readdir(path.join(walsDir, d)).catch(() => [] as string[]);
+      // A directory that cannot be read is never an empty one: its WALs would go missing.
+      const inDir = await readdirIfExists(path.join(walsDir, d));
       return inDir.filter((n) => isWalName(n) && n.toUpperCase() >= beginWal).map((n) => describe(n.toUpperCase(), path.join(walsDir, d, n)));
     }),
   );

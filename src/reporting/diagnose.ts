@@ -11,10 +11,11 @@ import type { Config, GlobalConfig, ModelConfig, ServerConfig, ValueSource } fro
 import { GLOBAL_OPTIONS, SERVER_OPTIONS, type OptionDef } from '../config/options.js';
 import type { BackupInfo, BackupInfoKey } from '../catalog/backup-info.js';
 import { BACKUP_INFO_KEYS } from '../catalog/backup-info.js';
-import { loadCatalog } from '../catalog/catalog.js';
+import { loadCatalog, type BackupEntry } from '../catalog/catalog.js';
 import { pyToJs, type PyValue } from '../catalog/pyliteral.js';
 import { readXlogDb, type XlogDbEntry } from '../catalog/xlogdb.js';
 import { serverPaths } from '../catalog/server-dirs.js';
+import { pathExistsSync } from '../util/fsutil.js';
 import { findPgBinary } from '../postgres/binaries.js';
 import { run } from '../util/proc.js';
 import { PyDateTime, localNowPyDateTime } from '../util/pytime.js';
@@ -157,10 +158,10 @@ export function lastArchivedWalPerTimeline(entries: readonly XlogDbEntry[]): Rec
 async function serverWals(srv: ServerConfig): Promise<Record<string, unknown>> {
   const p = serverPaths(srv);
   // Do not create a catalog for a server that never archived anything.
-  if (!fs.existsSync(p.xlogdbFile) && !fs.existsSync(p.xlogdbFileNew) && !fs.existsSync(p.walsDir)) {
-    return { last_archived_wal_per_timeline: {} };
-  }
   try {
+    if (!pathExistsSync(p.xlogdbFile) && !pathExistsSync(p.xlogdbFileNew) && !pathExistsSync(p.walsDir)) {
+      return { last_archived_wal_per_timeline: {} };
+    }
     return { last_archived_wal_per_timeline: lastArchivedWalPerTimeline(await readXlogDb(srv)) };
   } catch (err) {
     return { last_archived_wal_per_timeline: {}, error: errorMessage(err) };
@@ -169,7 +170,13 @@ async function serverWals(srv: ServerConfig): Promise<Record<string, unknown>> {
 
 async function serverBackups(srv: ServerConfig): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
-  for (const e of await loadCatalog(srv).catch(() => [])) out[e.id] = backupJson(e.id, e.info);
+  let entries: BackupEntry[];
+  try {
+    entries = await loadCatalog(srv);
+  } catch (err) {
+    return { error: errorMessage(err) };
+  }
+  for (const e of entries) out[e.id] = backupJson(e.id, e.info);
   return out;
 }
 

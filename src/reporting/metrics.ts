@@ -9,7 +9,6 @@
  *
  * Reading only: nothing is created or rebuilt on disk (a missing xlog.db means no WAL figures).
  */
-import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Counter as CounterT, Gauge as GaugeT, Registry as RegistryT } from 'prom-client';
@@ -17,6 +16,7 @@ import type { ServerConfig } from '../config/config.js';
 import { BACKUP_STATUSES, DEFAULT_XLOG_SEGMENT_SIZE, DONE } from '../catalog/backup-info.js';
 import { loadCatalog, type BackupEntry } from '../catalog/catalog.js';
 import { serverPaths } from '../catalog/server-dirs.js';
+import { pathExistsSync, readdirIfExists } from '../util/fsutil.js';
 import { readXlogDb, xlogDbPath, type XlogDbEntry } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { isWalName, parseWalName, segmentsPerXlogId } from '../wal/names.js';
@@ -58,6 +58,8 @@ export const METRIC = {
   archiverErrors: 'barman_archiver_errors',
   receiveWal: 'barman_receive_wal_running',
   checkOk: 'barman_check_ok',
+  syncLagSeconds: 'barman_sync_lag_seconds',
+  syncLagSegments: 'barman_sync_lag_segments',
 } as const;
 
 /** errors/ file suffixes → `kind` label (the groups `barman check` reports). */
@@ -117,7 +119,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 async function readArchive(srv: ServerConfig): Promise<ArchiveFacts | null> {
   // readXlogDb would rebuild a missing catalog (writing to disk): metrics only read.
-  if (!fs.existsSync(xlogDbPath(srv))) return null;
+  if (!pathExistsSync(xlogDbPath(srv))) return null;
   try {
     return archiveFacts(await readXlogDb(srv));
   } catch {
@@ -127,7 +129,7 @@ async function readArchive(srv: ServerConfig): Promise<ArchiveFacts | null> {
 
 async function countErrors(srv: ServerConfig): Promise<Record<string, number>> {
   const counts: Record<string, number> = Object.fromEntries(ERROR_KINDS.map((k) => [k, 0]));
-  const names = await fsp.readdir(serverPaths(srv).errorsDir).catch(() => [] as string[]);
+  const names = await readdirIfExists(serverPaths(srv).errorsDir);
   for (const n of names) {
     const k = errorKind(n);
     counts[k] = (counts[k] ?? 0) + 1;
@@ -172,6 +174,8 @@ async function makeMetrics(): Promise<Metrics> {
       archiverErrors: g(METRIC.archiverErrors, 'Files in the errors/ directory of the server by kind', ['server', 'kind']),
       receiveWal: g(METRIC.receiveWal, 'Whether barman receive-wal runs for the server (1) or not (0)'),
       checkOk: g(METRIC.checkOk, 'Result of each check of barman check (1 OK, 0 FAILED)', ['server', 'check']),
+      syncLagSeconds: g(METRIC.syncLagSeconds, 'Passive nodes: seconds of primary history not copied here yet (since the last answer of the primary when nothing is missing)'),
+      syncLagSegments: g(METRIC.syncLagSegments, 'Passive nodes: WAL segments of the primary not copied here yet'),
     },
     archiverFailed: new Counter({
       name: METRIC.archiverFailed,
@@ -230,6 +234,15 @@ async function collectServer(m: Metrics, srv: ServerConfig, src: Required<Metric
 
   for (const [kind, n] of Object.entries(await countErrors(srv))) m.gauges.archiverErrors.set({ server, kind }, n);
 
+  if (srv.passive) {
+    const { syncLag } = await import('../geo/lag.js');
+    const { lag } = await syncLag(srv, src.now());
+    if (lag) {
+      m.gauges.syncLagSeconds.set({ server }, lag.seconds);
+      m.gauges.syncLagSegments.set({ server }, lag.segments);
+    }
+  }
+
   const facts = await factsP;
   const up = facts.error === undefined;
   m.gauges.up.set({ server }, up ? 1 : 0);
@@ -258,7 +271,8 @@ async function collectServer(m: Metrics, srv: ServerConfig, src: Required<Metric
 export async function collectMetrics(servers: readonly ServerConfig[], sources: MetricsSources = {}, opts: MetricsOptions = {}): Promise<string> {
   const src: Required<MetricsSources> = {
     now: sources.now ?? Date.now,
-    pgFacts: sources.pgFacts ?? fetchPgFacts,
+    // A passive server opens no PostgreSQL connection (its primary backup server has one).
+    pgFacts: sources.pgFacts ?? ((srv) => (srv.passive ? Promise.resolve({ error: 'passive node' }) : fetchPgFacts(srv))),
     checks: sources.checks ?? defaultChecks,
     receiveWalRunning: sources.receiveWalRunning ?? defaultReceiveWalRunning,
   };

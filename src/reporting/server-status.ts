@@ -7,16 +7,19 @@ import { readActiveModel, type ServerConfig } from '../config/config.js';
 import { SERVER_OPTIONS, type OptionDef } from '../config/options.js';
 import type { RetentionPolicy } from '../config/values.js';
 import { DONE } from '../catalog/backup-info.js';
-import { loadCatalog } from '../catalog/catalog.js';
+import { loadCatalog, type BackupEntry } from '../catalog/catalog.js';
 import { pyRepr, pyFromJs } from '../catalog/pyliteral.js';
-import { readXlogDb } from '../catalog/xlogdb.js';
 import { PgConnection, statusConnectTimeoutMs } from '../postgres/connection.js';
+import { parseConninfo } from '../postgres/conninfo.js';
 import { errorMessage } from '../util/errors.js';
-import { prettySize, pyFixed } from '../util/format.js';
-import { PyDateTime, ctime } from '../util/pytime.js';
+import { humanDuration, prettySize, pyFixed } from '../util/format.js';
+import { shown, type RemoteStatus, type Shown } from './remote-status.js';
+import { ctime, type PyDateTime } from '../util/pytime.js';
 
 export interface PgArchiverStats {
   archivedCount: number;
+  lastArchivedWal: string | null;
+  lastArchivedTime: Date | null;
   failedCount: number;
   lastFailedWal: string | null;
   lastFailedTime: Date | null;
@@ -30,7 +33,9 @@ export interface PgFacts {
   version?: string;
   versionNum?: number;
   inRecovery?: boolean;
-  /** Sum of pg_database_size over all databases. */
+  /** Superuser, or a user with the backup privileges (data size and directory need them). */
+  hasBackupPrivileges?: boolean;
+  /** Sum of pg_tablespace_size over all tablespaces (Barman's "Current data size"). */
   dataSize?: number;
   dataDirectory?: string;
   currentWal?: string | null;
@@ -63,20 +68,31 @@ export async function fetchPgFacts(srv: ServerConfig): Promise<PgFacts> {
     if (facts.version === undefined) return { error: 'cannot read the PostgreSQL version' };
     facts.versionNum = await get(() => conn.serverVersion());
     facts.inRecovery = await get(() => conn.isInRecovery());
-    facts.dataSize = await get(() => conn.clusterSize());
-    facts.dataDirectory = (await get(() => conn.setting('data_directory'))) ?? undefined;
+    facts.hasBackupPrivileges = (await get(() => conn.hasBackupPrivileges())) ?? false;
+    if (facts.hasBackupPrivileges) {
+      facts.dataSize = await get(() => conn.tablespacesSize());
+      facts.dataDirectory = (await get(() => conn.setting('data_directory'))) ?? undefined;
+    }
     facts.currentWal = await get(() => conn.currentWalFile());
     facts.archiveCommand = await get(() => conn.setting('archive_command'));
     facts.archiveMode = await get(() => conn.setting('archive_mode'));
     facts.walLevel = await get(() => conn.setting('wal_level'));
     facts.archiver = await get(async () => {
-      const rows = await conn.query<{ archived_count: string; failed_count: string; last_failed_wal: string | null; last_failed_time: Date | null; stats_reset: Date | null }>(
-        'SELECT archived_count, failed_count, last_failed_wal, last_failed_time, stats_reset FROM pg_stat_archiver',
-      );
+      const rows = await conn.query<{
+        archived_count: string;
+        last_archived_wal: string | null;
+        last_archived_time: Date | null;
+        failed_count: string;
+        last_failed_wal: string | null;
+        last_failed_time: Date | null;
+        stats_reset: Date | null;
+      }>('SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time, stats_reset FROM pg_stat_archiver');
       const r = rows[0];
       if (!r) throw new Error('no pg_stat_archiver row');
       return {
         archivedCount: Number(r.archived_count),
+        lastArchivedWal: r.last_archived_wal,
+        lastArchivedTime: r.last_archived_time,
         failedCount: Number(r.failed_count),
         lastFailedWal: r.last_failed_wal,
         lastFailedTime: r.last_failed_time,
@@ -105,79 +121,77 @@ export function retentionPoliciesText(srv: ServerConfig): string {
   return `enforced (mode: ${srv.retention_policy_mode}, retention: ${policy.text}, WAL retention: ${String(srv.wal_retention_policy).toUpperCase()})`;
 }
 
-/** The last line of xlog.db: `name, at <ctime>` (or Barman's text for an empty archive). */
-async function lastArchivedWal(srv: ServerConfig): Promise<string> {
-  let wals;
-  try {
-    wals = await readXlogDb(srv);
-  } catch (err) {
-    return `FAILED (${errorMessage(err)})`;
-  }
-  const last = wals.at(-1);
-  if (!last) return 'No WAL segment shipped yet';
-  if (last.time === null) return last.name;
-  return `${last.name}, at ${PyDateTime.fromEpochMicros(Math.round(last.time * 1e6)).ctime()}`;
-}
-
 /**
- * The rows of `barman status`, in Barman's order. `facts` defaults to asking PostgreSQL;
- * when it cannot be reached the version row says FAILED and the other PostgreSQL rows are left
- * out, as Barman does.
+ * The rows of `barman status`, in Barman's order and with Barman 3.4's JSON keys. `facts`
+ * defaults to asking PostgreSQL; when it cannot be reached the version row says FAILED and the
+ * other PostgreSQL and archiver rows are left out, as Barman does. The archiver rows (archive
+ * command, last archived WAL as PostgreSQL's pg_stat_archiver reports it, failures, rate) are
+ * shown when `archiver = on`.
  */
 export async function serverStatusRows(srv: ServerConfig, facts?: PgFacts, now: Date = new Date()): Promise<StatusRow[]> {
   const rows: StatusRow[] = [];
   const add = (key: string, description: string, message: unknown) => rows.push({ key, description, message: String(message) });
-  add('description', 'Description', srv.description ?? 'None');
+  if (srv.description) add('description', 'Description', srv.description);
   add('active', 'Active', pyBool(srv.active));
   add('disabled', 'Disabled', pyBool(srv.disabled));
   const model = activeModel(srv);
   if (model) add('active_model', 'Active configuration model', model);
 
   const pg = facts ?? (srv.passive ? { error: 'passive node' } : await fetchPgFacts(srv));
+  const reachable = !pg.error && pg.version !== undefined;
   if (!srv.passive) {
-    if (pg.error || pg.version === undefined) {
-      add('server_txt_version', 'PostgreSQL version', 'FAILED trying to get PostgreSQL version');
+    if (!reachable) {
+      add('pg_version', 'PostgreSQL version', 'FAILED trying to get PostgreSQL version');
     } else {
-      add('server_txt_version', 'PostgreSQL version', pg.version);
-      if (pg.inRecovery !== undefined) add('cluster_state', 'Cluster state', pg.inRecovery ? 'in archive recovery' : 'in production');
+      add('pg_version', 'PostgreSQL version', pg.version);
+      if (pg.inRecovery !== undefined) add('is_in_recovery', 'Cluster state', pg.inRecovery ? 'in archive recovery' : 'in production');
       if (pg.dataSize !== undefined) add('current_size', 'Current data size', prettySize(pg.dataSize));
       if (pg.dataDirectory !== undefined) add('data_directory', 'PostgreSQL Data directory', pg.dataDirectory);
       if (pg.currentWal) add('current_xlog', 'Current WAL segment', pg.currentWal);
     }
-  }
-
-  // Archiver
-  if (!srv.passive && pg.archiveCommand !== undefined) {
-    add('archive_command', "PostgreSQL 'archive_command' setting", pg.archiveCommand ?? 'None');
-  }
-  add('last_archived_wal', 'Last archived WAL', await lastArchivedWal(srv));
-  if (pg.archiver) {
-    const a = pg.archiver;
-    let failures = String(a.failedCount);
-    if (a.failedCount > 0 && a.lastFailedWal) {
-      failures += ` (${a.lastFailedWal} at ${a.lastFailedTime ? ctime(a.lastFailedTime) : 'None'})`;
-    }
-    add('failed_count', 'Failures of WAL archiver', failures);
-    if (a.statsReset) {
-      const seconds = (now.getTime() - a.statsReset.getTime()) / 1000;
-      if (seconds > 0) add('server_archived_wals_per_hour', 'Server WAL archiving rate', `${pyFixed((a.archivedCount / seconds) * 3600, 2)}/hour`);
-    }
+    if (srv.archiver && reachable && pg.archiveMode !== undefined && pg.archiveMode !== null) archiverRows(pg, now, add);
   }
 
   add('passive_node', 'Passive node', pyBool(srv.passive));
   add('retention_policies', 'Retention policies', retentionPoliciesText(srv));
 
-  const entries = await loadCatalog(srv).catch(() => []);
+  let entries: BackupEntry[];
+  try {
+    entries = await loadCatalog(srv);
+  } catch (err) {
+    // An unreadable catalog is never shown as one without backups.
+    add('backups_number', 'No. of available backups', `FAILED (${errorMessage(err)})`);
+    return rows;
+  }
   const done = entries.filter((e) => e.info.status === DONE);
   add('backups_number', 'No. of available backups', done.length);
   add('first_backup', 'First available backup', done[0]?.id ?? 'None');
   add('last_backup', 'Last available backup', done.at(-1)?.id ?? 'None');
   const min = srv.minimum_redundancy;
-  // Only full backups count toward minimum_redundancy (Barman 3.11+).
+  // Only full backups count toward minimum_redundancy (Barman 3.11+; the same count without
+  // incremental backups).
   const doneFull = done.filter((e) => !e.info.parent_backup_id).length;
   add('minimum_redundancy', 'Minimum redundancy requirements', `${doneFull >= min ? 'satisfied' : 'FAILED'} (${doneFull}/${min})`);
   if (srv.primary_ssh_command) add('primary_ssh_command', 'SSH command to primary server', srv.primary_ssh_command);
   return rows;
+}
+
+/** The rows of the file archiver: PostgreSQL's archive_command and pg_stat_archiver. */
+function archiverRows(pg: PgFacts, now: Date, add: (key: string, description: string, message: unknown) => void): void {
+  add('archive_command', "PostgreSQL 'archive_command' setting", pg.archiveCommand || 'FAILED (please set it accordingly to documentation)');
+  const a = pg.archiver;
+  let last = a?.lastArchivedWal ?? null;
+  if (last && a?.lastArchivedTime) last += `, at ${ctime(a.lastArchivedTime)}`;
+  add('last_archived_wal', 'Last archived WAL', last ?? 'No WAL segment shipped yet');
+  if (!a) return;
+  let failures = String(a.failedCount);
+  if (a.failedCount > 0) failures += ` (${a.lastFailedWal ?? 'None'} at ${a.lastFailedTime ? ctime(a.lastFailedTime) : 'None'})`;
+  add('failed_count', 'Failures of WAL archiver', failures);
+  if (a.statsReset) {
+    const seconds = (now.getTime() - a.statsReset.getTime()) / 1000;
+    const perHour = seconds > 0 ? (a.archivedCount / seconds) * 3600 : 0;
+    if (perHour > 0) add('server_archived_wals_per_hour', 'Server WAL archiving rate', `${pyFixed(perHour, 2)}/hour`);
+  }
 }
 
 /** Name of the model applied by `config-switch`, if any (`<backup_directory>/.active-model.auto`). */
@@ -235,33 +249,73 @@ export interface ServerSettings {
   entries: { key: string; text: string; json: unknown }[];
 }
 
+/** Barman's `str()` of a CSV option set (`BackupOptions({'concurrent_backup'})`), items sorted. */
+function csvOptionText(cls: string, items: readonly string[]): string {
+  return items.length === 0 ? `${cls}()` : `${cls}({${[...items].sort().map((i) => pyRepr(i)).join(', ')}})`;
+}
+
 /**
- * Every configuration key of the server plus the facts Barman adds (passive node, active model
- * and, when PostgreSQL answers, its status), sorted by key. Passwords are redacted by the output.
+ * backup_options as Barman's executors leave them: postgres backups are always concurrent;
+ * other methods default to concurrent when neither strategy is configured.
  */
-export function serverSettings(srv: ServerConfig, facts: PgFacts = {}): ServerSettings {
-  const values = new Map<string, unknown>();
+function effectiveBackupOptions(srv: ServerConfig): string[] {
+  const set = new Set((srv.backup_options as unknown as string[] | null) ?? []);
+  if (srv.backup_method === 'postgres') {
+    set.delete('exclusive_backup');
+    set.add('concurrent_backup');
+  } else if (!set.has('concurrent_backup') && !set.has('exclusive_backup')) {
+    set.add('concurrent_backup');
+  }
+  return [...set];
+}
+
+/**
+ * Barman's `last_backup_maximum_age` line: the interval and the age of the last backup,
+ * `1 day (latest backup: 3 hours, 2 minutes )` or `1 day (WARNING! latest backup is ... old)`.
+ */
+export function lastBackupMaximumAgeText(maxAge: number | null, lastEnd: PyDateTime | null, now: Date): string {
+  if (maxAge === null) return 'None';
+  const interval = humanDuration(maxAge);
+  if (!lastEnd) return `${interval} (WARNING! latest backup is No available backups old)`;
+  const age = now.getTime() / 1000 - lastEnd.epochSeconds;
+  return age <= maxAge ? `${interval} (latest backup: ${humanDuration(age)} )` : `${interval} (WARNING! latest backup is ${humanDuration(age)} old)`;
+}
+
+/**
+ * Every configuration key of the server, Barman 3.4's fixed attributes (name, msg_list,
+ * disabled) and the facts Barman adds (passive node, maximum backup age, the remote status of
+ * remote-status.ts), sorted by key, each as Barman's console text and JSON value. Options that
+ * Barman 3.4 shows as objects keep its text (`BackupOptions({...})`, `RecoveryOptions()`); options
+ * without a default in Barman show None while unset. Passwords are redacted by the output.
+ */
+export function serverSettings(srv: ServerConfig, remote: RemoteStatus | null = null, lastBackupEnd: PyDateTime | null = null, now: Date = new Date()): ServerSettings {
+  const values = new Map<string, Shown>();
+  const fromValue = (key: string, value: unknown): Shown => ({ text: configValueText(key, value), json: configValueJson(key, value) });
   const options = srv as unknown as Record<string, unknown>; // option values are keyed by option name
   for (const def of SERVER_OPTIONS as readonly OptionDef[]) {
     if (def.name === 'model') continue;
-    values.set(def.name, options[def.name]);
+    values.set(def.name, fromValue(def.name, options[def.name]));
   }
-  values.set('barman_home', srv.global.barman_home);
-  values.set('barman_lock_directory', srv.global.barman_lock_directory ?? srv.global.barman_home);
-  values.set('passive_node', srv.passive);
-  values.set('active_model', activeModel(srv));
-  if (!facts.error) {
-    if (facts.version !== undefined) values.set('server_txt_version', facts.version);
-    if (facts.versionNum !== undefined) values.set('server_version', facts.versionNum);
-    if (facts.dataDirectory !== undefined) values.set('data_directory', facts.dataDirectory);
-    if (facts.currentWal !== undefined) values.set('current_xlog', facts.currentWal);
-    if (facts.archiveCommand !== undefined) values.set('archive_command', facts.archiveCommand);
-    if (facts.archiveMode !== undefined) values.set('archive_mode', facts.archiveMode);
-    if (facts.walLevel !== undefined) values.set('wal_level', facts.walLevel);
-    if (facts.inRecovery !== undefined) values.set('is_in_recovery', facts.inRecovery);
+  // Options that have a default in barman-ts's table but none in Barman: None while not set.
+  for (const key of ['reuse_backup', 'backup_compression_workers']) {
+    if (srv.sources?.[key] === 'default') values.set(key, shown.none());
   }
+  values.set('backup_options', shown.object(csvOptionText('BackupOptions', effectiveBackupOptions(srv))));
+  values.set('recovery_options', shown.object(csvOptionText('RecoveryOptions', (srv.recovery_options as unknown as string[] | null) ?? [])));
+  // A WAL retention policy object is printed in capitals; the unset option as its default text.
+  values.set('wal_retention_policy', shown.str(srv.retention_policy ? String(srv.wal_retention_policy).toUpperCase() : String(srv.wal_retention_policy)));
+  // Barman 3.4's names of the GCP options (renamed gcp_project and gcp_zone later).
+  values.set('snapshot_gcp_project', values.get('gcp_project') ?? shown.none());
+  values.set('snapshot_zone', values.get('gcp_zone') ?? shown.none());
+  values.set('barman_home', shown.str(srv.global.barman_home));
+  values.set('barman_lock_directory', shown.str(srv.global.barman_lock_directory ?? srv.global.barman_home));
+  values.set('name', shown.str(srv.name));
+  values.set('msg_list', shown.list(srv.errors));
+  values.set('disabled', shown.bool(srv.disabled));
+  values.set('passive_node', shown.bool(srv.passive));
+  values.set('active_model', shown.str(activeModel(srv)));
+  if (remote) for (const [k, v] of remote) values.set(k, v);
+  values.set('last_backup_maximum_age', shown.str(lastBackupMaximumAgeText(srv.last_backup_maximum_age, lastBackupEnd, now)));
   const keys = [...values.keys()].sort();
-  return {
-    entries: keys.map((key) => ({ key, text: configValueText(key, values.get(key)), json: configValueJson(key, values.get(key)) })),
-  };
+  return { entries: keys.map((key) => ({ key, ...(values.get(key) as Shown) })) };
 }

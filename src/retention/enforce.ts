@@ -18,8 +18,9 @@ import type { RetentionPolicy } from '../config/values.js';
 import { backupDir, loadCatalogStrict, type BackupEntry } from '../catalog/catalog.js';
 import { DeleteBusyError, DeleteRefusedError, deleteBackup, hasDeleteMark } from '../catalog/delete.js';
 import { serverPaths } from '../catalog/server-dirs.js';
-import { errorMessage } from '../util/errors.js';
 import { faultPoint } from '../util/fault.js';
+import { BarmanError, errorMessage } from '../util/errors.js';
+import { isNotFound } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { readKeeps } from './keep.js';
 import { obsoleteToDelete, retentionReport, type RetentionStatus } from './policy.js';
@@ -71,7 +72,9 @@ function isOrphan(srv: ServerConfig, e: BackupEntry): boolean {
   let items: string[];
   try {
     items = fs.readdirSync(dir);
-  } catch {
+  } catch (err) {
+    // A directory that cannot be read is not an empty one: the answer is unknown.
+    if (!isNotFound(err)) throw new BarmanError(`cannot read ${dir}: ${errorMessage(err)}`);
     return path.dirname(e.infoFile) === path.join(serverPaths(srv).backupDir, 'meta');
   }
   return items.length === 0 || (items.length === 1 && items[0] === 'backup.info');

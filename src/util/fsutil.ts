@@ -2,6 +2,7 @@ import { promises as fsp, constants as fsc } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { faultPoint } from './fault.js';
+import { BarmanError, errorMessage } from './errors.js';
 
 /** Catalog permissions: only the barman user may read the catalog. */
 export const DIR_MODE = 0o700;
@@ -87,17 +88,93 @@ export function writeFileAtomicSync(file: string, data: string | Uint8Array, mod
   fsyncDirSync(path.dirname(file));
 }
 
+/**
+ * True for the errors that mean "nothing is at this path": ENOENT, or ENOTDIR (a component on
+ * the way is a file). Every other error (EACCES, EIO, ELOOP, ...) means the answer is unknown
+ * and must not be taken for "absent" (the project's rule: only ENOENT means "not there").
+ */
+export function isNotFound(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/** `what <path>: <reason>` as a BarmanError, for an fs error that is not "not found". */
+export function fsFailure(what: string, p: string, err: unknown): BarmanError {
+  return new BarmanError(`cannot ${what} ${p}: ${errorMessage(err)}`);
+}
+
+/** Whether something (anything, symlinks not followed) is at `p`; throws on any error but "not found". */
 export async function pathExists(p: string): Promise<boolean> {
+  return (await lstatIfExists(p)) !== null;
+}
+
+/** Synchronous pathExists (what fs.existsSync should have been: it says false on EACCES and EIO). */
+export function pathExistsSync(p: string): boolean {
+  return lstatIfExistsSync(p) !== null;
+}
+
+/** `fn()`, or null when it fails with "not found"; any other failure is a BarmanError about `p`. */
+async function orNullIfMissing<T>(what: string, p: string, fn: () => Promise<T>): Promise<T | null> {
   try {
-    await fsp.lstat(p);
+    return await fn();
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw fsFailure(what, p, err);
+  }
+}
+
+function orNullIfMissingSync<T>(what: string, p: string, fn: () => T): T | null {
+  try {
+    return fn();
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw fsFailure(what, p, err);
+  }
+}
+
+/** stat (following symlinks), or null when nothing is there; other errors throw a BarmanError. */
+export const statIfExists = (p: string): Promise<fs.Stats | null> => orNullIfMissing('access', p, () => fsp.stat(p));
+/** lstat, or null when nothing is there; other errors throw a BarmanError. */
+export const lstatIfExists = (p: string): Promise<fs.Stats | null> => orNullIfMissing('access', p, () => fsp.lstat(p));
+export const statIfExistsSync = (p: string): fs.Stats | null => orNullIfMissingSync('access', p, () => fs.statSync(p));
+export const lstatIfExistsSync = (p: string): fs.Stats | null => orNullIfMissingSync('access', p, () => fs.lstatSync(p));
+
+/**
+ * The entries of `dir`, or [] when it does not exist; any other error throws a BarmanError, and
+ * so does a `dir` that exists but is not a directory (ENOTDIR about the path itself).
+ */
+export async function readdirIfExists(dir: string): Promise<string[]> {
+  const names = await orNullIfMissing('read directory', dir, () => fsp.readdir(dir));
+  if (names === null && (await lstatIfExists(dir)) !== null) throw new BarmanError(`cannot read directory ${dir}: not a directory`);
+  return names ?? [];
+}
+
+export function readdirIfExistsSync(dir: string): string[] {
+  const names = orNullIfMissingSync('read directory', dir, () => fs.readdirSync(dir));
+  if (names === null && lstatIfExistsSync(dir) !== null) throw new BarmanError(`cannot read directory ${dir}: not a directory`);
+  return names ?? [];
+}
+
+/** A text file's content, or null when it does not exist; any other error throws a BarmanError. */
+export const readTextIfExists = (file: string): Promise<string | null> => orNullIfMissing('read', file, () => fsp.readFile(file, 'utf8'));
+/** A file's bytes, or null when it does not exist; any other error throws a BarmanError. */
+export const readFileIfExists = (file: string): Promise<Buffer | null> => orNullIfMissing('read', file, () => fsp.readFile(file));
+export const readTextIfExistsSync = (file: string): string | null => orNullIfMissingSync('read', file, () => fs.readFileSync(file, 'utf8'));
+
+/** Remove a file; false when it was not there. Other errors throw as they are. */
+export async function unlinkIfExists(file: string): Promise<boolean> {
+  try {
+    await fsp.unlink(file);
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
   }
 }
 
 /**
- * Sizes of the regular files under `dir` (symlinks not followed, unreadable directories skipped),
+ * Sizes of the regular files under `dir` (symlinks not followed; an unreadable directory is an
+ * error, a directory removed meanwhile counts as empty),
  * as Barman measures a backup: every file (`size`), and only the files with a single link
  * (`deduplicated`), since a hard link means the bytes are shared with another backup.
  */
@@ -105,12 +182,19 @@ export async function treeSizes(dir: string): Promise<{ size: number; deduplicat
   let size = 0;
   let deduplicated = 0;
   const walk = async (d: string): Promise<void> => {
-    const entries = await fsp.readdir(d, { withFileTypes: true }).catch(() => []);
+    let entries: fs.Dirent[];
+    try {
+      entries = await fsp.readdir(d, { withFileTypes: true });
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw fsFailure('read directory', d, err);
+    }
     for (const e of entries) {
       const p = path.join(d, e.name);
       if (e.isDirectory()) await walk(p);
       else if (e.isFile()) {
-        const st = await fsp.lstat(p);
+        const st = await lstatIfExists(p);
+        if (st === null) continue;
         size += st.size;
         if (st.nlink === 1) deduplicated += st.size;
       }
@@ -130,7 +214,7 @@ export async function isEmptyDir(dir: string): Promise<boolean> {
   try {
     return (await fsp.readdir(dir)).length === 0;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    if (isNotFound(err)) return true;
     throw err;
   }
 }

@@ -3,6 +3,10 @@
  * `log_file`, with `[<server>] ` in front of the message when the line concerns one server.
  * The domain logs here; only the CLI prints to the terminal.
  *
+ * Long-running processes (receive-wal, archive-wal) follow logrotate as Python's
+ * WatchedFileHandler does for Barman: before each line the file name is looked up again, and
+ * when it no longer names the open file (moved away, or removed), it is opened afresh.
+ *
  * Logging must never cost the operation: a log file that cannot be opened or written (missing
  * directory, permission denied, full disk) is reported once through `onProblem` and logging to
  * the file stops; the command goes on and exits with its own code.
@@ -30,6 +34,8 @@ export interface LogOptions {
 
 let fd: number | null = null;
 let fileName: string | null = null;
+/** Device and inode of the open log file (WatchedFileHandler's check before each line). */
+let openedId: { dev: number; ino: number } | null = null;
 let threshold: number = LEVELS.INFO;
 let toStderr = false;
 let format = DEFAULT_LOG_FORMAT;
@@ -45,6 +51,34 @@ function closeFile(): void {
     }
   }
   fd = null;
+  openedId = null;
+}
+
+/** Open (append, create 0600) the log file and remember which file that is. */
+function openFile(file: string): void {
+  fd = fs.openSync(file, 'a', 0o600);
+  const st = fs.fstatSync(fd);
+  openedId = { dev: st.dev, ino: st.ino };
+}
+
+/**
+ * The name no longer leads to the open file (logrotate renamed it, someone removed it): close
+ * it and open the name again, so that lines go where the administrator looks.
+ */
+function reopenIfRotated(): void {
+  if (fd === null || fileName === null || openedId === null) return;
+  let st: fs.Stats | null;
+  try {
+    st = fs.statSync(fileName);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return; // cannot tell: keep writing where we are
+    st = null;
+  }
+  if (st !== null && st.dev === openedId.dev && st.ino === openedId.ino) return;
+  const file = fileName;
+  closeFile();
+  fileName = file;
+  openFile(file);
 }
 
 /** The file is given up for the rest of the process: one warning, never one per line. */
@@ -65,7 +99,7 @@ export function configureLog(opts: LogOptions): void {
   if (opts.file) {
     fileName = opts.file;
     try {
-      fd = fs.openSync(opts.file, 'a', 0o600);
+      openFile(opts.file);
     } catch (err) {
       giveUp(err);
     }
@@ -117,6 +151,7 @@ function write(level: LevelName, module: string, server: string | null, msg: str
   const line = `${formatLogLine(format, { time: new Date(), level, module, server: server ?? currentServer, message: msg })}\n`;
   if (fd !== null) {
     try {
+      reopenIfRotated();
       writeAll(line);
     } catch (err) {
       giveUp(err);

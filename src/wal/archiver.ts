@@ -24,23 +24,28 @@
  * files wait, `check` fails): a WAL file is never stored in clear when encryption is asked for.
  *
  * Not archived: dot-files (rsync's temporary `.<name>.XXXXXX`; Barman's glob never sees them),
- * and uncompressed segments whose size is not the server's WAL segment size (a copy still
- * arriving, or a truncated one): left in place while younger than SIZE_GRACE_MS, then moved to
- * errors/ as `.unknown`.
+ * and uncompressed segments that do not match their own first page header (segment-header.ts:
+ * a size other than the `xlp_seg_size` it records, a position other than its name's, or no
+ * header at all: a copy still arriving, a truncated or foreign file): left in place while
+ * younger than SIZE_GRACE_MS, then moved to errors/ as `.unknown`. The size comes from each
+ * segment itself, never from a backup: a cluster made with `initdb --wal-segsize=64` archives
+ * before its first backup.
+ *
+ * Only a file that is not there is "missing": a file or directory that cannot be read (EACCES,
+ * EIO) is an error, reported and left where it is, never moved to errors/.
  */
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
-import { DEFAULT_XLOG_SEGMENT_SIZE } from '../catalog/backup-info.js';
-import { loadCatalog } from '../catalog/catalog.js';
 import { acquireLock } from '../catalog/lock.js';
 import { lockPath } from '../catalog/server-dirs.js';
 import { customCompressionOf, withXlogDb, type XlogDbEntry } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
 import { faultPoint } from '../util/fault.js';
+import { DIR_MODE, FILE_MODE, fsyncDir, pathExists } from '../util/fsutil.js';
+import { readSegmentHeader, segmentProblem } from './segment-header.js';
 import { pyStatMtime } from '../util/pytime.js';
 import {
   canonicalCompression,
@@ -79,9 +84,9 @@ export interface ArchiveSourceReport {
   matchingDuplicates: string[];
   /** Already archived with a different content: moved to errors/ as `.duplicate`. */
   duplicates: string[];
-  /** Not WAL files (or segments of the wrong size, see `waiting`): moved to errors/ as `.unknown`. */
+  /** Not WAL files (or segments that do not match their header, see `waiting`): moved to errors/ as `.unknown`. */
   unknown: string[];
-  /** Uncompressed segments of the wrong size, younger than a minute (maybe still arriving): left in place. */
+  /** Uncompressed segments that do not match their header, younger than a minute (maybe still arriving): left in place. */
   waiting: string[];
   /** Left in place because of an error (see ArchiveReport.errors). */
   failed: string[];
@@ -252,7 +257,6 @@ class ArchiveRun {
   private readonly archiveCustom: CustomCompressionConfig;
   private readonly createdDirs = new Set<string>();
   private catalogNames: Set<string> | null = null;
-  private segmentSizeOnce: Promise<number> | null = null;
   /** Archive hook scripts are configured: files are prepared one at a time. */
   private readonly hooks: boolean;
 
@@ -352,28 +356,15 @@ class ArchiveRun {
   }
 
   /**
-   * The WAL segment size of the server: that of the newest backup (its xlog_segment_size), else
-   * PostgreSQL's default. Read once per run, and only when a segment needs it.
+   * An uncompressed segment must agree with its own first page header (segmentProblem).
+   * Otherwise: 'wait' while it is recent (a copy may still be arriving), else 'reject'
+   * (truncated or foreign: errors/). A file that cannot be read throws.
    */
-  private segmentSize(): Promise<number> {
-    this.segmentSizeOnce ??= loadCatalog(this.srv)
-      .catch(() => [])
-      .then((entries) => {
-        const size = entries.at(-1)?.info.xlog_segment_size;
-        return typeof size === 'number' && size > 0 ? size : DEFAULT_XLOG_SEGMENT_SIZE;
-      });
-    return this.segmentSizeOnce;
-  }
-
-  /**
-   * An uncompressed segment must be exactly one WAL segment long. Otherwise: 'wait' while it is
-   * recent (a copy may still be arriving), else 'reject' (truncated or foreign: errors/).
-   */
-  private async checkSegmentSize(size: bigint, mtimeMs: bigint): Promise<{ verdict: 'ok' } | { verdict: 'wait' | 'reject'; expected: number }> {
-    const expected = await this.segmentSize();
-    if (size === BigInt(expected)) return { verdict: 'ok' };
+  private async checkSegment(name: string, file: string, size: bigint, mtimeMs: bigint): Promise<{ verdict: 'ok' } | { verdict: 'wait' | 'reject'; problem: string }> {
+    const problem = segmentProblem(name, size, await readSegmentHeader(file));
+    if (problem === null) return { verdict: 'ok' };
     const age = Date.now() - Number(mtimeMs);
-    return { verdict: age < SIZE_GRACE_MS ? 'wait' : 'reject', expected };
+    return { verdict: age < SIZE_GRACE_MS ? 'wait' : 'reject', problem };
   }
 
   /** Move a file to errors/<name>.<UTC stamp>.<kind>; `why` replaces the usual unknown-file warning. */
@@ -384,7 +375,7 @@ class ArchiveRun {
       const stamp = utcStamp();
       let dst = path.join(errorsDir, `${name}.${stamp}.${kind}`);
       // Never overwrite an earlier rejected file with the same name and second.
-      for (let n = 1; fs.existsSync(dst); n++) dst = path.join(errorsDir, `${name}.${stamp}.${n}.${kind}`);
+      for (let n = 1; await pathExists(dst); n++) dst = path.join(errorsDir, `${name}.${stamp}.${n}.${kind}`);
       await moveFile(src, dst);
       // The errors directory is part of the catalog: keep what lands there private too.
       if (fs.lstatSync(dst).isFile()) await fsp.chmod(dst, FILE_MODE);
@@ -417,8 +408,7 @@ class ArchiveRun {
 
   /**
    * Content of an archived file with its encryption and compression undone. An encrypted one
-   * needs encryption_passphrase_command: without it (or when it fails) this throws, and the
-   * file is not provably the same (Barman treats every encrypted destination so).
+   * needs encryption_passphrase_command: without it (or when it fails) this throws.
    */
   private async archivedPlainContent(dst: string, partial: boolean): Promise<Buffer> {
     if (!(await isEncryptedFile(dst))) {
@@ -431,17 +421,36 @@ class ArchiveRun {
     return algo === null ? data : decompressBuffer(data, algo, this.archiveCustom);
   }
 
+  /**
+   * Whether the incoming file has the content of the archived one. A file that cannot be read,
+   * or a plain archived copy that cannot be decoded, throws: the source then stays where it is
+   * (an error), rather than being set aside as a duplicate because of a read failure. Only an
+   * incoming file that does not decode is a different content, and so is an encrypted archived
+   * copy that cannot be decrypted (not provably the same: Barman treats every encrypted
+   * destination so).
+   */
   private async sameContent(c: Candidate, dst: string, srcAlgo: CompressionName | null, srcEncrypted: boolean): Promise<boolean> {
-    try {
-      const [a, b] = await Promise.all([
-        srcEncrypted ? this.archivedPlainContent(c.src, c.kind === 'partial') : this.plainContent(c.src, srcAlgo, this.incomingCustom),
-        this.archivedPlainContent(dst, c.kind === 'partial'),
-      ]);
-      return a.equals(b);
-    } catch {
-      // Unreadable or undecodable: not provably the same file.
-      return false;
+    const partial = c.kind === 'partial';
+    let b: Buffer;
+    if (await isEncryptedFile(dst)) {
+      try {
+        b = await this.archivedPlainContent(dst, partial);
+      } catch {
+        return false;
+      }
+    } else {
+      b = await this.archivedPlainContent(dst, partial);
     }
+    // Read first, outside the try: an incoming file that cannot be read is an error, not a mismatch.
+    const src = await fsp.readFile(c.src);
+    let a: Buffer;
+    try {
+      if (srcEncrypted) a = await this.archivedPlainContent(c.src, partial);
+      else a = srcAlgo === null ? src : await decompressBuffer(src, srcAlgo, this.incomingCustom);
+    } catch {
+      return false; // the incoming bytes are not what they claim to be: not the archived file
+    }
+    return a.equals(b);
   }
 
   private async prepare(c: Candidate, streaming: boolean, rep: ArchiveSourceReport): Promise<Prepared> {
@@ -458,18 +467,18 @@ class ArchiveRun {
       const encryptNow = this.encrypt !== null && !preEncrypted;
 
       if (c.kind === 'segment' && detected === null && !preEncrypted) {
-        const check = await this.checkSegmentSize(st.size, st.mtimeMs);
+        const check = await this.checkSegment(c.name, c.src, st.size, st.mtimeMs);
         if (check.verdict === 'wait') {
           rep.waiting.push(c.name);
           return null;
         }
         if (check.verdict === 'reject') {
-          await this.reject(c.src, c.name, 'unknown', rep, `is ${st.size} bytes long, not a WAL segment of ${check.expected} bytes`);
+          await this.reject(c.src, c.name, 'unknown', rep, check.problem);
           return null;
         }
       }
 
-      if (fs.existsSync(dst)) {
+      if (await pathExists(dst)) {
         if (await this.sameContent(c, dst, detected, preEncrypted)) return { type: 'matching', name: c.name, src: c.src, dst };
         await this.reject(c.src, c.name, 'duplicate', rep);
         return null;
@@ -571,7 +580,7 @@ class ArchiveRun {
         }
         try {
           if (it.tmp !== null) {
-            if (fs.existsSync(it.dst)) throw new BarmanError(`${it.dst} appeared while archiving`);
+            if (await pathExists(it.dst)) throw new BarmanError(`${it.dst} appeared while archiving`);
             await fsp.rename(it.tmp, it.dst);
           } else {
             await this.linkInto(it.src, it.dst);

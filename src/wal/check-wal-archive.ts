@@ -5,12 +5,12 @@
  * cluster. So without a timeline the archive must be empty; with `--timeline N` it must hold no
  * WAL of timeline N or later (older timelines belong to the history the cluster came from).
  */
-import * as fs from 'node:fs';
 import type { ServerConfig } from '../config/config.js';
 import { readXlogDb } from '../catalog/xlogdb.js';
 import { serverPaths } from '../catalog/server-dirs.js';
 import { BarmanError } from '../util/errors.js';
 import { isAnyXlogFile, timelineOf } from './names.js';
+import { pathExistsSync } from '../util/fsutil.js';
 
 export class WalArchiveContentError extends BarmanError {}
 
@@ -45,7 +45,7 @@ async function archivedNames(srv: ServerConfig): Promise<string[]> {
   const p = serverPaths(srv);
   // Without a catalog and without a wals directory there is nothing to rebuild from: do not
   // create either just to find that out.
-  if (!fs.existsSync(p.xlogdbFile) && !fs.existsSync(p.xlogdbFileNew) && !fs.existsSync(p.walsDir)) return [];
+  if (!pathExistsSync(p.xlogdbFile) && !pathExistsSync(p.xlogdbFileNew) && !pathExistsSync(p.walsDir)) return [];
   return (await readXlogDb(srv)).map((e) => e.name);
 }
 

@@ -153,7 +153,8 @@ export async function identifyOpenFile(fh: fsp.FileHandle, custom?: CustomCompre
 // ---------------------------------------------------------------------------------------------
 // Levels
 
-export type CompressionLevel = 'low' | 'medium' | 'high' | number;
+import type { CompressionLevel } from './compression-level.js';
+export type { CompressionLevel };
 
 interface LevelTable {
   low: number;
@@ -174,13 +175,7 @@ const LEVELS: Record<CompressionAlgorithm, LevelTable | null> = {
   custom: null,
 };
 
-/** Parse a `compression_level` option value: low, medium, high or an integer. */
-export function parseCompressionLevel(text: string): CompressionLevel {
-  const v = text.trim().toLowerCase();
-  if (v === 'low' || v === 'medium' || v === 'high') return v;
-  if (/^[-+]?\d+$/.test(v)) return Number(v);
-  throw new BarmanError(`invalid compression level '${text}': expected low, medium, high or an integer`);
-}
+export { parseCompressionLevel } from './compression-level.js';
 
 /**
  * Numeric level for an algorithm: names map through the table of spec §5.4, integers are

@@ -18,7 +18,7 @@ import { GPG_ENCRYPTION, serverDecryptor } from '../catalog/encryption.js';
 import { gpgDecryptFile, isEncryptedFile, privateTempDir } from '../util/gpg.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
-import { FILE_MODE } from '../util/fsutil.js';
+import { FILE_MODE, isNotFound } from '../util/fsutil.js';
 import { walArchivePath } from './archiver.js';
 import {
   compressStream,
@@ -115,11 +115,17 @@ export function walLookupPaths(srv: ServerConfig, name: string, partial = false)
   return list.map(([p, location]) => ({ path: p, location, partial: isPartial(p) }));
 }
 
+/**
+ * Whether a regular file is at `p`. Only a missing file (or directory on the way) is "no": a
+ * candidate that cannot be looked at (EACCES, EIO) throws, since answering "not found" would
+ * tell PostgreSQL the archive ends here, and it might end its recovery (promote) too early.
+ */
 function isRegularFile(p: string): boolean {
   try {
     return fs.statSync(p).isFile();
-  } catch {
-    return false;
+  } catch (err) {
+    if (isGone(err)) return false;
+    throw new WalUnreadableError(`cannot read ${p}: ${errorMessage(err)}`);
   }
 }
 
@@ -129,6 +135,25 @@ function customFor(srv: ServerConfig, location: WalLocation): CustomCompressionC
   // Only the archive holds files compressed by us; elsewhere an unrecognised file is plain.
   return location === 'wals' ? custom : { ...custom, unidentifiedIsCustom: false };
 }
+
+/**
+ * Exit code of get-wal when the WAL file is there but cannot be read or decoded (EACCES, EIO, a
+ * corrupt compressed file). Not 1 ("not found"): a restore_command failing with an exit code of
+ * 1 to 125 tells PostgreSQL that the archive ends here, and a recovery then stops at that point
+ * and promotes, silently short of what the archive holds. PostgreSQL treats an exit code above
+ * 125 as a hard failure instead and stops rather than promote (its log line: "child process
+ * exited with exit code 200"); barman-wal-restore (ours and Barman's) passes the code on.
+ */
+export const WAL_UNREADABLE_EXIT_CODE = 200;
+
+/** The WAL file exists but cannot be delivered: never reported as "not found". */
+export class WalUnreadableError extends BarmanError {
+  constructor(message: string) {
+    super(message, WAL_UNREADABLE_EXIT_CODE);
+    this.name = 'WalUnreadableError';
+  }
+}
+
 
 /**
  * A found WAL file, already open: reading it is immune to archive-wal moving the name meanwhile.
@@ -157,10 +182,7 @@ async function openDecrypted(srv: ServerConfig, file: string, name: string): Pro
 /** How many times the whole lookup is tried when a file vanishes between being seen and opened. */
 const LOOKUP_ATTEMPTS = 3;
 
-function isGone(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException | null)?.code;
-  return code === 'ENOENT' || code === 'ENOTDIR';
-}
+const isGone = isNotFound;
 
 /** One pass over the candidates; 'moved' when a file seen there was gone when opened. */
 async function lookupOnce(srv: ServerConfig, name: string, partial: boolean): Promise<OpenedWal | null | 'moved'> {
@@ -172,7 +194,7 @@ async function lookupOnce(srv: ServerConfig, name: string, partial: boolean): Pr
     } catch (err) {
       // archive-wal moved it between the stat and the open: it is somewhere else now.
       if (isGone(err)) return 'moved';
-      throw new BarmanError(`cannot read ${c.path}: ${errorMessage(err)}`);
+      throw new WalUnreadableError(`cannot read ${c.path}: ${errorMessage(err)}`);
     }
     try {
       let encryption: string | null = null;
@@ -189,8 +211,10 @@ async function lookupOnce(srv: ServerConfig, name: string, partial: boolean): Pr
       return { ...c, compression, encryption, handle };
     } catch (err) {
       await handle.close().catch(() => undefined);
-      if (err instanceof BarmanError) throw err;
-      throw new BarmanError(`cannot read ${c.path}: ${errorMessage(err)}`);
+      // There but not deliverable (unreadable, or an encrypted file that cannot be decrypted):
+      // never the exit code of "not found", which ends a recovery.
+      if (err instanceof WalUnreadableError) throw err;
+      throw new WalUnreadableError(err instanceof BarmanError ? err.message : `cannot read ${c.path}: ${errorMessage(err)}`);
     }
   }
   return null;
@@ -259,6 +283,45 @@ function byteCounter(onBytes: (n: number) => void): Transform {
 }
 
 /**
+ * A Writable that forwards into `dest` and ends it once everything is written, but is never
+ * piped to it: a failing source (a read or decompression error) destroys this one, not `dest`.
+ * Destroyed with the source's error, process.stdout would emit that error as its own, which
+ * nothing must take for a broken output (and bin/barman.js rethrows anything but EPIPE).
+ */
+function forwardTo(dest: NodeJS.WritableStream): Writable {
+  let failure: Error | null = null;
+  const onError = (err: Error) => (failure ??= err);
+  dest.on('error', onError);
+  const settled = (cb: (err?: Error | null) => void) => {
+    if (failure !== null) return cb(failure);
+    if ((dest as Partial<Writable>).destroyed) return cb(new Error('the output was closed'));
+    cb();
+  };
+  return new Writable({
+    highWaterMark: IO_CHUNK,
+    write(chunk: Buffer, _enc, cb) {
+      if (failure !== null) return cb(failure);
+      if (dest.write(chunk)) return cb();
+      drained(dest as unknown as WritableSink).then(() => settled(cb), cb);
+    },
+    final(cb) {
+      const done = () => {
+        dest.off('finish', done);
+        dest.off('close', done);
+        settled(cb);
+      };
+      dest.on('finish', done);
+      dest.on('close', done);
+      dest.end();
+    },
+    destroy(err, cb) {
+      dest.off('error', onError);
+      cb(err);
+    },
+  });
+}
+
+/**
  * Send WAL `name` of `srv` to `dest` (e.g. process.stdout). `dest` is ended when done.
  * Throws BarmanError when not found, and on read, decompression or write failures
  * (EPIPE included: the reader went away).
@@ -270,14 +333,15 @@ export async function sendWal(srv: ServerConfig, name: string, dest: NodeJS.Writ
   let bytes = 0;
   const counted = byteCounter((n) => (bytes += n));
   try {
-    await pipeline([readFromStart(opened), ...transformsFor(srv, found, opts), counted, dest]);
+    await pipeline([readFromStart(opened), ...transformsFor(srv, found, opts), counted, forwardTo(dest)]);
   } catch (err) {
-    if (err instanceof BarmanError) throw err;
+    // A decompression failure is a BarmanError too: the file is there, and it cannot be sent.
+    if (err instanceof BarmanError) throw err instanceof WalUnreadableError ? err : new WalUnreadableError(`cannot send WAL file '${name}': ${err.message}`);
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ERR_STREAM_DESTROYED') {
       throw new BarmanError(`cannot send WAL file '${name}': the receiving end closed the output`);
     }
-    throw new BarmanError(`cannot send WAL file '${name}': ${errorMessage(err)}`);
+    throw new WalUnreadableError(`cannot send WAL file '${name}': ${errorMessage(err)}`);
   } finally {
     await handle.close().catch(() => undefined);
   }
@@ -316,9 +380,9 @@ export async function fetchWalToDirectory(srv: ServerConfig, name: string, dir: 
     await fsp.rename(tmp, file);
     ok = true;
   } catch (err) {
-    if (err instanceof BarmanError) throw err;
     if (outputFailed) throw new BarmanError(`cannot write the output file ${file}: ${errorMessage(err)}`, 3);
-    throw new BarmanError(`cannot read WAL file '${name}' from ${found.path}: ${errorMessage(err)}`);
+    if (err instanceof BarmanError) throw err instanceof WalUnreadableError ? err : new WalUnreadableError(`cannot read WAL file '${name}' from ${found.path}: ${err.message}`);
+    throw new WalUnreadableError(`cannot read WAL file '${name}' from ${found.path}: ${errorMessage(err)}`);
   } finally {
     await handle.close().catch(() => undefined);
     if (!ok) {
@@ -333,11 +397,22 @@ export async function fetchWalToDirectory(srv: ServerConfig, name: string, dir: 
  * `--peek N`: up to `count` names of consecutive files present in the archive, from `name` on.
  * A name that is not a plain segment yields just itself (if archived). When a segment is missing and its
  * number is a power of two, the walk jumps to segment 0 of the next log: with an unknown segment
- * size, the segment after the last of a log (0xFF for 16 MiB) is such a number.
+ * size, the segment after the last of a log (0xFF for 16 MiB) is such a number. A file that
+ * cannot be looked at throws (WalUnreadableError), unless `stopAtUnreadable`: the walk then ends
+ * before it (a batch sends what comes before; the file's own request reports the error).
  */
-export function peekWals(srv: ServerConfig, name: string, count: number): string[] {
+export function peekWals(srv: ServerConfig, name: string, count: number, stopAtUnreadable = false): string[] {
   if (count <= 0) return [];
-  const exists = (n: string) => isRegularFile(walArchivePath(srv, n));
+  let unreadable = false;
+  const exists = (n: string): boolean => {
+    try {
+      return isRegularFile(walArchivePath(srv, n));
+    } catch (err) {
+      if (!stopAtUnreadable || !(err instanceof WalUnreadableError)) throw err;
+      unreadable = true;
+      return false;
+    }
+  };
   if (walNameKind(name) !== 'segment') return exists(name) ? [name] : [];
   const out: string[] = [];
   let { tli, log, seg } = parseWalName(name);
@@ -350,7 +425,7 @@ export function peekWals(srv: ServerConfig, name: string, count: number): string
       continue;
     }
     const powerOfTwo = seg > 0 && Number.isInteger(Math.log2(seg));
-    if (!powerOfTwo || log >= 0xffffffff) break;
+    if (unreadable || !powerOfTwo || log >= 0xffffffff) break;
     log += 1;
     seg = 0;
     if (!exists(walName(tli, log, seg))) break;
@@ -548,7 +623,7 @@ export async function sendWalBatch(srv: ServerConfig, name: string, count: numbe
   const first = await openWal(srv, name, { partial: opts.partial === true });
   if (!first) throw notFound(srv, name);
   // The walk only sees the archive; a first file still in incoming/ or streaming/ comes alone.
-  const walk = count > 1 ? peekWals(srv, name, count) : [];
+  const walk = count > 1 ? peekWals(srv, name, count, true) : [];
   const following = walk[0] === name ? walk.slice(1) : [];
 
   // WAL_NAME unreadable before anything is written: get-wal's usual failure, stdout empty.
@@ -557,7 +632,7 @@ export async function sendWalBatch(srv: ServerConfig, name: string, count: numbe
     prepared = await prepareMember(srv, name, first, { ...opts, partial: opts.partial === true });
   } catch (err) {
     await first.handle.close().catch(() => undefined);
-    throw new BarmanError(`cannot send WAL file '${name}': ${errorMessage(err)}`);
+    throw new WalUnreadableError(`cannot send WAL file '${name}': ${errorMessage(err)}`);
   }
 
   const pack = tar.pack();
@@ -580,7 +655,7 @@ export async function sendWalBatch(srv: ServerConfig, name: string, count: numbe
         await prepared.opened.handle.close().catch(() => undefined);
       }
       if (!streamed.ok) {
-        if (i === 0) firstFailure = new BarmanError(`cannot send WAL file '${current}': ${streamed.reason}`);
+        if (i === 0) firstFailure = new WalUnreadableError(`cannot send WAL file '${current}': ${streamed.reason}`);
         else stoppedAt = { name: current, reason: streamed.reason };
         break;
       }
@@ -629,7 +704,7 @@ export async function sendWalBatch(srv: ServerConfig, name: string, count: numbe
     if (err instanceof OutputGone || code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ERR_STREAM_DESTROYED') {
       throw new BarmanError(`cannot send WAL file '${current}': the receiving end closed the output`);
     }
-    throw new BarmanError(`cannot send WAL file '${current}': ${errorMessage(err)}`);
+    throw new WalUnreadableError(`cannot send WAL file '${current}': ${errorMessage(err)}`);
   }
   if (firstFailure) throw firstFailure;
   return stoppedAt ? { names, bytes, stoppedAt } : { names, bytes };

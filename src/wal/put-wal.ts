@@ -40,8 +40,8 @@ import tar, { type Header } from 'tar-stream';
 import type { ServerConfig } from '../config/config.js';
 import { customCompressionOf } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { DIR_MODE, FILE_MODE, fsyncDir } from '../util/fsutil.js';
 import { faultPoint } from '../util/fault.js';
+import { DIR_MODE, FILE_MODE, fsyncDir, pathExists } from '../util/fsutil.js';
 import { walArchivePath } from './archiver.js';
 import { decompressBuffer, decompressStream, identifyCompression, type CustomCompressionConfig } from './compression.js';
 import { decryptToBuffer } from '../catalog/encryption.js';
@@ -578,14 +578,26 @@ async function commit(srv: ServerConfig, received: readonly Received[], checksum
     const algo = r.kind === 'partial' ? null : await identifyCompression(r.tmp, incomingCustom);
     return algo === null ? r.sha256 : plainDigest(r.tmp, r.kind, incomingCustom);
   };
+  /**
+   * A stored file that cannot be read or decoded throws (put-wal fails, archive_command tries
+   * again later): a read error is never taken for a different content. Only received bytes that
+   * do not decode are a different file.
+   */
   const sameContent = async (r: Received, existing: string, custom: CustomCompressionConfig): Promise<boolean> => {
+    let a: string;
     try {
-      const [a, b] = await Promise.all([receivedDigest(r), plainDigest(existing, r.kind, custom)]);
-      return a === b;
-    } catch {
-      // Unreadable or undecodable: not provably the same file.
+      a = await receivedDigest(r);
+    } catch (err) {
+      if (!(err instanceof BarmanError)) throw err; // our own temp file unreadable: an error
       return false;
     }
+    let b: string;
+    try {
+      b = await plainDigest(existing, r.kind, custom);
+    } catch (err) {
+      throw new BarmanError(`cannot compare ${r.name} with ${existing}: ${errorMessage(err)}`);
+    }
+    return a === b;
   };
   const settleExisting = async (r: Received, existing: string, custom: CustomCompressionConfig): Promise<void> => {
     if (await sameContent(r, existing, custom)) report.alreadyPresent.push(r.name);
@@ -596,7 +608,7 @@ async function commit(srv: ServerConfig, received: readonly Received[], checksum
   try {
     for (const r of received) {
       const archived = walArchivePath(srv, r.name);
-      if (fs.existsSync(archived)) {
+      if (await pathExists(archived)) {
         if (!(await isEncryptedFile(archived).catch(() => false))) {
           await settleExisting(r, archived, archiveCustom);
           continue;
@@ -631,7 +643,7 @@ async function commit(srv: ServerConfig, received: readonly Received[], checksum
           await settleExisting(r, dst, incomingCustom);
         } else if (isCode(err, 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK')) {
           // File systems without hard links: check, then rename (a race window remains there).
-          if (fs.existsSync(dst)) {
+          if (await pathExists(dst)) {
             await settleExisting(r, dst, incomingCustom);
           } else {
             await fsp.rename(r.tmp, dst);
@@ -667,7 +679,7 @@ async function keepInErrors(srv: ServerConfig, r: Received): Promise<string> {
   const stamp = utcStamp();
   let dst = path.join(errorsDir, `${r.name}.${stamp}.duplicate`);
   // Never overwrite an earlier kept file of the same name and second.
-  for (let n = 1; fs.existsSync(dst); n++) dst = path.join(errorsDir, `${r.name}.${stamp}.${n}.duplicate`);
+  for (let n = 1; await pathExists(dst); n++) dst = path.join(errorsDir, `${r.name}.${stamp}.${n}.duplicate`);
   try {
     await fsp.link(r.tmp, dst);
   } catch (err) {

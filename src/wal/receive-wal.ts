@@ -15,6 +15,7 @@ import { BarmanError } from '../util/errors.js';
 import { faultPoint } from '../util/fault.js';
 import { logger } from '../util/log.js';
 import { runChecked } from '../util/proc.js';
+import { readdirIfExists } from '../util/fsutil.js';
 
 const log = logger('wal.receive');
 
@@ -53,15 +54,15 @@ export async function isReceiveWalRunning(srv: ServerConfig): Promise<boolean> {
   return isLockHeld(lockPath(srv, 'receiveWal'));
 }
 
-/** Stop a running receive-wal (SIGTERM to the PID recorded in its lock). */
-export async function stopReceiveWal(srv: ServerConfig): Promise<boolean> {
+/** Stop a running receive-wal (SIGTERM to the PID recorded in its lock); its PID, null if none ran. */
+export async function stopReceiveWal(srv: ServerConfig): Promise<number | null> {
   const file = lockPath(srv, 'receiveWal');
-  if (!(await isLockHeld(file))) return false;
+  if (!(await isLockHeld(file))) return null;
   const pid = readLockPid(file);
-  if (!pid) return false;
+  if (!pid) return null;
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 100 && (await isLockHeld(file)); i++) await new Promise((r) => setTimeout(r, 100));
-  return true;
+  return pid;
 }
 
 /**
@@ -72,7 +73,7 @@ export async function resetReceiveWal(srv: ServerConfig): Promise<string[]> {
   if (await isReceiveWalRunning(srv)) throw new BarmanError('receive-wal is running: stop it first (barman receive-wal --stop)');
   const dir = serverPaths(srv).streamingDir;
   const removed: string[] = [];
-  for (const n of await fsp.readdir(dir).catch(() => [] as string[])) {
+  for (const n of await readdirIfExists(dir)) {
     if (n.endsWith('.partial')) {
       await fsp.unlink(path.join(dir, n));
       removed.push(n);

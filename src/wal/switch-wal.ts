@@ -2,12 +2,12 @@
  * `switch-wal`: close the current WAL file on the server, optionally waiting until that file is in
  * the archive (we run the archiver ourselves while waiting, so this works without cron).
  */
-import * as fs from 'node:fs';
 import type { ServerConfig } from '../config/config.js';
 import { withConnection } from '../postgres/connection.js';
 import { BarmanError } from '../util/errors.js';
 import { archiveWal, walArchivePath } from './archiver.js';
 import { LockBusyError } from '../catalog/lock.js';
+import { pathExists } from '../util/fsutil.js';
 
 export interface SwitchResult {
   closed: string | null;
@@ -31,8 +31,8 @@ export async function switchWal(
     } catch (err) {
       if (!(err instanceof LockBusyError)) throw err;
     }
-    if (fs.existsSync(walArchivePath(srv, closed))) return { closed, archived: true };
+    if (await pathExists(walArchivePath(srv, closed))) return { closed, archived: true };
     await new Promise((r) => setTimeout(r, 250));
   }
-  return { closed, archived: fs.existsSync(walArchivePath(srv, closed)) };
+  return { closed, archived: await pathExists(walArchivePath(srv, closed)) };
 }

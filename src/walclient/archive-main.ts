@@ -8,7 +8,8 @@
  */
 import { Command, Option } from 'commander';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { parseCompressionLevel, type CompressionLevel, type CompressionName } from '../wal/compression.js';
+import type { CompressionName } from '../wal/compression.js';
+import { parseCompressionLevel, type CompressionLevel } from '../wal/compression-level.js';
 import { VERSION } from '../version.js';
 import { argumentFailure, reportFailure, runIfEntryPoint } from './cli-common.js';
 import { DEFAULT_SPOOL_DIR } from './markers.js';
@@ -48,7 +49,8 @@ export interface ParsedArchiveCommand {
   options: ArchiveOptions;
 }
 
-const COMPRESSION_FLAGS: ReadonlyArray<[keyof RawOptions, CompressionName]> = [
+/** The compression options of the WAL clients (also barman-cloud-wal-archive's) and their algorithms. */
+export const COMPRESSION_FLAGS: ReadonlyArray<[keyof RawOptions & string, CompressionName]> = [
   ['gzip', 'gzip'],
   ['bzip2', 'bzip2'],
   ['xz', 'xz'],

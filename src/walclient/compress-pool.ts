@@ -9,7 +9,6 @@
  * whose checksum line does not describe exactly the bytes sent. close() terminates the
  * workers; idle workers are unref'd, so a forgotten pool never keeps the process alive.
  */
-import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { BarmanError } from '../util/errors.js';
 import type { CompressionLevel, CompressionName } from '../wal/compression.js';
@@ -54,10 +53,7 @@ interface Slot {
 
 const DEFAULT_WORKER_URL = new URL('./compress-worker.js', import.meta.url);
 
-/** Workers worth starting here: one per core, at most 2 (ssh and put-wal need CPU too). */
-export function defaultPoolSize(): number {
-  return Math.max(1, Math.min(2, availableParallelism()));
-}
+export { defaultPoolSize } from './pool-size.js';
 
 export class CompressPool {
   private readonly slots: Slot[] = [];

@@ -3,12 +3,12 @@
  *
  * When the archive_command for segment N also pushes later segments that PostgreSQL has marked
  * `.ready`, it records each one that the Barman server durably stored (put-wal exited 0) as
- * `SPOOL/<server>/<wal name>`, holding one line `<size> <mtime seconds> <inode> <destination>`:
- * the first three describe the file that was read, the destination (`user@host:port config`,
- * see destinationKey) says WHICH Barman server stored it. When PostgreSQL later asks for that
- * segment, the `sh` launcher (bin/barman-wal-archive) builds the same line from
- * `stat -c '%s %Y %i'` of the file and its own options and, if equal, removes the marker and
- * succeeds without starting Node or ssh. A segment PostgreSQL has not changed since it was
+ * `SPOOL/<server>/<wal name>`, holding one line `<dev> <inode> <size> <mtime.ns> <destination>`:
+ * the first four describe the file that was read (trust-rules.ts fileSignature), the
+ * destination (`user@host:port config`, see destinationKey) says WHICH Barman server stored it.
+ * When PostgreSQL later asks for that segment, the `sh` launcher (bin/barman-wal-archive) builds
+ * the same line from `stat -c "$marker_stat_format"` of the file and its own options and, if
+ * equal, removes the marker and succeeds without starting Node or ssh. A segment PostgreSQL has not changed since it was
  * pushed has identical bytes on that server, so the durability promise of archive_command holds.
  *
  * The destination matters: with `archive_command = 'barman-wal-archive A pg %p &&
@@ -18,12 +18,14 @@
  * segment once.
  *
  * A marker is a promise that data is safe: nobody else may be able to create one. The spool
- * directories must therefore be real directories (not symlinks) owned by the running user with
- * mode 0700 — the launcher checks the same before trusting a marker — otherwise push-ahead is
- * not used at all.
+ * directories must therefore be directories nobody but the running user can create files in
+ * (trust-rules.ts dirTrusted; the launcher's dir_trusted is the same rule) — otherwise push-ahead
+ * is not used at all. They are created 0700 and never loosened or tightened: a directory that
+ * was open to others may hold planted markers, and chmod would not remove them.
  */
 import type { BigIntStats } from 'node:fs';
 import { promises as fsp } from 'node:fs';
+import { dirDistrust, fileSignature } from './trust-rules.js';
 import * as path from 'node:path';
 import { BarmanError, errorMessage } from '../util/errors.js';
 
@@ -31,10 +33,12 @@ export const DEFAULT_SPOOL_DIR = '/var/tmp/barman-wal-archive';
 /** Markers nobody consumed (segment archived another way, cluster rebuilt) go after a day. */
 export const MARKER_MAX_AGE_MS = 24 * 3600 * 1000;
 
-/** `<size> <mtime seconds> <inode>`: what `stat -c '%s %Y %i'` prints for the same file. */
-export function statSignature(st: BigIntStats): string {
-  // %Y truncates to whole seconds; mtimeNs is non-negative for any real WAL file.
-  return `${st.size} ${st.mtimeNs / 1_000_000_000n} ${st.ino}`;
+/**
+ * `<dev> <inode> <size> <mtime.ns>`: what the launcher's `stat -c "$marker_stat_format"` prints
+ * for the same file (trust-rules.ts). Null: no marker can vouch for this file.
+ */
+export function statSignature(st: BigIntStats): string | null {
+  return fileSignature(st);
 }
 
 /** Same file, same size, same modification time (to the nanosecond) as when it was read. */
@@ -76,9 +80,9 @@ export function markerLine(signature: string, destination: string): string {
   return `${signature} ${destination}`;
 }
 
-/** Destination part of a marker line; null for a line that is not `<n> <n> <n> <dest>` (old format). */
+/** Destination part of a marker line; null for a line that is not `<n> <n> <n> <n>.<n> <dest>` (an older format). */
 function destinationOf(line: string): string | null {
-  const m = /^\d+ \d+ \d+ ([^\n]*)$/.exec(line);
+  const m = /^\d+ \d+ \d+ \d+\.\d{9} ([^\n]*)$/.exec(line);
   return m ? (m[1] as string) : null;
 }
 
@@ -89,8 +93,8 @@ export function markerDirFor(spoolDir: string, server: string): string | null {
 }
 
 /**
- * Make sure `dir` is a directory owned by us with mode 0700, creating it if needed. Throws a
- * BarmanError explaining why it cannot be trusted otherwise.
+ * Make sure `dir` is a directory nobody but us can create files in (dirTrusted), creating it
+ * (0700) if needed. Throws a BarmanError explaining why it cannot be trusted otherwise.
  */
 async function ensurePrivateDir(dir: string): Promise<void> {
   try {
@@ -100,14 +104,8 @@ async function ensurePrivateDir(dir: string): Promise<void> {
       throw new BarmanError(`cannot create spool directory ${dir}: ${errorMessage(err)}`, 2);
     }
   }
-  const st = await fsp.lstat(dir);
-  if (!st.isDirectory()) throw new BarmanError(`spool directory ${dir} is not a directory`, 2);
-  const uid = process.getuid?.();
-  if (uid !== undefined && st.uid !== uid) {
-    throw new BarmanError(`spool directory ${dir} belongs to uid ${st.uid}, not to the current user (uid ${uid})`, 2);
-  }
-  // Ours: tighten it (mkdir honours the umask, an administrator may have created it 0755).
-  if ((st.mode & 0o7777) !== 0o700) await fsp.chmod(dir, 0o700);
+  const why = dirDistrust(await fsp.lstat(dir), process.getuid?.());
+  if (why !== null) throw new BarmanError(`spool directory ${dir} ${why}`, 2);
 }
 
 /** Prepare `SPOOL/<server>` for markers; returns its path. Throws BarmanError when unusable. */
@@ -154,7 +152,8 @@ export async function consumeMarker(dir: string, name: string, signature: string
   const owner = destinationOf(line);
   if (owner !== null && owner !== destination) return false;
   await fsp.unlink(file).catch(() => undefined);
-  return line === markerLine(signature, destination);
+  // An older format is never trusted, whatever it says.
+  return owner !== null && line === markerLine(signature, destination);
 }
 
 /**

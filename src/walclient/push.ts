@@ -15,9 +15,12 @@ import * as path from 'node:path';
 import type { Writable } from 'node:stream';
 import tar from 'tar-stream';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { compressBuffer, type CompressionLevel, type CompressionName } from '../wal/compression.js';
+// Types only: the compressors (and the worker pool) are loaded when something is compressed,
+// so that the plain archive_command call, once per segment, does not pay for them.
+import type { CompressionLevel, CompressionName } from '../wal/compression.js';
 import { walNameKind } from '../wal/names.js';
-import { CompressPool, defaultPoolSize } from './compress-pool.js';
+import type { CompressPool } from './compress-pool.js';
+import { defaultPoolSize } from './pool-size.js';
 import {
   cleanOldMarkers,
   consumeMarker,
@@ -241,6 +244,7 @@ async function prepareRequired(member: PushMember, opts: PackOptions, pool: Comp
   }
   if (!opts.compression) return { ...loaded, digest: null };
   try {
+    const { compressBuffer } = await import('../wal/compression.js');
     const data = await compressBuffer(loaded.data, opts.compression, opts.compressionLevel ?? 'medium');
     return { ...loaded, data, digest: null };
   } catch (err) {
@@ -297,6 +301,11 @@ export function autoWorkers(compression: CompressionName | null | undefined, mem
   return Math.min(defaultPoolSize(), members - 1);
 }
 
+async function newPool(workers: number): Promise<CompressPool> {
+  const { CompressPool: Pool } = await import('./compress-pool.js');
+  return new Pool(workers);
+}
+
 /** Members prepared ahead of the one being sent, without a pool (read i+1 while i is sent). */
 const AHEAD_WITHOUT_POOL = 1;
 
@@ -319,7 +328,7 @@ export async function writeTarStream(
   aborted: () => boolean = () => false,
 ): Promise<TarResult> {
   const wantWorkers = opts.workers ?? autoWorkers(opts.compression, members.length);
-  const ownPool = opts.pool || members.length === 0 ? null : wantWorkers > 0 ? new CompressPool(wantWorkers) : null;
+  const ownPool = opts.pool || members.length === 0 ? null : wantWorkers > 0 ? await newPool(wantWorkers) : null;
   try {
     return await streamMembers(members, sink, opts, opts.pool ?? ownPool, aborted);
   } finally {
@@ -361,7 +370,8 @@ async function streamMembers(
       const hash = loaded.digest === null ? createHash(opts.checksum) : null;
       await addSlicedEntry(pack, loaded.name, loaded.data, new Date(Number(loaded.before.mtimeNs / 1_000_000n)), hash, aborted);
       sums.push(`${loaded.digest ?? hash?.digest('hex')} *${loaded.name}\n`);
-      sent.push({ name: loaded.name, signature: statSignature(loaded.before), unchanged: loaded.unchanged });
+      const signature = statSignature(loaded.before);
+      sent.push({ name: loaded.name, signature: signature ?? '', unchanged: loaded.unchanged && signature !== null });
     }
     if (!aborted()) {
       await addEntry(pack, checksumMemberName(opts.checksum), Buffer.from(sums.join(''), 'utf8'), new Date());
@@ -544,7 +554,8 @@ export async function archiveWal(opts: ArchiveOptions): Promise<ArchiveResult> {
       warnings.push(`push-ahead disabled: ${errorMessage(err)}`);
     }
   }
-  if (markerDir && (await consumeMarker(markerDir, requested, statSignature(st), destination))) {
+  const signature = statSignature(st);
+  if (markerDir && signature !== null && (await consumeMarker(markerDir, requested, signature, destination))) {
     return { exitCode: 0, message: null, warnings, stored: 0, markers: 0 };
   }
 
@@ -556,7 +567,7 @@ export async function archiveWal(opts: ArchiveOptions): Promise<ArchiveResult> {
   );
   const workers = opts.workers ?? autoWorkers(opts.compression, batch.length);
   // One pool for every session of this call: sessions share the cores, not multiply threads.
-  const pool = workers > 0 ? new CompressPool(workers) : null;
+  const pool = workers > 0 ? await newPool(workers) : null;
   const pack: PackOptions = { checksum: opts.checksum, compression: opts.compression, compressionLevel: opts.compressionLevel, pool, workers: 0 };
   const argv = sshArgs(opts.target, putWalRemoteArgs(opts.server, opts.config, false));
   const parts = splitBatch(batch, sessionCount(opts, batch.length));

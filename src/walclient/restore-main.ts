@@ -5,10 +5,11 @@
  */
 import { Command, Option } from 'commander';
 import { BarmanError } from '../util/errors.js';
-import { versionText } from '../version.js';
+import { VERSION } from '../version.js';
 import { argumentFailure, reportFailure, runIfEntryPoint } from './cli-common.js';
 import { killSshSessions, RemoteError, restoreWal, testRemote, type RestoreOptions } from './restore.js';
 import { DEFAULT_SPOOL_DIR } from './spool.js';
+import { RESTORE_DEFAULT_PARALLEL } from './trust-rules.js';
 import { backgroundPrefetch, BACKGROUND_PREFETCH_LIMIT_MS, releasePrefetchLockSync } from './restore-prefetch.js';
 
 interface ParsedOpts {
@@ -49,7 +50,7 @@ function program(): Command {
     .option('-U, --user <user>', 'the user used for the ssh connection to the Barman server', 'barman')
     .option('--port <port>', 'the port used for the ssh connection to the Barman server')
     .option('-s, --sleep <seconds>', 'sleep for SECONDS after a failure of get-wal request')
-    .option('-p, --parallel <jobs>', 'prefetch: fetch WAL_NAME and up to JOBS-1 following WAL files per request into the spool')
+    .option('-p, --parallel <jobs>', `prefetch: fetch WAL_NAME and up to JOBS-1 following WAL files per request into the spool (default ${RESTORE_DEFAULT_PARALLEL} with a barman-ts server; 0: no prefetch)`)
     .option('--spool-dir <dir>', 'spool directory for prefetched WAL files', DEFAULT_SPOOL_DIR)
     .option('-P, --partial', 'retrieve also partial WAL files (.partial)')
     .option('-z, --gzip', 'transfer the WAL files compressed with gzip (deprecated)')
@@ -65,11 +66,15 @@ function program(): Command {
       'after',
       `
 Exit status: 0 when WAL_DEST holds the file; 1 when the Barman server does not have it; 2 for an
-SSH or protocol failure (and invalid options); 3 when WAL_NAME or WAL_DEST is not valid.
+SSH or protocol failure (and invalid options); 3 when WAL_NAME or WAL_DEST is not valid; 200 when
+the Barman server has the file but cannot read it (barman-ts get-wal: permission denied, I/O
+error), which PostgreSQL takes for a failure that stops recovery, not for the archive's end.
 
 With -p N, barman-ts asks the Barman server for WAL_NAME and the next N-1 WAL files in one SSH
 session (get-wal --batch, checksummed); Barman's own server gets Barman's protocol (--peek and
-one get-wal per file). Prefetched files wait in the spool directory, from which the next calls
+one get-wal per file). Without -p the same is done with N = ${RESTORE_DEFAULT_PARALLEL} against a barman-ts server,
+so that Barman's usual restore_command is fast as it is; Barman's server then gets one get-wal
+per file, as from Barman's client without -p (-p 0 turns prefetching off). Prefetched files wait in the spool directory, from which the next calls
 take them without any SSH connection. Archives compressed with gzip, bzip2, xz, zstd, lz4 or
 snappy travel as stored and are decompressed here (--accept-compression). Once fewer than N/2
 files are left ahead, the next batch is fetched in the background while PostgreSQL replays
@@ -121,7 +126,8 @@ export function parseArgs(argv: readonly string[]): ParsedCommand | 'version' {
       port: o.port,
       sshConfig: o.sshConfig,
       config: o.config,
-      parallel: parseCount(o.parallel, '--parallel', 0),
+      parallel: o.parallel === undefined ? RESTORE_DEFAULT_PARALLEL : parseCount(o.parallel, '--parallel', 0),
+      parallelByDefault: o.parallel === undefined,
       spoolDir: o.spoolDir,
       partial: o.partial === true,
       gzip: o.gzip === true,
@@ -146,7 +152,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     return argumentFailure(err);
   }
   if (parsed === 'version') {
-    process.stdout.write(`barman-wal-restore ${versionText().split('\n')[0]}\n`);
+    process.stdout.write(`barman-wal-restore ${VERSION}\n`);
     return 0;
   }
   const { options, test, sleep } = parsed;

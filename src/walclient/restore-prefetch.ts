@@ -31,6 +31,28 @@ export const PREFETCH_START = '.prefetch.start';
 export const PREFETCH_NONE = '.prefetch.none';
 /** Left when the server refuses batches (Barman's): no background prefetch until the spool is reset. */
 export const PREFETCH_UNSUPPORTED = '.prefetch.unsupported';
+/**
+ * How long `.prefetch.unsupported` keeps a default prefetch (no -p) from asking for batches: the
+ * server may be replaced by a barman-ts one meanwhile.
+ */
+const UNSUPPORTED_FOR_MS = 3600_000;
+
+/** Record that the server refused batches (Barman's): see PREFETCH_UNSUPPORTED. */
+export async function markBatchesRefused(spool: string): Promise<void> {
+  const file = path.join(spool, PREFETCH_UNSUPPORTED);
+  await fsp.writeFile(file, '', { mode: 0o600 }).catch(() => undefined);
+  // Its mtime says when: set it explicitly (an empty file rewritten empty may keep the old one).
+  const now = new Date();
+  await fsp.utimes(file, now, now).catch(() => undefined);
+}
+
+/** The server refused batches within UNSUPPORTED_FOR_MS (only in a spool we trust). */
+export async function batchesRefusedLately(spool: string): Promise<boolean> {
+  if (!(await spoolTrusted(spool))) return false;
+  const st = await fsp.lstat(path.join(spool, PREFETCH_UNSUPPORTED)).catch(() => null);
+  return st !== null && st.isFile() && Date.now() - st.mtimeMs < UNSUPPORTED_FOR_MS;
+}
+
 /** A start claim older than this without a lock is left over by a killed process. */
 const START_STALE_MS = 10_000;
 /** A background prefetch still running after this is stopped (a stalled network). */
@@ -170,7 +192,7 @@ async function prefetchNextBatch(o: RestoreOptions, after: string): Promise<void
     let batch = await fetchBatch(o, null, spoolSync, 'accept', first);
     if (batch.kind === 'unsupported' && batch.retryPlain) batch = await fetchBatch(o, null, spoolSync, 'plain', first);
     // Barman's server: every later attempt would cost two refused ssh sessions during replay.
-    if (batch.kind === 'unsupported') await fsp.writeFile(path.join(o.spoolDir, PREFETCH_UNSUPPORTED), '', { mode: 0o600 }).catch(() => undefined);
+    if (batch.kind === 'unsupported') await markBatchesRefused(o.spoolDir);
   } catch (err) {
     // Not found: nothing archived after it yet. Trying again at every call served from the
     // spool would cost an ssh session each: the next call that fetches itself re-enables it.

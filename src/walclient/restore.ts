@@ -29,7 +29,7 @@ import { assertSafeWalName } from '../wal/names.js';
 import { MemberWriter } from './restore-decompress.js';
 import { quoteRemote, remoteConfigArgs, sshArgs, sshOutcome, type SshTarget } from './ssh.js';
 import { commitToSpool, ensureSpool, plainDownload, readBootId, resetSpool, spoolMatchesBoot, spoolTrusted, syncSpool, takeFromSpool, tempNameFor } from './spool.js';
-import { clearPrefetchNone, waitForPrefetch } from './restore-prefetch.js';
+import { batchesRefusedLately, clearPrefetchNone, markBatchesRefused, waitForPrefetch } from './restore-prefetch.js';
 
 export interface RestoreOptions {
   host: string;
@@ -43,6 +43,12 @@ export interface RestoreOptions {
   config?: string;
   /** Number of files to fetch per request (prefetch); 0 = no prefetch. */
   parallel: number;
+  /**
+   * `parallel` is the default (no -p given): prefetch through `get-wal --batch` only. Against a
+   * server without batches (Barman's) WAL_NAME then comes alone, as from Barman's own client
+   * without -p, rather than through Barman's protocol (N parallel sessions nobody asked for).
+   */
+  parallelByDefault?: boolean;
   spoolDir: string;
   partial: boolean;
   gzip: boolean;
@@ -538,15 +544,20 @@ export async function restoreWal(o: RestoreOptions, opts: { waitForPrefetch?: bo
     // would read as "no such WAL" to PostgreSQL and end the recovery early. It is said, though:
     // silently, every WAL would cost an SSH session.
     let prefetchOff: string | undefined;
+    // A default prefetch against Barman's server (it refused batches lately): WAL_NAME alone,
+    // without paying a refused session first at every call.
+    const defaultRefused = o.parallelByDefault === true && (spoolCurrent ? await batchesRefusedLately(o.spoolDir) : false);
     const prefetch =
       o.parallel > 0 &&
+      !defaultRefused &&
+      !(o.parallelByDefault === true && (o.gzip || o.bzip2)) &&
       (await ensureSpool(o.spoolDir)
         // Emptied and stamped for this boot before anything unsynced lands in it.
         .then(() => (spoolCurrent ? undefined : resetSpool(o.spoolDir, bootId)))
         .then(
           () => true,
           (err: unknown) => {
-            prefetchOff = `prefetch (-p) disabled: ${errorMessage(err)}`;
+            prefetchOff = `prefetch ${o.parallelByDefault === true ? '' : '(-p) '}disabled: ${errorMessage(err)}`;
             return false;
           },
         ));
@@ -563,6 +574,10 @@ export async function restoreWal(o: RestoreOptions, opts: { waitForPrefetch?: bo
         // there. WAL_NAME alone, with Barman's single-file protocol, decides.
         await fetchOne(o, o.walName, destTmp, false);
         batchFailure = batch.reason;
+      } else if (o.parallelByDefault === true) {
+        // Barman's server, and nobody asked for -p: one get-wal, as Barman's client would.
+        await markBatchesRefused(o.spoolDir);
+        await fetchOne(o, o.walName, destTmp, false);
       } else {
         source = 'peek';
         prefetched = await fetchPeek(o, destTmp, spoolSync);

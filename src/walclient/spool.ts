@@ -18,6 +18,7 @@ import { errorMessage, BarmanError } from '../util/errors.js';
 import { ensureDir, fsyncDir, writeFileAtomic } from '../util/fsutil.js';
 import { walNameKind } from '../wal/names.js';
 import { decompressFile, identifyCompression } from '../wal/compression.js';
+import { dirDistrust, dirTrusted } from './trust-rules.js';
 
 /** Barman's default spool directory. */
 export const DEFAULT_SPOOL_DIR = '/var/tmp/walrestore';
@@ -28,15 +29,15 @@ export function tempNameFor(dir: string, base: string): string {
 }
 
 /**
- * The spool is trusted only when it is a real directory of ours that nobody else can write:
- * whatever sits in it is handed to PostgreSQL as WAL, and the default lives in world-writable
- * /var/tmp, where another local user could have created it first and planted files.
+ * The spool is trusted only when it is a real directory of ours that nobody else can create
+ * files in (trust-rules.ts dirTrusted, the launcher's dir_trusted): whatever sits in it is
+ * handed to PostgreSQL as WAL, and the default lives in world-writable /var/tmp, where another
+ * local user could have created it first and planted files. 0700 and 0755 (what Barman's client
+ * and `mkdir` leave) are both fine: the files themselves are written 0600.
  */
 export async function spoolTrusted(dir: string): Promise<boolean> {
   const st = await fsp.lstat(dir).catch(() => null);
-  if (!st || !st.isDirectory()) return false;
-  const uid = process.getuid?.();
-  return (uid === undefined || st.uid === uid) && (st.mode & 0o077) === 0;
+  return st !== null && dirTrusted(st, process.getuid?.());
 }
 
 /** Create the spool directory (0700: WAL files hold the whole database's changes). */
@@ -47,9 +48,9 @@ export async function ensureSpool(dir: string): Promise<void> {
   } catch (err) {
     throw new BarmanError(`cannot create the spool directory ${dir}: ${errorMessage(err)}`, 2);
   }
-  if (!(await spoolTrusted(dir))) {
-    throw new BarmanError(`the spool directory ${dir} is not a directory of this user with mode 0700: refusing to use it`, 2);
-  }
+  const st = await fsp.lstat(dir);
+  const why = dirDistrust(st, process.getuid?.());
+  if (why !== null) throw new BarmanError(`the spool directory ${dir} ${why}: refusing to use it (another user could have put files in it)`, 2);
 }
 
 /**

@@ -86,16 +86,34 @@ export async function createBarmanEnv(cluster: PgCluster, opts: BarmanEnvOptions
   return env;
 }
 
-/** Run `barman cron` until `check` says receive-wal runs and the slot is active. */
-export async function startStreaming(env: BarmanEnv, timeoutMs = 30000): Promise<void> {
+/**
+ * Set up WAL streaming as Barman's documentation says, so that `backup` passes its checks: run
+ * `barman cron` until `check` says receive-wal runs and the slot is active, then archive a
+ * first WAL file (`switch-wal --force --archive`). A standby cannot switch WAL: pass its
+ * `primary`, whose switch the standby's receive-wal then streams.
+ */
+export async function startStreaming(env: BarmanEnv, timeoutMs = 30000, primary?: PgCluster): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   await env.ok('cron');
-  while (Date.now() < deadline) {
+  for (;;) {
     const r = await env.run('check', env.server);
-    if (/receive-wal running: OK/.test(r.stdout) && /replication slot: OK/.test(r.stdout)) return;
+    if (/receive-wal running: OK/.test(r.stdout) && /replication slot: OK/.test(r.stdout)) break;
+    if (Date.now() > deadline) throw new Error('receive-wal did not start');
     await sleep(250);
   }
-  throw new Error('receive-wal did not start');
+  if (!primary) {
+    await env.ok('switch-wal', '--force', '--archive', '--archive-timeout', String(Math.max(30, Math.ceil((deadline - Date.now()) / 1000))), env.server);
+    return;
+  }
+  await primary.checkpoint();
+  await primary.psql('SELECT pg_switch_wal()');
+  for (;;) {
+    await env.ok('archive-wal', env.server);
+    const r = await env.run('check', env.server);
+    if (!/WAL archive: FAILED/.test(r.stdout)) return;
+    if (Date.now() > deadline) throw new Error('no WAL file reached the archive');
+    await sleep(250);
+  }
 }
 
 export async function readLog(env: BarmanEnv): Promise<string> {

@@ -91,6 +91,10 @@ export interface PgClusterOptions {
   extraHba?: string[];
   /** initdb --data-checksums */
   dataChecksums?: boolean;
+  /** More initdb arguments (e.g. `--wal-segsize=64`). */
+  initdbArgs?: readonly string[];
+  /** Name of the data directory inside the cluster's temp dir (default `data`). */
+  dataDirName?: string;
   /** Start the server after initdb (default true). */
   start?: boolean;
 }
@@ -199,7 +203,7 @@ export class PgCluster {
     serverBinDir(major); // fail before creating anything
     const port = opts.port ?? (await freePort());
     const runDir = await makeTempDir('pg-', { owner: POSTGRES_USER, mode: 0o755 });
-    const dataDir = path.join(runDir, 'data');
+    const dataDir = path.join(runDir, opts.dataDirName ?? 'data');
     const cluster = new PgCluster(
       { dataDir, runDir, logFile: path.join(runDir, 'server.log'), owned: [runDir] },
       port,
@@ -211,6 +215,7 @@ export class PgCluster {
       '--no-sync'];
     if (major >= 14) initdbArgs.push('--no-instructions');
     if (opts.dataChecksums) initdbArgs.push('--data-checksums');
+    initdbArgs.push(...(opts.initdbArgs ?? []));
     await runAs(POSTGRES_USER, path.join(cluster.binDir, 'initdb'), initdbArgs, { check: true });
 
     const hba = [

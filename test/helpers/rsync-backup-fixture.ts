@@ -29,12 +29,14 @@ export async function createFingerprintData(pg: PgCluster, tempPrefix: string): 
 }
 
 /**
- * Start WAL streaming, then read FINGERPRINT and checkpoint: the reads set hint bits on what
- * pgbench -i wrote, and the checkpoint flushes them, so that files stay unchanged between
- * backups and reuse_backup = link can share them.
+ * Start WAL streaming, then vacuum, read FINGERPRINT and checkpoint: the vacuum leaves
+ * autovacuum nothing to rewrite later (the visibility maps of the freshly filled tables), the
+ * reads set hint bits on what pgbench -i wrote, and the checkpoint flushes them, so that files
+ * stay unchanged between backups and reuse_backup = link can share them.
  */
 export async function startStreamingOnSettledData(env: BarmanEnv, pg: PgCluster): Promise<void> {
   await startStreaming(env);
+  await pg.psql('VACUUM (FREEZE, ANALYZE)');
   await pg.psql(FINGERPRINT);
   await pg.checkpoint();
 }

@@ -30,11 +30,26 @@ describe('backup lifecycle', () => {
     await cleanupAll();
   });
 
-  it('a backup taken while WAL streaming is stopped waits for WALs, and cron makes it DONE', async () => {
+  it('a backup is refused while receive-wal is stopped (as Barman); one that loses it mid-copy waits for WALs, and cron makes it DONE', async () => {
     await env.ok('receive-wal', '--stop', env.server);
-    const r = await env.run('backup', '--immediate-checkpoint', env.server);
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /WAITING_FOR_WALS/);
+    const refused = await env.run('backup', '--immediate-checkpoint', env.server);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /^ERROR: Impossible to start the backup\. Check the log for more details, or run 'barman check pg'\n/);
+    assert.match(refused.stderr, /\n\treceive-wal running: FAILED/);
+    assert.deepEqual(await listBackups(env), [], 'nothing recorded');
+
+    await startStreaming(env);
+    const child = spawn('runuser', ['-u', BARMAN_USER, '--', process.execPath, BARMAN_SCRIPT, '-c', env.configFile, 'backup', '--immediate-checkpoint', env.server], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+    // The checks passed once the copy runs: stop WAL streaming under it.
+    await waitFor(async () => (await listBackups(env)).some((b) => b.status === 'STARTED'), { timeoutMs: 30000, intervalMs: 50, what: 'backup STARTED' });
+    await env.ok('receive-wal', '--stop', env.server);
+    assert.equal(await exited, 0, stderr);
+    assert.match(stderr, /WAITING_FOR_WALS/);
     let backups = await listBackups(env);
     assert.equal(backups.at(0)?.status, 'WAITING_FOR_WALS');
     await waitFor(

@@ -75,9 +75,9 @@ describe('backup_method = local-rsync as the postgres user', { timeout: 600_000 
     assert.ok(dedup < size / 2, `deduplicated_size ${dedup} vs size ${size}`);
     const pgVersion = path.join('data', 'PG_VERSION');
     assert.equal((await fs.stat(path.join(backupDir(id), pgVersion))).ino, (await fs.stat(path.join(backupDir(first), pgVersion))).ino);
-    // show-backup tells what the links saved.
+    // show-backup tells what the links saved (Barman 3.4: Incremental size, saving as -NN.NN%).
     const show = await env.ok('show-backup', env.server, id);
-    assert.match(show, /^ {4}Resources saved {6}: \S+ \S+ \(\d+\.\d\d%\)$/m);
+    assert.match(show, /^ {4}Incremental size {5}: \S+ \S+ \(-\d+\.\d\d%\)$/m);
     // The manifest of a backup made of links is still right.
     const v = await env.run('verify-backup', env.server, id);
     assert.equal(v.code, 0, `${v.stdout}\n${v.stderr}`);

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import { cleanupAll, PgCluster } from '../helpers/pg-cluster.js';
@@ -17,9 +18,14 @@ describe('signals during backup --wait', () => {
   let env: BarmanEnv;
 
   before(async () => {
-    pg = await PgCluster.create();
-    // WAL streaming is never started: the WALs of the backup never arrive, --wait waits.
-    env = await createBarmanEnv(pg);
+    // File archiving whose archive_command delivers nothing: the checks that `backup` runs pass
+    // (the archive is not empty, PostgreSQL archives without failures), but the WAL files of the
+    // backup never arrive, so --wait waits.
+    pg = await PgCluster.create({ archiveMode: true, archiveCommand: '/bin/true' });
+    env = await createBarmanEnv(pg, { extra: { streaming_archiver: 'off', archiver: 'on', slot_name: '', create_slot: 'manual' } });
+    const wals = path.join(env.home, env.server, 'wals');
+    await runAs(BARMAN_USER, 'mkdir', ['-p', '-m', '0700', path.join(wals, '0000000100000000')], { check: true });
+    await runAs(BARMAN_USER, 'tee', [path.join(wals, 'xlog.db')], { input: '000000010000000000000000\t16777216\t1704103200.0\tNone\n', check: true });
   });
 
   after(async () => {

@@ -74,7 +74,7 @@ describe('backup from a streaming standby', { timeout: 300_000 }, () => {
     // barman logs in as postgres, the owner of the standby's data directory.
     sshConfig = await sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
     env = await createBarmanEnv(standby, { server: 'sb', extra: { primary_conninfo: primary.conninfo, slot_name: 'barman_sb' } });
-    await startStreaming(env, 120_000);
+    await startStreaming(env, 120_000, primary);
   });
 
   after(async () => {

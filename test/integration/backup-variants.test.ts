@@ -12,6 +12,7 @@ import { createBarmanEnv, startStreaming, type BarmanEnv } from '../helpers/barm
 import { spawn } from 'node:child_process';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import { BARMAN_USER, makeTempDir, POSTGRES_USER, runAs } from '../helpers/system.js';
+import { writeSparseSegment } from '../helpers/wal-segment.js';
 
 describe('backup variants', () => {
   let pg: PgCluster;
@@ -175,7 +176,7 @@ describe('backup variants', () => {
     for (const srv of ['hang', 'quick']) {
       await env.ok('check', srv).catch(() => undefined); // creates the directories
       const file = path.join(env.home, srv, 'incoming', seg);
-      await fs.writeFile(file, Buffer.alloc(16 * 1024 * 1024));
+      writeSparseSegment(file, seg); // a 16 MiB segment: its page header, then holes
       await fs.chown(file, (await fs.stat(env.home)).uid, (await fs.stat(env.home)).gid);
     }
     const hanging = spawn('runuser', ['-u', BARMAN_USER, '--', process.execPath, BARMAN_SCRIPT, '-c', env.configFile, 'archive-wal', 'hang'], { stdio: 'ignore', detached: true });

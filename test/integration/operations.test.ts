@@ -38,7 +38,7 @@ describe('operations commands on a streaming server', () => {
     const out = await env.ok('diagnose');
     const doc = JSON.parse(out) as { servers: Record<string, { status: Record<string, string>; wals: { last_archived_wal_per_timeline: Record<string, { name: string }> } }> };
     const srv = doc.servers[env.server]!;
-    assert.match(srv.status.server_txt_version ?? '', /^15\./);
+    assert.match(srv.status.pg_version ?? '', /^15\./);
     assert.match(srv.wals.last_archived_wal_per_timeline['00000001']?.name ?? '', /^00000001[0-9A-F]{16}$/);
     assert.doesNotMatch(out, /int-secret-9/);
     assert.doesNotMatch(await readLog(env), /int-secret-9/);

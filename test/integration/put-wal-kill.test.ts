@@ -16,6 +16,7 @@ import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import { parseXlogDb } from '../../src/catalog/xlogdb.js';
 import { BARMAN_USER, ensureBarmanUser, isRoot, makeTempDir, removeTempDirs, sleep, waitFor } from '../helpers/system.js';
 import { prng } from '../helpers/testing.js';
+import { withSegmentHeader } from '../helpers/wal-segment.js';
 
 const SEG = 16 << 20;
 const SRV = 'pg';
@@ -78,12 +79,13 @@ async function cli(env: Env, args: string[], input?: Buffer, extraEnv: NodeJS.Pr
   return done;
 }
 
-function segment(seed: number): Buffer {
+/** Segment `name` (its page header first: archive-wal checks it), distinct per seed. */
+function segment(seed: number, name = S1): Buffer {
   const rnd = prng(seed);
   const buf = Buffer.alloc(SEG);
   // Page-like structure; the content itself does not matter, only that it is distinct per seed.
   for (let off = 0; off < SEG; off += 8192) for (let i = 0; i < 256; i += 4) buf.writeUInt32LE(rnd() >>> 0, off + i);
-  return buf;
+  return withSegmentHeader(buf, name);
 }
 
 async function tarOf(files: Array<[string, Buffer]>): Promise<Buffer> {
@@ -143,7 +145,7 @@ describe('put-wal CLI', { skip: !isRoot() && 'needs root (runs barman as the bar
 
   before(async () => {
     seg1 = segment(1);
-    seg2 = segment(2);
+    seg2 = segment(2, S2);
     tar12 = await tarOf([
       [S1, seg1],
       [S2, seg2],

@@ -50,6 +50,8 @@ describe('barman restore (local)', () => {
     const res = await barman(['recover', 'pg', 'latest', dest, '--tablespace', `tbs1:${tbs}`]);
     assert.equal(res.code, 0, res.stderr + res.stdout);
     assert.match(res.stdout, /using backup 20240301T130000/);
+    // `recover` ends as Barman 3.4 does (`restore`, above, as Barman 3.17 does).
+    assert.match(res.stdout, /\nRecovery completed \(start time: .+, elapsed time: .+\)\nYour PostgreSQL server has been successfully prepared for recovery!\n$/);
     assert.equal(existsSync(path.join(dest, `backup_manifest.${TAR_BACKUP_ID}`)), true);
     assert.equal(await fs.readlink(path.join(dest, 'pg_tblspc', String(tbsOid))), tbs);
     await assertCompleteRestore(dest);

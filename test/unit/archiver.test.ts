@@ -5,8 +5,6 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { newBackupInfo } from '../../src/catalog/backup-info.js';
-import { saveBackupInfo } from '../../src/catalog/catalog.js';
 import { acquireLock, LockBusyError } from '../../src/catalog/lock.js';
 import { lockPath } from '../../src/catalog/server-dirs.js';
 import { parseXlogDb, readXlogDb, type XlogDbEntry } from '../../src/catalog/xlogdb.js';
@@ -15,6 +13,7 @@ import { decompressBuffer, identifyCompression, type CompressionName } from '../
 import { pyFloatStr, pyStatMtime } from '../../src/util/pytime.js';
 import { hasProgram, prng } from '../helpers/testing.js';
 import { makeTestServer, type TestServer } from '../helpers/server-fixture.js';
+import { withSegmentHeader, writeSparseSegment } from '../helpers/wal-segment.js';
 
 const SEG = 16 << 20;
 let tmpRoot = '';
@@ -28,8 +27,11 @@ after(async () => {
   await fsp.rm(tmpRoot, { recursive: true, force: true });
 });
 
-/** A 16 MiB buffer that looks like a WAL segment: page headers, records, zero and random pages. */
-function walLike(seed: number, size = SEG): Buffer {
+/**
+ * A buffer that looks like WAL segment `name` (16 MiB by default): its long page header (what the
+ * archiver checks), page headers, records, zero and random pages.
+ */
+function walLike(seed: number, size = SEG, name = S1): Buffer {
   const rnd = prng(seed);
   const buf = Buffer.alloc(size);
   const words = ['INSERT', 'UPDATE', 'pgbench_accounts', 'aid', 'abalance', 'COMMIT', 'barman'];
@@ -51,20 +53,15 @@ function walLike(seed: number, size = SEG): Buffer {
       p += buf.write(t, p, 'latin1') + (rnd() % 8);
     }
   }
-  return buf;
+  return withSegmentHeader(buf, name);
 }
 
 function makeServer(extra: Record<string, string> = {}): TestServer {
   return makeTestServer(path.join(tmpRoot, `t${++serial}`), extra);
 }
 
-/**
- * Small test segments: a backup with this xlog_segment_size makes it the server's segment size
- * (segments of another size are not archived).
- */
-async function segmentSize(t: TestServer, size: number): Promise<void> {
-  await saveBackupInfo(t.srv, '20240101T000000', newBackupInfo({ status: 'DONE', xlog_segment_size: size }), { create: true });
-}
+/** Small test segments: PostgreSQL's smallest segment size (initdb --wal-segsize=1). */
+const MIB = 1 << 20;
 
 function put(dir: string, name: string, data: Buffer | string, mtime?: number): string {
   const file = path.join(dir, name);
@@ -116,7 +113,7 @@ describe('walArchivePath', () => {
 describe('file archiver (incoming/)', () => {
   it('archives segments, backup labels and history files without compression', async () => {
     const t = makeServer();
-    const data = [walLike(1), walLike(2)];
+    const data = [walLike(1), walLike(2, SEG, S2)];
     put(t.incoming, S2, data[1] as Buffer, 1718291830.5);
     put(t.incoming, S1, data[0] as Buffer, 1718291829.25);
     put(t.incoming, `${S2}.00000028.backup`, 'START WAL LOCATION: 0/2000028\n');
@@ -192,8 +189,7 @@ describe('file archiver (incoming/)', () => {
 
   it('honours archiver_batch_size', async () => {
     const t = makeServer({ archiver_batch_size: '2' });
-    await segmentSize(t, 8192);
-    for (const n of [S1, S2, S3, S4]) put(t.incoming, n, walLike(6, 8192));
+    for (const n of [S1, S2, S3, S4]) put(t.incoming, n, walLike(6, MIB, n));
     const r1 = await archive(t);
     assert.deepEqual(r1.sources, [['file archival', 2]]);
     assert.deepEqual(r1.files, [S1, S2]);
@@ -209,12 +205,12 @@ describe('file archiver (incoming/)', () => {
     const t = makeServer({ compression: 'gzip' });
     const data = walLike(7);
     put(t.incoming, S1, data);
-    put(t.incoming, S2, walLike(8));
+    put(t.incoming, S2, walLike(8, SEG, S2));
     await archive(t);
     const stored = fs.readFileSync(walArchivePath(t.srv, S1));
 
     put(t.incoming, S1, data); // same content (the archive holds it gzipped)
-    const other = walLike(9);
+    const other = walLike(9, SEG, S2);
     put(t.incoming, S2, other); // different content
     const r = await archive(t);
     assert.deepEqual(r.files, []);
@@ -232,8 +228,7 @@ describe('file archiver (incoming/)', () => {
 
   it('compares a pre-compressed duplicate after decompression', async () => {
     const t = makeServer({ compression: 'zstd' });
-    await segmentSize(t, 65536);
-    const data = walLike(10, 65536);
+    const data = walLike(10, MIB);
     put(t.incoming, S1, data);
     await archive(t);
     put(t.incoming, S1, zlib.gzipSync(data));
@@ -246,15 +241,14 @@ describe('file archiver (incoming/)', () => {
   it('adds the missing catalog line of an archived file found again as a matching duplicate', async () => {
     // What a crash between putting the file in place and appending its line leaves behind.
     const t = makeServer();
-    await segmentSize(t, 65536);
-    const data = walLike(11, 65536);
+    const data = walLike(11, MIB);
     put(t.incoming, S1, data);
     await archive(t);
     fs.writeFileSync(path.join(t.wals, 'xlog.db'), '');
     put(t.incoming, S1, data);
     const r = await archive(t);
     assert.deepEqual(r.errors, []);
-    assert.deepEqual(xlogLines(t).map((l) => [l.name, l.size]), [[S1, 65536]]);
+    assert.deepEqual(xlogLines(t).map((l) => [l.name, l.size]), [[S1, MIB]]);
   });
 
   it('stores files that arrive compressed as they are', async () => {
@@ -269,10 +263,9 @@ describe('file archiver (incoming/)', () => {
 
   it('writes to <server>-xlog.db when it exists', async () => {
     const t = makeServer();
-    await segmentSize(t, 8192);
     fs.mkdirSync(t.wals, { recursive: true });
     fs.writeFileSync(path.join(t.wals, 'pg-xlog.db'), '');
-    put(t.incoming, S1, walLike(13, 8192));
+    put(t.incoming, S1, walLike(13, MIB));
     await archive(t);
     assert.ok(!fs.existsSync(path.join(t.wals, 'xlog.db')));
     assert.deepEqual(parseXlogDb(fs.readFileSync(path.join(t.wals, 'pg-xlog.db'), 'utf8')).map((l) => l.name), [S1]);
@@ -280,11 +273,10 @@ describe('file archiver (incoming/)', () => {
 
   it('rebuilds a missing catalog before adding to an existing archive', async () => {
     const t = makeServer();
-    await segmentSize(t, 8192);
-    put(t.incoming, S1, walLike(14, 8192));
+    put(t.incoming, S1, walLike(14, MIB));
     await archive(t);
     fs.unlinkSync(path.join(t.wals, 'xlog.db'));
-    put(t.incoming, S2, walLike(15, 8192));
+    put(t.incoming, S2, walLike(15, MIB, S2));
     await archive(t);
     assert.deepEqual(xlogLines(t).map((l) => l.name), [S1, S2]);
   });
@@ -304,13 +296,12 @@ describe('file archiver (incoming/)', () => {
 describe('streaming archiver (streaming/)', () => {
   it('archives all but the last .partial file, then the file archiver runs', async () => {
     const t = makeServer({ streaming_archiver: 'on', slot_name: 'barman', streaming_conninfo: 'host=127.0.0.1' });
-    await segmentSize(t, 65536);
-    put(t.streaming, S1, walLike(20, 65536));
-    put(t.streaming, `${S2}.partial`, walLike(21, 65536)); // left by a timeline switch
+    put(t.streaming, S1, walLike(20, MIB));
+    put(t.streaming, `${S2}.partial`, walLike(21, MIB, S2)); // left by a timeline switch
     put(t.streaming, '00000002.history', '1\t0/3000000\treason\n');
-    put(t.streaming, '000000020000000000000003.partial', walLike(22, 65536)); // being written
+    put(t.streaming, '000000020000000000000003.partial', walLike(22, MIB, '000000020000000000000003')); // being written
     put(t.streaming, `${S4}.tmp`, 'x');
-    put(t.incoming, S4, walLike(23, 65536));
+    put(t.incoming, S4, walLike(23, MIB, S4));
     const r = await archive(t);
     assert.deepEqual(r.sources, [
       ['streaming', 0],
@@ -319,13 +310,12 @@ describe('streaming archiver (streaming/)', () => {
     assert.deepEqual(r.files, [S1, `${S2}.partial`, '00000002.history', S4]);
     assert.deepEqual(fs.readdirSync(t.streaming).sort(), [`${S4}.tmp`, '000000020000000000000003.partial']);
     // partial files are stored as they are
-    assert.deepEqual(fs.readFileSync(walArchivePath(t.srv, `${S2}.partial`)), walLike(21, 65536));
+    assert.deepEqual(fs.readFileSync(walArchivePath(t.srv, `${S2}.partial`)), walLike(21, MIB, S2));
   });
 
   it('archives every complete segment when there is no .partial file (pg_receivewal renames only complete ones)', async () => {
     const t = makeServer({ streaming_archiver: 'on', slot_name: 'barman', streaming_conninfo: 'host=127.0.0.1', archiver: 'off', compression: 'gzip' });
-    await segmentSize(t, 65536);
-    for (const n of [S1, S2, S3]) put(t.streaming, n, walLike(24, 65536));
+    for (const n of [S1, S2, S3]) put(t.streaming, n, walLike(24, MIB, n));
     const r = await archive(t);
     assert.deepEqual(r.sources, [['streaming', 0]]);
     assert.deepEqual(r.files, [S1, S2, S3]);
@@ -340,10 +330,9 @@ describe('streaming archiver (streaming/)', () => {
 
   it('uses streaming_archiver_batch_size and drops segments already archived through incoming/', async () => {
     const t = makeServer({ streaming_archiver: 'on', slot_name: 'barman', streaming_conninfo: 'host=127.0.0.1', streaming_archiver_batch_size: '1' });
-    await segmentSize(t, 65536);
-    const d1 = walLike(25, 65536);
+    const d1 = walLike(25, MIB);
     put(t.streaming, S1, d1);
-    put(t.streaming, S2, walLike(26, 65536));
+    put(t.streaming, S2, walLike(26, MIB, S2));
     put(t.streaming, `${S3}.partial`, Buffer.alloc(10));
     put(t.incoming, S1, d1);
     const r = await archive(t);
@@ -366,8 +355,7 @@ describe('compression', () => {
       const t = makeServer({ compression: algo, compression_level: 'low' });
       // external programs are slow: a smaller file is enough to check them
       const data = walLike(30, program ? 2 << 20 : SEG);
-      await segmentSize(t, data.length);
-      put(t.incoming, S1, data);
+        put(t.incoming, S1, data);
       put(t.incoming, '00000002.history', '1\t0/3000000\treason\n');
       const r = await archive(t);
       assert.deepEqual(r.errors, []);
@@ -387,8 +375,7 @@ describe('compression', () => {
 
   it('runs a custom compression filter', { skip: hasProgram('gzip') ? false : 'gzip not installed' }, async () => {
     const t = makeServer({ compression: 'custom', custom_compression_filter: 'gzip -c', custom_decompression_filter: 'gzip -dc', custom_compression_magic: '0x1f8b' });
-    await segmentSize(t, 65536);
-    const data = walLike(31, 65536);
+    const data = walLike(31, MIB);
     put(t.incoming, S1, data);
     const r = await archive(t);
     assert.deepEqual(r.errors, []);
@@ -397,10 +384,12 @@ describe('compression', () => {
 
   it('archives 200 segments quickly with compression none', async () => {
     const t = makeServer();
-    // 200 names for one 16 MiB inode keep the test from writing 3.2 GB: with compression none
-    // the archiver never reads the data anyway (fsync, link, unlink).
-    const first = put(t.incoming, '000000010000000000000001', walLike(32));
-    for (let i = 2; i <= 200; i++) fs.linkSync(first, path.join(t.incoming, `0000000100000000000000${i.toString(16).toUpperCase().padStart(2, '0')}`));
+    // Sparse 16 MiB segments (a header and holes) keep the test from writing 3.2 GB: with
+    // compression none the archiver reads only the header (fsync, link, unlink).
+    for (let i = 1; i <= 200; i++) {
+      const name = `0000000100000000000000${i.toString(16).toUpperCase().padStart(2, '0')}`;
+      writeSparseSegment(path.join(t.incoming, name), name);
+    }
     const t0 = performance.now();
     const r = await archive(t);
     const ms = performance.now() - t0;

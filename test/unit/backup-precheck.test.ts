@@ -1,7 +1,7 @@
 /**
- * The checks `backup` runs before it starts: which failures stop it (Barman's list of ignored
- * checks, plus the WAL-arrival checks that only warn here), the refusal as the CLI prints it
- * with nothing written, and the standby refusal without primary_conninfo. No PostgreSQL needed.
+ * The checks `backup` runs before it starts: which failures stop it (all but Barman's list of
+ * ignored checks: WAL arrival included, as Barman 3.4), the refusal as the CLI prints it with
+ * nothing written, and the standby refusal without primary_conninfo. No PostgreSQL needed.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +15,7 @@ import { makeCliFixture } from '../helpers/cli-fixture.js';
 const fail = (name: string, hint = '') => ({ name, ok: false, hint });
 
 describe('classifyPrecheck', () => {
-  it('ignores the checks Barman ignores before a backup, warns for WAL arrival, blocks on the rest', () => {
+  it('ignores the checks Barman ignores before a backup and blocks on the rest, WAL arrival included', () => {
     const results = [
       { name: 'PostgreSQL', ok: true, hint: '' },
       fail('minimum redundancy requirements', 'have 0 backups, expected at least 2'),
@@ -36,8 +36,7 @@ describe('classifyPrecheck', () => {
       c.ignored.map((r) => r.name),
       ['minimum redundancy requirements', 'backup maximum age', 'failed backups', 'archiver errors', 'PostgreSQL server is standby', 'wal maximum age'],
     );
-    assert.deepEqual(c.warnings.map((r) => r.name), ['WAL archive', 'receive-wal running', 'replication slot']);
-    assert.deepEqual(c.blocking.map((r) => r.name), ['Primary server is not a standby', 'ssh', 'check timeout']);
+    assert.deepEqual(c.blocking.map((r) => r.name), ['WAL archive', 'receive-wal running', 'replication slot', 'Primary server is not a standby', 'ssh', 'check timeout']);
   });
 
   it('prints a failed check as barman check does', () => {

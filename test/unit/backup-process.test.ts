@@ -12,7 +12,7 @@ import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { WAITING_FOR_WALS, newBackupInfo, readBackupInfoFile } from '../../src/catalog/backup-info.js';
 import { classicInfoFile, loadCatalog, saveBackupInfo } from '../../src/catalog/catalog.js';
 import { settle } from '../../src/backup/backup.js';
-import { basebackupArgs, runBasebackup, type BasebackupRequest } from '../../src/backup/postgres-executor.js';
+import { basebackupArgs, runBasebackup, tablespaceMappingArg, type BasebackupRequest } from '../../src/backup/postgres-executor.js';
 import { conninfoForChild, parseConninfo } from '../../src/postgres/conninfo.js';
 import { BarmanError } from '../../src/util/errors.js';
 import { createSlot, receiveWal } from '../../src/wal/receive-wal.js';
@@ -166,5 +166,16 @@ describe('passwords never on a command line', () => {
     assert.ok(recordedArgs(g).includes('--create-slot'));
     assert.ok(!recordedArgs(g).join('\n').includes('an0ther'));
     assert.equal(fs.readFileSync(g.pwFile, 'utf8'), 'an0ther');
+  });
+});
+
+describe('pg_basebackup --tablespace-mapping', () => {
+  it('escapes = in both directories and refuses a directory ending in a backslash', () => {
+    assert.equal(tablespaceMappingArg('/srv/ts a', '/b/base/1/16384'), '--tablespace-mapping=/srv/ts a=/b/base/1/16384');
+    assert.equal(tablespaceMappingArg('/srv/x=y $z', '/home/b=c/16384'), '--tablespace-mapping=/srv/x\\=y $z=/home/b\\=c/16384');
+    // A backslash that does not precede = stays as it is; one that does is kept by pg_basebackup too.
+    assert.equal(tablespaceMappingArg('/srv/a\\b', '/d'), '--tablespace-mapping=/srv/a\\b=/d');
+    assert.equal(tablespaceMappingArg('/srv/a\\=b', '/d'), '--tablespace-mapping=/srv/a\\\\=b=/d');
+    assert.throws(() => tablespaceMappingArg('/srv/a\\', '/d'), /ends with a backslash/);
   });
 });

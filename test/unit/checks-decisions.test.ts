@@ -75,6 +75,8 @@ describe('failed backups, minimum redundancy', () => {
       { name: 'minimum redundancy requirements', ok: false, hint: 'have 1 non-incremental backups, expected at least 2' },
     ]);
     assert.deepEqual(backupCountLines([], 0).map((l) => l.ok), [true, true]);
+    // Barman 3.4's words when there is no incremental backup.
+    assert.equal(backupCountLines(cat.slice(0, 2), 1)[1]?.hint, 'have 1 backups, expected at least 1');
   });
 });
 

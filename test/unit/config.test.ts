@@ -169,18 +169,35 @@ describe('loading a configuration', () => {
     assert.ok(cfg.warnings.some((w) => w === 'Invalid configuration option "frobnicate" in [pg] section.'));
   });
 
-  it('disables a server with a bad value, naming file and line; other servers keep working', () => {
-    const file = tmpConf(`${BASE}[good]\nconninfo = x\nbackup_method = postgres\n[bad]\nconninfo = x\nbackup_method = postgres\nstreaming_archiver = maybe\n`);
+  it("ignores a bad server value with Barman's warning (file and line) and uses the default; the server stays enabled", () => {
+    const file = tmpConf(`${BASE}[good]\nconninfo = x\nbackup_method = postgres\n[bad]\nconninfo = x\nbackup_method = postgres\nstreaming_archiver = maybe\nparallel_jobs = lots\n`);
     const cfg = loadConfig(file);
     const bad = cfg.servers.get('bad');
-    assert.equal(bad?.disabled, true);
-    assert.match(bad?.errors[0] ?? '', new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:9: \\[bad\\] streaming_archiver: invalid value 'maybe'`));
+    assert.equal(bad?.disabled, false);
+    assert.deepEqual(bad?.errors, []);
+    assert.equal(bad?.parallel_jobs, 1);
+    assert.equal(bad?.streaming_archiver, false);
+    assert.ok(
+      cfg.warnings.includes(`Ignoring invalid configuration value 'maybe' for key streaming_archiver in [bad] section: expected a boolean (on/off, true/false, yes/no, 1/0) (${file}:9)`),
+      cfg.warnings.join('\n'),
+    );
+    assert.ok(cfg.warnings.some((w) => w.startsWith("Ignoring invalid configuration value 'lots' for key parallel_jobs in [bad] section: ")), cfg.warnings.join('\n'));
     assert.equal(cfg.servers.get('good')?.disabled, false);
+  });
+
+  it('a bad server value falls back to the [barman] value of an inheritable option', () => {
+    const cfg = loadConfig(tmpConf(`${BASE}compression = gzip\n[pg]\nconninfo = x\nbackup_method = postgres\ncompression = rar\n`));
+    const pg = cfg.servers.get('pg');
+    assert.equal(pg?.compression, 'gzip');
+    assert.equal(pg?.disabled, false);
+    assert.ok(cfg.warnings.some((w) => /^Ignoring invalid configuration value 'rar' for key compression in \[pg\] section: .*barman\.conf:7\)$/.test(w)), cfg.warnings.join('\n'));
   });
 
   it('reports a bad value inherited from [barman] with the [barman] line', () => {
     const cfg = loadConfig(tmpConf(`${BASE}compression = rar\n[pg]\nconninfo = x\nbackup_method = postgres\n`));
-    assert.match(cfg.servers.get('pg')?.errors[0] ?? '', /barman\.conf:3: \[barman\] compression: invalid value 'rar'/);
+    assert.equal(cfg.servers.get('pg')?.disabled, false);
+    assert.equal(cfg.servers.get('pg')?.compression, null);
+    assert.ok(cfg.warnings.some((w) => /^Ignoring invalid configuration value 'rar' for key compression in \[barman\] section: .*barman\.conf:3\)$/.test(w)), cfg.warnings.join('\n'));
   });
 
   it('requires slot_name for a streaming-only archiver and conninfo always', () => {

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { lastArchivedWalPerTimeline, redactDeep } from '../../src/reporting/diagnose.js';
 import { addSyntheticBackup } from '../helpers/catalog-fixture.js';
 import { makeCliFixture } from '../helpers/cli-fixture.js';
+import { VERSION } from '../../src/version.js';
 
 const SECRETS = ['pw-conninfo-1', 'pw-streaming-2', 'pw-uri-3', 'pw-primary-4', 'pw-command-5', "pw 'quoted' 6"];
 
@@ -55,14 +56,14 @@ describe('diagnose', () => {
     const g = doc.global!;
     assert.deepEqual(g.config!.errors_list, []);
     assert.equal(g.config!.barman_home, f.home);
-    assert.equal(g.system_info!.barman_ver, '3.17.0');
+    assert.equal(g.system_info!.barman_ver, VERSION);
     assert.match(String(g.system_info!.timestamp), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/);
     assert.equal(g.system_info!.node_ver, process.version);
     const srv = doc.servers!.pg as Record<string, Record<string, unknown>>;
     assert.equal(srv.config!.description, 'Diagnose test');
     assert.equal(srv.config!.backup_method, 'postgres');
     assert.ok(Array.isArray(srv.msg_list));
-    assert.equal(srv.status!.server_txt_version, 'FAILED trying to get PostgreSQL version');
+    assert.equal(srv.status!.pg_version, 'FAILED trying to get PostgreSQL version');
     const backup = (srv.backups as Record<string, Record<string, unknown>>)['20240101T100000']!;
     assert.equal(backup.status, 'DONE');
     assert.equal(backup.end_time, 'Mon Jan  1 10:05:00 2024');

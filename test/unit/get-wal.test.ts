@@ -16,6 +16,7 @@ import { archiveWal, walArchivePath } from '../../src/wal/archiver.js';
 import { identifyCompression } from '../../src/wal/compression.js';
 import { walLookupPaths } from '../../src/wal/get-wal.js';
 import { hasProgram } from '../helpers/testing.js';
+import { withSegmentHeader } from '../helpers/wal-segment.js';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/barman.js');
 const SEG = 16 << 20;
@@ -99,7 +100,7 @@ before(async () => {
     fs.mkdirSync(p.incomingDir, { recursive: true });
     fs.mkdirSync(p.streamingDir, { recursive: true });
     names.forEach((n, i) => {
-      const content = n.endsWith('.history') ? Buffer.from('1\t0/5000000\tno recovery target specified\n') : segmentData(i + 1);
+      const content = n.endsWith('.history') ? Buffer.from('1\t0/5000000\tno recovery target specified\n') : withSegmentHeader(segmentData(i + 1), n);
       data.set(n, content);
       fs.writeFileSync(path.join(p.incomingDir, n), content);
     });

@@ -20,6 +20,7 @@ import { HookAbortError, runHooks, type HookTiming } from '../../src/hooks/hooks
 import { archiveWal, walArchivePath } from '../../src/wal/archiver.js';
 import { pyFloatStr, pyStatMtime } from '../../src/util/pytime.js';
 import { VERSION } from '../../src/version.js';
+import { withSegmentHeader } from '../helpers/wal-segment.js';
 
 let tmpRoot = '';
 let serial = 0;
@@ -191,16 +192,15 @@ describe('backup hooks', () => {
 });
 
 describe('archive hooks', () => {
-  const SEGSIZE = 8192;
+  /** PostgreSQL's smallest segments (initdb --wal-segsize=1): the archiver reads the size from each one's header. */
+  const SEGSIZE = 1 << 20;
   const W1 = '000000010000000000000001';
   const W2 = '000000010000000000000002';
 
   async function withSegments(e: Env, names: string[]): Promise<void> {
-    // A backup with this xlog_segment_size makes it the server's segment size.
-    await saveBackupInfo(e.srv, '20240101T000000', newBackupInfo({ status: DONE, xlog_segment_size: SEGSIZE }), { create: true });
     for (const n of names) {
       const f = path.join(serverPaths(e.srv).incomingDir, n);
-      fs.writeFileSync(f, Buffer.alloc(SEGSIZE, 7));
+      fs.writeFileSync(f, withSegmentHeader(Buffer.alloc(SEGSIZE, 7), n));
       fs.utimesSync(f, 1700000000.25, 1700000000.25);
     }
   }

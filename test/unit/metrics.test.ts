@@ -59,7 +59,7 @@ const NOW = (T0 + 3 * 86400) * 1000; // 2024-01-04 10:00:00 UTC
 const upFacts: PgFacts = {
   version: '15.4',
   currentWal: walName(1, 0, 9),
-  archiver: { archivedCount: 10, failedCount: 3, lastFailedWal: null, lastFailedTime: null, statsReset: null },
+  archiver: { archivedCount: 10, lastArchivedWal: null, lastArchivedTime: null, failedCount: 3, lastFailedWal: null, lastFailedTime: null, statsReset: null },
 };
 
 describe('metrics from the catalog', () => {

@@ -261,7 +261,7 @@ describe('restoreBackup, plain restore', () => {
     assert.match(conf, /^#BARMAN#archive_command = 'cp %p \/arch\/%f'\narchive_command = false$/m);
     assert.equal(await fsp.readFile(path.join(dest, 'postgresql.conf.origin'), 'utf8'), "port = 5432\narchive_command = 'cp %p /arch/%f'\ndata_directory = '/var/lib/pg'\n");
     assert.match(await fsp.readFile(path.join(dest, 'postgresql.auto.conf'), 'utf8'), /^#BARMAN#recovery_target_name = 'old'$/m);
-    assert.deepEqual(result.changes, [{ file: 'postgresql.conf', line: 3, key: 'archive_command', value: 'false' }]);
+    assert.deepEqual(result.changes, [{ file: 'postgresql.conf', line: 1, key: 'archive_command', value: 'false' }]);
     assert.deepEqual(result.dangerous.map((d) => d.key), ['data_directory']);
     assert.deepEqual(result.missingFiles, ['/etc/postgresql/15/main/pg_hba.conf']);
   });

@@ -2,6 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseRecoveryTarget, type TargetOptions } from '../../src/recovery/options.js';
 import {
+  commandWord,
   autoConfAppendix,
   confQuote,
   mangleConfig,
@@ -121,6 +122,17 @@ describe('recovery settings lines', () => {
     assert.equal(shellQuote("it's"), "'it'\\''s'");
     assert.equal(shellQuote(''), "''");
   });
+
+  it("doubles % in literal words of restore_command and recovery_end_command (PostgreSQL's placeholders)", () => {
+    assert.equal(commandWord('/r/50%p'), '/r/50%%p');
+    assert.equal(commandWord("/a b/it's 5%"), "'/a b/it'\\''s 5%%'");
+    assert.deepEqual(recoveryLines(input(150000, { targetName: 'rp1' }, { walDir: '/data 50%p/barman_wal' })).slice(0, 2), [
+      "restore_command = 'cp ''/data 50%%p/barman_wal''/%f %p'",
+      "recovery_end_command = 'rm -fr ''/data 50%%p/barman_wal'''",
+    ]);
+    const remote = recoveryLines(input(150000, { targetName: 'rp1' }, { getWal: true, serverName: 'pg%r', remoteGetWal: { barmanHost: 'b', port: null, parallel: 1 } }));
+    assert.ok(remote.includes("restore_command = 'barman-wal-restore -P -U barman b pg%%r %f %p'"), remote.join('\n'));
+  });
 });
 
 describe('config mangling', () => {
@@ -142,7 +154,8 @@ describe('config mangling', () => {
     assert.equal(lines[3], "#BARMAN#archive_command = 'barman-wal-archive backup pg %p'   # command");
     assert.equal(lines[4], 'archive_command = false');
     assert.equal(lines[5], '#archive_command = ""', 'commented lines are left alone');
-    assert.deepEqual(m.changes, [{ file: 'postgresql.conf', line: 5, key: 'archive_command', value: 'false' }]);
+    // Barman's numbering: the original line, counted from 0.
+    assert.deepEqual(m.changes, [{ file: 'postgresql.conf', line: 3, key: 'archive_command', value: 'false' }]);
     assert.equal(m.modified, true);
     assert.equal(m.text.endsWith('\n'), true);
   });
@@ -150,16 +163,16 @@ describe('config mangling', () => {
   it('comments out stale recovery_target lines', () => {
     const m = mangleConfig(conf, 'postgresql.conf');
     assert.equal(m.text.split('\n')[6], "#BARMAN#  recovery_target_time = '2020-01-01 00:00:00'");
-    assert.deepEqual(m.commented, [{ file: 'postgresql.conf', line: 7, key: 'recovery_target_time', value: '2020-01-01 00:00:00' }]);
+    assert.deepEqual(m.commented, [{ file: 'postgresql.conf', line: 5, key: 'recovery_target_time', value: '2020-01-01 00:00:00' }]);
     const keep = mangleConfig(conf, 'postgresql.conf', { commentRecoveryTargets: false });
     assert.deepEqual(keep.commented, []);
   });
 
-  it('reports dangerous options without changing them', () => {
+  it('reports dangerous options without changing them, with the value as written (as Barman)', () => {
     const m = mangleConfig(conf, 'postgresql.conf');
     assert.deepEqual(
       m.dangerous.map((d) => `${d.line}:${d.key}=${d.value}`),
-      ['2:data_directory=/var/lib/postgresql/15/main', '8:include_if_exists=extra.conf', '9:hba_file=/etc/postgresql/15/main/pg_hba.conf'],
+      ["1:data_directory='/var/lib/postgresql/15/main'\t\t# use data in another directory", "6:include_if_exists='extra.conf'", "7:hba_file='/etc/postgresql/15/main/pg_hba.conf'"],
     );
   });
 

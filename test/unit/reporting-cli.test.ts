@@ -110,16 +110,16 @@ async function snapshot(dir: string): Promise<Map<string, string>> {
 const lines = (text: string) => text.replace(/\n$/, '').split('\n');
 
 describe('list-backups', () => {
-  it('lists newest first with type, end time, sizes and the WAITING_FOR_WALS marker', async () => {
+  it("lists newest first in Barman 3.4's shape: end time, sizes and the WAITING_FOR_WALS marker", async () => {
     const f = await standardFixture();
     const r = await f.run('list-backups', 'pg');
     assert.equal(r.stderr, '');
     assert.equal(r.code, 0);
     assert.deepEqual(lines(r.stdout), [
-      'pg 20240104T100000 - F - Thu Jan  4 10:05:00 2024 - Size: 2.0 MiB - WAL Size: 0 B - WAITING_FOR_WALS',
-      "pg 20240103T100000 'weekly' - F - Wed Jan  3 10:05:00 2024 - Size: 21.0 MiB - WAL Size: 2.0 MiB",
-      'pg 20240102T100000 - F - FAILED',
-      'pg 20240101T100000 - F - Mon Jan  1 10:05:00 2024 - Size: 12.0 MiB - WAL Size: 3.0 MiB',
+      'pg 20240104T100000 - Thu Jan  4 10:05:00 2024 - Size: 2.0 MiB - WAL Size: 0 B - WAITING_FOR_WALS',
+      "pg 20240103T100000 'weekly' - Wed Jan  3 10:05:00 2024 - Size: 21.0 MiB - WAL Size: 2.0 MiB",
+      'pg 20240102T100000 - FAILED',
+      'pg 20240101T100000 - Mon Jan  1 10:05:00 2024 - Size: 12.0 MiB - WAL Size: 3.0 MiB',
     ]);
   });
 
@@ -146,6 +146,7 @@ describe('list-backups', () => {
         size: '2.0 MiB',
         size_bytes: 2 * MiB,
         status: 'WAITING_FOR_WALS',
+        tablespaces: [],
         wal_size: '0 B',
         wal_size_bytes: 0,
       },
@@ -159,6 +160,7 @@ describe('list-backups', () => {
         size: '21.0 MiB',
         size_bytes: 21 * MiB,
         status: 'DONE',
+        tablespaces: [],
         wal_size: '2.0 MiB',
         wal_size_bytes: 2 * MiB,
       },
@@ -172,6 +174,7 @@ describe('list-backups', () => {
         size: '12.0 MiB',
         size_bytes: 12 * MiB,
         status: 'DONE',
+        tablespaces: [],
         wal_size: '3.0 MiB',
         wal_size_bytes: 3 * MiB,
       },
@@ -206,14 +209,12 @@ describe('show-backup', () => {
       '    Checksums            : on',
       '',
       '  Base backup information:',
-      '    Backup Method        : postgres',
-      '    Backup Type          : full',
-      '    Backup Size          : 10.0 MiB (12.0 MiB with WALs)',
-      '    WAL Size             : 2.0 MiB',
+      '    Disk usage           : 10.0 MiB (12.0 MiB with WALs)',
+      '    Incremental size     : 10.0 MiB (-0.00%)',
       '    Timeline             : 1',
       '    Begin WAL            : 000000010000000000000002',
       '    End WAL              : 000000010000000000000003',
-      '    Number of WALs       : 2',
+      '    WAL number           : 2',
       '    WAL compression ratio: 93.75%',
       '    Begin time           : 2024-01-01 10:00:00+00:00',
       '    End time             : 2024-01-01 10:05:00+00:00',
@@ -225,7 +226,7 @@ describe('show-backup', () => {
       '    End LSN              : 0/3000138',
       '',
       '  WAL information:',
-      '    Number of files      : 3',
+      '    No of files          : 3',
       '    Disk usage           : 3.0 MiB',
       '    WAL rate             : 75.00/hour',
       '    Compression ratio    : 93.75%',
@@ -235,7 +236,6 @@ describe('show-backup', () => {
       '    Retention Policy     : not enforced',
       '    Previous Backup      : - (this is the oldest base backup)',
       '    Next Backup          : 20240103T100000',
-      '',
     ]);
   });
 
@@ -260,7 +260,6 @@ describe('show-backup', () => {
       '  System Id              : 7300000000000000001',
       '  Status                 : FAILED',
       '  Error                  : failure copying files (connection lost)',
-      '',
     ]);
   });
 
@@ -277,6 +276,11 @@ describe('show-backup', () => {
     assert.equal(b.cluster_size_bytes as unknown, 40 * MiB);
     assert.deepEqual(b.server_information, { data_checksums: 'on', summarize_wal: null });
     const bb = b.base_backup_information ?? {};
+    assert.equal(bb.disk_usage_bytes, 10 * MiB);
+    assert.equal(bb.disk_usage_with_wals_bytes, 12 * MiB);
+    assert.equal(bb.incremental_size_ratio, '-0.00%');
+    assert.equal(bb.analysis_time, '2 seconds');
+    assert.equal(bb.analysis_time_seconds, 2);
     assert.equal(bb.backup_size_bytes, 10 * MiB);
     assert.equal(bb.backup_size_with_wals_bytes, 12 * MiB);
     assert.equal(bb.wal_num, 2);
@@ -292,6 +296,8 @@ describe('show-backup', () => {
     assert.equal(b.wal_information?.no_of_files, 3);
     assert.equal(b.wal_information?.disk_usage_bytes, 3 * MiB);
     assert.equal(b.wal_information?.last_available, walName(1, 0, 6));
+    assert.equal(b.wal_information?.compression_ratio, '93.75%');
+    assert.equal(b.wal_information?.wal_rate, '75.00/hour');
   });
 
   it('answers an unknown backup ID with one ERROR line and exit 1', async () => {
@@ -324,7 +330,6 @@ describe('status', () => {
       '\tActive: True',
       '\tDisabled: False',
       '\tPostgreSQL version: FAILED trying to get PostgreSQL version',
-      '\tLast archived WAL: 000000010000000000000008, at Mon Jan  1 10:08:00 2024',
       '\tPassive node: False',
       '\tRetention policies: not enforced',
       '\tNo. of available backups: 2',
@@ -344,7 +349,7 @@ describe('status', () => {
       description: 'Retention policies',
       message: 'enforced (mode: auto, retention: REDUNDANCY 2, WAL retention: MAIN)',
     });
-    assert.equal(doc.pg.server_txt_version?.message, 'FAILED trying to get PostgreSQL version');
+    assert.equal(doc.pg.pg_version?.message, 'FAILED trying to get PostgreSQL version');
   });
 });
 
@@ -368,6 +373,19 @@ describe('show-servers', () => {
     assert.equal(doc.pg.backup_method, 'postgres');
     assert.equal(doc.pg.minimum_redundancy, 0);
     assert.ok(!j.stdout.includes('secret'));
+    // Barman 3.4's fixed attributes and its view of a PostgreSQL that does not answer.
+    assert.equal(doc.pg.name, 'pg');
+    assert.equal(doc.pg.disabled, false);
+    assert.deepEqual(doc.pg.msg_list, []);
+    assert.equal(doc.pg.reuse_backup, null);
+    assert.equal(doc.pg.backup_options, "BackupOptions({'concurrent_backup'})");
+    assert.equal(doc.pg.recovery_options, 'RecoveryOptions()');
+    assert.equal(doc.pg.wal_retention_policy, 'main');
+    assert.equal(doc.pg.last_backup_maximum_age, 'None');
+    for (const k of ['server_txt_version', 'postgres_systemid', 'current_xlog', 'streaming', 'xlogpos', 'archive_mode']) assert.equal(doc.pg[k], null, k);
+    assert.equal(typeof doc.pg.connection_error, 'string');
+    assert.equal(doc.pg.pg_basebackup_installed, true);
+    assert.match(String(doc.pg.pg_basebackup_version), /^\d+\.\d+/);
   });
 });
 
@@ -425,7 +443,7 @@ describe('delete', () => {
     assert.equal(await fsp.readFile(path.join(f.srvDir, 'wals', 'xlog.db'), 'utf8'), before);
     // the WAL Size of the previous backup now runs up to the next usable backup
     const list = await f.run('list-backups', 'pg');
-    assert.ok(lines(list.stdout).includes('pg 20240101T100000 - F - Mon Jan  1 10:05:00 2024 - Size: 12.0 MiB - WAL Size: 5.0 MiB'));
+    assert.ok(lines(list.stdout).includes('pg 20240101T100000 - Mon Jan  1 10:05:00 2024 - Size: 12.0 MiB - WAL Size: 5.0 MiB'));
   });
 
   it('refuses a DONE backup needed by minimum_redundancy and changes nothing', async () => {
@@ -515,7 +533,7 @@ describe('delete: locks and interruptions', () => {
     await fsp.writeFile(path.join(f.srvDir, 'meta', '20240101T100000-delete_this'), 'delete');
     await fsp.rm(path.join(f.srvDir, 'base', '20240101T100000', 'data'), { recursive: true });
     const list = await f.run('list-backups', 'pg');
-    assert.ok(lines(list.stdout).includes('pg 20240101T100000 - F - FAILED'));
+    assert.ok(lines(list.stdout).includes('pg 20240101T100000 - FAILED'));
     const r = await f.run('delete', 'pg', '20240101T100000');
     assert.equal(r.code, 0, r.stderr);
     assert.equal(lines(r.stdout)[1], 'Delete associated WAL segments:');

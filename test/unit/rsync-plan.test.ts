@@ -139,9 +139,9 @@ describe('rsync plan', () => {
   it('builds transport, listing, skeleton and copy arguments', () => {
     const ssh = { sshCommand: 'ssh -F /x postgres@pg', bwlimit: 500, networkCompression: true };
     const local = { sshCommand: null, bwlimit: null, networkCompression: true };
-    assert.deepEqual(transportArgs(ssh), ['-e', 'ssh -F /x postgres@pg', '--bwlimit=500', '-z']);
+    assert.deepEqual(transportArgs(ssh), ['-s', '-e', 'ssh -F /x postgres@pg', '--bwlimit=500', '-z']);
     assert.deepEqual(transportArgs(local), []);
-    assert.deepEqual(listArgs(ssh, '/pg/data', ['/postmaster.pid']), ['--list-only', '-r', '--no-h', '-e', 'ssh -F /x postgres@pg', '--bwlimit=500', '-z', '--exclude=/postmaster.pid', ':/pg/data/']);
+    assert.deepEqual(listArgs(ssh, '/pg/data', ['/postmaster.pid']), ['--list-only', '-r', '--no-h', '-s', '-e', 'ssh -F /x postgres@pg', '--bwlimit=500', '-z', '--exclude=/postmaster.pid', ':/pg/data/']);
     assert.deepEqual(dirsArgs(local, '/pg/data', ['/pg_wal/*'], '/b/data'), ['-a', '--exclude=/pg_wal/*', '--include=*/', '--exclude=*', '/pg/data/', '/b/data/']);
     const link = copyArgs(local, '/pg/data', '/b/data', '/tmp/l', { reuse: 'link', reuseDir: '/prev/data', force: false });
     assert.deepEqual(link, ['-a', '--from0', '--files-from=/tmp/l', '--link-dest=/prev/data', '/pg/data/', '/b/data/']);

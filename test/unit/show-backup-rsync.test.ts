@@ -1,7 +1,9 @@
 /**
- * show-backup of rsync backups: "Resources saved" is what reuse_backup spared against a full
- * copy, `size − deduplicated_size`, with the ratio 1 − deduplicated_size / size (spec §4.4; the
- * cluster size is the reference of incremental backups only). Synthetic catalog, no PostgreSQL.
+ * show-backup of rsync backups: what reuse_backup spared against a full copy. The console shows
+ * it as Barman 3.4 does, `Incremental size: <deduplicated size> (-<1 − deduplicated/size>)`
+ * right after `Disk usage: <size> (...)`; the JSON has 3.4's incremental_size* keys and 3.17's
+ * resources_saved* (`size − deduplicated_size`; the cluster size is the reference of
+ * incremental backups only). Synthetic catalog, no PostgreSQL.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -36,54 +38,62 @@ async function fixture(extra: Partial<BackupInfo>): Promise<CliFixture> {
 const rowOf = (out: string, label: string): string | undefined =>
   out.split('\n').find((l) => l.startsWith(`    ${label.padEnd(21)}: `))?.slice(4 + 21 + 2);
 
-describe('show-backup: Resources saved of rsync backups', () => {
-  it('shows size − deduplicated_size and the ratio against size, after WAL Size', async () => {
+describe('show-backup: what rsync backups saved', () => {
+  it('console: Incremental size with the saving as a negative percentage, right after Disk usage', async () => {
     const f = await fixture({});
     const r = await f.run('show-backup', 'pg', ID);
     assert.equal(r.code, 0, r.stderr);
-    // 1 000 000 − 13 900 = 986 100 bytes = 963.0 KiB; 1 − 13 900 / 1 000 000 = 98.61 %.
-    assert.equal(rowOf(r.stdout, 'Resources saved'), '963.0 KiB (98.61%)');
-    assert.equal(rowOf(r.stdout, 'Backup Method'), 'rsync-concurrent');
-    assert.match(rowOf(r.stdout, 'Backup Size') ?? '', /^13\.6 KiB \(/);
+    // 13 900 bytes = 13.6 KiB; 1 − 13 900 / 1 000 000 = 98.61 %.
+    assert.equal(rowOf(r.stdout, 'Incremental size'), '13.6 KiB (-98.61%)');
+    assert.match(rowOf(r.stdout, 'Disk usage') ?? '', /^976\.6 KiB \(/);
     const lines = r.stdout.split('\n');
     const at = (label: string) => lines.findIndex((l) => l.startsWith(`    ${label.padEnd(21)}:`));
-    assert.equal(at('Resources saved'), at('WAL Size') + 1);
-    assert.equal(at('Timeline'), at('Resources saved') + 1);
+    assert.equal(at('Incremental size'), at('Disk usage') + 1);
+    assert.equal(at('Timeline'), at('Incremental size') + 1);
+    // Barman 3.4 has no such rows.
+    assert.equal(rowOf(r.stdout, 'Resources saved'), undefined);
+    assert.equal(rowOf(r.stdout, 'Backup Method'), undefined);
   });
 
-  it('JSON: resources_saved, resources_saved_bytes, resources_saved_percentage', async () => {
+  it("JSON: 3.4's incremental_size* and 3.17's resources_saved*", async () => {
     const f = await fixture({});
     const r = await f.run('-f', 'json', 'show-backup', 'pg', ID);
     assert.equal(r.code, 0, r.stderr);
     const doc = JSON.parse(r.stdout) as { pg: { backup_type: string; base_backup_information: Record<string, unknown> } };
     assert.equal(doc.pg.backup_type, 'rsync');
     const bb = doc.pg.base_backup_information;
+    assert.equal(bb.incremental_size, '13.6 KiB');
+    assert.equal(bb.incremental_size_bytes, 13_900);
+    assert.equal(bb.incremental_size_ratio, '-98.61%');
     assert.equal(bb.resources_saved, '963.0 KiB');
     assert.equal(bb.resources_saved_bytes, 986_100);
     assert.equal(bb.resources_saved_percentage, '98.61%');
   });
 
-  it('a backup that shares nothing saved 0 B (0.00%); WAITING_FOR_WALS backups show it too', async () => {
+  it('a backup that shares nothing saved -0.00%; WAITING_FOR_WALS backups show it too', async () => {
     const f = await fixture({ deduplicated_size: 1_000_000, status: WAITING_FOR_WALS });
     const r = await f.run('show-backup', 'pg', ID);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(rowOf(r.stdout, 'Resources saved'), '0 B (0.00%)');
+    assert.equal(rowOf(r.stdout, 'Incremental size'), '976.6 KiB (-0.00%)');
   });
 
   it('rsync-exclusive (and local-rsync) backups are rsync backups too', async () => {
     const f = await fixture({ mode: 'rsync-exclusive', size: 100 * MiB, deduplicated_size: 25 * MiB });
-    const r = await f.run('show-backup', 'pg', ID);
+    const r = await f.run('-f', 'json', 'show-backup', 'pg', ID);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(rowOf(r.stdout, 'Resources saved'), '75.0 MiB (75.00%)');
+    const bb = (JSON.parse(r.stdout) as { pg: { base_backup_information: Record<string, unknown> } }).pg.base_backup_information;
+    assert.equal(bb.resources_saved, '75.0 MiB');
+    assert.equal(bb.incremental_size_ratio, '-75.00%');
   });
 
-  it('full postgres backups have no Resources saved row nor JSON keys', async () => {
-    const f = await fixture({ mode: 'postgres' });
+  it('a backup without deduplicated_size has no Incremental size row and no resources_saved for full postgres backups', async () => {
+    const f = await fixture({ mode: 'postgres', deduplicated_size: null });
     const r = await f.run('show-backup', 'pg', ID);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(rowOf(r.stdout, 'Resources saved'), undefined);
+    assert.equal(rowOf(r.stdout, 'Incremental size'), undefined);
     const j = await f.run('-f', 'json', 'show-backup', 'pg', ID);
     const bb = (JSON.parse(j.stdout) as { pg: { base_backup_information: Record<string, unknown> } }).pg.base_backup_information;
     assert.equal('resources_saved' in bb, false);
+    assert.equal('incremental_size' in bb, false);
   });
 });

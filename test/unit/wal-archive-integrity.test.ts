@@ -17,6 +17,7 @@ import { formatXlogDbLine, readXlogDb } from '../../src/catalog/xlogdb.js';
 import { BarmanError } from '../../src/util/errors.js';
 import { archiveWal, walArchivePath } from '../../src/wal/archiver.js';
 import { sendWal } from '../../src/wal/get-wal.js';
+import { withSegmentHeader, writeSparseSegment } from '../helpers/wal-segment.js';
 
 const SEG = 16 << 20;
 const S1 = '000000010000000000000001';
@@ -56,11 +57,11 @@ function makeServer(extra: Record<string, string> = {}): TestServer {
   return { srv, incoming: p.incomingDir, streaming: p.streamingDir, errors: p.errorsDir, xlogdb: p.xlogdbFile };
 }
 
-/** Segment-like content, `size` bytes, different per seed. */
-function segment(seed: number, size = SEG): Buffer {
+/** Segment `name` (its long page header first), `size` bytes, different per seed. */
+function segment(seed: number, name = S1, size = SEG): Buffer {
   const buf = Buffer.alloc(size);
   for (let i = 0; i < size; i += 8192) buf.writeUInt32LE((seed * 2654435761 + i) >>> 0, i);
-  return buf;
+  return withSegmentHeader(buf, name);
 }
 
 function put(dir: string, name: string, data: Buffer | string, ageSeconds?: number): string {
@@ -80,7 +81,7 @@ describe('archive-wal and a torn last xlog.db line', () => {
   it('re-adds the catalog line of an archived file whose line was torn', async () => {
     const t = makeServer();
     const d1 = segment(1);
-    const d2 = segment(2);
+    const d2 = segment(2, S2);
     put(t.incoming, S1, d1);
     put(t.incoming, S2, d2);
     await archiveWal(t.srv);
@@ -90,7 +91,7 @@ describe('archive-wal and a torn last xlog.db line', () => {
     assert.ok(text.endsWith('\n'));
     fs.writeFileSync(t.xlogdb, text.slice(0, -1));
     put(t.incoming, S2, d2);
-    put(t.incoming, S3, segment(3)); // something new: this run appends to xlog.db
+    put(t.incoming, S3, segment(3, S3)); // something new: this run appends to xlog.db
     await archiveWal(t.srv);
     assert.deepEqual((await names(t.srv)).sort(), [S1, S2, S3]);
     assert.ok(fs.readFileSync(t.xlogdb, 'latin1').endsWith('\n'));
@@ -111,7 +112,7 @@ describe('archive-wal: files that are not WAL segments yet', () => {
     const t = makeServer({ streaming_archiver: 'on', slot_name: 'barman', streaming_conninfo: 'host=127.0.0.1' });
     put(t.incoming, `.${S1}.Xy12ab`, 'half of a segment', 3600);
     put(t.streaming, `.${S2}.aB3dE4`, 'half of a segment', 3600);
-    put(t.incoming, S3, segment(3));
+    put(t.incoming, S3, segment(3, S3));
     const warnings: string[] = [];
     const report = await archiveWal(t.srv, { onWarning: (m) => warnings.push(m) });
     assert.equal(report.archivedCount, 1);
@@ -123,8 +124,8 @@ describe('archive-wal: files that are not WAL segments yet', () => {
 
   it('leaves a recent segment of the wrong size for a later run', async () => {
     const t = makeServer({ streaming_archiver: 'on', slot_name: 'barman', streaming_conninfo: 'host=127.0.0.1' });
-    put(t.incoming, S1, segment(1, 8192)); // still being copied
-    put(t.streaming, S2, segment(2, 8192));
+    put(t.incoming, S1, segment(1).subarray(0, 8192)); // still being copied
+    put(t.streaming, S2, segment(2, S2).subarray(0, 8192));
     const warnings: string[] = [];
     const report = await archiveWal(t.srv, { onWarning: (m) => warnings.push(m) });
     assert.equal(report.archivedCount, 0);
@@ -143,7 +144,7 @@ describe('archive-wal: files that are not WAL segments yet', () => {
 
   it('moves an old segment of the wrong size to errors/ as .unknown, with a warning', async () => {
     const t = makeServer();
-    put(t.incoming, S1, segment(1, 8192), 120);
+    put(t.incoming, S1, segment(1).subarray(0, 8192), 120);
     const warnings: string[] = [];
     const report = await archiveWal(t.srv, { onWarning: (m) => warnings.push(m) });
     assert.equal(report.archivedCount, 0);
@@ -157,16 +158,33 @@ describe('archive-wal: files that are not WAL segments yet', () => {
     assert.ok(!fs.existsSync(walArchivePath(t.srv, S1)));
   });
 
-  it("takes the segment size from the newest backup's xlog_segment_size", async () => {
+  it('takes the segment size from the header of each segment, before any backup and whatever the backups say', async () => {
     const t = makeServer();
     const MiB = 1 << 20;
+    put(t.incoming, S1, segment(1, S1, MiB)); // initdb --wal-segsize=1
+    writeSparseSegment(path.join(t.incoming, S3), S3, 64 * MiB); // --wal-segsize=64
+    const first = await archiveWal(t.srv);
+    assert.deepEqual(first.sources[0]?.archived, [S1, S3]);
+    // A backup saying 16 MiB changes nothing: each segment speaks for itself.
     await saveBackupInfo(t.srv, '20240101T000000', newBackupInfo({ status: 'DONE', xlog_segment_size: SEG }), { create: true });
-    await saveBackupInfo(t.srv, '20240102T000000', newBackupInfo({ status: 'DONE', xlog_segment_size: MiB }), { create: true });
-    put(t.incoming, S1, segment(1, MiB));
-    put(t.incoming, S2, segment(2, SEG)); // not a 1 MiB segment: waits
-    const report = await archiveWal(t.srv);
-    assert.deepEqual(report.sources[0]?.archived, [S1]);
-    assert.deepEqual(report.sources[0]?.waiting, [S2]);
+    put(t.incoming, S2, segment(2, S2, MiB));
+    assert.deepEqual((await archiveWal(t.srv)).sources[0]?.archived, [S2]);
+    assert.deepEqual(await names(t.srv), [S1, S3, S2]);
+  });
+
+  it('sets aside an old file without a WAL header, or whose header is of another segment', async () => {
+    const t = makeServer();
+    put(t.incoming, S1, Buffer.alloc(SEG), 120); // zeros: no header
+    put(t.incoming, S2, segment(2, S3), 120); // S3's content under S2's name
+    put(t.incoming, S3, Buffer.alloc(SEG)); // recent: may still be arriving
+    const warnings: string[] = [];
+    const report = await archiveWal(t.srv, { onWarning: (m) => warnings.push(m) });
+    assert.equal(report.archivedCount, 0);
+    assert.deepEqual(report.sources[0]?.unknown.slice().sort(), [S1, S2]);
+    assert.deepEqual(report.sources[0]?.waiting, [S3]);
+    assert.match(warnings.join('\n'), new RegExp(`${S1} .*does not start with a WAL page header`));
+    assert.match(warnings.join('\n'), new RegExp(`${S2} .*holds WAL of another position than its name says`));
+    assert.deepEqual(fs.readdirSync(t.incoming), [S3]);
   });
 
   it('does not size-check compressed segments, partial, history and backup files', async () => {

@@ -248,7 +248,7 @@ describe('tar stream', () => {
     assert.deepEqual(res.sent.map((m) => m.name), [seg(1), seg(2), seg(3)]);
     assert.ok(res.sent.every((m) => m.unchanged));
     const st = await fsp.stat(path.join(wal, seg(2)), { bigint: true });
-    assert.equal(res.sent[1]?.signature, `${st.size} ${st.mtimeNs / 1_000_000_000n} ${st.ino}`);
+    assert.equal(res.sent[1]?.signature, `${st.dev} ${st.ino} ${st.size} ${st.mtimeNs / 1_000_000_000n}.${String(st.mtimeNs % 1_000_000_000n).padStart(9, '0')}`);
     const entries = await untar(data());
     assert.deepEqual(entries.map((e) => e.name), [seg(1), seg(2), seg(3), 'SHA256SUMS']);
     assert.ok(entries[0]?.data.equals(big));
@@ -288,18 +288,21 @@ describe('markers', () => {
     const dest = destinationKey({ user: 'barman', host: 'a' });
     assert.equal((await fsp.stat(spool)).mode & 0o777, 0o700);
     assert.equal((await fsp.stat(dir)).mode & 0o777, 0o700);
-    await writeMarker(dir, seg(1), '16 1700000000 42', dest);
+    const sig = '2049 42 16 1700000000.123456789';
+    await writeMarker(dir, seg(1), sig, dest);
     assert.deepEqual(await fsp.readdir(dir), [seg(1)]);
-    assert.equal(await fsp.readFile(path.join(dir, seg(1)), 'utf8'), '16 1700000000 42 barman@a: \n');
-    assert.equal(await consumeMarker(dir, seg(1), '16 1700000000 43', dest), false); // stale: removed, not trusted
+    assert.equal(await fsp.readFile(path.join(dir, seg(1)), 'utf8'), `${sig} barman@a: \n`);
+    assert.equal(await consumeMarker(dir, seg(1), '2049 42 16 1700000000.123456788', dest), false); // stale (1 ns): removed, not trusted
     assert.deepEqual(await fsp.readdir(dir), []);
-    await writeMarker(dir, seg(1), '16 1700000000 42', dest);
-    assert.equal(await consumeMarker(dir, seg(1), '16 1700000000 42', dest), true);
-    assert.equal(await consumeMarker(dir, seg(1), '16 1700000000 42', dest), false);
-    // A marker of the old format (no destination) vouches for no destination: removed.
-    await fsp.writeFile(path.join(dir, seg(1)), '16 1700000000 42\n');
-    assert.equal(await consumeMarker(dir, seg(1), '16 1700000000 42', dest), false);
-    assert.deepEqual(await fsp.readdir(dir), []);
+    await writeMarker(dir, seg(1), sig, dest);
+    assert.equal(await consumeMarker(dir, seg(1), sig, dest), true);
+    assert.equal(await consumeMarker(dir, seg(1), sig, dest), false);
+    // Markers of older formats (no destination; seconds without device) vouch for nothing: removed.
+    for (const old of ['16 1700000000 42\n', '16 1700000000 42 barman@a: \n']) {
+      await fsp.writeFile(path.join(dir, seg(1)), old);
+      assert.equal(await consumeMarker(dir, seg(1), '16 1700000000 42', dest), false, old);
+      assert.deepEqual(await fsp.readdir(dir), [], old);
+    }
     assert.equal(markerDirFor(spool, 'a/b'), null);
     assert.equal(markerDirFor(spool, '..'), null);
   });
@@ -319,7 +322,7 @@ describe('markers', () => {
 
   it('of another destination are neither trusted, nor consumed, nor taken over', async () => {
     const dir = await prepareMarkerDir(path.join(await freshDir('spool'), 's'), 'pg');
-    const sig = '16 1700000000 42';
+    const sig = '2049 42 16 1700000000.000000000';
     const a = destinationKey({ user: 'barman', host: 'a' });
     await writeMarker(dir, seg(1), sig, a);
     for (const other of [
@@ -339,11 +342,22 @@ describe('markers', () => {
     await assert.rejects(writeMarker(dir, seg(3), sig, destinationKey({ user: 'u', host: 'a', config: 'x\nother' })), BarmanError);
   });
 
-  it('refuse a spool directory owned by someone else and tighten our own', async () => {
+  it('accept a spool directory of ours that nobody else can write into, refuse one others could plant markers in', async () => {
     const spool = await freshDir('spool');
-    await fsp.chmod(spool, 0o755);
+    await fsp.chmod(spool, 0o755); // what mkdir (umask 022) and Barman's client leave: fine, left as it is
     await prepareMarkerDir(spool, 'pg');
-    assert.equal((await fsp.stat(spool)).mode & 0o7777, 0o700);
+    assert.equal((await fsp.stat(spool)).mode & 0o7777, 0o755);
+    assert.equal((await fsp.stat(path.join(spool, 'pg'))).mode & 0o7777, 0o700, 'created 0700');
+    for (const mode of [0o775, 0o757, 0o1777]) {
+      await fsp.chmod(spool, mode);
+      // Never tightened: markers may already have been planted there.
+      await assert.rejects(prepareMarkerDir(spool, 'pg'), /is writable by other users/);
+      assert.equal((await fsp.stat(spool)).mode & 0o7777, mode);
+    }
+    await fsp.chmod(spool, 0o700);
+    const link = path.join(await freshDir('link'), 'spool');
+    await fsp.symlink(spool, link);
+    await assert.rejects(prepareMarkerDir(link, 'pg'), /is a symbolic link/);
     if (process.getuid?.() === 0) {
       const foreign = await freshDir('foreign');
       await fsp.chown(foreign, 65534, 65534);
@@ -481,7 +495,7 @@ describe('barman-wal-archive end to end (fake ssh)', () => {
     const wal = await fakePgWal({ [seg(1)]: 'one' }, { [seg(1)]: 'ready' });
     const file = path.join(wal, seg(1));
     const dir = await prepareMarkerDir(spool, 'pg');
-    const sig = statSignature(await fsp.stat(file, { bigint: true }));
+    const sig = statSignature(await fsp.stat(file, { bigint: true })) ?? '';
     await fsp.writeFile(path.join(fake.bin, 'node'), '#!/bin/sh\nexit 99\n', { mode: 0o755 });
     const noNode = { ...fake.env, PATH: `${fake.bin}:/usr/bin:/bin` };
     const attempt = async (args: string[], setup?: () => Promise<void>, dest = 'barman@h: '): Promise<number | null> => {
@@ -501,6 +515,9 @@ describe('barman-wal-archive end to end (fake ssh)', () => {
     assert.equal(await attempt(['--spool-dir', spool, 'h', 'pg/x', file]), 99);
     assert.equal(await attempt(['--spool-dir', spool, 'h', 'pg']), 99);
     assert.equal(await attempt(['--spool-dir', spool, 'h', 'pg', file], () => fsp.chmod(dir, 0o770)), 99);
+    assert.equal(await attempt(['--spool-dir', spool, 'h', 'pg', file], () => fsp.chmod(dir, 0o755)), 0, 'nobody else can write into 0755');
+    assert.equal(await attempt(['--spool-dir', spool, 'h', 'pg', file], () => fsp.chmod(spool, 0o1777)), 99);
+    await fsp.chmod(spool, 0o700);
     await fsp.chmod(dir, 0o700);
     assert.equal(await attempt(['--spool-dir', spool, 'h', 'pg', file], () => fsp.writeFile(path.join(dir, seg(1)), '1 2 3\n')), 99);
     // The old format (no destination) is not trusted any more.
@@ -512,7 +529,7 @@ describe('barman-wal-archive end to end (fake ssh)', () => {
     const wal = await fakePgWal({ [seg(1)]: 'one' }, { [seg(1)]: 'ready' });
     const file = path.join(wal, seg(1));
     const dir = await prepareMarkerDir(spool, 'pg');
-    const sig = statSignature(await fsp.stat(file, { bigint: true }));
+    const sig = statSignature(await fsp.stat(file, { bigint: true })) ?? '';
     const fake = await fakeRemote();
     await fsp.writeFile(path.join(fake.bin, 'node'), '#!/bin/sh\nexit 99\n', { mode: 0o755 });
     const noNode = { ...fake.env, PATH: `${fake.bin}:/usr/bin:/bin` };

@@ -17,6 +17,7 @@ import { walArchivePath } from '../../src/wal/archiver.js';
 import { compressBuffer } from '../../src/wal/compression.js';
 import { parseArgs } from '../../src/walclient/restore-main.js';
 import { getWalSshArgs, parseChecksums, type RestoreOptions } from '../../src/walclient/restore.js';
+import { RESTORE_DEFAULT_PARALLEL } from '../../src/walclient/trust-rules.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const LAUNCHER = path.join(ROOT, 'bin', 'barman-wal-restore');
@@ -154,10 +155,13 @@ describe('barman-wal-restore options', () => {
     assert.equal(p.sleep, 1.5);
     assert.deepEqual(
       { ...p.options },
-      { host: 'host', server: 'pg', walName: S(1), walDest: '/d', user: 'bob', port: '2222', sshConfig: undefined, config: '/etc/b.conf', parallel: 8, spoolDir: '/s', partial: true, gzip: false, bzip2: false, keepCompression: true },
+      { host: 'host', server: 'pg', walName: S(1), walDest: '/d', user: 'bob', port: '2222', sshConfig: undefined, config: '/etc/b.conf', parallel: 8, parallelByDefault: false, spoolDir: '/s', partial: true, gzip: false, bzip2: false, keepCompression: true },
     );
     const d = parseArgs(['h', 'pg', S(1), '/d']);
-    assert.ok(d !== 'version' && d.options.user === 'barman' && d.options.spoolDir === '/var/tmp/walrestore' && d.options.parallel === 0);
+    assert.ok(d !== 'version' && d.options.user === 'barman' && d.options.spoolDir === '/var/tmp/walrestore');
+    assert.ok(d.options.parallel === RESTORE_DEFAULT_PARALLEL && d.options.parallelByDefault === true);
+    const off = parseArgs(['-p', '0', 'h', 'pg', S(1), '/d']);
+    assert.ok(off !== 'version' && off.options.parallel === 0 && off.options.parallelByDefault === false);
     assert.equal(parseArgs(['-V']), 'version');
   });
 
@@ -197,13 +201,46 @@ describe('barman-wal-restore flow (fake ssh)', () => {
   const dest = () => path.join(tmp, 'pg_wal', 'RECOVERYXLOG');
   before(() => fs.mkdirSync(path.join(tmp, 'pg_wal'), { recursive: true }));
 
-  it('without -p: fetches one file, decompressed, no spool', () => {
+  it('-p 0: fetches one file, decompressed, no spool', () => {
     const spool = path.join(tmp, 'spool0');
-    const r = restore(['--spool-dir', spool, 'backup', 'pg', S(1), dest()]);
+    const r = restore(['-p', '0', '--spool-dir', spool, 'backup', 'pg', S(1), dest()]);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(fs.readFileSync(dest()).equals(data.get(S(1)) as Buffer));
     assert.equal(fs.existsSync(spool), false);
     assert.deepEqual(fs.readdirSync(path.dirname(dest())), ['RECOVERYXLOG'], 'no temporary file left');
+  });
+
+  it("without -p (Barman's manual restore_command): prefetches a default batch in one session, served by the sh fast path", () => {
+    const spool = path.join(tmp, 'spool-default');
+    fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
+    const r = restore(['--spool-dir', spool, 'backup', 'pg', S(1), dest()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(1)) as Buffer));
+    // The archive holds 01..0A: everything after WAL_NAME comes in the same session.
+    assert.deepEqual(spoolFiles(spool).sort(), [2, 3, 4, 5, 6, 7, 8, 9, 10].map(S));
+    const log = fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n');
+    assert.equal(log.length, 1, 'one ssh session');
+    assert.match(log[0] ?? '', new RegExp(`get-wal --batch '${RESTORE_DEFAULT_PARALLEL}'`));
+    const hit = restore(['--spool-dir', spool, 'backup', 'pg', S(2), dest()], { path: `${path.join(tmp, 'nonode')}:/usr/bin:/bin` });
+    assert.equal(hit.code, 0, hit.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(2)) as Buffer));
+  });
+
+  it("without -p against Barman's server: one get-wal per file, as Barman's client; the refusal is remembered", () => {
+    const spool = path.join(tmp, 'spool-default-old');
+    fs.rmSync(path.join(tmp, 'ssh.log'), { force: true });
+    const env = { FAKE_BARMAN: path.join(fakeBin, 'barman-old') };
+    const first = restore(['--spool-dir', spool, 'backup', 'pg', S(1), dest()], { env });
+    assert.equal(first.code, 0, first.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(1)) as Buffer));
+    assert.deepEqual(spoolFiles(spool), ['.prefetch.unsupported'], 'no --peek prefetch nobody asked for; the refusal noted');
+    const second = restore(['--spool-dir', spool, 'backup', 'pg', S(2), dest()], { env });
+    assert.equal(second.code, 0, second.stderr);
+    const log = fs.readFileSync(path.join(tmp, 'ssh.log'), 'utf8').trim().split('\n');
+    // The first call paid one refused --batch; the second went straight to Barman's get-wal.
+    assert.equal(log.filter((l) => l.includes('--batch')).length, 1, log.join('\n'));
+    assert.equal(log.filter((l) => l.includes('--peek')).length, 0, log.join('\n'));
+    assert.equal(log.length, 3, log.join('\n'));
   });
 
   it('-p 8: WAL_NAME to dest and 7 files in the spool in one session; the sh fast path serves the next without node', () => {
@@ -230,6 +267,20 @@ describe('barman-wal-restore flow (fake ssh)', () => {
     const asDir = restore(['--spool-dir', spool, 'backup', 'pg', S(3), path.join(tmp, 'pg_wal')]);
     assert.equal(asDir.code, 3);
     assert.ok(fs.existsSync(path.join(spool, S(3))));
+  });
+
+  it("uses a spool of ours with mode 0755 (what Barman's client and mkdir leave): prefetch on, the sh fast path serves it", () => {
+    const spool = path.join(tmp, 'spool-0755');
+    fs.mkdirSync(spool, { mode: 0o755 });
+    fs.chmodSync(spool, 0o755);
+    const r = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(1), dest()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /prefetch \(-p\) disabled/);
+    assert.deepEqual(spoolFiles(spool).sort(), [2, 3, 4].map(S));
+    assert.equal(fs.statSync(spool).mode & 0o7777, 0o755, 'left as it is');
+    const hit = restore(['-p', '4', '--spool-dir', spool, 'backup', 'pg', S(2), dest()], { path: `${path.join(tmp, 'nonode')}:/usr/bin:/bin` });
+    assert.equal(hit.code, 0, hit.stderr);
+    assert.ok(fs.readFileSync(dest()).equals(data.get(S(2)) as Buffer));
   });
 
   it('never serves a planted file from a spool others can write; prefetching is then off', () => {

@@ -6,7 +6,7 @@ import { archiveWal } from '../../wal/archiver.js';
 import { LockBusyError } from '../../catalog/lock.js';
 import { BarmanError } from '../../util/errors.js';
 import type { CliContext } from '../context.js';
-import { progressLine } from '../progress.js';
+import { progressEvents, progressLine } from '../progress.js';
 import type { ReuseMode } from '../../backup/rsync-plan.js';
 
 interface Opts {
@@ -71,11 +71,11 @@ is used and rsync copies the data directory and tablespaces: -j/--jobs copy work
 backup, --bwlimit to throttle.
 
 Before anything is written, the checks of 'barman check' run silently: a failing check stops
-the backup of that server ("Impossible to start the backup", the failed checks listed), except
-the checks that do not matter for a new backup (failed backups, backup age/size, minimum
-redundancy, archiver errors, WAL queues and age, standby), and the WAL-arrival checks (WAL
-archive, receive-wal running, replication slot), which only warn: the backup then waits for
-its WAL files.
+the backup of that server ("Impossible to start the backup", the failed checks listed, exit 1),
+except the checks that do not matter for a new backup (failed backups, backup age/size, minimum
+redundancy, archiver errors, WAL queues and age, standby). As in Barman, that includes WAL
+arrival: a new server needs one archived WAL file ('barman switch-wal --archive SERVER'), its
+replication slot and, with streaming_archiver, a running receive-wal ('barman cron').
 
 A failed copy is started again from scratch basebackup_retry_times times (--retry-times),
 basebackup_retry_sleep seconds apart (--retry-sleep); --no-retry: never.
@@ -107,23 +107,12 @@ export async function run(ctx: CliContext, names: string[], opts: Opts): Promise
   for (const srv of ctx.servers(names, { skipPassive: true })) {
     const bar = progressLine(`${srv.name}: copying`, { enabled: out.progressAllowed, scale: 1024 /* pg_basebackup counts kB */ });
     try {
-      const pre = await precheckBackup(srv, { checkTimeout });
-      for (const w of pre.warnings) {
-        out.warning(`${srv.name}: check '${w.name}' failed${w.hint ? ` (${w.hint})` : ''}: the backup goes on and stays WAITING_FOR_WALS until its WAL files are archived`);
-      }
+      await precheckBackup(srv, { checkTimeout });
       const entry = await takeBackup(
         srv,
         { immediateCheckpoint: opts.immediateCheckpoint, name: opts.name, wait: opts.wait, waitTimeoutSec: waitTimeout, manifest: opts.manifest, ...rsyncOpts, ...retry },
         {
-          info: (m) => {
-            bar.end();
-            out.info(m);
-          },
-          warning: (m) => {
-            bar.end();
-            out.warning(m);
-          },
-          progress: (d, t) => bar.update(d, t),
+          ...progressEvents(out, bar),
           archive: async () => {
             try {
               await archiveWal(srv);

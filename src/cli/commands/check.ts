@@ -54,7 +54,9 @@ async function checkAll(servers: readonly ServerConfig[], checkTimeout: number |
   const out: Checked[] = [];
   // Barman checks servers in name order, whatever the order on the command line or in the files.
   for (const srv of [...servers].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-    const results = srv.disabled ? [{ name: 'configuration', ok: false, hint: '' }] : await runChecks(srv, { checkTimeout });
+    // Disabled servers are checked too (as Barman): their failing `configuration` check lists
+    // the problems, and --nagios keeps their perfdata.
+    const results = await runChecks(srv, { checkTimeout });
     out.push({ srv, results });
   }
   return out;

@@ -45,9 +45,12 @@ then the archive, then incoming/); their content is sent as it is.
 
 Standard output carries the WAL data only: every message goes to standard error.
 
-Exit status: 0 when the file was sent; 1 when it was not found ("ERROR: WAL file 'X' not found
-in server 'S'") or could not be read; 2 for invalid options; 3 when WAL_NAME is not a WAL file
-name or the output file cannot be written.
+Exit status: 0 when the file was sent; 1 when it is not there ("ERROR: WAL file 'X' not found
+in server 'S'"); 2 for invalid options; 3 when WAL_NAME is not a WAL file name or the output
+file cannot be written; 200 when the file is there but cannot be read or decoded (permission
+denied, I/O error, corrupt compressed file). Only a missing file is "not found": PostgreSQL
+takes an exit code up to 125 from restore_command for the end of the archive (a recovery
+would end there), and an exit code above 125 for a failure that stops it instead.
 
 Examples:
   barman get-wal pg 000000010000000A000000FF > /tmp/wal

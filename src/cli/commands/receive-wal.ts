@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { createSlot, dropSlot, receiveWal, resetReceiveWal, stopReceiveWal } from '../../wal/receive-wal.js';
+import { LockBusyError } from '../../catalog/lock.js';
+import { createSlot, dropSlot, isReceiveWalRunning, receiveWal, resetReceiveWal, stopReceiveWal } from '../../wal/receive-wal.js';
 import { BarmanError } from '../../util/errors.js';
 import type { CliContext } from '../context.js';
 
@@ -32,17 +33,19 @@ The WAL segment being written is streaming/<name>.partial; 'barman archive-wal' 
 moves completed segments into the archive.
 
 With one of the options below, it does that instead of streaming, and returns:
-  --stop           stops the running receive-wal (SIGTERM; waits up to 10 seconds)
+  --stop           stops the running receive-wal (SIGTERM; waits up to 10 seconds):
+                   "Stopped process receive-wal(PID)"; an error when none runs
   --reset          forgets the streaming position: removes the .partial files, so that the next
-                   start resumes from the slot's position (refused while receive-wal runs)
+                   start resumes from the slot's position (not while receive-wal runs)
   --create-slot    creates the physical replication slot 'slot_name' (pg_receivewal
                    --create-slot); with --if-not-exists an existing slot is not an error
   --drop-slot      drops it (a dropped slot no longer holds WAL on PostgreSQL for barman)
 
-Exit status: 0 on success (receive-wal: pg_receivewal ended normally; --stop: also when none
-ran); 1 when streaming_archiver is off, streaming_conninfo or slot_name is missing, another
-receive-wal runs, pg_receivewal failed (exit code printed), or the slot cannot be created or
-dropped; 2 for conflicting options.
+Exit status: 0 on success (receive-wal: pg_receivewal ended normally, or another receive-wal
+already runs for the server: "Another receive-wal process is already running", as Barman);
+1 when streaming_archiver is off, streaming_conninfo or slot_name is missing, pg_receivewal
+failed (exit code printed), --stop found no receive-wal to stop, or the slot cannot be created
+or dropped; 2 for conflicting options.
 
 Examples:
   barman receive-wal --create-slot pg
@@ -57,6 +60,9 @@ export async function run(ctx: CliContext, [name]: string[], opts: Opts): Promis
   const actions = [opts.stop, opts.reset, opts.createSlot, opts.dropSlot].filter(Boolean).length;
   if (actions > 1) throw new BarmanError('--stop, --reset, --create-slot and --drop-slot are mutually exclusive', 2);
   if (opts.ifNotExists && !opts.createSlot) throw new BarmanError('--if-not-exists needs --create-slot', 2);
+  if (srv.passive && !opts.stop && !opts.reset) {
+    throw new BarmanError(`Unable to run receive-wal on server '${srv.name}': it is a passive node (primary_ssh_command is set), which copies WAL from its primary backup server and opens no PostgreSQL connection`);
+  }
   if (opts.createSlot) {
     out.info(`Creating physical replication slot '${srv.slot_name ?? ''}' on server '${srv.name}'`);
     await createSlot(srv, opts.ifNotExists === true);
@@ -70,17 +76,31 @@ export async function run(ctx: CliContext, [name]: string[], opts: Opts): Promis
     return;
   }
   if (opts.stop) {
-    const stopped = await stopReceiveWal(srv);
-    out.info(stopped ? `Stopped receive-wal for server '${srv.name}'` : `No receive-wal process running for server '${srv.name}'`);
+    // Barman's words and exit codes: a script stopping receive-wal can tell whether one ran.
+    const pid = await stopReceiveWal(srv);
+    if (pid === null) out.error(`Termination of receive-wal failed: no such process for server ${srv.name}`);
+    else out.info(`Stopped process receive-wal(${pid})`);
     return;
   }
   if (opts.reset) {
+    if (await isReceiveWalRunning(srv)) {
+      out.info(`Unable to reset the status of receive-wal for server ${srv.name}. Process is still running`);
+      return;
+    }
     const removed = await resetReceiveWal(srv);
     out.info(`Resetting receive-wal directory status for server '${srv.name}'${removed.length ? ` (removed ${removed.join(', ')})` : ''}`);
     return;
   }
   if (!srv.streaming_archiver) throw new BarmanError(`Unable to start receive-wal process: streaming_archiver option set to 'off' in barman configuration file`);
   out.info(`Starting receive-wal for server ${srv.name}`);
-  const code = await receiveWal(srv, { onLine: (l) => out.line(`${srv.name}: ${l}`) });
+  let code: number;
+  try {
+    code = await receiveWal(srv, { onLine: (l) => out.line(`${srv.name}: ${l}`) });
+  } catch (err) {
+    // One receive-wal per server: the one running is doing the job (Barman: info, exit 0).
+    if (!(err instanceof LockBusyError)) throw err;
+    out.info(`Another receive-wal process is already running for server ${srv.name}.`);
+    return;
+  }
   if (code !== 0) out.error(`receive-wal for server '${srv.name}' ended: pg_receivewal exited with code ${code}`);
 }

@@ -312,6 +312,14 @@ export async function run(ctx: CliContext, [serverName, backupId, destination]: 
     out.info("inside the target directory. Make sure that 'restore_command' can be executed by the PostgreSQL user.");
   }
   out.info('');
-  out.info(`Restore operation completed (start time: ${result.startTime.format()}, elapsed time: ${humanDuration(result.elapsedSeconds)})`);
+  out.info(`${completedWords(ctx.invokedAs)} (start time: ${result.startTime.format()}, elapsed time: ${humanDuration(result.elapsedSeconds)})`);
   out.info('Your PostgreSQL server has been successfully prepared for recovery!');
+}
+
+/**
+ * The last line's first words: `barman recover` ends as Barman 3.4 does ("Recovery
+ * completed"), `barman restore` (a command Barman added later) as Barman 3.17 does.
+ */
+export function completedWords(invokedAs: string): string {
+  return invokedAs === 'recover' ? 'Recovery completed' : 'Restore operation completed';
 }

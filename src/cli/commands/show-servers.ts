@@ -1,5 +1,8 @@
 import type { Command } from 'commander';
-import { fetchPgFacts, serverSettings } from '../../reporting/server-status.js';
+import { lastBackup } from '../../checks/catalog-checks.js';
+import { loadCatalog } from '../../catalog/catalog.js';
+import { fetchRemoteStatus } from '../../reporting/remote-status.js';
+import { serverSettings } from '../../reporting/server-status.js';
 import type { CliContext } from '../context.js';
 
 export function define(cmd: Command): void {
@@ -25,15 +28,20 @@ Examples:
 
 export async function run(ctx: CliContext, names: string[]): Promise<void> {
   const { out } = ctx;
-  for (const srv of ctx.servers(names, { allowInactive: true, allowDisabled: true })) {
+  const servers = ctx.servers(names, { allowInactive: true, allowDisabled: true });
+  // Barman shows the servers sorted by name, whatever the order asked for.
+  for (const srv of [...servers].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
     const suffix = !srv.active ? ' (inactive)' : srv.disabled ? ' (WARNING: disabled)' : '';
-    const facts = srv.disabled || srv.passive ? {} : await fetchPgFacts(srv);
+    const remote = srv.passive ? null : await fetchRemoteStatus(srv);
+    const last = lastBackup(await loadCatalog(srv).catch(() => []));
     out.line(`Server ${srv.name}${suffix}:`);
     const json: Record<string, unknown> = {};
-    for (const e of serverSettings(srv, facts).entries) {
+    for (const e of serverSettings(srv, remote, last?.info.end_time ?? null).entries) {
       out.line(`\t${e.key}: ${e.text}`);
       json[e.key] = e.json;
     }
+    // Barman's JSON starts from the header's description, which a null value does not replace.
+    if (json.description === null && suffix) json.description = suffix.trim();
     out.set([srv.name], json);
   }
 }
