@@ -657,7 +657,11 @@ async function commit(srv: ServerConfig, received: readonly Received[], checksum
     }
   } finally {
     // One fsync makes every new name durable; the caller then removes the temp names.
-    if (linked) await fsyncDir(incoming);
+    if (linked) {
+      await fsyncDir(incoming).catch((err: unknown) => {
+        throw new BarmanError(`Cannot make the new WAL files durable in ${incoming}: ${errorMessage(err)}; PostgreSQL will send them again`);
+      });
+    }
   }
 
   if (report.duplicates.length > 0) {

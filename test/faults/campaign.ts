@@ -133,7 +133,7 @@ async function main(): Promise<number> {
         violations.push(...(await checker.next(c.servers)));
         const checked: string[] = [];
         for (const s of c.servers) {
-          const r = await checker.check(s, { fullRestore: c.fullRestore, before });
+          const r = await checker.check(s, { fullRestore: c.fullRestore, before, always34: c.always34 || c.kind === 'corruption' });
           violations.push(...r.violations);
           if (!r.skipped) checked.push(s);
         }
@@ -144,7 +144,7 @@ async function main(): Promise<number> {
           logs.push([f, text]);
         }
         violations.push(...outputViolations(transcript, logs));
-        results.push({ id: c.id, process: c.process, point: c.point, kind: c.kind, outcome, violations, notes, ms: Date.now() - tc, cpuMs: cpuNowMs() - cc, checkedServers: checked });
+        results.push({ id: c.id, process: c.process, point: c.point, kind: c.kind, outcome, violations, notes, ms: Date.now() - tc, cpuMs: cpuNowMs() - cc, checkedServers: checked, knownFailure: c.knownFailure });
       } catch (err) {
         violations.push({ invariant: 'campaign', detail: `the checks themselves failed: ${(err as Error).stack ?? String(err)}` });
         results.push({ id: c.id, process: c.process, point: c.point, kind: c.kind, outcome, violations, notes, ms: Date.now() - tc, cpuMs: cpuNowMs() - cc, checkedServers: [] });

@@ -71,17 +71,19 @@ function killCase(point: string, action: 'kill' | 'term', segments: number): Fau
   };
 }
 
-function straceCase(id: string, syscall: string, error: string, when: string, kind: 'ENOSPC' | 'EIO' | 'EACCES'): FaultCase {
+function straceCase(id: string, syscall: string, error: string, when: string, kind: 'ENOSPC' | 'EIO' | 'EACCES', where?: (ctx: CaseContext, name: string) => string): FaultCase {
   return {
     id: `put-wal/${id}`,
     process: 'put-wal',
-    point: `${syscall} #${when}`,
+    point: `${syscall} #${when}${where ? ' (one path)' : ''}`,
     kind,
     servers: [SRV],
     async run(ctx) {
       const files = [synthSegment()];
-      const { first, retried } = await putWalAndRetry(ctx, SRV, files, { strace: { syscall, error, when } });
-      if (first.code !== 0) ctx.expect(/^ERROR: /m.test(first.stderr) || first.signal !== null, `a clear error: ${describe(first)}`);
+      const p = where?.(ctx, files[0]![0]);
+      const { first, retried } = await putWalAndRetry(ctx, SRV, files, { strace: { syscall, error, when, path: p } });
+      ctx.expect(first.code !== 0, `the injected ${error} made put-wal fail (no acknowledgement): ${describe(first)}`);
+      if (first.code !== 0) ctx.expect(/^ERROR: /m.test(first.stderr), `a clear error: ${describe(first)}`);
       return `${how(first)}: ${firstLine(first) || '(no message)'}; resent: ${retried ? how(retried) : 'not needed'}`;
     },
   };
@@ -93,13 +95,12 @@ export function putWalCases(): FaultCase[] {
   for (const p of killPoints) cases.push(killCase(p, 'term', 1));
   cases.push(killCase('put-wal:linked', 'kill', 3));
 
-  cases.push(straceCase('write-enospc-1', 'write,pwrite64,writev,pwritev', 'ENOSPC', '1', 'ENOSPC'));
-  cases.push(straceCase('write-enospc-3', 'write,pwrite64,writev,pwritev', 'ENOSPC', '3', 'ENOSPC'));
-  cases.push(straceCase('fsync-eio-1', 'fsync,fdatasync', 'EIO', '1', 'EIO'));
-  cases.push(straceCase('fsync-eio-2', 'fsync,fdatasync', 'EIO', '2', 'EIO'));
-  cases.push(straceCase('link-eio', 'link,linkat', 'EIO', '1', 'EIO'));
-  cases.push(straceCase('link-enospc', 'link,linkat', 'ENOSPC', '1', 'ENOSPC'));
-  cases.push(straceCase('open-eacces', 'openat', 'EACCES', '8+', 'EACCES'));
+  const inc = (ctx: CaseContext) => incomingDir(ctx.world, SRV);
+  cases.push(straceCase('fsync-eio-tmp', 'fsync,fdatasync', 'EIO', '1', 'EIO'));
+  cases.push(straceCase('fsync-eio-incoming-dir', 'fsync,fdatasync', 'EIO', '1', 'EIO', (ctx) => inc(ctx)));
+  cases.push(straceCase('link-eio', 'link,linkat', 'EIO', '1', 'EIO', (ctx, n) => path.join(inc(ctx), n)));
+  cases.push(straceCase('link-enospc', 'link,linkat', 'ENOSPC', '1', 'ENOSPC', (ctx, n) => path.join(inc(ctx), n)));
+  cases.push(straceCase('open-incoming-eacces', 'openat', 'EACCES', '1', 'EACCES', (ctx) => inc(ctx)));
 
   cases.push({
     id: 'put-wal/tmpfs-full',
@@ -280,12 +281,30 @@ export function putWalCases(): FaultCase[] {
       return buildTar(members);
     }, /More than 4096/),
   );
-  cases.push(
-    hostile('wrong-segment-size', 'a 1 MiB file named as a 16 MiB segment', () => {
+  cases.push({
+    id: 'put-wal/hostile/wrong-segment-size',
+    process: 'put-wal',
+    point: 'a 1 MiB file named as a 16 MiB segment',
+    kind: 'hostile input',
+    servers: [SRV],
+    async run(ctx) {
+      // Barman's put-wal stores it (it checks names and checksums only); archive-wal must then
+      // keep it out of the archive, in errors/, never as a segment a restore would replay.
       const [n, d] = synthSegment(1 << 20);
-      return walTar([[n, d]]);
-    }),
-  );
+      const r = await putWal(ctx.world, SRV, walTar([[n, d]]));
+      const errorsDir = path.join(ctx.world.server(SRV).dir, 'errors');
+      const before = dirNames(errorsDir).length;
+      const a = await ctx.world.barman(SRV, ['archive-wal', SRV]);
+      await new Promise((res) => setTimeout(res, 100));
+      ctx.expect(!existsSync(walsFile(ctx.world, SRV, n)), `${n} (1 MiB) is not archived as a segment`);
+      const kept = dirNames(errorsDir).filter((f) => f.startsWith(n));
+      const waiting = existsSync(path.join(incomingDir(ctx.world, SRV), n));
+      ctx.expect(kept.length > 0 || waiting, `${n} is kept in errors/ (or waits in incoming/): errors/ had ${before} files`);
+      // Remove it from incoming/ if it is still waiting for its grace period: later cases must not see it.
+      if (waiting) await fs.rm(path.join(incomingDir(ctx.world, SRV), n), { force: true });
+      return `put-wal ${how(r)}; archive-wal ${how(a)}: ${kept.length ? `kept as errors/${kept[0]}` : waiting ? 'waiting in incoming/ (grace period)' : 'lost'}`;
+    },
+  });
   cases.push(
     hostile('duplicate-other-content', 'segment already archived with another content', () => {
       throw new Error('built in run');

@@ -2,6 +2,7 @@
 import { existsSync, promises as fs, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { prng } from '../helpers/testing.js';
+import { segmentHeader } from '../helpers/wal-segment.js';
 import { describe, exec, start, waitForFile, type CmdOptions, type CmdResult, type Running } from './exec.js';
 import type { CaseContext } from './types.js';
 import { sha256, walTar } from './tar.js';
@@ -18,6 +19,8 @@ export function synthSegment(size = SEG): [string, Buffer] {
   const rnd = prng(n * 7919 + 1);
   // A WAL-like head (records) and zeros (a switched segment): distinct per name, compressible.
   for (let off = 0; off < Math.min(size, 64 * 1024); off += 4) data.writeUInt32LE(rnd() >>> 0, off);
+  // A valid long page header (what archive-wal checks); a wrong size keeps the 16 MiB one.
+  segmentHeader(name, SEG).copy(data, 0, 0, Math.min(40, size));
   return [name, data];
 }
 

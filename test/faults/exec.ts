@@ -126,17 +126,18 @@ export function start(argv: string[], opts: CmdOptions = {}): Running {
   const user = opts.user ?? 'barman';
   let prog = argv[0] as string;
   let args = argv.slice(1);
-  if (user !== 'root') {
-    args = ['-u', user, '--', prog, ...args];
-    prog = 'runuser';
-  }
   if (opts.strace) {
+    // strace runs as the command's user, inside runuser: only the command is attacked.
     const s = opts.strace;
     const inject = `${s.syscall}:error=${s.error}${s.when ? `:when=${s.when}` : ''}`;
     const pre = ['-f', '-qq', '--seccomp-bpf', '-o', '/dev/null', '-e', `trace=${s.syscall}`, '-e', `inject=${inject}`];
     if (s.path) pre.push('-P', s.path);
     args = [...pre, prog, ...args];
     prog = 'strace';
+  }
+  if (user !== 'root') {
+    args = ['-u', user, '--', prog, ...args];
+    prog = 'runuser';
   }
   const t0 = Date.now();
   const child = spawn(prog, args, {

@@ -49,6 +49,8 @@ export interface CatalogCheckOptions {
   fullRestore?: boolean;
   /** Backups present before the case (to know which ones are new). */
   before?: Set<string>;
+  /** Ask Barman 3.4 even if base/ did not change (xlog.db or WAL corruption cases). */
+  always34?: boolean;
 }
 
 const STACK_RES = [/^\s+at .+:\d+:\d+\)?\s*$/m, /\bnode:internal\//, /Traceback \(most recent call last\)/];
@@ -77,6 +79,7 @@ export function outputViolations(results: readonly CmdResult[], extraTexts: Arra
 
 interface ServerState {
   fingerprint: string;
+  baseFingerprint: string;
   backups: Map<string, string | null>;
 }
 
@@ -119,9 +122,14 @@ export class Checker {
     return loadCatalog(this.srvConfig(name));
   }
 
+  /** The fingerprint of base/ only (backup.info files and data). */
+  async baseFingerprint(name: ServerName): Promise<string> {
+    return this.fingerprint(name, 'base');
+  }
+
   /** Names, sizes, mtimes and inodes of everything of the server but streaming/. */
-  async fingerprint(name: ServerName): Promise<string> {
-    const root = this.world.server(name).dir;
+  async fingerprint(name: ServerName, sub = ''): Promise<string> {
+    const root = path.join(this.world.server(name).dir, sub);
     const h = createHash('sha256');
     const walk = async (d: string, rel: string): Promise<void> => {
       let ents;
@@ -162,10 +170,12 @@ export class Checker {
   async next(servers: readonly ServerName[]): Promise<Violation[]> {
     const v: Violation[] = [];
     let seg: string | null = null;
-    try {
-      seg = await this.world.churn(50);
-    } catch {
-      seg = null; // PostgreSQL down on purpose (it is started again by the case)
+    if (servers.some((s) => this.walSource(s) !== 'none')) {
+      try {
+        seg = await this.world.churn(50);
+      } catch {
+        seg = null; // PostgreSQL down on purpose (it is started again by the case)
+      }
     }
     const cron = await this.world.barman(null, ['cron']);
     if (cron.code !== 0) v.push({ invariant: 'next command succeeds', detail: describe(cron) });
@@ -252,7 +262,9 @@ export class Checker {
     v.push(...(await this.backups(name, entries, opts)));
     v.push(...this.modes(name, entries));
     const info = this.world.server(name);
-    if (info.barman34) v.push(...(await this.barman34(name, entries)));
+    // Barman 3.4 reads backup.info files and the layout: asked again whenever base/ changed.
+    const baseFp = await this.baseFingerprint(name);
+    if (info.barman34 && (opts.always34 || prev?.baseFingerprint !== baseFp)) v.push(...(await this.barman34(name, entries)));
     const backups = new Map(entries.map((e) => [e.id, e.info.begin_wal ?? null]));
     // A backup gone since the last check: WAL before its begin may have been removed with it.
     for (const [id, begin] of prev?.backups ?? []) {
@@ -261,7 +273,7 @@ export class Checker {
         if (!h || begin > h) this.world.horizon.set(name, begin);
       }
     }
-    this.states.set(name, { fingerprint: await this.fingerprint(name), backups });
+    this.states.set(name, { fingerprint: await this.fingerprint(name), baseFingerprint: baseFp, backups });
     return { violations: v, skipped: false };
   }
 

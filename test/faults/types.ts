@@ -50,6 +50,13 @@ export interface FaultCase {
   needs?: Partial<Record<ServerName, number>>;
   /** The fault could affect backup data: restore and start every DONE backup it made or changed. */
   fullRestore?: boolean;
+  /** Ask Barman 3.4 to read the catalog even when base/ did not change. */
+  always34?: boolean;
+  /**
+   * A real defect this case reveals that is not fixed yet: the case still runs and its
+   * violations are reported, marked as known (never hidden), with this reason.
+   */
+  knownFailure?: string;
   /** Returns the observed outcome (one line for the report). */
   run(ctx: CaseContext): Promise<string>;
 }
@@ -65,4 +72,5 @@ export interface CaseResult {
   ms: number;
   cpuMs: number;
   checkedServers: string[];
+  knownFailure?: string;
 }
