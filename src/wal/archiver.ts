@@ -45,12 +45,15 @@ import { customCompressionOf, withXlogDb, type XlogDbEntry } from '../catalog/xl
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { faultPoint } from '../util/fault.js';
 import { DIR_MODE, FILE_MODE, fsyncDir, pathExists } from '../util/fsutil.js';
-import { readSegmentHeader, segmentProblem } from './segment-header.js';
+import { LONG_HEADER_BYTES, parseSegmentHeader, readSegmentHeader, segmentProblem } from './segment-header.js';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { pyStatMtime } from '../util/pytime.js';
 import {
   canonicalCompression,
   compressFile,
   decompressBuffer,
+  decompressStream,
   identifyCompression,
   type CompressionLevel,
   type CompressionName,
@@ -367,6 +370,36 @@ class ArchiveRun {
     return { verdict: age < SIZE_GRACE_MS ? 'wait' : 'reject', problem };
   }
 
+  /**
+   * What is wrong with a compressed segment from incoming/ (null: nothing): it must decompress
+   * completely, and what it holds must agree with its page header like a plain segment. The
+   * file is streamed, never held in memory; a file that cannot be read throws.
+   */
+  private async compressedSegmentProblem(name: string, file: string, algo: CompressionName): Promise<string | null> {
+    const head: Buffer[] = [];
+    let headBytes = 0;
+    let size = 0;
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        if (headBytes < LONG_HEADER_BYTES) {
+          head.push(chunk.subarray(0, LONG_HEADER_BYTES - headBytes));
+          headBytes += Math.min(chunk.length, LONG_HEADER_BYTES - headBytes);
+        }
+        size += chunk.length;
+        cb();
+      },
+    });
+    await fsp.access(file, fs.constants.R_OK);
+    try {
+      await pipeline(fs.createReadStream(file), decompressStream(algo, this.incomingCustom), sink);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).syscall !== undefined) throw err; // the file itself cannot be read
+      return `does not decompress as ${algo} (${errorMessage(err)})`;
+    }
+    const problem = segmentProblem(name, size, parseSegmentHeader(Buffer.concat(head)));
+    return problem === null ? null : `decompressed with ${algo}, ${problem}`;
+  }
+
   /** Move a file to errors/<name>.<UTC stamp>.<kind>; `why` replaces the usual unknown-file warning. */
   private async reject(src: string, name: string, kind: 'unknown' | 'duplicate', rep: ArchiveSourceReport, why?: string): Promise<boolean> {
     const errorsDir = this.srv.errors_directory;
@@ -477,6 +510,15 @@ class ArchiveRun {
           return null;
         }
       }
+      if (c.kind === 'segment' && detected !== null) {
+        // A compressed segment is stored as it is: it must decompress to the segment its name
+        // says, or a restore would find garbage where the archive promised WAL.
+        const problem = await this.compressedSegmentProblem(c.name, c.src, detected);
+        if (problem !== null) {
+          await this.reject(c.src, c.name, 'unknown', rep, problem);
+          return null;
+        }
+      }
 
       if (await pathExists(dst)) {
         if (await this.sameContent(c, dst, detected, preEncrypted)) return { type: 'matching', name: c.name, src: c.src, dst };
@@ -569,6 +611,9 @@ class ArchiveRun {
     const placed: Placement[] = [];
     const matching: MatchingDuplicate[] = [];
 
+    // An I/O error once files are in wals/ (a directory fsync, the xlog.db append) fails the run
+    // with one clear line: the sources stay in incoming/, so the next run finds them as matching
+    // duplicates and catalogs them (missingCatalogEntries).
     await withXlogDb(this.srv, async (db) => {
       // A missing catalog is rebuilt before anything new lands in wals/.
       await db.ensure();
@@ -602,6 +647,13 @@ class ArchiveRun {
       await db.append(lines);
       faultPoint('archive-wal:cataloged');
       if (this.catalogNames) for (const e of lines) this.catalogNames.add(e.name);
+    }).catch((err: unknown) => {
+      if (err instanceof BarmanError) throw err;
+      const names = items.map((it) => it.name);
+      throw new BarmanError(
+        `Cannot archive ${names.length === 1 ? names[0] : `${names.length} WAL files (${names[0]}...)`} for server ${this.srv.name}: ${errorMessage(err)}; ` +
+          'the files stay in the incoming directory and the next archive-wal completes the job',
+      );
     });
 
     // Everything is durable in the archive: the sources can go.
@@ -615,7 +667,11 @@ class ArchiveRun {
         if (!isCode(err, 'ENOENT')) this.warning(`Cannot remove ${it.src} after archiving it: ${errorMessage(err)}`);
       }
     }
-    if (unlinked) await fsyncDir(srcDir);
+    if (unlinked) {
+      // The files are archived: an unlink that does not survive a crash only brings back a source
+      // that the next run recognises as a matching duplicate.
+      await fsyncDir(srcDir).catch((err: unknown) => this.warning(`Cannot fsync ${srcDir} after archiving: ${errorMessage(err)}`));
+    }
 
     for (const m of matching) rep.matchingDuplicates.push(m.name);
     for (const p of placed) {

@@ -491,7 +491,10 @@ async function receiveMember(incoming: string, name: string, size: number, mtime
   await fsp.unlink(tmp).catch(() => undefined);
   const sha256 = createHash('sha256');
   let written = 0;
-  const fh = await fsp.open(tmp, 'wx', FILE_MODE);
+  // A file we cannot create is the server's problem (permissions, a full disk), not a bad stream.
+  const fh = await fsp.open(tmp, 'wx', FILE_MODE).catch((err: unknown) => {
+    throw diskError(tmp, err);
+  });
   let inFlight: Promise<void> = Promise.resolve();
   let handedOver = false;
   try {

@@ -6,7 +6,7 @@ import { walCases } from './cases-wal.js';
 import type { FaultCase } from './types.js';
 
 export function allCases(): FaultCase[] {
-  const cases = [...putWalCases(), ...walCases(), ...catalogCases(), ...backupCases()];
+  const cases = [...backupCases(), ...catalogCases(), ...walCases(), ...putWalCases()];
   const ids = new Set<string>();
   for (const c of cases) {
     if (ids.has(c.id)) throw new Error(`duplicate case id ${c.id}`);
