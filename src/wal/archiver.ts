@@ -556,7 +556,10 @@ class ArchiveRun {
           if (input !== c.src) await fsp.unlink(input).catch(() => undefined);
         }
         await fsp.utimes(tmp, Number(st.atimeNs) / 1e9, Number(st.mtimeNs) / 1e9);
-        size = (await fsp.stat(tmp)).size;
+        // As below: the catalog records the mtime the file really has (utimes keeps microseconds).
+        const stored = await fsp.stat(tmp, { bigint: true });
+        size = Number(stored.size);
+        mtimeNs = stored.mtimeNs;
       } else if (target === null) {
         // Stored as it is: make the source itself durable (and private) before it is linked in.
         const fh = await fsp.open(c.src, 'r');

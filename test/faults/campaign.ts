@@ -140,7 +140,9 @@ async function main(): Promise<number> {
           // Nothing the invariants depend on changed since they were last checked on these servers.
           notes.push('catalogs and locks unchanged: the next commands and checks would repeat the last ones');
         } else {
+          const tn = Date.now();
           violations.push(...(await checker.next(c.servers)));
+          notes.push(`times: case ${((tn - tc) / 1000).toFixed(1)} s, next commands ${((Date.now() - tn) / 1000).toFixed(1)} s`);
           for (const s of c.servers) {
             const r = await checker.check(s, { fullRestore: c.fullRestore, before, always34: c.always34 || c.kind === 'corruption' });
             violations.push(...r.violations);

@@ -16,6 +16,9 @@ import { POSTGRES_USER, BARMAN_USER } from '../helpers/system.js';
 
 type BackupSrv = 'strm' | 'rsy' | 'agt' | 'lr';
 
+/** Killed by a signal (runuser reports the child's death by signal N as exit 128 + N). */
+const wasKilled = (r: CmdResult) => r.signal !== null || r.code === 137 || r.code === 143;
+
 const kindOf = (action: string): FaultKind => (action === 'kill' ? 'SIGKILL' : action === 'term' ? 'SIGTERM' : (action.slice(6) as FaultKind));
 
 async function statuses(ctx: CaseContext, srv: ServerName): Promise<Map<string, string>> {
@@ -36,7 +39,7 @@ async function expectNoDoneFromFailure(ctx: CaseContext, srv: ServerName, before
   for (const [id, st] of after) {
     if (before.has(id)) continue;
     // A killed backup is FAILED (or STARTED until cron marks it); WAITING_FOR_WALS only if the copy finished.
-    ctx.expect(st !== 'DONE' || r.signal === null, `${id} is DONE although its backup process was killed before the end`);
+    ctx.expect(st !== 'DONE' || !wasKilled(r), `${id} is DONE although its backup process was killed before the end`);
   }
 }
 
@@ -53,7 +56,7 @@ function backupCase(srv: BackupSrv, point: string, action: string, opts: { needs
       const r = await ctx.world.barman(srv, ['backup', '--wait', '--wait-timeout', '60', srv], { fault: `${point}=${action}`, timeoutMs: 180_000 });
       ctx.requireFired(point);
       await expectNoDoneFromFailure(ctx, srv, before, r);
-      if (r.code !== 0 && r.signal === null) ctx.expect(/ERROR/.test(r.stderr), `a clear error line: ${describe(r)}`);
+      if (r.code !== 0 && !wasKilled(r)) ctx.expect(/ERROR/.test(r.stderr), `a clear error line: ${describe(r)}`);
       return `${how(r)}${r.code && firstLine(r) ? `: ${firstLine(r)}` : ''}; left: ${await newBackups(ctx, srv, before)}`;
     },
   };
@@ -121,7 +124,7 @@ function childKilled(srv: BackupSrv, comm: string, afterMs: number, kind: FaultK
       run.killGroup();
       await expectNoDoneFromFailure(ctx, srv, before, r);
       if (killed && r.code === 0) ctx.note(`the backup survived the loss of ${comm} (retried)`);
-      if (r.code !== 0) ctx.expect(/ERROR/.test(r.stderr), `a clear error line: ${describe(r)}`);
+      if (r.code !== 0 && !wasKilled(r)) ctx.expect(/ERROR/.test(r.stderr), `a clear error line: ${describe(r)}`);
       return `${comm} ${killed ? 'killed' : 'never seen'}; ${how(r)}${r.code ? `: ${firstLine(r)}` : ''}; left: ${await newBackups(ctx, srv, before)}`;
     },
   };
