@@ -19,10 +19,11 @@ import { cleanupAll } from '../helpers/pg-cluster.js';
 import { BARMAN_USER, isRoot, makeTempDir } from '../helpers/system.js';
 import { faultLog, transcript, REPO } from './exec.js';
 import { Checker, logSince, outputViolations, type Violation } from './invariants.js';
-import { writeReports } from './report.js';
+import { reportBase, writeReports } from './report.js';
 import type { CaseContext, CaseResult, FaultCase } from './types.js';
 import { World, type ServerName } from './world.js';
 import { allCases } from './table.js';
+import { stopCloud } from './cases-cloud.js';
 
 function cpuNowMs(): number {
   // Our own CPU and that of every child we waited for (barman, runuser, strace, ssh...).
@@ -169,6 +170,7 @@ async function main(): Promise<number> {
     }
     pgCpuMs = cpuOfPidMs(world.pg?.postmasterPid());
   } finally {
+    await stopCloud().catch(() => undefined);
     await world.teardown().catch(() => undefined);
     await cleanupAll();
   }
@@ -179,7 +181,7 @@ async function main(): Promise<number> {
   const bad = results.filter((r) => r.violations.length > 0);
   process.stdout.write(
     `\n${results.length} cases, ${bad.length} with violations (${bad.reduce((n, r) => n + r.violations.length, 0)} violations); ` +
-      `wall ${(totalMs / 1000).toFixed(0)} s, CPU ${(cpuMs / 1000).toFixed(0)} s; report: ${path.relative(REPO, path.join(reportDir, 'fault-report.md'))}\n`,
+      `wall ${(totalMs / 1000).toFixed(0)} s, CPU ${(cpuMs / 1000).toFixed(0)} s; report: ${path.relative(REPO, path.join(reportDir, `${reportBase(filters)}.md`))}\n`,
   );
   return bad.length === 0 && results.length === cases.length ? 0 : 1;
 }

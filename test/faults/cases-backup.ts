@@ -9,7 +9,7 @@
 import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, start, descendants, type CmdResult, type Running } from './exec.js';
-import { firstLine, how, startBarman, waitForFile } from './common.js';
+import { fillTmpfs, firstLine, how, startBarman, waitForFile } from './common.js';
 import type { CaseContext, FaultCase, FaultKind } from './types.js';
 import type { ServerName } from './world.js';
 import { POSTGRES_USER, BARMAN_USER } from '../helpers/system.js';
@@ -266,9 +266,7 @@ export function backupCases(): FaultCase[] {
     servers: ['full'],
     async run(ctx) {
       const w = ctx.world;
-      const filler = path.join(w.tmpfs, 'filler-backup');
-      const { bavail, bsize } = await fs.statfs(w.tmpfs);
-      await fs.writeFile(filler, Buffer.alloc(Math.max(0, bavail * bsize - (8 << 20))));
+      const filler = await fillTmpfs(w, 'filler-backup', 8 << 20);
       const before = await statuses(ctx, 'full');
       let r: CmdResult;
       try {
@@ -508,9 +506,7 @@ export function backupCases(): FaultCase[] {
     async run(ctx) {
       const id = await oldestDone(ctx, 'strm');
       const w = ctx.world;
-      const filler = path.join(w.tmpfs, 'filler-recover');
-      const { bavail, bsize } = await fs.statfs(w.tmpfs);
-      await fs.writeFile(filler, Buffer.alloc(Math.max(0, bavail * bsize - (4 << 20))));
+      const filler = await fillTmpfs(w, 'filler-recover', 4 << 20);
       const dest = path.join(w.tmpfs, 'recover-dest');
       let r: CmdResult;
       try {

@@ -10,6 +10,7 @@ import { describe, type CmdResult } from './exec.js';
 import {
   dirNames,
   expectRefused,
+  fillTmpfs,
   firstLine,
   how,
   incomingDir,
@@ -110,11 +111,9 @@ export function putWalCases(): FaultCase[] {
     servers: ['full'],
     async run(ctx) {
       const w = ctx.world;
-      const filler = path.join(w.tmpfs, 'filler');
       await w.barmanOk('full', ['check', 'full']).catch(() => undefined);
       // Leave about 4 MiB free: a 16 MiB segment cannot fit.
-      const { bavail, bsize } = await fs.statfs(w.tmpfs);
-      await fs.writeFile(filler, Buffer.alloc(Math.max(0, bavail * bsize - (4 << 20))));
+      const filler = await fillTmpfs(w, 'filler', 4 << 20);
       const files = [synthSegment()];
       const before = dirNames(incomingDir(w, 'full'));
       const r = await putWal(w, 'full', walTar(files));

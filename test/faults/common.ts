@@ -82,6 +82,14 @@ export function expectRefused(ctx: CaseContext, r: CmdResult, what: string, patt
   if (pattern) ctx.expect(pattern.test(r.stderr), `${what}: message matches ${pattern}: ${describe(r)}`);
 }
 
+/** Fill the campaign's tmpfs until `leaveBytes` are free; returns the filler (remove it to free the space). */
+export async function fillTmpfs(world: World, name: string, leaveBytes: number): Promise<string> {
+  const filler = path.join(world.tmpfs, name);
+  const { bavail, bsize } = await fs.statfs(world.tmpfs);
+  await fs.writeFile(filler, Buffer.alloc(Math.max(0, bavail * bsize - leaveBytes)));
+  return filler;
+}
+
 /** Pause files the barman/postgres users can create. */
 export async function makeWorldWritable(dir: string): Promise<void> {
   await fs.chmod(dir, 0o1777);

@@ -31,6 +31,11 @@ export function summaryTable(results: readonly CaseResult[]): string {
   return head + rows.join('\n') + '\n';
 }
 
+/** reports/fault-report (a full run) or fault-report-<filter> (a run of some cases only). */
+export function reportBase(filters: readonly string[]): string {
+  return filters.length === 0 ? 'fault-report' : `fault-report-${filters.join('-').replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 60)}`;
+}
+
 export async function writeReports(dir: string, input: ReportInput): Promise<void> {
   await fs.mkdir(dir, { recursive: true });
   const { results } = input;
@@ -57,6 +62,7 @@ export async function writeReports(dir: string, input: ReportInput): Promise<voi
     const inv = r.violations.length === 0 ? `ok${r.checkedServers.length ? ` (${r.checkedServers.join(', ')})` : ''}` : `**${r.violations.length} violated**: ${esc(r.violations.map((v) => `${v.invariant}${v.server ? ` [${v.server}]` : ''}: ${v.detail.split('\n')[0]}`).join('; ').slice(0, 400))}`;
     md += `| ${esc(r.id)}${r.knownFailure ? ' (known failure)' : ''} | ${r.kind} | ${esc(r.point)} | ${esc(r.outcome.slice(0, 200))} | ${inv} |\n`;
   }
-  await fs.writeFile(path.join(dir, 'fault-report.md'), md);
-  await fs.writeFile(path.join(dir, 'fault-report.json'), `${JSON.stringify({ generated: when, ...input }, null, 2)}\n`);
+  const file = reportBase(input.filters);
+  await fs.writeFile(path.join(dir, `${file}.md`), md);
+  await fs.writeFile(path.join(dir, `${file}.json`), `${JSON.stringify({ generated: when, ...input }, null, 2)}\n`);
 }
