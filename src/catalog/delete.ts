@@ -221,8 +221,9 @@ async function checkDeletable(srv: ServerConfig, entries: readonly BackupEntry[]
 }
 
 /**
- * Remove the archived WALs a policy selects: xlog.db first, then the files (durably), each
- * between its pre and post wal_delete hooks. Hooks never run under the xlogdb lock (a hanging
+ * Remove the archived WALs a policy selects. Without wal_delete hooks: the files (durably), then
+ * xlog.db, all under the xlogdb lock. With hooks: xlog.db first, then the files, each between
+ * its pre and post wal_delete hooks. Hooks never run under the xlogdb lock (a hanging
  * script must not block archiving): with wal_delete hooks configured, xlog.db is rewritten under
  * the lock and the files are removed after it is released. If a hook stops the removal
  * (HookAbortError) or fails, the lines of the files still on disk go back into xlog.db.
@@ -250,13 +251,16 @@ export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy, ev:
       const remove = selectWalsToRemove(policy, wals);
       if (remove.length === 0) return [];
       const drop = new Set(remove);
-      await db.rewrite(wals.filter((w) => !drop.has(w.name)));
-      faultPoint('delete:xlogdb-rewritten');
+      // Files first, then the catalog (Barman's order): interrupted in between, xlog.db still
+      // lists what is left to remove and the delete run again finishes it. The other order
+      // would leave files in wals/ that no catalog line, and so no later delete, knows about.
       for (const name of remove) {
         await unlinkIfExists(fileOf(name));
         faultPoint('delete:wal-unlinked');
       }
       await tidy(remove);
+      await db.rewrite(wals.filter((w) => !drop.has(w.name)));
+      faultPoint('delete:xlogdb-rewritten');
       return remove;
     });
   }

@@ -9,7 +9,8 @@
 import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, start, descendants, type CmdResult, type Running } from './exec.js';
-import { fillTmpfs, firstLine, how, startBarman, waitForFile } from './common.js';
+import { fillTmpfs, firstLine, how, putWal, startBarman, synthSegment, waitForFile } from './common.js';
+import { walTar } from './tar.js';
 import type { CaseContext, FaultCase, FaultKind } from './types.js';
 import type { ServerName } from './world.js';
 import { POSTGRES_USER, BARMAN_USER } from '../helpers/system.js';
@@ -79,17 +80,27 @@ function backupAfter(srv: BackupSrv, ms: number, sig: 'SIGKILL' | 'SIGTERM'): Fa
 }
 
 /** Kill every `comm` process below the running command once one appears. */
-async function killChild(run: Running, comm: string, afterMs = 0, timeoutMs = 60_000): Promise<boolean> {
+const commOf = (pid: number | string): string => {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+};
+const parentOf = (pid: number): string => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1] ?? '';
+  } catch {
+    return '';
+  }
+};
+
+async function killChild(run: Running, comm: string, afterMs = 0, timeoutMs = 60_000, parent?: string): Promise<boolean> {
   const t0 = Date.now();
   let seenAt = 0;
   while (Date.now() - t0 < timeoutMs) {
-    const pids = descendants(run.pgid).filter((p) => {
-      try {
-        return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === comm;
-      } catch {
-        return false;
-      }
-    });
+    const pids = descendants(run.pgid).filter((p) => commOf(p) === comm && (parent === undefined || commOf(parentOf(p)) === parent));
     if (pids.length > 0) {
       if (!seenAt) seenAt = Date.now();
       if (Date.now() - seenAt >= afterMs) {
@@ -109,9 +120,9 @@ async function killChild(run: Running, comm: string, afterMs = 0, timeoutMs = 60
   return false;
 }
 
-function childKilled(srv: BackupSrv, comm: string, afterMs: number, kind: FaultKind): FaultCase {
+function childKilled(srv: BackupSrv, comm: string, afterMs: number, kind: FaultKind, parent?: string): FaultCase {
   return {
-    id: `backup-${srv}/${comm}-killed`,
+    id: `backup-${srv}/${comm}-killed${parent ? `-under-${parent}` : ''}`,
     process: `backup (${srv === 'strm' ? 'postgres' : srv === 'rsy' ? 'rsync' : srv === 'agt' ? 'agent' : 'local-rsync'})`,
     point: `${comm} SIGKILLed ${afterMs} ms into the copy`,
     kind,
@@ -119,7 +130,7 @@ function childKilled(srv: BackupSrv, comm: string, afterMs: number, kind: FaultK
     async run(ctx) {
       const before = await statuses(ctx, srv);
       const run = startBarman(ctx.world, srv, ['backup', '--wait', '--wait-timeout', '60', srv], { timeoutMs: 180_000 });
-      const killed = await killChild(run, comm, afterMs);
+      const killed = await killChild(run, comm, afterMs, 120_000, parent);
       const r = await run.done;
       run.killGroup();
       await expectNoDoneFromFailure(ctx, srv, before, r);
@@ -225,6 +236,7 @@ export function backupCases(): FaultCase[] {
   c.push(backupCase('rsy', 'backup:files-copied', 'term'));
   c.push(backupCase('rsy', 'write-atomic:backup.info:renamed', 'throw:ENOSPC'));
   c.push(childKilled('rsy', 'ssh', 300, 'ssh killed'));
+  c.push(childKilled('rsy', 'ssh', 200, 'ssh killed', 'rsync'));
   c.push(childKilled('rsy', 'rsync', 500, 'SIGKILL'));
   // agent
   c.push(backupCase('agt', 'backup:pg-started', 'kill'));
@@ -266,6 +278,12 @@ export function backupCases(): FaultCase[] {
     servers: ['full'],
     async run(ctx) {
       const w = ctx.world;
+      // `full` gets no WAL from PostgreSQL: one put-wal segment makes its WAL archive check pass,
+      // so that the backup really starts and meets the full disk.
+      const [n, d] = synthSegment();
+      const pw = await putWal(w, 'full', walTar([[n, d]]));
+      if (pw.code === 0) w.ack('full', n, d);
+      await w.barman('full', ['archive-wal', 'full']);
       const filler = await fillTmpfs(w, 'filler-backup', 8 << 20);
       const before = await statuses(ctx, 'full');
       let r: CmdResult;
