@@ -21,7 +21,8 @@ import { existsSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { as, BARMAN_USER, chownTo, isRoot, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
-import { argNum, benchRoot, buildPgbench, CHANGE_SQL, dropCaches, pipeAs, SSH_CIPHER, timed } from './rsync-bench.js';
+import { makeBenchRoot } from './bench-root.js';
+import { argNum, buildPgbench, CHANGE_SQL, dropCaches, pipeAs, SSH_CIPHER, timed } from './rsync-bench.js';
 
 const MB = 1024 * 1024;
 const BARMAN34 = '/usr/bin/barman';
@@ -60,7 +61,7 @@ export async function geoBench(): Promise<void> {
   const sys = await import('../test/helpers/system.js');
   const { startPrimarySshd } = await import('../test/helpers/geo.js');
   await sys.ensureBarmanUser();
-  const { root, mkdirFor } = await benchRoot('/tmp/barman-geo-bench-');
+  const { root, mkdirFor } = await makeBenchRoot('barman-geo-bench-');
   const pgDir = await mkdirFor('pg', PG_USER);
   const primaryHome = await mkdirFor('primary', BARMAN_USER, 0o700);
   const scratch = await mkdirFor('scratch', BARMAN_USER);

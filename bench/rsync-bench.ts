@@ -119,20 +119,6 @@ export async function duNew(before: readonly string[], target: string): Promise<
   return Number(last.split(/\s+/)[0]);
 }
 
-/** A bench root (0755) and a maker of its subdirectories owned by a user. */
-export async function benchRoot(prefix: string): Promise<{ root: string; mkdirFor: (name: string, user: string, mode?: number) => Promise<string> }> {
-  const root = await fs.mkdtemp(prefix);
-  await fs.chmod(root, 0o755);
-  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
-    const d = path.join(root, name);
-    await fs.mkdir(d, { mode });
-    await fs.chmod(d, mode);
-    chownTo(user, d);
-    return d;
-  };
-  return { root, mkdirFor };
-}
-
 /**
  * pgbench at `scale`, plus random text as in the main bench (so that nothing is trivially
  * compressible), then every hint bit set and frozen now, so later reads do not dirty pages

@@ -9,7 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BarmanError } from '../util/errors.js';
+import { BarmanError, lastLine } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { sshInvocation } from '../util/ssh-command.js';
 import { BARMAN_TS_VERSION } from '../version.js';
@@ -36,17 +36,6 @@ export interface SessionOptions {
   level: number;
   seed: string;
   signal?: AbortSignal;
-}
-
-/** The last meaningful line of an agent's (or ssh's) stderr. */
-function lastLine(text: string): string {
-  return (
-    text
-      .split('\n')
-      .map((l) => l.trim())
-      .filter((l) => l !== '')
-      .at(-1) ?? ''
-  );
 }
 
 export class AgentSession {

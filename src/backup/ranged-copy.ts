@@ -13,7 +13,7 @@
  */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
-import { BarmanError } from '../util/errors.js';
+import { BarmanError, lastLine } from '../util/errors.js';
 import { ddReadWords, ddWriteWords, type ByteRange } from '../util/ranges.js';
 import { sshInvocation } from '../util/ssh-command.js';
 import type { RangedFilePlan } from './rsync-plan.js';
@@ -67,10 +67,6 @@ export function classifyDdFailure(code: number, stderr: string): DdFailure {
 export function parseStatMtime(text: string): string | null {
   const t = text.trim();
   return /^\d+(\.\d{1,9})?$/.test(t) ? t : null;
-}
-
-function lastLine(text: string): string {
-  return text.split('\n').map((l) => l.trim()).filter((l) => l !== '').at(-1) ?? '';
 }
 
 /** Exit code and stderr of a child (stdout handled by the caller); `onStderr` sees it as it comes. */

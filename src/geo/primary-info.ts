@@ -16,7 +16,7 @@ import type { ServerConfig } from '../config/config.js';
 import { BACKUP_ID_RE } from '../catalog/backup-info.js';
 import { ensureServerDirs } from '../catalog/server-dirs.js';
 import { subprocessEnv } from '../postgres/binaries.js';
-import { BarmanError, errorMessage } from '../util/errors.js';
+import { BarmanError, errorMessage, lastLine } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { run } from '../util/proc.js';
@@ -219,17 +219,6 @@ export function syncInfoWords(srv: ServerConfig, lastWal: string | null, lastPos
     if (lastPosition !== null && lastPosition > 0) words.push(String(lastPosition));
   }
   return words;
-}
-
-/** The last line worth showing of a failed command's output. */
-function lastLine(text: string): string {
-  return (
-    text
-      .split('\n')
-      .map((l) => l.trim())
-      .filter((l) => l !== '')
-      .at(-1) ?? ''
-  );
 }
 
 export interface FetchEvents {

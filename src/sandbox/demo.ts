@@ -94,7 +94,9 @@ export async function demo(): Promise<void> {
       if (/receive-wal running: OK/.test(r.stdout) && /replication slot: OK/.test(r.stdout)) break;
       await new Promise((res) => setTimeout(res, 200));
     }
-    done('pg_receivewal is streaming into the slot "barman"');
+    // As Barman's setup: a first WAL file archived proves that WAL arrives (backup checks it).
+    await barman('switch-wal', '--force', '--archive', '--archive-timeout', '60', 'sandbox');
+    done('pg_receivewal is streaming into the slot "barman"; a first WAL file is archived');
 
     begin('Taking a base backup (`barman backup sandbox --wait`)');
     await barman('backup', '--immediate-checkpoint', '--wait', '--wait-timeout', '60', 'sandbox');

@@ -14,3 +14,14 @@ export function errorMessage(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);
   return text.split('\n')[0] ?? text;
 }
+
+/** The last non-blank line of a program's output (trimmed), or '': what a one-line error shows. */
+export function lastLine(text: string): string {
+  return (
+    text
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '')
+      .at(-1) ?? ''
+  );
+}

@@ -73,7 +73,7 @@ describe('transfer_method = agent: standby backups, delta and remote restores, B
       server: 'ags',
       extra: { primary_conninfo: primary.conninfo, slot_name: 'barman_ags', backup_method: 'rsync', transfer_method: 'agent', reuse_backup: 'link', ssh_command: ssh, parallel_jobs: '2' },
     });
-    await startStreaming(env, 120_000);
+    await startStreaming(env, 120_000, primary);
   });
 
   after(async () => {

@@ -219,11 +219,11 @@ describe('command line', () => {
 
   it('an unknown command is a usage error (exit 2), with --help too and after help', async () => {
     const f = await fixture();
-    for (const args of [['drill'], ['drill', '--help'], ['help', 'drill'], ['-q', 'drill', 'pg']]) {
+    for (const args of [['frobnicate'], ['frobnicate', '--help'], ['help', 'frobnicate'], ['-q', 'frobnicate', 'pg']]) {
       const r = await f.run(...args);
       assert.equal(r.code, 2, args.join(' '));
       assert.equal(r.stdout, '', args.join(' '));
-      assert.equal(r.stderr, "barman: error: unknown command 'drill' (run 'barman help' for the list of commands)\n", args.join(' '));
+      assert.equal(r.stderr, "barman: error: unknown command 'frobnicate' (run 'barman help' for the list of commands)\n", args.join(' '));
     }
   });
 
