@@ -448,11 +448,17 @@ export async function deleteBackup(srv: ServerConfig, backupArg: string, ev: Del
     const descendants = descendantsOf(entries, target.id);
     const alsoDeleted = new Set(descendants.map((d) => d.id));
     const result: DeleteResult = { deletedIds: [], removedWals: [] };
+    // An I/O error half-way (EIO, EACCES) leaves the backup FAILED with its delete-in-progress
+    // mark: say so in one line, the next delete finishes the job.
+    const failed = (id: string) => (err: unknown): never => {
+      if (err instanceof BarmanError) throw err;
+      throw new BarmanError(`Cannot delete backup ${id} of server ${srv.name}: ${errorMessage(err)}; it stays FAILED: run 'barman delete' again once the problem is fixed`);
+    };
     for (const d of descendants) {
-      result.removedWals.push(...(await deleteOne(srv, entries, d, new Set([...alsoDeleted, target.id]), ev, manual)));
+      result.removedWals.push(...(await deleteOne(srv, entries, d, new Set([...alsoDeleted, target.id]), ev, manual).catch(failed(d.id))));
       result.deletedIds.push(d.id);
     }
-    result.removedWals.push(...(await deleteOne(srv, entries, target, alsoDeleted, ev, manual)));
+    result.removedWals.push(...(await deleteOne(srv, entries, target, alsoDeleted, ev, manual).catch(failed(target.id))));
     result.deletedIds.push(target.id);
     // The per-backup lock file goes with the backup (we still hold it: unlinking is safe).
     await unlinkIfExists(backupLockPath(srv, target.id));

@@ -14,6 +14,7 @@ import { walTar } from './tar.js';
 import type { CaseContext, FaultCase, FaultKind } from './types.js';
 import type { ServerName } from './world.js';
 import { POSTGRES_USER, BARMAN_USER } from '../helpers/system.js';
+import { startRecoveredCluster } from '../helpers/pg-cluster.js';
 
 type BackupSrv = 'strm' | 'rsy' | 'agt' | 'lr';
 
@@ -214,10 +215,26 @@ function recoverCase(srv: 'strm' | 'rsy', point: string, action: string, remote:
       ctx.requireFired(point);
       const signal = path.join(dest, 'recovery.signal');
       if (r.code !== 0) ctx.expect(!existsSync(signal) || point === 'recover:finished', `an interrupted recover does not leave a startable-looking destination (recovery.signal) before its end`);
-      const again = await ctx.world.barman(srv, ['recover', ...extra, srv, id, dest], { timeoutMs: 180_000 });
-      ctx.expect(again.code === 0, `recover again into the same directory: ${describe(again)}`);
+      // An interrupted recover leaves a partial directory: recover refuses a non-empty one unless
+      // told to reuse it (--delta-restore), which must then give a complete copy.
+      const again = await ctx.world.barman(srv, ['recover', '--delta-restore', ...extra, srv, id, dest], { timeoutMs: 180_000 });
+      ctx.expect(again.code === 0, `recover --delta-restore into the same directory: ${describe(again)}`);
+      if (again.code === 0 && !remote && point === 'recover:before-finish') {
+        // The reused directory must be a whole cluster: start it and read the data.
+        try {
+          const { cluster } = await startRecoveredCluster(dest, undefined, { extraConf: { archive_mode: 'off' }, timeoutMs: 180_000 });
+          try {
+            const rows = await cluster.psql('SELECT count(*) FROM pgbench_accounts');
+            ctx.expect(rows === '100000', `the cluster recovered over a partial copy has all its rows (${rows})`);
+          } finally {
+            await cluster.destroy();
+          }
+        } catch (err) {
+          ctx.expect(false, `the cluster recovered over a partial copy starts: ${(err as Error).message.split('\n')[0]}`);
+        }
+      }
       await fs.rm(path.dirname(dest), { recursive: true, force: true });
-      return `${how(r)}; recover again ${how(again)}`;
+      return `${how(r)}; recover --delta-restore again ${how(again)}`;
     },
   };
 }
@@ -490,8 +507,8 @@ export function backupCases(): FaultCase[] {
       const r = await run.done;
       run.killGroup();
       if (r.code !== 0) ctx.expect(/ERROR/.test(r.stderr), `a clear error: ${describe(r)}`);
-      const again = await ctx.world.barman('rsy', ['recover', ...extra, 'rsy', id, dest], { timeoutMs: 180_000 });
-      ctx.expect(again.code === 0, `recover again: ${describe(again)}`);
+      const again = await ctx.world.barman('rsy', ['recover', '--delta-restore', ...extra, 'rsy', id, dest], { timeoutMs: 180_000 });
+      ctx.expect(again.code === 0, `recover --delta-restore again: ${describe(again)}`);
       await fs.rm(path.dirname(dest), { recursive: true, force: true });
       return `ssh ${killed ? 'killed' : 'never seen'}; ${how(r)}${r.code ? `: ${firstLine(r)}` : ''}; again ${how(again)}`;
     },
