@@ -278,6 +278,7 @@ export function walCases(): FaultCase[] {
       await ctx.world.barmanOk(SRV, ['archive-wal', SRV]);
       const file = walsFile(ctx.world, SRV, name!);
       const good = await fs.readFile(file);
+      const stGood = await fs.stat(file);
       const bad = Buffer.from(good);
       const at = Math.floor(bad.length / 2);
       bad[at] = (bad[at] ?? 0) ^ 0x01;
@@ -287,7 +288,8 @@ export function walCases(): FaultCase[] {
       try {
         r = await walRestore(ctx, name!, dest);
       } finally {
-        await asBarman(file, good); // put the acknowledged content back
+        await asBarman(file, good); // put the acknowledged content back, with its mtime (xlog.db has it)
+        await fs.utimes(file, stGood.atime, stGood.mtime);
       }
       ctx.expect(r.code !== 0, `barman-wal-restore of a corrupted segment fails: ${describe(r)}`);
       ctx.expect(!existsSync(dest), 'no corrupted segment handed to PostgreSQL');
