@@ -40,6 +40,7 @@ import { parseBackupLabel } from '../postgres/backup-label.js';
 import { PgConnection, type Tablespace } from '../postgres/connection.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { pause } from '../util/pause.js';
+import { faultPoint } from '../util/fault.js';
 import { pathExists, treeSizes, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import { localNowPyDateTime } from '../util/pytime.js';
@@ -283,6 +284,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     };
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     entry.infoFile = await saveBackupInfo(srv, id, entry.info, { create: true });
+    faultPoint('backup:empty');
     // pre_backup hooks see the EMPTY backup on disk; ABORT_STOP fails the backup (HookAbortError).
     phase = 'running the pre-backup hooks';
     await runBackupHooks(srv, 'pre', entry, ev);
@@ -292,6 +294,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     phase = 'starting the backup';
     entry.info = { ...entry.info, status: STARTED, begin_time: localNowPyDateTime() };
     await saveBackupInfo(srv, id, entry.info);
+    faultPoint('backup:started');
 
     phase = 'copying files';
     // A signal that came before the copy process exists would never reach it (the executors check too).
@@ -346,6 +349,7 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
       signal: abort.signal,
       warning: ev.warning,
     });
+    faultPoint('backup:copied');
     const copySeconds = result.copySeconds;
     ev.info?.(`Copy done (time: ${copySeconds.toFixed(1)} seconds)`);
     if (encrypt) {
@@ -390,12 +394,15 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
       copy_stats: pyDict([['copy_time', pyFloat(copySeconds)], ['total_time', pyFloat(totalSeconds)], ...result.extraCopyStats]),
     };
     await saveBackupInfo(srv, id, entry.info);
+    faultPoint('backup:waiting');
     ev.info?.(`Backup size: ${size} bytes`);
     // The agent hashed every file as it copied it: its backups always get a manifest (unless --no-manifest).
     if (rsyncMethod && (opts.manifest ?? (srv.autogenerate_manifest || result.knownChecksums !== undefined))) {
       await autogenerateManifest(srv, entry, ev, result.knownChecksums);
     }
+    faultPoint('backup:manifest-done');
     await purgeWalsBeforeFirstBackup(srv, entry, ev);
+    faultPoint('backup:purged');
     ev.info?.(`Backup completed (start time: ${entry.info.begin_time?.format() ?? ''}, elapsed time: ${totalSeconds.toFixed(1)} seconds)`);
 
     phase = 'closing the backup WAL';

@@ -12,6 +12,7 @@ import { BackupGoneError, readBackupEntry, saveBackupInfo, type BackupEntry } fr
 import { LockBusyError, acquireLock, type HeldLock } from '../catalog/lock.js';
 import { backupLockPath, serverPaths } from '../catalog/server-dirs.js';
 import { generateSegments, hashDir, isWalName } from '../wal/names.js';
+import { faultPoint } from '../util/fault.js';
 
 /**
  * Newest archived segment of a timeline (by name), looking only at that timeline's hash dirs. A
@@ -87,6 +88,7 @@ export async function checkBackup(srv: ServerConfig, entry: BackupEntry): Promis
     const res = await evaluateBackup(srv, entry.info);
     if (res.status === entry.info.status) return 'unchanged';
     const info: BackupInfo = { ...entry.info, status: res.status, error: res.error ?? entry.info.error };
+    faultPoint('check-backup:decided');
     try {
       await saveBackupInfo(srv, entry.id, info);
     } catch (err) {

@@ -12,6 +12,7 @@ import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
 import { withConnection, type Tablespace } from '../postgres/connection.js';
 import { manifestWalRanges } from '../postgres/backup-label.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
+import { faultPoint } from '../util/fault.js';
 import { logger } from '../util/log.js';
 import { run } from '../util/proc.js';
 import type { CopyOutcome } from './copy-outcome.js';
@@ -124,6 +125,7 @@ export async function runBasebackup(req: BasebackupRequest): Promise<BasebackupR
     const child = spawn(bin, args, { env: subprocessEnv(req.srv.path_prefix, env), stdio: ['ignore', 'ignore', 'pipe'] });
     const onAbort = () => child.kill('SIGTERM');
     req.signal?.addEventListener('abort', onAbort);
+    faultPoint('backup:basebackup-spawned');
     let endLsn: string | null = null;
     const errors: string[] = [];
     let buf = '';

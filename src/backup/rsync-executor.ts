@@ -20,6 +20,7 @@ import type { ServerConfig } from '../config/config.js';
 import { subprocessEnv } from '../postgres/binaries.js';
 import { PgConnection, type Tablespace } from '../postgres/connection.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
+import { faultPoint } from '../util/fault.js';
 import { fsyncDir, statIfExists, writeFileAtomic } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
 import type { CopyOutcome } from './copy-outcome.js';
@@ -137,6 +138,7 @@ export async function concurrentBackup(req: ConcurrentBackupRequest, copy: (sink
   try {
     const startLsn = await pg.startBackup(req.label, req.immediateCheckpoint, req.version);
     log.info(`backup started at ${startLsn} on ${req.pgdata}`);
+    faultPoint('backup:pg-started');
     // keepalive_interval: the session that holds the backup stays idle for the whole copy, long
     // enough for a firewall or a TCP timeout to drop it (which would abort the backup).
     stopKeepalive = pg.startKeepalive((req.keepaliveInterval ?? srv.keepalive_interval) * 1000);
@@ -148,8 +150,10 @@ export async function concurrentBackup(req: ConcurrentBackupRequest, copy: (sink
     } finally {
       stopKeepalive();
     }
+    faultPoint('backup:files-copied');
     // Only now, with pg_control copied last, may the backup end (see PG_CONTROL).
     const stop = await pg.stopBackup(req.version);
+    faultPoint('backup:pg-stopped');
     const copySeconds = (Date.now() - copyStart) / 1000;
     const dataDir = path.join(req.destDir, 'data');
     await writeFileAtomic(path.join(dataDir, 'backup_label'), stop.labelfile);

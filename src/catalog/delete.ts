@@ -14,6 +14,7 @@ import type { ServerConfig } from '../config/config.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { ensureDir, fsyncDir, isNotFound, pathExists, readdirIfExists, readTextIfExists, treeSizes, unlinkIfExists, writeFileAtomic } from '../util/fsutil.js';
 import { humanDuration } from '../util/format.js';
+import { faultPoint } from '../util/fault.js';
 import { ctime } from '../util/pytime.js';
 import { hashDir, walNameKind } from '../wal/names.js';
 import { ARCHIVING, COPY_DONE, DONE, FAILED, isFull, type BackupInfo } from './backup-info.js';
@@ -220,8 +221,9 @@ async function checkDeletable(srv: ServerConfig, entries: readonly BackupEntry[]
 }
 
 /**
- * Remove the archived WALs a policy selects: xlog.db first, then the files (durably), each
- * between its pre and post wal_delete hooks. Hooks never run under the xlogdb lock (a hanging
+ * Remove the archived WALs a policy selects. Without wal_delete hooks: the files (durably), then
+ * xlog.db, all under the xlogdb lock. With hooks: xlog.db first, then the files, each between
+ * its pre and post wal_delete hooks. Hooks never run under the xlogdb lock (a hanging
  * script must not block archiving): with wal_delete hooks configured, xlog.db is rewritten under
  * the lock and the files are removed after it is released. If a hook stops the removal
  * (HookAbortError) or fails, the lines of the files still on disk go back into xlog.db.
@@ -249,9 +251,16 @@ export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy, ev:
       const remove = selectWalsToRemove(policy, wals);
       if (remove.length === 0) return [];
       const drop = new Set(remove);
-      await db.rewrite(wals.filter((w) => !drop.has(w.name)));
-      for (const name of remove) await unlinkIfExists(fileOf(name));
+      // Files first, then the catalog (Barman's order): interrupted in between, xlog.db still
+      // lists what is left to remove and the delete run again finishes it. The other order
+      // would leave files in wals/ that no catalog line, and so no later delete, knows about.
+      for (const name of remove) {
+        await unlinkIfExists(fileOf(name));
+        faultPoint('delete:wal-unlinked');
+      }
       await tidy(remove);
+      await db.rewrite(wals.filter((w) => !drop.has(w.name)));
+      faultPoint('delete:xlogdb-rewritten');
       return remove;
     });
   }
@@ -351,15 +360,20 @@ async function deleteOne(
   if (target.info.status !== FAILED || target.info.error !== DELETE_IN_PROGRESS_ERROR) {
     await saveBackupInfo(srv, target.id, { ...target.info, status: FAILED, error: DELETE_IN_PROGRESS_ERROR });
   }
+  faultPoint('delete:marked');
 
   // 2. Data (everything of base/<id> but a legacy backup.info).
   const dir = backupDir(srv, target.id);
   const items = await readdirIfExists(dir);
   for (const item of items) {
-    if (item !== 'backup.info') await removeTree(path.join(dir, item));
+    if (item !== 'backup.info') {
+      await removeTree(path.join(dir, item));
+      faultPoint('delete:data-item-removed');
+    }
   }
   if (items.length > 0) await fsyncDirIfExists(dir);
   await removeTree(agentMetaDir(srv, target.id));
+  faultPoint('delete:data-removed');
 
   // 3. WALs.
   const removed = policy ? await cleanWals(srv, policy, ev) : [];
@@ -370,6 +384,7 @@ async function deleteOne(
 
   // 4. Catalog entry: base dir (with a legacy backup.info), meta backup.info, annotations.
   await removeTree(dir);
+  faultPoint('delete:base-removed');
   await fsyncDirIfExists(path.dirname(dir));
   await unlinkIfExists(path.join(metaDir(srv), `${target.id}-backup.info`));
   await unlinkIfExists(annotationFile(srv, target.id, 'delete_this'));
@@ -429,14 +444,21 @@ export async function deleteBackup(srv: ServerConfig, backupArg: string, ev: Del
     const target = entries.find((e) => e.id === target0.id);
     if (!target) throw new BarmanError(`Unknown backup '${target0.id}' for server '${srv.name}'`);
     await checkDeletable(srv, entries, target);
+    faultPoint('delete:locked');
     const descendants = descendantsOf(entries, target.id);
     const alsoDeleted = new Set(descendants.map((d) => d.id));
     const result: DeleteResult = { deletedIds: [], removedWals: [] };
+    // An I/O error half-way (EIO, EACCES) leaves the backup FAILED with its delete-in-progress
+    // mark: say so in one line, the next delete finishes the job.
+    const failed = (id: string) => (err: unknown): never => {
+      if (err instanceof BarmanError) throw err;
+      throw new BarmanError(`Cannot delete backup ${id} of server ${srv.name}: ${errorMessage(err)}; it stays FAILED: run 'barman delete' again once the problem is fixed`);
+    };
     for (const d of descendants) {
-      result.removedWals.push(...(await deleteOne(srv, entries, d, new Set([...alsoDeleted, target.id]), ev, manual)));
+      result.removedWals.push(...(await deleteOne(srv, entries, d, new Set([...alsoDeleted, target.id]), ev, manual).catch(failed(d.id))));
       result.deletedIds.push(d.id);
     }
-    result.removedWals.push(...(await deleteOne(srv, entries, target, alsoDeleted, ev, manual)));
+    result.removedWals.push(...(await deleteOne(srv, entries, target, alsoDeleted, ev, manual).catch(failed(target.id))));
     result.deletedIds.push(target.id);
     // The per-backup lock file goes with the backup (we still hold it: unlinking is safe).
     await unlinkIfExists(backupLockPath(srv, target.id));

@@ -21,9 +21,10 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
+import { faultPoint } from '../util/fault.js';
 import { DIR_MODE, FILE_MODE, fsyncDir, pathExistsSync } from '../util/fsutil.js';
 import { pyFloatStr, pyStatMtime } from '../util/pytime.js';
-import { identifyCompression, type CustomCompressionConfig } from '../wal/compression.js';
+import { identifyCompression, type CompressionName, type CustomCompressionConfig } from '../wal/compression.js';
 import { isOpenPgpMessage, OPENPGP_HEAD_BYTES } from '../util/gpg.js';
 import { walNameKind } from '../wal/names.js';
 import { withLock } from './lock.js';
@@ -256,6 +257,7 @@ async function appendLocked(file: string, entries: readonly XlogDbEntry[]): Prom
       }
     }
     await fh.appendFile(text, 'latin1');
+    faultPoint('xlogdb:appended');
     await fh.sync();
   } finally {
     await fh.close();
@@ -274,7 +276,9 @@ async function writeCatalogAtomic(file: string, text: string): Promise<void> {
   } finally {
     await fh.close();
   }
+  faultPoint('xlogdb:tmp-written');
   await fsp.rename(tmp, file);
+  faultPoint('xlogdb:renamed');
   await fsyncDir(dir);
 }
 
@@ -350,7 +354,7 @@ function sortedEntries(dir: string): fs.Dirent[] {
  * Synchronous on purpose: for an archive of 200,000 files, stat + a 16-byte read each, sync
  * calls on cached metadata are several times faster than going through the thread pool.
  */
-function indexFile(file: string, name: string, head: Buffer, custom: CustomCompressionConfig): XlogDbEntry {
+function indexFile(file: string, name: string, head: Buffer, custom: CustomCompressionConfig, known?: ReadonlyMap<string, KnownEncrypted>): XlogDbEntry {
   const st = fs.statSync(file, { bigint: true });
   let got = 0;
   const fd = fs.openSync(file, 'r');
@@ -361,9 +365,42 @@ function indexFile(file: string, name: string, head: Buffer, custom: CustomCompr
   }
   const first = head.subarray(0, got);
   // An encrypted file (encryption = gpg) hides its compression: only its encryption is known.
-  if (isOpenPgpMessage(first)) return { name, size: Number(st.size), time: pyStatMtime(st.mtimeNs), compression: null, encryption: 'gpg' };
+  // The line archive-wal wrote knows it (it compressed before encrypting): kept when it is the same file.
+  if (isOpenPgpMessage(first)) {
+    const k = known?.get(name);
+    const compression = k !== undefined && k.size === Number(st.size) ? k.compression : null;
+    return { name, size: Number(st.size), time: pyStatMtime(st.mtimeNs), compression, encryption: 'gpg' };
+  }
   const compression = identifyCompression(first, custom);
   return { name, size: Number(st.size), time: pyStatMtime(st.mtimeNs), compression, encryption: null };
+}
+
+interface KnownEncrypted {
+  size: number;
+  compression: CompressionName | null;
+}
+
+/**
+ * Compression of the encrypted files the current catalog lists (read leniently: a damaged
+ * catalog is what rebuild-xlogdb repairs). An encrypted file hides its compression, so a rebuild
+ * can only keep what the archiver recorded.
+ */
+function knownEncrypted(files: readonly string[]): Map<string, KnownEncrypted> {
+  const out = new Map<string, KnownEncrypted>();
+  for (const f of files) {
+    let text: string;
+    try {
+      text = fs.readFileSync(f, 'latin1');
+    } catch {
+      continue; // no catalog (or an unreadable one): nothing known
+    }
+    for (const line of text.split('\n')) {
+      const p = line.trim().split(/\s+/);
+      if (p.length !== 5 || p[4] !== 'gpg' || p[3] === 'None' || !/^\d+$/.test(p[1] ?? '')) continue;
+      out.set(p[0] as string, { size: Number(p[1]), compression: p[3] as CompressionName });
+    }
+  }
+  return out;
 }
 
 async function rebuildLocked(srv: ServerConfig, file: string, events: RebuildEvents = {}): Promise<XlogDbRebuildCounts> {
@@ -375,6 +412,7 @@ async function rebuildLocked(srv: ServerConfig, file: string, events: RebuildEve
   const counts: XlogDbRebuildCounts = { history: 0, backup_labels: 0, wal_file: 0 };
   const catalogNames = new Set([path.basename(paths.xlogdbFile), path.basename(paths.xlogdbFileNew), 'sync-wals.info']);
   const warn = (p: string) => events.onWarning?.(`Unexpected file ${p} found in WAL archive of server '${srv.name}': not indexed`);
+  const known = knownEncrypted([...new Set([file, paths.xlogdbFile])]);
   let text = '';
 
   for (const top of sortedEntries(wals)) {
@@ -392,7 +430,7 @@ async function rebuildLocked(srv: ServerConfig, file: string, events: RebuildEve
           warn(fPath);
           continue;
         }
-        text += formatXlogDbLine(indexFile(fPath, f.name, head, custom));
+        text += formatXlogDbLine(indexFile(fPath, f.name, head, custom, known));
         if (kind === 'segment') counts.wal_file++;
         else counts.backup_labels++;
       }
@@ -400,7 +438,7 @@ async function rebuildLocked(srv: ServerConfig, file: string, events: RebuildEve
     }
     if (top.name.endsWith('.tmp') || top.name.endsWith('.lock') || catalogNames.has(top.name)) continue;
     if (top.isFile() && walNameKind(top.name) === 'history') {
-      text += formatXlogDbLine(indexFile(topPath, top.name, head, custom));
+      text += formatXlogDbLine(indexFile(topPath, top.name, head, custom, known));
       counts.history++;
       continue;
     }

@@ -23,6 +23,7 @@ import { maybeStartDrill } from '../drill/schedule.js';
 import { syncCron } from '../geo/sync-cron.js';
 import { barmanCommand } from '../util/self.js';
 import { errorMessage } from '../util/errors.js';
+import { faultPoint } from '../util/fault.js';
 import { logger } from '../util/log.js';
 
 const log = logger('cron');
@@ -49,6 +50,7 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
   for (const id of await markStaleBackups(srv)) {
     ev.warning(`Backup ${id} of server ${srv.name} was interrupted (its process is gone): marked FAILED`);
   }
+  faultPoint('cron:stale-checked');
   // A passive node copies from its primary backup server instead of archiving (src/geo).
   if (srv.passive) await syncCron(srv, ev, (args) => spawnBackground(config, args, keepDescriptors));
   if (srv.streaming_archiver && !srv.passive) {
@@ -72,6 +74,7 @@ async function cronServer(config: Config, srv: ServerConfig, ev: CronEvents, kee
     if (outcome === 'done') ev.info(`Backup ${oldestWaiting.id} of server ${srv.name} is now DONE`);
     if (outcome === 'failed') ev.error(`Backup ${oldestWaiting.id} of server ${srv.name} FAILED: ${oldestWaiting.info.error ?? ''}`);
   }
+  faultPoint('cron:backups-checked');
   if (srv.retention_policy && srv.retention_policy_mode === 'auto') {
     // Obsolete backups go last; a failure is reported and the cron goes on.
     try {

@@ -21,6 +21,7 @@ import { backupLockPath } from '../catalog/server-dirs.js';
 import { subprocessEnv } from '../postgres/binaries.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { FILE_MODE } from '../util/fsutil.js';
+import { faultPoint } from '../util/fault.js';
 import { logger } from '../util/log.js';
 import { run } from '../util/proc.js';
 import { localNowPyDateTime, type PyDateTime } from '../util/pytime.js';
@@ -510,6 +511,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
       await store?.close();
     }
     const copy: RestoreResult['copy'] = { ...copied, seconds: (Date.now() - copyStart) / 1000 };
+    faultPoint('recover:base-copied');
 
     // ---- WAL ----
     const walStart = Date.now();
@@ -559,6 +561,7 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
       wal.files = files.length;
     }
     wal.seconds = (Date.now() - walStart) / 1000;
+    faultPoint('recover:wals-copied');
 
     // ---- configuration (mangled first: recovery settings are appended after) ----
     const withSettings = needsRecoverySettings(pitr, getWal, standby);
@@ -627,7 +630,9 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     for (const [rel, f] of current) out.push({ rel, ...f });
 
     // ---- durability, then the signal file ----
+    faultPoint('recover:before-finish');
     const durability = await destination.finish(out, signalFile);
+    faultPoint('recover:finished');
 
     return {
       serverName: srv.name,

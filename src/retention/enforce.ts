@@ -18,6 +18,7 @@ import type { RetentionPolicy } from '../config/values.js';
 import { backupDir, loadCatalogStrict, type BackupEntry } from '../catalog/catalog.js';
 import { DeleteBusyError, DeleteRefusedError, deleteBackup, hasDeleteMark } from '../catalog/delete.js';
 import { serverPaths } from '../catalog/server-dirs.js';
+import { faultPoint } from '../util/fault.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { isNotFound } from '../util/fsutil.js';
 import { logger } from '../util/log.js';
@@ -129,6 +130,7 @@ export async function enforceRetention(srv: ServerConfig, ev: RetentionEvents, n
     try {
       const res = await deleteBackup(srv, entry.id, { info: (m) => ev.info(m), warning: (m) => ev.warning(m) }, { retention: true });
       for (const id of res.deletedIds) gone.add(id);
+      faultPoint('retention:deleted');
       result.deleted.push(...res.deletedIds);
       result.removedWals.push(...res.removedWals);
       log.info(`Retention policy on server ${srv.name}: deleted ${res.deletedIds.join(', ')}, ${res.removedWals.length} WAL file(s) removed`);

@@ -1,6 +1,7 @@
 import { promises as fsp, constants as fsc } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { faultPoint } from './fault.js';
 import { BarmanError, errorMessage } from './errors.js';
 
 /** Catalog permissions: only the barman user may read the catalog. */
@@ -66,7 +67,9 @@ export async function writeFileAtomic(
   } finally {
     await fh.close();
   }
+  faultPoint(`write-atomic:${path.basename(file)}:tmp-written`);
   await fsp.rename(tmp, file);
+  faultPoint(`write-atomic:${path.basename(file)}:renamed`);
   await fsyncDir(path.dirname(file));
 }
 
@@ -79,7 +82,9 @@ export function writeFileAtomicSync(file: string, data: string | Uint8Array, mod
   } finally {
     fs.closeSync(fd);
   }
+  faultPoint(`write-atomic:${path.basename(file)}:tmp-written`);
   fs.renameSync(tmp, file);
+  faultPoint(`write-atomic:${path.basename(file)}:renamed`);
   fsyncDirSync(path.dirname(file));
 }
 

@@ -43,13 +43,17 @@ import { acquireLock } from '../catalog/lock.js';
 import { lockPath } from '../catalog/server-dirs.js';
 import { customCompressionOf, withXlogDb, type XlogDbEntry } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
+import { faultPoint } from '../util/fault.js';
 import { DIR_MODE, FILE_MODE, fsyncDir, pathExists } from '../util/fsutil.js';
-import { readSegmentHeader, segmentProblem } from './segment-header.js';
+import { LONG_HEADER_BYTES, parseSegmentHeader, readSegmentHeader, segmentProblem } from './segment-header.js';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { pyStatMtime } from '../util/pytime.js';
 import {
   canonicalCompression,
   compressFile,
   decompressBuffer,
+  decompressStream,
   identifyCompression,
   type CompressionLevel,
   type CompressionName,
@@ -366,6 +370,36 @@ class ArchiveRun {
     return { verdict: age < SIZE_GRACE_MS ? 'wait' : 'reject', problem };
   }
 
+  /**
+   * What is wrong with a compressed segment from incoming/ (null: nothing): it must decompress
+   * completely, and what it holds must agree with its page header like a plain segment. The
+   * file is streamed, never held in memory; a file that cannot be read throws.
+   */
+  private async compressedSegmentProblem(name: string, file: string, algo: CompressionName): Promise<string | null> {
+    const head: Buffer[] = [];
+    let headBytes = 0;
+    let size = 0;
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        if (headBytes < LONG_HEADER_BYTES) {
+          head.push(chunk.subarray(0, LONG_HEADER_BYTES - headBytes));
+          headBytes += Math.min(chunk.length, LONG_HEADER_BYTES - headBytes);
+        }
+        size += chunk.length;
+        cb();
+      },
+    });
+    await fsp.access(file, fs.constants.R_OK);
+    try {
+      await pipeline(fs.createReadStream(file), decompressStream(algo, this.incomingCustom), sink);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).syscall !== undefined) throw err; // the file itself cannot be read
+      return `does not decompress as ${algo} (${errorMessage(err)})`;
+    }
+    const problem = segmentProblem(name, size, parseSegmentHeader(Buffer.concat(head)));
+    return problem === null ? null : `decompressed with ${algo}, ${problem}`;
+  }
+
   /** Move a file to errors/<name>.<UTC stamp>.<kind>; `why` replaces the usual unknown-file warning. */
   private async reject(src: string, name: string, kind: 'unknown' | 'duplicate', rep: ArchiveSourceReport, why?: string): Promise<boolean> {
     const errorsDir = this.srv.errors_directory;
@@ -476,6 +510,15 @@ class ArchiveRun {
           return null;
         }
       }
+      if (c.kind === 'segment' && detected !== null) {
+        // A compressed segment is stored as it is: it must decompress to the segment its name
+        // says, or a restore would find garbage where the archive promised WAL.
+        const problem = await this.compressedSegmentProblem(c.name, c.src, detected);
+        if (problem !== null) {
+          await this.reject(c.src, c.name, 'unknown', rep, problem);
+          return null;
+        }
+      }
 
       if (await pathExists(dst)) {
         if (await this.sameContent(c, dst, detected, preEncrypted)) return { type: 'matching', name: c.name, src: c.src, dst };
@@ -513,7 +556,10 @@ class ArchiveRun {
           if (input !== c.src) await fsp.unlink(input).catch(() => undefined);
         }
         await fsp.utimes(tmp, Number(st.atimeNs) / 1e9, Number(st.mtimeNs) / 1e9);
-        size = (await fsp.stat(tmp)).size;
+        // As below: the catalog records the mtime the file really has (utimes keeps microseconds).
+        const stored = await fsp.stat(tmp, { bigint: true });
+        size = Number(stored.size);
+        mtimeNs = stored.mtimeNs;
       } else if (target === null) {
         // Stored as it is: make the source itself durable (and private) before it is linked in.
         const fh = await fsp.open(c.src, 'r');
@@ -534,6 +580,7 @@ class ArchiveRun {
         size = Number(stored.size);
         mtimeNs = stored.mtimeNs;
       }
+      faultPoint('archive-wal:prepared');
       const entry: XlogDbEntry = {
         name: c.name,
         size,
@@ -567,6 +614,9 @@ class ArchiveRun {
     const placed: Placement[] = [];
     const matching: MatchingDuplicate[] = [];
 
+    // An I/O error once files are in wals/ (a directory fsync, the xlog.db append) fails the run
+    // with one clear line: the sources stay in incoming/, so the next run finds them as matching
+    // duplicates and catalogs them (missingCatalogEntries).
     await withXlogDb(this.srv, async (db) => {
       // A missing catalog is rebuilt before anything new lands in wals/.
       await db.ensure();
@@ -591,13 +641,22 @@ class ArchiveRun {
         }
         placed.push(it);
         dirs.add(path.dirname(it.dst));
+        faultPoint('archive-wal:placed');
       }
       for (const d of dirs) await fsyncDir(d);
 
       const lines = placed.map((p) => p.entry);
       if (matching.length > 0) lines.push(...(await this.missingCatalogEntries(db, matching)));
       await db.append(lines);
+      faultPoint('archive-wal:cataloged');
       if (this.catalogNames) for (const e of lines) this.catalogNames.add(e.name);
+    }).catch((err: unknown) => {
+      if (err instanceof BarmanError) throw err;
+      const names = items.map((it) => it.name);
+      throw new BarmanError(
+        `Cannot archive ${names.length === 1 ? names[0] : `${names.length} WAL files (${names[0]}...)`} for server ${this.srv.name}: ${errorMessage(err)}; ` +
+          'the files stay in the incoming directory and the next archive-wal completes the job',
+      );
     });
 
     // Everything is durable in the archive: the sources can go.
@@ -606,11 +665,16 @@ class ArchiveRun {
       try {
         await fsp.unlink(it.src);
         unlinked = true;
+        faultPoint('archive-wal:source-removed');
       } catch (err) {
         if (!isCode(err, 'ENOENT')) this.warning(`Cannot remove ${it.src} after archiving it: ${errorMessage(err)}`);
       }
     }
-    if (unlinked) await fsyncDir(srcDir);
+    if (unlinked) {
+      // The files are archived: an unlink that does not survive a crash only brings back a source
+      // that the next run recognises as a matching duplicate.
+      await fsyncDir(srcDir).catch((err: unknown) => this.warning(`Cannot fsync ${srcDir} after archiving: ${errorMessage(err)}`));
+    }
 
     for (const m of matching) rep.matchingDuplicates.push(m.name);
     for (const p of placed) {

@@ -40,6 +40,7 @@ import tar, { type Header } from 'tar-stream';
 import type { ServerConfig } from '../config/config.js';
 import { customCompressionOf } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
+import { faultPoint } from '../util/fault.js';
 import { DIR_MODE, FILE_MODE, fsyncDir, pathExists } from '../util/fsutil.js';
 import { walArchivePath } from './archiver.js';
 import { decompressBuffer, decompressStream, identifyCompression, type CustomCompressionConfig } from './compression.js';
@@ -310,9 +311,13 @@ export async function receiveWalTar(srv: ServerConfig, input: Readable, opts: Pu
   const temps = new Set<string>();
   try {
     const { received, checksumFile, sums } = await readTar(incoming, input, temps, opts);
+    faultPoint('put-wal:received');
     await verifyChecksums(received, checksumFile, sums);
+    faultPoint('put-wal:verified');
     if (opts.signal?.aborted) throw interrupted();
-    return await commit(srv, received, checksumFile);
+    const report = await commit(srv, received, checksumFile);
+    faultPoint('put-wal:committed');
+    return report;
   } finally {
     // Not fsynced: a temp name that comes back after a crash is a dot-file nobody archives.
     for (const t of temps) await fsp.unlink(t).catch(() => undefined);
@@ -486,7 +491,10 @@ async function receiveMember(incoming: string, name: string, size: number, mtime
   await fsp.unlink(tmp).catch(() => undefined);
   const sha256 = createHash('sha256');
   let written = 0;
-  const fh = await fsp.open(tmp, 'wx', FILE_MODE);
+  // A file we cannot create is the server's problem (permissions, a full disk), not a bad stream.
+  const fh = await fsp.open(tmp, 'wx', FILE_MODE).catch((err: unknown) => {
+    throw diskError(tmp, err);
+  });
   let inFlight: Promise<void> = Promise.resolve();
   let handedOver = false;
   try {
@@ -511,6 +519,7 @@ async function receiveMember(incoming: string, name: string, size: number, mtime
     if (batch.length > 0) await flush();
     await inFlight;
     if (written !== size) throw new BarmanError(`Truncated tar stream: ${q(name)} has ${written} of ${size} bytes`);
+    faultPoint('put-wal:member-written');
     handedOver = true;
   } finally {
     if (!handedOver) {
@@ -631,6 +640,7 @@ async function commit(srv: ServerConfig, received: readonly Received[], checksum
         await fsp.link(r.tmp, dst);
         linked = true;
         report.stored.push(r.name);
+        faultPoint('put-wal:linked');
       } catch (err) {
         if (isCode(err, 'EEXIST')) {
           await settleExisting(r, dst, incomingCustom);
@@ -650,7 +660,11 @@ async function commit(srv: ServerConfig, received: readonly Received[], checksum
     }
   } finally {
     // One fsync makes every new name durable; the caller then removes the temp names.
-    if (linked) await fsyncDir(incoming);
+    if (linked) {
+      await fsyncDir(incoming).catch((err: unknown) => {
+        throw new BarmanError(`Cannot make the new WAL files durable in ${incoming}: ${errorMessage(err)}; PostgreSQL will send them again`);
+      });
+    }
   }
 
   if (report.duplicates.length > 0) {

@@ -12,6 +12,7 @@ import { ensureServerDirs, lockPath, serverPaths } from '../catalog/server-dirs.
 import { conninfoForChild } from '../postgres/conninfo.js';
 import { findPgBinary, subprocessEnv } from '../postgres/binaries.js';
 import { BarmanError } from '../util/errors.js';
+import { faultPoint } from '../util/fault.js';
 import { logger } from '../util/log.js';
 import { runChecked } from '../util/proc.js';
 import { readdirIfExists } from '../util/fsutil.js';
@@ -110,6 +111,7 @@ export async function receiveWal(srv: ServerConfig, events: ReceiveWalEvents = {
       process.on('SIGTERM', onTerm);
       process.on('SIGINT', onInt);
       if (child.pid) events.onStarted?.(child.pid);
+      faultPoint('receive-wal:started');
       let buf = '';
       const onData = (d: Buffer) => {
         buf += d.toString('utf8');

@@ -1,0 +1,68 @@
+/** The campaign's report: reports/fault-report.md (faults × outcome) and fault-report.json. */
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { CaseResult } from './types.js';
+
+export interface ReportInput {
+  results: CaseResult[];
+  totalMs: number;
+  cpuMs: number;
+  setupMs: number;
+  restores: Array<{ server: string; id: string; why: string; ok: boolean }>;
+  verifies: number;
+  baseline34: Record<string, string[]>;
+  filters: string[];
+}
+
+const esc = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+
+export function summaryTable(results: readonly CaseResult[]): string {
+  const kinds = [...new Set(results.map((r) => r.kind))].sort();
+  const procs = [...new Set(results.map((r) => r.process))];
+  const head = `| process | ${kinds.join(' | ')} | total | violations |\n|---|${kinds.map(() => '---:').join('|')}|---:|---:|\n`;
+  const rows = procs.map((p) => {
+    const mine = results.filter((r) => r.process === p);
+    const cells = kinds.map((k) => String(mine.filter((r) => r.kind === k).length || ''));
+    return `| ${p} | ${cells.join(' | ')} | ${mine.length} | ${mine.reduce((n, r) => n + r.violations.length, 0)} |`;
+  });
+  const totals = kinds.map((k) => String(results.filter((r) => r.kind === k).length));
+  rows.push(`| **all** | ${totals.join(' | ')} | **${results.length}** | **${results.reduce((n, r) => n + r.violations.length, 0)}** |`);
+  return head + rows.join('\n') + '\n';
+}
+
+/** reports/fault-report (a full run) or fault-report-<filter> (a run of some cases only). */
+export function reportBase(filters: readonly string[]): string {
+  return filters.length === 0 ? 'fault-report' : `fault-report-${filters.join('-').replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 60)}`;
+}
+
+export async function writeReports(dir: string, input: ReportInput): Promise<void> {
+  await fs.mkdir(dir, { recursive: true });
+  const { results } = input;
+  const violations = results.reduce((n, r) => n + r.violations.length, 0);
+  const when = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  let md = `# Fault campaign report\n\n`;
+  md += `Written by \`npm run test:faults\`${input.filters.length ? ` (filtered: ${input.filters.join(' ')})` : ''} on ${when}, ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}.\n\n`;
+  md += `**${results.length} fault cases, ${violations} invariant violations.** Wall time ${(input.totalMs / 1000).toFixed(0)} s (world set-up ${(input.setupMs / 1000).toFixed(0)} s), CPU time ${(input.cpuMs / 1000).toFixed(0)} s (campaign, the commands it ran and PostgreSQL).\n\n`;
+  md += `Invariants checked after every case on the servers it may touch: no stack trace, no EXCEPTION, no secret in any output or log; the next ordinary commands succeed (cron, archive-wal, check-backup); xlog.db agrees with wals/ (rebuild-xlogdb changes no line); every acknowledged WAL segment is in the archive with the same content unless older than every remaining backup; no backup left STARTED; DONE backups pass check-backup and verify-backup (pg_verifybackup with WAL parsing, or the agent's checksums) whenever their files changed, and a full recover + PostgreSQL start where listed below; Barman 3.4 lists the same backups and statuses and its check fails for nothing barman-ts does not report; xlog.db and backup.info are 0600.\n\n`;
+  md += `## Cases by process and fault\n\n${summaryTable(results)}\n`;
+  md += `## Full restores (recover + start PostgreSQL + read the data)\n\n`;
+  md += input.restores.length ? input.restores.map((r) => `- ${r.server} ${r.id}: ${r.why}: ${r.ok ? 'started, data complete' : '**FAILED**'}`).join('\n') : '(none)';
+  md += `\n\nOther DONE backups were verified with verify-backup (${input.verifies} runs) whenever their files changed.\n\n`;
+  const base = Object.entries(input.baseline34).filter(([, v]) => v.length > 0);
+  if (base.length) md += `Barman 3.4 check differences present before any fault (not counted): ${base.map(([k, v]) => `${k}: ${v.join(', ')}`).join('; ')}.\n\n`;
+  const known = results.filter((r) => r.knownFailure);
+  if (known.length) {
+    md += `## Known failures (real defects not fixed yet: their violations are counted above)\n\n`;
+    md += known.map((r) => `- ${r.id}: ${r.knownFailure} (${r.violations.length} violation(s) this run)`).join('\n');
+    md += '\n\n';
+  }
+  md += `## Every case\n\n| case | fault | where | outcome | invariants |\n|---|---|---|---|---|\n`;
+  for (const r of results) {
+    const inv = r.violations.length === 0 ? `ok${r.checkedServers.length ? ` (${r.checkedServers.join(', ')})` : ''}` : `**${r.violations.length} violated**: ${esc(r.violations.map((v) => `${v.invariant}${v.server ? ` [${v.server}]` : ''}: ${v.detail.split('\n')[0]}`).join('; ').slice(0, 400))}`;
+    md += `| ${esc(r.id)}${r.knownFailure ? ' (known failure)' : ''} | ${r.kind} | ${esc(r.point)} | ${esc(r.outcome.slice(0, 200))} | ${inv} |\n`;
+  }
+  const file = reportBase(input.filters);
+  await fs.writeFile(path.join(dir, `${file}.md`), md);
+  await fs.writeFile(path.join(dir, `${file}.json`), `${JSON.stringify({ generated: when, ...input }, null, 2)}\n`);
+}

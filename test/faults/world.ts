@@ -1,0 +1,364 @@
+/**
+ * The world the fault campaign attacks, built once and shared by every case (clusters and
+ * catalogs are reused: the campaign must run in minutes):
+ *
+ *   cluster A (PostgreSQL 15): pgbench data, archive_mode = on, archive_command = ack-archive.sh,
+ *     which ships each segment with barman-wal-archive over a real sshd to `put-wal rsy` and,
+ *     only when that exits 0, appends "<name> <sha256>" to the acknowledgement ledger;
+ *   one barman_home (user barman) and one configuration with the servers
+ *     strm  backup_method = postgres, WAL streaming (slot), compression = gzip
+ *     rsy   backup_method = rsync over ssh, WAL through archive_command/put-wal, reuse_backup =
+ *           link, manifests, retention_policy REDUNDANCY 3 enforced by cron
+ *     agt   backup_method = rsync, transfer_method = agent, WAL streaming
+ *     enc   backup_method = postgres, encryption = gpg (passphrase command), WAL streaming
+ *     wal   no backups: the put-wal / archive-wal / get-wal target of synthetic cases
+ *     full  its backup_directory on a 48 MiB tmpfs (ENOSPC cases)
+ *     tl    (added by the timeline cases) WAL streaming from a standby that gets promoted
+ *   a second barman installation run as postgres with `lr` (backup_method = local-rsync).
+ *
+ * Every conninfo carries a password and the gpg key a passphrase: SECRETS lists them, and the
+ * campaign checks that no output ever shows them.
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { createGpgHome, type GpgHome } from '../helpers/gpg.js';
+import { PgCluster, quoteLiteral } from '../helpers/pg-cluster.js';
+import { startSshd, type Sshd } from '../helpers/sshd.js';
+import { BARMAN_USER, POSTGRES_USER, ensureBarmanUser, lookupUser, makeTempDir, onExitCleanup, runAs, sleep, waitFor } from '../helpers/system.js';
+import { BARMAN_JS, NODE, REPO, exec, type CmdOptions, type CmdResult } from './exec.js';
+
+export const DB_PASSWORD = 'Pw-fault-7f3c1d9e';
+export const GPG_PASSPHRASE = 'Gpg-fault-a8b2e6c4';
+export const SECRETS = [DB_PASSWORD, GPG_PASSPHRASE];
+export const PY_BARMAN = '/usr/bin/barman';
+
+export type ServerName = 'strm' | 'rsy' | 'agt' | 'enc' | 'wal' | 'full' | 'tl' | 'lr';
+
+export interface ServerInfo {
+  name: ServerName;
+  /** OS user barman runs as for this server. */
+  user: string;
+  conf: string;
+  home: string;
+  /** Root of this server's catalog (backup_directory). */
+  dir: string;
+  streaming: boolean;
+  /** Does Barman 3.4 claim to read this catalog? (not for encryption = gpg, a 3.14 feature) */
+  barman34: boolean;
+  method: string;
+}
+
+const ini = (section: string, kv: Record<string, string>) => `[${section}]\n${Object.entries(kv).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`;
+
+export class World {
+  root = '';
+  home = '';
+  conf = '';
+  localRoot = '';
+  localHome = '';
+  localConf = '';
+  tmpfs = '';
+  ledger = '';
+  remoteFaultFile = '';
+  spool = '';
+  sshCfgPostgres = '';
+  sshCfgBarman = '';
+  passFile = '';
+  pg!: PgCluster;
+  sshd!: Sshd;
+  gpg!: GpgHome;
+  servers = new Map<ServerName, ServerInfo>();
+  private serverSections = new Map<string, Record<string, string>>();
+  /** WAL acknowledged to a sender per server: name -> sha256 of the plain content. */
+  acks = new Map<ServerName, Map<string, string>>();
+  /** Highest begin_wal of a deleted backup per server: WAL before it may be gone. */
+  horizon = new Map<ServerName, string>();
+  standby: PgCluster | null = null;
+  private tmpfsMounted = false;
+  private counter = 0;
+
+  async setup(): Promise<void> {
+    await ensureBarmanUser();
+    this.root = await makeTempDir('faults-', { owner: BARMAN_USER, mode: 0o755 });
+    this.home = path.join(this.root, 'home');
+    this.conf = path.join(this.root, 'barman.conf');
+    await runAs(BARMAN_USER, 'mkdir', ['-m', '0700', this.home], { check: true });
+
+    this.sshd = await startSshd();
+    this.sshCfgPostgres = await this.sshd.clientConfigFor(POSTGRES_USER, [BARMAN_USER]);
+    this.sshCfgBarman = await this.sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
+    // Remote `barman` (put-wal, get-wal over ssh) reads its fault from a file the campaign sets.
+    this.remoteFaultFile = path.join(this.root, 'remote-fault');
+    await fs.writeFile(this.remoteFaultFile, '', { mode: 0o644 });
+    const wrapper = `#!/bin/sh\nf=$(cat ${this.remoteFaultFile} 2>/dev/null)\nif [ -n "$f" ]; then BARMAN_TS_FAULT="$f"; export BARMAN_TS_FAULT; fi\nexec ${NODE} ${BARMAN_JS} "$@"\n`;
+    await fs.writeFile(path.join(this.sshd.binDir, 'barman'), wrapper, { mode: 0o755 });
+
+    this.gpg = await createGpgHome({ owner: BARMAN_USER, passphrase: GPG_PASSPHRASE });
+    process.env.GNUPGHOME = this.gpg.home;
+
+    // The acknowledgement ledger and the marker spool of barman-wal-archive (postgres's).
+    const pgSide = await makeTempDir('faults-pg-', { owner: POSTGRES_USER, mode: 0o755 });
+    this.ledger = path.join(pgSide, 'acked-wal.ledger');
+    this.spool = path.join(pgSide, 'spool');
+    await runAs(POSTGRES_USER, 'mkdir', ['-m', '0700', this.spool], { check: true });
+    await runAs(POSTGRES_USER, 'touch', [this.ledger], { check: true });
+    const ack = path.join(pgSide, 'ack-archive.sh');
+    await fs.writeFile(
+      ack,
+      [
+        '#!/bin/sh',
+        '# archive_command of the fault campaign: ship the segment, and only when that succeeded',
+        '# record it (with its checksum) as acknowledged.',
+        `${REPO}/bin/barman-wal-archive -c ${this.conf} --ssh-config ${this.sshCfgPostgres} --spool-dir ${this.spool} -U ${BARMAN_USER} 127.0.0.1 rsy "$1" || exit $?`,
+        'sum=$(sha256sum "$1") || exit 1',
+        `echo "$2 \${sum%% *}" >> ${this.ledger}`,
+        '',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+
+    this.pg = await PgCluster.create({
+      archiveMode: true,
+      // Set once the barman side exists: until then PostgreSQL keeps the segments .ready.
+      extraConf: { wal_keep_size: '256MB', max_wal_senders: 20, max_replication_slots: 20, checkpoint_timeout: '30min', archive_timeout: 0 },
+    });
+    await this.pg.pgbench(['-i', '-s', '1', '-q']);
+    await this.pg.psql('CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp(), pad text)');
+
+    // tmpfs for the `full` server (ENOSPC cases).
+    this.tmpfs = await makeTempDir('faults-tmpfs-', { owner: BARMAN_USER, mode: 0o755 });
+    const ids = lookupUser(BARMAN_USER);
+    const m = await runAs('root', 'mount', ['-t', 'tmpfs', '-o', `size=48m,mode=0700,uid=${ids?.uid},gid=${ids?.gid}`, 'faults-tmpfs', this.tmpfs]);
+    if (m.code !== 0) throw new Error(`cannot mount a tmpfs (ENOSPC cases need root): ${m.stderr}`);
+    this.tmpfsMounted = true;
+    onExitCleanup(() => this.unmountSync());
+
+    this.passFile = path.join(this.gpg.home, '..', 'passphrase');
+    const conninfo = `${this.pg.conninfo} password=${DB_PASSWORD}`;
+    const sshCmd = `"ssh -F ${this.sshCfgBarman} postgres@127.0.0.1"`;
+    const common = { conninfo, streaming_conninfo: conninfo, create_slot: 'auto', description: '"fault campaign"' };
+    this.serverSections.set('strm', { ...common, backup_method: 'postgres', streaming_archiver: 'on', archiver: 'off', slot_name: 'bts_strm', compression: 'gzip' });
+    this.serverSections.set('rsy', {
+      ...common,
+      backup_method: 'rsync',
+      ssh_command: sshCmd,
+      archiver: 'on',
+      streaming_archiver: 'off',
+      reuse_backup: 'link',
+      autogenerate_manifest: 'on',
+      retention_policy: 'REDUNDANCY 3',
+      minimum_redundancy: '1',
+    });
+    this.serverSections.set('agt', {
+      ...common,
+      backup_method: 'rsync',
+      transfer_method: 'agent',
+      ssh_command: sshCmd,
+      streaming_archiver: 'on',
+      archiver: 'off',
+      slot_name: 'bts_agt',
+      reuse_backup: 'link',
+    });
+    this.serverSections.set('enc', {
+      ...common,
+      backup_method: 'postgres',
+      streaming_archiver: 'on',
+      archiver: 'off',
+      slot_name: 'bts_enc',
+      compression: 'gzip',
+      backup_compression: 'gzip',
+      encryption: 'gpg',
+      encryption_key_id: this.gpg.fingerprint,
+      encryption_passphrase_command: `"${this.gpg.passphraseCommand}"`,
+    });
+    this.serverSections.set('wal', { ...common, backup_method: 'postgres', archiver: 'on', streaming_archiver: 'off', compression: 'gzip' });
+    this.serverSections.set('full', {
+      ...common,
+      backup_method: 'postgres',
+      archiver: 'on',
+      streaming_archiver: 'off',
+      backup_directory: path.join(this.tmpfs, 'full'),
+    });
+    await this.writeMainConfig();
+    for (const name of ['strm', 'rsy', 'agt', 'enc', 'wal', 'full'] as const) {
+      const sec = this.serverSections.get(name) ?? {};
+      this.servers.set(name, {
+        name,
+        user: BARMAN_USER,
+        conf: this.conf,
+        home: this.home,
+        dir: sec.backup_directory ?? path.join(this.home, name),
+        streaming: sec.streaming_archiver === 'on',
+        barman34: name !== 'enc',
+        method: sec.transfer_method === 'agent' ? 'agent' : (sec.backup_method ?? ''),
+      });
+    }
+
+    // The local-rsync installation: barman runs as postgres on the database host.
+    this.localRoot = await makeTempDir('faults-local-', { owner: POSTGRES_USER, mode: 0o755 });
+    this.localHome = path.join(this.localRoot, 'home');
+    this.localConf = path.join(this.localRoot, 'barman.conf');
+    await runAs(POSTGRES_USER, 'mkdir', ['-m', '0700', this.localHome], { check: true });
+    const localText = `${ini('barman', { barman_home: this.localHome, barman_user: POSTGRES_USER, log_file: path.join(this.localRoot, 'barman.log'), log_level: 'INFO' })}\n${ini('lr', {
+      ...common,
+      backup_method: 'local-rsync',
+      streaming_archiver: 'on',
+      archiver: 'off',
+      slot_name: 'bts_lr',
+    })}`;
+    await runAs(POSTGRES_USER, 'tee', [this.localConf], { input: localText, check: true });
+    this.servers.set('lr', {
+      name: 'lr',
+      user: POSTGRES_USER,
+      conf: this.localConf,
+      home: this.localHome,
+      dir: path.join(this.localHome, 'lr'),
+      streaming: true,
+      barman34: true,
+      method: 'local-rsync',
+    });
+
+    // Directories, slots, receive-wal; then WAL shipping.
+    await this.barmanOk(null, ['cron']);
+    await this.barmanOk('lr', ['cron']);
+    await this.pg.psql(`ALTER SYSTEM SET archive_command = ${quoteLiteral(`${ack} %p %f`)}; SELECT pg_reload_conf();`);
+    for (const s of ['strm', 'agt', 'enc', 'lr'] as const) await this.waitStreaming(s);
+  }
+
+  async writeMainConfig(): Promise<void> {
+    const global = {
+      barman_home: this.home,
+      barman_user: BARMAN_USER,
+      log_file: path.join(this.root, 'barman.log'),
+      log_level: 'INFO',
+    };
+    let text = ini('barman', global);
+    for (const [name, kv] of this.serverSections) text += `\n${ini(name, kv)}`;
+    await runAs(BARMAN_USER, 'tee', [this.conf], { input: text, check: true });
+  }
+
+  /** Add (or replace) a server section of the main configuration. */
+  async addServer(name: ServerName, kv: Record<string, string>, info: Partial<ServerInfo> = {}): Promise<void> {
+    this.serverSections.set(name, kv);
+    await this.writeMainConfig();
+    this.servers.set(name, {
+      name,
+      user: BARMAN_USER,
+      conf: this.conf,
+      home: this.home,
+      dir: kv.backup_directory ?? path.join(this.home, name),
+      streaming: kv.streaming_archiver === 'on',
+      barman34: true,
+      method: kv.backup_method ?? 'postgres',
+      ...info,
+    });
+  }
+
+  server(name: ServerName): ServerInfo {
+    const s = this.servers.get(name);
+    if (!s) throw new Error(`unknown campaign server ${name}`);
+    return s;
+  }
+
+  /** The configuration (and user) barman-ts runs with for `srv` (null: the main one). */
+  private userConf(srv: ServerName | null): { user: string; conf: string } {
+    if (srv === null) return { user: BARMAN_USER, conf: this.conf };
+    const s = this.server(srv);
+    return { user: s.user, conf: s.conf };
+  }
+
+  /** `barman -c CONF args` as the server's user (the command's server is for the config choice). */
+  barman(srv: ServerName | null, args: string[], opts: CmdOptions = {}): Promise<CmdResult> {
+    const { user, conf } = this.userConf(srv);
+    return exec([NODE, BARMAN_JS, '-c', conf, ...args], { user, ...opts, env: { GNUPGHOME: this.gpg.home, ...(opts.env ?? {}) } });
+  }
+
+  barmanArgv(srv: ServerName | null, args: string[]): { argv: string[]; user: string; env: Record<string, string> } {
+    const { user, conf } = this.userConf(srv);
+    return { argv: [NODE, BARMAN_JS, '-c', conf, ...args], user, env: { GNUPGHOME: this.gpg.home } };
+  }
+
+  async barmanOk(srv: ServerName | null, args: string[], opts: CmdOptions = {}): Promise<CmdResult> {
+    const r = await this.barman(srv, args, opts);
+    if (r.code !== 0) throw new Error(`barman ${args.join(' ')} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-5).join(' | ')} ${r.stdout.trim().slice(-300)}`);
+    return r;
+  }
+
+  /** Debian's Barman 3.4 on the same configuration, as the same user. */
+  py34(srv: ServerName, args: string[]): Promise<CmdResult> {
+    const { user, conf } = this.userConf(srv);
+    return exec([PY_BARMAN, '-c', conf, ...args], { user, timeoutMs: 120_000 });
+  }
+
+  /** A fresh directory (owned by `owner`) for recovery destinations and scratch files. */
+  async scratch(prefix: string, owner = BARMAN_USER): Promise<string> {
+    return makeTempDir(`faults-${prefix}-${++this.counter}-`, { owner, mode: 0o755 });
+  }
+
+  async setRemoteFault(spec: string): Promise<void> {
+    await fs.writeFile(this.remoteFaultFile, spec);
+  }
+
+  async waitStreaming(srv: ServerName, timeoutMs = 60_000): Promise<void> {
+    const slot = `bts_${srv}`;
+    await waitFor(
+      async () => {
+        const r = await this.pg.psql(`SELECT active FROM pg_replication_slots WHERE slot_name = '${slot}'`);
+        if (r === 't') return true;
+        await this.barman(srv === 'lr' ? 'lr' : null, ['cron']);
+        return false;
+      },
+      { timeoutMs, intervalMs: 500, what: `receive-wal of ${srv}` },
+    );
+  }
+
+  /** Write some rows and switch WAL: returns the segment just closed. */
+  async churn(rows = 200): Promise<string> {
+    await this.pg.psql(`INSERT INTO ticks (pad) SELECT repeat('x', 200) FROM generate_series(1, ${rows})`);
+    return this.pg.switchWal();
+  }
+
+  /** The acknowledgement ledger of archive_command (what PostgreSQL was told is safe). */
+  archiveLedger(): Map<string, string> {
+    const out = new Map<string, string>();
+    const text = existsSync(this.ledger) ? readFileSync(this.ledger, 'utf8') : '';
+    for (const line of text.split('\n')) {
+      const [name, sum] = line.trim().split(' ');
+      if (name && sum) out.set(name, sum);
+    }
+    return out;
+  }
+
+  ack(srv: ServerName, name: string, plain: Buffer | string): void {
+    const m = this.acks.get(srv) ?? new Map<string, string>();
+    m.set(name, typeof plain === 'string' ? plain : createHash('sha256').update(plain).digest('hex'));
+    this.acks.set(srv, m);
+  }
+
+  /** Wait until PostgreSQL's archiver has archived `wal` (ledger), or throw. */
+  async waitArchived(wal: string, timeoutMs = 90_000): Promise<void> {
+    await waitFor(async () => this.archiveLedger().has(wal), { timeoutMs, intervalMs: 200, what: `archive_command acknowledging ${wal}` });
+  }
+
+  /** Stop what runs in the background and unmount. */
+  async teardown(): Promise<void> {
+    for (const s of ['strm', 'agt', 'enc', 'tl'] as const) if (this.servers.has(s)) await this.barman(null, ['receive-wal', '--stop', s]).catch(() => undefined);
+    await this.barman('lr', ['receive-wal', '--stop', 'lr']).catch(() => undefined);
+    await sleep(200);
+    this.unmountSync();
+    await this.sshd?.stop();
+    await this.gpg?.remove();
+  }
+
+  unmountSync(): void {
+    if (!this.tmpfsMounted) return;
+    this.tmpfsMounted = false;
+    try {
+      execFileSync('umount', ['-l', this.tmpfs], { stdio: 'ignore' });
+    } catch {
+      // best effort
+    }
+  }
+}
