@@ -156,7 +156,6 @@ class AgentCopy {
   private doneBytes = 0;
   private totalBytes = 0;
   private lastProgress = 0;
-  private readonly decoder = new Decoder();
   private flushTimer: NodeJS.Timeout | null = null;
   private flushError: unknown = null;
 
@@ -386,11 +385,13 @@ class AgentCopy {
   /** Feed one agent from the queue, WINDOW requests ahead, and receive what it sends. */
   private async drain(s: AgentSession, sink: CopySink): Promise<void> {
     const inflight: { job: Job; receiver: FileReceiver }[] = [];
+    // One decoder per agent: a decoded message lives in its decoder until written.
+    const decoder = new Decoder();
     const refill = async (): Promise<void> => {
       while (inflight.length < WINDOW && this.queue.length > 0) {
         const job = this.queue.shift() as Job;
         const basis = await this.basisOf(job);
-        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, this.decoder, (n) => sink.copied(n), this.share);
+        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, decoder, (n) => sink.copied(n), this.share);
         inflight.push({ job, receiver });
         const request: ReadRequest = { id: job.id, path: path.join(job.tree.src, job.rel) };
         await s.send(T.READ, ...encodeWithBinary(request, basis?.map ?? null));
@@ -409,7 +410,8 @@ class AgentCopy {
     await refill();
     while (inflight.length > 0) {
       const head = inflight[0] as (typeof inflight)[number];
-      const f = await s.next();
+      // Borrowed: each message is handled (its pages written) before the next one is read.
+      const f = await s.next(true);
       if (f.type === T.PAGES) {
         const h = decodePages(f.body);
         if (h.id !== head.job.id) throw new BarmanError(`the barman-ts agent on ${this.ep.where} sent pages of another file than ${head.job.rel}`);

@@ -115,7 +115,9 @@ class Pusher {
       for (const [first, count] of splitRanges(ranges, READ_CHUNK / PAGE_SIZE)) {
         const start = first * PAGE_SIZE;
         const len = Math.min(count * PAGE_SIZE, job.size - start);
-        const buf = Buffer.allocUnsafe(len);
+        const pool = this.encoder.pool;
+        const whole = pool.take(len);
+        const buf = whole.subarray(0, len);
         const { bytesRead } = await fh.read(buf, 0, len, start);
         if (bytesRead !== len) throw new BarmanError(`${file} is shorter than when the restore started`);
         const hashes = this.hasher.pages(buf);
@@ -123,7 +125,10 @@ class Pusher {
           throw new BarmanError(`${file} does not match the page checksums recorded when the backup was taken: the backup is damaged (run verify-backup)`);
         }
         const enc = this.encoder.encode(buf);
-        await s.send(T.PAGES, ...encodePages({ id: job.id, firstPage: first, count, codec: enc.codec, rawLen: len }, hashes, enc.payload));
+        // The read buffer goes back to the pool once sent (raw) or now (compressed elsewhere).
+        if (enc.payload !== buf) pool.give(whole);
+        const release = enc.payload === buf ? () => pool.give(whole) : enc.release;
+        await s.sendThen(release, T.PAGES, ...encodePages({ id: job.id, firstPage: first, count, codec: enc.codec, rawLen: len }, hashes, enc.payload));
         this.stats.pagesSent += count;
       }
     } finally {

@@ -63,6 +63,8 @@ export interface ReadContext {
   hasher: PageHasher;
   encoder: Encoder;
   faults: Faults;
+  /** The two read buffers, reused from file to file (READ requests are served one at a time). */
+  bufs?: [Buffer, Buffer];
 }
 
 export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContext): Promise<void> {
@@ -82,7 +84,7 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
     if (!st.isFile()) return await out.json(T.READ_END, { id: req.id, vanished: true } satisfies ReadEnd);
     const sha = createHash('sha256');
     let corrupt = faults.corrupt !== null && req.path.includes(faults.corrupt);
-    const bufs = [Buffer.allocUnsafe(READ_CHUNK), Buffer.allocUnsafe(READ_CHUNK)];
+    const bufs = (ctx.bufs ??= [Buffer.allocUnsafeSlow(READ_CHUNK), Buffer.allocUnsafeSlow(READ_CHUNK)]);
     let pos = 0;
     let page = 0;
     let sent = 0;
@@ -111,10 +113,16 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
           corrupt = false;
         }
         const enc = encoder.encode(raw);
-        // Never queue a view of the read buffer: it is filled again before the write completes.
-        const payload = enc.payload === raw && raw.buffer === buf.buffer ? Buffer.from(raw) : enc.payload;
+        let { payload, release } = enc;
+        if (payload === raw && raw.buffer === buf.buffer) {
+          // Never queue a view of the read buffer: it is filled again before the write completes.
+          const copy = encoder.pool.take(raw.length);
+          raw.copy(copy);
+          payload = copy.subarray(0, raw.length);
+          release = () => encoder.pool.give(copy);
+        }
         const head = { id: req.id, firstPage: page + i, count: j - i, codec: enc.codec, rawLen: raw.length };
-        await out.send(T.PAGES, ...encodePages(head, hashes.subarray(i * HASH_BYTES, j * HASH_BYTES), payload));
+        await out.sendThen(release, T.PAGES, ...encodePages(head, hashes.subarray(i * HASH_BYTES, j * HASH_BYTES), payload));
         sent += j - i;
         i = j;
       }

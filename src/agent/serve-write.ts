@@ -140,6 +140,8 @@ export class WriteServer {
       return;
     }
     if (map.length !== pages * HASH_BYTES) throw new ProtocolError(`page map of ${req.path} does not match its size`);
+    // The map is kept until the file is written: copied out of the (borrowed) message.
+    map = Buffer.from(map);
     const fh = await fsp.open(req.path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
     try {
       const have = await this.hashExisting(fh, pages);
