@@ -33,3 +33,27 @@ export class BufferPool {
     if (this.free.length < this.keep && buf.length >= this.minSize) this.free.push(buf);
   }
 }
+
+/**
+ * Bytes handed to asynchronous writes and not yet written: reserve() waits while more than
+ * `limit` are outstanding, so that a slow disk holds the reader back (and, through the pipe,
+ * the agent) instead of filling memory.
+ */
+export class ByteBudget {
+  private used = 0;
+  private waiters: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  async reserve(n: number): Promise<void> {
+    while (this.used > 0 && this.used + n > this.limit) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    this.used += n;
+  }
+
+  free(n: number): void {
+    this.used -= n;
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}

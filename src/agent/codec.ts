@@ -74,6 +74,32 @@ export class Encoder {
 export class Decoder {
   private dctx: InstanceType<ZstdBinding['DCtx']> | null = null;
   private scratch: Buffer | null = null;
+  private readonly pool = new BufferPool(1 << 20, 32);
+
+  /**
+   * Like decode(), into a buffer of its own (a copy, for a payload that travelled raw: the
+   * message it came in may be borrowed) that stays valid until `release` is called.
+   */
+  decodeOwned(codec: number, payload: Buffer, rawLen: number): { data: Buffer; release: () => void } {
+    // lz4 makes its own buffer; an unknown codec is refused by decode().
+    if (codec !== CODEC.zstd && codec !== CODEC.none) return { data: this.decode(codec, payload, rawLen), release: () => undefined };
+    if (codec === CODEC.none) this.decode(codec, payload, rawLen);
+    const buf = this.pool.take(rawLen);
+    const data = buf.subarray(0, rawLen);
+    if (codec === CODEC.none) payload.copy(data);
+    else this.zstdInto(data, payload);
+    return { data, release: () => this.pool.give(buf) };
+  }
+
+  private zstdInto(out: Buffer, payload: Buffer): void {
+    try {
+      this.dctx ??= new (zstd().DCtx)();
+      const n = this.dctx.decompress(out, payload);
+      if (n !== out.length) throw new Error(`${n} bytes decoded where ${out.length} were announced`);
+    } catch (err) {
+      throw new ProtocolError(`page data that does not decode (${err instanceof Error ? err.message : String(err)})`);
+    }
+  }
 
   /** Decode one payload into exactly `rawLen` bytes; a payload that does not decode is a protocol error. */
   decode(codec: number, payload: Buffer, rawLen: number): Buffer {
