@@ -19,7 +19,10 @@ export class HashThread {
   constructor(seed: string, slotCount: number, slotSize: number) {
     const shared = Array.from({ length: slotCount }, () => new SharedArrayBuffer(slotSize));
     this.slots = shared.map((s) => Buffer.from(s));
-    this.worker = new Worker(new URL('./hash-worker.js', import.meta.url), { workerData: { seed, slots: shared } });
+    // stdout/stderr of its own: otherwise Node pipes them into process.stdout, whose creation
+    // turns the agent's fd 1 non-blocking, and the protocol writer (an fs stream on fd 1) fails
+    // with EAGAIN as soon as the pipe is full.
+    this.worker = new Worker(new URL('./hash-worker.js', import.meta.url), { workerData: { seed, slots: shared }, stdout: true, stderr: true });
     this.worker.on('message', (r: HashReply) => {
       this.waiting.shift()?.resolve(r);
       if (this.waiting.length === 0) this.worker.unref();
