@@ -432,8 +432,10 @@ class AgentCopy {
           if (end.id !== head.job.id) throw new BarmanError(`the barman-ts agent on ${this.ep.where} ended another file than ${head.job.rel}`);
           inflight.shift();
           const done: Promise<void> = this.finishFile(head.job, head.receiver, end)
-            .catch((err: unknown) => {
+            .catch(async (err: unknown) => {
               finishError ??= err;
+              // What was half-written goes (on a full disk, the space the failed backup's status needs).
+              await head.receiver.discard().catch(() => undefined);
             })
             .finally(() => finishing.delete(done));
           finishing.add(done);
