@@ -129,6 +129,8 @@ export async function agentBench(): Promise<void> {
       { mode: 0o644 },
     );
     await barman('cron');
+    // A backup needs a WAL archive that works: one WAL switched and archived first.
+    for (const srv of ['rs', 'ag']) await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', srv);
     pgbrProblem = await setupPgbackrest(path.join(root, 'pgbackrest'), pgbrConf, cluster, pgDir, 'lz4');
     const newest = async (srv: string): Promise<string> => (await barman('list-backups', '--minimal', srv)).trim().split('\n')[0] ?? '';
     const statsOf = async (id: string) =>
@@ -198,8 +200,11 @@ export async function agentBench(): Promise<void> {
     // ---- restores -----------------------------------------------------------------------------
     await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'ag');
     const agIds = (await barman('list-backups', '--minimal', 'ag')).trim().split('\n');
-    const [latest, previous] = agIds;
-    if (!latest || !previous) throw new Error('not enough agent backups');
+    const [latest = '', previous = ''] = agIds;
+    if (!latest || !previous) {
+      // The report still shows why the backups failed.
+      for (const l of ['barman recover --delta-restore (agent)', 'barman recover -j 2 (remote, agent)']) get(l).note = 'skipped: fewer than two agent backups';
+    }
     const deltaDest = path.join(scratch, 'delta');
     const pgbrDelta = path.join(pgScratch, 'pgbr-delta');
     const pgbrSets = pgbrProblem ? [] : (await pgbr('info', '--output=json')).match(/"label":"[^"]+"/g)?.map((l) => l.slice(9, -1)) ?? [];

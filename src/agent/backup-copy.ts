@@ -29,6 +29,7 @@ import { BarmanError, errorMessage } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { runPool } from '../util/pool.js';
 import { run } from '../util/proc.js';
+import { ByteBudget } from './bufpool.js';
 import { Decoder, requireCodec } from './codec.js';
 import { HASH_BYTES, PageHasher, newSeed, pageCount } from './pages.js';
 import { T, decodePages, encodeWithBinary, parseJson } from './protocol.js';
@@ -42,6 +43,10 @@ const log = logger('agent.backup');
 
 /** Requests sent ahead to one agent (it answers them in order). */
 const WINDOW = 8;
+/** Decoded bytes waiting to be written, per agent. */
+const WRITE_BUDGET = 32 * 1024 * 1024;
+/** Files being finished (their last writes, times, mode) while the next ones arrive, per agent. */
+const MAX_FINISHING = 16;
 /** Records of received files are made durable and journaled this often. */
 const FLUSH_INTERVAL_MS = 3000;
 
@@ -156,7 +161,6 @@ class AgentCopy {
   private doneBytes = 0;
   private totalBytes = 0;
   private lastProgress = 0;
-  private readonly decoder = new Decoder();
   private flushTimer: NodeJS.Timeout | null = null;
   private flushError: unknown = null;
 
@@ -166,7 +170,6 @@ class AgentCopy {
     private readonly hasher: PageHasher,
     private readonly store: StoreWriter,
     private readonly bases: BasisBackup[],
-    private readonly codec: { codec: string; level: number },
   ) {
     this.stats.basis = bases.map((b) => b.id);
     this.stats.resumedFrom = bases.length > 0 && bases[0]?.reader.meta.complete === false ? (bases[0]?.id ?? null) : null;
@@ -218,23 +221,10 @@ class AgentCopy {
       if (this.store.pendingCount > 0) this.flush().catch((err: unknown) => (this.flushError ??= err));
     }, FLUSH_INTERVAL_MS);
     try {
-      // The other agents start while the first one lists and the links are made.
-      const more = Array.from({ length: Math.max(0, this.req.jobs - 1) }, () => AgentSession.open(this.ep, { ...this.codec, seed: this.hasher.seed, signal: this.req.signal }));
-      const opening = Promise.allSettled(more);
       const trees = this.trees();
-      const listings = await this.list(first, trees).catch(async (err: unknown) => {
-        for (const o of await opening) if (o.status === 'fulfilled') o.value.kill();
-        throw err;
-      });
+      const listings = await this.list(first, trees);
       const analysis = (Date.now() - t0) / 1000;
-      const { dirs, pgControl } = await this.plan(trees, listings).catch(async (err: unknown) => {
-        for (const o of await opening) if (o.status === 'fulfilled') o.value.kill();
-        throw err;
-      });
-      const opened = await opening;
-      for (const o of opened) if (o.status === 'fulfilled') this.sessions.push(o.value);
-      const failedOpen = opened.find((o) => o.status === 'rejected');
-      if (failedOpen) throw (failedOpen as PromiseRejectedResult).reason;
+      const { dirs, pgControl } = await this.plan(trees, listings);
       this.queue.sort((a, b) => b.size - a.size);
       let failure: unknown = null;
       await Promise.all(
@@ -386,18 +376,20 @@ class AgentCopy {
   /** Feed one agent from the queue, WINDOW requests ahead, and receive what it sends. */
   private async drain(s: AgentSession, sink: CopySink): Promise<void> {
     const inflight: { job: Job; receiver: FileReceiver }[] = [];
+    // One decoder per agent: a decoded message lives in its decoder until written.
+    const decoder = new Decoder();
     const refill = async (): Promise<void> => {
       while (inflight.length < WINDOW && this.queue.length > 0) {
         const job = this.queue.shift() as Job;
         const basis = await this.basisOf(job);
-        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, this.decoder, (n) => sink.copied(n), this.share);
+        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, (n) => sink.copied(n), this.share);
         inflight.push({ job, receiver });
         const request: ReadRequest = { id: job.id, path: path.join(job.tree.src, job.rel) };
         await s.send(T.READ, ...encodeWithBinary(request, basis?.map ?? null));
       }
     };
     try {
-      await this.receive(s, inflight, refill);
+      await this.receive(s, inflight, refill, decoder);
     } catch (err) {
       // What was half-written goes (on a full disk, the space the failed backup's status needs).
       for (const { receiver } of inflight) await receiver.discard().catch(() => undefined);
@@ -405,24 +397,58 @@ class AgentCopy {
     }
   }
 
-  private async receive(s: AgentSession, inflight: { job: Job; receiver: FileReceiver }[], refill: () => Promise<void>): Promise<void> {
-    await refill();
-    while (inflight.length > 0) {
-      const head = inflight[0] as (typeof inflight)[number];
-      const f = await s.next();
-      if (f.type === T.PAGES) {
-        const h = decodePages(f.body);
-        if (h.id !== head.job.id) throw new BarmanError(`the barman-ts agent on ${this.ep.where} sent pages of another file than ${head.job.rel}`);
-        await head.receiver.pages(h);
-        continue;
+  /**
+   * Receive what one agent sends. Pages are verified here and written asynchronously (at most
+   * WRITE_BUDGET bytes outstanding), and a file whose last message arrived is finished (its
+   * remaining writes, times, mode) while the next file's pages arrive: the loop never waits for
+   * the disk unless the budget is spent.
+   */
+  private async receive(s: AgentSession, inflight: { job: Job; receiver: FileReceiver }[], refill: () => Promise<void>, decoder: Decoder): Promise<void> {
+    const budget = new ByteBudget(WRITE_BUDGET);
+    const finishing = new Set<Promise<void>>();
+    let finishError: unknown = null;
+    try {
+      for (;;) {
+        await refill();
+        while (inflight.length > 0) {
+          if (finishError) throw finishError;
+          if (this.flushError) throw this.flushError;
+          const head = inflight[0] as (typeof inflight)[number];
+          // Borrowed: decodeOwned copies what it keeps before the next message is read.
+          const f = await s.next(true);
+          if (f.type === T.PAGES) {
+            const h = decodePages(f.body);
+            if (h.id !== head.job.id) throw new BarmanError(`the barman-ts agent on ${this.ep.where} sent pages of another file than ${head.job.rel}`);
+            await budget.reserve(h.rawLen);
+            const { data, release } = decoder.decodeOwned(h.codec, h.payload, h.rawLen);
+            head.receiver.pages(h, data, () => {
+              release();
+              budget.free(h.rawLen);
+            });
+            continue;
+          }
+          if (f.type !== T.READ_END) throw new BarmanError(`the barman-ts agent on ${this.ep.where} sent message type ${f.type} during a copy`);
+          const end = parseJson<ReadEnd>(f.body, 'READ_END');
+          if (end.id !== head.job.id) throw new BarmanError(`the barman-ts agent on ${this.ep.where} ended another file than ${head.job.rel}`);
+          inflight.shift();
+          const done: Promise<void> = this.finishFile(head.job, head.receiver, end)
+            .catch(async (err: unknown) => {
+              finishError ??= err;
+              // What was half-written goes (on a full disk, the space the failed backup's status needs).
+              await head.receiver.discard().catch(() => undefined);
+            })
+            .finally(() => finishing.delete(done));
+          finishing.add(done);
+          if (finishing.size >= MAX_FINISHING) await Promise.race(finishing);
+          await refill();
+        }
+        // A file to read again (its basis was damaged) may have been queued meanwhile.
+        await Promise.all(finishing);
+        if (finishError) throw finishError;
+        if (this.queue.length === 0) return;
       }
-      if (f.type !== T.READ_END) throw new BarmanError(`the barman-ts agent on ${this.ep.where} sent message type ${f.type} during a copy`);
-      const end = parseJson<ReadEnd>(f.body, 'READ_END');
-      if (end.id !== head.job.id) throw new BarmanError(`the barman-ts agent on ${this.ep.where} ended another file than ${head.job.rel}`);
-      await this.finishFile(head.job, head.receiver, end);
-      inflight.shift();
-      if (this.flushError) throw this.flushError;
-      await refill();
+    } finally {
+      await Promise.all(finishing);
     }
   }
 
@@ -471,10 +497,17 @@ async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy,
     const resume = bases[0] && !bases[0].reader.meta.complete ? bases[0] : null;
     if (resume) req.info?.(`Resuming the interrupted backup ${resume.id}: the ${resume.reader.files.size} files it received are not fetched again`);
     // Before the backup starts on PostgreSQL: an agent that cannot be used stops everything here.
-    const first = await AgentSession.open(ep, { codec, level, seed, signal: req.signal });
-    copy = new AgentCopy(req, ep, hasher, store, bases, { codec, level });
-    copy.sessions.push(first);
-    return await body(copy, first);
+    // All of them at once: each ssh connection takes a second or more on a busy host.
+    const opened = await Promise.allSettled(Array.from({ length: Math.max(1, req.jobs) }, () => AgentSession.open(ep, { codec, level, seed, signal: req.signal })));
+    const sessions = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+    const failedOpen = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failedOpen) {
+      for (const s of sessions) s.kill();
+      throw failedOpen.reason;
+    }
+    copy = new AgentCopy(req, ep, hasher, store, bases);
+    copy.sessions.push(...sessions);
+    return await body(copy, sessions[0] as AgentSession);
   } catch (err) {
     if (req.signal?.aborted) throw new BarmanError('interrupted by signal');
     throw err instanceof BarmanError ? err : new BarmanError(errorMessage(err));

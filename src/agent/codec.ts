@@ -3,10 +3,11 @@
  * `agent_compression_level`, default 1), lz4, or none. Each PAGES message is compressed on its
  * own (at most a few hundred KiB), so either end can decode it alone; a message that does not
  * shrink travels raw. zstd goes through the library's low-level binding with reused contexts
- * and scratch buffers: a fresh compressBound-sized buffer per call costs page faults.
+ * and reused buffers (bufpool.ts): a fresh buffer per message costs more than the compression.
  */
 import { createRequire } from 'node:module';
 import { BarmanError } from '../util/errors.js';
+import { BufferPool } from './bufpool.js';
 import { CODEC, ProtocolError, type CodecName } from './protocol.js';
 
 type ZstdBinding = typeof import('zstd-napi/binding.js');
@@ -23,9 +24,17 @@ export function isCodecName(v: unknown): v is CodecName {
   return typeof v === 'string' && (CODEC_NAMES as readonly string[]).includes(v);
 }
 
+/** A payload to send, and what to call once it has been written (it may live in a pooled buffer). */
+export interface Encoded {
+  codec: number;
+  payload: Buffer;
+  /** Gives the payload's buffer back to the pool; null when the payload is the caller's own buffer. */
+  release: (() => void) | null;
+}
+
 export class Encoder {
   private cctx: InstanceType<ZstdBinding['CCtx']> | null = null;
-  private scratch: Buffer | null = null;
+  readonly pool = new BufferPool();
 
   constructor(
     readonly name: CodecName,
@@ -38,24 +47,59 @@ export class Encoder {
     }
   }
 
-  /** The payload and its codec id (CODEC.none when compression did not help). */
-  encode(raw: Buffer): { codec: number; payload: Buffer } {
+  /**
+   * The payload and its codec id (CODEC.none when compression did not help: then the payload
+   * is `raw` itself). A compressed payload lives in a pooled buffer: call `release` once it is
+   * written (FrameWriter.send does, given it).
+   */
+  encode(raw: Buffer): Encoded {
     if (this.name === 'zstd' && this.cctx) {
-      const bound = zstd().compressBound(raw.length);
-      if (!this.scratch || this.scratch.length < bound) this.scratch = Buffer.allocUnsafeSlow(Math.max(bound, 1 << 20));
-      const n = this.cctx.compress2(this.scratch, raw);
-      // Copied out: the scratch buffer is reused for the next message while this one is queued.
-      if (n < raw.length) return { codec: CODEC.zstd, payload: Buffer.from(this.scratch.subarray(0, n)) };
+      const out = this.pool.take(zstd().compressBound(raw.length));
+      const n = this.cctx.compress2(out, raw);
+      if (n < raw.length) return { codec: CODEC.zstd, payload: out.subarray(0, n), release: () => this.pool.give(out) };
+      this.pool.give(out);
     } else if (this.name === 'lz4') {
       const out = lz4().compressSync(raw);
-      if (out.length < raw.length) return { codec: CODEC.lz4, payload: out };
+      if (out.length < raw.length) return { codec: CODEC.lz4, payload: out, release: null };
     }
-    return { codec: CODEC.none, payload: raw };
+    return { codec: CODEC.none, payload: raw, release: null };
   }
 }
 
+/**
+ * Decodes payloads. The result of a zstd payload lives in the decoder's own buffer and is valid
+ * until the next decode() on the same decoder: give each pipeline (each agent conversation) its
+ * own decoder, and finish with a result (write it) before decoding the next payload.
+ */
 export class Decoder {
   private dctx: InstanceType<ZstdBinding['DCtx']> | null = null;
+  private scratch: Buffer | null = null;
+  private readonly pool = new BufferPool(1 << 20, 32);
+
+  /**
+   * Like decode(), into a buffer of its own (a copy, for a payload that travelled raw: the
+   * message it came in may be borrowed) that stays valid until `release` is called.
+   */
+  decodeOwned(codec: number, payload: Buffer, rawLen: number): { data: Buffer; release: () => void } {
+    // lz4 makes its own buffer; an unknown codec is refused by decode().
+    if (codec !== CODEC.zstd && codec !== CODEC.none) return { data: this.decode(codec, payload, rawLen), release: () => undefined };
+    if (codec === CODEC.none) this.decode(codec, payload, rawLen);
+    const buf = this.pool.take(rawLen);
+    const data = buf.subarray(0, rawLen);
+    if (codec === CODEC.none) payload.copy(data);
+    else this.zstdInto(data, payload);
+    return { data, release: () => this.pool.give(buf) };
+  }
+
+  private zstdInto(out: Buffer, payload: Buffer): void {
+    try {
+      this.dctx ??= new (zstd().DCtx)();
+      const n = this.dctx.decompress(out, payload);
+      if (n !== out.length) throw new Error(`${n} bytes decoded where ${out.length} were announced`);
+    } catch (err) {
+      throw new ProtocolError(`page data that does not decode (${err instanceof Error ? err.message : String(err)})`);
+    }
+  }
 
   /** Decode one payload into exactly `rawLen` bytes; a payload that does not decode is a protocol error. */
   decode(codec: number, payload: Buffer, rawLen: number): Buffer {
@@ -67,7 +111,8 @@ export class Decoder {
     try {
       if (codec === CODEC.zstd) {
         this.dctx ??= new (zstd().DCtx)();
-        out = Buffer.allocUnsafe(rawLen);
+        if (!this.scratch || this.scratch.length < rawLen) this.scratch = Buffer.allocUnsafeSlow(Math.max(rawLen, 1 << 20));
+        out = this.scratch.subarray(0, rawLen);
         const n = this.dctx.decompress(out, payload);
         if (n !== rawLen) throw new Error(`${n} bytes decoded`);
       } else if (codec === CODEC.lz4) {

@@ -57,9 +57,11 @@ async function serve(stream: fs.WriteStream, out: FrameWriter): Promise<number> 
   const encoder = new Encoder(hello.codec, hello.level);
   const decoder = new Decoder();
   const writes = new WriteServer(out, hasher, decoder);
+  const readCtx = { out, hasher, encoder, faults };
   try {
     for (;;) {
-      const f = await reader.next();
+      // Borrowed: each request is served before the next one is read (WRITE copies its map).
+      const f = await reader.next(true);
       if (!f || f.type === T.BYE) break;
       switch (f.type) {
         case T.LIST:
@@ -67,7 +69,7 @@ async function serve(stream: fs.WriteStream, out: FrameWriter): Promise<number> 
           break;
         case T.READ: {
           const { value, bin } = decodeWithBinary<ReadRequest>(f.body, 'READ');
-          await serveRead(value, bin, { out, hasher, encoder, faults });
+          await serveRead(value, bin, readCtx);
           break;
         }
         case T.TREE:

@@ -206,16 +206,32 @@ export class FrameWriter {
   }
 
   /** Queue one frame; resolves once the stream can take more. */
-  async send(type: number, ...parts: Buffer[]): Promise<void> {
-    if (this.failed) throw this.failed;
+  send(type: number, ...parts: Buffer[]): Promise<void> {
+    return this.sendThen(null, type, ...parts);
+  }
+
+  /**
+   * Queue one frame whose parts live in a pooled buffer: `release` is called once the stream
+   * has written them (or failed), never before. Resolves once the stream can take more.
+   */
+  async sendThen(release: (() => void) | null, type: number, ...parts: Buffer[]): Promise<void> {
+    if (this.failed) {
+      release?.();
+      throw this.failed;
+    }
     const len = parts.reduce((n, p) => n + p.length, 0);
-    if (len > MAX_FRAME) throw new BarmanError(`internal error: frame of ${len} bytes is too large`);
+    if (len > MAX_FRAME) {
+      release?.();
+      throw new BarmanError(`internal error: frame of ${len} bytes is too large`);
+    }
     const head = Buffer.allocUnsafe(HEADER);
     head.writeUInt32BE(len, 0);
     head.writeUInt8(type, 4);
     this.out.cork();
-    let ok = this.out.write(head);
-    for (const p of parts) if (p.length > 0) ok = this.out.write(p);
+    const chunks = [head, ...parts.filter((p) => p.length > 0)];
+    let ok = true;
+    // The callback of the last chunk runs once every chunk of the frame was written (or failed).
+    chunks.forEach((c, i) => (ok = i === chunks.length - 1 && release ? this.out.write(c, () => release()) : this.out.write(c)));
     this.out.uncork();
     this.bytes += HEADER + len;
     if (!ok) {
@@ -243,6 +259,8 @@ export class FrameReader {
   private ended = false;
   private error: Error | null = null;
   private waiter: (() => void) | null = null;
+  /** Where borrowed frames spread over several chunks are gathered. */
+  private assembly: Buffer | null = null;
 
   constructor(
     private readonly input: Readable,
@@ -275,8 +293,11 @@ export class FrameReader {
     w?.();
   }
 
-  /** Take exactly n buffered bytes (n <= buffered). */
-  private take(n: number): Buffer {
+  /**
+   * Take exactly n buffered bytes (n <= buffered). With `into`, bytes spread over several
+   * chunks are gathered there (instead of a new buffer).
+   */
+  private take(n: number, into?: Buffer): Buffer {
     this.buffered -= n;
     const first = this.chunks[0] as Buffer;
     if (first.length >= n) {
@@ -285,21 +306,17 @@ export class FrameReader {
       else this.chunks[0] = first.subarray(n);
       return out;
     }
-    const parts: Buffer[] = [];
-    let need = n;
-    while (need > 0) {
+    const out = into ? into.subarray(0, n) : Buffer.allocUnsafe(n);
+    let got = 0;
+    while (got < n) {
       const c = this.chunks[0] as Buffer;
-      if (c.length <= need) {
-        parts.push(c);
-        this.chunks.shift();
-        need -= c.length;
-      } else {
-        parts.push(c.subarray(0, need));
-        this.chunks[0] = c.subarray(need);
-        need = 0;
-      }
+      const k = Math.min(c.length, n - got);
+      c.copy(out, got, 0, k);
+      got += k;
+      if (k === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
     }
-    return Buffer.concat(parts, n);
+    return out;
   }
 
   private peek(n: number): Buffer {
@@ -341,7 +358,7 @@ export class FrameReader {
     if (!got.equals(GREETING.subarray(0, got.length)) || !ok) {
       if (!got.equals(GREETING.subarray(0, got.length))) {
         // Let a bit more arrive so the message shows a whole line.
-        await Promise.race([this.fill(GREETING.length + 80).catch(() => false), new Promise((r) => setTimeout(r, 100))]);
+        await Promise.race([this.fill(GREETING.length + 80).catch(() => false), new Promise((r) => setTimeout(r, 100).unref())]);
       }
       throw new ProtocolError(`it does not speak the barman-ts agent protocol: its output starts with ${excerpt(this.pending())}`);
     }
@@ -349,8 +366,12 @@ export class FrameReader {
     return true;
   }
 
-  /** The next frame, or null at the end of the stream (between frames). */
-  async next(): Promise<Frame | null> {
+  /**
+   * The next frame, or null at the end of the stream (between frames). A `borrowed` frame's
+   * body may live in this reader's own buffer: it is valid until the next call of next() only
+   * (page messages, handled one after the other, without a fresh buffer each).
+   */
+  async next(borrowed = false): Promise<Frame | null> {
     if (!(await this.fill(HEADER))) {
       if (this.buffered > 0) throw new ProtocolError('the stream ended in the middle of a message');
       return null;
@@ -360,6 +381,7 @@ export class FrameReader {
     if (len > MAX_FRAME) throw new ProtocolError(`unexpected bytes instead of a message: ${excerpt(this.pending())}`);
     if (!(await this.fill(HEADER + len))) throw new ProtocolError('the stream ended in the middle of a message');
     this.take(HEADER);
-    return { type: head.readUInt8(4), body: len === 0 ? Buffer.alloc(0) : this.take(len) };
+    if (borrowed && len > 0 && (this.assembly?.length ?? 0) < len) this.assembly = Buffer.allocUnsafeSlow(Math.max(len, 1 << 20));
+    return { type: head.readUInt8(4), body: len === 0 ? Buffer.alloc(0) : this.take(len, borrowed ? (this.assembly ?? undefined) : undefined) };
   }
 }

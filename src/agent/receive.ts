@@ -12,7 +12,6 @@
  * so that it overlaps with the agent still reading the rest of the file.
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
-import type { Decoder } from './codec.js';
 import { HASH_BYTES, PAGE_SIZE, pageCount, type PageHasher } from './pages.js';
 import type { PagesHeader } from './protocol.js';
 import type { ReadEnd } from './serve-read.js';
@@ -52,7 +51,6 @@ export class FileReceiver {
     readonly mode: number,
     readonly basis: Basis | null,
     private readonly hasher: PageHasher,
-    private readonly decoder: Decoder,
     private readonly onWritten: (bytes: number) => void,
     /** Put the basis file at the destination unchanged: a hard link (reuse_backup = link) or a copy. */
     private readonly share: (from: string, to: string) => Promise<void>,
@@ -95,27 +93,36 @@ export class FileReceiver {
     if (this.writeError) throw new BarmanError(`cannot write ${this.dest}: ${errorMessage(this.writeError)}`);
   }
 
-  /** Pages of this file from the agent: verified, then written (returns once written). */
-  async pages(h: PagesHeader): Promise<void> {
-    const raw = this.decoder.decode(h.codec, h.payload, h.rawLen);
-    if (raw.length > h.count * PAGE_SIZE || raw.length <= (h.count - 1) * PAGE_SIZE) {
-      throw new BarmanError(`the agent sent ${raw.length} bytes for ${h.count} pages of ${this.dest}`);
-    }
-    this.ensure(h.firstPage + h.count);
-    for (let i = 0; i < h.count; i++) {
-      const p = h.firstPage + i;
-      const got = this.hasher.page(raw.subarray(i * PAGE_SIZE, Math.min((i + 1) * PAGE_SIZE, raw.length)));
-      const want = h.hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES);
-      if (!want.equals(got)) {
-        throw new BarmanError(`page ${p} of ${this.dest} does not match the checksum computed where it was read: the data was altered in transit`);
+  /**
+   * Pages of this file from the agent, decoded into `raw`: verified, then queued for writing
+   * (the receive loop goes on with the next message meanwhile). `release` is called once `raw`
+   * is written or dropped: the receiver owns it until then. A write that fails is reported by
+   * the next call, or by finish().
+   */
+  pages(h: PagesHeader, raw: Buffer, release: () => void): void {
+    try {
+      this.checkWrites();
+      if (raw.length > h.count * PAGE_SIZE || raw.length <= (h.count - 1) * PAGE_SIZE) {
+        throw new BarmanError(`the agent sent ${raw.length} bytes for ${h.count} pages of ${this.dest}`);
       }
-      this.arrived[p] = 1;
-      want.copy(this.hashes, p * HASH_BYTES);
+      this.ensure(h.firstPage + h.count);
+      for (let i = 0; i < h.count; i++) {
+        const p = h.firstPage + i;
+        const got = this.hasher.page(raw.subarray(i * PAGE_SIZE, Math.min((i + 1) * PAGE_SIZE, raw.length)));
+        const want = h.hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES);
+        if (!want.equals(got)) {
+          throw new BarmanError(`page ${p} of ${this.dest} does not match the checksum computed where it was read: the data was altered in transit`);
+        }
+        this.arrived[p] = 1;
+        want.copy(this.hashes, p * HASH_BYTES);
+      }
+    } catch (err) {
+      release();
+      throw err;
     }
     this.sent += h.count;
     if (this.basis && this.fill === null) this.startFill(this.basis);
-    await this.write(raw, h.firstPage * PAGE_SIZE);
-    this.checkWrites();
+    void this.write(raw, h.firstPage * PAGE_SIZE).then(release);
   }
 
   /** Copy the pages that did not arrive from the basis, each checked against the basis map. */

@@ -106,27 +106,43 @@ class Pusher {
     return map;
   }
 
-  /** Read `ranges` of a backup file and send them; with a map, each page is checked against it. */
+  /**
+   * Read `ranges` of a backup file and send them; with a map, each page is checked against it.
+   * The next chunk is read while this one is hashed, compressed and sent.
+   */
   private async sendPages(s: AgentSession, job: FileJob, ranges: readonly PageRange[], map: Buffer | null): Promise<void> {
     if (ranges.length === 0) return;
     const file = path.join(job.tree.scan.root, job.rel);
+    const pool = this.encoder.pool;
     const fh = await fsp.open(file, 'r');
+    const chunks = splitRanges(ranges, READ_CHUNK / PAGE_SIZE);
+    const readChunk = async ([first, count]: PageRange) => {
+      const start = first * PAGE_SIZE;
+      const len = Math.min(count * PAGE_SIZE, job.size - start);
+      const whole = pool.take(len);
+      const buf = whole.subarray(0, len);
+      const { bytesRead } = await fh.read(buf, 0, len, start);
+      if (bytesRead !== len) throw new BarmanError(`${file} is shorter than when the restore started`);
+      return { first, count, len, whole, buf };
+    };
+    let next: ReturnType<typeof readChunk> | null = readChunk(chunks[0] as PageRange);
     try {
-      for (const [first, count] of splitRanges(ranges, READ_CHUNK / PAGE_SIZE)) {
-        const start = first * PAGE_SIZE;
-        const len = Math.min(count * PAGE_SIZE, job.size - start);
-        const buf = Buffer.allocUnsafe(len);
-        const { bytesRead } = await fh.read(buf, 0, len, start);
-        if (bytesRead !== len) throw new BarmanError(`${file} is shorter than when the restore started`);
+      for (let k = 0; next; k++) {
+        const { first, count, len, whole, buf } = await next;
+        next = k + 1 < chunks.length ? readChunk(chunks[k + 1] as PageRange) : null;
         const hashes = this.hasher.pages(buf);
         if (map && !map.subarray(first * HASH_BYTES, (first + count) * HASH_BYTES).equals(hashes)) {
           throw new BarmanError(`${file} does not match the page checksums recorded when the backup was taken: the backup is damaged (run verify-backup)`);
         }
         const enc = this.encoder.encode(buf);
-        await s.send(T.PAGES, ...encodePages({ id: job.id, firstPage: first, count, codec: enc.codec, rawLen: len }, hashes, enc.payload));
+        // The read buffer goes back to the pool once sent (raw) or now (compressed elsewhere).
+        if (enc.payload !== buf) pool.give(whole);
+        const release = enc.payload === buf ? () => pool.give(whole) : enc.release;
+        await s.sendThen(release, T.PAGES, ...encodePages({ id: job.id, firstPage: first, count, codec: enc.codec, rawLen: len }, hashes, enc.payload));
         this.stats.pagesSent += count;
       }
     } finally {
+      await next?.catch(() => undefined);
       await fh.close();
     }
   }

@@ -12,6 +12,7 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { run } from '../util/proc.js';
+import { ByteBudget } from './bufpool.js';
 import type { Decoder } from './codec.js';
 import { HASH_BYTES, PAGE_SIZE, changedRanges, pageCount, type PageHasher } from './pages.js';
 import { ProtocolError, encodeNeed, T, type FrameWriter, type PagesHeader } from './protocol.js';
@@ -46,7 +47,13 @@ interface OpenWrite {
   /** Pages still expected. */
   expected: Set<number> | null;
   remaining: number;
+  /** The file's writes, in order; never rejects (the first failure is kept in `error`). */
+  writing: Promise<void>;
+  error: unknown;
 }
+
+/** Decoded bytes waiting to be written, over all files. */
+const WRITE_BUDGET = 32 * 1024 * 1024;
 
 function anchored(patterns: readonly string[]): (rel: string) => boolean {
   const res = patterns.map(
@@ -66,6 +73,7 @@ const missing = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOEN
 
 export class WriteServer {
   private readonly open = new Map<number, OpenWrite>();
+  private readonly budget = new ByteBudget(WRITE_BUDGET);
   pagesWritten = 0;
 
   constructor(
@@ -136,17 +144,19 @@ export class WriteServer {
     const pages = pageCount(req.size);
     if (req.fresh) {
       const fh = await fsp.open(req.path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
-      this.open.set(req.id, { req, fh, map: null, expected: null, remaining: pages });
+      this.open.set(req.id, { req, fh, map: null, expected: null, remaining: pages, writing: Promise.resolve(), error: null });
       return;
     }
     if (map.length !== pages * HASH_BYTES) throw new ProtocolError(`page map of ${req.path} does not match its size`);
+    // The map is kept until the file is written: copied out of the (borrowed) message.
+    map = Buffer.from(map);
     const fh = await fsp.open(req.path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
     try {
       const have = await this.hashExisting(fh, pages);
       const ranges = changedRanges(map, have, pages);
       const expected = new Set<number>();
       for (const [first, count] of ranges) for (let p = first; p < first + count; p++) expected.add(p);
-      this.open.set(req.id, { req, fh, map, expected, remaining: expected.size });
+      this.open.set(req.id, { req, fh, map, expected, remaining: expected.size, writing: Promise.resolve(), error: null });
       await this.out.send(T.NEED, encodeNeed(req.id, ranges));
     } catch (err) {
       await fh.close().catch(() => undefined);
@@ -171,10 +181,39 @@ export class WriteServer {
     return out.subarray(0, filled * HASH_BYTES);
   }
 
+  /**
+   * Pages of a file being written: verified, then written asynchronously (the next message is
+   * read meanwhile; at most WRITE_BUDGET bytes wait). A failed write is reported by end().
+   */
   async pages(h: PagesHeader): Promise<void> {
     const w = this.open.get(h.id);
     if (!w) throw new ProtocolError(`pages for a file not being written (${h.id})`);
-    const raw = this.decoder.decode(h.codec, h.payload, h.rawLen);
+    await this.budget.reserve(h.rawLen);
+    // Owned: the message itself is borrowed, and the write outlives it.
+    const { data: raw, release } = this.decoder.decodeOwned(h.codec, h.payload, h.rawLen);
+    const done = () => {
+      release();
+      this.budget.free(h.rawLen);
+    };
+    try {
+      this.verify(w, h, raw);
+    } catch (err) {
+      done();
+      throw err;
+    }
+    const pos = h.firstPage * PAGE_SIZE;
+    w.writing = w.writing
+      .then(async () => {
+        if (w.error === null) await w.fh.write(raw, 0, raw.length, pos);
+      })
+      .catch((err: unknown) => {
+        w.error ??= err;
+      })
+      .finally(done);
+    this.pagesWritten += h.count;
+  }
+
+  private verify(w: OpenWrite, h: PagesHeader, raw: Buffer): void {
     for (let i = 0; i < h.count; i++) {
       const p = h.firstPage + i;
       const data = raw.subarray(i * PAGE_SIZE, Math.min((i + 1) * PAGE_SIZE, raw.length));
@@ -189,8 +228,6 @@ export class WriteServer {
       }
       w.remaining -= 1;
     }
-    await w.fh.write(raw, 0, raw.length, h.firstPage * PAGE_SIZE);
-    this.pagesWritten += h.count;
   }
 
   async end(id: number): Promise<void> {
@@ -198,6 +235,8 @@ export class WriteServer {
     if (!w) throw new ProtocolError(`end of a file not being written (${id})`);
     this.open.delete(id);
     try {
+      await w.writing;
+      if (w.error) throw w.error;
       if (w.remaining !== 0) throw new ProtocolError(`${w.req.path}: ${w.remaining} pages were not received`);
       await w.fh.truncate(w.req.size);
       await w.fh.chmod(w.req.mode);
@@ -223,7 +262,10 @@ export class WriteServer {
   }
 
   async closeAll(): Promise<void> {
-    for (const w of this.open.values()) await w.fh.close().catch(() => undefined);
+    for (const w of this.open.values()) {
+      await w.writing;
+      await w.fh.close().catch(() => undefined);
+    }
     this.open.clear();
   }
 }

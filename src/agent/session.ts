@@ -119,7 +119,7 @@ export class AgentSession {
 
   /** Why the agent's output ended: how the process (ssh, or the agent itself) exited. */
   private async deathError(): Promise<BarmanError> {
-    const { code, signal } = await Promise.race([this.exited, new Promise<{ code: null; signal: null }>((r) => setTimeout(() => r({ code: null, signal: null }), 5000))]);
+    const { code, signal } = await Promise.race([this.exited, new Promise<{ code: null; signal: null }>((r) => setTimeout(() => r({ code: null, signal: null }), 5000).unref())]);
     const detail = lastLine(this.stderr);
     const tail = detail ? `: ${detail}` : '';
     if (this.ep.sshCommand !== null && code === 255) {
@@ -134,11 +134,14 @@ export class AgentSession {
     return new BarmanError(`the barman-ts agent on ${this.ep.where} ${how}${tail}`);
   }
 
-  /** The next frame; an ERROR frame, the end of the stream or garbage become a BarmanError. */
-  async next(): Promise<Frame> {
+  /**
+   * The next frame; an ERROR frame, the end of the stream or garbage become a BarmanError.
+   * A `borrowed` frame is valid until the next call only (FrameReader.next).
+   */
+  async next(borrowed = false): Promise<Frame> {
     let f: Frame | null;
     try {
-      f = await this.reader.next();
+      f = await this.reader.next(borrowed);
     } catch (err) {
       if (err instanceof ProtocolError) throw new BarmanError(`the barman-ts agent on ${this.ep.where} sent something unexpected: ${err.message}`);
       throw await this.deathError();
@@ -159,9 +162,14 @@ export class AgentSession {
   }
 
   /** Send a frame; a closed pipe means the agent is gone: say why. */
-  async send(type: number, ...parts: Buffer[]): Promise<void> {
+  send(type: number, ...parts: Buffer[]): Promise<void> {
+    return this.sendThen(null, type, ...parts);
+  }
+
+  /** Send a frame whose parts live in a pooled buffer (FrameWriter.sendThen). */
+  async sendThen(release: (() => void) | null, type: number, ...parts: Buffer[]): Promise<void> {
     try {
-      await this.writer.send(type, ...parts);
+      await this.writer.sendThen(release, type, ...parts);
     } catch {
       throw await this.deathError();
     }
@@ -177,7 +185,8 @@ export class AgentSession {
     this.closed = true;
     await this.writer.json(T.BYE, {}).catch(() => undefined);
     this.child.stdin?.end();
-    const done = await Promise.race([this.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]);
+    // unref: a pending timer would keep the whole command alive for ten seconds after the agent exited.
+    const done = await Promise.race([this.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000).unref())]);
     if (!done) this.kill();
   }
 

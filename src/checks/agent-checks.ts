@@ -8,16 +8,17 @@ import { newSeed } from '../agent/pages.js';
 import { errorMessage } from '../util/errors.js';
 import type { CheckCollector } from './types.js';
 
-export async function checkAgent(col: CheckCollector, sshCommand: string, env?: NodeJS.ProcessEnv): Promise<void> {
+/** Start an agent and say hello: the `barman-ts agent` line, not yet added. */
+export async function probeAgent(col: CheckCollector, sshCommand: string, env?: NodeJS.ProcessEnv): Promise<{ ok: boolean; hint: string }> {
   const abort = new AbortController();
   col.onAbandon(() => abort.abort());
   const timer = setTimeout(() => abort.abort(), col.remainingMs());
   try {
     const s = await AgentSession.open({ sshCommand, where: 'the database host', env }, { codec: 'none', level: 0, seed: newSeed(), signal: abort.signal });
     await s.close();
-    col.add('barman-ts agent', true, `barman-ts ${s.agentVersion}`);
+    return { ok: true, hint: `barman-ts ${s.agentVersion}` };
   } catch (err) {
-    col.add('barman-ts agent', false, abort.signal.aborted ? 'timed out' : errorMessage(err));
+    return { ok: false, hint: abort.signal.aborted ? 'timed out' : errorMessage(err) };
   } finally {
     clearTimeout(timer);
   }

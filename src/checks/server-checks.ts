@@ -34,7 +34,7 @@ import {
 import { gatherPgFacts, postgresChecks, type PgFacts } from './postgres-checks.js';
 import { checkSsh } from './ssh-checks.js';
 import { drillCheck, DRILL_CHECK } from './drill-checks.js';
-import { checkAgent } from './agent-checks.js';
+import { probeAgent } from './agent-checks.js';
 import { passiveSyncChecks } from './sync-checks.js';
 import { CheckCollector, type CheckOptions, type CheckResult } from './types.js';
 
@@ -152,7 +152,12 @@ async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> 
   } else if (srv.backup_method === 'postgres') {
     await pgBasebackupChecks(col, srv, facts as PgFacts);
   } else if (srv.backup_method === 'rsync' && srv.ssh_command) {
-    if ((await checkSsh(col, srv.ssh_command, env)) && srv.transfer_method === 'agent') await checkAgent(col, srv.ssh_command, env);
+    // The agent goes through ssh too: both connections are made at once (each takes a second or
+    // more on a busy host); the agent's line is shown only when ssh itself works, as before.
+    const agent = srv.transfer_method === 'agent' ? probeAgent(col, srv.ssh_command, env) : null;
+    const sshOk = await checkSsh(col, srv.ssh_command, env);
+    const agentLine = await agent;
+    if (sshOk && agentLine) col.add('barman-ts agent', agentLine.ok, agentLine.hint);
   }
 
   // Barman's place for the configuration problems (listed under it by the command), and the

@@ -23,7 +23,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import { cleanupAll, PgCluster, startRecoveredCluster } from '../helpers/pg-cluster.js';
-import { createBarmanEnv, listBackups, readLog, type BarmanEnv } from '../helpers/barman-env.js';
+import { createBarmanEnv, listBackups, readLog, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
 import { backupRecorder, createFingerprintData, FINGERPRINT, infoField, recoverFingerprint, startStreamingOnSettledData, walkLinks } from '../helpers/rsync-backup-fixture.js';
 import { startSshd, type Sshd } from '../helpers/sshd.js';
 import { assertSameTree, treeFacts } from '../helpers/tree-facts.js';
@@ -345,10 +345,13 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
         `ssh_command = ${ssh}`,
         'streaming_archiver = on',
         'slot_name = barman_agfull',
+        'create_slot = auto',
         `basebackups_directory = ${mnt}/base`,
         '',
       ].join('\n');
       await fs.writeFile(env.configFile, `${original}\n${section}`);
+      // A backup needs a working WAL archive (receive-wal running, a first WAL archived).
+      await startStreaming({ ...env, server: 'agfull' }, 120_000);
       const first = await env.run('backup', '--reuse-backup', 'off', 'agfull');
       assert.equal(first.code, 0, first.stderr);
       const firstId = (JSON.parse(await env.ok('-f', 'json', 'list-backups', 'agfull')) as Record<string, { backup_id: string }[]>).agfull?.[0]?.backup_id ?? '';
@@ -357,9 +360,13 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
       assert.match(second.stderr, /no space left on device/i);
       assert.doesNotMatch(second.stderr, /\n\s+at /, 'no stack trace');
       const list = (JSON.parse(await env.ok('-f', 'json', 'list-backups', 'agfull')) as Record<string, { backup_id: string; status: string }[]>).agfull ?? [];
-      assert.deepEqual(list.map((b) => b.status), ['FAILED', 'WAITING_FOR_WALS']);
+      assert.equal(list[0]?.status, 'FAILED');
+      assert.match(list[1]?.status ?? '', /^(WAITING_FOR_WALS|DONE)$/, 'the earlier backup is untouched');
+      assert.equal(list.length, 2);
       assert.match(await env.ok('verify-backup', 'agfull', firstId), /checksums of \d+ files OK/);
     } finally {
+      await env.run('receive-wal', '--stop', 'agfull');
+      await env.run('receive-wal', '--drop-slot', 'agfull');
       await fs.writeFile(env.configFile, original);
       await runAs('root', 'umount', [mnt]);
     }

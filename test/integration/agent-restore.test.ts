@@ -73,6 +73,7 @@ describe('transfer_method = agent: standby backups, delta and remote restores, B
       server: 'ags',
       extra: { primary_conninfo: primary.conninfo, slot_name: 'barman_ags', backup_method: 'rsync', transfer_method: 'agent', reuse_backup: 'link', ssh_command: ssh, parallel_jobs: '2' },
     });
+    // A standby cannot switch WAL: the primary's switch reaches the archive through the standby.
     await startStreaming(env, 120_000, primary);
   });
 

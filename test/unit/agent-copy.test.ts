@@ -64,7 +64,6 @@ async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = f
     0o600,
     basis ? { abs: bas, size: basis.length, map, sha256: '', backupId: 'B' } : null,
     hasher,
-    new Decoder(),
     () => undefined,
     async (from, to) => {
       shared = true;
@@ -72,6 +71,7 @@ async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = f
     },
   );
   const faults = parseFaults(corrupt ? `corrupt=src-${n}` : undefined);
+  const decoder = new Decoder();
   let sent = 0;
   const consume = (async (): Promise<ReceiveOutcome> => {
     for (;;) {
@@ -80,7 +80,8 @@ async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = f
       if (f.type === T.PAGES) {
         const h = decodePages(f.body);
         sent += h.count;
-        await receiver.pages(h);
+        const { data, release } = decoder.decodeOwned(h.codec, h.payload, h.rawLen);
+        receiver.pages(h, data, release);
       } else if (f.type === T.READ_END) return receiver.finish(JSON.parse(f.body.toString()) as ReadEnd);
     }
   })();
@@ -149,11 +150,16 @@ describe('agent copy against a basis', () => {
       await fs.writeFile(bas, damaged);
       const pipe = new PassThrough();
       const reader = new FrameReader(pipe);
-      const receiver = new FileReceiver(path.join(dir, 'dest-dmg'), 0o600, { abs: bas, size: base.length, map: hasher.pages(base), sha256: '', backupId: 'B' }, hasher, new Decoder(), () => undefined, fs.link);
+      const receiver = new FileReceiver(path.join(dir, 'dest-dmg'), 0o600, { abs: bas, size: base.length, map: hasher.pages(base), sha256: '', backupId: 'B' }, hasher, () => undefined, fs.link);
+      const decoder = new Decoder();
       const consume = (async () => {
         for (;;) {
           const f = await reader.next();
-          if (f?.type === T.PAGES) await receiver.pages(decodePages(f.body));
+          if (f?.type === T.PAGES) {
+            const h = decodePages(f.body);
+            const { data, release } = decoder.decodeOwned(h.codec, h.payload, h.rawLen);
+            receiver.pages(h, data, release);
+          }
           else if (f?.type === T.READ_END) return receiver.finish(JSON.parse(f.body.toString()) as ReadEnd);
         }
       })();

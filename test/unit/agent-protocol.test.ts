@@ -129,3 +129,74 @@ describe('agent codecs', () => {
     assert.throws(() => dec.decode(99, Buffer.alloc(1), 1), ProtocolError);
   });
 });
+
+describe('agent buffer reuse', () => {
+  it('borrowed frames stay intact until the next read, whatever the chunking', async () => {
+    const a = Buffer.alloc(200_000, 1);
+    const b = Buffer.alloc(150_000, 2);
+    const bytes = await collect(async (w) => {
+      await w.send(T.PAGES, a);
+      await w.send(T.PAGES, b);
+      await w.send(T.BYE);
+    });
+    for (const sizes of [[4096], [bytes.length]]) {
+      const r = feed(bytes, sizes);
+      const fa = await r.next(true);
+      assert.ok(fa?.body.equals(a));
+      const fb = await r.next(true);
+      assert.ok(fb?.body.equals(b));
+      assert.equal((await r.next(true))?.type, T.BYE);
+    }
+  });
+
+  it('decodeOwned results survive later decodes until released, and are reused after', () => {
+    const enc = new Encoder('zstd', 1);
+    const dec = new Decoder();
+    const one = Buffer.alloc(65536, 3);
+    const two = Buffer.alloc(65536, 4);
+    const e1 = enc.encode(one);
+    const d1 = dec.decodeOwned(e1.codec, e1.payload, one.length);
+    e1.release?.();
+    const e2 = enc.encode(two);
+    const d2 = dec.decodeOwned(e2.codec, e2.payload, two.length);
+    assert.ok(d1.data.equals(one), 'the first result is not overwritten by the second decode');
+    assert.ok(d2.data.equals(two));
+    d1.release();
+    const d3 = dec.decodeOwned(CODEC.none, two, two.length);
+    assert.equal(d3.data.buffer, d1.data.buffer, 'a released buffer is handed out again');
+    assert.ok(d3.data.equals(two));
+    assert.throws(() => dec.decodeOwned(CODEC.zstd, Buffer.from('garbage'), 10), ProtocolError);
+    assert.throws(() => dec.decodeOwned(99, Buffer.alloc(1), 1), ProtocolError);
+  });
+
+  it('sendThen releases a pooled payload only once it is written', async () => {
+    const s = new PassThrough({ highWaterMark: 16 });
+    const w = new FrameWriter(s);
+    let released = 0;
+    const sent = w.sendThen(() => (released += 1), T.PAGES, Buffer.alloc(100_000, 5));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(released, 0, 'not released while the stream still holds it');
+    let got = 0;
+    s.on('data', (c: Buffer) => (got += c.length));
+    await sent;
+    await new Promise((r) => setImmediate(r));
+    assert.equal(released, 1);
+    assert.equal(got, 5 + 100_000);
+  });
+
+  it('ByteBudget holds a reservation back while the budget is spent', async () => {
+    const { ByteBudget } = await import('../../src/agent/bufpool.js');
+    const budget = new ByteBudget(100);
+    await budget.reserve(80);
+    let second = false;
+    const p = budget.reserve(50).then(() => (second = true));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(second, false);
+    budget.free(80);
+    await p;
+    assert.equal(second, true);
+    budget.free(50);
+    await budget.reserve(500); // more than the whole budget still passes, alone
+    budget.free(500);
+  });
+});
