@@ -95,6 +95,9 @@ describe('WAL segments of 64 MiB, before the first backup', { timeout: 600_000 }
     const log = path.join(env.root, 'barman.log');
     const rotated = `${log}.1`;
     await fs.rename(log, rotated);
+    // Some WAL first: with nothing written since the last switch, pg_switch_wal() does nothing
+    // and names the segment finished before the rename.
+    await pg.psql("SELECT pg_logical_emit_message(false, 'bts', 'after the rename')");
     const name = await pg.switchWal();
     // pg_receivewal --verbose reports each finished segment; receive-wal logs the line.
     const end = formatLsn(walToLsn(name, 0, SEG64) + BigInt(SEG64));
