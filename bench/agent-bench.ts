@@ -25,7 +25,8 @@ import * as path from 'node:path';
 import { as, BARMAN_USER, chownTo, isRoot, type LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
-import { MB, PGBACKREST, SSH_CIPHER, argNum, buildBenchCluster, cipherSshConfig, dropCaches, infoField, pipeAs, setupPgbackrest, timed } from './rsync-bench.js';
+import { makeBenchRoot } from './bench-root.js';
+import { MB, PGBACKREST, SSH_CIPHER, argNum, pgbackrestRestoreRow, buildBenchCluster, cipherSshConfig, dropCaches, infoField, pipeAs, setupPgbackrest, timed } from './rsync-bench.js';
 
 interface Measure {
   times: number[];
@@ -71,15 +72,7 @@ export async function agentBench(): Promise<void> {
   const { startSshd } = await import('../test/helpers/sshd.js');
   const sys = await import('../test/helpers/system.js');
   await sys.ensureBarmanUser();
-  const root = await fs.mkdtemp('/tmp/barman-agent-bench-');
-  await fs.chmod(root, 0o755);
-  const mkdirFor = async (name: string, user: string, mode = 0o755): Promise<string> => {
-    const d = path.join(root, name);
-    await fs.mkdir(d, { mode });
-    await fs.chmod(d, mode);
-    chownTo(user, d);
-    return d;
-  };
+  const { root, mkdirFor } = await makeBenchRoot('barman-agent-bench-');
   const pgDir = await mkdirFor('pg', PG_USER);
   const pgScratch = await mkdirFor('pg-scratch', PG_USER);
   const home = await mkdirFor('barman', BARMAN_USER, 0o700);
@@ -247,15 +240,7 @@ export async function agentBench(): Promise<void> {
       ...(pgbrProblem
         ? []
         : [
-            [
-              'pgbackrest restore process-max=2',
-              async () => {
-                const dest = path.join(pgScratch, 'pgbr');
-                await must(PG_USER, 'mkdir', ['-m', '0700', dest]);
-                await pgbr(`--pg1-path=${dest}`, '--process-max=2', 'restore');
-              },
-              () => fs.rm(path.join(pgScratch, 'pgbr'), { recursive: true, force: true }),
-            ] as [string, () => Promise<unknown>, () => Promise<unknown>],
+            pgbackrestRestoreRow(pgScratch, pgbr),
           ]),
     ];
     for (let round = 0; round < ROUNDS; round++) for (const [label, fn, after, prepare] of alternate(restoreSteps, round)) await measure(label, fn, after, prepare);

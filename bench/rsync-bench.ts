@@ -44,6 +44,19 @@ export const PGBACKREST = '/usr/bin/pgbackrest';
 /** Rows touched by the "small change" between the full and the second backup. */
 export const CHANGE_SQL = 'UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid <= 3; CHECKPOINT;';
 
+/** The `pgbackrest restore process-max=2` row of a restore table: into pgScratch/pgbr, removed after. */
+export function pgbackrestRestoreRow(pgScratch: string, pgbr: (...a: string[]) => Promise<unknown>): [string, () => Promise<unknown>, () => Promise<unknown>] {
+  return [
+    'pgbackrest restore process-max=2',
+    async () => {
+      const dest = path.join(pgScratch, 'pgbr');
+      await must(PG_USER, 'mkdir', ['-m', '0700', dest]);
+      await pgbr(`--pg1-path=${dest}`, '--process-max=2', 'restore');
+    },
+    () => fs.rm(path.join(pgScratch, 'pgbr'), { recursive: true, force: true }),
+  ];
+}
+
 export async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t = process.hrtime.bigint();
   await fn();
@@ -413,15 +426,7 @@ export async function rsyncBench(): Promise<void> {
       ...(pgbrProblem
         ? []
         : [
-            [
-              'pgbackrest restore process-max=2',
-              async () => {
-                const dest = path.join(pgScratch, 'pgbr');
-                await must(PG_USER, 'mkdir', ['-m', '0700', dest]);
-                await pgbr(`--pg1-path=${dest}`, '--process-max=2', 'restore');
-              },
-              () => fs.rm(path.join(pgScratch, 'pgbr'), { recursive: true, force: true }),
-            ] as [string, () => Promise<unknown>, () => Promise<unknown>],
+            pgbackrestRestoreRow(pgScratch, pgbr),
           ]),
     ];
     for (let round = 0; round < ROUNDS; round++) {
