@@ -24,12 +24,8 @@ import {
 } from './push.js';
 import type { SshTarget } from './ssh.js';
 
-interface RawOptions {
-  user: string;
-  port?: string;
-  config?: string;
-  test?: boolean;
-  md5?: boolean;
+/** The compression options shared by the WAL clients and barman-cloud-wal-archive. */
+export interface CompressionFlagOptions {
   gzip?: boolean;
   bzip2?: boolean;
   xz?: boolean;
@@ -37,6 +33,14 @@ interface RawOptions {
   zstd?: boolean;
   lz4?: boolean;
   compressionLevel?: string;
+}
+
+interface RawOptions extends CompressionFlagOptions {
+  user: string;
+  port?: string;
+  config?: string;
+  test?: boolean;
+  md5?: boolean;
   spoolDir: string;
   batch?: string;
   sshConfig?: string;
@@ -50,7 +54,7 @@ export interface ParsedArchiveCommand {
 }
 
 /** The compression options of the WAL clients (also barman-cloud-wal-archive's) and their algorithms. */
-export const COMPRESSION_FLAGS: ReadonlyArray<[keyof RawOptions & string, CompressionName]> = [
+export const COMPRESSION_FLAGS: ReadonlyArray<[Exclude<keyof CompressionFlagOptions, 'compressionLevel'>, CompressionName]> = [
   ['gzip', 'gzip'],
   ['bzip2', 'bzip2'],
   ['xz', 'xz'],

@@ -10,7 +10,7 @@ import { archiveWal, DEFAULT_CLOUD_SPOOL_DIR, DEFAULT_PUSH_AHEAD, type PushAhead
 import { BarmanError } from '../../util/errors.js';
 import { parseCompressionLevel, type CompressionLevel } from '../../wal/compression.js';
 import { isAnyXlogFile } from '../../wal/names.js';
-import { COMPRESSION_FLAGS } from '../../walclient/archive-main.js';
+import { COMPRESSION_FLAGS, type CompressionFlagOptions } from '../../walclient/archive-main.js';
 import { runIfEntryPoint } from '../../walclient/cli-common.js';
 import { cloudCommand, commonOptions, cloudMain, parseSize, parseTags, positiveInt, EXIT_CLI, EXIT_GENERAL } from './common.js';
 
@@ -55,14 +55,7 @@ function program() {
   return cmd;
 }
 
-interface Raw {
-  gzip?: boolean;
-  bzip2?: boolean;
-  xz?: boolean;
-  snappy?: boolean;
-  zstd?: boolean;
-  lz4?: boolean;
-  compressionLevel?: string;
+interface Raw extends CompressionFlagOptions {
   tags?: string[];
   historyTags?: string[];
   encryption?: 'AES256' | 'aws:kms';
@@ -89,7 +82,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
   const cmd = program();
   return cloudMain(argv, cmd, 'Barman cloud WAL archiver exception', async () => {
     const o = cmd.opts<Raw>();
-    const chosen = COMPRESSION_FLAGS.filter(([flag]) => o[flag as keyof Raw] === true).map(([, c]) => c);
+    const chosen = COMPRESSION_FLAGS.filter(([flag]) => o[flag] === true).map(([, c]) => c);
     if (chosen.length > 1) throw new BarmanError(`only one compression option may be given (got ${chosen.join(', ')})`, EXIT_CLI);
     let level: CompressionLevel | null = null;
     if (o.compressionLevel !== undefined) {
