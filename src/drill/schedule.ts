@@ -107,6 +107,28 @@ export async function maybeStartDrill(
   }
   startedThisRun = true;
   ev.info(`Starting recovery drill for server ${srv.name} (backup ${d.backupId ?? ''}: ${d.reason})`);
-  spawn(['drill', '--if-due', srv.name]);
+  const pid = spawn(['drill', '--if-due', srv.name]);
+  // The next cron must see this drill: wait until the child holds the drill lock (or is gone).
+  await waitForLockOrExit(lockFile, pid, 60_000);
   return true;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Until `file` is locked by someone, `pid` has exited, or `timeoutMs` passed. */
+export async function waitForLockOrExit(file: string, pid: number | undefined, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await isLockHeld(file)) return;
+    if (pid === undefined || !processAlive(pid)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  log.warning(`the background drill (pid ${pid ?? '?'}) did not take its lock within ${timeoutMs / 1000} s`);
 }
