@@ -109,7 +109,8 @@ if (!existsSync(distTest)) {
   process.exit(1);
 }
 
-await phase('unit', testFiles('unit'), []);
+// Unit files wait on subprocesses (fake ssh, compression workers) as much as on the CPU: three at a time.
+await phase('unit', testFiles('unit'), nodeAtLeast(20, 10) ? ['--test-concurrency=3'] : []);
 
 const integration = testFiles('integration');
 let skipReason;

@@ -255,6 +255,8 @@ export class FrameWriter {
 export class FrameReader {
   bytes = 0;
   private chunks: Buffer[] = [];
+  /** Index of the first unconsumed chunk in `chunks`. */
+  private head = 0;
   private buffered = 0;
   private ended = false;
   private error: Error | null = null;
@@ -299,30 +301,43 @@ export class FrameReader {
    */
   private take(n: number, into?: Buffer): Buffer {
     this.buffered -= n;
-    const first = this.chunks[0] as Buffer;
+    const first = this.chunks[this.head] as Buffer;
     if (first.length >= n) {
       const out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
+      if (first.length === n) this.dropFirst();
+      else this.chunks[this.head] = first.subarray(n);
       return out;
     }
     const out = into ? into.subarray(0, n) : Buffer.allocUnsafe(n);
     let got = 0;
     while (got < n) {
-      const c = this.chunks[0] as Buffer;
+      const c = this.chunks[this.head] as Buffer;
       const k = Math.min(c.length, n - got);
       c.copy(out, got, 0, k);
       got += k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
+      if (k === c.length) this.dropFirst();
+      else this.chunks[this.head] = c.subarray(k);
     }
     return out;
+  }
+
+  /** Consume the first chunk; the array is compacted now and then (shift() is linear). */
+  private dropFirst(): void {
+    this.head++;
+    if (this.head === this.chunks.length) {
+      this.chunks = [];
+      this.head = 0;
+    } else if (this.head >= 1024 && this.head * 2 >= this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
+      this.head = 0;
+    }
   }
 
   private peek(n: number): Buffer {
     const parts: Buffer[] = [];
     let got = 0;
-    for (const c of this.chunks) {
+    for (let i = this.head; i < this.chunks.length; i++) {
+      const c = this.chunks[i] as Buffer;
       if (got >= n) break;
       parts.push(c.subarray(0, n - got));
       got += Math.min(c.length, n - got);
