@@ -182,13 +182,29 @@ export class PgConnection {
         if (this.lostError) return reject(this.lostError);
         if (this.closed) return reject(new BarmanError('the PostgreSQL connection was closed'));
         let settled = false;
+        let watchdog: NodeJS.Timeout | undefined;
         const settle = (fn: () => void) => {
           if (settled) return;
           settled = true;
+          clearInterval(watchdog);
           this.failPending = null;
           fn();
         };
         this.failPending = (err) => settle(() => reject(err));
+        // pg-native waits for libuv to say the socket is readable; libuv reports a socket error
+        // (a reset: the server closed the session while the query was on its way) as an error
+        // status that the libpq binding ignores, and the query would wait forever. Once a second,
+        // while pg-native waits for an answer, it is made to read: on a dead connection libpq then
+        // reports the error (pg-native emits 'error'); on a live one nothing changes.
+        watchdog = setInterval(() => {
+          if (this.client.pq.socket() < 0) {
+            clearInterval(watchdog);
+            this.markLost(new Error(this.client.pq.errorMessage() || 'server closed the connection'));
+          } else if (this.client._reading) {
+            this.client.pq.emit('readable');
+          }
+        }, 1000);
+        watchdog.unref();
         // pg-native hands some failures (a flush on a dead socket) over as a bare string.
         const done = (err: Error | string | null | undefined, rows: Record<string, unknown>[]) =>
           settle(() => {

@@ -15,6 +15,10 @@ declare module 'pg-native' {
     query(text: string, cb: Callback<Record<string, unknown>[]>): void;
     query(text: string, values: unknown[], cb: Callback<Record<string, unknown>[]>): void;
     end(cb?: () => void): void;
+    /** The libpq connection (the `libpq` package, an EventEmitter): PQsocket is -1 once libpq dropped the socket. */
+    pq: EventEmitter & { socket(): number; errorMessage(): string };
+    /** pg-native's own state: true while it waits for the answer to a query. */
+    _reading?: boolean;
   }
   export = Client;
 }
