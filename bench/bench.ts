@@ -80,6 +80,8 @@ async function main(): Promise<void> {
       { mode: 0o644 },
     );
     await barman('cron');
+    // A backup is refused until a first WAL file is archived (as Barman 3.4's check does).
+    await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'bench');
 
     const results: Record<string, number[]> = { pgbb: [], barman: [], cp: [], recover: [] };
     let backupBytes = 0;

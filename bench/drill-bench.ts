@@ -51,6 +51,8 @@ export async function drillBench(): Promise<void> {
       { mode: 0o644 },
     );
     await barman('cron');
+    // A backup is refused until a first WAL file is archived (as Barman 3.4's check does).
+    await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'bench');
     await barman('backup', '--immediate-checkpoint', '--wait', 'bench');
     const id = (await barman('list-backups', '--minimal', 'bench')).trim().split('\n')[0] ?? '';
     await must(PG_USER, path.join(BIN, 'pgbench'), ['-n', '-T', String(pgbenchSeconds), '-c', '2', '-h', pgDir, '-p', String(pg.port), 'postgres']);

@@ -94,6 +94,8 @@ export async function geoBench(): Promise<void> {
       if (i > 120) throw new Error(`receive-wal did not start: ${check.stdout}`);
       await new Promise((r) => setTimeout(r, 1000));
     }
+    // A backup is refused until a first WAL file is archived (as Barman 3.4's check does).
+    await primary('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'pg');
     const newest = async () => (await primary('list-backups', '--minimal', 'pg')).trim().split('\n')[0] ?? '';
     await primary('backup', '--wait', '--wait-timeout', '900', '--immediate-checkpoint', 'pg');
     const first = await newest();

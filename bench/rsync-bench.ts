@@ -291,6 +291,8 @@ export async function rsyncBench(): Promise<void> {
       { mode: 0o644 },
     );
     await barman('cron');
+    // A backup is refused until a first WAL file is archived (as Barman 3.4's check does).
+    await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'bench');
     pgbrProblem = await setupPgbackrest(path.join(root, 'pgbackrest'), pgbrConf, cluster, pgDir, 'none');
     const repoBackups = path.join(root, 'pgbackrest', 'repo', 'backup', 'bench');
     const newestLabel = async (suffix: string): Promise<string> => {
