@@ -252,7 +252,8 @@ barman_intact "dpkg -i"
 if apt_ install "$DEBS/barman-ts.deb" > /tmp/refused.out 2>&1; then cat /tmp/refused.out; fail "installation accepted while barman cron runs"; fi
 kill "$FAKE"
 grep -q "$REFUSED" /tmp/refused.out || { cat /tmp/refused.out; fail "no clear refusal message"; }
-grep -E '^Removing barman|barman-ts:' /tmp/refused.out | tail -9
+grep -E '^(Removing|Preparing to unpack)' /tmp/refused.out # apt's actions, in order
+grep 'barman-ts:' /tmp/refused.out | tail -6
 [[ $(dpkg-query -W -f='${Status}' barman-ts 2> /dev/null) != "install ok installed" ]] || fail "barman-ts installed anyway"
 [[ $(catalog_state) == "$BEFORE" ]] || fail "the refused installation changed the catalog"
 if [[ $(dpkg-query -W -f='${Status}' barman 2> /dev/null) != "install ok installed" ]]; then
