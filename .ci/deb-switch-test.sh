@@ -12,7 +12,10 @@
 #      into it (archive_command = cp into incoming), an edited /etc/barman.conf with an option
 #      neither tool knows, a second server whose catalog has Barman 3.13's meta/ directory;
 #      Barman takes backup 1.
-#   2. Installing barman-ts while `barman cron` (Python) runs is refused, Barman stays.
+#   2. While `barman cron` (Python) runs, installing barman-ts is refused: by the package's
+#      check run beforehand and by `dpkg -i`, Barman's packages still installed and working;
+#      by `apt-get install`, which removes them before the check runs (it says how to put them
+#      back, and the test does).
 #   3. `apt-get install ./barman-ts.deb`: Barman's packages are replaced; the catalog (every
 #      file, size, mode, owner, mtime) and /etc/barman.conf are unchanged by the installation;
 #      its messages name the unknown option and the newer layout; /etc/cron.d/barman,
@@ -220,22 +223,45 @@ as_barman barman list-backups switch
 
 step "installing barman-ts while Barman's 'barman cron' runs is refused"
 BEFORE=$(catalog_state)
+REFUSED='installation refused; the catalog and the configuration were not changed'
+barman_intact() { # barman_intact WHAT: Debian's Barman installed and working, catalog unchanged
+  local p
+  for p in barman barman-cli barman-cli-cloud; do
+    [[ $(dpkg-query -W -f='${Status}' "$p" 2> /dev/null) == "install ok installed" ]] || fail "$1: $p is not installed any more"
+  done
+  [[ $(dpkg-query -W -f='${Status}' barman-ts 2> /dev/null) != "install ok installed" ]] || fail "$1: barman-ts installed anyway"
+  [[ $(catalog_state) == "$BEFORE" ]] || fail "$1: the refused installation changed the catalog"
+  grep -q python <<< "$(head -1 /usr/bin/barman)" || fail "$1: /usr/bin/barman is not Barman's"
+  grep -q "$B1" <<< "$(as_barman barman list-backups switch)" || fail "$1: Barman does not list backup 1"
+  BEFORE=$(catalog_state)
+}
 perl -e '$0 = "/usr/bin/python3 /usr/bin/barman cron"; sleep 600' &
 FAKE=$!
 sleep 0.5
+# The package's own check, as README says to run it before apt: it only reads.
+if dpkg-deb -I "$DEBS/barman-ts.deb" preinst | sh -s install > /tmp/check.out 2>&1; then cat /tmp/check.out; fail "the check accepts while barman cron runs"; fi
+grep -q "$REFUSED" /tmp/check.out || { cat /tmp/check.out; fail "no clear refusal from the check"; }
+barman_intact "the check"
+# dpkg -i: the preinst runs before dpkg removes the conflicting packages.
+if dpkg -i "$DEBS/barman-ts.deb" > /tmp/refused-dpkg.out 2>&1; then cat /tmp/refused-dpkg.out; fail "dpkg -i accepted while barman cron runs"; fi
+grep -q "$REFUSED" /tmp/refused-dpkg.out || { cat /tmp/refused-dpkg.out; fail "no clear refusal message from dpkg -i"; }
+grep -q "Debian's barman barman-cli barman-cli-cloud stay installed, unchanged" /tmp/refused-dpkg.out || { cat /tmp/refused-dpkg.out; fail "dpkg -i's refusal does not say Barman stays"; }
+grep 'barman-ts:' /tmp/refused-dpkg.out | tail -3
+barman_intact "dpkg -i"
+# apt: it removes the conflicting packages in a dpkg run of its own, before the preinst runs.
 if apt_ install "$DEBS/barman-ts.deb" > /tmp/refused.out 2>&1; then cat /tmp/refused.out; fail "installation accepted while barman cron runs"; fi
 kill "$FAKE"
-grep -q 'installation refused; the catalog and the configuration were not changed' /tmp/refused.out || { cat /tmp/refused.out; fail "no clear refusal message"; }
-grep 'barman-ts:' /tmp/refused.out | head -3
+grep -q "$REFUSED" /tmp/refused.out || { cat /tmp/refused.out; fail "no clear refusal message"; }
+grep -E '^(Removing|Preparing to unpack)' /tmp/refused.out # apt's actions, in order
+grep 'barman-ts:' /tmp/refused.out | tail -6
 [[ $(dpkg-query -W -f='${Status}' barman-ts 2> /dev/null) != "install ok installed" ]] || fail "barman-ts installed anyway"
 [[ $(catalog_state) == "$BEFORE" ]] || fail "the refused installation changed the catalog"
-# apt removes the conflicting packages before it unpacks barman-ts: put Barman back as it was.
 if [[ $(dpkg-query -W -f='${Status}' barman 2> /dev/null) != "install ok installed" ]]; then
-  echo "(apt had removed Barman's packages before barman-ts's preinst refused: reinstalling them)"
-  dpkg --force-confold -i "$DEBS"/barman_*.deb "$DEBS"/barman-cli_*.deb "$DEBS"/barman-cli-cloud_*.deb > /dev/null
+  grep -q "Debian's barman is removed, not purged" /tmp/refused.out || { cat /tmp/refused.out; fail "apt removed Barman and the refusal does not say how to put it back"; }
+  echo "(apt removed Barman's packages before barman-ts's preinst refused: reinstalling them, as the message says)"
+  apt_ install "$DEBS"/barman_*.deb "$DEBS"/barman-cli_*.deb "$DEBS"/barman-cli-cloud_*.deb > /tmp/putback.out 2>&1 || { cat /tmp/putback.out; fail "putting Barman back"; }
 fi
-grep -q python <<< "$(head -1 /usr/bin/barman)" || fail "Barman is not back after the refused installation"
-grep -q "$B1" <<< "$(as_barman barman list-backups switch)" || fail "Barman lost backup 1 after the refused installation"
+barman_intact "apt-get install"
 
 step "apt-get install ./barman-ts.deb over Barman"
 BEFORE=$(catalog_state)

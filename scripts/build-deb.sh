@@ -188,6 +188,10 @@ for pkg in barman barman-cli barman-cli-cloud; do
     if [[ -n ${SHIPPED[$exe]:-} ]]; then any=1; else all=0; fi
   done
   # Any shared file: they cannot be installed together. Provides only for a complete substitute.
+  # Conflicts, not Breaks: with either, apt removes these packages in a dpkg run of its own before
+  # it unpacks barman-ts (so before the preinst's checks); `dpkg -i` with Conflicts+Replaces runs
+  # the preinst first and removes them only once barman-ts is unpacked (a refusal leaves them
+  # installed), whereas with Breaks it refuses unless given --auto-deconfigure.
   ((any)) && CONFLICTS+=("$pkg")
   ((any && all)) && PROVIDES+=("$pkg")
   if ((any && !all)); then echo "build-deb.sh: note: ships some of $pkg's executables, not all: Conflicts/Replaces it without Provides" >&2; fi

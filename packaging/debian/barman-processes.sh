@@ -8,7 +8,8 @@ barman_processes() {
     for d in /proc/[0-9]*; do
         pid=${d#/proc/}
         [ "$pid" = "$$" ] && continue
-        cmd=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null) || continue
+        # (the braces: a process that ended since the glob makes the redirection itself fail)
+        cmd=$({ tr '\0' ' ' < "$d/cmdline"; } 2>/dev/null) || continue
         [ -n "$cmd" ] || continue
         set -f
         # shellcheck disable=SC2086 # splitting the command line into words is the point
