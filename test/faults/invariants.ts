@@ -380,6 +380,30 @@ export class Checker {
     return h !== undefined && seg < h;
   }
 
+  /**
+   * Acknowledged files that are not the WAL they claim to be: never in wals/, and once
+   * archive-wal has seen them (they left incoming/), kept whole in errors/.
+   */
+  private async setAsideWal(name: ServerName, present: ReadonlyMap<string, string>): Promise<Violation[]> {
+    const v: Violation[] = [];
+    const dir = this.world.server(name).dir;
+    const errorsDir = path.join(dir, 'errors');
+    const errors = await fs.readdir(errorsDir).catch(() => [] as string[]);
+    for (const [wal, sum] of this.world.setAside.get(name) ?? []) {
+      if (present.has(wal)) {
+        v.push({ invariant: 'acknowledged WAL intact', server: name, detail: `${wal} is not the WAL its name says, yet it was archived` });
+        continue;
+      }
+      if (existsSync(path.join(dir, 'incoming', wal))) continue; // not seen by archive-wal yet
+      let kept = false;
+      for (const f of errors.filter((e) => e.startsWith(`${wal}.`))) {
+        if (createHash('sha256').update(await fs.readFile(path.join(errorsDir, f))).digest('hex') === sum) kept = true;
+      }
+      if (!kept) v.push({ invariant: 'acknowledged WAL intact', server: name, detail: `${wal} was acknowledged, is not WAL and is neither in incoming/ nor kept in errors/` });
+    }
+    return v;
+  }
+
   private async ackedWal(name: ServerName, entries: readonly BackupEntry[], prev: ServerState | undefined): Promise<Violation[]> {
     const v: Violation[] = [];
     const expected = new Map<string, string>(this.world.acks.get(name) ?? []);
@@ -414,6 +438,7 @@ export class Checker {
       observed.delete(wal);
     }
     this.observed.set(name, observed);
+    v.push(...(await this.setAsideWal(name, present)));
     void prev;
     return v;
   }

@@ -73,6 +73,13 @@ export class World {
   private serverSections = new Map<string, Record<string, string>>();
   /** WAL acknowledged to a sender per server: name -> sha256 of the plain content. */
   acks = new Map<ServerName, Map<string, string>>();
+  /**
+   * Files acknowledged (put-wal exit 0, as Barman's put-wal does) that are not WAL they claim
+   * to be (a segment whose page header is of another position, a history file that does not
+   * parse): archive-wal must keep them out of wals/ and set them aside, whole, in errors/.
+   * Per server: name -> sha256 of the bytes sent.
+   */
+  setAside = new Map<ServerName, Map<string, string>>();
   /** Highest begin_wal of a deleted backup per server: WAL before it may be gone. */
   horizon = new Map<ServerName, string>();
   standby: PgCluster | null = null;
@@ -335,6 +342,13 @@ export class World {
     const m = this.acks.get(srv) ?? new Map<string, string>();
     m.set(name, typeof plain === 'string' ? plain : createHash('sha256').update(plain).digest('hex'));
     this.acks.set(srv, m);
+  }
+
+  /** Record an acknowledged file that archive-wal must set aside in errors/ (see setAside). */
+  ackSetAside(srv: ServerName, name: string, sent: Buffer): void {
+    const m = this.setAside.get(srv) ?? new Map<string, string>();
+    m.set(name, createHash('sha256').update(sent).digest('hex'));
+    this.setAside.set(srv, m);
   }
 
   /** Wait until PostgreSQL's archiver has archived `wal` (ledger), or throw. */
