@@ -84,7 +84,7 @@ async function main(): Promise<number> {
     const flagsRoot = await makeTempDir('faults-flags-', { owner: BARMAN_USER, mode: 0o1777 });
     // Baseline: every server checked once before any fault (and Barman 3.4's known differences).
     const baseServers = [...world.servers.keys()];
-    const logFiles = () => [path.join(world.root, 'barman.log'), path.join(world.localRoot, 'barman.log')];
+    const logFiles = () => [path.join(world.root, 'barman.log'), path.join(world.localRoot, 'barman.log'), ...(world.passiveLog ? [world.passiveLog] : [])];
     const logOffsets = new Map<string, number>();
     for (const f of logFiles()) logOffsets.set(f, 0);
     // The world's first WAL archived everywhere, then every server checked once.

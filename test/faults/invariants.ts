@@ -103,12 +103,13 @@ export class Checker {
 
   srvConfig(name: ServerName): ServerConfig {
     const info = this.world.server(name);
+    const cmd = this.world.cmd(name);
     let m = this.configs.get(info.conf);
-    if (!m || !m.has(name)) {
+    if (!m || !m.has(cmd)) {
       m = loadConfig(info.conf).servers as Map<string, ServerConfig>;
       this.configs.set(info.conf, m);
     }
-    const srv = m.get(name);
+    const srv = m.get(cmd);
     if (!srv) throw new Error(`server ${name} not in ${info.conf}`);
     return srv;
   }
@@ -188,6 +189,10 @@ export class Checker {
       if (r.code !== 0) v.push({ invariant: 'next command succeeds', server: 'lr', detail: describe(r) });
     }
     for (const s of servers) {
+      if (this.world.server(s).method === 'passive') {
+        v.push(...(await this.passiveNext(s)));
+        continue;
+      }
       const src = this.walSource(s);
       if (seg && src !== 'none') await this.waitWal(s, seg);
       v.push(...(await this.archiveWal(s)));
@@ -216,11 +221,25 @@ export class Checker {
     }
   }
 
+  /**
+   * A passive node's ordinary commands (what its cron spawns, run in the foreground): ask the
+   * primary (sync-info --primary), then copy the new WAL (sync-wals). A sync-backup still
+   * running (a race case) holds its own lock and does not stop these.
+   */
+  private async passiveNext(s: ServerName): Promise<Violation[]> {
+    const v: Violation[] = [];
+    for (const args of [['sync-info', '--primary', this.world.cmd(s)], ['sync-wals', this.world.cmd(s)]]) {
+      const r = await this.world.barman(s, args);
+      if (r.code !== 0) v.push({ invariant: 'next command succeeds', server: s, detail: describe(r) });
+    }
+    return v;
+  }
+
   private async archiveWal(s: ServerName): Promise<Violation[]> {
     let last: CmdResult | null = null;
     let failures = 0;
     for (let i = 0; i < 60; i++) {
-      const r = await this.world.barman(s, ['archive-wal', s]);
+      const r = await this.world.barman(s, ['archive-wal', this.world.cmd(s)]);
       if (r.code === 0) return [];
       last = r;
       if (/Another archive-wal process is already running/.test(r.stderr)) {
@@ -240,7 +259,7 @@ export class Checker {
       const waiting = (await this.catalog(s)).filter((e) => e.info.status === 'WAITING_FOR_WALS');
       if (waiting.length === 0) return v;
       for (const e of waiting) {
-        const r = await this.world.barman(s, ['check-backup', s, e.id]);
+        const r = await this.world.barman(s, ['check-backup', this.world.cmd(s), e.id]);
         if (r.code !== 0 && !/FAILED/.test(r.stderr)) v.push({ invariant: 'next command succeeds', server: s, detail: describe(r) });
       }
       if (this.walSource(s) !== 'none') {
@@ -322,7 +341,7 @@ export class Checker {
     const file = path.join(this.world.server(name).dir, 'wals', 'xlog.db');
     const read = () => (existsSync(file) ? readFileSync(file, 'latin1') : null);
     const before = read();
-    const r = await this.world.barman(name, ['rebuild-xlogdb', name]);
+    const r = await this.world.barman(name, ['rebuild-xlogdb', this.world.cmd(name)]);
     if (r.code !== 0) return [{ invariant: 'xlog.db agrees with wals/', server: name, detail: `rebuild-xlogdb failed: ${describe(r)}` }];
     const after = read() ?? '';
     if (before === null) return after.trim() === '' ? [] : [{ invariant: 'xlog.db agrees with wals/', server: name, detail: 'xlog.db missing although wals/ has files' }];
@@ -463,10 +482,10 @@ export class Checker {
       else if (!this.sampledMethods.has(info.method)) why = `first DONE backup of method ${info.method} (sample)`;
       else if (this.verified.get(key) === fp) continue;
       else if (name === 'enc') why = 'encrypted: no cheaper verification';
-      const cb = await this.world.barman(name, ['check-backup', name, e.id]);
+      const cb = await this.world.barman(name, ['check-backup', this.world.cmd(name), e.id]);
       if (cb.code !== 0) v.push({ invariant: 'DONE backups pass check-backup', server: name, detail: describe(cb) });
       if (why === null) {
-        const r = await this.world.barman(name, ['verify-backup', name, e.id]);
+        const r = await this.world.barman(name, ['verify-backup', this.world.cmd(name), e.id]);
         this.verifies++;
         if (r.code !== 0) {
           v.push({ invariant: 'DONE backups verify', server: name, detail: describe(r) });
@@ -510,7 +529,7 @@ export class Checker {
   async restoreAndStart(name: ServerName, id: string): Promise<string | null> {
     const info = this.world.server(name);
     const dest = path.join(await this.world.scratch('restore', info.user), 'data');
-    const r = await this.world.barman(name, ['recover', name, id, dest]);
+    const r = await this.world.barman(name, ['recover', this.world.cmd(name), id, dest]);
     if (r.code !== 0) return `recover failed: ${describe(r)}`;
     try {
       const { cluster } = await startRecoveredCluster(dest, undefined, { extraConf: { archive_mode: 'off' }, timeoutMs: 180_000 });
@@ -545,12 +564,12 @@ export class Checker {
   /** Barman 3.4: same backups and statuses; `check --nagios` fails for nothing barman-ts does not report. */
   private async barman34(name: ServerName, entries: readonly BackupEntry[], withCheck: boolean): Promise<Violation[]> {
     const v: Violation[] = [];
-    const lb = await this.world.py34(name, ['-f', 'json', 'list-backups', name]);
+    const lb = await this.world.py34(name, ['-f', 'json', 'list-backups', this.world.cmd(name)]);
     if (lb.code !== 0) {
       v.push({ invariant: 'Barman 3.4 reads the catalog', server: name, detail: describe(lb) });
     } else {
       try {
-        const listed = (JSON.parse(lb.stdout) as Record<string, Array<{ backup_id: string; status: string }>>)[name] ?? [];
+        const listed = (JSON.parse(lb.stdout) as Record<string, Array<{ backup_id: string; status: string }>>)[this.world.cmd(name)] ?? [];
         const theirs = new Map(listed.map((b) => [b.backup_id, b.status]));
         for (const e of entries) {
           const s = theirs.get(e.id);
@@ -569,7 +588,7 @@ export class Checker {
       const m = /FAILED: ([^|\n]*)/.exec(r.stdout);
       return new Set((m?.[1] ?? '').split(',').map((s) => s.trim()).filter(Boolean));
     };
-    const [py, ts] = await Promise.all([this.world.py34(name, ['check', '--nagios', name]), this.world.barman(name, ['check', '--nagios', name])]);
+    const [py, ts] = await Promise.all([this.world.py34(name, ['check', '--nagios', this.world.cmd(name)]), this.world.barman(name, ['check', '--nagios', this.world.cmd(name)])]);
     const pyFailed = failed(py);
     const tsFailed = failed(ts);
     if (!this.baseline34.has(name)) {

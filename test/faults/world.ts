@@ -34,7 +34,7 @@ export const GPG_PASSPHRASE = 'Gpg-fault-a8b2e6c4';
 export const SECRETS = [DB_PASSWORD, GPG_PASSPHRASE];
 export const PY_BARMAN = '/usr/bin/barman';
 
-export type ServerName = 'strm' | 'rsy' | 'agt' | 'enc' | 'wal' | 'full' | 'tl' | 'lr';
+export type ServerName = 'strm' | 'rsy' | 'agt' | 'enc' | 'wal' | 'full' | 'tl' | 'lr' | 'pas';
 
 export interface ServerInfo {
   name: ServerName;
@@ -48,6 +48,11 @@ export interface ServerInfo {
   /** Does Barman 3.4 claim to read this catalog? (not for encryption = gpg, a 3.14 feature) */
   barman34: boolean;
   method: string;
+  /**
+   * The server's name in its configuration when it differs from the campaign's key: a passive
+   * node bears its primary's name (`pas` is the passive copy of `strm`).
+   */
+  cmdName?: string;
 }
 
 const ini = (section: string, kv: Record<string, string>) => `[${section}]\n${Object.entries(kv).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`;
@@ -83,6 +88,8 @@ export class World {
   /** Highest begin_wal of a deleted backup per server: WAL before it may be gone. */
   horizon = new Map<ServerName, string>();
   standby: PgCluster | null = null;
+  /** Log file of the passive installation (addPassive), '' until it exists. */
+  passiveLog = '';
   private tmpfsMounted = false;
   private counter = 0;
 
@@ -234,6 +241,34 @@ export class World {
     for (const s of ['strm', 'agt', 'enc', 'lr'] as const) await this.waitStreaming(s);
   }
 
+  /**
+   * `pas`, a passive node of `strm` (spec §10), added by the sync cases: a third installation
+   * (barman user, its own barman_home) whose server `strm` has primary_ssh_command pointing at
+   * this world's main installation through the campaign's sshd; rsync pulls over that ssh.
+   */
+  async addPassive(): Promise<void> {
+    if (this.servers.has('pas')) return;
+    const root = await makeTempDir('faults-passive-', { owner: BARMAN_USER, mode: 0o755 });
+    const home = path.join(root, 'home');
+    const conf = path.join(root, 'barman.conf');
+    await runAs(BARMAN_USER, 'mkdir', ['-m', '0700', home], { check: true });
+    const cfg = await this.sshd.clientConfigFor(BARMAN_USER, [BARMAN_USER]);
+    const primary = this.serverSections.get('strm') ?? {};
+    const text = `${ini('barman', { barman_home: home, barman_user: BARMAN_USER, log_file: path.join(root, 'barman.log'), log_level: 'INFO' })}\n${ini('strm', {
+      // The remote shell runs `BARMAN_CONFIG_FILE=... barman sync-info strm ...`: the primary's configuration.
+      primary_ssh_command: `ssh -F ${cfg} barman@127.0.0.1 BARMAN_CONFIG_FILE=${this.conf}`,
+      conninfo: primary.conninfo ?? '',
+      backup_method: 'postgres',
+      archiver: 'off',
+      streaming_archiver: 'off',
+      compression: primary.compression ?? 'gzip',
+      description: '"fault campaign passive node"',
+    })}`;
+    await runAs(BARMAN_USER, 'tee', [conf], { input: text, check: true });
+    this.passiveLog = path.join(root, 'barman.log');
+    this.servers.set('pas', { name: 'pas', cmdName: 'strm', user: BARMAN_USER, conf, home, dir: path.join(home, 'strm'), streaming: false, barman34: true, method: 'passive' });
+  }
+
   async writeMainConfig(): Promise<void> {
     const global = {
       barman_home: this.home,
@@ -261,6 +296,11 @@ export class World {
       method: kv.backup_method ?? 'postgres',
       ...info,
     });
+  }
+
+  /** The name to give barman for the campaign server `key` (see ServerInfo.cmdName). */
+  cmd(key: ServerName): string {
+    return this.server(key).cmdName ?? key;
   }
 
   server(name: ServerName): ServerInfo {
