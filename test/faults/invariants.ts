@@ -160,6 +160,8 @@ export class Checker {
   /** Where a server's WAL arrives from: archive_command (rsy), streaming, or nowhere (synthetic). */
   private walSource(name: ServerName): 'archive' | 'stream' | 'none' {
     if (name === 'rsy') return 'archive';
+    // The timeline cases write their own WAL (on the standby they promote), not on cluster A.
+    if (name === 'tl') return 'none';
     return this.world.server(name).streaming ? 'stream' : 'none';
   }
 

@@ -26,6 +26,7 @@ import path from 'node:path';
 import { createGpgHome, type GpgHome } from '../helpers/gpg.js';
 import { PgCluster, quoteLiteral } from '../helpers/pg-cluster.js';
 import { startSshd, type Sshd } from '../helpers/sshd.js';
+import { startStandby } from '../helpers/standby.js';
 import { BARMAN_USER, POSTGRES_USER, ensureBarmanUser, lookupUser, makeTempDir, onExitCleanup, runAs, sleep, waitFor } from '../helpers/system.js';
 import { BARMAN_JS, NODE, REPO, exec, type CmdOptions, type CmdResult } from './exec.js';
 
@@ -269,6 +270,30 @@ export class World {
     this.servers.set('pas', { name: 'pas', cmdName: 'strm', user: BARMAN_USER, conf, home, dir: path.join(home, 'strm'), streaming: false, barman34: true, method: 'passive' });
   }
 
+  /**
+   * `tl`, added by the timeline cases: WAL streaming (receive-wal, slot bts_tl) from a hot
+   * standby of cluster A, which the cases promote (timeline 2) while it streams.
+   */
+  async addTimeline(): Promise<PgCluster> {
+    if (this.standby && this.servers.has('tl')) return this.standby;
+    this.standby = await startStandby(this.pg);
+    const conninfo = `${this.standby.conninfo} password=${DB_PASSWORD}`;
+    await this.addServer('tl', {
+      conninfo,
+      streaming_conninfo: conninfo,
+      create_slot: 'auto',
+      slot_name: 'bts_tl',
+      backup_method: 'postgres',
+      streaming_archiver: 'on',
+      archiver: 'off',
+      compression: 'gzip',
+      description: '"fault campaign: streaming from a standby promoted on the way"',
+    });
+    await this.barmanOk(null, ['cron']);
+    await this.waitStreaming('tl', 60_000, this.standby);
+    return this.standby;
+  }
+
   async writeMainConfig(): Promise<void> {
     const global = {
       barman_home: this.home,
@@ -348,11 +373,11 @@ export class World {
     await fs.writeFile(this.remoteFaultFile, spec);
   }
 
-  async waitStreaming(srv: ServerName, timeoutMs = 60_000): Promise<void> {
+  async waitStreaming(srv: ServerName, timeoutMs = 60_000, on: PgCluster = this.pg): Promise<void> {
     const slot = `bts_${srv}`;
     await waitFor(
       async () => {
-        const r = await this.pg.psql(`SELECT active FROM pg_replication_slots WHERE slot_name = '${slot}'`);
+        const r = await on.psql(`SELECT active FROM pg_replication_slots WHERE slot_name = '${slot}'`);
         if (r === 't') return true;
         await this.barman(srv === 'lr' ? 'lr' : null, ['cron']);
         return false;
