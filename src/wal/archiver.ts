@@ -382,23 +382,15 @@ class ArchiveRun {
     const head: Buffer[] = [];
     let headBytes = 0;
     let size = 0;
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        if (headBytes < LONG_HEADER_BYTES) {
-          head.push(chunk.subarray(0, LONG_HEADER_BYTES - headBytes));
-          headBytes += Math.min(chunk.length, LONG_HEADER_BYTES - headBytes);
-        }
-        size += chunk.length;
-        cb();
-      },
+    const failed = await this.decompressInto(file, algo, (chunk) => {
+      if (headBytes < LONG_HEADER_BYTES) {
+        head.push(chunk.subarray(0, LONG_HEADER_BYTES - headBytes));
+        headBytes += Math.min(chunk.length, LONG_HEADER_BYTES - headBytes);
+      }
+      size += chunk.length;
+      return null;
     });
-    await fsp.access(file, fs.constants.R_OK);
-    try {
-      await pipeline(fs.createReadStream(file), decompressStream(algo, this.incomingCustom), sink);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).syscall !== undefined) throw err; // the file itself cannot be read
-      return `does not decompress as ${algo} (${errorMessage(err)})`;
-    }
+    if (failed !== null) return failed;
     const problem = segmentProblem(name, size, parseSegmentHeader(Buffer.concat(head)));
     return problem === null ? null : `decompressed with ${algo}, ${problem}`;
   }
@@ -407,15 +399,29 @@ class ArchiveRun {
   private async historyFileProblem(name: string, file: string, size: bigint, algo: CompressionName | null): Promise<string | null> {
     if (size > BigInt(MAX_HISTORY_BYTES)) return `is ${size} bytes long: too large for a timeline history file`;
     if (algo === null) return historyProblem(name, (await fsp.readFile(file)).toString('latin1'));
-    // Streamed with a cap: a small compressed file may expand to far more than any history file.
+    // Capped: a small compressed file may expand to far more than any history file.
     const parts: Buffer[] = [];
     let total = 0;
+    const failed = await this.decompressInto(file, algo, (chunk) => {
+      total += chunk.length;
+      if (total > MAX_HISTORY_BYTES) return new Error('too large for a timeline history file');
+      parts.push(chunk);
+      return null;
+    });
+    if (failed !== null) return failed;
+    const problem = historyProblem(name, Buffer.concat(parts).toString('latin1'));
+    return problem === null ? null : `decompressed with ${algo}, ${problem}`;
+  }
+
+  /**
+   * Stream `file` through the `algo` decompressor into `take` (never the whole file in memory;
+   * `take` may stop it with an Error). Returns why the content does not decompress, or null; a
+   * file that cannot be read throws.
+   */
+  private async decompressInto(file: string, algo: CompressionName, take: (chunk: Buffer) => Error | null): Promise<string | null> {
     const sink = new Writable({
       write(chunk: Buffer, _enc, cb) {
-        total += chunk.length;
-        if (total > MAX_HISTORY_BYTES) return cb(new Error('too large for a timeline history file'));
-        parts.push(chunk);
-        cb();
+        cb(take(chunk));
       },
     });
     await fsp.access(file, fs.constants.R_OK);
@@ -425,8 +431,7 @@ class ArchiveRun {
       if ((err as NodeJS.ErrnoException).syscall !== undefined) throw err; // the file itself cannot be read
       return `does not decompress as ${algo} (${errorMessage(err)})`;
     }
-    const problem = historyProblem(name, Buffer.concat(parts).toString('latin1'));
-    return problem === null ? null : `decompressed with ${algo}, ${problem}`;
+    return null;
   }
 
   /** Move a file to errors/<name>.<UTC stamp>.<kind>; `why` replaces the usual unknown-file warning. */

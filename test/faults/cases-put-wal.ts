@@ -64,11 +64,7 @@ function nextHistory(): string {
 /** put-wal of a file that is not the WAL its name says: acknowledged, then set aside by archive-wal. */
 function setAsideCase(id: string, point: string, make: () => [string, Buffer]): FaultCase {
   return {
-    id: `put-wal/hostile/${id}`,
-    process: 'put-wal',
-    point,
-    kind: 'hostile input',
-    servers: [SRV],
+    ...hostile(id, point, () => Buffer.alloc(0)),
     async run(ctx) {
       const [n, d] = make();
       const r = await putWal(ctx.world, SRV, walTar([[n, d]])); // tar mtime of 2023: past any grace period

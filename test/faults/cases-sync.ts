@@ -10,7 +10,7 @@
  */
 import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { descendants, describe, type CmdResult } from './exec.js';
+import { descendants, describe, type CmdResult, type Running } from './exec.js';
 import { firstLine, how, startBarman, waitForFile } from './common.js';
 import type { CaseContext, FaultCase, FaultKind } from './types.js';
 
@@ -60,6 +60,17 @@ async function finishes(ctx: CaseContext, id: string, r: CmdResult): Promise<str
   const final = await passiveStatus(ctx, id);
   ctx.expect(final === 'DONE', `${id} is DONE on the passive node after the rerun (${final})`);
   return `${how(r)}${r.code ? `: ${firstLine(r)}` : ''}; left ${left}; rerun ${how(again)}, ${final}`;
+}
+
+/** A whole copy of the primary's newest backup, started and paused after its first rsync run. */
+async function pausedSync(ctx: CaseContext): Promise<{ id: string; run: Running; resume: () => Promise<void> }> {
+  await passiveReady(ctx);
+  const id = await primaryBackup(ctx);
+  await unsync(ctx, id);
+  const flag = ctx.flag('sync-paused');
+  const run = startBarman(ctx.world, P, ['sync-backup', SRV, id], { fault: `sync-backup:bucket-copied=pause:${flag}`, env: SMALL_BUCKETS });
+  ctx.expect(await waitForFile(`${flag}.reached`, run), 'sync-backup reached the pause');
+  return { id, run, resume: () => fs.writeFile(flag, '') };
 }
 
 function syncBackupFault(point: string, action: 'kill' | 'term', kind: FaultKind): FaultCase {
@@ -113,15 +124,10 @@ export function syncCases(): FaultCase[] {
     servers: [P],
     needs: { strm: 1 },
     async run(ctx) {
-      await passiveReady(ctx);
-      const id = await primaryBackup(ctx);
-      await unsync(ctx, id);
-      const flag = ctx.flag('sync-paused');
       // Paused after the first bucket, the next rsync (and its ssh) is being started or runs:
       // resume and kill the first ssh seen.
-      const run = startBarman(ctx.world, P, ['sync-backup', SRV, id], { fault: `sync-backup:bucket-copied=pause:${flag}`, env: SMALL_BUCKETS });
-      ctx.expect(await waitForFile(`${flag}.reached`, run), 'sync-backup reached the pause');
-      await fs.writeFile(flag, '');
+      const { id, run, resume } = await pausedSync(ctx);
+      await resume();
       let killed = 0;
       let ended = false;
       void run.done.then(() => (ended = true));
@@ -155,14 +161,9 @@ export function syncCases(): FaultCase[] {
     servers: [P],
     needs: { strm: 1 },
     async run(ctx) {
-      await passiveReady(ctx);
-      const id = await primaryBackup(ctx);
-      await unsync(ctx, id);
-      const flag = ctx.flag('race-paused');
-      const first = startBarman(ctx.world, P, ['sync-backup', SRV, id], { fault: `sync-backup:bucket-copied=pause:${flag}`, env: SMALL_BUCKETS });
-      ctx.expect(await waitForFile(`${flag}.reached`, first), 'first sync-backup reached the pause');
+      const { id, run: first, resume } = await pausedSync(ctx);
       const second = await ctx.world.barman(P, ['sync-backup', SRV, id]);
-      await fs.writeFile(flag, '');
+      await resume();
       const r = await first.done;
       ctx.expect(second.code !== 0 && /already running|in progress/i.test(second.stderr + second.stdout), `the second sync-backup is refused while the first copies: ${describe(second)}`);
       ctx.expect(r.code === 0, `the first completes: ${describe(r)}`);
