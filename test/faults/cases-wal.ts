@@ -190,7 +190,7 @@ function getWalHostile(id: string, name: string, pattern?: RegExp): FaultCase[] 
 
 function walRestore(ctx: CaseContext, name: string, dest: string, extra: string[] = []): Promise<CmdResult> {
   const w = ctx.world;
-  return exec([path.join(REPO, 'bin', 'barman-wal-restore'), '-c', w.conf, '--ssh-config', w.sshCfgPostgres, '-U', BARMAN_USER, ...extra, '127.0.0.1', SRV, name, dest], {
+  return exec([path.join(REPO, 'bin', 'barman-wal-restore'), '-c', w.server(SRV).conf, '--ssh-config', w.sshCfgPostgres, '-U', BARMAN_USER, ...extra, '127.0.0.1', SRV, name, dest], {
     user: POSTGRES_USER,
     timeoutMs: 60_000,
   });
@@ -329,7 +329,7 @@ export function walCases(): FaultCase[] {
       const dest = path.join(dir, name!);
       const w = ctx.world;
       const { start } = await import('./exec.js');
-      const run = start([path.join(REPO, 'bin', 'barman-wal-restore'), '-c', w.conf, '--ssh-config', w.sshCfgPostgres, '-U', BARMAN_USER, '127.0.0.1', SRV, name!, dest], { user: POSTGRES_USER });
+      const run = start([path.join(REPO, 'bin', 'barman-wal-restore'), '-c', w.server(SRV).conf, '--ssh-config', w.sshCfgPostgres, '-U', BARMAN_USER, '127.0.0.1', SRV, name!, dest], { user: POSTGRES_USER });
       const { descendants } = await import('./exec.js');
       let killed = false;
       const t0 = Date.now();

@@ -35,7 +35,7 @@ import { isOpenPgpMessage } from '../../src/util/gpg.js';
 import { walNameKind } from '../../src/wal/names.js';
 import { startRecoveredCluster } from '../helpers/pg-cluster.js';
 import { sleep } from '../helpers/system.js';
-import { describe, transcript, type CmdResult } from './exec.js';
+import { describe, type CmdResult } from './exec.js';
 import { SECRETS, type ServerName, type World } from './world.js';
 
 export interface Violation {
@@ -621,4 +621,3 @@ export async function logSince(file: string, offset: number): Promise<{ text: st
   }
 }
 
-export { transcript };

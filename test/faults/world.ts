@@ -34,6 +34,8 @@ export const DB_PASSWORD = 'Pw-fault-7f3c1d9e';
 export const GPG_PASSPHRASE = 'Gpg-fault-a8b2e6c4';
 export const SECRETS = [DB_PASSWORD, GPG_PASSPHRASE];
 export const PY_BARMAN = '/usr/bin/barman';
+/** Servers of WAL-only cases (no PostgreSQL behind them): their own configuration and lane. */
+export const WAL_LANE: ReadonlySet<string> = new Set(['wal', 'full']);
 
 export type ServerName = 'strm' | 'rsy' | 'agt' | 'enc' | 'wal' | 'full' | 'tl' | 'lr' | 'pas';
 
@@ -65,6 +67,8 @@ export class World {
   localRoot = '';
   localHome = '';
   localConf = '';
+  /** Configuration of the WAL-only servers (WAL_LANE). */
+  walConf = '';
   tmpfs = '';
   ledger = '';
   remoteFaultFile = '';
@@ -99,6 +103,7 @@ export class World {
     this.root = await makeTempDir('faults-', { owner: BARMAN_USER, mode: 0o755 });
     this.home = path.join(this.root, 'home');
     this.conf = path.join(this.root, 'barman.conf');
+    this.walConf = path.join(this.root, 'barman-wal.conf');
     await runAs(BARMAN_USER, 'mkdir', ['-m', '0700', this.home], { check: true });
 
     this.sshd = await startSshd();
@@ -202,7 +207,7 @@ export class World {
       this.servers.set(name, {
         name,
         user: BARMAN_USER,
-        conf: this.conf,
+        conf: WAL_LANE.has(name) ? this.walConf : this.conf,
         home: this.home,
         dir: sec.backup_directory ?? path.join(this.home, name),
         streaming: sec.streaming_archiver === 'on',
@@ -237,6 +242,7 @@ export class World {
 
     // Directories, slots, receive-wal; then WAL shipping.
     await this.barmanOk(null, ['cron']);
+    await this.barmanOk('wal', ['cron']);
     await this.barmanOk('lr', ['cron']);
     await this.pg.psql(`ALTER SYSTEM SET archive_command = ${quoteLiteral(`${ack} %p %f`)}; SELECT pg_reload_conf();`);
     for (const s of ['strm', 'agt', 'enc', 'lr'] as const) await this.waitStreaming(s);
@@ -294,16 +300,26 @@ export class World {
     return this.standby;
   }
 
+  /**
+   * The main configuration, and beside it the one of the WAL-only servers (WAL_LANE): same
+   * barman_home, its own log file. The main `cron` of the other cases never touches them, so
+   * their cases can run at the same time as the others (campaign.ts, two lanes).
+   */
   async writeMainConfig(): Promise<void> {
-    const global = {
-      barman_home: this.home,
-      barman_user: BARMAN_USER,
-      log_file: path.join(this.root, 'barman.log'),
-      log_level: 'INFO',
-    };
-    let text = ini('barman', global);
-    for (const [name, kv] of this.serverSections) text += `\n${ini(name, kv)}`;
+    const global = (log: string) => ({ barman_home: this.home, barman_user: BARMAN_USER, log_file: path.join(this.root, log), log_level: 'INFO' });
+    let text = ini('barman', global('barman.log'));
+    let walText = ini('barman', global('barman-wal.log'));
+    for (const [name, kv] of this.serverSections) {
+      if (WAL_LANE.has(name)) walText += `\n${ini(name, kv)}`;
+      else text += `\n${ini(name, kv)}`;
+    }
     await runAs(BARMAN_USER, 'tee', [this.conf], { input: text, check: true });
+    await runAs(BARMAN_USER, 'tee', [this.walConf], { input: walText, check: true });
+  }
+
+  /** Log files of every installation (the campaign reads what each case added). */
+  logFiles(): string[] {
+    return [path.join(this.root, 'barman.log'), path.join(this.root, 'barman-wal.log'), path.join(this.localRoot, 'barman.log'), ...(this.passiveLog ? [this.passiveLog] : [])];
   }
 
   /** Add (or replace) a server section of the main configuration. */
