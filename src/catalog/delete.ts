@@ -221,12 +221,13 @@ async function checkDeletable(srv: ServerConfig, entries: readonly BackupEntry[]
 }
 
 /**
- * Remove the archived WALs a policy selects. Without wal_delete hooks: the files (durably), then
- * xlog.db, all under the xlogdb lock. With hooks: xlog.db first, then the files, each between
- * its pre and post wal_delete hooks. Hooks never run under the xlogdb lock (a hanging
- * script must not block archiving): with wal_delete hooks configured, xlog.db is rewritten under
- * the lock and the files are removed after it is released. If a hook stops the removal
- * (HookAbortError) or fails, the lines of the files still on disk go back into xlog.db.
+ * Remove the archived WALs a policy selects: the files (durably), then their xlog.db lines
+ * (Barman's order), so that an interruption never leaves a file no catalog line knows about.
+ * Without wal_delete hooks all of it runs under the xlogdb lock. Hooks never run under the
+ * lock (a hanging script must not block archiving): with wal_delete hooks the selection and the
+ * final rewrite take the lock, and each file is removed between its pre and post hooks in
+ * between. If a hook stops the removal (HookAbortError) or fails, the lines of the files
+ * removed so far are dropped and the rest stay listed.
  */
 export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy, ev: DeleteEvents = {}): Promise<string[]> {
   const walsDir = serverPaths(srv).walsDir;
@@ -265,13 +266,16 @@ export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy, ev:
     });
   }
 
+  // With hooks, the same order without holding the lock while scripts run: choose under the
+  // lock, remove each file between its hooks, then drop the lines of the files now gone under
+  // the lock again. Interrupted anywhere, xlog.db still lists every file left (and maybe a few
+  // already removed, which the next delete or rebuild-xlogdb drops): never a file it forgot.
   const selected = await withXlogDb(srv, async (db) => {
     const wals = await db.read();
     const drop = new Set(selectWalsToRemove(policy, wals));
-    if (drop.size === 0) return [];
-    await db.rewrite(wals.filter((w) => !drop.has(w.name)));
     return wals.filter((w) => drop.has(w.name));
   });
+  if (selected.length === 0) return [];
   const removed: string[] = [];
   try {
     for (const w of selected) {
@@ -279,23 +283,21 @@ export async function cleanWals(srv: ServerConfig, policy: WalCleanupPolicy, ev:
       await runHooks(srv, 'wal_delete', 'pre', walHookVars(info), { warning: ev.warning });
       await unlinkIfExists(info.file);
       removed.push(w.name);
+      faultPoint('delete:wal-unlinked');
       await runHooks(srv, 'wal_delete', 'post', walHookVars(info), { warning: ev.warning });
     }
-  } catch (err) {
-    const done = new Set(removed);
-    const back = selected.filter((w) => !done.has(w.name));
-    if (back.length > 0) {
+  } finally {
+    if (removed.length > 0) {
+      await tidy(removed);
       await withXlogDb(srv, async (db) => {
+        // Only the lines of files that are really gone: one archived again meanwhile stays listed.
+        const gone = new Set<string>();
+        for (const name of removed) if (!(await pathExists(fileOf(name)))) gone.add(name);
         const current = await db.read();
-        const known = new Set(current.map((w) => w.name));
-        const merged = [...current, ...back.filter((w) => !known.has(w.name))];
-        merged.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-        await db.rewrite(merged);
+        if (current.some((w) => gone.has(w.name))) await db.rewrite(current.filter((w) => !gone.has(w.name)));
+        faultPoint('delete:xlogdb-rewritten');
       });
     }
-    throw err;
-  } finally {
-    if (removed.length > 0) await tidy(removed);
   }
   return removed;
 }

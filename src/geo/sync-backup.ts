@@ -30,6 +30,7 @@ import { backupLockPath, ensureServerDirs, syncBackupLockPath } from '../catalog
 import { evaluateBackup } from '../backup/check-backup.js';
 import { MANIFEST_NAME, verifyDataFiles } from '../backup/manifest.js';
 import { linkTablespaceCopies } from '../backup/rsync-executor.js';
+import { faultPoint } from '../util/fault.js';
 import type { ListedEntry, ReuseMode } from '../backup/rsync-plan.js';
 import { CopySink, RsyncRunner, copyTrees, reusableDir, type Tree } from '../backup/tree-copy.js';
 import { subprocessEnv } from '../postgres/binaries.js';
@@ -298,6 +299,7 @@ async function copyFromPrimary(req: CopyRequest): Promise<{ bytesReceived: numbe
       },
       onCopied: async (_t, names) => {
         state.add(names.map((n) => byName.get(n)).filter((e): e is ListedEntry => e !== undefined));
+        faultPoint('sync-backup:bucket-copied');
         if (state.pendingSize >= maxBucket) state.flushSoon(dest, env, (e) => log.warning(`backup ${id} of ${srv.name}: cannot record the files already copied: ${errorMessage(e)}`));
       },
     });
@@ -376,6 +378,7 @@ export async function syncBackup(srv: ServerConfig, id: string, ev: SyncBackupEv
     await saveBackupInfo(srv, id, info, { create: true });
     log.info(`Synchronising with server ${srv.name} backup ${id}: file copy`);
     const copied = await copyFromPrimary({ srv, id, info, primary, local, ev, signal });
+    faultPoint('sync-backup:copied');
     if (signal.aborted) throw new BarmanError('interrupted by signal');
     // Complete and verified: it now needs its WAL files, like any backup (DONE when they are here).
     const waiting: BackupInfo = { ...info, status: WAITING_FOR_WALS, error: null };

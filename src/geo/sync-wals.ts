@@ -28,6 +28,7 @@ import { rsyncErrorLine, transportArgs } from '../backup/rsync-plan.js';
 import { subprocessEnv } from '../postgres/binaries.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { fsyncDir } from '../util/fsutil.js';
+import { faultPoint } from '../util/fault.js';
 import { logger } from '../util/log.js';
 import { run } from '../util/proc.js';
 import { hashDir, walNameKind } from '../wal/names.js';
@@ -169,11 +170,13 @@ async function syncWalsLocked(srv: ServerConfig, ev: SyncWalsEvents): Promise<Sy
   await ensureServerDirs(srv);
   if (todo.length > 0) {
     await copyWals(srv, primary.config.wals_directory, todo);
+    faultPoint('sync-wals:copied');
     const entries: XlogDbEntry[] = todo.map((w) => ({ name: w.name, size: w.size, time: w.time, compression: w.compression, encryption: w.encryption }));
     await withXlogDb(srv, async (db) => {
       const known = new Set((await db.read()).map((e) => e.name));
       await db.append(entries.filter((e) => !known.has(e.name)));
     });
+    faultPoint('sync-wals:cataloged');
     log.info(`sync-wals of ${srv.name}: ${todo.length} WAL file(s) copied, ${todo[0]?.name ?? ''} to ${todo.at(-1)?.name ?? ''}`);
   }
   await writeSyncWalsInfo(srv, primary.last_name, primary.last_position);

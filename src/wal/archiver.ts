@@ -59,7 +59,7 @@ import {
   type CompressionName,
   type CustomCompressionConfig,
 } from './compression.js';
-import { hashDir, walNameKind, type WalNameKind } from './names.js';
+import { hashDir, historyProblem, walNameKind, type WalNameKind } from './names.js';
 import { mapPool } from '../util/pool.js';
 import { HookAbortError, hasHooks, runHooks, walHookVars } from '../hooks/hooks.js';
 import { GPG_ENCRYPTION, decryptToBuffer, gpgRunner, walEncryptionKey } from '../catalog/encryption.js';
@@ -119,6 +119,9 @@ const COMMIT_GROUP = 128;
 
 /** How long a segment of the wrong size may still be arriving before it goes to errors/. */
 export const SIZE_GRACE_MS = 60_000;
+
+/** A timeline history file has a line per ancestor timeline: a few KiB at most in practice. */
+const MAX_HISTORY_BYTES = 16 << 20;
 
 /**
  * Take `.<srv>-archive-wal.lock` (LockBusyError when another archive-wal runs), then run the
@@ -379,14 +382,46 @@ class ArchiveRun {
     const head: Buffer[] = [];
     let headBytes = 0;
     let size = 0;
+    const failed = await this.decompressInto(file, algo, (chunk) => {
+      if (headBytes < LONG_HEADER_BYTES) {
+        head.push(chunk.subarray(0, LONG_HEADER_BYTES - headBytes));
+        headBytes += Math.min(chunk.length, LONG_HEADER_BYTES - headBytes);
+      }
+      size += chunk.length;
+      return null;
+    });
+    if (failed !== null) return failed;
+    const problem = segmentProblem(name, size, parseSegmentHeader(Buffer.concat(head)));
+    return problem === null ? null : `decompressed with ${algo}, ${problem}`;
+  }
+
+  /** What is wrong with a timeline history file (null: nothing); a file that cannot be read throws. */
+  private async historyFileProblem(name: string, file: string, size: bigint, algo: CompressionName | null): Promise<string | null> {
+    if (size > BigInt(MAX_HISTORY_BYTES)) return `is ${size} bytes long: too large for a timeline history file`;
+    if (algo === null) return historyProblem(name, (await fsp.readFile(file)).toString('latin1'));
+    // Capped: a small compressed file may expand to far more than any history file.
+    const parts: Buffer[] = [];
+    let total = 0;
+    const failed = await this.decompressInto(file, algo, (chunk) => {
+      total += chunk.length;
+      if (total > MAX_HISTORY_BYTES) return new Error('too large for a timeline history file');
+      parts.push(chunk);
+      return null;
+    });
+    if (failed !== null) return failed;
+    const problem = historyProblem(name, Buffer.concat(parts).toString('latin1'));
+    return problem === null ? null : `decompressed with ${algo}, ${problem}`;
+  }
+
+  /**
+   * Stream `file` through the `algo` decompressor into `take` (never the whole file in memory;
+   * `take` may stop it with an Error). Returns why the content does not decompress, or null; a
+   * file that cannot be read throws.
+   */
+  private async decompressInto(file: string, algo: CompressionName, take: (chunk: Buffer) => Error | null): Promise<string | null> {
     const sink = new Writable({
       write(chunk: Buffer, _enc, cb) {
-        if (headBytes < LONG_HEADER_BYTES) {
-          head.push(chunk.subarray(0, LONG_HEADER_BYTES - headBytes));
-          headBytes += Math.min(chunk.length, LONG_HEADER_BYTES - headBytes);
-        }
-        size += chunk.length;
-        cb();
+        cb(take(chunk));
       },
     });
     await fsp.access(file, fs.constants.R_OK);
@@ -396,8 +431,7 @@ class ArchiveRun {
       if ((err as NodeJS.ErrnoException).syscall !== undefined) throw err; // the file itself cannot be read
       return `does not decompress as ${algo} (${errorMessage(err)})`;
     }
-    const problem = segmentProblem(name, size, parseSegmentHeader(Buffer.concat(head)));
-    return problem === null ? null : `decompressed with ${algo}, ${problem}`;
+    return null;
   }
 
   /** Move a file to errors/<name>.<UTC stamp>.<kind>; `why` replaces the usual unknown-file warning. */
@@ -520,6 +554,20 @@ class ArchiveRun {
         }
       }
 
+      if (c.kind === 'history' && !preEncrypted) {
+        // Recovery reads history files to follow timelines: an empty or foreign one in the
+        // archive would break it later, far from the cause. Like a segment that does not match
+        // its header: left while it may still be arriving, then set aside in errors/.
+        const problem = await this.historyFileProblem(c.name, c.src, st.size, detected);
+        if (problem !== null) {
+          if (Date.now() - Number(st.mtimeMs) < SIZE_GRACE_MS) {
+            rep.waiting.push(c.name);
+            return null;
+          }
+          await this.reject(c.src, c.name, 'unknown', rep, problem);
+          return null;
+        }
+      }
       if (await pathExists(dst)) {
         if (await this.sameContent(c, dst, detected, preEncrypted)) return { type: 'matching', name: c.name, src: c.src, dst };
         await this.reject(c.src, c.name, 'duplicate', rep);

@@ -315,6 +315,31 @@ export function parseHistoryFile(text: string): HistoryEntry[] {
   return entries;
 }
 
+/**
+ * What is wrong with `text` as the content of the history file `name` (null: nothing). What
+ * PostgreSQL itself demands when it reads one: at least one line (timeline 1 has no history
+ * file), every line `parentTLI<TAB>switchpoint<TAB>reason`, parent timelines increasing and
+ * below the file's own timeline.
+ */
+export function historyProblem(name: string, text: string): string | null {
+  if (text.includes('\0')) return 'is not a timeline history file (NUL bytes)';
+  let entries: HistoryEntry[];
+  try {
+    entries = parseHistoryFile(text);
+  } catch (err) {
+    return `is not a timeline history file (${(err as Error).message})`;
+  }
+  if (entries.length === 0) return 'is not a timeline history file (no timeline line)';
+  const tli = timelineOf(name);
+  let prev = 0;
+  for (const e of entries) {
+    if (e.parentTli <= prev) return `is not a timeline history file (timeline ${e.parentTli} after ${prev}: not increasing)`;
+    if (e.parentTli >= tli) return `is not a timeline history file (parent timeline ${e.parentTli} is not below ${tli})`;
+    prev = e.parentTli;
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Names that arrive from outside (get-wal arguments, put-wal tar members)
 

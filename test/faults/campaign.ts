@@ -17,11 +17,11 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { cleanupAll } from '../helpers/pg-cluster.js';
 import { BARMAN_USER, isRoot, makeTempDir } from '../helpers/system.js';
-import { faultLog, transcript, REPO } from './exec.js';
+import { caseTrace, REPO, type CaseTrace } from './exec.js';
 import { Checker, logSince, outputViolations, type Violation } from './invariants.js';
 import { reportBase, writeReports } from './report.js';
 import type { CaseContext, CaseResult, FaultCase } from './types.js';
-import { World, type ServerName } from './world.js';
+import { WAL_LANE, World, type ServerName } from './world.js';
 import { allCases } from './table.js';
 import { stopCloud } from './cases-cloud.js';
 
@@ -84,9 +84,8 @@ async function main(): Promise<number> {
     const flagsRoot = await makeTempDir('faults-flags-', { owner: BARMAN_USER, mode: 0o1777 });
     // Baseline: every server checked once before any fault (and Barman 3.4's known differences).
     const baseServers = [...world.servers.keys()];
-    const logFiles = () => [path.join(world.root, 'barman.log'), path.join(world.localRoot, 'barman.log')];
     const logOffsets = new Map<string, number>();
-    for (const f of logFiles()) logOffsets.set(f, 0);
+    for (const f of world.logFiles()) logOffsets.set(f, 0);
     // The world's first WAL archived everywhere, then every server checked once.
     for (const v of await checker.next(baseServers)) process.stdout.write(`  baseline next: ${v.invariant}: ${v.detail}\n`);
     for (const s of baseServers) {
@@ -96,13 +95,17 @@ async function main(): Promise<number> {
     setupMs = Date.now() - t0;
     process.stdout.write(`world ready in ${(setupMs / 1000).toFixed(1)} s\n`);
 
-    for (const [i, c] of cases.entries()) {
+    const walLog = path.join(world.root, 'barman-wal.log');
+    const runCase = async (c: FaultCase, i: number, lane: 'wal' | 'main'): Promise<void> => {
+      const trace = caseTrace.getStore() as CaseTrace;
       const caseDir = path.join(flagsRoot, c.id.replace(/[^A-Za-z0-9_.-]/g, '_'));
       mkdirSync(caseDir, { recursive: true, mode: 0o1777 });
       await fs.chmod(caseDir, 0o1777);
+      const faultLog = trace.faultLog;
       faultLog.file = path.join(caseDir, 'fired.log');
       appendFileSync(faultLog.file, '');
       await fs.chmod(faultLog.file, 0o666);
+      const firedFile = faultLog.file;
       const notes: string[] = [];
       const violations: Violation[] = [];
       const ctx: CaseContext = {
@@ -110,7 +113,7 @@ async function main(): Promise<number> {
         checker,
         dir: caseDir,
         flag: (name) => path.join(caseDir, name),
-        fired: () => (existsSync(faultLog.file) ? readFileSync(faultLog.file, 'utf8').split('\n').filter(Boolean).map((l) => l.split(' ').slice(1).join(' ')) : []),
+        fired: () => (existsSync(firedFile) ? readFileSync(firedFile, 'utf8').split('\n').filter(Boolean).map((l) => l.split(' ').slice(1).join(' ')) : []),
         expect: (ok, what) => {
           if (!ok) violations.push({ invariant: 'case expectation', detail: what });
         },
@@ -121,8 +124,10 @@ async function main(): Promise<number> {
       };
       const tc = Date.now();
       const cc = cpuNowMs();
+      const transcript = trace.transcript;
       transcript.length = 0;
       let outcome = '';
+      let result: CaseResult;
       try {
         if (c.needs) await ensureBackups(world, checker, c.needs);
         const before = new Set<string>();
@@ -151,23 +156,47 @@ async function main(): Promise<number> {
           }
           lastKeys.set(c.servers.join(','), await checker.stateKey(c.servers));
         }
+        // Each lane reads the log of its own installations: the other lane's lines are its own.
         const logs: Array<[string, string]> = [];
-        for (const f of logFiles()) {
+        for (const f of world.logFiles().filter((f) => (f === walLog) === (lane === 'wal'))) {
           const { text, size } = await logSince(f, logOffsets.get(f) ?? 0);
           logOffsets.set(f, size);
           logs.push([f, text]);
         }
         violations.push(...outputViolations(transcript, logs));
-        results.push({ id: c.id, process: c.process, point: c.point, kind: c.kind, outcome, violations, notes, ms: Date.now() - tc, cpuMs: cpuNowMs() - cc, checkedServers: checked, knownFailure: c.knownFailure });
+        result = { id: c.id, process: c.process, point: c.point, kind: c.kind, outcome, violations, notes, ms: Date.now() - tc, cpuMs: cpuNowMs() - cc, checkedServers: checked, knownFailure: c.knownFailure };
       } catch (err) {
         violations.push({ invariant: 'campaign', detail: `the checks themselves failed: ${(err as Error).stack ?? String(err)}` });
-        results.push({ id: c.id, process: c.process, point: c.point, kind: c.kind, outcome, violations, notes, ms: Date.now() - tc, cpuMs: cpuNowMs() - cc, checkedServers: [] });
+        result = { id: c.id, process: c.process, point: c.point, kind: c.kind, outcome, violations, notes, ms: Date.now() - tc, cpuMs: cpuNowMs() - cc, checkedServers: [] };
       }
-      const last = results[results.length - 1] as CaseResult;
-      const mark = last.violations.length === 0 ? 'ok  ' : 'FAIL';
-      process.stdout.write(`${mark} [${i + 1}/${cases.length}] ${c.id} (${(last.ms / 1000).toFixed(1)} s): ${last.outcome}\n`);
-      for (const v of last.violations) process.stdout.write(`       ${v.invariant}${v.server ? ` [${v.server}]` : ''}: ${v.detail.split('\n').join('\n         ')}\n`);
-    }
+      byIndex.set(i, result);
+      const mark = result.violations.length === 0 ? 'ok  ' : 'FAIL';
+      const lines = [`${mark} [${i + 1}/${cases.length}] ${c.id} (${(result.ms / 1000).toFixed(1)} s): ${result.outcome}\n`];
+      for (const v of result.violations) lines.push(`       ${v.invariant}${v.server ? ` [${v.server}]` : ''}: ${v.detail.split('\n').join('\n         ')}\n`);
+      process.stdout.write(lines.join(''));
+    };
+
+    // Two lanes at once: the WAL-only cases (servers of their own configuration, no PostgreSQL
+    // behind them, no cron of the main installation) and all the others, each in table order.
+    // Most of a case's time is spent waiting (processes starting, PostgreSQL, ssh): the lanes
+    // overlap those waits. BTS_FAULT_LANES=1 runs everything in one lane.
+    const byIndex = new Map<number, CaseResult>();
+    const isWal = (c: FaultCase) => c.servers.length > 0 && c.servers.every((s) => WAL_LANE.has(s));
+    const oneLane = process.env.BTS_FAULT_LANES === '1';
+    const lanes: Array<['wal' | 'main', Array<[FaultCase, number]>]> = oneLane
+      ? [['main', cases.map((c, i): [FaultCase, number] => [c, i])]]
+      : [
+          ['wal', cases.map((c, i): [FaultCase, number] => [c, i]).filter(([c]) => isWal(c))],
+          ['main', cases.map((c, i): [FaultCase, number] => [c, i]).filter(([c]) => !isWal(c))],
+        ];
+    await Promise.all(
+      lanes.map(([lane, list]) =>
+        caseTrace.run({ transcript: [], faultLog: { file: '' } }, async () => {
+          for (const [c, i] of list) await runCase(c, i, oneLane ? (isWal(c) ? 'wal' : 'main') : lane);
+        }),
+      ),
+    );
+    results.push(...[...byIndex.entries()].sort((x, y) => x[0] - y[0]).map(([, r]) => r));
     pgCpuMs = cpuOfPidMs(world.pg?.postmasterPid());
   } finally {
     await stopCloud().catch(() => undefined);

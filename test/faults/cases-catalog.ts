@@ -145,7 +145,7 @@ export function catalogCases(): FaultCase[] {
     kind: 'hostile input',
     servers: ['wal'],
     async run(ctx) {
-      const r = await ctx.world.barman(null, ['backup', '../../etc']);
+      const r = await ctx.world.barman('wal', ['backup', '../../etc']);
       expectRefused(ctx, r, 'backup ../../etc');
       ctx.expect(!existsSync('/tmp/faults-pwned'), 'no shell ran');
       return `refused: ${firstLine(r)}`;

@@ -6,6 +6,7 @@
  */
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { describe, type CmdResult } from './exec.js';
 import {
   dirNames,
@@ -52,6 +53,33 @@ function withMember(m: MemberSpec, sumOf?: [string, Buffer]): Buffer {
   const members: MemberSpec[] = [m];
   if (sumOf) members.push({ name: 'SHA256SUMS', data: sumsFile([sumOf]) });
   return buildTar(members);
+}
+
+let historyTli = 0x30;
+/** A fresh history file name of the synthetic server (timelines cluster A never reaches). */
+function nextHistory(): string {
+  return `${(historyTli++).toString(16).toUpperCase().padStart(8, '0')}.history`;
+}
+
+/** put-wal of a file that is not the WAL its name says: acknowledged, then set aside by archive-wal. */
+function setAsideCase(id: string, point: string, make: () => [string, Buffer]): FaultCase {
+  return {
+    ...hostile(id, point, () => Buffer.alloc(0)),
+    async run(ctx) {
+      const [n, d] = make();
+      const r = await putWal(ctx.world, SRV, walTar([[n, d]])); // tar mtime of 2023: past any grace period
+      ctx.expect(r.code === 0, `put-wal accepts it as Barman's does (names and checksums only): ${describe(r)}`);
+      if (r.code === 0) ctx.world.ackSetAside(SRV, n, d);
+      const a = await ctx.world.barman(SRV, ['archive-wal', SRV]);
+      ctx.expect(a.code === 0, `archive-wal sets it aside without failing: ${describe(a)}`);
+      ctx.expect(/WARNING: .*moved to the errors directory/.test(a.stderr), `archive-wal warns: ${describe(a)}`);
+      const archived = existsSync(walsFile(ctx.world, SRV, n)) || existsSync(path.join(ctx.world.server(SRV).dir, 'wals', n));
+      ctx.expect(!archived, `${n} is not archived`);
+      const kept = dirNames(path.join(ctx.world.server(SRV).dir, 'errors')).filter((f) => f.startsWith(`${n}.`));
+      ctx.expect(kept.length === 1, `${n} is kept in errors/ (${kept.join(',')})`);
+      return `put-wal ${how(r)}; archive-wal ${how(a)}: ${kept.length ? `kept as errors/${kept[0]}` : archived ? 'ARCHIVED' : 'lost'}`;
+    },
+  };
 }
 
 const killPoints = ['put-wal:member-written', 'put-wal:received', 'put-wal:verified', 'put-wal:linked', 'put-wal:committed'];
@@ -280,28 +308,44 @@ export function putWalCases(): FaultCase[] {
       return buildTar(members);
     }, /More than 4096/),
   );
+  // Files whose name says WAL and whose content is not that WAL. Barman's put-wal stores them
+  // (it checks names and checksums only) and so do we (spec §6.1): the sender gets exit 0. Then
+  // archive-wal must keep them out of the archive, whole in errors/, never as WAL a restore
+  // would replay (world.setAside; checked by the acknowledged-WAL invariant).
+  const foreign = (): [string, Buffer] => {
+    const [n, d] = synthSegment();
+    d.writeUInt32LE(d.readUInt32LE(12) + 1, 12); // xlp_pageaddr of a segment 4 GiB further
+    return [n, d];
+  };
+  cases.push(setAsideCase('wrong-segment-size', 'a 1 MiB file named as a 16 MiB segment', () => synthSegment(1 << 20)));
+  cases.push(setAsideCase('foreign-header', 'a segment whose page header is of another position', foreign));
+  cases.push(
+    setAsideCase('foreign-header-gzip', 'the same, gzip-compressed (barman-wal-archive -z)', () => {
+      const [n, d] = foreign();
+      return [n, gzipSync(d)];
+    }),
+  );
+  cases.push(setAsideCase('history-empty', 'an empty timeline history file', () => [nextHistory(), Buffer.alloc(0)]));
+  cases.push(setAsideCase('history-garbage', 'a history file of garbage', () => [nextHistory(), Buffer.from('not a history file\n')]));
+  cases.push(setAsideCase('history-bad-parent', 'a history file naming its own timeline as parent', () => {
+    const name = nextHistory();
+    return [name, Buffer.from(`1\t0/3000000\tr\n${parseInt(name.slice(0, 8), 16)}\t0/5000000\tr\n`)];
+  }));
   cases.push({
-    id: 'put-wal/hostile/wrong-segment-size',
+    id: 'put-wal/history-good',
     process: 'put-wal',
-    point: 'a 1 MiB file named as a 16 MiB segment',
-    kind: 'hostile input',
+    point: 'a valid timeline history file',
+    kind: 'none',
     servers: [SRV],
     async run(ctx) {
-      // Barman's put-wal stores it (it checks names and checksums only); archive-wal must then
-      // keep it out of the archive, in errors/, never as a segment a restore would replay.
-      const [n, d] = synthSegment(1 << 20);
-      const r = await putWal(ctx.world, SRV, walTar([[n, d]]));
-      const errorsDir = path.join(ctx.world.server(SRV).dir, 'errors');
-      const before = dirNames(errorsDir).length;
+      const name = nextHistory();
+      const data = Buffer.from('1\t0/3000000\tno recovery target specified\n');
+      const r = await putWal(ctx.world, SRV, walTar([[name, data]]));
+      ctx.expect(r.code === 0, describe(r));
+      if (r.code === 0) ctx.world.ack(SRV, name, data);
       const a = await ctx.world.barman(SRV, ['archive-wal', SRV]);
-      await new Promise((res) => setTimeout(res, 100));
-      ctx.expect(!existsSync(walsFile(ctx.world, SRV, n)), `${n} (1 MiB) is not archived as a segment`);
-      const kept = dirNames(errorsDir).filter((f) => f.startsWith(n));
-      const waiting = existsSync(path.join(incomingDir(ctx.world, SRV), n));
-      ctx.expect(kept.length > 0 || waiting, `${n} is kept in errors/ (or waits in incoming/): errors/ had ${before} files`);
-      // Remove it from incoming/ if it is still waiting for its grace period: later cases must not see it.
-      if (waiting) await fs.rm(path.join(incomingDir(ctx.world, SRV), n), { force: true });
-      return `put-wal ${how(r)}; archive-wal ${how(a)}: ${kept.length ? `kept as errors/${kept[0]}` : waiting ? 'waiting in incoming/ (grace period)' : 'lost'}`;
+      ctx.expect(existsSync(path.join(ctx.world.server(SRV).dir, 'wals', name)), `${name} archived`);
+      return `put-wal ${how(r)}; archive-wal ${how(a)}`;
     },
   });
   cases.push(

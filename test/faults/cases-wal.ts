@@ -50,7 +50,12 @@ function archiveCase(point: string, action: string, kind: FaultKind): FaultCase 
 }
 
 /** archive-wal with one system call failing on one path (strace -P). */
-function archiveStrace(id: string, syscall: string, error: string, kind: FaultKind, where: (ctx: CaseContext, names: string[]) => string, when = '1'): FaultCase {
+/**
+ * `fires`: what archive-wal says when the injected call failed. strace reports nothing back, so
+ * without it a case whose call never matched (strace -P matches only some path arguments) would
+ * pass having tested nothing.
+ */
+function archiveStrace(id: string, syscall: string, error: string, kind: FaultKind, where: (ctx: CaseContext, names: string[]) => string, fires: RegExp, when = '1'): FaultCase {
   return {
     id: `archive-wal/${id}`,
     process: 'archive-wal',
@@ -61,6 +66,7 @@ function archiveStrace(id: string, syscall: string, error: string, kind: FaultKi
       const names = await feed(ctx, 2);
       const r = await ctx.world.barman(SRV, ['archive-wal', SRV], { strace: { syscall, error, when, path: where(ctx, names) } });
       if (r.code !== 0) ctx.expect(/ERROR|WARNING/.test(r.stderr), `the failure is reported: ${describe(r)}`);
+      ctx.expect(fires.test(r.stderr), `the injected ${error} was hit (stderr matches ${fires}): ${describe(r)}`);
       const again = await ctx.world.barman(SRV, ['archive-wal', SRV]);
       ctx.expect(again.code === 0, `archive-wal once the disk works: ${describe(again)}`);
       for (const n of names) ctx.expect(existsSync(walsFile(ctx.world, SRV, n)), `${n} archived after the second run`);
@@ -86,6 +92,7 @@ function junkCase(id: string, what: string, make: (dir: string) => Promise<strin
       const stillThere = existsSync(path.join(dir, name));
       const inErrors = dirNames(path.join(ctx.world.server(SRV).dir, 'errors')).some((f) => f.startsWith(name));
       if (/^[0-9A-F]{24}$/.test(name)) ctx.expect(!existsSync(walsFile(ctx.world, SRV, name)), `the junk ${name} is not archived as a WAL segment`);
+      if (/\.history$/.test(name)) ctx.expect(!existsSync(path.join(ctx.world.server(SRV).dir, 'wals', name)), `the junk ${name} is not archived as a history file`);
       // Leave no junk for later cases.
       await fs.rm(path.join(dir, name), { recursive: true, force: true });
       return `archive-wal ${how(r)}${firstLine(r) ? `: ${firstLine(r)}` : ''}; junk ${inErrors ? 'moved to errors/' : stillThere ? 'left in incoming/' : 'gone'}`;
@@ -183,7 +190,7 @@ function getWalHostile(id: string, name: string, pattern?: RegExp): FaultCase[] 
 
 function walRestore(ctx: CaseContext, name: string, dest: string, extra: string[] = []): Promise<CmdResult> {
   const w = ctx.world;
-  return exec([path.join(REPO, 'bin', 'barman-wal-restore'), '-c', w.conf, '--ssh-config', w.sshCfgPostgres, '-U', BARMAN_USER, ...extra, '127.0.0.1', SRV, name, dest], {
+  return exec([path.join(REPO, 'bin', 'barman-wal-restore'), '-c', w.server(SRV).conf, '--ssh-config', w.sshCfgPostgres, '-U', BARMAN_USER, ...extra, '127.0.0.1', SRV, name, dest], {
     user: POSTGRES_USER,
     timeoutMs: 60_000,
   });
@@ -199,12 +206,14 @@ export function walCases(): FaultCase[] {
   cases.push(archiveCase('archive-wal:prepared', 'throw:ENOSPC', 'ENOSPC'));
   cases.push(archiveCase('xlogdb:appended', 'throw:EIO', 'EIO'));
 
-  cases.push(archiveStrace('xlogdb-fsync-eio', 'fsync,fdatasync', 'EIO', 'EIO', (ctx) => xlogDb(ctx)));
-  cases.push(archiveStrace('xlogdb-write-enospc', 'write,writev,pwrite64,pwritev', 'ENOSPC', 'ENOSPC', (ctx) => xlogDb(ctx)));
-  cases.push(archiveStrace('xlogdb-open-eacces', 'openat', 'EACCES', 'EACCES', (ctx) => xlogDb(ctx)));
-  cases.push(archiveStrace('hashdir-fsync-eio', 'fsync,fdatasync', 'EIO', 'EIO', (ctx, n) => path.dirname(walsFile(ctx.world, SRV, n[0]!))));
-  cases.push(archiveStrace('place-link-or-rename-eio', 'link,linkat,rename,renameat,renameat2', 'EIO', 'EIO', (ctx, n) => walsFile(ctx.world, SRV, n[0]!)));
-  cases.push(archiveStrace('unlink-source-eacces', 'unlink,unlinkat', 'EACCES', 'EACCES', (ctx, n) => path.join(incomingDir(ctx.world, SRV), n[0]!)));
+  cases.push(archiveStrace('xlogdb-fsync-eio', 'fsync,fdatasync', 'EIO', 'EIO', (ctx) => xlogDb(ctx), /EIO/));
+  cases.push(archiveStrace('xlogdb-write-enospc', 'write,writev,pwrite64,pwritev', 'ENOSPC', 'ENOSPC', (ctx) => xlogDb(ctx), /ENOSPC/));
+  cases.push(archiveStrace('xlogdb-open-eacces', 'openat', 'EACCES', 'EACCES', (ctx) => xlogDb(ctx), /EACCES/));
+  cases.push(archiveStrace('hashdir-fsync-eio', 'fsync,fdatasync', 'EIO', 'EIO', (ctx, n) => path.dirname(walsFile(ctx.world, SRV, n[0]!)), /EIO/));
+  // `wal` compresses (gzip): each file is placed by renaming <dst>.tmp, and strace -P matches a
+  // rename by its first (source) path only, so the fault is set on the .tmp name.
+  cases.push(archiveStrace('place-link-or-rename-eio', 'rename,renameat,renameat2', 'EIO', 'EIO', (ctx, n) => `${walsFile(ctx.world, SRV, n[0]!)}.tmp`, /Cannot archive .*EIO/));
+  cases.push(archiveStrace('unlink-source-eacces', 'unlink,unlinkat', 'EACCES', 'EACCES', (ctx, n) => path.join(incomingDir(ctx.world, SRV), n[0]!), /Cannot remove .*EACCES/));
 
   const junkSeg = () => synthSegment();
   cases.push(junkCase('random-name', 'a file named notes.txt', async (d) => (await asBarman(path.join(d, 'notes.txt'), 'hello'), 'notes.txt')));
@@ -240,7 +249,15 @@ export function walCases(): FaultCase[] {
     await fs.symlink('/etc/passwd', path.join(d, n));
     return n;
   }));
-  cases.push(junkCase('empty-file', 'an empty file named like a history file', async (d) => (await asBarman(path.join(d, '0000000F.history'), ''), '0000000F.history')));
+  const oldJunk = async (d: string, name: string, data: string | Buffer): Promise<string> => {
+    await asBarman(path.join(d, name), data);
+    const old = new Date(Date.now() - 3600_000); // past the grace period of a file still arriving
+    await fs.utimes(path.join(d, name), old, old);
+    return name;
+  };
+  cases.push(junkCase('empty-file', 'an empty file named like a history file, an hour old', (d) => oldJunk(d, '0000000F.history', '')));
+  cases.push(junkCase('history-garbage', 'a history file of garbage, an hour old', (d) => oldJunk(d, '0000000E.history', 'garbage\n')));
+  cases.push(junkCase('history-recent-empty', 'an empty history file just written (may still be arriving)', async (d) => (await asBarman(path.join(d, '0000000D.history'), ''), '0000000D.history')));
   cases.push(junkCase('gzip-garbage', 'gzip magic then garbage, segment name', async (d) => {
     const [n] = junkSeg();
     await asBarman(path.join(d, n), Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00]), Buffer.alloc(1000, 0x55)]));
@@ -312,7 +329,7 @@ export function walCases(): FaultCase[] {
       const dest = path.join(dir, name!);
       const w = ctx.world;
       const { start } = await import('./exec.js');
-      const run = start([path.join(REPO, 'bin', 'barman-wal-restore'), '-c', w.conf, '--ssh-config', w.sshCfgPostgres, '-U', BARMAN_USER, '127.0.0.1', SRV, name!, dest], { user: POSTGRES_USER });
+      const run = start([path.join(REPO, 'bin', 'barman-wal-restore'), '-c', w.server(SRV).conf, '--ssh-config', w.sshCfgPostgres, '-U', BARMAN_USER, '127.0.0.1', SRV, name!, dest], { user: POSTGRES_USER });
       const { descendants } = await import('./exec.js');
       let killed = false;
       const t0 = Date.now();

@@ -5,6 +5,7 @@
  * killed after a time offset. Every output is kept in the case's transcript: the campaign
  * greps it for stack traces and secrets.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -48,17 +49,30 @@ export interface CmdOptions {
   cwd?: string;
 }
 
-/** Transcript of everything run in the current case (the driver resets it per case). */
-export const transcript: CmdResult[] = [];
+/** What the driver keeps per running case: its transcript and the file its fault points append to. */
+export interface CaseTrace {
+  /** Everything run in the case (the driver resets it per case). */
+  transcript: CmdResult[];
+  /** File the fault points append to when they fire ('' outside a case). */
+  faultLog: { file: string };
+}
 
-/** File the fault points append to when they fire (set by the driver per case). */
-export const faultLog = { file: '' };
+/**
+ * The trace of the case this code runs for: the campaign runs two lanes of cases at once
+ * (campaign.ts), each in its own async context; outside any lane, one shared trace.
+ */
+export const caseTrace = new AsyncLocalStorage<CaseTrace>();
+const shared: CaseTrace = { transcript: [], faultLog: { file: '' } };
+export function currentTrace(): CaseTrace {
+  return caseTrace.getStore() ?? shared;
+}
 
 function baseEnv(extra: Record<string, string | undefined>, fault?: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, TZ: 'UTC', LC_ALL: 'C.UTF-8' };
   delete env.NODE_TEST_CONTEXT;
   delete env.BARMAN_TS_FAULT;
   if (fault) env.BARMAN_TS_FAULT = fault;
+  const { faultLog } = currentTrace();
   if (faultLog.file) env.BARMAN_TS_FAULT_LOG = faultLog.file;
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined) delete env[k];
@@ -140,6 +154,7 @@ export function start(argv: string[], opts: CmdOptions = {}): Running {
     prog = 'runuser';
   }
   const t0 = Date.now();
+  const trace = currentTrace();
   const child = spawn(prog, args, {
     env: baseEnv(opts.env ?? {}, opts.fault),
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -195,12 +210,12 @@ export function start(argv: string[], opts: CmdOptions = {}): Running {
         stderr: timedOut ? `${stderr}\n[campaign: killed after ${timeoutMs} ms: hung]` : stderr,
         ms: Date.now() - t0,
       };
-      transcript.push(res);
+      trace.transcript.push(res);
       resolve(res);
     });
     child.on('error', (err) => {
       const res: CmdResult = { argv, user, code: -1, signal: null, stdout, stderr: `cannot start: ${err.message}`, ms: Date.now() - t0 };
-      transcript.push(res);
+      trace.transcript.push(res);
       resolve(res);
     });
   });

@@ -35,7 +35,7 @@ import { isOpenPgpMessage } from '../../src/util/gpg.js';
 import { walNameKind } from '../../src/wal/names.js';
 import { startRecoveredCluster } from '../helpers/pg-cluster.js';
 import { sleep } from '../helpers/system.js';
-import { describe, transcript, type CmdResult } from './exec.js';
+import { describe, type CmdResult } from './exec.js';
 import { SECRETS, type ServerName, type World } from './world.js';
 
 export interface Violation {
@@ -103,12 +103,13 @@ export class Checker {
 
   srvConfig(name: ServerName): ServerConfig {
     const info = this.world.server(name);
+    const cmd = this.world.cmd(name);
     let m = this.configs.get(info.conf);
-    if (!m || !m.has(name)) {
+    if (!m || !m.has(cmd)) {
       m = loadConfig(info.conf).servers as Map<string, ServerConfig>;
       this.configs.set(info.conf, m);
     }
-    const srv = m.get(name);
+    const srv = m.get(cmd);
     if (!srv) throw new Error(`server ${name} not in ${info.conf}`);
     return srv;
   }
@@ -159,6 +160,8 @@ export class Checker {
   /** Where a server's WAL arrives from: archive_command (rsy), streaming, or nowhere (synthetic). */
   private walSource(name: ServerName): 'archive' | 'stream' | 'none' {
     if (name === 'rsy') return 'archive';
+    // The timeline cases write their own WAL (on the standby they promote), not on cluster A.
+    if (name === 'tl') return 'none';
     return this.world.server(name).streaming ? 'stream' : 'none';
   }
 
@@ -188,6 +191,10 @@ export class Checker {
       if (r.code !== 0) v.push({ invariant: 'next command succeeds', server: 'lr', detail: describe(r) });
     }
     for (const s of servers) {
+      if (this.world.server(s).method === 'passive') {
+        v.push(...(await this.passiveNext(s)));
+        continue;
+      }
       const src = this.walSource(s);
       if (seg && src !== 'none') await this.waitWal(s, seg);
       v.push(...(await this.archiveWal(s)));
@@ -216,11 +223,25 @@ export class Checker {
     }
   }
 
+  /**
+   * A passive node's ordinary commands (what its cron spawns, run in the foreground): ask the
+   * primary (sync-info --primary), then copy the new WAL (sync-wals). A sync-backup still
+   * running (a race case) holds its own lock and does not stop these.
+   */
+  private async passiveNext(s: ServerName): Promise<Violation[]> {
+    const v: Violation[] = [];
+    for (const args of [['sync-info', '--primary', this.world.cmd(s)], ['sync-wals', this.world.cmd(s)]]) {
+      const r = await this.world.barman(s, args);
+      if (r.code !== 0) v.push({ invariant: 'next command succeeds', server: s, detail: describe(r) });
+    }
+    return v;
+  }
+
   private async archiveWal(s: ServerName): Promise<Violation[]> {
     let last: CmdResult | null = null;
     let failures = 0;
     for (let i = 0; i < 60; i++) {
-      const r = await this.world.barman(s, ['archive-wal', s]);
+      const r = await this.world.barman(s, ['archive-wal', this.world.cmd(s)]);
       if (r.code === 0) return [];
       last = r;
       if (/Another archive-wal process is already running/.test(r.stderr)) {
@@ -240,7 +261,7 @@ export class Checker {
       const waiting = (await this.catalog(s)).filter((e) => e.info.status === 'WAITING_FOR_WALS');
       if (waiting.length === 0) return v;
       for (const e of waiting) {
-        const r = await this.world.barman(s, ['check-backup', s, e.id]);
+        const r = await this.world.barman(s, ['check-backup', this.world.cmd(s), e.id]);
         if (r.code !== 0 && !/FAILED/.test(r.stderr)) v.push({ invariant: 'next command succeeds', server: s, detail: describe(r) });
       }
       if (this.walSource(s) !== 'none') {
@@ -322,7 +343,7 @@ export class Checker {
     const file = path.join(this.world.server(name).dir, 'wals', 'xlog.db');
     const read = () => (existsSync(file) ? readFileSync(file, 'latin1') : null);
     const before = read();
-    const r = await this.world.barman(name, ['rebuild-xlogdb', name]);
+    const r = await this.world.barman(name, ['rebuild-xlogdb', this.world.cmd(name)]);
     if (r.code !== 0) return [{ invariant: 'xlog.db agrees with wals/', server: name, detail: `rebuild-xlogdb failed: ${describe(r)}` }];
     const after = read() ?? '';
     if (before === null) return after.trim() === '' ? [] : [{ invariant: 'xlog.db agrees with wals/', server: name, detail: 'xlog.db missing although wals/ has files' }];
@@ -337,7 +358,16 @@ export class Checker {
       if (n > 0) setA.set(l, n - 1);
       else onlyAfter.push(l);
     }
-    const onlyBefore = [...setA.entries()].flatMap(([l, n]) => Array<string>(n).fill(l));
+    // Barman's rebuild-xlogdb does not index .partial files (spec §13), which its archiver
+    // catalogs (a timeline switch archives the old timeline's last .partial): barman-ts does the
+    // same. Such a line dropped while its file is still in wals/ is that known difference, not a
+    // disagreement; any other line is.
+    const walsDir = path.join(this.world.server(name).dir, 'wals');
+    const partialKept = (l: string) => {
+      const wal = l.split('\t')[0] ?? '';
+      return walNameKind(wal) === 'partial' && existsSync(path.join(walsDir, wal.slice(0, 16), wal));
+    };
+    const onlyBefore = [...setA.entries()].flatMap(([l, n]) => Array<string>(n).fill(l)).filter((l) => !partialKept(l));
     if (onlyAfter.length === 0 && onlyBefore.length === 0) return [];
     const show = (xs: string[]) => xs.slice(0, 4).map((l) => l.replace(/\t/g, ' ')).join('; ');
     return [
@@ -380,6 +410,30 @@ export class Checker {
     return h !== undefined && seg < h;
   }
 
+  /**
+   * Acknowledged files that are not the WAL they claim to be: never in wals/, and once
+   * archive-wal has seen them (they left incoming/), kept whole in errors/.
+   */
+  private async setAsideWal(name: ServerName, present: ReadonlyMap<string, string>): Promise<Violation[]> {
+    const v: Violation[] = [];
+    const dir = this.world.server(name).dir;
+    const errorsDir = path.join(dir, 'errors');
+    const errors = await fs.readdir(errorsDir).catch(() => [] as string[]);
+    for (const [wal, sum] of this.world.setAside.get(name) ?? []) {
+      if (present.has(wal)) {
+        v.push({ invariant: 'acknowledged WAL intact', server: name, detail: `${wal} is not the WAL its name says, yet it was archived` });
+        continue;
+      }
+      if (existsSync(path.join(dir, 'incoming', wal))) continue; // not seen by archive-wal yet
+      let kept = false;
+      for (const f of errors.filter((e) => e.startsWith(`${wal}.`))) {
+        if (createHash('sha256').update(await fs.readFile(path.join(errorsDir, f))).digest('hex') === sum) kept = true;
+      }
+      if (!kept) v.push({ invariant: 'acknowledged WAL intact', server: name, detail: `${wal} was acknowledged, is not WAL and is neither in incoming/ nor kept in errors/` });
+    }
+    return v;
+  }
+
   private async ackedWal(name: ServerName, entries: readonly BackupEntry[], prev: ServerState | undefined): Promise<Violation[]> {
     const v: Violation[] = [];
     const expected = new Map<string, string>(this.world.acks.get(name) ?? []);
@@ -414,6 +468,7 @@ export class Checker {
       observed.delete(wal);
     }
     this.observed.set(name, observed);
+    v.push(...(await this.setAsideWal(name, present)));
     void prev;
     return v;
   }
@@ -438,10 +493,10 @@ export class Checker {
       else if (!this.sampledMethods.has(info.method)) why = `first DONE backup of method ${info.method} (sample)`;
       else if (this.verified.get(key) === fp) continue;
       else if (name === 'enc') why = 'encrypted: no cheaper verification';
-      const cb = await this.world.barman(name, ['check-backup', name, e.id]);
+      const cb = await this.world.barman(name, ['check-backup', this.world.cmd(name), e.id]);
       if (cb.code !== 0) v.push({ invariant: 'DONE backups pass check-backup', server: name, detail: describe(cb) });
       if (why === null) {
-        const r = await this.world.barman(name, ['verify-backup', name, e.id]);
+        const r = await this.world.barman(name, ['verify-backup', this.world.cmd(name), e.id]);
         this.verifies++;
         if (r.code !== 0) {
           v.push({ invariant: 'DONE backups verify', server: name, detail: describe(r) });
@@ -485,7 +540,7 @@ export class Checker {
   async restoreAndStart(name: ServerName, id: string): Promise<string | null> {
     const info = this.world.server(name);
     const dest = path.join(await this.world.scratch('restore', info.user), 'data');
-    const r = await this.world.barman(name, ['recover', name, id, dest]);
+    const r = await this.world.barman(name, ['recover', this.world.cmd(name), id, dest]);
     if (r.code !== 0) return `recover failed: ${describe(r)}`;
     try {
       const { cluster } = await startRecoveredCluster(dest, undefined, { extraConf: { archive_mode: 'off' }, timeoutMs: 180_000 });
@@ -520,12 +575,12 @@ export class Checker {
   /** Barman 3.4: same backups and statuses; `check --nagios` fails for nothing barman-ts does not report. */
   private async barman34(name: ServerName, entries: readonly BackupEntry[], withCheck: boolean): Promise<Violation[]> {
     const v: Violation[] = [];
-    const lb = await this.world.py34(name, ['-f', 'json', 'list-backups', name]);
+    const lb = await this.world.py34(name, ['-f', 'json', 'list-backups', this.world.cmd(name)]);
     if (lb.code !== 0) {
       v.push({ invariant: 'Barman 3.4 reads the catalog', server: name, detail: describe(lb) });
     } else {
       try {
-        const listed = (JSON.parse(lb.stdout) as Record<string, Array<{ backup_id: string; status: string }>>)[name] ?? [];
+        const listed = (JSON.parse(lb.stdout) as Record<string, Array<{ backup_id: string; status: string }>>)[this.world.cmd(name)] ?? [];
         const theirs = new Map(listed.map((b) => [b.backup_id, b.status]));
         for (const e of entries) {
           const s = theirs.get(e.id);
@@ -544,7 +599,7 @@ export class Checker {
       const m = /FAILED: ([^|\n]*)/.exec(r.stdout);
       return new Set((m?.[1] ?? '').split(',').map((s) => s.trim()).filter(Boolean));
     };
-    const [py, ts] = await Promise.all([this.world.py34(name, ['check', '--nagios', name]), this.world.barman(name, ['check', '--nagios', name])]);
+    const [py, ts] = await Promise.all([this.world.py34(name, ['check', '--nagios', this.world.cmd(name)]), this.world.barman(name, ['check', '--nagios', this.world.cmd(name)])]);
     const pyFailed = failed(py);
     const tsFailed = failed(ts);
     if (!this.baseline34.has(name)) {
@@ -575,4 +630,3 @@ export async function logSince(file: string, offset: number): Promise<{ text: st
   }
 }
 
-export { transcript };

@@ -4,10 +4,12 @@ import { catalogCases } from './cases-catalog.js';
 import { cloudCases } from './cases-cloud.js';
 import { putWalCases } from './cases-put-wal.js';
 import { walCases } from './cases-wal.js';
+import { syncCases } from './cases-sync.js';
+import { timelineCases } from './cases-timeline.js';
 import type { FaultCase } from './types.js';
 
 export function allCases(): FaultCase[] {
-  const cases = [...backupCases(), ...catalogCases(), ...walCases(), ...putWalCases(), ...cloudCases()];
+  const cases = [...backupCases(), ...catalogCases(), ...walCases(), ...putWalCases(), ...syncCases(), ...timelineCases(), ...cloudCases()];
   const ids = new Set<string>();
   for (const c of cases) {
     if (ids.has(c.id)) throw new Error(`duplicate case id ${c.id}`);

@@ -26,6 +26,7 @@ import path from 'node:path';
 import { createGpgHome, type GpgHome } from '../helpers/gpg.js';
 import { PgCluster, quoteLiteral } from '../helpers/pg-cluster.js';
 import { startSshd, type Sshd } from '../helpers/sshd.js';
+import { startStandby } from '../helpers/standby.js';
 import { BARMAN_USER, POSTGRES_USER, ensureBarmanUser, lookupUser, makeTempDir, onExitCleanup, runAs, sleep, waitFor } from '../helpers/system.js';
 import { BARMAN_JS, NODE, REPO, exec, type CmdOptions, type CmdResult } from './exec.js';
 
@@ -33,8 +34,10 @@ export const DB_PASSWORD = 'Pw-fault-7f3c1d9e';
 export const GPG_PASSPHRASE = 'Gpg-fault-a8b2e6c4';
 export const SECRETS = [DB_PASSWORD, GPG_PASSPHRASE];
 export const PY_BARMAN = '/usr/bin/barman';
+/** Servers of WAL-only cases (no PostgreSQL behind them): their own configuration and lane. */
+export const WAL_LANE: ReadonlySet<string> = new Set(['wal', 'full']);
 
-export type ServerName = 'strm' | 'rsy' | 'agt' | 'enc' | 'wal' | 'full' | 'tl' | 'lr';
+export type ServerName = 'strm' | 'rsy' | 'agt' | 'enc' | 'wal' | 'full' | 'tl' | 'lr' | 'pas';
 
 export interface ServerInfo {
   name: ServerName;
@@ -48,6 +51,11 @@ export interface ServerInfo {
   /** Does Barman 3.4 claim to read this catalog? (not for encryption = gpg, a 3.14 feature) */
   barman34: boolean;
   method: string;
+  /**
+   * The server's name in its configuration when it differs from the campaign's key: a passive
+   * node bears its primary's name (`pas` is the passive copy of `strm`).
+   */
+  cmdName?: string;
 }
 
 const ini = (section: string, kv: Record<string, string>) => `[${section}]\n${Object.entries(kv).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`;
@@ -59,6 +67,8 @@ export class World {
   localRoot = '';
   localHome = '';
   localConf = '';
+  /** Configuration of the WAL-only servers (WAL_LANE). */
+  walConf = '';
   tmpfs = '';
   ledger = '';
   remoteFaultFile = '';
@@ -73,9 +83,18 @@ export class World {
   private serverSections = new Map<string, Record<string, string>>();
   /** WAL acknowledged to a sender per server: name -> sha256 of the plain content. */
   acks = new Map<ServerName, Map<string, string>>();
+  /**
+   * Files acknowledged (put-wal exit 0, as Barman's put-wal does) that are not WAL they claim
+   * to be (a segment whose page header is of another position, a history file that does not
+   * parse): archive-wal must keep them out of wals/ and set them aside, whole, in errors/.
+   * Per server: name -> sha256 of the bytes sent.
+   */
+  setAside = new Map<ServerName, Map<string, string>>();
   /** Highest begin_wal of a deleted backup per server: WAL before it may be gone. */
   horizon = new Map<ServerName, string>();
   standby: PgCluster | null = null;
+  /** Log file of the passive installation (addPassive), '' until it exists. */
+  passiveLog = '';
   private tmpfsMounted = false;
   private counter = 0;
 
@@ -84,6 +103,7 @@ export class World {
     this.root = await makeTempDir('faults-', { owner: BARMAN_USER, mode: 0o755 });
     this.home = path.join(this.root, 'home');
     this.conf = path.join(this.root, 'barman.conf');
+    this.walConf = path.join(this.root, 'barman-wal.conf');
     await runAs(BARMAN_USER, 'mkdir', ['-m', '0700', this.home], { check: true });
 
     this.sshd = await startSshd();
@@ -187,7 +207,7 @@ export class World {
       this.servers.set(name, {
         name,
         user: BARMAN_USER,
-        conf: this.conf,
+        conf: WAL_LANE.has(name) ? this.walConf : this.conf,
         home: this.home,
         dir: sec.backup_directory ?? path.join(this.home, name),
         streaming: sec.streaming_archiver === 'on',
@@ -222,21 +242,84 @@ export class World {
 
     // Directories, slots, receive-wal; then WAL shipping.
     await this.barmanOk(null, ['cron']);
+    await this.barmanOk('wal', ['cron']);
     await this.barmanOk('lr', ['cron']);
     await this.pg.psql(`ALTER SYSTEM SET archive_command = ${quoteLiteral(`${ack} %p %f`)}; SELECT pg_reload_conf();`);
     for (const s of ['strm', 'agt', 'enc', 'lr'] as const) await this.waitStreaming(s);
   }
 
+  /**
+   * `pas`, a passive node of `strm` (spec §10), added by the sync cases: a third installation
+   * (barman user, its own barman_home) whose server `strm` has primary_ssh_command pointing at
+   * this world's main installation through the campaign's sshd; rsync pulls over that ssh.
+   */
+  async addPassive(): Promise<void> {
+    if (this.servers.has('pas')) return;
+    const root = await makeTempDir('faults-passive-', { owner: BARMAN_USER, mode: 0o755 });
+    const home = path.join(root, 'home');
+    const conf = path.join(root, 'barman.conf');
+    await runAs(BARMAN_USER, 'mkdir', ['-m', '0700', home], { check: true });
+    const cfg = await this.sshd.clientConfigFor(BARMAN_USER, [BARMAN_USER]);
+    const primary = this.serverSections.get('strm') ?? {};
+    const text = `${ini('barman', { barman_home: home, barman_user: BARMAN_USER, log_file: path.join(root, 'barman.log'), log_level: 'INFO' })}\n${ini('strm', {
+      // The remote shell runs `BARMAN_CONFIG_FILE=... barman sync-info strm ...`: the primary's configuration.
+      primary_ssh_command: `ssh -F ${cfg} barman@127.0.0.1 BARMAN_CONFIG_FILE=${this.conf}`,
+      conninfo: primary.conninfo ?? '',
+      backup_method: 'postgres',
+      archiver: 'off',
+      streaming_archiver: 'off',
+      compression: primary.compression ?? 'gzip',
+      description: '"fault campaign passive node"',
+    })}`;
+    await runAs(BARMAN_USER, 'tee', [conf], { input: text, check: true });
+    this.passiveLog = path.join(root, 'barman.log');
+    this.servers.set('pas', { name: 'pas', cmdName: 'strm', user: BARMAN_USER, conf, home, dir: path.join(home, 'strm'), streaming: false, barman34: true, method: 'passive' });
+  }
+
+  /**
+   * `tl`, added by the timeline cases: WAL streaming (receive-wal, slot bts_tl) from a hot
+   * standby of cluster A, which the cases promote (timeline 2) while it streams.
+   */
+  async addTimeline(): Promise<PgCluster> {
+    if (this.standby && this.servers.has('tl')) return this.standby;
+    this.standby = await startStandby(this.pg);
+    const conninfo = `${this.standby.conninfo} password=${DB_PASSWORD}`;
+    await this.addServer('tl', {
+      conninfo,
+      streaming_conninfo: conninfo,
+      create_slot: 'auto',
+      slot_name: 'bts_tl',
+      backup_method: 'postgres',
+      streaming_archiver: 'on',
+      archiver: 'off',
+      compression: 'gzip',
+      description: '"fault campaign: streaming from a standby promoted on the way"',
+    });
+    await this.barmanOk(null, ['cron']);
+    await this.waitStreaming('tl', 60_000, this.standby);
+    return this.standby;
+  }
+
+  /**
+   * The main configuration, and beside it the one of the WAL-only servers (WAL_LANE): same
+   * barman_home, its own log file. The main `cron` of the other cases never touches them, so
+   * their cases can run at the same time as the others (campaign.ts, two lanes).
+   */
   async writeMainConfig(): Promise<void> {
-    const global = {
-      barman_home: this.home,
-      barman_user: BARMAN_USER,
-      log_file: path.join(this.root, 'barman.log'),
-      log_level: 'INFO',
-    };
-    let text = ini('barman', global);
-    for (const [name, kv] of this.serverSections) text += `\n${ini(name, kv)}`;
+    const global = (log: string) => ({ barman_home: this.home, barman_user: BARMAN_USER, log_file: path.join(this.root, log), log_level: 'INFO' });
+    let text = ini('barman', global('barman.log'));
+    let walText = ini('barman', global('barman-wal.log'));
+    for (const [name, kv] of this.serverSections) {
+      if (WAL_LANE.has(name)) walText += `\n${ini(name, kv)}`;
+      else text += `\n${ini(name, kv)}`;
+    }
     await runAs(BARMAN_USER, 'tee', [this.conf], { input: text, check: true });
+    await runAs(BARMAN_USER, 'tee', [this.walConf], { input: walText, check: true });
+  }
+
+  /** Log files of every installation (the campaign reads what each case added). */
+  logFiles(): string[] {
+    return [path.join(this.root, 'barman.log'), path.join(this.root, 'barman-wal.log'), path.join(this.localRoot, 'barman.log'), ...(this.passiveLog ? [this.passiveLog] : [])];
   }
 
   /** Add (or replace) a server section of the main configuration. */
@@ -254,6 +337,11 @@ export class World {
       method: kv.backup_method ?? 'postgres',
       ...info,
     });
+  }
+
+  /** The name to give barman for the campaign server `key` (see ServerInfo.cmdName). */
+  cmd(key: ServerName): string {
+    return this.server(key).cmdName ?? key;
   }
 
   server(name: ServerName): ServerInfo {
@@ -301,11 +389,11 @@ export class World {
     await fs.writeFile(this.remoteFaultFile, spec);
   }
 
-  async waitStreaming(srv: ServerName, timeoutMs = 60_000): Promise<void> {
+  async waitStreaming(srv: ServerName, timeoutMs = 60_000, on: PgCluster = this.pg): Promise<void> {
     const slot = `bts_${srv}`;
     await waitFor(
       async () => {
-        const r = await this.pg.psql(`SELECT active FROM pg_replication_slots WHERE slot_name = '${slot}'`);
+        const r = await on.psql(`SELECT active FROM pg_replication_slots WHERE slot_name = '${slot}'`);
         if (r === 't') return true;
         await this.barman(srv === 'lr' ? 'lr' : null, ['cron']);
         return false;
@@ -335,6 +423,13 @@ export class World {
     const m = this.acks.get(srv) ?? new Map<string, string>();
     m.set(name, typeof plain === 'string' ? plain : createHash('sha256').update(plain).digest('hex'));
     this.acks.set(srv, m);
+  }
+
+  /** Record an acknowledged file that archive-wal must set aside in errors/ (see setAside). */
+  ackSetAside(srv: ServerName, name: string, sent: Buffer): void {
+    const m = this.setAside.get(srv) ?? new Map<string, string>();
+    m.set(name, createHash('sha256').update(sent).digest('hex'));
+    this.setAside.set(srv, m);
   }
 
   /** Wait until PostgreSQL's archiver has archived `wal` (ledger), or throw. */

@@ -309,6 +309,35 @@ describe('delete and wal_delete hooks', () => {
     assert.deepEqual((await readXlogDb(e.srv)).map((w) => w.name), [wal(4), wal(5)]);
   });
 
+  it('with wal_delete hooks, each file goes before its xlog.db line (the order without hooks)', async () => {
+    // Each hook records whether xlog.db still lists its segment: with files first, both the pre
+    // and the post hook of every WAL see the line, so a kill between them leaves no file that
+    // xlog.db forgot (the next delete or rebuild-xlogdb drops the lines of files already gone).
+    const e = makeEnv((_dump, dir) => {
+      const probe = `/bin/sh -c 'if grep -q "^$BARMAN_SEGMENT" ${dir}/home/pg/wals/xlog.db; then echo "$BARMAN_PHASE $BARMAN_SEGMENT listed"; else echo "$BARMAN_PHASE $BARMAN_SEGMENT gone"; fi >> ${dir}/order.log'`;
+      return { pre_wal_delete_script: probe, post_wal_delete_script: probe };
+    });
+    await catalog(e);
+    const result = await deleteBackup(e.srv, B1);
+    assert.deepEqual(result.removedWals, [wal(1), wal(2), wal(3)]);
+    const lines = fs.readFileSync(path.join(e.dir, 'order.log'), 'utf8').trim().split('\n');
+    assert.deepEqual(lines, [1, 2, 3].flatMap((n) => [`pre ${wal(n)} listed`, `post ${wal(n)} listed`]));
+    assert.deepEqual((await readXlogDb(e.srv)).map((w) => w.name), [wal(4), wal(5)]);
+    for (let n = 1; n <= 3; n++) assert.ok(!fs.existsSync(walArchivePath(e.srv, wal(n))), `${wal(n)} removed`);
+  });
+
+  it('with wal_delete hooks, a file archived again while the hooks run keeps its xlog.db line', async () => {
+    const e = makeEnv((_dump, dir) => {
+      const again = path.join(dir, 'home', 'pg', 'wals', wal(1).slice(0, 16), wal(1));
+      return { pre_wal_delete_script: `/bin/sh -c 'test "$BARMAN_SEGMENT" != ${wal(3)} || echo again > ${again}'` };
+    });
+    await catalog(e);
+    const result = await deleteBackup(e.srv, B1);
+    assert.deepEqual(result.removedWals, [wal(1), wal(2), wal(3)]);
+    assert.ok(fs.existsSync(walArchivePath(e.srv, wal(1))), 'the file written again is there');
+    assert.deepEqual((await readXlogDb(e.srv)).map((w) => w.name), [wal(1), wal(4), wal(5)], 'and still listed: xlog.db agrees with wals/');
+  });
+
   it('63 from the pre delete retry script leaves the backup untouched', async () => {
     const e = makeEnv(() => ({ pre_delete_retry_script: 'exit 63' }));
     await catalog(e);

@@ -199,6 +199,44 @@ describe('archive-wal: files that are not WAL segments yet', () => {
   });
 });
 
+describe('archive-wal: timeline history files must parse', () => {
+  it('archives good history files, plain and compressed', async () => {
+    const t = makeServer();
+    put(t.incoming, '00000002.history', '1\t0/3000000\tno recovery target specified\n', 120);
+    put(t.incoming, '00000005.history', zlib.gzipSync('1\t0/3000000\tr\n\n# comment\n3\t0/5000000\tr\n'), 120);
+    const report = await archiveWal(t.srv);
+    assert.deepEqual(report.sources[0]?.archived, ['00000002.history', '00000005.history']);
+    assert.deepEqual(listErrors(t), []);
+  });
+
+  for (const [what, content] of [
+    ['empty', ''],
+    ['only a comment', '# nothing\n'],
+    ['garbage', 'this is not a history file\n'],
+    ['NUL bytes', Buffer.alloc(64)],
+    ['a parent timeline not below its own', '1\t0/3000000\tr\n4\t0/5000000\tr\n'],
+    ['parent timelines not increasing', '2\t0/3000000\tr\n1\t0/5000000\tr\n'],
+    ['gzip of garbage', zlib.gzipSync('not\ta history\n')],
+    ['gzip magic then garbage', Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00]), Buffer.alloc(100, 0x55)])],
+  ] as Array<[string, string | Buffer]>) {
+    it(`sets aside an old history file that is ${what}, and leaves a recent one for later`, async () => {
+      const t = makeServer();
+      put(t.incoming, '00000003.history', content, 120);
+      put(t.incoming, '00000004.history', content);
+      const warnings: string[] = [];
+      const report = await archiveWal(t.srv, { onWarning: (m) => warnings.push(m) });
+      assert.equal(report.archivedCount, 0);
+      assert.deepEqual(report.sources[0]?.unknown, ['00000003.history']);
+      assert.deepEqual(report.sources[0]?.waiting, ['00000004.history']);
+      assert.match(warnings.join('\n'), /00000003\.history .*(timeline history file|decompress)/);
+      assert.deepEqual(fs.readdirSync(t.incoming), ['00000004.history']);
+      assert.equal(listErrors(t).length, 1);
+      assert.ok(!fs.existsSync(walArchivePath(t.srv, '00000003.history')));
+      assert.deepEqual(await names(t.srv), []);
+    });
+  }
+});
+
 describe('get-wal while archive-wal moves the file', () => {
   /** Run `fn` with fs.promises.open replaced (restored afterwards). */
   async function withOpenHook<T>(hook: (file: string, realOpen: typeof fs.promises.open) => Promise<fs.promises.FileHandle> | null, fn: () => Promise<T>): Promise<T> {
