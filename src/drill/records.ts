@@ -12,6 +12,7 @@ import type { ServerConfig } from '../config/config.js';
 import { serverPaths } from '../catalog/server-dirs.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { ensureDir, writeFileAtomic } from '../util/fsutil.js';
+import { processExists } from '../util/proc.js';
 
 export const DRILL_RECORD_FORMAT = 1;
 export type DrillStatus = 'running' | 'passed' | 'failed';
@@ -178,13 +179,7 @@ export async function loadDrillRecords(srv: ServerConfig, problems?: string[]): 
 
 /** Is the process that wrote a `running` record still there? (A dead one was interrupted.) */
 export function isDrillProcessAlive(rec: Pick<DrillRecord, 'pid'>): boolean {
-  if (!Number.isInteger(rec.pid) || rec.pid <= 0) return false;
-  try {
-    process.kill(rec.pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return processExists(rec.pid);
 }
 
 /** Status as reported: a `running` record whose process died is `interrupted`. */

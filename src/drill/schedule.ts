@@ -17,6 +17,7 @@ import { logger } from '../util/log.js';
 import { cleanupInterrupted, interruptedDrills } from './cleanup.js';
 import { LocalHost } from './host.js';
 import { effectiveStatus, loadDrillRecords, type DrillRecord } from './records.js';
+import { processExists } from '../util/proc.js';
 
 const log = logger('drill');
 
@@ -113,21 +114,13 @@ export async function maybeStartDrill(
   return true;
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Until `file` is locked by someone, `pid` has exited, or `timeoutMs` passed. */
 export async function waitForLockOrExit(file: string, pid: number | undefined, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await isLockHeld(file)) return;
-    if (pid === undefined || !processAlive(pid)) return;
+    if (pid === undefined || !processExists(pid)) return;
     await new Promise((r) => setTimeout(r, 100));
   }
   log.warning(`the background drill (pid ${pid ?? '?'}) did not take its lock within ${timeoutMs / 1000} s`);

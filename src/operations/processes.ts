@@ -9,6 +9,7 @@ import type { ServerConfig } from '../config/config.js';
 import { isLockHeld, readLockPid } from '../catalog/lock.js';
 import { serverPaths } from '../catalog/server-dirs.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
+import { processExists } from '../util/proc.js';
 
 export interface ProcessInfo {
   pid: number;
@@ -57,15 +58,6 @@ export async function listProcesses(srv: ServerConfig): Promise<ProcessInfo[]> {
   return found.sort((a, b) => taskRank(a.task) - taskRank(b.task));
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export interface TerminateOptions {
   /** How long to wait for the process to go (default 10 s, as Barman). */
@@ -89,8 +81,8 @@ export async function terminateProcess(proc: ProcessInfo, opts: TerminateOptions
   }
   const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
   while (Date.now() < deadline) {
-    if (!isAlive(proc.pid)) return true;
+    if (!processExists(proc.pid)) return true;
     await new Promise((r) => setTimeout(r, 100));
   }
-  return !isAlive(proc.pid);
+  return !processExists(proc.pid);
 }

@@ -88,3 +88,14 @@ export function findProgram(program: string, pathPrefix: string | null): string 
   }
   return null;
 }
+
+/** Is there a process with this PID? (EPERM: it exists but belongs to another user: yes.) */
+export function processExists(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

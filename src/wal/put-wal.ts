@@ -47,6 +47,7 @@ import { decompressBuffer, decompressStream, identifyCompression, type CustomCom
 import { decryptToBuffer } from '../catalog/encryption.js';
 import { isEncryptedFile } from '../util/gpg.js';
 import { walNameKind, type WalNameKind } from './names.js';
+import { processExists } from '../util/proc.js';
 
 /** PostgreSQL's largest WAL segment size: no WAL file can be bigger. */
 export const MAX_MEMBER_SIZE = 1 << 30;
@@ -195,15 +196,6 @@ function tempName(name: string, pid = process.pid): string {
 
 const TEMP_RE = /^\.put-wal-(\d+)-.*\.tmp$/;
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Remove temporary files that a killed put-wal left behind (SIGKILL, power loss). Only those of
@@ -219,7 +211,7 @@ async function removeStaleTemps(incoming: string, maxAgeMs: number): Promise<voi
   }
   for (const n of names) {
     const m = TEMP_RE.exec(n);
-    if (!m || Number(m[1]) === process.pid || processAlive(Number(m[1]))) continue;
+    if (!m || Number(m[1]) === process.pid || processExists(Number(m[1]))) continue;
     const file = path.join(incoming, n);
     try {
       const st = await fsp.lstat(file);
