@@ -17,7 +17,8 @@ import { promises as fsp, readFileSync, unlinkSync } from 'node:fs';
 import * as path from 'node:path';
 import { BarmanError } from '../util/errors.js';
 import { DEFAULT_WAL_SEGMENT_SIZE, nextSegment, parseWalName, walNameKind } from '../wal/names.js';
-import { fetchBatch, type RestoreOptions } from './restore.js';
+import { fetchBatch } from './batch.js';
+import type { RestoreOptions } from './remote-get-wal.js';
 import { readBootId, spoolMatchesBoot, spoolTrusted } from './spool.js';
 
 /** The lock of the running background prefetch (the sh launcher tests it before starting one). */

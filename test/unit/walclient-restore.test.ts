@@ -16,7 +16,7 @@ import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { walArchivePath } from '../../src/wal/archiver.js';
 import { compressBuffer } from '../../src/wal/compression.js';
 import { parseArgs } from '../../src/walclient/restore-main.js';
-import { getWalSshArgs, parseChecksums, type RestoreOptions } from '../../src/walclient/restore.js';
+import { getWalSshArgs, parseChecksums, type RestoreOptions } from '../../src/walclient/remote-get-wal.js';
 import { RESTORE_DEFAULT_PARALLEL } from '../../src/walclient/trust-rules.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
