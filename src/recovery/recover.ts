@@ -28,7 +28,7 @@ import { localNowPyDateTime, type PyDateTime } from '../util/pytime.js';
 import { BARMAN_SCRIPT } from '../util/self.js';
 import { historyName } from '../wal/names.js';
 import { isTarBackup, listTarArchives, type TarDecryption } from './copy.js';
-import { encryptionEnabled, serverDecryptor } from '../catalog/encryption.js';
+import { encryptionEnabled, serverDecryptor, type ServerDecryptor } from '../catalog/encryption.js';
 import { unsupportedSettings } from '../config/support.js';
 import { DATA_EXCLUDES, LocalDestination, type RestoreDestination, type RestoredFile } from './destination.js';
 import { backupHookInfo, runRecoveryHooks, type RecoveryHookInfo } from '../hooks/hooks.js';
@@ -292,43 +292,79 @@ async function barmanHostFqdn(env: NodeJS.ProcessEnv): Promise<string> {
 }
 
 /** Restore a backup, locally or on a remote host. See the module comment. */
-export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, events: RestoreEvents = {}): Promise<RestoreResult> {
-  const started = Date.now();
-  const startTime = localNowPyDateTime();
+/** Where a restore's messages go: the log, the result's warnings, the caller's events. */
+interface Say {
+  info(m: string): void;
+  warn(m: string): void;
+  readonly warnings: string[];
+}
+
+function sayFor(events: RestoreEvents): Say {
   const warnings: string[] = [];
-  const info = (m: string) => {
-    log.info(m);
-    events.info?.(m);
+  return {
+    warnings,
+    info(m) {
+      log.info(m);
+      events.info?.(m);
+    },
+    warn(m) {
+      log.warning(m);
+      warnings.push(m);
+      events.warning?.(m);
+    },
   };
-  const warn = (m: string) => {
-    log.warning(m);
-    warnings.push(m);
-    events.warning?.(m);
-  };
+}
 
-  // ---- validation: nothing is written before all of it passes ----
-  const sshCommand = req.remoteSshCommand && req.remoteSshCommand.trim() !== '' ? req.remoteSshCommand.trim() : null;
-  const remote = sshCommand !== null;
-  if (req.networkCompression && !remote) throw new BarmanError('Network compression can only be used with remote recovery (--remote-ssh-command)');
-  if (req.stagingLocation === 'remote') {
-    throw new BarmanError(
-      remote ? '--staging-location remote is not supported yet: use the default (local)' : "--staging-location remote can only be used with remote recovery (--remote-ssh-command)",
-    );
-  }
-  const { target, warnings: targetWarnings } = parseRecoveryTarget(req);
-  for (const w of targetWarnings) warn(w);
-  const dest = normalizeDestination(req.destination);
+/** Everything a restore decided before writing anything (see planRestore). */
+interface RestorePlan {
+  srv: ServerConfig;
+  req: RestoreRequest;
+  events: RestoreEvents;
+  say: Say;
+  started: number;
+  startTime: PyDateTime;
+  sshCommand: string | null;
+  remote: boolean;
+  target: RecoveryTarget;
+  dest: string;
+  entries: BackupEntry[];
+  entry: BackupEntry;
+  id: string;
+  binfo: BackupInfo;
+  version: number;
+  srcData: string;
+  tarFormat: boolean;
+  walDecryptor: ServerDecryptor;
+  tarDecrypt: TarDecryption | undefined;
+  delta: boolean;
+  relocation: Map<string, string>;
+  tablespaces: Tablespace[];
+  getWal: boolean;
+  standby: boolean;
+  pitr: boolean;
+  /** pg_wal or pg_xlog. */
+  walName: string;
+  stagingWal: string | null;
+  /** Where the WAL for recovery goes: barman_wal (or the staging dir) for PITR, pg_wal otherwise; none with get-wal. */
+  walDest: string | null;
+  settingsName: string;
+  workers: number;
+  env: NodeJS.ProcessEnv;
+  barmanCommand: readonly string[];
+  destination: RestoreDestination;
+  remoteGetWal: RecoverySettingsInput['remoteGetWal'];
+}
 
+/** The backup to restore, refused when it is of a kind barman-ts cannot restore. */
+async function chooseBackup(srv: ServerConfig, req: RestoreRequest, target: RecoveryTarget): Promise<{ entries: BackupEntry[]; entry: BackupEntry }> {
   const entries = await loadCatalog(srv);
   const entry: BackupEntry = req.backupId === 'auto' ? chooseAutoBackup(entries, target, srv.name) : resolveBackupId(srv, entries, req.backupId);
-  const id = entry.id;
-  const binfo = entry.info;
+  const { id, info: binfo } = entry;
   checkBackupForRestore(id, binfo, target, { standbyMode: req.standbyMode });
   const newer = unknownBackupInfoKeys(binfo);
   if (newer.length > 0) {
     throw new BarmanError(`Backup ${id} was written by a newer Barman (backup.info fields ${newer.join(', ')}): barman-ts cannot restore it; use that Barman`);
   }
-  const version = binfo.version as number;
   const kind = backupType(binfo);
   if (kind === 'snapshot') {
     if (!req.snapshotRecoveryInstance) throw new BarmanError(`Backup ${id} is a snapshot backup: --snapshot-recovery-instance is required`);
@@ -339,33 +375,11 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   const snapshotOnly = req.snapshotOptions ?? [];
   if (snapshotOnly.length > 0) throw new BarmanError(`${snapshotOnly.join(', ')}: only for snapshot backups (backup ${id} is not one)`);
   if (kind === 'incremental') throw new BarmanError(`Backup ${id} is an incremental backup: restoring incremental backups is not supported yet`);
+  return { entries, entry };
+}
 
-  const srcData = backupDataDir(srv, id);
-  if (!(await pathExists(srcData))) throw new BarmanError(`The data of backup ${id} is missing: ${srcData} does not exist`);
-  const tarFormat = await isTarBackup(srcData);
-  // Encrypted backups (encryption=gpg, `.gpg` tar files): the passphrase is obtained now, so
-  // that a missing or failing encryption_passphrase_command stops the restore before anything
-  // is written. WAL files are decrypted with the same passphrase when met.
-  const walDecryptor = serverDecryptor(srv, 'A WAL file recovery needs');
-  const tarDecrypt = await backupDecryption(srv, id, binfo, srcData, tarFormat);
-
-  // Compressed and encrypted backups are prepared in a staging area for a remote restore:
-  // barman-ts stages on this host only (staging_path, default /tmp).
-  if (remote && tarFormat) {
-    const refused = unsupportedSettings(srv).find((u) => u.refusedBy === 'restore');
-    if (refused) throw new BarmanError(refused.message);
-  }
-
-  const recoveryOptions = (srv.recovery_options as readonly string[] | null) ?? [];
-  let delta = req.deltaRestore ?? recoveryOptions.includes('delta-restore');
-  if (delta && tarFormat && !remote) {
-    if (req.deltaRestore) throw new BarmanError(`Delta restore is not possible for backup ${id}: it is compressed`);
-    warn(`recovery_options 'delta-restore' ignored: backup ${id} is compressed`);
-    delta = false;
-  }
-
-  const relocation = parseTablespaceRules(req.tablespaces ?? [], binfo.tablespaces);
-  const tablespaces = tablespaceTargets(binfo.tablespaces, relocation);
+/** The destination and the tablespace locations: apart from each other and (local) from the catalog. */
+function checkLocations(srv: ServerConfig, dest: string, tablespaces: readonly Tablespace[], remote: boolean): void {
   // The catalog is on this host: a remote destination cannot overlap it.
   if (!remote) {
     const catalogDir = path.resolve(srv.backup_directory);
@@ -381,34 +395,88 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     if (other) throw new BarmanError(`The location of tablespace '${t.name}' (${t.location}) overlaps ${other}`);
     seen.set(t.location, `tablespace '${t.name}'`);
   }
+}
 
-  const getWal = req.getWal ?? recoveryOptions.includes('get-wal');
-  if (getWal && !remote && encryptionEnabled(srv)) {
-    warn(`WAL files of server ${srv.name} are encrypted (gpg): PostgreSQL's restore_command 'barman get-wal' must run as the barman user, whose keys decrypt them`);
+/** The staging WAL directory of a PITR without get-wal (--staging-wal-directory), else null. */
+function stagingWalDirectory(req: RestoreRequest, pitr: boolean, getWal: boolean, say: Say): string | null {
+  if (!req.stagingWalDirectory) return null;
+  if (!pitr || getWal) {
+    say.warn('--staging-wal-directory is ignored: WAL files are only staged for a point-in-time recovery without get-wal');
+    return null;
   }
-  const standby = req.standbyMode === true;
-  const pitr = isPitr(target);
-  const walName = version >= 100000 ? 'pg_wal' : 'pg_xlog';
-  let stagingWal: string | null = null;
-  if (req.stagingWalDirectory) {
-    if (pitr && !getWal) {
-      stagingWal = path.resolve(req.stagingWalDirectory);
-      if (stagingWal.includes(':')) throw new BarmanError(`The staging WAL directory '${stagingWal}' cannot contain ':'`);
-    } else {
-      warn('--staging-wal-directory is ignored: WAL files are only staged for a point-in-time recovery without get-wal');
-    }
-  }
-  // WAL for recovery: barman_wal (or the staging dir) for PITR, pg_wal otherwise; none with get-wal.
-  const walDest = getWal ? null : pitr ? (stagingWal ?? path.join(dest, 'barman_wal')) : path.join(dest, walName);
+  const dir = path.resolve(req.stagingWalDirectory);
+  if (dir.includes(':')) throw new BarmanError(`The staging WAL directory '${dir}' cannot contain ':'`);
+  return dir;
+}
+
+/** The file receiving the recovery settings (postgresql.auto.conf, --recovery-conf-filename, recovery.conf). */
+function settingsFileName(req: RestoreRequest, version: number, dest: string, remote: boolean, say: Say): string {
   const recoveryConfFile = req.recoveryConfFilename ?? null;
   if (recoveryConfFile !== null && version < 120000) {
-    warn('--recovery-conf-filename is ignored for PostgreSQL < 12 (recovery.conf is used)');
+    say.warn('--recovery-conf-filename is ignored for PostgreSQL < 12 (recovery.conf is used)');
   }
   const settingsName = version >= 120000 ? (recoveryConfFile ?? 'postgresql.auto.conf') : 'recovery.conf';
   if (remote && !isInside(path.resolve(dest, settingsName), dest)) {
     throw new BarmanError(`--recovery-conf-filename '${settingsName}' must name a file inside the destination directory for a remote restore`);
   }
-  if (req.bwlimit && !remote) warn('--bwlimit is ignored by local restores');
+  return settingsName;
+}
+
+/** Validation and decisions: nothing is written before all of it passes. */
+async function planRestore(srv: ServerConfig, req: RestoreRequest, events: RestoreEvents, say: Say): Promise<RestorePlan> {
+  const started = Date.now();
+  const startTime = localNowPyDateTime();
+  const sshCommand = req.remoteSshCommand && req.remoteSshCommand.trim() !== '' ? req.remoteSshCommand.trim() : null;
+  const remote = sshCommand !== null;
+  if (req.networkCompression && !remote) throw new BarmanError('Network compression can only be used with remote recovery (--remote-ssh-command)');
+  if (req.stagingLocation === 'remote') {
+    throw new BarmanError(
+      remote ? '--staging-location remote is not supported yet: use the default (local)' : "--staging-location remote can only be used with remote recovery (--remote-ssh-command)",
+    );
+  }
+  const { target, warnings: targetWarnings } = parseRecoveryTarget(req);
+  for (const w of targetWarnings) say.warn(w);
+  const dest = normalizeDestination(req.destination);
+  const { entries, entry } = await chooseBackup(srv, req, target);
+  const { id, info: binfo } = entry;
+  const version = binfo.version as number;
+
+  const srcData = backupDataDir(srv, id);
+  if (!(await pathExists(srcData))) throw new BarmanError(`The data of backup ${id} is missing: ${srcData} does not exist`);
+  const tarFormat = await isTarBackup(srcData);
+  // Encrypted backups (encryption=gpg, `.gpg` tar files): the passphrase is obtained now, so
+  // that a missing or failing encryption_passphrase_command stops the restore before anything
+  // is written. WAL files are decrypted with the same passphrase when met.
+  const walDecryptor = serverDecryptor(srv, 'A WAL file recovery needs');
+  const tarDecrypt = await backupDecryption(srv, id, binfo, srcData, tarFormat);
+  // Compressed and encrypted backups are prepared in a staging area for a remote restore:
+  // barman-ts stages on this host only (staging_path, default /tmp).
+  if (remote && tarFormat) {
+    const refused = unsupportedSettings(srv).find((u) => u.refusedBy === 'restore');
+    if (refused) throw new BarmanError(refused.message);
+  }
+
+  const recoveryOptions = (srv.recovery_options as readonly string[] | null) ?? [];
+  let delta = req.deltaRestore ?? recoveryOptions.includes('delta-restore');
+  if (delta && tarFormat && !remote) {
+    if (req.deltaRestore) throw new BarmanError(`Delta restore is not possible for backup ${id}: it is compressed`);
+    say.warn(`recovery_options 'delta-restore' ignored: backup ${id} is compressed`);
+    delta = false;
+  }
+  const relocation = parseTablespaceRules(req.tablespaces ?? [], binfo.tablespaces);
+  const tablespaces = tablespaceTargets(binfo.tablespaces, relocation);
+  checkLocations(srv, dest, tablespaces, remote);
+
+  const getWal = req.getWal ?? recoveryOptions.includes('get-wal');
+  if (getWal && !remote && encryptionEnabled(srv)) {
+    say.warn(`WAL files of server ${srv.name} are encrypted (gpg): PostgreSQL's restore_command 'barman get-wal' must run as the barman user, whose keys decrypt them`);
+  }
+  const pitr = isPitr(target);
+  const walName = version >= 100000 ? 'pg_wal' : 'pg_xlog';
+  const stagingWal = stagingWalDirectory(req, pitr, getWal, say);
+  const walDest = getWal ? null : pitr ? (stagingWal ?? path.join(dest, 'barman_wal')) : path.join(dest, walName);
+  const settingsName = settingsFileName(req, version, dest, remote, say);
+  if (req.bwlimit && !remote) say.warn('--bwlimit is ignored by local restores');
   const workers = Math.max(1, req.jobs ?? defaultCopyWorkers(remote, srv.parallel_jobs ?? 1));
   const env = subprocessEnv(srv.path_prefix);
   const barmanCommand = req.barmanCommand ?? barmanInvocation(srv.global.configFile);
@@ -429,8 +497,71 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
   // last: on a remote host this is the first contact (ssh), after every local rule passed
   await destination.check(delta);
   const remoteGetWal = remote && getWal ? { barmanHost: await barmanHostFqdn(env), port: req.recoveryOptionPort ?? null, parallel: srv.parallel_jobs ?? 1 } : null;
+  return {
+    srv,
+    req,
+    events,
+    say,
+    started,
+    startTime,
+    sshCommand,
+    remote,
+    target,
+    dest,
+    entries,
+    entry,
+    id,
+    binfo,
+    version,
+    srcData,
+    tarFormat,
+    walDecryptor,
+    tarDecrypt,
+    delta,
+    relocation,
+    tablespaces,
+    getWal,
+    standby: req.standbyMode === true,
+    pitr,
+    walName,
+    stagingWal,
+    walDest,
+    settingsName,
+    workers,
+    env,
+    barmanCommand,
+    destination,
+    remoteGetWal,
+  };
+}
 
-  // ---- the restore ----
+/** The first lines of a restore: where, from what, to which target, the tablespaces. */
+function announce(p: RestorePlan): void {
+  const { say, target } = p;
+  say.info(`Starting ${p.destination.where} restore for server ${p.srv.name} using backup ${p.id}`);
+  say.info(`Destination directory: ${p.dest}`);
+  if (p.remote) say.info(`Remote command: ${p.sshCommand ?? ''}`);
+  if (p.pitr) {
+    const details = [
+      target.time && `Recovery target time: '${target.time.format()}'`,
+      target.xid && `Recovery target xid: '${target.xid}'`,
+      target.lsn && `Recovery target LSN: '${target.lsn}'`,
+      target.name && `Recovery target name: '${target.name}'`,
+      target.immediate && 'Recovery target: immediate (end of the backup)',
+      target.tli !== null && `Recovery target timeline: '${String(target.tli)}'`,
+      target.exclusive && 'Recovery target inclusive: False',
+      target.action && `Recovery target action: '${target.action}'`,
+    ].filter((x): x is string => typeof x === 'string');
+    say.info(`Doing PITR. ${details[0] ?? ''}`);
+    for (const d of details.slice(1)) say.info(d);
+  }
+  for (const t of p.tablespaces) say.info(`Restoring tablespace '${t.name}' (oid ${t.oid}) to ${t.location}${p.relocation.has(t.name) ? ' (relocated)' : ''}`);
+}
+
+export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, events: RestoreEvents = {}): Promise<RestoreResult> {
+  const say = sayFor(events);
+  const plan = await planRestore(srv, req, events, say);
+  const { id, dest, remote, destination } = plan;
   let lock: HeldLock;
   try {
     lock = await acquireLock(backupLockPath(srv, id), `operation on backup ${id}`);
@@ -439,45 +570,26 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     throw err;
   }
   const hookEnv: RecoveryHookInfo = {
-    ...backupHookInfo(srv, entry, entries),
+    ...backupHookInfo(srv, plan.entry, plan.entries),
     destination: dest,
-    tablespaces: tablespaces.length ? Object.fromEntries(tablespaces.map((t) => [t.name, t.location])) : null,
-    remoteCommand: sshCommand,
-    recoverOptions: recoverOptionsForHooks(target, req),
+    tablespaces: plan.tablespaces.length ? Object.fromEntries(plan.tablespaces.map((t) => [t.name, t.location])) : null,
+    remoteCommand: plan.sshCommand,
+    recoverOptions: recoverOptionsForHooks(plan.target, req),
   };
+  const hooks = req.runHooks !== false;
   try {
-    info(`Starting ${destination.where} restore for server ${srv.name} using backup ${id}`);
-    info(`Destination directory: ${dest}`);
-    if (remote) info(`Remote command: ${sshCommand}`);
-    if (pitr) {
-      const details = [
-        target.time && `Recovery target time: '${target.time.format()}'`,
-        target.xid && `Recovery target xid: '${target.xid}'`,
-        target.lsn && `Recovery target LSN: '${target.lsn}'`,
-        target.name && `Recovery target name: '${target.name}'`,
-        target.immediate && 'Recovery target: immediate (end of the backup)',
-        target.tli !== null && `Recovery target timeline: '${String(target.tli)}'`,
-        target.exclusive && 'Recovery target inclusive: False',
-        target.action && `Recovery target action: '${target.action}'`,
-      ].filter((x): x is string => typeof x === 'string');
-      info(`Doing PITR. ${details[0] ?? ''}`);
-      for (const d of details.slice(1)) info(d);
-    }
-    for (const t of tablespaces) info(`Restoring tablespace '${t.name}' (oid ${t.oid}) to ${t.location}${relocation.has(t.name) ? ' (relocated)' : ''}`);
-
+    announce(plan);
     if (events.archive) {
       try {
         await events.archive();
       } catch (err) {
-        warn(`Archiving pending WAL files failed: ${errorMessage(err)}`);
+        say.warn(`Archiving pending WAL files failed: ${errorMessage(err)}`);
       }
     }
-    const hooks = req.runHooks !== false;
-    if (hooks) await runRecoveryHooks(srv, 'pre', hookEnv, { warning: warn });
-
+    if (hooks) await runRecoveryHooks(srv, 'pre', hookEnv, { warning: say.warn });
     let result: RestoreResult;
     try {
-      result = await doRestore();
+      result = await runRestore(plan);
     } catch (err) {
       throw new BarmanError(
         `Restore of backup ${id} into ${remote ? 'the remote directory ' : ''}${dest} failed: ${errorMessage(err)} (the destination is incomplete: empty it before trying again)`,
@@ -485,180 +597,186 @@ export async function restoreBackup(srv: ServerConfig, req: RestoreRequest, even
     } finally {
       await destination.cleanup();
     }
-    if (hooks) await runRecoveryHooks(srv, 'post', hookEnv, { warning: warn });
+    if (hooks) await runRecoveryHooks(srv, 'post', hookEnv, { warning: say.warn });
     return result;
   } catch (err) {
-    if (req.runHooks !== false) await runRecoveryHooks(srv, 'post', { ...hookEnv, error: errorMessage(err) }, { warning: warn }).catch(() => undefined);
+    if (hooks) await runRecoveryHooks(srv, 'post', { ...hookEnv, error: errorMessage(err) }, { warning: say.warn }).catch(() => undefined);
     throw err;
   } finally {
     lock.release();
   }
+}
 
-  async function doRestore(): Promise<RestoreResult> {
-    // ---- base backup ----
-    info(delta ? 'Copying the base backup (delta restore).' : 'Copying the base backup.');
-    const copyStart = Date.now();
-    // transfer_method = agent: barman-ts agents write a remote restore, or a delta restore.
-    const store = srv.transfer_method === 'agent' && (remote || delta) ? await StoreReader.open(srv, id) : null;
-    const agent = srv.transfer_method === 'agent' && (remote || delta) ? { codec: String(srv.agent_compression ?? 'zstd'), level: Number(srv.agent_compression_level ?? 1), store } : undefined;
-    let copied;
-    try {
-      copied = await destination.copyBase(
-        { dataDir: srcData, tarFormat, tablespaceDir: (oid) => backupDataDir(srv, id, oid) },
-        { delta, agent, workers, env, gzipProgram: gzipDecompressor(env), decrypt: tarDecrypt, onProgress: (d, t) => events.progress?.(d, t, 'data') },
-      );
-    } finally {
-      await store?.close();
-    }
-    const copy: RestoreResult['copy'] = { ...copied, seconds: (Date.now() - copyStart) / 1000 };
-    faultPoint('recover:base-copied');
-
-    // ---- WAL ----
-    const walStart = Date.now();
-    const wal: RestoreResult['wal'] = { destination: walDest, files: 0, bytes: 0, seconds: 0, targetTimeline: null, missing: [] };
-    if (walDest !== null) {
-      info('Copying required WAL segments.');
-      const listing = await listArchive(srv, binfo.begin_wal as string, 0xffffffff);
-      const historyTlis = listing.history.map((h) => parseInt(h.name.slice(0, 8), 16));
-      const targetTli = resolveTargetTli(target.tli, binfo.timeline as number, version, pitr, historyTlis);
-      wal.targetTimeline = targetTli;
-      const hist = listing.history.find((h) => h.name === historyName(targetTli));
-      let ancestry = null;
-      try {
-        ancestry = timelineAncestry(targetTli, hist ? await readArchivedText(hist.path, customCompression(srv), walDecryptor) : null);
-      } catch (err) {
-        warn(`Cannot read the history of timeline ${targetTli}: ${errorMessage(err)}`);
-      }
-      if (typeof target.tli === 'number' && target.tli > (binfo.timeline as number) && !hist) {
-        warn(`Timeline ${target.tli} has no history file in the archive: recovery may not be able to reach it`);
-      }
-      const sel = selectRequiredWals({
-        beginWal: binfo.begin_wal as string,
-        endWal: binfo.end_wal,
-        segSize: binfo.xlog_segment_size,
-        version,
-        target,
-        targetTli,
-        ancestry,
-        listing,
-      });
-      wal.missing = sel.missing;
-      if (sel.missing.length > 0) {
-        warn(`${sel.missing.length} WAL file(s) needed to make backup ${id} consistent are not in the archive (first: ${sel.missing[0] as string}): recovery will fail until they are available`);
-      }
-      const files = [...sel.history, ...sel.segments];
-      let n = 0;
-      events.progress?.(0, files.length, 'wal');
-      if (!pitr) info('Generating archive status files');
-      wal.bytes = await destination.placeWals(files, {
-        walDest,
-        doneFiles: !pitr,
-        workers,
-        custom: customCompression(srv),
-        decryptor: walDecryptor,
-        onFile: () => events.progress?.(++n, files.length, 'wal'),
-      });
-      wal.files = files.length;
-    }
-    wal.seconds = (Date.now() - walStart) / 1000;
-    faultPoint('recover:wals-copied');
-
-    // ---- configuration (mangled first: recovery settings are appended after) ----
-    const withSettings = needsRecoverySettings(pitr, getWal, standby);
-    if (withSettings) info('Generating recovery configuration');
-    info('Identify dangerous settings in destination directory.');
-    // .barman-recover.info: the backup.info of what was restored (safe horizon of later deltas)
-    const out: RestoredFile[] = [{ rel: '.barman-recover.info', text: serializeBackupInfo(binfo), mode: FILE_MODE }];
-    /** Current content of the files changed so far (rel → text/mode). */
-    const current = new Map<string, { text: string; mode: number }>();
-    const saveOrigin = (rel: string, orig: { text: string; mode: number }) => {
-      if (!out.some((f) => f.rel === `${rel}.origin`)) out.push({ rel: `${rel}.origin`, text: orig.text, mode: orig.mode, copyOf: rel });
-    };
-    const changes: ConfigLine[] = [];
-    const commented: ConfigLine[] = [];
-    const dangerous: ConfigLine[] = [];
-    let haveConf = false;
-    for (const name of ['postgresql.conf', ...(version >= 90400 ? ['postgresql.auto.conf'] : [])]) {
-      const orig = await destination.readRestored(name);
-      if (orig === null) continue;
-      if (name === 'postgresql.conf') haveConf = true;
-      const m = mangleConfig(orig.text, name, { commentRecoveryTargets: version >= 120000 });
-      changes.push(...m.changes);
-      commented.push(...m.commented);
-      dangerous.push(...m.dangerous);
-      if (m.modified) {
-        saveOrigin(name, orig);
-        current.set(name, { text: m.text, mode: orig.mode });
-      }
-    }
-    const missingFiles = missingConfigFiles(binfo);
-    if (!haveConf) {
-      warn(`postgresql.conf is not in the restored data directory: make sure archive_command is disabled before starting the server`);
-    }
-
-    const recoveryFiles: string[] = [];
-    let signalFile: string | null = null;
-    let restoreCommand: string | null = null;
-    if (withSettings) {
-      const settings: RecoverySettingsInput = {
-        version,
-        serverName: srv.name,
-        target,
-        getWal,
-        standbyMode: standby,
-        walDir: pitr && !getWal ? walDest : null,
-        barmanCommand,
-        barmanUser: srv.global.barman_user ?? 'barman',
-        remoteGetWal,
-      };
-      restoreCommand = restoreCommandValue(settings);
-      if (version >= 120000) {
-        const existing = current.get(settingsName) ?? (await destination.readRestored(settingsName));
-        // keep the file as it was restored (mangling may already have saved it)
-        if (existing !== null && existing.text !== '') {
-          const restored = await destination.readRestored(settingsName);
-          if (restored) saveOrigin(settingsName, restored);
-        }
-        const text = existing?.text ?? '';
-        current.set(settingsName, { text: text + autoConfAppendix(text, settings), mode: text !== '' && existing ? existing.mode : FILE_MODE });
-        signalFile = standby ? 'standby.signal' : 'recovery.signal';
-      } else {
-        current.set(settingsName, { text: recoveryConfText(settings), mode: FILE_MODE });
-      }
-      recoveryFiles.push(path.resolve(dest, settingsName));
-    }
-    for (const [rel, f] of current) out.push({ rel, ...f });
-
-    // ---- durability, then the signal file ----
-    faultPoint('recover:before-finish');
-    const durability = await destination.finish(out, signalFile);
-    faultPoint('recover:finished');
-
-    return {
-      serverName: srv.name,
-      backupId: id,
-      destination: dest,
-      remoteSshCommand: sshCommand,
-      startTime,
-      elapsedSeconds: (Date.now() - started) / 1000,
-      pitr,
-      target: targetSummary(target),
-      tablespaces,
-      getWal,
-      deltaRestore: delta,
-      standbyMode: standby,
-      copy,
-      wal,
-      recoveryFiles,
-      restoreCommand,
-      signalFile: signalFile === null ? null : path.join(dest, signalFile),
-      changes,
-      commented,
-      dangerous,
-      missingFiles,
-      walDirectoryToRemove: pitr && !getWal ? walDest : null,
-      durability,
-      warnings,
-    };
+/** The base backup (and tablespaces) into the destination. */
+async function copyBaseBackup(p: RestorePlan): Promise<RestoreResult['copy']> {
+  const { srv, id, delta, remote, events } = p;
+  p.say.info(delta ? 'Copying the base backup (delta restore).' : 'Copying the base backup.');
+  const copyStart = Date.now();
+  // transfer_method = agent: barman-ts agents write a remote restore, or a delta restore.
+  const store = srv.transfer_method === 'agent' && (remote || delta) ? await StoreReader.open(srv, id) : null;
+  const agent = srv.transfer_method === 'agent' && (remote || delta) ? { codec: String(srv.agent_compression ?? 'zstd'), level: Number(srv.agent_compression_level ?? 1), store } : undefined;
+  try {
+    const copied = await p.destination.copyBase(
+      { dataDir: p.srcData, tarFormat: p.tarFormat, tablespaceDir: (oid) => backupDataDir(srv, id, oid) },
+      { delta, agent, workers: p.workers, env: p.env, gzipProgram: gzipDecompressor(p.env), decrypt: p.tarDecrypt, onProgress: (d, t) => events.progress?.(d, t, 'data') },
+    );
+    return { ...copied, seconds: (Date.now() - copyStart) / 1000 };
+  } finally {
+    await store?.close();
   }
+}
+
+/** The WAL files recovery needs (none with get-wal): into pg_wal, barman_wal or the staging directory. */
+async function copyRequiredWals(p: RestorePlan): Promise<RestoreResult['wal']> {
+  const { srv, binfo, walDest, target, version, pitr, say, events } = p;
+  const walStart = Date.now();
+  const wal: RestoreResult['wal'] = { destination: walDest, files: 0, bytes: 0, seconds: 0, targetTimeline: null, missing: [] };
+  if (walDest === null) return wal;
+  say.info('Copying required WAL segments.');
+  const listing = await listArchive(srv, binfo.begin_wal as string, 0xffffffff);
+  const historyTlis = listing.history.map((h) => parseInt(h.name.slice(0, 8), 16));
+  const targetTli = resolveTargetTli(target.tli, binfo.timeline as number, version, pitr, historyTlis);
+  wal.targetTimeline = targetTli;
+  const hist = listing.history.find((h) => h.name === historyName(targetTli));
+  let ancestry = null;
+  try {
+    ancestry = timelineAncestry(targetTli, hist ? await readArchivedText(hist.path, customCompression(srv), p.walDecryptor) : null);
+  } catch (err) {
+    say.warn(`Cannot read the history of timeline ${targetTli}: ${errorMessage(err)}`);
+  }
+  if (typeof target.tli === 'number' && target.tli > (binfo.timeline as number) && !hist) {
+    say.warn(`Timeline ${target.tli} has no history file in the archive: recovery may not be able to reach it`);
+  }
+  const sel = selectRequiredWals({ beginWal: binfo.begin_wal as string, endWal: binfo.end_wal, segSize: binfo.xlog_segment_size, version, target, targetTli, ancestry, listing });
+  wal.missing = sel.missing;
+  if (sel.missing.length > 0) {
+    say.warn(`${sel.missing.length} WAL file(s) needed to make backup ${p.id} consistent are not in the archive (first: ${sel.missing[0] as string}): recovery will fail until they are available`);
+  }
+  const files = [...sel.history, ...sel.segments];
+  let n = 0;
+  events.progress?.(0, files.length, 'wal');
+  if (!pitr) say.info('Generating archive status files');
+  wal.bytes = await p.destination.placeWals(files, {
+    walDest,
+    doneFiles: !pitr,
+    workers: p.workers,
+    custom: customCompression(srv),
+    decryptor: p.walDecryptor,
+    onFile: () => events.progress?.(++n, files.length, 'wal'),
+  });
+  wal.files = files.length;
+  wal.seconds = (Date.now() - walStart) / 1000;
+  return wal;
+}
+
+/** The restored configuration, made safe, and the recovery settings: files to write, and what changed. */
+interface RecoveryConfiguration {
+  out: RestoredFile[];
+  changes: ConfigLine[];
+  commented: ConfigLine[];
+  dangerous: ConfigLine[];
+  recoveryFiles: string[];
+  signalFile: string | null;
+  restoreCommand: string | null;
+}
+
+async function recoveryConfiguration(p: RestorePlan): Promise<RecoveryConfiguration> {
+  const { srv, version, destination, say, settingsName } = p;
+  // Mangled first: recovery settings are appended after.
+  const withSettings = needsRecoverySettings(p.pitr, p.getWal, p.standby);
+  if (withSettings) say.info('Generating recovery configuration');
+  say.info('Identify dangerous settings in destination directory.');
+  // .barman-recover.info: the backup.info of what was restored (safe horizon of later deltas)
+  const out: RestoredFile[] = [{ rel: '.barman-recover.info', text: serializeBackupInfo(p.binfo), mode: FILE_MODE }];
+  /** Current content of the files changed so far (rel → text/mode). */
+  const current = new Map<string, { text: string; mode: number }>();
+  const saveOrigin = (rel: string, orig: { text: string; mode: number }) => {
+    if (!out.some((f) => f.rel === `${rel}.origin`)) out.push({ rel: `${rel}.origin`, text: orig.text, mode: orig.mode, copyOf: rel });
+  };
+  const conf: RecoveryConfiguration = { out, changes: [], commented: [], dangerous: [], recoveryFiles: [], signalFile: null, restoreCommand: null };
+  let haveConf = false;
+  for (const name of ['postgresql.conf', ...(version >= 90400 ? ['postgresql.auto.conf'] : [])]) {
+    const orig = await destination.readRestored(name);
+    if (orig === null) continue;
+    if (name === 'postgresql.conf') haveConf = true;
+    const m = mangleConfig(orig.text, name, { commentRecoveryTargets: version >= 120000 });
+    conf.changes.push(...m.changes);
+    conf.commented.push(...m.commented);
+    conf.dangerous.push(...m.dangerous);
+    if (m.modified) {
+      saveOrigin(name, orig);
+      current.set(name, { text: m.text, mode: orig.mode });
+    }
+  }
+  if (!haveConf) {
+    say.warn(`postgresql.conf is not in the restored data directory: make sure archive_command is disabled before starting the server`);
+  }
+  if (withSettings) {
+    const settings: RecoverySettingsInput = {
+      version,
+      serverName: srv.name,
+      target: p.target,
+      getWal: p.getWal,
+      standbyMode: p.standby,
+      walDir: p.pitr && !p.getWal ? p.walDest : null,
+      barmanCommand: p.barmanCommand,
+      barmanUser: srv.global.barman_user ?? 'barman',
+      remoteGetWal: p.remoteGetWal,
+    };
+    conf.restoreCommand = restoreCommandValue(settings);
+    if (version >= 120000) {
+      const existing = current.get(settingsName) ?? (await destination.readRestored(settingsName));
+      // keep the file as it was restored (mangling may already have saved it)
+      if (existing !== null && existing.text !== '') {
+        const restored = await destination.readRestored(settingsName);
+        if (restored) saveOrigin(settingsName, restored);
+      }
+      const text = existing?.text ?? '';
+      current.set(settingsName, { text: text + autoConfAppendix(text, settings), mode: text !== '' && existing ? existing.mode : FILE_MODE });
+      conf.signalFile = p.standby ? 'standby.signal' : 'recovery.signal';
+    } else {
+      current.set(settingsName, { text: recoveryConfText(settings), mode: FILE_MODE });
+    }
+    conf.recoveryFiles.push(path.resolve(p.dest, settingsName));
+  }
+  for (const [rel, f] of current) out.push({ rel, ...f });
+  return conf;
+}
+
+/** The writing part of a restore, in order: base backup, WAL, configuration, durability, signal file. */
+async function runRestore(p: RestorePlan): Promise<RestoreResult> {
+  const copy = await copyBaseBackup(p);
+  faultPoint('recover:base-copied');
+  const wal = await copyRequiredWals(p);
+  faultPoint('recover:wals-copied');
+  const conf = await recoveryConfiguration(p);
+  faultPoint('recover:before-finish');
+  const durability = await p.destination.finish(conf.out, conf.signalFile);
+  faultPoint('recover:finished');
+  return {
+    serverName: p.srv.name,
+    backupId: p.id,
+    destination: p.dest,
+    remoteSshCommand: p.sshCommand,
+    startTime: p.startTime,
+    elapsedSeconds: (Date.now() - p.started) / 1000,
+    pitr: p.pitr,
+    target: targetSummary(p.target),
+    tablespaces: p.tablespaces,
+    getWal: p.getWal,
+    deltaRestore: p.delta,
+    standbyMode: p.standby,
+    copy,
+    wal,
+    recoveryFiles: conf.recoveryFiles,
+    restoreCommand: conf.restoreCommand,
+    signalFile: conf.signalFile === null ? null : path.join(p.dest, conf.signalFile),
+    changes: conf.changes,
+    commented: conf.commented,
+    dangerous: conf.dangerous,
+    missingFiles: missingConfigFiles(p.binfo),
+    walDirectoryToRemove: p.pitr && !p.getWal ? p.walDest : null,
+    durability,
+    warnings: p.say.warnings,
+  };
 }
