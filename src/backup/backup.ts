@@ -219,215 +219,61 @@ export class BackupWaitInterruptedError extends BarmanError {}
 
 const INTERRUPTED = 'interrupted by signal';
 
-/** Take one backup of a server. Returns the final entry (status DONE, WAITING_FOR_WALS or FAILED). */
-export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev: BackupEvents = {}): Promise<BackupEntry> {
+/** What one running backup shares between its steps (the phase names a failure). */
+interface BackupRun {
+  srv: ServerConfig;
+  opts: BackupOptions;
+  ev: BackupEvents;
+  /** rsync or local-rsync (else postgres). */
+  rsyncMethod: boolean;
+  mode: 'rsync-concurrent' | 'postgres';
+  encrypt: boolean;
+  signal: AbortSignal;
+  started: number;
+  phase: string;
+  entry: BackupEntry | null;
+}
+
+/** Refusals that need neither PostgreSQL nor the lock; returns the method's facts. */
+function refuseUnsupportedBackup(srv: ServerConfig, opts: BackupOptions): Pick<BackupRun, 'rsyncMethod' | 'mode' | 'encrypt'> {
   if (srv.passive) throw new BarmanError(`Backup not allowed on the passive node '${srv.name}'`);
   const unsupported = unsupportedSettings(srv).find((u) => u.refusedBy === 'backup');
   if (unsupported) throw new BarmanError(unsupported.message);
   const rsyncMethod = srv.backup_method === 'rsync' || srv.backup_method === 'local-rsync';
-  const mode = rsyncMethod ? 'rsync-concurrent' : 'postgres';
   if (opts.name !== undefined) validateBackupName(opts.name);
   // encryption = gpg that cannot be honoured is refused before anything is written (Barman
   // records a FAILED backup after the copy): a backup is never stored in clear by mistake.
   const encryptionProblem = encryptionConfigProblem(srv);
   if (encryptionProblem) throw new BarmanError(encryptionProblem);
-  const encrypt = encryptionEnabled(srv);
+  return { rsyncMethod, mode: rsyncMethod ? 'rsync-concurrent' : 'postgres', encrypt: encryptionEnabled(srv) };
+}
+
+/** Take one backup of a server. Returns the final entry (status DONE, WAITING_FOR_WALS or FAILED). */
+export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev: BackupEvents = {}): Promise<BackupEntry> {
+  const method = refuseUnsupportedBackup(srv, opts);
   const lock = await acquireLock(lockPath(srv, 'backup'), 'backup');
   // These handlers replace Node's exit on SIGINT/SIGTERM: every wait below must watch `abort`.
   const abort = new AbortController();
   const onSignal = () => abort.abort();
-  const stopIfAborted = () => {
-    if (abort.signal.aborted) throw new BarmanError(INTERRUPTED);
-  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  let entry: BackupEntry | null = null;
-  let phase = 'connecting to PostgreSQL';
-  const started = Date.now();
+  const run: BackupRun = { srv, opts, ev, ...method, signal: abort.signal, started: Date.now(), phase: 'connecting to PostgreSQL', entry: null };
   try {
-    const pg = await PgConnection.connect(srv.conninfo ?? '');
-    let facts: ServerFacts;
-    try {
-      facts = await gatherFacts(pg);
-    } finally {
-      await pg.close();
-    }
-    stopIfAborted();
-    // Refusals come before anything is created on disk.
-    requirePrimaryForStandby(srv, facts.inRecovery);
-    if (rsyncMethod) refuseExclusive(srv, facts.version);
-    if (rsyncMethod) refuseAgentTransfer(srv);
-    await ensureServerDirs(srv);
-    phase = 'checking the catalog';
-    await checkIdentity(srv, facts);
-    const id = await freshBackupId(srv);
-    const dir = backupDir(srv, id);
-    entry = {
-      id,
-      infoFile: '',
-      info: newBackupInfo({
-        status: EMPTY,
-        server_name: srv.name,
-        backup_name: opts.name ?? null,
-        mode,
-        pgdata: facts.pgdata,
-        systemid: facts.systemid,
-        version: facts.version,
-        xlog_segment_size: facts.segSize,
-        tablespaces: facts.tablespaces.length ? facts.tablespaces.map((t) => ({ ...t })) : null,
-        config_file: facts.configFile,
-        hba_file: facts.hbaFile,
-        ident_file: facts.identFile,
-        data_checksums: facts.dataChecksums,
-        cluster_size: facts.clusterSize,
-      }),
-    };
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    entry.infoFile = await saveBackupInfo(srv, id, entry.info, { create: true });
-    faultPoint('backup:empty');
-    // pre_backup hooks see the EMPTY backup on disk; ABORT_STOP fails the backup (HookAbortError).
-    phase = 'running the pre-backup hooks';
-    await runBackupHooks(srv, 'pre', entry, ev);
-    ev.info?.(`Starting backup using ${mode} method for server ${srv.name} in ${dir}`);
-    if (facts.inRecovery) ev.info?.(`Backing up from a standby: the WAL switch at the end is asked of the primary (primary_conninfo)`);
-
-    phase = 'starting the backup';
-    entry.info = { ...entry.info, status: STARTED, begin_time: localNowPyDateTime() };
-    await saveBackupInfo(srv, id, entry.info);
-    faultPoint('backup:started');
-
-    phase = 'copying files';
-    // A signal that came before the copy process exists would never reach it (the executors check too).
-    stopIfAborted();
-    const immediateCheckpoint = opts.immediateCheckpoint ?? srv.immediate_checkpoint;
-    const copy = async (): Promise<CopyOutcome> => {
-      if (rsyncMethod) {
-        const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
-        const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
-        const common = {
-          srv,
-          destDir: dir,
-          version: facts.version,
-          pgdata: facts.pgdata,
-          tablespaces: facts.tablespaces,
-          immediateCheckpoint,
-          label: `Barman backup ${srv.name} ${id}`,
-          jobs,
-          reuse,
-          onProgress: ev.progress,
-          signal: abort.signal,
-          keepaliveInterval: opts.keepaliveInterval,
-        };
-        if (srv.transfer_method === 'agent') {
-          ev.info?.(`Starting backup copy via the barman-ts agent for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''} (reuse_backup = ${reuse})`);
-          return agentCopy({ ...common, backupId: id, info: ev.info });
-        }
-        const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
-        ev.info?.(`Starting backup copy via rsync for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''}${previous ? ` (reuse_backup = ${reuse} from ${path.basename(previous.dir)})` : ''}`);
-        return rsyncCopy({
-          ...common,
-          previous,
-          bwlimit: opts.bwlimit ?? srv.bandwidth_limit ?? null,
-          startBatchSize: opts.startBatchSize,
-          startBatchPeriod: opts.startBatchPeriod,
-        });
-      }
-      ev.info?.(`Starting backup copy via pg_basebackup for ${id}`);
-      return postgresCopy({
-        srv,
-        destDir: dir,
-        tablespaces: facts.tablespaces,
-        immediateCheckpoint,
-        label: srv.streaming_backup_name,
-        onProgress: ev.progress,
-        signal: abort.signal,
-      });
-    };
-    const result = await copyWithRetries(dir, copy, {
-      times: opts.retryTimes ?? srv.basebackup_retry_times ?? 0,
-      sleepSeconds: opts.retrySleep ?? srv.basebackup_retry_sleep ?? 30,
-      signal: abort.signal,
-      warning: ev.warning,
-    });
-    faultPoint('backup:copied');
-    const copySeconds = result.copySeconds;
-    ev.info?.(`Copy done (time: ${copySeconds.toFixed(1)} seconds)`);
-    if (encrypt) {
-      phase = 'encrypting the backup';
-      stopIfAborted();
-      ev.info?.(`Encrypting backup using ${GPG_ENCRYPTION} encryption`);
-      const files = await encryptTarBackup(srv, path.join(dir, 'data'));
-      log.info(`backup ${id} of ${srv.name}: encrypted ${files.join(', ')}`);
-    }
-
-    phase = 'finalising the backup';
-    const labelText = result.labelText;
-    const label = parseBackupLabel(labelText);
-    const beginLsn = parseLsn(label.startLsn);
-    const endLsn = parseLsn(result.endLsn);
-    const tli = label.timeline;
-    const endWal = endWalOf(endLsn, tli, facts.segSize);
-    ev.info?.(`Backup start at LSN: ${formatLsn(beginLsn)} (${label.startWal}, ${walOffset(beginLsn, facts.segSize).toString(16).padStart(8, '0')})`);
-    ev.info?.(`Backup end at LSN: ${formatLsn(endLsn)} (${endWal}, ${walOffset(endLsn, facts.segSize).toString(16).padStart(8, '0')})`);
-    // One walk of the backup directory for both sizes (files with other links are shared).
-    const sizes = await treeSizes(dir);
-    const size = sizes.size;
-    const endTime = localNowPyDateTime();
-    const totalSeconds = (Date.now() - started) / 1000;
-    entry.info = {
-      ...entry.info,
-      status: WAITING_FOR_WALS,
-      backup_label: labelText,
-      begin_xlog: formatLsn(beginLsn),
-      begin_wal: label.startWal,
-      begin_offset: walOffset(beginLsn, facts.segSize),
-      end_xlog: formatLsn(endLsn),
-      end_wal: endWal,
-      end_offset: walOffset(endLsn, facts.segSize),
-      end_time: endTime,
-      timeline: tli,
-      size,
-      deduplicated_size: result.deduplicatedSize ?? sizes.deduplicated,
-      compression: result.format === 'tar' ? result.compression : null,
-      // Only an encrypted backup names its encryption (a key Barman < 3.14 does not know).
-      ...(encrypt ? { encryption: GPG_ENCRYPTION } : {}),
-      copy_stats: pyDict([['copy_time', pyFloat(copySeconds)], ['total_time', pyFloat(totalSeconds)], ...result.extraCopyStats]),
-    };
-    await saveBackupInfo(srv, id, entry.info);
-    faultPoint('backup:waiting');
-    ev.info?.(`Backup size: ${size} bytes`);
-    // The agent hashed every file as it copied it: its backups always get a manifest (unless --no-manifest).
-    if (rsyncMethod && (opts.manifest ?? (srv.autogenerate_manifest || result.knownChecksums !== undefined))) {
-      await autogenerateManifest(srv, entry, ev, result.knownChecksums);
-    }
-    faultPoint('backup:manifest-done');
-    await purgeWalsBeforeFirstBackup(srv, entry, ev);
-    faultPoint('backup:purged');
-    ev.info?.(`Backup completed (start time: ${entry.info.begin_time?.format() ?? ''}, elapsed time: ${totalSeconds.toFixed(1)} seconds)`);
-
-    phase = 'closing the backup WAL';
-    await switchWalAfterBackup(srv, endWal, facts.inRecovery).then(
-      (where) => {
-        if (where === 'primary') log.info(`backup ${id} of ${srv.name}: WAL switched on the primary to complete ${endWal}`);
-      },
-      (err: unknown) => ev.warning?.(`could not switch WAL${facts.inRecovery ? ' on the primary' : ''} after the backup: ${errorMessage(err)}`),
-    );
-    await settle(srv, entry, opts, ev, abort.signal);
-    await runPostBackupHooks(srv, entry, ev);
-    return entry;
+    return await backupSteps(run);
   } catch (err) {
+    const entry = run.entry;
     if (err instanceof BackupWaitInterruptedError) {
       log.warning(`backup ${entry?.id ?? ''} of ${srv.name}: ${err.message}`);
       if (entry) await runPostBackupHooks(srv, entry, ev);
       throw err;
     }
     const msg = abort.signal.aborted ? INTERRUPTED : errorMessage(err);
-    log.error(`backup of ${srv.name} failed while ${phase}: ${msg}`);
+    log.error(`backup of ${srv.name} failed while ${run.phase}: ${msg}`);
     if (entry) {
-      entry.info = { ...entry.info, status: FAILED, error: `failure ${phase} (${msg})`, end_time: entry.info.end_time ?? localNowPyDateTime() };
+      entry.info = { ...entry.info, status: FAILED, error: `failure ${run.phase} (${msg})`, end_time: entry.info.end_time ?? localNowPyDateTime() };
       await saveBackupInfo(srv, entry.id, entry.info).catch(() => undefined);
       await runPostBackupHooks(srv, entry, ev);
-      throw new BarmanError(`Backup failed ${phase}: ${msg}`);
+      throw new BarmanError(`Backup failed ${run.phase}: ${msg}`);
     }
     throw err;
   } finally {
@@ -435,6 +281,202 @@ export async function takeBackup(srv: ServerConfig, opts: BackupOptions = {}, ev
     process.off('SIGTERM', onSignal);
     lock.release();
   }
+}
+
+function stopIfAborted(run: BackupRun): void {
+  if (run.signal.aborted) throw new BarmanError(INTERRUPTED);
+}
+
+/** The steps of a backup, in order; `run.phase` says which one a failure happened in. */
+async function backupSteps(run: BackupRun): Promise<BackupEntry> {
+  const { srv, ev } = run;
+  const facts = await connectAndCheck(run);
+  const entry = await startBackupEntry(run, facts);
+  const dir = backupDir(srv, entry.id);
+
+  run.phase = 'copying files';
+  // A signal that came before the copy process exists would never reach it (the executors check too).
+  stopIfAborted(run);
+  const result = await copyWithRetries(dir, () => copyBackupFiles(run, entry.id, facts), {
+    times: run.opts.retryTimes ?? srv.basebackup_retry_times ?? 0,
+    sleepSeconds: run.opts.retrySleep ?? srv.basebackup_retry_sleep ?? 30,
+    signal: run.signal,
+    warning: ev.warning,
+  });
+  faultPoint('backup:copied');
+  ev.info?.(`Copy done (time: ${result.copySeconds.toFixed(1)} seconds)`);
+  if (run.encrypt) {
+    run.phase = 'encrypting the backup';
+    stopIfAborted(run);
+    ev.info?.(`Encrypting backup using ${GPG_ENCRYPTION} encryption`);
+    const files = await encryptTarBackup(srv, path.join(dir, 'data'));
+    log.info(`backup ${entry.id} of ${srv.name}: encrypted ${files.join(', ')}`);
+  }
+
+  run.phase = 'finalising the backup';
+  const copied = await copiedBackupInfo(run, entry, facts, result);
+  entry.info = copied.info;
+  await saveBackupInfo(srv, entry.id, entry.info);
+  faultPoint('backup:waiting');
+  ev.info?.(`Backup size: ${entry.info.size ?? 0} bytes`);
+  // The agent hashed every file as it copied it: its backups always get a manifest (unless --no-manifest).
+  if (run.rsyncMethod && (run.opts.manifest ?? (srv.autogenerate_manifest || result.knownChecksums !== undefined))) {
+    await autogenerateManifest(srv, entry, ev, result.knownChecksums);
+  }
+  faultPoint('backup:manifest-done');
+  await purgeWalsBeforeFirstBackup(srv, entry, ev);
+  faultPoint('backup:purged');
+  ev.info?.(`Backup completed (start time: ${entry.info.begin_time?.format() ?? ''}, elapsed time: ${copied.totalSeconds.toFixed(1)} seconds)`);
+
+  run.phase = 'closing the backup WAL';
+  const endWal = entry.info.end_wal as string;
+  await switchWalAfterBackup(srv, endWal, facts.inRecovery).then(
+    (where) => {
+      if (where === 'primary') log.info(`backup ${entry.id} of ${srv.name}: WAL switched on the primary to complete ${endWal}`);
+    },
+    (err: unknown) => ev.warning?.(`could not switch WAL${facts.inRecovery ? ' on the primary' : ''} after the backup: ${errorMessage(err)}`),
+  );
+  await settle(srv, entry, run.opts, ev, run.signal);
+  await runPostBackupHooks(srv, entry, ev);
+  return entry;
+}
+
+/** PostgreSQL's facts, and the refusals that depend on them, before anything is created on disk. */
+async function connectAndCheck(run: BackupRun): Promise<ServerFacts> {
+  const { srv } = run;
+  const pg = await PgConnection.connect(srv.conninfo ?? '');
+  let facts: ServerFacts;
+  try {
+    facts = await gatherFacts(pg);
+  } finally {
+    await pg.close();
+  }
+  stopIfAborted(run);
+  requirePrimaryForStandby(srv, facts.inRecovery);
+  if (run.rsyncMethod) refuseExclusive(srv, facts.version);
+  if (run.rsyncMethod) refuseAgentTransfer(srv);
+  await ensureServerDirs(srv);
+  run.phase = 'checking the catalog';
+  await checkIdentity(srv, facts);
+  return facts;
+}
+
+/** A new backup directory with an EMPTY backup.info, the pre-backup hooks, then STARTED. */
+async function startBackupEntry(run: BackupRun, facts: ServerFacts): Promise<BackupEntry> {
+  const { srv, ev } = run;
+  const id = await freshBackupId(srv);
+  const dir = backupDir(srv, id);
+  const entry: BackupEntry = {
+    id,
+    infoFile: '',
+    info: newBackupInfo({
+      status: EMPTY,
+      server_name: srv.name,
+      backup_name: run.opts.name ?? null,
+      mode: run.mode,
+      pgdata: facts.pgdata,
+      systemid: facts.systemid,
+      version: facts.version,
+      xlog_segment_size: facts.segSize,
+      tablespaces: facts.tablespaces.length ? facts.tablespaces.map((t) => ({ ...t })) : null,
+      config_file: facts.configFile,
+      hba_file: facts.hbaFile,
+      ident_file: facts.identFile,
+      data_checksums: facts.dataChecksums,
+      cluster_size: facts.clusterSize,
+    }),
+  };
+  run.entry = entry;
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  entry.infoFile = await saveBackupInfo(srv, id, entry.info, { create: true });
+  faultPoint('backup:empty');
+  // pre_backup hooks see the EMPTY backup on disk; ABORT_STOP fails the backup (HookAbortError).
+  run.phase = 'running the pre-backup hooks';
+  await runBackupHooks(srv, 'pre', entry, ev);
+  ev.info?.(`Starting backup using ${run.mode} method for server ${srv.name} in ${dir}`);
+  if (facts.inRecovery) ev.info?.(`Backing up from a standby: the WAL switch at the end is asked of the primary (primary_conninfo)`);
+
+  run.phase = 'starting the backup';
+  entry.info = { ...entry.info, status: STARTED, begin_time: localNowPyDateTime() };
+  await saveBackupInfo(srv, id, entry.info);
+  faultPoint('backup:started');
+  return entry;
+}
+
+/** One copy attempt with the server's method: pg_basebackup, rsync, or the barman-ts agent. */
+async function copyBackupFiles(run: BackupRun, id: string, facts: ServerFacts): Promise<CopyOutcome> {
+  const { srv, opts, ev } = run;
+  const destDir = backupDir(srv, id);
+  const immediateCheckpoint = opts.immediateCheckpoint ?? srv.immediate_checkpoint;
+  if (!run.rsyncMethod) {
+    ev.info?.(`Starting backup copy via pg_basebackup for ${id}`);
+    return postgresCopy({ srv, destDir, tablespaces: facts.tablespaces, immediateCheckpoint, label: srv.streaming_backup_name, onProgress: ev.progress, signal: run.signal });
+  }
+  const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
+  const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
+  const common = {
+    srv,
+    destDir,
+    version: facts.version,
+    pgdata: facts.pgdata,
+    tablespaces: facts.tablespaces,
+    immediateCheckpoint,
+    label: `Barman backup ${srv.name} ${id}`,
+    jobs,
+    reuse,
+    onProgress: ev.progress,
+    signal: run.signal,
+    keepaliveInterval: opts.keepaliveInterval,
+  };
+  if (srv.transfer_method === 'agent') {
+    ev.info?.(`Starting backup copy via the barman-ts agent for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''} (reuse_backup = ${reuse})`);
+    return agentCopy({ ...common, backupId: id, info: ev.info });
+  }
+  const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
+  ev.info?.(`Starting backup copy via rsync for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''}${previous ? ` (reuse_backup = ${reuse} from ${path.basename(previous.dir)})` : ''}`);
+  return rsyncCopy({
+    ...common,
+    previous,
+    bwlimit: opts.bwlimit ?? srv.bandwidth_limit ?? null,
+    startBatchSize: opts.startBatchSize,
+    startBatchPeriod: opts.startBatchPeriod,
+  });
+}
+
+/** The backup.info of a copied backup (WAITING_FOR_WALS): positions from its label, sizes, copy times. */
+async function copiedBackupInfo(run: BackupRun, entry: BackupEntry, facts: ServerFacts, result: CopyOutcome): Promise<{ info: BackupInfo; totalSeconds: number }> {
+  const { ev } = run;
+  const labelText = result.labelText;
+  const label = parseBackupLabel(labelText);
+  const beginLsn = parseLsn(label.startLsn);
+  const endLsn = parseLsn(result.endLsn);
+  const tli = label.timeline;
+  const endWal = endWalOf(endLsn, tli, facts.segSize);
+  ev.info?.(`Backup start at LSN: ${formatLsn(beginLsn)} (${label.startWal}, ${walOffset(beginLsn, facts.segSize).toString(16).padStart(8, '0')})`);
+  ev.info?.(`Backup end at LSN: ${formatLsn(endLsn)} (${endWal}, ${walOffset(endLsn, facts.segSize).toString(16).padStart(8, '0')})`);
+  // One walk of the backup directory for both sizes (files with other links are shared).
+  const sizes = await treeSizes(backupDir(run.srv, entry.id));
+  const totalSeconds = (Date.now() - run.started) / 1000;
+  const info: BackupInfo = {
+    ...entry.info,
+    status: WAITING_FOR_WALS,
+    backup_label: labelText,
+    begin_xlog: formatLsn(beginLsn),
+    begin_wal: label.startWal,
+    begin_offset: walOffset(beginLsn, facts.segSize),
+    end_xlog: formatLsn(endLsn),
+    end_wal: endWal,
+    end_offset: walOffset(endLsn, facts.segSize),
+    end_time: localNowPyDateTime(),
+    timeline: tli,
+    size: sizes.size,
+    deduplicated_size: result.deduplicatedSize ?? sizes.deduplicated,
+    compression: result.format === 'tar' ? result.compression : null,
+    // Only an encrypted backup names its encryption (a key Barman < 3.14 does not know).
+    ...(run.encrypt ? { encryption: GPG_ENCRYPTION } : {}),
+    copy_stats: pyDict([['copy_time', pyFloat(result.copySeconds)], ['total_time', pyFloat(totalSeconds)], ...result.extraCopyStats]),
+  };
+  return { info, totalSeconds };
 }
 
 /**
