@@ -429,6 +429,7 @@ class AgentCopy {
           if (finishError) throw finishError;
           if (this.flushError) throw this.flushError;
           const head = inflight[0] as (typeof inflight)[number];
+          head.receiver.begin();
           // Borrowed: decodeOwned copies what it keeps before the next message is read.
           const f = await s.next(true);
           if (f.type === T.PAGES) {

@@ -11,8 +11,8 @@
  * the basis file is hard-linked instead (its inode is shared, as it was verified when written).
  *
  * Writes to the new file go through one queue, in order: the copy of the basis first, then the
- * pages that arrived. The copy starts with the first page that arrives, so that it overlaps with
- * the agent still reading the rest of the file.
+ * pages that arrived. The copy starts when the agent starts reading the file (begin()), so that
+ * it overlaps with that read.
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
 import { HASH_BYTES, PAGE_SIZE, pageCount, type PageHasher } from './pages.js';
@@ -130,6 +130,14 @@ export class FileReceiver {
     this.sent += h.count;
     if (this.basis && this.fill === null) this.startFill(this.basis);
     void this.write(raw, h.firstPage * PAGE_SIZE).then(release);
+  }
+
+  /**
+   * The agent is reading this file now: the copy of the basis starts, to overlap with that read
+   * rather than follow it (wasted only when no page turns out to differ: the basis is then linked).
+   */
+  begin(): void {
+    if (this.basis && this.fill === null && !this.writeError) this.startFill(this.basis);
   }
 
   /**
