@@ -30,11 +30,12 @@ import { logger } from '../util/log.js';
 import { runPool } from '../util/pool.js';
 import { run } from '../util/proc.js';
 import { ByteBudget } from './bufpool.js';
+import { HashThreadPool, hashFile } from './hash-thread.js';
 import { Decoder, requireCodec } from './codec.js';
 import { HASH_BYTES, PageHasher, newSeed, pageCount } from './pages.js';
 import { T, decodePages, encodeWithBinary, parseJson } from './protocol.js';
 import { FileReceiver, type Basis } from './receive.js';
-import type { ReadEnd, ReadRequest } from './serve-read.js';
+import { READ_CHUNK, type ReadEnd, type ReadRequest } from './serve-read.js';
 import { AgentSession, type AgentEndpoint } from './session.js';
 import { StoreReader, StoreWriter, sweepOrphans, type FileRecord, type TransferStats } from './store.js';
 import type { WireEntry } from './walk.js';
@@ -47,6 +48,8 @@ const WINDOW = 8;
 const WRITE_BUDGET = 32 * 1024 * 1024;
 /** Files being finished (their last writes, times, mode) while the next ones arrive, per agent. */
 const MAX_FINISHING = 16;
+/** Read buffers of each hashing thread (READ_CHUNK each). */
+const HASH_SLOTS = 4;
 /** Records of received files are made durable and journaled this often. */
 const FLUSH_INTERVAL_MS = 3000;
 
@@ -170,6 +173,7 @@ class AgentCopy {
     private readonly hasher: PageHasher,
     private readonly store: StoreWriter,
     private readonly bases: BasisBackup[],
+    private readonly threads: HashThreadPool,
   ) {
     this.stats.basis = bases.map((b) => b.id);
     this.stats.resumedFrom = bases.length > 0 && bases[0]?.reader.meta.complete === false ? (bases[0]?.id ?? null) : null;
@@ -182,6 +186,17 @@ class AgentCopy {
     }
     return trees;
   }
+
+  /** SHA-256 of a file built over a copy of its basis, in one of the hashing threads. */
+  private readonly sha256Of = (file: string, size: number): Promise<string> =>
+    this.threads.use(async (t) => {
+      const fh = await fsp.open(file, 'r');
+      try {
+        return (await hashFile(t, fh, size, 'sha')).sha256;
+      } finally {
+        await fh.close();
+      }
+    });
 
   /** An unchanged basis file into the new backup: hard link, or copy (reuse_backup = copy / off). */
   private readonly share = async (from: string, to: string): Promise<void> => {
@@ -382,7 +397,7 @@ class AgentCopy {
       while (inflight.length < WINDOW && this.queue.length > 0) {
         const job = this.queue.shift() as Job;
         const basis = await this.basisOf(job);
-        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, (n) => sink.copied(n), this.share);
+        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, (n) => sink.copied(n), this.share, this.sha256Of);
         inflight.push({ job, receiver });
         const request: ReadRequest = { id: job.id, path: path.join(job.tree.src, job.rel) };
         await s.send(T.READ, ...encodeWithBinary(request, basis?.map ?? null));
@@ -414,6 +429,7 @@ class AgentCopy {
           if (finishError) throw finishError;
           if (this.flushError) throw this.flushError;
           const head = inflight[0] as (typeof inflight)[number];
+          head.receiver.begin();
           // Borrowed: decodeOwned copies what it keeps before the next message is read.
           const f = await s.next(true);
           if (f.type === T.PAGES) {
@@ -490,6 +506,8 @@ async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy,
   const seed = bases[0]?.reader.meta.seed ?? newSeed();
   let store: StoreWriter | null = null;
   let copy: AgentCopy | null = null;
+  // One per agent: each checks the files it built over a basis copy while the next ones arrive.
+  const threads = new HashThreadPool(seed, Math.max(1, req.jobs), HASH_SLOTS, READ_CHUNK);
   try {
     store = await StoreWriter.create(srv, req.backupId, seed);
     const hasher = await PageHasher.create(seed);
@@ -505,7 +523,7 @@ async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy,
       for (const s of sessions) s.kill();
       throw failedOpen.reason;
     }
-    copy = new AgentCopy(req, ep, hasher, store, bases);
+    copy = new AgentCopy(req, ep, hasher, store, bases, threads);
     copy.sessions.push(...sessions);
     return await body(copy, sessions[0] as AgentSession);
   } catch (err) {
@@ -514,6 +532,7 @@ async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy,
   } finally {
     await Promise.all((copy?.sessions ?? []).map((s) => s.close()));
     await store?.close();
+    await threads.close();
     for (const b of bases) await b.reader.close();
   }
 }

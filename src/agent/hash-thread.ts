@@ -4,9 +4,15 @@
  * pages that travel and writes them out, so that one large file is not bound by a single core.
  * The read buffers are shared memory: no chunk is copied between the threads.
  */
+import type { promises as fsp } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
-export type HashRequest = { t: 'chunk'; slot: number; len: number } | { t: 'digest' };
+/**
+ * What a chunk goes into: its page hashes, the file's SHA-256, or both. A file's chunks all use
+ * the same kind (a digest is asked for only when they include the SHA-256).
+ */
+export type HashKind = 'both' | 'pages' | 'sha';
+export type HashRequest = { t: 'chunk'; slot: number; len: number; kind: HashKind } | { t: 'digest' };
 export type HashReply = { t: 'hashes'; hashes: Uint8Array } | { t: 'sha'; hex: string } | { t: 'error'; message: string };
 
 export class HashThread {
@@ -53,8 +59,8 @@ export class HashThread {
    * Hash the first `len` bytes of a slot: page hashes, and the file's SHA-256 goes on. Chunks
    * must be given in file order (the request is sent at once; the promise is its answer).
    */
-  async chunk(slot: number, len: number): Promise<Buffer> {
-    const r = await this.ask({ t: 'chunk', slot, len });
+  async chunk(slot: number, len: number, kind: HashKind = 'both'): Promise<Buffer> {
+    const r = await this.ask({ t: 'chunk', slot, len, kind });
     if (r.t !== 'hashes') throw new Error('hashing thread out of step');
     return Buffer.from(r.hashes.buffer, r.hashes.byteOffset, r.hashes.byteLength);
   }
@@ -64,5 +70,121 @@ export class HashThread {
     const r = await this.ask({ t: 'digest' });
     if (r.t !== 'sha') throw new Error('hashing thread out of step');
     return r.hex;
+  }
+
+  /** Stop the thread (a process that goes on after its copy: the backup host). */
+  async close(): Promise<void> {
+    this.failed ??= new Error('the hashing thread was closed');
+    await this.worker.terminate();
+  }
+}
+
+/** Fill `buf` from `pos` until it is full or the file ends; returns the bytes read. */
+export async function readFull(fh: fsp.FileHandle, buf: Buffer, pos: number): Promise<number> {
+  let n = 0;
+  while (n < buf.length) {
+    const { bytesRead } = await fh.read(buf, n, buf.length - n, pos + n);
+    if (bytesRead === 0) break;
+    n += bytesRead;
+  }
+  return n;
+}
+
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
+export interface FileHashes {
+  /** Bytes read: `limit`, or less if the file is shorter. */
+  bytes: number;
+  /** Page hashes of what was read (empty for kind 'sha'). */
+  map: Buffer;
+  /** SHA-256 (hex) of what was read ('' for kind 'pages'). */
+  sha256: string;
+}
+
+/**
+ * Hash the first `limit` bytes of an open file (fewer if it is shorter) on `thread`: this thread
+ * reads chunks ahead into the thread's shared buffers (all of them but the one being hashed)
+ * while the hashing thread works through the earlier ones, so that hashing a file goes at about
+ * the speed of reading it.
+ */
+export async function hashFile(thread: HashThread, fh: fsp.FileHandle, limit: number, kind: HashKind): Promise<FileHashes> {
+  const slots = thread.slots;
+  const size = slots[0]?.length ?? 0;
+  if (slots.length < 2 || size === 0) throw new Error('hashFile needs at least two read buffers');
+  const chunks = Math.ceil(limit / size);
+  const want = (i: number) => Math.min(size, limit - i * size);
+  const reads = new Map<number, Promise<number>>();
+  const read = (i: number) => {
+    const r = readFull(fh, (slots[i % slots.length] as Buffer).subarray(0, want(i)), i * size);
+    r.catch(() => undefined);
+    reads.set(i, r);
+  };
+  const hashes: Promise<Buffer>[] = [];
+  let bytes = 0;
+  let fed = false;
+  try {
+    for (let i = 0; i < Math.min(slots.length - 1, chunks); i++) read(i);
+    for (let i = 0; i < chunks; i++) {
+      const n = await (reads.get(i) as Promise<number>);
+      reads.delete(i);
+      if (n > 0) {
+        fed = true;
+        const h = thread.chunk(i % slots.length, n, kind);
+        h.catch(() => undefined);
+        hashes.push(h);
+      }
+      bytes += n;
+      if (n < want(i)) break;
+      // The buffer of chunk i-1 is free once its hashes are back: read chunk i+slots-1 into it.
+      const next = i + slots.length - 1;
+      if (next < chunks) {
+        if (i > 0) await hashes[i - 1];
+        read(next);
+      }
+    }
+    const parts = await Promise.all(hashes);
+    let sha256 = '';
+    if (kind !== 'pages') sha256 = fed ? await thread.digest() : EMPTY_SHA256;
+    fed = false;
+    return { bytes, map: kind === 'sha' ? Buffer.alloc(0) : Buffer.concat(parts), sha256 };
+  } finally {
+    // Reads still going into the shared buffers end before anyone reuses them; a file left
+    // half-hashed does not leave its bytes in the next file's SHA-256.
+    await Promise.allSettled([...reads.values(), ...hashes]);
+    if (fed && kind !== 'pages') await thread.digest().catch(() => undefined);
+  }
+}
+
+/** Hashing threads shared by concurrent users: take one, give it back. */
+export class HashThreadPool {
+  private readonly idle: HashThread[] = [];
+  private readonly all: HashThread[] = [];
+  private readonly waiting: ((t: HashThread) => void)[] = [];
+
+  constructor(
+    private readonly seed: string,
+    private readonly max: number,
+    private readonly slotCount: number,
+    private readonly slotSize: number,
+  ) {}
+
+  async use<X>(body: (t: HashThread) => Promise<X>): Promise<X> {
+    let t = this.idle.pop();
+    if (!t && this.all.length < this.max) {
+      t = new HashThread(this.seed, this.slotCount, this.slotSize);
+      this.all.push(t);
+    }
+    t ??= await new Promise<HashThread>((resolve) => this.waiting.push(resolve));
+    try {
+      return await body(t);
+    } finally {
+      const w = this.waiting.shift();
+      if (w) w(t);
+      else this.idle.push(t);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.all.map((t) => t.close()));
   }
 }

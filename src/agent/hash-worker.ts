@@ -19,8 +19,8 @@ port.on('message', (m: HashRequest) => {
   try {
     if (m.t === 'chunk') {
       const data = Buffer.from(slots[m.slot] as SharedArrayBuffer, 0, m.len);
-      sha.update(data);
-      reply = { t: 'hashes', hashes: hasher.pages(data) };
+      if (m.kind !== 'pages') sha.update(data);
+      reply = { t: 'hashes', hashes: m.kind === 'sha' ? new Uint8Array(0) : hasher.pages(data) };
     } else {
       reply = { t: 'sha', hex: sha.digest('hex') };
       sha = createHash('sha256');

@@ -1,23 +1,24 @@
 /**
  * The backup host's side of one file of an agent backup: pages arrive (all of them, or only
  * those that differ from the basis: the copy of the file in an earlier backup), are checked
- * against the hash computed where they were read, and written at their place; the pages that
- * did not travel are copied from the basis, each checked against the basis's own page map on
- * the way. The result is a complete, plain copy of the file. When nothing changed, the basis
- * file is hard-linked instead.
+ * against the hash computed where they were read, and written at their place. With a basis, the
+ * new file starts as a kernel-side copy of it (reflink or copy_file_range: the cost of an
+ * incremental is the pages that changed, not a read and a write of every page through here),
+ * the pages that arrived are written over it, and the finished file is hashed (SHA-256, in a
+ * hashing thread, while it is in page cache) against the SHA-256 the agent computed over what it
+ * read: a basis altered on disk since it was recorded makes a file that does not match, which is
+ * then read again whole. The result is a complete, plain copy of the file. When nothing changed,
+ * the basis file is hard-linked instead (its inode is shared, as it was verified when written).
  *
- * Writes to the new file go through one queue, in order: a page that arrived is marked before
- * the copy from the basis reaches it, and the copy then skips it; a page arriving after the copy
- * passed is written after it. The copy from the basis starts with the first page that arrives,
- * so that it overlaps with the agent still reading the rest of the file.
+ * Writes to the new file go through one queue, in order: the copy of the basis first, then the
+ * pages that arrived. The copy starts when the agent starts reading the file (begin()), so that
+ * it overlaps with that read.
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
 import { HASH_BYTES, PAGE_SIZE, pageCount, type PageHasher } from './pages.js';
 import type { PagesHeader } from './protocol.js';
 import type { ReadEnd } from './serve-read.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-
-const FILL_CHUNK = 128 * PAGE_SIZE;
 
 export interface Basis {
   /** The basis file (in an earlier backup). */
@@ -45,6 +46,8 @@ export class FileReceiver {
   private damaged: string | null = null;
   private writeError: unknown = null;
   private sent = 0;
+  /** The basis was copied to the destination (startFill). */
+  private copied = false;
 
   constructor(
     readonly dest: string,
@@ -54,6 +57,8 @@ export class FileReceiver {
     private readonly onWritten: (bytes: number) => void,
     /** Put the basis file at the destination unchanged: a hard link (reuse_backup = link) or a copy. */
     private readonly share: (from: string, to: string) => Promise<void>,
+    /** SHA-256 (hex) of the first `size` bytes of a file (a file built over a copy of its basis is checked with it). */
+    private readonly sha256Of: (file: string, size: number) => Promise<string>,
   ) {}
 
   private ensure(pages: number): void {
@@ -69,7 +74,9 @@ export class FileReceiver {
   }
 
   private open(): Promise<fsp.FileHandle> {
-    this.opening ??= fsp.open(this.dest, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600).then((fh) => (this.fh = fh));
+    // Over the copy of the basis, or a new file.
+    const flags = this.copied ? fsc.O_WRONLY | fsc.O_NOFOLLOW : fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW;
+    this.opening ??= fsp.open(this.dest, flags, 0o600).then((fh) => (this.fh = fh));
     return this.opening;
   }
 
@@ -125,57 +132,43 @@ export class FileReceiver {
     void this.write(raw, h.firstPage * PAGE_SIZE).then(release);
   }
 
-  /** Copy the pages that did not arrive from the basis, each checked against the basis map. */
-  private startFill(basis: Basis): void {
-    this.fill = (async () => {
-      let fh: fsp.FileHandle;
-      try {
-        fh = await fsp.open(basis.abs, 'r');
-      } catch (err) {
-        this.damaged = `its copy in backup ${basis.backupId} cannot be read (${errorMessage(err)})`;
-        return;
-      }
-      try {
-        await this.copyFromBasis(basis, fh);
-      } catch (err) {
-        this.damaged ??= `its copy in backup ${basis.backupId} cannot be read (${errorMessage(err)})`;
-      } finally {
-        await fh.close();
-      }
-    })();
+  /**
+   * The agent is reading this file now: the copy of the basis starts, to overlap with that read
+   * rather than follow it (wasted only when no page turns out to differ: the basis is then linked).
+   */
+  begin(): void {
+    if (this.basis && this.fill === null && !this.writeError) this.startFill(this.basis);
   }
 
-  private async copyFromBasis(basis: Basis, fh: fsp.FileHandle): Promise<void> {
-    const buf = Buffer.allocUnsafe(FILL_CHUNK);
-    for (let pos = 0; pos < basis.size && this.damaged === null && !this.writeError; pos += FILL_CHUNK) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(FILL_CHUNK, basis.size - pos), pos);
-      if (bytesRead !== Math.min(FILL_CHUNK, basis.size - pos)) {
-        this.damaged = `its copy in backup ${basis.backupId} is shorter than recorded`;
-        break;
+  /**
+   * The basis file becomes the new file's starting point, copied by the kernel (a reflink where
+   * the file system shares extents, copy_file_range otherwise: no byte passes through here);
+   * the pages that arrive are written over it, after the copy. Nothing of the basis is trusted:
+   * the finished file is hashed against the SHA-256 computed where it was read (finish()).
+   */
+  private startFill(basis: Basis): void {
+    this.fill = this.copyBasis(basis);
+    const fill = this.fill;
+    this.queue = this.queue.then(() => fill);
+  }
+
+  private async copyBasis(basis: Basis): Promise<void> {
+    try {
+      const st = await fsp.stat(basis.abs);
+      if (st.size !== basis.size) {
+        this.damaged = `its copy in backup ${basis.backupId} has ${st.size} bytes, ${basis.size} recorded`;
+        return;
       }
-      const first = pos / PAGE_SIZE;
-      const pages = pageCount(bytesRead);
-      this.ensure(first + pages);
-      // Runs of pages that have not arrived: checked, then queued (marks read synchronously).
-      const runs: [number, number][] = [];
-      for (let i = 0; i < pages; i++) {
-        if (this.arrived[first + i]) continue;
-        const page = buf.subarray(i * PAGE_SIZE, Math.min((i + 1) * PAGE_SIZE, bytesRead));
-        const got = this.hasher.page(page);
-        if (!basis.map.subarray((first + i) * HASH_BYTES, (first + i + 1) * HASH_BYTES).equals(got)) {
-          this.damaged = `page ${first + i} of its copy in backup ${basis.backupId} does not match its recorded checksum`;
-          break;
-        }
-        const last = runs.at(-1);
-        if (last && last[0] + last[1] === i) last[1] += 1;
-        else runs.push([i, 1]);
-      }
-      if (this.damaged !== null) break;
-      for (const [i, n] of runs) {
-        const data = Buffer.from(buf.subarray(i * PAGE_SIZE, Math.min((i + n) * PAGE_SIZE, bytesRead)));
-        void this.write(data, pos + i * PAGE_SIZE);
-      }
-      await this.queue;
+    } catch (err) {
+      this.damaged = `its copy in backup ${basis.backupId} cannot be read (${errorMessage(err)})`;
+      return;
+    }
+    try {
+      await fsp.copyFile(basis.abs, this.dest, fsc.COPYFILE_FICLONE);
+      this.copied = true;
+    } catch (err) {
+      // The basis could be opened: what fails now is an error (a full disk, an I/O error).
+      this.writeError ??= err;
     }
   }
 
@@ -230,6 +223,15 @@ export class FileReceiver {
       await fh.close();
       this.fh = null;
     }
+    if (basis && this.copied) {
+      // The pages taken from the basis were not read here: the whole result is checked against
+      // what the agent read (in page cache: it was just written).
+      const got = await this.sha256Of(this.dest, size);
+      if (got !== sha256) {
+        await this.discard();
+        return { kind: 'refetch', reason: `the file built over its copy in backup ${basis.backupId} does not match the SHA-256 computed where it was read (that copy was altered on disk)` };
+      }
+    }
     return { kind: 'written', size, sha256, map, sentPages: this.sent };
   }
 
@@ -237,8 +239,8 @@ export class FileReceiver {
   async discard(): Promise<void> {
     await this.queue.catch(() => undefined);
     await this.fill?.catch(() => undefined);
-    if (this.opening) {
-      const fh = await this.opening.catch(() => null);
+    if (this.opening || this.copied) {
+      const fh = await this.opening?.catch(() => null);
       await fh?.close().catch(() => undefined);
       await fsp.rm(this.dest, { force: true });
     }
@@ -246,6 +248,7 @@ export class FileReceiver {
     this.fh = null;
     this.queue = Promise.resolve();
     this.fill = null;
+    this.copied = false;
     this.arrived = new Uint8Array(0);
   }
 }

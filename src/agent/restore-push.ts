@@ -17,6 +17,7 @@ import type { TreeScan } from '../recovery/copy.js';
 import { BarmanError } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { Encoder, requireCodec } from './codec.js';
+import { HashThreadPool, hashFile } from './hash-thread.js';
 import { HASH_BYTES, PAGE_SIZE, PageHasher, newSeed, pageCount, splitRanges } from './pages.js';
 import { T, decodeNeed, encodePages, encodeWithBinary, parseJson, type PageRange } from './protocol.js';
 import { READ_CHUNK } from './serve-read.js';
@@ -79,6 +80,7 @@ class Pusher {
     private readonly opts: PushOptions,
     private readonly hasher: PageHasher,
     private readonly storeSeed: boolean,
+    private readonly threads: HashThreadPool,
   ) {
     this.encoder = new Encoder(requireCodec(opts.codec), opts.level);
   }
@@ -90,19 +92,17 @@ class Pusher {
       const rec = store.files.get(`${job.tree.storePrefix}/${job.rel}`);
       if (rec && rec.s === job.size) return store.map(rec);
     }
-    const map = Buffer.alloc(pageCount(job.size) * HASH_BYTES);
-    const fh = await fsp.open(path.join(job.tree.scan.root, job.rel), 'r');
-    try {
-      const buf = Buffer.allocUnsafe(READ_CHUNK);
-      for (let pos = 0; pos < job.size; ) {
-        const { bytesRead } = await fh.read(buf, 0, Math.min(READ_CHUNK, job.size - pos), pos);
-        if (bytesRead === 0) throw new BarmanError(`${path.join(job.tree.scan.root, job.rel)} is shorter than when the restore started`);
-        this.hasher.pages(buf.subarray(0, bytesRead), map, (pos / PAGE_SIZE) * HASH_BYTES);
-        pos += bytesRead;
+    // Computed in a hashing thread, read ahead: the agents' own hashing goes on meanwhile.
+    const file = path.join(job.tree.scan.root, job.rel);
+    const { bytes, map } = await this.threads.use(async (t) => {
+      const fh = await fsp.open(file, 'r');
+      try {
+        return await hashFile(t, fh, job.size, 'pages');
+      } finally {
+        await fh.close();
       }
-    } finally {
-      await fh.close();
-    }
+    });
+    if (bytes !== job.size) throw new BarmanError(`${file} is shorter than when the restore started`);
     return map;
   }
 
@@ -233,15 +233,20 @@ export async function pushTrees(trees: readonly PushTree[], opts: PushOptions): 
   const storeSeed = opts.delta && opts.store !== null;
   const seed = storeSeed && opts.store ? opts.store.meta.seed : newSeed();
   const hasher = await PageHasher.create(seed);
-  const pusher = new Pusher(opts, hasher, storeSeed);
+  const threads = new HashThreadPool(seed, Math.max(1, opts.workers), 4, READ_CHUNK);
+  const pusher = new Pusher(opts, hasher, storeSeed, threads);
   const sessions: AgentSession[] = [];
   const hello = { codec: opts.codec, level: opts.level, seed, signal: opts.signal };
+  // The other agents start while the first prepares the trees (an ssh connection takes a while).
+  let opening: Promise<PromiseSettledResult<AgentSession>[]> | null = null;
   try {
     const first = await AgentSession.open(opts.ep, hello);
     sessions.push(first);
+    opening = Promise.allSettled(Array.from({ length: Math.max(0, opts.workers - 1) }, () => AgentSession.open(opts.ep, hello)));
     for (const t of trees) await pusher.tree(first, t);
     pusher.plan(trees);
-    const more = await Promise.allSettled(Array.from({ length: Math.max(0, opts.workers - 1) }, () => AgentSession.open(opts.ep, hello)));
+    const more = await opening;
+    opening = null;
     for (const m of more) if (m.status === 'fulfilled') sessions.push(m.value);
     const bad = more.find((m) => m.status === 'rejected');
     if (bad) throw (bad as PromiseRejectedResult).reason;
@@ -264,9 +269,11 @@ export async function pushTrees(trees: readonly PushTree[], opts: PushOptions): 
     );
     return pusher.stats;
   } catch (err) {
+    for (const m of opening ? await opening : []) if (m.status === 'fulfilled') sessions.push(m.value);
     for (const s of sessions) s.kill();
     throw err;
   } finally {
     await Promise.all(sessions.map((s) => s.close()));
+    await threads.close();
   }
 }

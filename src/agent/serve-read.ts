@@ -8,7 +8,7 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import type { Encoder } from './codec.js';
 import { pauseAt, type Faults } from './faults.js';
 import { HASH_BYTES, PAGE_SIZE, samePage, type PageHasher } from './pages.js';
-import { HashThread } from './hash-thread.js';
+import { HashThread, readFull } from './hash-thread.js';
 import { encodePages, T, type FrameWriter } from './protocol.js';
 import { rsyncExcluder } from '../backup/rsync-plan.js';
 import { walkTree } from './walk.js';
@@ -45,17 +45,6 @@ export interface ReadEnd {
   /** Pages sent / pages read. */
   sent?: number;
   pages?: number;
-}
-
-/** Fill `buf` from `pos` until it is full or the file ends; returns the bytes read. */
-async function readFull(fh: fsp.FileHandle, buf: Buffer, pos: number): Promise<number> {
-  let n = 0;
-  while (n < buf.length) {
-    const { bytesRead } = await fh.read(buf, n, buf.length - n, pos + n);
-    if (bytesRead === 0) break;
-    n += bytesRead;
-  }
-  return n;
 }
 
 export interface ReadContext {

@@ -13,6 +13,7 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { run } from '../util/proc.js';
 import { ByteBudget } from './bufpool.js';
+import { HashThread, hashFile } from './hash-thread.js';
 import type { Decoder } from './codec.js';
 import { HASH_BYTES, PAGE_SIZE, changedRanges, pageCount, type PageHasher } from './pages.js';
 import { ProtocolError, encodeNeed, T, type FrameWriter, type PagesHeader } from './protocol.js';
@@ -52,6 +53,9 @@ interface OpenWrite {
   error: unknown;
 }
 
+/** Read buffers of the hashing thread (READ_CHUNK each). */
+const HASH_SLOTS = 4;
+
 /** Decoded bytes waiting to be written, over all files. */
 const WRITE_BUDGET = 32 * 1024 * 1024;
 
@@ -75,6 +79,7 @@ export class WriteServer {
   private readonly open = new Map<number, OpenWrite>();
   private readonly budget = new ByteBudget(WRITE_BUDGET);
   pagesWritten = 0;
+  private thread: HashThread | null = null;
 
   constructor(
     private readonly out: FrameWriter,
@@ -164,21 +169,14 @@ export class WriteServer {
     }
   }
 
-  /** Hashes of the first `pages` pages of an existing file (fewer if it is shorter). */
+  /**
+   * Hashes of the first `pages` pages of an existing file (fewer if it is shorter): read ahead
+   * and hashed in the hashing thread, as a backup reads (WRITE requests come one at a time).
+   */
   private async hashExisting(fh: fsp.FileHandle, pages: number): Promise<Buffer> {
-    const limit = pages * PAGE_SIZE;
-    const out = Buffer.alloc(pages * HASH_BYTES);
-    const buf = Buffer.allocUnsafe(READ_CHUNK);
-    let pos = 0;
-    let filled = 0;
-    while (pos < limit) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(READ_CHUNK, limit - pos), pos);
-      if (bytesRead === 0) break;
-      this.hasher.pages(buf.subarray(0, bytesRead), out, (pos / PAGE_SIZE) * HASH_BYTES);
-      pos += bytesRead;
-      filled = pageCount(pos);
-    }
-    return out.subarray(0, filled * HASH_BYTES);
+    this.thread ??= new HashThread(this.hasher.seed, HASH_SLOTS, READ_CHUNK);
+    const { map } = await hashFile(this.thread, fh, pages * PAGE_SIZE, 'pages');
+    return map;
   }
 
   /**

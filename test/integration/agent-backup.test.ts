@@ -371,4 +371,29 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
       await runAs('root', 'umount', [mnt]);
     }
   });
+
+  it('an incremental over an earlier copy altered on disk does not carry the damage: the file is read again, the backup verifies', async () => {
+    const growPath = await pg.psql("SELECT pg_relation_filepath('grow')");
+    const basis = await backup();
+    // One row changes (a page or two of the file); page 0 (frozen rows) does not.
+    await pg.psql("UPDATE grow SET pad = repeat('u', 200) WHERE g = 15000");
+    await pg.checkpoint();
+    // Page 0 of the basis copy altered, in a new inode (earlier backups sharing the old one keep it).
+    const file = path.join(backupDir(basis), 'data', growPath);
+    const st = await fs.stat(file);
+    const bytes = await fs.readFile(file);
+    bytes[200] = (bytes[200] ?? 0) ^ 0xff;
+    await fs.writeFile(`${file}.tmp`, bytes, { mode: st.mode });
+    await fs.chown(`${file}.tmp`, st.uid, st.gid);
+    await fs.utimes(`${file}.tmp`, st.atime, st.mtime);
+    await fs.rename(`${file}.tmp`, file);
+    const id = await backup();
+    const s = await stats(id);
+    // That file travels whole the second time (the first time, only its changed pages did).
+    assert.ok(s.filesLinked > 100 && s.filesFull >= 1 && s.pagesSent > 1, JSON.stringify(s));
+    assert.match(await readLog(env), new RegExp(`${growPath.replaceAll('/', '\\/')}: the file built over its copy in backup ${basis} does not match the SHA-256 computed where it was read \\(that copy was altered on disk\\): reading the whole file again`));
+    const page0 = async (f: string) => (await fs.readFile(f)).subarray(0, 8192);
+    assert.ok((await page0(path.join(backupDir(id), 'data', growPath))).equals(await page0(path.join(pg.dataDir, growPath))), 'page 0 as in the source');
+    assert.match(await env.ok('verify-backup', env.server, id), /checksums of \d+ files OK/);
+  });
 });

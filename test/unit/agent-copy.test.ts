@@ -4,6 +4,7 @@
  * page maps, the journal of received files, the rsync-style excludes, the listing, the faults.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import path from 'node:path';
@@ -14,6 +15,7 @@ import { parseFaults } from '../../src/agent/faults.js';
 import { HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, samePage, splitRanges } from '../../src/agent/pages.js';
 import { FrameReader, FrameWriter, T, decodePages } from '../../src/agent/protocol.js';
 import { FileReceiver, type ReceiveOutcome } from '../../src/agent/receive.js';
+import { HashThread, hashFile } from '../../src/agent/hash-thread.js';
 import { serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
 import { parseJournal } from '../../src/agent/store.js';
 import { walkTree, type WireEntry } from '../../src/agent/walk.js';
@@ -21,13 +23,26 @@ import { PGDATA_EXCLUDES, rsyncExcluder } from '../../src/backup/rsync-plan.js';
 
 let dir = '';
 let hasher: PageHasher;
+let thread: HashThread;
 before(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'agent-unit-'));
   hasher = await PageHasher.create('0123456789abcdef');
+  thread = new HashThread('0123456789abcdef', 3, 4 * PAGE_SIZE);
 });
 after(async () => {
+  await thread.close();
   await fs.rm(dir, { recursive: true, force: true });
 });
+
+/** The backup host's check of a file built over a basis copy: its SHA-256 in the hashing thread. */
+async function sha256Of(file: string, size: number): Promise<string> {
+  const fh = await fs.open(file, 'r');
+  try {
+    return (await hashFile(thread, fh, size, 'sha')).sha256;
+  } finally {
+    await fh.close();
+  }
+}
 
 /** Deterministic pseudo-random bytes. */
 function bytes(n: number, seed: number): Buffer {
@@ -47,13 +62,13 @@ let seq = 0;
  * `source` read by the agent against `basis` (null: no basis), rebuilt by the receiver; returns
  * the outcome, the rebuilt bytes and the pages that travelled.
  */
-async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = false): Promise<{ outcome: ReceiveOutcome; result: Buffer | null; sent: number; shared: boolean }> {
+async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = false, basisOnDisk: Buffer | null = basis): Promise<{ outcome: ReceiveOutcome; result: Buffer | null; sent: number; shared: boolean }> {
   const n = ++seq;
   const src = path.join(dir, `src-${n}`);
   const bas = path.join(dir, `basis-${n}`);
   const dest = path.join(dir, `dest-${n}`);
   if (source) await fs.writeFile(src, source);
-  if (basis) await fs.writeFile(bas, basis);
+  if (basisOnDisk) await fs.writeFile(bas, basisOnDisk);
   const map = basis ? hasher.pages(basis) : Buffer.alloc(0);
   const pipe = new PassThrough();
   const out = new FrameWriter(pipe);
@@ -69,6 +84,7 @@ async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = f
       shared = true;
       await fs.link(from, to);
     },
+    sha256Of,
   );
   const faults = parseFaults(corrupt ? `corrupt=src-${n}` : undefined);
   const decoder = new Decoder();
@@ -150,7 +166,7 @@ describe('agent copy against a basis', () => {
       await fs.writeFile(bas, damaged);
       const pipe = new PassThrough();
       const reader = new FrameReader(pipe);
-      const receiver = new FileReceiver(path.join(dir, 'dest-dmg'), 0o600, { abs: bas, size: base.length, map: hasher.pages(base), sha256: '', backupId: 'B' }, hasher, () => undefined, fs.link);
+      const receiver = new FileReceiver(path.join(dir, 'dest-dmg'), 0o600, { abs: bas, size: base.length, map: hasher.pages(base), sha256: '', backupId: 'B' }, hasher, () => undefined, fs.link, sha256Of);
       const decoder = new Decoder();
       const consume = (async () => {
         for (;;) {
@@ -170,10 +186,66 @@ describe('agent copy against a basis', () => {
     await assert.rejects(transfer(base, null, true), /does not match the checksum computed where it was read: the data was altered in transit/);
   });
 
+  it('builds the file over a copy of the basis, checked whole: a basis altered on disk is never carried into the new file', async () => {
+    const changed = Buffer.from(base);
+    changed.fill(0x77, 2 * PAGE_SIZE, 3 * PAGE_SIZE);
+    // Altered in a page that did not change: the file built over it does not match the SHA-256.
+    const damaged = Buffer.from(base);
+    damaged[12 * PAGE_SIZE + 5] = (damaged[12 * PAGE_SIZE + 5] ?? 0) ^ 0x10;
+    const r = await transfer(changed, base, false, damaged);
+    assert.equal(r.outcome.kind, 'refetch');
+    if (r.outcome.kind === 'refetch') assert.match(r.outcome.reason, /does not match the SHA-256 computed where it was read \(that copy was altered on disk\)/);
+    assert.equal(r.result, null, 'what was built is removed');
+    // Shorter on disk than recorded: not copied at all.
+    const short = await transfer(changed, base, false, base.subarray(0, 4 * PAGE_SIZE));
+    assert.equal(short.outcome.kind, 'refetch');
+    // Altered only in a page that changed since: overwritten by the page that arrived, and right.
+    const overwritten = Buffer.from(base);
+    overwritten[2 * PAGE_SIZE + 1] = (overwritten[2 * PAGE_SIZE + 1] ?? 0) ^ 0x10;
+    const ok = await transfer(changed, base, false, overwritten);
+    assert.equal(ok.outcome.kind, 'written');
+    assert.ok(ok.result?.equals(changed));
+    if (ok.outcome.kind === 'written') {
+      assert.equal(ok.outcome.sha256, createHash('sha256').update(changed).digest('hex'));
+      assert.ok(ok.outcome.map.equals(hasher.pages(changed)));
+    }
+  });
+
   it('reports a file that is gone', async () => {
     const r = await transfer(null, base);
     assert.equal(r.outcome.kind, 'vanished');
     assert.equal(r.result, null);
+  });
+});
+
+describe('hashing a file in the hashing thread (read ahead)', () => {
+  it('gives the page map and the SHA-256 of the first bytes of a file, whatever its size', async () => {
+    // Buffers of 4 pages, 3 of them: sizes around the buffer and pipeline boundaries.
+    for (const size of [0, 1, PAGE_SIZE, 4 * PAGE_SIZE, 4 * PAGE_SIZE + 1, 11 * PAGE_SIZE + 7, 40 * PAGE_SIZE]) {
+      const data = bytes(size, size + 9);
+      const file = path.join(dir, `hash-${size}`);
+      await fs.writeFile(file, data);
+      const fh = await fs.open(file, 'r');
+      try {
+        const both = await hashFile(thread, fh, size, 'both');
+        assert.equal(both.bytes, size);
+        assert.ok(both.map.equals(hasher.pages(data)), `map of ${size} bytes`);
+        assert.equal(both.sha256, createHash('sha256').update(data).digest('hex'), `SHA-256 of ${size} bytes`);
+        const sha = await hashFile(thread, fh, size, 'sha');
+        assert.equal(sha.sha256, both.sha256);
+        assert.equal(sha.map.length, 0);
+        // A limit past the end stops at the end; a limit inside the file stops there.
+        const pages = await hashFile(thread, fh, size + 5 * PAGE_SIZE, 'pages');
+        assert.equal(pages.bytes, size);
+        assert.ok(pages.map.equals(hasher.pages(data)));
+        assert.equal(pages.sha256, '');
+        const half = Math.floor(size / 2);
+        const part = await hashFile(thread, fh, half, 'both');
+        assert.equal(part.sha256, createHash('sha256').update(data.subarray(0, half)).digest('hex'));
+      } finally {
+        await fh.close();
+      }
+    }
   });
 });
 
