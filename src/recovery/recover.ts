@@ -318,7 +318,6 @@ function sayFor(events: RestoreEvents): Say {
 /** Everything a restore decided before writing anything (see planRestore). */
 interface RestorePlan {
   srv: ServerConfig;
-  req: RestoreRequest;
   events: RestoreEvents;
   say: Say;
   started: number;
@@ -342,9 +341,6 @@ interface RestorePlan {
   getWal: boolean;
   standby: boolean;
   pitr: boolean;
-  /** pg_wal or pg_xlog. */
-  walName: string;
-  stagingWal: string | null;
   /** Where the WAL for recovery goes: barman_wal (or the staging dir) for PITR, pg_wal otherwise; none with get-wal. */
   walDest: string | null;
   settingsName: string;
@@ -499,7 +495,6 @@ async function planRestore(srv: ServerConfig, req: RestoreRequest, events: Resto
   const remoteGetWal = remote && getWal ? { barmanHost: await barmanHostFqdn(env), port: req.recoveryOptionPort ?? null, parallel: srv.parallel_jobs ?? 1 } : null;
   return {
     srv,
-    req,
     events,
     say,
     started,
@@ -523,8 +518,6 @@ async function planRestore(srv: ServerConfig, req: RestoreRequest, events: Resto
     getWal,
     standby: req.standbyMode === true,
     pitr,
-    walName,
-    stagingWal,
     walDest,
     settingsName,
     workers,
