@@ -114,7 +114,6 @@ export async function maybeStartDrill(
   return true;
 }
 
-
 /** Until `file` is locked by someone, `pid` has exited, or `timeoutMs` passed. */
 export async function waitForLockOrExit(file: string, pid: number | undefined, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
