@@ -342,6 +342,10 @@ export class Checker {
   private async xlogdbAgrees(name: ServerName): Promise<Violation[]> {
     const file = path.join(this.world.server(name).dir, 'wals', 'xlog.db');
     const read = () => (existsSync(file) ? readFileSync(file, 'latin1') : null);
+    // An archive-wal that cron started in the background places its files, then appends their
+    // lines: read xlog.db only once it is done (at most a minute), not between its two steps.
+    const archiving = lockPath(this.srvConfig(name), 'archiveWal');
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline && (await isLockHeld(archiving)); ) await sleep(200);
     const before = read();
     const r = await this.world.barman(name, ['rebuild-xlogdb', this.world.cmd(name)]);
     if (r.code !== 0) return [{ invariant: 'xlog.db agrees with wals/', server: name, detail: `rebuild-xlogdb failed: ${describe(r)}` }];
