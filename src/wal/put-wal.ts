@@ -41,7 +41,7 @@ import type { ServerConfig } from '../config/config.js';
 import { customCompressionOf } from '../catalog/xlogdb.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { faultPoint } from '../util/fault.js';
-import { DIR_MODE, FILE_MODE, fsyncDir, pathExists } from '../util/fsutil.js';
+import { DIR_MODE, FILE_MODE, fsyncDir, isNotFound, pathExists } from '../util/fsutil.js';
 import { walArchivePath } from './archiver.js';
 import { decompressBuffer, decompressStream, identifyCompression, type CustomCompressionConfig } from './compression.js';
 import { decryptToBuffer } from '../catalog/encryption.js';
@@ -206,8 +206,10 @@ async function removeStaleTemps(incoming: string, maxAgeMs: number): Promise<voi
   let names: string[];
   try {
     names = await fsp.readdir(incoming);
-  } catch {
-    return;
+  } catch (err) {
+    // Only "not there" is nothing to clean; an incoming/ that cannot be listed is an error.
+    if (isNotFound(err)) return;
+    throw new BarmanError(`Cannot list ${incoming}: ${errorMessage(err)}`);
   }
   for (const n of names) {
     const m = TEMP_RE.exec(n);
