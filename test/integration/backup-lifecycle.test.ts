@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { BARMAN_SCRIPT } from '../../src/util/self.js';
 import { cleanupAll, PgCluster, pgBin } from '../helpers/pg-cluster.js';
 import { createBarmanEnv, listBackups, startStreaming, type BarmanEnv } from '../helpers/barman-env.js';
-import { BARMAN_USER, freePort, POSTGRES_USER, runAs, sleep, waitFor } from '../helpers/system.js';
+import { BARMAN_USER, freePort, makeTempDir, POSTGRES_USER, runAs, sleep, waitFor } from '../helpers/system.js';
 
 describe('backup lifecycle', () => {
   let pg: PgCluster;
@@ -39,15 +39,20 @@ describe('backup lifecycle', () => {
     assert.deepEqual(await listBackups(env), [], 'nothing recorded');
 
     await startStreaming(env);
+    // The backup pauses once its checks have passed and it is STARTED, before the copy: WAL
+    // streaming is stopped there, so the end WAL (switched when the copy ends) cannot arrive.
+    const flags = await makeTempDir('lifecycle-flag-', { owner: BARMAN_USER, mode: 0o755 });
+    const go = path.join(flags, 'go');
     const child = spawn('runuser', ['-u', BARMAN_USER, '--', process.execPath, BARMAN_SCRIPT, '-c', env.configFile, 'backup', '--immediate-checkpoint', env.server], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, BARMAN_TS_FAULT: `backup:started=pause:${go}` },
     });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
-    // The checks passed once the copy runs: stop WAL streaming under it.
-    await waitFor(async () => (await listBackups(env)).some((b) => b.status === 'STARTED'), { timeoutMs: 30000, intervalMs: 50, what: 'backup STARTED' });
+    await waitFor(async () => fs.access(`${go}.reached`).then(() => true, () => false), { timeoutMs: 30000, intervalMs: 50, what: 'backup STARTED' });
     await env.ok('receive-wal', '--stop', env.server);
+    await fs.writeFile(go, '');
     assert.equal(await exited, 0, stderr);
     assert.match(stderr, /WAITING_FOR_WALS/);
     let backups = await listBackups(env);

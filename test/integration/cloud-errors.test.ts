@@ -388,8 +388,11 @@ describe('barman-cloud-backup-delete and -keep (retention)', () => {
     const clock = () => new Date(frozen.getTime() + Math.floor(calls++ / 4) * 1000);
     const [a, b] = await Promise.all([claimBackupId(st, layout, clock), claimBackupId(st, layout, clock)]);
     assert.notEqual(a, b);
-    const c = await claimBackupId(st, layout, () => frozen);
-    assert.ok(c !== a && c !== b);
+    // A later backup whose clock starts in the same second sees the claims and moves on to a
+    // free second (each attempt reads the clock twice: the ID, then the wait).
+    let later = 0;
+    const c = await claimBackupId(st, layout, () => new Date(frozen.getTime() + Math.floor(later++ / 2) * 1000));
+    assert.ok(c !== a && c !== b, `${c} is new beside ${a} and ${b}`);
   });
 });
 
