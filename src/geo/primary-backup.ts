@@ -5,7 +5,7 @@
  * check_sync_required).
  */
 import type { ServerConfig } from '../config/config.js';
-import { BACKUP_INFO_KEYS, COPY_DONE, NOT_EMPTY, RAW_FIELDS, parseBackupInfo, type BackupInfo } from '../catalog/backup-info.js';
+import { BACKUP_INFO_KEYS, COPY_DONE, DONE, NOT_EMPTY, RAW_FIELDS, parseBackupInfo, type BackupInfo } from '../catalog/backup-info.js';
 import type { BackupEntry } from '../catalog/catalog.js';
 import { pyFromJs, pyRepr, PyTuple } from '../catalog/pyliteral.js';
 import { enforcedPolicy } from '../retention/enforce.js';
@@ -97,7 +97,11 @@ export function isLocallyObsolete(
   if (!policy || srv.retention_policy_mode !== 'auto') return false;
   const parent = typeof remote.parent_backup_id === 'string' ? remote.parent_backup_id : null;
   const candidate: RetentionBackup = { id, info: { status: remote.status, parent_backup_id: parent, end_time: endTimeOf(remote) } };
-  const entries: RetentionBackup[] = [...local.filter((e) => e.id !== id && NOT_EMPTY.has(e.info.status)), candidate];
+  // A local copy that is complete and only waits for its WAL files counts as DONE here (Barman's
+  // passive marks it DONE at once): otherwise an older backup would stay "needed" until the newer
+  // one is DONE, while sync-wals waits for that older backup before copying the newer one's WAL.
+  const asDone = (e: BackupEntry): RetentionBackup => (COPY_DONE.has(e.info.status) && e.info.status !== DONE ? { id: e.id, info: { ...e.info, status: DONE } } : e);
+  const entries: RetentionBackup[] = [...local.filter((e) => e.id !== id && NOT_EMPTY.has(e.info.status)).map(asDone), candidate];
   const report = retentionReport({ entries, keeps, policy, minimumRedundancy: srv.minimum_redundancy, now });
   return report.statuses.get(id) === OBSOLETE;
 }

@@ -80,7 +80,7 @@ function syncBackupFault(point: string, action: 'kill' | 'term', kind: FaultKind
     point,
     kind,
     servers: [P],
-    needs: { strm: 1 },
+    needs: { strm: 2 },
     fullRestore: action === 'kill' && point.endsWith(':copied'),
     async run(ctx) {
       await passiveReady(ctx);
@@ -102,7 +102,7 @@ export function syncCases(): FaultCase[] {
     point: 'no fault: the first copy of a backup and its WAL',
     kind: 'none',
     servers: [P],
-    needs: { strm: 1 },
+    needs: { strm: 2 },
     async run(ctx) {
       await passiveReady(ctx);
       const id = await primaryBackup(ctx);
@@ -122,7 +122,7 @@ export function syncCases(): FaultCase[] {
     point: 'ssh to the primary SIGKILLed during the copy (paused after the first rsync run)',
     kind: 'ssh killed',
     servers: [P],
-    needs: { strm: 1 },
+    needs: { strm: 2 },
     async run(ctx) {
       // Paused after the first bucket, the next rsync (and its ssh) is being started or runs:
       // resume and kill the first ssh seen.
@@ -159,7 +159,7 @@ export function syncCases(): FaultCase[] {
     point: 'a second sync-backup while the first is paused in the copy',
     kind: 'race',
     servers: [P],
-    needs: { strm: 1 },
+    needs: { strm: 2 },
     async run(ctx) {
       const { id, run: first, resume } = await pausedSync(ctx);
       const second = await ctx.world.barman(P, ['sync-backup', SRV, id]);
@@ -183,7 +183,7 @@ export function syncCases(): FaultCase[] {
       point,
       kind: action === 'kill' ? 'SIGKILL' : 'SIGTERM',
       servers: [P],
-      needs: { strm: 1 },
+      needs: { strm: 2 },
       async run(ctx) {
         await passiveReady(ctx);
         const id = await primaryBackup(ctx);

@@ -269,6 +269,9 @@ export class World {
       archiver: 'off',
       streaming_archiver: 'off',
       compression: primary.compression ?? 'gzip',
+      // Keeps one backup: the sync cases copy the primary's newest, whose WAL then comes without
+      // waiting for the older backups (obsolete here), however many the primary has.
+      retention_policy: 'REDUNDANCY 1',
       description: '"fault campaign passive node"',
     })}`;
     await runAs(BARMAN_USER, 'tee', [conf], { input: text, check: true });

@@ -182,6 +182,25 @@ describe('geo-redundancy: passive nodes mirroring a barman-ts primary', () => {
     assert.deepEqual([...(await backupStatuses(passiveA)).keys()].sort(), onPrimary);
   });
 
+  it('a passive node that keeps one backup copies only the newest, and its WAL without waiting for the older one', async () => {
+    const onPrimary = [...(await backupStatuses(primary)).keys()].sort();
+    assert.ok(onPrimary.length >= 2, `the primary has several backups: ${onPrimary.join(' ')}`);
+    const newest = onPrimary.at(-1) ?? '';
+    const one = await passive({ retention_policy: 'REDUNDANCY 1' });
+    try {
+      await one.ok('sync-info', '--primary', one.server);
+      await one.ok('sync-backup', one.server, newest);
+      // The older backups would be obsolete at once here: sync-wals does not wait for them.
+      await one.ok('sync-wals', one.server);
+      await one.ok('check-backup', one.server, newest);
+      assert.deepEqual([...(await backupStatuses(one)).entries()], [[newest, 'DONE']]);
+      await one.ok('cron');
+      assert.deepEqual([...(await backupStatuses(one)).entries()], [[newest, 'DONE']], 'cron copies no backup that retention would drop');
+    } finally {
+      await one.stop().catch(() => undefined);
+    }
+  });
+
   it('a backup deleted on the primary during its copy is FAILED on the passive node, then removed by cron', async () => {
     const d = await passive({ bandwidth_limit: '2000' });
     await d.ok('sync-info', '--primary', 'pg');

@@ -252,6 +252,11 @@ describe('passive: what sync-backup does', () => {
     assert.equal(isLocallyObsolete(srv, '20240101T000000', { status: DONE }, [done('20240102T000000')], new Map(), now), true);
     assert.equal(isLocallyObsolete(srv, '20240103T000000', { status: DONE }, [done('20240102T000000')], new Map(), now), false);
     assert.equal(isLocallyObsolete(server({ primary_ssh_command: 'ssh x' }), '20240101T000000', { status: DONE }, [done('20240102T000000')], new Map(), now), false);
+    // A newer local copy complete but waiting for its WAL files counts as DONE (else sync-wals and retention wait for each other).
+    const waiting = { id: '20240102T000000', info: newBackupInfo({ status: WAITING_FOR_WALS }), infoFile: '' };
+    assert.equal(isLocallyObsolete(srv, '20240101T000000', { status: DONE }, [waiting], new Map(), now), true);
+    const syncing = { id: '20240102T000000', info: newBackupInfo({ status: SYNCING }), infoFile: '' };
+    assert.equal(isLocallyObsolete(srv, '20240101T000000', { status: DONE }, [syncing], new Map(), now), false, 'a copy in progress is no backup yet');
   });
 
   it('checks a copy against the listing: sizes, missing files; leftovers removed', async () => {
