@@ -21,6 +21,7 @@ import { PgConnection } from '../postgres/connection.js';
 import type { ObjectStorage } from '../storage/types.js';
 import type { Throttle } from '../storage/upload.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
+import { faultPoint } from '../util/fault.js';
 import { localNowPyDateTime } from '../util/pytime.js';
 import { formatLsn, lsnToWal, parseLsn, previousSegment, walOffset } from '../wal/names.js';
 import type { CloudLayout, TarCompression } from './layout.js';
@@ -220,6 +221,7 @@ export async function cloudBackup(req: CloudBackupRequest): Promise<CloudBackupR
     const ended = Date.now();
     info = { ...info, copy_stats: copyStats(req.jobs, started, ended, uploaded), status: DONE };
     await writeSums(storage, layout.sumsKey(id), [...uploaded.values()].flat());
+    faultPoint('cloud-backup:sums-written');
     say(`Backup end at LSN: ${info.end_xlog} (${info.end_wal}, ${(info.end_offset ?? 0).toString(16).toUpperCase().padStart(8, '0')})`);
   } catch (err) {
     for (const t of open) await t.abort(err instanceof Error ? err : new Error(String(err))).catch(() => undefined);

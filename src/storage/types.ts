@@ -111,10 +111,16 @@ export async function getBuffer(storage: ObjectStorage, key: string): Promise<Bu
   return res ? readAll(res) : null;
 }
 
-/** Delete any number of keys, in batches of at most `batchSize` (default: the driver's maximum). */
-export async function deleteKeys(storage: ObjectStorage, keys: readonly string[], batchSize?: number | null): Promise<void> {
+/**
+ * Delete any number of keys, in batches of at most `batchSize` (default: the driver's maximum);
+ * `afterBatch` runs after each batch (a caller's fault point).
+ */
+export async function deleteKeys(storage: ObjectStorage, keys: readonly string[], batchSize?: number | null, afterBatch?: () => void): Promise<void> {
   const size = Math.max(1, Math.min(batchSize ?? storage.capabilities.maxDeleteBatch, storage.capabilities.maxDeleteBatch));
-  for (let i = 0; i < keys.length; i += size) await storage.deleteBatch(keys.slice(i, i + size));
+  for (let i = 0; i < keys.length; i += size) {
+    await storage.deleteBatch(keys.slice(i, i + size));
+    afterBatch?.();
+  }
 }
 
 /** Every object under `prefix`, all levels. */

@@ -7,6 +7,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { BarmanError } from '../util/errors.js';
+import { faultPoint } from '../util/fault.js';
 import type { MultipartUpload, ObjectStorage, PutOptions } from './types.js';
 
 export interface UploadOptions extends PutOptions {
@@ -130,6 +131,7 @@ export class ObjectWriter {
       await this.opts.throttle?.take(body.length);
       if (this.aborted) return;
       await upload.uploadPart(partNumber, body);
+      faultPoint('upload:part-uploaded');
     })().then(
       () => {
         this.inFlight.delete(task);

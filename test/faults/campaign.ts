@@ -24,6 +24,7 @@ import type { CaseContext, CaseResult, FaultCase } from './types.js';
 import { WAL_LANE, World, type ServerName } from './world.js';
 import { allCases } from './table.js';
 import { stopCloud } from './cases-cloud.js';
+import { stopCloudBackupStores } from './cases-cloud-backup.js';
 
 function cpuNowMs(): number {
   // Our own CPU and that of every child we waited for (barman, runuser, strace, ssh...).
@@ -200,6 +201,7 @@ async function main(): Promise<number> {
     pgCpuMs = cpuOfPidMs(world.pg?.postmasterPid());
   } finally {
     await stopCloud().catch(() => undefined);
+    await stopCloudBackupStores().catch(() => undefined);
     await world.teardown().catch(() => undefined);
     await cleanupAll();
   }

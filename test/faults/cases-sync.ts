@@ -185,31 +185,97 @@ export function syncCases(): FaultCase[] {
       servers: [P],
       needs: { strm: 2 },
       async run(ctx) {
-        await passiveReady(ctx);
-        const id = await primaryBackup(ctx);
-        if ((await passiveStatus(ctx, id)) !== 'DONE') await ctx.world.barman(P, ['sync-backup', SRV, id], { timeoutMs: 300_000 });
-        // New WAL files archived on the primary (streamed, then archive-wal), listed by sync-info.
-        let last = '';
-        for (let i = 0; i < 3; i++) last = await ctx.world.churn(20);
-        const deadline = Date.now() + 60_000;
-        const primaryWals = path.join(ctx.world.server(SRV).dir, 'wals');
-        while (!existsSync(path.join(primaryWals, last.slice(0, 16), last)) && Date.now() < deadline) {
-          await ctx.world.barman(SRV, ['archive-wal', SRV]);
-          await new Promise((res) => setTimeout(res, 300));
-        }
-        await ctx.world.barmanOk(P, ['sync-info', '--primary', SRV]);
+        const last = await newPrimaryWal(ctx);
         const r = await ctx.world.barman(P, ['sync-wals', SRV], { fault: `${point}=${action}` });
         ctx.requireFired(point);
-        const again = await ctx.world.barman(P, ['sync-wals', SRV]);
-        ctx.expect(again.code === 0, `sync-wals again: ${describe(again)}`);
-        const mine = path.join(ctx.world.server(P).dir, 'wals', last.slice(0, 16), last);
-        ctx.expect(existsSync(mine), `${last} (archived on the primary) is on the passive node after the rerun`);
-        const db = readFileSync(path.join(ctx.world.server(P).dir, 'wals', 'xlog.db'), 'latin1').split('\n').filter(Boolean).map((l) => l.split('\t')[0]);
-        ctx.expect(db.filter((n) => n === last).length === 1, `${last} is listed once in the passive's xlog.db`);
-        ctx.expect(new Set(db).size === db.length, 'no name listed twice in xlog.db after the rerun');
+        const again = await syncWalsAgain(ctx, last);
         return `${how(r)}; rerun ${how(again)}; ${last} synced`;
       },
     });
   }
+
+  // The primary's ssh under sync-wals' rsync killed in the middle of the copy.
+  cases.push({
+    id: 'sync-wals/ssh-killed',
+    process: 'sync-wals',
+    point: "ssh to the primary under sync-wals' rsync SIGKILLed during the copy",
+    kind: 'ssh killed',
+    servers: [P],
+    needs: { strm: 2 },
+    async run(ctx) {
+      const last = await newPrimaryWal(ctx, 6);
+      const run = startBarman(ctx.world, P, ['sync-wals', SRV]);
+      let killed = 0;
+      let ended = false;
+      void run.done.then(() => (ended = true));
+      const t0 = Date.now();
+      const comm = (pid: number | string) => {
+        try {
+          return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+        } catch {
+          return '';
+        }
+      };
+      const parentOf = (pid: number) => {
+        try {
+          const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+          return st.slice(st.lastIndexOf(')') + 2).split(' ')[1] ?? '';
+        } catch {
+          return '';
+        }
+      };
+      // Only the ssh that carries rsync (not the one of sync-info before it).
+      while (killed === 0 && Date.now() - t0 < 60_000 && !ended) {
+        for (const pid of descendants(run.pgid)) {
+          if (comm(pid) === 'ssh' && comm(parentOf(pid)) === 'rsync') {
+            try {
+              process.kill(pid, 'SIGKILL');
+              killed++;
+            } catch {
+              // gone
+            }
+          }
+        }
+        await new Promise((res) => setTimeout(res, 5));
+      }
+      const r = await run.done;
+      run.killGroup();
+      ctx.note(`ssh processes killed: ${killed}`);
+      ctx.expect(killed > 0, `the ssh under rsync was killed (sync-wals ${how(r)} first)`);
+      ctx.expect(killed === 0 || r.code !== 0, `sync-wals whose rsync lost its ssh fails: ${describe(r)}`);
+      const again = await syncWalsAgain(ctx, last);
+      return `ssh ${killed ? 'killed' : 'not seen'}; ${how(r)}${r.code ? `: ${firstLine(r)}` : ''}; rerun ${how(again)}; ${last} synced`;
+    },
+  });
   return cases;
+}
+
+/** The passive has the primary's newest backup; new WAL archived on the primary (listed by sync-info). Returns the newest. */
+async function newPrimaryWal(ctx: CaseContext, segments = 3): Promise<string> {
+  await passiveReady(ctx);
+  const id = await primaryBackup(ctx);
+  if ((await passiveStatus(ctx, id)) !== 'DONE') await ctx.world.barman(P, ['sync-backup', SRV, id], { timeoutMs: 300_000 });
+  // New WAL files archived on the primary (streamed, then archive-wal), listed by sync-info.
+  let last = '';
+  for (let i = 0; i < segments; i++) last = await ctx.world.churn(20);
+  const deadline = Date.now() + 60_000;
+  const primaryWals = path.join(ctx.world.server(SRV).dir, 'wals');
+  while (!existsSync(path.join(primaryWals, last.slice(0, 16), last)) && Date.now() < deadline) {
+    await ctx.world.barman(SRV, ['archive-wal', SRV]);
+    await new Promise((res) => setTimeout(res, 300));
+  }
+  await ctx.world.barmanOk(P, ['sync-info', '--primary', SRV]);
+  return last;
+}
+
+/** sync-wals run again completes: `last` is on the passive, listed once in its xlog.db. */
+async function syncWalsAgain(ctx: CaseContext, last: string): Promise<CmdResult> {
+  const again = await ctx.world.barman(P, ['sync-wals', SRV]);
+  ctx.expect(again.code === 0, `sync-wals again: ${describe(again)}`);
+  const mine = path.join(ctx.world.server(P).dir, 'wals', last.slice(0, 16), last);
+  ctx.expect(existsSync(mine), `${last} (archived on the primary) is on the passive node after the rerun`);
+  const db = readFileSync(path.join(ctx.world.server(P).dir, 'wals', 'xlog.db'), 'latin1').split('\n').filter(Boolean).map((l) => l.split('\t')[0]);
+  ctx.expect(db.filter((n) => n === last).length === 1, `${last} is listed once in the passive's xlog.db`);
+  ctx.expect(new Set(db).size === db.length, 'no name listed twice in xlog.db after the rerun');
+  return again;
 }

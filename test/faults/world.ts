@@ -342,6 +342,20 @@ export class World {
     });
   }
 
+  /**
+   * Set (a string) or remove (null) options of a server section of the main configuration,
+   * for a case that needs them for a while (hook scripts): it puts them back afterwards.
+   */
+  async setServerOptions(name: ServerName, kv: Record<string, string | null>): Promise<void> {
+    const sec = { ...(this.serverSections.get(name) ?? {}) };
+    for (const [k, v] of Object.entries(kv)) {
+      if (v === null) delete sec[k];
+      else sec[k] = v;
+    }
+    this.serverSections.set(name, sec);
+    await this.writeMainConfig();
+  }
+
   /** The name to give barman for the campaign server `key` (see ServerInfo.cmdName). */
   cmd(key: ServerName): string {
     return this.server(key).cmdName ?? key;

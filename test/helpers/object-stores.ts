@@ -32,6 +32,10 @@ export interface ObjectStoreServer {
   url(bucket: string, prefix?: string): string;
   /** Endpoint for the SDK (S3) or the account URL (Azure). */
   endpoint: string;
+  /** PID of the server process (fault tests stop it for a moment: SIGSTOP / SIGCONT). */
+  pid: number;
+  /** Directory holding the stored data (a restarted server reads it again). */
+  dir: string;
   stop(): Promise<void>;
 }
 
@@ -78,9 +82,10 @@ function stopper(child: ChildProcess): () => Promise<void> {
   };
 }
 
-export async function startS3rver(): Promise<ObjectStoreServer> {
-  const dir = await makeTempDir('s3rver');
-  const port = await freePort();
+/** `at`: the data directory and port of a server stopped before (a restart, as after a crash). */
+export async function startS3rver(at?: { dir: string; port: number }): Promise<ObjectStoreServer> {
+  const dir = at?.dir ?? (await makeTempDir('s3rver'));
+  const port = at?.port ?? (await freePort());
   const child = await startProcess(path.join(BIN, 's3rver'), ['-d', dir, '-a', '127.0.0.1', '-p', String(port), '--silent', '--no-vhost-buckets'], port, 's3rver');
   const endpoint = `http://127.0.0.1:${port}`;
   return {
@@ -90,6 +95,8 @@ export async function startS3rver(): Promise<ObjectStoreServer> {
     env: { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' },
     args: ['--cloud-provider', 'aws-s3', '--endpoint-url', endpoint],
     url: (bucket, prefix = '') => `s3://${bucket}${prefix ? `/${prefix}` : ''}`,
+    pid: child.pid ?? 0,
+    dir,
     stop: stopper(child),
   };
 }
@@ -112,6 +119,8 @@ export async function startAzurite(): Promise<ObjectStoreServer> {
     env: { AZURE_STORAGE_CONNECTION_STRING: conn },
     args: ['--cloud-provider', 'azure-blob-storage'],
     url: (container, prefix = '') => `${endpoint}/${container}${prefix ? `/${prefix}` : ''}`,
+    pid: child.pid ?? 0,
+    dir,
     stop: stopper(child),
   };
 }

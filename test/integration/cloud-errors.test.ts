@@ -379,6 +379,38 @@ describe('barman-cloud-backup-delete and -keep (retention)', () => {
     });
   }
 
+  it('a delete cut between objects leaves the backup FAILED (never listed with objects missing), and the next delete finishes it', async () => {
+    const st = await storageOf(s3, 'cutdelete');
+    await st.createContainer();
+    const layout = new CloudLayout('p', 'srv');
+    const backups: FakeBackup[] = [
+      { id: '20240101T000000', beginWal: '000000010000000000000002', endTime: '2024-01-01 00:10:00+00:00' },
+      { id: '20240102T000000', beginWal: '000000010000000000000005', endTime: '2024-01-02 00:10:00+00:00' },
+    ];
+    for (const b of backups) await putBackup(st, layout, b, Buffer.from('not really a tar'));
+    for (const w of ['000000010000000000000001', '000000010000000000000002', '000000010000000000000005']) await st.put(layout.walKey(w, 'gzip'), Buffer.from('w'));
+    const url = s3.url('cutdelete', 'p');
+    const faultLog = path.join(work, 'cutdelete-fired.log');
+    // Killed after the first object of the oldest backup (data.tar) is gone, before its checksums file.
+    const cut = await tool(s3, 'barman-cloud-backup-delete', ['-b', '20240101T000000', '--batch-size', '1', url, 'srv'], { BARMAN_TS_FAULT: 'cloud-delete:objects-batch=kill', BARMAN_TS_FAULT_LOG: faultLog });
+    assert.equal(cut.signal, 'SIGKILL', cut.stderr);
+    assert.match(await fs.readFile(faultLog, 'utf8'), /cloud-delete:objects-batch kill/);
+    // Not in the console list, FAILED with the reason in the JSON one, and not restorable.
+    const list = await tool(s3, 'barman-cloud-backup-list', [url, 'srv']);
+    assert.deepEqual(list.stdout.trim().split('\n').slice(1).map((l) => l.slice(0, 15)), ['20240102T000000']);
+    const json = JSON.parse((await tool(s3, 'barman-cloud-backup-list', ['--format', 'json', url, 'srv'])).stdout) as { backups_list: Array<{ backup_id: string; status: string; error?: string }> };
+    const cutOne = json.backups_list.find((b) => b.backup_id === '20240101T000000');
+    assert.equal(cutOne?.status, 'FAILED');
+    assert.match(cutOne?.error ?? '', /delete in progress/);
+    const restore = await tool(s3, 'barman-cloud-restore', [url, 'srv', '20240101T000000', path.join(work, 'cutdelete-restore')]);
+    assert.equal(restore.code, 1, restore.stderr);
+    // The next delete by policy finishes it (and its WAL), leaving the newest backup whole.
+    const again = await tool(s3, 'barman-cloud-backup-delete', ['-r', 'REDUNDANCY 1', url, 'srv']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual((await listAll(st, 'p/srv/base/')).map((o) => o.key.split('/')[3]).filter((id, i, a) => a.indexOf(id) === i), ['20240102T000000']);
+    assert.deepEqual((await listAll(st, 'p/srv/wals/')).map((o) => o.key.slice(o.key.lastIndexOf('/') + 1)), ['000000010000000000000005.gz']);
+  });
+
   it('two backups starting in the same second get two IDs', async () => {
     const st = await storageOf(s3, 'ids');
     await st.createContainer();
