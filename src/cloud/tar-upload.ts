@@ -9,7 +9,7 @@
  * padded with zeros and one that grows is cut (PostgreSQL's WAL replay repairs both, as for
  * any concurrent backup); a file that vanishes is skipped.
  */
-import { createReadStream, promises as fsp, type Stats } from 'node:fs';
+import { promises as fsp, type Stats } from 'node:fs';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 import tar from 'tar-stream';
@@ -163,14 +163,22 @@ export class CloudTarUploader {
         fail = reject;
       });
       const entry = t.pack.entry({ ...header, size, type: 'file' }, (err) => (err ? fail(err) : done()));
+      // Left half-written (interrupted), the entry and its callback see the pack destroyed by
+      // abort(): the error that matters is the one thrown here, not an unhandled copy of it.
+      finished.catch(() => undefined);
+      (entry as unknown as NodeJS.EventEmitter).on('error', () => undefined);
       let sent = 0;
-      if (size > 0) {
-        const stream = createReadStream('', { fd: fh.fd, autoClose: false, start: 0, end: size - 1, highWaterMark: READ_CHUNK });
-        for await (const chunk of stream as AsyncIterable<Buffer>) {
-          if (this.signal?.aborted) throw new BarmanError('Barman cloud backup was interrupted by the user', 1);
-          sent += chunk.length;
-          await writeEntry(entry, chunk);
-        }
+      // Plain reads on the handle, not a ReadStream on its fd: destroying such a stream (an
+      // interrupted backup leaving the loop) closes the fd, and the handle's close then closed
+      // it a second time (EBADF thrown from nowhere, or another file's descriptor closed).
+      while (sent < size) {
+        if (this.signal?.aborted) throw new BarmanError('Barman cloud backup was interrupted by the user', 1);
+        const want = Math.min(READ_CHUNK, size - sent);
+        const buf = Buffer.allocUnsafe(want);
+        const { bytesRead } = await fh.read(buf, 0, want, sent);
+        if (bytesRead === 0) break; // shrunk: padded below
+        sent += bytesRead;
+        await writeEntry(entry, bytesRead === want ? buf : buf.subarray(0, bytesRead));
       }
       // Shrunk while read: pad to the size announced in the header.
       while (sent < size) {

@@ -197,3 +197,45 @@ describe('backup.info and list output for Barman 3.4', () => {
     ]);
   });
 });
+
+describe('a cloud backup interrupted while reading a file', () => {
+  it('fails with the interruption, closing each file once (no EBADF from a second close)', async () => {
+    const { mkdtemp, rm, writeFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const path = await import('node:path');
+    const { randomBytes } = await import('node:crypto');
+    const { statSync } = await import('node:fs');
+    const { CloudTarUploader } = await import('../../src/cloud/tar-upload.js');
+    const { PosixStorage } = await import('../../src/storage/posix.js');
+    const dir = await mkdtemp(path.join(tmpdir(), 'cloud-abort-'));
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown) => uncaught.push(e);
+    process.on('uncaughtException', onUncaught);
+    try {
+      const file = path.join(dir, 'big');
+      await writeFile(file, randomBytes(6 << 20));
+      const storage = new PosixStorage(path.join(dir, 'store'));
+      await storage.createContainer();
+      for (let round = 0; round < 20; round++) {
+        const abort = new AbortController();
+        const tar = new CloudTarUploader(
+          { storage, layout: new CloudLayout('', 'srv'), backupId: `20240101T0000${String(round).padStart(2, '0')}`, compression: null, maxArchiveSize: 1 << 30, partSize: 5 << 20, jobs: 1, throttle: null, tags: null },
+          'data',
+          abort.signal,
+        );
+        // Interrupted after a few chunks (SIGTERM's handler aborts the signal).
+        setTimeout(() => abort.abort(), round % 4);
+        await assert.rejects(tar.addPath(file, 'big', statSync(file)), (err: Error) => {
+          assert.ok(err instanceof BarmanError && /interrupted/.test(err.message), `the interruption, not ${String(err)}`);
+          return true;
+        });
+        await tar.abort(new Error('interrupted'));
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(uncaught, []);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
