@@ -402,6 +402,11 @@ describe('barman-cloud-backup-delete and -keep (retention)', () => {
     const cutOne = json.backups_list.find((b) => b.backup_id === '20240101T000000');
     assert.equal(cutOne?.status, 'FAILED');
     assert.match(cutOne?.error ?? '', /delete in progress/);
+    // Barman 3.4 reads the mark: a FAILED backup, hidden from its console list too.
+    const py = await run('/usr/bin/barman-cloud-backup-list', [...s3.args, '--format', 'json', url, 'srv'], { env: { ...process.env, ...s3.env } });
+    assert.equal(py.code, 0, py.stderr);
+    const pyList = JSON.parse(py.stdout) as { backups_list: Array<{ backup_id: string; status: string }> };
+    assert.deepEqual(pyList.backups_list.map((b) => `${b.backup_id} ${b.status}`), ['20240101T000000 FAILED', '20240102T000000 DONE']);
     const restore = await tool(s3, 'barman-cloud-restore', [url, 'srv', '20240101T000000', path.join(work, 'cutdelete-restore')]);
     assert.equal(restore.code, 1, restore.stderr);
     // The next delete by policy finishes it (and its WAL), leaving the newest backup whole.
