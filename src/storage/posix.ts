@@ -4,7 +4,7 @@
  * multipart parts are kept as numbered files beside the object until complete() joins them.
  * Metadata goes to a `.<name>.meta.json` sidecar written before the object appears.
  */
-import { createReadStream, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { fsyncDir, writeFileAtomic } from '../util/fsutil.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
@@ -87,9 +87,9 @@ export class PosixStorage implements ObjectStorage {
       if (err.code === 'ENOENT') return null;
       throw err;
     });
-    const body = createReadStream('', { fd: fh.fd, autoClose: false, highWaterMark: 1 << 20 });
-    body.once('close', () => void fh.close().catch(() => undefined));
-    body.once('end', () => body.destroy());
+    // The handle's own stream closes it at the end (or on destroy): never a bare fd number,
+    // which a late close could take from another file opened meanwhile.
+    const body = fh.createReadStream({ highWaterMark: 1 << 20 });
     return { body, size: st.size, metadata: metaText ? (JSON.parse(metaText) as Record<string, string>) : {} };
   }
 
