@@ -5,6 +5,11 @@
  * streamed from the object store through a hash, their decompression and GNU tar, several at a
  * time. No recovery configuration is written (as Barman).
  *
+ * Speed: gzip archives are decompressed by tar's child (pigz), so only compressed bytes pass
+ * through this process; tar reads 128 KiB records. Durability: write-back is started while tar
+ * writes (EarlyWriteback), and one syncfs per file system written ends the restore, before
+ * exit 0 (fsync of every file and directory where `sync -f` is missing).
+ *
  * Verification: when the backup has barman-ts's checksums object, every archive's length and
  * SHA-256 must match what was uploaded; compression and tar check the rest. Any failure removes
  * everything the restore created, so that a half-restored or corrupted directory is never left
@@ -17,6 +22,8 @@ import * as path from 'node:path';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { runPool } from '../util/pool.js';
+import { findProgram } from '../util/proc.js';
+import { EarlyWriteback, syncFilesystems } from '../recovery/copy.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { decompressStream } from '../wal/compression.js';
 import type { CloudBackupEntry, CloudCatalog } from './catalog.js';
@@ -47,20 +54,36 @@ async function requireEmpty(dir: string): Promise<boolean> {
   }
 }
 
+/**
+ * gzip archives are decompressed by GNU tar's own child (pigz when installed: separate read,
+ * write and check threads; gzip otherwise), so the decompressed bytes go from one process to
+ * the other through a pipe and never through JavaScript; only the compressed stream passes
+ * here, to be hashed. Other compressions are decompressed in this process.
+ */
+function tarDecompression(compression: TarCompression | null): string[] {
+  if (compression !== 'gz') return [];
+  pigz ??= findProgram('pigz', null) ?? '';
+  return [pigz ? `--use-compress-program=${pigz}` : '-z'];
+}
+let pigz: string | undefined;
+
 /** Stream one archive into `target` with GNU tar, verifying its bytes against `sum`. */
-async function extractArchive(catalog: CloudCatalog, key: string, compression: TarCompression | null, target: string, sum: ObjectSum | null): Promise<void> {
+async function extractArchive(catalog: CloudCatalog, key: string, compression: TarCompression | null, target: string, sum: ObjectSum | null, written: (compressed: number) => void): Promise<void> {
   const res = await catalog.storage.get(key);
   if (!res) throw new BarmanError(`${key} disappeared from the bucket`, 1);
+  const byTar = tarDecompression(compression);
   const hash = createHash('sha256');
   let bytes = 0;
   const verify = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       hash.update(chunk);
       bytes += chunk.length;
+      written(chunk.length);
       cb(null, chunk);
     },
   });
-  const tar = spawn('tar', ['-x', '-f', '-', '-C', target], { stdio: ['pipe', 'ignore', 'pipe'] });
+  // 128 KiB records: a tenth of the read and write calls of tar's default 10 KiB ones.
+  const tar = spawn('tar', ['-x', '-b', '256', '-f', '-', '-C', target, ...byTar], { stdio: ['pipe', 'ignore', 'pipe'] });
   let stderr = '';
   tar.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const exited = new Promise<number>((resolve) => tar.once('close', (code) => resolve(code ?? 1)));
@@ -86,7 +109,7 @@ async function extractArchive(catalog: CloudCatalog, key: string, compression: T
     },
   });
   const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream | NodeJS.ReadWriteStream> = [res.body as Readable, verify];
-  if (compression) stages.push(decompressStream(TAR_COMPRESSIONS[compression]));
+  if (compression && byTar.length === 0) stages.push(decompressStream(TAR_COMPRESSIONS[compression]));
   stages.push(sink);
   try {
     await pipeline(stages as unknown as [Readable, ...NodeJS.WritableStream[]]);
@@ -135,10 +158,17 @@ export async function cloudRestore(req: CloudRestoreRequest): Promise<void> {
   try {
     for (const dir of created) await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     const jobs = files.flatMap((f) => f.keys.map((key) => ({ key, compression: f.compression, target: targets.get(f.oid) as string })));
+    // Write-back starts while tar still writes, so that the final syncfs has little left to do.
+    // Bytes on disk are estimated from the bytes downloaded and the backup's compression ratio.
+    const stored = [...(sums?.values() ?? [])].reduce((n, x) => n + x.size, 0);
+    const ratio = stored > 0 && entry.info.size ? Math.max(1, entry.info.size / stored) : files.some((f) => f.compression) ? 4 : 1;
+    const writeback = new Map([...created].map((dir) => [dir, new EarlyWriteback(dir)]));
     await runPool(jobs, Math.max(1, req.jobs), async (j) => {
       say(`Extracting ${j.key} to ${j.target}${j.compression ? ` (decompressing ${TAR_COMPRESSIONS[j.compression]})` : ''}`);
-      await extractArchive(catalog, j.key, j.compression, j.target, sums?.get(j.key.slice(backupDir.length)) ?? null);
+      const wb = writeback.get(j.target);
+      await extractArchive(catalog, j.key, j.compression, j.target, sums?.get(j.key.slice(backupDir.length)) ?? null, (n) => wb?.add(n * ratio));
     });
+    await Promise.all([...writeback.values()].map((wb) => wb.drain()));
     if (sums) {
       for (const j of jobs) {
         if (!sums.has(j.key.slice(backupDir.length))) throw new BarmanError(`${j.key} is not among the objects uploaded with the backup`, 4);
@@ -154,6 +184,9 @@ export async function cloudRestore(req: CloudRestoreRequest): Promise<void> {
     // Owned like the data directory the backup restored (tar keeps owners only as root).
     const st = await fsp.stat(dest);
     await fsp.chown(walDir, st.uid, st.gid).catch(() => undefined);
+    // Durable before exit 0: one syncfs per file system written (every file tar wrote, the
+    // links, pg_wal), and the directories holding the targets we created.
+    await syncFilesystems(created, created.map((d) => path.dirname(d)));
   } catch (err) {
     // Leave nothing that looks like a data directory: empty what we filled, remove what we made.
     for (const dir of created) {

@@ -14,6 +14,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ObjectStorage } from '../storage/types.js';
 import { BarmanError } from '../util/errors.js';
+import { pathExists } from '../util/fsutil.js';
 import { runPool } from '../util/pool.js';
 import { nextSegment, walNameKind } from '../wal/names.js';
 import type { CloudLayout } from './layout.js';
@@ -130,16 +131,18 @@ async function spoolFiles(spool: string): Promise<string[]> {
 }
 
 /**
- * The background loop: fetch the segments after `after` into the spool, at most `depth` ahead.
+ * The background loop: fetch the segments after `after` into the spool, at most `depth` ahead
+ * (counting those the starting call `asked` fetched itself beside its own).
  * Runs under the spool's lock; returns when the archive has nothing more or nobody consumes.
  */
-export async function prefetchLoop(storage: ObjectStorage, layout: CloudLayout, spool: string, after: string, depth: number): Promise<void> {
+export async function prefetchLoop(storage: ObjectStorage, layout: CloudLayout, spool: string, after: string, depth: number, asked: string = after): Promise<void> {
   const lock = path.join(spool, PREFETCH_LOCK);
   // The call that started us may have written the lock with our pid already.
   if (!(await claimPrefetchLock(spool, process.pid, after))) return;
   try {
-    // Files of earlier segments were never asked for (a restart, another timeline): drop them.
-    for (const n of await spoolFiles(spool)) if (n <= after) await fsp.rm(path.join(spool, n), { force: true });
+    // Files up to the segment of the call that started us were never asked for (a restart,
+    // another timeline): drop them. Those between it and `after` are that call's, ahead.
+    for (const n of await spoolFiles(spool)) if (n <= asked) await fsp.rm(path.join(spool, n), { force: true });
     let last = after;
     let listing: string[] = [];
     let idleSince = Date.now();
@@ -161,14 +164,16 @@ export async function prefetchLoop(storage: ObjectStorage, layout: CloudLayout, 
         if (!pickWal(dir, probe, listing, false)) return;
         next = [probe, ...nextInListing(layout, probe, listing, room - 1)];
       }
-      const batch = next;
+      // Segments already in the spool (fetched by the call that started us) are not fetched again.
+      const batch: string[] = [];
+      for (const n of next) if (!(await pathExists(path.join(spool, n)))) batch.push(n);
       await runPool(batch, JOBS, async (name) => {
         const found = pickWal(layout.walDir(name), name, listing, false);
         if (!found) throw new BarmanError(`${name} vanished`);
         const data = await fetchWal(storage, found, name);
         await writeWalFile(path.join(spool, name), data, true);
       });
-      last = batch[batch.length - 1] as string;
+      last = next[next.length - 1] as string;
     }
   } catch {
     // Never reported: the next call misses the spool and downloads for itself.

@@ -102,17 +102,50 @@ export interface RestoreOutcome {
   found: FoundWal | null;
   /** Keys of the directory listing (for prefetch planning). */
   listing: string[];
+  /** Every segment of the plan's `ahead` reached the spool. */
+  aheadDone: boolean;
 }
 
-/** Restore `name` into `dest`; found null means "not in the archive" (exit 1). */
-export async function restoreWal(storage: ObjectStorage, layout: CloudLayout, name: string, dest: string, allowPartial: boolean, warn: (m: string) => void): Promise<RestoreOutcome> {
+/**
+ * Segments to fetch into a spool along with the one asked for, decided once the directory is
+ * listed (and before the download starts, so that a background prefetch can be started then).
+ */
+export type AheadPlan = (listing: string[], found: FoundWal) => Promise<{ spool: string; ahead: string[] } | null>;
+
+/**
+ * Restore `name` into `dest`; found null means "not in the archive" (exit 1). With `plan`, the
+ * segments it names are downloaded at the same time into its spool (same checks, fsynced,
+ * renamed in when whole); their failures are not errors (aheadDone false), the next call
+ * downloads for itself.
+ */
+export async function restoreWal(
+  storage: ObjectStorage,
+  layout: CloudLayout,
+  name: string,
+  dest: string,
+  allowPartial: boolean,
+  warn: (m: string) => void,
+  plan?: AheadPlan,
+): Promise<RestoreOutcome> {
   const dir = layout.walDir(name);
   const listing = (await listWalDir(storage, dir)).map((o) => o.key);
   const found = pickWal(dir, name, listing, allowPartial, warn);
-  if (!found) return { found, listing };
-  const data = await fetchWal(storage, found, name);
-  await writeWalFile(dest, data, false);
-  return { found, listing };
+  if (!found) return { found, listing, aheadDone: true };
+  const extra = plan ? await plan(listing, found) : null;
+  const ahead = (extra?.ahead ?? []).map(async (n) => {
+    const f = pickWal(layout.walDir(n), n, listing, false);
+    if (!f || !extra) return false;
+    try {
+      await writeWalFile(path.join(extra.spool, n), await fetchWal(storage, f, n), true);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  const own = (async () => writeWalFile(dest, await fetchWal(storage, found, name), false))();
+  const [settled, ...aheadOk] = await Promise.allSettled([own, ...ahead]);
+  if (settled?.status === 'rejected') throw settled.reason;
+  return { found, listing, aheadDone: aheadOk.every((r) => r.status === 'fulfilled' && r.value) };
 }
 
 /** The segments after `name` (same timeline) present in its directory listing, in order, at most `n`. */

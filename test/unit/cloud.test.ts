@@ -239,3 +239,43 @@ describe('a cloud backup interrupted while reading a file', () => {
     }
   });
 });
+
+describe('WAL restore with segments fetched ahead into the spool', () => {
+  it('restores the segment asked for, spools the planned ones, and reports a bad one without failing', async () => {
+    const fs = await import('node:fs/promises');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { PosixStorage } = await import('../../src/storage/posix.js');
+    const { restoreWal } = await import('../../src/cloud/wal-restore.js');
+    const root = await fs.mkdtemp(path.join(os.tmpdir(), 'cloud-ahead-'));
+    try {
+      const storage = new PosixStorage(path.join(root, 'bucket'));
+      const layout = new CloudLayout('p', 'pg');
+      const seg = (i: number) => `00000001000000000000000${i}`;
+      const body = (i: number) => Buffer.alloc(1 << 20, i);
+      for (const i of [1, 2, 3]) await storage.put(layout.walKey(seg(i), null), body(i));
+      // Segment 4 is cut short in the bucket: not a segment size.
+      await storage.put(layout.walKey(seg(4), null), Buffer.alloc(1000, 4));
+      const spool = path.join(root, 'spool');
+      await fs.mkdir(spool);
+      const dest = path.join(root, 'RECOVERYXLOG');
+      let planned: string[] = [];
+      const out = await restoreWal(storage, layout, seg(1), dest, true, () => undefined, async (listing) => {
+        planned = nextInListing(layout, seg(1), listing, 3);
+        return { spool, ahead: planned };
+      });
+      assert.deepEqual(planned, [seg(2), seg(3), seg(4)]);
+      assert.ok((await fs.readFile(dest)).equals(body(1)));
+      assert.ok((await fs.readFile(path.join(spool, seg(2)))).equals(body(2)));
+      assert.ok((await fs.readFile(path.join(spool, seg(3)))).equals(body(3)));
+      assert.equal(out.aheadDone, false);
+      assert.deepEqual((await fs.readdir(spool)).sort(), [seg(2), seg(3)]);
+      // All good: aheadDone.
+      const again = await restoreWal(storage, layout, seg(2), dest, true, () => undefined, async () => ({ spool, ahead: [seg(3)] }));
+      assert.equal(again.aheadDone, true);
+      assert.ok((await fs.readFile(dest)).equals(body(2)));
+    } finally {
+      await fs.rm(root, { recursive: true, force: true });
+    }
+  });
+});

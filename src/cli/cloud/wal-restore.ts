@@ -7,9 +7,14 @@
  * 3 invalid WAL name or option, 4 other errors (a corrupted object among them).
  */
 import { spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import * as path from 'node:path';
 import { Option } from 'commander';
-import { claimPrefetchLock, DEFAULT_PREFETCH, DEFAULT_RESTORE_SPOOL_DIR, prefetchCovers, prefetchLoop, prefetchRunning, prepareSpool, takeFromSpool, waitForPrefetched } from '../../cloud/wal-prefetch.js';
-import { nextInListing, restoreWal } from '../../cloud/wal-restore.js';
+import { claimPrefetchLock, DEFAULT_PREFETCH, DEFAULT_RESTORE_SPOOL_DIR, PREFETCH_LOCK, prefetchCovers, prefetchLoop, prefetchRunning, prepareSpool, takeFromSpool, waitForPrefetched } from '../../cloud/wal-prefetch.js';
+import { nextInListing, restoreWal, type AheadPlan } from '../../cloud/wal-restore.js';
+
+/** Segments that follow the one asked for, downloaded by the call itself (see the plan below). */
+const AHEAD_IN_CALL = 3;
 import { BarmanError, errorMessage } from '../../util/errors.js';
 import { isAnyXlogFile, walNameKind } from '../../wal/names.js';
 import { runIfEntryPoint } from '../../walclient/cli-common.js';
@@ -81,17 +86,31 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     const layout = new CloudLayout(location.prefix, common.server);
     try {
       if (o.backgroundPrefetch !== undefined) {
-        await prefetchLoop(storage, layout, o.spoolDir, o.backgroundPrefetch, depth || DEFAULT_PREFETCH);
+        await prefetchLoop(storage, layout, o.spoolDir, o.backgroundPrefetch, depth || DEFAULT_PREFETCH, name);
         return 0;
       }
       if (common.test) {
         await storage.containerExists();
         return 0;
       }
+      // When the segments that follow are in the archive too, the background prefetch is
+      // started as soon as the listing says so (its start-up overlaps this download), and the
+      // next few are downloaded here beside this one: the calls that come while the prefetch
+      // process is still starting find them in the spool.
+      let prefetcher: number | null = null;
+      const plan: AheadPlan = async (listing) => {
+        if (!spoolOk || walNameKind(name) !== 'segment' || (await prefetchRunning(o.spoolDir)) !== null) return null;
+        const ahead = nextInListing(layout, name, listing, AHEAD_IN_CALL);
+        if (ahead.length === 0) return null;
+        // It starts after them; if one of them fails, it is stopped below.
+        prefetcher = await startBackgroundPrefetch(argv, ahead[ahead.length - 1] as string, o.spoolDir);
+        return { spool: o.spoolDir, ahead };
+      };
       let outcome;
       try {
-        outcome = await restoreWal(storage, layout, name, dest, o.partial, (m) => common.log.warning(m));
+        outcome = await restoreWal(storage, layout, name, dest, o.partial, (m) => common.log.warning(m), plan);
       } catch (err) {
+        stopPrefetch(prefetcher, o.spoolDir);
         // A missing bucket: Barman's "Bucket X does not exist", exit 1.
         if ((err as { kind?: string }).kind === 'missing-container' || !(await storage.containerExists().catch(() => true))) {
           throw new BarmanError(`Bucket ${location.container} does not exist`, EXIT_OPERATION);
@@ -102,10 +121,10 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
         common.log.info(`WAL file ${name} for server ${common.server} does not exists`);
         return EXIT_OPERATION;
       }
+      // A segment of the plan missing from the spool: the prefetch process would not fetch it
+      // (it starts after the plan) and the next call would wait for it in vain.
+      if (!outcome.aheadDone) stopPrefetch(prefetcher, o.spoolDir);
       common.log.info(`Found WAL ${name} for server ${common.server} as ${outcome.found.key}`);
-      if (spoolOk && walNameKind(name) === 'segment' && (await prefetchRunning(o.spoolDir)) === null && nextInListing(layout, name, outcome.listing, 1).length > 0) {
-        await startBackgroundPrefetch(argv, name, o.spoolDir);
-      }
       return 0;
     } finally {
       await storage.close();
@@ -118,12 +137,25 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
  * is written here, with its pid, before it even loads: the calls that come meanwhile wait for
  * it instead of downloading the same files.
  */
-async function startBackgroundPrefetch(argv: readonly string[], after: string, spool: string): Promise<void> {
+async function startBackgroundPrefetch(argv: readonly string[], after: string, spool: string): Promise<number | null> {
   const script = process.argv[1];
-  if (!script) return;
+  if (!script) return null;
   const child = spawn(process.execPath, [script, `--background-prefetch=${after}`, ...argv], { detached: true, stdio: 'ignore' });
   child.unref();
-  if (child.pid !== undefined) await claimPrefetchLock(spool, child.pid, after).catch(() => undefined);
+  if (child.pid === undefined) return null;
+  await claimPrefetchLock(spool, child.pid, after).catch(() => undefined);
+  return child.pid;
+}
+
+/** Stop the prefetch process this call started (and drop its lock): the next call starts afresh. */
+function stopPrefetch(pid: number | null, spool: string): void {
+  if (pid === null) return;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    /* already gone */
+  }
+  rmSync(path.join(spool, PREFETCH_LOCK), { force: true });
 }
 
 runIfEntryPoint(import.meta.url, () => main());
