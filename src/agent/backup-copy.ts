@@ -558,6 +558,7 @@ async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy,
   let store: StoreWriter | null = null;
   let bases: BasisBackup[] = [];
   let threads: HashThreadPool | null = null;
+  let failed = false;
   try {
     const t0 = Date.now();
     const swept = await sweepOrphans(srv, async (id) => (await fsp.stat(backupDir(srv, id)).catch(() => null)) !== null);
@@ -577,13 +578,18 @@ async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy,
     const copy = new AgentCopy(req, ep, hasher, store, bases, threads, all);
     return await body(copy, opening);
   } catch (err) {
+    failed = true;
     stop.abort();
     if (req.signal?.aborted) throw new BarmanError('interrupted by signal');
     throw err instanceof BarmanError ? err : new BarmanError(errorMessage(err));
   } finally {
     req.signal?.removeEventListener('abort', onSignal);
     await opening?.catch(() => undefined);
-    await Promise.all(all.map((s) => s.close()));
+    // BYE said and their input closed, the agents exit on their own (close() kills one that
+    // lingers): the backup goes on meanwhile (stop, labels, manifest) instead of waiting for
+    // ssh to tear down.
+    const closing = Promise.all(all.map((s) => s.close()));
+    if (failed) await closing;
     await store?.close();
     await threads?.close();
     for (const b of bases) await b.reader.close();
