@@ -7,7 +7,7 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import type { Encoder } from './codec.js';
 import { pauseAt, type Faults } from './faults.js';
-import { HASH_BYTES, PAGE_SIZE, samePage, type PageHasher } from './pages.js';
+import { HASH_BYTES, PAGE_SIZE, sendRuns, type PageHasher } from './pages.js';
 import { HashThread, readFull } from './hash-thread.js';
 import { encodePages, T, type FrameWriter } from './protocol.js';
 import { rsyncExcluder } from '../backup/rsync-plan.js';
@@ -15,6 +15,8 @@ import { walkTree } from './walk.js';
 
 /** Bytes read per step: 128 pages. */
 export const READ_CHUNK = 128 * PAGE_SIZE;
+/** Changed pages this close (fewer unchanged pages between them) travel in one message (sendRuns). */
+export const BRIDGE = 4;
 
 export interface ListRequest {
   roots: { path: string; excludes: string[] }[];
@@ -123,13 +125,7 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
       const buf = thread.slots[k % SLOTS] as Buffer;
       const data = buf.subarray(0, n);
       const pages = hashes.length / HASH_BYTES;
-      for (let i = 0; i < pages; ) {
-        if (samePage(hashes, i, basis, page + i)) {
-          i++;
-          continue;
-        }
-        let j = i + 1;
-        while (j < pages && !samePage(hashes, j, basis, page + j)) j++;
+      for (const [i, j] of sendRuns(hashes, basis, page, pages, BRIDGE)) {
         let raw = data.subarray(i * PAGE_SIZE, Math.min(j * PAGE_SIZE, n));
         if (corrupt) {
           raw = Buffer.from(raw);
@@ -148,7 +144,6 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
         const head = { id: req.id, firstPage: page + i, count: j - i, codec: enc.codec, rawLen: raw.length };
         await out.sendThen(release, T.PAGES, ...encodePages(head, hashes.subarray(i * HASH_BYTES, j * HASH_BYTES), payload));
         sent += j - i;
-        i = j;
       }
       pos += n;
       page += pages;
