@@ -16,7 +16,7 @@ import { HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, s
 import { FrameReader, FrameWriter, T, decodePages } from '../../src/agent/protocol.js';
 import { FileReceiver, type ReceiveOutcome } from '../../src/agent/receive.js';
 import { HashThread, hashFile } from '../../src/agent/hash-thread.js';
-import { serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
+import { READ_CHUNK, serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
 import { parseJournal } from '../../src/agent/store.js';
 import { walkTree, type WireEntry } from '../../src/agent/walk.js';
 import { PGDATA_EXCLUDES, rsyncExcluder } from '../../src/backup/rsync-plan.js';
@@ -129,6 +129,22 @@ describe('agent copy against a basis', () => {
     assert.ok(r.result?.equals(changed));
     assert.equal(r.sent, 3);
     assert.equal(r.outcome.kind, 'written');
+  });
+
+  it('reads a file of several chunks in chunks (the hashing thread), with the same results as a small file', async () => {
+    // 2.5 chunks of READ_CHUNK: small files are read in one go on the main thread instead.
+    const big = bytes(2 * READ_CHUNK + READ_CHUNK / 2 + 100, 3);
+    const whole = await transfer(big, null);
+    assert.ok(whole.result?.equals(big));
+    assert.equal(whole.sent, pageCount(big.length));
+    assert.equal(whole.outcome.kind === 'written' && whole.outcome.sha256, createHash('sha256').update(big).digest('hex'));
+    const changed = Buffer.from(big);
+    // One page in the first chunk, two pages 6 apart in the second (not joined), the last byte.
+    for (const at of [5 * PAGE_SIZE, READ_CHUNK + 2 * PAGE_SIZE, READ_CHUNK + 9 * PAGE_SIZE, big.length - 1]) changed[at] = (changed[at] ?? 0) ^ 0xff;
+    const r = await transfer(changed, big);
+    assert.ok(r.result?.equals(changed));
+    assert.equal(r.sent, 4);
+    assert.equal(r.outcome.kind === 'written' && r.outcome.sha256, createHash('sha256').update(changed).digest('hex'));
   });
 
   it('handles files that grew, shrank, were emptied, or are unchanged (hard link)', async () => {
