@@ -219,15 +219,6 @@ export class AgentSession {
     if (!done) this.kill();
   }
 
-  /** Kill the agent when `signal` fires (an agent connected before the signal existed: prestart.ts). */
-  killOn(signal: AbortSignal | undefined): void {
-    if (!signal) return;
-    if (signal.aborted) return this.kill();
-    const onAbort = () => this.kill();
-    signal.addEventListener('abort', onAbort, { once: true });
-    this.exited.then(() => signal.removeEventListener('abort', onAbort)).catch(() => undefined);
-  }
-
   /** Kill the agent's process group (sh, ssh and a local agent alike). */
   kill(): void {
     this.closed = true;
