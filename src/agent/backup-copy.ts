@@ -36,6 +36,7 @@ import { HASH_BYTES, PageHasher, newSeed, pageCount } from './pages.js';
 import { T, decodePages, encodeWithBinary, parseJson } from './protocol.js';
 import { FileReceiver, type Basis } from './receive.js';
 import { READ_CHUNK, type ReadEnd, type ReadRequest } from './serve-read.js';
+import type { PrestartedAgents } from './prestart.js';
 import { AgentSession, type AgentEndpoint } from './session.js';
 import { StoreReader, StoreWriter, sweepOrphans, type FileRecord, type TransferStats } from './store.js';
 import type { WireEntry } from './walk.js';
@@ -56,6 +57,8 @@ const FLUSH_INTERVAL_MS = 3000;
 export interface AgentBackupRequest extends ConcurrentBackupRequest {
   backupId: string;
   jobs: number;
+  /** Agents the backup started ahead (its checks asked the first one): taken for this copy. */
+  agents?: PrestartedAgents | null;
   /**
    * reuse_backup: link = block-level incremental, unchanged files hard-linked; copy = the same
    * with copies instead of links; off = every file fetched whole (only an interrupted backup is
@@ -94,6 +97,8 @@ interface Job {
   mtimeMs: number;
   mode: number;
   basis: { backup: BasisBackup; rec: FileRecord } | null;
+  /** When the agent started on it (for the debug log). */
+  startedMs?: number;
 }
 
 /**
@@ -174,6 +179,8 @@ class AgentCopy {
     private readonly store: StoreWriter,
     private readonly bases: BasisBackup[],
     private readonly threads: HashThreadPool,
+    /** Every agent started for this copy, ready or not (killAll). */
+    private readonly started: readonly AgentSession[] = [],
   ) {
     this.stats.basis = bases.map((b) => b.id);
     this.stats.resumedFrom = bases.length > 0 && bases[0]?.reader.meta.complete === false ? (bases[0]?.id ?? null) : null;
@@ -230,8 +237,12 @@ class AgentCopy {
     this.known.set(`${job.tree.manifestPrefix}${job.rel}`, { size, sha256 });
   }
 
-  async run(sink: CopySink, first: AgentSession): Promise<{ extraCopyStats: [string, PyValue][]; knownChecksums: Map<string, { size: number; sha256: string }> }> {
+  async run(sink: CopySink, agents: Promise<AgentSession[]>): Promise<{ extraCopyStats: [string, PyValue][]; knownChecksums: Map<string, { size: number; sha256: string }> }> {
+    const waited = Date.now();
+    this.sessions.push(...(await agents));
+    const first = this.sessions[0] as AgentSession;
     const t0 = Date.now();
+    log.debug(`agents ready for the copy after ${t0 - waited} ms more`);
     this.flushTimer = setInterval(() => {
       if (this.store.pendingCount > 0) this.flush().catch((err: unknown) => (this.flushError ??= err));
     }, FLUSH_INTERVAL_MS);
@@ -286,7 +297,7 @@ class AgentCopy {
   }
 
   killAll(): void {
-    for (const s of this.sessions) s.kill();
+    for (const s of new Set([...this.sessions, ...this.started])) s.kill();
   }
 
   private countBytes(): void {
@@ -429,6 +440,7 @@ class AgentCopy {
           if (finishError) throw finishError;
           if (this.flushError) throw this.flushError;
           const head = inflight[0] as (typeof inflight)[number];
+          head.job.startedMs ??= Date.now();
           head.receiver.begin();
           // Borrowed: decodeOwned copies what it keeps before the next message is read.
           const f = await s.next(true);
@@ -469,7 +481,9 @@ class AgentCopy {
   }
 
   private async finishFile(job: Job, receiver: FileReceiver, end: ReadEnd): Promise<void> {
+    const t0 = Date.now();
     const outcome = await receiver.finish(end);
+    if (job.size >= 1 << 20) log.debug(`${job.tree.prefix}/${job.rel}: ${end.sent ?? 0} of ${end.pages ?? 0} pages received in ${t0 - (job.startedMs ?? t0)} ms, finished in ${Date.now() - t0} ms (${outcome.kind})`);
     this.stats.pagesRead += end.pages ?? 0;
     if (outcome.kind === 'vanished') {
       log.info(`${path.join(job.tree.src, job.rel)} vanished during the copy (dropped): skipped`);
@@ -493,46 +507,91 @@ class AgentCopy {
   }
 }
 
-/** Set up a copy (basis, metadata, the first agent), run `body`, and always clean up. */
-async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy, first: AgentSession) => Promise<X>): Promise<X> {
+/** Where a server's agents run: the database host, through ssh_command. */
+export function agentEndpoint(srv: AgentBackupRequest['srv']): AgentEndpoint {
+  return { sshCommand: srv.ssh_command, where: 'the database host', env: subprocessEnv(srv.path_prefix) };
+}
+
+/**
+ * The copy's `jobs` agents, greeted with this copy's codec and seed: those the backup started
+ * ahead (prestart.ts), more started now if needed. Every agent is put in `all` as soon as it
+ * is there (for the clean-up, whatever happens); one that cannot be used stops everything.
+ */
+async function openAgents(req: AgentBackupRequest, ep: AgentEndpoint, hello: { codec: string; level: number; seed: string }, all: AgentSession[], stop: AbortSignal): Promise<AgentSession[]> {
+  const n = Math.max(1, req.jobs);
+  const early = req.agents?.take(stop) ?? [];
+  // Started for more jobs than this copy has: let them go.
+  for (const p of early.slice(n)) void p.then((s) => s.close(), () => undefined);
+  const opened = await Promise.allSettled(
+    Array.from({ length: n }, async (_, i) => {
+      const s = await (early[i] ?? AgentSession.connect(ep, stop));
+      all.push(s);
+      await s.hello(hello);
+      return s;
+    }),
+  );
+  const failed = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (failed) {
+    for (const s of all) s.kill();
+    throw failed.reason;
+  }
+  return opened.map((o) => (o as PromiseFulfilledResult<AgentSession>).value);
+}
+
+/**
+ * Set up a copy (basis, metadata), start greeting its agents, run `body` with the promise of
+ * them (it waits for them only when the copy starts: the checkpoint of the backup's start runs
+ * meanwhile), and always clean up.
+ */
+async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy, agents: Promise<AgentSession[]>) => Promise<X>): Promise<X> {
   const { srv } = req;
   if (!srv.ssh_command) throw new BarmanError('transfer_method = agent needs ssh_command (the agent is started through it)');
   if (req.signal?.aborted) throw new BarmanError('interrupted by signal before the backup started');
   const codec = requireCodec(String(srv.agent_compression ?? 'zstd'));
   const level = Number(srv.agent_compression_level ?? 1);
-  const swept = await sweepOrphans(srv, async (id) => (await fsp.stat(backupDir(srv, id)).catch(() => null)) !== null);
-  if (swept.length > 0) log.info(`removed the agent metadata of ${swept.length} deleted backup(s): ${swept.join(', ')}`);
-  const bases = await chooseBasis(req);
-  const seed = bases[0]?.reader.meta.seed ?? newSeed();
+  // Stops the agents (started or starting) on a signal, and on any failure.
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  req.signal?.addEventListener('abort', onSignal, { once: true });
+  const all: AgentSession[] = [];
+  let opening: Promise<AgentSession[]> | null = null;
   let store: StoreWriter | null = null;
-  let copy: AgentCopy | null = null;
-  // One per agent: each checks the files it built over a basis copy while the next ones arrive.
-  const threads = new HashThreadPool(seed, Math.max(1, req.jobs), HASH_SLOTS, READ_CHUNK);
+  let bases: BasisBackup[] = [];
+  let threads: HashThreadPool | null = null;
+  let failed = false;
   try {
+    const t0 = Date.now();
+    const swept = await sweepOrphans(srv, async (id) => (await fsp.stat(backupDir(srv, id)).catch(() => null)) !== null);
+    if (swept.length > 0) log.info(`removed the agent metadata of ${swept.length} deleted backup(s): ${swept.join(', ')}`);
+    bases = await chooseBasis(req);
+    const seed = bases[0]?.reader.meta.seed ?? newSeed();
+    const ep = agentEndpoint(srv);
+    opening = openAgents(req, ep, { codec, level, seed }, all, stop.signal);
+    opening.catch(() => undefined);
+    // One per agent: each checks the files it built over a basis copy while the next ones arrive.
+    threads = new HashThreadPool(seed, Math.max(1, req.jobs), HASH_SLOTS, READ_CHUNK);
     store = await StoreWriter.create(srv, req.backupId, seed);
     const hasher = await PageHasher.create(seed);
-    const ep: AgentEndpoint = { sshCommand: srv.ssh_command, where: 'the database host', env: subprocessEnv(srv.path_prefix) };
     const resume = bases[0] && !bases[0].reader.meta.complete ? bases[0] : null;
     if (resume) req.info?.(`Resuming the interrupted backup ${resume.id}: the ${resume.reader.files.size} files it received are not fetched again`);
-    // Before the backup starts on PostgreSQL: an agent that cannot be used stops everything here.
-    // All of them at once: each ssh connection takes a second or more on a busy host.
-    const opened = await Promise.allSettled(Array.from({ length: Math.max(1, req.jobs) }, () => AgentSession.open(ep, { codec, level, seed, signal: req.signal })));
-    const sessions = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
-    const failedOpen = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
-    if (failedOpen) {
-      for (const s of sessions) s.kill();
-      throw failedOpen.reason;
-    }
-    copy = new AgentCopy(req, ep, hasher, store, bases, threads);
-    copy.sessions.push(...sessions);
-    return await body(copy, sessions[0] as AgentSession);
+    log.debug(`agent copy prepared in ${Date.now() - t0} ms (basis: ${bases.map((b) => b.id).join(', ') || 'none'})`);
+    const copy = new AgentCopy(req, ep, hasher, store, bases, threads, all);
+    return await body(copy, opening);
   } catch (err) {
+    failed = true;
+    stop.abort();
     if (req.signal?.aborted) throw new BarmanError('interrupted by signal');
     throw err instanceof BarmanError ? err : new BarmanError(errorMessage(err));
   } finally {
-    await Promise.all((copy?.sessions ?? []).map((s) => s.close()));
+    req.signal?.removeEventListener('abort', onSignal);
+    await opening?.catch(() => undefined);
+    // BYE said and their input closed, the agents exit on their own (close() kills one that
+    // lingers): the backup goes on meanwhile (stop, labels, manifest) instead of waiting for
+    // ssh to tear down.
+    const closing = Promise.all(all.map((s) => s.close()));
+    if (failed) await closing;
     await store?.close();
-    await threads.close();
+    await threads?.close();
     for (const b of bases) await b.reader.close();
   }
 }
@@ -540,10 +599,10 @@ async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy,
 /** The copy step of backup_method = rsync with transfer_method = agent. */
 export async function agentCopy(req: AgentBackupRequest): Promise<CopyOutcome> {
   if (req.srv.backup_method !== 'rsync') throw new BarmanError(`transfer_method = agent needs backup_method = rsync (this server has ${req.srv.backup_method})`);
-  return withAgentCopy(req, (copy, first) =>
+  return withAgentCopy(req, (copy, agents) =>
     concurrentBackup(
       req,
-      (sink) => copy.run(sink, first),
+      (sink) => copy.run(sink, agents),
       () => copy.killAll(),
     ),
   );
@@ -554,9 +613,9 @@ export async function agentCopy(req: AgentBackupRequest): Promise<CopyOutcome> {
  * cluster): trees copied into `destDir` and made durable, metadata recorded under `backupId`.
  */
 export async function agentCopyTrees(req: AgentBackupRequest): Promise<CopyStepResult> {
-  return withAgentCopy(req, async (copy, first) => {
+  return withAgentCopy(req, async (copy, agents) => {
     const sink = new CopySink(req.destDir, process.env);
-    const res = await copy.run(sink, first);
+    const res = await copy.run(sink, agents);
     await sink.finish();
     return res;
   });

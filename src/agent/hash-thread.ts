@@ -4,6 +4,7 @@
  * pages that travel and writes them out, so that one large file is not bound by a single core.
  * The read buffers are shared memory: no chunk is copied between the threads.
  */
+import * as fs from 'node:fs';
 import type { promises as fsp } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
@@ -77,6 +78,17 @@ export class HashThread {
     this.failed ??= new Error('the hashing thread was closed');
     await this.worker.terminate();
   }
+}
+
+/**
+ * Size, mode and times of an open file being finished, as synchronous system calls: each is
+ * quick, and through the thread pool (FileHandle's methods) each would wait for a turn, which
+ * adds up over the thousand small files of a data directory on a busy host.
+ */
+export function setFileAttributes(fh: fsp.FileHandle, size: number | null, mode: number, mtimeMs: number | undefined): void {
+  if (size !== null) fs.ftruncateSync(fh.fd, size);
+  fs.fchmodSync(fh.fd, mode);
+  if (mtimeMs !== undefined) fs.futimesSync(fh.fd, mtimeMs / 1000, mtimeMs / 1000);
 }
 
 /** Fill `buf` from `pos` until it is full or the file ends; returns the bytes read. */

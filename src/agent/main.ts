@@ -9,24 +9,8 @@
  */
 import * as fs from 'node:fs';
 import { BARMAN_TS_VERSION } from '../version.js';
-import { Decoder, Encoder, isCodecName } from './codec.js';
 import { parseFaults } from './faults.js';
-import { PageHasher, isSeed } from './pages.js';
-import {
-  FrameReader,
-  FrameWriter,
-  GREETING,
-  PROTOCOL_VERSION,
-  ProtocolError,
-  T,
-  decodePages,
-  decodeWithBinary,
-  parseJson,
-  type Hello,
-  type HostHello,
-} from './protocol.js';
-import { serveList, serveRead, type ListRequest, type ReadRequest } from './serve-read.js';
-import { WriteServer, type TreeRequest, type WriteRequest } from './serve-write.js';
+import { FrameReader, FrameWriter, GREETING, PROTOCOL_VERSION, ProtocolError, T, parseJson, type Hello, type HostHello } from './protocol.js';
 
 export const USAGE = `usage: barman-agent
 
@@ -40,63 +24,27 @@ function openStdout(): { stream: fs.WriteStream; out: FrameWriter } {
   return { stream, out: new FrameWriter(stream) };
 }
 
+/**
+ * Greet at once, with as little loaded as possible (the backup host waits for this before it
+ * goes on): the modules that do the work (serve.ts: hashing, compression, reading, writing)
+ * load while the backup host answers.
+ */
 async function serve(stream: fs.WriteStream, out: FrameWriter): Promise<number> {
   const faults = parseFaults(process.env.BARMAN_TS_AGENT_FAULT);
   const reader = new FrameReader(process.stdin);
   stream.write(GREETING);
   const protocol = faults.protocol ?? PROTOCOL_VERSION;
   await out.json(T.HELLO, { protocol, version: BARMAN_TS_VERSION, pid: process.pid } satisfies Hello);
+  const loading = import('./serve.js');
+  loading.catch(() => undefined);
   const first = await reader.next();
   if (!first) return 0;
   if (first.type !== T.HELLO) throw new ProtocolError('the backup host did not start with HELLO');
   const hello = parseJson<HostHello>(first.body, 'HELLO');
   // Another protocol: the backup host, which knows both versions, reports it. Just leave.
   if (hello.protocol !== protocol) return 3;
-  if (!isCodecName(hello.codec) || !isSeed(hello.seed)) throw new ProtocolError('HELLO without a valid codec and seed');
-  const hasher = await PageHasher.create(hello.seed);
-  const encoder = new Encoder(hello.codec, hello.level);
-  const decoder = new Decoder();
-  const writes = new WriteServer(out, hasher, decoder);
-  const readCtx = { out, hasher, encoder, faults };
-  try {
-    for (;;) {
-      // Borrowed: each request is served before the next one is read (WRITE copies its map).
-      const f = await reader.next(true);
-      if (!f || f.type === T.BYE) break;
-      switch (f.type) {
-        case T.LIST:
-          await serveList(parseJson<ListRequest>(f.body, 'LIST'), out);
-          break;
-        case T.READ: {
-          const { value, bin } = decodeWithBinary<ReadRequest>(f.body, 'READ');
-          await serveRead(value, bin, readCtx);
-          break;
-        }
-        case T.TREE:
-          await writes.tree(parseJson<TreeRequest>(f.body, 'TREE'));
-          break;
-        case T.WRITE: {
-          const { value, bin } = decodeWithBinary<WriteRequest>(f.body, 'WRITE');
-          await writes.write(value, bin);
-          break;
-        }
-        case T.PAGES:
-          await writes.pages(decodePages(f.body));
-          break;
-        case T.WRITE_END:
-          await writes.end(parseJson<{ id: number }>(f.body, 'WRITE_END').id);
-          break;
-        case T.FINISH:
-          await writes.finish(parseJson<{ dirs: [string, number, number][]; sync: string[] }>(f.body, 'FINISH'));
-          break;
-        default:
-          throw new ProtocolError(`unknown request type ${f.type}`);
-      }
-    }
-  } finally {
-    await writes.closeAll();
-  }
-  return 0;
+  const { serveRequests } = await loading;
+  return serveRequests(reader, out, hello, faults);
 }
 
 /** Entry point of bin/barman-agent. */

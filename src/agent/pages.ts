@@ -101,3 +101,28 @@ export function splitRanges(ranges: readonly PageRange[], max: number): PageRang
   }
   return out;
 }
+
+/**
+ * Runs of pages [start, end) of a chunk whose hashes (`hashes`, pages 0..pages-1 of the chunk,
+ * page `first` of the file) differ from the basis map; runs separated by fewer than `bridge`
+ * matching pages are joined, the pages between them sent too. A random update changes pages
+ * here and there: one message per changed page costs more (a compression, a message, a
+ * decompression, a write on the other side) than sending its unchanged neighbour, which
+ * compresses well and is written back identical.
+ */
+export function sendRuns(hashes: Uint8Array, basis: Uint8Array, first: number, pages: number, bridge = 0): [start: number, end: number][] {
+  const runs: [number, number][] = [];
+  for (let i = 0; i < pages; ) {
+    if (samePage(hashes, i, basis, first + i)) {
+      i++;
+      continue;
+    }
+    let j = i + 1;
+    while (j < pages && !samePage(hashes, j, basis, first + j)) j++;
+    const last = runs.at(-1);
+    if (last && i - last[1] < bridge) last[1] = j;
+    else runs.push([i, j]);
+    i = j;
+  }
+  return runs;
+}

@@ -19,6 +19,7 @@ import { HASH_BYTES, PAGE_SIZE, pageCount, type PageHasher } from './pages.js';
 import type { PagesHeader } from './protocol.js';
 import type { ReadEnd } from './serve-read.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
+import { setFileAttributes } from './hash-thread.js';
 
 export interface Basis {
   /** The basis file (in an earlier backup). */
@@ -216,9 +217,7 @@ export class FileReceiver {
     }
     const fh = await this.open();
     try {
-      await fh.truncate(size);
-      await fh.chmod(this.mode);
-      if (end.mtimeMs !== undefined) await fh.utimes(end.mtimeMs / 1000, end.mtimeMs / 1000);
+      setFileAttributes(fh, size, this.mode, end.mtimeMs);
     } finally {
       await fh.close();
       this.fh = null;

@@ -237,12 +237,15 @@ export async function pushTrees(trees: readonly PushTree[], opts: PushOptions): 
   const pusher = new Pusher(opts, hasher, storeSeed, threads);
   const sessions: AgentSession[] = [];
   const hello = { codec: opts.codec, level: opts.level, seed, signal: opts.signal };
-  // The other agents start while the first prepares the trees (an ssh connection takes a while).
-  let opening: Promise<PromiseSettledResult<AgentSession>[]> | null = null;
+  // All the agents start at once (an ssh connection, a program's start take a while); the
+  // others go on starting while the first prepares the trees.
+  const starting = Array.from({ length: Math.max(1, opts.workers) }, () => AgentSession.open(opts.ep, hello));
+  for (const p of starting) p.catch(() => undefined);
+  let opening: Promise<PromiseSettledResult<AgentSession>[]> | null = Promise.allSettled(starting.slice(1));
+  let failed = false;
   try {
-    const first = await AgentSession.open(opts.ep, hello);
+    const first = await (starting[0] as Promise<AgentSession>);
     sessions.push(first);
-    opening = Promise.allSettled(Array.from({ length: Math.max(0, opts.workers - 1) }, () => AgentSession.open(opts.ep, hello)));
     for (const t of trees) await pusher.tree(first, t);
     pusher.plan(trees);
     const more = await opening;
@@ -269,11 +272,15 @@ export async function pushTrees(trees: readonly PushTree[], opts: PushOptions): 
     );
     return pusher.stats;
   } catch (err) {
+    failed = true;
     for (const m of opening ? await opening : []) if (m.status === 'fulfilled') sessions.push(m.value);
     for (const s of sessions) s.kill();
     throw err;
   } finally {
-    await Promise.all(sessions.map((s) => s.close()));
+    // Done (FINISH made everything durable), the agents exit on their own once their input
+    // closes (close() kills one that lingers): the restore goes on meanwhile.
+    const closing = Promise.all(sessions.map((s) => s.close()));
+    if (failed) await closing;
     await threads.close();
   }
 }

@@ -4,10 +4,11 @@
  * hash differs from the basis map the backup host sent (the page hashes of the copy it already
  * has; empty for a file it does not have), compressed, with its hash.
  */
-import { constants as fsc, promises as fsp } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { constants as fsc, promises as fsp, type Stats } from 'node:fs';
 import type { Encoder } from './codec.js';
 import { pauseAt, type Faults } from './faults.js';
-import { HASH_BYTES, PAGE_SIZE, samePage, type PageHasher } from './pages.js';
+import { HASH_BYTES, PAGE_SIZE, sendRuns, type PageHasher } from './pages.js';
 import { HashThread, readFull } from './hash-thread.js';
 import { encodePages, T, type FrameWriter } from './protocol.js';
 import { rsyncExcluder } from '../backup/rsync-plan.js';
@@ -15,6 +16,8 @@ import { walkTree } from './walk.js';
 
 /** Bytes read per step: 128 pages. */
 export const READ_CHUNK = 128 * PAGE_SIZE;
+/** Changed pages this close (fewer unchanged pages between them) travel in one message (sendRuns). */
+export const BRIDGE = 4;
 
 export interface ListRequest {
   roots: { path: string; excludes: string[] }[];
@@ -54,6 +57,8 @@ export interface ReadContext {
   faults: Faults;
   /** The hashing thread and its read buffers, kept from file to file (READ requests are served one at a time). */
   thread?: HashThread;
+  /** The read buffer of small files (serveSmall). */
+  small?: Buffer;
 }
 
 /** Read buffers: chunks read ahead while the hashing thread and this one work on earlier ones. */
@@ -66,6 +71,57 @@ interface Chunk {
 }
 
 /**
+ * Send the pages of one chunk read at page `first` of a file (`data`, in a read buffer that is
+ * reused: a payload that travels raw is copied first) whose hash differs from the basis map.
+ * Returns the pages sent.
+ */
+async function sendChunk(id: number, data: Buffer, hashes: Buffer, first: number, basis: Buffer, ctx: ReadContext, corrupt: { armed: boolean }): Promise<number> {
+  const { out, encoder } = ctx;
+  const pages = hashes.length / HASH_BYTES;
+  let sent = 0;
+  for (const [i, j] of sendRuns(hashes, basis, first, pages, BRIDGE)) {
+    let raw = data.subarray(i * PAGE_SIZE, Math.min(j * PAGE_SIZE, data.length));
+    if (corrupt.armed) {
+      raw = Buffer.from(raw);
+      raw[0] = (raw[0] ?? 0) ^ 0xff;
+      corrupt.armed = false;
+    }
+    const enc = encoder.encode(raw);
+    let { payload, release } = enc;
+    if (payload === raw && raw.buffer === data.buffer) {
+      // Never queue a view of a read buffer: it is filled again before the write completes.
+      const copy = encoder.pool.take(raw.length);
+      raw.copy(copy);
+      payload = copy.subarray(0, raw.length);
+      release = () => encoder.pool.give(copy);
+    }
+    const head = { id, firstPage: first + i, count: j - i, codec: enc.codec, rawLen: raw.length };
+    await out.sendThen(release, T.PAGES, ...encodePages(head, hashes.subarray(i * HASH_BYTES, j * HASH_BYTES), payload));
+    sent += j - i;
+  }
+  return sent;
+}
+
+/**
+ * A file smaller than one chunk (most files of a data directory): one read, hashed on this
+ * thread (handing it to the hashing thread costs two thread switches, each a wait on a busy
+ * host). false when the file turned out to fill a whole chunk (it grew since its size was
+ * taken): nothing was sent, the chunked reading takes it.
+ */
+async function serveSmall(req: ReadRequest, fh: fsp.FileHandle, st: Stats, basis: Buffer, ctx: ReadContext, corrupt: { armed: boolean }): Promise<boolean> {
+  ctx.small ??= Buffer.allocUnsafeSlow(READ_CHUNK);
+  const n = await readFull(fh, ctx.small, 0);
+  if (n === READ_CHUNK) return false;
+  const data = ctx.small.subarray(0, n);
+  const hashes = ctx.hasher.pages(data);
+  const sha256 = createHash('sha256').update(data).digest('hex');
+  const sent = await sendChunk(req.id, data, hashes, 0, basis, ctx, corrupt);
+  const pages = hashes.length / HASH_BYTES;
+  await ctx.out.json(T.READ_END, { id: req.id, size: n, sha256, mtimeMs: st.mtimeMs, mode: st.mode & 0o7777, sent, pages } satisfies ReadEnd);
+  return true;
+}
+
+/**
  * Serve one READ: the file is read in chunks of READ_CHUNK, up to SLOTS ahead; each chunk goes
  * to the hashing thread (page hashes, and the file's SHA-256, in file order) while this thread
  * reads further and compresses and sends the pages of the chunk before it whose hash differs
@@ -73,7 +129,7 @@ interface Chunk {
  * read), whatever the file became since.
  */
 export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContext): Promise<void> {
-  const { out, hasher, encoder, faults } = ctx;
+  const { out, hasher, faults } = ctx;
   await pauseAt(faults, req.path);
   let fh: fsp.FileHandle;
   try {
@@ -84,13 +140,14 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
     if (code === 'ENOENT' || code === 'ELOOP') return out.json(T.READ_END, { id: req.id, vanished: true } satisfies ReadEnd);
     throw err;
   }
-  const thread = (ctx.thread ??= new HashThread(hasher.seed, SLOTS, READ_CHUNK));
   const ahead: Promise<Chunk>[] = [];
   let hashing = false;
   try {
     const st = await fh.stat();
     if (!st.isFile()) return await out.json(T.READ_END, { id: req.id, vanished: true } satisfies ReadEnd);
-    let corrupt = faults.corrupt !== null && req.path.includes(faults.corrupt);
+    const corruptOnce = { armed: faults.corrupt !== null && req.path.includes(faults.corrupt) };
+    if (st.size < READ_CHUNK && (await serveSmall(req, fh, st, basis, ctx, corruptOnce))) return;
+    const thread = (ctx.thread ??= new HashThread(hasher.seed, SLOTS, READ_CHUNK));
     let lastPosted: Promise<number> = Promise.resolve(READ_CHUNK);
     const launch = (k: number): Promise<Chunk> => {
       const slot = k % SLOTS;
@@ -123,33 +180,7 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
       const buf = thread.slots[k % SLOTS] as Buffer;
       const data = buf.subarray(0, n);
       const pages = hashes.length / HASH_BYTES;
-      for (let i = 0; i < pages; ) {
-        if (samePage(hashes, i, basis, page + i)) {
-          i++;
-          continue;
-        }
-        let j = i + 1;
-        while (j < pages && !samePage(hashes, j, basis, page + j)) j++;
-        let raw = data.subarray(i * PAGE_SIZE, Math.min(j * PAGE_SIZE, n));
-        if (corrupt) {
-          raw = Buffer.from(raw);
-          raw[0] = (raw[0] ?? 0) ^ 0xff;
-          corrupt = false;
-        }
-        const enc = encoder.encode(raw);
-        let { payload, release } = enc;
-        if (payload === raw && raw.buffer === buf.buffer) {
-          // Never queue a view of a read buffer: it is filled again before the write completes.
-          const copy = encoder.pool.take(raw.length);
-          raw.copy(copy);
-          payload = copy.subarray(0, raw.length);
-          release = () => encoder.pool.give(copy);
-        }
-        const head = { id: req.id, firstPage: page + i, count: j - i, codec: enc.codec, rawLen: raw.length };
-        await out.sendThen(release, T.PAGES, ...encodePages(head, hashes.subarray(i * HASH_BYTES, j * HASH_BYTES), payload));
-        sent += j - i;
-        i = j;
-      }
+      sent += await sendChunk(req.id, data, hashes, page, basis, ctx, corruptOnce);
       pos += n;
       page += pages;
       if (n < READ_CHUNK) break;
@@ -163,7 +194,7 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
     // Reads still going into the shared buffers end before the next file reuses them; a file
     // left half-hashed does not leave its bytes in the next file's SHA-256.
     await Promise.allSettled(ahead);
-    if (hashing) await thread.digest().catch(() => undefined);
+    if (hashing) await ctx.thread?.digest().catch(() => undefined);
     await fh.close();
   }
 }

@@ -13,7 +13,7 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { run } from '../util/proc.js';
 import { ByteBudget } from './bufpool.js';
-import { HashThread, hashFile } from './hash-thread.js';
+import { HashThread, hashFile, readFull, setFileAttributes } from './hash-thread.js';
 import type { Decoder } from './codec.js';
 import { HASH_BYTES, PAGE_SIZE, changedRanges, pageCount, type PageHasher } from './pages.js';
 import { ProtocolError, encodeNeed, T, type FrameWriter, type PagesHeader } from './protocol.js';
@@ -80,6 +80,8 @@ export class WriteServer {
   private readonly budget = new ByteBudget(WRITE_BUDGET);
   pagesWritten = 0;
   private thread: HashThread | null = null;
+  /** Read buffer of the small files (hashed on this thread). */
+  private small: Buffer | null = null;
 
   constructor(
     private readonly out: FrameWriter,
@@ -174,6 +176,13 @@ export class WriteServer {
    * and hashed in the hashing thread, as a backup reads (WRITE requests come one at a time).
    */
   private async hashExisting(fh: fsp.FileHandle, pages: number): Promise<Buffer> {
+    if (pages * PAGE_SIZE <= READ_CHUNK) {
+      // Most files of a data directory are this small: one read, hashed here. Handing them to
+      // the hashing thread costs more (two thread switches, each a wait on a busy host).
+      this.small ??= Buffer.allocUnsafeSlow(READ_CHUNK);
+      const n = await readFull(fh, this.small.subarray(0, pages * PAGE_SIZE), 0);
+      return this.hasher.pages(this.small.subarray(0, n));
+    }
     this.thread ??= new HashThread(this.hasher.seed, HASH_SLOTS, READ_CHUNK);
     const { map } = await hashFile(this.thread, fh, pages * PAGE_SIZE, 'pages');
     return map;
@@ -236,9 +245,8 @@ export class WriteServer {
       await w.writing;
       if (w.error) throw w.error;
       if (w.remaining !== 0) throw new ProtocolError(`${w.req.path}: ${w.remaining} pages were not received`);
-      await w.fh.truncate(w.req.size);
-      await w.fh.chmod(w.req.mode);
-      await w.fh.utimes(w.req.mtimeMs / 1000, w.req.mtimeMs / 1000);
+      // Quick system calls, made here: through the thread pool each would wait for a turn.
+      setFileAttributes(w.fh, w.req.size, w.req.mode, w.req.mtimeMs);
     } finally {
       await w.fh.close();
     }

@@ -43,6 +43,8 @@ export class AgentSession {
   private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private closed = false;
   private greeted = false;
+  private helloSent = false;
+  private agentPid = '?';
   private readonly reader: FrameReader;
   readonly writer: FrameWriter;
   agentVersion = '';
@@ -74,16 +76,9 @@ export class AgentSession {
 
   /** Start an agent and say hello; throws a BarmanError if it cannot be used. */
   static async open(ep: AgentEndpoint, opts: SessionOptions): Promise<AgentSession> {
-    if (opts.signal?.aborted) throw new BarmanError('interrupted');
-    const inv = ep.sshCommand === null ? { cmd: process.execPath, args: [AGENT_SCRIPT] } : sshInvocation(ep.sshCommand, [AGENT_COMMAND]);
-    log.debug(`starting the agent on ${ep.where}: ${inv.cmd} ${inv.args.join(' ')}`);
-    const child = spawn(inv.cmd, inv.args, { env: ep.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
-    const s = new AgentSession(child, ep);
-    const onAbort = () => s.kill();
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    s.exited.then(() => opts.signal?.removeEventListener('abort', onAbort)).catch(() => undefined);
+    const s = await AgentSession.connect(ep, opts.signal);
     try {
-      await s.handshake(opts);
+      await s.hello(opts);
     } catch (err) {
       s.kill();
       throw err;
@@ -91,7 +86,33 @@ export class AgentSession {
     return s;
   }
 
-  private async handshake(opts: SessionOptions): Promise<void> {
+  /**
+   * Start an agent and check its greeting and protocol version, without saying hello yet: the
+   * ssh login and the agent's start-up (the slow part) can then overlap with other work while
+   * what the conversation needs (codec, seed) is not known yet. The agent waits for hello().
+   */
+  static async connect(ep: AgentEndpoint, signal?: AbortSignal): Promise<AgentSession> {
+    if (signal?.aborted) throw new BarmanError('interrupted');
+    const t0 = Date.now();
+    const inv = ep.sshCommand === null ? { cmd: process.execPath, args: [AGENT_SCRIPT] } : sshInvocation(ep.sshCommand, [AGENT_COMMAND]);
+    log.debug(`starting the agent on ${ep.where}: ${inv.cmd} ${inv.args.join(' ')}`);
+    const child = spawn(inv.cmd, inv.args, { env: ep.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    const s = new AgentSession(child, ep);
+    const onAbort = () => s.kill();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    s.exited.then(() => signal?.removeEventListener('abort', onAbort)).catch(() => undefined);
+    try {
+      await s.greet();
+    } catch (err) {
+      s.kill();
+      throw err;
+    }
+    log.debug(`agent on ${ep.where} ready in ${Date.now() - t0} ms`);
+    return s;
+  }
+
+  /** The agent's greeting and HELLO: a barman-ts agent speaking our protocol version. */
+  private async greet(): Promise<void> {
     let greeted: true | null;
     try {
       greeted = await this.reader.greeting();
@@ -113,8 +134,15 @@ export class AgentSession {
           `this barman-ts ${BARMAN_TS_VERSION} speaks version ${PROTOCOL_VERSION}: install the same barman-ts version on both hosts`,
       );
     }
-    await this.writer.json(T.HELLO, { protocol: PROTOCOL_VERSION, version: BARMAN_TS_VERSION, codec: opts.codec, level: opts.level, seed: opts.seed } satisfies HostHello);
-    log.debug(`agent on ${this.ep.where}: barman-ts ${this.agentVersion} (pid ${String(hello.pid ?? '?')})`);
+    this.agentPid = String(hello.pid ?? '?');
+  }
+
+  /** Our HELLO (once, after connect()): how pages travel and are hashed in this conversation. */
+  async hello(opts: Omit<SessionOptions, 'signal'>): Promise<void> {
+    if (this.helloSent) throw new BarmanError('internal error: the agent was already greeted');
+    this.helloSent = true;
+    await this.json(T.HELLO, { protocol: PROTOCOL_VERSION, version: BARMAN_TS_VERSION, codec: opts.codec, level: opts.level, seed: opts.seed } satisfies HostHello);
+    log.debug(`agent on ${this.ep.where}: barman-ts ${this.agentVersion} (pid ${this.agentPid})`);
   }
 
   /** Why the agent's output ended: how the process (ssh, or the agent itself) exited. */
@@ -183,7 +211,8 @@ export class AgentSession {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.writer.json(T.BYE, {}).catch(() => undefined);
+    // An agent not greeted yet (prestart.ts) leaves on the end of its input alone.
+    if (this.helloSent) await this.writer.json(T.BYE, {}).catch(() => undefined);
     this.child.stdin?.end();
     // unref: a pending timer would keep the whole command alive for ten seconds after the agent exited.
     const done = await Promise.race([this.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000).unref())]);

@@ -14,6 +14,7 @@
  * lost) lists files that are safely on disk, and the next backup resumes from them. A torn last
  * line (a crash while appending) is ignored. `complete` is set once every file is recorded.
  */
+import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ServerConfig } from '../config/config.js';
@@ -21,6 +22,9 @@ import { agentMetaDir } from '../catalog/server-dirs.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { DIR_MODE, FILE_MODE, fsyncDir, writeFileAtomic } from '../util/fsutil.js';
 import { HASH_BYTES, PAGE_SIZE, isSeed } from './pages.js';
+
+/** Page maps up to this size (files up to 32 MiB) are read synchronously (StoreReader.map). */
+const SYNC_MAP_BYTES = 64 * 1024;
 
 export const META = 'meta.json';
 export const FILES = 'files.jsonl';
@@ -143,7 +147,9 @@ export class StoreReader {
   async map(rec: FileRecord): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(rec.n * HASH_BYTES);
     if (buf.length === 0) return buf;
-    const { bytesRead } = await this.maps.read(buf, 0, buf.length, rec.o);
+    // A small map (most files) is read here: through the thread pool each read would wait for
+    // a turn, for each of the thousand files of an incremental backup.
+    const bytesRead = buf.length <= SYNC_MAP_BYTES ? fs.readSync(this.maps.fd, buf, 0, buf.length, rec.o) : (await this.maps.read(buf, 0, buf.length, rec.o)).bytesRead;
     if (bytesRead !== buf.length) throw new BarmanError(`the agent metadata of backup ${this.id} is truncated`);
     return buf;
   }

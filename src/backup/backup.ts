@@ -52,7 +52,8 @@ import { encryptTarBackup } from './encrypt.js';
 import { GPG_ENCRYPTION, encryptionConfigProblem, encryptionEnabled } from '../catalog/encryption.js';
 import { unsupportedSettings } from '../config/support.js';
 import { rsyncCopy } from './rsync-executor.js';
-import { agentCopy } from '../agent/backup-copy.js';
+import { agentCopy, agentEndpoint } from '../agent/backup-copy.js';
+import { PrestartedAgents } from '../agent/prestart.js';
 import { generateManifest } from './manifest.js';
 import { forcePrimaryCheckpoint, primaryCheckpointDue, requirePrimaryForStandby, switchWalAfterBackup } from './standby.js';
 import type { CopyOutcome } from './copy-outcome.js';
@@ -82,6 +83,8 @@ export interface BackupOptions {
   startBatchPeriod?: number;
   /** rsync methods: `--keepalive-interval` (else keepalive_interval). */
   keepaliveInterval?: number;
+  /** transfer_method = agent: the agents started with the command (prestartBackupAgents), taken by the copy. */
+  agents?: PrestartedAgents | null;
 }
 
 export interface BackupEvents {
@@ -164,6 +167,22 @@ function refuseExclusive(srv: ServerConfig, version: number): void {
       ? 'backup_options = exclusive_backup: exclusive backups do not exist in PostgreSQL 15 and later (use concurrent_backup)'
       : 'backup_options = exclusive_backup is not supported (use concurrent_backup)',
   );
+}
+
+/** Copy workers of an rsync-method backup: `-j/--jobs`, else parallel_jobs. */
+function copyJobs(srv: ServerConfig, opts: BackupOptions): number {
+  return opts.jobs ?? (srv.parallel_jobs || 1);
+}
+
+/**
+ * transfer_method = agent: start the copy's agents now (agent/prestart.ts), so that their ssh
+ * logins and start-up overlap with the checks and the start of the backup; the checks ask the
+ * first one, the copy takes them all. null for other methods. The caller discards what is
+ * left when the backup is over (or was never started).
+ */
+export function prestartBackupAgents(srv: ServerConfig, opts: BackupOptions): PrestartedAgents | null {
+  if (srv.transfer_method !== 'agent' || srv.backup_method !== 'rsync' || !srv.ssh_command || srv.passive) return null;
+  return new PrestartedAgents(agentEndpoint(srv), copyJobs(srv, opts));
 }
 
 /** transfer_method = agent: only over ssh_command (backup_method = rsync), refused before anything is written. */
@@ -412,7 +431,7 @@ async function copyBackupFiles(run: BackupRun, id: string, facts: ServerFacts): 
     ev.info?.(`Starting backup copy via pg_basebackup for ${id}`);
     return postgresCopy({ srv, destDir, tablespaces: facts.tablespaces, immediateCheckpoint, label: srv.streaming_backup_name, onProgress: ev.progress, signal: run.signal });
   }
-  const jobs = opts.jobs ?? (srv.parallel_jobs || 1);
+  const jobs = copyJobs(srv, opts);
   const reuse: ReuseMode = opts.reuseBackup ?? ((srv.reuse_backup as ReuseMode | null) ?? 'off');
   const common = {
     srv,
@@ -430,7 +449,7 @@ async function copyBackupFiles(run: BackupRun, id: string, facts: ServerFacts): 
   };
   if (srv.transfer_method === 'agent') {
     ev.info?.(`Starting backup copy via the barman-ts agent for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''} (reuse_backup = ${reuse})`);
-    return agentCopy({ ...common, backupId: id, info: ev.info });
+    return agentCopy({ ...common, backupId: id, info: ev.info, agents: opts.agents });
   }
   const previous = reuse === 'off' ? null : await previousRsyncBackup(srv, id);
   ev.info?.(`Starting backup copy via rsync for ${id}${jobs > 1 ? ` (${jobs} jobs)` : ''}${previous ? ` (reuse_backup = ${reuse} from ${path.basename(previous.dir)})` : ''}`);

@@ -47,7 +47,9 @@ export class BackupPrecheckError extends BarmanError {
 
 /** Run the checks of `srv`; throws BackupPrecheckError when one that matters failed. */
 export async function precheckBackup(srv: ServerConfig, opts: CheckOptions = {}): Promise<PrecheckOutcome> {
+  const t0 = Date.now();
   const outcome = classifyPrecheck(await runChecks(srv, opts));
+  log.debug(`checks of ${srv.name} done in ${Date.now() - t0} ms`);
   for (const r of outcome.ignored) log.info(`Ignoring failed check '${r.name}' for server '${srv.name}'${r.hint ? `: ${r.hint}` : ''}`);
   for (const r of outcome.blocking) log.error(`Check '${r.name}' failed for server '${srv.name}'${r.hint ? `: ${r.hint}` : ''}`);
   if (outcome.blocking.length > 0) throw new BackupPrecheckError(srv.name, outcome.blocking);

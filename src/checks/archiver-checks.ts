@@ -90,10 +90,42 @@ export async function archiverErrorsCheck(col: CheckCollector, srv: ServerConfig
   col.add('archiver errors', names.length === 0, summariseErrorFiles(names));
 }
 
-async function clientMajor(bin: string, col: CheckCollector): Promise<{ major: number; text: string } | null> {
-  const res = await run(bin, ['--version'], { timeoutMs: col.remainingMs() }).catch(() => null);
-  const m = res ? /(\d+)(?:\.(\d+))?/.exec(res.stdout) : null;
-  return m ? { major: Number(m[1]), text: m[2] !== undefined ? `${m[1]}.${m[2]}` : (m[1] ?? '') } : null;
+type ClientVersion = { major: number; text: string } | null;
+/** `<program> --version` of each check run, asked once (prefetchClientVersions starts it early). */
+const versionRuns = new WeakMap<CheckCollector, Map<string, Promise<ClientVersion>>>();
+
+function clientMajor(bin: string, col: CheckCollector): Promise<ClientVersion> {
+  let runs = versionRuns.get(col);
+  if (!runs) versionRuns.set(col, (runs = new Map()));
+  let p = runs.get(bin);
+  if (!p) {
+    p = run(bin, ['--version'], { timeoutMs: col.remainingMs() })
+      .catch(() => null)
+      .then((res) => {
+        const m = res ? /(\d+)(?:\.(\d+))?/.exec(res.stdout) : null;
+        return m ? { major: Number(m[1]), text: m[2] !== undefined ? `${m[1]}.${m[2]}` : (m[1] ?? '') } : null;
+      });
+    runs.set(bin, p);
+  }
+  return p;
+}
+
+/**
+ * Start the `--version` runs the executor checks will read (pg_receivewal for
+ * streaming_archiver, pg_basebackup for backup_method = postgres), so that they overlap with
+ * the checks before them rather than add to them.
+ */
+export function prefetchClientVersions(col: CheckCollector, srv: ServerConfig): void {
+  if (srv.passive) return;
+  const programs = [srv.streaming_archiver ? 'pg_receivewal' : null, srv.backup_method === 'postgres' ? 'pg_basebackup' : null];
+  for (const program of programs) {
+    if (program === null) continue;
+    try {
+      void clientMajor(findPgBinary(program, srv.path_prefix), col);
+    } catch {
+      // Not found: its check says so when its turn comes.
+    }
+  }
 }
 
 /**

@@ -18,6 +18,7 @@ import {
   countQueue,
   fileArchiverLines,
   pgBasebackupChecks,
+  prefetchClientVersions,
   streamingArchiverChecks,
   walQueueLine,
 } from './archiver-checks.js';
@@ -32,7 +33,7 @@ import {
   walValidityChecks,
 } from './catalog-checks.js';
 import { gatherPgFacts, postgresChecks, type PgFacts } from './postgres-checks.js';
-import { checkSsh } from './ssh-checks.js';
+import { checkSsh, runBoundedShell, sshCheckLines } from './ssh-checks.js';
 import { drillCheck, DRILL_CHECK } from './drill-checks.js';
 import { probeAgent } from './agent-checks.js';
 import { passiveSyncChecks } from './sync-checks.js';
@@ -87,7 +88,28 @@ function readStoredSystemId(file: string): string | null | undefined {
   }
 }
 
-async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> {
+/**
+ * `ssh`, `ssh output clean` and, for transfer_method = agent, `barman-ts agent` (shown only when
+ * ssh itself works): both connections are made at once (each takes a second or more on a busy
+ * host). Lines, in their order, not yet added.
+ */
+async function sshLines(col: CheckCollector, srv: ServerConfig, command: string, env: NodeJS.ProcessEnv, opts: CheckOptions): Promise<CheckResult[]> {
+  const agent = srv.transfer_method === 'agent' ? probeAgent(col, command, env, opts.agents) : null;
+  const o = await runBoundedShell(`${command} true`, col.remainingMs(), col, env);
+  const lines: CheckResult[] = sshCheckLines(command, o);
+  const agentLine = await agent;
+  if (lines[0]?.ok === true && agentLine) lines.push({ name: 'barman-ts agent', ok: agentLine.ok, hint: agentLine.hint });
+  return lines;
+}
+
+async function allChecks(col: CheckCollector, srv: ServerConfig, opts: CheckOptions): Promise<void> {
+  const env = subprocessEnv(srv.path_prefix);
+  // The probes of other hosts and programs (an ssh login, an agent's start, --version) take the
+  // longest: started now, they run while the local and PostgreSQL checks do; their lines keep
+  // their place.
+  const sshProbe = !srv.passive && srv.backup_method === 'rsync' && srv.ssh_command ? sshLines(col, srv, srv.ssh_command, env, opts) : null;
+  sshProbe?.catch(() => undefined);
+  prefetchClientVersions(col, srv);
   let catalog: BackupEntry[] = [];
   try {
     catalog = await loadCatalog(srv);
@@ -144,20 +166,14 @@ async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> 
   await drillCheck(col, srv);
 
   // Executor checks.
-  const env = subprocessEnv(srv.path_prefix);
   if (srv.passive) {
     if (srv.primary_ssh_command) await checkSsh(col, srv.primary_ssh_command, env, 'Barman primary node');
     await passiveSyncChecks(col, srv);
     col.add('systemid coherence', true, 'no system Id available');
   } else if (srv.backup_method === 'postgres') {
     await pgBasebackupChecks(col, srv, facts as PgFacts);
-  } else if (srv.backup_method === 'rsync' && srv.ssh_command) {
-    // The agent goes through ssh too: both connections are made at once (each takes a second or
-    // more on a busy host); the agent's line is shown only when ssh itself works, as before.
-    const agent = srv.transfer_method === 'agent' ? probeAgent(col, srv.ssh_command, env) : null;
-    const sshOk = await checkSsh(col, srv.ssh_command, env);
-    const agentLine = await agent;
-    if (sshOk && agentLine) col.add('barman-ts agent', agentLine.ok, agentLine.hint);
+  } else if (sshProbe) {
+    for (const l of await sshProbe) col.add(l.name, l.ok, l.hint);
   }
 
   // Barman's place for the configuration problems (listed under it by the command), and the
@@ -182,7 +198,7 @@ async function allChecks(col: CheckCollector, srv: ServerConfig): Promise<void> 
 export async function runChecks(srv: ServerConfig, opts: CheckOptions = {}): Promise<CheckResult[]> {
   const timeout = opts.checkTimeout ?? srv.check_timeout;
   const col = new CheckCollector(timeout > 0 ? Date.now() + timeout * 1000 : Infinity, opts.now ?? new Date());
-  const work = allChecks(col, srv);
+  const work = allChecks(col, srv, opts);
   if (!(timeout > 0)) {
     await work;
     return [...col.results];

@@ -3,6 +3,8 @@
  * collector that keeps results in order and stops accepting them once the run has timed out
  * (a check still running in the background must not append a line after `check timeout`).
  */
+import type { PrestartedAgents } from '../agent/prestart.js';
+
 export interface CheckResult {
   name: string;
   ok: boolean;
@@ -16,6 +18,8 @@ export interface CheckOptions {
   now?: Date;
   /** Seconds for the whole run; default the server's check_timeout; 0 = unbounded. */
   checkTimeout?: number;
+  /** `backup`: the agents it started for its copy; the first one is the `barman-ts agent` check. */
+  agents?: PrestartedAgents;
 }
 
 export class CheckCollector {

@@ -12,11 +12,11 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Decoder, Encoder } from '../../src/agent/codec.js';
 import { parseFaults } from '../../src/agent/faults.js';
-import { HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, samePage, splitRanges } from '../../src/agent/pages.js';
+import { HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, samePage, sendRuns, splitRanges } from '../../src/agent/pages.js';
 import { FrameReader, FrameWriter, T, decodePages } from '../../src/agent/protocol.js';
 import { FileReceiver, type ReceiveOutcome } from '../../src/agent/receive.js';
 import { HashThread, hashFile } from '../../src/agent/hash-thread.js';
-import { serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
+import { READ_CHUNK, serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
 import { parseJournal } from '../../src/agent/store.js';
 import { walkTree, type WireEntry } from '../../src/agent/walk.js';
 import { PGDATA_EXCLUDES, rsyncExcluder } from '../../src/backup/rsync-plan.js';
@@ -129,6 +129,22 @@ describe('agent copy against a basis', () => {
     assert.ok(r.result?.equals(changed));
     assert.equal(r.sent, 3);
     assert.equal(r.outcome.kind, 'written');
+  });
+
+  it('reads a file of several chunks in chunks (the hashing thread), with the same results as a small file', async () => {
+    // 2.5 chunks of READ_CHUNK: small files are read in one go on the main thread instead.
+    const big = bytes(2 * READ_CHUNK + READ_CHUNK / 2 + 100, 3);
+    const whole = await transfer(big, null);
+    assert.ok(whole.result?.equals(big));
+    assert.equal(whole.sent, pageCount(big.length));
+    assert.equal(whole.outcome.kind === 'written' && whole.outcome.sha256, createHash('sha256').update(big).digest('hex'));
+    const changed = Buffer.from(big);
+    // One page in the first chunk, two pages 6 apart in the second (not joined), the last byte.
+    for (const at of [5 * PAGE_SIZE, READ_CHUNK + 2 * PAGE_SIZE, READ_CHUNK + 9 * PAGE_SIZE, big.length - 1]) changed[at] = (changed[at] ?? 0) ^ 0xff;
+    const r = await transfer(changed, big);
+    assert.ok(r.result?.equals(changed));
+    assert.equal(r.sent, 4);
+    assert.equal(r.outcome.kind === 'written' && r.outcome.sha256, createHash('sha256').update(changed).digest('hex'));
   });
 
   it('handles files that grew, shrank, were emptied, or are unchanged (hard link)', async () => {
@@ -270,6 +286,23 @@ describe('page maps', () => {
     assert.deepEqual(changedRanges(a, b), [[1, 1], [4, 2]]);
     assert.deepEqual(changedRanges(a, a), []);
     assert.deepEqual(splitRanges([[0, 5], [10, 2]], 2), [[0, 2], [2, 2], [4, 1], [10, 2]]);
+  });
+
+  it('joins runs of changed pages separated by fewer than `bridge` unchanged ones', () => {
+    // Basis: 12 pages of hash 1; the chunk starts at page 2 of the file and has 10 pages.
+    const basis = Buffer.alloc(12 * HASH_BYTES, 1);
+    const chunk = Buffer.alloc(10 * HASH_BYTES, 1);
+    for (const p of [0, 2, 3, 7, 9]) chunk[p * HASH_BYTES] = 9;
+    assert.deepEqual(sendRuns(chunk, basis, 2, 10), [[0, 1], [2, 4], [7, 8], [9, 10]]);
+    assert.deepEqual(sendRuns(chunk, basis, 2, 10, 1), [[0, 1], [2, 4], [7, 8], [9, 10]]);
+    assert.deepEqual(sendRuns(chunk, basis, 2, 10, 2), [[0, 4], [7, 10]]);
+    assert.deepEqual(sendRuns(chunk, basis, 2, 10, 3), [[0, 4], [7, 10]]);
+    assert.deepEqual(sendRuns(chunk, basis, 2, 10, 4), [[0, 10]]);
+    // Pages the basis does not have (a file that grew) always travel; nothing changed: nothing.
+    assert.deepEqual(sendRuns(Buffer.alloc(10 * HASH_BYTES, 1), basis, 4, 10, 4), [[8, 10]]);
+    assert.deepEqual(sendRuns(Buffer.alloc(10 * HASH_BYTES, 1), basis, 2, 10, 4), []);
+    // No basis at all (a new file): one run of every page.
+    assert.deepEqual(sendRuns(chunk, Buffer.alloc(0), 0, 10, 4), [[0, 10]]);
   });
 });
 

@@ -184,6 +184,32 @@ describe('agent buffer reuse', () => {
     assert.equal(got, 5 + 100_000);
   });
 
+  it('BufferPool: small requests get buffers of their size class, large ones a megabyte or more, both reused', async () => {
+    const { BufferPool, SMALL_MAX, smallClass } = await import('../../src/agent/bufpool.js');
+    assert.equal(smallClass(1), 8192);
+    assert.equal(smallClass(8192), 8192);
+    assert.equal(smallClass(8193), 16384);
+    assert.equal(smallClass(SMALL_MAX), SMALL_MAX);
+    const pool = new BufferPool(1 << 20, 2, 2);
+    const page = pool.take(8192);
+    assert.equal(page.length, 8192);
+    pool.give(page);
+    assert.equal(pool.take(5000), page, 'reused for a request of the same class');
+    const mid = pool.take(9000);
+    assert.equal(mid.length, 16384);
+    const big = pool.take(SMALL_MAX + 1);
+    assert.equal(big.length, 1 << 20);
+    pool.give(big);
+    assert.equal(pool.take(200_000), big);
+    // Kept up to `keepSmall` per class; a buffer of no class (a subarray's length) is dropped.
+    const three = [pool.take(8192), pool.take(8192), pool.take(8192)];
+    for (const b of three) pool.give(b);
+    const again = [pool.take(8192), pool.take(8192), pool.take(8192)];
+    assert.equal(again.filter((b) => three.includes(b)).length, 2);
+    pool.give(Buffer.alloc(10_000));
+    assert.notEqual(pool.take(10_000).length, 10_000);
+  });
+
   it('ByteBudget holds a reservation back while the budget is spent', async () => {
     const { ByteBudget } = await import('../../src/agent/bufpool.js');
     const budget = new ByteBudget(100);

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { takeBackup } from '../../backup/backup.js';
+import { prestartBackupAgents, takeBackup } from '../../backup/backup.js';
 import { BackupPrecheckError, failedCheckLine, precheckBackup } from '../../backup/precheck.js';
 import { redact } from '../../util/redact.js';
 import { archiveWal } from '../../wal/archiver.js';
@@ -106,11 +106,14 @@ export async function run(ctx: CliContext, names: string[], opts: Opts): Promise
   const checkTimeout = parseCheckTimeout(opts.checkTimeout);
   for (const srv of ctx.servers(names, { skipPassive: true })) {
     const bar = progressLine(`${srv.name}: copying`, { enabled: out.progressAllowed, scale: 1024 /* pg_basebackup counts kB */ });
+    const backupOpts = { immediateCheckpoint: opts.immediateCheckpoint, name: opts.name, wait: opts.wait, waitTimeoutSec: waitTimeout, manifest: opts.manifest, ...rsyncOpts, ...retry };
+    // transfer_method = agent: the copy's agents start now, while the checks run (the first one is checked).
+    const agents = prestartBackupAgents(srv, backupOpts);
     try {
-      await precheckBackup(srv, { checkTimeout });
+      await precheckBackup(srv, { checkTimeout, agents: agents ?? undefined });
       const entry = await takeBackup(
         srv,
-        { immediateCheckpoint: opts.immediateCheckpoint, name: opts.name, wait: opts.wait, waitTimeoutSec: waitTimeout, manifest: opts.manifest, ...rsyncOpts, ...retry },
+        { ...backupOpts, agents },
         {
           ...progressEvents(out, bar),
           archive: async () => {
@@ -134,6 +137,8 @@ export async function run(ctx: CliContext, names: string[], opts: Opts): Promise
         if (!out.isJson) for (const r of err.failed) process.stderr.write(`${redact(failedCheckLine(r))}\n`);
       } else if (err instanceof BarmanError) out.error(`${srv.name}: ${err.message}`);
       else throw err;
+    } finally {
+      await agents?.discard();
     }
   }
 }
