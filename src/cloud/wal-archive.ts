@@ -107,12 +107,15 @@ export async function archiveWal(o: WalUploadOptions, walPath: string, ahead: Pu
     throw err instanceof BarmanError ? err : new BarmanError(`cannot read ${walPath}: ${errorMessage(err)}`, 4);
   });
   // No existence check first (one request less per segment): a missing bucket is created, as
-  // Barman does, when the store says so.
+  // Barman does, when the store says so. A store may also answer a PUT into a missing bucket
+  // before reading its body and close the connection, which the client sees as a broken pipe
+  // (EPIPE, ECONNRESET) on every retry: after a network error, look whether the bucket is there.
   let key: string;
   try {
     key = await uploadWalData(o, name, first.data);
   } catch (err) {
-    if (!(err instanceof StorageError && err.kind === 'missing-container')) throw err;
+    if (!(err instanceof StorageError && (err.kind === 'missing-container' || err.kind === 'network'))) throw err;
+    if (err.kind === 'network' && (await o.storage.containerExists().catch(() => true))) throw err;
     await o.storage.createContainer();
     key = await uploadWalData(o, name, first.data);
   }

@@ -279,3 +279,53 @@ describe('WAL restore with segments fetched ahead into the spool', () => {
     }
   });
 });
+
+describe('barman-cloud-wal-archive into a bucket that does not exist yet', () => {
+  it('creates it when the store answers "no such bucket", or breaks the connection (EPIPE), and stores the WAL', async () => {
+    const fs = await import('node:fs/promises');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { PosixStorage } = await import('../../src/storage/posix.js');
+    const { StorageError } = await import('../../src/storage/types.js');
+    const { archiveWal } = await import('../../src/cloud/wal-archive.js');
+    const root = await fs.mkdtemp(path.join(os.tmpdir(), 'cloud-nobucket-'));
+    try {
+      const wal = path.join(root, '000000010000000000000001');
+      await fs.writeFile(wal, Buffer.alloc(1 << 20, 7));
+      for (const [i, kind] of (['missing-container', 'network'] as const).entries()) {
+        const storage = new PosixStorage(path.join(root, `bucket${i}`));
+        let created = false;
+        let puts = 0;
+        // The store as seen through the network: a PUT into the missing bucket fails as `kind`.
+        const store = Object.create(storage) as typeof storage;
+        store.containerExists = async () => created;
+        store.createContainer = async () => {
+          created = true;
+          await storage.createContainer();
+        };
+        store.put = async (key, body, opts) => {
+          puts++;
+          if (!created) throw new StorageError(`cannot upload ${key}: ${kind === 'network' ? 'cannot reach the object store (write EPIPE)' : 'no such bucket'}`, kind, 2);
+          return storage.put(key, body, opts);
+        };
+        const layout = new CloudLayout('p', 'pg');
+        const out = await archiveWal({ storage: store, layout, compression: null, level: null, tags: null, historyTags: null }, wal, null);
+        assert.equal(out.key, layout.walKey('000000010000000000000001', null));
+        assert.equal(puts, 2, kind);
+        const got = await storage.get(out.key);
+        assert.ok(got, kind);
+        got.body.destroy();
+      }
+      // A network error with the bucket there is the network's: reported, no second try.
+      const storage = new PosixStorage(path.join(root, 'bucket-up'));
+      await storage.createContainer();
+      const down = Object.create(storage) as typeof storage;
+      down.put = async () => {
+        throw new StorageError('cannot upload: cannot reach the object store (ECONNRESET)', 'network', 2);
+      };
+      await assert.rejects(archiveWal({ storage: down, layout: new CloudLayout('p', 'pg'), compression: null, level: null, tags: null, historyTags: null }, wal, null), /cannot reach the object store/);
+    } finally {
+      await fs.rm(root, { recursive: true, force: true });
+    }
+  });
+});
