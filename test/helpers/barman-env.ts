@@ -95,10 +95,16 @@ export async function createBarmanEnv(cluster: PgCluster, opts: BarmanEnvOptions
 export async function startStreaming(env: BarmanEnv, timeoutMs = 30000, primary?: PgCluster): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   await env.ok('cron');
+  let lastCron = Date.now();
   for (;;) {
     const r = await env.run('check', env.server);
     if (/receive-wal running: OK/.test(r.stdout) && /replication slot: OK/.test(r.stdout)) break;
-    if (Date.now() > deadline) throw new Error('receive-wal did not start');
+    if (Date.now() > deadline) throw new Error(`receive-wal did not start:\n${r.stdout}\n${(await readLog(env)).split('\n').filter((l) => /receive/.test(l)).slice(-8).join('\n')}`);
+    // As cron runs every minute in production: a receive-wal that stopped at once is started again.
+    if (Date.now() - lastCron > 5000) {
+      await env.ok('cron');
+      lastCron = Date.now();
+    }
     await sleep(250);
   }
   if (!primary) {

@@ -173,6 +173,10 @@ describe('barman check on a real server', () => {
     await env.ok('receive-wal', '--drop-slot', env.server);
     r = await env.run('check', env.server);
     assert.ok(lines(r.stdout).includes("\treplication slot: FAILED (replication slot 'barman' doesn't exist. Please execute 'barman receive-wal --create-slot pg')"), r.stdout);
+    // The new slot starts at the current position; the streamed position kept in streaming/ may
+    // already be recycled by a checkpoint (pg_receivewal would then stop at once, every time):
+    // `--reset` forgets it, as Barman's documentation says to after a slot is lost.
+    await env.ok('receive-wal', '--reset', env.server);
     await startStreaming(env, 60_000); // cron: create_slot = auto, receive-wal restarted
     r = await env.run('check', env.server);
     assert.ok(lines(r.stdout).includes('\treplication slot: OK') && lines(r.stdout).includes('\treceive-wal running: OK'), r.stdout);
