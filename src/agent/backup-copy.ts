@@ -76,6 +76,8 @@ interface BasisBackup {
   reader: StoreReader;
   /** Files modified at or after this time (ms) cannot be trusted by size and mtime. */
   horizonMs: number;
+  /** An interrupted backup (FAILED, STARTED or EMPTY) whose received files this one resumes. */
+  interrupted?: boolean;
 }
 
 /** One tree copied: the data directory or a tablespace. */
@@ -127,7 +129,7 @@ async function chooseBasis(req: AgentBackupRequest): Promise<BasisBackup[]> {
   }
   const interrupted = catalog.find((e) => [FAILED, STARTED, EMPTY].includes(e.info.status) && (!done || e.id > done.id));
   const resume = interrupted ? await open(interrupted) : null;
-  if (resume && resume.reader.files.size > 0) out.push(resume);
+  if (resume && resume.reader.files.size > 0) out.push({ ...resume, interrupted: true });
   else await resume?.reader.close();
   if (done && req.reuse === 'off') {
     await done.reader.close();
@@ -183,7 +185,7 @@ class AgentCopy {
     private readonly started: readonly AgentSession[] = [],
   ) {
     this.stats.basis = bases.map((b) => b.id);
-    this.stats.resumedFrom = bases.length > 0 && bases[0]?.reader.meta.complete === false ? (bases[0]?.id ?? null) : null;
+    this.stats.resumedFrom = bases.find((b) => b.interrupted)?.id ?? null;
   }
 
   private trees(): Tree[] {

@@ -80,6 +80,46 @@ function backupAfter(srv: BackupSrv, ms: number, sig: 'SIGKILL' | 'SIGTERM'): Fa
   };
 }
 
+/**
+ * Killed at a point, then the next backup of the server without a fault: it must end DONE and
+ * (fullRestore) restore, start and have the data. For the agent, the next backup resumes the
+ * killed one: the files it had received and made durable are not sent again.
+ */
+function killedThenNext(srv: 'agt' | 'enc', point: string): FaultCase {
+  return {
+    id: `backup-${srv}/kill@${point}+next`,
+    process: srv === 'agt' ? 'backup (agent)' : 'backup (postgres, encrypted)',
+    point: `${point}, then the next backup`,
+    kind: 'SIGKILL',
+    servers: [srv],
+    fullRestore: true,
+    async run(ctx) {
+      const before = await statuses(ctx, srv);
+      const r = await ctx.world.barman(srv, ['backup', '--wait', '--wait-timeout', '60', srv], { fault: `${point}=kill`, timeoutMs: 180_000 });
+      ctx.requireFired(point);
+      await expectNoDoneFromFailure(ctx, srv, before, r);
+      const killed = await newBackups(ctx, srv, before);
+      const mid = await statuses(ctx, srv);
+      const log = path.join(ctx.world.root, 'barman.log');
+      const logBefore = (await fs.stat(log).catch(() => null))?.size ?? 0;
+      const next = await ctx.world.barman(srv, ['backup', '--wait', '--wait-timeout', '60', srv], { timeoutMs: 180_000 });
+      ctx.expect(next.code === 0, `the next backup succeeds: ${describe(next)}`);
+      const fresh = [...(await statuses(ctx, srv))].filter(([id]) => !mid.has(id));
+      ctx.expect(fresh.length === 1 && fresh[0]?.[1] === 'DONE', `the next backup is DONE: ${fresh.map(([id, st]) => `${id} ${st}`).join(', ') || 'none'}`);
+      let resumed = '';
+      if (srv === 'agt') {
+        const fh = await fs.open(log, 'r');
+        const added = await fh.readFile().finally(() => fh.close());
+        const line = added.subarray(logBefore).toString('utf8').split('\n').find((l) => l.includes('agent copy:'));
+        ctx.expect(line !== undefined && /resumed from/.test(line), `the next agent backup resumes the killed one: ${line ?? 'no agent copy line in the log'}`);
+        const sent = /(\d+) of (\d+) pages read were sent/.exec(line ?? '');
+        resumed = sent ? `; resumed, ${sent[1]} of ${sent[2]} pages sent` : '';
+      }
+      return `killed: ${how(r)}, left ${killed}; next backup ${how(next)}${resumed}`;
+    },
+  };
+}
+
 /** Kill every `comm` process below the running command once one appears. */
 const commOf = (pid: number | string): string => {
   try {
@@ -259,6 +299,9 @@ export function backupCases(): FaultCase[] {
   c.push(backupCase('agt', 'backup:pg-started', 'kill'));
   c.push(backupCase('agt', 'backup:files-copied', 'kill'));
   c.push(childKilled('agt', 'ssh', 300, 'ssh killed'));
+  c.push(killedThenNext('agt', 'backup:files-copied'));
+  // encrypted catalog (postgres method, gpg): only a full restore proves a DONE backup.
+  c.push(killedThenNext('enc', 'backup:copied'));
   // local-rsync (barman as postgres on the database host)
   c.push(backupCase('lr', 'backup:pg-started', 'kill'));
   c.push(backupCase('lr', 'backup:files-copied', 'term'));

@@ -29,6 +29,7 @@ import { S3Storage } from '../../src/storage/s3.js';
 import { listAll, type ObjectStorage } from '../../src/storage/types.js';
 import { parsePyDatetime } from '../../src/util/pytime.js';
 import { startAzurite, startS3rver, type ObjectStoreServer, type Provider } from '../helpers/object-stores.js';
+import { startRecoveredCluster } from '../helpers/pg-cluster.js';
 import { POSTGRES_USER } from '../helpers/system.js';
 import { describe, exec, start, NODE, REPO, waitForFile, type CmdOptions, type CmdResult } from './exec.js';
 import { firstLine, how } from './common.js';
@@ -162,12 +163,21 @@ async function afterBackupFault(ctx: CaseContext, p: Provider, before: Set<strin
       status = `unparsable: ${show.stdout.slice(0, 100)}`;
     }
     ctx.expect(show.code === 0 && status === 'DONE', `barman-cloud-backup-show of the new backup says DONE (${status}): ${describe(show)}`);
+    const walRange = showWalRange(show.stdout);
     const dest = path.join(await ctx.world.scratch('cloud-bk-restore', POSTGRES_USER), 'pgdata');
     const rs = await tool(st, 'barman-cloud-restore', [st.url(BUCKET), SERVER, name, dest]);
     ctx.expect(rs.code === 0, `barman-cloud-restore of the new backup (every object's checksum verified): ${describe(rs)}`);
     if (rs.code === 0) {
       for (const f of ['PG_VERSION', 'global/pg_control', 'backup_label']) ctx.expect(existsSync(path.join(dest, f)), `the restored directory has ${f}`);
       restored = 'restored';
+      if (!started.has(p)) {
+        // Once per store: the restored directory starts with PostgreSQL and has the data.
+        started.add(p);
+        const problem = await startCloudRestore(ctx, dest, walRange);
+        ctx.checker.restores.push({ server: `cloud ${p}`, id: name, why: 'first barman-cloud backup of the store restored after a fault', ok: problem === null });
+        ctx.expect(problem === null, `the restored cloud backup starts with PostgreSQL and has its rows: ${problem ?? ''}`);
+        if (problem === null) restored = 'restored and started';
+      }
     }
     await fs.rm(path.dirname(dest), { recursive: true, force: true });
     // Keep the bucket small: the new backup has been proven; it goes (no WAL in this bucket).
@@ -176,6 +186,42 @@ async function afterBackupFault(ctx: CaseContext, p: Provider, before: Set<strin
   }
   const left = fresh.map((b) => `${b.status}`).join(',') || 'nothing listed';
   return `${how(r)}${r.code ? `: ${firstLine(r)}` : ''}; left ${left}; next backup ${how(again)}, ${restored}`;
+}
+
+/** Stores whose restored backup was started with PostgreSQL in this campaign. */
+const started = new Set<Provider>();
+
+function showWalRange(json: string): { begin: string; end: string } | null {
+  try {
+    const c = (JSON.parse(json) as { cloud?: { begin_wal?: string; end_wal?: string } }).cloud;
+    return c?.begin_wal && c.end_wal ? { begin: c.begin_wal, end: c.end_wal } : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Start PostgreSQL on a directory barman-cloud-restore wrote (no WAL in this bucket: the
+ * backup's WAL, begin_wal to end_wal, is copied from cluster A's pg_wal, which keeps it), then
+ * read the data: null when all is well, else why not.
+ */
+async function startCloudRestore(ctx: CaseContext, dest: string, range: { begin: string; end: string } | null): Promise<string | null> {
+  if (range === null) return 'barman-cloud-backup-show gave no begin_wal/end_wal';
+  const src = path.join(ctx.world.pg.dataDir, 'pg_wal');
+  const names = (await fs.readdir(src)).filter((n) => /^[0-9A-F]{24}$/.test(n) && n >= range.begin && n <= range.end);
+  if (!names.includes(range.begin) || !names.includes(range.end)) return `cluster A no longer has ${range.begin}..${range.end} in pg_wal`;
+  for (const n of names) await fs.copyFile(path.join(src, n), path.join(dest, 'pg_wal', n));
+  try {
+    const { cluster } = await startRecoveredCluster(dest, undefined, { extraConf: { archive_mode: 'off' }, timeoutMs: 180_000 });
+    try {
+      const rows = await cluster.psql('SELECT count(*) FROM pgbench_accounts');
+      return rows === '100000' ? null : `restored cluster has ${rows} rows in pgbench_accounts, not 100000`;
+    } finally {
+      await cluster.destroy();
+    }
+  } catch (err) {
+    return `restored data directory does not start: ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`;
+  }
 }
 
 async function idsBefore(ctx: CaseContext, p: Provider): Promise<Set<string>> {
