@@ -16,7 +16,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { cleanupAll } from '../helpers/pg-cluster.js';
-import { BARMAN_USER, isRoot, makeTempDir } from '../helpers/system.js';
+import { BARMAN_USER, isRoot, makeTempDir, sleep } from '../helpers/system.js';
 import { caseTrace, REPO, type CaseTrace } from './exec.js';
 import { Checker, logSince, outputViolations, type Violation } from './invariants.js';
 import { reportBase, writeReports } from './report.js';
@@ -97,7 +97,8 @@ async function main(): Promise<number> {
     process.stdout.write(`world ready in ${(setupMs / 1000).toFixed(1)} s\n`);
 
     const walLog = path.join(world.root, 'barman-wal.log');
-    const runCase = async (c: FaultCase, i: number, lane: 'wal' | 'main'): Promise<void> => {
+    type Lane = 'wal' | 'main' | 'cloud';
+    const runCase = async (c: FaultCase, i: number, lane: Lane): Promise<void> => {
       const trace = caseTrace.getStore() as CaseTrace;
       const caseDir = path.join(flagsRoot, c.id.replace(/[^A-Za-z0-9_.-]/g, '_'));
       mkdirSync(caseDir, { recursive: true, mode: 0o1777 });
@@ -159,7 +160,8 @@ async function main(): Promise<number> {
         }
         // Each lane reads the log of its own installations: the other lane's lines are its own.
         const logs: Array<[string, string]> = [];
-        for (const f of world.logFiles().filter((f) => (f === walLog) === (lane === 'wal'))) {
+        // The barman-cloud tools write no barman log: the cloud lane reads none.
+        for (const f of world.logFiles().filter((f) => lane !== 'cloud' && (f === walLog) === (lane === 'wal'))) {
           const { text, size } = await logSince(f, logOffsets.get(f) ?? 0);
           logOffsets.set(f, size);
           logs.push([f, text]);
@@ -177,23 +179,43 @@ async function main(): Promise<number> {
       process.stdout.write(lines.join(''));
     };
 
-    // Two lanes at once: the WAL-only cases (servers of their own configuration, no PostgreSQL
-    // behind them, no cron of the main installation) and all the others, each in table order.
+    // Three lanes at once, each in table order: the WAL-only cases (servers of their own
+    // configuration, no PostgreSQL behind them, no cron of the main installation), the
+    // barman-cloud cases (object stores of their own, no barman catalog), and all the others.
     // Most of a case's time is spent waiting (processes starting, PostgreSQL, ssh): the lanes
-    // overlap those waits. BTS_FAULT_LANES=1 runs everything in one lane.
+    // overlap those waits. A case that restarts cluster A waits for the running cloud case and
+    // holds the cloud lane meanwhile (barman-cloud-backup reads cluster A). BTS_FAULT_LANES=1
+    // runs everything in one lane.
     const byIndex = new Map<number, CaseResult>();
     const isWal = (c: FaultCase) => c.servers.length > 0 && c.servers.every((s) => WAL_LANE.has(s));
+    const isCloud = (c: FaultCase) => c.servers.length === 0 && c.process.startsWith('barman-cloud');
+    const laneOf = (c: FaultCase): Lane => (isWal(c) ? 'wal' : isCloud(c) ? 'cloud' : 'main');
     const oneLane = process.env.BTS_FAULT_LANES === '1';
-    const lanes: Array<['wal' | 'main', Array<[FaultCase, number]>]> = oneLane
-      ? [['main', cases.map((c, i): [FaultCase, number] => [c, i])]]
-      : [
-          ['wal', cases.map((c, i): [FaultCase, number] => [c, i]).filter(([c]) => isWal(c))],
-          ['main', cases.map((c, i): [FaultCase, number] => [c, i]).filter(([c]) => !isWal(c))],
-        ];
+    const indexed = cases.map((c, i): [FaultCase, number] => [c, i]);
+    const lanes: Array<[Lane, Array<[FaultCase, number]>]> = oneLane
+      ? [['main', indexed]]
+      : (['wal', 'cloud', 'main'] as const).map((l): [Lane, Array<[FaultCase, number]>] => [l, indexed.filter(([c]) => laneOf(c) === l)]);
+    let cloudRunning = false;
+    let pgRestarting = false;
+    const gated = async (c: FaultCase, i: number, lane: Lane): Promise<void> => {
+      if (lane === 'cloud') {
+        while (pgRestarting) await sleep(100);
+        cloudRunning = true;
+      } else if (c.restartsPostgres) {
+        pgRestarting = true;
+        while (cloudRunning) await sleep(100);
+      }
+      try {
+        await runCase(c, i, lane);
+      } finally {
+        if (lane === 'cloud') cloudRunning = false;
+        else if (c.restartsPostgres) pgRestarting = false;
+      }
+    };
     await Promise.all(
       lanes.map(([lane, list]) =>
         caseTrace.run({ transcript: [], faultLog: { file: '' } }, async () => {
-          for (const [c, i] of list) await runCase(c, i, oneLane ? (isWal(c) ? 'wal' : 'main') : lane);
+          for (const [c, i] of list) await gated(c, i, oneLane ? laneOf(c) : lane);
         }),
       ),
     );

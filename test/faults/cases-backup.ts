@@ -315,6 +315,7 @@ export function backupCases(): FaultCase[] {
       point: `PostgreSQL restarted (fast) at ${point}`,
       kind: 'PostgreSQL crash',
       servers: [srv],
+      restartsPostgres: true,
       async run(ctx) {
         const before = await statuses(ctx, srv);
         const { r, during } = await pausedAt(ctx, srv, ['backup', '--wait', '--wait-timeout', '60', srv], point, async () => {

@@ -50,6 +50,8 @@ export interface FaultCase {
   needs?: Partial<Record<ServerName, number>>;
   /** The fault could affect backup data: restore and start every DONE backup it made or changed. */
   fullRestore?: boolean;
+  /** The case stops or restarts cluster A: no barman-cloud case (cloud lane) runs beside it. */
+  restartsPostgres?: boolean;
   /** Ask Barman 3.4 to read the catalog even when base/ did not change. */
   always34?: boolean;
   /**
