@@ -53,6 +53,14 @@ interface OpenWrite {
   error: unknown;
 }
 
+/**
+ * Pages to write this close (fewer matching pages between them) are asked for in one range: a
+ * random update changes pages here and there, and a message per page costs more (a read and a
+ * message there, a check and a write here) than the matching page between two, rewritten with
+ * the same bytes.
+ */
+const NEED_BRIDGE = 3;
+
 /** Read buffers of the hashing thread (READ_CHUNK each). */
 const HASH_SLOTS = 4;
 
@@ -160,7 +168,7 @@ export class WriteServer {
     const fh = await fsp.open(req.path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
     try {
       const have = await this.hashExisting(fh, pages);
-      const ranges = changedRanges(map, have, pages);
+      const ranges = changedRanges(map, have, pages, NEED_BRIDGE);
       const expected = new Set<number>();
       for (const [first, count] of ranges) for (let p = first; p < first + count; p++) expected.add(p);
       this.open.set(req.id, { req, fh, map, expected, remaining: expected.size, writing: Promise.resolve(), error: null });
@@ -228,7 +236,10 @@ export class WriteServer {
       const sent = h.hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES);
       const want = w.map ? w.map.subarray(p * HASH_BYTES, (p + 1) * HASH_BYTES) : sent;
       if (!Buffer.from(got).equals(sent) || !Buffer.from(got).equals(want)) {
-        throw new ProtocolError(`page ${p} of ${w.req.path} was damaged in transit (its checksum does not match)`);
+        // With a map, the host sends the backup's own page hashes: the page was damaged on its
+        // way here, or in the backup since it was taken.
+        const why = w.map ? 'does not match the checksum recorded when the backup was taken (damaged in transit, or the backup is damaged: run verify-backup)' : 'was damaged in transit (its checksum does not match)';
+        throw new ProtocolError(`page ${p} of ${w.req.path} ${why}`);
       }
       if (w.expected) {
         if (!w.expected.delete(p)) throw new ProtocolError(`page ${p} of ${w.req.path} was not asked for`);

@@ -28,6 +28,7 @@ import {
 } from './copy.js';
 import { checkDestination, checkEmptyOrAbsent } from './options.js';
 import { copyWals, writeDoneFiles, type ArchivedWal } from './wal.js';
+import { PrestartedAgents } from '../agent/prestart.js';
 import { pushTrees, type PushTree } from '../agent/restore-push.js';
 import type { StoreReader } from '../agent/store.js';
 
@@ -286,53 +287,14 @@ export class LocalDestination implements RestoreDestination {
       const manifest = path.join(source.dataDir, 'backup_manifest');
       if (await pathExists(manifest)) await fsp.copyFile(manifest, path.join(dest, 'backup_manifest'));
     } else {
-      const scans: { scan: TreeScan; dest: string }[] = [];
-      scans.push({ scan: await scanTree(source.dataDir, excluder(DATA_EXCLUDES)), dest });
-      for (const t of tablespaces) {
-        const src = source.tablespaceDir(t.oid);
-        if (!(await pathExists(src))) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
-        scans.push({ scan: await scanTree(src), dest: t.location });
-      }
-      const total = scans.reduce((s, x) => s + x.scan.totalBytes, 0);
-      let done = 0;
-      opts.onProgress?.(0, total);
-      if (opts.delta) await clearForDelta(dest);
-      if (opts.delta && opts.agent) {
-        // The WAL directory itself is not taken from the backup (see WAL_DIRS): made below.
-        const trees = scans.map(({ scan, dest: to }, i): PushTree => ({
-          scan: to === dest ? withoutWalDirs(scan) : scan,
-          dest: to,
-          keep: to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [],
-          storePrefix: i === 0 ? 'data' : String(tablespaces[i - 1]?.oid),
-        }));
-        const pushed = await pushTrees(trees, { ep: { sshCommand: null, where: 'this host', env: opts.env }, delta: true, workers: opts.workers, ...opts.agent, onProgress: opts.onProgress });
-        stats.method = 'agent';
-        stats.files = pushed.files;
-        stats.bytes = pushed.bytes;
-        scans.length = 0;
-      }
-      for (const { scan, dest: to } of scans) {
-        if (opts.delta) {
-          await rsyncInto(scan.root, to, to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [], opts.env);
-          done += scan.totalBytes;
-          stats.files += scan.fileCount;
-          stats.bytes += scan.totalBytes;
-          opts.onProgress?.(done, total);
-          continue;
-        }
-        const writeback = new EarlyWriteback(to, opts.env);
-        const st = await copyTree(scan, to, {
-          workers: opts.workers,
-          dirsInsteadOfLinks: new Set(['pg_wal', 'pg_xlog']),
-          onBytes: (n) => {
-            done += n;
-            writeback.add(n);
-            opts.onProgress?.(done, total);
-          },
-        });
-        await writeback.drain();
-        stats.files += st.files;
-        stats.bytes += st.bytes;
+      // Agents on this host for a delta restore: started now (a Node program takes a while to
+      // start), they are ready once the trees are scanned.
+      const ep = { sshCommand: null, where: 'this host', env: opts.env };
+      const agents = opts.delta && opts.agent ? new PrestartedAgents(ep, opts.workers) : null;
+      try {
+        await this.copyTrees(source, opts, stats, agents);
+      } finally {
+        await agents?.discard();
       }
     }
     await ensureRealWalDir(dest, walName);
@@ -349,6 +311,59 @@ export class LocalDestination implements RestoreDestination {
     const manifest = path.join(dest, 'backup_manifest');
     if (await pathExists(manifest)) await fsp.rename(manifest, path.join(dest, `backup_manifest.${this.layout.backupId}`));
     return stats;
+  }
+
+  /** Plain backups: the data directory and the tablespaces, copied, or delta-restored (agents or rsync). */
+  private async copyTrees(source: BackupSource, opts: CopyOptions, stats: BaseCopyStats, agents: PrestartedAgents | null): Promise<void> {
+    const { dest, tablespaces } = this.layout;
+    const scans: { scan: TreeScan; dest: string }[] = [];
+    scans.push({ scan: await scanTree(source.dataDir, excluder(DATA_EXCLUDES)), dest });
+    for (const t of tablespaces) {
+      const src = source.tablespaceDir(t.oid);
+      if (!(await pathExists(src))) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
+      scans.push({ scan: await scanTree(src), dest: t.location });
+    }
+    const total = scans.reduce((s, x) => s + x.scan.totalBytes, 0);
+    let done = 0;
+    opts.onProgress?.(0, total);
+    if (opts.delta) await clearForDelta(dest);
+    if (opts.delta && opts.agent) {
+      // The WAL directory itself is not taken from the backup (see WAL_DIRS): made below.
+      const trees = scans.map(({ scan, dest: to }, i): PushTree => ({
+        scan: to === dest ? withoutWalDirs(scan) : scan,
+        dest: to,
+        keep: to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [],
+        storePrefix: i === 0 ? 'data' : String(tablespaces[i - 1]?.oid),
+      }));
+      const pushed = await pushTrees(trees, { ep: agents?.ep ?? { sshCommand: null, where: 'this host', env: opts.env }, delta: true, workers: opts.workers, ...opts.agent, onProgress: opts.onProgress, agents });
+      stats.method = 'agent';
+      stats.files = pushed.files;
+      stats.bytes = pushed.bytes;
+      scans.length = 0;
+    }
+    for (const { scan, dest: to } of scans) {
+      if (opts.delta) {
+        await rsyncInto(scan.root, to, to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [], opts.env);
+        done += scan.totalBytes;
+        stats.files += scan.fileCount;
+        stats.bytes += scan.totalBytes;
+        opts.onProgress?.(done, total);
+        continue;
+      }
+      const writeback = new EarlyWriteback(to, opts.env);
+      const st = await copyTree(scan, to, {
+        workers: opts.workers,
+        dirsInsteadOfLinks: new Set(['pg_wal', 'pg_xlog']),
+        onBytes: (n) => {
+          done += n;
+          writeback.add(n);
+          opts.onProgress?.(done, total);
+        },
+      });
+      await writeback.drain();
+      stats.files += st.files;
+      stats.bytes += st.bytes;
+    }
   }
 
   async readRestored(rel: string): Promise<{ text: string; mode: number } | null> {
