@@ -28,8 +28,8 @@ import {
 } from './copy.js';
 import { checkDestination, checkEmptyOrAbsent } from './options.js';
 import { copyWals, writeDoneFiles, type ArchivedWal } from './wal.js';
-import { PrestartedAgents } from '../agent/prestart.js';
-import { pushTrees, type PushTree } from '../agent/restore-push.js';
+import { localDelta } from '../agent/local-delta.js';
+import type { PushTree } from '../agent/restore-push.js';
 import type { StoreReader } from '../agent/store.js';
 
 /** Files and directories of the backup that are never restored (anchored at the data dir). */
@@ -287,15 +287,7 @@ export class LocalDestination implements RestoreDestination {
       const manifest = path.join(source.dataDir, 'backup_manifest');
       if (await pathExists(manifest)) await fsp.copyFile(manifest, path.join(dest, 'backup_manifest'));
     } else {
-      // Agents on this host for a delta restore: started now (a Node program takes a while to
-      // start), they are ready once the trees are scanned.
-      const ep = { sshCommand: null, where: 'this host', env: opts.env };
-      const agents = opts.delta && opts.agent ? new PrestartedAgents(ep, opts.workers) : null;
-      try {
-        await this.copyTrees(source, opts, stats, agents);
-      } finally {
-        await agents?.discard();
-      }
+      await this.copyTrees(source, opts, stats);
     }
     await ensureRealWalDir(dest, walName);
     // tablespace links, to the restored locations
@@ -314,7 +306,7 @@ export class LocalDestination implements RestoreDestination {
   }
 
   /** Plain backups: the data directory and the tablespaces, copied, or delta-restored (agents or rsync). */
-  private async copyTrees(source: BackupSource, opts: CopyOptions, stats: BaseCopyStats, agents: PrestartedAgents | null): Promise<void> {
+  private async copyTrees(source: BackupSource, opts: CopyOptions, stats: BaseCopyStats): Promise<void> {
     const { dest, tablespaces } = this.layout;
     const scans: { scan: TreeScan; dest: string }[] = [];
     scans.push({ scan: await scanTree(source.dataDir, excluder(DATA_EXCLUDES)), dest });
@@ -335,7 +327,8 @@ export class LocalDestination implements RestoreDestination {
         keep: to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [],
         storePrefix: i === 0 ? 'data' : String(tablespaces[i - 1]?.oid),
       }));
-      const pushed = await pushTrees(trees, { ep: agents?.ep ?? { sshCommand: null, where: 'this host', env: opts.env }, delta: true, workers: opts.workers, ...opts.agent, onProgress: opts.onProgress, agents });
+      // Backup and destination both here: threads of this process compare and write (local-delta.ts).
+      const pushed = await localDelta(trees, { workers: opts.workers, store: opts.agent.store, onProgress: opts.onProgress });
       stats.method = 'agent';
       stats.files = pushed.files;
       stats.bytes = pushed.bytes;
