@@ -104,13 +104,28 @@ function finishFile(f: FileState): void {
   }
 }
 
-/** Run the tasks on `count` threads; returns the pages written. */
-async function runTasks(tasks: Task[], count: number, seed: string | null, onTask: (t: Task) => void): Promise<number> {
+/** Why a thread stopped before it was asked anything (it could not start). */
+const early = new WeakMap<Worker, Error>();
+
+function startThreads(count: number, seed: string | null): Worker[] {
+  return Array.from({ length: Math.max(1, count) }, () => {
+    const w = new Worker(new URL('./delta-worker.js', import.meta.url), { workerData: { deltaWorker: true, seed } });
+    w.on('error', (err) => early.set(w, err));
+    w.on('exit', (code) => early.has(w) || early.set(w, new Error(`a delta restore thread exited (code ${code})`)));
+    return w;
+  });
+}
+
+/** Run the tasks on `threads` (stopped when done); returns the pages written. */
+async function runTasks(tasks: Task[], threads: Worker[], onTask: (t: Task) => void): Promise<number> {
   let written = 0;
   let next = 0;
   let failure: Error | null = null;
   let closing = false;
-  const threads = Array.from({ length: Math.min(Math.max(1, count), Math.max(1, tasks.length)) }, () => new Worker(new URL('./delta-worker.js', import.meta.url), { workerData: { deltaWorker: true, seed } }));
+  for (const w of threads) {
+    const err = early.get(w);
+    if (err) throw new BarmanError(`cannot start the delta restore threads: ${err.message}`);
+  }
   try {
     await Promise.all(
       threads.map(
@@ -162,6 +177,16 @@ async function runTasks(tasks: Task[], count: number, seed: string | null, onTas
 
 /** Delta-restore `trees` into directories of this host. */
 export async function localDelta(trees: readonly PushTree[], opts: LocalDeltaOptions): Promise<PushStats> {
+  // The threads load their modules while the trees are prepared.
+  const threads = startThreads(opts.workers, opts.store?.meta.seed ?? null);
+  try {
+    return await deltaWith(trees, opts, threads);
+  } finally {
+    await Promise.all(threads.map((w) => w.terminate()));
+  }
+}
+
+async function deltaWith(trees: readonly PushTree[], opts: LocalDeltaOptions, threads: Worker[]): Promise<PushStats> {
   for (const t of trees) {
     const entries = t.scan.entries;
     const removed = await prepareTree({
@@ -177,8 +202,7 @@ export async function localDelta(trees: readonly PushTree[], opts: LocalDeltaOpt
   const plan = await planDelta(trees, opts.store);
   let done = 0;
   opts.onProgress?.(0, plan.bytes);
-  const seed = opts.store?.meta.seed ?? null;
-  const written = await runTasks(plan.tasks, opts.workers, seed, (t) => {
+  const written = await runTasks(plan.tasks, threads, (t) => {
     for (const f of t.files) {
       f.left -= 1;
       // A file cut in segments gets its size, mode and time once all are written.
