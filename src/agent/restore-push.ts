@@ -1,7 +1,7 @@
 /**
  * Restores through barman-ts agents on the destination (transfer_method = agent): a remote
- * restore (agents started through --remote-ssh-command) or a local delta restore (agents run
- * here). The backup host reads the backup's files and sends their pages, compressed; `workers`
+ * restore, full or delta (agents started through --remote-ssh-command; a local delta restore
+ * needs no agent: local-delta.ts). The backup host reads the backup's files and sends their pages, compressed; `workers`
  * agents write them, each taking the next file, largest first.
  *
  * Into an empty destination every page travels. For a delta restore each agent first hashes
@@ -248,9 +248,7 @@ class Pusher {
 }
 
 /** Push `trees` to agents on the destination; returns what was written and sent. */
-export async function pushTrees(trees: readonly PushTree[], given: PushOptions): Promise<PushStats> {
-  // Agents on this host read a pipe: compressing what goes through it only costs both ends.
-  const opts: PushOptions = given.ep.sshCommand === null ? { ...given, codec: 'none' } : given;
+export async function pushTrees(trees: readonly PushTree[], opts: PushOptions): Promise<PushStats> {
   // The backup's own seed lets its recorded page maps serve; otherwise any seed will do.
   const storeSeed = opts.delta && opts.store !== null;
   const seed = storeSeed && opts.store ? opts.store.meta.seed : newSeed();
