@@ -1,8 +1,8 @@
 /**
  * Restores through barman-ts agents on the destination (transfer_method = agent): a remote
- * restore, full or delta (agents started through --remote-ssh-command; a local delta restore
- * needs no agent: local-delta.ts). The backup host reads the backup's files and sends their pages, compressed; `workers`
- * agents write them, each taking the next file, largest first.
+ * restore, full or delta, agents started through --remote-ssh-command (a local delta restore
+ * needs no agent: local-delta.ts). The backup host reads the backup's files and sends their
+ * pages, compressed; `workers` agents write them, each taking the next file, largest first.
  *
  * Into an empty destination every page travels. For a delta restore each agent first hashes
  * the file it already has and asks only for the pages whose hash differs from the backup's page
