@@ -59,7 +59,7 @@ interface OpenWrite {
  * message there, a check and a write here) than the matching page between two, rewritten with
  * the same bytes.
  */
-const NEED_BRIDGE = 3;
+const NEED_BRIDGE = 2;
 
 /** Read buffers of the hashing thread (READ_CHUNK each). */
 const HASH_SLOTS = 4;
