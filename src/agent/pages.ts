@@ -78,12 +78,19 @@ export function samePage(a: Uint8Array, ai: number, b: Uint8Array, bi: number): 
  * Pages of `current` (a map of `pages` entries) that differ from `basis` (or that `basis`
  * does not have), as ranges of consecutive pages.
  */
-export function changedRanges(current: Uint8Array, basis: Uint8Array, pages = current.length / HASH_BYTES): PageRange[] {
+export function changedRanges(current: Uint8Array, basis: Uint8Array, pages = current.length / HASH_BYTES, bridge = 0): PageRange[] {
   const out: PageRange[] = [];
   let start = -1;
   for (let i = 0; i < pages; i++) {
     const changed = !samePage(current, i, basis, i);
-    if (changed && start < 0) start = i;
+    if (changed && start < 0) {
+      // Fewer than `bridge` matching pages since the last range: that range goes on (see sendRuns).
+      const last = out.at(-1);
+      if (last && i - (last[0] + last[1]) < bridge) {
+        out.pop();
+        start = last[0];
+      } else start = i;
+    }
     if (!changed && start >= 0) {
       out.push([start, i - start]);
       start = -1;
@@ -98,6 +105,24 @@ export function splitRanges(ranges: readonly PageRange[], max: number): PageRang
   const out: PageRange[] = [];
   for (const [first, count] of ranges) {
     for (let p = first; p < first + count; p += max) out.push([p, Math.min(max, first + count - p)]);
+  }
+  return out;
+}
+
+/**
+ * Ranges (in file order, none longer than `max` pages: splitRanges) gathered into windows of
+ * at most `max` pages from the first page of their first range to the end of their last one:
+ * each window is read with one read, however many ranges it holds.
+ */
+export function rangeWindows(ranges: readonly PageRange[], max: number): { first: number; end: number; ranges: PageRange[] }[] {
+  const out: { first: number; end: number; ranges: PageRange[] }[] = [];
+  for (const r of splitRanges(ranges, max)) {
+    const w = out.at(-1);
+    const end = r[0] + r[1];
+    if (w && r[0] >= w.end && end - w.first <= max) {
+      w.ranges.push(r);
+      w.end = end;
+    } else out.push({ first: r[0], end, ranges: [r] });
   }
   return out;
 }

@@ -1,8 +1,8 @@
 /**
  * Restores through barman-ts agents on the destination (transfer_method = agent): a remote
- * restore (agents started through --remote-ssh-command) or a local delta restore (agents run
- * here). The backup host reads the backup's files and sends their pages, compressed; `workers`
- * agents write them, each taking the next file, largest first.
+ * restore, full or delta, agents started through --remote-ssh-command (a local delta restore
+ * needs no agent: local-delta.ts). The backup host reads the backup's files and sends their
+ * pages, compressed; `workers` agents write them, each taking the next file, largest first.
  *
  * Into an empty destination every page travels. For a delta restore each agent first hashes
  * the file it already has and asks only for the pages whose hash differs from the backup's page
@@ -17,11 +17,12 @@ import type { TreeScan } from '../recovery/copy.js';
 import { BarmanError } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { Encoder, requireCodec } from './codec.js';
-import { HashThreadPool, hashFile } from './hash-thread.js';
-import { HASH_BYTES, PAGE_SIZE, PageHasher, newSeed, pageCount, splitRanges } from './pages.js';
+import { HashThreadPool, hashFile, readFull } from './hash-thread.js';
+import { HASH_BYTES, PAGE_SIZE, PageHasher, newSeed, pageCount, rangeWindows } from './pages.js';
 import { T, decodeNeed, encodePages, encodeWithBinary, parseJson, type PageRange } from './protocol.js';
 import { READ_CHUNK } from './serve-read.js';
 import type { TreeRequest, WriteRequest } from './serve-write.js';
+import type { PrestartedAgents } from './prestart.js';
 import { AgentSession, type AgentEndpoint } from './session.js';
 import type { StoreReader } from './store.js';
 
@@ -49,6 +50,8 @@ export interface PushOptions {
   store: StoreReader | null;
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
+  /** Agents started ahead (while the trees were scanned), connected but not greeted: taken. */
+  agents?: PrestartedAgents | null;
 }
 
 export interface PushStats {
@@ -107,42 +110,59 @@ class Pusher {
   }
 
   /**
-   * Read `ranges` of a backup file and send them; with a map, each page is checked against it.
-   * The next chunk is read while this one is hashed, compressed and sent.
+   * Read `ranges` of a backup file and send them. Nearby ranges are read together (one read
+   * per window of READ_CHUNK: a random update asks for thousands of short ranges), the next
+   * window while this one is sent. Pages go with their hash: the backup's page map when there
+   * is one (the agent checks every page against it, which also catches a damaged backup),
+   * computed here otherwise (a full restore: the agent checks what arrived against it).
    */
   private async sendPages(s: AgentSession, job: FileJob, ranges: readonly PageRange[], map: Buffer | null): Promise<void> {
     if (ranges.length === 0) return;
     const file = path.join(job.tree.scan.root, job.rel);
     const pool = this.encoder.pool;
     const fh = await fsp.open(file, 'r');
-    const chunks = splitRanges(ranges, READ_CHUNK / PAGE_SIZE);
-    const readChunk = async ([first, count]: PageRange) => {
-      const start = first * PAGE_SIZE;
-      const len = Math.min(count * PAGE_SIZE, job.size - start);
+    const windows = rangeWindows(ranges, READ_CHUNK / PAGE_SIZE);
+    const readWindow = async (w: (typeof windows)[number]) => {
+      const start = w.first * PAGE_SIZE;
+      const len = Math.min(w.end * PAGE_SIZE, job.size) - start;
       const whole = pool.take(len);
       const buf = whole.subarray(0, len);
-      const { bytesRead } = await fh.read(buf, 0, len, start);
-      if (bytesRead !== len) throw new BarmanError(`${file} is shorter than when the restore started`);
-      return { first, count, len, whole, buf };
+      const n = await readFull(fh, buf, start);
+      if (n !== len) {
+        pool.give(whole);
+        throw new BarmanError(`${file} is shorter than when the restore started`);
+      }
+      return { whole, buf };
     };
-    let next: ReturnType<typeof readChunk> | null = readChunk(chunks[0] as PageRange);
+    let next: ReturnType<typeof readWindow> | null = readWindow(windows[0] as (typeof windows)[number]);
     try {
       for (let k = 0; next; k++) {
-        const { first, count, len, whole, buf } = await next;
-        next = k + 1 < chunks.length ? readChunk(chunks[k + 1] as PageRange) : null;
-        const hashes = this.hasher.pages(buf);
-        if (map && !map.subarray(first * HASH_BYTES, (first + count) * HASH_BYTES).equals(hashes)) {
-          throw new BarmanError(`${file} does not match the page checksums recorded when the backup was taken: the backup is damaged (run verify-backup)`);
+        const w = windows[k] as (typeof windows)[number];
+        const { whole, buf } = await next;
+        next = k + 1 < windows.length ? readWindow(windows[k + 1] as (typeof windows)[number]) : null;
+        // The window's buffer goes back to the pool once every message that holds a view of it is written.
+        let users = 1;
+        const release = () => {
+          if (--users === 0) pool.give(whole);
+        };
+        try {
+          for (const [first, count] of w.ranges) {
+            const off = (first - w.first) * PAGE_SIZE;
+            const data = buf.subarray(off, Math.min(off + count * PAGE_SIZE, buf.length));
+            const hashes = map ? map.subarray(first * HASH_BYTES, (first + count) * HASH_BYTES) : this.hasher.pages(data);
+            if (hashes.length !== count * HASH_BYTES) throw new BarmanError(`internal error: page map of ${file} is shorter than the file`);
+            const enc = this.encoder.encode(data);
+            const raw = enc.payload === data;
+            if (raw) users++;
+            await s.sendThen(raw ? release : enc.release, T.PAGES, ...encodePages({ id: job.id, firstPage: first, count, codec: enc.codec, rawLen: data.length }, hashes, enc.payload));
+            this.stats.pagesSent += count;
+          }
+        } finally {
+          release();
         }
-        const enc = this.encoder.encode(buf);
-        // The read buffer goes back to the pool once sent (raw) or now (compressed elsewhere).
-        if (enc.payload !== buf) pool.give(whole);
-        const release = enc.payload === buf ? () => pool.give(whole) : enc.release;
-        await s.sendThen(release, T.PAGES, ...encodePages({ id: job.id, firstPage: first, count, codec: enc.codec, rawLen: len }, hashes, enc.payload));
-        this.stats.pagesSent += count;
       }
     } finally {
-      await next?.catch(() => undefined);
+      await next?.then((r) => pool.give(r.whole)).catch(() => undefined);
       await fh.close();
     }
   }
@@ -239,7 +259,22 @@ export async function pushTrees(trees: readonly PushTree[], opts: PushOptions): 
   const hello = { codec: opts.codec, level: opts.level, seed, signal: opts.signal };
   // All the agents start at once (an ssh connection, a program's start take a while); the
   // others go on starting while the first prepares the trees.
-  const starting = Array.from({ length: Math.max(1, opts.workers) }, () => AgentSession.open(opts.ep, hello));
+  const early = opts.agents?.take(opts.signal) ?? [];
+  const n = Math.max(1, opts.workers);
+  // Started ahead for more workers than this restore has: let them go.
+  for (const p of early.slice(n)) void p.then((s) => s.close(), () => undefined);
+  const starting = Array.from({ length: n }, async (_, i) => {
+    const e = early[i];
+    if (!e) return AgentSession.open(opts.ep, hello);
+    const s = await e;
+    try {
+      await s.hello(hello);
+    } catch (err) {
+      s.kill();
+      throw err;
+    }
+    return s;
+  });
   for (const p of starting) p.catch(() => undefined);
   let opening: Promise<PromiseSettledResult<AgentSession>[]> | null = Promise.allSettled(starting.slice(1));
   let failed = false;

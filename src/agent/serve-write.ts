@@ -53,6 +53,14 @@ interface OpenWrite {
   error: unknown;
 }
 
+/**
+ * Pages to write this close (fewer matching pages between them) are asked for in one range: a
+ * random update changes pages here and there, and a message per page costs more (a read and a
+ * message there, a check and a write here) than the matching page between two, rewritten with
+ * the same bytes.
+ */
+const NEED_BRIDGE = 2;
+
 /** Read buffers of the hashing thread (READ_CHUNK each). */
 const HASH_SLOTS = 4;
 
@@ -75,6 +83,76 @@ function anchored(patterns: readonly string[]): (rel: string) => boolean {
 
 const missing = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT';
 
+/** Remove `rel` under `root` unless kept; a directory keeps what is kept inside it. Returns entries removed. */
+async function removeEntry(root: string, rel: string, keep: (rel: string) => boolean): Promise<number> {
+  const abs = path.join(root, rel);
+  const st = await fsp.lstat(abs).catch((err: unknown) => (missing(err) ? null : Promise.reject(err)));
+  if (!st) return 0;
+  if (!st.isDirectory()) {
+    await fsp.rm(abs, { force: true });
+    return 1;
+  }
+  let n = 0;
+  let keptInside = false;
+  for (const name of await fsp.readdir(abs)) {
+    const child = `${rel}/${name}`;
+    if (keep(child)) keptInside = true;
+    else n += await removeEntry(root, child, keep);
+  }
+  if (!keptInside && (await fsp.readdir(abs)).length === 0) {
+    await fsp.rmdir(abs);
+    n += 1;
+  }
+  return n;
+}
+
+/**
+ * Prepare a destination tree: the root, the directories and links of the backup; for a delta,
+ * what the backup does not have removed first (kept paths aside). Returns the entries removed.
+ */
+export async function prepareTree(req: TreeRequest): Promise<number> {
+  const keep = anchored(req.keep);
+  await fsp.mkdir(req.root, { recursive: true, mode: 0o700 });
+  let removed = 0;
+  if (req.delta) {
+    const dirs = new Set(req.dirs);
+    const files = new Set(req.files);
+    const links = new Map(req.links);
+    const walk = async (rel: string): Promise<void> => {
+      const abs = rel === '' ? req.root : path.join(req.root, rel);
+      for (const ent of await fsp.readdir(abs, { withFileTypes: true })) {
+        const child = rel === '' ? ent.name : `${rel}/${ent.name}`;
+        if (keep(child)) continue;
+        if (ent.isDirectory() && dirs.has(child)) {
+          await walk(child);
+          continue;
+        }
+        if (ent.isFile() && files.has(child)) continue;
+        if (ent.isSymbolicLink() && links.has(child) && (await fsp.readlink(path.join(req.root, child)).catch(() => null)) === links.get(child)) continue;
+        removed += await removeEntry(req.root, child, keep);
+      }
+    };
+    await walk('');
+  }
+  for (const d of req.dirs) await fsp.mkdir(path.join(req.root, d), { recursive: true, mode: 0o700 });
+  for (const [rel, target] of req.links) {
+    const abs = path.join(req.root, rel);
+    const cur = await fsp.readlink(abs).catch(() => null);
+    if (cur === target) continue;
+    await fsp.rm(abs, { force: true });
+    await fsp.symlink(target, abs);
+  }
+  return removed;
+}
+
+/** Directory modes and times, deepest first (a parent's time is set after its children are). */
+export async function setDirAttributes(dirs: readonly [abs: string, mode: number, mtimeMs: number][]): Promise<void> {
+  for (const [abs, mode, mtimeMs] of [...dirs].sort((a, b) => b[0].length - a[0].length)) {
+    await fsp.chmod(abs, mode);
+    await fsp.utimes(abs, mtimeMs / 1000, mtimeMs / 1000);
+  }
+}
+
 export class WriteServer {
   private readonly open = new Map<number, OpenWrite>();
   private readonly budget = new ByteBudget(WRITE_BUDGET);
@@ -89,61 +167,8 @@ export class WriteServer {
     private readonly decoder: Decoder,
   ) {}
 
-  /** Remove `rel` under `root` unless kept; a directory keeps what is kept inside it. Returns entries removed. */
-  private async remove(root: string, rel: string, keep: (rel: string) => boolean): Promise<number> {
-    const abs = path.join(root, rel);
-    const st = await fsp.lstat(abs).catch((err: unknown) => (missing(err) ? null : Promise.reject(err)));
-    if (!st) return 0;
-    if (!st.isDirectory()) {
-      await fsp.rm(abs, { force: true });
-      return 1;
-    }
-    let n = 0;
-    let keptInside = false;
-    for (const name of await fsp.readdir(abs)) {
-      const child = `${rel}/${name}`;
-      if (keep(child)) keptInside = true;
-      else n += await this.remove(root, child, keep);
-    }
-    if (!keptInside && (await fsp.readdir(abs)).length === 0) {
-      await fsp.rmdir(abs);
-      n += 1;
-    }
-    return n;
-  }
-
   async tree(req: TreeRequest): Promise<void> {
-    const keep = anchored(req.keep);
-    await fsp.mkdir(req.root, { recursive: true, mode: 0o700 });
-    let removed = 0;
-    if (req.delta) {
-      const dirs = new Set(req.dirs);
-      const files = new Set(req.files);
-      const links = new Map(req.links);
-      const walk = async (rel: string): Promise<void> => {
-        const abs = rel === '' ? req.root : path.join(req.root, rel);
-        for (const ent of await fsp.readdir(abs, { withFileTypes: true })) {
-          const child = rel === '' ? ent.name : `${rel}/${ent.name}`;
-          if (keep(child)) continue;
-          if (ent.isDirectory() && dirs.has(child)) {
-            await walk(child);
-            continue;
-          }
-          if (ent.isFile() && files.has(child)) continue;
-          if (ent.isSymbolicLink() && links.has(child) && (await fsp.readlink(path.join(req.root, child)).catch(() => null)) === links.get(child)) continue;
-          removed += await this.remove(req.root, child, keep);
-        }
-      };
-      await walk('');
-    }
-    for (const d of req.dirs) await fsp.mkdir(path.join(req.root, d), { recursive: true, mode: 0o700 });
-    for (const [rel, target] of req.links) {
-      const abs = path.join(req.root, rel);
-      const cur = await fsp.readlink(abs).catch(() => null);
-      if (cur === target) continue;
-      await fsp.rm(abs, { force: true });
-      await fsp.symlink(target, abs);
-    }
+    const removed = await prepareTree(req);
     await this.out.json(T.TREE_DONE, { removed });
   }
 
@@ -160,7 +185,7 @@ export class WriteServer {
     const fh = await fsp.open(req.path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
     try {
       const have = await this.hashExisting(fh, pages);
-      const ranges = changedRanges(map, have, pages);
+      const ranges = changedRanges(map, have, pages, NEED_BRIDGE);
       const expected = new Set<number>();
       for (const [first, count] of ranges) for (let p = first; p < first + count; p++) expected.add(p);
       this.open.set(req.id, { req, fh, map, expected, remaining: expected.size, writing: Promise.resolve(), error: null });
@@ -228,7 +253,10 @@ export class WriteServer {
       const sent = h.hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES);
       const want = w.map ? w.map.subarray(p * HASH_BYTES, (p + 1) * HASH_BYTES) : sent;
       if (!Buffer.from(got).equals(sent) || !Buffer.from(got).equals(want)) {
-        throw new ProtocolError(`page ${p} of ${w.req.path} was damaged in transit (its checksum does not match)`);
+        // With a map, the host sends the backup's own page hashes: the page was damaged on its
+        // way here, or in the backup since it was taken.
+        const why = w.map ? 'does not match the checksum recorded when the backup was taken (damaged in transit, or the backup is damaged: run verify-backup)' : 'was damaged in transit (its checksum does not match)';
+        throw new ProtocolError(`page ${p} of ${w.req.path} ${why}`);
       }
       if (w.expected) {
         if (!w.expected.delete(p)) throw new ProtocolError(`page ${p} of ${w.req.path} was not asked for`);
@@ -255,11 +283,7 @@ export class WriteServer {
 
   /** Directory modes and times (deepest first), then `sync -f` on each path. */
   async finish(req: { dirs: [abs: string, mode: number, mtimeMs: number][]; sync: string[] }): Promise<void> {
-    const dirs = [...req.dirs].sort((a, b) => b[0].length - a[0].length);
-    for (const [abs, mode, mtimeMs] of dirs) {
-      await fsp.chmod(abs, mode);
-      await fsp.utimes(abs, mtimeMs / 1000, mtimeMs / 1000);
-    }
+    await setDirAttributes(req.dirs);
     for (const p of req.sync) {
       const res = await run('sync', ['-f', p]);
       if (res.code !== 0) throw new Error(`sync -f ${p} failed: ${res.stderr.trim()}`);

@@ -28,7 +28,8 @@ import {
 } from './copy.js';
 import { checkDestination, checkEmptyOrAbsent } from './options.js';
 import { copyWals, writeDoneFiles, type ArchivedWal } from './wal.js';
-import { pushTrees, type PushTree } from '../agent/restore-push.js';
+import { localDelta } from '../agent/local-delta.js';
+import type { PushTree } from '../agent/restore-push.js';
 import type { StoreReader } from '../agent/store.js';
 
 /** Files and directories of the backup that are never restored (anchored at the data dir). */
@@ -286,54 +287,7 @@ export class LocalDestination implements RestoreDestination {
       const manifest = path.join(source.dataDir, 'backup_manifest');
       if (await pathExists(manifest)) await fsp.copyFile(manifest, path.join(dest, 'backup_manifest'));
     } else {
-      const scans: { scan: TreeScan; dest: string }[] = [];
-      scans.push({ scan: await scanTree(source.dataDir, excluder(DATA_EXCLUDES)), dest });
-      for (const t of tablespaces) {
-        const src = source.tablespaceDir(t.oid);
-        if (!(await pathExists(src))) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
-        scans.push({ scan: await scanTree(src), dest: t.location });
-      }
-      const total = scans.reduce((s, x) => s + x.scan.totalBytes, 0);
-      let done = 0;
-      opts.onProgress?.(0, total);
-      if (opts.delta) await clearForDelta(dest);
-      if (opts.delta && opts.agent) {
-        // The WAL directory itself is not taken from the backup (see WAL_DIRS): made below.
-        const trees = scans.map(({ scan, dest: to }, i): PushTree => ({
-          scan: to === dest ? withoutWalDirs(scan) : scan,
-          dest: to,
-          keep: to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [],
-          storePrefix: i === 0 ? 'data' : String(tablespaces[i - 1]?.oid),
-        }));
-        const pushed = await pushTrees(trees, { ep: { sshCommand: null, where: 'this host', env: opts.env }, delta: true, workers: opts.workers, ...opts.agent, onProgress: opts.onProgress });
-        stats.method = 'agent';
-        stats.files = pushed.files;
-        stats.bytes = pushed.bytes;
-        scans.length = 0;
-      }
-      for (const { scan, dest: to } of scans) {
-        if (opts.delta) {
-          await rsyncInto(scan.root, to, to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [], opts.env);
-          done += scan.totalBytes;
-          stats.files += scan.fileCount;
-          stats.bytes += scan.totalBytes;
-          opts.onProgress?.(done, total);
-          continue;
-        }
-        const writeback = new EarlyWriteback(to, opts.env);
-        const st = await copyTree(scan, to, {
-          workers: opts.workers,
-          dirsInsteadOfLinks: new Set(['pg_wal', 'pg_xlog']),
-          onBytes: (n) => {
-            done += n;
-            writeback.add(n);
-            opts.onProgress?.(done, total);
-          },
-        });
-        await writeback.drain();
-        stats.files += st.files;
-        stats.bytes += st.bytes;
-      }
+      await this.copyTrees(source, opts, stats);
     }
     await ensureRealWalDir(dest, walName);
     // tablespace links, to the restored locations
@@ -349,6 +303,60 @@ export class LocalDestination implements RestoreDestination {
     const manifest = path.join(dest, 'backup_manifest');
     if (await pathExists(manifest)) await fsp.rename(manifest, path.join(dest, `backup_manifest.${this.layout.backupId}`));
     return stats;
+  }
+
+  /** Plain backups: the data directory and the tablespaces, copied, or delta-restored (agents or rsync). */
+  private async copyTrees(source: BackupSource, opts: CopyOptions, stats: BaseCopyStats): Promise<void> {
+    const { dest, tablespaces } = this.layout;
+    const scans: { scan: TreeScan; dest: string }[] = [];
+    scans.push({ scan: await scanTree(source.dataDir, excluder(DATA_EXCLUDES)), dest });
+    for (const t of tablespaces) {
+      const src = source.tablespaceDir(t.oid);
+      if (!(await pathExists(src))) throw new BarmanError(`The data of tablespace ${t.name} (oid ${t.oid}) is missing: ${src} does not exist`);
+      scans.push({ scan: await scanTree(src), dest: t.location });
+    }
+    const total = scans.reduce((s, x) => s + x.scan.totalBytes, 0);
+    let done = 0;
+    opts.onProgress?.(0, total);
+    if (opts.delta) await clearForDelta(dest);
+    if (opts.delta && opts.agent) {
+      // The WAL directory itself is not taken from the backup (see WAL_DIRS): made below.
+      const trees = scans.map(({ scan, dest: to }, i): PushTree => ({
+        scan: to === dest ? withoutWalDirs(scan) : scan,
+        dest: to,
+        keep: to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [],
+        storePrefix: i === 0 ? 'data' : String(tablespaces[i - 1]?.oid),
+      }));
+      // Backup and destination both here: threads of this process compare and write (local-delta.ts).
+      const pushed = await localDelta(trees, { workers: opts.workers, store: opts.agent.store, onProgress: opts.onProgress });
+      stats.method = 'agent';
+      stats.files = pushed.files;
+      stats.bytes = pushed.bytes;
+      scans.length = 0;
+    }
+    for (const { scan, dest: to } of scans) {
+      if (opts.delta) {
+        await rsyncInto(scan.root, to, to === dest ? [...DATA_EXCLUDES, ...WAL_DIRS] : [], opts.env);
+        done += scan.totalBytes;
+        stats.files += scan.fileCount;
+        stats.bytes += scan.totalBytes;
+        opts.onProgress?.(done, total);
+        continue;
+      }
+      const writeback = new EarlyWriteback(to, opts.env);
+      const st = await copyTree(scan, to, {
+        workers: opts.workers,
+        dirsInsteadOfLinks: new Set(['pg_wal', 'pg_xlog']),
+        onBytes: (n) => {
+          done += n;
+          writeback.add(n);
+          opts.onProgress?.(done, total);
+        },
+      });
+      await writeback.drain();
+      stats.files += st.files;
+      stats.bytes += st.bytes;
+    }
   }
 
   async readRestored(rel: string): Promise<{ text: string; mode: number } | null> {
