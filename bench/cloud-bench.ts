@@ -14,7 +14,8 @@
  *     a length per request, so there `split -b PART --filter 'curl --data-binary @-'` puts
  *     blocks of our part size one after the other (no -J), then one curl commits the block list
  *   - restore: `curl GET | pigz -d | tar -x -b 256` per archive of our backup, then `sync -f`
- *     (our restore decompresses with pigz and ends with syncfs too)
+ *     (our restore decompresses with pigz and ends with syncfs too; the sync's share is shown,
+ *     as the file system is shared with other work whose writes it flushes as well)
  *   - archive_command: `gzip -6 -c SEG | curl --data-binary @- -X PUT`, one call per segment
  *   - restore_command: `curl GET | gzip -dc > RECOVERYXLOG`, one call per segment (no fsync,
  *     as ours writes WAL_DEST without one); every segment is compared with its source
@@ -207,13 +208,13 @@ const ratio = (theirs: number, ours: number) => `${(theirs / ours).toFixed(1)}x`
  * target is met by the ratio to barman-cloud 3.4, or, when the target sits below the floor
  * (the floor itself is not `target` times faster than 3.4), by being within 1.2x of the floor.
  */
-function row(label: string, unit: 's' | 'ms/segment', ours: number, theirs: number, floor: number, target: number, note = ''): void {
+function row(label: string, unit: 's' | 'ms/segment', ours: number, theirs: number, floor: number, target: number, note = '', floorNote = ''): void {
   const v = (x: number) => (unit === 's' ? `${x.toFixed(2)} s` : `${x.toFixed(0)} ms`);
   const belowFloor = theirs / floor < target;
   const met = theirs / ours >= target || (belowFloor && ours <= 1.2 * floor);
   const rule = belowFloor ? `target below floor (3.4/floor ${ratio(theirs, floor)}): met within 1.2x of it` : `target ${target}x`;
   console.log(
-    `  ${label.padEnd(20)} ours ${v(ours)}${note}   barman-cloud 3.4 ${v(theirs)}   floor ${v(floor)}${unit === 's' ? '' : '/segment'}   ` +
+    `  ${label.padEnd(20)} ours ${v(ours)}${note}   barman-cloud 3.4 ${v(theirs)}   floor ${v(floor)}${unit === 's' ? '' : '/segment'}${floorNote}   ` +
       `vs 3.4 ${ratio(theirs, ours)}   ours/floor ${(ours / floor).toFixed(2)}x   ${met ? 'MET' : 'MISSED'} (${rule})`,
   );
 }
@@ -277,7 +278,7 @@ async function backupRows(store: Store, root: string, conn: string[], dataDir: s
   const r34 = await timedTool(store, 'barman34', 'barman-cloud-restore', [store.url('b34'), 'pg', id34, path.join(root, `r34-${store.name}`)]);
   const rOurs = await timedTool(store, 'ours', 'barman-cloud-restore', [store.url('ours'), 'pg', 'latest', path.join(root, `rours-${store.name}`)]);
   const rFloor = await restoreFloor(store, root);
-  row('restore', 's', rOurs.s, r34.s, rFloor, 3);
+  row('restore', 's', rOurs.s, r34.s, rFloor.s, 3, '', ` (its sync -f ${rFloor.sync.toFixed(2)} s; barman-cloud 3.4 does not sync)`);
   fs.rmSync(path.join(root, `r34-${store.name}`), { recursive: true, force: true });
   fs.rmSync(path.join(root, `rours-${store.name}`), { recursive: true, force: true });
 }
@@ -312,17 +313,19 @@ async function backupFloor(store: Store, root: string, dataDir: string): Promise
  * (gzip -d without it: what our restore gives tar) into tar with our 128 KiB records, then one
  * syncfs of the destination, as ours ends. The archives are listed before the clock starts.
  */
-async function restoreFloor(store: Store, root: string): Promise<number> {
+async function restoreFloor(store: Store, root: string): Promise<{ s: number; sync: number }> {
   const keys = (await floorList(store, 'ours/pg/base/')).filter((k) => /\/data(_\d+)?\.tar\.gz$/.test(k));
   if (keys.length === 0) throw new Error('floor: our backup wrote no data.tar.gz');
   const dest = path.join(root, `rfloor-${store.name}`);
   fs.mkdirSync(dest, { mode: 0o700 });
   const gunzip = findProgram('pigz', null) ? 'pigz -d' : 'gzip -d';
-  const script = `set -eo pipefail\ndest=$1\nshift\nfor url; do curl -K "$FLOOR_CURLRC" "$url" | ${gunzip} | tar -x -b 256 -f - -C "$dest"; done\nsync -f "$dest"`;
-  const s = await timedFloor(store, script, [dest, ...keys.map((k) => store.floor.object(k))]);
+  const script = `set -eo pipefail\ndest=$1\nshift\nfor url; do curl -K "$FLOOR_CURLRC" "$url" | ${gunzip} | tar -x -b 256 -f - -C "$dest"; done`;
+  const extract = await timedFloor(store, script, [dest, ...keys.map((k) => store.floor.object(k))]);
+  // The sync on its own: the file system is shared with other work, whose writes it flushes too.
+  const sync = await timedFloor(store, 'sync -f "$1"', [dest]);
   if (!fs.existsSync(path.join(dest, 'PG_VERSION'))) throw new Error('floor: the restore floor extracted no PG_VERSION');
   fs.rmSync(dest, { recursive: true, force: true });
-  return s;
+  return { s: extract + sync, sync };
 }
 
 /** Per-segment archive_command / restore_command rows of one store. */
