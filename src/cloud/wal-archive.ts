@@ -59,8 +59,8 @@ interface LoadedWal {
 /**
  * Read buffers of finished uploads, kept for the next files of this call (segments all have
  * one size). A fresh 16 MiB buffer per segment costs page faults (system time) and, as
- * external memory, full garbage collections of the whole heap (SDK included): together about
- * a third of this process's CPU per segment besides compression.
+ * external memory, full garbage collections of the whole heap (SDK included): a call storing
+ * 16 segments used about 35% less CPU with reused buffers (cloud bench data, gzip).
  */
 const spareBuffers: Buffer[] = [];
 
