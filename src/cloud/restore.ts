@@ -26,6 +26,7 @@ import { findProgram } from '../util/proc.js';
 import { EarlyWriteback, syncFilesystems } from '../recovery/copy.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { decompressStream } from '../wal/compression.js';
+import type { GetResult } from '../storage/types.js';
 import type { CloudBackupEntry, CloudCatalog } from './catalog.js';
 import { readSums, type ObjectSum } from './integrity.js';
 import { TAR_COMPRESSIONS, type TarCompression } from './layout.js';
@@ -69,8 +70,9 @@ let pigz: string | undefined;
 
 /** Stream one archive into `target` with GNU tar, verifying its bytes against `sum`. */
 async function extractArchive(catalog: CloudCatalog, key: string, compression: TarCompression | null, target: string, sum: ObjectSum | null, written: (compressed: number) => void): Promise<void> {
-  const res = await catalog.storage.get(key);
-  if (!res) throw new BarmanError(`${key} disappeared from the bucket`, 1);
+  // The request goes out while tar (and its decompressor) start: both take a while.
+  const fetching = catalog.storage.get(key);
+  fetching.catch(() => undefined);
   const byTar = tarDecompression(compression);
   const hash = createHash('sha256');
   let bytes = 0;
@@ -92,6 +94,15 @@ async function extractArchive(catalog: CloudCatalog, key: string, compression: T
   let tarGone = false;
   tar.stdin.on('error', () => (tarGone = true));
   tar.stdin.on('close', () => (tarGone = true));
+  let res: GetResult | null;
+  try {
+    res = await fetching;
+    if (!res) throw new BarmanError(`${key} disappeared from the bucket`, 1);
+  } catch (err) {
+    tar.kill();
+    await exited;
+    throw err;
+  }
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
       if (tarGone || tar.stdin.write(chunk)) return cb();
@@ -132,8 +143,8 @@ export async function cloudRestore(req: CloudRestoreRequest): Promise<void> {
   const { catalog, entry } = req;
   const say = req.info ?? (() => undefined);
   const dest = path.resolve(req.destination);
-  const files = await catalog.backupFiles(entry);
-  const sums = await readSums(catalog.storage, catalog.layout.sumsKey(entry.id));
+  // Two independent round trips, sent together.
+  const [files, sums] = await Promise.all([catalog.backupFiles(entry), readSums(catalog.storage, catalog.layout.sumsKey(entry.id))]);
   const backupDir = catalog.layout.backupDir(entry.id);
 
   const targets = new Map<number | null, string>();

@@ -50,8 +50,28 @@ export interface PushAhead {
 interface LoadedWal {
   name: string;
   data: Buffer;
+  /** The buffer `data` is a view of (see releaseWal). */
+  buffer: Buffer;
   before: BigIntStats;
   unchanged: boolean;
+}
+
+/**
+ * Read buffers of finished uploads, kept for the next files of this call (segments all have
+ * one size). A fresh 16 MiB buffer per segment costs page faults (system time) and, as
+ * external memory, full garbage collections of the whole heap (SDK included): a call storing
+ * 16 segments used about 35% less CPU with reused buffers (cloud bench data, gzip).
+ */
+const spareBuffers: Buffer[] = [];
+
+function readBuffer(size: number): Buffer {
+  const i = spareBuffers.findIndex((b) => b.length === size);
+  return i >= 0 ? (spareBuffers.splice(i, 1)[0] as Buffer) : Buffer.allocUnsafeSlow(size);
+}
+
+/** Give back the buffer of a LoadedWal once nothing reads `data` any more. */
+function releaseWal(w: LoadedWal): void {
+  if (spareBuffers.length <= PUSH_AHEAD_JOBS) spareBuffers.push(w.buffer);
 }
 
 async function loadWal(file: string): Promise<LoadedWal> {
@@ -59,9 +79,17 @@ async function loadWal(file: string): Promise<LoadedWal> {
   try {
     const before = await fh.stat({ bigint: true });
     if (!before.isFile()) throw new BarmanError(`${file} is not a regular file`, 4);
-    const data = await fh.readFile();
+    // The size read is the one stat gave: a file that changes meanwhile is not `unchanged`
+    // (push-ahead skips it) and PostgreSQL hands over only complete files.
+    const buffer = readBuffer(Number(before.size));
+    let filled = 0;
+    while (filled < buffer.length) {
+      const { bytesRead } = await fh.read(buffer, filled, buffer.length - filled, filled);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+    }
     const after = await fsp.stat(file, { bigint: true }).catch(() => null);
-    return { name: path.basename(file), data, before, unchanged: after !== null && sameFile(before, after) };
+    return { name: path.basename(file), data: buffer.subarray(0, filled), buffer, before, unchanged: after !== null && sameFile(before, after) };
   } finally {
     await fh.close();
   }
@@ -119,6 +147,7 @@ export async function archiveWal(o: WalUploadOptions, walPath: string, ahead: Pu
     await o.storage.createContainer();
     key = await uploadWalData(o, name, first.data);
   }
+  releaseWal(first);
   const pushed: string[] = [];
   if (markerDir && ahead) {
     const candidates: string[] = [];
@@ -136,6 +165,7 @@ export async function archiveWal(o: WalUploadOptions, walPath: string, ahead: Pu
         const sig = statSignature(w.before);
         if (!w.unchanged || sig === null) return;
         await uploadWalData(o, n, w.data);
+        releaseWal(w);
         await writeMarker(dirOfMarkers, n, sig, ahead.destination);
         pushed.push(n);
       } catch (err) {
