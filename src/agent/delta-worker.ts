@@ -10,6 +10,7 @@
  */
 import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
+import { setFileAttributes } from './hash-thread.js';
 import { PAGE_SIZE, PageHasher, samePage } from './pages.js';
 
 export interface DeltaItem {
@@ -58,11 +59,7 @@ export class DeltaApplier {
       } finally {
         if (sfd !== null) fs.closeSync(sfd);
       }
-      if (it.attrs) {
-        fs.ftruncateSync(dfd, it.size);
-        fs.fchmodSync(dfd, it.attrs.mode);
-        fs.futimesSync(dfd, it.attrs.mtimeMs / 1000, it.attrs.mtimeMs / 1000);
-      }
+      if (it.attrs) setFileAttributes(dfd, it.size, it.attrs.mode, it.attrs.mtimeMs);
     } finally {
       fs.closeSync(dfd);
     }

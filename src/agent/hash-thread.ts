@@ -85,10 +85,10 @@ export class HashThread {
  * quick, and through the thread pool (FileHandle's methods) each would wait for a turn, which
  * adds up over the thousand small files of a data directory on a busy host.
  */
-export function setFileAttributes(fh: fsp.FileHandle, size: number | null, mode: number, mtimeMs: number | undefined): void {
-  if (size !== null) fs.ftruncateSync(fh.fd, size);
-  fs.fchmodSync(fh.fd, mode);
-  if (mtimeMs !== undefined) fs.futimesSync(fh.fd, mtimeMs / 1000, mtimeMs / 1000);
+export function setFileAttributes(fd: number, size: number | null, mode: number, mtimeMs: number | undefined): void {
+  if (size !== null) fs.ftruncateSync(fd, size);
+  fs.fchmodSync(fd, mode);
+  if (mtimeMs !== undefined) fs.futimesSync(fd, mtimeMs / 1000, mtimeMs / 1000);
 }
 
 /** Fill `buf` from `pos` until it is full or the file ends; returns the bytes read. */

@@ -16,6 +16,7 @@ import { Worker } from 'node:worker_threads';
 import { BarmanError } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import type { DeltaItem, DeltaReply, DeltaRequest } from './delta-worker.js';
+import { setFileAttributes } from './hash-thread.js';
 import { HASH_BYTES, PAGE_SIZE, pageCount } from './pages.js';
 import type { PushStats, PushTree } from './restore-push.js';
 import { prepareTree, setDirAttributes } from './serve-write.js';
@@ -96,9 +97,7 @@ export async function planDelta(trees: readonly PushTree[], store: StoreReader |
 function finishFile(f: FileState): void {
   const fd = fs.openSync(f.dest, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW);
   try {
-    fs.ftruncateSync(fd, f.size);
-    fs.fchmodSync(fd, f.mode);
-    fs.futimesSync(fd, f.mtimeMs / 1000, f.mtimeMs / 1000);
+    setFileAttributes(fd, f.size, f.mode, f.mtimeMs);
   } finally {
     fs.closeSync(fd);
   }

@@ -76,28 +76,11 @@ export function samePage(a: Uint8Array, ai: number, b: Uint8Array, bi: number): 
 
 /**
  * Pages of `current` (a map of `pages` entries) that differ from `basis` (or that `basis`
- * does not have), as ranges of consecutive pages.
+ * does not have), as ranges of consecutive pages; ranges separated by fewer than `bridge`
+ * matching pages are joined (sendRuns).
  */
 export function changedRanges(current: Uint8Array, basis: Uint8Array, pages = current.length / HASH_BYTES, bridge = 0): PageRange[] {
-  const out: PageRange[] = [];
-  let start = -1;
-  for (let i = 0; i < pages; i++) {
-    const changed = !samePage(current, i, basis, i);
-    if (changed && start < 0) {
-      // Fewer than `bridge` matching pages since the last range: that range goes on (see sendRuns).
-      const last = out.at(-1);
-      if (last && i - (last[0] + last[1]) < bridge) {
-        out.pop();
-        start = last[0];
-      } else start = i;
-    }
-    if (!changed && start >= 0) {
-      out.push([start, i - start]);
-      start = -1;
-    }
-  }
-  if (start >= 0) out.push([start, pages - start]);
-  return out;
+  return sendRuns(current, basis, 0, pages, bridge).map(([start, end]): PageRange => [start, end - start]);
 }
 
 /** Split ranges so that none holds more than `max` pages. */

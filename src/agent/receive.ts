@@ -217,7 +217,7 @@ export class FileReceiver {
     }
     const fh = await this.open();
     try {
-      setFileAttributes(fh, size, this.mode, end.mtimeMs);
+      setFileAttributes(fh.fd, size, this.mode, end.mtimeMs);
     } finally {
       await fh.close();
       this.fh = null;

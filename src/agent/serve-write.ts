@@ -274,7 +274,7 @@ export class WriteServer {
       if (w.error) throw w.error;
       if (w.remaining !== 0) throw new ProtocolError(`${w.req.path}: ${w.remaining} pages were not received`);
       // Quick system calls, made here: through the thread pool each would wait for a turn.
-      setFileAttributes(w.fh, w.req.size, w.req.mode, w.req.mtimeMs);
+      setFileAttributes(w.fh.fd, w.req.size, w.req.mode, w.req.mtimeMs);
     } finally {
       await w.fh.close();
     }
