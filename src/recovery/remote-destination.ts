@@ -23,6 +23,7 @@ import { rangedMinBytes } from '../util/ranges.js';
 import { excluder, extractTar, listTarArchives, scanTree, type TreeScan } from './copy.js';
 import { PrestartedAgents } from '../agent/prestart.js';
 import { pushTrees } from '../agent/restore-push.js';
+import type { AgentEndpoint } from '../agent/session.js';
 import {
   copyWalsTo,
   DATA_EXCLUDES,
@@ -197,16 +198,16 @@ export class RemoteDestination implements RestoreDestination {
   async copyBase(source: BackupSource, opts: CopyOptions): Promise<BaseCopyStats> {
     // barman-ts agents on the recovery host: started now (an ssh login and a program's start
     // take a while), they are ready once the destination is prepared and the trees scanned.
-    const ep = { sshCommand: this.opts.sshCommand, where: 'the recovery host', env: this.opts.env };
+    const ep: AgentEndpoint = { sshCommand: this.opts.sshCommand, where: 'the recovery host', env: this.opts.env };
     const agents = opts.agent ? new PrestartedAgents(ep, opts.workers) : null;
     try {
-      return await this.copyTrees(source, opts, agents);
+      return await this.copyTrees(source, opts, ep, agents);
     } finally {
       await agents?.discard();
     }
   }
 
-  private async copyTrees(source: BackupSource, opts: CopyOptions, agents: PrestartedAgents | null): Promise<BaseCopyStats> {
+  private async copyTrees(source: BackupSource, opts: CopyOptions, ep: AgentEndpoint, agents: PrestartedAgents | null): Promise<BaseCopyStats> {
     const { dest, tablespaces } = this.layout;
     await this.prepare(opts.delta);
     const stats: BaseCopyStats = { method: 'rsync', files: 0, bytes: 0 };
@@ -252,7 +253,7 @@ export class RemoteDestination implements RestoreDestination {
       // barman-ts agents on the recovery host: compressed pages, only the changed ones for a delta.
       const pushed = await pushTrees(
         trees.map((t, i) => ({ scan: t.scan, dest: t.dest, keep: t.excludes, storePrefix: source.tarFormat ? undefined : i === 0 ? 'data' : String(tablespaces[i - 1]?.oid) })),
-        { ep: agents?.ep ?? { sshCommand: this.opts.sshCommand, where: 'the recovery host', env: this.opts.env }, delta: opts.delta, workers: opts.workers, ...opts.agent, onProgress: opts.onProgress, agents },
+        { ep, delta: opts.delta, workers: opts.workers, ...opts.agent, onProgress: opts.onProgress, agents },
       );
       return { method: 'agent', files: pushed.files, bytes: pushed.bytes };
     }

@@ -29,10 +29,10 @@ import { S3Storage } from '../../src/storage/s3.js';
 import { listAll, type ObjectStorage } from '../../src/storage/types.js';
 import { parsePyDatetime } from '../../src/util/pytime.js';
 import { startAzurite, startS3rver, type ObjectStoreServer, type Provider } from '../helpers/object-stores.js';
-import { startRecoveredCluster } from '../helpers/pg-cluster.js';
 import { POSTGRES_USER } from '../helpers/system.js';
 import { describe, exec, start, NODE, REPO, waitForFile, type CmdOptions, type CmdResult } from './exec.js';
 import { firstLine, how } from './common.js';
+import { startAndReadRows } from './invariants.js';
 import type { CaseContext, FaultCase, FaultKind } from './types.js';
 
 const BUCKET = 'bkfaults';
@@ -211,17 +211,7 @@ async function startCloudRestore(ctx: CaseContext, dest: string, range: { begin:
   const names = (await fs.readdir(src)).filter((n) => /^[0-9A-F]{24}$/.test(n) && n >= range.begin && n <= range.end);
   if (!names.includes(range.begin) || !names.includes(range.end)) return `cluster A no longer has ${range.begin}..${range.end} in pg_wal`;
   for (const n of names) await fs.copyFile(path.join(src, n), path.join(dest, 'pg_wal', n));
-  try {
-    const { cluster } = await startRecoveredCluster(dest, undefined, { extraConf: { archive_mode: 'off' }, timeoutMs: 180_000 });
-    try {
-      const rows = await cluster.psql('SELECT count(*) FROM pgbench_accounts');
-      return rows === '100000' ? null : `restored cluster has ${rows} rows in pgbench_accounts, not 100000`;
-    } finally {
-      await cluster.destroy();
-    }
-  } catch (err) {
-    return `restored data directory does not start: ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`;
-  }
+  return startAndReadRows(dest);
 }
 
 async function idsBefore(ctx: CaseContext, p: Provider): Promise<Set<string>> {

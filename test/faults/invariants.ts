@@ -44,6 +44,24 @@ export interface Violation {
   detail: string;
 }
 
+/**
+ * Start PostgreSQL on a restored data directory and read cluster A's pgbench rows: null when
+ * all is well, else why not. The cluster is stopped and the directory removed afterwards.
+ */
+export async function startAndReadRows(dest: string): Promise<string | null> {
+  try {
+    const { cluster } = await startRecoveredCluster(dest, undefined, { extraConf: { archive_mode: 'off' }, timeoutMs: 180_000 });
+    try {
+      const rows = await cluster.psql('SELECT count(*) FROM pgbench_accounts');
+      return rows === '100000' ? null : `restored cluster has ${rows} rows in pgbench_accounts, not 100000`;
+    } finally {
+      await cluster.destroy();
+    }
+  } catch (err) {
+    return `restored data directory does not start: ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`;
+  }
+}
+
 export interface CatalogCheckOptions {
   /** Restore + start every DONE backup that appeared or changed in this case. */
   fullRestore?: boolean;
@@ -547,19 +565,10 @@ export class Checker {
     const r = await this.world.barman(name, ['recover', this.world.cmd(name), id, dest]);
     if (r.code !== 0) return `recover failed: ${describe(r)}`;
     try {
-      const { cluster } = await startRecoveredCluster(dest, undefined, { extraConf: { archive_mode: 'off' }, timeoutMs: 180_000 });
-      try {
-        const rows = await cluster.psql('SELECT count(*) FROM pgbench_accounts');
-        if (rows !== '100000') return `restored cluster has ${rows} rows in pgbench_accounts, not 100000`;
-      } finally {
-        await cluster.destroy();
-      }
-    } catch (err) {
-      return `restored data directory does not start: ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`;
+      return await startAndReadRows(dest);
     } finally {
       await fs.rm(path.dirname(dest), { recursive: true, force: true });
     }
-    return null;
   }
 
   private modes(name: ServerName, entries: readonly BackupEntry[]): Violation[] {
