@@ -16,8 +16,13 @@ export interface WritableSink {
  * Resolve when the stream wants more data, or can take none any more (closed, failed): the
  * caller checks `destroyed` (or its own state) afterwards, so a dead stream never hangs it.
  */
-export function drained(stream: Pick<WritableSink, 'on' | 'off'>): Promise<void> {
+export function drained(stream: Pick<WritableSink, 'on' | 'off'> & { readonly destroyed?: boolean }): Promise<void> {
   return new Promise((resolve) => {
+    // Already gone (e.g. a pipe whose reader went away): no event will ever come.
+    if (stream.destroyed === true) {
+      resolve();
+      return;
+    }
     const done = (): void => {
       stream.off('drain', done);
       stream.off('close', done);

@@ -50,8 +50,19 @@ function isEntryPoint(moduleUrl: string): boolean {
 export function runIfEntryPoint(moduleUrl: string, main: () => Promise<number>): void {
   if (!isEntryPoint(moduleUrl)) return;
   process.exitCode = 2;
+  let settled = false;
+  const stalled = (): void => {
+    if (!settled) process.stderr.write('ERROR: internal error: the command stopped before it finished\n');
+  };
+  process.once('beforeExit', stalled);
   main().then(
-    (code) => (process.exitCode = code),
-    (err: unknown) => (process.exitCode = reportFailure(err)),
+    (code) => {
+      settled = true;
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      settled = true;
+      process.exitCode = reportFailure(err);
+    },
   );
 }

@@ -439,10 +439,15 @@ export async function pushSession(
     });
   });
   closed.catch(() => undefined);
-  child.stdin.on('error', () => undefined); // EPIPE when ssh dies: its exit status says why
+  // EPIPE when ssh dies or stops reading: its exit status says why. Stop streaming at once
+  // (the pipe is gone; waiting for it to drain would wait forever).
+  let broken = false;
+  child.stdin.on('error', () => {
+    broken = true;
+  });
   let result: TarResult;
   try {
-    result = await writeTarStream(members, child.stdin, opts, () => exited);
+    result = await writeTarStream(members, child.stdin, opts, () => exited || broken);
   } catch (err) {
     child.kill('SIGTERM');
     await closed.catch(() => undefined);

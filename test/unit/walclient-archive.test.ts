@@ -402,6 +402,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$FAKE_SSH_DOWN" ] && exit 255
+# ssh that stops reading at once and fails a moment later: the writes see EPIPE first.
+[ -n "$FAKE_SSH_DROP" ] && { exec 0<&-; sleep 0.3; exit 255; }
 exec /bin/sh -c "$*"
 `, { mode: 0o755 });
   // barman: keep its arguments and its stdin; exit with FAKE_RC.
@@ -607,10 +609,12 @@ describe('barman-wal-archive end to end (fake ssh)', () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, /Bad file checksum/);
     assert.deepEqual(await fsp.readdir(path.join(spool, 'pg')), []);
-    r = runLauncher(args, { ...fake.env, FAKE_SSH_DOWN: '1' });
-    assert.equal(r.code, 3);
-    assert.equal(r.stderr, 'ERROR: Connection problem with ssh\n');
-    assert.deepEqual(await fsp.readdir(path.join(spool, 'pg')), []);
+    for (const how of ['FAKE_SSH_DOWN', 'FAKE_SSH_DROP']) {
+      r = runLauncher(args, { ...fake.env, [how]: '1' });
+      assert.equal(r.code, 3, `${how}: ${r.stderr}`);
+      assert.equal(r.stderr, 'ERROR: Connection problem with ssh\n');
+      assert.deepEqual(await fsp.readdir(path.join(spool, 'pg')), []);
+    }
     // put-wal refuses the batch but takes the requested segment alone: success, no markers.
     const fake2 = await fakeRemote();
     r = runLauncher(args, { ...fake2.env, FAKE_RC_FIRST: '1' });
