@@ -150,7 +150,9 @@ describe('computeWalStats', () => {
     assert.equal(stats.size, 1000);
     assert.equal(stats.get(backups[0]?.id ?? '')?.walNum, 3);
     assert.equal(stats.get(backups[0]?.id ?? '')?.walUntilNextNum, 200);
-    assert.ok(ms < 2000, `took ${ms} ms`);
+    // A guard against quadratic work (minutes), not a speed measurement: a loaded CI machine
+    // may take several times the ~100 ms it takes here.
+    assert.ok(ms < 20_000, `took ${ms} ms`);
   });
 });
 
