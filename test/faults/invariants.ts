@@ -36,7 +36,7 @@ import { walNameKind } from '../../src/wal/names.js';
 import { startRecoveredCluster } from '../helpers/pg-cluster.js';
 import { sleep } from '../helpers/system.js';
 import { describe, type CmdResult } from './exec.js';
-import { SECRETS, type ServerName, type World } from './world.js';
+import { SECRETS, WAL_LANE, type ServerName, type World } from './world.js';
 
 export interface Violation {
   invariant: string;
@@ -60,6 +60,14 @@ export async function startAndReadRows(dest: string): Promise<string | null> {
   } catch (err) {
     return `restored data directory does not start: ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`;
   }
+}
+
+export interface CheckResult {
+  violations: Violation[];
+  /** The catalog did not change since it was last checked: nothing was run. */
+  skipped: boolean;
+  /** Time spent per part of the check (wall; barman34 runs beside the others). */
+  ms: Record<string, number>;
 }
 
 export interface CatalogCheckOptions {
@@ -198,15 +206,17 @@ export class Checker {
         seg = null; // PostgreSQL down on purpose (it is started again by the case)
       }
     }
-    // The WAL-only servers (no backups, no PostgreSQL behind them) need their archiver only: cron
-    // would run the same archive-wal (and check every other server) at the cost of a second.
-    if (servers.some((s) => s !== 'wal' && s !== 'full')) {
-      const cron = await this.world.barman(null, ['cron']);
-      if (cron.code !== 0) v.push({ invariant: 'next command succeeds', detail: describe(cron) });
+    // The cron of each installation in scope: the WAL-only servers (no backups, no PostgreSQL
+    // behind them) need their archiver only (cron would run the same archive-wal at the cost of
+    // a second); a passive node's primary (strm) is the main installation's.
+    const crons = new Map<string, ServerName>();
+    for (const s of servers) {
+      if (WAL_LANE.has(s)) continue;
+      const via: ServerName = this.world.server(s).method === 'passive' ? 'strm' : s;
+      crons.set(this.world.server(via).conf, via);
     }
-    if (servers.includes('lr')) {
-      const r = await this.world.barman('lr', ['cron']);
-      if (r.code !== 0) v.push({ invariant: 'next command succeeds', server: 'lr', detail: describe(r) });
+    for (const r of await Promise.all([...crons.values()].map((via) => this.world.barman(via, ['cron'])))) {
+      if (r.code !== 0) v.push({ invariant: 'next command succeeds', detail: describe(r) });
     }
     for (const s of servers) {
       if (this.world.server(s).method === 'passive') {
@@ -233,11 +243,11 @@ export class Checker {
         const inWals = existsSync(path.join(info.dir, 'wals', seg.slice(0, 16), seg));
         if (inStream || inWals) return;
         if (Date.now() - lastCron > 3000) {
-          await this.world.barman(s === 'lr' ? 'lr' : null, ['cron']); // restarts receive-wal
+          await this.world.barman(s, ['cron']); // restarts receive-wal
           lastCron = Date.now();
         }
       }
-      await sleep(200);
+      await sleep(50);
     }
   }
 
@@ -263,7 +273,7 @@ export class Checker {
       if (r.code === 0) return [];
       last = r;
       if (/Another archive-wal process is already running/.test(r.stderr)) {
-        await sleep(250);
+        await sleep(100);
         continue;
       }
       // One failure (a duplicate moved to errors/, say) is the archiver reporting: the next run must work.
@@ -316,24 +326,40 @@ export class Checker {
   // ---------------------------------------------------------------------------------------
   // Catalog invariants
 
-  async check(name: ServerName, opts: CatalogCheckOptions = {}): Promise<{ violations: Violation[]; skipped: boolean }> {
+  async check(name: ServerName, opts: CatalogCheckOptions = {}): Promise<CheckResult> {
     const fp = await this.fingerprint(name);
     const prev = this.states.get(name);
-    if (prev && prev.fingerprint === fp && !opts.fullRestore) return { violations: [], skipped: true };
+    if (prev && prev.fingerprint === fp && !opts.fullRestore) return { violations: [], skipped: true, ms: {} };
+    const ms: Record<string, number> = {};
+    const timed = async <T>(what: string, p: Promise<T>): Promise<T> => {
+      const t = Date.now();
+      try {
+        return await p;
+      } finally {
+        ms[what] = (ms[what] ?? 0) + Date.now() - t;
+      }
+    };
     const v: Violation[] = [];
-    v.push(...(await this.xlogdbAgrees(name)));
+    await timed('archiver', this.archiverIdle(name));
     const entries = await this.catalog(name);
-    this.moveHorizon(name, entries, prev);
-    v.push(...(await this.ackedWal(name, entries, prev)));
-    v.push(...(await this.backups(name, entries, opts)));
-    v.push(...this.modes(name, entries));
     const info = this.world.server(name);
-    // Barman 3.4 reads backup.info files and the layout: asked again whenever base/ changed.
+    // Barman 3.4 reads backup.info files and the layout: asked again whenever base/ changed. It
+    // only reads, as do our checks below (rebuild-xlogdb replaces xlog.db atomically, check-backup
+    // of a DONE backup and recover change no backup.info of a sound catalog): both run at once.
     const baseFp = await this.baseFingerprint(name);
-    if (info.barman34 && (opts.always34 || prev?.baseFingerprint !== baseFp)) v.push(...(await this.barman34(name, entries, opts.always34 === true || prev === undefined)));
+    const py = info.barman34 && (opts.always34 || prev?.baseFingerprint !== baseFp) ? timed('barman34', this.barman34(name, entries, opts.always34 === true || prev === undefined)) : null;
+    try {
+      v.push(...(await timed('xlogdb', this.xlogdbAgrees(name))));
+      this.moveHorizon(name, entries, prev);
+      v.push(...(await timed('wal', this.ackedWal(name, entries, prev))));
+      v.push(...(await timed('backups', this.backups(name, entries, opts))));
+      v.push(...this.modes(name, entries));
+    } finally {
+      if (py) v.push(...(await py));
+    }
     const backups = new Map(entries.map((e) => [e.id, e.info.begin_wal ?? null]));
     this.states.set(name, { fingerprint: await this.fingerprint(name), baseFingerprint: baseFp, backups });
-    return { violations: v, skipped: false };
+    return { violations: v, skipped: false, ms };
   }
 
   /**
@@ -357,13 +383,21 @@ export class Checker {
     if (h) this.world.horizon.set(name, h);
   }
 
+  /**
+   * An archive-wal that cron started in the background places its files, then appends their
+   * lines and may complete WAITING_FOR_WALS backups: wait until it is done (at most a minute).
+   */
+  private async archiverIdle(name: ServerName): Promise<void> {
+    const archiving = lockPath(this.srvConfig(name), 'archiveWal');
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline && (await isLockHeld(archiving)); ) await sleep(50);
+  }
+
   private async xlogdbAgrees(name: ServerName): Promise<Violation[]> {
     const file = path.join(this.world.server(name).dir, 'wals', 'xlog.db');
     const read = () => (existsSync(file) ? readFileSync(file, 'latin1') : null);
     // An archive-wal that cron started in the background places its files, then appends their
     // lines: read xlog.db only once it is done (at most a minute), not between its two steps.
-    const archiving = lockPath(this.srvConfig(name), 'archiveWal');
-    for (const deadline = Date.now() + 60_000; Date.now() < deadline && (await isLockHeld(archiving)); ) await sleep(200);
+    await this.archiverIdle(name);
     const before = read();
     const r = await this.world.barman(name, ['rebuild-xlogdb', this.world.cmd(name)]);
     if (r.code !== 0) return [{ invariant: 'xlog.db agrees with wals/', server: name, detail: `rebuild-xlogdb failed: ${describe(r)}` }];

@@ -36,6 +36,12 @@ export const SECRETS = [DB_PASSWORD, GPG_PASSPHRASE];
 export const PY_BARMAN = '/usr/bin/barman';
 /** Servers of WAL-only cases (no PostgreSQL behind them): their own configuration and lane. */
 export const WAL_LANE: ReadonlySet<string> = new Set(['wal', 'full']);
+/**
+ * The rsync servers (rsync over ssh, agent): a configuration of their own, so that their cron
+ * (retention of rsy included) and the main one never touch each other's servers, and their
+ * cases run in a lane of their own (with the local-rsync installation's) beside the main lane.
+ */
+export const RSYNC_LANE: ReadonlySet<string> = new Set(['rsy', 'agt']);
 
 export type ServerName = 'strm' | 'rsy' | 'agt' | 'enc' | 'wal' | 'full' | 'tl' | 'lr' | 'pas';
 
@@ -69,6 +75,8 @@ export class World {
   localConf = '';
   /** Configuration of the WAL-only servers (WAL_LANE). */
   walConf = '';
+  /** Configuration of the rsync servers (RSYNC_LANE). */
+  rsyncConf = '';
   tmpfs = '';
   ledger = '';
   remoteFaultFile = '';
@@ -104,6 +112,7 @@ export class World {
     this.home = path.join(this.root, 'home');
     this.conf = path.join(this.root, 'barman.conf');
     this.walConf = path.join(this.root, 'barman-wal.conf');
+    this.rsyncConf = path.join(this.root, 'barman-rsync.conf');
     await runAs(BARMAN_USER, 'mkdir', ['-m', '0700', this.home], { check: true });
 
     this.sshd = await startSshd();
@@ -131,7 +140,7 @@ export class World {
         '#!/bin/sh',
         '# archive_command of the fault campaign: ship the segment, and only when that succeeded',
         '# record it (with its checksum) as acknowledged.',
-        `${REPO}/bin/barman-wal-archive -c ${this.conf} --ssh-config ${this.sshCfgPostgres} --spool-dir ${this.spool} -U ${BARMAN_USER} 127.0.0.1 rsy "$1" || exit $?`,
+        `${REPO}/bin/barman-wal-archive -c ${this.rsyncConf} --ssh-config ${this.sshCfgPostgres} --spool-dir ${this.spool} -U ${BARMAN_USER} 127.0.0.1 rsy "$1" || exit $?`,
         'sum=$(sha256sum "$1") || exit 1',
         `echo "$2 \${sum%% *}" >> ${this.ledger}`,
         '',
@@ -207,7 +216,7 @@ export class World {
       this.servers.set(name, {
         name,
         user: BARMAN_USER,
-        conf: WAL_LANE.has(name) ? this.walConf : this.conf,
+        conf: WAL_LANE.has(name) ? this.walConf : RSYNC_LANE.has(name) ? this.rsyncConf : this.conf,
         home: this.home,
         dir: sec.backup_directory ?? path.join(this.home, name),
         streaming: sec.streaming_archiver === 'on',
@@ -242,6 +251,7 @@ export class World {
 
     // Directories, slots, receive-wal; then WAL shipping.
     await this.barmanOk(null, ['cron']);
+    await this.barmanOk('rsy', ['cron']);
     await this.barmanOk('wal', ['cron']);
     await this.barmanOk('lr', ['cron']);
     await this.pg.psql(`ALTER SYSTEM SET archive_command = ${quoteLiteral(`${ack} %p %f`)}; SELECT pg_reload_conf();`);
@@ -312,17 +322,27 @@ export class World {
     const global = (log: string) => ({ barman_home: this.home, barman_user: BARMAN_USER, log_file: path.join(this.root, log), log_level: 'INFO' });
     let text = ini('barman', global('barman.log'));
     let walText = ini('barman', global('barman-wal.log'));
+    let rsyncText = ini('barman', global('barman-rsync.log'));
     for (const [name, kv] of this.serverSections) {
       if (WAL_LANE.has(name)) walText += `\n${ini(name, kv)}`;
+      else if (RSYNC_LANE.has(name)) rsyncText += `\n${ini(name, kv)}`;
       else text += `\n${ini(name, kv)}`;
     }
     await runAs(BARMAN_USER, 'tee', [this.conf], { input: text, check: true });
     await runAs(BARMAN_USER, 'tee', [this.walConf], { input: walText, check: true });
+    await runAs(BARMAN_USER, 'tee', [this.rsyncConf], { input: rsyncText, check: true });
   }
 
   /** Log files of every installation (the campaign reads what each case added). */
   logFiles(): string[] {
-    return [path.join(this.root, 'barman.log'), path.join(this.root, 'barman-wal.log'), path.join(this.localRoot, 'barman.log'), ...(this.passiveLog ? [this.passiveLog] : [])];
+    return [this.logOf('strm'), this.logOf('wal'), this.logOf('rsy'), this.logOf('lr'), ...(this.passiveLog ? [this.passiveLog] : [])];
+  }
+
+  /** The log file of the installation (configuration) of a server. */
+  logOf(srv: ServerName): string {
+    if (srv === 'lr') return path.join(this.localRoot, 'barman.log');
+    if (srv === 'pas') return this.passiveLog;
+    return path.join(this.root, WAL_LANE.has(srv) ? 'barman-wal.log' : RSYNC_LANE.has(srv) ? 'barman-rsync.log' : 'barman.log');
   }
 
   /** Add (or replace) a server section of the main configuration. */
@@ -412,7 +432,7 @@ export class World {
       async () => {
         const r = await on.psql(`SELECT active FROM pg_replication_slots WHERE slot_name = '${slot}'`);
         if (r === 't') return true;
-        await this.barman(srv === 'lr' ? 'lr' : null, ['cron']);
+        await this.barman(srv, ['cron']);
         return false;
       },
       { timeoutMs, intervalMs: 500, what: `receive-wal of ${srv}` },
@@ -456,7 +476,7 @@ export class World {
 
   /** Stop what runs in the background and unmount. */
   async teardown(): Promise<void> {
-    for (const s of ['strm', 'agt', 'enc', 'tl'] as const) if (this.servers.has(s)) await this.barman(null, ['receive-wal', '--stop', s]).catch(() => undefined);
+    for (const s of ['strm', 'agt', 'enc', 'tl'] as const) if (this.servers.has(s)) await this.barman(s, ['receive-wal', '--stop', s]).catch(() => undefined);
     await this.barman('lr', ['receive-wal', '--stop', 'lr']).catch(() => undefined);
     await sleep(200);
     this.unmountSync();
