@@ -324,7 +324,7 @@ export function backupCases(): FaultCase[] {
           return 'restarted (immediate stop: a crash)';
         });
         await expectNoDoneFromFailure(ctx, srv, before, r);
-        for (const s of ['strm', 'agt', 'enc', 'lr'] as const) await ctx.world.waitStreaming(s);
+        await ctx.world.waitAllStreaming();
         return `${during}; backup ${how(r)}${r.code ? `: ${firstLine(r)}` : ''}; left: ${await newBackups(ctx, srv, before)}`;
       },
     });

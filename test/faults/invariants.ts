@@ -196,38 +196,50 @@ export class Checker {
    * (a background one may hold the lock), after new WAL was written and switched: what an
    * operator's crontab does next. A failure twice in a row is a violation.
    */
-  async next(servers: readonly ServerName[]): Promise<Violation[]> {
+  async next(servers: readonly ServerName[], ms: Record<string, number> = {}): Promise<Violation[]> {
     const v: Violation[] = [];
-    let seg: string | null = null;
-    if (servers.some((s) => this.walSource(s) !== 'none')) {
+    const timed = async <T>(what: string, p: Promise<T>): Promise<T> => {
+      const t = Date.now();
       try {
-        seg = await this.world.churn(50);
-      } catch {
-        seg = null; // PostgreSQL down on purpose (it is started again by the case)
+        return await p;
+      } finally {
+        ms[what] = (ms[what] ?? 0) + Date.now() - t;
       }
-    }
-    // The cron of each installation in scope: the WAL-only servers (no backups, no PostgreSQL
-    // behind them) need their archiver only (cron would run the same archive-wal at the cost of
-    // a second); a passive node's primary (strm) is the main installation's.
+    };
+    // New WAL written and switched, and the cron of each installation in scope (at once: cron
+    // starts what is missing and archives what it finds; the new segment is waited for below).
+    // The WAL-only servers (no backups, no PostgreSQL behind them) need their archiver only (cron
+    // would run the same archive-wal at the cost of a second); a passive node's primary (strm)
+    // is the main installation's.
+    const churn = servers.some((s) => this.walSource(s) !== 'none')
+      ? timed(
+          'churn',
+          this.world.churn(50).catch(() => null), // null: PostgreSQL down on purpose (the case starts it again)
+        )
+      : Promise.resolve(null);
     const crons = new Map<string, ServerName>();
     for (const s of servers) {
       if (WAL_LANE.has(s)) continue;
       const via: ServerName = this.world.server(s).method === 'passive' ? 'strm' : s;
       crons.set(this.world.server(via).conf, via);
     }
-    for (const r of await Promise.all([...crons.values()].map((via) => this.world.barman(via, ['cron'])))) {
+    const cronResults = timed('cron', Promise.all([...crons.values()].map((via) => this.world.barman(via, ['cron']))));
+    const seg = await churn;
+    for (const r of await cronResults) {
       if (r.code !== 0) v.push({ invariant: 'next command succeeds', detail: describe(r) });
     }
-    for (const s of servers) {
-      if (this.world.server(s).method === 'passive') {
-        v.push(...(await this.passiveNext(s)));
-        continue;
-      }
-      const src = this.walSource(s);
-      if (seg && src !== 'none') await this.waitWal(s, seg);
-      v.push(...(await this.archiveWal(s)));
-      v.push(...(await this.settleWaiting(s)));
-    }
+    // Each server's archiver (servers apart hold locks apart: at once).
+    const perServer = await Promise.all(
+      servers.map(async (s): Promise<Violation[]> => {
+        if (this.world.server(s).method === 'passive') return timed('sync', this.passiveNext(s));
+        const out: Violation[] = [];
+        if (seg && this.walSource(s) !== 'none') await timed('wait-wal', this.waitWal(s, seg));
+        out.push(...(await timed('archive-wal', this.archiveWal(s))));
+        out.push(...(await timed('settle', this.settleWaiting(s))));
+        return out;
+      }),
+    );
+    for (const x of perServer) v.push(...x);
     return v;
   }
 

@@ -39,9 +39,12 @@ export function laneTable(results: readonly CaseResult[]): string {
   for (const lane of lanes) {
     const mine = results.filter((r) => (r.lane ?? '?') === lane);
     const sum = (f: (r: CaseResult) => number) => mine.reduce((n, r) => n + f(r), 0);
-    const parts = new Map<string, number>();
-    for (const r of mine) for (const [k, v] of Object.entries(r.phases?.checkParts ?? {})) parts.set(k, (parts.get(k) ?? 0) + v);
-    const of = [...parts].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${sec(v)}`).join(', ');
+    const partsOf = (pick: (r: CaseResult) => Record<string, number> | undefined) => {
+      const parts = new Map<string, number>();
+      for (const r of mine) for (const [k, v] of Object.entries(pick(r) ?? {})) parts.set(k, (parts.get(k) ?? 0) + v);
+      return [...parts].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${sec(v)}`).join(', ');
+    };
+    const of = `next: ${partsOf((r) => r.phases?.nextParts)}; checks: ${partsOf((r) => r.phases?.checkParts)}`;
     t += `| ${lane} | ${mine.length} | ${sec(sum((r) => r.ms))} | ${sec(sum((r) => r.phases?.caseMs ?? r.ms))} | ${sec(sum((r) => r.phases?.nextMs ?? 0))} | ${sec(sum((r) => r.phases?.checksMs ?? 0))} | ${of} |\n`;
   }
   return t;

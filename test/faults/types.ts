@@ -81,5 +81,5 @@ export interface CaseResult {
    * Wall time of the case's phases: the fault itself (with the backups it needs), the next
    * ordinary commands, the invariant checks (and their parts, summed over its servers).
    */
-  phases?: { caseMs: number; nextMs: number; checksMs: number; checkParts: Record<string, number> };
+  phases?: { caseMs: number; nextMs: number; checksMs: number; checkParts: Record<string, number>; nextParts: Record<string, number> };
 }

@@ -115,17 +115,33 @@ export class World {
     this.rsyncConf = path.join(this.root, 'barman-rsync.conf');
     await runAs(BARMAN_USER, 'mkdir', ['-m', '0700', this.home], { check: true });
 
-    this.sshd = await startSshd();
-    this.sshCfgPostgres = await this.sshd.clientConfigFor(POSTGRES_USER, [BARMAN_USER]);
-    this.sshCfgBarman = await this.sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
-    // Remote `barman` (put-wal, get-wal over ssh) reads its fault from a file the campaign sets.
-    this.remoteFaultFile = path.join(this.root, 'remote-fault');
-    await fs.writeFile(this.remoteFaultFile, '', { mode: 0o644 });
-    const wrapper = `#!/bin/sh\nf=$(cat ${this.remoteFaultFile} 2>/dev/null)\nif [ -n "$f" ]; then BARMAN_TS_FAULT="$f"; export BARMAN_TS_FAULT; fi\nexec ${NODE} ${BARMAN_JS} "$@"\n`;
-    await fs.writeFile(path.join(this.sshd.binDir, 'barman'), wrapper, { mode: 0o755 });
-
-    this.gpg = await createGpgHome({ owner: BARMAN_USER, passphrase: GPG_PASSPHRASE });
-    process.env.GNUPGHOME = this.gpg.home;
+    // sshd, the gpg key and cluster A (initdb, pgbench data) do not depend on each other: at once.
+    const sshdReady = (async () => {
+      this.sshd = await startSshd();
+      this.sshCfgPostgres = await this.sshd.clientConfigFor(POSTGRES_USER, [BARMAN_USER]);
+      this.sshCfgBarman = await this.sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
+      // Remote `barman` (put-wal, get-wal over ssh) reads its fault from a file the campaign sets.
+      this.remoteFaultFile = path.join(this.root, 'remote-fault');
+      await fs.writeFile(this.remoteFaultFile, '', { mode: 0o644 });
+      const wrapper = `#!/bin/sh\nf=$(cat ${this.remoteFaultFile} 2>/dev/null)\nif [ -n "$f" ]; then BARMAN_TS_FAULT="$f"; export BARMAN_TS_FAULT; fi\nexec ${NODE} ${BARMAN_JS} "$@"\n`;
+      await fs.writeFile(path.join(this.sshd.binDir, 'barman'), wrapper, { mode: 0o755 });
+    })();
+    const gpgReady = (async () => {
+      this.gpg = await createGpgHome({ owner: BARMAN_USER, passphrase: GPG_PASSPHRASE });
+      process.env.GNUPGHOME = this.gpg.home;
+    })();
+    const pgReady = (async () => {
+      this.pg = await PgCluster.create({
+        archiveMode: true,
+        // Set once the barman side exists: until then PostgreSQL keeps the segments .ready.
+        extraConf: { wal_keep_size: '256MB', max_wal_senders: 20, max_replication_slots: 20, checkpoint_timeout: '30min', archive_timeout: 0 },
+      });
+      await this.pg.pgbench(['-i', '-s', '1', '-q']);
+      await this.pg.psql('CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp(), pad text)');
+    })();
+    // Every one settled before going on (teardown stops what did start when one failed).
+    const settled = await Promise.allSettled([sshdReady, gpgReady, pgReady]);
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
 
     // The acknowledgement ledger and the marker spool of barman-wal-archive (postgres's).
     const pgSide = await makeTempDir('faults-pg-', { owner: POSTGRES_USER, mode: 0o755 });
@@ -147,14 +163,6 @@ export class World {
       ].join('\n'),
       { mode: 0o755 },
     );
-
-    this.pg = await PgCluster.create({
-      archiveMode: true,
-      // Set once the barman side exists: until then PostgreSQL keeps the segments .ready.
-      extraConf: { wal_keep_size: '256MB', max_wal_senders: 20, max_replication_slots: 20, checkpoint_timeout: '30min', archive_timeout: 0 },
-    });
-    await this.pg.pgbench(['-i', '-s', '1', '-q']);
-    await this.pg.psql('CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp(), pad text)');
 
     // tmpfs for the `full` server (ENOSPC cases).
     this.tmpfs = await makeTempDir('faults-tmpfs-', { owner: BARMAN_USER, mode: 0o755 });
@@ -250,12 +258,10 @@ export class World {
     });
 
     // Directories, slots, receive-wal; then WAL shipping.
-    await this.barmanOk(null, ['cron']);
-    await this.barmanOk('rsy', ['cron']);
-    await this.barmanOk('wal', ['cron']);
-    await this.barmanOk('lr', ['cron']);
+    // One cron per installation (they share no server): at once.
+    await Promise.all(([null, 'rsy', 'wal', 'lr'] as const).map((s) => this.barmanOk(s, ['cron'])));
     await this.pg.psql(`ALTER SYSTEM SET archive_command = ${quoteLiteral(`${ack} %p %f`)}; SELECT pg_reload_conf();`);
-    for (const s of ['strm', 'agt', 'enc', 'lr'] as const) await this.waitStreaming(s);
+    await this.waitAllStreaming();
   }
 
   /**
@@ -424,6 +430,14 @@ export class World {
 
   async setRemoteFault(spec: string): Promise<void> {
     await fs.writeFile(this.remoteFaultFile, spec);
+  }
+
+  /** receive-wal of every streaming server of cluster A running (one installation's after another's). */
+  async waitAllStreaming(): Promise<void> {
+    await Promise.all([(async () => {
+      await this.waitStreaming('strm');
+      await this.waitStreaming('enc');
+    })(), this.waitStreaming('agt'), this.waitStreaming('lr')]);
   }
 
   async waitStreaming(srv: ServerName, timeoutMs = 60_000, on: PgCluster = this.pg): Promise<void> {
