@@ -449,7 +449,7 @@ export class World {
         await this.barman(srv, ['cron']);
         return false;
       },
-      { timeoutMs, intervalMs: 500, what: `receive-wal of ${srv}` },
+      { timeoutMs, intervalMs: 200, what: `receive-wal of ${srv}` },
     );
   }
 
