@@ -21,7 +21,7 @@ import { caseTrace, REPO, type CaseTrace } from './exec.js';
 import { Checker, logSince, outputViolations, type Violation } from './invariants.js';
 import { reportBase, writeReports } from './report.js';
 import type { CaseContext, CaseResult, FaultCase } from './types.js';
-import { RSYNC_LANE, WAL_LANE, World, type ServerName } from './world.js';
+import { SIDE_LANE, WAL_LANE, World, type ServerName } from './world.js';
 import { allCases } from './table.js';
 import { stopCloud } from './cases-cloud.js';
 import { stopCloudBackupStores } from './cases-cloud-backup.js';
@@ -97,10 +97,10 @@ async function main(): Promise<number> {
     setupMs = Date.now() - t0;
     process.stdout.write(`world ready in ${(setupMs / 1000).toFixed(1)} s\n`);
 
-    type Lane = 'wal' | 'main' | 'rsync' | 'cloud';
+    type Lane = 'wal' | 'main' | 'side' | 'cloud';
     // The log files of each lane's installations (the barman-cloud tools write no barman log).
     const laneLogs = (lane: Lane): string[] =>
-      lane === 'wal' ? [world.logOf('wal')] : lane === 'rsync' ? [world.logOf('rsy'), world.logOf('lr')] : lane === 'main' ? world.logFiles().filter((f) => f === world.logOf('strm') || f === world.passiveLog) : [];
+      lane === 'wal' ? [world.logOf('wal')] : lane === 'side' ? [world.logOf('rsy'), world.logOf('lr')] : lane === 'main' ? world.logFiles().filter((f) => f === world.logOf('strm') || f === world.passiveLog) : [];
     const runCase = async (c: FaultCase, i: number, lane: Lane): Promise<void> => {
       const trace = caseTrace.getStore() as CaseTrace;
       const caseDir = path.join(flagsRoot, c.id.replace(/[^A-Za-z0-9_.-]/g, '_'));
@@ -191,8 +191,9 @@ async function main(): Promise<number> {
     };
 
     // Four lanes at once, each in table order: the WAL-only cases (servers of their own
-    // configuration, no PostgreSQL behind them, no cron of the main installation), the rsync
-    // servers (a configuration and a cron of their own) with the local-rsync installation, the
+    // configuration, no PostgreSQL behind them, no cron of the main installation), the side
+    // servers (SIDE_LANE: a configuration and a cron of their own) with the local-rsync
+    // installation, the
     // barman-cloud cases (object stores of their own, no barman catalog), and all the others.
     // Most of a case's time is spent waiting (processes starting, PostgreSQL, ssh): the lanes
     // overlap those waits. A case that restarts cluster A waits until the running cases of the
@@ -200,14 +201,14 @@ async function main(): Promise<number> {
     // and none of theirs starts meanwhile. BTS_FAULT_LANES=1 runs everything in one lane.
     const byIndex = new Map<number, CaseResult>();
     const isWal = (c: FaultCase) => c.servers.length > 0 && c.servers.every((s) => WAL_LANE.has(s));
-    const isRsync = (c: FaultCase) => c.servers.length > 0 && c.servers.every((s) => RSYNC_LANE.has(s) || s === 'lr');
+    const isSide = (c: FaultCase) => c.servers.length > 0 && c.servers.every((s) => SIDE_LANE.has(s) || s === 'lr');
     const isCloud = (c: FaultCase) => c.servers.length === 0 && c.process.startsWith('barman-cloud');
-    const laneOf = (c: FaultCase): Lane => (isWal(c) ? 'wal' : isRsync(c) ? 'rsync' : isCloud(c) ? 'cloud' : 'main');
+    const laneOf = (c: FaultCase): Lane => (isWal(c) ? 'wal' : isSide(c) ? 'side' : isCloud(c) ? 'cloud' : 'main');
     const oneLane = process.env.BTS_FAULT_LANES === '1';
     const indexed = cases.map((c, i): [FaultCase, number] => [c, i]);
     const lanes: Array<[Lane, Array<[FaultCase, number]>]> = oneLane
       ? [['main', indexed]]
-      : (['wal', 'rsync', 'cloud', 'main'] as const).map((l): [Lane, Array<[FaultCase, number]>] => [l, indexed.filter(([c]) => laneOf(c) === l)]);
+      : (['wal', 'side', 'cloud', 'main'] as const).map((l): [Lane, Array<[FaultCase, number]>] => [l, indexed.filter(([c]) => laneOf(c) === l)]);
     // Cluster A as a read/write lock: cases of the lanes that use it share it, a restart is alone.
     let usingPg = 0;
     let restarting = false;

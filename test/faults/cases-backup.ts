@@ -429,9 +429,9 @@ export function backupCases(): FaultCase[] {
     process: 'cron',
     point: 'two cron at once, the first paused at cron:stale-checked',
     kind: 'race',
-    // The servers of the main installation that this cron manages (the rsync servers have a
+    // The server of the main installation, which this cron manages (the others have a
     // configuration and a cron of their own: cron-retention-rsy attacks that one).
-    servers: ['strm', 'enc'],
+    servers: ['strm'],
     async run(ctx) {
       let second: CmdResult | null = null;
       const { r } = await pausedAt(ctx, null as unknown as ServerName, ['cron'], 'cron:stale-checked', async () => {
@@ -452,7 +452,7 @@ export function backupCases(): FaultCase[] {
       process: 'cron',
       point: p,
       kind: 'SIGKILL',
-      servers: ['strm', 'enc'],
+      servers: ['strm'],
       async run(ctx) {
         const r = await ctx.world.barman(null, ['cron'], { fault: `${p}=kill` });
         ctx.requireFired(p);

@@ -37,11 +37,13 @@ export const PY_BARMAN = '/usr/bin/barman';
 /** Servers of WAL-only cases (no PostgreSQL behind them): their own configuration and lane. */
 export const WAL_LANE: ReadonlySet<string> = new Set(['wal', 'full']);
 /**
- * The rsync servers (rsync over ssh, agent): a configuration of their own, so that their cron
- * (retention of rsy included) and the main one never touch each other's servers, and their
- * cases run in a lane of their own (with the local-rsync installation's) beside the main lane.
+ * The rsync servers (rsync over ssh, agent), the encrypted one and the timeline one: a
+ * configuration of their own (same barman_home, their own log), so that their cron (retention
+ * of rsy included) and the main one never touch each other's servers, and their cases run in a
+ * lane of their own (with the local-rsync installation's) beside the main lane, which keeps
+ * strm (and the passive node that copies it).
  */
-export const RSYNC_LANE: ReadonlySet<string> = new Set(['rsy', 'agt']);
+export const SIDE_LANE: ReadonlySet<string> = new Set(['rsy', 'agt', 'enc', 'tl']);
 
 export type ServerName = 'strm' | 'rsy' | 'agt' | 'enc' | 'wal' | 'full' | 'tl' | 'lr' | 'pas';
 
@@ -75,8 +77,8 @@ export class World {
   localConf = '';
   /** Configuration of the WAL-only servers (WAL_LANE). */
   walConf = '';
-  /** Configuration of the rsync servers (RSYNC_LANE). */
-  rsyncConf = '';
+  /** Configuration of the servers of the side lane (SIDE_LANE). */
+  sideConf = '';
   tmpfs = '';
   ledger = '';
   remoteFaultFile = '';
@@ -112,7 +114,7 @@ export class World {
     this.home = path.join(this.root, 'home');
     this.conf = path.join(this.root, 'barman.conf');
     this.walConf = path.join(this.root, 'barman-wal.conf');
-    this.rsyncConf = path.join(this.root, 'barman-rsync.conf');
+    this.sideConf = path.join(this.root, 'barman-side.conf');
     await runAs(BARMAN_USER, 'mkdir', ['-m', '0700', this.home], { check: true });
 
     // sshd, the gpg key and cluster A (initdb, pgbench data) do not depend on each other: at once.
@@ -156,7 +158,7 @@ export class World {
         '#!/bin/sh',
         '# archive_command of the fault campaign: ship the segment, and only when that succeeded',
         '# record it (with its checksum) as acknowledged.',
-        `${REPO}/bin/barman-wal-archive -c ${this.rsyncConf} --ssh-config ${this.sshCfgPostgres} --spool-dir ${this.spool} -U ${BARMAN_USER} 127.0.0.1 rsy "$1" || exit $?`,
+        `${REPO}/bin/barman-wal-archive -c ${this.sideConf} --ssh-config ${this.sshCfgPostgres} --spool-dir ${this.spool} -U ${BARMAN_USER} 127.0.0.1 rsy "$1" || exit $?`,
         'sum=$(sha256sum "$1") || exit 1',
         `echo "$2 \${sum%% *}" >> ${this.ledger}`,
         '',
@@ -224,7 +226,7 @@ export class World {
       this.servers.set(name, {
         name,
         user: BARMAN_USER,
-        conf: WAL_LANE.has(name) ? this.walConf : RSYNC_LANE.has(name) ? this.rsyncConf : this.conf,
+        conf: WAL_LANE.has(name) ? this.walConf : SIDE_LANE.has(name) ? this.sideConf : this.conf,
         home: this.home,
         dir: sec.backup_directory ?? path.join(this.home, name),
         streaming: sec.streaming_archiver === 'on',
@@ -314,7 +316,7 @@ export class World {
       compression: 'gzip',
       description: '"fault campaign: streaming from a standby promoted on the way"',
     });
-    await this.barmanOk(null, ['cron']);
+    await this.barmanOk('tl', ['cron']);
     await this.waitStreaming('tl', 60_000, this.standby);
     return this.standby;
   }
@@ -328,15 +330,15 @@ export class World {
     const global = (log: string) => ({ barman_home: this.home, barman_user: BARMAN_USER, log_file: path.join(this.root, log), log_level: 'INFO' });
     let text = ini('barman', global('barman.log'));
     let walText = ini('barman', global('barman-wal.log'));
-    let rsyncText = ini('barman', global('barman-rsync.log'));
+    let sideText = ini('barman', global('barman-side.log'));
     for (const [name, kv] of this.serverSections) {
       if (WAL_LANE.has(name)) walText += `\n${ini(name, kv)}`;
-      else if (RSYNC_LANE.has(name)) rsyncText += `\n${ini(name, kv)}`;
+      else if (SIDE_LANE.has(name)) sideText += `\n${ini(name, kv)}`;
       else text += `\n${ini(name, kv)}`;
     }
     await runAs(BARMAN_USER, 'tee', [this.conf], { input: text, check: true });
     await runAs(BARMAN_USER, 'tee', [this.walConf], { input: walText, check: true });
-    await runAs(BARMAN_USER, 'tee', [this.rsyncConf], { input: rsyncText, check: true });
+    await runAs(BARMAN_USER, 'tee', [this.sideConf], { input: sideText, check: true });
   }
 
   /** Log files of every installation (the campaign reads what each case added). */
@@ -348,7 +350,7 @@ export class World {
   logOf(srv: ServerName): string {
     if (srv === 'lr') return path.join(this.localRoot, 'barman.log');
     if (srv === 'pas') return this.passiveLog;
-    return path.join(this.root, WAL_LANE.has(srv) ? 'barman-wal.log' : RSYNC_LANE.has(srv) ? 'barman-rsync.log' : 'barman.log');
+    return path.join(this.root, WAL_LANE.has(srv) ? 'barman-wal.log' : SIDE_LANE.has(srv) ? 'barman-side.log' : 'barman.log');
   }
 
   /** Add (or replace) a server section of the main configuration. */
@@ -358,7 +360,7 @@ export class World {
     this.servers.set(name, {
       name,
       user: BARMAN_USER,
-      conf: this.conf,
+      conf: SIDE_LANE.has(name) ? this.sideConf : this.conf,
       home: this.home,
       dir: kv.backup_directory ?? path.join(this.home, name),
       streaming: kv.streaming_archiver === 'on',
@@ -434,10 +436,14 @@ export class World {
 
   /** receive-wal of every streaming server of cluster A running (one installation's after another's). */
   async waitAllStreaming(): Promise<void> {
-    await Promise.all([(async () => {
-      await this.waitStreaming('strm');
-      await this.waitStreaming('enc');
-    })(), this.waitStreaming('agt'), this.waitStreaming('lr')]);
+    await Promise.all([
+      this.waitStreaming('strm'),
+      (async () => {
+        await this.waitStreaming('agt');
+        await this.waitStreaming('enc');
+      })(),
+      this.waitStreaming('lr'),
+    ]);
   }
 
   async waitStreaming(srv: ServerName, timeoutMs = 60_000, on: PgCluster = this.pg): Promise<void> {
