@@ -106,6 +106,8 @@ export class World {
   /** Log file of the passive installation (addPassive), '' until it exists. */
   passiveLog = '';
   private tmpfsMounted = false;
+  /** What writeMainConfig last wrote to each configuration file. */
+  private written = new Map<string, string>();
   private counter = 0;
 
   async setup(): Promise<void> {
@@ -336,9 +338,14 @@ export class World {
       else if (SIDE_LANE.has(name)) sideText += `\n${ini(name, kv)}`;
       else text += `\n${ini(name, kv)}`;
     }
-    await runAs(BARMAN_USER, 'tee', [this.conf], { input: text, check: true });
-    await runAs(BARMAN_USER, 'tee', [this.walConf], { input: walText, check: true });
-    await runAs(BARMAN_USER, 'tee', [this.sideConf], { input: sideText, check: true });
+    // Other lanes run barman with the other files meanwhile: only a changed file is written, and
+    // atomically (a reader never sees it half written).
+    for (const [file, content] of [[this.conf, text], [this.walConf, walText], [this.sideConf, sideText]] as const) {
+      if (this.written.get(file) === content) continue;
+      await runAs(BARMAN_USER, 'tee', [`${file}.tmp`], { input: content, check: true });
+      await runAs(BARMAN_USER, 'mv', ['-f', `${file}.tmp`, file], { check: true });
+      this.written.set(file, content);
+    }
   }
 
   /** Log files of every installation (the campaign reads what each case added). */
