@@ -561,19 +561,23 @@ export class Checker {
       else if (!this.sampledMethods.has(info.method)) why = `first DONE backup of method ${info.method} (sample)`;
       else if (this.verified.get(key) === fp) continue;
       else if (name === 'enc') why = 'encrypted: no cheaper verification';
-      const cb = await this.world.barman(name, ['check-backup', this.world.cmd(name), e.id]);
+      // check-backup and the verification (or restore) only read the backup: at once.
+      if (why !== null) this.sampledMethods.add(info.method);
+      const [cb, proof] = await Promise.all([
+        this.world.barman(name, ['check-backup', this.world.cmd(name), e.id]),
+        why === null ? this.world.barman(name, ['verify-backup', this.world.cmd(name), e.id]) : this.restoreAndStart(name, e.id),
+      ]);
       if (cb.code !== 0) v.push({ invariant: 'DONE backups pass check-backup', server: name, detail: describe(cb) });
       if (why === null) {
-        const r = await this.world.barman(name, ['verify-backup', this.world.cmd(name), e.id]);
+        const r = proof as CmdResult;
         this.verifies++;
         if (r.code !== 0) {
           v.push({ invariant: 'DONE backups verify', server: name, detail: describe(r) });
           continue;
         }
       } else {
-        const problem = await this.restoreAndStart(name, e.id);
+        const problem = proof as string | null;
         this.restores.push({ server: name, id: e.id, why, ok: problem === null });
-        this.sampledMethods.add(info.method);
         if (problem !== null) {
           v.push({ invariant: 'DONE backups restore and start', server: name, detail: `${e.id}: ${problem}` });
           continue;
