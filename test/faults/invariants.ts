@@ -79,6 +79,16 @@ export interface CatalogCheckOptions {
   always34?: boolean;
 }
 
+/** Await `p`, adding the wall time it took to `ms[what]`. */
+async function timeInto<T>(ms: Record<string, number>, what: string, p: Promise<T>): Promise<T> {
+  const t = Date.now();
+  try {
+    return await p;
+  } finally {
+    ms[what] = (ms[what] ?? 0) + Date.now() - t;
+  }
+}
+
 const STACK_RES = [/^\s+at .+:\d+:\d+\)?\s*$/m, /\bnode:internal\//, /Traceback \(most recent call last\)/];
 
 export function outputViolations(results: readonly CmdResult[], extraTexts: Array<[string, string]> = []): Violation[] {
@@ -198,14 +208,7 @@ export class Checker {
    */
   async next(servers: readonly ServerName[], ms: Record<string, number> = {}): Promise<Violation[]> {
     const v: Violation[] = [];
-    const timed = async <T>(what: string, p: Promise<T>): Promise<T> => {
-      const t = Date.now();
-      try {
-        return await p;
-      } finally {
-        ms[what] = (ms[what] ?? 0) + Date.now() - t;
-      }
-    };
+    const timed = <T>(what: string, p: Promise<T>): Promise<T> => timeInto(ms, what, p);
     // New WAL written and switched, and the cron of each installation in scope (at once: cron
     // starts what is missing and archives what it finds; the new segment is waited for below).
     // The WAL-only servers (no backups, no PostgreSQL behind them) need their archiver only (cron
@@ -343,14 +346,7 @@ export class Checker {
     const prev = this.states.get(name);
     if (prev && prev.fingerprint === fp && !opts.fullRestore) return { violations: [], skipped: true, ms: {} };
     const ms: Record<string, number> = {};
-    const timed = async <T>(what: string, p: Promise<T>): Promise<T> => {
-      const t = Date.now();
-      try {
-        return await p;
-      } finally {
-        ms[what] = (ms[what] ?? 0) + Date.now() - t;
-      }
-    };
+    const timed = <T>(what: string, p: Promise<T>): Promise<T> => timeInto(ms, what, p);
     const v: Violation[] = [];
     await timed('archiver', this.archiverIdle(name));
     const entries = await this.catalog(name);
