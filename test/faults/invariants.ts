@@ -127,6 +127,8 @@ export class Checker {
   private sampledMethods = new Set<string>();
   /** Plain-content sha256 of archived files, by `path size mtime ino`. */
   private sums = new Map<string, string>();
+  /** The archive_command ledger as it was before the last archive-wal run of the next commands. */
+  private ledgerBeforeArchive = new Map<ServerName, Map<string, string>>();
   /** WAL seen in each server's archive once (name -> plain sha): must not change or vanish. */
   private observed = new Map<ServerName, Map<string, string>>();
   /** Barman 3.4 check failures that barman-ts does not report, found before any fault. */
@@ -237,6 +239,11 @@ export class Checker {
         if (this.world.server(s).method === 'passive') return timed('sync', this.passiveNext(s));
         const out: Violation[] = [];
         if (seg && this.walSource(s) !== 'none') await timed('wait-wal', this.waitWal(s, seg));
+        // What archive_command acknowledged so far is in incoming/ or wals/: archive-wal must
+        // have it in wals/ when it ends. Cluster A keeps archiving meanwhile (the other lanes
+        // write WAL too): what is acknowledged later may still be in incoming/ at the check and
+        // is expected at the next one.
+        if (this.walSource(s) === 'archive') this.ledgerBeforeArchive.set(s, this.world.archiveLedger());
         out.push(...(await timed('archive-wal', this.archiveWal(s))));
         out.push(...(await timed('settle', this.settleWaiting(s))));
         return out;
@@ -501,7 +508,7 @@ export class Checker {
   private async ackedWal(name: ServerName, entries: readonly BackupEntry[], prev: ServerState | undefined): Promise<Violation[]> {
     const v: Violation[] = [];
     const expected = new Map<string, string>(this.world.acks.get(name) ?? []);
-    if (name === 'rsy') for (const [k, s] of this.world.archiveLedger()) expected.set(k, s);
+    if (name === 'rsy') for (const [k, s] of this.ledgerBeforeArchive.get(name) ?? this.world.archiveLedger()) expected.set(k, s);
     const observed = this.observed.get(name) ?? new Map<string, string>();
     const ledger = this.world.archiveLedger();
     // What is in the archive now: newly seen files join the observed set.
