@@ -21,7 +21,7 @@ import { caseTrace, REPO, type CaseTrace } from './exec.js';
 import { Checker, logSince, outputViolations, type Violation } from './invariants.js';
 import { reportBase, writeReports } from './report.js';
 import type { CaseContext, CaseResult, FaultCase } from './types.js';
-import { WAL_LANE, World, type ServerName } from './world.js';
+import { SIDE_LANE, WAL_LANE, World, type ServerName } from './world.js';
 import { allCases } from './table.js';
 import { stopCloud } from './cases-cloud.js';
 import { stopCloudBackupStores } from './cases-cloud-backup.js';
@@ -89,15 +89,18 @@ async function main(): Promise<number> {
     for (const f of world.logFiles()) logOffsets.set(f, 0);
     // The world's first WAL archived everywhere, then every server checked once.
     for (const v of await checker.next(baseServers)) process.stdout.write(`  baseline next: ${v.invariant}: ${v.detail}\n`);
-    for (const s of baseServers) {
-      const r = await checker.check(s);
-      for (const v of r.violations) process.stdout.write(`  baseline ${s}: ${v.invariant}: ${v.detail}\n`);
-    }
+    // (Servers apart share no catalog: checked at once.)
+    const baseResults = await Promise.all(baseServers.map((s) => checker.check(s)));
+    baseServers.forEach((s, i) => {
+      for (const v of baseResults[i]?.violations ?? []) process.stdout.write(`  baseline ${s}: ${v.invariant}: ${v.detail}\n`);
+    });
     setupMs = Date.now() - t0;
     process.stdout.write(`world ready in ${(setupMs / 1000).toFixed(1)} s\n`);
 
-    const walLog = path.join(world.root, 'barman-wal.log');
-    type Lane = 'wal' | 'main' | 'cloud';
+    type Lane = 'wal' | 'main' | 'side' | 'cloud';
+    // The log files of each lane's installations (the barman-cloud tools write no barman log).
+    const laneLogs = (lane: Lane): string[] =>
+      lane === 'wal' ? [world.logOf('wal')] : lane === 'side' ? [world.logOf('rsy'), world.logOf('lr')] : lane === 'main' ? world.logFiles().filter((f) => f === world.logOf('strm') || f === world.passiveLog) : [];
     const runCase = async (c: FaultCase, i: number, lane: Lane): Promise<void> => {
       const trace = caseTrace.getStore() as CaseTrace;
       const caseDir = path.join(flagsRoot, c.id.replace(/[^A-Za-z0-9_.-]/g, '_'));
@@ -130,6 +133,7 @@ async function main(): Promise<number> {
       transcript.length = 0;
       let outcome = '';
       let result: CaseResult;
+      let phases: CaseResult['phases'];
       try {
         if (c.needs) await ensureBackups(world, checker, c.needs);
         const before = new Set<string>();
@@ -144,33 +148,40 @@ async function main(): Promise<number> {
         faultLog.file = '';
         const checked: string[] = [];
         const key = await checker.stateKey(c.servers);
+        phases = { caseMs: Date.now() - tc, nextMs: 0, checksMs: 0, checkParts: {}, nextParts: {} };
         if (key === lastKeys.get(c.servers.join(',')) && !c.fullRestore && !c.always34 && c.kind !== 'corruption') {
           // Nothing the invariants depend on changed since they were last checked on these servers.
           notes.push('catalogs and locks unchanged: the next commands and checks would repeat the last ones');
         } else {
           const tn = Date.now();
-          violations.push(...(await checker.next(c.servers)));
-          notes.push(`times: case ${((tn - tc) / 1000).toFixed(1)} s, next commands ${((Date.now() - tn) / 1000).toFixed(1)} s`);
+          const nextParts: Record<string, number> = {};
+          violations.push(...(await checker.next(c.servers, nextParts)));
+          const tk = Date.now();
+          const parts: Record<string, number> = {};
           for (const s of c.servers) {
             const r = await checker.check(s, { fullRestore: c.fullRestore, before, always34: c.always34 || c.kind === 'corruption' });
             violations.push(...r.violations);
             if (!r.skipped) checked.push(s);
+            for (const [k, v] of Object.entries(r.ms)) parts[k] = (parts[k] ?? 0) + v;
           }
           lastKeys.set(c.servers.join(','), await checker.stateKey(c.servers));
+          phases = { caseMs: tn - tc, nextMs: tk - tn, checksMs: Date.now() - tk, checkParts: parts, nextParts };
+          const sec = (ms: number) => (ms / 1000).toFixed(1);
+          const partText = (p: Record<string, number>) => (Object.keys(p).length ? ` (${Object.entries(p).map(([k, v]) => `${k} ${sec(v)}`).join(', ')})` : '');
+          notes.push(`times: case ${sec(phases.caseMs)} s, next commands ${sec(phases.nextMs)} s${partText(nextParts)}, checks ${sec(phases.checksMs)} s${partText(parts)}`);
         }
-        // Each lane reads the log of its own installations: the other lane's lines are its own.
+        // Each lane reads the log of its own installations: the other lanes' lines are their own.
         const logs: Array<[string, string]> = [];
-        // The barman-cloud tools write no barman log: the cloud lane reads none.
-        for (const f of world.logFiles().filter((f) => lane !== 'cloud' && (f === walLog) === (lane === 'wal'))) {
+        for (const f of laneLogs(lane)) {
           const { text, size } = await logSince(f, logOffsets.get(f) ?? 0);
           logOffsets.set(f, size);
           logs.push([f, text]);
         }
         violations.push(...outputViolations(transcript, logs));
-        result = { id: c.id, process: c.process, point: c.point, kind: c.kind, outcome, violations, notes, ms: Date.now() - tc, cpuMs: cpuNowMs() - cc, checkedServers: checked, knownFailure: c.knownFailure };
+        result = { id: c.id, process: c.process, point: c.point, kind: c.kind, outcome, violations, notes, ms: Date.now() - tc, cpuMs: cpuNowMs() - cc, checkedServers: checked, knownFailure: c.knownFailure, lane, phases };
       } catch (err) {
         violations.push({ invariant: 'campaign', detail: `the checks themselves failed: ${(err as Error).stack ?? String(err)}` });
-        result = { id: c.id, process: c.process, point: c.point, kind: c.kind, outcome, violations, notes, ms: Date.now() - tc, cpuMs: cpuNowMs() - cc, checkedServers: [] };
+        result = { id: c.id, process: c.process, point: c.point, kind: c.kind, outcome, violations, notes, ms: Date.now() - tc, cpuMs: cpuNowMs() - cc, checkedServers: [], lane, phases };
       }
       byIndex.set(i, result);
       const mark = result.violations.length === 0 ? 'ok  ' : 'FAIL';
@@ -179,37 +190,45 @@ async function main(): Promise<number> {
       process.stdout.write(lines.join(''));
     };
 
-    // Three lanes at once, each in table order: the WAL-only cases (servers of their own
-    // configuration, no PostgreSQL behind them, no cron of the main installation), the
+    // Four lanes at once, each in table order: the WAL-only cases (servers of their own
+    // configuration, no PostgreSQL behind them, no cron of the main installation), the side
+    // servers (SIDE_LANE: a configuration and a cron of their own) with the local-rsync
+    // installation, the
     // barman-cloud cases (object stores of their own, no barman catalog), and all the others.
     // Most of a case's time is spent waiting (processes starting, PostgreSQL, ssh): the lanes
-    // overlap those waits. A case that restarts cluster A waits for the running cloud case and
-    // holds the cloud lane meanwhile (barman-cloud-backup reads cluster A). BTS_FAULT_LANES=1
-    // runs everything in one lane.
+    // overlap those waits. A case that restarts cluster A waits until the running cases of the
+    // other lanes that use it (main, rsync, cloud: barman-cloud-backup reads cluster A too) end,
+    // and none of theirs starts meanwhile. BTS_FAULT_LANES=1 runs everything in one lane.
     const byIndex = new Map<number, CaseResult>();
     const isWal = (c: FaultCase) => c.servers.length > 0 && c.servers.every((s) => WAL_LANE.has(s));
+    const isSide = (c: FaultCase) => c.servers.length > 0 && c.servers.every((s) => SIDE_LANE.has(s) || s === 'lr');
     const isCloud = (c: FaultCase) => c.servers.length === 0 && c.process.startsWith('barman-cloud');
-    const laneOf = (c: FaultCase): Lane => (isWal(c) ? 'wal' : isCloud(c) ? 'cloud' : 'main');
+    const laneOf = (c: FaultCase): Lane => (isWal(c) ? 'wal' : isSide(c) ? 'side' : isCloud(c) ? 'cloud' : 'main');
     const oneLane = process.env.BTS_FAULT_LANES === '1';
     const indexed = cases.map((c, i): [FaultCase, number] => [c, i]);
     const lanes: Array<[Lane, Array<[FaultCase, number]>]> = oneLane
       ? [['main', indexed]]
-      : (['wal', 'cloud', 'main'] as const).map((l): [Lane, Array<[FaultCase, number]>] => [l, indexed.filter(([c]) => laneOf(c) === l)]);
-    let cloudRunning = false;
-    let pgRestarting = false;
+      : (['wal', 'side', 'cloud', 'main'] as const).map((l): [Lane, Array<[FaultCase, number]>] => [l, indexed.filter(([c]) => laneOf(c) === l)]);
+    // Cluster A as a read/write lock: cases of the lanes that use it share it, a restart is alone.
+    let usingPg = 0;
+    let restarting = false;
+    let restartWaiting = 0;
     const gated = async (c: FaultCase, i: number, lane: Lane): Promise<void> => {
-      if (lane === 'cloud') {
-        while (pgRestarting) await sleep(100);
-        cloudRunning = true;
-      } else if (c.restartsPostgres) {
-        pgRestarting = true;
-        while (cloudRunning) await sleep(100);
+      const usesPg = lane !== 'wal';
+      if (c.restartsPostgres) {
+        restartWaiting++;
+        while (restarting || usingPg > 0) await sleep(50);
+        restartWaiting--;
+        restarting = true;
+      } else if (usesPg) {
+        while (restarting || restartWaiting > 0) await sleep(50);
+        usingPg++;
       }
       try {
         await runCase(c, i, lane);
       } finally {
-        if (lane === 'cloud') cloudRunning = false;
-        else if (c.restartsPostgres) pgRestarting = false;
+        if (c.restartsPostgres) restarting = false;
+        else if (usesPg) usingPg--;
       }
     };
     await Promise.all(

@@ -26,7 +26,7 @@ async function untilArchived(ctx: CaseContext, names: string[], timeoutMs = 90_0
   for (;;) {
     const missing = names.filter((n) => !existsSync(archived(ctx, n)));
     if (missing.length === 0 || Date.now() > deadline) return missing;
-    await ctx.world.barman(null, ['cron']);
+    await ctx.world.barman(T, ['cron']);
     await ctx.world.barman(T, ['archive-wal', T]);
     await new Promise((res) => setTimeout(res, 500));
   }

@@ -36,7 +36,7 @@ import { walNameKind } from '../../src/wal/names.js';
 import { startRecoveredCluster } from '../helpers/pg-cluster.js';
 import { sleep } from '../helpers/system.js';
 import { describe, type CmdResult } from './exec.js';
-import { SECRETS, type ServerName, type World } from './world.js';
+import { SECRETS, WAL_LANE, type ServerName, type World } from './world.js';
 
 export interface Violation {
   invariant: string;
@@ -62,6 +62,14 @@ export async function startAndReadRows(dest: string): Promise<string | null> {
   }
 }
 
+export interface CheckResult {
+  violations: Violation[];
+  /** The catalog did not change since it was last checked: nothing was run. */
+  skipped: boolean;
+  /** Time spent per part of the check (wall; barman34 runs beside the others). */
+  ms: Record<string, number>;
+}
+
 export interface CatalogCheckOptions {
   /** Restore + start every DONE backup that appeared or changed in this case. */
   fullRestore?: boolean;
@@ -69,6 +77,16 @@ export interface CatalogCheckOptions {
   before?: Set<string>;
   /** Ask Barman 3.4 even if base/ did not change (xlog.db or WAL corruption cases). */
   always34?: boolean;
+}
+
+/** Await `p`, adding the wall time it took to `ms[what]`. */
+async function timeInto<T>(ms: Record<string, number>, what: string, p: Promise<T>): Promise<T> {
+  const t = Date.now();
+  try {
+    return await p;
+  } finally {
+    ms[what] = (ms[what] ?? 0) + Date.now() - t;
+  }
 }
 
 const STACK_RES = [/^\s+at .+:\d+:\d+\)?\s*$/m, /\bnode:internal\//, /Traceback \(most recent call last\)/];
@@ -109,6 +127,8 @@ export class Checker {
   private sampledMethods = new Set<string>();
   /** Plain-content sha256 of archived files, by `path size mtime ino`. */
   private sums = new Map<string, string>();
+  /** The archive_command ledger as it was before the last archive-wal run of the next commands. */
+  private ledgerBeforeArchive = new Map<ServerName, Map<string, string>>();
   /** WAL seen in each server's archive once (name -> plain sha): must not change or vanish. */
   private observed = new Map<ServerName, Map<string, string>>();
   /** Barman 3.4 check failures that barman-ts does not report, found before any fault. */
@@ -188,36 +208,48 @@ export class Checker {
    * (a background one may hold the lock), after new WAL was written and switched: what an
    * operator's crontab does next. A failure twice in a row is a violation.
    */
-  async next(servers: readonly ServerName[]): Promise<Violation[]> {
+  async next(servers: readonly ServerName[], ms: Record<string, number> = {}): Promise<Violation[]> {
     const v: Violation[] = [];
-    let seg: string | null = null;
-    if (servers.some((s) => this.walSource(s) !== 'none')) {
-      try {
-        seg = await this.world.churn(50);
-      } catch {
-        seg = null; // PostgreSQL down on purpose (it is started again by the case)
-      }
-    }
-    // The WAL-only servers (no backups, no PostgreSQL behind them) need their archiver only: cron
-    // would run the same archive-wal (and check every other server) at the cost of a second.
-    if (servers.some((s) => s !== 'wal' && s !== 'full')) {
-      const cron = await this.world.barman(null, ['cron']);
-      if (cron.code !== 0) v.push({ invariant: 'next command succeeds', detail: describe(cron) });
-    }
-    if (servers.includes('lr')) {
-      const r = await this.world.barman('lr', ['cron']);
-      if (r.code !== 0) v.push({ invariant: 'next command succeeds', server: 'lr', detail: describe(r) });
-    }
+    const timed = <T>(what: string, p: Promise<T>): Promise<T> => timeInto(ms, what, p);
+    // New WAL written and switched, and the cron of each installation in scope (at once: cron
+    // starts what is missing and archives what it finds; the new segment is waited for below).
+    // The WAL-only servers (no backups, no PostgreSQL behind them) need their archiver only (cron
+    // would run the same archive-wal at the cost of a second); a passive node's primary (strm)
+    // is the main installation's.
+    const churn = servers.some((s) => this.walSource(s) !== 'none')
+      ? timed(
+          'churn',
+          this.world.churn(50).catch(() => null), // null: PostgreSQL down on purpose (the case starts it again)
+        )
+      : Promise.resolve(null);
+    const crons = new Map<string, ServerName>();
     for (const s of servers) {
-      if (this.world.server(s).method === 'passive') {
-        v.push(...(await this.passiveNext(s)));
-        continue;
-      }
-      const src = this.walSource(s);
-      if (seg && src !== 'none') await this.waitWal(s, seg);
-      v.push(...(await this.archiveWal(s)));
-      v.push(...(await this.settleWaiting(s)));
+      if (WAL_LANE.has(s)) continue;
+      const via: ServerName = this.world.server(s).method === 'passive' ? 'strm' : s;
+      crons.set(this.world.server(via).conf, via);
     }
+    const cronResults = timed('cron', Promise.all([...crons.values()].map((via) => this.world.barman(via, ['cron']))));
+    const seg = await churn;
+    for (const r of await cronResults) {
+      if (r.code !== 0) v.push({ invariant: 'next command succeeds', detail: describe(r) });
+    }
+    // Each server's archiver (servers apart hold locks apart: at once).
+    const perServer = await Promise.all(
+      servers.map(async (s): Promise<Violation[]> => {
+        if (this.world.server(s).method === 'passive') return timed('sync', this.passiveNext(s));
+        const out: Violation[] = [];
+        if (seg && this.walSource(s) !== 'none') await timed('wait-wal', this.waitWal(s, seg));
+        // What archive_command acknowledged so far is in incoming/ or wals/: archive-wal must
+        // have it in wals/ when it ends. Cluster A keeps archiving meanwhile (the other lanes
+        // write WAL too): what is acknowledged later may still be in incoming/ at the check and
+        // is expected at the next one.
+        if (this.walSource(s) === 'archive') this.ledgerBeforeArchive.set(s, this.world.archiveLedger());
+        out.push(...(await timed('archive-wal', this.archiveWal(s))));
+        out.push(...(await timed('settle', this.settleWaiting(s))));
+        return out;
+      }),
+    );
+    for (const x of perServer) v.push(...x);
     return v;
   }
 
@@ -233,11 +265,11 @@ export class Checker {
         const inWals = existsSync(path.join(info.dir, 'wals', seg.slice(0, 16), seg));
         if (inStream || inWals) return;
         if (Date.now() - lastCron > 3000) {
-          await this.world.barman(s === 'lr' ? 'lr' : null, ['cron']); // restarts receive-wal
+          await this.world.barman(s, ['cron']); // restarts receive-wal
           lastCron = Date.now();
         }
       }
-      await sleep(200);
+      await sleep(50);
     }
   }
 
@@ -263,7 +295,7 @@ export class Checker {
       if (r.code === 0) return [];
       last = r;
       if (/Another archive-wal process is already running/.test(r.stderr)) {
-        await sleep(250);
+        await sleep(100);
         continue;
       }
       // One failure (a duplicate moved to errors/, say) is the archiver reporting: the next run must work.
@@ -316,24 +348,33 @@ export class Checker {
   // ---------------------------------------------------------------------------------------
   // Catalog invariants
 
-  async check(name: ServerName, opts: CatalogCheckOptions = {}): Promise<{ violations: Violation[]; skipped: boolean }> {
+  async check(name: ServerName, opts: CatalogCheckOptions = {}): Promise<CheckResult> {
     const fp = await this.fingerprint(name);
     const prev = this.states.get(name);
-    if (prev && prev.fingerprint === fp && !opts.fullRestore) return { violations: [], skipped: true };
+    if (prev && prev.fingerprint === fp && !opts.fullRestore) return { violations: [], skipped: true, ms: {} };
+    const ms: Record<string, number> = {};
+    const timed = <T>(what: string, p: Promise<T>): Promise<T> => timeInto(ms, what, p);
     const v: Violation[] = [];
-    v.push(...(await this.xlogdbAgrees(name)));
+    await timed('archiver', this.archiverIdle(name));
     const entries = await this.catalog(name);
-    this.moveHorizon(name, entries, prev);
-    v.push(...(await this.ackedWal(name, entries, prev)));
-    v.push(...(await this.backups(name, entries, opts)));
-    v.push(...this.modes(name, entries));
     const info = this.world.server(name);
-    // Barman 3.4 reads backup.info files and the layout: asked again whenever base/ changed.
+    // Barman 3.4 reads backup.info files and the layout: asked again whenever base/ changed. It
+    // only reads, as do our checks below (rebuild-xlogdb replaces xlog.db atomically, check-backup
+    // of a DONE backup and recover change no backup.info of a sound catalog): both run at once.
     const baseFp = await this.baseFingerprint(name);
-    if (info.barman34 && (opts.always34 || prev?.baseFingerprint !== baseFp)) v.push(...(await this.barman34(name, entries, opts.always34 === true || prev === undefined)));
+    const py = info.barman34 && (opts.always34 || prev?.baseFingerprint !== baseFp) ? timed('barman34', this.barman34(name, entries, opts.always34 === true || prev === undefined)) : null;
+    try {
+      v.push(...(await timed('xlogdb', this.xlogdbAgrees(name))));
+      this.moveHorizon(name, entries, prev);
+      v.push(...(await timed('wal', this.ackedWal(name, entries, prev))));
+      v.push(...(await timed('backups', this.backups(name, entries, opts))));
+      v.push(...this.modes(name, entries));
+    } finally {
+      if (py) v.push(...(await py));
+    }
     const backups = new Map(entries.map((e) => [e.id, e.info.begin_wal ?? null]));
     this.states.set(name, { fingerprint: await this.fingerprint(name), baseFingerprint: baseFp, backups });
-    return { violations: v, skipped: false };
+    return { violations: v, skipped: false, ms };
   }
 
   /**
@@ -357,13 +398,21 @@ export class Checker {
     if (h) this.world.horizon.set(name, h);
   }
 
+  /**
+   * An archive-wal that cron started in the background places its files, then appends their
+   * lines and may complete WAITING_FOR_WALS backups: wait until it is done (at most a minute).
+   */
+  private async archiverIdle(name: ServerName): Promise<void> {
+    const archiving = lockPath(this.srvConfig(name), 'archiveWal');
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline && (await isLockHeld(archiving)); ) await sleep(50);
+  }
+
   private async xlogdbAgrees(name: ServerName): Promise<Violation[]> {
     const file = path.join(this.world.server(name).dir, 'wals', 'xlog.db');
     const read = () => (existsSync(file) ? readFileSync(file, 'latin1') : null);
     // An archive-wal that cron started in the background places its files, then appends their
     // lines: read xlog.db only once it is done (at most a minute), not between its two steps.
-    const archiving = lockPath(this.srvConfig(name), 'archiveWal');
-    for (const deadline = Date.now() + 60_000; Date.now() < deadline && (await isLockHeld(archiving)); ) await sleep(200);
+    await this.archiverIdle(name);
     const before = read();
     const r = await this.world.barman(name, ['rebuild-xlogdb', this.world.cmd(name)]);
     if (r.code !== 0) return [{ invariant: 'xlog.db agrees with wals/', server: name, detail: `rebuild-xlogdb failed: ${describe(r)}` }];
@@ -459,7 +508,7 @@ export class Checker {
   private async ackedWal(name: ServerName, entries: readonly BackupEntry[], prev: ServerState | undefined): Promise<Violation[]> {
     const v: Violation[] = [];
     const expected = new Map<string, string>(this.world.acks.get(name) ?? []);
-    if (name === 'rsy') for (const [k, s] of this.world.archiveLedger()) expected.set(k, s);
+    if (name === 'rsy') for (const [k, s] of this.ledgerBeforeArchive.get(name) ?? this.world.archiveLedger()) expected.set(k, s);
     const observed = this.observed.get(name) ?? new Map<string, string>();
     const ledger = this.world.archiveLedger();
     // What is in the archive now: newly seen files join the observed set.
@@ -515,19 +564,23 @@ export class Checker {
       else if (!this.sampledMethods.has(info.method)) why = `first DONE backup of method ${info.method} (sample)`;
       else if (this.verified.get(key) === fp) continue;
       else if (name === 'enc') why = 'encrypted: no cheaper verification';
-      const cb = await this.world.barman(name, ['check-backup', this.world.cmd(name), e.id]);
+      // check-backup and the verification (or restore) only read the backup: at once.
+      if (why !== null) this.sampledMethods.add(info.method);
+      const [cb, proof] = await Promise.all([
+        this.world.barman(name, ['check-backup', this.world.cmd(name), e.id]),
+        why === null ? this.world.barman(name, ['verify-backup', this.world.cmd(name), e.id]) : this.restoreAndStart(name, e.id),
+      ]);
       if (cb.code !== 0) v.push({ invariant: 'DONE backups pass check-backup', server: name, detail: describe(cb) });
       if (why === null) {
-        const r = await this.world.barman(name, ['verify-backup', this.world.cmd(name), e.id]);
+        const r = proof as CmdResult;
         this.verifies++;
         if (r.code !== 0) {
           v.push({ invariant: 'DONE backups verify', server: name, detail: describe(r) });
           continue;
         }
       } else {
-        const problem = await this.restoreAndStart(name, e.id);
+        const problem = proof as string | null;
         this.restores.push({ server: name, id: e.id, why, ok: problem === null });
-        this.sampledMethods.add(info.method);
         if (problem !== null) {
           v.push({ invariant: 'DONE backups restore and start', server: name, detail: `${e.id}: ${problem}` });
           continue;

@@ -75,4 +75,11 @@ export interface CaseResult {
   cpuMs: number;
   checkedServers: string[];
   knownFailure?: string;
+  /** The lane the case ran in (campaign.ts). */
+  lane?: string;
+  /**
+   * Wall time of the case's phases: the fault itself (with the backups it needs), the next
+   * ordinary commands, the invariant checks (and their parts, summed over its servers).
+   */
+  phases?: { caseMs: number; nextMs: number; checksMs: number; checkParts: Record<string, number>; nextParts: Record<string, number> };
 }

@@ -36,6 +36,14 @@ export const SECRETS = [DB_PASSWORD, GPG_PASSPHRASE];
 export const PY_BARMAN = '/usr/bin/barman';
 /** Servers of WAL-only cases (no PostgreSQL behind them): their own configuration and lane. */
 export const WAL_LANE: ReadonlySet<string> = new Set(['wal', 'full']);
+/**
+ * The rsync servers (rsync over ssh, agent), the encrypted one and the timeline one: a
+ * configuration of their own (same barman_home, their own log), so that their cron (retention
+ * of rsy included) and the main one never touch each other's servers, and their cases run in a
+ * lane of their own (with the local-rsync installation's) beside the main lane, which keeps
+ * strm (and the passive node that copies it).
+ */
+export const SIDE_LANE: ReadonlySet<string> = new Set(['rsy', 'agt', 'enc', 'tl']);
 
 export type ServerName = 'strm' | 'rsy' | 'agt' | 'enc' | 'wal' | 'full' | 'tl' | 'lr' | 'pas';
 
@@ -69,6 +77,8 @@ export class World {
   localConf = '';
   /** Configuration of the WAL-only servers (WAL_LANE). */
   walConf = '';
+  /** Configuration of the servers of the side lane (SIDE_LANE). */
+  sideConf = '';
   tmpfs = '';
   ledger = '';
   remoteFaultFile = '';
@@ -96,6 +106,8 @@ export class World {
   /** Log file of the passive installation (addPassive), '' until it exists. */
   passiveLog = '';
   private tmpfsMounted = false;
+  /** What writeMainConfig last wrote to each configuration file. */
+  private written = new Map<string, string>();
   private counter = 0;
 
   async setup(): Promise<void> {
@@ -104,19 +116,36 @@ export class World {
     this.home = path.join(this.root, 'home');
     this.conf = path.join(this.root, 'barman.conf');
     this.walConf = path.join(this.root, 'barman-wal.conf');
+    this.sideConf = path.join(this.root, 'barman-side.conf');
     await runAs(BARMAN_USER, 'mkdir', ['-m', '0700', this.home], { check: true });
 
-    this.sshd = await startSshd();
-    this.sshCfgPostgres = await this.sshd.clientConfigFor(POSTGRES_USER, [BARMAN_USER]);
-    this.sshCfgBarman = await this.sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
-    // Remote `barman` (put-wal, get-wal over ssh) reads its fault from a file the campaign sets.
-    this.remoteFaultFile = path.join(this.root, 'remote-fault');
-    await fs.writeFile(this.remoteFaultFile, '', { mode: 0o644 });
-    const wrapper = `#!/bin/sh\nf=$(cat ${this.remoteFaultFile} 2>/dev/null)\nif [ -n "$f" ]; then BARMAN_TS_FAULT="$f"; export BARMAN_TS_FAULT; fi\nexec ${NODE} ${BARMAN_JS} "$@"\n`;
-    await fs.writeFile(path.join(this.sshd.binDir, 'barman'), wrapper, { mode: 0o755 });
-
-    this.gpg = await createGpgHome({ owner: BARMAN_USER, passphrase: GPG_PASSPHRASE });
-    process.env.GNUPGHOME = this.gpg.home;
+    // sshd, the gpg key and cluster A (initdb, pgbench data) do not depend on each other: at once.
+    const sshdReady = (async () => {
+      this.sshd = await startSshd();
+      this.sshCfgPostgres = await this.sshd.clientConfigFor(POSTGRES_USER, [BARMAN_USER]);
+      this.sshCfgBarman = await this.sshd.clientConfigFor(BARMAN_USER, [POSTGRES_USER]);
+      // Remote `barman` (put-wal, get-wal over ssh) reads its fault from a file the campaign sets.
+      this.remoteFaultFile = path.join(this.root, 'remote-fault');
+      await fs.writeFile(this.remoteFaultFile, '', { mode: 0o644 });
+      const wrapper = `#!/bin/sh\nf=$(cat ${this.remoteFaultFile} 2>/dev/null)\nif [ -n "$f" ]; then BARMAN_TS_FAULT="$f"; export BARMAN_TS_FAULT; fi\nexec ${NODE} ${BARMAN_JS} "$@"\n`;
+      await fs.writeFile(path.join(this.sshd.binDir, 'barman'), wrapper, { mode: 0o755 });
+    })();
+    const gpgReady = (async () => {
+      this.gpg = await createGpgHome({ owner: BARMAN_USER, passphrase: GPG_PASSPHRASE });
+      process.env.GNUPGHOME = this.gpg.home;
+    })();
+    const pgReady = (async () => {
+      this.pg = await PgCluster.create({
+        archiveMode: true,
+        // Set once the barman side exists: until then PostgreSQL keeps the segments .ready.
+        extraConf: { wal_keep_size: '256MB', max_wal_senders: 20, max_replication_slots: 20, checkpoint_timeout: '30min', archive_timeout: 0 },
+      });
+      await this.pg.pgbench(['-i', '-s', '1', '-q']);
+      await this.pg.psql('CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp(), pad text)');
+    })();
+    // Every one settled before going on (teardown stops what did start when one failed).
+    const settled = await Promise.allSettled([sshdReady, gpgReady, pgReady]);
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
 
     // The acknowledgement ledger and the marker spool of barman-wal-archive (postgres's).
     const pgSide = await makeTempDir('faults-pg-', { owner: POSTGRES_USER, mode: 0o755 });
@@ -131,21 +160,13 @@ export class World {
         '#!/bin/sh',
         '# archive_command of the fault campaign: ship the segment, and only when that succeeded',
         '# record it (with its checksum) as acknowledged.',
-        `${REPO}/bin/barman-wal-archive -c ${this.conf} --ssh-config ${this.sshCfgPostgres} --spool-dir ${this.spool} -U ${BARMAN_USER} 127.0.0.1 rsy "$1" || exit $?`,
+        `${REPO}/bin/barman-wal-archive -c ${this.sideConf} --ssh-config ${this.sshCfgPostgres} --spool-dir ${this.spool} -U ${BARMAN_USER} 127.0.0.1 rsy "$1" || exit $?`,
         'sum=$(sha256sum "$1") || exit 1',
         `echo "$2 \${sum%% *}" >> ${this.ledger}`,
         '',
       ].join('\n'),
       { mode: 0o755 },
     );
-
-    this.pg = await PgCluster.create({
-      archiveMode: true,
-      // Set once the barman side exists: until then PostgreSQL keeps the segments .ready.
-      extraConf: { wal_keep_size: '256MB', max_wal_senders: 20, max_replication_slots: 20, checkpoint_timeout: '30min', archive_timeout: 0 },
-    });
-    await this.pg.pgbench(['-i', '-s', '1', '-q']);
-    await this.pg.psql('CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp(), pad text)');
 
     // tmpfs for the `full` server (ENOSPC cases).
     this.tmpfs = await makeTempDir('faults-tmpfs-', { owner: BARMAN_USER, mode: 0o755 });
@@ -207,7 +228,7 @@ export class World {
       this.servers.set(name, {
         name,
         user: BARMAN_USER,
-        conf: WAL_LANE.has(name) ? this.walConf : this.conf,
+        conf: WAL_LANE.has(name) ? this.walConf : SIDE_LANE.has(name) ? this.sideConf : this.conf,
         home: this.home,
         dir: sec.backup_directory ?? path.join(this.home, name),
         streaming: sec.streaming_archiver === 'on',
@@ -241,11 +262,10 @@ export class World {
     });
 
     // Directories, slots, receive-wal; then WAL shipping.
-    await this.barmanOk(null, ['cron']);
-    await this.barmanOk('wal', ['cron']);
-    await this.barmanOk('lr', ['cron']);
+    // One cron per installation (they share no server): at once.
+    await Promise.all(([null, 'rsy', 'wal', 'lr'] as const).map((s) => this.barmanOk(s, ['cron'])));
     await this.pg.psql(`ALTER SYSTEM SET archive_command = ${quoteLiteral(`${ack} %p %f`)}; SELECT pg_reload_conf();`);
-    for (const s of ['strm', 'agt', 'enc', 'lr'] as const) await this.waitStreaming(s);
+    await this.waitAllStreaming();
   }
 
   /**
@@ -298,7 +318,7 @@ export class World {
       compression: 'gzip',
       description: '"fault campaign: streaming from a standby promoted on the way"',
     });
-    await this.barmanOk(null, ['cron']);
+    await this.barmanOk('tl', ['cron']);
     await this.waitStreaming('tl', 60_000, this.standby);
     return this.standby;
   }
@@ -312,17 +332,32 @@ export class World {
     const global = (log: string) => ({ barman_home: this.home, barman_user: BARMAN_USER, log_file: path.join(this.root, log), log_level: 'INFO' });
     let text = ini('barman', global('barman.log'));
     let walText = ini('barman', global('barman-wal.log'));
+    let sideText = ini('barman', global('barman-side.log'));
     for (const [name, kv] of this.serverSections) {
       if (WAL_LANE.has(name)) walText += `\n${ini(name, kv)}`;
+      else if (SIDE_LANE.has(name)) sideText += `\n${ini(name, kv)}`;
       else text += `\n${ini(name, kv)}`;
     }
-    await runAs(BARMAN_USER, 'tee', [this.conf], { input: text, check: true });
-    await runAs(BARMAN_USER, 'tee', [this.walConf], { input: walText, check: true });
+    // Other lanes run barman with the other files meanwhile: only a changed file is written, and
+    // atomically (a reader never sees it half written).
+    for (const [file, content] of [[this.conf, text], [this.walConf, walText], [this.sideConf, sideText]] as const) {
+      if (this.written.get(file) === content) continue;
+      await runAs(BARMAN_USER, 'tee', [`${file}.tmp`], { input: content, check: true });
+      await runAs(BARMAN_USER, 'mv', ['-f', `${file}.tmp`, file], { check: true });
+      this.written.set(file, content);
+    }
   }
 
   /** Log files of every installation (the campaign reads what each case added). */
   logFiles(): string[] {
-    return [path.join(this.root, 'barman.log'), path.join(this.root, 'barman-wal.log'), path.join(this.localRoot, 'barman.log'), ...(this.passiveLog ? [this.passiveLog] : [])];
+    return [this.logOf('strm'), this.logOf('wal'), this.logOf('rsy'), this.logOf('lr'), ...(this.passiveLog ? [this.passiveLog] : [])];
+  }
+
+  /** The log file of the installation (configuration) of a server. */
+  logOf(srv: ServerName): string {
+    if (srv === 'lr') return path.join(this.localRoot, 'barman.log');
+    if (srv === 'pas') return this.passiveLog;
+    return path.join(this.root, WAL_LANE.has(srv) ? 'barman-wal.log' : SIDE_LANE.has(srv) ? 'barman-side.log' : 'barman.log');
   }
 
   /** Add (or replace) a server section of the main configuration. */
@@ -332,7 +367,7 @@ export class World {
     this.servers.set(name, {
       name,
       user: BARMAN_USER,
-      conf: this.conf,
+      conf: SIDE_LANE.has(name) ? this.sideConf : this.conf,
       home: this.home,
       dir: kv.backup_directory ?? path.join(this.home, name),
       streaming: kv.streaming_archiver === 'on',
@@ -406,16 +441,28 @@ export class World {
     await fs.writeFile(this.remoteFaultFile, spec);
   }
 
+  /** receive-wal of every streaming server of cluster A running (one installation's after another's). */
+  async waitAllStreaming(): Promise<void> {
+    await Promise.all([
+      this.waitStreaming('strm'),
+      (async () => {
+        await this.waitStreaming('agt');
+        await this.waitStreaming('enc');
+      })(),
+      this.waitStreaming('lr'),
+    ]);
+  }
+
   async waitStreaming(srv: ServerName, timeoutMs = 60_000, on: PgCluster = this.pg): Promise<void> {
     const slot = `bts_${srv}`;
     await waitFor(
       async () => {
         const r = await on.psql(`SELECT active FROM pg_replication_slots WHERE slot_name = '${slot}'`);
         if (r === 't') return true;
-        await this.barman(srv === 'lr' ? 'lr' : null, ['cron']);
+        await this.barman(srv, ['cron']);
         return false;
       },
-      { timeoutMs, intervalMs: 500, what: `receive-wal of ${srv}` },
+      { timeoutMs, intervalMs: 200, what: `receive-wal of ${srv}` },
     );
   }
 
@@ -456,7 +503,7 @@ export class World {
 
   /** Stop what runs in the background and unmount. */
   async teardown(): Promise<void> {
-    for (const s of ['strm', 'agt', 'enc', 'tl'] as const) if (this.servers.has(s)) await this.barman(null, ['receive-wal', '--stop', s]).catch(() => undefined);
+    for (const s of ['strm', 'agt', 'enc', 'tl'] as const) if (this.servers.has(s)) await this.barman(s, ['receive-wal', '--stop', s]).catch(() => undefined);
     await this.barman('lr', ['receive-wal', '--stop', 'lr']).catch(() => undefined);
     await sleep(200);
     this.unmountSync();
