@@ -167,6 +167,34 @@ export async function hashFile(thread: HashThread, fh: fsp.FileHandle, limit: nu
   }
 }
 
+/**
+ * Read `len` bytes of an open file from `pos` into the thread's first read buffer, a buffer at a
+ * time, each piece's page hashes computed in the thread, and handed to `each` (which must be
+ * done with the bytes when it settles: the buffer is filled again). Returns the bytes read
+ * (fewer than `len` if the file ends first). `pos` is on a page boundary.
+ */
+export async function readPagesHashed(
+  thread: HashThread,
+  fh: fsp.FileHandle,
+  pos: number,
+  len: number,
+  each: (data: Buffer, hashes: Buffer, pos: number) => Promise<void>,
+): Promise<number> {
+  const buf = thread.slots[0];
+  if (!buf || buf.length === 0) throw new Error('readPagesHashed needs a read buffer');
+  let done = 0;
+  while (done < len) {
+    const want = Math.min(buf.length, len - done);
+    const n = await readFull(fh, buf.subarray(0, want), pos + done);
+    if (n === 0) break;
+    const hashes = await thread.chunk(0, n, 'pages');
+    await each(buf.subarray(0, n), hashes, pos + done);
+    done += n;
+    if (n < want) break;
+  }
+  return done;
+}
+
 /** Hashing threads shared by concurrent users: take one, give it back. */
 export class HashThreadPool {
   private readonly idle: HashThread[] = [];
