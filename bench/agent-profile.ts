@@ -4,11 +4,16 @@
  * contiguous range, then one after 1% updated at random, page cache dropped before each, with
  * the DEBUG log lines of each backup printed with their time offsets. Not a comparison (that is
  * agent-bench.ts): a profile. Must run as root.
+ *
+ * --alt DIR: another build of barman-ts (a checkout with dist/ and node_modules) takes each
+ * incremental too, on the same change and basis (its backup is deleted afterwards): an A/B of
+ * two versions in one run, the order alternating.
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { BARMAN_USER, isRoot, must, type LocalCluster } from '../src/sandbox/local.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
+import { run } from '../src/util/proc.js';
 import { makeBenchRoot } from './bench-root.js';
 import { argNum, buildBenchCluster, cipherSshConfig, dropCaches, timed } from './rsync-bench.js';
 import { PG_USER } from '../src/sandbox/local.js';
@@ -23,7 +28,11 @@ async function main(): Promise<void> {
   const pgDir = await mkdirFor('pg', PG_USER);
   const home = await mkdirFor('barman', BARMAN_USER, 0o700);
   const conf = path.join(root, 'barman.conf');
-  const barman = (...a: string[]) => must(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, ...a]);
+  const altIdx = process.argv.indexOf('--alt');
+  const alt = altIdx >= 0 ? path.resolve(process.argv[altIdx + 1] ?? '') : null;
+  const ours = path.dirname(path.dirname(BARMAN_SCRIPT));
+  let script = BARMAN_SCRIPT;
+  const barman = (...a: string[]) => must(BARMAN_USER, process.execPath, [script, '-c', conf, ...a]);
   const sshd = await startSshd();
   let pg: LocalCluster | null = null;
   try {
@@ -48,9 +57,21 @@ async function main(): Promise<void> {
       ['incr 1% contiguous', `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= ${Math.floor(rows / 100)}; CHECKPOINT;`, 'link'],
       ['incr 1% random', 'UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE random() < 0.01; CHECKPOINT;', 'link'],
     ];
-    for (const [label, sql, reuse] of steps) {
+    /** The build whose barman and barman-agent run (the agent wrapper on the ssh PATH points to it). */
+    const use = async (repo: string) => {
+      script = path.join(repo, 'bin', 'barman.js');
+      await fs.writeFile(path.join(sshd.binDir, 'barman-agent'), `#!/bin/sh\nexec '${process.execPath}' '${path.join(repo, 'bin', 'barman-agent')}' "$@"\n`, { mode: 0o755 });
+    };
+    let round = 0;
+    for (const [label0, sql, reuse] of steps) {
       if (sql) await cluster.psql(sql);
+      const builds = alt && sql ? (round++ % 2 === 0 ? [alt, ours] : [ours, alt]) : [ours];
+      for (const [bi, repo] of builds.entries()) {
+      const label = builds.length > 1 ? `${label0} [${repo === ours ? 'this build' : 'alt'}]` : label0;
+      await use(repo);
       await dropCaches();
+      // dropCaches loads this build's code again: the other build's too.
+      if (repo !== ours) await run('sh', ['-c', 'find "$1" -name "*.js" -exec cat {} + > /dev/null', 'sh', path.join(repo, 'dist', 'src')]);
       const before = (await fs.readFile(log, 'utf8')).length;
       const t0 = Date.now();
       const secs = await timed(() => barman('backup', '--immediate-checkpoint', '--reuse-backup', reuse, 'ag'));
@@ -62,7 +83,14 @@ async function main(): Promise<void> {
         const at = new Date(`${m[1]?.replace(' ', 'T')}.${m[2]}`).getTime() - t0;
         console.log(`${String(at).padStart(6)} ms ${m[4]} ${(m[6] ?? '').slice(0, 220)}`);
       }
+      // The first of two builds: its backup goes, the other one takes the same change.
+      if (bi < builds.length - 1) {
+        const id = (await barman('list-backups', '--minimal', 'ag')).trim().split('\n')[0] ?? '';
+        await barman('delete', 'ag', id);
+      }
+      }
     }
+    await use(ours);
   } finally {
     await must(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, 'receive-wal', '--stop', 'ag']).catch(() => undefined);
     await pg?.stop('immediate').catch(() => undefined);

@@ -30,11 +30,11 @@ import { logger } from '../util/log.js';
 import { runPool } from '../util/pool.js';
 import { run } from '../util/proc.js';
 import { ByteBudget } from './bufpool.js';
-import { HashThreadPool, readPagesHashed } from './hash-thread.js';
+import { HashThreadPool } from './hash-thread.js';
 import { Decoder, requireCodec } from './codec.js';
 import { HASH_BYTES, PageHasher, newSeed, pageCount } from './pages.js';
 import { T, decodePages, decodePassed, encodeWithBinary, parseJson } from './protocol.js';
-import { FileReceiver, type Basis, type ReadHashed } from './receive.js';
+import { FileReceiver, type Basis, type FillGaps } from './receive.js';
 import { READ_CHUNK, type ReadEnd, type ReadRequest } from './serve-read.js';
 import type { PrestartedAgents } from './prestart.js';
 import { AgentSession, type AgentEndpoint } from './session.js';
@@ -49,7 +49,7 @@ const WINDOW = 8;
 const WRITE_BUDGET = 32 * 1024 * 1024;
 /** Files being finished (their last writes, times, mode) while the next ones arrive, per agent. */
 const MAX_FINISHING = 16;
-/** Read buffers of each hashing thread (READ_CHUNK each): basis pieces are read and checked one at a time. */
+/** Read buffers of each hashing thread (READ_CHUNK each): it fills pages in from a basis through the first. */
 const HASH_SLOTS = 1;
 /** Records of received files are made durable and journaled this often. */
 const FLUSH_INTERVAL_MS = 3000;
@@ -196,8 +196,8 @@ class AgentCopy {
     return trees;
   }
 
-  /** A piece of a basis file with the hashes of its pages, from one of the hashing threads. */
-  private readonly readHashed: ReadHashed = (fh, pos, len, each) => this.threads.use((t) => readPagesHashed(t, fh, pos, len, each));
+  /** Pages filled in from a basis, checked, by one of the hashing threads. */
+  private readonly fillGaps: FillGaps = (from, to, gaps, map, size) => this.threads.use((t) => t.fill(from, to, gaps, map, size));
 
   /** An unchanged basis file into the new backup: hard link, or copy (reuse_backup = copy / off). */
   private readonly share = async (from: string, to: string): Promise<void> => {
@@ -402,7 +402,7 @@ class AgentCopy {
       while (inflight.length < WINDOW && this.queue.length > 0) {
         const job = this.queue.shift() as Job;
         const basis = await this.basisOf(job);
-        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, (n) => sink.copied(n), this.share, this.readHashed);
+        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, (n) => sink.copied(n), this.share, this.fillGaps);
         inflight.push({ job, receiver });
         const request: ReadRequest = { id: job.id, path: path.join(job.tree.src, job.rel) };
         await s.send(T.READ, ...encodeWithBinary(request, basis?.map ?? null));

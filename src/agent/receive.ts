@@ -18,17 +18,17 @@ import { HASH_BYTES, PAGE_SIZE, pageCount, type PageHasher } from './pages.js';
 import type { PagesHeader } from './protocol.js';
 import type { ReadEnd } from './serve-read.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { setFileAttributes } from './hash-thread.js';
+import { setFileAttributes, type FillResult } from './hash-thread.js';
 
-/** Gaps to fill from the basis closer than this (in pages) are read with one read. */
-const FILL_SPAN = 128;
+/** Pages to fill from the basis gathered into one task for the hashing thread (8 MiB). */
+const FILL_SPAN = 1024;
 
 /**
- * Read `len` bytes of an open file from `pos` (a page boundary), piece by piece: `each` gets
- * every piece with its page hashes, and must be done with the piece's bytes when it settles.
- * Returns the bytes read (fewer than `len` if the file ends first).
+ * Copy page ranges [a, b) of an open basis file (fd `from`, `basisSize` bytes) into the file
+ * being built (fd `to`), every page checked against `map` (the basis's page map) first: in a
+ * hashing thread (HashThread.fill).
  */
-export type ReadHashed = (fh: fsp.FileHandle, pos: number, len: number, each: (data: Buffer, hashes: Buffer, pos: number) => Promise<void>) => Promise<number>;
+export type FillGaps = (from: number, to: number, gaps: [number, number][], map: Buffer, basisSize: number) => Promise<FillResult>;
 
 export interface Basis {
   /** The basis file (in an earlier backup). */
@@ -69,8 +69,8 @@ export class FileReceiver {
     private readonly onWritten: (bytes: number) => void,
     /** Put the basis file at the destination unchanged: a hard link (reuse_backup = link) or a copy. */
     private readonly share: (from: string, to: string) => Promise<void>,
-    /** Reads the basis with the hashes of its pages (in a hashing thread). */
-    private readonly readHashed: ReadHashed,
+    /** Fills pages in from the basis, checked (in a hashing thread). */
+    private readonly fillGaps: FillGaps,
   ) {}
 
   private ensure(pages: number): void {
@@ -136,65 +136,32 @@ export class FileReceiver {
       // Pages the basis does not have cannot be filled: finish() finds them missing.
       const end = Math.min(page, basis.map.length / HASH_BYTES);
       if (end > this.next) {
-        const first = this.gaps[0];
-        if (first && end - first[0] > FILL_SPAN) this.flushGaps();
         this.gaps.push([this.next, end]);
+        if (end - (this.gaps[0] as [number, number])[0] >= FILL_SPAN) this.flushGaps();
       }
     }
     this.next = Math.max(this.next, page);
   }
 
-  /**
-   * Queue the filling of the gaps gathered so far: one read of the basis from the first to the
-   * last, every page of the gaps checked against the basis's page map, then written.
-   */
+  /** Queue the filling of the gaps gathered so far (in a hashing thread: FillGaps). */
   private flushGaps(): void {
     const gaps = this.gaps;
     const basis = this.basis;
     this.gaps = [];
     if (!basis || gaps.length === 0) return;
-    const from = (gaps[0] as [number, number])[0];
-    const to = (gaps.at(-1) as [number, number])[1];
-    const len = Math.min(to * PAGE_SIZE, basis.size) - from * PAGE_SIZE;
     void this.enqueue(async (fh) => {
       if (this.damaged !== null) return;
       const bfh = await this.openBasis(basis);
       if (!bfh) return;
-      let g = 0;
-      const got = await this.readHashed(bfh, from * PAGE_SIZE, len, async (data, hashes, pos) => {
-        if (this.damaged !== null) return;
-        const p0 = pos / PAGE_SIZE;
-        const pEnd = p0 + pageCount(data.length);
-        for (; g < gaps.length; g++) {
-          const [a, b] = gaps[g] as [number, number];
-          // This gap (and those after it) is in a later piece.
-          if (a >= pEnd) return;
-          const i = Math.max(a, p0);
-          const j = Math.min(b, pEnd);
-          for (let p = i; p < j; p++) {
-            const o = p * HASH_BYTES;
-            if (basis.map.compare(hashes, (p - p0) * HASH_BYTES, (p - p0 + 1) * HASH_BYTES, o, o + HASH_BYTES) !== 0) {
-              this.damaged = `page ${p} of its copy in backup ${basis.backupId} does not match the hash recorded for it (that copy was altered on disk)`;
-              return;
-            }
-          }
-          if (j > i) {
-            const start = (i - p0) * PAGE_SIZE;
-            const stop = Math.min((j - p0) * PAGE_SIZE, data.length);
-            await fh.write(data, start, stop - start, i * PAGE_SIZE);
-          }
-          // The rest of this gap is in the next piece.
-          if (b > pEnd) return;
-        }
-      });
-      if (got < len) this.damaged ??= `its copy in backup ${basis.backupId} ended early`;
+      const r = await this.fillGaps(bfh.fd, fh.fd, gaps, basis.map, basis.size);
+      if (r.bad === -1) this.damaged = `its copy in backup ${basis.backupId} ended early`;
+      else if (r.bad !== null) this.damaged = `page ${r.bad} of its copy in backup ${basis.backupId} does not match the hash recorded for it (that copy was altered on disk)`;
     });
   }
 
-  /** The agent read every page before `page`: those that did not travel are filled from the basis now. */
+  /** The agent read every page before `page`: those that did not travel are filled from the basis (in batches of FILL_SPAN). */
   passed(page: number): void {
     this.gapTo(page);
-    this.flushGaps();
   }
 
   /** A failed write (a full disk) fails the backup: never taken for a damaged basis. */

@@ -14,8 +14,8 @@ import { Decoder, Encoder } from '../../src/agent/codec.js';
 import { parseFaults } from '../../src/agent/faults.js';
 import { HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, samePage, sendRuns, splitRanges } from '../../src/agent/pages.js';
 import { FrameReader, FrameWriter, T, decodePages, decodePassed } from '../../src/agent/protocol.js';
-import { FileReceiver, type ReadHashed, type ReceiveOutcome } from '../../src/agent/receive.js';
-import { HashThread, hashFile, readPagesHashed } from '../../src/agent/hash-thread.js';
+import { FileReceiver, type FillGaps, type ReceiveOutcome } from '../../src/agent/receive.js';
+import { HashThread, hashFile } from '../../src/agent/hash-thread.js';
 import { READ_CHUNK, serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
 import { parseJournal } from '../../src/agent/store.js';
 import { walkTree, type WireEntry } from '../../src/agent/walk.js';
@@ -34,8 +34,8 @@ after(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-/** The backup host's reads of a basis, pages hashed in the hashing thread (buffers of 4 pages: pieces). */
-const readHashed: ReadHashed = (fh, pos, len, each) => readPagesHashed(thread, fh, pos, len, each);
+/** The backup host's fills from a basis, in the hashing thread (a buffer of 4 pages: in pieces). */
+const fillGaps: FillGaps = (from, to, gaps, map, size) => thread.fill(from, to, gaps, map, size);
 
 /** Deterministic pseudo-random bytes. */
 function bytes(n: number, seed: number): Buffer {
@@ -77,7 +77,7 @@ async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = f
       shared = true;
       await fs.link(from, to);
     },
-    readHashed,
+    fillGaps,
   );
   const faults = parseFaults(corrupt ? `corrupt=src-${n}` : undefined);
   const decoder = new Decoder();
@@ -191,7 +191,7 @@ describe('agent copy against a basis', () => {
       await fs.writeFile(bas, damaged);
       const pipe = new PassThrough();
       const reader = new FrameReader(pipe);
-      const receiver = new FileReceiver(path.join(dir, 'dest-dmg'), 0o600, { abs: bas, size: base.length, map: hasher.pages(base), sha256: '', backupId: 'B' }, hasher, () => undefined, fs.link, readHashed);
+      const receiver = new FileReceiver(path.join(dir, 'dest-dmg'), 0o600, { abs: bas, size: base.length, map: hasher.pages(base), sha256: '', backupId: 'B' }, hasher, () => undefined, fs.link, fillGaps);
       const decoder = new Decoder();
       const consume = (async () => {
         for (;;) {
