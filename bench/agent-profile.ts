@@ -50,7 +50,8 @@ async function main(): Promise<void> {
       { mode: 0o644 },
     );
     await barman('cron');
-    await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'ag');
+    // receive-wal (started by cron) can be slow to start on a busy host: a second chance.
+    await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'ag').catch(() => barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'ag'));
     const rows = Number(await cluster.psql('SELECT count(*) FROM pgbench_accounts'));
     const steps: [string, string | null, string][] = [
       ['full', null, 'off'],
@@ -67,27 +68,27 @@ async function main(): Promise<void> {
       if (sql) await cluster.psql(sql);
       const builds = alt && sql ? (round++ % 2 === 0 ? [alt, ours] : [ours, alt]) : [ours];
       for (const [bi, repo] of builds.entries()) {
-      const label = builds.length > 1 ? `${label0} [${repo === ours ? 'this build' : 'alt'}]` : label0;
-      await use(repo);
-      await dropCaches();
-      // dropCaches loads this build's code again: the other build's too.
-      if (repo !== ours) await run('sh', ['-c', 'find "$1" -name "*.js" -exec cat {} + > /dev/null', 'sh', path.join(repo, 'dist', 'src')]);
-      const before = (await fs.readFile(log, 'utf8')).length;
-      const t0 = Date.now();
-      const secs = await timed(() => barman('backup', '--immediate-checkpoint', '--reuse-backup', reuse, 'ag'));
-      console.log(`\n=== ${label}: ${secs.toFixed(2)} s`);
-      const text = (await fs.readFile(log, 'utf8')).slice(before);
-      for (const line of text.split('\n')) {
-        const m = /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \[(\d+)\] (\S+) (\w+): (.*)$/.exec(line);
-        if (!m) continue;
-        const at = new Date(`${m[1]?.replace(' ', 'T')}.${m[2]}`).getTime() - t0;
-        console.log(`${String(at).padStart(6)} ms ${m[4]} ${(m[6] ?? '').slice(0, 220)}`);
-      }
-      // The first of two builds: its backup goes, the other one takes the same change.
-      if (bi < builds.length - 1) {
-        const id = (await barman('list-backups', '--minimal', 'ag')).trim().split('\n')[0] ?? '';
-        await barman('delete', 'ag', id);
-      }
+        const label = builds.length > 1 ? `${label0} [${repo === ours ? 'this build' : 'alt'}]` : label0;
+        await use(repo);
+        await dropCaches();
+        // dropCaches loads this build's code again: the other build's too.
+        if (repo !== ours) await run('sh', ['-c', 'find "$1" -name "*.js" -exec cat {} + > /dev/null', 'sh', path.join(repo, 'dist', 'src')]);
+        const before = (await fs.readFile(log, 'utf8')).length;
+        const t0 = Date.now();
+        const secs = await timed(() => barman('backup', '--immediate-checkpoint', '--reuse-backup', reuse, 'ag'));
+        console.log(`\n=== ${label}: ${secs.toFixed(2)} s`);
+        const text = (await fs.readFile(log, 'utf8')).slice(before);
+        for (const line of text.split('\n')) {
+          const m = /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \[(\d+)\] (\S+) (\w+): (.*)$/.exec(line);
+          if (!m) continue;
+          const at = new Date(`${m[1]?.replace(' ', 'T')}.${m[2]}`).getTime() - t0;
+          console.log(`${String(at).padStart(6)} ms ${m[4]} ${(m[6] ?? '').slice(0, 220)}`);
+        }
+        // The first of two builds: its backup goes, the other one takes the same change.
+        if (bi < builds.length - 1) {
+          const id = (await barman('list-backups', '--minimal', 'ag')).trim().split('\n')[0] ?? '';
+          await barman('delete', 'ag', id);
+        }
       }
     }
     await use(ours);
