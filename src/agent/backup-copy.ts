@@ -30,11 +30,11 @@ import { logger } from '../util/log.js';
 import { runPool } from '../util/pool.js';
 import { run } from '../util/proc.js';
 import { ByteBudget } from './bufpool.js';
-import { HashThreadPool, hashFile } from './hash-thread.js';
+import { HashThreadPool } from './hash-thread.js';
 import { Decoder, requireCodec } from './codec.js';
 import { HASH_BYTES, PageHasher, newSeed, pageCount } from './pages.js';
-import { T, decodePages, encodeWithBinary, parseJson } from './protocol.js';
-import { FileReceiver, type Basis } from './receive.js';
+import { T, decodePages, decodePassed, encodeWithBinary, parseJson } from './protocol.js';
+import { FileReceiver, type Basis, type FillGaps } from './receive.js';
 import { READ_CHUNK, type ReadEnd, type ReadRequest } from './serve-read.js';
 import type { PrestartedAgents } from './prestart.js';
 import { AgentSession, type AgentEndpoint } from './session.js';
@@ -49,8 +49,8 @@ const WINDOW = 8;
 const WRITE_BUDGET = 32 * 1024 * 1024;
 /** Files being finished (their last writes, times, mode) while the next ones arrive, per agent. */
 const MAX_FINISHING = 16;
-/** Read buffers of each hashing thread (READ_CHUNK each). */
-const HASH_SLOTS = 4;
+/** Read buffers of each hashing thread (READ_CHUNK each): it fills pages in from a basis through the first. */
+const HASH_SLOTS = 1;
 /** Records of received files are made durable and journaled this often. */
 const FLUSH_INTERVAL_MS = 3000;
 
@@ -196,16 +196,8 @@ class AgentCopy {
     return trees;
   }
 
-  /** SHA-256 of a file built over a copy of its basis, in one of the hashing threads. */
-  private readonly sha256Of = (file: string, size: number): Promise<string> =>
-    this.threads.use(async (t) => {
-      const fh = await fsp.open(file, 'r');
-      try {
-        return (await hashFile(t, fh, size, 'sha')).sha256;
-      } finally {
-        await fh.close();
-      }
-    });
+  /** Pages filled in from a basis, checked, by one of the hashing threads. */
+  private readonly fillGaps: FillGaps = (from, to, gaps, map, size) => this.threads.use((t) => t.fill(from, to, gaps, map, size));
 
   /** An unchanged basis file into the new backup: hard link, or copy (reuse_backup = copy / off). */
   private readonly share = async (from: string, to: string): Promise<void> => {
@@ -410,7 +402,7 @@ class AgentCopy {
       while (inflight.length < WINDOW && this.queue.length > 0) {
         const job = this.queue.shift() as Job;
         const basis = await this.basisOf(job);
-        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, (n) => sink.copied(n), this.share, this.sha256Of);
+        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, (n) => sink.copied(n), this.share, this.fillGaps);
         inflight.push({ job, receiver });
         const request: ReadRequest = { id: job.id, path: path.join(job.tree.src, job.rel) };
         await s.send(T.READ, ...encodeWithBinary(request, basis?.map ?? null));
@@ -443,7 +435,6 @@ class AgentCopy {
           if (this.flushError) throw this.flushError;
           const head = inflight[0] as (typeof inflight)[number];
           head.job.startedMs ??= Date.now();
-          head.receiver.begin();
           // Borrowed: decodeOwned copies what it keeps before the next message is read.
           const f = await s.next(true);
           if (f.type === T.PAGES) {
@@ -455,6 +446,12 @@ class AgentCopy {
               release();
               budget.free(h.rawLen);
             });
+            continue;
+          }
+          if (f.type === T.PASSED) {
+            const { id, page } = decodePassed(f.body);
+            if (id !== head.job.id) throw new BarmanError(`the barman-ts agent on ${this.ep.where} sent progress of another file than ${head.job.rel}`);
+            head.receiver.passed(page);
             continue;
           }
           if (f.type !== T.READ_END) throw new BarmanError(`the barman-ts agent on ${this.ep.where} sent message type ${f.type} during a copy`);
@@ -570,7 +567,7 @@ async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy,
     const ep = agentEndpoint(srv);
     opening = openAgents(req, ep, { codec, level, seed }, all, stop.signal);
     opening.catch(() => undefined);
-    // One per agent: each checks the files it built over a basis copy while the next ones arrive.
+    // One per agent: each checks the basis pages that fill in the files built over a basis.
     threads = new HashThreadPool(seed, Math.max(1, req.jobs), HASH_SLOTS, READ_CHUNK);
     store = await StoreWriter.create(srv, req.backupId, seed);
     const hasher = await PageHasher.create(seed);

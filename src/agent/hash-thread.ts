@@ -7,14 +7,30 @@
 import * as fs from 'node:fs';
 import type { promises as fsp } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { HASH_BYTES } from './pages.js';
 
 /**
  * What a chunk goes into: its page hashes, the file's SHA-256, or both. A file's chunks all use
  * the same kind (a digest is asked for only when they include the SHA-256).
  */
 export type HashKind = 'both' | 'pages' | 'sha';
-export type HashRequest = { t: 'chunk'; slot: number; len: number; kind: HashKind } | { t: 'digest' };
-export type HashReply = { t: 'hashes'; hashes: Uint8Array } | { t: 'sha'; hex: string } | { t: 'error'; message: string };
+export type HashRequest =
+  | { t: 'chunk'; slot: number; len: number; kind: HashKind }
+  | { t: 'digest' }
+  /** Page ranges [a, b) of file descriptor `from` (`basisSize` bytes) copied into `to`, checked against `map` (from page `mapFirst`). */
+  | { t: 'fill'; from: number; to: number; gaps: [number, number][]; map: Uint8Array; mapFirst: number; basisSize: number };
+export type HashReply =
+  | { t: 'hashes'; hashes: Uint8Array }
+  | { t: 'sha'; hex: string }
+  /** `bad`: the first page whose hash differs from the map, -1 when the basis ended early, null when all went in. */
+  | { t: 'filled'; bytes: number; bad: number | null }
+  | { t: 'error'; message: string };
+
+/** Bytes copied; `bad`: the first page that does not match the map, -1 if the basis ended early, null if all is well. */
+export interface FillResult {
+  bytes: number;
+  bad: number | null;
+}
 
 export class HashThread {
   private readonly worker: Worker;
@@ -71,6 +87,19 @@ export class HashThread {
     const r = await this.ask({ t: 'digest' });
     if (r.t !== 'sha') throw new Error('hashing thread out of step');
     return r.hex;
+  }
+
+  /**
+   * Copy page ranges of an open basis file into the file being built, in the thread, every page
+   * checked against the basis's page map first (see FillResult).
+   */
+  async fill(from: number, to: number, gaps: [number, number][], map: Buffer, basisSize: number): Promise<FillResult> {
+    const first = gaps[0]?.[0] ?? 0;
+    const last = gaps.at(-1)?.[1] ?? 0;
+    const slice = map.subarray(first * HASH_BYTES, last * HASH_BYTES);
+    const r = await this.ask({ t: 'fill', from, to, gaps, map: slice, mapFirst: first, basisSize });
+    if (r.t !== 'filled') throw new Error('hashing thread out of step');
+    return { bytes: r.bytes, bad: r.bad };
   }
 
   /** Stop the thread (a process that goes on after its copy: the backup host). */

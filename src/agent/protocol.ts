@@ -18,7 +18,7 @@ import type { Readable, Writable } from 'node:stream';
 import { BarmanError } from '../util/errors.js';
 
 /** Bumped whenever a message changes meaning or layout. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const GREETING = Buffer.from('BARMAN-TS-AGENT\n', 'latin1');
 export const MAX_FRAME = 64 * 1024 * 1024;
 const HEADER = 5;
@@ -37,6 +37,12 @@ export const T = {
   /** Either way: pages of one file (encodePages). */
   PAGES: 33,
   READ_END: 34,
+  /**
+   * Agent → host, during a READ with a basis map: every page before `page` was read, and those
+   * not sent match the basis (encodePassed). The backup host fills them in from its basis copy
+   * as the read goes on, rather than after it.
+   */
+  PASSED: 35,
   /** Host → agent: writeRequest (JSON + the backup's page map for a delta); replies NEED (delta only). */
   WRITE: 48,
   /** Agent → host: the page ranges a delta write needs (encodeNeed). */
@@ -154,6 +160,18 @@ export function decodePages(body: Buffer): PagesHeader {
     hashes: body.subarray(PAGES_HEADER, hashEnd),
     payload: body.subarray(hashEnd),
   };
+}
+
+export function encodePassed(id: number, page: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  b.writeUInt32BE(id, 0);
+  b.writeUInt32BE(page, 4);
+  return b;
+}
+
+export function decodePassed(body: Buffer): { id: number; page: number } {
+  if (body.length !== 8) throw new ProtocolError('malformed passed message');
+  return { id: body.readUInt32BE(0), page: body.readUInt32BE(4) };
 }
 
 /** Page ranges [first, first + count) of one file. */

@@ -2,24 +2,33 @@
  * The backup host's side of one file of an agent backup: pages arrive (all of them, or only
  * those that differ from the basis: the copy of the file in an earlier backup), are checked
  * against the hash computed where they were read, and written at their place. With a basis, the
- * new file starts as a kernel-side copy of it (reflink or copy_file_range: the cost of an
- * incremental is the pages that changed, not a read and a write of every page through here),
- * the pages that arrived are written over it, and the finished file is hashed (SHA-256, in a
- * hashing thread, while it is in page cache) against the SHA-256 the agent computed over what it
- * read: a basis altered on disk since it was recorded makes a file that does not match, which is
- * then read again whole. The result is a complete, plain copy of the file. When nothing changed,
- * the basis file is hard-linked instead (its inode is shared, as it was verified when written).
+ * pages that did not travel are filled in from the basis copy as the agent's read goes on (it
+ * says how far it got: PASSED), each page checked against its hash in the basis's page map as
+ * it is read (in a hashing thread): a basis altered on disk since it was recorded is noticed
+ * there, and the file is then read again whole. Every page of the result is thus checked
+ * against the hash of what the agent read, whose SHA-256 is the file's; the result is a
+ * complete, plain copy of the file, each page read and written once, and nothing is left to do
+ * when the agent's read ends. When nothing changed, the basis file is hard-linked instead (its
+ * inode is shared, as it was verified when written).
  *
- * Writes to the new file go through one queue, in order: the copy of the basis first, then the
- * pages that arrived. The copy starts when the agent starts reading the file (begin()), so that
- * it overlaps with that read.
+ * Writes to the new file go through one queue, in the order they are decided.
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
 import { HASH_BYTES, PAGE_SIZE, pageCount, type PageHasher } from './pages.js';
 import type { PagesHeader } from './protocol.js';
 import type { ReadEnd } from './serve-read.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { setFileAttributes } from './hash-thread.js';
+import { setFileAttributes, type FillResult } from './hash-thread.js';
+
+/** Pages to fill from the basis gathered into one task for the hashing thread (8 MiB). */
+const FILL_SPAN = 1024;
+
+/**
+ * Copy page ranges [a, b) of an open basis file (fd `from`, `basisSize` bytes) into the file
+ * being built (fd `to`), every page checked against `map` (the basis's page map) first: in a
+ * hashing thread (HashThread.fill).
+ */
+export type FillGaps = (from: number, to: number, gaps: [number, number][], map: Buffer, basisSize: number) => Promise<FillResult>;
 
 export interface Basis {
   /** The basis file (in an earlier backup). */
@@ -43,12 +52,14 @@ export class FileReceiver {
   private queue: Promise<unknown> = Promise.resolve();
   private arrived = new Uint8Array(0);
   private hashes = Buffer.alloc(0);
-  private fill: Promise<void> | null = null;
   private damaged: string | null = null;
   private writeError: unknown = null;
   private sent = 0;
-  /** The basis was copied to the destination (startFill). */
-  private copied = false;
+  /** Pages before this one are written, or queued for writing (arrived, or filled from the basis). */
+  private next = 0;
+  /** Ranges of pages [first, end) to fill from the basis, not yet queued (gathered for one read). */
+  private gaps: [number, number][] = [];
+  private basisFh: Promise<fsp.FileHandle | null> | null = null;
 
   constructor(
     readonly dest: string,
@@ -58,8 +69,8 @@ export class FileReceiver {
     private readonly onWritten: (bytes: number) => void,
     /** Put the basis file at the destination unchanged: a hard link (reuse_backup = link) or a copy. */
     private readonly share: (from: string, to: string) => Promise<void>,
-    /** SHA-256 (hex) of the first `size` bytes of a file (a file built over a copy of its basis is checked with it). */
-    private readonly sha256Of: (file: string, size: number) => Promise<string>,
+    /** Fills pages in from the basis, checked (in a hashing thread). */
+    private readonly fillGaps: FillGaps,
   ) {}
 
   private ensure(pages: number): void {
@@ -75,25 +86,82 @@ export class FileReceiver {
   }
 
   private open(): Promise<fsp.FileHandle> {
-    // Over the copy of the basis, or a new file.
-    const flags = this.copied ? fsc.O_WRONLY | fsc.O_NOFOLLOW : fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW;
-    this.opening ??= fsp.open(this.dest, flags, 0o600).then((fh) => (this.fh = fh));
+    this.opening ??= fsp.open(this.dest, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600).then((fh) => (this.fh = fh));
     return this.opening;
   }
 
-  /** Queue a write; the queue never rejects: the first failure is kept and thrown by checkWrites. */
-  private write(data: Buffer, pos: number): Promise<unknown> {
+  /** Queue a task; the queue never rejects: the first failure is kept and thrown by checkWrites. */
+  private enqueue(task: (fh: fsp.FileHandle) => Promise<void>): Promise<unknown> {
     this.queue = this.queue
       .then(async () => {
         if (this.writeError) return;
-        const fh = await this.open();
-        await fh.write(data, 0, data.length, pos);
-        this.onWritten(data.length);
+        await task(await this.open());
       })
       .catch((err: unknown) => {
         this.writeError ??= err;
       });
     return this.queue;
+  }
+
+  private write(data: Buffer, pos: number): Promise<unknown> {
+    return this.enqueue(async (fh) => {
+      await fh.write(data, 0, data.length, pos);
+      this.onWritten(data.length);
+    });
+  }
+
+  /** The basis file, open, if it still has its recorded size (else the basis is damaged: null). */
+  private openBasis(basis: Basis): Promise<fsp.FileHandle | null> {
+    this.basisFh ??= (async () => {
+      let fh: fsp.FileHandle;
+      try {
+        fh = await fsp.open(basis.abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      } catch (err) {
+        this.damaged ??= `its copy in backup ${basis.backupId} cannot be read (${errorMessage(err)})`;
+        return null;
+      }
+      const size = (await fh.stat()).size;
+      if (size === basis.size) return fh;
+      await fh.close();
+      this.damaged ??= `its copy in backup ${basis.backupId} has ${size} bytes, ${basis.size} recorded`;
+      return null;
+    })();
+    return this.basisFh;
+  }
+
+  /** The pages before `page` that did not arrive are to be filled from the basis. */
+  private gapTo(page: number): void {
+    const basis = this.basis;
+    if (basis && page > this.next) {
+      // Pages the basis does not have cannot be filled: finish() finds them missing.
+      const end = Math.min(page, basis.map.length / HASH_BYTES);
+      if (end > this.next) {
+        this.gaps.push([this.next, end]);
+        if (end - (this.gaps[0] as [number, number])[0] >= FILL_SPAN) this.flushGaps();
+      }
+    }
+    this.next = Math.max(this.next, page);
+  }
+
+  /** Queue the filling of the gaps gathered so far (in a hashing thread: FillGaps). */
+  private flushGaps(): void {
+    const gaps = this.gaps;
+    const basis = this.basis;
+    this.gaps = [];
+    if (!basis || gaps.length === 0) return;
+    void this.enqueue(async (fh) => {
+      if (this.damaged !== null) return;
+      const bfh = await this.openBasis(basis);
+      if (!bfh) return;
+      const r = await this.fillGaps(bfh.fd, fh.fd, gaps, basis.map, basis.size);
+      if (r.bad === -1) this.damaged = `its copy in backup ${basis.backupId} ended early`;
+      else if (r.bad !== null) this.damaged = `page ${r.bad} of its copy in backup ${basis.backupId} does not match the hash recorded for it (that copy was altered on disk)`;
+    });
+  }
+
+  /** The agent read every page before `page`: those that did not travel are filled from the basis (in batches of FILL_SPAN). */
+  passed(page: number): void {
+    this.gapTo(page);
   }
 
   /** A failed write (a full disk) fails the backup: never taken for a damaged basis. */
@@ -129,48 +197,9 @@ export class FileReceiver {
       throw err;
     }
     this.sent += h.count;
-    if (this.basis && this.fill === null) this.startFill(this.basis);
+    this.gapTo(h.firstPage);
+    this.next = Math.max(this.next, h.firstPage + h.count);
     void this.write(raw, h.firstPage * PAGE_SIZE).then(release);
-  }
-
-  /**
-   * The agent is reading this file now: the copy of the basis starts, to overlap with that read
-   * rather than follow it (wasted only when no page turns out to differ: the basis is then linked).
-   */
-  begin(): void {
-    if (this.basis && this.fill === null && !this.writeError) this.startFill(this.basis);
-  }
-
-  /**
-   * The basis file becomes the new file's starting point, copied by the kernel (a reflink where
-   * the file system shares extents, copy_file_range otherwise: no byte passes through here);
-   * the pages that arrive are written over it, after the copy. Nothing of the basis is trusted:
-   * the finished file is hashed against the SHA-256 computed where it was read (finish()).
-   */
-  private startFill(basis: Basis): void {
-    this.fill = this.copyBasis(basis);
-    const fill = this.fill;
-    this.queue = this.queue.then(() => fill);
-  }
-
-  private async copyBasis(basis: Basis): Promise<void> {
-    try {
-      const st = await fsp.stat(basis.abs);
-      if (st.size !== basis.size) {
-        this.damaged = `its copy in backup ${basis.backupId} has ${st.size} bytes, ${basis.size} recorded`;
-        return;
-      }
-    } catch (err) {
-      this.damaged = `its copy in backup ${basis.backupId} cannot be read (${errorMessage(err)})`;
-      return;
-    }
-    try {
-      await fsp.copyFile(basis.abs, this.dest, fsc.COPYFILE_FICLONE);
-      this.copied = true;
-    } catch (err) {
-      // The basis could be opened: what fails now is an error (a full disk, an I/O error).
-      this.writeError ??= err;
-    }
   }
 
   /** The agent finished the file: complete it (or link the basis) and say what it became. */
@@ -193,13 +222,13 @@ export class FileReceiver {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') return { kind: 'refetch', reason: `its copy in backup ${basis.backupId} is gone` };
         if (code !== 'EMLINK') throw err;
-        // Too many links to that inode: a copy (of pages already verified) instead.
-        this.startFill(basis);
+        // Too many links to that inode: a copy of it instead.
       }
     }
-    if (basis && this.fill === null && n > 0) this.startFill(basis);
-    await this.fill;
+    this.gapTo(n);
+    this.flushGaps();
     await this.queue;
+    await this.closeBasis();
     this.checkWrites();
     if (this.damaged !== null) {
       await this.discard();
@@ -222,32 +251,29 @@ export class FileReceiver {
       await fh.close();
       this.fh = null;
     }
-    if (basis && this.copied) {
-      // The pages taken from the basis were not read here: the whole result is checked against
-      // what the agent read (in page cache: it was just written).
-      const got = await this.sha256Of(this.dest, size);
-      if (got !== sha256) {
-        await this.discard();
-        return { kind: 'refetch', reason: `the file built over its copy in backup ${basis.backupId} does not match the SHA-256 computed where it was read (that copy was altered on disk)` };
-      }
-    }
     return { kind: 'written', size, sha256, map, sentPages: this.sent };
   }
 
-  /** Close and remove what was written (the file vanished, or is to be read again). */
+  private async closeBasis(): Promise<void> {
+    const fh = await this.basisFh?.catch(() => null);
+    this.basisFh = null;
+    await fh?.close().catch(() => undefined);
+  }
+
+  /** Close and remove what was written (the file vanished, or is to be read again, or is linked instead). */
   async discard(): Promise<void> {
     await this.queue.catch(() => undefined);
-    await this.fill?.catch(() => undefined);
-    if (this.opening || this.copied) {
-      const fh = await this.opening?.catch(() => null);
+    if (this.opening) {
+      const fh = await this.opening.catch(() => null);
       await fh?.close().catch(() => undefined);
       await fsp.rm(this.dest, { force: true });
     }
+    await this.closeBasis();
     this.opening = null;
     this.fh = null;
     this.queue = Promise.resolve();
-    this.fill = null;
-    this.copied = false;
+    this.gaps = [];
+    this.next = 0;
     this.arrived = new Uint8Array(0);
   }
 }

@@ -13,8 +13,8 @@ import { after, before, describe, it } from 'node:test';
 import { Decoder, Encoder } from '../../src/agent/codec.js';
 import { parseFaults } from '../../src/agent/faults.js';
 import { HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, samePage, sendRuns, splitRanges } from '../../src/agent/pages.js';
-import { FrameReader, FrameWriter, T, decodePages } from '../../src/agent/protocol.js';
-import { FileReceiver, type ReceiveOutcome } from '../../src/agent/receive.js';
+import { FrameReader, FrameWriter, T, decodePages, decodePassed } from '../../src/agent/protocol.js';
+import { FileReceiver, type FillGaps, type ReceiveOutcome } from '../../src/agent/receive.js';
 import { HashThread, hashFile } from '../../src/agent/hash-thread.js';
 import { READ_CHUNK, serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
 import { parseJournal } from '../../src/agent/store.js';
@@ -34,15 +34,8 @@ after(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-/** The backup host's check of a file built over a basis copy: its SHA-256 in the hashing thread. */
-async function sha256Of(file: string, size: number): Promise<string> {
-  const fh = await fs.open(file, 'r');
-  try {
-    return (await hashFile(thread, fh, size, 'sha')).sha256;
-  } finally {
-    await fh.close();
-  }
-}
+/** The backup host's fills from a basis, in the hashing thread (a buffer of 4 pages: in pieces). */
+const fillGaps: FillGaps = (from, to, gaps, map, size) => thread.fill(from, to, gaps, map, size);
 
 /** Deterministic pseudo-random bytes. */
 function bytes(n: number, seed: number): Buffer {
@@ -84,7 +77,7 @@ async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = f
       shared = true;
       await fs.link(from, to);
     },
-    sha256Of,
+    fillGaps,
   );
   const faults = parseFaults(corrupt ? `corrupt=src-${n}` : undefined);
   const decoder = new Decoder();
@@ -98,7 +91,8 @@ async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = f
         sent += h.count;
         const { data, release } = decoder.decodeOwned(h.codec, h.payload, h.rawLen);
         receiver.pages(h, data, release);
-      } else if (f.type === T.READ_END) return receiver.finish(JSON.parse(f.body.toString()) as ReadEnd);
+      } else if (f.type === T.PASSED) receiver.passed(decodePassed(f.body).page);
+      else if (f.type === T.READ_END) return receiver.finish(JSON.parse(f.body.toString()) as ReadEnd);
     }
   })();
   const [, outcome] = await Promise.all([serveRead({ id: n, path: src }, map, { out, hasher, encoder: new Encoder('zstd', 1), faults }), consume]);
@@ -145,6 +139,21 @@ describe('agent copy against a basis', () => {
     assert.ok(r.result?.equals(changed));
     assert.equal(r.sent, 4);
     assert.equal(r.outcome.kind === 'written' && r.outcome.sha256, createHash('sha256').update(changed).digest('hex'));
+    // Most pages of the first chunk changed (two runs): the whole chunk travels, in one message.
+    const perChunk = READ_CHUNK / PAGE_SIZE;
+    const dense = Buffer.from(big);
+    for (const p of [...Array.from({ length: perChunk / 2 + 6 }, (_, i) => i), perChunk - 20]) dense[p * PAGE_SIZE + 7] = (dense[p * PAGE_SIZE + 7] ?? 0) ^ 1;
+    const d = await transfer(dense, big);
+    assert.ok(d.result?.equals(dense));
+    assert.equal(d.sent, perChunk);
+    // A basis page altered on disk in the third chunk, far from any page that travelled: found
+    // when it is filled in, and the file is read again.
+    const damaged = Buffer.from(big);
+    damaged[2 * READ_CHUNK + 3 * PAGE_SIZE] = (damaged[2 * READ_CHUNK + 3 * PAGE_SIZE] ?? 0) ^ 1;
+    const x = await transfer(changed, big, false, damaged);
+    assert.equal(x.outcome.kind, 'refetch');
+    if (x.outcome.kind === 'refetch') assert.match(x.outcome.reason, new RegExp(`page ${2 * perChunk + 3} of its copy`));
+    assert.equal(x.result, null);
   });
 
   it('handles files that grew, shrank, were emptied, or are unchanged (hard link)', async () => {
@@ -182,7 +191,7 @@ describe('agent copy against a basis', () => {
       await fs.writeFile(bas, damaged);
       const pipe = new PassThrough();
       const reader = new FrameReader(pipe);
-      const receiver = new FileReceiver(path.join(dir, 'dest-dmg'), 0o600, { abs: bas, size: base.length, map: hasher.pages(base), sha256: '', backupId: 'B' }, hasher, () => undefined, fs.link, sha256Of);
+      const receiver = new FileReceiver(path.join(dir, 'dest-dmg'), 0o600, { abs: bas, size: base.length, map: hasher.pages(base), sha256: '', backupId: 'B' }, hasher, () => undefined, fs.link, fillGaps);
       const decoder = new Decoder();
       const consume = (async () => {
         for (;;) {
@@ -191,7 +200,7 @@ describe('agent copy against a basis', () => {
             const h = decodePages(f.body);
             const { data, release } = decoder.decodeOwned(h.codec, h.payload, h.rawLen);
             receiver.pages(h, data, release);
-          }
+          } else if (f?.type === T.PASSED) receiver.passed(decodePassed(f.body).page);
           else if (f?.type === T.READ_END) return receiver.finish(JSON.parse(f.body.toString()) as ReadEnd);
         }
       })();
@@ -202,15 +211,15 @@ describe('agent copy against a basis', () => {
     await assert.rejects(transfer(base, null, true), /does not match the checksum computed where it was read: the data was altered in transit/);
   });
 
-  it('builds the file over a copy of the basis, checked whole: a basis altered on disk is never carried into the new file', async () => {
+  it('fills the pages that did not travel from the basis, each checked: a basis altered on disk is never carried into the new file', async () => {
     const changed = Buffer.from(base);
     changed.fill(0x77, 2 * PAGE_SIZE, 3 * PAGE_SIZE);
-    // Altered in a page that did not change: the file built over it does not match the SHA-256.
+    // Altered in a page that did not change: that page does not match its hash in the basis map.
     const damaged = Buffer.from(base);
     damaged[12 * PAGE_SIZE + 5] = (damaged[12 * PAGE_SIZE + 5] ?? 0) ^ 0x10;
     const r = await transfer(changed, base, false, damaged);
     assert.equal(r.outcome.kind, 'refetch');
-    if (r.outcome.kind === 'refetch') assert.match(r.outcome.reason, /does not match the SHA-256 computed where it was read \(that copy was altered on disk\)/);
+    if (r.outcome.kind === 'refetch') assert.match(r.outcome.reason, /page 12 of its copy in backup B does not match the hash recorded for it \(that copy was altered on disk\)/);
     assert.equal(r.result, null, 'what was built is removed');
     // Shorter on disk than recorded: not copied at all.
     const short = await transfer(changed, base, false, base.subarray(0, 4 * PAGE_SIZE));

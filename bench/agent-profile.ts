@@ -1,0 +1,103 @@
+/**
+ * Where the time of an agent backup goes (`node dist/bench/agent-profile.js [--scale N]`):
+ * one full agent backup, then an incremental after 1% of pgbench_accounts updated in one
+ * contiguous range, then one after 1% updated at random, page cache dropped before each, with
+ * the DEBUG log lines of each backup printed with their time offsets. Not a comparison (that is
+ * agent-bench.ts): a profile. Must run as root.
+ *
+ * --alt DIR: another build of barman-ts (a checkout with dist/ and node_modules) takes each
+ * incremental too, on the same change and basis (its backup is deleted afterwards): an A/B of
+ * two versions in one run, the order alternating.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { BARMAN_USER, isRoot, must, type LocalCluster } from '../src/sandbox/local.js';
+import { BARMAN_SCRIPT } from '../src/util/self.js';
+import { run } from '../src/util/proc.js';
+import { makeBenchRoot } from './bench-root.js';
+import { argNum, buildBenchCluster, cipherSshConfig, dropCaches, timed } from './rsync-bench.js';
+import { PG_USER } from '../src/sandbox/local.js';
+
+async function main(): Promise<void> {
+  if (!isRoot) throw new Error('needs root');
+  const SCALE = argNum('scale', 20);
+  const { startSshd } = await import('../test/helpers/sshd.js');
+  const sys = await import('../test/helpers/system.js');
+  await sys.ensureBarmanUser();
+  const { root, mkdirFor } = await makeBenchRoot('barman-agent-profile-');
+  const pgDir = await mkdirFor('pg', PG_USER);
+  const home = await mkdirFor('barman', BARMAN_USER, 0o700);
+  const conf = path.join(root, 'barman.conf');
+  const altIdx = process.argv.indexOf('--alt');
+  const alt = altIdx >= 0 ? path.resolve(process.argv[altIdx + 1] ?? '') : null;
+  const ours = path.dirname(path.dirname(BARMAN_SCRIPT));
+  let script = BARMAN_SCRIPT;
+  const barman = (...a: string[]) => must(BARMAN_USER, process.execPath, [script, '-c', conf, ...a]);
+  const sshd = await startSshd();
+  let pg: LocalCluster | null = null;
+  try {
+    const { sshCommand } = await cipherSshConfig(await sshd.clientConfigFor(BARMAN_USER, [PG_USER]), root);
+    const built = await buildBenchCluster(pgDir, SCALE);
+    pg = built.cluster;
+    const cluster = pg;
+    console.log(`database: ${(built.dbSize / 1048576).toFixed(0)} MiB`);
+    const log = path.join(home, 'barman.log');
+    await fs.writeFile(
+      conf,
+      `[barman]\nbarman_home = ${home}\nbarman_user = ${BARMAN_USER}\nlog_file = ${log}\nlog_level = DEBUG\n\n` +
+        `[ag]\nconninfo = ${cluster.conninfo}\nstreaming_conninfo = ${cluster.conninfo}\nbackup_method = rsync\nssh_command = ${sshCommand}\n` +
+        `streaming_archiver = on\nslot_name = barman_ag\ncreate_slot = auto\nparallel_jobs = 2\ntransfer_method = agent\n`,
+      { mode: 0o644 },
+    );
+    await barman('cron');
+    // receive-wal (started by cron) can be slow to start on a busy host: a second chance.
+    await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'ag').catch(() => barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'ag'));
+    const rows = Number(await cluster.psql('SELECT count(*) FROM pgbench_accounts'));
+    const steps: [string, string | null, string][] = [
+      ['full', null, 'off'],
+      ['incr 1% contiguous', `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= ${Math.floor(rows / 100)}; CHECKPOINT;`, 'link'],
+      ['incr 1% random', 'UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE random() < 0.01; CHECKPOINT;', 'link'],
+    ];
+    /** The build whose barman and barman-agent run (the agent wrapper on the ssh PATH points to it). */
+    const use = async (repo: string) => {
+      script = path.join(repo, 'bin', 'barman.js');
+      await fs.writeFile(path.join(sshd.binDir, 'barman-agent'), `#!/bin/sh\nexec '${process.execPath}' '${path.join(repo, 'bin', 'barman-agent')}' "$@"\n`, { mode: 0o755 });
+    };
+    let round = 0;
+    for (const [label0, sql, reuse] of steps) {
+      if (sql) await cluster.psql(sql);
+      const builds = alt && sql ? (round++ % 2 === 0 ? [alt, ours] : [ours, alt]) : [ours];
+      for (const [bi, repo] of builds.entries()) {
+        const label = builds.length > 1 ? `${label0} [${repo === ours ? 'this build' : 'alt'}]` : label0;
+        await use(repo);
+        await dropCaches();
+        // dropCaches loads this build's code again: the other build's too.
+        if (repo !== ours) await run('sh', ['-c', 'find "$1" -name "*.js" -exec cat {} + > /dev/null', 'sh', path.join(repo, 'dist', 'src')]);
+        const before = (await fs.readFile(log, 'utf8')).length;
+        const t0 = Date.now();
+        const secs = await timed(() => barman('backup', '--immediate-checkpoint', '--reuse-backup', reuse, 'ag'));
+        console.log(`\n=== ${label}: ${secs.toFixed(2)} s`);
+        const text = (await fs.readFile(log, 'utf8')).slice(before);
+        for (const line of text.split('\n')) {
+          const m = /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \[(\d+)\] (\S+) (\w+): (.*)$/.exec(line);
+          if (!m) continue;
+          const at = new Date(`${m[1]?.replace(' ', 'T')}.${m[2]}`).getTime() - t0;
+          console.log(`${String(at).padStart(6)} ms ${m[4]} ${(m[6] ?? '').slice(0, 220)}`);
+        }
+        // The first of two builds: its backup goes, the other one takes the same change.
+        if (bi < builds.length - 1) {
+          const id = (await barman('list-backups', '--minimal', 'ag')).trim().split('\n')[0] ?? '';
+          await barman('delete', 'ag', id);
+        }
+      }
+    }
+    await use(ours);
+  } finally {
+    await must(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, 'receive-wal', '--stop', 'ag']).catch(() => undefined);
+    await pg?.stop('immediate').catch(() => undefined);
+    await sshd.stop().catch(() => undefined);
+    await fs.rm(root, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+await main();
