@@ -166,6 +166,9 @@ export async function cloudRestore(req: CloudRestoreRequest): Promise<void> {
   for (const dir of new Set(targets.values())) existed.set(dir, await requireEmpty(dir));
 
   const created = [...existed.keys()];
+  const writeback = new Map(created.map((dir) => [dir, new EarlyWriteback(dir)]));
+  // Rounds in flight end beside the final sync, not before it (they ended on failure too).
+  const stopWriteback = () => Promise.all([...writeback.values()].map((wb) => wb.stop()));
   try {
     for (const dir of created) await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     const jobs = files.flatMap((f) => f.keys.map((key) => ({ key, compression: f.compression, target: targets.get(f.oid) as string })));
@@ -173,13 +176,12 @@ export async function cloudRestore(req: CloudRestoreRequest): Promise<void> {
     // Bytes on disk are estimated from the bytes downloaded and the backup's compression ratio.
     const stored = [...(sums?.values() ?? [])].reduce((n, x) => n + x.size, 0);
     const ratio = stored > 0 && entry.info.size ? Math.max(1, entry.info.size / stored) : files.some((f) => f.compression) ? 4 : 1;
-    const writeback = new Map([...created].map((dir) => [dir, new EarlyWriteback(dir)]));
     await runPool(jobs, Math.max(1, req.jobs), async (j) => {
       say(`Extracting ${j.key} to ${j.target}${j.compression ? ` (decompressing ${TAR_COMPRESSIONS[j.compression]})` : ''}`);
       const wb = writeback.get(j.target);
       await extractArchive(catalog, j.key, j.compression, j.target, sums?.get(j.key.slice(backupDir.length)) ?? null, (n) => wb?.add(n * ratio));
     });
-    await Promise.all([...writeback.values()].map((wb) => wb.drain()));
+    const rounds = stopWriteback();
     if (sums) {
       for (const j of jobs) {
         if (!sums.has(j.key.slice(backupDir.length))) throw new BarmanError(`${j.key} is not among the objects uploaded with the backup`, 4);
@@ -197,8 +199,9 @@ export async function cloudRestore(req: CloudRestoreRequest): Promise<void> {
     await fsp.chown(walDir, st.uid, st.gid).catch(() => undefined);
     // Durable before exit 0: one syncfs per file system written (every file tar wrote, the
     // links, pg_wal), and the directories holding the targets we created.
-    await syncFilesystems(created, created.map((d) => path.dirname(d)));
+    await Promise.all([syncFilesystems(created, created.map((d) => path.dirname(d))), rounds]);
   } catch (err) {
+    await stopWriteback();
     // Leave nothing that looks like a data directory: empty what we filled, remove what we made.
     for (const dir of created) {
       if (existed.get(dir)) {
