@@ -13,8 +13,9 @@
  *   - backup:  `tar -c PGDATA | gzip -6 | curl -T -` (s3rver: one streamed PUT); Azure Blob needs
  *     a length per request, so there `split -b PART --filter 'curl --data-binary @-'` puts
  *     blocks of our part size one after the other (no -J), then one curl commits the block list
- *   - restore: `curl GET | pigz -d | tar -x -b 256` per archive of our backup, then `sync -f`
- *     (our restore decompresses with pigz and ends with syncfs too; the sync's share is shown,
+ *   - restore: `curl GET | pigz -d -p 1 | tar -x -b 256` per archive of our backup, then
+ *     `sync -f` (our restore decompresses with pigz -p 1 and ends with syncfs too; the sync's
+ *     share is shown,
  *     as the file system is shared with other work whose writes it flushes as well)
  *   - archive_command: `gzip -6 -c SEG | curl --data-binary @- -X PUT`, one call per segment
  *   - restore_command: `curl GET | gzip -dc > RECOVERYXLOG`, one call per segment (no fsync,
@@ -329,7 +330,7 @@ async function backupFloor(store: Store, root: string, dataDir: string): Promise
 }
 
 /**
- * Floor of a restore: every archive our backup wrote, downloaded by curl, decompressed by pigz
+ * Floor of a restore: every archive our backup wrote, downloaded by curl, decompressed by pigz -p 1
  * (gzip -d without it: what our restore gives tar) into tar with our 128 KiB records, then one
  * syncfs of the destination, as ours ends. The archives are listed before the clock starts.
  */
@@ -338,7 +339,7 @@ async function restoreFloor(store: Store, root: string): Promise<{ s: number; sy
   if (keys.length === 0) throw new Error('floor: our backup wrote no data.tar.gz');
   const dest = path.join(root, `rfloor-${store.name}`);
   fs.mkdirSync(dest, { mode: 0o700 });
-  const gunzip = findProgram('pigz', null) ? 'pigz -d' : 'gzip -d';
+  const gunzip = findProgram('pigz', null) ? 'pigz -d -p 1' : 'gzip -d';
   const script = `set -eo pipefail\ndest=$1\nshift\nfor url; do curl -K "$FLOOR_CURLRC" "$url" | ${gunzip} | tar -x -b 256 -f - -C "$dest"; done`;
   const extract = await timedFloor(store, script, [dest, ...keys.map((k) => store.floor.object(k))]);
   // The sync on its own: the file system is shared with other work, whose writes it flushes too.
