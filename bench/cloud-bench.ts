@@ -15,8 +15,7 @@
  *     blocks of our part size one after the other (no -J), then one curl commits the block list
  *   - restore: `curl GET | pigz -d -p 1 | tar -x -b 256` per archive of our backup, then
  *     `sync -f` (our restore decompresses with pigz -p 1 and ends with syncfs too; the sync's
- *     share is shown,
- *     as the file system is shared with other work whose writes it flushes as well)
+ *     share is shown, as the file system is shared with other work whose writes it flushes too)
  *   - archive_command: `gzip -6 -c SEG | curl --data-binary @- -X PUT`, one call per segment
  *   - restore_command: `curl GET | gzip -dc > RECOVERYXLOG`, one call per segment (no fsync,
  *     as ours writes WAL_DEST without one); every segment is compared with its source
