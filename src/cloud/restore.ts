@@ -63,10 +63,10 @@ async function requireEmpty(dir: string): Promise<boolean> {
  * decompressed in this process.
  *
  * pigz runs with `-p 1`: inflating cannot be split over threads, and pigz's default helper
- * threads (read, write, check) hand every buffer over with a futex wake-up; measured on the
- * bench machine (2 cores) on a 37 MB archive of 600 MB: 0.39 s of CPU with `-p 1`, 0.94 to
- * 1.08 s without, in the same wall time on an idle core, and gzip -d 1.9 s. The CPU saved is
- * what tar and this process need beside it.
+ * threads (read, write, check) hand every buffer over with a futex wake-up. Measured on the
+ * bench machine (2 cores, loaded) on a 37 MB archive of 600 MB: `pigz -d -p 1` 0.39 s of CPU
+ * and 0.5 to 1.2 s, `pigz -d` 0.94 to 1.08 s of CPU and 2.5 to 2.8 s, gzip -d 1.9 s of CPU.
+ * The CPU saved is what tar and this process need beside it.
  */
 function tarDecompression(compression: TarCompression | null): string[] {
   if (compression !== 'gz') return [];
