@@ -449,4 +449,14 @@ export class EarlyWriteback {
   async drain(): Promise<void> {
     while (this.inflight !== null) await this.inflight;
   }
+
+  /**
+   * No more rounds: the copy is over. Resolves when the round in flight (if any) is done, so
+   * that the final sync can run beside it instead of after it (it would only wait for the same
+   * pages, then flush again).
+   */
+  stop(): Promise<void> {
+    this.pending = Number.NEGATIVE_INFINITY;
+    return this.drain();
+  }
 }

@@ -11,11 +11,16 @@
  * account in the path.
  */
 import type { Readable } from 'node:stream';
-import { BlobServiceClient, ContainerClient, StorageSharedKeyCredential, type StoragePipelineOptions } from '@azure/storage-blob';
+import { createRequire } from 'node:module';
+import type { ContainerClient, StoragePipelineOptions } from '@azure/storage-blob';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { runPool } from '../util/pool.js';
 import type { GetResult, Listing, MultipartUpload, ObjectInfo, ObjectStorage, PutOptions, StorageCapabilities } from './types.js';
 import { StorageError } from './types.js';
+
+// Required, not imported: the package's CommonJS build loads with about a fifth less CPU than
+// its ESM build (about 270 modules either way), paid by every WAL call and at each restore's start.
+const { BlobServiceClient, StorageSharedKeyCredential } = createRequire(import.meta.url)('@azure/storage-blob') as typeof import('@azure/storage-blob');
 
 export interface AzureOptions {
   /** Account URL (`https://<account>.blob.core.windows.net`) when not using a connection string. */

@@ -291,6 +291,13 @@ describe('barman-cloud-restore on bad input', () => {
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /not empty/);
     assert.deepEqual(await fs.readdir(full), ['keepme']);
+    // A missing bucket (looked up beside the first listing): Barman's line, exit 1, nothing made.
+    const nowhere = path.join(work, 'restore-nobucket');
+    r = await tool(s3, 'barman-cloud-restore', [s3.url('restore-missing', 'p'), 'srv', 'latest', nowhere]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /Bucket restore-missing does not exist/);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.equal(existsSync(nowhere), false);
     // A good restore first.
     const ok = path.join(work, 'restore-ok');
     r = await tool(s3, 'barman-cloud-restore', [url, 'srv', '20240101T010000', ok]);

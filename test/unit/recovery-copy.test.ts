@@ -169,4 +169,16 @@ describe('durability and helpers', () => {
     await wb.drain();
     assert.equal(wb.rounds, 2, 'bytes added while a round runs start one more round');
   });
+
+  it('early write-back starts no round once stopped, and stop waits for the one in flight', async () => {
+    const wb = new EarlyWriteback(tmp, process.env, 10);
+    wb.add(11);
+    assert.equal(wb.rounds, 1);
+    wb.add(100);
+    await wb.stop();
+    assert.equal(wb.rounds, 1, 'bytes added before stop start no round after it');
+    wb.add(1000);
+    assert.equal(wb.rounds, 1, 'bytes added after stop start no round');
+    await wb.drain();
+  });
 });

@@ -232,9 +232,13 @@ export async function cloudMain(argv: readonly string[], cmd: Command, what: str
 
 /**
  * Open the storage, answer `-t` (exit 0 once connected), require the bucket when reading,
- * run `fn`, and close the storage whatever happens.
+ * run `fn`, and close the storage whatever happens. `needBucket` 'alongside' (a body that only
+ * reads): the bucket's existence is looked up while `fn` sends its first requests instead of
+ * before them, one round trip less before a restore's data flows; a missing bucket, or a lookup
+ * that fails, is still the error reported, whatever `fn` met meanwhile.
  */
-export async function withStorage(common: CommonOptions, needBucket: boolean, fn: (opened: Opened) => Promise<number>): Promise<number> {
+export async function withStorage(common: CommonOptions, needBucket: boolean | 'alongside', fn: (opened: Opened) => Promise<number>): Promise<number> {
+  if (needBucket === 'alongside' && !common.test) return withBucketAlongside(common, fn);
   const opened = await openAndCheck(common);
   try {
     if (common.test) return 0;
@@ -242,5 +246,26 @@ export async function withStorage(common: CommonOptions, needBucket: boolean, fn
     return await fn(opened);
   } finally {
     await opened.storage.close();
+  }
+}
+
+async function withBucketAlongside(common: CommonOptions, fn: (opened: Opened) => Promise<number>): Promise<number> {
+  const { storage, location } = await openCloudStorage(common.connect);
+  const opened: Opened = { storage, location, layout: new CloudLayout(location.prefix, common.server), exists: true };
+  const exists = storage.containerExists();
+  exists.catch(() => undefined);
+  const check = async () => requireBucket({ ...opened, exists: await exists });
+  try {
+    let code: number;
+    try {
+      code = await fn(opened);
+    } catch (err) {
+      await check();
+      throw err;
+    }
+    await check();
+    return code;
+  } finally {
+    await storage.close();
   }
 }

@@ -65,7 +65,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     if (backupArg !== 'auto' && (o.targetTime || o.targetLsn || o.targetTli)) {
       throw new BarmanError('--target-time, --target-lsn and --target-tli choose a backup with BACKUP_ID auto only', EXIT_CLI);
     }
-    return withStorage(common, true, async (opened) => {
+    return withStorage(common, 'alongside', async (opened) => {
       const { CloudCatalog } = await import('../../cloud/catalog.js');
       const catalog = new CloudCatalog(opened.storage, opened.layout, (m) => common.log.warning(m));
       let entry;
