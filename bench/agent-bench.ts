@@ -25,7 +25,7 @@ import * as path from 'node:path';
 import { as, BARMAN_USER, chownTo, isRoot, type LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
-import { makeBenchRoot } from './bench-root.js';
+import { cronUntilStreaming, makeBenchRoot } from './bench-root.js';
 import { MB, PGBACKREST, SSH_CIPHER, argNum, pgbackrestRestoreRow, buildBenchCluster, cipherSshConfig, dropCaches, infoField, pipeAs, setupPgbackrest, timed } from './rsync-bench.js';
 
 interface Measure {
@@ -121,7 +121,7 @@ export async function agentBench(): Promise<void> {
       `[barman]\nbarman_home = ${home}\nbarman_user = ${BARMAN_USER}\nlog_file = ${home}/barman.log\n\n${server('rs', '')}\n${server('ag', 'transfer_method = agent\n')}`,
       { mode: 0o644 },
     );
-    await barman('cron');
+    await cronUntilStreaming(barman, home, ['rs', 'ag']);
     // A backup needs a WAL archive that works: one WAL switched and archived first.
     for (const srv of ['rs', 'ag']) await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', srv);
     pgbrProblem = await setupPgbackrest(path.join(root, 'pgbackrest'), pgbrConf, cluster, pgDir, 'lz4');

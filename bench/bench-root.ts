@@ -47,3 +47,24 @@ export async function makeBenchRoot(prefix: string): Promise<{ root: string; mkd
   };
   return { root, mkdirFor };
 }
+
+/**
+ * `barman cron`, then wait until receive-wal streams for each server (a .partial in its
+ * streaming/ directory), running cron again every 5 s: a `switch-wal --archive` sent before
+ * pg_receivewal and its slot exist closes a segment that is never streamed, and waits in vain.
+ */
+export async function cronUntilStreaming(barman: (...a: string[]) => Promise<unknown>, home: string, servers: readonly string[]): Promise<void> {
+  const streaming = (srv: string) => {
+    try {
+      return fs.readdirSync(path.join(home, srv, 'streaming')).some((n) => n.endsWith('.partial'));
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; ; i++) {
+    if (i % 25 === 0) await barman('cron');
+    if (servers.every(streaming)) return;
+    if (i >= 300) throw new Error(`receive-wal is not streaming for ${servers.filter((s) => !streaming(s)).join(', ')} after 60 s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

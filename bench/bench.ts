@@ -31,7 +31,7 @@ import { as, BARMAN_USER, BIN, chownTo, LocalCluster, must, PG_USER } from '../s
 import { treeSize } from '../src/util/fsutil.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
-import { benchRoot } from './bench-root.js';
+import { benchRoot, cronUntilStreaming } from './bench-root.js';
 import { catalogScale } from './catalog-scale.js';
 import { drillBench } from './drill-bench.js';
 import { cloudBench } from './cloud-bench.js';
@@ -79,7 +79,7 @@ async function main(): Promise<void> {
       `[barman]\nbarman_home = ${home}\nbarman_user = ${BARMAN_USER}\nlog_file = ${home}/barman.log\n\n[bench]\nconninfo = ${pg.conninfo}\nstreaming_conninfo = ${pg.conninfo}\nbackup_method = postgres\nstreaming_archiver = on\nslot_name = barman\ncreate_slot = auto\n`,
       { mode: 0o644 },
     );
-    await barman('cron');
+    await cronUntilStreaming(barman, home, ['bench']);
     // A backup is refused until a first WAL file is archived (as Barman 3.4's check does).
     await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'bench');
 

@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import type { DrillRecord } from '../src/drill/records.js';
 import { as, BARMAN_USER, BIN, chownTo, freePort, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
-import { benchRoot } from './bench-root.js';
+import { benchRoot, cronUntilStreaming } from './bench-root.js';
 
 const argNum = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`);
@@ -50,7 +50,7 @@ export async function drillBench(): Promise<void> {
       `[barman]\nbarman_home = ${home}\nbarman_user = ${BARMAN_USER}\nlog_file = ${home}/barman.log\n\n[bench]\nconninfo = ${pg.conninfo}\nstreaming_conninfo = ${pg.conninfo}\nbackup_method = postgres\nstreaming_archiver = on\nslot_name = barman\ncreate_slot = auto\ndrill_directory = ${scratch}/drills\n`,
       { mode: 0o644 },
     );
-    await barman('cron');
+    await cronUntilStreaming(barman, home, ['bench']);
     // A backup is refused until a first WAL file is archived (as Barman 3.4's check does).
     await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'bench');
     await barman('backup', '--immediate-checkpoint', '--wait', 'bench');

@@ -29,7 +29,7 @@ import * as path from 'node:path';
 import { as, BARMAN_USER, BIN, chownTo, isRoot, LocalCluster, must, PG_USER } from '../src/sandbox/local.js';
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
-import { makeBenchRoot } from './bench-root.js';
+import { cronUntilStreaming, makeBenchRoot } from './bench-root.js';
 
 export const argNum = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`);
@@ -290,7 +290,7 @@ export async function rsyncBench(): Promise<void> {
       `[barman]\nbarman_home = ${home}\nbarman_user = ${BARMAN_USER}\nlog_file = ${home}/barman.log\n\n[bench]\nconninfo = ${cluster.conninfo}\nstreaming_conninfo = ${cluster.conninfo}\nbackup_method = rsync\nssh_command = ${sshCommand}\nstreaming_archiver = on\nslot_name = barman\ncreate_slot = auto\n`,
       { mode: 0o644 },
     );
-    await barman('cron');
+    await cronUntilStreaming(barman, home, ['bench']);
     // A backup is refused until a first WAL file is archived (as Barman 3.4's check does).
     await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'bench');
     pgbrProblem = await setupPgbackrest(path.join(root, 'pgbackrest'), pgbrConf, cluster, pgDir, 'none');
