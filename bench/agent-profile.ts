@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { BARMAN_USER, isRoot, must, type LocalCluster } from '../src/sandbox/local.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { run } from '../src/util/proc.js';
-import { makeBenchRoot } from './bench-root.js';
+import { cronUntilStreaming, makeBenchRoot } from './bench-root.js';
 import { argNum, buildBenchCluster, cipherSshConfig, dropCaches, timed } from './rsync-bench.js';
 import { PG_USER } from '../src/sandbox/local.js';
 
@@ -49,9 +49,8 @@ async function main(): Promise<void> {
         `streaming_archiver = on\nslot_name = barman_ag\ncreate_slot = auto\nparallel_jobs = 2\ntransfer_method = agent\n`,
       { mode: 0o644 },
     );
-    await barman('cron');
-    // receive-wal (started by cron) can be slow to start on a busy host: a second chance.
-    await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'ag').catch(() => barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'ag'));
+    await cronUntilStreaming(barman, home, ['ag']);
+    await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', 'ag');
     const rows = Number(await cluster.psql('SELECT count(*) FROM pgbench_accounts'));
     const steps: [string, string | null, string][] = [
       ['full', null, 'off'],
