@@ -18,6 +18,13 @@ import { cronUntilStreaming, makeBenchRoot } from './bench-root.js';
 import { argNum, buildBenchCluster, cipherSshConfig, dropCaches, timed } from './rsync-bench.js';
 import { PG_USER } from '../src/sandbox/local.js';
 
+/** CPU seconds spent by the whole machine so far, not idle nor waiting for I/O (/proc/stat). */
+async function busyCpuSeconds(): Promise<number> {
+  const f = (await fs.readFile('/proc/stat', 'utf8')).split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
+  return (user + nice + system + irq + softirq + steal) / 100;
+}
+
 async function main(): Promise<void> {
   if (!isRoot) throw new Error('needs root');
   const SCALE = argNum('scale', 20);
@@ -74,8 +81,10 @@ async function main(): Promise<void> {
         if (repo !== ours) await run('sh', ['-c', 'find "$1" -name "*.js" -exec cat {} + > /dev/null', 'sh', path.join(repo, 'dist', 'src')]);
         const before = (await fs.readFile(log, 'utf8')).length;
         const t0 = Date.now();
+        const cpu0 = await busyCpuSeconds();
         const secs = await timed(() => barman('backup', '--immediate-checkpoint', '--reuse-backup', reuse, 'ag'));
-        console.log(`\n=== ${label}: ${secs.toFixed(2)} s`);
+        const cpu = (await busyCpuSeconds()) - cpu0;
+        console.log(`\n=== ${label}: ${secs.toFixed(2)} s (CPU busy on the whole machine: ${cpu.toFixed(2)} s)`);
         const text = (await fs.readFile(log, 'utf8')).slice(before);
         for (const line of text.split('\n')) {
           const m = /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \[(\d+)\] (\S+) (\w+): (.*)$/.exec(line);

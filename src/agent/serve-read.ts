@@ -154,6 +154,8 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
     throw err;
   }
   const ahead: Promise<Chunk>[] = [];
+  // A slot is read into again only once the hashing thread is done with what it held.
+  const slotFree: Promise<unknown>[] = Array.from({ length: SLOTS }, () => Promise.resolve());
   let hashing = false;
   try {
     const st = await fh.stat();
@@ -164,19 +166,22 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
     let lastPosted: Promise<number> = Promise.resolve(READ_CHUNK);
     const launch = (k: number): Promise<Chunk> => {
       const slot = k % SLOTS;
-      const read = readFull(fh, thread.slots[slot] as Buffer, k * READ_CHUNK);
+      const read = (slotFree[slot] as Promise<unknown>).then(() => readFull(fh, thread.slots[slot] as Buffer, k * READ_CHUNK));
       const previous = lastPosted;
-      let hashes: Promise<Buffer> = Promise.resolve(Buffer.alloc(0));
+      let sha: Promise<unknown> = Promise.resolve();
       const posted = (async () => {
         const n = await read;
-        // To the hashing thread in file order, and nothing after a short chunk.
+        // To the hashing thread (the file's SHA-256) in file order, and nothing after a short chunk.
         if ((await previous) < READ_CHUNK || n === 0) return 0;
         hashing = true;
-        hashes = thread.chunk(slot, n);
+        sha = thread.chunk(slot, n, 'sha');
         return n;
       })();
       lastPosted = posted;
-      const chunk = posted.then(async (n) => ({ n, hashes: await hashes }));
+      // The page hashes are computed here, while the hashing thread works on the SHA-256: the
+      // two halves of the hashing go on at once.
+      const chunk = posted.then((n) => ({ n, hashes: n > 0 ? hasher.pages((thread.slots[slot] as Buffer).subarray(0, n)) : Buffer.alloc(0) }));
+      slotFree[slot] = posted.then(() => sha).catch(() => undefined);
       chunk.catch(() => undefined);
       return chunk;
     };
@@ -201,6 +206,7 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
       if (n < READ_CHUNK) break;
     }
     await Promise.allSettled(ahead);
+    await Promise.all(slotFree);
     hashing = false;
     const sha256 = await thread.digest();
     const end: ReadEnd = { id: req.id, size: pos, sha256, mtimeMs: st.mtimeMs, mode: st.mode & 0o7777, sent, pages: page };
@@ -209,6 +215,7 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
     // Reads still going into the shared buffers end before the next file reuses them; a file
     // left half-hashed does not leave its bytes in the next file's SHA-256.
     await Promise.allSettled(ahead);
+    await Promise.allSettled(slotFree);
     if (hashing) await ctx.thread?.digest().catch(() => undefined);
     await fh.close();
   }

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BarmanError, lastLine } from '../util/errors.js';
 import { logger } from '../util/log.js';
-import { sshInvocation } from '../util/ssh-command.js';
+import { sshInvocation, streamingSshEnv } from '../util/ssh-command.js';
 import { BARMAN_TS_VERSION } from '../version.js';
 import { FrameReader, FrameWriter, PROTOCOL_VERSION, ProtocolError, T, parseJson, type Frame, type Hello, type HostHello } from './protocol.js';
 
@@ -96,7 +96,8 @@ export class AgentSession {
     const t0 = Date.now();
     const inv = ep.sshCommand === null ? { cmd: process.execPath, args: [AGENT_SCRIPT] } : sshInvocation(ep.sshCommand, [AGENT_COMMAND]);
     log.debug(`starting the agent on ${ep.where}: ${inv.cmd} ${inv.args.join(' ')}`);
-    const child = spawn(inv.cmd, inv.args, { env: ep.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    const env = ep.env ?? process.env;
+    const child = spawn(inv.cmd, inv.args, { env: ep.sshCommand === null ? env : streamingSshEnv(env), stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     const s = new AgentSession(child, ep);
     const onAbort = () => s.kill();
     signal?.addEventListener('abort', onAbort, { once: true });
