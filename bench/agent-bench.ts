@@ -170,7 +170,10 @@ export async function agentBench(): Promise<void> {
       agentBackup('barman agent -j 2 full', 'off'),
       ...(pgbrProblem ? [] : [['pgbackrest full process-max=2 lz4', () => pgbr('--type=full', '--process-max=2', 'backup')] as [string, () => Promise<unknown>]]),
     ];
-    for (let round = 0; round < ROUNDS; round++) for (const [label, fn, after] of alternate(fullSteps, round)) await measure(label, fn, after);
+    // BENCH_AGENT_INCR_ONLY=1: one agent full backup (the basis), then the incremental section alone.
+    const incrOnly = process.env.BENCH_AGENT_INCR_ONLY === '1';
+    const fulls = incrOnly ? fullSteps.filter(([label]) => label === 'barman agent -j 2 full' || label.startsWith('pgbackrest full')) : fullSteps;
+    for (let round = 0; round < (incrOnly ? 1 : ROUNDS); round++) for (const [label, fn, after] of alternate(fulls, round)) await measure(label, fn, after);
     // The size of the data (the agent's backup, or rsync's if the agent's failed: the report says why).
     for (const srv of ['ag', 'rs']) {
       const id = await newest(srv);
@@ -200,7 +203,9 @@ export async function agentBench(): Promise<void> {
           else if (e.isFile()) {
             const a = await fs.stat(path.join(newData, r));
             const b = await fs.stat(path.join(prevData, r)).catch(() => null);
-            if (b && a.ino !== b.ino) changed.push(r);
+            // Only files of the data directory (not the backup's own backup_label or manifest).
+            const src = await fs.stat(path.join(cluster.dataDir, r)).catch(() => null);
+            if (b && src && a.ino !== b.ino) changed.push(r);
           }
         }
       };
@@ -291,7 +296,7 @@ export async function agentBench(): Promise<void> {
             pgbackrestRestoreRow(pgScratch, pgbr),
           ]),
     ];
-    for (let round = 0; round < ROUNDS; round++) for (const [label, fn, after, prepare] of alternate(restoreSteps, round)) await measure(label, fn, after, prepare);
+    for (let round = 0; round < (incrOnly ? 0 : ROUNDS); round++) for (const [label, fn, after, prepare] of alternate(restoreSteps, round)) await measure(label, fn, after, prepare);
   } finally {
     await as(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, 'receive-wal', '--stop', 'rs']).catch(() => undefined);
     await as(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, 'receive-wal', '--stop', 'ag']).catch(() => undefined);

@@ -197,7 +197,7 @@ class AgentCopy {
   }
 
   /** Pages filled in from a basis, checked, by one of the hashing threads. */
-  private readonly fillGaps: FillGaps = (from, to, gaps, map, size) => this.threads.use((t) => t.fill(from, to, gaps, map, size));
+  private readonly fillGaps: FillGaps = (from, to, gaps, map, size, direct) => this.threads.use((t) => t.fill(from, to, gaps, map, size, direct));
 
   /** An unchanged basis file into the new backup: hard link, or copy (reuse_backup = copy / off). */
   private readonly share = async (from: string, to: string): Promise<void> => {

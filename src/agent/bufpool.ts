@@ -12,7 +12,17 @@
  * (thousands of one-page messages, hundreds of them waiting to be written) slower than a full
  * backup, the time going to allocating, faulting in and collecting those megabytes.
  */
+import { DIRECT_ALIGN, alignedBuffer } from './direct-io.js';
+
 export const SMALL_MAX = 128 * 1024;
+
+/** Memory whose large buffers suit direct I/O (direct-io.ts). */
+const SLABS = new WeakSet<ArrayBufferLike>();
+
+/** Whether `buf` starts at an address direct I/O accepts (a large buffer of an aligned pool, or a view from its start). */
+export function directAligned(buf: Buffer): boolean {
+  return SLABS.has(buf.buffer) && buf.byteOffset % DIRECT_ALIGN === 0;
+}
 const SMALL_MIN = 8 * 1024;
 
 /** The size class of a small request: the next power of two, at least SMALL_MIN. */
@@ -25,6 +35,8 @@ export function smallClass(size: number): number {
 export class BufferPool {
   private readonly free: Buffer[] = [];
   private readonly small = new Map<number, Buffer[]>();
+  /** The free large buffers of the aligned slab (alignedLarge), made on first use. */
+  private slab: Buffer[] | null = null;
 
   constructor(
     /** Smallest large buffer made (so that messages of slightly different sizes share buffers). */
@@ -33,6 +45,11 @@ export class BufferPool {
     private readonly keep = 8,
     /** Small buffers kept per size class. */
     private readonly keepSmall = 256,
+    /**
+     * Large buffers of `minSize` (a multiple of 64 KiB) come from one slab of `keep` of them
+     * whose addresses suit direct I/O (directAligned), as long as it has some free.
+     */
+    private readonly alignedLarge = false,
   ) {}
 
   /** A buffer of at least `size` bytes (its contents are garbage). */
@@ -40,6 +57,15 @@ export class BufferPool {
     if (size <= SMALL_MAX) {
       const cls = smallClass(size);
       return this.small.get(cls)?.pop() ?? Buffer.allocUnsafeSlow(cls);
+    }
+    if (this.alignedLarge && size <= this.minSize) {
+      if (!this.slab) {
+        const slab = alignedBuffer(this.minSize * this.keep);
+        SLABS.add(slab.buffer);
+        this.slab = Array.from({ length: this.keep }, (_, i) => slab.subarray(i * this.minSize, (i + 1) * this.minSize));
+      }
+      const b = this.slab.pop();
+      if (b) return b;
     }
     for (let i = this.free.length - 1; i >= 0; i--) {
       const b = this.free[i] as Buffer;
@@ -53,6 +79,10 @@ export class BufferPool {
 
   /** Give back a buffer from take() once nothing refers to its bytes any more. */
   give(buf: Buffer): void {
+    if (this.slab && SLABS.has(buf.buffer)) {
+      this.slab.push(buf);
+      return;
+    }
     if (buf.length <= SMALL_MAX) {
       if (buf.length !== smallClass(buf.length)) return;
       let list = this.small.get(buf.length);

@@ -74,7 +74,8 @@ export class Encoder {
 export class Decoder {
   private dctx: InstanceType<ZstdBinding['DCtx']> | null = null;
   private scratch: Buffer | null = null;
-  private readonly pool = new BufferPool(1 << 20, 32);
+  /** Large results in buffers that suit direct I/O: the backup host writes them to disk with O_DIRECT (receive.ts). */
+  private readonly pool = new BufferPool(1 << 20, 32, 256, true);
 
   /**
    * Like decode(), into a buffer of its own (a copy, for a payload that travelled raw: the

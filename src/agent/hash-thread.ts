@@ -18,7 +18,13 @@ export type HashRequest =
   | { t: 'chunk'; slot: number; len: number; kind: HashKind }
   | { t: 'digest' }
   /** Page ranges [a, b) of file descriptor `from` (`basisSize` bytes) copied into `to`, checked against `map` (from page `mapFirst`). */
-  | { t: 'fill'; from: number; to: number; gaps: [number, number][]; map: Uint8Array; mapFirst: number; basisSize: number };
+  | { t: 'fill'; from: number; to: number; gaps: [number, number][]; map: Uint8Array; mapFirst: number; basisSize: number; direct: DirectFds | null };
+
+/** The basis and the new file opened again with O_DIRECT (direct-io.ts), beside `from` and `to`. */
+export interface DirectFds {
+  from: number;
+  to: number;
+}
 export type HashReply =
   | { t: 'hashes'; hashes: Uint8Array }
   | { t: 'sha'; hex: string }
@@ -93,11 +99,13 @@ export class HashThread {
    * Copy page ranges of an open basis file into the file being built, in the thread, every page
    * checked against the basis's page map first (see FillResult).
    */
-  async fill(from: number, to: number, gaps: [number, number][], map: Buffer, basisSize: number): Promise<FillResult> {
+  async fill(from: number, to: number, gaps: [number, number][], map: Buffer, basisSize: number, direct: DirectFds | null = null): Promise<FillResult> {
     const first = gaps[0]?.[0] ?? 0;
     const last = gaps.at(-1)?.[1] ?? 0;
-    const slice = map.subarray(first * HASH_BYTES, last * HASH_BYTES);
-    const r = await this.ask({ t: 'fill', from, to, gaps, map: slice, mapFirst: first, basisSize });
+    // A copy of just these hashes: a view would take its whole buffer (the file's map, or the
+    // store's) through the structured clone of every message.
+    const slice = new Uint8Array(map.subarray(first * HASH_BYTES, last * HASH_BYTES));
+    const r = await this.ask({ t: 'fill', from, to, gaps, map: slice, mapFirst: first, basisSize, direct });
     if (r.t !== 'filled') throw new Error('hashing thread out of step');
     return { bytes: r.bytes, bad: r.bad };
   }

@@ -8,6 +8,9 @@ import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { HASH_BYTES, PAGE_SIZE, PageHasher } from './pages.js';
 import type { HashReply, HashRequest } from './hash-thread.js';
+import { DIRECT_ALIGN, alignDown, alignUp, alignedBuffer } from './direct-io.js';
+
+type FillRequest = Extract<HashRequest, { t: 'fill' }>;
 
 const { seed, slots } = workerData as { seed: string; slots: SharedArrayBuffer[] };
 const port = parentPort;
@@ -15,34 +18,63 @@ if (!port) throw new Error('hash-worker.js runs as a worker thread');
 const hasher = await PageHasher.create(seed);
 let sha: Hash = createHash('sha256');
 
+/** The buffer of fills through direct I/O (READ_CHUNK-sized like the slots; made on first use). */
+let directBuf: Buffer | null = null;
+
+/** Read `want` bytes at `pos` into `buf` (fewer at the end of the file); direct first if given, the ordinary descriptor for what it leaves. */
+function readPiece(m: FillRequest, buf: Buffer, want: number, pos: number): number {
+  let n = 0;
+  if (m.direct) {
+    // One aligned request: at the end of the file it returns what there is.
+    n = fs.readSync(m.direct.from, buf, 0, Math.min(alignUp(want), buf.length), pos);
+    if (n > want) n = want;
+  }
+  while (n < want) {
+    const r = fs.readSync(m.from, buf, n, want - n, pos + n);
+    if (r === 0) break;
+    n += r;
+  }
+  return n;
+}
+
+/** Write `n` bytes of `buf` at `pos`: the aligned part directly if a direct descriptor is given, the rest through the ordinary one. */
+function writePiece(m: FillRequest, buf: Buffer, n: number, pos: number): void {
+  let w = 0;
+  if (m.direct) {
+    const head = alignDown(n);
+    while (w < head) {
+      const r = fs.writeSync(m.direct.to, buf, w, head - w, pos + w);
+      w += r;
+      // A short direct write leaves an unaligned remainder: the ordinary descriptor takes it.
+      if (r % DIRECT_ALIGN !== 0) break;
+    }
+  }
+  while (w < n) w += fs.writeSync(m.to, buf, w, n - w, pos + w);
+}
+
 /**
- * Copy page ranges of a basis file (fd `from`) into the file being built (fd `to`), through the
- * first read buffer, every page checked against its hash in `map` (the basis's page map from
- * page `mapFirst` on) before it is written: system calls made here, one after the other, rather
- * than a round trip through the main thread for each piece.
+ * Copy page ranges of a basis file (fd `from`) into the file being built (fd `to`), through one
+ * buffer, every page checked against its hash in `map` (the basis's page map from page
+ * `mapFirst` on) before it is written: system calls made here, one after the other, rather
+ * than a round trip through the main thread for each piece. With `direct` descriptors (the same
+ * files opened with O_DIRECT: direct-io.ts) the data bypasses the page cache.
  */
-function fill(m: Extract<HashRequest, { t: 'fill' }>): HashReply {
-  const buf = Buffer.from(slots[0] as SharedArrayBuffer);
+function fill(m: FillRequest): HashReply {
+  const buf = m.direct ? (directBuf ??= alignedBuffer((slots[0] as SharedArrayBuffer).byteLength)) : Buffer.from(slots[0] as SharedArrayBuffer);
   const per = Math.floor(buf.length / PAGE_SIZE);
   let bytes = 0;
   for (const [a, b] of m.gaps) {
     for (let p = a; p < b; p += per) {
       const q = Math.min(b, p + per);
       const want = Math.min(q * PAGE_SIZE, m.basisSize) - p * PAGE_SIZE;
-      let n = 0;
-      while (n < want) {
-        const r = fs.readSync(m.from, buf, n, want - n, p * PAGE_SIZE + n);
-        if (r === 0) break;
-        n += r;
-      }
+      const n = readPiece(m, buf, want, p * PAGE_SIZE);
       if (n < want) return { t: 'filled', bytes, bad: -1 };
       const hashes = hasher.pages(buf.subarray(0, n));
       for (let i = 0; i < q - p; i++) {
         const o = (p + i - m.mapFirst) * HASH_BYTES;
         if (Buffer.compare(hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES), m.map.subarray(o, o + HASH_BYTES)) !== 0) return { t: 'filled', bytes, bad: p + i };
       }
-      let w = 0;
-      while (w < n) w += fs.writeSync(m.to, buf, w, n - w, p * PAGE_SIZE + w);
+      writePiece(m, buf, n, p * PAGE_SIZE);
       bytes += n;
     }
   }

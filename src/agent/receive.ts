@@ -11,14 +11,18 @@
  * when the agent's read ends. When nothing changed, the basis file is hard-linked instead (its
  * inode is shared, as it was verified when written).
  *
- * Writes to the new file go through one queue, in the order they are decided.
+ * Pages that arrived are written through one queue, in the order they arrive; fills from the
+ * basis run beside it, several at once (on the hashing threads): they write other pages, and
+ * the fill of a large file would otherwise be the last thing a backup waits for.
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
 import { HASH_BYTES, PAGE_SIZE, pageCount, type PageHasher } from './pages.js';
 import type { PagesHeader } from './protocol.js';
 import type { ReadEnd } from './serve-read.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { setFileAttributes, type FillResult } from './hash-thread.js';
+import { setFileAttributes, type DirectFds, type FillResult } from './hash-thread.js';
+import { openDirect, writeMaybeDirect } from './direct-io.js';
+import { directAligned } from './bufpool.js';
 
 /** Pages to fill from the basis gathered into one task for the hashing thread (8 MiB). */
 const FILL_SPAN = 1024;
@@ -28,7 +32,7 @@ const FILL_SPAN = 1024;
  * being built (fd `to`), every page checked against `map` (the basis's page map) first: in a
  * hashing thread (HashThread.fill).
  */
-export type FillGaps = (from: number, to: number, gaps: [number, number][], map: Buffer, basisSize: number) => Promise<FillResult>;
+export type FillGaps = (from: number, to: number, gaps: [number, number][], map: Buffer, basisSize: number, direct: DirectFds | null) => Promise<FillResult>;
 
 export interface Basis {
   /** The basis file (in an earlier backup). */
@@ -50,6 +54,8 @@ export class FileReceiver {
   private fh: fsp.FileHandle | null = null;
   private opening: Promise<fsp.FileHandle> | null = null;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Fills from the basis under way (they run beside the queue, each on a hashing thread). */
+  private readonly fills = new Set<Promise<void>>();
   private arrived = new Uint8Array(0);
   private hashes = Buffer.alloc(0);
   private damaged: string | null = null;
@@ -60,6 +66,9 @@ export class FileReceiver {
   /** Ranges of pages [first, end) to fill from the basis, not yet queued (gathered for one read). */
   private gaps: [number, number][] = [];
   private basisFh: Promise<fsp.FileHandle | null> | null = null;
+  /** The new file and the basis opened again with O_DIRECT (direct-io.ts; null: not available there). */
+  private directDest: Promise<fsp.FileHandle | null> | null = null;
+  private directBasis: Promise<fsp.FileHandle | null> | null = null;
 
   constructor(
     readonly dest: string,
@@ -103,9 +112,15 @@ export class FileReceiver {
     return this.queue;
   }
 
+  /**
+   * Write pages at `pos`: with O_DIRECT (past the page cache) when their buffer allows it
+   * (decoded into an aligned pool: codec.ts) and the file system does it, the short tail of a
+   * file through the ordinary descriptor.
+   */
   private write(data: Buffer, pos: number): Promise<unknown> {
     return this.enqueue(async (fh) => {
-      await fh.write(data, 0, data.length, pos);
+      const aligned = directAligned(data);
+      await writeMaybeDirect(fh, aligned ? await this.openDirectDest() : null, data, pos, aligned);
       this.onWritten(data.length);
     });
   }
@@ -149,14 +164,44 @@ export class FileReceiver {
     const basis = this.basis;
     this.gaps = [];
     if (!basis || gaps.length === 0) return;
-    void this.enqueue(async (fh) => {
-      if (this.damaged !== null) return;
+    const fill: Promise<void> = (async () => {
+      const fh = await this.open();
+      if (this.writeError || this.damaged !== null) return;
       const bfh = await this.openBasis(basis);
       if (!bfh) return;
-      const r = await this.fillGaps(bfh.fd, fh.fd, gaps, basis.map, basis.size);
-      if (r.bad === -1) this.damaged = `its copy in backup ${basis.backupId} ended early`;
-      else if (r.bad !== null) this.damaged = `page ${r.bad} of its copy in backup ${basis.backupId} does not match the hash recorded for it (that copy was altered on disk)`;
-    });
+      const r = await this.fillGaps(bfh.fd, fh.fd, gaps, basis.map, basis.size, await this.openDirectFds(basis));
+      if (r.bad === -1) this.damaged ??= `its copy in backup ${basis.backupId} ended early`;
+      else if (r.bad !== null) this.damaged ??= `page ${r.bad} of its copy in backup ${basis.backupId} does not match the hash recorded for it (that copy was altered on disk)`;
+    })()
+      .catch((err: unknown) => {
+        this.writeError ??= err;
+      })
+      .finally(() => this.fills.delete(fill));
+    this.fills.add(fill);
+  }
+
+  /** The new file (created by open()) opened again with O_DIRECT, or null where the file system does not do it. */
+  private openDirectDest(): Promise<fsp.FileHandle | null> {
+    this.directDest ??= this.open().then(() => openDirect(this.dest, fsc.O_WRONLY | fsc.O_NOFOLLOW));
+    return this.directDest;
+  }
+
+  /** The basis and the new file opened with O_DIRECT for a fill, or null (the ordinary descriptors then). */
+  private async openDirectFds(basis: Basis): Promise<DirectFds | null> {
+    const to = await this.openDirectDest();
+    if (!to) return null;
+    this.directBasis ??= openDirect(basis.abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    const from = await this.directBasis;
+    return from && { from: from.fd, to: to.fd };
+  }
+
+  private async closeDirect(): Promise<void> {
+    for (const p of [this.directDest, this.directBasis]) {
+      const fh = await p?.catch(() => null);
+      await fh?.close().catch(() => undefined);
+    }
+    this.directDest = null;
+    this.directBasis = null;
   }
 
   /** The agent read every page before `page`: those that did not travel are filled from the basis (in batches of FILL_SPAN). */
@@ -227,7 +272,8 @@ export class FileReceiver {
     }
     this.gapTo(n);
     this.flushGaps();
-    await this.queue;
+    await this.settled();
+    await this.closeDirect();
     await this.closeBasis();
     this.checkWrites();
     if (this.damaged !== null) {
@@ -261,8 +307,15 @@ export class FileReceiver {
   }
 
   /** Close and remove what was written (the file vanished, or is to be read again, or is linked instead). */
+  /** Every write queued and every fill started so far is done (failures are kept: checkWrites). */
+  private async settled(): Promise<void> {
+    await this.queue;
+    while (this.fills.size > 0) await Promise.all([...this.fills]);
+  }
+
   async discard(): Promise<void> {
-    await this.queue.catch(() => undefined);
+    await this.settled().catch(() => undefined);
+    await this.closeDirect();
     if (this.opening) {
       const fh = await this.opening.catch(() => null);
       await fh?.close().catch(() => undefined);

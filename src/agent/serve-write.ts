@@ -12,7 +12,8 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { run } from '../util/proc.js';
-import { ByteBudget } from './bufpool.js';
+import { ByteBudget, directAligned } from './bufpool.js';
+import { openDirect, writeMaybeDirect } from './direct-io.js';
 import { HashThread, hashFile, readFull, setFileAttributes } from './hash-thread.js';
 import type { Decoder } from './codec.js';
 import { HASH_BYTES, PAGE_SIZE, changedRanges, pageCount, type PageHasher } from './pages.js';
@@ -51,6 +52,14 @@ interface OpenWrite {
   /** The file's writes, in order; never rejects (the first failure is kept in `error`). */
   writing: Promise<void>;
   error: unknown;
+  /** The file opened again with O_DIRECT for aligned writes (null: the file system does not do it). */
+  direct?: Promise<fsp.FileHandle | null>;
+}
+
+async function closeDirect(w: OpenWrite): Promise<void> {
+  const fh = await w.direct?.catch(() => null);
+  w.direct = undefined;
+  await fh?.close().catch(() => undefined);
 }
 
 /**
@@ -236,7 +245,11 @@ export class WriteServer {
     const pos = h.firstPage * PAGE_SIZE;
     w.writing = w.writing
       .then(async () => {
-        if (w.error === null) await w.fh.write(raw, 0, raw.length, pos);
+        if (w.error !== null) return;
+        // Restored pages go to disk past the page cache where the file system allows (direct-io.ts).
+        const aligned = directAligned(raw);
+        if (aligned) w.direct ??= openDirect(w.req.path, fsc.O_WRONLY | fsc.O_NOFOLLOW);
+        await writeMaybeDirect(w.fh, aligned ? await (w.direct as Promise<fsp.FileHandle | null>) : null, raw, pos, aligned);
       })
       .catch((err: unknown) => {
         w.error ??= err;
@@ -276,6 +289,7 @@ export class WriteServer {
       // Quick system calls, made here: through the thread pool each would wait for a turn.
       setFileAttributes(w.fh.fd, w.req.size, w.req.mode, w.req.mtimeMs);
     } finally {
+      await closeDirect(w);
       await w.fh.close();
     }
     await this.out.json(T.WRITTEN, { id });
@@ -294,6 +308,7 @@ export class WriteServer {
   async closeAll(): Promise<void> {
     for (const w of this.open.values()) {
       await w.writing;
+      await closeDirect(w);
       await w.fh.close().catch(() => undefined);
     }
     this.open.clear();

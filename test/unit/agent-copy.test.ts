@@ -16,6 +16,7 @@ import { HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, s
 import { FrameReader, FrameWriter, T, decodePages, decodePassed } from '../../src/agent/protocol.js';
 import { FileReceiver, type FillGaps, type ReceiveOutcome } from '../../src/agent/receive.js';
 import { HashThread, hashFile } from '../../src/agent/hash-thread.js';
+import { openDirect } from '../../src/agent/direct-io.js';
 import { READ_CHUNK, serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
 import { parseJournal } from '../../src/agent/store.js';
 import { walkTree, type WireEntry } from '../../src/agent/walk.js';
@@ -34,8 +35,8 @@ after(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-/** The backup host's fills from a basis, in the hashing thread (a buffer of 4 pages: in pieces). */
-const fillGaps: FillGaps = (from, to, gaps, map, size) => thread.fill(from, to, gaps, map, size);
+/** The backup host's fills from a basis, in the hashing thread (a buffer of 4 pages: in pieces), through O_DIRECT where the file system has it. */
+const fillGaps: FillGaps = (from, to, gaps, map, size, direct) => thread.fill(from, to, gaps, map, size, direct);
 
 /** Deterministic pseudo-random bytes. */
 function bytes(n: number, seed: number): Buffer {
@@ -369,5 +370,53 @@ describe('transfer_method = agent refusals', () => {
     assert.doesNotThrow(() => refuseAgentTransfer({ transfer_method: 'agent', backup_method: 'rsync', ssh_command: 'ssh pg' }));
     assert.throws(() => refuseAgentTransfer({ transfer_method: 'agent', backup_method: 'local-rsync', ssh_command: null }), /^BarmanError: transfer_method = agent needs backup_method = rsync \(this server has local-rsync\)$/);
     assert.throws(() => refuseAgentTransfer({ transfer_method: 'agent', backup_method: 'rsync', ssh_command: null }), /needs ssh_command/);
+  });
+});
+
+describe('fills from a basis through direct I/O', () => {
+  it('gives the same file as the ordinary path, short tail and ranges of any length included, and still checks every page', async () => {
+    const base = bytes(13 * PAGE_SIZE + 1234, 7);
+    const bas = path.join(dir, 'direct-basis');
+    await fs.writeFile(bas, base);
+    const map = hasher.pages(base);
+    const gaps: [number, number][] = [
+      [0, 1],
+      [2, 7],
+      [9, 14],
+    ];
+    const results: Buffer[] = [];
+    for (const direct of [false, true]) {
+      const dest = path.join(dir, `direct-dest-${String(direct)}`);
+      const from = await fs.open(bas, 'r');
+      const to = await fs.open(dest, 'w');
+      const dFrom = direct ? await openDirect(bas, fs.constants.O_RDONLY) : null;
+      const dTo = direct ? await openDirect(dest, fs.constants.O_WRONLY) : null;
+      try {
+        const r = await thread.fill(from.fd, to.fd, gaps, map, base.length, dFrom && dTo ? { from: dFrom.fd, to: dTo.fd } : null);
+        assert.deepEqual(r, { bytes: 10 * PAGE_SIZE + 1234, bad: null });
+      } finally {
+        for (const fh of [from, to, dFrom, dTo]) await fh?.close();
+      }
+      const got = await fs.readFile(dest);
+      assert.equal(got.length, base.length);
+      for (const [a, b] of gaps) assert.ok(got.subarray(a * PAGE_SIZE, b * PAGE_SIZE).equals(base.subarray(a * PAGE_SIZE, b * PAGE_SIZE)), `pages ${a}-${b}`);
+      results.push(got);
+    }
+    assert.ok((results[0] as Buffer).equals(results[1] as Buffer));
+    // A basis page altered on disk is found through the direct path too.
+    const damaged = Buffer.from(base);
+    damaged[5 * PAGE_SIZE + 3] ^= 0xff;
+    await fs.writeFile(bas, damaged);
+    const from = await fs.open(bas, 'r');
+    const dest = path.join(dir, 'direct-dest-damaged');
+    const to = await fs.open(dest, 'w');
+    const dFrom = await openDirect(bas, fs.constants.O_RDONLY);
+    const dTo = await openDirect(dest, fs.constants.O_WRONLY);
+    try {
+      const r = await thread.fill(from.fd, to.fd, gaps, map, base.length, dFrom && dTo ? { from: dFrom.fd, to: dTo.fd } : null);
+      assert.equal(r.bad, 5);
+    } finally {
+      for (const fh of [from, to, dFrom, dTo]) await fh?.close();
+    }
   });
 });

@@ -210,6 +210,28 @@ describe('agent buffer reuse', () => {
     assert.notEqual(pool.take(10_000).length, 10_000);
   });
 
+  it('BufferPool with aligned large buffers: a slab of `keep` blocks fit for direct I/O, reused, then ordinary buffers', async () => {
+    const { BufferPool, directAligned } = await import('../../src/agent/bufpool.js');
+    const pool = new BufferPool(1 << 20, 2, 2, true);
+    const a = pool.take(1 << 20);
+    const b = pool.take(300_000);
+    assert.equal(a.length, 1 << 20);
+    assert.ok(directAligned(a) && directAligned(b) && directAligned(a.subarray(0, 5000)));
+    assert.ok(!directAligned(a.subarray(100)), 'a view from inside a block is not aligned');
+    const c = pool.take(1 << 20);
+    assert.ok(!directAligned(c), 'the slab is spent: an ordinary buffer');
+    assert.ok(!directAligned(pool.take(8192)), 'small requests are ordinary buffers');
+    pool.give(a);
+    assert.equal(pool.take(1 << 20), a);
+    assert.ok(!directAligned(Buffer.alloc(1 << 20)));
+    // Decoded pages land in aligned buffers (the backup host writes them with O_DIRECT).
+    const raw = Buffer.alloc(1 << 20, 7);
+    const enc = new Encoder('zstd', 1).encode(raw);
+    const { data, release } = new Decoder().decodeOwned(enc.codec, enc.payload, raw.length);
+    assert.ok(directAligned(data) && data.equals(raw));
+    release();
+  });
+
   it('ByteBudget holds a reservation back while the budget is spent', async () => {
     const { ByteBudget } = await import('../../src/agent/bufpool.js');
     const budget = new ByteBudget(100);
