@@ -34,7 +34,8 @@ export interface Encoded {
 
 export class Encoder {
   private cctx: InstanceType<ZstdBinding['CCtx']> | null = null;
-  readonly pool = new BufferPool();
+  /** Its large buffers suit direct I/O: a restore reads backup files into them with O_DIRECT (restore-push.ts). */
+  readonly pool = new BufferPool(1 << 20, 8, 256, true);
 
   constructor(
     readonly name: CodecName,

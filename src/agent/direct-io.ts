@@ -63,3 +63,23 @@ export async function writeMaybeDirect(fh: fsp.FileHandle, direct: fsp.FileHandl
   }
   while (w < data.length) w += (await fh.write(data, w, data.length - w, pos + w)).bytesWritten;
 }
+
+/**
+ * Read `len` bytes at `pos` into `whole` (from its start) of a file open as `fh`: one aligned
+ * read through `direct` (the same file opened with O_DIRECT) when there is one, `aligned` says
+ * the buffer's address suits it and `whole` can take the rounded-up length; what that leaves
+ * (nothing, unless the file ends or the read was short) through `fh`. Returns the bytes read:
+ * fewer than `len` only at the end of the file.
+ */
+export async function readMaybeDirect(fh: fsp.FileHandle, direct: fsp.FileHandle | null, whole: Buffer, pos: number, len: number, aligned: boolean): Promise<number> {
+  let n = 0;
+  if (direct && aligned && pos % DIRECT_ALIGN === 0 && alignUp(len) <= whole.length) {
+    n = Math.min(len, (await direct.read(whole, 0, alignUp(len), pos)).bytesRead);
+  }
+  while (n < len) {
+    const { bytesRead } = await fh.read(whole, n, len - n, pos + n);
+    if (bytesRead === 0) break;
+    n += bytesRead;
+  }
+  return n;
+}

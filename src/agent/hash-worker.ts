@@ -46,7 +46,7 @@ function writePiece(m: FillRequest, buf: Buffer, n: number, pos: number): void {
       const r = fs.writeSync(m.direct.to, buf, w, head - w, pos + w);
       w += r;
       // A short direct write leaves an unaligned remainder: the ordinary descriptor takes it.
-      if (r % DIRECT_ALIGN !== 0) break;
+      if (r === 0 || r % DIRECT_ALIGN !== 0) break;
     }
   }
   while (w < n) w += fs.writeSync(m.to, buf, w, n - w, pos + w);

@@ -306,13 +306,13 @@ export class FileReceiver {
     await fh?.close().catch(() => undefined);
   }
 
-  /** Close and remove what was written (the file vanished, or is to be read again, or is linked instead). */
   /** Every write queued and every fill started so far is done (failures are kept: checkWrites). */
   private async settled(): Promise<void> {
     await this.queue;
     while (this.fills.size > 0) await Promise.all([...this.fills]);
   }
 
+  /** Close and remove what was written (the file vanished, or is to be read again, or is linked instead). */
   async discard(): Promise<void> {
     await this.settled().catch(() => undefined);
     await this.closeDirect();

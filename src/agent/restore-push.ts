@@ -11,13 +11,15 @@
  * Every page is checked against its hash on arrival: the result is the backup's files, byte for
  * byte, as a full restore writes them.
  */
-import { promises as fsp } from 'node:fs';
+import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { TreeScan } from '../recovery/copy.js';
 import { BarmanError } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { Encoder, requireCodec } from './codec.js';
-import { HashThreadPool, hashFile, readFull } from './hash-thread.js';
+import { HashThreadPool, hashFile } from './hash-thread.js';
+import { directAligned } from './bufpool.js';
+import { openDirect, readMaybeDirect } from './direct-io.js';
 import { HASH_BYTES, PAGE_SIZE, PageHasher, newSeed, pageCount, rangeWindows } from './pages.js';
 import { T, decodeNeed, encodePages, encodeWithBinary, parseJson, type PageRange } from './protocol.js';
 import { READ_CHUNK } from './serve-read.js';
@@ -121,13 +123,19 @@ class Pusher {
     const file = path.join(job.tree.scan.root, job.rel);
     const pool = this.encoder.pool;
     const fh = await fsp.open(file, 'r');
+    // Read past the page cache where the file system allows (direct-io.ts): the backup's files
+    // are not read again soon, and need not push anything out of this host's cache.
+    const direct = await openDirect(file, fsc.O_RDONLY | fsc.O_NOFOLLOW).catch(async (err: unknown) => {
+      await fh.close();
+      throw err;
+    });
     const windows = rangeWindows(ranges, READ_CHUNK / PAGE_SIZE);
     const readWindow = async (w: (typeof windows)[number]) => {
       const start = w.first * PAGE_SIZE;
       const len = Math.min(w.end * PAGE_SIZE, job.size) - start;
       const whole = pool.take(len);
       const buf = whole.subarray(0, len);
-      const n = await readFull(fh, buf, start);
+      const n = await readMaybeDirect(fh, direct, whole, start, len, directAligned(whole));
       if (n !== len) {
         pool.give(whole);
         throw new BarmanError(`${file} is shorter than when the restore started`);
@@ -163,6 +171,7 @@ class Pusher {
       }
     } finally {
       await next?.then((r) => pool.give(r.whole)).catch(() => undefined);
+      await direct?.close();
       await fh.close();
     }
   }

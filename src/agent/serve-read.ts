@@ -181,7 +181,10 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
       // The page hashes are computed here, while the hashing thread works on the SHA-256: the
       // two halves of the hashing go on at once.
       const chunk = posted.then((n) => ({ n, hashes: n > 0 ? hasher.pages((thread.slots[slot] as Buffer).subarray(0, n)) : Buffer.alloc(0) }));
-      slotFree[slot] = posted.then(() => sha).catch(() => undefined);
+      // A failed SHA-256 step fails the read (the next use of the slot, or the wait at the end).
+      const free = posted.then(() => sha);
+      free.catch(() => undefined);
+      slotFree[slot] = free;
       chunk.catch(() => undefined);
       return chunk;
     };

@@ -16,7 +16,7 @@ import { HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, s
 import { FrameReader, FrameWriter, T, decodePages, decodePassed } from '../../src/agent/protocol.js';
 import { FileReceiver, type FillGaps, type ReceiveOutcome } from '../../src/agent/receive.js';
 import { HashThread, hashFile } from '../../src/agent/hash-thread.js';
-import { openDirect } from '../../src/agent/direct-io.js';
+import { alignedBuffer, openDirect, readMaybeDirect, writeMaybeDirect } from '../../src/agent/direct-io.js';
 import { READ_CHUNK, serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
 import { parseJournal } from '../../src/agent/store.js';
 import { walkTree, type WireEntry } from '../../src/agent/walk.js';
@@ -418,5 +418,34 @@ describe('fills from a basis through direct I/O', () => {
     } finally {
       for (const fh of [from, to, dFrom, dTo]) await fh?.close();
     }
+  });
+});
+
+describe('reads and writes through direct I/O', () => {
+  it('reads and writes the same bytes as the ordinary path, a short tail and an unaligned buffer included', async () => {
+    const data = bytes(5 * PAGE_SIZE + 777, 11);
+    const file = path.join(dir, 'direct-rw');
+    const fh = await fs.open(file, 'w+');
+    const direct = await openDirect(file, fs.constants.O_RDWR);
+    try {
+      const aligned = alignedBuffer(1 << 16);
+      data.copy(aligned);
+      // Aligned buffer: the head directly, the 777-byte tail through the ordinary descriptor.
+      await writeMaybeDirect(fh, direct, aligned.subarray(0, data.length), 0, true);
+      // An ordinary buffer (not aligned): all through the ordinary descriptor.
+      await writeMaybeDirect(fh, direct, Buffer.from(data), data.length, false);
+      const back = alignedBuffer(1 << 16);
+      assert.equal(await readMaybeDirect(fh, direct, back, 0, data.length, true), data.length);
+      assert.ok(back.subarray(0, data.length).equals(data));
+      const other = Buffer.alloc(1 << 16);
+      assert.equal(await readMaybeDirect(fh, direct, other, data.length, data.length, false), data.length);
+      assert.ok(other.subarray(0, data.length).equals(data));
+      // Past the end of the file: what there is.
+      assert.equal(await readMaybeDirect(fh, direct, back, PAGE_SIZE * 8, PAGE_SIZE * 4, true), 2 * data.length - PAGE_SIZE * 8);
+    } finally {
+      await direct?.close();
+      await fh.close();
+    }
+    assert.ok((await fs.readFile(file)).equals(Buffer.concat([data, data])));
   });
 });

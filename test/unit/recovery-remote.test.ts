@@ -37,6 +37,7 @@ import { rangedMinBytes } from '../../src/util/ranges.js';
 import { recoveryLines } from '../../src/recovery/settings.js';
 import { RANGED_COPY_MIN_BYTES, ddWriteWords } from '../../src/util/ranges.js';
 import { run } from '../../src/util/proc.js';
+import { STREAM_MALLOC_TUNABLES, streamingSshEnv } from '../../src/util/ssh-command.js';
 
 const NASTY = [`it's`, 'a b', '$HOME', '`id`', '"q"', 'semi;colon', 'back\\slash', 'new\nline', '*', ''];
 
@@ -73,6 +74,15 @@ describe('remote quoting', () => {
     const res = await remote(['printf', '[%s]', ...NASTY]);
     assert.equal(res.code, 0, res.stderr);
     assert.equal(res.stdout, NASTY.map((w) => `[${w}]`).join(''));
+  });
+
+  it('gives an ssh client carrying a stream its malloc settings, keeping the administrator\'s own (last: they win)', () => {
+    assert.equal(streamingSshEnv({ PATH: '/bin' }).GLIBC_TUNABLES, STREAM_MALLOC_TUNABLES);
+    assert.equal(streamingSshEnv({ PATH: '/bin' }).PATH, '/bin');
+    assert.equal(streamingSshEnv({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }).GLIBC_TUNABLES, `${STREAM_MALLOC_TUNABLES}:glibc.malloc.arena_max=2`);
+    const env = { GLIBC_TUNABLES: 'x=1' };
+    streamingSshEnv(env);
+    assert.equal(env.GLIBC_TUNABLES, 'x=1', 'the given environment is not changed');
   });
 
   it('runs the admin ssh command as shell text, with the values as positional parameters', () => {
