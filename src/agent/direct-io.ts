@@ -47,6 +47,30 @@ export function alignUp(n: number): number {
 }
 
 /**
+ * The rules both the asynchronous helpers below and the hashing threads' synchronous fills
+ * (hash-worker.ts) follow.
+ *
+ * directWriteHead: how many of `len` bytes to write at `pos` from a buffer (`aligned`: its
+ * address suits O_DIRECT) go through O_DIRECT: the aligned head, 0 if none. directReadLength:
+ * the length of the one O_DIRECT read that fetches `len` bytes at `pos` into a buffer of
+ * `room` bytes (rounded up: at the end of the file it returns what there is), 0 if it cannot be
+ * made. directWriteGoesOn: whether, after a direct write of `r` bytes, the next piece may go
+ * directly too (a short write leaves an unaligned rest to the ordinary descriptor).
+ */
+export function directWriteHead(len: number, pos: number, aligned: boolean): number {
+  return aligned && pos % DIRECT_ALIGN === 0 ? alignDown(len) : 0;
+}
+
+export function directReadLength(len: number, pos: number, aligned: boolean, room: number): number {
+  const l = alignUp(len);
+  return aligned && pos % DIRECT_ALIGN === 0 && l <= room ? l : 0;
+}
+
+export function directWriteGoesOn(r: number): boolean {
+  return r > 0 && r % DIRECT_ALIGN === 0;
+}
+
+/**
  * Write `data` at `pos` of a file open as `fh`: through `direct` (the same file opened with
  * O_DIRECT) for the aligned head when there is one and `aligned` says the buffer's address
  * suits it (bufpool.ts: directAligned), the rest (a file's short tail, or all of it) through
@@ -54,12 +78,11 @@ export function alignUp(n: number): number {
  */
 export async function writeMaybeDirect(fh: fsp.FileHandle, direct: fsp.FileHandle | null, data: Buffer, pos: number, aligned: boolean): Promise<void> {
   let w = 0;
-  const head = direct && aligned && pos % DIRECT_ALIGN === 0 ? alignDown(data.length) : 0;
+  const head = direct ? directWriteHead(data.length, pos, aligned) : 0;
   while (direct && w < head) {
     const { bytesWritten } = await direct.write(data, w, head - w, pos + w);
     w += bytesWritten;
-    // A short direct write leaves an unaligned remainder: the ordinary descriptor takes it.
-    if (bytesWritten === 0 || bytesWritten % DIRECT_ALIGN !== 0) break;
+    if (!directWriteGoesOn(bytesWritten)) break;
   }
   while (w < data.length) w += (await fh.write(data, w, data.length - w, pos + w)).bytesWritten;
 }
@@ -73,9 +96,8 @@ export async function writeMaybeDirect(fh: fsp.FileHandle, direct: fsp.FileHandl
  */
 export async function readMaybeDirect(fh: fsp.FileHandle, direct: fsp.FileHandle | null, whole: Buffer, pos: number, len: number, aligned: boolean): Promise<number> {
   let n = 0;
-  if (direct && aligned && pos % DIRECT_ALIGN === 0 && alignUp(len) <= whole.length) {
-    n = Math.min(len, (await direct.read(whole, 0, alignUp(len), pos)).bytesRead);
-  }
+  const one = direct ? directReadLength(len, pos, aligned, whole.length) : 0;
+  if (direct && one > 0) n = Math.min(len, (await direct.read(whole, 0, one, pos)).bytesRead);
   while (n < len) {
     const { bytesRead } = await fh.read(whole, n, len - n, pos + n);
     if (bytesRead === 0) break;

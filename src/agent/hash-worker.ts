@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { HASH_BYTES, PAGE_SIZE, PageHasher } from './pages.js';
 import type { HashReply, HashRequest } from './hash-thread.js';
-import { DIRECT_ALIGN, alignDown, alignUp, alignedBuffer } from './direct-io.js';
+import { alignedBuffer, directReadLength, directWriteGoesOn, directWriteHead } from './direct-io.js';
 
 type FillRequest = Extract<HashRequest, { t: 'fill' }>;
 
@@ -24,11 +24,8 @@ let directBuf: Buffer | null = null;
 /** Read `want` bytes at `pos` into `buf` (fewer at the end of the file); direct first if given, the ordinary descriptor for what it leaves. */
 function readPiece(m: FillRequest, buf: Buffer, want: number, pos: number): number {
   let n = 0;
-  if (m.direct) {
-    // One aligned request: at the end of the file it returns what there is.
-    n = fs.readSync(m.direct.from, buf, 0, Math.min(alignUp(want), buf.length), pos);
-    if (n > want) n = want;
-  }
+  const one = m.direct ? directReadLength(want, pos, true, buf.length) : 0;
+  if (m.direct && one > 0) n = Math.min(want, fs.readSync(m.direct.from, buf, 0, one, pos));
   while (n < want) {
     const r = fs.readSync(m.from, buf, n, want - n, pos + n);
     if (r === 0) break;
@@ -40,14 +37,11 @@ function readPiece(m: FillRequest, buf: Buffer, want: number, pos: number): numb
 /** Write `n` bytes of `buf` at `pos`: the aligned part directly if a direct descriptor is given, the rest through the ordinary one. */
 function writePiece(m: FillRequest, buf: Buffer, n: number, pos: number): void {
   let w = 0;
-  if (m.direct) {
-    const head = alignDown(n);
-    while (w < head) {
-      const r = fs.writeSync(m.direct.to, buf, w, head - w, pos + w);
-      w += r;
-      // A short direct write leaves an unaligned remainder: the ordinary descriptor takes it.
-      if (r === 0 || r % DIRECT_ALIGN !== 0) break;
-    }
+  const head = m.direct ? directWriteHead(n, pos, true) : 0;
+  while (m.direct && w < head) {
+    const r = fs.writeSync(m.direct.to, buf, w, head - w, pos + w);
+    w += r;
+    if (!directWriteGoesOn(r)) break;
   }
   while (w < n) w += fs.writeSync(m.to, buf, w, n - w, pos + w);
 }

@@ -16,7 +16,7 @@ import { HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, s
 import { FrameReader, FrameWriter, T, decodePages, decodePassed } from '../../src/agent/protocol.js';
 import { FileReceiver, type FillGaps, type ReceiveOutcome } from '../../src/agent/receive.js';
 import { HashThread, hashFile } from '../../src/agent/hash-thread.js';
-import { alignedBuffer, openDirect, readMaybeDirect, writeMaybeDirect } from '../../src/agent/direct-io.js';
+import { DIRECT_ALIGN, alignedBuffer, directReadLength, directWriteGoesOn, directWriteHead, openDirect, readMaybeDirect, writeMaybeDirect } from '../../src/agent/direct-io.js';
 import { READ_CHUNK, serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
 import { parseJournal } from '../../src/agent/store.js';
 import { walkTree, type WireEntry } from '../../src/agent/walk.js';
@@ -422,6 +422,20 @@ describe('fills from a basis through direct I/O', () => {
 });
 
 describe('reads and writes through direct I/O', () => {
+  it('follows one set of alignment rules', () => {
+    const A = DIRECT_ALIGN;
+    assert.equal(directWriteHead(5 * A + 77, 8192, true), 5 * A, 'the aligned head goes directly, the tail does not');
+    assert.equal(directWriteHead(A - 1, 0, true), 0);
+    assert.equal(directWriteHead(3 * A, 100, true), 0, 'an unaligned offset: nothing directly');
+    assert.equal(directWriteHead(3 * A, 0, false), 0, 'an unaligned buffer: nothing directly');
+    assert.equal(directReadLength(A + 1, 0, true, 2 * A), 2 * A, 'rounded up');
+    assert.equal(directReadLength(A + 1, 0, true, A + 1), 0, 'no room for the rounded length');
+    assert.equal(directReadLength(A, 512, true, 4 * A), 0);
+    assert.equal(directReadLength(A, 0, false, 4 * A), 0);
+    assert.ok(directWriteGoesOn(2 * A));
+    assert.ok(!directWriteGoesOn(0) && !directWriteGoesOn(A + 512));
+  });
+
   it('reads and writes the same bytes as the ordinary path, a short tail and an unaligned buffer included', async () => {
     const data = bytes(5 * PAGE_SIZE + 777, 11);
     const file = path.join(dir, 'direct-rw');
