@@ -170,7 +170,10 @@ export function untrackTempDir(dir: string): void {
 export async function removeTempDirs(): Promise<void> {
   const dirs = [...tempDirs];
   tempDirs.clear();
-  await Promise.all(dirs.map((d) => fs.rm(d, { recursive: true, force: true })));
+  // A process of the test that is still finishing (a put-wal session whose cluster was just
+  // stopped, a receive-wal on its way out) may add a file while the tree is removed: rm then
+  // fails with ENOTEMPTY (seen once in CI, in wal-segsize's after hook). rm tries again.
+  await Promise.all(dirs.map((d) => fs.rm(d, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 })));
 }
 
 /** Synchronous variant for the process 'exit' safety net. */
