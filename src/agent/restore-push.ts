@@ -18,7 +18,7 @@ import { BarmanError } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import { Encoder, requireCodec } from './codec.js';
 import { HashThreadPool, hashFile } from './hash-thread.js';
-import { directAligned } from './bufpool.js';
+import { SMALL_MAX, directAligned } from './bufpool.js';
 import { openDirect, readMaybeDirect } from './direct-io.js';
 import { HASH_BYTES, PAGE_SIZE, PageHasher, newSeed, pageCount, rangeWindows } from './pages.js';
 import { T, decodeNeed, encodePages, encodeWithBinary, parseJson, type PageRange } from './protocol.js';
@@ -124,8 +124,10 @@ class Pusher {
     const pool = this.encoder.pool;
     const fh = await fsp.open(file, 'r');
     // Read past the page cache where the file system allows (direct-io.ts): the backup's files
-    // are not read again soon, and need not push anything out of this host's cache.
-    const direct = await openDirect(file, fsc.O_RDONLY | fsc.O_NOFOLLOW).catch(async (err: unknown) => {
+    // are not read again soon, and need not push anything out of this host's cache. Only a file
+    // with windows larger than SMALL_MAX can get an aligned buffer from the pool: a small file
+    // is not opened a second time for nothing.
+    const direct = await (job.size > SMALL_MAX ? openDirect(file, fsc.O_RDONLY | fsc.O_NOFOLLOW) : Promise.resolve(null)).catch(async (err: unknown) => {
       await fh.close();
       throw err;
     });
