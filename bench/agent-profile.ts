@@ -7,7 +7,8 @@
  *
  * --alt DIR: another build of barman-ts (a checkout with dist/ and node_modules) takes each
  * incremental too, on the same change and basis (its backup is deleted afterwards): an A/B of
- * two versions in one run, the order alternating.
+ * two versions in one run, the order alternating. --repeat N: each build takes each incremental
+ * N times (the same change and basis: all but the last backup are deleted again).
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
@@ -28,6 +29,8 @@ async function busyCpuSeconds(): Promise<number> {
 async function main(): Promise<void> {
   if (!isRoot) throw new Error('needs root');
   const SCALE = argNum('scale', 20);
+  /** Backups taken of each incremental change by each build (all but the last deleted again). */
+  const REPEAT = argNum('repeat', 1);
   const { startSshd } = await import('../test/helpers/sshd.js');
   const sys = await import('../test/helpers/system.js');
   await sys.ensureBarmanUser();
@@ -70,9 +73,11 @@ async function main(): Promise<void> {
       await fs.writeFile(path.join(sshd.binDir, 'barman-agent'), `#!/bin/sh\nexec '${process.execPath}' '${path.join(repo, 'bin', 'barman-agent')}' "$@"\n`, { mode: 0o755 });
     };
     let round = 0;
+    const summary = new Map<string, number[]>();
     for (const [label0, sql, reuse] of steps) {
       if (sql) await cluster.psql(sql);
-      const builds = alt && sql ? (round++ % 2 === 0 ? [alt, ours] : [ours, alt]) : [ours];
+      const builds: string[] = [];
+      for (let r = 0; r < (sql ? REPEAT : 1); r++) builds.push(...(alt && sql ? (round++ % 2 === 0 ? [alt, ours] : [ours, alt]) : [ours]));
       for (const [bi, repo] of builds.entries()) {
         const label = builds.length > 1 ? `${label0} [${repo === ours ? 'this build' : 'alt'}]` : label0;
         await use(repo);
@@ -85,6 +90,7 @@ async function main(): Promise<void> {
         const secs = await timed(() => barman('backup', '--immediate-checkpoint', '--reuse-backup', reuse, 'ag'));
         const cpu = (await busyCpuSeconds()) - cpu0;
         console.log(`\n=== ${label}: ${secs.toFixed(2)} s (CPU busy on the whole machine: ${cpu.toFixed(2)} s)`);
+        summary.set(label, [...(summary.get(label) ?? []), secs]);
         const text = (await fs.readFile(log, 'utf8')).slice(before);
         for (const line of text.split('\n')) {
           const m = /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \[(\d+)\] (\S+) (\w+): (.*)$/.exec(line);
@@ -100,6 +106,8 @@ async function main(): Promise<void> {
       }
     }
     await use(ours);
+    console.log('\n=== summary (seconds, in the order taken)');
+    for (const [label, times] of summary) console.log(`${label.padEnd(36)} ${times.map((t) => t.toFixed(2)).join(' ')}  median ${[...times].sort((a, b) => a - b)[Math.floor(times.length / 2)]?.toFixed(2)}`);
   } finally {
     await must(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, 'receive-wal', '--stop', 'ag']).catch(() => undefined);
     await pg?.stop('immediate').catch(() => undefined);

@@ -6,7 +6,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { HASH_BYTES, PAGE_SIZE, PageHasher } from './pages.js';
+import { FILL_PAGES, HASH_BYTES, PAGE_SIZE, PageHasher } from './pages.js';
 import type { HashReply, HashRequest } from './hash-thread.js';
 import { alignedBuffer, directReadLength, directWriteGoesOn, directWriteHead } from './direct-io.js';
 
@@ -18,7 +18,7 @@ if (!port) throw new Error('hash-worker.js runs as a worker thread');
 const hasher = await PageHasher.create(seed);
 let sha: Hash = createHash('sha256');
 
-/** The buffer of fills through direct I/O (READ_CHUNK-sized like the slots; made on first use). */
+/** The buffer of fills through direct I/O (FILL_PAGES pages: one request per task; made on first use). */
 let directBuf: Buffer | null = null;
 
 /** Read `want` bytes at `pos` into `buf` (fewer at the end of the file); direct first if given, the ordinary descriptor for what it leaves. */
@@ -54,7 +54,7 @@ function writePiece(m: FillRequest, buf: Buffer, n: number, pos: number): void {
  * files opened with O_DIRECT: direct-io.ts) the data bypasses the page cache.
  */
 function fill(m: FillRequest): HashReply {
-  const buf = m.direct ? (directBuf ??= alignedBuffer((slots[0] as SharedArrayBuffer).byteLength)) : Buffer.from(slots[0] as SharedArrayBuffer);
+  const buf = m.direct ? (directBuf ??= alignedBuffer(FILL_PAGES * PAGE_SIZE)) : Buffer.from(slots[0] as SharedArrayBuffer);
   const per = Math.floor(buf.length / PAGE_SIZE);
   let bytes = 0;
   for (const [a, b] of m.gaps) {

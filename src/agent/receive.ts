@@ -16,7 +16,7 @@
  * the fill of a large file would otherwise be the last thing a backup waits for.
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
-import { HASH_BYTES, PAGE_SIZE, pageCount, type PageHasher } from './pages.js';
+import { FILL_PAGES, HASH_BYTES, PAGE_SIZE, pageCount, type PageHasher } from './pages.js';
 import type { PagesHeader } from './protocol.js';
 import type { ReadEnd } from './serve-read.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
@@ -24,8 +24,6 @@ import { setFileAttributes, type DirectFds, type FillResult } from './hash-threa
 import { openDirect, writeMaybeDirect } from './direct-io.js';
 import { directAligned } from './bufpool.js';
 
-/** Pages to fill from the basis gathered into one task for the hashing thread (8 MiB). */
-const FILL_SPAN = 1024;
 
 /**
  * Copy page ranges [a, b) of an open basis file (fd `from`, `basisSize` bytes) into the file
@@ -151,8 +149,12 @@ export class FileReceiver {
       // Pages the basis does not have cannot be filled: finish() finds them missing.
       const end = Math.min(page, basis.map.length / HASH_BYTES);
       if (end > this.next) {
-        this.gaps.push([this.next, end]);
-        if (end - (this.gaps[0] as [number, number])[0] >= FILL_SPAN) this.flushGaps();
+        // Adjacent ranges (the agent passes a chunk at a time) become one: one read and one
+        // write per FILL_PAGES, not one per chunk.
+        const last = this.gaps.at(-1);
+        if (last && last[1] === this.next) last[1] = end;
+        else this.gaps.push([this.next, end]);
+        if (end - (this.gaps[0] as [number, number])[0] >= FILL_PAGES) this.flushGaps();
       }
     }
     this.next = Math.max(this.next, page);
@@ -204,7 +206,7 @@ export class FileReceiver {
     this.directBasis = null;
   }
 
-  /** The agent read every page before `page`: those that did not travel are filled from the basis (in batches of FILL_SPAN). */
+  /** The agent read every page before `page`: those that did not travel are filled from the basis (in batches of FILL_PAGES). */
   passed(page: number): void {
     this.gapTo(page);
   }

@@ -12,7 +12,7 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Decoder, Encoder } from '../../src/agent/codec.js';
 import { parseFaults } from '../../src/agent/faults.js';
-import { HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, samePage, sendRuns, splitRanges } from '../../src/agent/pages.js';
+import { FILL_PAGES, HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, samePage, sendRuns, splitRanges } from '../../src/agent/pages.js';
 import { FrameReader, FrameWriter, T, decodePages, decodePassed } from '../../src/agent/protocol.js';
 import { FileReceiver, type FillGaps, type ReceiveOutcome } from '../../src/agent/receive.js';
 import { HashThread, hashFile } from '../../src/agent/hash-thread.js';
@@ -418,6 +418,31 @@ describe('fills from a basis through direct I/O', () => {
     } finally {
       for (const fh of [from, to, dFrom, dTo]) await fh?.close();
     }
+  });
+});
+
+describe('fills gathered into large tasks', () => {
+  it('joins the ranges the agent passes a chunk at a time into one range per FILL_PAGES', async () => {
+    const perChunk = READ_CHUNK / PAGE_SIZE;
+    const pages = 2 * FILL_PAGES + 3 * perChunk;
+    const base = bytes(pages * PAGE_SIZE, 11);
+    const bas = path.join(dir, 'joined-basis');
+    await fs.writeFile(bas, base);
+    const calls: [number, number][][] = [];
+    const recording: FillGaps = (from, to, gaps, map, size, direct) => {
+      calls.push(gaps.map(([a, b]) => [a, b]));
+      return fillGaps(from, to, gaps, map, size, direct);
+    };
+    const dest = path.join(dir, 'joined-dest');
+    const receiver = new FileReceiver(dest, 0o600, { abs: bas, size: base.length, map: hasher.pages(base), sha256: '', backupId: 'B' }, hasher, () => undefined, fs.link, recording);
+    // The agent read every chunk and sent nothing: PASSED after each one.
+    for (let p = perChunk; p <= pages; p += perChunk) receiver.passed(p);
+    // The file shrank by one page since: not a hard link, the rest filled from the basis.
+    const size = base.length - PAGE_SIZE;
+    const out = await receiver.finish({ id: 1, size, sha256: 'x', mtimeMs: Date.now() });
+    assert.equal(out.kind, 'written');
+    assert.deepEqual(calls, [[[0, FILL_PAGES]], [[FILL_PAGES, 2 * FILL_PAGES]], [[2 * FILL_PAGES, pages]]]);
+    assert.ok((await fs.readFile(dest)).equals(base.subarray(0, size)));
   });
 });
 
