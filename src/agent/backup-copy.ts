@@ -567,8 +567,11 @@ async function withAgentCopy<X>(req: AgentBackupRequest, body: (copy: AgentCopy,
     const ep = agentEndpoint(srv);
     opening = openAgents(req, ep, { codec, level, seed }, all, stop.signal);
     opening.catch(() => undefined);
-    // One per agent: each checks the basis pages that fill in the files built over a basis.
-    threads = new HashThreadPool(seed, Math.max(1, req.jobs), HASH_SLOTS, READ_CHUNK);
+    // Two per agent: they check the basis pages that fill in the files built over a basis, and
+    // copy them with one direct read and one direct write at a time each, so that two per agent
+    // keep the disk busy while the other waits (the 1 GiB file's fill ended 1.1-1.7 s after the
+    // agent's read with four threads, 2.6-2.9 s with two, in one A/B run).
+    threads = new HashThreadPool(seed, Math.max(2, 2 * req.jobs), HASH_SLOTS, READ_CHUNK);
     store = await StoreWriter.create(srv, req.backupId, seed);
     const hasher = await PageHasher.create(seed);
     const resume = bases[0] && !bases[0].reader.meta.complete ? bases[0] : null;
