@@ -9,6 +9,8 @@
  * incremental too, on the same change and basis (its backup is deleted afterwards): an A/B of
  * two versions in one run, the order alternating. --repeat N: each build takes each incremental
  * N times (the same change and basis: all but the last backup are deleted again).
+ * --per-process: the CPU seconds of each kind of process (barman, agent, ssh, sshd, postgres...)
+ * during each backup.
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
@@ -26,11 +28,61 @@ async function busyCpuSeconds(): Promise<number> {
   return (user + nice + system + irq + softirq + steal) / 100;
 }
 
+/**
+ * CPU seconds per kind of process while `fn` runs (--per-process): /proc/PID/stat sampled every
+ * 200 ms, each process counted from its first sample to its last (a process that lives less
+ * than a sample is missed, one's last 200 ms may be; the sampling itself shows as `node`).
+ */
+async function perProcessCpu<X>(fn: () => Promise<X>): Promise<{ result: X; table: [string, number][] }> {
+  // USER_HZ: 100 on Linux.
+  const tck = 100;
+  const seen = new Map<number, { kind: string; first: number; last: number }>();
+  const kindOf = async (pid: number, comm: string): Promise<string> => {
+    const cmd = (await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0').slice(0, 3).join(' ');
+    if (comm === 'node' && cmd.includes('barman-agent')) return 'agent (node)';
+    if (comm === 'node' && cmd.includes('barman.js')) return 'barman (node)';
+    if (comm === 'ssh') return 'ssh client';
+    if (comm.startsWith('postgres') || comm.startsWith('postmaster')) return 'postgres';
+    return comm;
+  };
+  let stop = false;
+  const sampler = (async () => {
+    while (!stop) {
+      for (const d of await fs.readdir('/proc')) {
+        if (!/^\d+$/.test(d)) continue;
+        const st = await fs.readFile(`/proc/${d}/stat`, 'utf8').catch(() => null);
+        if (!st) continue;
+        const r = st.lastIndexOf(')');
+        const f = st.slice(r + 2).split(' ');
+        const ticks = Number(f[11]) + Number(f[12]);
+        const pid = Number(d);
+        const e = seen.get(pid);
+        if (e) e.last = ticks;
+        else seen.set(pid, { kind: await kindOf(pid, st.slice(st.indexOf('(') + 1, r)), first: ticks, last: ticks });
+      }
+      await new Promise((res) => setTimeout(res, 200));
+    }
+  })();
+  try {
+    const result = await fn();
+    stop = true;
+    await sampler;
+    const sums = new Map<string, number>();
+    for (const e of seen.values()) sums.set(e.kind, (sums.get(e.kind) ?? 0) + (e.last - e.first) / tck);
+    return { result, table: [...sums].filter(([, v]) => v > 0).sort((x, y) => y[1] - x[1]) };
+  } finally {
+    stop = true;
+    await sampler;
+  }
+}
+
 async function main(): Promise<void> {
   if (!isRoot) throw new Error('needs root');
   const SCALE = argNum('scale', 20);
   /** Backups taken of each incremental change by each build (all but the last deleted again). */
   const REPEAT = argNum('repeat', 1);
+  /** --per-process: the CPU of each kind of process during each backup (perProcessCpu). */
+  const PER_PROCESS = process.argv.includes('--per-process');
   const { startSshd } = await import('../test/helpers/sshd.js');
   const sys = await import('../test/helpers/system.js');
   await sys.ensureBarmanUser();
@@ -87,9 +139,14 @@ async function main(): Promise<void> {
         const before = (await fs.readFile(log, 'utf8')).length;
         const t0 = Date.now();
         const cpu0 = await busyCpuSeconds();
-        const secs = await timed(() => barman('backup', '--immediate-checkpoint', '--reuse-backup', reuse, 'ag'));
+        const backup = () => timed(() => barman('backup', '--immediate-checkpoint', '--reuse-backup', reuse, 'ag'));
+        let table: [string, number][] = [];
+        let secs: number;
+        if (PER_PROCESS) ({ result: secs, table } = await perProcessCpu(backup));
+        else secs = await backup();
         const cpu = (await busyCpuSeconds()) - cpu0;
         console.log(`\n=== ${label}: ${secs.toFixed(2)} s (CPU busy on the whole machine: ${cpu.toFixed(2)} s)`);
+        if (table.length > 0) console.log(`   CPU seconds per process kind: ${table.map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
         summary.set(label, [...(summary.get(label) ?? []), secs]);
         const text = (await fs.readFile(log, 'utf8')).slice(before);
         for (const line of text.split('\n')) {
