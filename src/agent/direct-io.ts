@@ -17,6 +17,12 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 /** Alignment this module keeps for direct transfers (offsets and lengths). */
 export const DIRECT_ALIGN = 4096;
 
+/** Close a handle being opened or open (openDirect's), if any, whatever became of it: a failure to open or to close is not the caller's concern. */
+export async function closeQuietly(handle: Promise<fsp.FileHandle | null> | null | undefined): Promise<void> {
+  const fh = await handle?.catch(() => null);
+  await fh?.close().catch(() => undefined);
+}
+
 /** `file` opened with `flags` plus O_DIRECT; null where direct I/O is not available for it. */
 export async function openDirect(file: string, flags: number): Promise<fsp.FileHandle | null> {
   const direct = (fsc as Record<string, number | undefined>).O_DIRECT;

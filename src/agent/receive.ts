@@ -21,7 +21,7 @@ import type { PagesHeader } from './protocol.js';
 import type { ReadEnd } from './serve-read.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
 import { setFileAttributes, type DirectFds, type FillResult } from './hash-thread.js';
-import { openDirect, writeMaybeDirect } from './direct-io.js';
+import { closeQuietly, openDirect, writeMaybeDirect } from './direct-io.js';
 import { directAligned } from './bufpool.js';
 
 
@@ -198,10 +198,7 @@ export class FileReceiver {
   }
 
   private async closeDirect(): Promise<void> {
-    for (const p of [this.directDest, this.directBasis]) {
-      const fh = await p?.catch(() => null);
-      await fh?.close().catch(() => undefined);
-    }
+    for (const p of [this.directDest, this.directBasis]) await closeQuietly(p);
     this.directDest = null;
     this.directBasis = null;
   }

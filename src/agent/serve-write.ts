@@ -13,7 +13,7 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { run } from '../util/proc.js';
 import { ByteBudget, directAligned } from './bufpool.js';
-import { openDirect, writeMaybeDirect } from './direct-io.js';
+import { closeQuietly, openDirect, writeMaybeDirect } from './direct-io.js';
 import { HashThread, hashFile, readFull, setFileAttributes } from './hash-thread.js';
 import type { Decoder } from './codec.js';
 import { HASH_BYTES, PAGE_SIZE, changedRanges, pageCount, type PageHasher } from './pages.js';
@@ -57,9 +57,9 @@ interface OpenWrite {
 }
 
 async function closeDirect(w: OpenWrite): Promise<void> {
-  const fh = await w.direct?.catch(() => null);
+  const direct = w.direct;
   w.direct = undefined;
-  await fh?.close().catch(() => undefined);
+  await closeQuietly(direct);
 }
 
 /**
