@@ -24,7 +24,6 @@ import { setFileAttributes, type DirectFds, type FillResult } from './hash-threa
 import { closeQuietly, openDirect, writeMaybeDirect } from './direct-io.js';
 import { directAligned } from './bufpool.js';
 
-
 /**
  * Copy page ranges [a, b) of an open basis file (fd `from`, `basisSize` bytes) into the file
  * being built (fd `to`), every page checked against `map` (the basis's page map) first: in a
