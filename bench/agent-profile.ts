@@ -63,17 +63,16 @@ async function perProcessCpu<X>(fn: () => Promise<X>): Promise<{ result: X; tabl
       await new Promise((res) => setTimeout(res, 200));
     }
   })();
+  let result: X;
   try {
-    const result = await fn();
-    stop = true;
-    await sampler;
-    const sums = new Map<string, number>();
-    for (const e of seen.values()) sums.set(e.kind, (sums.get(e.kind) ?? 0) + (e.last - e.first) / tck);
-    return { result, table: [...sums].filter(([, v]) => v > 0).sort((x, y) => y[1] - x[1]) };
+    result = await fn();
   } finally {
     stop = true;
     await sampler;
   }
+  const sums = new Map<string, number>();
+  for (const e of seen.values()) sums.set(e.kind, (sums.get(e.kind) ?? 0) + (e.last - e.first) / tck);
+  return { result, table: [...sums].filter(([, v]) => v > 0).sort((x, y) => y[1] - x[1]) };
 }
 
 async function main(): Promise<void> {
