@@ -17,6 +17,11 @@
  *                  full remote recovery through the agent (-j 2, --remote-ssh-command) vs the
  *                  floor and pgbackrest restore
  *   memory         peak RSS of the agents (polled every 100 ms)
+ *   XFS (reflink)  where mkfs.xfs is installed: a second agent server whose backups live on an
+ *                  XFS file system (a loop device on a sparse file on the same disk) takes the
+ *                  same incrementals: changed files start as clones of their basis copies, so the
+ *                  backup host writes only the pages that changed; its plain-copy floor clones too
+ *                  (`cp --reflink=always`)
  *
  * pgBackRest runs as postgres on the database host with a local repository (no ssh); barman
  * pulls through ssh (SSH_CIPHER). Neither waits for WAL archiving. autovacuum is off.
@@ -62,6 +67,24 @@ function rssWatcher(pattern: string): { stop: () => number } {
       return peak;
     },
   };
+}
+
+/**
+ * An XFS file system with reflink for the barman user, on a sparse file under `root` (the same
+ * disk as the rest), mounted through a loop device; null where mkfs.xfs is not installed.
+ */
+async function mountXfs(root: string, mkdirFor: (name: string, owner: string, mode?: number) => Promise<string>): Promise<string | null> {
+  const mkfs = await run('mkfs.xfs', ['-V']).catch(() => null);
+  if (!mkfs || mkfs.code !== 0) return null;
+  const image = path.join(root, 'xfs.img');
+  await fs.writeFile(image, '');
+  await fs.truncate(image, 12 * 1024 * MB);
+  await must('root', 'mkfs.xfs', ['-q', '-m', 'reflink=1', image]);
+  const mnt = await mkdirFor('xfs', 'root', 0o755);
+  await must('root', 'mount', ['-o', 'loop', image, mnt]);
+  chownTo(BARMAN_USER, mnt);
+  await fs.chmod(mnt, 0o700);
+  return mnt;
 }
 
 export async function agentBench(): Promise<void> {
@@ -110,7 +133,11 @@ export async function agentBench(): Promise<void> {
   let pgbrProblem: string | null = null;
   const wire = new Map<string, number>();
   let agentRssKb = 0;
+  // The XFS file system of the reflink rows (null: not available here, the rows are skipped).
+  let xfs: string | null = null;
   try {
+    xfs = await mountXfs(root, mkdirFor);
+    if (!xfs) console.log('  XFS (reflink) rows skipped: mkfs.xfs is not installed (xfsprogs)');
     const { cfg, sshCommand } = await cipherSshConfig(await sshd.clientConfigFor(BARMAN_USER, [PG_USER]), root);
     const built = await buildBenchCluster(pgDir, SCALE);
     pg = built.cluster;
@@ -121,31 +148,35 @@ export async function agentBench(): Promise<void> {
       `streaming_archiver = on\nslot_name = barman_${name}\ncreate_slot = auto\nparallel_jobs = 2\n${extra}`;
     await fs.writeFile(
       conf,
-      `[barman]\nbarman_home = ${home}\nbarman_user = ${BARMAN_USER}\nlog_file = ${home}/barman.log\n\n${server('rs', '')}\n${server('ag', 'transfer_method = agent\n')}`,
+      `[barman]\nbarman_home = ${home}\nbarman_user = ${BARMAN_USER}\nlog_file = ${home}/barman.log\n\n${server('rs', '')}\n${server('ag', 'transfer_method = agent\n')}` +
+        (xfs ? `\n${server('agx', `transfer_method = agent\nbasebackups_directory = ${xfs}/base\n`)}` : ''),
       { mode: 0o644 },
     );
-    await cronUntilStreaming(barman, home, ['rs', 'ag']);
+    const servers = xfs ? ['rs', 'ag', 'agx'] : ['rs', 'ag'];
+    await cronUntilStreaming(barman, home, servers);
     // A backup needs a WAL archive that works: one WAL switched and archived first.
-    for (const srv of ['rs', 'ag']) await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', srv);
+    for (const srv of servers) await barman('switch-wal', '--force', '--archive', '--archive-timeout', '120', srv);
     pgbrProblem = await setupPgbackrest(path.join(root, 'pgbackrest'), pgbrConf, cluster, pgDir, 'lz4');
     const newest = async (srv: string): Promise<string> => (await barman('list-backups', '--minimal', srv)).trim().split('\n')[0] ?? '';
-    const statsOf = async (id: string) =>
-      (JSON.parse(await fs.readFile(path.join(home, 'ag', 'agent', id, 'meta.json'), 'utf8')) as { stats: { bytesIn: number; bytesOut: number; pagesSent: number; pagesRead: number; seconds: number } }).stats;
+    const statsOf = async (srv: string, id: string) =>
+      (JSON.parse(await fs.readFile(path.join(home, srv, 'agent', id, 'meta.json'), 'utf8')) as { stats: { bytesIn: number; bytesOut: number; pagesSent: number; pagesRead: number; seconds: number } }).stats;
+    /** The directory of a backup of `srv` (agx's backups are on the XFS file system). */
+    const backupDir = (srv: string, id: string) => (srv === 'agx' && xfs ? path.join(xfs, 'base', id) : path.join(home, srv, 'base', id));
     /** An agent backup: time, and the bytes it put on the wire. */
-    const agentBackup = (label: string, reuse: string) => {
+    const agentBackup = (label: string, reuse: string, srv = 'ag') => {
       let watcher: ReturnType<typeof rssWatcher> | null = null;
       return [
         label,
         async () => {
           watcher = rssWatcher('bin/barman-agent');
           try {
-            await barman('backup', '--immediate-checkpoint', '--reuse-backup', reuse, 'ag');
+            await barman('backup', '--immediate-checkpoint', '--reuse-backup', reuse, srv);
           } finally {
             agentRssKb = Math.max(agentRssKb, watcher.stop());
           }
         },
         async () => {
-          const s = await statsOf(await newest('ag'));
+          const s = await statsOf(srv, await newest(srv));
           wire.set(label, Math.min(wire.get(label) ?? Infinity, s.bytesIn + s.bytesOut));
           // The copy step alone (the rest: process start, checks, ssh logins, backup start/stop).
           get(label).extra = `pages sent ${s.pagesSent} of ${s.pagesRead} read, copy step ${s.seconds.toFixed(2)} s`;
@@ -168,11 +199,12 @@ export async function agentBench(): Promise<void> {
       ],
       ['barman rsync -j 2 (ssh)', () => barman('backup', '--immediate-checkpoint', '--reuse-backup', 'off', 'rs')],
       agentBackup('barman agent -j 2 full', 'off'),
+      ...(xfs ? [agentBackup('barman agent -j 2 full (XFS)', 'off', 'agx')] : []),
       ...(pgbrProblem ? [] : [['pgbackrest full process-max=2 lz4', () => pgbr('--type=full', '--process-max=2', 'backup')] as [string, () => Promise<unknown>]]),
     ];
     // BENCH_AGENT_INCR_ONLY=1: one agent full backup (the basis), then the incremental section alone.
     const incrOnly = process.env.BENCH_AGENT_INCR_ONLY === '1';
-    const fulls = incrOnly ? fullSteps.filter(([label]) => label === 'barman agent -j 2 full' || label.startsWith('pgbackrest full')) : fullSteps;
+    const fulls = incrOnly ? fullSteps.filter(([label]) => label.startsWith('barman agent -j 2 full') || label.startsWith('pgbackrest full')) : fullSteps;
     for (let round = 0; round < (incrOnly ? 1 : ROUNDS); round++) for (const [label, fn, after] of alternate(fulls, round)) await measure(label, fn, after);
     // The size of the data (the agent's backup, or rsync's if the agent's failed: the report says why).
     for (const srv of ['ag', 'rs']) {
@@ -187,14 +219,14 @@ export async function agentBench(): Promise<void> {
      * before): the database host reads the changed files (through ssh, as the agent must to find
      * their changed pages, there being no change tracking), while the backup host hard-links the
      * unchanged files (`cp -al`) and writes whole copies of the changed ones from the earlier
-     * backup (`cp`: ext4 has no reflink), then `sync -f`.
+     * backup (`cp`: ext4 has no reflink; on XFS, `cp --reflink=always`: clones), then `sync -f`.
      */
-    const measurePlainCopyFloor = async (what: string): Promise<void> => {
-      const [latest = '', previous = ''] = (await barman('list-backups', '--minimal', 'ag')).trim().split('\n');
-      const label = `plain-copy floor (${what})`;
+    const measurePlainCopyFloor = async (what: string, srv = 'ag'): Promise<void> => {
+      const [latest = '', previous = ''] = (await barman('list-backups', '--minimal', srv)).trim().split('\n');
+      const label = srv === 'agx' ? `plain-copy floor (${what}, XFS reflink)` : `plain-copy floor (${what})`;
       if (!latest || !previous) return void (get(label).note = 'skipped: fewer than two agent backups');
-      const prevData = path.join(home, 'ag', 'base', previous, 'data');
-      const newData = path.join(home, 'ag', 'base', latest, 'data');
+      const prevData = path.join(backupDir(srv, previous), 'data');
+      const newData = path.join(backupDir(srv, latest), 'data');
       const changed: string[] = [];
       const walk = async (rel: string): Promise<void> => {
         for (const e of await fs.readdir(path.join(newData, rel), { withFileTypes: true })) {
@@ -210,9 +242,10 @@ export async function agentBench(): Promise<void> {
         }
       };
       await walk('');
-      const dest = path.join(scratch, 'floor');
-      const script =
-        'set -e; cp -al "$1" "$2"; shift 2; for f in "$@"; do rm "$DEST/$f"; cp "$PREV/$f" "$DEST/$f"; done; sync -f "$DEST"';
+      // On the same file system as the backups (a clone cannot cross file systems).
+      const dest = srv === 'agx' && xfs ? path.join(xfs, 'floor') : path.join(scratch, 'floor');
+      const cp = srv === 'agx' ? 'cp --reflink=always' : 'cp';
+      const script = `set -e; cp -al "$1" "$2"; shift 2; for f in "$@"; do rm "$DEST/$f"; ${cp} "$PREV/$f" "$DEST/$f"; done; sync -f "$DEST"`;
       await measure(
         label,
         () =>
@@ -234,6 +267,7 @@ export async function agentBench(): Promise<void> {
     for (const [what, sql] of changes) {
       const steps: [string, () => Promise<unknown>, ((t: number) => Promise<unknown>)?][] = [
         agentBackup(`barman agent incr (${what})`, 'link'),
+        ...(xfs ? [agentBackup(`barman agent incr (${what}, XFS reflink)`, 'link', 'agx')] : []),
         ...(pgbrProblem ? [] : [[`pgbackrest incr (${what})`, () => pgbr('--type=incr', '--process-max=2', 'backup')] as [string, () => Promise<unknown>]]),
       ];
       for (let round = 0; round < ROUNDS; round++) {
@@ -241,6 +275,7 @@ export async function agentBench(): Promise<void> {
         for (const [label, fn, after] of alternate(steps, round)) await measure(label, fn, after);
       }
       await measurePlainCopyFloor(what);
+      if (xfs) await measurePlainCopyFloor(what, 'agx');
     }
 
     // ---- restores -----------------------------------------------------------------------------
@@ -300,6 +335,10 @@ export async function agentBench(): Promise<void> {
   } finally {
     await as(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, 'receive-wal', '--stop', 'rs']).catch(() => undefined);
     await as(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, 'receive-wal', '--stop', 'ag']).catch(() => undefined);
+    if (xfs) {
+      await as(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, 'receive-wal', '--stop', 'agx']).catch(() => undefined);
+      await run('umount', [xfs]).catch(() => undefined);
+    }
     await pg?.stop('immediate').catch(() => undefined);
     await sshd.stop().catch(() => undefined);
     await fs.rm(root, { recursive: true, force: true }).catch(() => undefined);
@@ -320,9 +359,11 @@ export async function agentBench(): Promise<void> {
     console.log(`  ${label.padEnd(40)} ${t.toFixed(2).padStart(8)} s ${(dataBytes / MB / t).toFixed(0).padStart(6)} MB/s${extra ? `   ${extra}` : ''}`);
   };
   console.log(`FULL BACKUP (PGDATA without pg_wal: ${mib(dataBytes)})`);
-  for (const l of ['tar | ssh | tar + sync (1 stream)', 'barman rsync -j 2 (ssh)', 'barman agent -j 2 full', 'pgbackrest full process-max=2 lz4']) row(l);
+  for (const l of ['tar | ssh | tar + sync (1 stream)', 'barman rsync -j 2 (ssh)', 'barman agent -j 2 full', 'barman agent -j 2 full (XFS)', 'pgbackrest full process-max=2 lz4']) row(l);
   console.log('INCREMENTAL (after an UPDATE of 1% of pgbench_accounts + CHECKPOINT)');
-  for (const w of ['1% contiguous', '1% random']) for (const l of [`barman agent incr (${w})`, `pgbackrest incr (${w})`, `plain-copy floor (${w})`]) row(l);
+  for (const w of ['1% contiguous', '1% random']) {
+    for (const l of [`barman agent incr (${w})`, `pgbackrest incr (${w})`, `plain-copy floor (${w})`, `barman agent incr (${w}, XFS reflink)`, `plain-copy floor (${w}, XFS reflink)`]) row(l);
+  }
   console.log('RESTORE');
   for (const l of ['barman recover --delta-restore (agent)', 'pgbackrest restore --delta', 'barman recover -j 2 (remote, agent)', 'pgbackrest restore process-max=2']) row(l);
   console.log(`  agents' peak RSS: ${(agentRssKb / 1024).toFixed(0)} MiB`);
@@ -354,6 +395,18 @@ export async function agentBench(): Promise<void> {
   report('incr 1% random: time / full agent time', ratio(best(random), full), '%');
   report('incr 1% random: agent / pgBackRest incr', ratio(best(random), best('pgbackrest incr (1% random)')), 'x');
   report('incr 1% random: agent / plain-copy floor', ratio(best(random), best('plain-copy floor (1% random)')), 'x');
+  // The same incrementals with the backups on XFS: changed files cloned from their basis.
+  const contiguousXfs = 'barman agent incr (1% contiguous, XFS reflink)';
+  if (m.has(contiguousXfs)) {
+    const fullXfs = best('barman agent -j 2 full (XFS)');
+    target('XFS incr 1% contiguous: time / full agent time', ratio(best(contiguousXfs), fullXfs), 0.15, '%');
+    target('XFS incr 1% contiguous: agent / pgBackRest incr', ratio(best(contiguousXfs), best('pgbackrest incr (1% contiguous)')), 1, 'x');
+    target('XFS incr 1% contiguous: agent / plain-copy floor', ratio(best(contiguousXfs), best('plain-copy floor (1% contiguous, XFS reflink)')), 1.2, 'x');
+    const randomXfs = 'barman agent incr (1% random, XFS reflink)';
+    report('XFS incr 1% random: time / full agent time', ratio(best(randomXfs), fullXfs), '%');
+    report('XFS incr 1% random: agent / pgBackRest incr', ratio(best(randomXfs), best('pgbackrest incr (1% random)')), 'x');
+    report('XFS incr 1% random: agent / plain-copy floor', ratio(best(randomXfs), best('plain-copy floor (1% random, XFS reflink)')), 'x');
+  }
   target('delta restore agent / pgBackRest --delta', ratio(best('barman recover --delta-restore (agent)'), best('pgbackrest restore --delta')), 1, 'x');
   target('remote recovery agent / tar|ssh|tar floor', ratio(best('barman recover -j 2 (remote, agent)'), best('tar | ssh | tar + sync (1 stream)')), 1, 'x');
   target("agents' peak RSS / 200 MiB", agentRssKb / 1024 / 200, 1, 'x');

@@ -34,7 +34,7 @@ import { HashThreadPool } from './hash-thread.js';
 import { Decoder, requireCodec } from './codec.js';
 import { HASH_BYTES, PageHasher, newSeed, pageCount } from './pages.js';
 import { T, decodePages, decodePassed, encodeWithBinary, parseJson } from './protocol.js';
-import { FileReceiver, type Basis, type FillGaps } from './receive.js';
+import { FileReceiver, type Basis, type Clone, type FillGaps } from './receive.js';
 import { READ_CHUNK, type ReadEnd, type ReadRequest } from './serve-read.js';
 import type { PrestartedAgents } from './prestart.js';
 import { AgentSession, type AgentEndpoint } from './session.js';
@@ -53,6 +53,8 @@ const MAX_FINISHING = 16;
 const HASH_SLOTS = 1;
 /** Records of received files are made durable and journaled this often. */
 const FLUSH_INTERVAL_MS = 3000;
+/** The errors of a clone (FICLONE) the file system or the kernel does not do. */
+const CLONE_UNSUPPORTED = new Set(['ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOSYS', 'ENOTTY']);
 
 export interface AgentBackupRequest extends ConcurrentBackupRequest {
   backupId: string;
@@ -151,6 +153,7 @@ function newStats(): TransferStats {
     filesLinked: 0,
     filesUnchanged: 0,
     filesDelta: 0,
+    filesCloned: 0,
     filesFull: 0,
     filesVanished: 0,
     pagesSent: 0,
@@ -203,6 +206,26 @@ class AgentCopy {
   private readonly share = async (from: string, to: string): Promise<void> => {
     if (this.req.reuse === 'link') await fsp.link(from, to);
     else await fsp.copyFile(from, to, fsp.constants.COPYFILE_EXCL);
+  };
+
+  /** False once a clone failed for want of support: this backup's file system does not do it. */
+  private canClone = true;
+
+  /**
+   * A changed file started as a clone of its basis copy (reuse_backup = link only: copy asks for
+   * files of their own), where the file system shares blocks between files (XFS, btrfs).
+   */
+  private readonly clone: Clone = async (from, to) => {
+    if (this.req.reuse !== 'link' || !this.canClone) return false;
+    try {
+      await fsp.copyFile(from, to, fsp.constants.COPYFILE_EXCL | fsp.constants.COPYFILE_FICLONE_FORCE);
+      return true;
+    } catch (err) {
+      if (!CLONE_UNSUPPORTED.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      this.canClone = false;
+      await fsp.rm(to, { force: true });
+      return false;
+    }
   };
 
   private dest(job: Pick<Job, 'tree' | 'rel'>): string {
@@ -304,7 +327,7 @@ class AgentCopy {
     const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
     return (
       `agent copy: ${s.filesTotal} files, ${mib(s.bytesTotal)}; ${s.filesLinked} linked unread, ${s.filesUnchanged} unchanged, ` +
-      `${s.filesDelta} sent in part, ${s.filesFull} sent whole, ${s.filesVanished} vanished; ${s.pagesSent} of ${s.pagesRead} pages read were sent; ` +
+      `${s.filesDelta} sent in part${s.filesCloned ? ` (${s.filesCloned} over clones of the basis)` : ''}, ${s.filesFull} sent whole, ${s.filesVanished} vanished; ${s.pagesSent} of ${s.pagesRead} pages read were sent; ` +
       `${mib(s.bytesIn)} received, ${mib(s.bytesOut)} sent` +
       (s.resumedFrom ? `; resumed from ${s.resumedFrom}` : '')
     );
@@ -402,7 +425,7 @@ class AgentCopy {
       while (inflight.length < WINDOW && this.queue.length > 0) {
         const job = this.queue.shift() as Job;
         const basis = await this.basisOf(job);
-        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, (n) => sink.copied(n), this.share, this.fillGaps);
+        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, (n) => sink.copied(n), this.share, this.fillGaps, this.clone);
         inflight.push({ job, receiver });
         const request: ReadRequest = { id: job.id, path: path.join(job.tree.src, job.rel) };
         await s.send(T.READ, ...encodeWithBinary(request, basis?.map ?? null));
@@ -498,7 +521,10 @@ class AgentCopy {
     this.stats.pagesSent += outcome.sentPages;
     this.stats.bytesTotal += outcome.size;
     if (outcome.kind === 'linked') this.stats.filesUnchanged += 1;
-    else if (job.basis && outcome.sentPages < pageCount(outcome.size)) this.stats.filesDelta += 1;
+    else if (job.basis && outcome.sentPages < pageCount(outcome.size)) {
+      this.stats.filesDelta += 1;
+      if (outcome.cloned) this.stats.filesCloned = (this.stats.filesCloned ?? 0) + 1;
+    }
     else this.stats.filesFull += 1;
     if (outcome.map.length !== pageCount(outcome.size) * HASH_BYTES) throw new BarmanError(`internal error: page map of ${job.rel}`);
     this.record(job, outcome.size, outcome.sha256, outcome.map);

@@ -11,6 +11,12 @@
  * when the agent's read ends. When nothing changed, the basis file is hard-linked instead (its
  * inode is shared, as it was verified when written).
  *
+ * Where the file system clones files (reflink: XFS, btrfs; `Clone`), a changed file starts as a
+ * clone of the basis copy instead and only the arrived pages are written: the pages that did not
+ * travel share the basis's blocks as a hard link shares its inode, trusted as a hard link is (the
+ * basis was verified when written; verify-backup reads them), and nothing is read or filled
+ * from the basis. Its recorded size is still checked first.
+ *
  * Pages that arrived are written through one queue, in the order they arrive; fills from the
  * basis run beside it, several at once (on the hashing threads): they write other pages, and
  * the fill of a large file would otherwise be the last thing a backup waits for.
@@ -31,6 +37,12 @@ import { directAligned } from './bufpool.js';
  */
 export type FillGaps = (from: number, to: number, gaps: [number, number][], map: Buffer, basisSize: number, direct: DirectFds | null) => Promise<FillResult>;
 
+/**
+ * Make `to` a clone of `from` (sharing its blocks: reflink), `to` not existing yet. False where
+ * the file system cannot (the caller then builds the file from the basis as usual).
+ */
+export type Clone = (from: string, to: string) => Promise<boolean>;
+
 export interface Basis {
   /** The basis file (in an earlier backup). */
   abs: string;
@@ -45,7 +57,7 @@ export type ReceiveOutcome =
   | { kind: 'vanished' }
   /** The basis was damaged or vanished: the file must be read again without it. */
   | { kind: 'refetch'; reason: string }
-  | { kind: 'linked' | 'written'; size: number; sha256: string; map: Buffer; sentPages: number };
+  | { kind: 'linked' | 'written'; size: number; sha256: string; map: Buffer; sentPages: number; cloned?: boolean };
 
 export class FileReceiver {
   private fh: fsp.FileHandle | null = null;
@@ -77,7 +89,12 @@ export class FileReceiver {
     private readonly share: (from: string, to: string) => Promise<void>,
     /** Fills pages in from the basis, checked (in a hashing thread). */
     private readonly fillGaps: FillGaps,
+    /** Start a changed file as a clone of the basis (null: never; reuse_backup = copy). */
+    private readonly clone: Clone | null = null,
   ) {}
+
+  /** The file started as a clone of the basis: nothing to fill. */
+  private cloned = false;
 
   private ensure(pages: number): void {
     if (this.arrived.length < pages) {
@@ -92,8 +109,35 @@ export class FileReceiver {
   }
 
   private open(): Promise<fsp.FileHandle> {
-    this.opening ??= fsp.open(this.dest, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600).then((fh) => (this.fh = fh));
+    this.opening ??= (async () => {
+      if (await this.cloneBasis()) return fsp.open(this.dest, fsc.O_WRONLY | fsc.O_NOFOLLOW);
+      return fsp.open(this.dest, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
+    })().then((fh) => (this.fh = fh));
     return this.opening;
+  }
+
+  /**
+   * Start the file as a clone of the basis, when cloning is on and the file system does it; the
+   * basis must still have its recorded size (else it is damaged: finish() has the file read again).
+   */
+  private async cloneBasis(): Promise<boolean> {
+    const basis = this.basis;
+    if (!basis || !this.clone) return false;
+    let size: number;
+    try {
+      size = (await fsp.lstat(basis.abs)).size;
+    } catch (err) {
+      this.damaged ??= `its copy in backup ${basis.backupId} cannot be read (${errorMessage(err)})`;
+      return false;
+    }
+    if (size !== basis.size) {
+      this.damaged ??= `its copy in backup ${basis.backupId} has ${size} bytes, ${basis.size} recorded`;
+      return false;
+    }
+    // A file left by an interrupted attempt is replaced (as O_TRUNC would).
+    await fsp.rm(this.dest, { force: true });
+    this.cloned = await this.clone(basis.abs, this.dest);
+    return this.cloned;
   }
 
   /** Queue a task; the queue never rejects: the first failure is kept and thrown by checkWrites. */
@@ -167,7 +211,7 @@ export class FileReceiver {
     if (!basis || gaps.length === 0) return;
     const fill: Promise<void> = (async () => {
       const fh = await this.open();
-      if (this.writeError || this.damaged !== null) return;
+      if (this.cloned || this.writeError || this.damaged !== null) return;
       const bfh = await this.openBasis(basis);
       if (!bfh) return;
       const r = await this.fillGaps(bfh.fd, fh.fd, gaps, basis.map, basis.size, await this.openDirectFds(basis));
@@ -295,7 +339,7 @@ export class FileReceiver {
       await fh.close();
       this.fh = null;
     }
-    return { kind: 'written', size, sha256, map, sentPages: this.sent };
+    return { kind: 'written', size, sha256, map, sentPages: this.sent, ...(this.cloned ? { cloned: true } : {}) };
   }
 
   private async closeBasis(): Promise<void> {
@@ -321,6 +365,7 @@ export class FileReceiver {
     }
     await this.closeBasis();
     this.opening = null;
+    this.cloned = false;
     this.fh = null;
     this.queue = Promise.resolve();
     this.gaps = [];

@@ -52,6 +52,8 @@ export interface TransferStats {
   filesLinked: number;
   filesUnchanged: number;
   filesDelta: number;
+  /** Of filesDelta: started as a clone of the basis (reflink), only the sent pages written (absent in the meta.json of older backups). */
+  filesCloned?: number;
   filesFull: number;
   filesVanished: number;
   pagesSent: number;

@@ -372,6 +372,66 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
     }
   });
 
+  it('on a file system that clones files (XFS, reflink), a changed file shares the unchanged blocks of its basis; the backup verifies and recovers', async () => {
+    const size = Number(await pg.psql('SELECT sum(pg_database_size(oid)) FROM pg_database'));
+    const work = await makeTempDir('agent-xfs-', { owner: 'root', mode: 0o755 });
+    const image = path.join(work, 'xfs.img');
+    const mnt = path.join(work, 'mnt');
+    await fs.mkdir(mnt);
+    // Sparse; XFS wants 300 MB at least. Two full copies would need twice the data: a clone needs almost nothing.
+    await fs.writeFile(image, '');
+    await fs.truncate(image, Math.max(512 << 20, 4 * size));
+    await runAs('root', 'mkfs.xfs', ['-q', '-m', 'reflink=1', image], { check: true });
+    await runAs('root', 'mount', ['-o', 'loop', image, mnt], { check: true });
+    const original = await fs.readFile(env.configFile, 'utf8');
+    const xfs = { ...env, server: 'agxfs' };
+    try {
+      await fs.chown(mnt, lookupUser(BARMAN_USER)?.uid ?? 0, lookupUser(BARMAN_USER)?.gid ?? 0);
+      await fs.chmod(mnt, 0o700);
+      const section = [
+        '[agxfs]',
+        `conninfo = ${pg.conninfo}`,
+        `streaming_conninfo = ${pg.conninfo}`,
+        'backup_method = rsync',
+        'transfer_method = agent',
+        'reuse_backup = link',
+        'parallel_jobs = 2',
+        `ssh_command = ${ssh}`,
+        'streaming_archiver = on',
+        'slot_name = barman_agxfs',
+        'create_slot = auto',
+        `basebackups_directory = ${mnt}/base`,
+        '',
+      ].join('\n');
+      await fs.writeFile(env.configFile, `${original}\n${section}`);
+      await startStreaming(xfs, 120_000);
+      assert.equal((await env.run('backup', 'agxfs')).code, 0);
+      const growPath = await pg.psql("SELECT pg_relation_filepath('grow')");
+      await pg.psql("UPDATE grow SET pad = repeat('x', 200) WHERE g BETWEEN 100 AND 120");
+      await pg.checkpoint();
+      const second = await env.run('backup', 'agxfs');
+      assert.equal(second.code, 0, second.stderr);
+      const list = (JSON.parse(await env.ok('-f', 'json', 'list-backups', 'agxfs')) as Record<string, { backup_id: string }[]>).agxfs ?? [];
+      const id = list[0]?.backup_id ?? '';
+      const meta = JSON.parse(await fs.readFile(path.join(env.home, 'agxfs', 'agent', id, 'meta.json'), 'utf8')) as { stats: TransferStats };
+      assert.ok((meta.stats.filesCloned ?? 0) >= 1 && meta.stats.filesCloned === meta.stats.filesDelta, JSON.stringify(meta.stats));
+      assert.ok(meta.stats.pagesSent < 200, JSON.stringify(meta.stats));
+      // The file of the changed table: its unchanged extents are shared with the basis copy.
+      const file = path.join(mnt, 'base', id, 'data', growPath);
+      const extents = (await runAs('root', 'filefrag', ['-v', file], { check: true })).stdout;
+      assert.match(extents, /shared/, extents);
+      assert.match(await env.ok('verify-backup', 'agxfs', id), /checksums of \d+ files OK/);
+      const expected = await pg.psql(FINGERPRINT);
+      assert.equal(await recoverFingerprint(xfs, id, { owner: BARMAN_USER, tempPrefix: 'agent-xfs' }), expected);
+    } finally {
+      await env.run('receive-wal', '--stop', 'agxfs');
+      await env.run('receive-wal', '--drop-slot', 'agxfs');
+      await fs.writeFile(env.configFile, original);
+      await runAs('root', 'umount', [mnt]);
+      await fs.rm(work, { recursive: true, force: true });
+    }
+  });
+
   it('an incremental over an earlier copy altered on disk does not carry the damage: the file is read again, the backup verifies', async () => {
     const growPath = await pg.psql("SELECT pg_relation_filepath('grow')");
     const basis = await backup();

@@ -14,7 +14,7 @@ import { Decoder, Encoder } from '../../src/agent/codec.js';
 import { parseFaults } from '../../src/agent/faults.js';
 import { FILL_PAGES, HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, pageCount, samePage, sendRuns, splitRanges } from '../../src/agent/pages.js';
 import { FrameReader, FrameWriter, T, decodePages, decodePassed } from '../../src/agent/protocol.js';
-import { FileReceiver, type FillGaps, type ReceiveOutcome } from '../../src/agent/receive.js';
+import { FileReceiver, type Clone, type FillGaps, type ReceiveOutcome } from '../../src/agent/receive.js';
 import { HashThread, hashFile } from '../../src/agent/hash-thread.js';
 import { DIRECT_ALIGN, alignedBuffer, directReadLength, directWriteGoesOn, directWriteHead, openDirect, readMaybeDirect, writeMaybeDirect } from '../../src/agent/direct-io.js';
 import { READ_CHUNK, serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
@@ -56,7 +56,13 @@ let seq = 0;
  * `source` read by the agent against `basis` (null: no basis), rebuilt by the receiver; returns
  * the outcome, the rebuilt bytes and the pages that travelled.
  */
-async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = false, basisOnDisk: Buffer | null = basis): Promise<{ outcome: ReceiveOutcome; result: Buffer | null; sent: number; shared: boolean }> {
+async function transfer(
+  source: Buffer | null,
+  basis: Buffer | null,
+  corrupt = false,
+  basisOnDisk: Buffer | null = basis,
+  clone: Clone | null = null,
+): Promise<{ outcome: ReceiveOutcome; result: Buffer | null; sent: number; shared: boolean; fills: number }> {
   const n = ++seq;
   const src = path.join(dir, `src-${n}`);
   const bas = path.join(dir, `basis-${n}`);
@@ -68,6 +74,7 @@ async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = f
   const out = new FrameWriter(pipe);
   const reader = new FrameReader(pipe);
   let shared = false;
+  let fills = 0;
   const receiver = new FileReceiver(
     dest,
     0o600,
@@ -78,7 +85,11 @@ async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = f
       shared = true;
       await fs.link(from, to);
     },
-    fillGaps,
+    (...args) => {
+      fills++;
+      return fillGaps(...args);
+    },
+    clone,
   );
   const faults = parseFaults(corrupt ? `corrupt=src-${n}` : undefined);
   const decoder = new Decoder();
@@ -98,7 +109,7 @@ async function transfer(source: Buffer | null, basis: Buffer | null, corrupt = f
   })();
   const [, outcome] = await Promise.all([serveRead({ id: n, path: src }, map, { out, hasher, encoder: new Encoder('zstd', 1), faults }), consume]);
   const result = await fs.readFile(dest).catch(() => null);
-  return { outcome, result, sent, shared };
+  return { outcome, result, sent, shared, fills };
 }
 
 describe('agent copy against a basis', () => {
@@ -418,6 +429,64 @@ describe('fills from a basis through direct I/O', () => {
     } finally {
       for (const fh of [from, to, dFrom, dTo]) await fh?.close();
     }
+  });
+});
+
+describe('changed files started as clones of the basis (reflink)', () => {
+  const base = bytes(20 * PAGE_SIZE + 100, 21);
+  /** A clone as the file system makes it: the same bytes (a copy here); `calls` counts them. */
+  const cloning = (ok: boolean) => {
+    const calls: string[] = [];
+    const clone: Clone = async (from, to) => {
+      calls.push(from);
+      if (!ok) return false;
+      await fs.copyFile(from, to, fs.constants.COPYFILE_EXCL);
+      return true;
+    };
+    return { calls, clone };
+  };
+
+  it('writes only the pages that arrived over the clone: nothing filled, the same file as without it', async () => {
+    const changed = Buffer.from(base);
+    changed.fill(0x55, 3 * PAGE_SIZE + 10, 3 * PAGE_SIZE + 20);
+    changed.fill(0x66, 15 * PAGE_SIZE, 17 * PAGE_SIZE);
+    const grown = Buffer.concat([base, bytes(5 * PAGE_SIZE, 22)]);
+    for (const source of [changed, grown, base.subarray(0, 7 * PAGE_SIZE), base.subarray(0, 7 * PAGE_SIZE + 5), Buffer.alloc(0)]) {
+      const c = cloning(true);
+      const r = await transfer(source, base, false, base, c.clone);
+      const plain = await transfer(source, base);
+      assert.equal(r.outcome.kind, 'written');
+      assert.ok(r.result?.equals(source), `${source.length} bytes rebuilt`);
+      assert.equal(c.calls.length, 1);
+      assert.equal(r.fills, 0, 'nothing read from the basis');
+      assert.equal(r.sent, plain.sent);
+      assert.deepEqual(r.outcome, { ...plain.outcome, cloned: true });
+    }
+  });
+
+  it('still hard-links an unchanged file, and fills as before where the file system cannot clone', async () => {
+    const c = cloning(true);
+    const same = await transfer(base, base, false, base, c.clone);
+    assert.equal(same.outcome.kind, 'linked');
+    assert.equal(c.calls.length, 0);
+    const changed = Buffer.from(base);
+    changed.fill(0x77, 2 * PAGE_SIZE, 3 * PAGE_SIZE);
+    const no = cloning(false);
+    const r = await transfer(changed, base, false, base, no.clone);
+    assert.equal(no.calls.length, 1);
+    assert.ok(r.fills > 0);
+    assert.ok(r.result?.equals(changed));
+  });
+
+  it('never clones a basis whose size is not the one recorded: the file is read again', async () => {
+    const changed = Buffer.from(base);
+    changed.fill(0x77, 2 * PAGE_SIZE, 3 * PAGE_SIZE);
+    const c = cloning(true);
+    const short = await transfer(changed, base, false, base.subarray(0, 4 * PAGE_SIZE), c.clone);
+    assert.equal(short.outcome.kind, 'refetch');
+    if (short.outcome.kind === 'refetch') assert.match(short.outcome.reason, /has 32768 bytes, 163940 recorded/);
+    assert.equal(c.calls.length, 0);
+    assert.equal(short.result, null);
   });
 });
 
