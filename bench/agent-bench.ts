@@ -33,7 +33,7 @@ import { as, BARMAN_USER, chownTo, isRoot, type LocalCluster, must, PG_USER } fr
 import { run } from '../src/util/proc.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { remoteQuote } from '../src/util/ssh-command.js';
-import { cronUntilStreaming, makeBenchRoot } from './bench-root.js';
+import { cronUntilStreaming, makeBenchRoot, mountXfs } from './bench-root.js';
 import { MB, PGBACKREST, SSH_CIPHER, argNum, pgbackrestRestoreRow, buildBenchCluster, cipherSshConfig, dropCaches, infoField, pipeAs, setupPgbackrest, timed } from './rsync-bench.js';
 
 interface Measure {
@@ -67,24 +67,6 @@ function rssWatcher(pattern: string): { stop: () => number } {
       return peak;
     },
   };
-}
-
-/**
- * An XFS file system with reflink for the barman user, on a sparse file under `root` (the same
- * disk as the rest), mounted through a loop device; null where mkfs.xfs is not installed.
- */
-async function mountXfs(root: string, mkdirFor: (name: string, owner: string, mode?: number) => Promise<string>): Promise<string | null> {
-  const mkfs = await run('mkfs.xfs', ['-V']).catch(() => null);
-  if (!mkfs || mkfs.code !== 0) return null;
-  const image = path.join(root, 'xfs.img');
-  await fs.writeFile(image, '');
-  await fs.truncate(image, 12 * 1024 * MB);
-  await must('root', 'mkfs.xfs', ['-q', '-m', 'reflink=1', image]);
-  const mnt = await mkdirFor('xfs', 'root', 0o755);
-  await must('root', 'mount', ['-o', 'loop', image, mnt]);
-  chownTo(BARMAN_USER, mnt);
-  await fs.chmod(mnt, 0o700);
-  return mnt;
 }
 
 export async function agentBench(): Promise<void> {

@@ -10,14 +10,15 @@
  * two versions in one run, the order alternating. --repeat N: each build takes each incremental
  * N times (the same change and basis: all but the last backup are deleted again).
  * --per-process: the CPU seconds of each kind of process (barman, agent, ssh, sshd, postgres...)
- * during each backup.
+ * during each backup. --xfs: the backups on an XFS file system with reflink (a loop device, as in
+ * agent-bench.ts), where changed files start as clones of their basis copies.
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { BARMAN_USER, isRoot, must, type LocalCluster } from '../src/sandbox/local.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
 import { run } from '../src/util/proc.js';
-import { cronUntilStreaming, makeBenchRoot } from './bench-root.js';
+import { cronUntilStreaming, makeBenchRoot, mountXfs } from './bench-root.js';
 import { argNum, buildBenchCluster, cipherSshConfig, dropCaches, timed } from './rsync-bench.js';
 import { PG_USER } from '../src/sandbox/local.js';
 
@@ -82,6 +83,7 @@ async function main(): Promise<void> {
   const REPEAT = argNum('repeat', 1);
   /** --per-process: the CPU of each kind of process during each backup (perProcessCpu). */
   const PER_PROCESS = process.argv.includes('--per-process');
+  const XFS = process.argv.includes('--xfs');
   const { startSshd } = await import('../test/helpers/sshd.js');
   const sys = await import('../test/helpers/system.js');
   await sys.ensureBarmanUser();
@@ -96,7 +98,9 @@ async function main(): Promise<void> {
   const barman = (...a: string[]) => must(BARMAN_USER, process.execPath, [script, '-c', conf, ...a]);
   const sshd = await startSshd();
   let pg: LocalCluster | null = null;
+  let xfs: string | null = null;
   try {
+    if (XFS && !(xfs = await mountXfs(root, mkdirFor))) throw new Error('--xfs: mkfs.xfs is not installed (xfsprogs)');
     const { sshCommand } = await cipherSshConfig(await sshd.clientConfigFor(BARMAN_USER, [PG_USER]), root);
     const built = await buildBenchCluster(pgDir, SCALE);
     pg = built.cluster;
@@ -107,7 +111,8 @@ async function main(): Promise<void> {
       conf,
       `[barman]\nbarman_home = ${home}\nbarman_user = ${BARMAN_USER}\nlog_file = ${log}\nlog_level = DEBUG\n\n` +
         `[ag]\nconninfo = ${cluster.conninfo}\nstreaming_conninfo = ${cluster.conninfo}\nbackup_method = rsync\nssh_command = ${sshCommand}\n` +
-        `streaming_archiver = on\nslot_name = barman_ag\ncreate_slot = auto\nparallel_jobs = 2\ntransfer_method = agent\n`,
+        `streaming_archiver = on\nslot_name = barman_ag\ncreate_slot = auto\nparallel_jobs = 2\ntransfer_method = agent\n` +
+        (xfs ? `basebackups_directory = ${xfs}/base\n` : ''),
       { mode: 0o644 },
     );
     await cronUntilStreaming(barman, home, ['ag']);
@@ -167,6 +172,7 @@ async function main(): Promise<void> {
   } finally {
     await must(BARMAN_USER, process.execPath, [BARMAN_SCRIPT, '-c', conf, 'receive-wal', '--stop', 'ag']).catch(() => undefined);
     await pg?.stop('immediate').catch(() => undefined);
+    if (xfs) await run('umount', [xfs]).catch(() => undefined);
     await sshd.stop().catch(() => undefined);
     await fs.rm(root, { recursive: true, force: true }).catch(() => undefined);
   }

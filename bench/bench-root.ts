@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { BARMAN_USER, chownTo, must, PG_USER } from '../src/sandbox/local.js';
 import { BARMAN_SCRIPT } from '../src/util/self.js';
+import { run } from '../src/util/proc.js';
 
 export interface BenchRoot {
   root: string;
@@ -67,4 +68,22 @@ export async function cronUntilStreaming(barman: (...a: string[]) => Promise<unk
     if (i >= 300) throw new Error(`receive-wal is not streaming for ${servers.filter((s) => !streaming(s)).join(', ')} after 60 s`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/**
+ * An XFS file system with reflink for the barman user, on a sparse file under `root` (the same
+ * disk as the rest), mounted through a loop device; null where mkfs.xfs is not installed.
+ */
+export async function mountXfs(root: string, mkdirFor: (name: string, owner: string, mode?: number) => Promise<string>): Promise<string | null> {
+  const mkfs = await run('mkfs.xfs', ['-V']).catch(() => null);
+  if (!mkfs || mkfs.code !== 0) return null;
+  const image = path.join(root, 'xfs.img');
+  await fsp.writeFile(image, '');
+  await fsp.truncate(image, 12 * 1024 * 1024 * 1024);
+  await must('root', 'mkfs.xfs', ['-q', '-m', 'reflink=1', image]);
+  const mnt = await mkdirFor('xfs', 'root', 0o755);
+  await must('root', 'mount', ['-o', 'loop', image, mnt]);
+  chownTo(BARMAN_USER, mnt);
+  await fsp.chmod(mnt, 0o700);
+  return mnt;
 }

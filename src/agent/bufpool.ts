@@ -12,7 +12,8 @@
  * (thousands of one-page messages, hundreds of them waiting to be written) slower than a full
  * backup, the time going to allocating, faulting in and collecting those megabytes.
  */
-import { DIRECT_ALIGN, alignedBuffer } from './direct-io.js';
+import { DIRECT_ALIGN } from './direct-io.js';
+import { alignedBuffer } from '../util/aligned.js';
 
 export const SMALL_MAX = 128 * 1024;
 

@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { setFileAttributes } from './hash-thread.js';
 import { PAGE_SIZE, PageHasher, samePage } from './pages.js';
+import { alignedBuffer } from '../util/aligned.js';
 
 export interface DeltaItem {
   dest: string;
@@ -43,8 +44,8 @@ function readFull(fd: number, buf: Buffer, pos: number): number {
 }
 
 export class DeltaApplier {
-  private readonly dbuf = Buffer.allocUnsafeSlow(CHUNK_PAGES * PAGE_SIZE);
-  private readonly sbuf = Buffer.allocUnsafeSlow(CHUNK_PAGES * PAGE_SIZE);
+  private readonly dbuf = alignedBuffer(CHUNK_PAGES * PAGE_SIZE);
+  private readonly sbuf = alignedBuffer(CHUNK_PAGES * PAGE_SIZE);
 
   constructor(private readonly hasher: PageHasher | null) {}
 

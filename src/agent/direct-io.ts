@@ -7,8 +7,7 @@
  * reused buffer, and leaves the page cache to what the host is doing.
  *
  * O_DIRECT wants the buffer's address, the file offset and the length aligned (to the logical
- * block size, at most 4 KiB): the buffer is a WebAssembly memory (page-aligned by
- * construction), offsets are multiples of PostgreSQL's 8 KiB pages, and a file's short tail
+ * block size, at most 4 KiB): the buffer is a WebAssembly memory (util/aligned.ts), offsets are multiples of PostgreSQL's 8 KiB pages, and a file's short tail
  * goes through an ordinary descriptor. A file system that refuses O_DIRECT (tmpfs, some FUSE
  * file systems) gets the ordinary path.
  */
@@ -34,12 +33,6 @@ export async function openDirect(file: string, flags: number): Promise<fsp.FileH
     if ((err as NodeJS.ErrnoException).code === 'EINVAL') return null;
     throw err;
   }
-}
-
-/** A buffer of `bytes` (a multiple of 64 KiB) whose address suits direct I/O. */
-export function alignedBuffer(bytes: number): Buffer {
-  const pages = Math.ceil(bytes / 65536);
-  return Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer, 0, bytes);
 }
 
 /** `n` rounded down to DIRECT_ALIGN. */

@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { FILL_PAGES, HASH_BYTES, PAGE_SIZE, PageHasher } from './pages.js';
 import type { HashReply, HashRequest } from './hash-thread.js';
-import { alignedBuffer, directReadLength, directWriteGoesOn, directWriteHead } from './direct-io.js';
+import { directReadLength, directWriteGoesOn, directWriteHead } from './direct-io.js';
+import { alignedBuffer } from '../util/aligned.js';
 
 type FillRequest = Extract<HashRequest, { t: 'fill' }>;
 

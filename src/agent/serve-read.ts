@@ -13,6 +13,7 @@ import { HashThread, readFull } from './hash-thread.js';
 import { encodePages, encodePassed, T, type FrameWriter } from './protocol.js';
 import { rsyncExcluder } from '../backup/rsync-plan.js';
 import { walkTree } from './walk.js';
+import { alignedBuffer } from '../util/aligned.js';
 
 /** Bytes read per step: 128 pages. */
 export const READ_CHUNK = 128 * PAGE_SIZE;
@@ -122,7 +123,7 @@ async function sendChunk(id: number, data: Buffer, hashes: Buffer, first: number
  * taken): nothing was sent, the chunked reading takes it.
  */
 async function serveSmall(req: ReadRequest, fh: fsp.FileHandle, st: Stats, basis: Buffer, ctx: ReadContext, corrupt: { armed: boolean }): Promise<boolean> {
-  ctx.small ??= Buffer.allocUnsafeSlow(READ_CHUNK);
+  ctx.small ??= alignedBuffer(READ_CHUNK);
   const n = await readFull(fh, ctx.small, 0);
   if (n === READ_CHUNK) return false;
   const data = ctx.small.subarray(0, n);

@@ -19,6 +19,7 @@ import type { Decoder } from './codec.js';
 import { HASH_BYTES, PAGE_SIZE, changedRanges, pageCount, type PageHasher } from './pages.js';
 import { ProtocolError, encodeNeed, T, type FrameWriter, type PagesHeader } from './protocol.js';
 import { READ_CHUNK } from './serve-read.js';
+import { alignedBuffer } from '../util/aligned.js';
 
 export interface TreeRequest {
   root: string;
@@ -213,7 +214,7 @@ export class WriteServer {
     if (pages * PAGE_SIZE <= READ_CHUNK) {
       // Most files of a data directory are this small: one read, hashed here. Handing them to
       // the hashing thread costs more (two thread switches, each a wait on a busy host).
-      this.small ??= Buffer.allocUnsafeSlow(READ_CHUNK);
+      this.small ??= alignedBuffer(READ_CHUNK);
       const n = await readFull(fh, this.small.subarray(0, pages * PAGE_SIZE), 0);
       return this.hasher.pages(this.small.subarray(0, n));
     }

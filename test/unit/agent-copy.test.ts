@@ -16,7 +16,8 @@ import { FILL_PAGES, HASH_BYTES, PAGE_SIZE, PageHasher, changedRanges, newSeed, 
 import { FrameReader, FrameWriter, T, decodePages, decodePassed } from '../../src/agent/protocol.js';
 import { FileReceiver, type Clone, type FillGaps, type ReceiveOutcome } from '../../src/agent/receive.js';
 import { HashThread, hashFile } from '../../src/agent/hash-thread.js';
-import { DIRECT_ALIGN, alignedBuffer, directReadLength, directWriteGoesOn, directWriteHead, openDirect, readMaybeDirect, writeMaybeDirect } from '../../src/agent/direct-io.js';
+import { alignedBuffer, alignedSharedBuffer } from '../../src/util/aligned.js';
+import { DIRECT_ALIGN, directReadLength, directWriteGoesOn, directWriteHead, openDirect, readMaybeDirect, writeMaybeDirect } from '../../src/agent/direct-io.js';
 import { READ_CHUNK, serveRead, type ReadEnd } from '../../src/agent/serve-read.js';
 import { parseJournal } from '../../src/agent/store.js';
 import { walkTree, type WireEntry } from '../../src/agent/walk.js';
@@ -512,6 +513,25 @@ describe('fills gathered into large tasks', () => {
     assert.equal(out.kind, 'written');
     assert.deepEqual(calls, [[[0, FILL_PAGES]], [[FILL_PAGES, 2 * FILL_PAGES]], [[2 * FILL_PAGES, pages]]]);
     assert.ok((await fs.readFile(dest)).equals(base.subarray(0, size)));
+  });
+});
+
+describe('aligned buffers', () => {
+  it('are page-aligned views of their own memory, of the size asked; the shared ones reach a worker thread', async () => {
+    for (const n of [8192, 1 << 20, (1 << 20) + 100]) {
+      const b = alignedBuffer(n);
+      assert.equal(b.length, n);
+      assert.equal(b.byteOffset, 0);
+      assert.equal(b.buffer.byteLength % 65536, 0);
+    }
+    const s = alignedSharedBuffer(1 << 20);
+    assert.ok(s instanceof SharedArrayBuffer);
+    assert.equal(s.byteLength, 1 << 20);
+    const { Worker } = await import('node:worker_threads');
+    const w = new Worker('const { workerData, parentPort } = require("node:worker_threads"); new Uint8Array(workerData)[5] = 42; parentPort.postMessage(0);', { eval: true, workerData: s });
+    await new Promise((resolve) => w.once('message', resolve));
+    await w.terminate();
+    assert.equal(new Uint8Array(s)[5], 42);
   });
 });
 
