@@ -74,6 +74,22 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
       release: () => fs.writeFile(flag, 'go\n'),
     };
   };
+  /** A second agent server of the same cluster whose backups go to `baseDir` (its own slot and streaming). */
+  const sideServer = (name: string, baseDir: string, extra: string[] = []): string =>
+    [
+      `[${name}]`,
+      `conninfo = ${pg.conninfo}`,
+      `streaming_conninfo = ${pg.conninfo}`,
+      'backup_method = rsync',
+      'transfer_method = agent',
+      ...extra,
+      `ssh_command = ${ssh}`,
+      'streaming_archiver = on',
+      `slot_name = barman_${name}`,
+      'create_slot = auto',
+      `basebackups_directory = ${baseDir}`,
+      '',
+    ].join('\n');
   const journalLines = async (id: string): Promise<number> =>
     (await fs.readFile(path.join(env.home, env.server, 'agent', id, 'files.jsonl'), 'utf8').catch(() => '')).split('\n').filter((l) => l !== '').length;
   const pgrep = async (pattern: string): Promise<string[]> =>
@@ -336,20 +352,7 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
     await runAs('root', 'mount', ['-t', 'tmpfs', '-o', `size=${Math.ceil(size * 1.5)},mode=0700,uid=${lookupUser(BARMAN_USER)?.uid ?? 0}`, 'tmpfs', mnt], { check: true });
     const original = await fs.readFile(env.configFile, 'utf8');
     try {
-      const section = [
-        '[agfull]',
-        `conninfo = ${pg.conninfo}`,
-        `streaming_conninfo = ${pg.conninfo}`,
-        'backup_method = rsync',
-        'transfer_method = agent',
-        `ssh_command = ${ssh}`,
-        'streaming_archiver = on',
-        'slot_name = barman_agfull',
-        'create_slot = auto',
-        `basebackups_directory = ${mnt}/base`,
-        '',
-      ].join('\n');
-      await fs.writeFile(env.configFile, `${original}\n${section}`);
+      await fs.writeFile(env.configFile, `${original}\n${sideServer('agfull', `${mnt}/base`)}`);
       // A backup needs a working WAL archive (receive-wal running, a first WAL archived).
       await startStreaming({ ...env, server: 'agfull' }, 120_000);
       const first = await env.run('backup', '--reuse-backup', 'off', 'agfull');
@@ -388,22 +391,7 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
     try {
       await fs.chown(mnt, lookupUser(BARMAN_USER)?.uid ?? 0, lookupUser(BARMAN_USER)?.gid ?? 0);
       await fs.chmod(mnt, 0o700);
-      const section = [
-        '[agxfs]',
-        `conninfo = ${pg.conninfo}`,
-        `streaming_conninfo = ${pg.conninfo}`,
-        'backup_method = rsync',
-        'transfer_method = agent',
-        'reuse_backup = link',
-        'parallel_jobs = 2',
-        `ssh_command = ${ssh}`,
-        'streaming_archiver = on',
-        'slot_name = barman_agxfs',
-        'create_slot = auto',
-        `basebackups_directory = ${mnt}/base`,
-        '',
-      ].join('\n');
-      await fs.writeFile(env.configFile, `${original}\n${section}`);
+      await fs.writeFile(env.configFile, `${original}\n${sideServer('agxfs', `${mnt}/base`, ['reuse_backup = link', 'parallel_jobs = 2'])}`);
       await startStreaming(xfs, 120_000);
       assert.equal((await env.run('backup', 'agxfs')).code, 0);
       const growPath = await pg.psql("SELECT pg_relation_filepath('grow')");
