@@ -122,18 +122,7 @@ export class FileReceiver {
    */
   private async cloneBasis(): Promise<boolean> {
     const basis = this.basis;
-    if (!basis || !this.clone) return false;
-    let size: number;
-    try {
-      size = (await fsp.lstat(basis.abs)).size;
-    } catch (err) {
-      this.damaged ??= `its copy in backup ${basis.backupId} cannot be read (${errorMessage(err)})`;
-      return false;
-    }
-    if (size !== basis.size) {
-      this.damaged ??= `its copy in backup ${basis.backupId} has ${size} bytes, ${basis.size} recorded`;
-      return false;
-    }
+    if (!basis || !this.clone || !(await this.openBasis(basis))) return false;
     // A file left by an interrupted attempt is replaced (as O_TRUNC would).
     await fsp.rm(this.dest, { force: true });
     this.cloned = await this.clone(basis.abs, this.dest);
