@@ -27,6 +27,7 @@
  */
 import { createCRC32, type IHasher } from 'hash-wasm';
 import { formatLsn } from './names.js';
+import { parseSegmentHeader } from './segment-header.js';
 
 const XLP_FIRST_IS_CONTRECORD = 0x0001;
 const XLP_LONG_HEADER = 0x0002;
@@ -270,22 +271,20 @@ export class BlockChangeReader {
   }
 
   private readLongHeader(seg: Buffer, segStart: bigint): void {
-    if (seg.length < LONG_HEADER) throw new Error(`the WAL segment at ${formatLsn(segStart)} is too short`);
-    const magic = seg.readUInt16LE(0);
-    const info = seg.readUInt16LE(2);
-    const version = KNOWN_MAGIC.get(magic);
-    if (version === undefined) throw new Error(`the WAL segment at ${formatLsn(segStart)} is of a PostgreSQL version this reader does not know (page magic 0x${magic.toString(16)})`);
-    if (!(info & XLP_LONG_HEADER)) throw new Error(`the WAL segment at ${formatLsn(segStart)} does not start with a long page header`);
-    const sysid = seg.readBigUInt64LE(24);
+    const h = parseSegmentHeader(seg);
+    if (!h || h.pageAddr !== segStart) throw new Error(`the file given for the WAL segment at ${formatLsn(segStart)} is not that segment`);
+    const version = KNOWN_MAGIC.get(h.magic);
+    if (version === undefined || seg.readUInt16LE(0) !== h.magic) {
+      throw new Error(`the WAL segment at ${formatLsn(segStart)} is of a PostgreSQL version or byte order this reader does not know (page magic 0x${h.magic.toString(16)})`);
+    }
     if (this.magic === 0) {
-      this.magic = magic;
+      this.magic = h.magic;
       this.pg15 = version >= 15;
-      this.sysid = sysid;
-      this.segSize = seg.readUInt32LE(32);
-      this.pageSize = seg.readUInt32LE(36);
-      this.tli = seg.readUInt32LE(4);
-      if (this.pageSize < 1024 || this.segSize % this.pageSize !== 0) throw new Error(`the WAL segment at ${formatLsn(segStart)} has an invalid page size`);
-    } else if (magic !== this.magic || sysid !== this.sysid) {
+      this.sysid = h.systemId;
+      this.segSize = h.segSize;
+      this.pageSize = h.blockSize;
+      this.tli = h.timeline;
+    } else if (h.magic !== this.magic || h.systemId !== this.sysid) {
       throw new Error(`the WAL segment at ${formatLsn(segStart)} is of another cluster or PostgreSQL version`);
     }
   }

@@ -12,7 +12,8 @@ import { createCRC32 } from 'hash-wasm';
 import { BlockChangeReader, decodeRecord, forkKey, relationFileOf, relationKey, WAL_PAGE_MAGIC, type BlockRef } from '../../src/wal/block-changes.js';
 
 const PAGE = 8192;
-const SEG = 8 * PAGE;
+/** PostgreSQL's smallest segment (initdb --wal-segsize=1). */
+const SEG = 128 * PAGE;
 const MAGIC = WAL_PAGE_MAGIC[15] as number;
 const crc = await createCRC32(0x82f63b78);
 
@@ -262,7 +263,8 @@ describe('WAL block changes: records laid out across pages and segments', () => 
 });
 
 describe('WAL block changes: what it refuses to vouch for', () => {
-  const records: RecSpec[] = Array.from({ length: 60 }, (_, k) => heapUpdate(16384, k, { image: k % 3 === 0 ? 8000 : 0 }));
+  // Over three segments: full-page images, and main data of 50 kB in each record.
+  const records: RecSpec[] = Array.from({ length: 70 }, (_, k) => ({ ...heapUpdate(16384, k, { image: k % 3 === 0 ? 8000 : 0 }), main: Buffer.alloc(50000, k) }));
 
   it('a record whose CRC fails', async () => {
     const laid = layout(records);
@@ -306,6 +308,12 @@ describe('WAL block changes: what it refuses to vouch for', () => {
     const unknown = layout(records);
     (unknown.segments[0] as Buffer).writeUInt16LE(0xd098, 0);
     assert.match((await read(unknown, unknown.lsns[0] as bigint, unknown.end)).unusable ?? '', /does not know/);
+    // A file that is another segment (a recycled one, or one given at the wrong position).
+    const misplaced = await read(laid, laid.lsns[0] as bigint, laid.end, 0x3000000n, (r) => {
+      r.feedSegment(laid.segments[0] as Buffer, 0x3000000n);
+      r.feedSegment(laid.segments[2] as Buffer, 0x3000000n + BigInt(SEG));
+    });
+    assert.match(misplaced.unusable ?? '', /is not that segment/);
     const over = layout(records);
     const seg1 = over.segments[1] as Buffer;
     seg1.writeUInt16LE(seg1.readUInt16LE(2) | 0x8, 2);
