@@ -212,11 +212,12 @@ class AgentCopy {
   private canClone = true;
 
   /**
-   * A changed file started as a clone of its basis copy (reuse_backup = link only: copy asks for
-   * files of their own), where the file system shares blocks between files (XFS, btrfs).
+   * A changed file started as a clone of its basis copy, where the file system shares blocks
+   * between files (XFS, btrfs); given to the receivers with reuse_backup = link only (copy asks
+   * for files of their own).
    */
   private readonly clone: Clone = async (from, to) => {
-    if (this.req.reuse !== 'link' || !this.canClone) return false;
+    if (!this.canClone) return false;
     try {
       await fsp.copyFile(from, to, fsp.constants.COPYFILE_EXCL | fsp.constants.COPYFILE_FICLONE_FORCE);
       return true;
@@ -425,7 +426,7 @@ class AgentCopy {
       while (inflight.length < WINDOW && this.queue.length > 0) {
         const job = this.queue.shift() as Job;
         const basis = await this.basisOf(job);
-        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, (n) => sink.copied(n), this.share, this.fillGaps, this.clone);
+        const receiver = new FileReceiver(this.dest(job), job.mode, basis, this.hasher, (n) => sink.copied(n), this.share, this.fillGaps, this.req.reuse === 'link' ? this.clone : null);
         inflight.push({ job, receiver });
         const request: ReadRequest = { id: job.id, path: path.join(job.tree.src, job.rel) };
         await s.send(T.READ, ...encodeWithBinary(request, basis?.map ?? null));

@@ -7,7 +7,8 @@
  * reused buffer, and leaves the page cache to what the host is doing.
  *
  * O_DIRECT wants the buffer's address, the file offset and the length aligned (to the logical
- * block size, at most 4 KiB): the buffer is a WebAssembly memory (util/aligned.ts), offsets are multiples of PostgreSQL's 8 KiB pages, and a file's short tail
+ * block size, at most 4 KiB): the buffer is a WebAssembly memory (util/aligned.ts), offsets
+ * are multiples of PostgreSQL's 8 KiB pages, and a file's short tail
  * goes through an ordinary descriptor. A file system that refuses O_DIRECT (tmpfs, some FUSE
  * file systems) gets the ordinary path.
  */
