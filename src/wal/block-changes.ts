@@ -25,6 +25,7 @@
  *                 u8 bimg_info, (u16 hole_length if compressed with a hole)], [RelFileNode: u32
  *                 spc, u32 db, u32 rel unless SAME_REL], u32 block
  */
+import CRC32C from 'crc-32/crc32c.js';
 import { createCRC32, type IHasher } from 'hash-wasm';
 import { formatLsn } from './names.js';
 import { parseSegmentHeader } from './segment-header.js';
@@ -38,6 +39,15 @@ const RECORD_HEADER = 24;
 /** offsetof(XLogRecord, xl_crc): the CRC covers the data after the header, then the header up to it. */
 const CRC_OFFSET = 20;
 const CRC32C_POLYNOMIAL = 0x82f63b78;
+/** The end of a reader whose end is not known yet: past any position. */
+const UNKNOWN_END = (1n << 64n) - 1n;
+/**
+ * Records up to this size get their CRC from crc-32 (plain JavaScript: no call into WebAssembly,
+ * about 0.3 µs for a small record); larger ones (full-page images) from hash-wasm (twice as fast
+ * per byte). Most records of an OLTP load are small: the CRC was half the reading time.
+ */
+const SMALL_RECORD = 1024;
+const crc32cJs = CRC32C.buf;
 /** XLogRecordMaxSize. */
 const MAX_RECORD = 1020 * 1024 * 1024;
 
@@ -213,14 +223,36 @@ export class BlockChangeReader {
 
   private constructor(
     readonly start: bigint,
-    readonly end: bigint,
+    private endAt: bigint,
     private readonly crc: IHasher,
   ) {
     this.changes.readTo = start;
   }
 
-  static async create(start: bigint, end: bigint): Promise<BlockChangeReader> {
-    return new BlockChangeReader(start, end, await createCRC32(CRC32C_POLYNOMIAL));
+  /** `end` null: not known yet (setEnd); segments are read whole until then. */
+  static async create(start: bigint, end: bigint | null): Promise<BlockChangeReader> {
+    return new BlockChangeReader(start, end ?? UNKNOWN_END, await createCRC32(CRC32C_POLYNOMIAL));
+  }
+
+  private endText(): string {
+    return this.endAt === UNKNOWN_END ? 'the position asked for' : formatLsn(this.endAt);
+  }
+
+  get end(): bigint | null {
+    return this.endAt === UNKNOWN_END ? null : this.endAt;
+  }
+
+  /**
+   * Where to stop, once known (created without it). Records already read past it stay
+   * gathered: more blocks, never fewer.
+   */
+  setEnd(end: bigint): void {
+    if (this.endAt !== UNKNOWN_END) throw new Error('the end of the WAL to read is already set');
+    this.endAt = end;
+    if (this.changes.readTo >= end) {
+      this.changes.readTo = end;
+      this.done = true;
+    }
   }
 
   /** Everything up to `end` was read (or the result is unusable): no more segments needed. */
@@ -263,8 +295,8 @@ export class BlockChangeReader {
     if (this.switched) {
       // After a switch record the segment holds nothing more: read to its end.
       this.changes.readTo = this.nextSegment;
-      if (this.end <= this.nextSegment) {
-        this.changes.readTo = this.end;
+      if (this.endAt <= this.nextSegment) {
+        this.changes.readTo = this.endAt;
         this.done = true;
       }
     }
@@ -294,8 +326,8 @@ export class BlockChangeReader {
     const valid = page.readUInt16LE(0) === this.magic && page.readBigUInt64LE(8) === pageLsn;
     if (!valid) {
       // Past the WAL written (zeros) or an older segment's page (recycled file).
-      if (!this.pending && pageLsn >= this.end) return void (this.done = true);
-      throw new Error(`the WAL ends at ${formatLsn(pageLsn)}, before ${formatLsn(this.end)}`);
+      if (!this.pending && pageLsn >= this.endAt) return void (this.done = true);
+      throw new Error(`the WAL ends at ${formatLsn(pageLsn)}, before ${this.endText()}`);
     }
     if (page.readUInt32LE(4) !== this.tli) throw new Error(`the WAL switches from timeline ${this.tli} to ${page.readUInt32LE(4)} at ${formatLsn(pageLsn)}`);
     if (info & XLP_FIRST_IS_OVERWRITE_CONTRECORD) throw new Error(`a WAL record continued at ${formatLsn(pageLsn)} was overwritten (after a crash)`);
@@ -320,13 +352,13 @@ export class BlockChangeReader {
     }
     while (pos < page.length) {
       const lsn = pageLsn + BigInt(pos);
-      if (lsn >= this.end) {
-        this.changes.readTo = this.end;
+      if (lsn >= this.endAt) {
+        this.changes.readTo = this.endAt;
         this.done = true;
         return;
       }
       const totLen = page.readUInt32LE(pos);
-      if (totLen === 0) throw new Error(`the WAL ends at ${formatLsn(lsn)}, before ${formatLsn(this.end)}`);
+      if (totLen === 0) throw new Error(`the WAL ends at ${formatLsn(lsn)}, before ${this.endText()}`);
       if (totLen < RECORD_HEADER || totLen > MAX_RECORD) throw new Error(`the WAL record at ${formatLsn(lsn)} has an invalid length`);
       if (totLen > page.length - pos) {
         this.pending = { lsn, buf: Buffer.allocUnsafe(totLen), have: page.length - pos };
@@ -339,11 +371,17 @@ export class BlockChangeReader {
     }
   }
 
-  private record(rec: Buffer, lsn: bigint): void {
+  /** CRC-32C of a record: the data after the header, then the header up to the CRC field. */
+  private recordCrc(rec: Buffer): number {
+    if (rec.length <= SMALL_RECORD) return crc32cJs(rec.subarray(0, CRC_OFFSET), crc32cJs(rec.subarray(RECORD_HEADER))) >>> 0;
     this.crc.init();
     this.crc.update(rec.subarray(RECORD_HEADER));
     this.crc.update(rec.subarray(0, CRC_OFFSET));
-    if (parseInt(this.crc.digest('hex'), 16) !== rec.readUInt32LE(CRC_OFFSET)) throw new Error(`the WAL record at ${formatLsn(lsn)} fails its CRC`);
+    return parseInt(this.crc.digest('hex'), 16);
+  }
+
+  private record(rec: Buffer, lsn: bigint): void {
+    if (this.recordCrc(rec) !== rec.readUInt32LE(CRC_OFFSET)) throw new Error(`the WAL record at ${formatLsn(lsn)} fails its CRC`);
     const prev = rec.readBigUInt64LE(8);
     if (this.prevRecord !== null && prev !== this.prevRecord) throw new Error(`the WAL record at ${formatLsn(lsn)} does not follow the one at ${formatLsn(this.prevRecord)}`);
     this.prevRecord = lsn;
@@ -353,14 +391,36 @@ export class BlockChangeReader {
     if (r.rmid === RM_XLOG_ID && (r.info & 0xf0) === XLOG_SWITCH) this.switched = true;
   }
 
+  /**
+   * The forks of the last blocks gathered, with their sets and last block: records mostly follow
+   * on the same few relations (a table and its indexes) and often on the same block.
+   */
+  private readonly recent: { spc: number; db: number; rel: number; fork: number; set: Set<number>; block: number }[] = [];
+
+  private forkOf(b: BlockRef): { set: Set<number>; block: number } {
+    const recent = this.recent;
+    for (let i = 0; i < recent.length; i++) {
+      const l = recent[i] as (typeof recent)[number];
+      if (l.rel === b.rel && l.db === b.db && l.spc === b.spc && l.fork === b.fork) return l;
+    }
+    const key = forkKey(b.spc, b.db, b.rel, b.fork);
+    let set = this.changes.blocks.get(key);
+    if (!set) this.changes.blocks.set(key, (set = new Set()));
+    const l = { spc: b.spc, db: b.db, rel: b.rel, fork: b.fork, set, block: -1 };
+    if (recent.length >= 4) recent.pop();
+    recent.unshift(l);
+    return l;
+  }
+
   private gather(r: WalRecord): void {
     const c = this.changes;
     c.records += 1;
     for (const b of r.blocks) {
-      const key = forkKey(b.spc, b.db, b.rel, b.fork);
-      let set = c.blocks.get(key);
-      if (!set) c.blocks.set(key, (set = new Set()));
-      set.add(b.block);
+      const l = this.forkOf(b);
+      if (l.block !== b.block) {
+        l.set.add(b.block);
+        l.block = b.block;
+      }
     }
     const kind = r.info & 0xf0;
     const main = r.mainData;
@@ -383,8 +443,8 @@ export class BlockChangeReader {
 
   /** What was gathered; unusable unless every record up to `end` was read. */
   result(): BlockChanges {
-    if (!this.changes.unusable && this.changes.readTo < this.end) {
-      this.changes.unusable = `the WAL up to ${formatLsn(this.end)} was not all read (read up to ${formatLsn(this.changes.readTo)})`;
+    if (!this.changes.unusable && this.changes.readTo < this.endAt) {
+      this.changes.unusable = `the WAL up to ${this.endText()} was not all read (read up to ${formatLsn(this.changes.readTo)})`;
     }
     return this.changes;
   }
