@@ -156,9 +156,9 @@ export interface FileHashes {
  * Hash the first `limit` bytes of an open file (fewer if it is shorter) on `thread`: this thread
  * reads chunks ahead into the thread's shared buffers (all of them but the one being hashed)
  * while the hashing thread works through the earlier ones, so that hashing a file goes at about
- * the speed of reading it.
+ * the speed of reading it. With `ready`, each chunk is read once `ready(its end)` resolves.
  */
-export async function hashFile(thread: HashThread, fh: fsp.FileHandle, limit: number, kind: HashKind): Promise<FileHashes> {
+export async function hashFile(thread: HashThread, fh: fsp.FileHandle, limit: number, kind: HashKind, ready?: (byteEnd: number) => Promise<void>): Promise<FileHashes> {
   const slots = thread.slots;
   const size = slots[0]?.length ?? 0;
   if (slots.length < 2 || size === 0) throw new Error('hashFile needs at least two read buffers');
@@ -166,7 +166,9 @@ export async function hashFile(thread: HashThread, fh: fsp.FileHandle, limit: nu
   const want = (i: number) => Math.min(size, limit - i * size);
   const reads = new Map<number, Promise<number>>();
   const read = (i: number) => {
-    const r = readFull(fh, (slots[i % slots.length] as Buffer).subarray(0, want(i)), i * size);
+    const buf = (slots[i % slots.length] as Buffer).subarray(0, want(i));
+    // A file still being written (ready: its bytes up to there are written) is read behind the writing.
+    const r = ready ? ready(i * size + want(i)).then(() => readFull(fh, buf, i * size)) : readFull(fh, buf, i * size);
     r.catch(() => undefined);
     reads.set(i, r);
   };

@@ -91,6 +91,20 @@ export function changedRanges(current: Uint8Array, basis: Uint8Array, pages = cu
   return sendRuns(current, basis, 0, pages, bridge).map(([start, end]): PageRange => [start, end - start]);
 }
 
+/**
+ * Ranges (in order, disjoint) joined where fewer than `bridge` pages separate them: one read and
+ * one message instead of several small ones, the pages between them sent too (sendRuns).
+ */
+export function bridgeRanges(ranges: readonly PageRange[], bridge: number): PageRange[] {
+  const out: PageRange[] = [];
+  for (const [first, count] of ranges) {
+    const last = out.at(-1);
+    if (last && first - (last[0] + last[1]) < bridge) last[1] = first + count - last[0];
+    else out.push([first, count]);
+  }
+  return out;
+}
+
 /** Split ranges so that none holds more than `max` pages. */
 export function splitRanges(ranges: readonly PageRange[], max: number): PageRange[] {
   const out: PageRange[] = [];

@@ -18,7 +18,7 @@ import type { Readable, Writable } from 'node:stream';
 import { BarmanError } from '../util/errors.js';
 
 /** Bumped whenever a message changes meaning or layout. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 export const GREETING = Buffer.from('BARMAN-TS-AGENT\n', 'latin1');
 export const MAX_FRAME = 64 * 1024 * 1024;
 const HEADER = 5;
@@ -43,6 +43,12 @@ export const T = {
    * as the read goes on, rather than after it.
    */
   PASSED: 35,
+  /**
+   * Host → agent: readPagesRequest (JSON { id, path, from } + the page ranges to read, as
+   * encodeRanges): the listed pages, then every page from `from` to the end of the file;
+   * replies PAGES*, PASSED, READ_END (without a SHA-256: the backup host computes it).
+   */
+  READ_PAGES: 36,
   /** Host → agent: writeRequest (JSON + the backup's page map for a delta); replies NEED (delta only). */
   WRITE: 48,
   /** Agent → host: the page ranges a delta write needs (encodeNeed). */
@@ -176,6 +182,31 @@ export function decodePassed(body: Buffer): { id: number; page: number } {
 
 /** Page ranges [first, first + count) of one file. */
 export type PageRange = [first: number, count: number];
+
+/** Page ranges as pairs of u32 (first, count). */
+export function encodeRanges(ranges: readonly PageRange[]): Buffer {
+  const b = Buffer.allocUnsafe(ranges.length * 8);
+  ranges.forEach(([first, count], i) => {
+    b.writeUInt32LE(first, i * 8);
+    b.writeUInt32LE(count, i * 8 + 4);
+  });
+  return b;
+}
+
+/** encodeRanges undone: ranges in increasing order, not overlapping, none empty. */
+export function decodeRanges(b: Buffer): PageRange[] {
+  if (b.length % 8 !== 0) throw new ProtocolError(`page ranges of ${b.length} bytes`);
+  const out: PageRange[] = [];
+  let end = 0;
+  for (let i = 0; i < b.length; i += 8) {
+    const first = b.readUInt32LE(i);
+    const count = b.readUInt32LE(i + 4);
+    if (count === 0 || first < end) throw new ProtocolError('page ranges out of order');
+    out.push([first, count]);
+    end = first + count;
+  }
+  return out;
+}
 
 export function encodeNeed(id: number, ranges: readonly PageRange[]): Buffer {
   const b = Buffer.allocUnsafe(8 + ranges.length * 8);

@@ -17,6 +17,10 @@
  * basis was verified when written; verify-backup reads them), and nothing is read or filled
  * from the basis. Its recorded size is still checked first.
  *
+ * With change tracking (wal-guide.ts) the agent reads only the pages the WAL named, and its
+ * READ_END carries no SHA-256: the file is then written through the page cache, and read back
+ * here for its SHA-256 (ShaOf) behind the writes and fills, chunk by chunk as they end.
+ *
  * Pages that arrived are written through one queue, in the order they arrive; fills from the
  * basis run beside it, several at once (on the hashing threads): they write other pages, and
  * the fill of a large file would otherwise be the last thing a backup waits for.
@@ -26,7 +30,7 @@ import { FILL_PAGES, HASH_BYTES, PAGE_SIZE, pageCount, type PageHasher } from '.
 import type { PagesHeader } from './protocol.js';
 import type { ReadEnd } from './serve-read.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
-import { setFileAttributes, type DirectFds, type FillResult } from './hash-thread.js';
+import { setFileAttributes, type DirectFds, type FileHashes, type FillResult } from './hash-thread.js';
 import { closeQuietly, openDirect, writeMaybeDirect } from './direct-io.js';
 import { directAligned } from './bufpool.js';
 
@@ -42,6 +46,13 @@ export type FillGaps = (from: number, to: number, gaps: [number, number][], map:
  * the file system cannot (the caller then builds the file from the basis as usual).
  */
 export type Clone = (from: string, to: string) => Promise<boolean>;
+
+/**
+ * The SHA-256 and page hashes of the first `size` bytes of `file` (a file being built), read
+ * chunk by chunk once `ready(end of the chunk)` resolves: computed on the backup host when the
+ * agent read only some pages (change tracking).
+ */
+export type ShaOf = (file: string, size: number, ready: (byteEnd: number) => Promise<void>) => Promise<FileHashes>;
 
 export interface Basis {
   /** The basis file (in an earlier backup). */
@@ -91,10 +102,23 @@ export class FileReceiver {
     private readonly fillGaps: FillGaps,
     /** Start a changed file as a clone of the basis (null: never; reuse_backup = copy). */
     private readonly clone: Clone | null = null,
+    /**
+     * Change tracking: the agent reads only the pages the WAL named, and its READ_END has no
+     * SHA-256. The file then starts as the basis (a clone, else a copy the kernel makes), the
+     * arrived pages are written over it through the page cache, and it is read back with this:
+     * its SHA-256, and its page hashes, checked against the basis's map (a basis altered on disk
+     * is caught there and the file is read again whole). null: the agent's SHA-256.
+     */
+    private readonly shaOf: ShaOf | null = null,
   ) {}
+
+  /** Fills queued, in file order (they are queued in order): the SHA-256 reading follows them. */
+  private fillTasks: { first: number; done: Promise<void> }[] = [];
 
   /** The file started as a clone of the basis: nothing to fill. */
   private cloned = false;
+  /** The file started as a copy of the basis (change tracking, where it cannot clone): nothing to fill. */
+  private copied = false;
 
   private ensure(pages: number): void {
     if (this.arrived.length < pages) {
@@ -122,11 +146,16 @@ export class FileReceiver {
    */
   private async cloneBasis(): Promise<boolean> {
     const basis = this.basis;
-    if (!basis || !this.clone || !(await this.openBasis(basis))) return false;
+    if (!basis || !(this.clone || this.shaOf) || !(await this.openBasis(basis))) return false;
     // A file left by an interrupted attempt is replaced (as O_TRUNC would).
     await fsp.rm(this.dest, { force: true });
-    this.cloned = await this.clone(basis.abs, this.dest);
-    return this.cloned;
+    this.cloned = this.clone ? await this.clone(basis.abs, this.dest) : false;
+    if (!this.cloned && this.shaOf) {
+      // One copy in the kernel (copy_file_range), checked when the file is read back.
+      await fsp.copyFile(basis.abs, this.dest, fsc.COPYFILE_EXCL);
+      this.copied = true;
+    }
+    return this.cloned || this.copied;
   }
 
   /** Queue a task; the queue never rejects: the first failure is kept and thrown by checkWrites. */
@@ -192,15 +221,39 @@ export class FileReceiver {
     this.next = Math.max(this.next, page);
   }
 
-  /** Queue the filling of the gaps gathered so far (in a hashing thread: FillGaps). */
+  /**
+   * Queue the filling of the gaps gathered so far (in hashing threads: FillGaps), in tasks of at
+   * most FILL_PAGES pages: a long gap (the rest of a file of which only some pages travelled) is
+   * filled by several threads at once.
+   */
   private flushGaps(): void {
     const gaps = this.gaps;
-    const basis = this.basis;
     this.gaps = [];
+    let task: [number, number][] = [];
+    let pages = 0;
+    for (const [a, b] of gaps) {
+      for (let p = a; p < b; ) {
+        const q = Math.min(b, p + FILL_PAGES - pages);
+        task.push([p, q]);
+        pages += q - p;
+        p = q;
+        if (pages >= FILL_PAGES) {
+          this.fillTask(task);
+          task = [];
+          pages = 0;
+        }
+      }
+    }
+    if (task.length > 0) this.fillTask(task);
+  }
+
+  /** Fill the gaps of one task from the basis. */
+  private fillTask(gaps: [number, number][]): void {
+    const basis = this.basis;
     if (!basis || gaps.length === 0) return;
     const fill: Promise<void> = (async () => {
       const fh = await this.open();
-      if (this.cloned || this.writeError || this.damaged !== null) return;
+      if (this.cloned || this.copied || this.writeError || this.damaged !== null) return;
       const bfh = await this.openBasis(basis);
       if (!bfh) return;
       const r = await this.fillGaps(bfh.fd, fh.fd, gaps, basis.map, basis.size, await this.openDirectFds(basis));
@@ -212,10 +265,22 @@ export class FileReceiver {
       })
       .finally(() => this.fills.delete(fill));
     this.fills.add(fill);
+    if (this.shaOf) this.fillTasks.push({ first: (gaps[0] as [number, number])[0], done: fill });
   }
+
+  /** Every byte of the file before `byteEnd` is written: the arrived pages, and the fills that begin before it. */
+  private readonly writtenTo = async (byteEnd: number): Promise<void> => {
+    await this.queue;
+    for (const t of this.fillTasks) {
+      if (t.first * PAGE_SIZE >= byteEnd) break;
+      await t.done;
+    }
+    this.checkWrites();
+  };
 
   /** The new file (created by open()) opened again with O_DIRECT, or null where the file system does not do it. */
   private openDirectDest(): Promise<fsp.FileHandle | null> {
+    if (this.shaOf) return Promise.resolve(null);
     this.directDest ??= this.open().then(() => openDirect(this.dest, fsc.O_WRONLY | fsc.O_NOFOLLOW));
     return this.directDest;
   }
@@ -285,7 +350,7 @@ export class FileReceiver {
       return { kind: 'vanished' };
     }
     const size = end.size ?? 0;
-    const sha256 = end.sha256 ?? '';
+    let sha256 = end.sha256 ?? '';
     const n = pageCount(size);
     const basis = this.basis;
     if (basis && this.sent === 0 && size === basis.size && n * HASH_BYTES === basis.map.length) {
@@ -293,7 +358,8 @@ export class FileReceiver {
       await this.discard();
       try {
         await this.share(basis.abs, this.dest);
-        return { kind: 'linked', size, sha256, map: basis.map, sentPages: 0 };
+        // Without a SHA-256 from the agent (READ_PAGES: only changed pages read), the basis's.
+        return { kind: 'linked', size, sha256: end.sha256 ?? basis.sha256, map: basis.map, sentPages: 0 };
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') return { kind: 'refetch', reason: `its copy in backup ${basis.backupId} is gone` };
@@ -303,13 +369,29 @@ export class FileReceiver {
     }
     this.gapTo(n);
     this.flushGaps();
+    // This host's SHA-256 of the file when the agent sent none, read behind the writes.
+    let sha: Promise<FileHashes> | null = null;
+    if (end.sha256 === undefined && this.shaOf) {
+      await this.open();
+      sha = this.shaOf(this.dest, size, this.writtenTo);
+      sha.catch(() => undefined);
+    }
     await this.settled();
     await this.closeDirect();
     await this.closeBasis();
+    // The SHA-256 reading ends too (it may fail with the writes), before anything is removed.
+    const hashed = await sha?.then(
+      (h) => ({ h, err: null }),
+      (err: unknown) => ({ h: null, err }),
+    );
     this.checkWrites();
     if (this.damaged !== null) {
       await this.discard();
       return { kind: 'refetch', reason: this.damaged };
+    }
+    if (hashed?.err) {
+      await this.discard();
+      throw new BarmanError(`cannot read back ${this.dest}: ${errorMessage(hashed.err)}`);
     }
     const map = Buffer.alloc(n * HASH_BYTES);
     for (let p = 0; p < n; p++) {
@@ -321,6 +403,15 @@ export class FileReceiver {
         throw new BarmanError(`the agent did not send page ${p} of ${this.dest}`);
       }
     }
+    if (hashed?.h) {
+      const bad = this.readBack(hashed.h, map, size);
+      if (bad !== null) {
+        await this.discard();
+        if (bad.arrived) throw new BarmanError(`page ${bad.page} of ${this.dest} does not read back as it was written`);
+        return { kind: 'refetch', reason: `page ${bad.page} of its copy in backup ${basis?.backupId ?? '?'} does not match the hash recorded for it (that copy was altered on disk)` };
+      }
+      sha256 = hashed.h.sha256;
+    }
     const fh = await this.open();
     try {
       setFileAttributes(fh.fd, size, this.mode, end.mtimeMs);
@@ -329,6 +420,16 @@ export class FileReceiver {
       this.fh = null;
     }
     return { kind: 'written', size, sha256, map, sentPages: this.sent, ...(this.cloned ? { cloned: true } : {}) };
+  }
+
+  /** The first page of the file read back whose hash is not the one expected (`map`), or null. */
+  private readBack(h: FileHashes, map: Buffer, size: number): { page: number; arrived: boolean } | null {
+    if (h.bytes !== size) return { page: Math.floor(h.bytes / PAGE_SIZE), arrived: false };
+    for (let p = 0; p < map.length / HASH_BYTES; p++) {
+      const o = p * HASH_BYTES;
+      if (Buffer.compare(h.map.subarray(o, o + HASH_BYTES), map.subarray(o, o + HASH_BYTES)) !== 0) return { page: p, arrived: p < this.arrived.length && this.arrived[p] === 1 };
+    }
+    return null;
   }
 
   private async closeBasis(): Promise<void> {
@@ -355,6 +456,7 @@ export class FileReceiver {
     await this.closeBasis();
     this.opening = null;
     this.cloned = false;
+    this.copied = false;
     this.fh = null;
     this.queue = Promise.resolve();
     this.gaps = [];

@@ -1,16 +1,18 @@
 /**
- * Agent side of a backup: list trees (LIST) and send files (READ). For a READ the agent reads
- * the whole file once, hashing every page and the file (SHA-256); a page travels only when its
- * hash differs from the basis map the backup host sent (the page hashes of the copy it already
- * has; empty for a file it does not have), compressed, with its hash.
+ * Agent side of a backup: list trees (LIST) and send files (READ, READ_PAGES). For a READ the
+ * agent reads the whole file once, hashing every page and the file (SHA-256); a page travels only
+ * when its hash differs from the basis map the backup host sent (the page hashes of the copy it
+ * already has; empty for a file it does not have), compressed, with its hash. For a READ_PAGES
+ * (the WAL told the backup host which pages changed: wal-guide.ts) only the pages listed and
+ * those past the basis copy's end are read and sent, each with its hash.
  */
 import { createHash } from 'node:crypto';
 import { constants as fsc, promises as fsp, type Stats } from 'node:fs';
 import type { Encoder } from './codec.js';
 import { pauseAt, type Faults } from './faults.js';
-import { HASH_BYTES, PAGE_SIZE, sendRuns, type PageHasher } from './pages.js';
+import { HASH_BYTES, PAGE_SIZE, bridgeRanges, rangeWindows, sendRuns, type PageHasher } from './pages.js';
 import { HashThread, readFull } from './hash-thread.js';
-import { encodePages, encodePassed, T, type FrameWriter } from './protocol.js';
+import { encodePages, encodePassed, T, type FrameWriter, type PageRange } from './protocol.js';
 import { rsyncExcluder } from '../backup/rsync-plan.js';
 import { walkTree } from './walk.js';
 import { alignedBuffer } from '../util/aligned.js';
@@ -145,15 +147,8 @@ async function serveSmall(req: ReadRequest, fh: fsp.FileHandle, st: Stats, basis
 export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContext): Promise<void> {
   const { out, hasher, faults } = ctx;
   await pauseAt(faults, req.path);
-  let fh: fsp.FileHandle;
-  try {
-    fh = await fsp.open(req.path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    // Gone (a dropped relation) or replaced by a link: the backup host skips it, as rsync does.
-    if (code === 'ENOENT' || code === 'ELOOP') return out.json(T.READ_END, { id: req.id, vanished: true } satisfies ReadEnd);
-    throw err;
-  }
+  const fh = await openToRead(req.id, req.path, out);
+  if (!fh) return;
   const ahead: Promise<Chunk>[] = [];
   // A slot is read into again only once the hashing thread is done with what it held.
   const slotFree: Promise<unknown>[] = Array.from({ length: SLOTS }, () => Promise.resolve());
@@ -221,6 +216,78 @@ export async function serveRead(req: ReadRequest, basis: Buffer, ctx: ReadContex
     await Promise.allSettled(ahead);
     await Promise.allSettled(slotFree);
     if (hashing) await ctx.thread?.digest().catch(() => undefined);
+    await fh.close();
+  }
+}
+
+export interface ReadPagesRequest {
+  id: number;
+  path: string;
+  /** Every page from this one to the end of the file is read too (the basis copy ends there). */
+  from: number;
+}
+
+const NO_BASIS = Buffer.alloc(0);
+
+/** Open a file to read, or null (after saying so) when it is gone or no longer a regular file. */
+async function openToRead(id: number, file: string, out: FrameWriter): Promise<fsp.FileHandle | null> {
+  try {
+    return await fsp.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // Gone (a dropped relation) or replaced by a link: the backup host skips it, as rsync does.
+    if (code === 'ENOENT' || code === 'ELOOP') {
+      await out.json(T.READ_END, { id, vanished: true } satisfies ReadEnd);
+      return null;
+    }
+    throw err;
+  }
+}
+
+/**
+ * Serve one READ_PAGES: the pages of `ranges` before `req.from` (pages past the file's end now
+ * are skipped: a truncation after the backup's start, which recovery replays), then every page
+ * from `req.from` to the end of the file. The size reported is where that read ended, or, when
+ * nothing was there, the file's size if it is shorter than `req.from` pages.
+ */
+export async function serveReadPages(req: ReadPagesRequest, ranges: readonly PageRange[], ctx: ReadContext): Promise<void> {
+  const { out, hasher, faults } = ctx;
+  await pauseAt(faults, req.path);
+  const fh = await openToRead(req.id, req.path, out);
+  if (!fh) return;
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return await out.json(T.READ_END, { id: req.id, vanished: true } satisfies ReadEnd);
+    const corrupt = { armed: faults.corrupt !== null && req.path.includes(faults.corrupt) };
+    const buf = (ctx.small ??= alignedBuffer(READ_CHUNK));
+    const chunkPages = READ_CHUNK / PAGE_SIZE;
+    let sent = 0;
+    const listed = ranges.filter(([first]) => first < req.from).map(([first, count]): PageRange => [first, Math.min(count, req.from - first)]);
+    for (const w of rangeWindows(bridgeRanges(listed, BRIDGE), chunkPages)) {
+      const n = await readFull(fh, buf.subarray(0, (w.end - w.first) * PAGE_SIZE), w.first * PAGE_SIZE);
+      // Half the window or more listed: all of it in one message (as chunkRuns does).
+      const listedPages = w.ranges.reduce((k, [, count]) => k + count, 0);
+      const runs: readonly PageRange[] = w.ranges.length > 1 && listedPages * 2 >= w.end - w.first ? [[w.first, w.end - w.first]] : w.ranges;
+      for (const [first, count] of runs) {
+        const lo = (first - w.first) * PAGE_SIZE;
+        const hi = Math.min(lo + count * PAGE_SIZE, n);
+        if (hi <= lo) continue;
+        const data = buf.subarray(lo, hi);
+        sent += await sendChunk(req.id, data, hasher.pages(data), first, NO_BASIS, ctx, corrupt);
+      }
+    }
+    let tail = 0;
+    for (let pos = req.from * PAGE_SIZE; ; pos += READ_CHUNK) {
+      const n = await readFull(fh, buf, pos);
+      if (n === 0) break;
+      const data = buf.subarray(0, n);
+      sent += await sendChunk(req.id, data, hasher.pages(data), pos / PAGE_SIZE, NO_BASIS, ctx, corrupt);
+      tail += n;
+      if (n < READ_CHUNK) break;
+    }
+    const size = tail > 0 ? req.from * PAGE_SIZE + tail : Math.min((await fh.stat()).size, req.from * PAGE_SIZE);
+    await out.json(T.READ_END, { id: req.id, size, mtimeMs: st.mtimeMs, mode: st.mode & 0o7777, sent, pages: sent } satisfies ReadEnd);
+  } finally {
     await fh.close();
   }
 }

@@ -6,8 +6,8 @@
 import { Decoder, Encoder, isCodecName } from './codec.js';
 import type { Faults } from './faults.js';
 import { PageHasher, isSeed } from './pages.js';
-import { FrameReader, FrameWriter, ProtocolError, T, decodePages, decodeWithBinary, parseJson, type HostHello } from './protocol.js';
-import { serveList, serveRead, type ListRequest, type ReadRequest } from './serve-read.js';
+import { FrameReader, FrameWriter, ProtocolError, T, decodePages, decodeRanges, decodeWithBinary, parseJson, type HostHello } from './protocol.js';
+import { serveList, serveRead, serveReadPages, type ListRequest, type ReadPagesRequest, type ReadRequest } from './serve-read.js';
 import { WriteServer, type TreeRequest, type WriteRequest } from './serve-write.js';
 
 export async function serveRequests(reader: FrameReader, out: FrameWriter, hello: HostHello, faults: Faults): Promise<number> {
@@ -29,6 +29,12 @@ export async function serveRequests(reader: FrameReader, out: FrameWriter, hello
         case T.READ: {
           const { value, bin } = decodeWithBinary<ReadRequest>(f.body, 'READ');
           await serveRead(value, bin, readCtx);
+          break;
+        }
+        case T.READ_PAGES: {
+          const { value, bin } = decodeWithBinary<ReadPagesRequest>(f.body, 'READ_PAGES');
+          if (!Number.isSafeInteger(value.from) || value.from < 0) throw new ProtocolError('READ_PAGES without a valid first page');
+          await serveReadPages(value, decodeRanges(bin), readCtx);
           break;
         }
         case T.TREE:

@@ -54,6 +54,8 @@ export interface TransferStats {
   filesDelta: number;
   /** Of filesDelta: started as a clone of the basis (reflink), only the sent pages written (absent in the meta.json of older backups). */
   filesCloned?: number;
+  /** Of filesDelta: only the pages the WAL names read (wal-guide.ts; absent in older meta.json). */
+  filesTracked?: number;
   filesFull: number;
   filesVanished: number;
   pagesSent: number;

@@ -118,6 +118,12 @@ export interface ConcurrentBackupRequest {
   keepaliveInterval?: number;
 }
 
+/** What a copy step is told of the backup it copies for: where it started, and its session. */
+export interface BackupStarted {
+  startLsn: string;
+  pg: PgConnection;
+}
+
 /** What a copy step hands back: copy_stats entries and what else the outcome carries. */
 export type CopyStepResult = Pick<CopyOutcome, 'extraCopyStats'> & Partial<Pick<CopyOutcome, 'knownChecksums'>>;
 
@@ -128,7 +134,7 @@ export type CopyStepResult = Pick<CopyOutcome, 'extraCopyStats'> & Partial<Pick<
  * syncfs. `abortCopy` stops the copy's processes when anything fails. Shared by the rsync
  * transfer and the barman-ts agent (src/agent/backup-copy.ts).
  */
-export async function concurrentBackup(req: ConcurrentBackupRequest, copy: (sink: CopySink) => Promise<CopyStepResult>, abortCopy: () => void): Promise<CopyOutcome> {
+export async function concurrentBackup(req: ConcurrentBackupRequest, copy: (sink: CopySink, started: BackupStarted) => Promise<CopyStepResult>, abortCopy: () => void): Promise<CopyOutcome> {
   const { srv } = req;
   // The concurrent backup belongs to this session: closing it (on any failure) aborts it.
   const pg = await PgConnection.connect(srv.conninfo ?? '');
@@ -146,7 +152,7 @@ export async function concurrentBackup(req: ConcurrentBackupRequest, copy: (sink
     const sink = new CopySink(req.destDir, process.env);
     let step: CopyStepResult;
     try {
-      step = await copy(sink);
+      step = await copy(sink, { startLsn, pg });
     } finally {
       stopKeepalive();
     }

@@ -193,6 +193,10 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
       assert.ok(s.filesLinked > 100, `incremental ${i + 1}: ${JSON.stringify(s)}`);
       assert.ok(s.filesDelta > 0, `incremental ${i + 1}: ${JSON.stringify(s)}`);
       assert.ok(s.bytesIn < fullStats.bytesIn / 3, `incremental ${i + 1} received ${s.bytesIn} bytes, the full ${fullStats.bytesIn}`);
+      // Change tracking: the relation files changed are read only where the WAL changed them.
+      const tracking = (await readLog(env)).split('\n').filter((l) => l.includes('change tracking')).at(-1);
+      assert.ok((s.filesTracked ?? 0) > 0, `incremental ${i + 1} tracked no file from the WAL: ${JSON.stringify(s)}; ${tracking}`);
+      assert.ok(s.pagesRead < fullStats.pagesRead / 10, `incremental ${i + 1} read ${s.pagesRead} pages, the full ${fullStats.pagesRead}`);
       // Unchanged files are the previous backup's (same inode); the change is in the new copy.
       const prev = ids.at(-2) ?? '';
       const pgVersion = path.join('data', 'PG_VERSION');
@@ -222,9 +226,39 @@ describe('transfer_method = agent', { timeout: 1_200_000 }, () => {
       const got = await cluster.psql(`${FINGERPRINT} || '|' || (SELECT count(*) FROM grow) || '|' || (SELECT count(*) FROM shrink) || '|' || (SELECT count(*) FROM created) || '|' || (SELECT count(*) FROM emptied)`);
       assert.equal(got, atTarget);
       assert.equal(await cluster.psql("SELECT count(*) FROM pg_class WHERE relname = 'doomed'"), '0');
+      // Every heap page and B-tree of the recovered cluster checks out (amcheck), every heap tuple indexed.
+      const corrupt = await cluster.psql(
+        'CREATE EXTENSION IF NOT EXISTS amcheck; ' +
+          "SELECT (SELECT count(*) FROM pg_class c, verify_heapam(c.oid) WHERE c.relkind IN ('r', 'm', 't') AND c.relpersistence = 'p') + " +
+          "(SELECT count(*) FROM (SELECT bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND c.relpersistence = 'p' AND i.indisvalid) x WHERE false)",
+      );
+      assert.equal(corrupt, '0');
     } finally {
       await cluster.destroy();
     }
+  });
+
+  it('without the WAL since its basis started on this host, an incremental reads its changed files whole (change tracking off, the reason logged)', async () => {
+    const basis = ids.at(-1) ?? '';
+    const beginWal = infoField(await infoText(basis), 'begin_wal');
+    const segment = path.join(env.home, env.server, 'wals', beginWal.slice(0, 16), beginWal);
+    await fs.access(segment);
+    await pg.psql('UPDATE pgbench_accounts SET abalance = abalance + 3 WHERE aid <= 200');
+    await pg.checkpoint();
+    const expected = await pg.psql(FINGERPRINT);
+    await fs.rename(segment, `${segment}.aside`);
+    let id = '';
+    try {
+      id = await backup();
+    } finally {
+      await fs.rename(`${segment}.aside`, segment);
+    }
+    const s = await stats(id);
+    assert.equal(s.filesTracked ?? 0, 0, JSON.stringify(s));
+    assert.ok(s.filesDelta > 0, JSON.stringify(s));
+    assert.match(await readLog(env), new RegExp(`change tracking from the WAL is off for this backup \\(the changed files are read whole\\): WAL file ${beginWal} is not on this host`));
+    assert.match(await env.ok('verify-backup', env.server, id), /checksums of \d+ files OK/);
+    assert.equal(await pg.psql(FINGERPRINT), expected);
   });
 
   it('a copy killed mid-way (the agent, its ssh, the barman process) is FAILED, never DONE; the next backup resumes and fetches less', async () => {

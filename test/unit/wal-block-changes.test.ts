@@ -6,9 +6,18 @@
  * ends early). Real PostgreSQL WAL is read in test/integration/wal-block-changes.test.ts.
  */
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { createCRC32 } from 'hash-wasm';
+import { WalChangeReading, readWalChanges } from '../../src/agent/wal-guide.js';
+import { serverPaths } from '../../src/catalog/server-dirs.js';
+import { loadConfig, type ServerConfig } from '../../src/config/config.js';
+import { walArchivePath } from '../../src/wal/archiver.js';
+import { lsnToWal } from '../../src/wal/names.js';
 import { BlockChangeReader, decodeRecord, forkKey, relationFileOf, relationKey, WAL_PAGE_MAGIC, type BlockRef } from '../../src/wal/block-changes.js';
 
 const PAGE = 8192;
@@ -363,6 +372,143 @@ describe('relation files of a data directory', () => {
     assert.deepEqual(relationFileOf('pg_tblspc/16390/PG_15_202209061/5/16400.1'), { spc: 16390, db: 5, rel: 16400, fork: 0, segment: 1 });
     for (const other of ['base/5/t3_16384', 'base/5/pg_filenode.map', 'base/5/PG_VERSION', 'global/pg_control', 'base/5/016384', 'base/5/16384.0', 'pg_wal/000000010000000000000001', 'base/5/16384_xx', 'base/pgsql_tmp/x', 'pg_tblspc/16390/5/16400']) {
       assert.equal(relationFileOf(other), null, other);
+    }
+  });
+});
+
+describe('readWalChanges: the WAL between two backup starts, from a server\'s archive, incoming and streaming directories', () => {
+  const base = 0x3000000n;
+  const records = Array.from({ length: 400 }, (_, i) => heapUpdate(16384 + (i % 3), i * 7, { image: 8192 }));
+  const laid = layout(records, base);
+  const from = laid.lsns[2] as bigint;
+  const to = laid.lsns[390] as bigint;
+  const name = (i: number) => lsnToWal(base + BigInt(i * SEG), 1, SEG);
+
+  /** A server whose WAL directories hold segment i as `where[i]` (absent: not on this host). */
+  function server(where: ('wals-gzip' | 'incoming' | 'partial' | 'partial-cut' | null)[]): { srv: ServerConfig; root: string } {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'wal-guide-read-'));
+    const conf = path.join(root, 'barman.conf');
+    fs.writeFileSync(conf, ['[barman]', `barman_home = ${root}/home`, `barman_user = ${os.userInfo().username}`, '', '[pg]', 'conninfo = host=127.0.0.1', 'backup_method = rsync', 'archiver = on', ''].join('\n'));
+    const srv = loadConfig(conf).servers.get('pg') as ServerConfig;
+    const p = serverPaths(srv);
+    fs.mkdirSync(p.incomingDir, { recursive: true });
+    fs.mkdirSync(p.streamingDir, { recursive: true });
+    where.forEach((w, i) => {
+      const seg = laid.segments[i] as Buffer;
+      if (w === 'wals-gzip') {
+        const f = walArchivePath(srv, name(i));
+        fs.mkdirSync(path.dirname(f), { recursive: true });
+        fs.writeFileSync(f, zlib.gzipSync(seg));
+      } else if (w === 'incoming') fs.writeFileSync(path.join(p.incomingDir, name(i)), seg);
+      else if (w === 'partial') fs.writeFileSync(path.join(p.streamingDir, `${name(i)}.partial`), seg);
+      else if (w === 'partial-cut') {
+        // Streamed up to a page before `to`: zeros after, as pg_receivewal leaves a .partial.
+        const cut = Buffer.alloc(SEG);
+        const upTo = Number((to - base) % BigInt(SEG)) - 2 * PAGE;
+        seg.copy(cut, 0, 0, Math.max(0, upTo - (upTo % PAGE)));
+        fs.writeFileSync(path.join(p.streamingDir, `${name(i)}.partial`), cut);
+      }
+    });
+    return { srv, root };
+  }
+  const range = { from, timeline: 1, segSize: SEG, to, waitMs: 0 };
+  const segs = laid.segments.length;
+  assert.ok(segs >= 3, `the records span ${segs} segments`);
+  const lastIndex = Number((to - base) / BigInt(SEG));
+  const kinds = (last: 'partial' | 'partial-cut' | 'incoming' | null, gap = -1) =>
+    Array.from({ length: lastIndex + 1 }, (_, i) => (i === gap ? null : i === lastIndex ? last : i % 2 === 0 ? ('wals-gzip' as const) : ('incoming' as const)));
+
+  it('reads the archived (compressed), incoming and streamed (.partial) segments: the blocks of the records between the two starts', async () => {
+    const { srv, root } = server(kinds('partial'));
+    try {
+      const c = await readWalChanges(srv, range);
+      assert.equal(c.unusable, null);
+      // From the start of the segment that holds `from` (records before it too: more is safe).
+      assert.equal(c.records, 390);
+      const want = new Map<string, Set<number>>();
+      for (let i = 0; i < 390; i++) {
+        const b = (records[i] as RecSpec).blocks[0] as BlockRef;
+        const k = forkKey(b.spc, b.db, b.rel, b.fork);
+        if (!want.has(k)) want.set(k, new Set());
+        want.get(k)?.add(b.block);
+      }
+      assert.deepEqual(c.blocks, want);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('unusable, with the reason: a segment missing, the last one not streamed far enough in time, a backup starting before its basis', async () => {
+    for (const [where, reason] of [
+      [kinds('partial', 1), /WAL file 0000000100000000000000(31|32) is not on this host$/],
+      [kinds(null), /is not on this host \(streaming_archiver = on/],
+      [kinds('partial-cut'), /ends at|not all read/],
+    ] as const) {
+      const { srv, root } = server([...where]);
+      try {
+        const c = await readWalChanges(srv, range);
+        assert.match(c.unusable ?? '', reason);
+      } finally {
+        fs.rmSync(root, { recursive: true, force: true });
+      }
+    }
+    const { srv, root } = server(kinds('partial'));
+    try {
+      assert.match((await readWalChanges(srv, { ...range, from: to, to: from })).unusable ?? '', /before its basis/);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('reads the segments already here before the end is known, then the rest; records read past the end stay gathered', async () => {
+    // All but the last segment here when the reading starts; the last one streamed later.
+    const { srv, root } = server(kinds(null));
+    try {
+      const reading = await WalChangeReading.start(srv, range);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      fs.writeFileSync(path.join(serverPaths(srv).streamingDir, `${name(lastIndex)}.partial`), laid.segments[lastIndex] as Buffer);
+      const c = await reading.finish(to, 0);
+      assert.equal(c.unusable, null);
+      assert.equal(c.records, 390);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+    // The segment holding the end complete and here: read whole before the end is known.
+    const mid = laid.lsns.findIndex((l) => l >= base + BigInt((lastIndex - 1) * SEG) + 100n);
+    const toMid = laid.lsns[mid] as bigint;
+    const all = server(kinds('incoming').slice(0, lastIndex));
+    try {
+      const reading = await WalChangeReading.start(all.srv, range);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const c = await reading.finish(toMid, 0);
+      assert.equal(c.unusable, null);
+      assert.ok(c.records > mid, `${c.records} records: the ones after the end too`);
+      assert.equal(c.readTo, toMid);
+    } finally {
+      fs.rmSync(all.root, { recursive: true, force: true });
+    }
+  });
+
+  it('waits for the streamed segment to reach the backup start', async () => {
+    const { srv, root } = server(kinds('partial-cut'));
+    try {
+      const partial = path.join(serverPaths(srv).streamingDir, `${name(lastIndex)}.partial`);
+      setTimeout(() => fs.writeFileSync(partial, laid.segments[lastIndex] as Buffer), 300);
+      const c = await readWalChanges(srv, { ...range, waitMs: 5000 });
+      assert.equal(c.unusable, null);
+      assert.equal(c.records, 390);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+    // Not there at all yet (pg_receivewal has not opened it): waited for too.
+    const late = server(kinds(null));
+    try {
+      const partial = path.join(serverPaths(late.srv).streamingDir, `${name(lastIndex)}.partial`);
+      setTimeout(() => fs.writeFileSync(partial, laid.segments[lastIndex] as Buffer), 300);
+      const c = await readWalChanges(late.srv, { ...range, waitMs: 5000 });
+      assert.equal(c.unusable, null);
+    } finally {
+      fs.rmSync(late.root, { recursive: true, force: true });
     }
   });
 });
