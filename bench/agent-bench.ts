@@ -12,6 +12,8 @@
  *                  --reuse-backup link (time, bytes on the wire) vs pgbackrest incr process-max=2
  *                  beside the plain-copy floor: the changed files read through ssh while the
  *                  backup host hard-links the rest and copies them whole (cp), then sync -f;
+ *                  and the copy-only floor: the same without the read (change tracking from the
+ *                  WAL spares the database host that read);
  *   restore        delta restore of the newest backup over a restore of the one before:
  *                  barman recover --delta-restore (local agent) vs pgbackrest restore --delta;
  *                  full remote recovery through the agent (-j 2, --remote-ssh-command) vs the
@@ -208,9 +210,9 @@ export async function agentBench(): Promise<void> {
      * unchanged files (`cp -al`) and writes whole copies of the changed ones from the earlier
      * backup (`cp`: ext4 has no reflink; on XFS, `cp --reflink=always`: clones), then `sync -f`.
      */
-    const measurePlainCopyFloor = async (what: string, srv = 'ag'): Promise<void> => {
+    const measurePlainCopyFloor = async (what: string, srv = 'ag', read = true): Promise<void> => {
       const [latest = '', previous = ''] = (await barman('list-backups', '--minimal', srv)).trim().split('\n');
-      const label = srv === 'agx' ? `plain-copy floor (${what}, XFS reflink)` : `plain-copy floor (${what})`;
+      const label = !read ? `copy-only floor (${what})` : srv === 'agx' ? `plain-copy floor (${what}, XFS reflink)` : `plain-copy floor (${what})`;
       if (!latest || !previous) return void (get(label).note = 'skipped: fewer than two agent backups');
       const prevData = path.join(backupDir(srv, previous), 'data');
       const newData = path.join(backupDir(srv, latest), 'data');
@@ -237,7 +239,7 @@ export async function agentBench(): Promise<void> {
         label,
         () =>
           Promise.all([
-            must(BARMAN_USER, 'ssh', ['-F', cfg, 'postgres@127.0.0.1', 'cat', ...changed.map((f) => remoteQuote(path.join(cluster.dataDir, f))), '>', '/dev/null']),
+            read ? must(BARMAN_USER, 'ssh', ['-F', cfg, 'postgres@127.0.0.1', 'cat', ...changed.map((f) => remoteQuote(path.join(cluster.dataDir, f))), '>', '/dev/null']) : null,
             must(BARMAN_USER, 'env', [`DEST=${dest}`, `PREV=${prevData}`, 'sh', '-c', script, 'sh', prevData, dest, ...changed]),
           ]),
         async () => {
@@ -262,6 +264,9 @@ export async function agentBench(): Promise<void> {
         for (const [label, fn, after] of alternate(steps, round)) await measure(label, fn, after);
       }
       await measurePlainCopyFloor(what);
+      // With change tracking the changed files are not read on the database host: the backup
+      // host's copies alone.
+      await measurePlainCopyFloor(what, 'ag', false);
       if (xfs) await measurePlainCopyFloor(what, 'agx');
     }
 
@@ -349,7 +354,7 @@ export async function agentBench(): Promise<void> {
   for (const l of ['tar | ssh | tar + sync (1 stream)', 'barman rsync -j 2 (ssh)', 'barman agent -j 2 full', 'barman agent -j 2 full (XFS)', 'pgbackrest full process-max=2 lz4']) row(l);
   console.log('INCREMENTAL (after an UPDATE of 1% of pgbench_accounts + CHECKPOINT)');
   for (const w of ['1% contiguous', '1% random']) {
-    for (const l of [`barman agent incr (${w})`, `pgbackrest incr (${w})`, `plain-copy floor (${w})`, `barman agent incr (${w}, XFS reflink)`, `plain-copy floor (${w}, XFS reflink)`]) row(l);
+    for (const l of [`barman agent incr (${w})`, `pgbackrest incr (${w})`, `plain-copy floor (${w})`, `copy-only floor (${w})`, `barman agent incr (${w}, XFS reflink)`, `plain-copy floor (${w}, XFS reflink)`]) row(l);
   }
   console.log('RESTORE');
   for (const l of ['barman recover --delta-restore (agent)', 'pgbackrest restore --delta', 'barman recover -j 2 (remote, agent)', 'pgbackrest restore process-max=2']) row(l);
@@ -376,6 +381,7 @@ export async function agentBench(): Promise<void> {
   // Where a target sits below what plain copies cost on this file system, the floor rule: within 1.2x of it.
   target('incr 1% contiguous: agent / plain-copy floor', ratio(best(contiguous), best('plain-copy floor (1% contiguous)')), 1.2, 'x');
   report('incr 1% contiguous: plain-copy floor / full agent time', ratio(best('plain-copy floor (1% contiguous)'), full), '%');
+  report('incr 1% contiguous: agent / copy-only floor', ratio(best(contiguous), best('copy-only floor (1% contiguous)')), 'x');
   // 1% at random changes many more pages: reported, no target.
   const random = 'barman agent incr (1% random)';
   report('incr 1% random: wire / data', ratio(wire.get(random), dataBytes), '%');
