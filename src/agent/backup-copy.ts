@@ -216,7 +216,10 @@ class AgentCopy {
     private readonly started: readonly AgentSession[] = [],
     /** The WAL since the basis started, being read (change tracking), or null. */
     private readonly walReading: WalChangeReading | null = null,
+    /** Whether the backup's file system clones files (canCloneIn; reuse_backup = link). */
+    cloning = true,
   ) {
+    this.canClone = cloning;
     this.stats.basis = bases.map((b) => b.id);
     this.stats.resumedFrom = bases.find((b) => b.interrupted)?.id ?? null;
   }
@@ -258,27 +261,11 @@ class AgentCopy {
     return { bytes: Math.min(sha.bytes, pages.bytes), sha256: sha.sha256, map: pages.map };
   };
 
-  /** False once a clone failed for want of support: this backup's file system does not do it. */
-  private canClone = true;
-
   /**
-   * Whether this backup's file system clones files (reuse_backup = link): tried on a small file
-   * before the copy. Where it does, changed files are read whole even with change tracking: a
-   * file built from the WAL's pages over a clone must be read back whole here for its SHA-256,
-   * which cost more here (XFS, on a loop device) than the agent's read of it.
+   * False once a clone failed for want of support (this backup's file system does not do it),
+   * or from the start where canCloneIn said so.
    */
-  private async probeClone(): Promise<void> {
-    if (this.req.reuse !== 'link') return void (this.canClone = false);
-    await fsp.mkdir(this.req.destDir, { recursive: true, mode: 0o700 });
-    const a = path.join(this.req.destDir, `.clone-probe-${process.pid}`);
-    await fsp.writeFile(a, 'clone probe\n', { mode: 0o600, flag: 'wx' });
-    try {
-      await this.clone(a, `${a}.2`);
-    } finally {
-      await fsp.rm(a, { force: true });
-      await fsp.rm(`${a}.2`, { force: true });
-    }
-  }
+  private canClone: boolean;
 
   /**
    * A changed file started as a clone of its basis copy, where the file system shares blocks
@@ -373,7 +360,6 @@ class AgentCopy {
   async run(sink: CopySink, agents: Promise<AgentSession[]>, started?: BackupStarted): Promise<{ extraCopyStats: [string, PyValue][]; knownChecksums: Map<string, { size: number; sha256: string }> }> {
     const tracking = this.walChanges(started);
     tracking.catch(() => undefined);
-    await this.probeClone();
     const waited = Date.now();
     this.sessions.push(...(await agents));
     const first = this.sessions[0] as AgentSession;
@@ -514,7 +500,7 @@ class AgentCopy {
           if (!rec) continue;
           job.basis = { backup, rec };
           if (rec.s === size && rec.m === mtimeMs && mtimeMs < backup.horizonMs - 1000) links.push({ job, backup, rec });
-          else if (guide && !backup.interrupted && !this.canClone) job.guided = guidedRead(`${tree.manifestPrefix}${rel}`, rec.s, guide);
+          else if (guide && !backup.interrupted) job.guided = guidedRead(`${tree.manifestPrefix}${rel}`, rec.s, guide);
           break;
         }
         if (!links.at(-1) || links.at(-1)?.job !== job) this.queue.push(job);
@@ -672,6 +658,29 @@ class AgentCopy {
   }
 }
 
+/**
+ * Whether the file system of `dir` clones files (reflink: XFS, btrfs), tried on a small file.
+ * Where it does, changed files are read whole even with change tracking: a file built from the
+ * WAL's pages over a clone of its basis must be read back whole here for its SHA-256, which
+ * costs as much as the agent's read of it (more, measured on XFS on a loop device), and the
+ * clone spares every other write.
+ */
+async function canCloneIn(dir: string): Promise<boolean> {
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  const a = path.join(dir, `.clone-probe-${process.pid}`);
+  await fsp.writeFile(a, 'clone probe\n', { mode: 0o600, flag: 'wx' });
+  try {
+    await fsp.copyFile(a, `${a}.2`, fsp.constants.COPYFILE_EXCL | fsp.constants.COPYFILE_FICLONE_FORCE);
+    return true;
+  } catch (err) {
+    if (CLONE_UNSUPPORTED.has((err as NodeJS.ErrnoException).code ?? '')) return false;
+    throw err;
+  } finally {
+    await fsp.rm(a, { force: true });
+    await fsp.rm(`${a}.2`, { force: true });
+  }
+}
+
 /** Where a server's agents run: the database host, through ssh_command. */
 export function agentEndpoint(srv: AgentBackupRequest['srv']): AgentEndpoint {
   return { sshCommand: srv.ssh_command, where: 'the database host', env: subprocessEnv(srv.path_prefix) };
@@ -747,10 +756,12 @@ async function withAgentCopy<X>(req: AgentBackupRequest, track: boolean, body: (
     const resume = bases[0] && !bases[0].reader.meta.complete ? bases[0] : null;
     if (resume) req.info?.(`Resuming the interrupted backup ${resume.id}: the ${resume.reader.files.size} files it received are not fetched again`);
     log.debug(`agent copy prepared in ${Date.now() - t0} ms (basis: ${bases.map((b) => b.id).join(', ') || 'none'})`);
-    // Change tracking: the WAL since the basis started is read while PostgreSQL makes the checkpoint of this backup's start.
+    // Change tracking: the WAL since the basis started is read while PostgreSQL makes the
+    // checkpoint of this backup's start; not where the file system clones (canCloneIn).
+    const cloning = req.reuse === 'link' && (await canCloneIn(req.destDir));
     const tracked = bases.find((b) => !b.interrupted);
-    walReading = track && req.reuse !== 'off' && tracked?.wal ? await WalChangeReading.start(srv, tracked.wal, stop.signal) : null;
-    const copy = new AgentCopy(req, ep, hasher, store, bases, threads, shaThreads, all, walReading);
+    walReading = track && req.reuse !== 'off' && !cloning && tracked?.wal ? await WalChangeReading.start(srv, tracked.wal, stop.signal) : null;
+    const copy = new AgentCopy(req, ep, hasher, store, bases, threads, shaThreads, all, walReading, cloning);
     return await body(copy, opening);
   } catch (err) {
     failed = true;

@@ -178,7 +178,8 @@ export class WalChangeReading {
   /**
    * The block changes up to `to` (this backup's start), or why they cannot be had (`unusable`).
    * The segment holding `to` is usually still being streamed (a `.partial` file): it is waited
-   * for until a record was written at `to`, for at most `waitMs`.
+   * for until a record was written at `to`, and a segment missing before it for its complete
+   * file, for at most `waitMs` in all.
    */
   async finish(to: bigint, waitMs: number): Promise<BlockChanges> {
     this.stopping = true;
@@ -195,11 +196,22 @@ export class WalChangeReading {
       for (let name = this.next; !reader.finished; name = nextSegment(name, w.segSize)) {
         if (this.signal?.aborted) return unusable('interrupted');
         const isLast = name === last;
+        // The segment holding `to` is read as streamed so far (a .partial), once a record is
+        // written at `to`; it may not even be there yet (a backup starting on a new segment).
+        // One before it is complete, but pg_receivewal may not have received its end yet (the
+        // WAL switch just before this backup's start): its complete file is waited for.
         let seg = await loadWal(this.srv, name, isLast);
-        // The streamed segment may not even be there yet (a backup starting on a new segment).
-        while (isLast && !(seg && writtenAt(seg, to, w.segSize)) && Date.now() < deadline) {
+        const ready = (b: Buffer | null): boolean => b !== null && (!isLast || writtenAt(b, to, w.segSize));
+        // Not there, not even being streamed: gone, nothing to wait for.
+        const coming = async (): Promise<boolean> => {
+          if (isLast) return true;
+          const o = await openWal(this.srv, name, { partial: true });
+          await o?.handle.close();
+          return o !== null;
+        };
+        while (!ready(seg) && Date.now() < deadline && (await coming())) {
           await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-          seg = await loadWal(this.srv, name, true);
+          seg = await loadWal(this.srv, name, isLast);
         }
         if (!seg) return unusable(`WAL file ${name} is not on this host${isLast ? ' (streaming_archiver = on brings it as it is written)' : ''}`);
         reader.feedSegment(seg, walToLsn(name, 0, w.segSize));

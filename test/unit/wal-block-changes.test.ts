@@ -500,6 +500,25 @@ describe('readWalChanges: the WAL between two backup starts, from a server\'s ar
     } finally {
       fs.rmSync(root, { recursive: true, force: true });
     }
+    // A segment before the last one still a .partial (its end not received yet): its complete
+    // file is waited for.
+    const before = server(kinds('partial'));
+    try {
+      const dir = serverPaths(before.srv).streamingDir;
+      const k = lastIndex - 1;
+      const archived = walArchivePath(before.srv, name(k));
+      fs.rmSync(archived, { force: true });
+      fs.rmSync(path.join(serverPaths(before.srv).incomingDir, name(k)), { force: true });
+      fs.writeFileSync(path.join(dir, `${name(k)}.partial`), Buffer.alloc(SEG));
+      setTimeout(() => {
+        fs.writeFileSync(path.join(dir, name(k)), laid.segments[k] as Buffer);
+        fs.rmSync(path.join(dir, `${name(k)}.partial`));
+      }, 300);
+      const c = await readWalChanges(before.srv, { ...range, waitMs: 5000 });
+      assert.equal(c.unusable, null);
+    } finally {
+      fs.rmSync(before.root, { recursive: true, force: true });
+    }
     // Not there at all yet (pg_receivewal has not opened it): waited for too.
     const late = server(kinds(null));
     try {
