@@ -18,8 +18,9 @@
  * from the basis. Its recorded size is still checked first.
  *
  * With change tracking (wal-guide.ts) the agent reads only the pages the WAL named, and its
- * READ_END carries no SHA-256: the file is then written through the page cache, and read back
- * here for its SHA-256 (ShaOf) behind the writes and fills, chunk by chunk as they end.
+ * READ_END carries no SHA-256: the file then starts as the basis (a clone, else a copy the
+ * kernel makes), the arrived pages are written over it through the page cache, and it is read
+ * back here for its SHA-256 and page hashes (ShaOf), the latter checked against the basis's map.
  *
  * Pages that arrived are written through one queue, in the order they arrive; fills from the
  * basis run beside it, several at once (on the hashing threads): they write other pages, and
@@ -112,8 +113,6 @@ export class FileReceiver {
     private readonly shaOf: ShaOf | null = null,
   ) {}
 
-  /** Fills queued, in file order (they are queued in order): the SHA-256 reading follows them. */
-  private fillTasks: { first: number; done: Promise<void> }[] = [];
 
   /** The file started as a clone of the basis: nothing to fill. */
   private cloned = false;
@@ -221,35 +220,11 @@ export class FileReceiver {
     this.next = Math.max(this.next, page);
   }
 
-  /**
-   * Queue the filling of the gaps gathered so far (in hashing threads: FillGaps), in tasks of at
-   * most FILL_PAGES pages: a long gap (the rest of a file of which only some pages travelled) is
-   * filled by several threads at once.
-   */
+  /** Queue the filling of the gaps gathered so far (in a hashing thread: FillGaps). */
   private flushGaps(): void {
     const gaps = this.gaps;
-    this.gaps = [];
-    let task: [number, number][] = [];
-    let pages = 0;
-    for (const [a, b] of gaps) {
-      for (let p = a; p < b; ) {
-        const q = Math.min(b, p + FILL_PAGES - pages);
-        task.push([p, q]);
-        pages += q - p;
-        p = q;
-        if (pages >= FILL_PAGES) {
-          this.fillTask(task);
-          task = [];
-          pages = 0;
-        }
-      }
-    }
-    if (task.length > 0) this.fillTask(task);
-  }
-
-  /** Fill the gaps of one task from the basis. */
-  private fillTask(gaps: [number, number][]): void {
     const basis = this.basis;
+    this.gaps = [];
     if (!basis || gaps.length === 0) return;
     const fill: Promise<void> = (async () => {
       const fh = await this.open();
@@ -265,16 +240,14 @@ export class FileReceiver {
       })
       .finally(() => this.fills.delete(fill));
     this.fills.add(fill);
-    if (this.shaOf) this.fillTasks.push({ first: (gaps[0] as [number, number])[0], done: fill });
   }
 
-  /** Every byte of the file before `byteEnd` is written: the arrived pages, and the fills that begin before it. */
-  private readonly writtenTo = async (byteEnd: number): Promise<void> => {
+  /**
+   * The arrived pages are written (a file built from the WAL's pages starts as the basis: it has
+   * nothing else to wait for before it is read back).
+   */
+  private readonly writtenTo = async (): Promise<void> => {
     await this.queue;
-    for (const t of this.fillTasks) {
-      if (t.first * PAGE_SIZE >= byteEnd) break;
-      await t.done;
-    }
     this.checkWrites();
   };
 

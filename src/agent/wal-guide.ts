@@ -115,14 +115,6 @@ export interface WalStart {
   segSize: number;
 }
 
-export interface WalRange extends WalStart {
-  /** This backup's start. */
-  to: bigint;
-  /** How long to wait for the streamed WAL to reach `to` (pg_receivewal's lag). */
-  waitMs: number;
-  signal?: AbortSignal;
-}
-
 const POLL_MS = 100;
 /** More WAL than this between the two starts: reading the files is cheaper than reading the WAL. */
 const MAX_SEGMENT_BYTES = 8 * 1024 * 1024 * 1024;
@@ -222,10 +214,4 @@ export class WalChangeReading {
     }
     return reader.result();
   }
-}
-
-/** Read the WAL of `srv` from `r.from` to `r.to` at once (WalChangeReading, started and finished). */
-export async function readWalChanges(srv: ServerConfig, r: WalRange): Promise<BlockChanges> {
-  const reading = await WalChangeReading.start(srv, r, r.signal);
-  return reading.finish(r.to, r.waitMs);
 }

@@ -238,10 +238,6 @@ export class BlockChangeReader {
     return this.endAt === UNKNOWN_END ? 'the position asked for' : formatLsn(this.endAt);
   }
 
-  get end(): bigint | null {
-    return this.endAt === UNKNOWN_END ? null : this.endAt;
-  }
-
   /**
    * Where to stop, once known (created without it). Records already read past it stay
    * gathered: more blocks, never fewer.

@@ -13,7 +13,7 @@ import * as zlib from 'node:zlib';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { createCRC32 } from 'hash-wasm';
-import { WalChangeReading, readWalChanges } from '../../src/agent/wal-guide.js';
+import { WalChangeReading, type WalStart } from '../../src/agent/wal-guide.js';
 import { serverPaths } from '../../src/catalog/server-dirs.js';
 import { loadConfig, type ServerConfig } from '../../src/config/config.js';
 import { walArchivePath } from '../../src/wal/archiver.js';
@@ -376,7 +376,12 @@ describe('relation files of a data directory', () => {
   });
 });
 
-describe('readWalChanges: the WAL between two backup starts, from a server\'s archive, incoming and streaming directories', () => {
+/** Read the WAL of `srv` from `r.from` to `r.to` (started, then finished at once). */
+async function readWalChanges(srv: ServerConfig, r: WalStart & { to: bigint; waitMs: number }) {
+  return (await WalChangeReading.start(srv, r)).finish(r.to, r.waitMs);
+}
+
+describe('WalChangeReading: the WAL between two backup starts, from a server\'s archive, incoming and streaming directories', () => {
   const base = 0x3000000n;
   const records = Array.from({ length: 400 }, (_, i) => heapUpdate(16384 + (i % 3), i * 7, { image: 8192 }));
   const laid = layout(records, base);
