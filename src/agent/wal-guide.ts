@@ -171,7 +171,7 @@ export class WalChangeReading {
    * The block changes up to `to` (this backup's start), or why they cannot be had (`unusable`).
    * The segment holding `to` is usually still being streamed (a `.partial` file): it is waited
    * for until a record was written at `to`, and a segment missing before it for its complete
-   * file, for at most `waitMs` in all.
+   * file, for at most `waitMs` in all (with streaming_archiver = on: nothing else brings it).
    */
   async finish(to: bigint, waitMs: number): Promise<BlockChanges> {
     this.stopping = true;
@@ -183,7 +183,8 @@ export class WalChangeReading {
     if (to - w.from > BigInt(MAX_SEGMENT_BYTES)) return unusable(`more than ${MAX_SEGMENT_BYTES / 1073741824} GiB of WAL since the basis started`);
     reader.setEnd(to);
     const last = lsnToWal(to, w.timeline, w.segSize);
-    const deadline = Date.now() + waitMs;
+    // Only pg_receivewal brings the segment being written: without it, nothing to wait for.
+    const deadline = Date.now() + (this.srv.streaming_archiver ? waitMs : 0);
     try {
       for (let name = this.next; !reader.finished; name = nextSegment(name, w.segSize)) {
         if (this.signal?.aborted) return unusable('interrupted');

@@ -390,10 +390,10 @@ describe('WalChangeReading: the WAL between two backup starts, from a server\'s 
   const name = (i: number) => lsnToWal(base + BigInt(i * SEG), 1, SEG);
 
   /** A server whose WAL directories hold segment i as `where[i]` (absent: not on this host). */
-  function server(where: ('wals-gzip' | 'incoming' | 'partial' | 'partial-cut' | null)[]): { srv: ServerConfig; root: string } {
+  function server(where: ('wals-gzip' | 'incoming' | 'partial' | 'partial-cut' | null)[], streaming = true): { srv: ServerConfig; root: string } {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'wal-guide-read-'));
     const conf = path.join(root, 'barman.conf');
-    fs.writeFileSync(conf, ['[barman]', `barman_home = ${root}/home`, `barman_user = ${os.userInfo().username}`, '', '[pg]', 'conninfo = host=127.0.0.1', 'backup_method = rsync', 'archiver = on', ''].join('\n'));
+    fs.writeFileSync(conf, ['[barman]', `barman_home = ${root}/home`, `barman_user = ${os.userInfo().username}`, '', '[pg]', 'conninfo = host=127.0.0.1', 'backup_method = rsync', 'archiver = on', `streaming_archiver = ${streaming ? 'on' : 'off'}`, 'slot_name = barman', ''].join('\n'));
     const srv = loadConfig(conf).servers.get('pg') as ServerConfig;
     const p = serverPaths(srv);
     fs.mkdirSync(p.incomingDir, { recursive: true });
@@ -523,6 +523,15 @@ describe('WalChangeReading: the WAL between two backup starts, from a server\'s 
       assert.equal(c.unusable, null);
     } finally {
       fs.rmSync(before.root, { recursive: true, force: true });
+    }
+    // Without streaming_archiver, nothing brings the segment being written: not waited for.
+    const archiving = server(kinds(null), false);
+    try {
+      const t0 = Date.now();
+      assert.match((await readWalChanges(archiving.srv, { ...range, waitMs: 5000 })).unusable ?? '', /is not on this host/);
+      assert.ok(Date.now() - t0 < 2000, 'not waited for');
+    } finally {
+      fs.rmSync(archiving.root, { recursive: true, force: true });
     }
     // Not there at all yet (pg_receivewal has not opened it): waited for too.
     const late = server(kinds(null));
