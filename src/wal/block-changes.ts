@@ -322,7 +322,11 @@ export class BlockChangeReader {
     const valid = page.readUInt16LE(0) === this.magic && page.readBigUInt64LE(8) === pageLsn;
     if (!valid) {
       // Past the WAL written (zeros) or an older segment's page (recycled file).
-      if (!this.pending && pageLsn >= this.endAt) return void (this.done = true);
+      if (!this.pending && pageLsn >= this.endAt) {
+        // Every record before it was read (an end on a page boundary: not one the WAL gives).
+        this.changes.readTo = this.endAt;
+        return void (this.done = true);
+      }
       throw new Error(`the WAL ends at ${formatLsn(pageLsn)}, before ${this.endText()}`);
     }
     if (page.readUInt32LE(4) !== this.tli) throw new Error(`the WAL switches from timeline ${this.tli} to ${page.readUInt32LE(4)} at ${formatLsn(pageLsn)}`);

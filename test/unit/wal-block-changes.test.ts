@@ -215,6 +215,25 @@ describe('WAL block changes: records laid out across pages and segments', () => 
     );
   });
 
+  it('reaches an end on a page boundary after a record that ends within the last bytes of a page (fast-check found it)', async () => {
+    const records: RecSpec[] = [
+      {
+        rmid: 10,
+        info: 0,
+        blocks: [
+          { spc: 1663, db: 5, rel: 16384, fork: 0, block: 0, data: 91 },
+          { spc: 1663, db: 5, rel: 16385, fork: 0, block: 0, image: 7911, data: 46 },
+        ],
+        main: Buffer.alloc(26, 1),
+      },
+    ];
+    const laid = layout(records);
+    assert.equal(Number(laid.end % BigInt(PAGE)), 0, 'the end is on a page boundary');
+    const got = await read(laid, laid.lsns[0] as bigint, laid.end);
+    assert.equal(got.unusable, null);
+    assert.equal(got.readTo, laid.end);
+  });
+
   it('reads a record whose header is split between two pages', async () => {
     // Fill the first page up to 8 bytes short of its end (a record header is 24 bytes).
     const first = 8192 - 40 - 8;
