@@ -27,7 +27,7 @@
  * the fill of a large file would otherwise be the last thing a backup waits for.
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
-import { FILL_PAGES, HASH_BYTES, PAGE_SIZE, pageCount, type PageHasher } from './pages.js';
+import { FILL_PAGES, HASH_BYTES, PAGE_SIZE, pageCount, samePage, type PageHasher } from './pages.js';
 import type { PagesHeader } from './protocol.js';
 import type { ReadEnd } from './serve-read.js';
 import { BarmanError, errorMessage } from '../util/errors.js';
@@ -399,8 +399,7 @@ export class FileReceiver {
   private readBack(h: FileHashes, map: Buffer, size: number): { page: number; arrived: boolean } | null {
     if (h.bytes !== size) return { page: Math.floor(h.bytes / PAGE_SIZE), arrived: false };
     for (let p = 0; p < map.length / HASH_BYTES; p++) {
-      const o = p * HASH_BYTES;
-      if (Buffer.compare(h.map.subarray(o, o + HASH_BYTES), map.subarray(o, o + HASH_BYTES)) !== 0) return { page: p, arrived: p < this.arrived.length && this.arrived[p] === 1 };
+      if (!samePage(h.map, p, map, p)) return { page: p, arrived: p < this.arrived.length && this.arrived[p] === 1 };
     }
     return null;
   }
